@@ -1,0 +1,394 @@
+//! Types shared by the oomtrace eBPF programs and userspace.
+//!
+//! The kernel side reports facts and nothing more: every record is an [`Event`] — a fixed
+//! [`Header`] (what kind, when, on which CPU, in which task) followed by one payload struct.
+//! Kinds have fixed numbers with gaps per hook family so that new kinds never renumber old ones
+//! (dumps recorded by one version are replayed by another).
+//!
+//! All structs are `#[repr(C)]` with explicit padding fields: no implicit padding, so the bytes
+//! userspace reads are exactly the bytes the kernel wrote.
+#![no_std]
+
+/// Length of `task_struct.comm`.
+pub const TASK_COMM_LEN: usize = 16;
+/// Bytes of the OOM killer's message ("Memory cgroup out of memory", …) kept per kill.
+pub const MESSAGE_LEN: usize = 32;
+/// Marker for "this offset is not known on this kernel" in [`Config`].
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// What an event is. The numbers are part of the dump format: never reuse or renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// `mem_cgroup_out_of_memory()` entered: a memory cgroup hit its limit and reclaim failed.
+    OomInvoke = 10,
+    /// `mem_cgroup_out_of_memory()` returned (whether it killed).
+    OomInvokeDone = 11,
+    /// `oom_kill_process()`: the OOM killer chose a victim.
+    OomKill = 20,
+    /// `oom:mark_victim`: the victim was marked (gets access to memory reserves).
+    MarkVictim = 21,
+    /// `signal_generate` with SIGKILL sent by the kernel itself (`SEND_SIG_PRIV`).
+    KernelSigkill = 22,
+    /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
+    WakeReaper = 30,
+    /// `oom:start_task_reaping`.
+    StartReaping = 31,
+    /// `oom:finish_task_reaping`: the victim's memory was unmapped (it is NOT dead yet).
+    FinishReaping = 32,
+    /// `oom:skip_task_reaping`: the reaper could not take the victim's mmap_lock this time.
+    SkipReaping = 33,
+    /// `sched:sched_process_exit` of a thread of a tracked process.
+    TaskExit = 40,
+    /// `sched:sched_process_free` of a tracked process leader: the zombie was released.
+    TaskFree = 41,
+}
+
+impl EventKind {
+    /// All kinds, in number order.
+    pub const ALL: [EventKind; 11] = [
+        Self::OomInvoke,
+        Self::OomInvokeDone,
+        Self::OomKill,
+        Self::MarkVictim,
+        Self::KernelSigkill,
+        Self::WakeReaper,
+        Self::StartReaping,
+        Self::FinishReaping,
+        Self::SkipReaping,
+        Self::TaskExit,
+        Self::TaskFree,
+    ];
+
+    /// The kind with this number, if any.
+    pub fn from_u32(n: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as u32 == n)
+    }
+}
+
+/// Common start of every event: the kind, the time and the task that was running (`current`).
+///
+/// For kill-path events `current` is the task that allocated and triggered the OOM; for
+/// `TaskExit` it is the exiting thread itself; for `TaskFree` it is whatever ran the RCU callback
+/// (meaningless: use the payload).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// An [`EventKind`] number.
+    pub kind: u32,
+    /// CPU the event was recorded on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Thread id of `current`.
+    pub pid: u32,
+    /// Process id (tgid) of `current`.
+    pub tgid: u32,
+    /// `current->comm`, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// A header followed by a payload: what the ring buffer carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event<T> {
+    pub header: Header,
+    pub data: T,
+}
+
+/// `mem_cgroup_out_of_memory(memcg, gfp_mask, order)` entered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomInvoke {
+    /// The memcg's cgroup id (inode of its cgroup directory).
+    pub memcg_id: u64,
+    pub gfp_mask: u32,
+    pub order: i32,
+}
+
+/// `mem_cgroup_out_of_memory()` returned. Pair it with the [`OomInvoke`] of the same thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomInvokeDone {
+    /// 1 if it killed (or found a victim already dying), 0 if not.
+    pub killed: u32,
+    pub _pad: u32,
+}
+
+/// `oom_kill_process(oc, message)`: the chosen victim and the numbers behind the choice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomKill {
+    pub chosen_pid: u32,
+    pub chosen_tgid: u32,
+    pub chosen_comm: [u8; TASK_COMM_LEN],
+    /// Start time (ns since boot, `start_boottime`) of the chosen process's leader.
+    pub chosen_start_ns: u64,
+    /// `oc->chosen_points`: the badness score (pages, adjusted by oom_score_adj).
+    pub chosen_points: i64,
+    /// `oc->totalpages`: the memory the choice was relative to (for a memcg, its limit).
+    pub totalpages: u64,
+    /// `oc->memcg`'s cgroup id; 0 for a global OOM.
+    pub memcg_id: u64,
+    /// `enum oom_constraint` (0 none, 1 cpuset, 2 memory policy, 3 memcg).
+    pub constraint: u32,
+    pub order: i32,
+    pub gfp_mask: u32,
+    pub _pad: u32,
+    /// The kernel's message, NUL-padded (truncated).
+    pub message: [u8; MESSAGE_LEN],
+}
+
+/// Bits of [`MarkVictim::fields`]: which optional fields this kernel provided.
+pub mod victim_fields {
+    /// `tgid`, `start_ns`, `memcg_id` (read from the task: tp_btf only).
+    pub const TASK: u32 = 1 << 0;
+    /// `comm` of the victim.
+    pub const COMM: u32 = 1 << 1;
+    /// `total_vm_kb`, `anon_rss_kb`, `file_rss_kb`, `shmem_rss_kb`, `pgtables_kb`.
+    pub const MEMORY: u32 = 1 << 2;
+    /// `uid`.
+    pub const UID: u32 = 1 << 3;
+    /// `oom_score_adj`.
+    pub const OOM_SCORE_ADJ: u32 = 1 << 4;
+}
+
+/// `oom:mark_victim`. Before Linux 6.8 the tracepoint carried only `pid` (a thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkVictim {
+    /// Thread id the kernel marked (not always the leader).
+    pub pid: u32,
+    /// 0 unless `fields` has [`victim_fields::TASK`].
+    pub tgid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub start_ns: u64,
+    pub memcg_id: u64,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+    /// [`victim_fields`] bits.
+    pub fields: u32,
+    pub _pad: u32,
+}
+
+/// A SIGKILL generated by the kernel (`SEND_SIG_PRIV`): the OOM killer's kill of the victim and
+/// of every process sharing its mm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSigkill {
+    pub target_pid: u32,
+    /// 0 when the attach type cannot see the target task (classic tracepoint).
+    pub target_tgid: u32,
+    pub target_comm: [u8; TASK_COMM_LEN],
+    /// Leader start time of the target; 0 when unknown.
+    pub target_start_ns: u64,
+    /// Nonzero if sent to the whole thread group.
+    pub group: i32,
+    /// `TRACE_SIGNAL_*` result: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lose info.
+    pub result: i32,
+}
+
+/// The four `oom:*_reaping` / `wake_reaper` tracepoints: all carry just the victim's pid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reaper {
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+/// How [`TaskExit::group_dead`] was obtained.
+pub mod group_dead_source {
+    /// Not known.
+    pub const UNKNOWN: u32 = 0;
+    /// The tracepoint's own `group_dead` argument (Linux ≥ 6.16).
+    pub const TRACEPOINT: u32 = 1;
+    /// `task->signal->live == 0` read at the tracepoint (older kernels).
+    pub const SIGNAL_LIVE: u32 = 2;
+}
+
+/// A thread of a tracked process exited. `current` in the header is the exiting thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskExit {
+    /// 1 if this was the last live thread of its process.
+    pub group_dead: u32,
+    /// A [`group_dead_source`] value.
+    pub group_dead_source: u32,
+    /// Leader start time (ns since boot); 0 when unknown.
+    pub start_ns: u64,
+}
+
+/// A tracked process leader was freed (its zombie reaped by the parent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskFree {
+    pub pid: u32,
+    pub _pad: u32,
+    /// Start time (ns since boot) when the attach type can read the task; 0 otherwise.
+    pub start_ns: u64,
+}
+
+/// Offsets and switches the eBPF programs need, found by userspace at load time (BTF and
+/// tracefs format files) and written into the `CONFIG` global before load. Every offset is in
+/// bytes; [`NO_OFFSET`] means "not on this kernel" and the program leaves that field out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_start_boottime: u32,
+    pub task_group_leader: u32,
+    pub task_cgroups: u32,
+    pub task_signal: u32,
+    pub task_mm: u32,
+    // struct css_set / cgroup_subsys_state / cgroup / kernfs_node
+    pub css_set_subsys: u32,
+    /// Index of the memory controller in `css_set.subsys[]` (`memory_cgrp_id`).
+    pub memory_cgrp_id: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    /// Offset of `css` inside `struct mem_cgroup`.
+    pub memcg_css: u32,
+    // struct signal_struct
+    pub signal_live: u32,
+    pub signal_oom_score_adj: u32,
+    // struct mm_struct
+    pub mm_total_vm: u32,
+    /// `rss_stat` counter `i` is an `s64`/`long` at `mm_rss_base + i * mm_rss_stride`.
+    pub mm_rss_base: u32,
+    pub mm_rss_stride: u32,
+    pub mm_pgtables_bytes: u32,
+    /// log2(page size) - 10: shift to turn pages into kB.
+    pub page_kb_shift: u32,
+    // struct oom_control
+    pub oc_memcg: u32,
+    pub oc_gfp_mask: u32,
+    pub oc_order: u32,
+    pub oc_totalpages: u32,
+    pub oc_chosen: u32,
+    pub oc_chosen_points: u32,
+    pub oc_constraint: u32,
+    // oom:mark_victim record
+    pub tp_victim_pid: u32,
+    pub tp_victim_comm: u32,
+    pub tp_victim_total_vm: u32,
+    pub tp_victim_anon_rss: u32,
+    pub tp_victim_file_rss: u32,
+    pub tp_victim_shmem_rss: u32,
+    pub tp_victim_uid: u32,
+    pub tp_victim_pgtables: u32,
+    pub tp_victim_oom_score_adj: u32,
+    // sched:sched_process_exit / sched_process_free records
+    pub tp_exit_group_dead: u32,
+    pub tp_free_pid: u32,
+    // signal:signal_generate record
+    pub tp_signal_sig: u32,
+    pub tp_signal_code: u32,
+    pub tp_signal_comm: u32,
+    pub tp_signal_pid: u32,
+    pub tp_signal_group: u32,
+    pub tp_signal_result: u32,
+    // oom:{wake_reaper,*_task_reaping} record
+    pub tp_reaper_pid: u32,
+    /// 1 if the tp_btf `sched_process_exit` has a `group_dead` argument (Linux ≥ 6.16).
+    pub exit_arg_group_dead: u32,
+    /// 1 to report every exit and free, not only those of tracked processes (benchmarks, debugging).
+    pub trace_all_exits: u32,
+}
+
+impl Config {
+    /// Every offset unknown, every switch off: what the object holds until userspace fills it.
+    pub const UNSET: Config = Config {
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        task_comm: NO_OFFSET,
+        task_start_boottime: NO_OFFSET,
+        task_group_leader: NO_OFFSET,
+        task_cgroups: NO_OFFSET,
+        task_signal: NO_OFFSET,
+        task_mm: NO_OFFSET,
+        css_set_subsys: NO_OFFSET,
+        memory_cgrp_id: NO_OFFSET,
+        css_cgroup: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kn_id: NO_OFFSET,
+        memcg_css: NO_OFFSET,
+        signal_live: NO_OFFSET,
+        signal_oom_score_adj: NO_OFFSET,
+        mm_total_vm: NO_OFFSET,
+        mm_rss_base: NO_OFFSET,
+        mm_rss_stride: NO_OFFSET,
+        mm_pgtables_bytes: NO_OFFSET,
+        page_kb_shift: 2,
+        oc_memcg: NO_OFFSET,
+        oc_gfp_mask: NO_OFFSET,
+        oc_order: NO_OFFSET,
+        oc_totalpages: NO_OFFSET,
+        oc_chosen: NO_OFFSET,
+        oc_chosen_points: NO_OFFSET,
+        oc_constraint: NO_OFFSET,
+        tp_victim_pid: NO_OFFSET,
+        tp_victim_comm: NO_OFFSET,
+        tp_victim_total_vm: NO_OFFSET,
+        tp_victim_anon_rss: NO_OFFSET,
+        tp_victim_file_rss: NO_OFFSET,
+        tp_victim_shmem_rss: NO_OFFSET,
+        tp_victim_uid: NO_OFFSET,
+        tp_victim_pgtables: NO_OFFSET,
+        tp_victim_oom_score_adj: NO_OFFSET,
+        tp_exit_group_dead: NO_OFFSET,
+        tp_free_pid: NO_OFFSET,
+        tp_signal_sig: NO_OFFSET,
+        tp_signal_code: NO_OFFSET,
+        tp_signal_comm: NO_OFFSET,
+        tp_signal_pid: NO_OFFSET,
+        tp_signal_group: NO_OFFSET,
+        tp_signal_result: NO_OFFSET,
+        tp_reaper_pid: NO_OFFSET,
+        exit_arg_group_dead: 0,
+        trace_all_exits: 0,
+    };
+}
+
+/// Names shared by both sides: maps, the config global, and one program per (hook, attach type).
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const TRACKED: &str = "TRACKED";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Capacity of the `TRACKED` map (processes whose exit and free are reported).
+pub const TRACKED_MAX: u32 = 16384;
+/// Ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BYTES: u32 = 1 << 20;
+
+// No implicit padding: the sizes are the sums of the fields.
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 40);
+    assert!(core::mem::size_of::<OomInvoke>() == 16);
+    assert!(core::mem::size_of::<OomInvokeDone>() == 8);
+    assert!(core::mem::size_of::<OomKill>() == 104);
+    assert!(core::mem::size_of::<MarkVictim>() == 96);
+    assert!(core::mem::size_of::<KernelSigkill>() == 40);
+    assert!(core::mem::size_of::<Reaper>() == 8);
+    assert!(core::mem::size_of::<TaskExit>() == 16);
+    assert!(core::mem::size_of::<TaskFree>() == 16);
+    assert!(core::mem::size_of::<Config>() == 48 * 4);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, without implicit padding, valid for any bytes.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Header {}
+}

@@ -1,0 +1,82 @@
+//! The ring buffer, the lost-event counter, the set of tracked processes, and writing events.
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use oomtrace_common::{Event, EventKind, Header, RING_BYTES, TASK_COMM_LEN, TRACKED_MAX};
+
+use crate::kernel::config;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Events that did not fit in the ring buffer (index 0, per CPU; userspace sums).
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes (by tgid) whose thread exits and release are reported: victims and the processes
+/// killed with them. Filled at kill time here and by userspace; LRU so it can never fill up.
+#[map]
+static TRACKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(TRACKED_MAX, 0);
+
+/// Starts tracking a process's exits.
+#[inline(always)]
+pub fn track(tgid: u32) {
+    if tgid != 0 {
+        let _ = TRACKED.insert(&tgid, &1, 0);
+    }
+}
+
+#[inline(always)]
+pub fn is_tracked(tgid: u32) -> bool {
+    config().trace_all_exits != 0 || TRACKED.get_ptr(&tgid).is_some()
+}
+
+#[inline(always)]
+pub fn untrack(tgid: u32) {
+    let _ = TRACKED.remove(&tgid);
+}
+
+fn header(kind: EventKind) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Header {
+        kind: kind as u32,
+        // SAFETY: plain helpers without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
+    }
+}
+
+/// Writes one event. Exits use no wakeup when every exit is traced (a benchmark mode): userspace
+/// polls on a timer; the rare OOM-path events wake the reader at once.
+#[inline(always)]
+pub fn emit<T: 'static>(kind: EventKind, data: T) {
+    let flags = if config().trace_all_exits != 0 {
+        u64::from(BPF_RB_NO_WAKEUP)
+    } else {
+        0
+    };
+    match EVENTS.reserve::<Event<T>>(0) {
+        Some(mut entry) => {
+            entry.write(Event {
+                header: header(kind),
+                data,
+            });
+            entry.submit(flags);
+        }
+        None => {
+            if let Some(n) = LOST.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+                unsafe { *n += 1 };
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Reading kernel memory at offsets userspace found in BTF, and the `CONFIG` global holding them.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use oomtrace_common::{Config, NO_OFFSET, TASK_COMM_LEN};
+
+/// Offsets and switches, written by userspace with `EbpfLoader::override_global` before load.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::UNSET;
+
+/// The loaded configuration. `read_volatile` keeps the compiler from folding the `UNSET` value.
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // SAFETY: CONFIG is a valid static; volatile read of its address only.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+}
+
+/// Reads a `T` at `base + off` in kernel memory; `None` if the offset is unknown on this kernel,
+/// the base is NULL or the read faults.
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if off == NO_OFFSET || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address (faults return an error).
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
+}
+
+/// Reads a NUL-terminated kernel string at `base + off` into `out` (zero-filled when unknown).
+#[inline(always)]
+pub fn read_str(base: u64, off: u32, out: &mut [u8]) {
+    if off == NO_OFFSET || base == 0 {
+        return;
+    }
+    // SAFETY: as above; the helper bounds the copy by out's length.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes((base + u64::from(off)) as *const u8, out) };
+}
+
+/// What we report about a task.
+pub struct TaskInfo {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Start time (ns since boot) of the task's thread-group leader: with the tgid it names a
+    /// process across pid reuse.
+    pub start_ns: u64,
+}
+
+#[inline(always)]
+pub fn task_info(task: u64) -> TaskInfo {
+    let c = config();
+    let mut comm = [0u8; TASK_COMM_LEN];
+    if c.task_comm != NO_OFFSET && task != 0 {
+        comm = read(task, c.task_comm).unwrap_or(comm);
+    }
+    TaskInfo {
+        pid: read(task, c.task_pid).unwrap_or(0),
+        tgid: read(task, c.task_tgid).unwrap_or(0),
+        comm,
+        start_ns: leader_start_ns(task),
+    }
+}
+
+#[inline(always)]
+pub fn leader_start_ns(task: u64) -> u64 {
+    let c = config();
+    let leader: u64 = read(task, c.task_group_leader).unwrap_or(0);
+    read(leader, c.task_start_boottime).unwrap_or(0)
+}
+
+/// The cgroup id (inode of its directory) of a `struct cgroup_subsys_state *`.
+#[inline(always)]
+pub fn css_cgroup_id(css: u64) -> u64 {
+    let c = config();
+    let cgroup: u64 = read(css, c.css_cgroup).unwrap_or(0);
+    let kn: u64 = read(cgroup, c.cgroup_kn).unwrap_or(0);
+    read(kn, c.kn_id).unwrap_or(0)
+}
+
+/// The memory cgroup id of a task: task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id.
+/// Works on cgroup v1 and v2 (`bpf_get_current_cgroup_id()` only knows v2).
+#[inline(always)]
+pub fn task_memcg_id(task: u64) -> u64 {
+    let c = config();
+    let cgroups: u64 = read(task, c.task_cgroups).unwrap_or(0);
+    let css: u64 = read(cgroups, c.css_set_subsys).unwrap_or(0);
+    css_cgroup_id(css)
+}
+
+/// The cgroup id of a `struct mem_cgroup *` (0 for NULL: a global OOM).
+#[inline(always)]
+pub fn memcg_id(memcg: u64) -> u64 {
+    if memcg == 0 {
+        return 0;
+    }
+    css_cgroup_id(memcg + u64::from(config().memcg_css))
+}
+
+/// `task->signal->live == 0`: the task is the last live thread of its process. Valid at
+/// `sched_process_exit`, which runs after `do_exit()` decremented `live`.
+#[inline(always)]
+pub fn last_live_thread(task: u64) -> Option<bool> {
+    let c = config();
+    let signal: u64 = read(task, c.task_signal)?;
+    let live: i32 = read(signal, c.signal_live)?;
+    Some(live == 0)
+}

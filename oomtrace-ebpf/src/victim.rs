@@ -1,0 +1,200 @@
+//! The victim being marked (`oom:mark_victim`) and the kernel's SIGKILLs (`signal_generate`).
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use oomtrace_common::{
+    EventKind, KernelSigkill, MarkVictim, NO_OFFSET, TASK_COMM_LEN, victim_fields,
+};
+
+use crate::{
+    emit::{emit, track},
+    kernel::{config, read, task_info, task_memcg_id},
+};
+
+const SIGKILL: i32 = 9;
+/// `SEND_SIG_PRIV`: the siginfo pointer the kernel passes for its own signals.
+const SEND_SIG_PRIV: u64 = 1;
+/// `SI_KERNEL`: the code classic `signal_generate` records for `SEND_SIG_PRIV`.
+const SI_KERNEL: i32 = 0x80;
+
+const EMPTY_VICTIM: MarkVictim = MarkVictim {
+    pid: 0,
+    tgid: 0,
+    comm: [0; TASK_COMM_LEN],
+    start_ns: 0,
+    memcg_id: 0,
+    total_vm_kb: 0,
+    anon_rss_kb: 0,
+    file_rss_kb: 0,
+    shmem_rss_kb: 0,
+    pgtables_kb: 0,
+    uid: 0,
+    oom_score_adj: 0,
+    fields: 0,
+    _pad: 0,
+};
+
+/// mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES }`).
+const MM_FILEPAGES: u32 = 0;
+const MM_ANONPAGES: u32 = 1;
+const MM_SHMEMPAGES: u32 = 3;
+
+/// Linux ≥ 6.8: `trace_mark_victim(struct task_struct *task, uid_t uid)`. Userspace loads this
+/// only when the BTF prototype says so; otherwise the classic tracepoint below.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_btf(ctx: BtfTracePointContext) -> u32 {
+    let task: u64 = ctx.arg(0);
+    let uid: u32 = ctx.arg(1);
+    let c = config();
+    let info = task_info(task);
+    track(info.tgid);
+    let mut v = EMPTY_VICTIM;
+    v.pid = info.pid;
+    v.tgid = info.tgid;
+    v.comm = info.comm;
+    v.start_ns = info.start_ns;
+    v.memcg_id = task_memcg_id(task);
+    v.uid = uid;
+    v.fields = victim_fields::TASK | victim_fields::COMM | victim_fields::UID;
+    let signal: u64 = read(task, c.task_signal).unwrap_or(0);
+    if let Some(adj) = read::<i16>(signal, c.signal_oom_score_adj) {
+        v.oom_score_adj = i32::from(adj);
+        v.fields |= victim_fields::OOM_SCORE_ADJ;
+    }
+    let mm: u64 = read(task, c.task_mm).unwrap_or(0);
+    if let Some(total_vm) = read::<u64>(mm, c.mm_total_vm) {
+        let kb = |pages: i64| (pages.max(0) as u64) << c.page_kb_shift;
+        let counter = |i: u32| -> i64 {
+            if c.mm_rss_base == NO_OFFSET || c.mm_rss_stride == NO_OFFSET {
+                return 0;
+            }
+            read(mm, c.mm_rss_base + i * c.mm_rss_stride).unwrap_or(0)
+        };
+        v.total_vm_kb = total_vm << c.page_kb_shift;
+        v.anon_rss_kb = kb(counter(MM_ANONPAGES));
+        v.file_rss_kb = kb(counter(MM_FILEPAGES));
+        v.shmem_rss_kb = kb(counter(MM_SHMEMPAGES));
+        v.pgtables_kb = read::<u64>(mm, c.mm_pgtables_bytes).unwrap_or(0) >> 10;
+        v.fields |= victim_fields::MEMORY;
+    }
+    emit(EventKind::MarkVictim, v);
+    0
+}
+
+/// The classic tracepoint: whatever fields this kernel's record has (only `pid` before 6.8).
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
+    let c = config();
+    let field = |off: u32| -> Option<u64> {
+        if off == NO_OFFSET {
+            return None;
+        }
+        // SAFETY: offsets from this kernel's format file; reads are checked by the helper.
+        unsafe { ctx.read_at::<u64>(off as usize) }.ok()
+    };
+    let mut v = EMPTY_VICTIM;
+    let Some(pid) = field(c.tp_victim_pid) else {
+        return 0;
+    };
+    v.pid = pid as u32;
+    // Before 6.8 we only know a thread id; it is the tgid for single-threaded victims, and the
+    // kernel's SIGKILL event tracks the rest.
+    track(v.pid);
+    if c.tp_victim_comm != NO_OFFSET {
+        // __data_loc: low 16 bits offset of the string in the record, high 16 its length.
+        // SAFETY: as above.
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(c.tp_victim_comm as usize) } {
+            let at = (loc & 0xffff) as usize;
+            // SAFETY: as above.
+            if let Ok(comm) = unsafe { ctx.read_at::<[u8; TASK_COMM_LEN]>(at) } {
+                v.comm = comm;
+                v.fields |= victim_fields::COMM;
+            }
+        }
+    }
+    if let (Some(total_vm), Some(anon), Some(file), Some(shmem)) = (
+        field(c.tp_victim_total_vm),
+        field(c.tp_victim_anon_rss),
+        field(c.tp_victim_file_rss),
+        field(c.tp_victim_shmem_rss),
+    ) {
+        v.total_vm_kb = total_vm;
+        v.anon_rss_kb = anon;
+        v.file_rss_kb = file;
+        v.shmem_rss_kb = shmem;
+        v.pgtables_kb = field(c.tp_victim_pgtables).unwrap_or(0);
+        v.fields |= victim_fields::MEMORY;
+    }
+    if let Some(uid) = field(c.tp_victim_uid) {
+        v.uid = uid as u32;
+        v.fields |= victim_fields::UID;
+    }
+    if let Some(adj) = field(c.tp_victim_oom_score_adj) {
+        v.oom_score_adj = i32::from(adj as u16 as i16);
+        v.fields |= victim_fields::OOM_SCORE_ADJ;
+    }
+    emit(EventKind::MarkVictim, v);
+    0
+}
+
+/// `trace_signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+/// int group, int result)`: only SIGKILLs the kernel sends itself are reported.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
+    let sig: i32 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    if sig != SIGKILL || info != SEND_SIG_PRIV {
+        return 0;
+    }
+    let task: u64 = ctx.arg(2);
+    let t = task_info(task);
+    track(t.tgid);
+    emit(
+        EventKind::KernelSigkill,
+        KernelSigkill {
+            target_pid: t.pid,
+            target_tgid: t.tgid,
+            target_comm: t.comm,
+            target_start_ns: t.start_ns,
+            group: ctx.arg(3),
+            result: ctx.arg(4),
+        },
+    );
+    0
+}
+
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
+    let c = config();
+    let int = |off: u32| -> Option<i32> {
+        if off == NO_OFFSET {
+            return None;
+        }
+        // SAFETY: offsets from this kernel's format file; reads are checked by the helper.
+        unsafe { ctx.read_at::<i32>(off as usize) }.ok()
+    };
+    if int(c.tp_signal_sig) != Some(SIGKILL) || int(c.tp_signal_code) != Some(SI_KERNEL) {
+        return 0;
+    }
+    let pid = int(c.tp_signal_pid).unwrap_or(0) as u32;
+    track(pid);
+    let mut comm = [0u8; TASK_COMM_LEN];
+    if c.tp_signal_comm != NO_OFFSET {
+        // SAFETY: as above.
+        comm = unsafe { ctx.read_at(c.tp_signal_comm as usize) }.unwrap_or(comm);
+    }
+    emit(
+        EventKind::KernelSigkill,
+        KernelSigkill {
+            target_pid: pid,
+            target_tgid: 0,
+            target_comm: comm,
+            target_start_ns: 0,
+            group: int(c.tp_signal_group).unwrap_or(0),
+            result: int(c.tp_signal_result).unwrap_or(0),
+        },
+    );
+    0
+}

@@ -1,0 +1,296 @@
+//! Decoding ring-buffer records into typed events.
+//!
+//! A record is a [`Header`] followed by the payload its kind names. Decoding checks the kind and
+//! the exact size and returns a typed [`DecodeError`] for anything else: a short, long or unknown
+//! record never panics (dumps from other versions and corrupted files go through here too).
+
+use std::mem::size_of;
+
+pub use oomtrace_common::{EventKind, group_dead_source, victim_fields};
+use oomtrace_common::{
+    Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, Reaper, TaskExit,
+    TaskFree,
+};
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is shorter than the common header.
+    #[error("record of {len} bytes is shorter than the {need}-byte header")]
+    ShortHeader { len: usize, need: usize },
+    /// The header names a kind this version does not know.
+    #[error("unknown event kind {kind}")]
+    UnknownKind { kind: u32 },
+    /// The record's size does not match its kind.
+    #[error("{kind:?} record has {len} bytes, expected {need}")]
+    SizeMismatch {
+        kind: EventKind,
+        len: usize,
+        need: usize,
+    },
+}
+
+/// The payload of an event, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    OomInvoke(OomInvoke),
+    OomInvokeDone(OomInvokeDone),
+    OomKill(OomKill),
+    MarkVictim(MarkVictim),
+    KernelSigkill(KernelSigkill),
+    WakeReaper(Reaper),
+    StartReaping(Reaper),
+    FinishReaping(Reaper),
+    SkipReaping(Reaper),
+    TaskExit(TaskExit),
+    TaskFree(TaskFree),
+}
+
+/// One decoded event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub header: Header,
+    pub payload: Payload,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self.payload {
+            Payload::OomInvoke(_) => EventKind::OomInvoke,
+            Payload::OomInvokeDone(_) => EventKind::OomInvokeDone,
+            Payload::OomKill(_) => EventKind::OomKill,
+            Payload::MarkVictim(_) => EventKind::MarkVictim,
+            Payload::KernelSigkill(_) => EventKind::KernelSigkill,
+            Payload::WakeReaper(_) => EventKind::WakeReaper,
+            Payload::StartReaping(_) => EventKind::StartReaping,
+            Payload::FinishReaping(_) => EventKind::FinishReaping,
+            Payload::SkipReaping(_) => EventKind::SkipReaping,
+            Payload::TaskExit(_) => EventKind::TaskExit,
+            Payload::TaskFree(_) => EventKind::TaskFree,
+        }
+    }
+
+    /// Decodes one record.
+    pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+        let header: Header = read_pod(buf).ok_or(DecodeError::ShortHeader {
+            len: buf.len(),
+            need: size_of::<Header>(),
+        })?;
+        let kind = EventKind::from_u32(header.kind)
+            .ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+        let body = &buf[size_of::<Header>()..];
+        let payload = match kind {
+            EventKind::OomInvoke => Payload::OomInvoke(body_of(kind, body)?),
+            EventKind::OomInvokeDone => Payload::OomInvokeDone(body_of(kind, body)?),
+            EventKind::OomKill => Payload::OomKill(body_of(kind, body)?),
+            EventKind::MarkVictim => Payload::MarkVictim(body_of(kind, body)?),
+            EventKind::KernelSigkill => Payload::KernelSigkill(body_of(kind, body)?),
+            EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
+            EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
+            EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
+            EventKind::SkipReaping => Payload::SkipReaping(body_of(kind, body)?),
+            EventKind::TaskExit => Payload::TaskExit(body_of(kind, body)?),
+            EventKind::TaskFree => Payload::TaskFree(body_of(kind, body)?),
+        };
+        Ok(Event { header, payload })
+    }
+
+    /// Encodes the event as the kernel would have written it (dumps, tests, benchmarks).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut header = self.header;
+        header.kind = self.kind() as u32;
+        let mut out = pod_bytes(&header).to_vec();
+        out.extend_from_slice(match &self.payload {
+            Payload::OomInvoke(p) => pod_bytes(p),
+            Payload::OomInvokeDone(p) => pod_bytes(p),
+            Payload::OomKill(p) => pod_bytes(p),
+            Payload::MarkVictim(p) => pod_bytes(p),
+            Payload::KernelSigkill(p) => pod_bytes(p),
+            Payload::WakeReaper(p)
+            | Payload::StartReaping(p)
+            | Payload::FinishReaping(p)
+            | Payload::SkipReaping(p) => pod_bytes(p),
+            Payload::TaskExit(p) => pod_bytes(p),
+            Payload::TaskFree(p) => pod_bytes(p),
+        });
+        out
+    }
+}
+
+/// Marker for the plain-old-data types of `oomtrace-common` (repr(C), no padding, any bytes valid).
+trait Pod: Copy {}
+impl Pod for Header {}
+impl Pod for OomInvoke {}
+impl Pod for OomInvokeDone {}
+impl Pod for OomKill {}
+impl Pod for MarkVictim {}
+impl Pod for KernelSigkill {}
+impl Pod for Reaper {}
+impl Pod for TaskExit {}
+impl Pod for TaskFree {}
+
+fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if body.len() != need {
+        return Err(DecodeError::SizeMismatch {
+            kind,
+            len: body.len() + size_of::<Header>(),
+            need: need + size_of::<Header>(),
+        });
+    }
+    read_pod(body).ok_or(DecodeError::SizeMismatch {
+        kind,
+        len: body.len(),
+        need,
+    })
+}
+
+fn read_pod<T: Pod>(buf: &[u8]) -> Option<T> {
+    (buf.len() >= size_of::<T>())
+        // SAFETY: T is Pod (every bit pattern valid) and the slice holds at least size_of::<T>()
+        // bytes; read_unaligned copes with any alignment.
+        .then(|| unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn pod_bytes<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: T is Pod without padding, so all of its bytes are initialized.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The text of a NUL-padded kernel string (comm, message), lossily as UTF-8.
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A fixed-size comm field from a string (tests, synthetic dumps).
+pub fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N - 1);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: EventKind) -> Header {
+        Header {
+            kind: kind as u32,
+            cpu: 1,
+            ts_ns: 123_456,
+            pid: 10,
+            tgid: 10,
+            comm: comm_bytes("hog"),
+        }
+    }
+
+    fn exit_event() -> Event {
+        Event {
+            header: header(EventKind::TaskExit),
+            payload: Payload::TaskExit(TaskExit {
+                group_dead: 1,
+                group_dead_source: group_dead_source::TRACEPOINT,
+                start_ns: 99,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        let reaper = Reaper { pid: 7, _pad: 0 };
+        let payloads = [
+            Payload::OomInvoke(OomInvoke {
+                memcg_id: 5,
+                gfp_mask: 0xcc0,
+                order: 0,
+            }),
+            Payload::OomInvokeDone(OomInvokeDone { killed: 1, _pad: 0 }),
+            Payload::WakeReaper(reaper),
+            Payload::StartReaping(reaper),
+            Payload::FinishReaping(reaper),
+            Payload::SkipReaping(reaper),
+            exit_event().payload,
+            Payload::TaskFree(TaskFree {
+                pid: 7,
+                _pad: 0,
+                start_ns: 1,
+            }),
+        ];
+        for payload in payloads {
+            let ev = Event {
+                header: header(EventKind::OomInvoke),
+                payload,
+            };
+            let bytes = ev.encode();
+            let back = Event::decode(&bytes).unwrap();
+            assert_eq!(back.payload, payload);
+            assert_eq!(back.header.kind, back.kind() as u32);
+        }
+    }
+
+    #[test]
+    fn short_and_long_records_are_typed_errors() {
+        let bytes = exit_event().encode();
+        for cut in 0..bytes.len() {
+            let err = Event::decode(&bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DecodeError::ShortHeader { .. } | DecodeError::SizeMismatch { .. }
+                ),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            Event::decode(&long).unwrap_err(),
+            DecodeError::SizeMismatch {
+                kind: EventKind::TaskExit,
+                len: bytes.len() + 1,
+                need: bytes.len()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_reported() {
+        let mut bytes = exit_event().encode();
+        bytes[..4].copy_from_slice(&999u32.to_ne_bytes());
+        assert_eq!(
+            Event::decode(&bytes).unwrap_err(),
+            DecodeError::UnknownKind { kind: 999 }
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A deterministic pseudo-random walk over lengths and contents.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 160) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
+            if len >= 4 {
+                let kinds = EventKind::ALL;
+                let k = kinds[(x as usize / 7) % kinds.len()] as u32;
+                buf[..4].copy_from_slice(&k.to_ne_bytes());
+            }
+            let _ = Event::decode(&buf);
+        }
+    }
+
+    #[test]
+    fn cstr_stops_at_nul() {
+        assert_eq!(cstr(b"abc\0def"), "abc");
+        assert_eq!(cstr(b"abcdef"), "abcdef");
+        assert_eq!(
+            cstr(&comm_bytes::<16>("a-very-long-command-name")),
+            "a-very-long-com"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! oomtrace: watch the Linux OOM killer with eBPF and flag victims that do not die.
+//!
+//! The kernel side (`oomtrace-ebpf`) reports facts; this crate decides what to attach
+//! ([`plan`]), finds the offsets the programs need ([`btf`], [`tracefs`], [`layout`]), loads them
+//! ([`probes`]), decodes events ([`event`]) and renders them ([`output`]).
+pub mod btf;
+pub mod cgroups;
+pub mod event;
+pub mod layout;
+pub mod output;
+pub mod plan;
+pub mod probes;
+pub mod tracefs;

@@ -1,0 +1,423 @@
+//! Rendering events for people (one line each) and for machines (JSON Lines, schema in
+//! `docs/json.md`).
+
+use serde_json::{Value, json};
+
+use crate::{
+    cgroups::MemcgPaths,
+    event::{Event, EventKind, Payload, cstr, group_dead_source, victim_fields},
+};
+
+/// Version of the JSON Lines schema. Bump on any incompatible change.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// Maps kernel monotonic timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns, taken once at start.
+    pub realtime_offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Clock {
+            realtime_offset_ns: i128::from(real) - i128::from(mono),
+        }
+    }
+
+    /// Unix time in ns of a CLOCK_MONOTONIC timestamp.
+    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+        i128::from(mono_ns) + self.realtime_offset_ns
+    }
+}
+
+/// CLOCK_MONOTONIC (or another clock) now, in ns.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The snake_case name of an event kind, as in JSON and text.
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::OomInvoke => "oom_invoke",
+        EventKind::OomInvokeDone => "oom_invoke_done",
+        EventKind::OomKill => "oom_kill",
+        EventKind::MarkVictim => "mark_victim",
+        EventKind::KernelSigkill => "kernel_sigkill",
+        EventKind::WakeReaper => "wake_reaper",
+        EventKind::StartReaping => "start_reaping",
+        EventKind::FinishReaping => "finish_reaping",
+        EventKind::SkipReaping => "skip_reaping",
+        EventKind::TaskExit => "task_exit",
+        EventKind::TaskFree => "task_free",
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` from unix ns (UTC).
+pub fn rfc3339(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// `HH:MM:SS.ffffff` (UTC) for text lines.
+pub fn time_of_day(unix_ns: i128) -> String {
+    rfc3339(unix_ns)[11..26].to_string()
+}
+
+/// Human size from kB.
+pub fn kb(kb: u64) -> String {
+    if kb >= 10 * 1024 {
+        format!("{} MiB", kb / 1024)
+    } else {
+        format!("{kb} kB")
+    }
+}
+
+fn constraint_name(c: u32) -> &'static str {
+    match c {
+        0 => "none",
+        1 => "cpuset",
+        2 => "memory_policy",
+        3 => "memcg",
+        _ => "unknown",
+    }
+}
+
+fn group_dead_source_name(s: u32) -> &'static str {
+    match s {
+        group_dead_source::TRACEPOINT => "tracepoint",
+        group_dead_source::SIGNAL_LIVE => "signal_live",
+        _ => "unknown",
+    }
+}
+
+/// Turns events into text lines or JSON values.
+pub struct Renderer {
+    pub clock: Clock,
+    pub memcgs: MemcgPaths,
+    /// Page size in kB, to show `totalpages` as a size.
+    pub page_kb: u64,
+}
+
+impl Renderer {
+    fn memcg(&mut self, id: u64) -> Value {
+        self.memcgs.path(id).map_or(Value::Null, Value::String)
+    }
+
+    fn memcg_text(&mut self, id: u64) -> String {
+        if id == 0 {
+            return "(none: global)".into();
+        }
+        self.memcgs
+            .path(id)
+            .map_or_else(|| format!("id {id}"), |p| format!("{p} (id {id})"))
+    }
+
+    /// One JSON object (a line of `--json` output) for an event.
+    pub fn json(&mut self, ev: &Event) -> Value {
+        let h = &ev.header;
+        let mut v = json!({
+            "type": "event",
+            "time": rfc3339(self.clock.wall_ns(h.ts_ns)),
+            "ts_ns": h.ts_ns,
+            "cpu": h.cpu,
+            "event": kind_name(ev.kind()),
+            "current": { "pid": h.pid, "tgid": h.tgid, "comm": cstr(&h.comm) },
+        });
+        let body = match &ev.payload {
+            Payload::OomInvoke(p) => json!({
+                "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
+                "gfp_mask": p.gfp_mask, "order": p.order,
+            }),
+            Payload::OomInvokeDone(p) => json!({ "killed": p.killed != 0 }),
+            Payload::OomKill(p) => json!({
+                "victim": { "pid": p.chosen_pid, "tgid": p.chosen_tgid,
+                            "comm": cstr(&p.chosen_comm), "start_ns": p.chosen_start_ns },
+                "chosen_points": p.chosen_points, "totalpages": p.totalpages,
+                "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
+                "constraint": constraint_name(p.constraint), "order": p.order,
+                "gfp_mask": p.gfp_mask, "message": cstr(&p.message),
+            }),
+            Payload::MarkVictim(p) => {
+                let has = |bit| p.fields & bit != 0;
+                let opt = |bit, val: Value| if has(bit) { val } else { Value::Null };
+                let memcg_path = if has(victim_fields::TASK) {
+                    self.memcg(p.memcg_id)
+                } else {
+                    Value::Null
+                };
+                json!({
+                    "victim": {
+                        "pid": p.pid,
+                        "tgid": opt(victim_fields::TASK, p.tgid.into()),
+                        "comm": opt(victim_fields::COMM, cstr(&p.comm).into()),
+                        "start_ns": opt(victim_fields::TASK, p.start_ns.into()),
+                    },
+                    "memcg_id": opt(victim_fields::TASK, p.memcg_id.into()),
+                    "memcg_path": memcg_path,
+                    "total_vm_kb": opt(victim_fields::MEMORY, p.total_vm_kb.into()),
+                    "anon_rss_kb": opt(victim_fields::MEMORY, p.anon_rss_kb.into()),
+                    "file_rss_kb": opt(victim_fields::MEMORY, p.file_rss_kb.into()),
+                    "shmem_rss_kb": opt(victim_fields::MEMORY, p.shmem_rss_kb.into()),
+                    "pgtables_kb": opt(victim_fields::MEMORY, p.pgtables_kb.into()),
+                    "uid": opt(victim_fields::UID, p.uid.into()),
+                    "oom_score_adj": opt(victim_fields::OOM_SCORE_ADJ, p.oom_score_adj.into()),
+                })
+            }
+            Payload::KernelSigkill(p) => json!({
+                "target": {
+                    "pid": p.target_pid,
+                    "tgid": if p.target_tgid == 0 { Value::Null } else { p.target_tgid.into() },
+                    "comm": cstr(&p.target_comm),
+                    "start_ns": if p.target_start_ns == 0 { Value::Null } else { p.target_start_ns.into() },
+                },
+                "group": p.group != 0, "result": p.result,
+            }),
+            Payload::WakeReaper(p)
+            | Payload::StartReaping(p)
+            | Payload::FinishReaping(p)
+            | Payload::SkipReaping(p) => json!({ "pid": p.pid }),
+            Payload::TaskExit(p) => json!({
+                "group_dead": if p.group_dead_source == group_dead_source::UNKNOWN {
+                    Value::Null
+                } else {
+                    (p.group_dead != 0).into()
+                },
+                "group_dead_source": group_dead_source_name(p.group_dead_source),
+                "start_ns": p.start_ns,
+            }),
+            Payload::TaskFree(p) => json!({
+                "pid": p.pid,
+                "start_ns": if p.start_ns == 0 { Value::Null } else { p.start_ns.into() },
+            }),
+        };
+        if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
+            m.extend(b);
+        }
+        v
+    }
+
+    /// One text line for an event.
+    pub fn text(&mut self, ev: &Event) -> String {
+        let h = &ev.header;
+        let cur = format!("{} ({})", h.tgid, cstr(&h.comm));
+        let what = match &ev.payload {
+            Payload::OomInvoke(p) => format!(
+                "memcg {} out of memory: allocation by {cur}, order {}, gfp {:#x}",
+                self.memcg_text(p.memcg_id),
+                p.order,
+                p.gfp_mask
+            ),
+            Payload::OomInvokeDone(p) => format!(
+                "allocation by {cur}: OOM handling {}",
+                if p.killed != 0 {
+                    "killed (or found a dying victim)"
+                } else {
+                    "did not kill"
+                }
+            ),
+            Payload::OomKill(p) => format!(
+                "pid {} ({}) chosen in memcg {}: points {}, totalpages {} ({}), constraint {}, \
+                 triggered by {cur}: \"{}\"",
+                p.chosen_tgid,
+                cstr(&p.chosen_comm),
+                self.memcg_text(p.memcg_id),
+                p.chosen_points,
+                p.totalpages,
+                kb(p.totalpages * self.page_kb),
+                constraint_name(p.constraint),
+                cstr(&p.message)
+            ),
+            Payload::MarkVictim(p) => {
+                let has = |bit| p.fields & bit != 0;
+                let mut s = if has(victim_fields::TASK) {
+                    format!(
+                        "pid {} ({}) marked, memcg {}",
+                        p.tgid,
+                        cstr(&p.comm),
+                        self.memcg_text(p.memcg_id)
+                    )
+                } else if has(victim_fields::COMM) {
+                    format!("tid {} ({}) marked", p.pid, cstr(&p.comm))
+                } else {
+                    format!("tid {} marked", p.pid)
+                };
+                if has(victim_fields::MEMORY) {
+                    s += &format!(
+                        ", anon-rss {}, file-rss {}, shmem-rss {}, total-vm {}",
+                        kb(p.anon_rss_kb),
+                        kb(p.file_rss_kb),
+                        kb(p.shmem_rss_kb),
+                        kb(p.total_vm_kb)
+                    );
+                }
+                if has(victim_fields::OOM_SCORE_ADJ) {
+                    s += &format!(", oom_score_adj {}", p.oom_score_adj);
+                }
+                s + &format!(", allocation by {cur}")
+            }
+            Payload::KernelSigkill(p) => {
+                let who = if p.target_tgid != 0 {
+                    format!("pid {}", p.target_tgid)
+                } else {
+                    format!("tid {}", p.target_pid)
+                };
+                format!(
+                    "SIGKILL to {who} ({}) by the kernel, from {cur}",
+                    cstr(&p.target_comm)
+                )
+            }
+            Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
+            Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),
+            Payload::FinishReaping(p) => format!(
+                "oom_reaper finished reaping pid {} (memory unmapped; the process may live on)",
+                p.pid
+            ),
+            Payload::SkipReaping(p) => {
+                format!("oom_reaper skipped pid {} (mmap_lock busy)", p.pid)
+            }
+            Payload::TaskExit(p) => {
+                let last = match (p.group_dead_source, p.group_dead) {
+                    (group_dead_source::UNKNOWN, _) => "",
+                    (_, 0) => ", other threads remain",
+                    _ => ", last thread: process dead",
+                };
+                format!(
+                    "thread {} of pid {} ({}) exited{last}",
+                    h.pid,
+                    h.tgid,
+                    cstr(&h.comm)
+                )
+            }
+            Payload::TaskFree(p) => format!("pid {} released (zombie reaped)", p.pid),
+        };
+        format!(
+            "{} {:<15} {what}",
+            time_of_day(self.clock.wall_ns(h.ts_ns)),
+            kind_name(ev.kind())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oomtrace_common::{Header, MarkVictim, OomKill};
+
+    use super::*;
+    use crate::event::comm_bytes;
+
+    fn renderer() -> Renderer {
+        Renderer {
+            clock: Clock {
+                realtime_offset_ns: 1_764_180_000_000_000_000,
+            },
+            memcgs: MemcgPaths::new(None),
+            page_kb: 4,
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            kind: 0,
+            cpu: 0,
+            ts_ns: 1_500_000,
+            pid: 42,
+            tgid: 40,
+            comm: comm_bytes("alloc"),
+        }
+    }
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(
+            rfc3339(1_764_180_061_123_456_789),
+            "2025-11-26T18:01:01.123456Z"
+        );
+    }
+
+    #[test]
+    fn kill_renders_victim_trigger_and_sizes() {
+        let mut r = renderer();
+        r.memcgs.insert(77, "/sandbox".into());
+        let ev = Event {
+            header: header(),
+            payload: Payload::OomKill(OomKill {
+                chosen_pid: 50,
+                chosen_tgid: 50,
+                chosen_comm: comm_bytes("hog"),
+                chosen_start_ns: 9,
+                chosen_points: 25_000,
+                totalpages: 25_600,
+                memcg_id: 77,
+                constraint: 3,
+                order: 0,
+                gfp_mask: 0xcc0,
+                _pad: 0,
+                message: comm_bytes("Memory cgroup out of memory"),
+            }),
+        };
+        let line = r.text(&ev);
+        assert!(line.starts_with("18:00:00.001500 oom_kill"), "{line}");
+        assert!(
+            line.contains("pid 50 (hog) chosen in memcg /sandbox (id 77)"),
+            "{line}"
+        );
+        assert!(line.contains("totalpages 25600 (100 MiB)"), "{line}");
+        assert!(line.contains("triggered by 40 (alloc)"), "{line}");
+        let j = r.json(&ev);
+        assert_eq!(j["event"], "oom_kill");
+        assert_eq!(j["victim"]["tgid"], 50);
+        assert_eq!(j["memcg_path"], "/sandbox");
+        assert_eq!(j["constraint"], "memcg");
+        assert_eq!(j["current"]["tgid"], 40);
+    }
+
+    #[test]
+    fn old_kernel_mark_victim_has_nulls_not_zeros() {
+        let mut r = renderer();
+        let mut v: MarkVictim = unsafe { std::mem::zeroed() };
+        v.pid = 51;
+        let ev = Event {
+            header: header(),
+            payload: Payload::MarkVictim(v),
+        };
+        let j = r.json(&ev);
+        assert_eq!(j["victim"]["pid"], 51);
+        assert!(j["victim"]["tgid"].is_null());
+        assert!(j["anon_rss_kb"].is_null());
+        assert!(
+            r.text(&ev)
+                .contains("tid 51 marked, allocation by 40 (alloc)")
+        );
+    }
+}

@@ -1,0 +1,585 @@
+//! The attach plan: the one place that decides, per hook, which program attaches and how it
+//! falls back.
+//!
+//! Each hook has candidates in order of preference (fentry before kprobe, tp_btf before the
+//! classic tracepoint). [`Facts`] about the running kernel rule some out up front, each with the
+//! reason; the rest are tried in order by [`resolve`] with a caller-supplied attach function, and
+//! the first that loads and attaches wins. The resulting [`HookPlan`]s say what each hook runs as
+//! here, or exactly why nothing could attach. Everything here is pure; `probes.rs` does the I/O.
+
+use std::{collections::BTreeSet, fmt};
+
+use serde::Serialize;
+
+/// A point on the OOM path that oomtrace observes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// `mem_cgroup_out_of_memory()` entry: a memcg OOM was invoked.
+    OomInvoke,
+    /// `mem_cgroup_out_of_memory()` return: whether it killed.
+    OomInvokeDone,
+    /// `oom_kill_process()`: the kill decision.
+    OomKill,
+    /// `oom:mark_victim`.
+    MarkVictim,
+    /// `signal_generate`: the kernel's SIGKILLs.
+    KernelSigkill,
+    WakeReaper,
+    StartReaping,
+    FinishReaping,
+    SkipReaping,
+    /// `sched_process_exit` (tracked processes only).
+    TaskExit,
+    /// `sched_process_free` (tracked leaders only).
+    TaskFree,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 11] = [
+        Hook::OomInvoke,
+        Hook::OomInvokeDone,
+        Hook::OomKill,
+        Hook::MarkVictim,
+        Hook::KernelSigkill,
+        Hook::WakeReaper,
+        Hook::StartReaping,
+        Hook::FinishReaping,
+        Hook::SkipReaping,
+        Hook::TaskExit,
+        Hook::TaskFree,
+    ];
+
+    /// What the hook is in the kernel, for people.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            Hook::OomInvoke => "mem_cgroup_out_of_memory",
+            Hook::OomInvokeDone => "mem_cgroup_out_of_memory (return)",
+            Hook::OomKill => "oom_kill_process",
+            Hook::MarkVictim => "oom:mark_victim",
+            Hook::KernelSigkill => "signal:signal_generate",
+            Hook::WakeReaper => "oom:wake_reaper",
+            Hook::StartReaping => "oom:start_task_reaping",
+            Hook::FinishReaping => "oom:finish_task_reaping",
+            Hook::SkipReaping => "oom:skip_task_reaping",
+            Hook::TaskExit => "sched:sched_process_exit",
+            Hook::TaskFree => "sched:sched_process_free",
+        }
+    }
+}
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachType {
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+    TpBtf,
+    RawTp,
+    Tracepoint,
+}
+
+impl AttachType {
+    pub const ALL: [AttachType; 7] = [
+        AttachType::Fentry,
+        AttachType::Fexit,
+        AttachType::Kprobe,
+        AttachType::Kretprobe,
+        AttachType::TpBtf,
+        AttachType::RawTp,
+        AttachType::Tracepoint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachType::Fentry => "fentry",
+            AttachType::Fexit => "fexit",
+            AttachType::Kprobe => "kprobe",
+            AttachType::Kretprobe => "kretprobe",
+            AttachType::TpBtf => "tp_btf",
+            AttachType::RawTp => "raw_tp",
+            AttachType::Tracepoint => "tracepoint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttachType> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+impl fmt::Display for AttachType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a program attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A kernel function (fentry/fexit/kprobe/kretprobe).
+    Function(&'static str),
+    /// A tracepoint by category and name (classic, tp_btf and raw_tp use the name only).
+    Tracepoint(&'static str, &'static str),
+}
+
+/// One way to observe a hook: a program of the eBPF object and how it attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub attach: AttachType,
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    pub target: Target,
+}
+
+const fn func(attach: AttachType, program: &'static str, f: &'static str) -> Candidate {
+    Candidate {
+        attach,
+        program,
+        target: Target::Function(f),
+    }
+}
+
+const fn tp(
+    attach: AttachType,
+    program: &'static str,
+    cat: &'static str,
+    name: &'static str,
+) -> Candidate {
+    Candidate {
+        attach,
+        program,
+        target: Target::Tracepoint(cat, name),
+    }
+}
+
+use AttachType::{Fentry, Fexit, Kprobe, Kretprobe, RawTp, TpBtf, Tracepoint};
+
+const OOM_FN: &str = "mem_cgroup_out_of_memory";
+const KILL_FN: &str = "oom_kill_process";
+
+/// Every candidate of a hook, best first, before facts are considered.
+pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
+    const OOM_INVOKE: &[Candidate] = &[
+        func(Fentry, "oom_invoke_fentry", OOM_FN),
+        func(Kprobe, "oom_invoke_kprobe", OOM_FN),
+    ];
+    const OOM_INVOKE_DONE: &[Candidate] = &[
+        func(Fexit, "oom_invoke_done_fexit", OOM_FN),
+        func(Kretprobe, "oom_invoke_done_kretprobe", OOM_FN),
+    ];
+    const OOM_KILL: &[Candidate] = &[
+        func(Fentry, "oom_kill_fentry", KILL_FN),
+        func(Kprobe, "oom_kill_kprobe", KILL_FN),
+    ];
+    const MARK_VICTIM: &[Candidate] = &[
+        tp(TpBtf, "mark_victim_btf", "oom", "mark_victim"),
+        tp(Tracepoint, "mark_victim_tp", "oom", "mark_victim"),
+    ];
+    const KERNEL_SIGKILL: &[Candidate] = &[
+        tp(TpBtf, "signal_generate_btf", "signal", "signal_generate"),
+        tp(
+            Tracepoint,
+            "signal_generate_tp",
+            "signal",
+            "signal_generate",
+        ),
+    ];
+    const WAKE_REAPER: &[Candidate] = &[tp(Tracepoint, "wake_reaper_tp", "oom", "wake_reaper")];
+    const START_REAPING: &[Candidate] = &[tp(
+        Tracepoint,
+        "start_reaping_tp",
+        "oom",
+        "start_task_reaping",
+    )];
+    const FINISH_REAPING: &[Candidate] = &[tp(
+        Tracepoint,
+        "finish_reaping_tp",
+        "oom",
+        "finish_task_reaping",
+    )];
+    const SKIP_REAPING: &[Candidate] = &[tp(
+        Tracepoint,
+        "skip_reaping_tp",
+        "oom",
+        "skip_task_reaping",
+    )];
+    const TASK_EXIT: &[Candidate] = &[
+        tp(TpBtf, "exit_btf_group_dead", "sched", "sched_process_exit"),
+        tp(TpBtf, "exit_btf", "sched", "sched_process_exit"),
+        tp(Tracepoint, "exit_tp", "sched", "sched_process_exit"),
+    ];
+    const TASK_FREE: &[Candidate] = &[
+        tp(RawTp, "free_raw_tp", "sched", "sched_process_free"),
+        tp(Tracepoint, "free_tp", "sched", "sched_process_free"),
+    ];
+    match hook {
+        Hook::OomInvoke => OOM_INVOKE,
+        Hook::OomInvokeDone => OOM_INVOKE_DONE,
+        Hook::OomKill => OOM_KILL,
+        Hook::MarkVictim => MARK_VICTIM,
+        Hook::KernelSigkill => KERNEL_SIGKILL,
+        Hook::WakeReaper => WAKE_REAPER,
+        Hook::StartReaping => START_REAPING,
+        Hook::FinishReaping => FINISH_REAPING,
+        Hook::SkipReaping => SKIP_REAPING,
+        Hook::TaskExit => TASK_EXIT,
+        Hook::TaskFree => TASK_FREE,
+    }
+}
+
+/// What we know about the running kernel before trying anything. Each `Err` holds the reason
+/// people will read.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// vmlinux BTF (needed by fentry/fexit/tp_btf).
+    pub btf: Result<(), String>,
+    /// Kernel functions present in BTF (fentry/fexit need them there).
+    pub btf_functions: BTreeSet<&'static str>,
+    /// Whether kprobes can attach at all (kprobe PMU or tracefs `kprobe_events`).
+    pub kprobes: Result<(), String>,
+    /// Tracepoints present in tracefs, as (category, name).
+    pub tracepoints: BTreeSet<(&'static str, &'static str)>,
+    /// tracefs itself (classic tracepoints need it).
+    pub tracefs: Result<(), String>,
+    /// tp_btf `mark_victim` passes the task (Linux ≥ 6.8); before, only a pid.
+    pub mark_victim_btf_has_task: bool,
+    /// tp_btf `sched_process_exit` passes `group_dead` (Linux ≥ 6.16).
+    pub exit_btf_has_group_dead: bool,
+    /// Attach types the user forbade (`--forbid`).
+    pub forbidden: BTreeSet<AttachType>,
+}
+
+/// Why a candidate is ruled out before trying it, or `Ok` if it is worth a try.
+pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), String> {
+    if facts.forbidden.contains(&c.attach) {
+        return Err(format!("{} forbidden by --forbid", c.attach));
+    }
+    let needs_btf = matches!(c.attach, Fentry | Fexit | TpBtf);
+    if needs_btf && let Err(why) = &facts.btf {
+        return Err(why.clone());
+    }
+    match (c.attach, c.target) {
+        (Fentry | Fexit, Target::Function(f)) if !facts.btf_functions.contains(f) => Err(format!(
+            "{f} is not in the kernel's BTF (inlined or absent)"
+        )),
+        (Kprobe | Kretprobe, _) => facts.kprobes.clone(),
+        (TpBtf, _) if c.program == "mark_victim_btf" && !facts.mark_victim_btf_has_task => Err(
+            "tp_btf mark_victim passes only a pid before Linux 6.8; the tracepoint has more".into(),
+        ),
+        (TpBtf, _) if c.program == "exit_btf_group_dead" && !facts.exit_btf_has_group_dead => {
+            Err("sched_process_exit has no group_dead argument before Linux 6.16".into())
+        }
+        (TpBtf, _) if c.program == "exit_btf" && facts.exit_btf_has_group_dead => {
+            Err("superseded by the group_dead variant on this kernel".into())
+        }
+        (Tracepoint, Target::Tracepoint(cat, name)) => {
+            facts.tracefs.clone()?;
+            if facts.tracepoints.contains(&(cat, name)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "tracepoint {cat}:{name} does not exist on this kernel"
+                ))
+            }
+        }
+        (TpBtf | RawTp, Target::Tracepoint(cat, name))
+            if facts.tracefs.is_ok() && !facts.tracepoints.contains(&(cat, name)) =>
+        {
+            Err(format!(
+                "tracepoint {cat}:{name} does not exist on this kernel"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One candidate that was not used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub attach: AttachType,
+    pub program: &'static str,
+    pub reason: String,
+}
+
+/// What a hook runs as on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HookPlan {
+    pub hook: Hook,
+    /// The attach type in use, or `None` if nothing could attach.
+    pub attach: Option<AttachType>,
+    pub program: Option<&'static str>,
+    /// Better candidates that failed, and why (in preference order).
+    pub rejected: Vec<Rejected>,
+}
+
+impl HookPlan {
+    pub fn attached(&self) -> bool {
+        self.attach.is_some()
+    }
+}
+
+/// Resolves one hook: candidates in order, facts first, then `try_attach`; the first success wins.
+/// `try_attach` loads and attaches a program and returns why not on failure.
+pub fn resolve(
+    hook: Hook,
+    facts: &Facts,
+    mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
+) -> HookPlan {
+    let mut rejected = Vec::new();
+    for c in all_candidates(hook) {
+        match precheck(c, facts).and_then(|()| try_attach(c)) {
+            Ok(()) => {
+                return HookPlan {
+                    hook,
+                    attach: Some(c.attach),
+                    program: Some(c.program),
+                    rejected,
+                };
+            }
+            Err(reason) => rejected.push(Rejected {
+                attach: c.attach,
+                program: c.program,
+                reason,
+            }),
+        }
+    }
+    HookPlan {
+        hook,
+        attach: None,
+        program: None,
+        rejected,
+    }
+}
+
+/// The variant superseded on this kernel is not a fallback anyone lost: leave it out of what
+/// people read.
+pub fn is_noise(r: &Rejected) -> bool {
+    r.reason.starts_with("superseded") || r.reason.starts_with("sched_process_exit has no")
+}
+
+/// The plan of every hook.
+pub fn resolve_all(
+    facts: &Facts,
+    mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
+) -> Vec<HookPlan> {
+    Hook::ALL
+        .iter()
+        .map(|&h| resolve(h, facts, &mut try_attach))
+        .collect()
+}
+
+/// Renders the plan as a short block: one line per hook.
+pub fn render(plan: &[HookPlan]) -> String {
+    let mut out = String::new();
+    for p in plan {
+        let used = p.attach.map_or("NOT ATTACHED", AttachType::name);
+        let why: Vec<String> = p
+            .rejected
+            .iter()
+            .filter(|r| !is_noise(r))
+            .map(|r| format!("{}: {}", r.attach, r.reason))
+            .collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", why.join("; "))
+        };
+        out.push_str(&format!(
+            "  {:<36} {:<12}{why}\n",
+            p.hook.kernel_name(),
+            used
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_tracepoints() -> BTreeSet<(&'static str, &'static str)> {
+        Hook::ALL
+            .iter()
+            .flat_map(|h| all_candidates(*h))
+            .filter_map(|c| match c.target {
+                Target::Tracepoint(cat, name) => Some((cat, name)),
+                Target::Function(_) => None,
+            })
+            .collect()
+    }
+
+    /// A modern kernel where everything is available.
+    fn full() -> Facts {
+        Facts {
+            btf: Ok(()),
+            btf_functions: [OOM_FN, KILL_FN].into(),
+            kprobes: Ok(()),
+            tracepoints: all_tracepoints(),
+            tracefs: Ok(()),
+            mark_victim_btf_has_task: true,
+            exit_btf_has_group_dead: true,
+            forbidden: BTreeSet::new(),
+        }
+    }
+
+    fn used(plan: &[HookPlan], hook: Hook) -> Option<AttachType> {
+        plan.iter().find(|p| p.hook == hook).unwrap().attach
+    }
+
+    #[test]
+    fn everything_available_prefers_btf_programs() {
+        let plan = resolve_all(&full(), |_| Ok(()));
+        assert_eq!(used(&plan, Hook::OomInvoke), Some(Fentry));
+        assert_eq!(used(&plan, Hook::OomInvokeDone), Some(Fexit));
+        assert_eq!(used(&plan, Hook::OomKill), Some(Fentry));
+        assert_eq!(used(&plan, Hook::MarkVictim), Some(TpBtf));
+        assert_eq!(used(&plan, Hook::KernelSigkill), Some(TpBtf));
+        assert_eq!(used(&plan, Hook::WakeReaper), Some(Tracepoint));
+        assert_eq!(used(&plan, Hook::TaskExit), Some(TpBtf));
+        assert_eq!(used(&plan, Hook::TaskFree), Some(RawTp));
+        let exit = plan.iter().find(|p| p.hook == Hook::TaskExit).unwrap();
+        assert_eq!(exit.program, Some("exit_btf_group_dead"));
+        assert!(exit.rejected.is_empty());
+    }
+
+    /// This project's CI host: fentry refused at load with EPERM, no kprobes, tracepoints fine.
+    #[test]
+    fn fentry_refused_and_no_kprobes_leaves_the_function_hooks_unattached_with_reasons() {
+        let mut facts = full();
+        facts.kprobes = Err("kprobe PMU missing".into());
+        let plan = resolve_all(&facts, |c| match c.attach {
+            Fentry | Fexit => Err("load: EPERM".into()),
+            _ => Ok(()),
+        });
+        for hook in [Hook::OomInvoke, Hook::OomInvokeDone, Hook::OomKill] {
+            let p = plan.iter().find(|p| p.hook == hook).unwrap();
+            assert_eq!(p.attach, None);
+            let reasons: Vec<_> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
+            assert_eq!(reasons, ["load: EPERM", "kprobe PMU missing"]);
+        }
+        assert_eq!(used(&plan, Hook::MarkVictim), Some(TpBtf));
+        assert_eq!(used(&plan, Hook::TaskExit), Some(TpBtf));
+    }
+
+    #[test]
+    fn fentry_refused_falls_back_to_kprobe() {
+        let plan = resolve_all(&full(), |c| match c.attach {
+            Fentry | Fexit => Err("EPERM".into()),
+            _ => Ok(()),
+        });
+        assert_eq!(used(&plan, Hook::OomInvoke), Some(Kprobe));
+        assert_eq!(used(&plan, Hook::OomInvokeDone), Some(Kretprobe));
+        assert_eq!(used(&plan, Hook::OomKill), Some(Kprobe));
+    }
+
+    #[test]
+    fn function_missing_from_btf_skips_fentry_without_trying() {
+        let mut facts = full();
+        facts.btf_functions.remove(KILL_FN);
+        let mut tried = Vec::new();
+        let p = resolve(Hook::OomKill, &facts, |c| {
+            tried.push(c.attach);
+            Ok(())
+        });
+        assert_eq!(tried, [Kprobe]);
+        assert_eq!(p.attach, Some(Kprobe));
+        assert!(p.rejected[0].reason.contains("not in the kernel's BTF"));
+    }
+
+    #[test]
+    fn no_btf_means_kprobes_and_classic_tracepoints() {
+        let mut facts = full();
+        facts.btf = Err("no /sys/kernel/btf/vmlinux".into());
+        let plan = resolve_all(&facts, |_| Ok(()));
+        assert_eq!(used(&plan, Hook::OomInvoke), Some(Kprobe));
+        assert_eq!(used(&plan, Hook::OomKill), Some(Kprobe));
+        assert_eq!(used(&plan, Hook::MarkVictim), Some(Tracepoint));
+        assert_eq!(used(&plan, Hook::KernelSigkill), Some(Tracepoint));
+        assert_eq!(used(&plan, Hook::TaskExit), Some(Tracepoint));
+        assert_eq!(used(&plan, Hook::TaskFree), Some(RawTp));
+    }
+
+    #[test]
+    fn pre_6_8_mark_victim_uses_the_classic_tracepoint() {
+        let mut facts = full();
+        facts.mark_victim_btf_has_task = false;
+        let p = resolve(Hook::MarkVictim, &facts, |_| Ok(()));
+        assert_eq!(p.attach, Some(Tracepoint));
+        assert!(p.rejected[0].reason.contains("6.8"));
+    }
+
+    #[test]
+    fn pre_6_16_exit_uses_the_derived_group_dead_program() {
+        let mut facts = full();
+        facts.exit_btf_has_group_dead = false;
+        let p = resolve(Hook::TaskExit, &facts, |_| Ok(()));
+        assert_eq!(p.program, Some("exit_btf"));
+        assert!(p.rejected.iter().all(is_noise));
+    }
+
+    #[test]
+    fn forbidding_attach_types_walks_down_the_chain() {
+        let mut facts = full();
+        facts.forbidden = [Fentry, Fexit].into();
+        let plan = resolve_all(&facts, |_| Ok(()));
+        assert_eq!(used(&plan, Hook::OomKill), Some(Kprobe));
+        facts.forbidden = [Fentry, Fexit, Kprobe, Kretprobe, TpBtf, RawTp].into();
+        let plan = resolve_all(&facts, |_| Ok(()));
+        assert_eq!(used(&plan, Hook::OomKill), None);
+        assert_eq!(used(&plan, Hook::MarkVictim), Some(Tracepoint));
+        assert_eq!(used(&plan, Hook::TaskFree), Some(Tracepoint));
+        let p = plan.iter().find(|p| p.hook == Hook::OomKill).unwrap();
+        assert!(p.rejected.iter().all(|r| r.reason.contains("--forbid")));
+    }
+
+    #[test]
+    fn missing_tracepoint_and_missing_tracefs_are_named() {
+        let mut facts = full();
+        facts.tracepoints.remove(&("oom", "skip_task_reaping"));
+        let p = resolve(Hook::SkipReaping, &facts, |_| Ok(()));
+        assert_eq!(p.attach, None);
+        assert!(p.rejected[0].reason.contains("does not exist"));
+        facts.tracefs = Err("tracefs is not mounted".into());
+        let p = resolve(Hook::WakeReaper, &facts, |_| Ok(()));
+        assert_eq!(p.rejected[0].reason, "tracefs is not mounted");
+    }
+
+    #[test]
+    fn attach_failure_after_precheck_falls_through() {
+        let p = resolve(Hook::TaskFree, &full(), |c| match c.attach {
+            RawTp => Err("attach: ENOENT".into()),
+            _ => Ok(()),
+        });
+        assert_eq!(p.attach, Some(Tracepoint));
+        assert_eq!(p.rejected[0].reason, "attach: ENOENT");
+    }
+
+    #[test]
+    fn every_candidate_program_is_unique() {
+        let mut seen = BTreeSet::new();
+        for h in Hook::ALL {
+            for c in all_candidates(h) {
+                assert!(seen.insert(c.program), "{} listed twice", c.program);
+            }
+        }
+    }
+
+    #[test]
+    fn render_names_unattached_hooks_and_reasons() {
+        let mut facts = full();
+        facts.kprobes = Err("no kprobe PMU".into());
+        let plan = resolve_all(&facts, |c| match c.attach {
+            Fentry | Fexit => Err("EPERM".into()),
+            _ => Ok(()),
+        });
+        let text = render(&plan);
+        assert!(text.contains("oom_kill_process"));
+        assert!(
+            text.contains("NOT ATTACHED  (fentry: EPERM; kprobe: no kprobe PMU)"),
+            "{text}"
+        );
+        assert!(!text.contains("superseded"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Developer tasks: `cargo xtask run`, `cargo xtask test`, `cargo xtask vm`.
+//!
+//! Each task first installs what it lacks (nightly's rust-src, bpf-linker built against rustc's
+//! own libLLVM) so that the README's two commands work on a fresh machine.
+
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing, build, and run oomtrace as root (default arguments: `watch`).
+    Run {
+        /// Build without optimizations.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for oomtrace, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Install what is missing, then run the unit tests and the root end-to-end suite.
+    Test {
+        /// Run only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Only install what the build needs (rust-src, bpf-linker).
+    Setup,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::ensure().map(|_| ExitCode::SUCCESS),
+        Command::Run { debug, args } => run(debug, &args),
+        Command::Test { filter } => test::run(filter.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(debug: bool, args: &[String]) -> anyhow::Result<ExitCode> {
+    let env = setup::ensure()?;
+    let profile = if debug { "debug" } else { "release" };
+    let mut build = env.cargo();
+    build.args(["build", "--package", "oomtrace"]);
+    if !debug {
+        build.arg("--release");
+    }
+    setup::status(&mut build, "building oomtrace")?;
+    let bin = env.target_dir.join(profile).join("oomtrace");
+    let args: Vec<String> = if args.is_empty() {
+        vec!["watch".into()]
+    } else {
+        args.to_vec()
+    };
+    let mut cmd = setup::as_root(&bin, &args)?;
+    eprintln!("xtask: running {} {}", bin.display(), args.join(" "));
+    let status = cmd.status()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}

@@ -1,0 +1,217 @@
+//! `cargo xtask test`: unit tests, then the root end-to-end suite against the built binary,
+//! then one summary line `N passed, N failed` over everything.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::setup::{self, Env};
+
+/// Counts from libtest's `test result:` lines.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    /// Test binaries that ended without a result line (crashed, or failed to build).
+    pub broken: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.broken += other.broken;
+    }
+}
+
+/// Parses `test result: ok. 5 passed; 0 failed; 0 ignored; …`.
+pub fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let num = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find(|p| p.trim_end().ends_with(word))?
+            .split_whitespace()
+            .rev()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((num("passed")?, num("failed")?))
+}
+
+/// Runs a command, echoing its output, and tallies libtest result lines.
+fn run_tallied(cmd: &mut Command, what: &str) -> anyhow::Result<Tally> {
+    eprintln!("xtask: {what}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut tally = Tally::default();
+    let mut results = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            tally.passed += p;
+            tally.failed += f;
+            results += 1;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && tally.failed == 0 {
+        eprintln!("xtask: {what}: exited with {status} without a failed test: counted as broken");
+        tally.broken += 1;
+    }
+    if results == 0 && status.success() {
+        eprintln!("xtask: {what}: ran no test");
+        tally.broken += 1;
+    }
+    Ok(tally)
+}
+
+/// The end-to-end test executables, built (not run) by cargo.
+pub fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
+    let out = env
+        .cargo()
+        .args([
+            "test",
+            "--package",
+            "oomtrace-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the end-to-end tests")?;
+    if !out.status.success() {
+        bail!("building the end-to-end tests failed");
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json_lite::parse_executable(line) else {
+            continue;
+        };
+        if let Some(exe) = msg {
+            exes.push(PathBuf::from(exe));
+        }
+    }
+    if exes.is_empty() {
+        bail!("cargo built no end-to-end test executable");
+    }
+    Ok(exes)
+}
+
+/// Builds the oomtrace binary the end-to-end tests run.
+pub fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
+    setup::status(
+        env.cargo().args(["build", "--package", "oomtrace"]),
+        "building oomtrace",
+    )?;
+    Ok(env.target_dir.join("debug").join("oomtrace"))
+}
+
+pub fn run(filter: Option<&str>) -> anyhow::Result<ExitCode> {
+    let env = setup::ensure()?;
+    let mut tally = Tally::default();
+
+    let mut unit = env.cargo();
+    unit.args([
+        "test",
+        "--package",
+        "oomtrace",
+        "--package",
+        "oomtrace-common",
+        "--package",
+        "xtask",
+    ]);
+    if let Some(f) = filter {
+        unit.args(["--", f]);
+    }
+    tally.add(run_tallied(&mut unit, "unit tests (no root needed)")?);
+
+    let bin = build_oomtrace(&env)?;
+    let exes = build_e2e(&env)?;
+    if !setup::is_root() {
+        eprintln!(
+            "xtask: the end-to-end tests cause real OOM kills in sandbox cgroups and need root; \
+             they will fail here (run `sudo -E cargo xtask test`)"
+        );
+    }
+    for exe in &exes {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(f) = filter {
+            args.push(f.to_string());
+        }
+        let mut cmd = setup::as_root(exe, &args)?;
+        cmd.env("OOMTRACE_BIN", &bin).env("RUST_BACKTRACE", "1");
+        let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        tally.add(run_tallied(
+            &mut cmd,
+            &format!("end-to-end tests ({name}, as root)"),
+        )?);
+    }
+
+    println!();
+    println!(
+        "{} passed, {} failed",
+        tally.passed,
+        tally.failed + tally.broken
+    );
+    Ok(if tally.failed + tally.broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Just enough JSON to pick `"executable"` out of cargo's compiler-artifact messages, so xtask
+/// needs no JSON dependency.
+mod serde_json_lite {
+    pub fn parse_executable(line: &str) -> Result<Option<String>, ()> {
+        if !line.contains("\"reason\":\"compiler-artifact\"") || !line.contains("\"test\":true") {
+            return Ok(None);
+        }
+        let Some(start) = line.find("\"executable\":\"") else {
+            return Ok(None);
+        };
+        let rest = &line[start + "\"executable\":\"".len()..];
+        let end = rest.find('"').ok_or(())?;
+        Ok(Some(rest[..end].to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_parsed() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.03s"
+            ),
+            Some((12, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn executables_are_picked_from_test_artifacts_only() {
+        let test = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/e2e-abc","fresh":true}"#;
+        let lib = r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":null}"#;
+        assert_eq!(
+            serde_json_lite::parse_executable(test),
+            Ok(Some("/t/e2e-abc".into()))
+        );
+        assert_eq!(serde_json_lite::parse_executable(lib), Ok(None));
+    }
+}

@@ -1,1 +1,434 @@
+//! Fixtures for oomtrace's root-only end-to-end tests: a sandbox memory cgroup, a process that
+//! gets OOM-killed in it, and the oomtrace binary watching.
+//!
+//! Rules these fixtures keep: OOM kills happen only in a memory cgroup we created with a small
+//! limit; every cgroup and process we create is removed in `Drop`, also when a test panics; we
+//! only ever kill processes we started, by pid; other tests may cause OOM kills at the same time,
+//! so everything is matched by our own cgroup id and pids.
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Fails the test loudly unless we are root: CI must never mistake "could not run" for "passed".
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "the end-to-end tests load eBPF programs and cause real OOM kills in sandbox cgroups: \
+         they need root (run `cargo xtask test` as root)"
+    );
+}
+
+/// The oomtrace binary under test (`OOMTRACE_BIN`, set by `cargo xtask test`).
+pub fn oomtrace_bin() -> PathBuf {
+    let bin = std::env::var_os("OOMTRACE_BIN").map(PathBuf::from).expect(
+        "OOMTRACE_BIN is not set: run the end-to-end tests with `cargo xtask test`, which builds \
+         the binary and points the tests at it",
+    );
+    assert!(
+        bin.is_file(),
+        "OOMTRACE_BIN={} does not exist",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Which cgroup version has the memory controller here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+fn memory_root() -> (CgroupVersion, PathBuf) {
+    let v2 = Path::new("/sys/fs/cgroup");
+    if std::fs::read_to_string(v2.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+    {
+        return (CgroupVersion::V2, v2.to_path_buf());
+    }
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    assert!(
+        v1.join("memory.limit_in_bytes").exists(),
+        "no memory cgroup controller found (neither cgroup v2 with `memory` nor v1 at {})",
+        v1.display()
+    );
+    (CgroupVersion::V1, v1.to_path_buf())
+}
+
+static SANDBOXES: AtomicU32 = AtomicU32::new(0);
+
+/// A memory cgroup of our own with a small limit. Dropping it kills what is left in it (only
+/// our processes can be there) and removes it.
+pub struct Sandbox {
+    dir: PathBuf,
+    version: CgroupVersion,
+    rel: String,
+}
+
+impl Sandbox {
+    /// Creates `oomtrace-test-<pid>-<n>-<label>` with `limit_bytes` (≤ 128 MiB) and no swap.
+    pub fn new(label: &str, limit_bytes: u64) -> Sandbox {
+        assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        let (version, root) = memory_root();
+        let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("oomtrace-test-{}-{n}-{label}", std::process::id());
+        if version == CgroupVersion::V2 {
+            // Children of the root get the memory controller only if the root delegates it.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+        }
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let sandbox = Sandbox {
+            dir,
+            version,
+            rel: format!("/{name}"),
+        };
+        match version {
+            CgroupVersion::V1 => {
+                sandbox.write("memory.limit_in_bytes", &limit_bytes.to_string());
+                if sandbox.dir.join("memory.memsw.limit_in_bytes").exists() {
+                    sandbox.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+                }
+            }
+            CgroupVersion::V2 => {
+                sandbox.write("memory.max", &limit_bytes.to_string());
+                if sandbox.dir.join("memory.swap.max").exists() {
+                    sandbox.write("memory.swap.max", "0");
+                }
+            }
+        }
+        sandbox
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        let path = self.dir.join(file);
+        std::fs::write(&path, value)
+            .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", path.display()));
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The kernel's id of this memcg: the inode number of its directory.
+    pub fn id(&self) -> u64 {
+        std::fs::metadata(&self.dir).expect("sandbox dir").ino()
+    }
+
+    /// The path relative to the controller's mount, as oomtrace reports it.
+    pub fn rel_path(&self) -> &str {
+        &self.rel
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// Pids in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// OOM kills the kernel counted in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = match self.version {
+            CgroupVersion::V1 => ("memory.oom_control", "oom_kill"),
+            CgroupVersion::V2 => ("memory.events", "oom_kill"),
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Everything in our cgroup is ours.
+        let gone = wait_until(Duration::from_secs(5), || {
+            let procs = self.procs();
+            for pid in &procs {
+                // SAFETY: plain syscall on a pid in our own cgroup.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            procs.is_empty()
+        });
+        if !gone {
+            eprintln!(
+                "sandbox {}: processes left: {:?}",
+                self.dir.display(),
+                self.procs()
+            );
+        }
+        let removed = wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok()
+        });
+        if !removed {
+            eprintln!(
+                "sandbox {}: could not remove the cgroup",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// A child process of ours, killed by pid on drop if still running.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Next stdout line (panics with context at EOF).
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .expect("reading child stdout");
+        assert!(n > 0, "child {} closed stdout", self.pid());
+        line.trim_end().to_string()
+    }
+
+    /// Sends a line on stdin (the hog's "go").
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "go").expect("writing to child");
+        stdin.flush().expect("flushing child stdin");
+    }
+
+    /// Waits for exit; returns the signal that killed it, if any. Panics after `timeout`.
+    pub fn wait_signal(&mut self, timeout: Duration) -> Option<i32> {
+        let mut status = None;
+        let done = wait_until(timeout, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert!(
+            done,
+            "process {} still running after {timeout:?}",
+            self.pid()
+        );
+        std::os::unix::process::ExitStatusExt::signal(&status.expect("status"))
+    }
+
+    /// True if it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn hog_bin() -> PathBuf {
+    // The hog is a binary of this package, next to the test executable's deps directory.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    [dir.join("oomtrace-hog"), dir.join("../oomtrace-hog")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("oomtrace-hog not found next to {}", exe.display()))
+}
+
+/// Starts `oomtrace-hog alloc` in a sandbox; returns once it printed `ready`.
+pub fn hog(sandbox: &Sandbox, mb: u32, hold: bool, oom_score_adj: Option<i32>) -> Proc {
+    let mut cmd = Command::new(hog_bin());
+    cmd.arg("alloc")
+        .arg("--cgroup")
+        .arg(sandbox.dir())
+        .args(["--mb", &mb.to_string()]);
+    if hold {
+        cmd.arg("--hold");
+    }
+    if let Some(adj) = oom_score_adj {
+        cmd.args(["--oom-score-adj", &adj.to_string()]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting oomtrace-hog");
+    let stdin = child.stdin.take();
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut p = Proc {
+        child,
+        stdin,
+        stdout,
+    };
+    let ready = p.line();
+    assert_eq!(ready, format!("ready {}", p.pid()), "hog did not start");
+    p
+}
+
+/// `oomtrace watch --json` running in the background, its lines collected.
+pub struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts the watcher with extra arguments and waits until it printed its plan (attached).
+    pub fn start(extra: &[&str]) -> Watch {
+        let mut child = Command::new(oomtrace_bin())
+            .args(["watch", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting oomtrace");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("oomtrace printed a line that is not JSON ({e}): {line}")
+                });
+                sink.lock().expect("lines").push(v);
+            }
+        });
+        let w = Watch {
+            child,
+            lines,
+            reader: Some(reader),
+        };
+        w.wait_for("the plan line", Duration::from_secs(30), |v| {
+            v["type"] == "plan"
+        });
+        w
+    }
+
+    /// Everything printed so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// The plan line.
+    pub fn plan(&self) -> Value {
+        self.lines()
+            .into_iter()
+            .find(|v| v["type"] == "plan")
+            .expect("plan line")
+    }
+
+    /// Waits for a line matching `pred`; panics with everything seen if it does not come.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        let ok = wait_until(timeout, || {
+            found = self.lines().into_iter().find(|v| pred(v));
+            found.is_some()
+        });
+        if !ok {
+            let seen: Vec<String> = self.lines().iter().map(Value::to_string).collect();
+            panic!(
+                "no {what} within {timeout:?}; oomtrace printed:\n{}",
+                seen.join("\n")
+            );
+        }
+        found.expect("found")
+    }
+
+    /// Events of one kind concerning a pid (victim, target, exiting or freed process).
+    pub fn events_for(&self, kind: &str, pid: u32) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|v| v["type"] == "event" && v["event"] == kind && concerns(v, pid))
+            .collect()
+    }
+
+    /// Stops the watcher with SIGTERM and returns its exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().ok();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        status.and_then(|s| s.code())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether an event line is about process `pid`.
+pub fn concerns(v: &Value, pid: u32) -> bool {
+    let p = Value::from(pid);
+    match v["event"].as_str() {
+        Some("oom_kill" | "mark_victim") => v["victim"]["tgid"] == p || v["victim"]["pid"] == p,
+        Some("kernel_sigkill") => v["target"]["tgid"] == p || v["target"]["pid"] == p,
+        Some("task_exit") => v["current"]["tgid"] == p,
+        Some("task_free" | "wake_reaper" | "start_reaping" | "finish_reaping" | "skip_reaping") => {
+            v["pid"] == p
+        }
+        _ => false,
+    }
+}
+
+/// The attach type a hook runs as, from a plan (`null` when not attached).
+pub fn attach_of(plan: &Value, hook: &str) -> Value {
+    plan["plan"]
+        .as_array()
+        .expect("plan array")
+        .iter()
+        .find(|h| h["hook"] == hook)
+        .unwrap_or_else(|| panic!("hook {hook} missing from the plan"))["attach"]
+        .clone()
+}
+
+/// The kernel's page size.
+pub fn page_size() -> u64 {
+    // SAFETY: no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}

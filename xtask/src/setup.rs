@@ -93,6 +93,18 @@ fn ensure_bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
     let prefix = cache_dir()?.join("tools").join(key);
     let bin = prefix.join("bin");
     let linker = bin.join("bpf-linker");
+    // bpf-linker finds libLLVM.so through LLVM_PREFIX/lib at build time and keeps an RPATH to
+    // that directory, where the loader then looks for the library's soname: link both names.
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for link_name in ["libLLVM.so", name] {
+        let link = lib.join(link_name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(libllvm.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&libllvm, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
     if linker.is_file() && linker_runs(&linker) {
         return Ok(bin);
     }
@@ -107,14 +119,6 @@ fn ensure_bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
         libllvm.display(),
         prefix.display()
     );
-    // bpf-linker finds libLLVM.so through LLVM_PREFIX/lib and keeps an RPATH to it: this
-    // directory must stay.
-    let lib = prefix.join("lib");
-    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
-    let link = lib.join("libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&libllvm, &link)
-        .with_context(|| format!("linking {}", link.display()))?;
     status(
         Command::new("cargo")
             .args(["+stable", "install", "--locked", "--force"])

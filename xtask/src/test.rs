@@ -173,7 +173,10 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<ExitCode> {
 /// needs no JSON dependency.
 mod serde_json_lite {
     pub fn parse_executable(line: &str) -> Result<Option<String>, ()> {
-        if !line.contains("\"reason\":\"compiler-artifact\"") || !line.contains("\"test\":true") {
+        // Integration test targets (`tests/*.rs`) only: `"kind":["test"]`.
+        if !line.contains("\"reason\":\"compiler-artifact\"")
+            || !line.contains("\"kind\":[\"test\"]")
+        {
             return Ok(None);
         }
         let Some(start) = line.find("\"executable\":\"") else {
@@ -206,7 +209,9 @@ mod tests {
 
     #[test]
     fn executables_are_picked_from_test_artifacts_only() {
-        let test = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/e2e-abc","fresh":true}"#;
+        let test = r#"{"reason":"compiler-artifact","target":{"kind":["test"],"test":true},"profile":{"test":true},"executable":"/t/e2e-abc","fresh":true}"#;
+        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"test":true},"profile":{"test":false},"executable":"/t/hog"}"#;
+        assert_eq!(serde_json_lite::parse_executable(bin), Ok(None));
         let lib = r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":null}"#;
         assert_eq!(
             serde_json_lite::parse_executable(test),

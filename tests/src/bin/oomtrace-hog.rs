@@ -1,0 +1,71 @@
+//! A process for the end-to-end tests to get OOM-killed. It sets itself up, prints
+//! `ready <pid>`, waits for a line on stdin, then acts.
+//!
+//! `oomtrace-hog alloc --cgroup DIR --mb N [--hold] [--oom-score-adj V]`: join the cgroup, then
+//! allocate N MiB touching every page; with `--hold`, print `allocated` and sleep until killed;
+//! without, exit 0 if the allocation succeeded.
+
+use std::io::{BufRead as _, Write as _};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("oomtrace-hog: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some("alloc") => {}
+        other => {
+            return Err(format!(
+                "unknown mode {other:?}; usage: alloc --cgroup DIR --mb N"
+            ));
+        }
+    }
+    let cgroup = flag(args, "--cgroup").ok_or("--cgroup DIR is required")?;
+    let mb: usize = flag(args, "--mb")
+        .ok_or("--mb N is required")?
+        .parse()
+        .map_err(|e| format!("--mb: {e}"))?;
+    let hold = args.iter().any(|a| a == "--hold");
+    if let Some(adj) = flag(args, "--oom-score-adj") {
+        std::fs::write("/proc/self/oom_score_adj", adj)
+            .map_err(|e| format!("writing oom_score_adj: {e}"))?;
+    }
+    let procs = format!("{cgroup}/cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| format!("joining {procs}: {e}"))?;
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {}", std::process::id()).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mb {
+        // Touch every page so the memory is really charged.
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = 1;
+        }
+        chunks.push(std::hint::black_box(chunk));
+    }
+    if hold {
+        writeln!(out, "allocated").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    Ok(())
+}

@@ -6,8 +6,10 @@
 pub mod btf;
 pub mod cgroups;
 pub mod event;
+pub mod forensics;
 pub mod layout;
 pub mod output;
 pub mod plan;
 pub mod probes;
 pub mod tracefs;
+pub mod tracker;

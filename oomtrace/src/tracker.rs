@@ -1,0 +1,1019 @@
+//! The victim lifecycle tracker: pure correlation of kernel events into victims, stages,
+//! latencies and findings. No aya, no I/O, no clock: time comes from event timestamps and from
+//! [`Tracker::tick`]. Unit tests drive it with synthetic events; `watch` and `report` feed it the
+//! same way.
+//!
+//! A victim is a process named by (tgid, start time) — pids are reused. Its life: chosen
+//! (`oom_kill_process`) → SIGKILL (comes ~4 µs *before* mark_victim) → marked → reaper woken
+//! (+2 s, only if still alive) → reaping started/finished/skipped → threads exiting → **dead**
+//! (its last thread exited) → **released** (the zombie reaped by its parent). A victim not dead
+//! within the timeout is flagged once as stuck; missing events never make a victim "stuck":
+//! when exits cannot be seen it is "unobservable", when events were lost it is "unconfirmed".
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+};
+
+use hdrhistogram::Histogram;
+use oomtrace_common::{group_dead_source, victim_fields};
+use serde::Serialize;
+
+use crate::event::{Event, Payload, cstr};
+
+/// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
+/// within milliseconds; if not, the oom_reaper wakes at +2 s (`OOM_REAPER_DELAY`, since 5.18)
+/// and either reaps it or gives up after 10 attempts 100 ms apart (~+3.1 s). A victim still
+/// alive at +5 s is past everything the kernel itself will still do for it, with margin for a
+/// large process whose exit takes a while to unmap its memory.
+pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
+/// Default time a dead victim's zombie may wait for its parent before that is reported
+/// (init reaps orphans with a delay: ~1.6 s seen on a test host).
+pub const DEFAULT_RELEASE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// OOM invocations in a memcg while one of its victims is stuck before a livelock is reported.
+pub const DEFAULT_LIVELOCK_THRESHOLD: u32 = 10;
+/// Events are held this long and released in timestamp order (events from different CPUs can
+/// reach the ring buffer slightly out of order).
+pub const REORDER_NS: u64 = 10_000_000;
+/// How long a kernel SIGKILL waits for the mark_victim that names it an OOM kill, and how soon
+/// after a mark the same task's SIGKILLs count as kills of processes sharing the victim's mm
+/// (both happen in one `__oom_kill_process()` call).
+const SIGKILL_PAIRING_NS: u64 = 5_000_000;
+/// Skips after which the oom_reaper gives up (`MAX_OOM_REAP_RETRIES`).
+const REAPER_MAX_RETRIES: u32 = 10;
+/// Live victims kept at most; past this the oldest resolved ones go first.
+const MAX_VICTIMS: usize = 4096;
+/// Memcgs whose invocation counts are kept at most.
+const MAX_MEMCGS: usize = 4096;
+
+/// Which event kinds the running attach plan can deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Observability {
+    pub oom_invoke: bool,
+    pub oom_kill: bool,
+    pub signal: bool,
+    pub mark_victim: bool,
+    pub reaper: bool,
+    pub exit: bool,
+    pub free: bool,
+}
+
+impl Observability {
+    pub const ALL: Observability = Observability {
+        oom_invoke: true,
+        oom_kill: true,
+        signal: true,
+        mark_victim: true,
+        reaper: true,
+        exit: true,
+        free: true,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TrackerConfig {
+    pub timeout_ns: u64,
+    pub release_timeout_ns: u64,
+    pub livelock_threshold: u32,
+    pub observability: Observability,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            timeout_ns: DEFAULT_TIMEOUT_NS,
+            release_timeout_ns: DEFAULT_RELEASE_TIMEOUT_NS,
+            livelock_threshold: DEFAULT_LIVELOCK_THRESHOLD,
+            observability: Observability::ALL,
+        }
+    }
+}
+
+/// A process across pid reuse: tgid and the leader's start time (ns since boot; 0 = unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct VictimKey {
+    pub tgid: u32,
+    pub start_ns: u64,
+}
+
+impl VictimKey {
+    /// Same process, treating an unknown start time as a wildcard.
+    fn matches(&self, tgid: u32, start_ns: u64) -> bool {
+        self.tgid == tgid && (self.start_ns == 0 || start_ns == 0 || self.start_ns == start_ns)
+    }
+}
+
+/// A task as the kernel named it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+}
+
+/// What `oom_kill_process` said about the choice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KillDecision {
+    pub chosen_points: i64,
+    pub totalpages: u64,
+    pub constraint: u32,
+    pub message: String,
+}
+
+/// When each stage was reached (CLOCK_MONOTONIC ns).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    pub chosen: Option<u64>,
+    pub sigkill: Option<u64>,
+    pub marked: Option<u64>,
+    pub reaper_woken: Option<u64>,
+    pub reaping_started: Option<u64>,
+    pub reaping_finished: Option<u64>,
+    pub reaper_gave_up: Option<u64>,
+    pub first_exit: Option<u64>,
+    pub dead: Option<u64>,
+    pub released: Option<u64>,
+}
+
+/// How far a victim got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Chosen,
+    Signalled,
+    Marked,
+    ReaperWoken,
+    Reaping,
+    Reaped,
+    ReaperGaveUp,
+    Exiting,
+    Dead,
+    Released,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Chosen => "chosen, not yet signalled",
+            Stage::Signalled => "SIGKILL sent, not yet marked",
+            Stage::Marked => "marked, reaper not yet woken",
+            Stage::ReaperWoken => "oom_reaper woken, not yet reaping",
+            Stage::Reaping => "oom_reaper reaping",
+            Stage::Reaped => "reaped (memory freed) but not dead",
+            Stage::ReaperGaveUp => "oom_reaper gave up (mmap_lock held): memory still charged",
+            Stage::Exiting => "some threads exited, not the last",
+            Stage::Dead => "dead (zombie until its parent reaps it)",
+            Stage::Released => "released",
+        })
+    }
+}
+
+/// Everything known about one victim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Victim {
+    pub key: VictimKey,
+    pub comm: String,
+    /// Thread id the kernel marked (reaper events name it).
+    pub marked_tid: Option<u32>,
+    pub memcg_id: Option<u64>,
+    /// The task that was allocating when the OOM struck.
+    pub trigger: Option<Task>,
+    pub decision: Option<KillDecision>,
+    /// anon, file, shmem rss in kB at mark time.
+    pub rss_kb: Option<[u64; 3]>,
+    pub oom_score_adj: Option<i32>,
+    /// The victim whose mm this one shared (killed along with it).
+    pub killed_with: Option<VictimKey>,
+    pub timeline: Timeline,
+    pub reaper_skips: u32,
+    pub threads_exited: u32,
+    /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
+    lost_at_kill: u64,
+    pub flagged_stuck: bool,
+    flagged_release: bool,
+    flagged_unobservable: bool,
+    /// OOM invocations in its memcg since its kill.
+    pub invocations_since_kill: u32,
+    livelock_reported: bool,
+}
+
+impl Victim {
+    fn new(key: VictimKey, comm: String) -> Victim {
+        Victim {
+            key,
+            comm,
+            marked_tid: None,
+            memcg_id: None,
+            trigger: None,
+            decision: None,
+            rss_kb: None,
+            oom_score_adj: None,
+            killed_with: None,
+            timeline: Timeline::default(),
+            reaper_skips: 0,
+            threads_exited: 0,
+            lost_at_kill: 0,
+            flagged_stuck: false,
+            flagged_release: false,
+            flagged_unobservable: false,
+            invocations_since_kill: 0,
+            livelock_reported: false,
+        }
+    }
+
+    /// The kill time: the SIGKILL, else the mark, else the choice.
+    pub fn killed_at(&self) -> Option<u64> {
+        let t = &self.timeline;
+        t.sigkill.or(t.marked).or(t.chosen)
+    }
+
+    pub fn stage(&self) -> Stage {
+        let t = &self.timeline;
+        if t.released.is_some() {
+            Stage::Released
+        } else if t.dead.is_some() {
+            Stage::Dead
+        } else if t.first_exit.is_some() {
+            Stage::Exiting
+        } else if t.reaper_gave_up.is_some() {
+            Stage::ReaperGaveUp
+        } else if t.reaping_finished.is_some() {
+            Stage::Reaped
+        } else if t.reaping_started.is_some() {
+            Stage::Reaping
+        } else if t.reaper_woken.is_some() {
+            Stage::ReaperWoken
+        } else if t.marked.is_some() {
+            Stage::Marked
+        } else if t.sigkill.is_some() {
+            Stage::Signalled
+        } else {
+            Stage::Chosen
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.timeline.dead.is_some() || self.timeline.released.is_some()
+    }
+}
+
+/// What the tracker concluded. Each is emitted once per victim (per kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// A new victim (the kernel's SIGKILL or mark was seen).
+    Killed { victim: Box<Victim> },
+    /// The victim's last thread exited.
+    Dead {
+        victim: Box<Victim>,
+        kill_to_dead_ns: u64,
+        /// It had been flagged stuck before dying.
+        was_flagged: bool,
+    },
+    /// Not dead `since_kill_ns` after the kill.
+    Stuck {
+        victim: Box<Victim>,
+        stage: Stage,
+        since_kill_ns: u64,
+        /// Events lost since the kill: the exit may have been among them.
+        unconfirmed_lost: u64,
+    },
+    /// The attach plan cannot see this victim die: no judgement is possible.
+    Unobservable { victim: Box<Victim>, why: String },
+    /// Dead, but its zombie has not been reaped by its parent.
+    NotReleased {
+        victim: Box<Victim>,
+        since_dead_ns: u64,
+    },
+    /// The zombie was reaped.
+    Released {
+        victim: Box<Victim>,
+        kill_to_released_ns: u64,
+    },
+    /// The memcg keeps hitting OOM while one of its victims is stuck.
+    Livelock {
+        memcg_id: u64,
+        invocations: u32,
+        window_ns: u64,
+        victim: VictimKey,
+        comm: String,
+    },
+}
+
+impl Finding {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Finding::Killed { .. } => "killed",
+            Finding::Dead { .. } => "dead",
+            Finding::Stuck { .. } => "stuck",
+            Finding::Unobservable { .. } => "unobservable",
+            Finding::NotReleased { .. } => "not_released",
+            Finding::Released { .. } => "released",
+            Finding::Livelock { .. } => "livelock",
+        }
+    }
+}
+
+fn secs(ns: u64) -> String {
+    if ns < 10_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2} s", ns as f64 / 1e9)
+    }
+}
+
+fn who(v: &Victim) -> String {
+    let memcg = v.memcg_id.map_or(String::new(), |m| format!(" memcg {m}"));
+    format!("pid {} ({}){memcg}", v.key.tgid, v.comm)
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Killed { victim } => write!(f, "KILLED {}", who(victim)),
+            Finding::Dead {
+                victim,
+                kill_to_dead_ns,
+                was_flagged,
+            } => {
+                let late = if *was_flagged { " (flagged)" } else { "" };
+                write!(
+                    f,
+                    "DEAD {} {} after the kill{late}",
+                    who(victim),
+                    secs(*kill_to_dead_ns)
+                )
+            }
+            Finding::Stuck {
+                victim,
+                stage,
+                since_kill_ns,
+                unconfirmed_lost,
+            } => {
+                write!(
+                    f,
+                    "STUCK {}: not dead {} after the kill; last stage: {stage}; {} thread exit(s) seen",
+                    who(victim),
+                    secs(*since_kill_ns),
+                    victim.threads_exited
+                )?;
+                if *unconfirmed_lost > 0 {
+                    write!(
+                        f,
+                        " (UNCONFIRMED: {unconfirmed_lost} events were lost since the kill)"
+                    )?;
+                }
+                Ok(())
+            }
+            Finding::Unobservable { victim, why } => {
+                write!(
+                    f,
+                    "UNOBSERVABLE {}: cannot tell whether it died: {why}",
+                    who(victim)
+                )
+            }
+            Finding::NotReleased {
+                victim,
+                since_dead_ns,
+            } => write!(
+                f,
+                "NOT RELEASED {}: dead for {} but its parent has not reaped the zombie",
+                who(victim),
+                secs(*since_dead_ns)
+            ),
+            Finding::Released {
+                victim,
+                kill_to_released_ns,
+            } => write!(
+                f,
+                "RELEASED {} {} after the kill",
+                who(victim),
+                secs(*kill_to_released_ns)
+            ),
+            Finding::Livelock {
+                memcg_id,
+                invocations,
+                window_ns,
+                victim,
+                comm,
+            } => write!(
+                f,
+                "LIVELOCK memcg {memcg_id} re-entered OOM {invocations} times in {} while victim \
+                 pid {} ({comm}) is stuck",
+                secs(*window_ns),
+                victim.tgid
+            ),
+        }
+    }
+}
+
+/// Latency percentiles in ns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let us = |q: f64| h.value_at_quantile(q) * 1000;
+    Percentiles {
+        count: h.len(),
+        p50_ns: us(0.5),
+        p90_ns: us(0.9),
+        p99_ns: us(0.99),
+        max_ns: h.max() * 1000,
+    }
+}
+
+/// Counts and latencies so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub kills: u64,
+    pub dead: u64,
+    pub stuck_now: u64,
+    pub flagged_total: u64,
+    pub unobservable: u64,
+    pub released: u64,
+    pub not_released_now: u64,
+    pub lost_events: u64,
+    pub livelocks: u64,
+    pub livelock_observable: bool,
+    pub kill_to_dead: Percentiles,
+    pub kill_to_released: Percentiles,
+    pub kill_to_reaper_wake: Percentiles,
+    pub reaping: Percentiles,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "kills {}, dead {}, stuck now {} (flagged in all {}), unobservable {}, released {}, \
+             not released now {}, lost events {}, livelocks {}",
+            self.kills,
+            self.dead,
+            self.stuck_now,
+            self.flagged_total,
+            self.unobservable,
+            self.released,
+            self.not_released_now,
+            self.lost_events,
+            self.livelocks
+        )?;
+        let p = &self.kill_to_dead;
+        if p.count > 0 {
+            writeln!(
+                f,
+                "kill→dead: p50 {} p90 {} p99 {} max {} (n={})",
+                secs(p.p50_ns),
+                secs(p.p90_ns),
+                secs(p.p99_ns),
+                secs(p.max_ns),
+                p.count
+            )?;
+        }
+        if !self.livelock_observable {
+            writeln!(
+                f,
+                "livelock signature not observable here: mem_cgroup_out_of_memory is not hooked"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A kernel SIGKILL waiting for its mark_victim (or a co-victim decision).
+#[derive(Clone, Debug)]
+struct PendingKill {
+    ts: u64,
+    target: Task,
+    start_ns: u64,
+    sender_tid: u32,
+}
+
+/// The last victim a task marked: the SIGKILLs it sends right after are to processes sharing
+/// that victim's mm.
+#[derive(Clone, Copy, Debug)]
+struct LastMark {
+    ts: u64,
+    victim: VictimKey,
+}
+
+/// Follows victims from events; see the module docs.
+pub struct Tracker {
+    cfg: TrackerConfig,
+    /// Held events by (timestamp, arrival).
+    reorder: BTreeMap<(u64, u64), Event>,
+    seq: u64,
+    latest_ts: u64,
+    victims: BTreeMap<VictimKey, Victim>,
+    pending_kills: Vec<PendingKill>,
+    last_mark_by: HashMap<u32, LastMark>,
+    invocations: HashMap<u64, u64>,
+    lost: u64,
+    summary: Summary,
+    h_dead: Histogram<u64>,
+    h_released: Histogram<u64>,
+    h_reaper: Histogram<u64>,
+    h_reaping: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // µs, up to one day, 3 significant digits.
+    Histogram::new_with_bounds(1, 86_400_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker {
+            cfg,
+            reorder: BTreeMap::new(),
+            seq: 0,
+            latest_ts: 0,
+            victims: BTreeMap::new(),
+            pending_kills: Vec::new(),
+            last_mark_by: HashMap::new(),
+            invocations: HashMap::new(),
+            lost: 0,
+            summary: Summary {
+                livelock_observable: cfg.observability.oom_invoke,
+                ..Summary::default()
+            },
+            h_dead: histogram(),
+            h_released: histogram(),
+            h_reaper: histogram(),
+            h_reaping: histogram(),
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// Takes an event; findings it causes (after reordering) are appended to `out`.
+    pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        self.seq += 1;
+        self.latest_ts = self.latest_ts.max(ev.header.ts_ns);
+        self.reorder.insert((ev.header.ts_ns, self.seq), *ev);
+        self.release_until(self.latest_ts.saturating_sub(REORDER_NS), out);
+    }
+
+    /// Events dropped by a full ring buffer (the running total is `total`).
+    pub fn on_lost(&mut self, total: u64) {
+        self.lost = self.lost.max(total);
+        self.summary.lost_events = self.lost;
+    }
+
+    /// Advances time to `now_ns` (CLOCK_MONOTONIC): releases held events, flags timeouts.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        self.release_until(now_ns.saturating_sub(REORDER_NS), out);
+        self.check_timeouts(now_ns, out);
+    }
+
+    /// Processes every held event and judges at `now_ns` (end of a replay).
+    pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        self.release_until(u64::MAX, out);
+        self.check_timeouts(now_ns, out);
+    }
+
+    fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
+        while let Some(entry) = self.reorder.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ev = entry.remove();
+            self.apply(&ev, out);
+        }
+    }
+
+    fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
+        self.victims
+            .values_mut()
+            .rev()
+            .find(|v| v.key.matches(tgid, start_ns))
+    }
+
+    /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
+    fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
+        self.victims
+            .values_mut()
+            .rev()
+            .find(|v| v.marked_tid == Some(tid) || v.key.tgid == tid)
+    }
+
+    fn task(h: &oomtrace_common::Header) -> Task {
+        Task {
+            pid: h.pid,
+            tgid: h.tgid,
+            comm: cstr(&h.comm),
+        }
+    }
+
+    /// Finds or creates the victim (tgid, start); emits `Killed` when created.
+    fn victim_entry(
+        &mut self,
+        key: VictimKey,
+        comm: String,
+        out: &mut Vec<Finding>,
+    ) -> &mut Victim {
+        let existing = self
+            .victims
+            .keys()
+            .rev()
+            .find(|k| k.matches(key.tgid, key.start_ns))
+            .copied();
+        let key = match existing {
+            Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
+                // Learnt the start time: re-key.
+                let mut v = self.victims.remove(&k).expect("present");
+                v.key = key;
+                self.victims.insert(key, v);
+                key
+            }
+            Some(k) => k,
+            None => {
+                self.summary.kills += 1;
+                let mut v = Victim::new(key, comm);
+                v.lost_at_kill = self.lost;
+                self.victims.insert(key, v);
+                self.evict_if_full();
+                let v = self.victims.get(&key).expect("inserted");
+                out.push(Finding::Killed {
+                    victim: Box::new(v.clone()),
+                });
+                key
+            }
+        };
+        self.victims.get_mut(&key).expect("present")
+    }
+
+    fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        let h = ev.header;
+        let ts = h.ts_ns;
+        match ev.payload {
+            Payload::OomInvoke(p) => {
+                *self.invocations.entry(p.memcg_id).or_default() += 1;
+                if self.invocations.len() > MAX_MEMCGS {
+                    self.invocations.clear();
+                }
+                self.count_invocation(p.memcg_id, ts, out);
+            }
+            Payload::OomInvokeDone(_) => {}
+            Payload::OomKill(p) => {
+                let key = VictimKey {
+                    tgid: p.chosen_tgid,
+                    start_ns: p.chosen_start_ns,
+                };
+                let v = self.victim_entry(key, cstr(&p.chosen_comm), out);
+                v.timeline.chosen.get_or_insert(ts);
+                v.memcg_id = Some(p.memcg_id);
+                v.trigger = Some(Self::task(&h));
+                v.decision = Some(KillDecision {
+                    chosen_points: p.chosen_points,
+                    totalpages: p.totalpages,
+                    constraint: p.constraint,
+                    message: cstr(&p.message),
+                });
+            }
+            Payload::KernelSigkill(p) => self.on_sigkill(ev, &p, out),
+            Payload::MarkVictim(p) => self.on_mark(ev, &p, out),
+            Payload::WakeReaper(r) => {
+                if let Some(v) = self.find_by_tid(r.pid) {
+                    v.timeline.reaper_woken.get_or_insert(ts);
+                }
+            }
+            Payload::StartReaping(r) => {
+                if let Some(v) = self.find_by_tid(r.pid) {
+                    v.timeline.reaping_started.get_or_insert(ts);
+                }
+            }
+            Payload::FinishReaping(r) => {
+                if let Some(v) = self.find_by_tid(r.pid) {
+                    v.timeline.reaping_finished.get_or_insert(ts);
+                }
+            }
+            Payload::SkipReaping(r) => {
+                if let Some(v) = self.find_by_tid(r.pid) {
+                    v.reaper_skips += 1;
+                    if v.reaper_skips >= REAPER_MAX_RETRIES {
+                        v.timeline.reaper_gave_up.get_or_insert(ts);
+                    }
+                }
+            }
+            Payload::TaskExit(p) => {
+                let known = p.group_dead_source != group_dead_source::UNKNOWN;
+                let Some(v) = self.find(h.tgid, p.start_ns) else {
+                    return;
+                };
+                v.threads_exited += 1;
+                v.timeline.first_exit.get_or_insert(ts);
+                if known && p.group_dead != 0 {
+                    self.mark_dead(h.tgid, p.start_ns, ts, out);
+                }
+            }
+            Payload::TaskFree(p) => {
+                if self.find(p.pid, p.start_ns).is_none() {
+                    return;
+                }
+                // Released implies dead, even if the last exit was missed.
+                self.mark_dead(p.pid, p.start_ns, ts, out);
+                let Some(v) = self.find(p.pid, p.start_ns) else {
+                    return;
+                };
+                v.timeline.released.get_or_insert(ts);
+                let v = v.clone();
+                self.summary.released += 1;
+                if let Some(k) = v.killed_at() {
+                    let d = ts.saturating_sub(k);
+                    let _ = self.h_released.record((d / 1000).max(1));
+                    out.push(Finding::Released {
+                        victim: Box::new(v.clone()),
+                        kill_to_released_ns: d,
+                    });
+                }
+                self.victims.remove(&v.key);
+            }
+        }
+    }
+
+    fn on_sigkill(
+        &mut self,
+        ev: &Event,
+        p: &oomtrace_common::KernelSigkill,
+        out: &mut Vec<Finding>,
+    ) {
+        let h = ev.header;
+        let tgid = if p.target_tgid != 0 {
+            p.target_tgid
+        } else {
+            p.target_pid
+        };
+        let target = Task {
+            pid: p.target_pid,
+            tgid,
+            comm: cstr(&p.target_comm),
+        };
+        // Already a victim (oom_kill_process seen): record the signal.
+        if let Some(v) = self.find(tgid, p.target_start_ns) {
+            v.timeline.sigkill.get_or_insert(h.ts_ns);
+            return;
+        }
+        // Sent right after its sender marked a victim: a process sharing that victim's mm.
+        if let Some(last) = self.last_mark_by.get(&h.pid).copied()
+            && h.ts_ns.saturating_sub(last.ts) <= SIGKILL_PAIRING_NS
+            && last.victim.tgid != tgid
+        {
+            let key = VictimKey {
+                tgid,
+                start_ns: p.target_start_ns,
+            };
+            let primary = self.victims.get(&last.victim).cloned();
+            let v = self.victim_entry(key, target.comm.clone(), out);
+            v.timeline.sigkill.get_or_insert(h.ts_ns);
+            v.killed_with = Some(last.victim);
+            if let Some(primary) = primary {
+                v.memcg_id = v.memcg_id.or(primary.memcg_id);
+                v.trigger = v.trigger.clone().or(primary.trigger);
+            }
+            return;
+        }
+        // Otherwise wait for the mark_victim that says this was the OOM killer's.
+        self.pending_kills
+            .retain(|k| h.ts_ns.saturating_sub(k.ts) <= SIGKILL_PAIRING_NS);
+        self.pending_kills.push(PendingKill {
+            ts: h.ts_ns,
+            target,
+            start_ns: p.target_start_ns,
+            sender_tid: h.pid,
+        });
+    }
+
+    fn on_mark(&mut self, ev: &Event, p: &oomtrace_common::MarkVictim, out: &mut Vec<Finding>) {
+        let h = ev.header;
+        let has = |bit| p.fields & bit != 0;
+        // The pending SIGKILL this mark belongs to (same target, same sender).
+        let pending = self
+            .pending_kills
+            .iter()
+            .position(|k| {
+                (k.target.pid == p.pid || (has(victim_fields::TASK) && k.target.tgid == p.tgid))
+                    && k.sender_tid == h.pid
+            })
+            .map(|i| self.pending_kills.remove(i));
+        let (tgid, start_ns) = if has(victim_fields::TASK) {
+            (p.tgid, p.start_ns)
+        } else if let Some(k) = &pending {
+            (k.target.tgid, k.start_ns)
+        } else if let Some(v) = self.find_by_tid(p.pid) {
+            (v.key.tgid, v.key.start_ns)
+        } else {
+            (p.pid, 0)
+        };
+        let comm = if has(victim_fields::COMM) {
+            cstr(&p.comm)
+        } else {
+            pending
+                .as_ref()
+                .map(|k| k.target.comm.clone())
+                .unwrap_or_default()
+        };
+        let trigger = Self::task(&h);
+        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone(), out);
+        if v.comm.is_empty() {
+            v.comm = comm;
+        }
+        v.timeline.marked.get_or_insert(h.ts_ns);
+        // Only the chosen victim is marked; processes sharing its mm only get the SIGKILL.
+        v.killed_with = None;
+        if let Some(k) = &pending {
+            v.timeline.sigkill.get_or_insert(k.ts);
+        }
+        v.marked_tid = Some(p.pid);
+        v.trigger.get_or_insert(trigger);
+        if has(victim_fields::TASK) {
+            v.memcg_id = Some(p.memcg_id);
+        }
+        if has(victim_fields::MEMORY) {
+            v.rss_kb = Some([p.anon_rss_kb, p.file_rss_kb, p.shmem_rss_kb]);
+        }
+        if has(victim_fields::OOM_SCORE_ADJ) {
+            v.oom_score_adj = Some(p.oom_score_adj);
+        }
+        let key = v.key;
+        self.last_mark_by.insert(
+            h.pid,
+            LastMark {
+                ts: h.ts_ns,
+                victim: key,
+            },
+        );
+        if self.last_mark_by.len() > MAX_MEMCGS {
+            self.last_mark_by.clear();
+        }
+    }
+
+    fn mark_dead(&mut self, tgid: u32, start_ns: u64, ts: u64, out: &mut Vec<Finding>) {
+        let Some(v) = self.find(tgid, start_ns) else {
+            return;
+        };
+        if v.timeline.dead.is_some() {
+            return;
+        }
+        v.timeline.dead = Some(ts);
+        let v = v.clone();
+        self.summary.dead += 1;
+        if v.flagged_stuck {
+            self.summary.stuck_now = self.summary.stuck_now.saturating_sub(1);
+        }
+        let t = &v.timeline;
+        if let (Some(w), Some(k)) = (t.reaper_woken, v.killed_at()) {
+            let _ = self.h_reaper.record((w.saturating_sub(k) / 1000).max(1));
+        }
+        if let (Some(s), Some(f)) = (t.reaping_started, t.reaping_finished) {
+            let _ = self.h_reaping.record((f.saturating_sub(s) / 1000).max(1));
+        }
+        if let Some(k) = v.killed_at() {
+            let d = ts.saturating_sub(k);
+            let _ = self.h_dead.record((d / 1000).max(1));
+            out.push(Finding::Dead {
+                victim: Box::new(v.clone()),
+                kill_to_dead_ns: d,
+                was_flagged: v.flagged_stuck,
+            });
+        }
+        if !self.cfg.observability.free {
+            // Its release cannot be seen: nothing more will happen to it here.
+            self.victims.remove(&v.key);
+        }
+    }
+
+    fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {
+        let threshold = self.cfg.livelock_threshold;
+        for v in self.victims.values_mut() {
+            if v.memcg_id != Some(memcg_id) || v.is_dead() {
+                continue;
+            }
+            v.invocations_since_kill += 1;
+            if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
+                v.livelock_reported = true;
+                self.summary.livelocks += 1;
+                out.push(Finding::Livelock {
+                    memcg_id,
+                    invocations: v.invocations_since_kill,
+                    window_ns: v.killed_at().map_or(0, |k| ts.saturating_sub(k)),
+                    victim: v.key,
+                    comm: v.comm.clone(),
+                });
+            }
+        }
+    }
+
+    fn check_timeouts(&mut self, now: u64, out: &mut Vec<Finding>) {
+        let obs = self.cfg.observability;
+        let mut stuck_new = 0;
+        let mut unobservable_new = 0;
+        for v in self.victims.values_mut() {
+            let Some(killed) = v.killed_at() else {
+                continue;
+            };
+            if !v.is_dead() {
+                let since = now.saturating_sub(killed);
+                if since < self.cfg.timeout_ns {
+                    continue;
+                }
+                if !obs.exit {
+                    if !v.flagged_unobservable {
+                        v.flagged_unobservable = true;
+                        unobservable_new += 1;
+                        out.push(Finding::Unobservable {
+                            victim: Box::new(v.clone()),
+                            why: "process exits are not hooked on this kernel".into(),
+                        });
+                    }
+                    continue;
+                }
+                if !v.flagged_stuck {
+                    v.flagged_stuck = true;
+                    stuck_new += 1;
+                    out.push(Finding::Stuck {
+                        stage: v.stage(),
+                        since_kill_ns: since,
+                        unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
+                        victim: Box::new(v.clone()),
+                    });
+                }
+            } else if let Some(dead) = v.timeline.dead
+                && obs.free
+                && v.timeline.released.is_none()
+                && !v.flagged_release
+                && now.saturating_sub(dead) >= self.cfg.release_timeout_ns
+            {
+                v.flagged_release = true;
+                out.push(Finding::NotReleased {
+                    since_dead_ns: now.saturating_sub(dead),
+                    victim: Box::new(v.clone()),
+                });
+            }
+        }
+        self.summary.stuck_now += stuck_new;
+        self.summary.flagged_total += stuck_new;
+        self.summary.unobservable += unobservable_new;
+    }
+
+    /// Keeps memory bounded: drops the oldest dead victims first, then the oldest at all.
+    fn evict_if_full(&mut self) {
+        while self.victims.len() > MAX_VICTIMS {
+            let oldest = self
+                .victims
+                .values()
+                .filter(|v| v.is_dead())
+                .min_by_key(|v| v.killed_at())
+                .or_else(|| self.victims.values().min_by_key(|v| v.killed_at()))
+                .map(|v| v.key);
+            match oldest {
+                Some(k) => {
+                    self.victims.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    pub fn victim(&self, key: &VictimKey) -> Option<&Victim> {
+        self.victims.get(key)
+    }
+
+    /// Victims not yet dead.
+    pub fn unresolved(&self) -> impl Iterator<Item = &Victim> {
+        self.victims.values().filter(|v| !v.is_dead())
+    }
+
+    /// Victims currently held (bounded).
+    pub fn len(&self) -> usize {
+        self.victims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.victims.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = self.summary.clone();
+        s.not_released_now = self
+            .victims
+            .values()
+            .filter(|v| v.flagged_release && v.timeline.released.is_none())
+            .count() as u64;
+        s.kill_to_dead = percentiles(&self.h_dead);
+        s.kill_to_released = percentiles(&self.h_released);
+        s.kill_to_reaper_wake = percentiles(&self.h_reaper);
+        s.reaping = percentiles(&self.h_reaping);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

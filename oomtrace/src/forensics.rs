@@ -186,11 +186,20 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
             });
         }
     }
-    f.memcg = memcg_of(&dir, memcg_root);
+    // An exited (zombie) leader reports the root cgroup: ask a live thread first.
+    let live = f
+        .threads
+        .iter()
+        .find(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'))
+        .map(|t| dir.join("task").join(t.tid.to_string()));
+    f.memcg = live
+        .and_then(|t| memcg_of(&t, memcg_root))
+        .filter(|m| m.path != "/")
+        .or_else(|| memcg_of(&dir, memcg_root));
     f
 }
 
-/// The memory cgroup of a process from `/proc/PID/cgroup`, with usage and limit.
+/// The memory cgroup from `<dir>/cgroup` (a process or thread dir), with usage and limit.
 fn memcg_of(dir: &Path, memcg_root: Option<&Path>) -> Option<MemcgInfo> {
     let text = read(&dir.join("cgroup"))?;
     let mut v2 = None;

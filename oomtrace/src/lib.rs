@@ -11,5 +11,6 @@ pub mod layout;
 pub mod output;
 pub mod plan;
 pub mod probes;
+pub mod session;
 pub mod tracefs;
 pub mod tracker;

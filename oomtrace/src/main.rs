@@ -7,8 +7,10 @@ use oomtrace::{
     cgroups::MemcgPaths,
     event::Event,
     output::{self, Clock, Renderer},
-    plan::{self, AttachType},
+    plan::{self, AttachType, Hook},
     probes::{LoadOptions, Probes},
+    session::{Live, Session, monotonic_now},
+    tracker::{Observability, Tracker, TrackerConfig},
 };
 use serde_json::json;
 use tokio::{
@@ -51,7 +53,7 @@ struct CheckArgs {
     forbid: Vec<AttachType>,
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct WatchArgs {
     /// JSON Lines on stdout instead of text (schema: docs/json.md).
     #[arg(long)]
@@ -62,9 +64,29 @@ struct WatchArgs {
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Flag a victim not dead this many seconds after its kill (default 5: the oom_reaper
+    /// wakes at +2 s and gives up by ~+3.1 s; past that the kernel does nothing more for it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Report a dead victim whose zombie its parent has not reaped after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    release_timeout: f64,
     /// Report every process exit on the host, not only victims' (debugging, benchmarks).
     #[arg(long, hide = true)]
     trace_all_exits: bool,
+}
+
+impl Default for WatchArgs {
+    fn default() -> Self {
+        WatchArgs {
+            json: false,
+            forbid: Vec::new(),
+            duration: None,
+            timeout: 5.0,
+            release_timeout: 10.0,
+            trace_all_exits: false,
+        }
+    }
 }
 
 fn parse_attach(s: &str) -> Result<AttachType, String> {
@@ -99,7 +121,7 @@ fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> 
 
 fn check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     let probes = load(&args.forbid, false)?;
-    let kill_path = [plan::Hook::MarkVictim, plan::Hook::TaskExit]
+    let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
         .all(|h| probes.hook(*h).attached());
     if args.json {
@@ -158,92 +180,82 @@ fn watch(args: &WatchArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-struct Watcher {
-    renderer: Renderer,
-    json: bool,
-    lost_reported: u64,
-    out: std::io::BufWriter<std::io::Stdout>,
+fn observability(probes: &Probes) -> Observability {
+    let on = |h| probes.hook(h).attached();
+    Observability {
+        oom_invoke: on(Hook::OomInvoke),
+        oom_kill: on(Hook::OomKill),
+        signal: on(Hook::KernelSigkill),
+        mark_victim: on(Hook::MarkVictim),
+        reaper: on(Hook::WakeReaper),
+        exit: on(Hook::TaskExit),
+        free: on(Hook::TaskFree),
+    }
 }
 
-impl Watcher {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        while let Some(item) = ring.next() {
-            match Event::decode(&item) {
-                Ok(ev) => self.event(&ev)?,
-                Err(e) => eprintln!("oomtrace: skipping an undecodable record: {e}"),
-            }
-        }
-        self.out.flush()?;
-        Ok(())
-    }
-
-    fn event(&mut self, ev: &Event) -> anyhow::Result<()> {
-        if self.json {
-            writeln!(self.out, "{}", self.renderer.json(ev))?;
-        } else {
-            writeln!(self.out, "{}", self.renderer.text(ev))?;
-        }
-        Ok(())
-    }
-
-    fn lost(&mut self, total: u64) -> anyhow::Result<()> {
-        if total > self.lost_reported {
-            let new = total - self.lost_reported;
-            self.lost_reported = total;
-            if self.json {
-                writeln!(
-                    self.out,
-                    "{}",
-                    json!({"type": "lost", "events": new, "total": total})
-                )?;
-            } else {
-                writeln!(
-                    self.out,
-                    "WARNING: {new} events lost (ring buffer full; {total} in all): results may be incomplete"
-                )?;
-            }
-        }
-        Ok(())
-    }
+fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        s.is_finite() && s >= 0.0,
+        "{what} must be a number of seconds ≥ 0, not {s}"
+    );
+    Ok((s * 1e9) as u64)
 }
 
 async fn watch_loop(probes: &mut Probes, args: &WatchArgs) -> anyhow::Result<()> {
+    let tracker = Tracker::new(TrackerConfig {
+        timeout_ns: seconds_ns(args.timeout, "--timeout")?,
+        release_timeout_ns: seconds_ns(args.release_timeout, "--release-timeout")?,
+        observability: observability(probes),
+        ..TrackerConfig::default()
+    });
     let ring = probes.take_ring()?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with the runtime")?;
-    let page_kb = 1u64 << probes.layout.config.page_kb_shift;
-    let mut w = Watcher {
-        renderer: Renderer {
-            clock: Clock::now(),
-            memcgs: MemcgPaths::new(probes.env.memory_controller.as_ref()),
-            page_kb,
-        },
-        json: args.json,
-        lost_reported: 0,
-        out: std::io::BufWriter::new(std::io::stdout()),
+    let memory = probes.env.memory_controller.clone();
+    let renderer = Renderer {
+        clock: Clock::now(),
+        memcgs: MemcgPaths::new(memory.as_ref()),
+        page_kb: 1u64 << probes.layout.config.page_kb_shift,
     };
+    let live = Live {
+        proc_root: "/proc".into(),
+        memcg_root: memory.map(|m| m.mount),
+    };
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut session = Session::new(renderer, tracker, args.json, Some(live), out);
     if args.json {
         let header = json!({
             "type": "plan", "schema": output::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
             "environment": probes.env, "plan": probes.plan,
             "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+            "timeout_s": args.timeout, "release_timeout_s": args.release_timeout,
         });
-        writeln!(w.out, "{header}")?;
+        writeln!(session.out, "{header}")?;
     } else {
         writeln!(
-            w.out,
-            "oomtrace {} on Linux {}; attached in {:.0} ms; times are UTC",
+            session.out,
+            "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after              the kill; times are UTC",
             env!("CARGO_PKG_VERSION"),
             probes.env.kernel,
-            probes.attach_time.as_secs_f64() * 1e3
+            probes.attach_time.as_secs_f64() * 1e3,
+            args.timeout
         )?;
-        write!(w.out, "{}", plan::render(&probes.plan))?;
+        write!(session.out, "{}", plan::render(&probes.plan))?;
+        if !probes.hook(Hook::OomInvoke).attached() {
+            writeln!(
+                session.out,
+                "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
+                 livelock signature cannot be observed"
+            )?;
+        }
     }
-    w.out.flush()?;
+    session.out.flush()?;
 
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Ticks drive the stuck timeouts: 50 ms keeps a flag within ~50 ms of its deadline.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = args
@@ -260,19 +272,34 @@ async fn watch_loop(probes: &mut Probes, args: &WatchArgs) -> anyhow::Result<()>
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                w.drain(guard.get_inner_mut())?;
+                drain(guard.get_inner_mut(), &mut session)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                w.drain(ring.get_mut())?;
-                w.lost(probes.lost_events()?)?;
+                drain(ring.get_mut(), &mut session)?;
+                session.lost(probes.lost_events()?)?;
+                session.tick(monotonic_now())?;
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut until => break,
         }
     }
-    w.drain(ring.get_mut())?;
-    w.lost(probes.lost_events()?)?;
+    drain(ring.get_mut(), &mut session)?;
+    session.lost(probes.lost_events()?)?;
+    session.finish(monotonic_now())?;
+    Ok(())
+}
+
+fn drain<W: std::io::Write>(
+    ring: &mut RingBuf<MapData>,
+    session: &mut Session<W>,
+) -> anyhow::Result<()> {
+    while let Some(item) = ring.next() {
+        match Event::decode(&item) {
+            Ok(ev) => session.event(&ev)?,
+            Err(e) => eprintln!("oomtrace: skipping an undecodable record: {e}"),
+        }
+    }
     Ok(())
 }

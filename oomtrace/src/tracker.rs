@@ -301,6 +301,29 @@ pub enum Finding {
 }
 
 impl Finding {
+    /// When what it reports happened (CLOCK_MONOTONIC ns), if it is tied to an event.
+    pub fn at_ns(&self) -> Option<u64> {
+        match self {
+            Finding::Killed { victim } => victim.killed_at(),
+            Finding::Dead { victim, .. } => victim.timeline.dead,
+            Finding::Released { victim, .. } => victim.timeline.released,
+            _ => None,
+        }
+    }
+
+    /// The memcg the finding is about.
+    pub fn memcg_id(&self) -> Option<u64> {
+        match self {
+            Finding::Killed { victim }
+            | Finding::Dead { victim, .. }
+            | Finding::Stuck { victim, .. }
+            | Finding::Unobservable { victim, .. }
+            | Finding::NotReleased { victim, .. }
+            | Finding::Released { victim, .. } => victim.memcg_id,
+            Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Finding::Killed { .. } => "killed",
@@ -323,8 +346,7 @@ fn secs(ns: u64) -> String {
 }
 
 fn who(v: &Victim) -> String {
-    let memcg = v.memcg_id.map_or(String::new(), |m| format!(" memcg {m}"));
-    format!("pid {} ({}){memcg}", v.key.tgid, v.comm)
+    format!("pid {} ({})", v.key.tgid, v.comm)
 }
 
 impl fmt::Display for Finding {

@@ -20,6 +20,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod fuse;
+
 /// Fails the test loudly unless we are root: CI must never mistake "could not run" for "passed".
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -274,34 +276,115 @@ fn hog_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("oomtrace-hog not found next to {}", exe.display()))
 }
 
-/// Starts `oomtrace-hog alloc` in a sandbox; returns once it printed `ready`.
-pub fn hog(sandbox: &Sandbox, mb: u32, hold: bool, oom_score_adj: Option<i32>) -> Proc {
-    let mut cmd = Command::new(hog_bin());
-    cmd.arg("alloc")
+/// Starts `oomtrace-hog MODE --cgroup <sandbox> ARGS…` with piped stdin/stdout.
+pub fn spawn_hog(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
+    let mut child = Command::new(hog_bin())
+        .arg(mode)
         .arg("--cgroup")
         .arg(sandbox.dir())
-        .args(["--mb", &mb.to_string()]);
-    if hold {
-        cmd.arg("--hold");
-    }
-    if let Some(adj) = oom_score_adj {
-        cmd.args(["--oom-score-adj", &adj.to_string()]);
-    }
-    let mut child = cmd
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting oomtrace-hog");
     let stdin = child.stdin.take();
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut p = Proc {
+    Proc {
         child,
         stdin,
         stdout,
-    };
+    }
+}
+
+/// Starts `oomtrace-hog alloc` in a sandbox; returns once it printed `ready`.
+pub fn hog(sandbox: &Sandbox, mb: u32, hold: bool, oom_score_adj: Option<i32>) -> Proc {
+    let mut args = vec!["--mb".to_string(), mb.to_string()];
+    if hold {
+        args.push("--hold".into());
+    }
+    if let Some(adj) = oom_score_adj {
+        args.extend(["--oom-score-adj".into(), adj.to_string()]);
+    }
+    let mut p = spawn_hog(sandbox, "alloc", &args);
     let ready = p.line();
     assert_eq!(ready, format!("ready {}", p.pid()), "hog did not start");
     p
+}
+
+/// `State:` of a process from /proc (e.g. `Z (zombie)`), if it exists.
+pub fn proc_state(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .map(|s| s.trim().to_string())
+}
+
+/// Holds a child of ours in PTRACE_EVENT_EXIT once it is killed: it keeps its memory and does
+/// not exit until released. ptrace ties the tracee to this thread: release from the same thread.
+pub struct PtraceHold {
+    pid: i32,
+    released: bool,
+}
+
+impl PtraceHold {
+    /// Seizes `pid` (a child of ours) with PTRACE_O_TRACEEXIT.
+    pub fn seize(pid: u32) -> PtraceHold {
+        let pid = pid as i32;
+        // SAFETY: plain ptrace on our own child.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "PTRACE_SEIZE {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        PtraceHold {
+            pid,
+            released: false,
+        }
+    }
+
+    /// Waits until the tracee stops at its exit; true if it did within `timeout`.
+    pub fn wait_exit_stop(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let mut status = 0;
+            // SAFETY: waitpid on our own tracee; WNOHANG never blocks.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
+            r == self.pid
+                && libc::WIFSTOPPED(status)
+                && (status >> 8) == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8))
+        })
+    }
+
+    /// Lets the tracee finish exiting.
+    pub fn release(&mut self) {
+        if !self.released {
+            // SAFETY: our tracee.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    self.pid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                )
+            };
+            self.released = true;
+        }
+    }
+}
+
+impl Drop for PtraceHold {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// `oomtrace watch --json` running in the background, its lines collected.

@@ -4,6 +4,11 @@
 //! `oomtrace-hog alloc --cgroup DIR --mb N [--hold] [--oom-score-adj V]`: join the cgroup, then
 //! allocate N MiB touching every page; with `--hold`, print `allocated` and sleep until killed;
 //! without, exit 0 if the allocation succeeded.
+//!
+//! `oomtrace-hog stuck-fuse --cgroup DIR --mb N --file PATH [--orphan]`: the incident's victim.
+//! It listens on 127.0.0.1 (prints `port P`), starts a thread that read()s PATH (a FUSE file
+//! whose daemon never answers), then allocates on "go". With `--orphan` it forks first and the
+//! parent exits, so the victim is reparented away from the test (to init or a subreaper).
 
 use std::io::{BufRead as _, Write as _};
 
@@ -22,12 +27,22 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        Some("alloc") => {}
+    let stuck = match args.first().map(String::as_str) {
+        Some("alloc") => false,
+        Some("stuck-fuse") => true,
         other => {
             return Err(format!(
-                "unknown mode {other:?}; usage: alloc --cgroup DIR --mb N"
+                "unknown mode {other:?}; usage: alloc|stuck-fuse --cgroup DIR --mb N"
             ));
+        }
+    };
+    if stuck && args.iter().any(|a| a == "--orphan") {
+        // Still single-threaded here, so fork is safe.
+        // SAFETY: plain fork; the parent only exits.
+        match unsafe { libc::fork() } {
+            -1 => return Err(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => {}
+            _ => std::process::exit(0),
         }
     }
     let cgroup = flag(args, "--cgroup").ok_or("--cgroup DIR is required")?;
@@ -44,6 +59,22 @@ fn run(args: &[String]) -> Result<(), String> {
     std::fs::write(&procs, std::process::id().to_string())
         .map_err(|e| format!("joining {procs}: {e}"))?;
     let mut out = std::io::stdout();
+    // Kept open until the process dies: the socket the incident's victim held.
+    let _listener = if stuck {
+        let file = flag(args, "--file").ok_or("--file PATH is required")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        writeln!(out, "port {port}").map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            if let Ok(mut f) = std::fs::File::open(&file) {
+                let _ = std::io::Read::read(&mut f, &mut buf);
+            }
+        });
+        Some(listener)
+    } else {
+        None
+    };
     writeln!(out, "ready {}", std::process::id()).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
     let mut line = String::new();

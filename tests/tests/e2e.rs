@@ -212,3 +212,63 @@ fn ordinary_exits_are_not_reported() {
     assert!(watch.events_for("task_exit", pid).is_empty());
     assert!(watch.events_for("task_free", pid).is_empty());
 }
+
+/// Forbidding attach types walks each hook down its fallback chain, and the classic
+/// tracepoints alone still follow a kill to its end.
+#[test]
+fn fallback_chain_when_attach_types_are_forbidden() {
+    require_root();
+    let check = |forbid: &str| -> Value {
+        let out = std::process::Command::new(oomtrace_bin())
+            .args(["check", "--json", "--forbid", forbid])
+            .output()
+            .expect("running oomtrace check");
+        serde_json::from_slice(&out.stdout).expect("check --json is JSON")
+    };
+    let no_fentry = check("fentry,fexit");
+    for hook in ["oom_invoke", "oom_kill"] {
+        let want = if kernel_has_kprobes() {
+            Value::from("kprobe")
+        } else {
+            Value::Null
+        };
+        assert_eq!(attach_of(&no_fentry, hook), want, "{hook}: {no_fentry}");
+    }
+    if kernel_has_kprobes() {
+        assert_eq!(attach_of(&no_fentry, "oom_invoke_done"), "kretprobe");
+    }
+    let only_tp = "fentry,fexit,kprobe,kretprobe,tp_btf,raw_tp";
+    let plan = check(only_tp);
+    for hook in [
+        "mark_victim",
+        "kernel_sigkill",
+        "task_exit",
+        "task_free",
+        "skip_reaping",
+    ] {
+        assert_eq!(attach_of(&plan, hook), "tracepoint", "{hook}: {plan}");
+    }
+    assert!(attach_of(&plan, "oom_kill").is_null());
+
+    let sandbox = Sandbox::new("tponly", 64 * MIB);
+    let watch = Watch::start(&["--forbid", only_tp]);
+    let mut hog = hog(&sandbox, 256, false, None);
+    let pid = hog.pid();
+    hog.go();
+    assert_eq!(hog.wait_signal(EVENT_WAIT), Some(libc::SIGKILL));
+    let mark = watch.wait_for("mark_victim (classic)", EVENT_WAIT, |v| {
+        v["event"] == "mark_victim" && v["victim"]["pid"] == pid
+    });
+    if mark["victim"]["comm"].is_string() {
+        assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
+    }
+    watch.wait_for("the exit (classic)", EVENT_WAIT, |v| {
+        v["event"] == "task_exit" && v["current"]["tgid"] == pid && v["group_dead"] == true
+    });
+    watch.wait_for("the release (classic)", EVENT_WAIT, |v| {
+        v["event"] == "task_free" && v["pid"] == pid
+    });
+    watch.wait_for("the tracker's verdict", EVENT_WAIT, |v| {
+        v["type"] == "finding" && v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
+    });
+}

@@ -47,6 +47,22 @@ pub fn oomtrace_bin() -> PathBuf {
     bin
 }
 
+/// How much slower than native this runs: `OOMTRACE_TEST_SLOWDOWN` (the QEMU/TCG guests of
+/// `cargo xtask vm` set it; software emulation is 10–30× slower). Scales waits and the flag
+/// latency bound, never what is asserted about the kernel's behaviour.
+pub fn slowdown() -> u32 {
+    std::env::var("OOMTRACE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&f| f >= 1)
+        .unwrap_or(1)
+}
+
+/// A wait scaled by [`slowdown`].
+pub fn scaled(d: Duration) -> Duration {
+    d * slowdown()
+}
+
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;

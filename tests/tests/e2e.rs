@@ -5,11 +5,17 @@
 
 use std::{path::Path, time::Duration};
 
-use oomtrace_tests::{Sandbox, Watch, attach_of, hog, oomtrace_bin, page_size, require_root};
+use oomtrace_tests::{
+    Sandbox, Watch, attach_of, hog, oomtrace_bin, page_size, require_root, scaled,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const EVENT_WAIT: Duration = Duration::from_secs(20);
+
+fn wait() -> Duration {
+    scaled(EVENT_WAIT)
+}
 
 /// Whether the kernel has kprobes at all, found independently of oomtrace.
 fn kernel_has_kprobes() -> bool {
@@ -93,7 +99,7 @@ fn hog_is_killed_and_followed_to_release() {
     let pid = hog.pid();
     hog.go();
     assert_eq!(
-        hog.wait_signal(EVENT_WAIT),
+        hog.wait_signal(wait()),
         Some(libc::SIGKILL),
         "hog was not SIGKILLed"
     );
@@ -104,7 +110,7 @@ fn hog_is_killed_and_followed_to_release() {
     );
 
     let mine = |v: &Value, kind: &str| v["type"] == "event" && v["event"] == kind;
-    let mark = watch.wait_for("mark_victim of the hog", EVENT_WAIT, |v| {
+    let mark = watch.wait_for("mark_victim of the hog", wait(), |v| {
         mine(v, "mark_victim") && v["victim"]["pid"] == pid
     });
     assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
@@ -117,37 +123,48 @@ fn hog_is_killed_and_followed_to_release() {
         );
         assert_eq!(mark["memcg_path"], sandbox.rel_path());
     }
-    let kill = watch.wait_for("the kernel's SIGKILL", EVENT_WAIT, |v| {
+    let kill = watch.wait_for("the kernel's SIGKILL", wait(), |v| {
         mine(v, "kernel_sigkill") && v["target"]["pid"] == pid
     });
     assert!(
         kill["ts_ns"].as_u64() <= mark["ts_ns"].as_u64(),
         "SIGKILL comes before mark_victim"
     );
-    let exit = watch.wait_for("the hog's exit", EVENT_WAIT, |v| {
+    let exit = watch.wait_for("the hog's exit", wait(), |v| {
         mine(v, "task_exit") && v["current"]["tgid"] == pid && v["group_dead"] == true
     });
     assert!(exit["ts_ns"].as_u64() >= mark["ts_ns"].as_u64());
-    watch.wait_for("the hog's release", EVENT_WAIT, |v| {
+    watch.wait_for("the hog's release", wait(), |v| {
         mine(v, "task_free") && v["pid"] == pid
     });
 
     // Where the kernel lets us see the kill decision and the invocation, they must agree.
     let plan = watch.plan();
     if !attach_of(&plan, "oom_kill").is_null() {
-        let decision = watch.wait_for("oom_kill_process", EVENT_WAIT, |v| {
+        let decision = watch.wait_for("oom_kill_process", wait(), |v| {
             mine(v, "oom_kill") && v["victim"]["tgid"] == pid
         });
         assert_eq!(decision["memcg_id"], sandbox.id());
         assert_eq!(decision["constraint"], "memcg");
         assert_eq!(decision["totalpages"], 64 * MIB / page_size());
         assert!(decision["chosen_points"].as_i64().unwrap() > 0);
+        assert!(
+            decision["ts_ns"].as_u64() <= mark["ts_ns"].as_u64(),
+            "decision before mark"
+        );
+        assert_eq!(decision["current"]["tgid"], pid, "the hog itself allocated");
     }
     if !attach_of(&plan, "oom_invoke").is_null() {
-        let inv = watch.wait_for("mem_cgroup_out_of_memory", EVENT_WAIT, |v| {
+        let inv = watch.wait_for("mem_cgroup_out_of_memory", wait(), |v| {
             mine(v, "oom_invoke") && v["memcg_id"] == sandbox.id()
         });
         assert_eq!(inv["current"]["tgid"], pid);
+        assert_eq!(inv["order"], 0, "page faults allocate single pages");
+        assert!(inv["gfp_mask"].as_u64() > Some(0));
+        let done = watch.wait_for("mem_cgroup_out_of_memory's return", wait(), |v| {
+            mine(v, "oom_invoke_done") && v["current"]["pid"] == inv["current"]["pid"]
+        });
+        assert_eq!(done["killed"], true);
     }
     assert_eq!(watch.stop(), Some(0), "watch must end cleanly on SIGTERM");
 }
@@ -165,17 +182,17 @@ fn victim_differs_from_the_allocating_task() {
     let mut trigger = hog(&sandbox, 64, false, None);
     trigger.go();
     assert_eq!(
-        holder.wait_signal(EVENT_WAIT),
+        holder.wait_signal(wait()),
         Some(libc::SIGKILL),
         "holder not killed"
     );
     assert_eq!(
-        trigger.wait_signal(EVENT_WAIT),
+        trigger.wait_signal(wait()),
         None,
         "the allocating task must survive"
     );
 
-    let mark = watch.wait_for("mark_victim of the holder", EVENT_WAIT, |v| {
+    let mark = watch.wait_for("mark_victim of the holder", wait(), |v| {
         v["event"] == "mark_victim" && v["victim"]["pid"] == holder.pid()
     });
     assert_eq!(
@@ -187,7 +204,7 @@ fn victim_differs_from_the_allocating_task() {
     if !mark["oom_score_adj"].is_null() {
         assert_eq!(mark["oom_score_adj"], 1000);
     }
-    watch.wait_for("the holder's exit", EVENT_WAIT, |v| {
+    watch.wait_for("the holder's exit", wait(), |v| {
         v["event"] == "task_exit" && v["current"]["tgid"] == holder.pid() && v["group_dead"] == true
     });
     assert!(
@@ -255,20 +272,20 @@ fn fallback_chain_when_attach_types_are_forbidden() {
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
     hog.go();
-    assert_eq!(hog.wait_signal(EVENT_WAIT), Some(libc::SIGKILL));
-    let mark = watch.wait_for("mark_victim (classic)", EVENT_WAIT, |v| {
+    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
+    let mark = watch.wait_for("mark_victim (classic)", wait(), |v| {
         v["event"] == "mark_victim" && v["victim"]["pid"] == pid
     });
     if mark["victim"]["comm"].is_string() {
         assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
     }
-    watch.wait_for("the exit (classic)", EVENT_WAIT, |v| {
+    watch.wait_for("the exit (classic)", wait(), |v| {
         v["event"] == "task_exit" && v["current"]["tgid"] == pid && v["group_dead"] == true
     });
-    watch.wait_for("the release (classic)", EVENT_WAIT, |v| {
+    watch.wait_for("the release (classic)", wait(), |v| {
         v["event"] == "task_free" && v["pid"] == pid
     });
-    watch.wait_for("the tracker's verdict", EVENT_WAIT, |v| {
+    watch.wait_for("the tracker's verdict", wait(), |v| {
         v["type"] == "finding" && v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
     });
 }

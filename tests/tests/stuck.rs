@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    PtraceHold, Sandbox, Watch, fuse::FuseHold, hog, proc_state, require_root, spawn_hog,
+    PtraceHold, Sandbox, Watch, fuse::FuseHold, hog, proc_state, require_root, scaled, slowdown,
+    spawn_hog,
 };
 use serde_json::Value;
 
@@ -14,6 +15,15 @@ const TIMEOUT_NS: u64 = 1_000_000_000;
 /// The flag must come within the timeout plus this (issue: ≤ 100 ms).
 const FLAG_SLACK_NS: u64 = 100_000_000;
 const WAIT: Duration = Duration::from_secs(20);
+
+fn wait() -> Duration {
+    scaled(WAIT)
+}
+
+/// The flag latency bound, scaled under emulation.
+fn slack() -> u64 {
+    FLAG_SLACK_NS * u64::from(slowdown())
+}
 
 fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
     v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
@@ -52,16 +62,17 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
         .expect("pid");
     assert_ne!(victim, hog.pid(), "--orphan must fork");
     assert!(
-        fuse.wait_held(WAIT),
+        fuse.wait_held(wait()),
         "the victim's reader never reached the FUSE read"
     );
     hog.go();
 
-    let stuck = watch.wait_for("the STUCK finding", WAIT, |v| finding(v, "stuck", victim));
+    let stuck = watch.wait_for("the STUCK finding", wait(), |v| finding(v, "stuck", victim));
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
     assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + FLAG_SLACK_NS).contains(&since),
-        "flagged {since} ns after the kill, want within {FLAG_SLACK_NS} ns past the timeout"
+        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
+        "flagged {since} ns after the kill, want within {} ns past the timeout",
+        slack()
     );
     assert_eq!(stuck["stage"], "exiting", "{stuck}");
     assert_eq!(stuck["unconfirmed_lost"], 0);
@@ -95,7 +106,7 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     assert!(proc_state(victim).is_some_and(|s| s.starts_with('Z')));
 
     fuse.release();
-    let dead = watch.wait_for("the late death", WAIT, |v| finding(v, "dead", victim));
+    let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", victim));
     assert_eq!(dead["was_flagged"], true);
     assert!(dead["kill_to_dead_ns"].as_u64() > Some(TIMEOUT_NS));
 }
@@ -111,14 +122,14 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     let mut hold = PtraceHold::seize(pid);
     hog.go();
     assert!(
-        hold.wait_exit_stop(WAIT),
+        hold.wait_exit_stop(wait()),
         "the victim never stopped at its exit"
     );
 
-    let stuck = watch.wait_for("the STUCK finding", WAIT, |v| finding(v, "stuck", pid));
+    let stuck = watch.wait_for("the STUCK finding", wait(), |v| finding(v, "stuck", pid));
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
     assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + FLAG_SLACK_NS).contains(&since),
+        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
         "{since}"
     );
     let state = stuck["forensics"]["state"]
@@ -131,9 +142,9 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     );
 
     hold.release();
-    let dead = watch.wait_for("the late death", WAIT, |v| finding(v, "dead", pid));
+    let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", pid));
     assert_eq!(dead["was_flagged"], true);
-    assert_eq!(hog.wait_signal(WAIT), Some(libc::SIGKILL));
+    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
 }
 
 /// A victim that dies at once is reported dead and never flagged.
@@ -145,8 +156,8 @@ fn a_normal_kill_is_not_flagged() {
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
     hog.go();
-    assert_eq!(hog.wait_signal(WAIT), Some(libc::SIGKILL));
-    let dead = watch.wait_for("the death", WAIT, |v| finding(v, "dead", pid));
+    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
+    let dead = watch.wait_for("the death", wait(), |v| finding(v, "dead", pid));
     assert_eq!(dead["was_flagged"], false);
     assert!(dead["kill_to_dead_ns"].as_u64() < Some(TIMEOUT_NS));
     // Past the timeout, still no flag.

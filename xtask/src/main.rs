@@ -5,6 +5,7 @@
 
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -27,8 +28,20 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Install what is missing, then run the unit tests and the root end-to-end suite.
+    /// Install what is missing, then run the unit tests, the root end-to-end suite, and the
+    /// same suite inside the guest kernels of xtask/kernels.toml.
     Test {
+        /// Run only tests whose name contains this.
+        filter: Option<String>,
+        /// Skip the guest kernels (they take a few minutes).
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Run the end-to-end suite inside each guest kernel of xtask/kernels.toml (QEMU, TCG).
+    Vm {
+        /// Only the kernel with this name (e.g. 6.1).
+        #[arg(long)]
+        kernel: Option<String>,
         /// Run only tests whose name contains this.
         filter: Option<String>,
     },
@@ -41,7 +54,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::ensure().map(|_| ExitCode::SUCCESS),
         Command::Run { debug, args } => run(debug, &args),
-        Command::Test { filter } => test::run(filter.as_deref()),
+        Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
+        Command::Vm { kernel, filter } => test::run_vm_only(kernel.as_deref(), filter.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -3,13 +3,17 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::setup::{self, Env};
+use crate::{
+    setup::{self, Env},
+    vm,
+};
 
 /// Counts from libtest's `test result:` lines.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +119,149 @@ pub fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
     Ok(env.target_dir.join("debug").join("oomtrace"))
 }
 
-pub fn run(filter: Option<&str>) -> anyhow::Result<ExitCode> {
+/// The suite inside one guest kernel: `oomtrace check`, then every end-to-end executable.
+fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Path) -> String {
+    let mut s = String::from("#!/bin/sh\n");
+    s += "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
+    s += &format!(
+        "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 RUST_BACKTRACE=1\n",
+        bin.display()
+    );
+    s += "cd /\necho \"guest kernel $(uname -r)\"\n";
+    s += &format!(
+        "\"$OOMTRACE_BIN\" check --json > '{}/check.json'\n",
+        results.display()
+    );
+    s += "rc=0\n";
+    for exe in exes {
+        let f = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
+        s += &format!("'{}'{f} --test-threads=2 || rc=1\n", exe.display());
+    }
+    s += "exit $rc\n";
+    s
+}
+
+/// Attach type per hook from a `check --json` result, as `hook=attach` pairs.
+fn plan_summary(check: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(check) else {
+        return "no plan (check --json did not run)".into();
+    };
+    v["plan"]
+        .as_array()
+        .map(|hooks| {
+            hooks
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{}={}",
+                        h["hook"].as_str().unwrap_or("?"),
+                        h["attach"].as_str().unwrap_or("none")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the suite in every guest kernel (or one); returns the tally and a report line per kernel.
+fn run_matrix(
+    bin: &Path,
+    exes: &[PathBuf],
+    only: Option<&str>,
+    filter: Option<&str>,
+) -> anyhow::Result<(Tally, Vec<String>)> {
+    let tools = vm::tools()?;
+    let mut tally = Tally::default();
+    let mut report = Vec::new();
+    // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
+    let results_root = bin
+        .parent()
+        .and_then(Path::parent)
+        .context("oomtrace binary has no target directory")?
+        .join("vm-results");
+    for spec in vm::load_kernels()? {
+        if only.is_some_and(|k| k != spec.name) {
+            continue;
+        }
+        let kernel = vm::prepare(&tools, &spec)?;
+        let results = results_root.join(&spec.name);
+        eprintln!(
+            "xtask: booting {} ({}) under QEMU/TCG",
+            spec.name, kernel.release
+        );
+        let script = guest_script(bin, exes, filter, &results);
+        let run = vm::run_in_guest(
+            &tools,
+            &kernel,
+            &script,
+            &results,
+            Duration::from_secs(1200),
+        );
+        let line = match run {
+            Ok(run) => {
+                let mut t = Tally::default();
+                let mut results_seen = 0;
+                for l in run.output.lines() {
+                    println!("[{}] {l}", spec.name);
+                    if let Some((p, f)) = parse_result_line(l) {
+                        t.passed += p;
+                        t.failed += f;
+                        results_seen += 1;
+                    }
+                }
+                if run.exit_code != 0 && t.failed == 0 {
+                    t.broken += 1;
+                }
+                if results_seen == 0 {
+                    t.broken += 1;
+                }
+                tally.add(t);
+                let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+                format!(
+                    "{} ({}): {} passed, {} failed, exit {}, {:.0} s (console {}); {}",
+                    spec.name,
+                    kernel.release,
+                    t.passed,
+                    t.failed + t.broken,
+                    run.exit_code,
+                    run.wall.as_secs_f64(),
+                    run.console.display(),
+                    plan_summary(&check)
+                )
+            }
+            Err(e) => {
+                tally.broken += 1;
+                format!("{} ({}): FAILED TO RUN: {e:#}", spec.name, kernel.release)
+            }
+        };
+        report.push(line);
+    }
+    Ok((tally, report))
+}
+
+pub fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+    let env = setup::ensure()?;
+    let bin = build_oomtrace(&env)?;
+    let exes = build_e2e(&env)?;
+    let (tally, report) = run_matrix(&bin, &exes, kernel, filter)?;
+    println!();
+    for line in &report {
+        println!("kernel {line}");
+    }
+    println!(
+        "{} passed, {} failed",
+        tally.passed,
+        tally.failed + tally.broken
+    );
+    Ok(if tally.failed + tally.broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
     let mut tally = Tally::default();
 
@@ -156,7 +302,26 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<ExitCode> {
         )?);
     }
 
+    let mut report = Vec::new();
+    if with_vm {
+        match run_matrix(&bin, &exes, None, filter) {
+            Ok((t, r)) => {
+                tally.add(t);
+                report = r;
+            }
+            Err(e) => {
+                // A machine that cannot boot guests fails the matrix loudly.
+                eprintln!("xtask: the kernel matrix could not run: {e:#}");
+                tally.broken += 1;
+                report.push(format!("matrix FAILED TO RUN: {e:#}"));
+            }
+        }
+    }
+
     println!();
+    for line in &report {
+        println!("kernel {line}");
+    }
     println!(
         "{} passed, {} failed",
         tally.passed,

@@ -47,6 +47,10 @@ pub fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     Some((num("passed")?, num("failed")?))
 }
 
+fn readme_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")
+}
+
 /// Runs a command, echoing its output, and tallies libtest result lines.
 fn run_tallied(cmd: &mut Command, what: &str) -> anyhow::Result<Tally> {
     eprintln!("xtask: {what}");
@@ -141,6 +145,50 @@ fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Pa
     s
 }
 
+/// Checks the README's hook table column `column` against a `check --json` result: the table
+/// says what each hook attaches as on each kernel, and must say what the runs show.
+pub fn check_readme_column(readme: &str, column: &str, check: &str) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(check).map_err(|e| format!("check --json output unreadable: {e}"))?;
+    let attach_of = |hook: &str| -> Option<String> {
+        v["plan"]
+            .as_array()?
+            .iter()
+            .find(|h| h["hook"] == hook)
+            .map(|h| h["attach"].as_str().unwrap_or("none").to_string())
+    };
+    let cells = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = readme.lines().skip_while(|l| !l.starts_with("| hook |"));
+    let header = cells(lines.next().ok_or("README has no `| hook |` table")?);
+    let col = header
+        .iter()
+        .position(|h| h == column)
+        .ok_or_else(|| format!("README hook table has no column `{column}`"))?;
+    let mut checked = 0;
+    for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let row = cells(line);
+        let hook = row[0].trim_matches('`');
+        let said = row.get(col).map(String::as_str).unwrap_or("");
+        let ran = attach_of(hook).ok_or_else(|| format!("README row `{hook}` is not a hook"))?;
+        if said != ran {
+            return Err(format!(
+                "README hook table says `{hook}` attaches as `{said}` on {column}, the run used `{ran}`"
+            ));
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err("README hook table has no rows".into());
+    }
+    Ok(())
+}
+
 /// Attach type per hook from a `check --json` result, as `hook=attach` pairs.
 fn plan_summary(check: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(check) else {
@@ -218,6 +266,11 @@ fn run_matrix(
                 }
                 tally.add(t);
                 let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+                let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
+                if let Err(e) = check_readme_column(&readme, &spec.name, &check) {
+                    eprintln!("xtask: {e}");
+                    tally.broken += 1;
+                }
                 format!(
                     "{} ({}): {} passed, {} failed, exit {}, {:.0} s (console {}); {}",
                     spec.name,
@@ -302,6 +355,17 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
         )?);
     }
 
+    // The README's hook table must say what this host runs.
+    let out = Command::new(&bin).args(["check", "--json"]).output()?;
+    let readme = std::fs::read_to_string(readme_path())?;
+    match check_readme_column(&readme, "host", &String::from_utf8_lossy(&out.stdout)) {
+        Ok(()) => tally.passed += 1,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            tally.failed += 1;
+        }
+    }
+
     let mut report = Vec::new();
     if with_vm {
         match run_matrix(&bin, &exes, None, filter) {
@@ -370,6 +434,28 @@ mod tests {
             Some((3, 2))
         );
         assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn readme_table_is_checked_against_a_plan() {
+        let readme = "x\n| hook | chain | host | 6.1 |\n|---|---|---|---|\n| `oom_kill` | a → b | none | fentry |\n| `task_exit` | c | tp_btf | tp_btf |\n\nafter";
+        let plan = |kill: &str| {
+            format!(
+                r#"{{"plan":[{{"hook":"oom_kill","attach":{kill}}},{{"hook":"task_exit","attach":"tp_btf"}}]}}"#
+            )
+        };
+        assert_eq!(check_readme_column(readme, "host", &plan("null")), Ok(()));
+        assert_eq!(
+            check_readme_column(readme, "6.1", &plan("\"fentry\"")),
+            Ok(())
+        );
+        let err = check_readme_column(readme, "6.1", &plan("\"kprobe\"")).unwrap_err();
+        assert!(
+            err.contains("`oom_kill` attaches as `fentry` on 6.1, the run used `kprobe`"),
+            "{err}"
+        );
+        assert!(check_readme_column(readme, "6.12", &plan("null")).is_err());
+        assert!(check_readme_column("no table", "host", &plan("null")).is_err());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! A small reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): struct member offsets, enum
 //! values, and the argument types of functions and BTF-enabled tracepoints.
 //!
-//! Rust eBPF programs get no CO-RE relocations, so userspace finds the offsets here at load time
-//! and hands them to the programs. aya-obj parses BTF too but keeps member lookup private.
+//! Rust eBPF programs get no CO-RE relocations, so userspace looks the offsets up here at load
+//! time and hands them to the programs. The blob is walked once to record where each type's
+//! record starts and to index names; records are decoded lazily, on lookup.
 
-use std::{collections::HashMap, path::Path};
+use std::path::{Path, PathBuf};
 
 const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -28,76 +30,98 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-/// Why BTF could not be read or a lookup failed.
+/// Bound on typedef/qualifier chains, anonymous-member nesting and pointer/array nesting in
+/// descriptions, so that malformed (cyclic) BTF cannot recurse forever.
+const MAX_DEPTH: u32 = 32;
+/// Bound on the members examined by one anonymous-member search (malformed BTF could make the
+/// search exponential).
+const SEARCH_BUDGET: usize = 1 << 20;
+
+/// Why BTF could not be read, or why a lookup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
+    /// The BTF file could not be read.
+    #[error("cannot read btf from {}", path.display())]
     Io {
-        path: String,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The blob does not start with the BTF magic.
-    #[error("not BTF: bad magic {0:#x}")]
-    BadMagic(u16),
-    /// The blob ends before what its header or a type says.
-    #[error("btf blob truncated at byte {0}")]
-    Truncated(usize),
-    /// A type kind this reader does not know (a newer kernel): sizes cannot be skipped.
-    #[error("unknown btf kind {kind} at type id {id}")]
-    UnknownKind { kind: u32, id: u32 },
-    /// No struct or union of that name.
+    /// The blob does not start with the BTF magic 0xeb9f (little-endian).
+    #[error("bad magic {found:#06x} at byte 0: not a little-endian btf blob (expected 0xeb9f)")]
+    BadMagic { found: u16 },
+    /// The header is inconsistent or of an unsupported version.
+    #[error("bad btf header: {0}")]
+    BadHeader(String),
+    /// The blob ends before what its header or a type record says.
+    #[error("btf blob truncated at byte {at}: {what}")]
+    Truncated { at: usize, what: String },
+    /// A type kind this reader does not know (a newer kernel?): the rest cannot be walked.
+    #[error("unknown btf kind {kind} for type id {id} at byte {at}")]
+    UnknownKind { kind: u32, id: u32, at: usize },
+    /// No struct or union of that name (only forward declarations do not count).
     #[error("no struct named `{0}`")]
     NoStruct(String),
-    /// The struct has no such member (searched through anonymous members).
-    #[error("struct {st} has no member `{member}`")]
-    NoMember { st: String, member: String },
-    /// The member is a bitfield: it has no byte offset.
-    #[error("member `{0}` is a bitfield")]
-    Bitfield(String),
-    /// A path segment steps into something that is not a struct or union.
-    #[error("member `{0}` is not a struct or union")]
-    NotComposite(String),
-    /// No enum with that variant.
-    #[error("no enum `{0}` with variant `{1}`")]
-    NoEnum(String, String),
-    /// No function, or no `btf_trace_<name>` typedef.
-    #[error("no function or tracepoint prototype `{0}`")]
+    /// The struct has no member at that path (anonymous members are searched too).
+    #[error("struct {st} has no member `{path}`")]
+    NoMember { st: String, path: String },
+    /// The member is a bitfield, so it has no byte offset.
+    #[error("member `{st}.{path}` is a bitfield")]
+    Bitfield { st: String, path: String },
+    /// A path steps into a member that is not a struct or union.
+    #[error("member `{st}.{path}` is not a struct or union, so the path cannot go further")]
+    NotComposite { st: String, path: String },
+    /// No enum (ENUM or ENUM64) of that name.
+    #[error("no enum named `{0}`")]
+    NoEnum(String),
+    /// The enum exists but has no such variant.
+    #[error("enum {name} has no variant `{variant}`")]
+    NoVariant { name: String, variant: String },
+    /// No BTF_KIND_FUNC of that name.
+    #[error("no function named `{0}` in btf")]
     NoFunction(String),
+    /// No `btf_trace_<tp>` typedef: the tracepoint does not exist or is not BTF-enabled.
+    #[error("no btf tracepoint `{0}` (no typedef btf_trace_{0})")]
+    NoTracepoint(String),
+    /// A type exists but is not shaped as a well-formed kernel's would be.
+    #[error("type id {id} (`{name}`): {what}")]
+    BadType {
+        id: u32,
+        name: String,
+        what: &'static str,
+    },
 }
 
-/// A type, described with typedefs and qualifiers resolved away.
+/// A type, with typedefs and qualifiers resolved away (but `bool` is an [`TypeDesc::Int`] with
+/// `bool_` set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeDesc {
+    /// `void` (type id 0), e.g. a function's return type or the pointee of `void *`.
     Void,
+    /// An integer (or `char`/`bool`) of `size` bytes.
     Int {
         size: u32,
         signed: bool,
         bool_: bool,
     },
-    /// A pointer; the pointee is described one level deep (structs by name only).
-    Ptr {
-        to: Box<TypeDesc>,
-    },
-    Struct {
-        name: String,
-        size: u32,
-    },
-    Union {
-        name: String,
-        size: u32,
-    },
-    Enum {
-        name: String,
-        size: u32,
-    },
+    /// A pointer. The pointee is described without expanding structs (they are named only);
+    /// pointer/array chains deeper than an internal bound end in [`TypeDesc::Other`].
+    Ptr { to: Box<TypeDesc> },
+    /// A struct, by name (empty if anonymous). `size` is 0 if it is only forward-declared.
+    Struct { name: String, size: u32 },
+    /// A union, by name (empty if anonymous). `size` is 0 if it is only forward-declared.
+    Union { name: String, size: u32 },
+    /// An enum (ENUM or ENUM64) of `size` bytes.
+    Enum { name: String, size: u32 },
+    /// An array of `len` elements of `elem_size` bytes.
     Array {
         elem: Box<TypeDesc>,
         elem_size: u32,
         len: u32,
     },
+    /// A function or function prototype (usually behind a [`TypeDesc::Ptr`]).
     Func,
+    /// Anything else (floats, varargs `...`, malformed references), described in words.
     Other(String),
 }
 
@@ -106,322 +130,445 @@ pub enum TypeDesc {
 pub struct Member {
     /// Byte offset from the start of the outermost struct.
     pub offset: u32,
+    /// Size of the member's type in bytes.
     pub size: u32,
+    /// The member's type.
     pub ty: TypeDesc,
 }
 
-#[derive(Debug, Clone)]
-struct RawMember {
-    name: u32,
-    ty: u32,
-    /// Bit offset; with `bitfield_size` > 0 a bitfield.
-    bit_offset: u32,
-    bitfield_size: u32,
-}
-
-#[derive(Debug, Clone)]
-enum Kind {
-    Int {
-        size: u32,
-        encoding: u32,
-    },
-    Ptr(u32),
-    Array {
-        elem: u32,
-        len: u32,
-    },
-    Composite {
-        union: bool,
-        size: u32,
-        members: Vec<RawMember>,
-    },
-    Enum {
-        size: u32,
-        values: Vec<(u32, i64)>,
-    },
-    Ref(u32),
-    Func(u32),
-    FuncProto {
-        ret: u32,
-        params: Vec<u32>,
-    },
-    Other(&'static str),
-}
-
-#[derive(Debug, Clone)]
-struct Type {
-    name: u32,
-    kind: Kind,
-}
-
-/// Parsed BTF: types by id and an index of names.
+/// Parsed BTF: the raw type records, where each starts, and an index of names.
 pub struct Btf {
-    types: Vec<Type>,
+    types: Vec<u8>,
     strings: Vec<u8>,
-    by_name: HashMap<String, Vec<u32>>,
+    /// Byte offset in `types` of each type's record, indexed by type id (entry 0, void, unused).
+    starts: Vec<u32>,
+    /// Name index, a hash table of chains: `heads[hash(name) & mask]` is the first type id of
+    /// a chain of ids linked by `next` (0 ends it), in ascending id order.
+    heads: Vec<u32>,
+    next: Vec<u32>,
+    ptr_size: u32,
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    base: usize,
+/// FNV-1a of a name, up to its NUL.
+fn hash_name(bytes: &[u8]) -> u64 {
+    let bytes = bytes.iter().take_while(|&&b| b != 0);
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
-impl Reader<'_> {
-    fn u32(&mut self) -> Result<u32, BtfError> {
-        let at = self.pos;
-        let b = self
-            .data
-            .get(at..at + 4)
-            .ok_or(BtfError::Truncated(self.base + at))?;
-        self.pos += 4;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let types = self.starts.len() - 1;
+        f.debug_struct("Btf")
+            .field("types", &types)
+            .finish_non_exhaustive()
     }
 }
 
+/// One type record: the common 12-byte header and the kind's trailing data.
+#[derive(Clone, Copy)]
+struct Ty<'a> {
+    id: u32,
+    name: u32,
+    kind: u32,
+    vlen: usize,
+    kflag: bool,
+    /// `size` for INT, ENUM, STRUCT, UNION, FLOAT, DATASEC; `type` for the others.
+    size_or_type: u32,
+    extra: &'a [u8],
+}
+
+impl Ty<'_> {
+    /// Word `i` of the trailing data (its length was checked when the blob was parsed).
+    fn word(&self, i: usize) -> u32 {
+        le32(self.extra, i * 4).unwrap_or(0)
+    }
+}
+
+fn bad(t: &Ty<'_>, name: &str, what: &'static str) -> BtfError {
+    BtfError::BadType {
+        id: t.id,
+        name: name.to_string(),
+        what,
+    }
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    let w = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+}
+
+/// The NUL-terminated string at `off` of the string section, if it is valid UTF-8.
+fn cstr(strings: &[u8], off: u32) -> Option<&str> {
+    let rest = strings.get(off as usize..)?;
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    std::str::from_utf8(rest.get(..end)?).ok()
+}
+
+/// Bytes of trailing data after the common header, by kind.
+fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+        | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+        _ => return None,
+    })
+}
+
 impl Btf {
+    /// Where the running kernel exposes its own BTF.
     pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
 
+    /// Reads and parses a BTF file, e.g. [`Btf::VMLINUX`].
     pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
         let data = std::fs::read(path).map_err(|source| BtfError::Io {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             source,
         })?;
         Btf::from_bytes(&data)
     }
 
+    /// Parses a raw (little-endian, base) BTF blob.
     pub fn from_bytes(data: &[u8]) -> Result<Btf, BtfError> {
-        let magic = u16::from_le_bytes([
-            *data.first().ok_or(BtfError::Truncated(0))?,
-            *data.get(1).ok_or(BtfError::Truncated(1))?,
-        ]);
-        if magic != MAGIC {
-            return Err(BtfError::BadMagic(magic));
-        }
-        let mut h = Reader {
-            data,
-            pos: 4,
-            base: 0,
+        let truncated = |what: String| BtfError::Truncated {
+            at: data.len(),
+            what,
         };
-        let hdr_len = h.u32()? as usize;
-        let (type_off, type_len) = (h.u32()? as usize, h.u32()? as usize);
-        let (str_off, str_len) = (h.u32()? as usize, h.u32()? as usize);
-        let section = |off: usize, len: usize| {
-            let start = hdr_len
-                .checked_add(off)
-                .ok_or(BtfError::Truncated(usize::MAX))?;
-            let end = start
-                .checked_add(len)
-                .ok_or(BtfError::Truncated(usize::MAX))?;
+        let magic = data.get(..2).ok_or_else(|| truncated("no magic".into()))?;
+        let found = u16::from_le_bytes([magic[0], magic[1]]);
+        if found != MAGIC {
+            return Err(BtfError::BadMagic { found });
+        }
+        if data.len() < HEADER_LEN {
+            return Err(truncated("the header needs 24 bytes".into()));
+        }
+        let [hdr_len, type_off, type_len, str_off, str_len] =
+            [4, 8, 12, 16, 20].map(|at| le32(data, at).unwrap_or(0) as usize);
+        if data[2] != 1 || hdr_len < HEADER_LEN {
+            let (version, what) = (data[2], "expected version 1, hdr_len >= 24");
+            return Err(BtfError::BadHeader(format!(
+                "version {version}, hdr_len {hdr_len}: {what}"
+            )));
+        }
+        let section = |off: usize, len: usize, what: &str| {
+            let (start, end) = (
+                hdr_len.saturating_add(off),
+                hdr_len.saturating_add(off).saturating_add(len),
+            );
             data.get(start..end)
                 .map(|s| (s, start))
-                .ok_or(BtfError::Truncated(data.len()))
+                .ok_or_else(|| truncated(format!("{what} section claims bytes {start}..{end}")))
         };
-        let (type_data, type_base) = section(type_off, type_len)?;
-        let (strings, _) = section(str_off, str_len)?;
-        let mut btf = Btf {
-            types: vec![Type {
-                name: 0,
-                kind: Kind::Other("void"),
-            }],
-            strings: strings.to_vec(),
-            by_name: HashMap::new(),
-        };
-        let mut r = Reader {
-            data: type_data,
-            pos: 0,
-            base: type_base,
-        };
-        while r.pos < type_data.len() {
-            let id = btf.types.len() as u32;
-            let ty = parse_type(&mut r, id)?;
-            if ty.name != 0 {
-                let name = btf.str_at(ty.name).to_string();
-                btf.by_name.entry(name).or_default().push(id);
+        let (types, types_at) = section(type_off, type_len, "type")?;
+        let (strings, _) = section(str_off, str_len, "string")?;
+
+        let mut starts = Vec::with_capacity(types.len() / 24);
+        starts.push(0);
+        let mut pos = 0usize;
+        while pos < types.len() {
+            let id = starts.len() as u32;
+            let at = types_at + pos;
+            let cut = |len| BtfError::Truncated {
+                at: types_at + types.len(),
+                what: format!("type id {id} at byte {at} needs {len} bytes"),
+            };
+            let info = le32(types, pos + 4).ok_or_else(|| cut(12))?;
+            let kind = (info >> 24) & 0x1f;
+            let unknown = BtfError::UnknownKind { kind, id, at };
+            let len = 12 + extra_len(kind, (info & 0xffff) as usize).ok_or(unknown)?;
+            if pos + len > types.len() {
+                return Err(cut(len));
             }
-            btf.types.push(ty);
+            starts.push(pos as u32);
+            pos += len;
         }
+        // Chains are built backwards so that each lists its ids in ascending order.
+        let mask = starts.len().next_power_of_two() - 1;
+        let (mut heads, mut next) = (vec![0u32; mask + 1], vec![0u32; starts.len()]);
+        for (id, &pos) in starts.iter().enumerate().skip(1).rev() {
+            let name = le32(types, pos as usize).unwrap_or(0) as usize;
+            if name != 0 {
+                let bucket = hash_name(strings.get(name..).unwrap_or(&[])) as usize & mask;
+                next[id] = heads[bucket];
+                heads[bucket] = id as u32;
+            }
+        }
+        let mut btf = Btf {
+            types: types.to_vec(),
+            strings: strings.to_vec(),
+            starts,
+            heads,
+            next,
+            ptr_size: 8,
+        };
+        // BTF has no pointer size; a pointer is as wide as `long`.
+        let long = btf.named("long int", |t| t.kind == KIND_INT).next();
+        btf.ptr_size = long.map_or(8, |t| t.size_or_type);
         Ok(btf)
     }
 
-    fn str_at(&self, off: u32) -> &str {
+    fn ty(&self, id: u32) -> Option<Ty<'_>> {
+        let pos = *self.starts.get(id as usize)? as usize;
+        if id == 0 {
+            return None;
+        }
+        let (name, info) = (le32(&self.types, pos)?, le32(&self.types, pos + 4)?);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let len = extra_len(kind, vlen)?;
+        Some(Ty {
+            id,
+            name,
+            kind,
+            vlen,
+            kflag: info >> 31 != 0,
+            size_or_type: le32(&self.types, pos + 8)?,
+            extra: self.types.get(pos + 12..pos + 12 + len)?,
+        })
+    }
+
+    fn name_of(&self, t: &Ty<'_>) -> &str {
+        cstr(&self.strings, t.name).unwrap_or("")
+    }
+
+    /// True if the string at `off` is `name` (no UTF-8 check, no allocation).
+    fn name_is(&self, off: u32, name: &str) -> bool {
         let rest = self.strings.get(off as usize..).unwrap_or(&[]);
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).unwrap_or("")
+        rest.starts_with(name.as_bytes()) && rest.get(name.len()).is_none_or(|&b| b == 0)
     }
 
-    fn ty(&self, id: u32) -> Option<&Type> {
-        self.types.get(id as usize)
+    /// The types named `name` that pass `keep`.
+    fn named<'a>(
+        &'a self,
+        name: &str,
+        keep: impl Fn(&Ty<'_>) -> bool,
+    ) -> impl Iterator<Item = Ty<'a>> {
+        let bucket = hash_name(name.as_bytes()) as usize & (self.heads.len() - 1);
+        let next = |&id: &u32| self.next.get(id as usize).copied();
+        std::iter::successors(self.heads.get(bucket).copied(), next)
+            .take_while(|&id| id != 0)
+            .filter_map(|id| self.ty(id))
+            .filter(move |t| self.name_is(t.name, name) && keep(t))
     }
 
-    /// Follows typedefs and qualifiers.
+    /// Follows typedefs, qualifiers and type tags.
     fn resolve(&self, mut id: u32) -> u32 {
-        for _ in 0..32 {
-            match self.ty(id).map(|t| &t.kind) {
-                Some(Kind::Ref(next)) => id = *next,
+        const MODIFIERS: [u32; 5] = [
+            KIND_TYPEDEF,
+            KIND_VOLATILE,
+            KIND_CONST,
+            KIND_RESTRICT,
+            KIND_TYPE_TAG,
+        ];
+        for _ in 0..MAX_DEPTH {
+            match self.ty(id) {
+                Some(t) if MODIFIERS.contains(&t.kind) => id = t.size_or_type,
                 _ => break,
             }
         }
         id
     }
 
-    fn size_of(&self, id: u32) -> u32 {
-        match self.ty(self.resolve(id)).map(|t| &t.kind) {
-            Some(
-                Kind::Int { size, .. } | Kind::Composite { size, .. } | Kind::Enum { size, .. },
-            ) => *size,
-            Some(Kind::Ptr(_)) => 8,
-            Some(Kind::Array { elem, len }) => self.size_of(*elem).saturating_mul(*len),
+    fn size_of(&self, id: u32, depth: u32) -> u32 {
+        let Some(t) = self.ty(self.resolve(id)) else {
+            return 0;
+        };
+        match t.kind {
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => {
+                t.size_or_type
+            }
+            KIND_PTR => self.ptr_size,
+            KIND_ARRAY if depth < MAX_DEPTH => {
+                self.size_of(t.word(0), depth + 1).saturating_mul(t.word(2))
+            }
             _ => 0,
         }
     }
 
-    fn composite(&self, name: &str) -> Result<u32, BtfError> {
-        self.by_name
-            .get(name)
-            .into_iter()
-            .flatten()
-            .copied()
-            .find(|&id| matches!(self.ty(id).map(|t| &t.kind), Some(Kind::Composite { .. })))
+    fn composite(&self, name: &str) -> Result<Ty<'_>, BtfError> {
+        self.named(name, |t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
+            .next()
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
-    /// Finds a named member in a composite, looking inside anonymous members; returns
-    /// (bit offset from the composite's start, member).
-    fn find_member(&self, comp: u32, name: &str) -> Option<(u32, RawMember)> {
-        let Some(Kind::Composite { members, .. }) = self.ty(self.resolve(comp)).map(|t| &t.kind)
-        else {
+    /// Finds member `name` of the composite `t`, searching anonymous struct/union members
+    /// transparently. Returns (bit offset within `t`, type id, is a bitfield).
+    fn find_member(
+        &self,
+        t: Ty<'_>,
+        name: &str,
+        depth: u32,
+        budget: &mut usize,
+    ) -> Option<(u64, u32, bool)> {
+        if !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
             return None;
-        };
-        for m in members {
-            if m.name == 0 {
-                if let Some((off, found)) = self.find_member(m.ty, name) {
-                    return Some((m.bit_offset + off, found));
+        }
+        for i in 0..t.vlen {
+            *budget = budget.checked_sub(1)?;
+            let (m_name, m_ty, m_off) = (t.word(3 * i), t.word(3 * i + 1), t.word(3 * i + 2));
+            let (bits, bitfield_size) = match t.kflag {
+                true => (u64::from(m_off & 0x00ff_ffff), m_off >> 24),
+                false => (u64::from(m_off), 0),
+            };
+            if m_name == 0 {
+                let inner = self.ty(self.resolve(m_ty));
+                if let Some(inner) = inner.filter(|_| depth < MAX_DEPTH)
+                    && let Some((off, ty, bf)) = self.find_member(inner, name, depth + 1, budget)
+                {
+                    return Some((bits + off, ty, bf));
                 }
-            } else if self.str_at(m.name) == name {
-                return Some((m.bit_offset, m.clone()));
+            } else if self.name_is(m_name, name) {
+                return Some((bits, m_ty, bitfield_size != 0 || self.is_int_bitfield(m_ty)));
             }
         }
         None
     }
 
-    /// The member at a dotted path (`"live.counter"`) of a struct or union, anonymous members
-    /// searched transparently.
-    pub fn member(&self, struct_name: &str, path: &str) -> Result<Member, BtfError> {
-        let mut comp = self.composite(struct_name)?;
-        let mut bits = 0u32;
-        let mut found = None;
-        for (i, seg) in path.split('.').enumerate() {
-            if i > 0 {
-                let Some((_, prev)) = &found else {
-                    return Err(BtfError::NotComposite(path.to_string()));
-                };
-                let prev: &RawMember = prev;
-                comp = self.resolve(prev.ty);
-                if !matches!(self.ty(comp).map(|t| &t.kind), Some(Kind::Composite { .. })) {
-                    return Err(BtfError::NotComposite(seg.to_string()));
-                }
-            }
-            let (off, m) = self
-                .find_member(comp, seg)
-                .ok_or_else(|| BtfError::NoMember {
-                    st: struct_name.to_string(),
-                    member: path.to_string(),
-                })?;
-            if m.bitfield_size != 0 {
-                return Err(BtfError::Bitfield(path.to_string()));
-            }
-            bits += off;
-            found = Some((bits, m));
-        }
-        let (bits, m) = found.ok_or_else(|| BtfError::NoMember {
-            st: struct_name.to_string(),
-            member: path.to_string(),
-        })?;
-        if bits % 8 != 0 {
-            return Err(BtfError::Bitfield(path.to_string()));
-        }
-        Ok(Member {
-            offset: bits / 8,
-            size: self.size_of(m.ty),
-            ty: self.describe(m.ty, 2),
+    /// An INT narrower than its storage or not at bit 0 (bitfields without kind_flag).
+    fn is_int_bitfield(&self, id: u32) -> bool {
+        self.ty(self.resolve(id)).is_some_and(|t| {
+            let enc = t.word(0);
+            t.kind == KIND_INT
+                && ((enc >> 16) & 0xff != 0
+                    || u64::from(enc & 0xff) != u64::from(t.size_or_type) * 8)
         })
     }
 
+    /// Member at a dotted path inside a struct or union, e.g. `("task_struct", "signal")`,
+    /// `("signal_struct", "live.counter")`. Anonymous struct/union members are searched
+    /// transparently; typedefs and qualifiers are resolved when stepping into a member. The
+    /// offset is in bytes from the start of `struct_name`; bitfields are an error.
+    pub fn member(&self, struct_name: &str, path: &str) -> Result<Member, BtfError> {
+        let mut comp = self.composite(struct_name)?;
+        let (mut bits, mut ty) = (0u64, 0u32);
+        let mut walked = 0;
+        let err_path = |end: usize| path.get(..end).unwrap_or(path).to_string();
+        for (i, seg) in path.split('.').enumerate() {
+            if i > 0 {
+                comp = self
+                    .ty(self.resolve(ty))
+                    .filter(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
+                    .ok_or_else(|| BtfError::NotComposite {
+                        st: struct_name.to_string(),
+                        path: err_path(walked - 1),
+                    })?;
+            }
+            walked += seg.len() + 1;
+            let (off, m_ty, bitfield) = self
+                .find_member(comp, seg, 0, &mut { SEARCH_BUDGET })
+                .filter(|_| !seg.is_empty())
+                .ok_or_else(|| BtfError::NoMember {
+                    st: struct_name.to_string(),
+                    path: err_path(walked - 1),
+                })?;
+            bits += off;
+            ty = m_ty;
+            if bitfield || bits % 8 != 0 {
+                return Err(BtfError::Bitfield {
+                    st: struct_name.to_string(),
+                    path: err_path(walked - 1),
+                });
+            }
+        }
+        let offset = u32::try_from(bits / 8);
+        Ok(Member {
+            offset: offset.map_err(|_| bad(&comp, struct_name, "member offset beyond 4 GiB"))?,
+            size: self.size_of(ty, 0),
+            ty: self.describe(ty, 0),
+        })
+    }
+
+    /// Byte offset of [`Btf::member`].
     pub fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         Ok(self.member(struct_name, path)?.offset)
     }
 
+    /// Size in bytes of the struct or union `name`.
     pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
-        Ok(self.size_of(self.composite(name)?))
+        Ok(self.composite(name)?.size_or_type)
     }
 
+    /// Value of `variant` in the enum (ENUM or ENUM64) `enum_name`. An empty `enum_name`
+    /// searches the anonymous enums (the kernel has many, e.g. the one with `MM_ANONPAGES`).
+    /// Unsigned 64-bit values above `i64::MAX` wrap.
     pub fn enum_value(&self, enum_name: &str, variant: &str) -> Result<i64, BtfError> {
-        self.by_name
-            .get(enum_name)
-            .into_iter()
-            .flatten()
-            .find_map(|&id| match &self.ty(id)?.kind {
-                Kind::Enum { values, .. } => values
-                    .iter()
-                    .find(|(n, _)| self.str_at(*n) == variant)
-                    .map(|(_, v)| *v),
-                _ => None,
-            })
-            .ok_or_else(|| BtfError::NoEnum(enum_name.to_string(), variant.to_string()))
-    }
-
-    fn func_proto_of(&self, name: &str) -> Option<(u32, &[u32])> {
-        self.by_name.get(name)?.iter().find_map(|&id| {
-            let Kind::Func(proto) = self.ty(id)?.kind else {
-                return None;
-            };
-            match &self.ty(proto)?.kind {
-                Kind::FuncProto { ret, params } => Some((*ret, params.as_slice())),
-                _ => None,
+        let is_enum = |t: &Ty<'_>| matches!(t.kind, KIND_ENUM | KIND_ENUM64);
+        let enums: Vec<Ty<'_>> = if enum_name.is_empty() {
+            let all = (1..self.starts.len() as u32).filter_map(|id| self.ty(id));
+            all.filter(|t| t.name == 0 && is_enum(t)).collect()
+        } else {
+            self.named(enum_name, is_enum).collect()
+        };
+        if enums.is_empty() {
+            return Err(BtfError::NoEnum(enum_name.to_string()));
+        }
+        for t in enums {
+            let stride = if t.kind == KIND_ENUM { 2 } else { 3 };
+            for i in 0..t.vlen {
+                if !self.name_is(t.word(stride * i), variant) {
+                    continue;
+                }
+                let lo = t.word(stride * i + 1);
+                return Ok(match (t.kind, t.kflag) {
+                    (KIND_ENUM, true) => i64::from(lo as i32),
+                    (KIND_ENUM, false) => i64::from(lo),
+                    _ => ((u64::from(t.word(stride * i + 2)) << 32) | u64::from(lo)) as i64,
+                });
             }
+        }
+        Err(BtfError::NoVariant {
+            name: enum_name.to_string(),
+            variant: variant.to_string(),
         })
     }
 
-    /// True if the kernel has a function of this name in BTF (a candidate for fentry/kprobe).
+    /// True if a BTF_KIND_FUNC of that name exists (a candidate for fentry/kprobe).
     pub fn has_function(&self, name: &str) -> bool {
-        self.func_proto_of(name).is_some()
+        self.named(name, |t| t.kind == KIND_FUNC).next().is_some()
     }
 
-    /// Parameter types and return type of a kernel function.
-    pub fn function_args(&self, name: &str) -> Result<(Vec<TypeDesc>, TypeDesc), BtfError> {
-        let (ret, params) = self
-            .func_proto_of(name)
-            .ok_or_else(|| BtfError::NoFunction(name.to_string()))?;
-        Ok((
-            params.iter().map(|&p| self.describe(p, 2)).collect(),
-            self.describe(ret, 2),
-        ))
-    }
-
-    /// Arguments of a BTF-enabled tracepoint: the prototype behind `btf_trace_<tp>`, without the
-    /// leading `void *__data`.
+    /// Arguments of a BTF-enabled tracepoint (tp_btf): the prototype behind
+    /// `typedef btf_trace_<tp>`, without its leading `void *__data`.
     pub fn tracepoint_args(&self, tp: &str) -> Result<Vec<TypeDesc>, BtfError> {
         let name = format!("btf_trace_{tp}");
-        let not_found = || BtfError::NoFunction(name.clone());
-        let id = *self
-            .by_name
-            .get(&name)
-            .and_then(|v| v.first())
-            .ok_or_else(not_found)?;
-        let ptr = self.resolve(id);
-        let Some(Kind::Ptr(proto)) = self.ty(ptr).map(|t| &t.kind) else {
-            return Err(not_found());
-        };
-        let Some(Kind::FuncProto { params, .. }) = self.ty(self.resolve(*proto)).map(|t| &t.kind)
-        else {
-            return Err(not_found());
-        };
-        Ok(params
-            .iter()
-            .skip(1)
-            .map(|&p| self.describe(p, 2))
-            .collect())
+        let td = self
+            .named(&name, |t| t.kind == KIND_TYPEDEF)
+            .next()
+            .ok_or_else(|| BtfError::NoTracepoint(tp.to_string()))?;
+        let proto = self
+            .ty(self.resolve(td.size_or_type))
+            .filter(|p| p.kind == KIND_PTR)
+            .and_then(|p| self.ty(self.resolve(p.size_or_type)))
+            .ok_or_else(|| bad(&td, &name, "not a pointer to a function prototype"))?;
+        match self.proto(proto, &name)?.0.split_first() {
+            Some((_data, args)) => Ok(args.to_vec()),
+            None => Err(bad(&td, &name, "no `void *__data` parameter")),
+        }
+    }
+
+    /// Parameter types and return type of the kernel function `name` (FUNC → FUNC_PROTO).
+    /// A variadic function's `...` is `Other("...")`.
+    pub fn function_args(&self, name: &str) -> Result<(Vec<TypeDesc>, TypeDesc), BtfError> {
+        let func = self
+            .named(name, |t| t.kind == KIND_FUNC)
+            .next()
+            .ok_or_else(|| BtfError::NoFunction(name.to_string()))?;
+        let proto = self.ty(func.size_or_type);
+        self.proto(proto.ok_or_else(|| bad(&func, name, "no prototype"))?, name)
+    }
+
+    fn proto(&self, p: Ty<'_>, name: &str) -> Result<(Vec<TypeDesc>, TypeDesc), BtfError> {
+        if p.kind != KIND_FUNC_PROTO {
+            return Err(bad(&p, name, "expected a function prototype"));
+        }
+        let params = (0..p.vlen).map(|i| match (p.word(2 * i), p.word(2 * i + 1)) {
+            (0, 0) if i + 1 == p.vlen => TypeDesc::Other("...".into()),
+            (_, ty) => self.describe(ty, 0),
+        });
+        Ok((params.collect(), self.describe(p.size_or_type, 0)))
     }
 
     fn describe(&self, id: u32, depth: u32) -> TypeDesc {
@@ -430,328 +577,498 @@ impl Btf {
             return TypeDesc::Void;
         }
         let Some(t) = self.ty(id) else {
-            return TypeDesc::Other("bad type id".into());
+            return TypeDesc::Other(format!("bad type id {id}"));
         };
-        let name = self.str_at(t.name).to_string();
-        match &t.kind {
-            Kind::Int { size, encoding } => TypeDesc::Int {
-                size: *size,
-                signed: encoding & 1 != 0,
-                bool_: encoding & 4 != 0,
+        let (name, size) = (self.name_of(&t).to_string(), t.size_or_type);
+        let deeper = |to: u32| match depth < MAX_DEPTH {
+            true => Box::new(self.describe(to, depth + 1)),
+            false => Box::new(TypeDesc::Other("…".into())),
+        };
+        match t.kind {
+            KIND_INT => TypeDesc::Int {
+                size,
+                signed: (t.word(0) >> 24) & 1 != 0,
+                bool_: (t.word(0) >> 24) & 4 != 0,
             },
-            Kind::Ptr(to) => TypeDesc::Ptr {
-                to: Box::new(if depth == 0 {
-                    TypeDesc::Other("…".into())
-                } else {
-                    self.describe(*to, depth - 1)
-                }),
+            KIND_PTR => TypeDesc::Ptr {
+                to: deeper(t.size_or_type),
             },
-            Kind::Array { elem, len } => TypeDesc::Array {
-                elem: Box::new(self.describe(*elem, depth.saturating_sub(1))),
-                elem_size: self.size_of(*elem),
-                len: *len,
+            KIND_ARRAY => TypeDesc::Array {
+                elem: deeper(t.word(0)),
+                elem_size: self.size_of(t.word(0), depth + 1),
+                len: t.word(2),
             },
-            Kind::Composite {
-                union: false, size, ..
-            } => TypeDesc::Struct { name, size: *size },
-            Kind::Composite {
-                union: true, size, ..
-            } => TypeDesc::Union { name, size: *size },
-            Kind::Enum { size, .. } => TypeDesc::Enum { name, size: *size },
-            Kind::Func(_) | Kind::FuncProto { .. } => TypeDesc::Func,
-            Kind::Ref(_) => TypeDesc::Other("reference loop".into()),
-            Kind::Other(what) => TypeDesc::Other((*what).into()),
+            KIND_STRUCT => TypeDesc::Struct { name, size },
+            KIND_UNION => TypeDesc::Union { name, size },
+            KIND_FWD if t.kflag => TypeDesc::Union { name, size: 0 },
+            KIND_FWD => TypeDesc::Struct { name, size: 0 },
+            KIND_ENUM | KIND_ENUM64 => TypeDesc::Enum { name, size },
+            KIND_FUNC | KIND_FUNC_PROTO => TypeDesc::Func,
+            KIND_FLOAT => TypeDesc::Other(name),
+            _ => TypeDesc::Other(format!("btf kind {} (`{name}`)", t.kind)),
         }
     }
-}
-
-fn parse_type(r: &mut Reader<'_>, id: u32) -> Result<Type, BtfError> {
-    let name = r.u32()?;
-    let info = r.u32()?;
-    let size_or_type = r.u32()?;
-    let vlen = info & 0xffff;
-    let kind_flag = info >> 31 != 0;
-    let kind = match (info >> 24) & 0x1f {
-        KIND_INT => {
-            let extra = r.u32()?;
-            Kind::Int {
-                size: size_or_type,
-                encoding: (extra >> 24) & 0xf,
-            }
-        }
-        KIND_PTR => Kind::Ptr(size_or_type),
-        KIND_ARRAY => {
-            let elem = r.u32()?;
-            let _index = r.u32()?;
-            let len = r.u32()?;
-            Kind::Array { elem, len }
-        }
-        k @ (KIND_STRUCT | KIND_UNION) => {
-            let mut members = Vec::with_capacity(vlen as usize);
-            for _ in 0..vlen {
-                let (name, ty, off) = (r.u32()?, r.u32()?, r.u32()?);
-                let (bit_offset, bitfield_size) = if kind_flag {
-                    (off & 0x00ff_ffff, off >> 24)
-                } else {
-                    (off, 0)
-                };
-                members.push(RawMember {
-                    name,
-                    ty,
-                    bit_offset,
-                    bitfield_size,
-                });
-            }
-            Kind::Composite {
-                union: k == KIND_UNION,
-                size: size_or_type,
-                members,
-            }
-        }
-        KIND_ENUM => {
-            let mut values = Vec::with_capacity(vlen as usize);
-            for _ in 0..vlen {
-                let (n, v) = (r.u32()?, r.u32()?);
-                let v = if kind_flag {
-                    i64::from(v as i32)
-                } else {
-                    i64::from(v)
-                };
-                values.push((n, v));
-            }
-            Kind::Enum {
-                size: size_or_type,
-                values,
-            }
-        }
-        KIND_ENUM64 => {
-            let mut values = Vec::with_capacity(vlen as usize);
-            for _ in 0..vlen {
-                let (n, lo, hi) = (r.u32()?, r.u32()?, r.u32()?);
-                values.push((n, ((u64::from(hi) << 32) | u64::from(lo)) as i64));
-            }
-            Kind::Enum {
-                size: size_or_type,
-                values,
-            }
-        }
-        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-            Kind::Ref(size_or_type)
-        }
-        KIND_FUNC => Kind::Func(size_or_type),
-        KIND_FUNC_PROTO => {
-            let mut params = Vec::with_capacity(vlen as usize);
-            for _ in 0..vlen {
-                let (_name, ty) = (r.u32()?, r.u32()?);
-                params.push(ty);
-            }
-            Kind::FuncProto {
-                ret: size_or_type,
-                params,
-            }
-        }
-        KIND_FWD => Kind::Other("forward declaration"),
-        KIND_VAR | KIND_DECL_TAG => {
-            r.u32()?;
-            Kind::Other("var or tag")
-        }
-        KIND_DATASEC => {
-            for _ in 0..vlen * 3 {
-                r.u32()?;
-            }
-            Kind::Other("datasec")
-        }
-        KIND_FLOAT => Kind::Other("float"),
-        kind => return Err(BtfError::UnknownKind { kind, id }),
-    };
-    Ok(Type { name, kind })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob from type records (each a list of u32 words) and a string table.
+    /// Encodes BTF blobs: type records as u32 words, and a string table.
     struct Enc {
-        types: Vec<u32>,
+        words: Vec<u32>,
         strings: Vec<u8>,
+        next_id: u32,
     }
 
     impl Enc {
-        fn new() -> Self {
+        fn new() -> Enc {
             Enc {
-                types: Vec::new(),
+                words: Vec::new(),
                 strings: vec![0],
+                next_id: 1,
             }
         }
+
+        /// Appends type `id` (asserted, to keep the tables below readable).
+        fn ty(
+            &mut self,
+            id: u32,
+            name: &str,
+            kind: u32,
+            vlen: u32,
+            size_or_type: u32,
+            extra: &[u32],
+        ) {
+            self.kty(id, name, kind, vlen, false, size_or_type, extra);
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn kty(
+            &mut self,
+            id: u32,
+            name: &str,
+            kind: u32,
+            vlen: u32,
+            kflag: bool,
+            size_or_type: u32,
+            extra: &[u32],
+        ) {
+            assert_eq!(id, self.next_id, "type ids in the table are out of order");
+            self.next_id += 1;
+            let name = self.s(name);
+            let info = (u32::from(kflag) << 31) | (kind << 24) | vlen;
+            self.words.extend([name, info, size_or_type]);
+            self.words.extend_from_slice(extra);
+        }
+
         fn s(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
             let off = self.strings.len() as u32;
             self.strings.extend_from_slice(s.as_bytes());
             self.strings.push(0);
             off
         }
-        fn push(&mut self, words: &[u32]) {
-            self.types.extend_from_slice(words);
-        }
-        fn info(kind: u32, vlen: u32, flag: bool) -> u32 {
-            (u32::from(flag) << 31) | (kind << 24) | vlen
-        }
+
         fn blob(&self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend_from_slice(&MAGIC.to_le_bytes());
-            out.extend_from_slice(&[1, 0]);
-            let tl = (self.types.len() * 4) as u32;
-            for w in [24, 0, tl, tl, self.strings.len() as u32] {
-                out.extend_from_slice(&w.to_le_bytes());
+            let type_len = self.words.len() as u32 * 4;
+            let mut out = vec![0x9f, 0xeb, 1, 0];
+            for w in [24, 0, type_len, type_len, self.strings.len() as u32] {
+                out.extend(w.to_le_bytes());
             }
-            for w in &self.types {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-            out.extend_from_slice(&self.strings);
+            out.extend(self.words.iter().flat_map(|w| w.to_le_bytes()));
+            out.extend(&self.strings);
             out
         }
     }
 
-    /// 1 int, 2 struct inner { int a; int b; }, 3 struct outer { int x; union { inner in; };
-    /// int bits:3; }, 4 anon union, 5 typedef outer_t, 6 ptr → outer, 7 enum e {A=1,B=7},
-    /// 8 func_proto(void*, outer*, int) → int, 9 ptr → 8, 10 typedef btf_trace_tp → 9,
-    /// 11 func f → 8.
-    fn sample() -> Btf {
+    /// Member words: name, type, bit offset (or bitfield size << 24 | bit offset).
+    fn m(e: &mut Enc, name: &str, ty: u32, off: u32) -> [u32; 3] {
+        [e.s(name), ty, off]
+    }
+
+    /// Every kind, an anonymous union, a typedef/const chain, bitfields, enums, a tracepoint.
+    fn sample() -> Vec<u8> {
         let mut e = Enc::new();
-        let int = e.s("int");
-        e.push(&[int, Enc::info(KIND_INT, 0, false), 4, (1 << 24) | 32]);
-        let (inner, a, b) = (e.s("inner"), e.s("a"), e.s("b"));
-        e.push(&[
-            inner,
-            Enc::info(KIND_STRUCT, 2, false),
-            8,
-            a,
-            1,
-            0,
-            b,
-            1,
-            32,
-        ]);
-        let (outer, x, inn, bits) = (e.s("outer"), e.s("x"), e.s("in"), e.s("bits"));
-        e.push(&[outer, Enc::info(KIND_STRUCT, 3, true), 16]);
-        e.push(&[x, 1, 0, 0, 4, 64, bits, 1, (3 << 24) | 96]);
-        e.push(&[0, Enc::info(KIND_UNION, 1, false), 8, inn, 2, 0]);
-        let outer_t = e.s("outer_t");
-        e.push(&[outer_t, Enc::info(KIND_TYPEDEF, 0, false), 3]);
-        e.push(&[0, Enc::info(KIND_PTR, 0, false), 3]);
-        let (en, va, vb) = (e.s("e"), e.s("A"), e.s("B"));
-        e.push(&[en, Enc::info(KIND_ENUM, 2, false), 4, va, 1, vb, 7]);
-        e.push(&[0, Enc::info(KIND_FUNC_PROTO, 3, false), 1, 0, 0, 0, 6, 0, 1]);
-        e.push(&[0, Enc::info(KIND_PTR, 0, false), 8]);
-        let tp = e.s("btf_trace_tp");
-        e.push(&[tp, Enc::info(KIND_TYPEDEF, 0, false), 9]);
-        let f = e.s("f");
-        e.push(&[f, Enc::info(KIND_FUNC, 0, false), 8]);
-        Btf::from_bytes(&e.blob()).unwrap()
+        e.ty(1, "int", KIND_INT, 0, 4, &[(1 << 24) | 32]);
+        e.ty(2, "unsigned int", KIND_INT, 0, 4, &[32]);
+        e.ty(3, "_Bool", KIND_INT, 0, 1, &[(4 << 24) | 8]);
+        e.ty(4, "bool", KIND_TYPEDEF, 0, 3, &[]);
+        let inner = [m(&mut e, "a", 1, 0), m(&mut e, "b", 1, 32)].concat();
+        e.ty(5, "inner", KIND_STRUCT, 2, 8, &inner);
+        e.ty(6, "inner_t", KIND_TYPEDEF, 0, 5, &[]);
+        e.ty(7, "", KIND_CONST, 0, 6, &[]);
+        e.ty(8, "cinner_t", KIND_TYPEDEF, 0, 7, &[]);
+        let anon = [m(&mut e, "u_in", 8, 0), m(&mut e, "u_raw", 2, 0)].concat();
+        e.ty(9, "", KIND_UNION, 2, 8, &anon);
+        let outer = [
+            m(&mut e, "x", 1, 0),
+            m(&mut e, "", 9, 64),
+            m(&mut e, "flags", 2, (3 << 24) | 128),
+            m(&mut e, "ok", 4, 160),
+            m(&mut e, "p", 11, 192),
+            m(&mut e, "arr", 12, 256),
+        ]
+        .concat();
+        e.kty(10, "outer", KIND_STRUCT, 6, true, 40, &outer);
+        e.ty(11, "", KIND_PTR, 0, 10, &[]);
+        e.ty(12, "", KIND_ARRAY, 0, 0, &[1, 2, 2]);
+        let (a, b) = (e.s("A"), e.s("B"));
+        e.kty(13, "e", KIND_ENUM, 2, true, 4, &[a, u32::MAX, b, 7]);
+        let big = e.s("BIG");
+        e.ty(14, "e64", KIND_ENUM64, 1, 8, &[big, 2, 1]);
+        let anon_x = e.s("ANON_X");
+        e.ty(15, "", KIND_ENUM, 1, 4, &[anon_x, 3]);
+        let params = [e.s("__data"), 17, e.s("task"), 11, e.s("flag"), 4];
+        e.ty(16, "", KIND_FUNC_PROTO, 3, 1, &params);
+        e.ty(17, "", KIND_PTR, 0, 0, &[]);
+        e.ty(18, "", KIND_PTR, 0, 16, &[]);
+        e.ty(19, "btf_trace_tp", KIND_TYPEDEF, 0, 18, &[]);
+        e.ty(20, "f", KIND_FUNC, 0, 21, &[]);
+        let params = [e.s("o"), 23, 0, 0];
+        e.ty(21, "", KIND_FUNC_PROTO, 2, 0, &params);
+        e.ty(22, "opaque", KIND_FWD, 0, 0, &[]);
+        e.ty(23, "", KIND_PTR, 0, 22, &[]);
+        let legacy = m(&mut e, "nib", 25, 4);
+        e.ty(24, "legacy", KIND_STRUCT, 1, 4, &legacy);
+        e.ty(25, "nibble", KIND_INT, 0, 4, &[4]);
+        e.ty(26, "double", KIND_FLOAT, 0, 8, &[]);
+        e.ty(27, "tag", KIND_DECL_TAG, 0, 10, &[u32::MAX]);
+        e.ty(28, "v", KIND_VAR, 0, 1, &[1]);
+        e.ty(29, ".data", KIND_DATASEC, 1, 4, &[28, 0, 4]);
+        e.ty(30, "user", KIND_TYPE_TAG, 0, 1, &[]);
+        e.ty(31, "", KIND_VOLATILE, 0, 30, &[]);
+        e.ty(32, "", KIND_RESTRICT, 0, 31, &[]);
+        let tagged = [m(&mut e, "t", 32, 0), m(&mut e, "d", 26, 64)].concat();
+        e.ty(33, "tagged", KIND_STRUCT, 2, 16, &tagged);
+        e.blob()
+    }
+
+    fn int(size: u32, signed: bool) -> TypeDesc {
+        TypeDesc::Int {
+            size,
+            signed,
+            bool_: false,
+        }
+    }
+
+    fn ptr_to_struct(name: &str, size: u32) -> TypeDesc {
+        TypeDesc::Ptr {
+            to: Box::new(TypeDesc::Struct {
+                name: name.into(),
+                size,
+            }),
+        }
     }
 
     #[test]
-    fn members_through_anonymous_unions_and_nested_paths() {
-        let btf = sample();
+    fn members_through_anonymous_unions_typedefs_and_nested_paths() {
+        let btf = Btf::from_bytes(&sample()).unwrap();
         assert_eq!(btf.member_offset("outer", "x").unwrap(), 0);
-        assert_eq!(btf.member_offset("outer", "in").unwrap(), 8);
-        assert_eq!(btf.member_offset("outer", "in.b").unwrap(), 12);
-        let m = btf.member("outer", "in.a").unwrap();
-        assert_eq!((m.offset, m.size), (8, 4));
+        assert_eq!(btf.member_offset("outer", "u_raw").unwrap(), 8);
+        let m = btf.member("outer", "u_in").unwrap();
+        assert_eq!((m.offset, m.size), (8, 8));
         assert_eq!(
             m.ty,
-            TypeDesc::Int {
-                size: 4,
-                signed: true,
-                bool_: false
+            TypeDesc::Struct {
+                name: "inner".into(),
+                size: 8
             }
         );
-        assert_eq!(btf.struct_size("outer").unwrap(), 16);
+        let b = btf.member("outer", "u_in.b").unwrap();
+        assert_eq!((b.offset, b.size, b.ty), (12, 4, int(4, true)));
+        let ok = btf.member("outer", "ok").unwrap();
+        let bool_ = TypeDesc::Int {
+            size: 1,
+            signed: false,
+            bool_: true,
+        };
+        assert_eq!((ok.offset, ok.size, ok.ty), (20, 1, bool_));
+        let p = btf.member("outer", "p").unwrap();
+        assert_eq!(
+            (p.offset, p.size, p.ty),
+            (24, 8, ptr_to_struct("outer", 40))
+        );
+        let arr = btf.member("outer", "arr").unwrap();
+        let arr_ty = TypeDesc::Array {
+            elem: Box::new(int(4, true)),
+            elem_size: 4,
+            len: 2,
+        };
+        assert_eq!((arr.offset, arr.size, arr.ty), (32, 8, arr_ty));
+        assert_eq!(btf.member("tagged", "t").unwrap().ty, int(4, true));
+        assert_eq!(
+            btf.member("tagged", "d").unwrap().ty,
+            TypeDesc::Other("double".into())
+        );
+        assert_eq!(btf.struct_size("outer").unwrap(), 40);
+        assert_eq!(btf.struct_size("inner").unwrap(), 8);
+    }
+
+    #[test]
+    fn member_lookup_errors() {
+        let btf = Btf::from_bytes(&sample()).unwrap();
+        let err = |s: &str, p: &str| btf.member(s, p).unwrap_err().to_string();
+        assert_eq!(err("outer", "flags"), "member `outer.flags` is a bitfield");
+        assert_eq!(err("legacy", "nib"), "member `legacy.nib` is a bitfield");
+        assert_eq!(err("outer", "nope"), "struct outer has no member `nope`");
+        assert_eq!(
+            err("outer", "u_in.c"),
+            "struct outer has no member `u_in.c`"
+        );
+        assert_eq!(err("outer", "u_in."), "struct outer has no member `u_in.`");
+        assert_eq!(err("outer", ""), "struct outer has no member ``");
+        assert!(err("outer", "x.y").starts_with("member `outer.x` is not a struct or union"));
+        assert!(err("outer", "p.x").starts_with("member `outer.p` is not a struct or union"));
+        assert_eq!(err("nostruct", "x"), "no struct named `nostruct`");
+        // A forward declaration is not a struct with members.
         assert!(matches!(
-            btf.member("outer", "bits"),
-            Err(BtfError::Bitfield(_))
-        ));
-        assert!(matches!(
-            btf.member("outer", "nope"),
-            Err(BtfError::NoMember { .. })
-        ));
-        assert!(matches!(
-            btf.member("outer", "x.y"),
-            Err(BtfError::NotComposite(_))
-        ));
-        assert!(matches!(
-            btf.member("nostruct", "x"),
+            btf.struct_size("opaque"),
             Err(BtfError::NoStruct(_))
         ));
+        assert!(matches!(btf.member("int", "x"), Err(BtfError::NoStruct(_))));
     }
 
     #[test]
-    fn enums_functions_and_tracepoints() {
-        let btf = sample();
+    fn enums() {
+        let btf = Btf::from_bytes(&sample()).unwrap();
+        assert_eq!(btf.enum_value("e", "A").unwrap(), -1);
         assert_eq!(btf.enum_value("e", "B").unwrap(), 7);
-        assert!(btf.enum_value("e", "C").is_err());
+        assert_eq!(btf.enum_value("e64", "BIG").unwrap(), 0x1_0000_0002);
+        assert_eq!(btf.enum_value("", "ANON_X").unwrap(), 3);
+        assert_eq!(
+            btf.enum_value("e", "C").unwrap_err().to_string(),
+            "enum e has no variant `C`"
+        );
+        assert_eq!(
+            btf.enum_value("e", "").unwrap_err().to_string(),
+            "enum e has no variant ``"
+        );
+        assert_eq!(
+            btf.enum_value("f", "A").unwrap_err().to_string(),
+            "no enum named `f`"
+        );
+    }
+
+    #[test]
+    fn functions_and_tracepoints() {
+        let btf = Btf::from_bytes(&sample()).unwrap();
         assert!(btf.has_function("f"));
         assert!(!btf.has_function("g"));
-        let (params, ret) = btf.function_args("f").unwrap();
-        assert_eq!(params.len(), 3);
-        assert!(matches!(ret, TypeDesc::Int { size: 4, .. }));
-        let args = btf.tracepoint_args("tp").unwrap();
-        assert_eq!(args.len(), 2);
+        assert!(!btf.has_function("btf_trace_tp"));
+        let opaque = TypeDesc::Ptr {
+            to: Box::new(TypeDesc::Struct {
+                name: "opaque".into(),
+                size: 0,
+            }),
+        };
+        let (args, ret) = btf.function_args("f").unwrap();
+        assert_eq!(args, [opaque, TypeDesc::Other("...".into())]);
+        assert_eq!(ret, TypeDesc::Void);
+        let bool_ = TypeDesc::Int {
+            size: 1,
+            signed: false,
+            bool_: true,
+        };
         assert_eq!(
-            args[0],
-            TypeDesc::Ptr {
-                to: Box::new(TypeDesc::Struct {
-                    name: "outer".into(),
-                    size: 16
-                })
-            }
+            btf.tracepoint_args("tp").unwrap(),
+            [ptr_to_struct("outer", 40), bool_]
         );
-        assert!(btf.tracepoint_args("nope").is_err());
+        let err = btf.tracepoint_args("nope").unwrap_err().to_string();
+        assert_eq!(err, "no btf tracepoint `nope` (no typedef btf_trace_nope)");
+        assert!(matches!(
+            btf.function_args("tp"),
+            Err(BtfError::NoFunction(_))
+        ));
     }
 
     #[test]
-    fn truncated_and_foreign_blobs_are_errors_not_panics() {
-        let mut e = Enc::new();
-        let int = e.s("int");
-        e.push(&[int, Enc::info(KIND_INT, 0, false), 4, 32]);
-        let blob = e.blob();
+    fn bad_blobs_are_errors_not_panics() {
+        let blob = sample();
         for cut in 0..blob.len() {
             assert!(Btf::from_bytes(&blob[..cut]).is_err(), "cut at {cut}");
         }
-        assert!(matches!(
-            Btf::from_bytes(b"\x7fELF...."),
-            Err(BtfError::BadMagic(_))
-        ));
-        let mut bad = Enc::new();
-        bad.push(&[0, Enc::info(31, 0, false), 0]);
-        assert!(matches!(
-            Btf::from_bytes(&bad.blob()),
-            Err(BtfError::UnknownKind { kind: 31, id: 1 })
-        ));
+        let err = Btf::from_bytes(&blob[..30]).unwrap_err().to_string();
+        assert!(err.starts_with("btf blob truncated at byte 30"), "{err}");
+        let err = Btf::from_bytes(b"\x7fELF\x02\x01\x01\0").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "bad magic 0x457f at byte 0: not a little-endian btf blob (expected 0xeb9f)"
+        );
+        let mut v2 = blob.clone();
+        v2[2] = 2;
+        assert!(matches!(Btf::from_bytes(&v2), Err(BtfError::BadHeader(_))));
+        let mut e = Enc::new();
+        e.ty(1, "int", KIND_INT, 0, 4, &[32]);
+        e.ty(2, "future", 25, 0, 0, &[]);
+        let err = Btf::from_bytes(&e.blob()).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unknown btf kind 25 for type id 2 at byte 40"
+        );
+        let err = Btf::from_file(Path::new("/nonexistent/btf")).err().unwrap();
+        assert_eq!(err.to_string(), "cannot read btf from /nonexistent/btf");
+        assert!(std::error::Error::source(&err).is_some());
     }
 
-    /// Facts of the kernel this runs on, checked where its BTF is readable.
+    /// Cycles that a well-formed kernel never has must end in errors, not hang or overflow.
+    #[test]
+    fn cyclic_types_terminate() {
+        let mut e = Enc::new();
+        e.ty(1, "loop_t", KIND_TYPEDEF, 0, 1, &[]);
+        e.ty(2, "", KIND_PTR, 0, 2, &[]);
+        e.ty(3, "", KIND_ARRAY, 0, 0, &[3, 0, 2]);
+        let members = [
+            m(&mut e, "", 4, 0),
+            m(&mut e, "", 4, 0),
+            m(&mut e, "p", 2, 0),
+        ]
+        .concat();
+        e.ty(4, "selfish", KIND_STRUCT, 3, 8, &members);
+        let members = [
+            m(&mut e, "l", 1, 0),
+            m(&mut e, "a", 3, 0),
+            m(&mut e, "s", 4, 0),
+        ]
+        .concat();
+        e.ty(5, "holder", KIND_STRUCT, 3, 8, &members);
+        let btf = Btf::from_bytes(&e.blob()).unwrap();
+        assert!(btf.member("selfish", "nope").is_err());
+        assert!(btf.member("holder", "s.p").is_ok());
+        assert!(btf.member("holder", "l").is_ok());
+        assert!(btf.member("holder", "a").is_ok());
+        assert!(btf.member("holder", "l.x").is_err());
+    }
+
+    /// Random corruptions of a valid blob: whatever parses must answer every query.
+    #[test]
+    fn corrupted_blobs_never_panic() {
+        let blob = sample();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut b = blob.clone();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = 2 + (seed as usize >> 8) % (b.len() - 2);
+                b[at] = seed as u8;
+            }
+            let Ok(btf) = Btf::from_bytes(&b) else {
+                continue;
+            };
+            for (s, p) in [
+                ("outer", "u_in.b"),
+                ("outer", "p"),
+                ("outer", "arr"),
+                ("legacy", "nib"),
+                ("tagged", "t"),
+            ] {
+                let _ = btf.member(s, p);
+                let _ = btf.struct_size(s);
+            }
+            let _ = (
+                btf.enum_value("e", "A"),
+                btf.enum_value("", "ANON_X"),
+                btf.enum_value("e64", "BIG"),
+            );
+            let _ = (
+                btf.tracepoint_args("tp"),
+                btf.function_args("f"),
+                btf.has_function("f"),
+            );
+        }
+    }
+
+    /// Facts of the kernel this was written on (6.18), checked where its BTF is readable.
     #[test]
     fn the_running_kernel() {
         let path = Path::new(Btf::VMLINUX);
         if !path.exists() {
-            eprintln!("no {}: not applicable on this kernel", path.display());
+            eprintln!(
+                "skipped: {} does not exist (kernel without BTF)",
+                path.display()
+            );
             return;
         }
         let btf = Btf::from_file(path).unwrap();
-        let pid = btf.member_offset("task_struct", "pid").unwrap();
-        assert_eq!(btf.member_offset("task_struct", "tgid").unwrap(), pid + 4);
-        assert_eq!(btf.member("task_struct", "comm").unwrap().size, 16);
-        assert!(btf.has_function("oom_kill_process"));
-        let (args, _) = btf.function_args("oom_kill_process").unwrap();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        // Structs move between kernel versions and configs; those checks are for 6.18 only.
+        if release.starts_with("6.18.") {
+            let off = |s: &str, p: &str| btf.member_offset(s, p).unwrap();
+            assert_eq!(off("task_struct", "pid"), 1264);
+            assert_eq!(off("task_struct", "tgid"), 1268);
+            assert_eq!(off("task_struct", "comm"), 1752);
+            assert_eq!(off("task_struct", "cgroups"), 2376);
+            assert_eq!(off("oom_control", "chosen"), 40);
+        } else {
+            eprintln!("kernel {}: skipping the 6.18 offsets", release.trim());
+        }
+        let comm = btf.member("task_struct", "comm").unwrap();
         assert!(
-            matches!(&args[0], TypeDesc::Ptr { to } if matches!(&**to, TypeDesc::Struct { name, .. } if name == "oom_control"))
+            matches!(comm.ty, TypeDesc::Array { len: 16, .. }),
+            "{comm:?}"
         );
-        assert!(btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_ok());
-        assert_eq!(btf.member("signal_struct", "live.counter").unwrap().size, 4);
+        assert_eq!(comm.size, 16);
+        let task_ptr = ptr_to_struct("task_struct", btf.struct_size("task_struct").unwrap());
+        assert_eq!(
+            btf.tracepoint_args("mark_victim").unwrap(),
+            [task_ptr.clone(), int(4, false)]
+        );
         let exit = btf.tracepoint_args("sched_process_exit").unwrap();
+        let bool_ = TypeDesc::Int {
+            size: 1,
+            signed: false,
+            bool_: true,
+        };
+        assert_eq!(exit, [task_ptr, bool_]);
+        assert!(btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_ok());
+        assert!(btf.has_function("oom_kill_process"));
+        let (args, ret) = btf.function_args("oom_kill_process").unwrap();
+        let oc = ptr_to_struct("oom_control", btf.struct_size("oom_control").unwrap());
+        assert_eq!((args.len(), &args[0]), (2, &oc));
+        // `const char *`; char is unsigned since 6.2 (-funsigned-char), signed before on x86.
+        let TypeDesc::Ptr { to } = &args[1] else {
+            panic!("{args:?}")
+        };
         assert!(
-            matches!(&exit[0], TypeDesc::Ptr { to } if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
+            matches!(
+                **to,
+                TypeDesc::Int {
+                    size: 1,
+                    bool_: false,
+                    ..
+                }
+            ),
+            "{to:?}"
         );
+        assert_eq!(ret, TypeDesc::Void);
+        let id = btf.member("kernfs_node", "id").unwrap();
+        assert_eq!((id.size, id.ty), (8, int(8, false)));
+        let live = btf.member("signal_struct", "live.counter").unwrap();
+        assert_eq!((live.size, live.ty), (4, int(4, true)));
+        let rss = btf.member("mm_struct", "rss_stat").unwrap();
+        let counter = btf.struct_size("percpu_counter").unwrap();
+        let TypeDesc::Array {
+            elem,
+            elem_size,
+            len,
+        } = rss.ty
+        else {
+            panic!("{rss:?}")
+        };
+        assert_eq!(
+            *elem,
+            TypeDesc::Struct {
+                name: "percpu_counter".into(),
+                size: counter
+            }
+        );
+        assert_eq!((elem_size, rss.size), (counter, counter * len));
+        assert!(btf.member_offset("task_struct", "start_boottime").is_ok());
+        assert!(btf.member_offset("percpu_counter", "count").is_ok());
+        assert!(btf.enum_value("", "MM_ANONPAGES").is_ok());
     }
 }

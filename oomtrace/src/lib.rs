@@ -5,12 +5,14 @@
 //! ([`probes`]), decodes events ([`event`]) and renders them ([`output`]).
 pub mod btf;
 pub mod cgroups;
+pub mod dump;
 pub mod event;
 pub mod forensics;
 pub mod layout;
 pub mod output;
 pub mod plan;
 pub mod probes;
+pub mod report;
 pub mod session;
 pub mod tracefs;
 pub mod tracker;

@@ -29,6 +29,9 @@ pub struct Session<W: Write> {
     pub events: bool,
     pub live: Option<Live>,
     pub out: W,
+    /// Keep every finding in `kept` (replays).
+    pub keep_findings: bool,
+    pub kept: Vec<Finding>,
     lost_reported: u64,
     findings: Vec<Finding>,
 }
@@ -48,6 +51,8 @@ impl<W: Write> Session<W> {
             events: true,
             live,
             out,
+            keep_findings: false,
+            kept: Vec::new(),
             lost_reported: 0,
             findings: Vec::new(),
         }
@@ -124,6 +129,9 @@ impl<W: Write> Session<W> {
     fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {
         for f in found.drain(..) {
             self.finding(&f, at_ns)?;
+            if self.keep_findings {
+                self.kept.push(f);
+            }
         }
         Ok(())
     }

@@ -590,15 +590,48 @@ impl Tracker {
     }
 
     /// Advances time to `now_ns` (CLOCK_MONOTONIC): releases held events, flags timeouts.
+    /// Everything up to `now_ns - REORDER_NS` has been applied, so that is the instant judged:
+    /// an exit still in the reorder window can never be mistaken for a stuck victim.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
-        self.release_until(now_ns.saturating_sub(REORDER_NS), out);
-        self.check_timeouts(now_ns, out);
+        let judged = now_ns.saturating_sub(REORDER_NS);
+        self.release_until(judged, out);
+        self.check_timeouts(judged, now_ns, out);
     }
 
-    /// Processes every held event and judges at `now_ns` (end of a replay).
+    /// Processes every held event and judges at `now_ns` (end of a session or a replay).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.release_until(u64::MAX, out);
-        self.check_timeouts(now_ns, out);
+        self.check_timeouts(now_ns, now_ns, out);
+    }
+
+    /// The earliest `tick` time at which something could be flagged: replays tick exactly
+    /// there instead of every few milliseconds.
+    pub fn next_tick_due(&self) -> Option<u64> {
+        let cfg = &self.cfg;
+        let held = self.reorder.keys().next().map(|(ts, _)| ts + REORDER_NS);
+        self.victims
+            .values()
+            .filter_map(|v| {
+                let killed = v.killed_at()?;
+                match v.timeline.dead {
+                    None if !v.flagged_stuck && !v.flagged_unobservable => {
+                        Some(killed + cfg.timeout_ns)
+                    }
+                    Some(dead)
+                        if cfg.observability.free
+                            && v.timeline.released.is_none()
+                            && !v.flagged_release =>
+                    {
+                        Some(dead + cfg.release_timeout_ns)
+                    }
+                    _ => None,
+                }
+            })
+            .min()
+            .map(|d| d + REORDER_NS)
+            .into_iter()
+            .chain(held)
+            .min()
     }
 
     fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
@@ -933,7 +966,8 @@ impl Tracker {
         }
     }
 
-    fn check_timeouts(&mut self, now: u64, out: &mut Vec<Finding>) {
+    /// Flags what is overdue as of `judged`; durations are reported as of `now`.
+    fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
         let obs = self.cfg.observability;
         let mut stuck_new = 0;
         let mut unobservable_new = 0;
@@ -942,10 +976,10 @@ impl Tracker {
                 continue;
             };
             if !v.is_dead() {
-                let since = now.saturating_sub(killed);
-                if since < self.cfg.timeout_ns {
+                if judged.saturating_sub(killed) < self.cfg.timeout_ns {
                     continue;
                 }
+                let since = now.saturating_sub(killed);
                 if !obs.exit {
                     if !v.flagged_unobservable {
                         v.flagged_unobservable = true;
@@ -971,7 +1005,7 @@ impl Tracker {
                 && obs.free
                 && v.timeline.released.is_none()
                 && !v.flagged_release
-                && now.saturating_sub(dead) >= self.cfg.release_timeout_ns
+                && judged.saturating_sub(dead) >= self.cfg.release_timeout_ns
             {
                 v.flagged_release = true;
                 out.push(Finding::NotReleased {

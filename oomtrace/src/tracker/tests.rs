@@ -501,7 +501,7 @@ fn display_lines_say_what_and_where() {
     );
     let line = f[1].to_string();
     assert!(
-        line.starts_with("STUCK pid 42 (hog): not dead 5.00 s after the kill"),
+        line.starts_with("STUCK pid 42 (hog): not dead 5.01 s after the kill"),
         "{line}"
     );
     assert!(line.contains("some threads exited, not the last"), "{line}");

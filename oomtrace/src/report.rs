@@ -1,0 +1,472 @@
+//! `oomtrace report`: replays a dump through the same tracker as `watch`, and optionally draws
+//! it as a Perfetto / Chrome trace-event timeline.
+//!
+//! Time in a replay advances with the recorded events; between them the tracker is ticked
+//! exactly when a timeout could fire ([`Tracker::next_tick_due`]), so `--timeout` re-judges a
+//! recording with another threshold and gets the same answer a live run with that threshold
+//! would have given.
+
+use std::{collections::BTreeMap, io::Write, path::Path};
+
+use serde_json::{Value, json};
+
+use crate::{
+    cgroups::MemcgPaths,
+    dump::{DumpProblem, Reader, Record},
+    event::{Event, Payload},
+    output::{Clock, Renderer},
+    session::Session,
+    tracker::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
+};
+
+/// How to replay.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Re-judge with this timeout instead of the recorded one.
+    pub timeout_ns: Option<u64>,
+    pub release_timeout_ns: Option<u64>,
+    pub json: bool,
+    /// Print every event too, not only findings.
+    pub events: bool,
+}
+
+/// What a replay found, for callers that go on (Perfetto, tests).
+pub struct Replay {
+    pub summary: Summary,
+    pub findings: Vec<Finding>,
+    pub problems: Vec<DumpProblem>,
+    pub header: Option<Value>,
+    /// Every victim's last known state.
+    pub victims: BTreeMap<VictimKey, Victim>,
+    /// (memcg id, ts) of every OOM invocation.
+    pub invocations: Vec<(u64, u64)>,
+    /// (tgid, tid, ts) of every thread exit seen.
+    pub exits: Vec<(u32, u32, u64)>,
+    pub undecodable: u64,
+    pub memcg_paths: BTreeMap<u64, String>,
+}
+
+fn observability_from(header: &Value) -> Observability {
+    let attached = |hook: &str| {
+        header["plan"]
+            .as_array()
+            .and_then(|p| p.iter().find(|h| h["hook"] == hook))
+            .is_some_and(|h| !h["attach"].is_null())
+    };
+    if header["plan"].as_array().is_none() {
+        return Observability::ALL;
+    }
+    Observability {
+        oom_invoke: attached("oom_invoke"),
+        oom_kill: attached("oom_kill"),
+        signal: attached("kernel_sigkill"),
+        mark_victim: attached("mark_victim"),
+        reaper: attached("wake_reaper"),
+        exit: attached("task_exit"),
+        free: attached("task_free"),
+    }
+}
+
+/// Replays a dump, writing findings (and events if asked) to `out`.
+pub fn replay<W: Write>(
+    reader: &mut Reader,
+    opts: &ReplayOptions,
+    out: W,
+) -> anyhow::Result<Replay> {
+    let header = match reader.next_record() {
+        Some(Record::Header(h)) => Some(h),
+        _ => None,
+    };
+    let h = header.clone().unwrap_or(Value::Null);
+    let recorded_timeout = h["options"]["timeout_ns"].as_u64();
+    let recorded_release = h["options"]["release_timeout_ns"].as_u64();
+    let defaults = TrackerConfig::default();
+    let cfg = TrackerConfig {
+        timeout_ns: opts
+            .timeout_ns
+            .or(recorded_timeout)
+            .unwrap_or(defaults.timeout_ns),
+        release_timeout_ns: opts
+            .release_timeout_ns
+            .or(recorded_release)
+            .unwrap_or(defaults.release_timeout_ns),
+        observability: observability_from(&h),
+        ..defaults
+    };
+    let renderer = Renderer {
+        clock: Clock {
+            realtime_offset_ns: h["clock"]["realtime_offset_ns"]
+                .as_i64()
+                .map_or(0, i128::from),
+        },
+        memcgs: MemcgPaths::new(None),
+        page_kb: h["page_kb"].as_u64().unwrap_or(4),
+    };
+    let mut session = Session::new(renderer, Tracker::new(cfg), opts.json, None, out);
+    session.events = opts.events;
+    session.keep_findings = true;
+    if opts.json {
+        writeln!(
+            session.out,
+            "{}",
+            json!({"type": "replay", "header": h, "timeout_ns": cfg.timeout_ns})
+        )?;
+    } else if let Some(h) = &header {
+        writeln!(
+            session.out,
+            "replaying a dump of oomtrace {} on {} (Linux {}), judged with a {:.2} s timeout",
+            h["version"].as_str().unwrap_or("?"),
+            h["hostname"].as_str().unwrap_or("?"),
+            h["kernel"].as_str().unwrap_or("?"),
+            cfg.timeout_ns as f64 / 1e9
+        )?;
+    }
+    let mut r = Replay {
+        summary: Summary::default(),
+        findings: Vec::new(),
+        problems: Vec::new(),
+        header,
+        victims: BTreeMap::new(),
+        invocations: Vec::new(),
+        exits: Vec::new(),
+        undecodable: 0,
+        memcg_paths: BTreeMap::new(),
+    };
+    let mut last_ts = 0;
+    let mut end = None;
+    while let Some(rec) = reader.next_record() {
+        match rec {
+            Record::Event(raw) => {
+                let ev = match Event::decode(&raw) {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        r.undecodable += 1;
+                        continue;
+                    }
+                };
+                let ts = ev.header.ts_ns;
+                while let Some(t) = session.tracker.next_tick_due().filter(|&t| t <= ts) {
+                    session.tick(t)?;
+                }
+                match ev.payload {
+                    Payload::OomInvoke(p) => r.invocations.push((p.memcg_id, ts)),
+                    Payload::TaskExit(_) => r.exits.push((ev.header.tgid, ev.header.pid, ts)),
+                    _ => {}
+                }
+                last_ts = last_ts.max(ts);
+                session.event(&ev)?;
+            }
+            Record::Lost(n) => session.lost(n)?,
+            Record::Memcg(id, path) => {
+                session.renderer.memcgs.insert(id, path.clone());
+                r.memcg_paths.insert(id, path);
+            }
+            Record::End(t) => end = Some(t),
+            Record::Header(_) | Record::Summary(_) => {}
+        }
+    }
+    let end = end.unwrap_or(last_ts).max(last_ts);
+    while let Some(t) = session.tracker.next_tick_due().filter(|&t| t <= end) {
+        session.tick(t)?;
+    }
+    r.problems = reader.problems.clone();
+    for p in &r.problems {
+        if opts.json {
+            writeln!(
+                session.out,
+                "{}",
+                json!({"type": "dump_problem", "problem": p.to_string()})
+            )?;
+        } else {
+            writeln!(
+                session.out,
+                "DUMP PROBLEM: {p}; what could be read is shown"
+            )?;
+        }
+    }
+    if r.undecodable > 0 {
+        writeln!(
+            session.out,
+            "note: {} event records could not be decoded",
+            r.undecodable
+        )?;
+    }
+    r.summary = session.finish(end)?;
+    r.findings = std::mem::take(&mut session.kept);
+    for f in &r.findings {
+        if let Some(v) = finding_victim(f) {
+            r.victims.insert(v.key, v.clone());
+        }
+    }
+    for v in session.tracker.unresolved() {
+        r.victims.insert(v.key, v.clone());
+    }
+    Ok(r)
+}
+
+fn finding_victim(f: &Finding) -> Option<&Victim> {
+    match f {
+        Finding::Killed { victim }
+        | Finding::Dead { victim, .. }
+        | Finding::Stuck { victim, .. }
+        | Finding::Unobservable { victim, .. }
+        | Finding::NotReleased { victim, .. }
+        | Finding::Released { victim, .. } => Some(victim),
+        Finding::Livelock { .. } => None,
+    }
+}
+
+/// The replay as Chrome trace-event JSON (opens in ui.perfetto.dev): one process per memcg,
+/// one thread per victim, a slice from kill to death (red past the timeout), the zombie's wait,
+/// and instants for OOM invocations, the signal, the mark, the reaper and each thread's exit.
+pub fn perfetto(r: &Replay, timeout_ns: u64) -> Value {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let mut ev: Vec<Value> = Vec::new();
+    let mut memcgs: BTreeMap<u64, ()> = BTreeMap::new();
+    let memcg_name = |id: u64| match r.memcg_paths.get(&id) {
+        Some(p) => format!("memcg {p}"),
+        None if id == 0 => "memcg unknown".into(),
+        None => format!("memcg id {id}"),
+    };
+    for &(memcg, ts) in &r.invocations {
+        memcgs.insert(memcg, ());
+        ev.push(
+            json!({"ph": "i", "s": "t", "name": "OOM invoked", "cat": "oom",
+                       "pid": memcg, "tid": 0, "ts": us(ts)}),
+        );
+    }
+    let end = r
+        .victims
+        .values()
+        .filter_map(|v| v.timeline.released.or(v.timeline.dead))
+        .chain(r.exits.iter().map(|e| e.2))
+        .max()
+        .unwrap_or(0);
+    for v in r.victims.values() {
+        let Some(kill) = v.killed_at() else { continue };
+        let pid = v.memcg_id.unwrap_or(0);
+        let tid = v.key.tgid;
+        memcgs.insert(pid, ());
+        ev.push(
+            json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                       "args": {"name": format!("victim {} ({})", v.key.tgid, v.comm)}}),
+        );
+        let t = &v.timeline;
+        let dead = t.dead.unwrap_or(end.max(kill));
+        ev.push(
+            json!({"ph": "X", "name": "killed → dead", "cat": "victim", "pid": pid, "tid": tid,
+                       "ts": us(kill), "dur": us(dead - kill),
+                       "args": {"stage": v.stage(), "dead": t.dead.is_some()}}),
+        );
+        if dead.saturating_sub(kill) >= timeout_ns {
+            let from = kill + timeout_ns;
+            ev.push(
+                json!({"ph": "X", "name": "STUCK (past the timeout)", "cat": "stuck",
+                           "cname": "terrible", "pid": pid, "tid": tid,
+                           "ts": us(from), "dur": us(dead - from)}),
+            );
+        }
+        if let Some(d) = t.dead {
+            let released = t.released.unwrap_or(end.max(d));
+            ev.push(
+                json!({"ph": "X", "name": "zombie until released", "cat": "victim",
+                           "pid": pid, "tid": tid, "ts": us(d), "dur": us(released - d)}),
+            );
+        }
+        let marks = [
+            ("chosen", t.chosen),
+            ("SIGKILL", t.sigkill),
+            ("marked", t.marked),
+            ("oom_reaper woken", t.reaper_woken),
+            ("reaping started", t.reaping_started),
+            ("reaping finished", t.reaping_finished),
+            ("oom_reaper gave up", t.reaper_gave_up),
+            ("dead", t.dead),
+            ("released", t.released),
+        ];
+        for (name, at) in marks {
+            if let Some(at) = at {
+                ev.push(json!({"ph": "i", "s": "t", "name": name, "cat": "victim",
+                               "pid": pid, "tid": tid, "ts": us(at)}));
+            }
+        }
+        for &(_, thread, at) in r.exits.iter().filter(|e| e.0 == v.key.tgid && e.2 >= kill) {
+            ev.push(
+                json!({"ph": "i", "s": "t", "name": format!("thread {thread} exited"),
+                           "cat": "exit", "pid": pid, "tid": tid, "ts": us(at)}),
+            );
+        }
+    }
+    for &id in memcgs.keys() {
+        ev.push(json!({"ph": "M", "name": "process_name", "pid": id,
+                       "args": {"name": memcg_name(id)}}));
+        ev.push(
+            json!({"ph": "M", "name": "thread_name", "pid": id, "tid": 0,
+                       "args": {"name": "OOM invocations"}}),
+        );
+    }
+    json!({"traceEvents": ev, "displayTimeUnit": "ms",
+           "otherData": {"generator": "oomtrace report --perfetto"}})
+}
+
+/// Writes the Perfetto file.
+pub fn write_perfetto(r: &Replay, timeout_ns: u64, path: &Path) -> anyhow::Result<()> {
+    let v = perfetto(r, timeout_ns);
+    std::fs::write(path, serde_json::to_vec(&v)?)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use oomtrace_common::{Header, KernelSigkill, MarkVictim, Reaper, TaskExit, victim_fields};
+
+    use super::*;
+    use crate::{dump::Writer, event::comm_bytes};
+
+    const MS: u64 = 1_000_000;
+
+    fn ev(ts_ms: u64, tid: u32, tgid: u32, payload: Payload) -> Vec<u8> {
+        Event {
+            header: Header {
+                kind: 0,
+                cpu: 0,
+                ts_ns: 1_000_000 * MS + ts_ms * MS,
+                pid: tid,
+                tgid,
+                comm: comm_bytes("x"),
+            },
+            payload,
+        }
+        .encode()
+    }
+
+    /// A stuck victim (pid 42: one thread exits at once, the last after 7 s) and a normal one
+    /// (pid 50), written as a dump.
+    fn stuck_dump(path: &Path) {
+        let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+        m.fields = victim_fields::TASK | victim_fields::COMM;
+        m.memcg_id = 77;
+        let mark = |tgid: u32| {
+            let mut m = m;
+            m.pid = tgid;
+            m.tgid = tgid;
+            m.start_ns = 5;
+            m.comm = comm_bytes("hog");
+            Payload::MarkVictim(m)
+        };
+        let kill = |tgid: u32| {
+            Payload::KernelSigkill(KernelSigkill {
+                target_pid: tgid,
+                target_tgid: tgid,
+                target_comm: comm_bytes("hog"),
+                target_start_ns: 5,
+                group: 1,
+                result: 0,
+            })
+        };
+        let exit = |dead: bool| {
+            Payload::TaskExit(TaskExit {
+                group_dead: u32::from(dead),
+                group_dead_source: 1,
+                start_ns: 5,
+            })
+        };
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "options": {"timeout_ns": 5_000_000_000u64},
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(path, false, &header).unwrap();
+        w.memcg(77, "/sandbox").unwrap();
+        for raw in [
+            ev(0, 9, 9, kill(42)),
+            ev(0, 9, 9, mark(42)),
+            ev(4, 42, 42, exit(false)),
+            ev(2020, 1, 1, Payload::WakeReaper(Reaper { pid: 42, _pad: 0 })),
+            ev(3000, 9, 9, kill(50)),
+            ev(3000, 9, 9, mark(50)),
+            ev(3001, 50, 50, exit(true)),
+            ev(7000, 43, 42, exit(true)),
+        ] {
+            w.event(&raw).unwrap();
+        }
+        w.finish(1_000_000 * MS + 9000 * MS).unwrap();
+    }
+
+    fn run(path: &Path, opts: &ReplayOptions) -> (Replay, String) {
+        let mut out = Vec::new();
+        let mut reader = Reader::open(path).unwrap();
+        let r = replay(&mut reader, opts, &mut out).unwrap();
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn replay_finds_the_stuck_victim_and_rejudges_with_another_timeout() {
+        let path = std::env::temp_dir().join(format!("oomtrace-replay-{}", std::process::id()));
+        stuck_dump(&path);
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(
+            (r.summary.kills, r.summary.dead, r.summary.flagged_total),
+            (2, 2, 1),
+            "{text}"
+        );
+        assert!(text.contains("STUCK pid 42 (hog)"), "{text}");
+        assert!(text.contains("[memcg /sandbox]"), "{text}");
+        assert!(r.problems.is_empty());
+        // With a 10 s timeout nothing was stuck; with 1 ms both were.
+        let (r, _) = run(
+            &path,
+            &ReplayOptions {
+                timeout_ns: Some(10_000 * MS),
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.summary.flagged_total, 0);
+        let (r, _) = run(
+            &path,
+            &ReplayOptions {
+                timeout_ns: Some(MS / 2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.summary.flagged_total, 2);
+
+        let (r, _) = run(&path, &ReplayOptions::default());
+        let trace = perfetto(&r, 5_000 * MS);
+        let events = trace["traceEvents"].as_array().unwrap();
+        let named = |n: &str| events.iter().filter(|e| e["name"] == n).count();
+        assert_eq!(named("killed → dead"), 2);
+        assert_eq!(named("STUCK (past the timeout)"), 1);
+        assert_eq!(named("oom_reaper woken"), 1);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["name"] == "process_name" && e["args"]["name"] == "memcg /sandbox")
+        );
+        assert!(events.iter().any(|e| e["name"] == "thread 43 exited"));
+        let stuck = events
+            .iter()
+            .find(|e| e["name"] == "STUCK (past the timeout)")
+            .unwrap();
+        assert_eq!(
+            stuck["dur"], 2_000_000.0,
+            "from kill+5 s to death at 7 s, in µs"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_dump_is_reported_with_what_was_read() {
+        let path = std::env::temp_dir().join(format!("oomtrace-replay-cut-{}", std::process::id()));
+        stuck_dump(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 30]).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert!(
+            matches!(r.problems[..], [DumpProblem::Truncated { .. }]),
+            "{:?}",
+            r.problems
+        );
+        assert!(text.contains("DUMP PROBLEM: truncated at byte"), "{text}");
+        assert_eq!(r.summary.kills, 2, "what was read is still judged");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -9,6 +9,8 @@ pub mod dump;
 pub mod event;
 pub mod forensics;
 pub mod layout;
+pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod plan;
 pub mod probes;

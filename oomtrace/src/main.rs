@@ -1,32 +1,39 @@
-use std::{collections::BTreeSet, io::Write as _, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use clap::{Args, Parser, Subcommand};
 use oomtrace::{
-    cgroups::MemcgPaths,
-    event::Event,
-    output::{self, Clock, Renderer},
+    dump,
+    live::{self, EXIT_STUCK, LiveOptions},
+    metrics,
     plan::{self, AttachType, Hook},
     probes::{LoadOptions, Probes},
-    session::{Live, Session, monotonic_now},
-    tracker::{Observability, Tracker, TrackerConfig},
+    report::{self, ReplayOptions},
+    session::Filter,
+    tracker::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
 };
 use serde_json::json;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-    sudo oomtrace                      # watch: the attach plan, then one line per OOM event
-    sudo oomtrace watch --json         # the same as JSON Lines (schema: docs/json.md)
-    sudo oomtrace check                # what can attach on this kernel, and why not
-    sudo oomtrace watch --forbid fentry,fexit   # force the kprobe fallback";
+    sudo oomtrace                          # watch: the attach plan, then OOM events and findings
+    sudo oomtrace check                    # what can attach on this kernel, and why not
+    sudo oomtrace watch --json             # JSON Lines (schema: docs/json.md)
+    sudo oomtrace record -o oom.dump       # watch and record a dump for a bug report
+    oomtrace report oom.dump --timeout 2   # replay it elsewhere, re-judged with a 2 s timeout
+    oomtrace report oom.dump --perfetto oom.json   # a timeline for ui.perfetto.dev
+    sudo oomtrace watch --metrics 9101 --on-stuck /usr/local/bin/page-oncall \\
+        --duration 3600 --fail-on-stuck    # canary: Prometheus, a hook, an exit code
+
+EXIT CODES:
+    0  ok
+    1  check: the kill path cannot be observed on this kernel
+    2  error (not root, BPF unavailable, bad arguments, unreadable dump)
+    3  watch/record --fail-on-stuck: at least one victim was flagged stuck";
 
 /// Watch the Linux OOM killer with eBPF: every memory-cgroup OOM, the kill decision, the
-/// victim's signal, the oom_reaper, and the victim's exit and release.
+/// victim's signal, the oom_reaper, and the victim's exit and release — and flag victims that
+/// are not dead within a timeout, with where they are stuck.
 #[derive(Parser)]
 #[command(version, after_help = EXAMPLES)]
 struct Cli {
@@ -39,8 +46,21 @@ enum Command {
     /// Check this host: root, BTF, tracefs, the memory cgroup controller, and what each hook
     /// attaches as here (or exactly why not). Exits 0 if the kill path can be observed.
     Check(CheckArgs),
-    /// Attach and print OOM events as they happen (the default command).
+    /// Attach and report OOM events and findings as they happen (the default command).
     Watch(WatchArgs),
+    /// Watch and record every event to a dump file (for bug reports; replay with `report`).
+    Record {
+        /// The dump file to write (created 0600: it names processes).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Compress the dump (gzip).
+        #[arg(long)]
+        compress: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
+    /// Replay a dump through the same tracker: the same findings, summary and histograms.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Default)]
@@ -58,6 +78,9 @@ struct WatchArgs {
     /// JSON Lines on stdout instead of text (schema: docs/json.md).
     #[arg(long)]
     json: bool,
+    /// Print findings only (kills, deaths, stuck victims…), not every kernel event.
+    #[arg(long)]
+    findings_only: bool,
     /// Attach types not to use, comma-separated (fentry,fexit,kprobe,kretprobe,tp_btf,raw_tp,tracepoint).
     #[arg(long, value_delimiter = ',', value_parser = parse_attach)]
     forbid: Vec<AttachType>,
@@ -66,11 +89,27 @@ struct WatchArgs {
     duration: Option<f64>,
     /// Flag a victim not dead this many seconds after its kill (default 5: the oom_reaper
     /// wakes at +2 s and gives up by ~+3.1 s; past that the kernel does nothing more for it).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_NS as f64 / 1e9)]
     timeout: f64,
     /// Report a dead victim whose zombie its parent has not reaped after this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RELEASE_TIMEOUT_NS as f64 / 1e9)]
     release_timeout: f64,
+    /// Serve Prometheus metrics at ADDR (PORT or :PORT bind to 127.0.0.1; IP:PORT as given).
+    #[arg(long, value_name = "ADDR", value_parser = metrics::parse_addr)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Run this executable once per flagged victim, with the details in OOMTRACE_* environment
+    /// variables (no shell, no arguments: see docs/canary.md).
+    #[arg(long, value_name = "PATH")]
+    on_stuck: Option<PathBuf>,
+    /// Exit with code 3 if any victim was flagged stuck (canary gate; use with --duration).
+    #[arg(long)]
+    fail_on_stuck: bool,
+    /// Report only victims in this memcg (a path as in /proc/PID/cgroup) or below it.
+    #[arg(long, value_name = "PATH")]
+    memcg: Option<String>,
+    /// Report only this process.
+    #[arg(long)]
+    pid: Option<u32>,
     /// Report every process exit on the host, not only victims' (debugging, benchmarks).
     #[arg(long, hide = true)]
     trace_all_exits: bool,
@@ -78,15 +117,40 @@ struct WatchArgs {
 
 impl Default for WatchArgs {
     fn default() -> Self {
-        WatchArgs {
-            json: false,
-            forbid: Vec::new(),
-            duration: None,
-            timeout: 5.0,
-            release_timeout: 10.0,
-            trace_all_exits: false,
-        }
+        WatchArgs::parse_from_default()
     }
+}
+
+impl WatchArgs {
+    fn parse_from_default() -> Self {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            w: WatchArgs,
+        }
+        Wrap::parse_from(["oomtrace"]).w
+    }
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The dump to replay.
+    file: PathBuf,
+    /// Re-judge with this timeout (seconds) instead of the recorded one.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Re-judge zombie release with this timeout (seconds).
+    #[arg(long, value_name = "SECONDS")]
+    release_timeout: Option<f64>,
+    /// JSON Lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Print every recorded event too, not only findings.
+    #[arg(long)]
+    events: bool,
+    /// Also write a timeline (Chrome trace-event JSON; open it in ui.perfetto.dev).
+    #[arg(long, value_name = "OUT.json")]
+    perfetto: Option<PathBuf>,
 }
 
 fn parse_attach(s: &str) -> Result<AttachType, String> {
@@ -96,18 +160,24 @@ fn parse_attach(s: &str) -> Result<AttachType, String> {
     })
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check(args)) => check(&args),
-        Some(Command::Watch(args)) => watch(&args),
-        None => watch(&WatchArgs::default()),
+        Some(Command::Watch(args)) => watch(&args, None),
+        Some(Command::Record {
+            output,
+            compress,
+            watch: args,
+        }) => watch(&args, Some((output, compress))),
+        Some(Command::Report(args)) => report(&args),
+        None => watch(&WatchArgs::default(), None),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("oomtrace: error: {e:#}");
-            std::process::ExitCode::from(2)
+            ExitCode::from(2)
         }
     }
 }
@@ -119,7 +189,7 @@ fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> 
     })
 }
 
-fn check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let probes = load(&args.forbid, false)?;
     let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
@@ -127,7 +197,8 @@ fn check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.json {
         println!(
             "{}",
-            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path })
+            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
+                    "attach_ms": probes.attach_time.as_secs_f64() * 1e3 })
         );
     } else {
         let env = &probes.env;
@@ -164,33 +235,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(if kill_path {
-        std::process::ExitCode::SUCCESS
+        ExitCode::SUCCESS
     } else {
-        std::process::ExitCode::from(1)
+        ExitCode::from(1)
     })
-}
-
-fn watch(args: &WatchArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut probes = load(&args.forbid, args.trace_all_exits)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(watch_loop(&mut probes, args))?;
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn observability(probes: &Probes) -> Observability {
-    let on = |h| probes.hook(h).attached();
-    Observability {
-        oom_invoke: on(Hook::OomInvoke),
-        oom_kill: on(Hook::OomKill),
-        signal: on(Hook::KernelSigkill),
-        mark_victim: on(Hook::MarkVictim),
-        reaper: on(Hook::WakeReaper),
-        exit: on(Hook::TaskExit),
-        free: on(Hook::TaskFree),
-    }
 }
 
 fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {
@@ -201,105 +249,83 @@ fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {
     Ok((s * 1e9) as u64)
 }
 
-async fn watch_loop(probes: &mut Probes, args: &WatchArgs) -> anyhow::Result<()> {
-    let tracker = Tracker::new(TrackerConfig {
+fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<ExitCode> {
+    if let Some(p) = &args.on_stuck {
+        anyhow::ensure!(
+            p.is_file(),
+            "--on-stuck {}: no such executable (give the path of a program; it gets the details in \
+             OOMTRACE_* environment variables)",
+            p.display()
+        );
+    }
+    let opts = LiveOptions {
+        json: args.json,
+        duration: args
+            .duration
+            .map(|s| seconds_ns(s, "--duration").map(Duration::from_nanos))
+            .transpose()?,
         timeout_ns: seconds_ns(args.timeout, "--timeout")?,
         release_timeout_ns: seconds_ns(args.release_timeout, "--release-timeout")?,
-        observability: observability(probes),
-        ..TrackerConfig::default()
-    });
-    let ring = probes.take_ring()?;
-    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with the runtime")?;
-    let memory = probes.env.memory_controller.clone();
-    let renderer = Renderer {
-        clock: Clock::now(),
-        memcgs: MemcgPaths::new(memory.as_ref()),
-        page_kb: 1u64 << probes.layout.config.page_kb_shift,
+        compress: record.as_ref().is_some_and(|r| r.1),
+        record: record.map(|r| r.0),
+        metrics: args.metrics,
+        on_stuck: args.on_stuck.clone(),
+        filter: Filter {
+            memcg: args.memcg.clone(),
+            pid: args.pid,
+        },
+        quiet_events: args.findings_only,
     };
-    let live = Live {
-        proc_root: "/proc".into(),
-        memcg_root: memory.map(|m| m.mount),
-    };
-    let out = std::io::BufWriter::new(std::io::stdout());
-    let mut session = Session::new(renderer, tracker, args.json, Some(live), out);
-    if args.json {
-        let header = json!({
-            "type": "plan", "schema": output::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
-            "environment": probes.env, "plan": probes.plan,
-            "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
-            "timeout_s": args.timeout, "release_timeout_s": args.release_timeout,
-        });
-        writeln!(session.out, "{header}")?;
+    let mut probes = load(&args.forbid, args.trace_all_exits)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(live::run(&mut probes, &opts))?;
+    Ok(if args.fail_on_stuck && outcome.flagged > 0 {
+        ExitCode::from(EXIT_STUCK)
     } else {
-        writeln!(
-            session.out,
-            "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after              the kill; times are UTC",
-            env!("CARGO_PKG_VERSION"),
-            probes.env.kernel,
-            probes.attach_time.as_secs_f64() * 1e3,
-            args.timeout
-        )?;
-        write!(session.out, "{}", plan::render(&probes.plan))?;
-        if !probes.hook(Hook::OomInvoke).attached() {
-            writeln!(
-                session.out,
-                "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
-                 livelock signature cannot be observed"
-            )?;
-        }
-    }
-    session.out.flush()?;
-
-    // Ticks drive the stuck timeouts: 50 ms keeps a flag within ~50 ms of its deadline.
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    let until = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut session)?;
-                guard.clear_ready();
-            }
-            _ = tick.tick() => {
-                drain(ring.get_mut(), &mut session)?;
-                session.lost(probes.lost_events()?)?;
-                session.tick(monotonic_now())?;
-            }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            () = &mut until => break,
-        }
-    }
-    drain(ring.get_mut(), &mut session)?;
-    session.lost(probes.lost_events()?)?;
-    session.finish(monotonic_now())?;
-    Ok(())
+        ExitCode::SUCCESS
+    })
 }
 
-fn drain<W: std::io::Write>(
-    ring: &mut RingBuf<MapData>,
-    session: &mut Session<W>,
-) -> anyhow::Result<()> {
-    while let Some(item) = ring.next() {
-        match Event::decode(&item) {
-            Ok(ev) => session.event(&ev)?,
-            Err(e) => eprintln!("oomtrace: skipping an undecodable record: {e}"),
-        }
+fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let mut reader = dump::Reader::open(&args.file)
+        .with_context(|| format!("opening the dump {}", args.file.display()))?;
+    let opts = ReplayOptions {
+        timeout_ns: args
+            .timeout
+            .map(|s| seconds_ns(s, "--timeout"))
+            .transpose()?,
+        release_timeout_ns: args
+            .release_timeout
+            .map(|s| seconds_ns(s, "--release-timeout"))
+            .transpose()?,
+        json: args.json,
+        events: args.events,
+    };
+    let stdout = std::io::stdout();
+    let replay = report::replay(&mut reader, &opts, std::io::BufWriter::new(stdout.lock()))?;
+    if let Some(path) = &args.perfetto {
+        let timeout = opts
+            .timeout_ns
+            .or_else(|| replay.header.as_ref()?["options"]["timeout_ns"].as_u64())
+            .unwrap_or(DEFAULT_TIMEOUT_NS);
+        report::write_perfetto(&replay, timeout, path)?;
+        eprintln!(
+            "timeline written to {} (open it in ui.perfetto.dev)",
+            path.display()
+        );
     }
-    Ok(())
+    let unreadable = replay.problems.iter().any(|p| {
+        matches!(
+            p,
+            dump::DumpProblem::BadMagic | dump::DumpProblem::Version(_)
+        )
+    });
+    Ok(if unreadable {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

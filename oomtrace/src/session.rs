@@ -9,11 +9,80 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    event::Event,
+    event::{Event, Payload},
     forensics,
     output::{Renderer, clock_ns, rfc3339, time_of_day},
     tracker::{Finding, Summary, Tracker},
 };
+
+/// `--memcg PATH` / `--pid PID`: report only what concerns them.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// A memcg path; its descendants match too.
+    pub memcg: Option<String>,
+    pub pid: Option<u32>,
+}
+
+impl Filter {
+    fn active(&self) -> bool {
+        self.memcg.is_some() || self.pid.is_some()
+    }
+
+    fn memcg_ok(&self, path: Option<&str>) -> bool {
+        match &self.memcg {
+            None => true,
+            Some(want) => {
+                let want = want.trim_end_matches('/');
+                path.is_some_and(|p| {
+                    p == want || p.starts_with(&format!("{want}/")) || want.is_empty()
+                })
+            }
+        }
+    }
+
+    fn pid_ok(&self, pid: u32) -> bool {
+        self.pid.is_none_or(|p| p == pid)
+    }
+}
+
+/// The process an event is about.
+fn event_pid(ev: &Event) -> u32 {
+    match ev.payload {
+        Payload::OomKill(p) => p.chosen_tgid,
+        Payload::MarkVictim(p) => {
+            if p.tgid != 0 {
+                p.tgid
+            } else {
+                p.pid
+            }
+        }
+        Payload::KernelSigkill(p) => {
+            if p.target_tgid != 0 {
+                p.target_tgid
+            } else {
+                p.target_pid
+            }
+        }
+        Payload::WakeReaper(r)
+        | Payload::StartReaping(r)
+        | Payload::FinishReaping(r)
+        | Payload::SkipReaping(r) => r.pid,
+        Payload::TaskFree(p) => p.pid,
+        Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => ev.header.tgid,
+    }
+}
+
+/// The memcg an event names, if it names one.
+pub fn event_memcg(ev: &Event) -> Option<u64> {
+    match ev.payload {
+        Payload::OomInvoke(p) => Some(p.memcg_id),
+        Payload::OomKill(p) => Some(p.memcg_id),
+        Payload::MarkVictim(p) if p.fields & oomtrace_common::victim_fields::TASK != 0 => {
+            Some(p.memcg_id)
+        }
+        _ => None,
+    }
+}
 
 /// Where forensics come from: the live system, or nowhere (replays).
 pub struct Live {
@@ -31,6 +100,9 @@ pub struct Session<W: Write> {
     pub out: W,
     /// Keep every finding in `kept` (replays).
     pub keep_findings: bool,
+    pub filter: Filter,
+    /// Victims that matched the filter: their events are shown too.
+    of_interest: std::collections::HashSet<u32>,
     pub kept: Vec<Finding>,
     lost_reported: u64,
     findings: Vec<Finding>,
@@ -52,14 +124,52 @@ impl<W: Write> Session<W> {
             live,
             out,
             keep_findings: false,
+            filter: Filter::default(),
+            of_interest: std::collections::HashSet::new(),
             kept: Vec::new(),
             lost_reported: 0,
             findings: Vec::new(),
         }
     }
 
+    fn shows_event(&mut self, ev: &Event) -> bool {
+        if !self.filter.active() {
+            return true;
+        }
+        let pid = event_pid(ev);
+        if self.of_interest.contains(&pid) {
+            return true;
+        }
+        let memcg = event_memcg(ev).and_then(|id| self.renderer.memcgs.path(id));
+        let memcg_ok = self.filter.memcg.is_none()
+            || (event_memcg(ev).is_some() && self.filter.memcg_ok(memcg.as_deref()));
+        memcg_ok && self.filter.pid_ok(pid)
+    }
+
+    fn shows_finding(&mut self, f: &Finding) -> bool {
+        if !self.filter.active() {
+            return true;
+        }
+        let memcg = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
+        let pid = match f {
+            Finding::Killed { victim }
+            | Finding::Dead { victim, .. }
+            | Finding::Stuck { victim, .. }
+            | Finding::Unobservable { victim, .. }
+            | Finding::NotReleased { victim, .. }
+            | Finding::Released { victim, .. } => Some(victim.key.tgid),
+            Finding::Livelock { victim, .. } => Some(victim.tgid),
+        };
+        let ok =
+            self.filter.memcg_ok(memcg.as_deref()) && pid.is_none_or(|p| self.filter.pid_ok(p));
+        if ok && let Some(p) = pid {
+            self.of_interest.insert(p);
+        }
+        ok
+    }
+
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
-        if self.events {
+        if self.events && self.shows_event(ev) {
             if self.json {
                 let line = self.renderer.json(ev);
                 writeln!(self.out, "{line}")?;
@@ -128,6 +238,9 @@ impl<W: Write> Session<W> {
 
     fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {
         for f in found.drain(..) {
+            if !self.shows_finding(&f) {
+                continue;
+            }
             self.finding(&f, at_ns)?;
             if self.keep_findings {
                 self.kept.push(f);

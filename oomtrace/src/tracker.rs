@@ -535,6 +535,8 @@ pub struct Tracker {
     pending_kills: Vec<PendingKill>,
     last_mark_by: HashMap<u32, LastMark>,
     invocations: HashMap<u64, u64>,
+    /// Victims created by the event being applied, announced after it.
+    announce: Vec<VictimKey>,
     lost: u64,
     summary: Summary,
     h_dead: Histogram<u64>,
@@ -559,6 +561,7 @@ impl Tracker {
             pending_kills: Vec::new(),
             last_mark_by: HashMap::new(),
             invocations: HashMap::new(),
+            announce: Vec::new(),
             lost: 0,
             summary: Summary {
                 livelock_observable: cfg.observability.oom_invoke,
@@ -668,12 +671,7 @@ impl Tracker {
     }
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
-    fn victim_entry(
-        &mut self,
-        key: VictimKey,
-        comm: String,
-        out: &mut Vec<Finding>,
-    ) -> &mut Victim {
+    fn victim_entry(&mut self, key: VictimKey, comm: String) -> &mut Victim {
         let existing = self
             .victims
             .keys()
@@ -695,10 +693,8 @@ impl Tracker {
                 v.lost_at_kill = self.lost;
                 self.victims.insert(key, v);
                 self.evict_if_full();
-                let v = self.victims.get(&key).expect("inserted");
-                out.push(Finding::Killed {
-                    victim: Box::new(v.clone()),
-                });
+                // Announced once the event that created it has filled it in (see `apply`).
+                self.announce.push(key);
                 key
             }
         };
@@ -706,6 +702,17 @@ impl Tracker {
     }
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        self.apply_event(ev, out);
+        for key in std::mem::take(&mut self.announce) {
+            if let Some(v) = self.victims.get(&key) {
+                out.push(Finding::Killed {
+                    victim: Box::new(v.clone()),
+                });
+            }
+        }
+    }
+
+    fn apply_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let h = ev.header;
         let ts = h.ts_ns;
         match ev.payload {
@@ -722,7 +729,7 @@ impl Tracker {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
                 };
-                let v = self.victim_entry(key, cstr(&p.chosen_comm), out);
+                let v = self.victim_entry(key, cstr(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
                 v.memcg_id = Some(p.memcg_id);
                 v.trigger = Some(Self::task(&h));
@@ -733,8 +740,8 @@ impl Tracker {
                     message: cstr(&p.message),
                 });
             }
-            Payload::KernelSigkill(p) => self.on_sigkill(ev, &p, out),
-            Payload::MarkVictim(p) => self.on_mark(ev, &p, out),
+            Payload::KernelSigkill(p) => self.on_sigkill(ev, &p),
+            Payload::MarkVictim(p) => self.on_mark(ev, &p),
             Payload::WakeReaper(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.timeline.reaper_woken.get_or_insert(ts);
@@ -794,12 +801,7 @@ impl Tracker {
         }
     }
 
-    fn on_sigkill(
-        &mut self,
-        ev: &Event,
-        p: &oomtrace_common::KernelSigkill,
-        out: &mut Vec<Finding>,
-    ) {
+    fn on_sigkill(&mut self, ev: &Event, p: &oomtrace_common::KernelSigkill) {
         let h = ev.header;
         let tgid = if p.target_tgid != 0 {
             p.target_tgid
@@ -826,7 +828,7 @@ impl Tracker {
                 start_ns: p.target_start_ns,
             };
             let primary = self.victims.get(&last.victim).cloned();
-            let v = self.victim_entry(key, target.comm.clone(), out);
+            let v = self.victim_entry(key, target.comm.clone());
             v.timeline.sigkill.get_or_insert(h.ts_ns);
             v.killed_with = Some(last.victim);
             if let Some(primary) = primary {
@@ -846,7 +848,7 @@ impl Tracker {
         });
     }
 
-    fn on_mark(&mut self, ev: &Event, p: &oomtrace_common::MarkVictim, out: &mut Vec<Finding>) {
+    fn on_mark(&mut self, ev: &Event, p: &oomtrace_common::MarkVictim) {
         let h = ev.header;
         let has = |bit| p.fields & bit != 0;
         // The pending SIGKILL this mark belongs to (same target, same sender).
@@ -876,7 +878,7 @@ impl Tracker {
                 .unwrap_or_default()
         };
         let trigger = Self::task(&h);
-        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone(), out);
+        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone());
         if v.comm.is_empty() {
             v.comm = comm;
         }

@@ -413,9 +413,16 @@ pub struct Watch {
 impl Watch {
     /// Starts the watcher with extra arguments and waits until it printed its plan (attached).
     pub fn start(extra: &[&str]) -> Watch {
+        let mut args = vec!["watch", "--json"];
+        args.extend_from_slice(extra);
+        Watch::start_cmd(&args, &[])
+    }
+
+    /// Starts `oomtrace ARGS` (which must print JSON Lines) with extra environment variables.
+    pub fn start_cmd(args: &[&str], env: &[(&str, &str)]) -> Watch {
         let mut child = Command::new(oomtrace_bin())
-            .args(["watch", "--json"])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting oomtrace");
@@ -481,9 +488,14 @@ impl Watch {
     }
 
     /// Stops the watcher with SIGTERM and returns its exit status code.
-    pub fn stop(mut self) -> Option<i32> {
+    pub fn stop(self) -> Option<i32> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Stops the watcher with a signal; returns its exit code (None if killed by a signal).
+    pub fn stop_with(mut self, sig: i32) -> Option<i32> {
         // SAFETY: our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
         let status = self.child.wait().ok();
         if let Some(r) = self.reader.take() {
             let _ = r.join();

@@ -1,0 +1,402 @@
+//! The live loop of `watch` and `record`: ring buffer → session (print, track, flag) → dump,
+//! metrics and the on-stuck hook; ticks for timeouts; clean shutdown on SIGINT/SIGTERM.
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _, Interest, unix::AsyncFd},
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cgroups::MemcgPaths,
+    dump,
+    event::Event,
+    forensics,
+    metrics::Metrics,
+    output::{self, Clock, Renderer},
+    plan::{self, Hook},
+    probes::Probes,
+    session::{Filter, Live, Session, monotonic_now},
+    tracker::{Finding, Observability, Tracker, TrackerConfig},
+};
+
+/// Exit code of `watch --fail-on-stuck` when a victim was flagged.
+pub const EXIT_STUCK: u8 = 3;
+
+/// What the live loop does besides printing.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOptions {
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub timeout_ns: u64,
+    pub release_timeout_ns: u64,
+    pub record: Option<PathBuf>,
+    pub compress: bool,
+    pub metrics: Option<SocketAddr>,
+    pub on_stuck: Option<PathBuf>,
+    pub filter: Filter,
+    /// Print findings only, not every event.
+    pub quiet_events: bool,
+}
+
+/// How the run ended.
+pub struct Outcome {
+    pub flagged: u64,
+}
+
+pub fn observability(probes: &Probes) -> Observability {
+    let on = |h| probes.hook(h).attached();
+    Observability {
+        oom_invoke: on(Hook::OomInvoke),
+        oom_kill: on(Hook::OomKill),
+        signal: on(Hook::KernelSigkill),
+        mark_victim: on(Hook::MarkVictim),
+        reaper: on(Hook::WakeReaper),
+        exit: on(Hook::TaskExit),
+        free: on(Hook::TaskFree),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().into())
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().into())
+}
+
+struct Runner<W: std::io::Write> {
+    session: Session<W>,
+    dump: Option<dump::Writer>,
+    recorded_memcgs: BTreeSet<u64>,
+    metrics: Option<Metrics>,
+    on_stuck: Option<PathBuf>,
+    hooks_running: Vec<Child>,
+    flagged: u64,
+    memcg_root: Option<PathBuf>,
+}
+
+impl<W: std::io::Write> Runner<W> {
+    fn raw_event(&mut self, raw: &[u8]) -> anyhow::Result<()> {
+        let ev = match Event::decode(raw) {
+            Ok(ev) => ev,
+            Err(e) => {
+                eprintln!("oomtrace: skipping an undecodable record: {e}");
+                return Ok(());
+            }
+        };
+        let memcg = crate::session::event_memcg(&ev);
+        let path = memcg.and_then(|id| self.session.renderer.memcgs.path(id));
+        if let Some(d) = &mut self.dump {
+            if let (Some(id), Some(p)) = (memcg, &path)
+                && self.recorded_memcgs.insert(id)
+            {
+                d.memcg(id, p).context("writing the dump")?;
+            }
+            d.event(raw).context("writing the dump")?;
+        }
+        if let Some(m) = &mut self.metrics {
+            m.event(&ev, path);
+        }
+        self.session.event(&ev)?;
+        self.after_findings()
+    }
+
+    fn after_findings(&mut self) -> anyhow::Result<()> {
+        for f in std::mem::take(&mut self.session.kept) {
+            let memcg = f
+                .memcg_id()
+                .and_then(|id| self.session.renderer.memcgs.path(id));
+            if let Some(m) = &mut self.metrics {
+                m.finding(&f, memcg.clone());
+            }
+            if let Finding::Stuck { .. } = f {
+                self.flagged += 1;
+                self.run_hook(&f, memcg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the on-stuck command once per flagged victim, details in the environment (never
+    /// through a shell). It runs in the background; children are reaped on ticks.
+    fn run_hook(&mut self, f: &Finding, memcg: Option<String>) {
+        let (
+            Some(cmd),
+            Finding::Stuck {
+                victim,
+                stage,
+                since_kill_ns,
+                ..
+            },
+        ) = (&self.on_stuck, f)
+        else {
+            return;
+        };
+        let fx = forensics::collect(
+            std::path::Path::new("/proc"),
+            victim.key.tgid,
+            self.memcg_root.as_deref(),
+        );
+        let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut detail {
+            m.insert(
+                "forensics".into(),
+                serde_json::to_value(&fx).unwrap_or(Value::Null),
+            );
+        }
+        let spawned = Command::new(cmd)
+            .env("OOMTRACE_FINDING", "stuck")
+            .env("OOMTRACE_PID", victim.key.tgid.to_string())
+            .env("OOMTRACE_COMM", &victim.comm)
+            .env("OOMTRACE_MEMCG", memcg.unwrap_or_default())
+            .env(
+                "OOMTRACE_MEMCG_ID",
+                victim.memcg_id.unwrap_or(0).to_string(),
+            )
+            .env("OOMTRACE_STAGE", format!("{stage:?}"))
+            .env("OOMTRACE_STAGE_TEXT", stage.to_string())
+            .env(
+                "OOMTRACE_SINCE_KILL_SECONDS",
+                format!("{:.3}", *since_kill_ns as f64 / 1e9),
+            )
+            .env("OOMTRACE_STATE", fx.state.unwrap_or_default())
+            .env(
+                "OOMTRACE_PPID",
+                fx.ppid.map(|p| p.to_string()).unwrap_or_default(),
+            )
+            .env("OOMTRACE_JSON", detail.to_string())
+            .stdin(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => self.hooks_running.push(child),
+            Err(e) => eprintln!("oomtrace: --on-stuck {}: cannot run: {e}", cmd.display()),
+        }
+    }
+
+    fn reap_hooks(&mut self) {
+        self.hooks_running
+            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+}
+
+/// Runs until SIGINT/SIGTERM or `duration`.
+pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outcome> {
+    let tracker = Tracker::new(TrackerConfig {
+        timeout_ns: opts.timeout_ns,
+        release_timeout_ns: opts.release_timeout_ns,
+        observability: observability(probes),
+        ..TrackerConfig::default()
+    });
+    let memory = probes.env.memory_controller.clone();
+    let clock = Clock::now();
+    let page_kb = 1u64 << probes.layout.config.page_kb_shift;
+    let renderer = Renderer {
+        clock,
+        memcgs: MemcgPaths::new(memory.as_ref()),
+        page_kb,
+    };
+    let memcg_root = memory.map(|m| m.mount);
+    let live = Live {
+        proc_root: "/proc".into(),
+        memcg_root: memcg_root.clone(),
+    };
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
+    session.keep_findings = true;
+    session.events = !opts.quiet_events;
+    session.filter = opts.filter.clone();
+
+    let header = json!({
+        "type": "plan", "schema": output::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
+        "environment": probes.env, "plan": probes.plan,
+        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+        "timeout_s": opts.timeout_ns as f64 / 1e9,
+        "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
+    });
+    let dump = match &opts.record {
+        Some(path) => {
+            let h = json!({
+                "format": dump::FORMAT_VERSION, "version": env!("CARGO_PKG_VERSION"),
+                "hostname": hostname(), "kernel": probes.env.kernel, "boot_id": boot_id(),
+                "plan": probes.plan, "environment": probes.env, "page_kb": page_kb,
+                "options": {"timeout_ns": opts.timeout_ns, "release_timeout_ns": opts.release_timeout_ns},
+                "clock": {"realtime_offset_ns": i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
+                          "monotonic_ns_at_start": monotonic_now()},
+            });
+            Some(
+                dump::Writer::create(path, opts.compress, &h)
+                    .with_context(|| format!("creating the dump {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let listener = match opts.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {addr}"))?,
+        ),
+        None => None,
+    };
+    let header = match (&listener, header) {
+        (Some(l), Value::Object(mut m)) => {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            m.insert("metrics_addr".into(), addr.into());
+            Value::Object(m)
+        }
+        (_, h) => h,
+    };
+    let mut runner = Runner {
+        session,
+        dump,
+        recorded_memcgs: BTreeSet::new(),
+        metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
+        on_stuck: opts.on_stuck.clone(),
+        hooks_running: Vec::new(),
+        flagged: 0,
+        memcg_root,
+    };
+    {
+        let out = &mut runner.session.out;
+        if opts.json {
+            writeln!(out, "{header}")?;
+        } else {
+            writeln!(
+                out,
+                "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after \
+                 the kill; times are UTC",
+                env!("CARGO_PKG_VERSION"),
+                probes.env.kernel,
+                probes.attach_time.as_secs_f64() * 1e3,
+                opts.timeout_ns as f64 / 1e9
+            )?;
+            write!(out, "{}", plan::render(&probes.plan))?;
+            if !probes.hook(Hook::OomInvoke).attached() {
+                writeln!(
+                    out,
+                    "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
+                     livelock signature cannot be observed"
+                )?;
+            }
+            if let (Some(l), Some(addr)) = (&listener, opts.metrics) {
+                let bound = l.local_addr().unwrap_or(addr);
+                writeln!(out, "metrics: http://{bound}/metrics")?;
+            }
+            if let Some(p) = &opts.record {
+                writeln!(out, "recording to {}", p.display())?;
+            }
+        }
+        out.flush()?;
+    }
+
+    let ring = probes.take_ring()?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the ring buffer with the runtime")?;
+    // Ticks drive the stuck timeouts: 50 ms keeps a flag within ~60 ms of its deadline.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let until = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    let accept = async |l: &Option<TcpListener>| match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    };
+    let mut last_sync = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the ring buffer")?;
+                drain(guard.get_inner_mut(), &mut runner)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                drain(ring.get_mut(), &mut runner)?;
+                let lost = probes.lost_events()?;
+                if let Some(d) = &mut runner.dump {
+                    if lost > 0 { d.lost(lost)?; }
+                    d.flush()?;
+                    if last_sync.elapsed() >= Duration::from_secs(5) {
+                        d.summary(&json!(runner.session.tracker.summary()))?;
+                        d.sync()?;
+                        last_sync = tokio::time::Instant::now();
+                    }
+                }
+                runner.session.lost(lost)?;
+                runner.session.tick(monotonic_now())?;
+                runner.after_findings()?;
+                runner.reap_hooks();
+            }
+            conn = accept(&listener) => {
+                if let Ok((mut stream, _)) = conn {
+                    let body = runner.metrics.as_ref().map(|m| m.render(&runner.session.tracker.summary())).unwrap_or_default();
+                    tokio::spawn(async move {
+                        let mut req = [0u8; 2048];
+                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await;
+                        let resp = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(resp.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    });
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            () = &mut until => break,
+        }
+    }
+    drain(ring.get_mut(), &mut runner)?;
+    let lost = probes.lost_events()?;
+    runner.session.lost(lost)?;
+    let end = monotonic_now();
+    let summary = runner.session.finish(end)?;
+    runner.after_findings()?;
+    if let Some(mut d) = runner.dump.take() {
+        if lost > 0 {
+            d.lost(lost)?;
+        }
+        d.summary(&json!(summary))?;
+        d.finish(end).context("closing the dump")?;
+    }
+    Ok(Outcome {
+        flagged: runner.flagged,
+    })
+}
+
+fn drain<W: std::io::Write>(
+    ring: &mut RingBuf<MapData>,
+    runner: &mut Runner<W>,
+) -> anyhow::Result<()> {
+    while let Some(item) = ring.next() {
+        let raw = item.to_vec();
+        drop(item);
+        runner.raw_event(&raw)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Prometheus text exposition for canary mode (`watch --metrics ADDR`).
+//!
+//! Counts come from findings and events as the session sees them; memcg labels are capped so
+//! a host with thousands of cgroups cannot grow the scrape without bound.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{
+    event::{Event, Payload},
+    plan::HookPlan,
+    tracker::{Finding, Summary},
+};
+
+/// Distinct memcg label values kept; the rest are counted under `memcg="other"`.
+const MAX_MEMCG_LABELS: usize = 500;
+/// kill→dead histogram buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    invocations: BTreeMap<String, u64>,
+    kills: BTreeMap<String, u64>,
+    dead: u64,
+    released: u64,
+    flagged: u64,
+    livelocks: u64,
+    bucket_counts: [u64; BUCKETS.len()],
+    dead_count: u64,
+    dead_sum_s: f64,
+    hooks: Vec<(String, String)>,
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, label: String) {
+    let label = if map.contains_key(&label) || map.len() < MAX_MEMCG_LABELS {
+        label
+    } else {
+        "other".to_string()
+    };
+    *map.entry(label).or_default() += 1;
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn new(plan: &[HookPlan]) -> Metrics {
+        Metrics {
+            hooks: plan
+                .iter()
+                .map(|p| {
+                    let hook = serde_json::to_value(p.hook)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    (hook, p.attach.map_or("none", |a| a.name()).to_string())
+                })
+                .collect(),
+            ..Metrics::default()
+        }
+    }
+
+    /// Counts an event (`memcg` is its memcg's path, if it names one).
+    pub fn event(&mut self, ev: &Event, memcg: Option<String>) {
+        if let Payload::OomInvoke(_) = ev.payload {
+            bump(
+                &mut self.invocations,
+                memcg.unwrap_or_else(|| "unknown".into()),
+            );
+        }
+    }
+
+    pub fn finding(&mut self, f: &Finding, memcg: Option<String>) {
+        let memcg = || memcg.clone().unwrap_or_else(|| "unknown".into());
+        match f {
+            Finding::Killed { .. } => bump(&mut self.kills, memcg()),
+            Finding::Dead {
+                kill_to_dead_ns, ..
+            } => {
+                self.dead += 1;
+                let s = *kill_to_dead_ns as f64 / 1e9;
+                self.dead_count += 1;
+                self.dead_sum_s += s;
+                for (i, le) in BUCKETS.iter().enumerate() {
+                    if s <= *le {
+                        self.bucket_counts[i] += 1;
+                    }
+                }
+            }
+            Finding::Released { .. } => self.released += 1,
+            Finding::Stuck { .. } => self.flagged += 1,
+            Finding::Livelock { .. } => self.livelocks += 1,
+            Finding::Unobservable { .. } | Finding::NotReleased { .. } => {}
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, summary: &Summary) -> String {
+        let mut s = String::new();
+        let mut family = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            s.len()
+        };
+        let _ = family(
+            "oomtrace_oom_invocations_total",
+            "counter",
+            "Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.",
+        );
+        for (m, n) in &self.invocations {
+            let _ = writeln!(
+                s,
+                "oomtrace_oom_invocations_total{{memcg=\"{}\"}} {n}",
+                escape(m)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP oomtrace_kills_total OOM kills (victims), per memcg.\n# TYPE oomtrace_kills_total counter"
+        );
+        for (m, n) in &self.kills {
+            let _ = writeln!(s, "oomtrace_kills_total{{memcg=\"{}\"}} {n}", escape(m));
+        }
+        let scalar = |s: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        scalar(
+            &mut s,
+            "oomtrace_victims_stuck",
+            "gauge",
+            "Victims flagged as not dead within the timeout and still not dead.",
+            summary.stuck_now,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_victims_flagged_total",
+            "counter",
+            "Victims ever flagged as stuck.",
+            self.flagged,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_victims_dead_total",
+            "counter",
+            "Victims whose last thread exited.",
+            self.dead,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_victims_released_total",
+            "counter",
+            "Victims whose zombie was reaped.",
+            self.released,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_victims_not_released",
+            "gauge",
+            "Dead victims whose parent has not reaped the zombie past the release timeout.",
+            summary.not_released_now,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_livelocks_total",
+            "counter",
+            "Memcgs that kept hitting OOM while a victim was stuck.",
+            self.livelocks,
+        );
+        scalar(
+            &mut s,
+            "oomtrace_lost_events_total",
+            "counter",
+            "Events lost because the ring buffer was full.",
+            summary.lost_events,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP oomtrace_kill_to_dead_seconds Time from the kill to the victim's last thread exiting.\n# TYPE oomtrace_kill_to_dead_seconds histogram"
+        );
+        for (le, n) in BUCKETS.iter().zip(self.bucket_counts) {
+            let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            s,
+            "oomtrace_kill_to_dead_seconds_bucket{{le=\"+Inf\"}} {}",
+            self.dead_count
+        );
+        let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_sum {}", self.dead_sum_s);
+        let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_count {}", self.dead_count);
+        let _ = writeln!(
+            s,
+            "# HELP oomtrace_hook_attached 1 if the hook attached, with the attach type used (none: not observable here).\n# TYPE oomtrace_hook_attached gauge"
+        );
+        for (hook, attach) in &self.hooks {
+            let v = u8::from(attach != "none");
+            let _ = writeln!(
+                s,
+                "oomtrace_hook_attached{{hook=\"{hook}\",attach=\"{attach}\"}} {v}"
+            );
+        }
+        s
+    }
+}
+
+/// Parses `--metrics ADDR`: a bare port or `:PORT` binds to loopback.
+pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    let port = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(p) = port.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    s.parse()
+        .map_err(|e| format!("`{s}` is not an address (PORT, :PORT or IP:PORT): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_default_to_loopback() {
+        assert_eq!(parse_addr("9101").unwrap().to_string(), "127.0.0.1:9101");
+        assert_eq!(parse_addr(":9101").unwrap().to_string(), "127.0.0.1:9101");
+        assert_eq!(
+            parse_addr("0.0.0.0:9101").unwrap().to_string(),
+            "0.0.0.0:9101"
+        );
+        assert!(parse_addr("localhost").is_err());
+    }
+
+    #[test]
+    fn exposition_is_well_formed() {
+        let mut m = Metrics::default();
+        for i in 0..(MAX_MEMCG_LABELS + 5) {
+            bump(&mut m.kills, format!("/cg{i}"));
+        }
+        bump(&mut m.kills, "/we\"ird".into());
+        let text = m.render(&Summary::default());
+        assert!(
+            text.contains("oomtrace_kills_total{memcg=\"other\"} 6"),
+            "label cap"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').expect("name value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(name.starts_with("oomtrace_"), "{line}");
+        }
+        assert!(text.contains("oomtrace_kill_to_dead_seconds_bucket{le=\"+Inf\"} 0"));
+    }
+}

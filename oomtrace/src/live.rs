@@ -23,13 +23,13 @@ use crate::{
     cgroups::MemcgPaths,
     dump,
     event::Event,
-    forensics,
+    inspect,
+    lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     metrics::Metrics,
     output::{self, Clock, Renderer},
     plan::{self, Hook},
     probes::Probes,
     session::{Filter, Live, Session, monotonic_now},
-    tracker::{Finding, Observability, Tracker, TrackerConfig},
 };
 
 /// Exit code of `watch --fail-on-stuck` when a victim was flagged.
@@ -147,7 +147,7 @@ impl<W: std::io::Write> Runner<W> {
         else {
             return;
         };
-        let fx = forensics::collect(
+        let fx = inspect::collect(
             std::path::Path::new("/proc"),
             victim.key.tgid,
             self.memcg_root.as_deref(),

@@ -4,13 +4,13 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oomtrace::{
     dump,
+    lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     metrics,
     plan::{self, AttachType, Hook},
     probes::{LoadOptions, Probes},
     report::{self, ReplayOptions},
     session::Filter,
-    tracker::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
 };
 use serde_json::json;
 

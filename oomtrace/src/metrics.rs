@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     event::{Event, Payload},
+    lifecycle::{Finding, Summary},
     plan::HookPlan,
-    tracker::{Finding, Summary},
 };
 
 /// Distinct memcg label values kept; the rest are counted under `memcg="other"`.

@@ -14,9 +14,9 @@ use crate::{
     cgroups::MemcgPaths,
     dump::{DumpProblem, Reader, Record},
     event::{Event, Payload},
+    lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     output::{Clock, Renderer},
     session::Session,
-    tracker::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
 };
 
 /// How to replay.

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{Event, Payload},
-    forensics,
+    inspect,
+    lifecycle::{Finding, Summary, Tracker},
     output::{Renderer, clock_ns, rfc3339, time_of_day},
-    tracker::{Finding, Summary, Tracker},
 };
 
 /// `--memcg PATH` / `--pid PID`: report only what concerns them.
@@ -255,7 +255,7 @@ impl<W: Write> Session<W> {
             _ => None,
         };
         let forensics = match (victim, &self.live) {
-            (Some(v), Some(live)) => Some(forensics::collect(
+            (Some(v), Some(live)) => Some(inspect::collect(
                 &live.proc_root,
                 v.key.tgid,
                 live.memcg_root.as_deref(),

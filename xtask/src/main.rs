@@ -5,7 +5,7 @@
 
 mod setup;
 mod test;
-mod vm;
+mod guest;
 
 use std::process::ExitCode;
 
@@ -29,7 +29,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Install what is missing, then run the unit tests, the root end-to-end suite, and the
-    /// same suite inside the guest kernels of xtask/kernels.toml.
+    /// same suite inside the guest kernels of xtask/matrix.toml.
     Test {
         /// Run only tests whose name contains this.
         filter: Option<String>,
@@ -37,7 +37,7 @@ enum Command {
         #[arg(long)]
         no_vm: bool,
     },
-    /// Run the end-to-end suite inside each guest kernel of xtask/kernels.toml (QEMU, TCG).
+    /// Run the end-to-end suite inside each guest kernel of xtask/matrix.toml (QEMU, TCG).
     Vm {
         /// Only the kernel with this name (e.g. 6.1).
         #[arg(long)]

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     setup::{self, Env},
-    vm,
+    guest,
 };
 
 /// Counts from libtest's `test result:` lines.
@@ -219,7 +219,7 @@ fn run_matrix(
     only: Option<&str>,
     filter: Option<&str>,
 ) -> anyhow::Result<(Tally, Vec<String>)> {
-    let tools = vm::tools()?;
+    let tools = guest::tools()?;
     let mut tally = Tally::default();
     let mut report = Vec::new();
     // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
@@ -228,18 +228,18 @@ fn run_matrix(
         .and_then(Path::parent)
         .context("oomtrace binary has no target directory")?
         .join("vm-results");
-    for spec in vm::load_kernels()? {
+    for spec in guest::load_kernels()? {
         if only.is_some_and(|k| k != spec.name) {
             continue;
         }
-        let kernel = vm::prepare(&tools, &spec)?;
+        let kernel = guest::prepare(&tools, &spec)?;
         let results = results_root.join(&spec.name);
         eprintln!(
             "xtask: booting {} ({}) under QEMU/TCG",
             spec.name, kernel.release
         );
         let script = guest_script(bin, exes, filter, &results);
-        let run = vm::run_in_guest(
+        let run = guest::run_in_guest(
             &tools,
             &kernel,
             &script,

@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use crate::setup;
 
 /// A kernel to test in: a name for people and the Debian package that pulls in the newest
-/// build of it. The list is data: `xtask/kernels.toml`.
+/// build of it. The list is data: `xtask/matrix.toml`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSpec {
     pub name: String,
@@ -38,7 +38,7 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
                 match (name, package) {
                     (Some(name), Some(package)) => out.push(KernelSpec { name, package }),
                     _ => bail!(
-                        "kernels.toml: the [[kernel]] before line {line} needs name and package"
+                        "matrix.toml: the [[kernel]] before line {line} needs name and package"
                     ),
                 }
             }
@@ -56,15 +56,15 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
         }
         let (key, value) = line
             .split_once('=')
-            .with_context(|| format!("kernels.toml line {}: expected key = \"value\"", i + 1))?;
+            .with_context(|| format!("matrix.toml line {}: expected key = \"value\"", i + 1))?;
         let value = value.trim().trim_matches('"').to_string();
         let entry = cur
             .as_mut()
-            .with_context(|| format!("kernels.toml line {}: key outside [[kernel]]", i + 1))?;
+            .with_context(|| format!("matrix.toml line {}: key outside [[kernel]]", i + 1))?;
         match key.trim() {
             "name" => entry.0 = Some(value),
             "package" => entry.1 = Some(value),
-            other => bail!("kernels.toml line {}: unknown key `{other}`", i + 1),
+            other => bail!("matrix.toml line {}: unknown key `{other}`", i + 1),
         }
     }
     finish(cur, text.lines().count() + 1)?;
@@ -72,7 +72,7 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
 }
 
 pub fn load_kernels() -> anyhow::Result<Vec<KernelSpec>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("matrix.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     parse_kernels(&text)
@@ -587,7 +587,7 @@ mod tests {
         assert!(parse_kernels("[[kernel]]\nname = \"x\"\n").is_err());
         assert!(parse_kernels("name = \"x\"\n").is_err());
         assert!(parse_kernels("[[kernel]]\nflavour = \"x\"\n").is_err());
-        assert_eq!(load_kernels().unwrap().len(), 2, "xtask/kernels.toml");
+        assert_eq!(load_kernels().unwrap().len(), 2, "xtask/matrix.toml");
     }
 
     #[test]

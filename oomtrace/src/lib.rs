@@ -17,4 +17,5 @@ pub mod plan;
 pub mod probes;
 pub mod report;
 pub mod session;
+pub mod synth;
 pub mod tracefs;

@@ -49,6 +49,8 @@ pub struct LiveOptions {
     pub filter: Filter,
     /// Print findings only, not every event.
     pub quiet_events: bool,
+    /// Count per-program run time in the kernel and print it at exit (benchmarks).
+    pub bpf_stats: bool,
 }
 
 /// How the run ended.
@@ -304,6 +306,15 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         out.flush()?;
     }
 
+    // Held for the run: the kernel counts program run time only while it is open.
+    let _stats = if opts.bpf_stats {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time stats")?,
+        )
+    } else {
+        None
+    };
     let ring = probes.take_ring()?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -376,6 +387,23 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     runner.session.lost(lost)?;
     let end = monotonic_now();
     let summary = runner.session.finish(end)?;
+    if opts.bpf_stats {
+        let programs: Vec<Value> = probes
+            .program_stats()
+            .into_iter()
+            .map(|(program, attach, count, ns)| {
+                json!({"program": program, "attach": attach, "run_count": count, "run_time_ns": ns,
+                       "avg_ns": if count > 0 { ns / count } else { 0 }})
+            })
+            .collect();
+        let out = &mut runner.session.out;
+        writeln!(
+            out,
+            "{}",
+            json!({"type": "bpf_stats", "programs": programs})
+        )?;
+        out.flush()?;
+    }
     runner.after_findings()?;
     if let Some(mut d) = runner.dump.take() {
         if lost > 0 {

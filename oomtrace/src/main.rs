@@ -61,6 +61,15 @@ enum Command {
     },
     /// Replay a dump through the same tracker: the same findings, summary and histograms.
     Report(ReportArgs),
+    /// Write a synthetic dump of normal OOM episodes (benchmarks).
+    #[command(hide = true)]
+    SynthDump {
+        #[arg(short, long)]
+        output: PathBuf,
+        /// About this many events.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+    },
 }
 
 #[derive(Args, Default)]
@@ -113,6 +122,9 @@ struct WatchArgs {
     /// Report every process exit on the host, not only victims' (debugging, benchmarks).
     #[arg(long, hide = true)]
     trace_all_exits: bool,
+    /// Print the kernel's per-program run counts and times at exit (benchmarks).
+    #[arg(long, hide = true)]
+    bpf_stats: bool,
 }
 
 impl Default for WatchArgs {
@@ -171,6 +183,7 @@ fn main() -> ExitCode {
             watch: args,
         }) => watch(&args, Some((output, compress))),
         Some(Command::Report(args)) => report(&args),
+        Some(Command::SynthDump { output, events }) => synth_dump(&output, events),
         None => watch(&WatchArgs::default(), None),
     };
     match result {
@@ -275,6 +288,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
             pid: args.pid,
         },
         quiet_events: args.findings_only,
+        bpf_stats: args.bpf_stats,
     };
     let mut probes = load(&args.forbid, args.trace_all_exits)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -328,4 +342,24 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn synth_dump(path: &std::path::Path, events: u64) -> anyhow::Result<ExitCode> {
+    const THREADS: u32 = 4;
+    let episodes = (events as f64 / oomtrace::synth::events_per_episode(THREADS)).ceil() as u64;
+    let header = json!({"version": env!("CARGO_PKG_VERSION"), "hostname": "synthetic",
+                        "kernel": "synthetic", "options": {"timeout_ns": DEFAULT_TIMEOUT_NS},
+                        "clock": {"realtime_offset_ns": 0}});
+    let mut w = dump::Writer::create(path, false, &header)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut n = 0u64;
+    let mut last = 0;
+    for ev in oomtrace::synth::episodes(episodes, THREADS) {
+        w.event(&ev.encode())?;
+        last = ev.header.ts_ns;
+        n += 1;
+    }
+    w.finish(last)?;
+    eprintln!("{n} events written to {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -170,6 +170,24 @@ impl Probes {
         Ok(lost.get(&0, 0)?.iter().sum())
     }
 
+    /// Per-program run counts and run time from the kernel's own accounting (only counted while
+    /// `aya::sys::enable_stats(Stats::RunTime)` is held): (program, attach, count, total ns).
+    pub fn program_stats(&self) -> Vec<(String, String, u64, u64)> {
+        self.plan
+            .iter()
+            .filter_map(|p| {
+                let name = p.program?;
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((
+                    name.to_string(),
+                    p.attach.map_or("none", AttachType::name).to_string(),
+                    info.run_count(),
+                    u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                ))
+            })
+            .collect()
+    }
+
     /// Starts reporting exits of a process the kernel side did not see being killed (e.g. the
     /// tgid of a victim on a kernel whose mark_victim carries only a thread id).
     pub fn track(&mut self, tgid: u32) -> anyhow::Result<()> {

@@ -488,6 +488,19 @@ impl Watch {
             .collect()
     }
 
+    /// The watcher's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the watcher with SIGTERM and returns everything it printed, to its last line.
+    pub fn stop_and_collect(self) -> Vec<Value> {
+        let lines = Arc::clone(&self.lines);
+        let _ = self.stop();
+        let all = lines.lock().expect("lines").clone();
+        all
+    }
+
     /// Stops the watcher with SIGTERM and returns its exit status code.
     pub fn stop(self) -> Option<i32> {
         self.stop_with(libc::SIGTERM)

@@ -32,18 +32,17 @@ pub struct KernelSpec {
 pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
     let mut out = Vec::new();
     let mut cur: Option<(Option<String>, Option<String>)> = None;
-    let mut finish =
-        |cur: Option<(Option<String>, Option<String>)>, line: usize| -> anyhow::Result<()> {
-            if let Some((name, package)) = cur {
-                match (name, package) {
-                    (Some(name), Some(package)) => out.push(KernelSpec { name, package }),
-                    _ => bail!(
-                        "matrix.toml: the [[kernel]] before line {line} needs name and package"
-                    ),
-                }
+    let mut finish = |cur: Option<(Option<String>, Option<String>)>,
+                      line: usize|
+     -> anyhow::Result<()> {
+        if let Some((name, package)) = cur {
+            match (name, package) {
+                (Some(name), Some(package)) => out.push(KernelSpec { name, package }),
+                _ => bail!("matrix.toml: the [[kernel]] before line {line} needs name and package"),
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -322,6 +321,7 @@ $B mkdir -p /proc /sys /dev /newroot
 $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
 $B mount -t devtmpfs devtmpfs /dev
+$B ip link set lo up
 for m in /modules/*.ko; do $B insmod "$m" || echo "init: insmod $m failed"; done
 for try in 1 2 3 4 5 6 7 8 9 10; do
   $B mount -t 9p -o trans=virtio,version=9p2000.L hostroot /newroot && break

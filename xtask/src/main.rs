@@ -3,9 +3,9 @@
 //! Each task first installs what it lacks (nightly's rust-src, bpf-linker built against rustc's
 //! own libLLVM) so that the README's two commands work on a fresh machine.
 
+mod guest;
 mod setup;
 mod test;
-mod guest;
 
 use std::process::ExitCode;
 
@@ -45,6 +45,13 @@ enum Command {
         /// Run only tests whose name contains this.
         filter: Option<String>,
     },
+    /// System-level benchmarks as root (exit-path overhead, start-up, OOM storm, replay
+    /// throughput, stuck-flag latency): prints one table, writes target/bench/results.json.
+    Bench {
+        /// Fewer rounds and events: a smoke run of the benchmark itself.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Only install what the build needs (rust-src, bpf-linker).
     Setup,
 }
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::ensure().map(|_| ExitCode::SUCCESS),
+        Command::Bench { quick } => bench(quick),
         Command::Run { debug, args } => run(debug, &args),
         Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
         Command::Vm { kernel, filter } => test::run_vm_only(kernel.as_deref(), filter.as_deref()),
@@ -87,4 +95,42 @@ fn run(debug: bool, args: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+fn bench(quick: bool) -> anyhow::Result<ExitCode> {
+    let env = setup::ensure()?;
+    setup::status(
+        env.cargo()
+            .args(["build", "--release", "--package", "oomtrace"]),
+        "building oomtrace (release)",
+    )?;
+    setup::status(
+        env.cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "oomtrace-tests",
+            "--bins",
+        ]),
+        "building the benchmark",
+    )?;
+    let release = env.target_dir.join("release");
+    let out_dir = env.target_dir.join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let results = out_dir.join("results.json");
+    let mut cmd = setup::as_root(
+        &release.join("oomtrace-bench"),
+        &[results.display().to_string()],
+    )?;
+    cmd.env("OOMTRACE_BIN", release.join("oomtrace"));
+    if quick {
+        cmd.env("OOMTRACE_BENCH_QUICK", "1");
+    }
+    eprintln!("xtask: running the benchmarks as root (a few minutes; nothing else should run)");
+    let status = cmd.status()?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

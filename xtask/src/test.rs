@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    setup::{self, Env},
     guest,
+    setup::{self, Env},
 };
 
 /// Counts from libtest's `test result:` lines.

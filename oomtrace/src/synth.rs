@@ -1,0 +1,114 @@
+//! Synthetic OOM episodes for benchmarks: realistic event streams without a kernel.
+
+use oomtrace_common::{
+    Header, KernelSigkill, MarkVictim, OomInvoke, Reaper, TaskExit, TaskFree, group_dead_source,
+    victim_fields,
+};
+
+use crate::event::{Event, Payload, comm_bytes};
+
+const MS: u64 = 1_000_000;
+
+/// Events of `victims` normal OOM kills (1 ms apart, each in one of 64 memcgs): invocation,
+/// SIGKILL, mark, a reaper wake every 16th kill, `threads` thread exits, release.
+pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
+    (0..victims).flat_map(move |i| {
+        let t0 = 1_000_000 * MS + i * MS;
+        let tgid = 100_000 + (i % 4_000_000) as u32;
+        let start = 1_000 + i;
+        let memcg = 5_000 + (i % 64);
+        let trigger = Header {
+            kind: 0,
+            cpu: (i % 2) as u32,
+            ts_ns: t0,
+            pid: 50,
+            tgid: 50,
+            comm: comm_bytes("alloc"),
+        };
+        let at = |dt: u64, pid: u32, tgid: u32| Header {
+            ts_ns: t0 + dt,
+            pid,
+            tgid,
+            comm: comm_bytes("victim"),
+            ..trigger
+        };
+        let mut mark: MarkVictim = MarkVictim {
+            pid: tgid,
+            tgid,
+            comm: comm_bytes("victim"),
+            start_ns: start,
+            memcg_id: memcg,
+            total_vm_kb: 70_000,
+            anon_rss_kb: 65_000,
+            file_rss_kb: 1_500,
+            shmem_rss_kb: 0,
+            pgtables_kb: 160,
+            uid: 0,
+            oom_score_adj: 0,
+            fields: victim_fields::TASK | victim_fields::COMM | victim_fields::MEMORY,
+            _pad: 0,
+        };
+        mark.fields |= victim_fields::OOM_SCORE_ADJ;
+        let mut evs = vec![
+            Event {
+                header: trigger,
+                payload: Payload::OomInvoke(OomInvoke {
+                    memcg_id: memcg,
+                    gfp_mask: 0xcc0,
+                    order: 0,
+                }),
+            },
+            Event {
+                header: Header {
+                    ts_ns: t0 + 1_000,
+                    ..trigger
+                },
+                payload: Payload::KernelSigkill(KernelSigkill {
+                    target_pid: tgid,
+                    target_tgid: tgid,
+                    target_comm: comm_bytes("victim"),
+                    target_start_ns: start,
+                    group: 1,
+                    result: 0,
+                }),
+            },
+            Event {
+                header: Header {
+                    ts_ns: t0 + 5_000,
+                    ..trigger
+                },
+                payload: Payload::MarkVictim(mark),
+            },
+        ];
+        if i % 16 == 0 {
+            evs.push(Event {
+                header: at(20_000, 40, 40),
+                payload: Payload::WakeReaper(Reaper { pid: tgid, _pad: 0 }),
+            });
+        }
+        for t in 0..threads {
+            evs.push(Event {
+                header: at(300_000 + u64::from(t) * 10_000, tgid + t, tgid),
+                payload: Payload::TaskExit(TaskExit {
+                    group_dead: u32::from(t + 1 == threads),
+                    group_dead_source: group_dead_source::TRACEPOINT,
+                    start_ns: start,
+                }),
+            });
+        }
+        evs.push(Event {
+            header: at(20 * MS, 0, 0),
+            payload: Payload::TaskFree(TaskFree {
+                pid: tgid,
+                _pad: 0,
+                start_ns: start,
+            }),
+        });
+        evs
+    })
+}
+
+/// Events per episode for `threads` threads (for sizing a stream), averaged.
+pub fn events_per_episode(threads: u32) -> f64 {
+    4.0 + f64::from(threads) + 1.0 / 16.0
+}

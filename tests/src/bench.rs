@@ -1,0 +1,396 @@
+//! `oomtrace-bench`: the system-level benchmarks behind `cargo xtask bench` (root).
+//!
+//! Every comparison is a ratio measured in one run with A and B interleaved (ABBA rounds),
+//! reported as median and min–max: these machines are noisy, absolute numbers travel badly.
+//! Prints one table and writes it as JSON to the path given as the first argument.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use oomtrace_tests::{PtraceHold, Sandbox, Watch, hog, oomtrace_bin, require_root, wait_until};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
+}
+
+/// Forks (and optionally execs /bin/true) as fast as it can for `dur`; returns processes/s.
+fn storm(exec: bool, dur: Duration) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    let truepath = c"/bin/true";
+    let argv = [truepath.as_ptr(), std::ptr::null()];
+    while start.elapsed() < dur {
+        // SAFETY: the child only calls async-signal-safe functions (execv, _exit).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                if exec {
+                    libc::execv(truepath.as_ptr(), argv.as_ptr());
+                }
+                libc::_exit(0);
+            }
+        }
+        assert!(pid > 0, "fork failed: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime, stime are fields 14 and 15 (after the comm: indices 11 and 12 of the rest).
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
+    json!({"figure": figure, "value": value, "target": target,
+           "verdict": match ok { Some(true) => "met", Some(false) => "MISSED", None => "" }})
+}
+
+fn exit_overhead(rounds: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let dur = Duration::from_millis(1500);
+    for (exec, name) in [(false, "fork/exit"), (true, "fork/exec/exit")] {
+        let mut ratios = Vec::new();
+        let (mut bare_rates, mut att_rates) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            // ABBA: alternate which comes first so drift cancels.
+            let mut bare = 0.0;
+            let mut attached = 0.0;
+            for step in 0..2 {
+                let with = (step == 0) == (r % 2 == 1);
+                if with {
+                    let w = Watch::start(&["--findings-only"]);
+                    attached = storm(exec, dur);
+                    drop(w);
+                } else {
+                    bare = storm(exec, dur);
+                }
+            }
+            bare_rates.push(bare);
+            att_rates.push(attached);
+            ratios.push(attached / bare);
+        }
+        let (lo, hi) = min_max(&ratios);
+        let m = median(&mut ratios);
+        out.push(row(
+            &format!("{name} storm throughput, attached ÷ not attached"),
+            format!(
+                "{m:.3} (min {lo:.3}, max {hi:.3}; {rounds} ABBA rounds of {:.1} s)",
+                dur.as_secs_f64()
+            ),
+            "≥ 0.99",
+            Some(m >= 0.99),
+        ));
+        details[name] =
+            json!({"ratios": ratios, "bare_per_s": bare_rates, "attached_per_s": att_rates});
+    }
+    // The kernel's own accounting of the exit-path programs during a storm.
+    let w = Watch::start_cmd(&["watch", "--json", "--findings-only", "--bpf-stats"], &[]);
+    storm(true, Duration::from_secs(2));
+    let lines = w.stop_and_collect();
+    let stats = lines
+        .iter()
+        .find(|v| v["type"] == "bpf_stats")
+        .cloned()
+        .unwrap_or(Value::Null);
+    for p in stats["programs"].as_array().into_iter().flatten() {
+        if matches!(
+            p["program"].as_str(),
+            Some(
+                "exit_btf_group_dead"
+                    | "exit_btf"
+                    | "exit_tp"
+                    | "free_raw_tp"
+                    | "free_tp"
+                    | "signal_generate_btf"
+                    | "signal_generate_tp"
+            )
+        ) {
+            out.push(row(
+                &format!(
+                    "{} ({}) average run time",
+                    p["program"].as_str().unwrap_or("?"),
+                    p["attach"].as_str().unwrap_or("?")
+                ),
+                format!("{} ns over {} runs", p["avg_ns"], p["run_count"]),
+                "(informational)",
+                None,
+            ));
+        }
+    }
+    details["bpf_stats"] = stats;
+}
+
+fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64) {
+    let mut times = Vec::new();
+    let (mut steady, mut peak) = (0, 0);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let w = Watch::start(&["--findings-only"]);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = w.pid();
+        steady = steady.max(proc_status_kb(pid, "VmRSS:"));
+        peak = peak.max(proc_status_kb(pid, "VmHWM:"));
+    }
+    let (lo, hi) = min_max(&times);
+    let m = median(&mut times);
+    out.push(row(
+        "launch → all probes attached (plan printed)",
+        format!("{m:.1} ms median (min {lo:.1}, max {hi:.1}; {runs} launches)"),
+        "≤ 60 ms",
+        Some(m <= 60.0),
+    ));
+    details["startup_ms"] = json!(times);
+    (steady, peak)
+}
+
+fn oom_storm(
+    kills_per_worker: usize,
+    workers: usize,
+    out: &mut Vec<Value>,
+    details: &mut Value,
+) -> u64 {
+    let w = Watch::start(&["--findings-only"]);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let sandbox = Sandbox::new(&format!("storm{i}"), 16 * MIB);
+                let mut pids = Vec::new();
+                for _ in 0..kills_per_worker {
+                    let mut h = hog(&sandbox, 64, false, None);
+                    pids.push(h.pid());
+                    h.go();
+                    assert_eq!(h.wait_signal(Duration::from_secs(30)), Some(libc::SIGKILL));
+                }
+                (pids, sandbox.oom_kills())
+            })
+        })
+        .collect();
+    let mut pids = Vec::new();
+    let mut kernel_kills = 0;
+    for h in handles {
+        let (p, k) = h.join().expect("storm worker");
+        pids.extend(p);
+        kernel_kills += k;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let dead_seen = |w: &Watch| {
+        let lines = w.lines();
+        pids.iter()
+            .filter(|p| {
+                lines
+                    .iter()
+                    .any(|v| v["finding"] == "dead" && v["victim"]["key"]["tgid"] == **p)
+            })
+            .count()
+    };
+    wait_until(Duration::from_secs(10), || dead_seen(&w) == pids.len());
+    let correlated = dead_seen(&w);
+    let pid = w.pid();
+    let cpu = cpu_seconds(pid);
+    let peak = proc_status_kb(pid, "VmHWM:");
+    let lines = w.stop_and_collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let s = &summary["summary"];
+    let lost = s["lost_events"].as_u64().unwrap_or(u64::MAX);
+    let ms = |v: &Value| v.as_u64().map_or(f64::NAN, |n| n as f64 / 1e6);
+    out.push(row(
+        "OOM storm: kills, lost events, correlated",
+        format!(
+            "{} kills ({kernel_kills} counted by the kernel) in {elapsed:.1} s across {workers} memcgs; {lost} lost; {correlated}/{} followed to death",
+            pids.len(),
+            pids.len()
+        ),
+        "0 lost, 100 % correlated",
+        Some(lost == 0 && correlated == pids.len()),
+    ));
+    out.push(row(
+        "OOM storm: kill→dead p50 / p99, tool CPU",
+        format!(
+            "{:.2} ms / {:.2} ms; oomtrace used {cpu:.2} s CPU ({:.1} % of one core)",
+            ms(&s["kill_to_dead"]["p50_ns"]),
+            ms(&s["kill_to_dead"]["p99_ns"]),
+            100.0 * cpu / elapsed
+        ),
+        "(informational)",
+        None,
+    ));
+    details["oom_storm"] = json!({"summary": summary, "elapsed_s": elapsed, "cpu_s": cpu});
+    peak
+}
+
+fn userspace(events: u64, out: &mut Vec<Value>, details: &mut Value) {
+    let dir = std::env::temp_dir().join(format!("oomtrace-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dump = dir.join("synthetic.dump");
+    let st = Command::new(oomtrace_bin())
+        .args(["synth-dump", "-o"])
+        .arg(&dump)
+        .args(["--events", &events.to_string()])
+        .status()
+        .expect("synth-dump");
+    assert!(st.success(), "synth-dump failed");
+    let mut walls = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let st = Command::new(oomtrace_bin())
+            .arg("report")
+            .arg(&dump)
+            .stdout(Stdio::null())
+            .status()
+            .expect("report");
+        assert!(st.success());
+        walls.push(t.elapsed().as_secs_f64());
+    }
+    let size = std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = median(&mut walls);
+    let rate = events as f64 / m;
+    out.push(row(
+        "report (read + decode + track + summarize) of a synthetic dump",
+        format!(
+            "{events} events ({} MiB) in {m:.2} s median of 3 = {:.2} M events/s on one core",
+            size >> 20,
+            rate / 1e6
+        ),
+        "≥ 2 M events/s/core",
+        Some(rate >= 2e6),
+    ));
+    details["report_wall_s"] = json!(walls);
+}
+
+fn stuck_latency(runs: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let timeout_ns = 1_000_000_000u64;
+    let mut lat = Vec::new();
+    let sandbox = Sandbox::new("latency", 64 * MIB);
+    let w = Watch::start(&["--findings-only", "--timeout", "1"]);
+    for _ in 0..runs {
+        let mut h = hog(&sandbox, 256, false, None);
+        let pid = h.pid();
+        let mut hold = PtraceHold::seize(pid);
+        h.go();
+        assert!(hold.wait_exit_stop(Duration::from_secs(20)));
+        let f = w.wait_for("the flag", Duration::from_secs(20), |v| {
+            v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == pid
+        });
+        lat.push(
+            (f["since_kill_ns"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(timeout_ns)) as f64
+                / 1e6,
+        );
+        hold.release();
+        h.wait_signal(Duration::from_secs(20));
+    }
+    let (lo, hi) = min_max(&lat);
+    let m = median(&mut lat);
+    out.push(row(
+        "stuck flag latency beyond the timeout",
+        format!("{m:.1} ms median (min {lo:.1}, max {hi:.1}; {runs} ptrace-held victims)"),
+        "≤ 100 ms",
+        Some(hi <= 100.0),
+    ));
+    details["stuck_latency_ms"] = json!(lat);
+}
+
+fn main() {
+    require_root();
+    let args: Vec<String> = std::env::args().collect();
+    let out_path = args.get(1).cloned().unwrap_or_else(|| "bench.json".into());
+    let quick = std::env::var_os("OOMTRACE_BENCH_QUICK").is_some();
+    let mut rows = Vec::new();
+    let mut details = json!({});
+    let t = Instant::now();
+    exit_overhead(if quick { 2 } else { 6 }, &mut rows, &mut details);
+    let (steady, startup_peak) = startup(if quick { 3 } else { 11 }, &mut rows, &mut details);
+    let storm_peak = oom_storm(if quick { 10 } else { 130 }, 4, &mut rows, &mut details);
+    let peak = startup_peak.max(storm_peak);
+    rows.push(row(
+        "RSS while watching (steady) / peak (start-up and OOM storm)",
+        format!(
+            "{:.1} MB / {:.1} MB",
+            steady as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+        "≤ 12 MB / ≤ 30 MB",
+        Some(steady <= 12 * 1024 && peak <= 30 * 1024),
+    ));
+    userspace(
+        if quick { 1_000_000 } else { 10_000_000 },
+        &mut rows,
+        &mut details,
+    );
+    stuck_latency(if quick { 2 } else { 5 }, &mut rows, &mut details);
+
+    println!("\n| figure | value | target | verdict |\n|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r["figure"].as_str().unwrap_or(""),
+            r["value"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or(""),
+            r["verdict"].as_str().unwrap_or("")
+        );
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let doc = json!({"kernel": kernel.trim(), "wall_s": t.elapsed().as_secs_f64(), "rows": rows, "details": details});
+    std::fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("writing {out_path}: {e}"));
+    println!("\n(written to {out_path})");
+}

@@ -314,13 +314,24 @@ impl Reader {
                 self.done = true;
                 return None;
             }
-            let mut body = vec![0u8; len as usize];
-            let (n, err) = read_full(&mut self.src, &mut body);
+            // Type byte and payload are read apart so the payload is the one allocation.
+            let mut kind = [0u8; 1];
+            let (n0, err) = read_full(&mut self.src, &mut kind);
+            let mut payload = vec![0u8; len as usize - 1];
+            let (n1, err) = if n0 == 1 {
+                read_full(&mut self.src, &mut payload)
+            } else {
+                (0, err)
+            };
+            let n = n0 + n1;
             self.offset += n as u64;
-            if n < body.len() {
+            if n < len as usize {
                 return self.stop_truncated(at, &format!("record of {len} bytes has {n}"), err);
             }
-            if crc32fast::hash(&body) != crc {
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&kind);
+            hasher.update(&payload);
+            if hasher.finalize() != crc {
                 // The frame length is plausible: skip this record and go on.
                 self.problems.push(DumpProblem::Corrupt {
                     offset: at,
@@ -328,11 +339,10 @@ impl Reader {
                 });
                 continue;
             }
-            let payload = body[1..].to_vec();
             let u64_of = |p: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(p.try_into().ok()?)) };
-            let rec = match body[0] {
+            let rec = match kind[0] {
                 T_HEADER | T_SUMMARY => match serde_json::from_slice::<Value>(&payload) {
-                    Ok(v) if body[0] == T_HEADER => Some(Record::Header(v)),
+                    Ok(v) if kind[0] == T_HEADER => Some(Record::Header(v)),
                     Ok(v) => Some(Record::Summary(v)),
                     Err(e) => {
                         self.corrupt(at, &format!("unreadable JSON: {e}"));

@@ -532,6 +532,8 @@ pub struct Tracker {
     seq: u64,
     latest_ts: u64,
     victims: BTreeMap<VictimKey, Victim>,
+    /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
+    by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
     last_mark_by: HashMap<u32, LastMark>,
     invocations: HashMap<u64, u64>,
@@ -558,6 +560,7 @@ impl Tracker {
             seq: 0,
             latest_ts: 0,
             victims: BTreeMap::new(),
+            by_id: HashMap::new(),
             pending_kills: Vec::new(),
             last_mark_by: HashMap::new(),
             invocations: HashMap::new(),
@@ -647,19 +650,61 @@ impl Tracker {
         }
     }
 
+    /// Index maintenance: every insert and removal of a victim goes through these.
+    fn index_add(&mut self, id: u32, key: VictimKey) {
+        let keys = self.by_id.entry(id).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    fn index_remove(&mut self, id: u32, key: &VictimKey) {
+        if let Some(keys) = self.by_id.get_mut(&id) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    fn insert_victim(&mut self, v: Victim) {
+        let key = v.key;
+        self.index_add(key.tgid, key);
+        if let Some(tid) = v.marked_tid {
+            self.index_add(tid, key);
+        }
+        self.victims.insert(key, v);
+    }
+
+    fn remove_victim(&mut self, key: &VictimKey) -> Option<Victim> {
+        let v = self.victims.remove(key)?;
+        self.index_remove(key.tgid, key);
+        if let Some(tid) = v.marked_tid {
+            self.index_remove(tid, key);
+        }
+        Some(v)
+    }
+
+    /// The newest victim (by key) among those an id names that satisfies `pred`.
+    fn lookup(&self, id: u32, pred: impl Fn(&Victim) -> bool) -> Option<VictimKey> {
+        self.by_id
+            .get(&id)?
+            .iter()
+            .filter_map(|k| self.victims.get(k))
+            .filter(|v| pred(v))
+            .map(|v| v.key)
+            .max()
+    }
+
     fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
-        self.victims
-            .values_mut()
-            .rev()
-            .find(|v| v.key.matches(tgid, start_ns))
+        let key = self.lookup(tgid, |v| v.key.matches(tgid, start_ns))?;
+        self.victims.get_mut(&key)
     }
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
-        self.victims
-            .values_mut()
-            .rev()
-            .find(|v| v.marked_tid == Some(tid) || v.key.tgid == tid)
+        let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
+        self.victims.get_mut(&key)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -672,18 +717,13 @@ impl Tracker {
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
     fn victim_entry(&mut self, key: VictimKey, comm: String) -> &mut Victim {
-        let existing = self
-            .victims
-            .keys()
-            .rev()
-            .find(|k| k.matches(key.tgid, key.start_ns))
-            .copied();
+        let existing = self.lookup(key.tgid, |v| v.key.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
                 // Learnt the start time: re-key.
-                let mut v = self.victims.remove(&k).expect("present");
+                let mut v = self.remove_victim(&k).expect("present");
                 v.key = key;
-                self.victims.insert(key, v);
+                self.insert_victim(v);
                 key
             }
             Some(k) => k,
@@ -691,7 +731,7 @@ impl Tracker {
                 self.summary.kills += 1;
                 let mut v = Victim::new(key, comm);
                 v.lost_at_kill = self.lost;
-                self.victims.insert(key, v);
+                self.insert_victim(v);
                 self.evict_if_full();
                 // Announced once the event that created it has filled it in (see `apply`).
                 self.announce.push(key);
@@ -796,7 +836,7 @@ impl Tracker {
                         kill_to_released_ns: d,
                     });
                 }
-                self.victims.remove(&v.key);
+                self.remove_victim(&v.key);
             }
         }
     }
@@ -889,6 +929,11 @@ impl Tracker {
             v.timeline.sigkill.get_or_insert(k.ts);
         }
         v.marked_tid = Some(p.pid);
+        let key = v.key;
+        self.index_add(p.pid, key);
+        let Some(v) = self.victims.get_mut(&key) else {
+            return;
+        };
         v.trigger.get_or_insert(trigger);
         if has(victim_fields::TASK) {
             v.memcg_id = Some(p.memcg_id);
@@ -943,7 +988,7 @@ impl Tracker {
         }
         if !self.cfg.observability.free {
             // Its release cannot be seen: nothing more will happen to it here.
-            self.victims.remove(&v.key);
+            self.remove_victim(&v.key);
         }
     }
 
@@ -1033,7 +1078,7 @@ impl Tracker {
                 .map(|v| v.key);
             match oldest {
                 Some(k) => {
-                    self.victims.remove(&k);
+                    self.remove_victim(&k);
                 }
                 None => break,
             }

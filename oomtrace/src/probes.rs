@@ -78,19 +78,50 @@ impl Probes {
             );
         }
         raise_memlock_limit();
+        // aya's EbpfLoader::new() parses the kernel BTF itself (and aya 0.14 has no way to hand
+        // it one instead): let it do so on the other core while we read and index the BTF for
+        // offsets. Its copy is then replaced by the one program loads use, so that at most one
+        // of aya's parsed BTFs is alive at a time (they are the peak of our RSS).
+        let loader = std::thread::spawn(EbpfLoader::new);
+        let bytes = read_vmlinux_btf();
+        let our_btf = bytes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| Btf::from_bytes(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
-        let our_btf = Btf::from_file(Path::new(Btf::VMLINUX));
-        let aya_btf = aya::Btf::from_sys_fs();
-        let btf_state = match (&our_btf, &aya_btf) {
-            (Ok(_), Ok(_)) => Ok(()),
-            (Err(e), _) => Err(format!("kernel BTF unusable: {e}")),
-            (_, Err(e)) => Err(format!("kernel BTF unusable: {e}")),
-        };
+        // Everything our index answers, taken now so it can go before aya's copy is parsed.
         let layout = Layout::discover(our_btf.as_ref().ok(), tracefs.as_ref().ok());
+        let has_function = |f: &&str| our_btf.as_ref().is_ok_and(|b| b.has_function(f));
+        let btf_functions = ["mem_cgroup_out_of_memory", "oom_kill_process"]
+            .into_iter()
+            .filter(has_function)
+            .collect();
+        let mark_victim_btf_has_task = our_btf.as_ref().is_ok_and(|b| {
+            b.tracepoint_args("mark_victim").is_ok_and(|args| {
+                matches!(args.first(), Some(TypeDesc::Ptr { to })
+                    if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
+            })
+        });
+        let exit_btf_has_group_dead = our_btf.as_ref().is_ok_and(|b| {
+            b.tracepoint_args("sched_process_exit")
+                .is_ok_and(|args| args.len() >= 2)
+        });
+        let our_btf = our_btf.map(drop);
+        let mut loader = loader
+            .join()
+            .map_err(|_| anyhow::anyhow!("aya's loader panicked while reading the kernel BTF"))?;
+        loader.btf(None);
+        let aya_btf = bytes.and_then(|b| {
+            aya::Btf::parse(&b, aya::Endianness::default()).map_err(|e| e.to_string())
+        });
+        let btf_state = match (&our_btf, &aya_btf) {
+            (Ok(()), Ok(_)) => Ok(()),
+            (Err(e), _) | (_, Err(e)) => Err(format!("kernel BTF unusable: {e}")),
+        };
         let mut config = layout.config;
         config.trace_all_exits = u32::from(opts.trace_all_exits);
 
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .btf(aya_btf.as_ref().ok())
             .override_global(names::CONFIG, &config, true)
             .load(OBJECT)
@@ -99,22 +130,12 @@ impl Probes {
         let kprobes = kprobes_available(tracefs.as_ref().ok());
         let facts = Facts {
             btf: btf_state.clone(),
-            btf_functions: ["mem_cgroup_out_of_memory", "oom_kill_process"]
-                .into_iter()
-                .filter(|f| our_btf.as_ref().is_ok_and(|b| b.has_function(f)))
-                .collect(),
+            btf_functions,
             kprobes: kprobes.clone(),
             tracepoints: tracepoints_present(tracefs.as_ref().ok()),
             tracefs: tracefs.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            mark_victim_btf_has_task: our_btf.as_ref().is_ok_and(|b| {
-                b.tracepoint_args("mark_victim").is_ok_and(|args| {
-                    matches!(args.first(), Some(TypeDesc::Ptr { to }) if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
-                })
-            }),
-            exit_btf_has_group_dead: our_btf.as_ref().is_ok_and(|b| {
-                b.tracepoint_args("sched_process_exit")
-                    .is_ok_and(|args| args.len() >= 2)
-            }),
+            mark_victim_btf_has_task,
+            exit_btf_has_group_dead,
             forbidden: opts.forbid.clone(),
         };
         let plan = match &aya_btf {
@@ -134,6 +155,10 @@ impl Probes {
             memory_controller: cgroups::memory_controller(),
             missing_offsets: layout.missing.clone(),
         };
+        drop(aya_btf);
+        // The parsed BTFs are gone: give their memory back (glibc keeps freed heap otherwise).
+        // SAFETY: no preconditions.
+        unsafe { libc::malloc_trim(0) };
         Ok(Probes {
             env,
             plan,
@@ -291,6 +316,23 @@ fn error_line(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// `/sys/kernel/btf/vmlinux` in one read (sysfs hands it out 4 KiB per read call otherwise).
+fn read_vmlinux_btf() -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let path = Path::new(Btf::VMLINUX);
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "{}: {e} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
+            path.display()
+        )
+    })?;
+    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(len.max(1 << 20));
+    f.read_to_end(&mut bytes)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 fn kprobes_available(tracefs: Option<&Tracefs>) -> Result<(), String> {

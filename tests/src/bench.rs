@@ -171,13 +171,28 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
     let mut times = Vec::new();
     let (mut steady, mut peak) = (0, 0);
     for _ in 0..runs {
+        // Launch → the plan line, read directly (no polling in between).
         let started = Instant::now();
-        let w = Watch::start(&["--findings-only"]);
+        let mut child = Command::new(oomtrace_bin())
+            .args(["watch", "--json", "--findings-only"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting oomtrace");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("reading the plan line");
         times.push(started.elapsed().as_secs_f64() * 1e3);
-        std::thread::sleep(Duration::from_millis(300));
-        let pid = w.pid();
+        assert!(
+            line.contains("\"type\":\"plan\""),
+            "first line is not the plan: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = child.id();
         steady = steady.max(proc_status_kb(pid, "VmRSS:"));
         peak = peak.max(proc_status_kb(pid, "VmHWM:"));
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = child.wait();
     }
     let (lo, hi) = min_max(&times);
     let m = median(&mut times);

@@ -497,8 +497,7 @@ impl Watch {
     pub fn stop_and_collect(self) -> Vec<Value> {
         let lines = Arc::clone(&self.lines);
         let _ = self.stop();
-        let all = lines.lock().expect("lines").clone();
-        all
+        lines.lock().expect("lines").clone()
     }
 
     /// Stops the watcher with SIGTERM and returns its exit status code.

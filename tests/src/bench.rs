@@ -78,12 +78,16 @@ fn proc_status_kb(pid: u32, key: &str) -> u64 {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime, stime are fields 14 and 15 (after the comm: indices 11 and 12 of the rest).
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // After the comm the fields start at 3 (state): utime (14) and stime (15) are the 12th
+    // and 13th of the rest.
+    let field = |i: usize| -> u64 {
+        after
+            .split_whitespace()
+            .nth(i)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
     // SAFETY: no preconditions.
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
@@ -106,6 +110,8 @@ fn exit_overhead(rounds: usize, out: &mut Vec<Value>, details: &mut Value) {
                 let with = (step == 0) == (r % 2 == 1);
                 if with {
                     let w = Watch::start(&["--findings-only"]);
+                    // Steady state, not start-up: let it finish settling in first.
+                    std::thread::sleep(Duration::from_millis(500));
                     attached = storm(exec, dur);
                     drop(w);
                 } else {
@@ -369,26 +375,48 @@ fn main() {
     let mut rows = Vec::new();
     let mut details = json!({});
     let t = Instant::now();
-    exit_overhead(if quick { 2 } else { 6 }, &mut rows, &mut details);
-    let (steady, startup_peak) = startup(if quick { 3 } else { 11 }, &mut rows, &mut details);
-    let storm_peak = oom_storm(if quick { 10 } else { 130 }, 4, &mut rows, &mut details);
-    let peak = startup_peak.max(storm_peak);
-    rows.push(row(
-        "RSS while watching (steady) / peak (start-up and OOM storm)",
-        format!(
-            "{:.1} MB / {:.1} MB",
-            steady as f64 / 1024.0,
-            peak as f64 / 1024.0
-        ),
-        "≤ 12 MB / ≤ 30 MB",
-        Some(steady <= 12 * 1024 && peak <= 30 * 1024),
-    ));
-    userspace(
-        if quick { 1_000_000 } else { 10_000_000 },
-        &mut rows,
-        &mut details,
-    );
-    stuck_latency(if quick { 2 } else { 5 }, &mut rows, &mut details);
+    // OOMTRACE_BENCH_ONLY=exit,startup,storm,report,latency runs a subset.
+    let only = std::env::var("OOMTRACE_BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+    if run("exit") {
+        exit_overhead(if quick { 2 } else { 10 }, &mut rows, &mut details);
+    }
+    let (mut steady, mut peak) = (None, 0);
+    if run("startup") {
+        let (s, p) = startup(if quick { 3 } else { 11 }, &mut rows, &mut details);
+        steady = Some(s);
+        peak = p;
+    }
+    if run("storm") {
+        peak = peak.max(oom_storm(
+            if quick { 10 } else { 130 },
+            4,
+            &mut rows,
+            &mut details,
+        ));
+    }
+    if let Some(steady) = steady {
+        rows.push(row(
+            "RSS while watching (steady) / peak (start-up and OOM storm)",
+            format!(
+                "{:.1} MB / {:.1} MB",
+                steady as f64 / 1024.0,
+                peak as f64 / 1024.0
+            ),
+            "≤ 12 MB / ≤ 30 MB",
+            Some(steady <= 12 * 1024 && peak <= 30 * 1024),
+        ));
+    }
+    if run("report") {
+        userspace(
+            if quick { 1_000_000 } else { 10_000_000 },
+            &mut rows,
+            &mut details,
+        );
+    }
+    if run("latency") {
+        stuck_latency(if quick { 2 } else { 5 }, &mut rows, &mut details);
+    }
 
     println!("\n| figure | value | target | verdict |\n|---|---|---|---|");
     for r in &rows {

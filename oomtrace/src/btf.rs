@@ -138,8 +138,10 @@ pub struct Member {
 
 /// Parsed BTF: the raw type records, where each starts, and an index of names.
 pub struct Btf {
-    types: Vec<u8>,
-    strings: Vec<u8>,
+    /// The blob itself; `types` and `strings` are its two sections.
+    data: Vec<u8>,
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
     /// Byte offset in `types` of each type's record, indexed by type id (entry 0, void, unused).
     starts: Vec<u32>,
     /// Name index, a hash table of chains: `heads[hash(name) & mask]` is the first type id of
@@ -232,8 +234,27 @@ impl Btf {
         Btf::from_bytes(&data)
     }
 
+    fn types(&self) -> &[u8] {
+        &self.data[self.types.clone()]
+    }
+
+    fn strings(&self) -> &[u8] {
+        &self.data[self.strings.clone()]
+    }
+
+    /// Gives the blob back (for another parser), dropping the index.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+
     /// Parses a raw (little-endian, base) BTF blob.
     pub fn from_bytes(data: &[u8]) -> Result<Btf, BtfError> {
+        Btf::from_vec(data.to_vec())
+    }
+
+    /// Parses a blob it takes ownership of (no copy: the kernel's is 5.5 MB).
+    pub fn from_vec(owned: Vec<u8>) -> Result<Btf, BtfError> {
+        let data = owned.as_slice();
         let truncated = |what: String| BtfError::Truncated {
             at: data.len(),
             what,
@@ -297,9 +318,16 @@ impl Btf {
                 heads[bucket] = id as u32;
             }
         }
+        let base = data.as_ptr() as usize;
+        let range = |s: &[u8]| {
+            let at = s.as_ptr() as usize - base;
+            at..at + s.len()
+        };
+        let (types, strings) = (range(types), range(strings));
         let mut btf = Btf {
-            types: types.to_vec(),
-            strings: strings.to_vec(),
+            data: owned,
+            types,
+            strings,
             starts,
             heads,
             next,
@@ -316,7 +344,7 @@ impl Btf {
         if id == 0 {
             return None;
         }
-        let (name, info) = (le32(&self.types, pos)?, le32(&self.types, pos + 4)?);
+        let (name, info) = (le32(self.types(), pos)?, le32(self.types(), pos + 4)?);
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
         let len = extra_len(kind, vlen)?;
         Some(Ty {
@@ -325,18 +353,18 @@ impl Btf {
             kind,
             vlen,
             kflag: info >> 31 != 0,
-            size_or_type: le32(&self.types, pos + 8)?,
-            extra: self.types.get(pos + 12..pos + 12 + len)?,
+            size_or_type: le32(self.types(), pos + 8)?,
+            extra: self.types().get(pos + 12..pos + 12 + len)?,
         })
     }
 
     fn name_of(&self, t: &Ty<'_>) -> &str {
-        cstr(&self.strings, t.name).unwrap_or("")
+        cstr(self.strings(), t.name).unwrap_or("")
     }
 
     /// True if the string at `off` is `name` (no UTF-8 check, no allocation).
     fn name_is(&self, off: u32, name: &str) -> bool {
-        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        let rest = self.strings().get(off as usize..).unwrap_or(&[]);
         rest.starts_with(name.as_bytes()) && rest.get(name.len()).is_none_or(|&b| b == 0)
     }
 

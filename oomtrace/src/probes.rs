@@ -84,10 +84,14 @@ impl Probes {
         // of aya's parsed BTFs is alive at a time (they are the peak of our RSS).
         let loader = std::thread::spawn(EbpfLoader::new);
         let bytes = read_vmlinux_btf();
-        let our_btf = bytes
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|b| Btf::from_bytes(b).map_err(|e| e.to_string()));
+        // Ours takes the blob without copying and gives it back for aya's parse below.
+        let (our_btf, bytes) = match bytes {
+            Ok(b) => match Btf::from_vec(b) {
+                Ok(btf) => (Ok(btf), Ok(None)),
+                Err(e) => (Err(e.to_string()), read_vmlinux_btf().map(Some)),
+            },
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
         let tracefs = Tracefs::locate(true);
         // Everything our index answers, taken now so it can go before aya's copy is parsed.
         let layout = Layout::discover(our_btf.as_ref().ok(), tracefs.as_ref().ok());
@@ -106,7 +110,12 @@ impl Probes {
             b.tracepoint_args("sched_process_exit")
                 .is_ok_and(|args| args.len() >= 2)
         });
-        let our_btf = our_btf.map(drop);
+        let (our_btf, bytes) = match (our_btf, bytes) {
+            (Ok(btf), _) => (Ok(()), Ok(btf.into_bytes())),
+            (Err(e), Ok(Some(b))) => (Err(e), Ok(b)),
+            (Err(e), Ok(None)) => (Err(e.clone()), Err(e)),
+            (Err(e), Err(r)) => (Err(e), Err(r)),
+        };
         let mut loader = loader
             .join()
             .map_err(|_| anyhow::anyhow!("aya's loader panicked while reading the kernel BTF"))?;

@@ -326,8 +326,8 @@ fn userspace(events: u64, out: &mut Vec<Value>, details: &mut Value) {
             size >> 20,
             rate / 1e6
         ),
-        "≥ 2 M events/s/core",
-        Some(rate >= 2e6),
+        "(wall time; the ≥ 2 M events/s/core target is decode + track, criterion table)",
+        None,
     ));
     details["report_wall_s"] = json!(walls);
 }

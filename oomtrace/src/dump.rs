@@ -185,7 +185,7 @@ pub enum DumpProblem {
 
 enum Source {
     Plain(BufReader<File>),
-    Gzip(BufReader<MultiGzDecoder<BufReader<File>>>),
+    Gzip(Box<BufReader<MultiGzDecoder<BufReader<File>>>>),
     Memory(io::Cursor<Vec<u8>>),
 }
 
@@ -232,10 +232,10 @@ impl Reader {
         drop(file);
         let file = File::open(path)?;
         let src = if n == 2 && magic == [0x1f, 0x8b] {
-            Source::Gzip(BufReader::with_capacity(
+            Source::Gzip(Box::new(BufReader::with_capacity(
                 1 << 16,
                 MultiGzDecoder::new(BufReader::new(file)),
-            ))
+            )))
         } else {
             Source::Plain(BufReader::with_capacity(1 << 16, file))
         };

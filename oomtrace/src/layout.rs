@@ -126,8 +126,8 @@ impl Layout {
             }
         };
         // mm->rss_stat: percpu_counter[NR_MM_COUNTERS] since 6.2, struct mm_rss_stat before.
-        match btf.member("mm_struct", "rss_stat") {
-            Ok(m) => match &m.ty {
+        if let Ok(m) = btf.member("mm_struct", "rss_stat") {
+            match &m.ty {
                 TypeDesc::Array {
                     elem, elem_size, ..
                 } if matches!(&**elem, TypeDesc::Struct { name, .. } if name == "percpu_counter") => {
@@ -143,8 +143,7 @@ impl Layout {
                     }
                 }
                 _ => {}
-            },
-            Err(_) => {}
+            }
         }
         if c.mm_rss_base == NO_OFFSET {
             missing.push("mm_struct.rss_stat: victim rss unknown (tp_btf)".into());

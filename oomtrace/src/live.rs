@@ -393,7 +393,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             .into_iter()
             .map(|(program, attach, count, ns)| {
                 json!({"program": program, "attach": attach, "run_count": count, "run_time_ns": ns,
-                       "avg_ns": if count > 0 { ns / count } else { 0 }})
+                       "avg_ns": ns.checked_div(count).unwrap_or(0)})
             })
             .collect();
         let out = &mut runner.session.out;

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oomtrace_tests::{PtraceHold, Sandbox, Watch, hog, oomtrace_bin, require_root, wait_until};
+use oomtrace_tests::{Sandbox, Watch, held_victim, hog, oomtrace_bin, require_root, wait_until};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -338,11 +338,8 @@ fn stuck_latency(runs: usize, out: &mut Vec<Value>, details: &mut Value) {
     let sandbox = Sandbox::new("latency", 64 * MIB);
     let w = Watch::start(&["--findings-only", "--timeout", "1"]);
     for _ in 0..runs {
-        let mut h = hog(&sandbox, 256, false, None);
+        let (mut h, mut hold) = held_victim(&sandbox, Duration::from_secs(20));
         let pid = h.pid();
-        let mut hold = PtraceHold::seize(pid);
-        h.go();
-        assert!(hold.wait_exit_stop(Duration::from_secs(20)));
         let f = w.wait_for("the flag", Duration::from_secs(20), |v| {
             v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == pid
         });

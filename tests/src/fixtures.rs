@@ -398,6 +398,19 @@ impl PtraceHold {
     }
 }
 
+/// A victim held at its exit: a hog in `sandbox`, seized, told to allocate, OOM-killed and now
+/// stopped in PTRACE_EVENT_EXIT until the returned hold is released (or dropped).
+pub fn held_victim(sandbox: &Sandbox, wait: Duration) -> (Proc, PtraceHold) {
+    let mut h = hog(sandbox, 256, false, None);
+    let hold = PtraceHold::seize(h.pid());
+    h.go();
+    assert!(
+        hold.wait_exit_stop(wait),
+        "the victim never stopped at its exit"
+    );
+    (h, hold)
+}
+
 impl Drop for PtraceHold {
     fn drop(&mut self) {
         self.release();

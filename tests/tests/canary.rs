@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use oomtrace_tests::{PtraceHold, Sandbox, Watch, hog, oomtrace_bin, require_root, scaled};
+use oomtrace_tests::{Sandbox, Watch, held_victim, hog, oomtrace_bin, require_root, scaled};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -80,11 +80,8 @@ fn record_then_report_gives_the_same_findings() {
         ],
         &[],
     );
-    let mut stuck = hog(&sandbox, 256, false, None);
+    let (mut stuck, mut hold) = held_victim(&sandbox, wait());
     let stuck_pid = stuck.pid();
-    let mut hold = PtraceHold::seize(stuck_pid);
-    stuck.go();
-    assert!(hold.wait_exit_stop(wait()));
     watch.wait_for("the stuck flag", wait(), |v| {
         v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == stuck_pid
     });
@@ -253,11 +250,8 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
         ],
         &[("HOOK_OUT", out.to_str().unwrap())],
     );
-    let mut h = hog(&sandbox, 256, false, None);
+    let (mut h, mut hold) = held_victim(&sandbox, wait());
     let pid = h.pid();
-    let mut hold = PtraceHold::seize(pid);
-    h.go();
-    assert!(hold.wait_exit_stop(wait()));
     watch.wait_for("the stuck flag", wait(), |v| {
         v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == pid
     });

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    PtraceHold, Sandbox, Watch, fuse::FuseHold, hog, proc_state, require_root, scaled, slowdown,
+    Sandbox, Watch, fuse::FuseHold, held_victim, hog, proc_state, require_root, scaled, slowdown,
     spawn_hog,
 };
 use serde_json::Value;
@@ -117,14 +117,8 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     require_root();
     let sandbox = Sandbox::new("ptrace", 64 * MIB);
     let watch = watch();
-    let mut hog = hog(&sandbox, 256, false, None);
+    let (mut hog, mut hold) = held_victim(&sandbox, wait());
     let pid = hog.pid();
-    let mut hold = PtraceHold::seize(pid);
-    hog.go();
-    assert!(
-        hold.wait_exit_stop(wait()),
-        "the victim never stopped at its exit"
-    );
 
     let stuck = watch.wait_for("the STUCK finding", wait(), |v| finding(v, "stuck", pid));
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");

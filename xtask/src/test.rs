@@ -293,25 +293,27 @@ fn run_matrix(
     Ok((tally, report))
 }
 
+/// Prints the per-kernel report and the closing `N passed, N failed` line.
+fn conclude(tally: Tally, report: &[String]) -> ExitCode {
+    println!();
+    for line in report {
+        println!("kernel {line}");
+    }
+    let failed = tally.failed + tally.broken;
+    println!("{} passed, {failed} failed", tally.passed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 pub fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
     let bin = build_oomtrace(&env)?;
     let exes = build_e2e(&env)?;
     let (tally, report) = run_matrix(&bin, &exes, kernel, filter)?;
-    println!();
-    for line in &report {
-        println!("kernel {line}");
-    }
-    println!(
-        "{} passed, {} failed",
-        tally.passed,
-        tally.failed + tally.broken
-    );
-    Ok(if tally.failed + tally.broken == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(conclude(tally, &report))
 }
 
 pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
@@ -382,20 +384,7 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    println!();
-    for line in &report {
-        println!("kernel {line}");
-    }
-    println!(
-        "{} passed, {} failed",
-        tally.passed,
-        tally.failed + tally.broken
-    );
-    Ok(if tally.failed + tally.broken == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(conclude(tally, &report))
 }
 
 /// Just enough JSON to pick `"executable"` out of cargo's compiler-artifact messages, so xtask

@@ -188,7 +188,13 @@ impl Sandbox {
         std::fs::read_to_string(self.dir.join(file))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .find_map(|l| {
+                // The key exactly: v1 also has `oom_kill_disable`.
+                let mut f = l.split_whitespace();
+                (f.next() == Some(key))
+                    .then(|| f.next()?.parse().ok())
+                    .flatten()
+            })
             .unwrap_or(0)
     }
 }

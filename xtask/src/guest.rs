@@ -6,7 +6,8 @@
 //! `dpkg -x` into a cache (nothing is installed on the host: installing qemu-system-x86 would
 //! remove the host's newer qemu-utils). QEMU runs with TCG: this machine's /dev/kvm cannot run
 //! stock kernels. The guest's root is the host's `/`, shared read-only over virtio-9p, so the
-//! very same test binaries run inside; one host directory is shared read-write for results.
+//! very same test binaries run inside; the cargo target dir is shared read-write on top (test
+//! binaries and results, wherever the clone lives).
 //! The guest's exit code comes back through a file in it, never from the console.
 
 use std::{
@@ -314,8 +315,8 @@ pub fn prepare(tools: &Tools, spec: &KernelSpec) -> anyhow::Result<Prepared> {
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
-# oomtrace guest init: mount the host root read-only, run the command, report its exit code
-# through the shared results directory, power off.
+# oomtrace guest init: mount the host root read-only and the shared directory read-write, run
+# the command, report its exit code through the results directory in the share, power off.
 B=/bin/busybox
 $B mkdir -p /proc /sys /dev /newroot
 $B mount -t proc proc /proc
@@ -327,8 +328,11 @@ for try in 1 2 3 4 5 6 7 8 9 10; do
   $B mount -t 9p -o trans=virtio,version=9p2000.L hostroot /newroot && break
   $B sleep 0.3
 done
-$B mount -t 9p -o trans=virtio,version=9p2000.L results "/newroot$results" || echo "init: no results dir"
 for d in tmp run var/tmp root; do $B mount -t tmpfs tmpfs "/newroot/$d"; done
+# The shared directory (the cargo target dir: test binaries and results) goes on top, so that
+# it is reachable even when it lives under one of the tmpfs mounts (a clone in /tmp or /root).
+$B mkdir -p "/newroot$share" 2>/dev/null
+$B mount -t 9p -o trans=virtio,version=9p2000.L share "/newroot$share" || echo "init: no shared dir"
 $B mount -t proc proc /newroot/proc
 $B mount -t sysfs sysfs /newroot/sys
 $B mount -t devtmpfs devtmpfs /newroot/dev
@@ -462,21 +466,31 @@ pub struct GuestRun {
     pub wall: Duration,
 }
 
-/// Boots the kernel and runs `script` (a shell script) as root in the guest, `results` being a
-/// fresh host directory shared read-write at the same path.
+/// Boots the kernel and runs `script` (a shell script) as root in the guest. `share` (the cargo
+/// target dir) is shared read-write at its own path on top of everything else; `results`, inside
+/// it, receives the script, its output and its exit code. The rest of the host is read-only.
 pub fn run_in_guest(
     tools: &Tools,
     kernel: &Prepared,
     script: &str,
+    share: &Path,
     results: &Path,
     timeout: Duration,
 ) -> anyhow::Result<GuestRun> {
+    let share = share.canonicalize()?;
     let _ = std::fs::remove_dir_all(results);
     std::fs::create_dir_all(results)?;
     let results = results.canonicalize()?;
     std::fs::write(results.join("cmd.sh"), script)?;
     let console = results.join("console.log");
+    anyhow::ensure!(
+        results.starts_with(&share),
+        "the results dir {} must be inside the shared dir {}",
+        results.display(),
+        share.display()
+    );
     let r = results.display();
+    let sh = share.display();
     let started = Instant::now();
     let mut child = tools
         .qemu()
@@ -510,7 +524,9 @@ pub fn run_in_guest(
         .arg("-initrd")
         .arg(&kernel.initramfs)
         .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 loglevel=4 results={r}"))
+        .arg(format!(
+            "console=ttyS0 panic=-1 loglevel=4 results={r} share={sh}"
+        ))
         .args([
             "-fsdev",
             "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -519,9 +535,9 @@ pub fn run_in_guest(
         ])
         .arg("-fsdev")
         .arg(format!(
-            "local,id=results,path={r},security_model=none,multidevs=remap"
+            "local,id=share,path={sh},security_model=none,multidevs=remap"
         ))
-        .args(["-device", "virtio-9p-pci,fsdev=results,mount_tag=results"])
+        .args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

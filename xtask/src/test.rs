@@ -223,11 +223,11 @@ fn run_matrix(
     let mut tally = Tally::default();
     let mut report = Vec::new();
     // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
-    let results_root = bin
+    let target = bin
         .parent()
         .and_then(Path::parent)
-        .context("oomtrace binary has no target directory")?
-        .join("vm-results");
+        .context("oomtrace binary has no target directory")?;
+    let results_root = target.join("vm-results");
     for spec in guest::load_kernels()? {
         if only.is_some_and(|k| k != spec.name) {
             continue;
@@ -243,6 +243,7 @@ fn run_matrix(
             &tools,
             &kernel,
             &script,
+            target,
             &results,
             Duration::from_secs(1200),
         );

@@ -244,7 +244,20 @@ fn attach_one(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, c: &Candidate) -> Result<
     if result.is_err() {
         let _ = unload(prog);
     }
-    result.map_err(|e| error_line(&e))
+    result.map_err(|e| {
+        let line = error_line(&e);
+        let refused = matches!(c.attach, AttachType::Fentry | AttachType::Fexit)
+            && line.contains("Operation not permitted");
+        if refused {
+            // Seen on hardened hosts: the load is refused by attach type, before the verifier.
+            format!(
+                "{line}; this kernel refuses {} programs (lockdown or a BPF LSM policy)",
+                c.attach
+            )
+        } else {
+            line
+        }
+    })
 }
 
 fn load_and_attach(

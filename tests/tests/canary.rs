@@ -247,6 +247,9 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
             "--fail-on-stuck",
             "--on-stuck",
             hook.to_str().unwrap(),
+            // Other tests flag victims on this host too: only ours may run the hook.
+            "--memcg",
+            sandbox.rel_path(),
         ],
         &[("HOOK_OUT", out.to_str().unwrap())],
     );

@@ -239,14 +239,32 @@ fn run_matrix(
             spec.name, kernel.release
         );
         let script = guest_script(bin, exes, filter, &results);
-        let run = guest::run_in_guest(
-            &tools,
-            &kernel,
-            &script,
-            target,
-            &results,
-            Duration::from_secs(1200),
-        );
+        let boot = || {
+            guest::run_in_guest(
+                &tools,
+                &kernel,
+                &script,
+                target,
+                &results,
+                Duration::from_secs(1200),
+            )
+        };
+        // A guest that died before running anything (an early-boot oops under TCG was seen
+        // once in a few dozen boots) is booted once more; the tests themselves never are.
+        let run = match boot() {
+            Err(e) if !results.join("output.log").exists() => {
+                eprintln!(
+                    "xtask: {} never ran the suite ({e:#}); booting it once more",
+                    spec.name
+                );
+                let _ = std::fs::copy(
+                    results.join("console.log"),
+                    target.join(format!("vm-{}-failed-boot.log", spec.name)),
+                );
+                boot()
+            }
+            other => other,
+        };
         let line = match run {
             Ok(run) => {
                 let mut t = Tally::default();

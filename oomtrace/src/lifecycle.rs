@@ -311,16 +311,32 @@ impl Finding {
         }
     }
 
-    /// The memcg the finding is about.
-    pub fn memcg_id(&self) -> Option<u64> {
+    /// The victim the finding is about (all but `Livelock`, which names one by key).
+    pub fn victim(&self) -> Option<&Victim> {
         match self {
             Finding::Killed { victim }
             | Finding::Dead { victim, .. }
             | Finding::Stuck { victim, .. }
             | Finding::Unobservable { victim, .. }
             | Finding::NotReleased { victim, .. }
-            | Finding::Released { victim, .. } => victim.memcg_id,
+            | Finding::Released { victim, .. } => Some(victim),
+            Finding::Livelock { .. } => None,
+        }
+    }
+
+    /// The process the finding is about.
+    pub fn tgid(&self) -> u32 {
+        match self {
+            Finding::Livelock { victim, .. } => victim.tgid,
+            f => f.victim().map_or(0, |v| v.key.tgid),
+        }
+    }
+
+    /// The memcg the finding is about.
+    pub fn memcg_id(&self) -> Option<u64> {
+        match self {
             Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
+            f => f.victim().and_then(|v| v.memcg_id),
         }
     }
 

@@ -194,7 +194,7 @@ pub fn replay<W: Write>(
     r.summary = session.finish(end)?;
     r.findings = std::mem::take(&mut session.kept);
     for f in &r.findings {
-        if let Some(v) = finding_victim(f) {
+        if let Some(v) = f.victim() {
             r.victims.insert(v.key, v.clone());
         }
     }
@@ -202,18 +202,6 @@ pub fn replay<W: Write>(
         r.victims.insert(v.key, v.clone());
     }
     Ok(r)
-}
-
-fn finding_victim(f: &Finding) -> Option<&Victim> {
-    match f {
-        Finding::Killed { victim }
-        | Finding::Dead { victim, .. }
-        | Finding::Stuck { victim, .. }
-        | Finding::Unobservable { victim, .. }
-        | Finding::NotReleased { victim, .. }
-        | Finding::Released { victim, .. } => Some(victim),
-        Finding::Livelock { .. } => None,
-    }
 }
 
 /// The replay as Chrome trace-event JSON (opens in ui.perfetto.dev): one process per memcg,

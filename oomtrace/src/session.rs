@@ -151,19 +151,10 @@ impl<W: Write> Session<W> {
             return true;
         }
         let memcg = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
-        let pid = match f {
-            Finding::Killed { victim }
-            | Finding::Dead { victim, .. }
-            | Finding::Stuck { victim, .. }
-            | Finding::Unobservable { victim, .. }
-            | Finding::NotReleased { victim, .. }
-            | Finding::Released { victim, .. } => Some(victim.key.tgid),
-            Finding::Livelock { victim, .. } => Some(victim.tgid),
-        };
-        let ok =
-            self.filter.memcg_ok(memcg.as_deref()) && pid.is_none_or(|p| self.filter.pid_ok(p));
-        if ok && let Some(p) = pid {
-            self.of_interest.insert(p);
+        let pid = f.tgid();
+        let ok = self.filter.memcg_ok(memcg.as_deref()) && self.filter.pid_ok(pid);
+        if ok {
+            self.of_interest.insert(pid);
         }
         ok
     }

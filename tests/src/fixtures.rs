@@ -463,7 +463,7 @@ impl Watch {
             lines,
             reader: Some(reader),
         };
-        w.wait_for("the plan line", Duration::from_secs(30), |v| {
+        w.wait_for("the plan line", scaled(Duration::from_secs(30)), |v| {
             v["type"] == "plan"
         });
         w

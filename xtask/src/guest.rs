@@ -496,7 +496,10 @@ pub fn run_in_guest(
         .qemu()
         .args([
             "-accel",
-            "tcg,thread=multi",
+            // One host thread for all vCPUs: with multi-threaded TCG, kernels now and then
+            // oopsed on int3 while patching static keys (cross-modifying code across vCPUs),
+            // at boot and when the first memcg came up. Slower, but reliable.
+            "tcg,thread=single",
             "-cpu",
             "max",
             "-m",

@@ -84,6 +84,8 @@ fn boot_id() -> String {
 struct Runner<W: std::io::Write> {
     session: Session<W>,
     dump: Option<dump::Writer>,
+    /// The lost-event total last written to the dump (written again only when it grows).
+    dump_lost: u64,
     recorded_memcgs: BTreeSet<u64>,
     metrics: Option<Metrics>,
     on_stuck: Option<PathBuf>,
@@ -266,6 +268,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     let mut runner = Runner {
         session,
         dump,
+        dump_lost: 0,
         recorded_memcgs: BTreeSet::new(),
         metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
         on_stuck: opts.on_stuck.clone(),
@@ -349,7 +352,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                 drain(ring.get_mut(), &mut runner)?;
                 let lost = probes.lost_events()?;
                 if let Some(d) = &mut runner.dump {
-                    if lost > 0 { d.lost(lost)?; }
+                    if lost > runner.dump_lost {
+                        d.lost(lost)?;
+                        runner.dump_lost = lost;
+                    }
                     d.flush()?;
                     if last_sync.elapsed() >= Duration::from_secs(5) {
                         d.summary(&json!(runner.session.tracker.summary()))?;
@@ -406,7 +412,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     }
     runner.after_findings()?;
     if let Some(mut d) = runner.dump.take() {
-        if lost > 0 {
+        if lost > runner.dump_lost {
             d.lost(lost)?;
         }
         d.summary(&json!(summary))?;
@@ -422,9 +428,7 @@ fn drain<W: std::io::Write>(
     runner: &mut Runner<W>,
 ) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
-        let raw = item.to_vec();
-        drop(item);
-        runner.raw_event(&raw)?;
+        runner.raw_event(&item)?;
     }
     Ok(())
 }

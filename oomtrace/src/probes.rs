@@ -221,18 +221,6 @@ impl Probes {
             })
             .collect()
     }
-
-    /// Starts reporting exits of a process the kernel side did not see being killed (e.g. the
-    /// tgid of a victim on a kernel whose mark_victim carries only a thread id).
-    pub fn track(&mut self, tgid: u32) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::TRACKED)
-            .context("the eBPF object has no TRACKED map")?;
-        let mut tracked: aya::maps::HashMap<_, u32, u32> = aya::maps::HashMap::try_from(map)?;
-        tracked.insert(tgid, 1, 0)?;
-        Ok(())
-    }
 }
 
 /// Loads and attaches one candidate; on failure unloads it and says why, in one line.

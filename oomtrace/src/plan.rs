@@ -359,15 +359,27 @@ pub fn is_noise(r: &Rejected) -> bool {
     r.reason.starts_with("superseded") || r.reason.starts_with("sched_process_exit has no")
 }
 
-/// The plan of every hook.
+/// The plan of every hook, in [`Hook::ALL`] order. Hooks on tracepoints are tried before
+/// hooks on kernel functions: the BTF that fentry/fexit loads need is parsed meanwhile
+/// (see `probes`).
 pub fn resolve_all(
     facts: &Facts,
     mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
 ) -> Vec<HookPlan> {
-    Hook::ALL
-        .iter()
-        .map(|&h| resolve(h, facts, &mut try_attach))
-        .collect()
+    let on_function = |h: &Hook| {
+        all_candidates(*h)
+            .iter()
+            .any(|c| matches!(c.target, Target::Function(_)))
+    };
+    let (functions, tracepoints): (Vec<Hook>, Vec<Hook>) =
+        Hook::ALL.into_iter().partition(on_function);
+    let mut plan: Vec<HookPlan> = tracepoints
+        .into_iter()
+        .chain(functions)
+        .map(|h| resolve(h, facts, &mut try_attach))
+        .collect();
+    plan.sort_by_key(|p| Hook::ALL.iter().position(|h| *h == p.hook));
+    plan
 }
 
 /// Renders the plan as a short block: one line per hook.
@@ -442,6 +454,29 @@ mod tests {
         let exit = plan.iter().find(|p| p.hook == Hook::TaskExit).unwrap();
         assert_eq!(exit.program, Some("exit_btf_group_dead"));
         assert!(exit.rejected.is_empty());
+    }
+
+    /// Function hooks are tried after every tracepoint hook; the plan keeps `Hook::ALL` order.
+    #[test]
+    fn tracepoint_hooks_are_tried_first_and_the_plan_keeps_hook_order() {
+        let mut tried = Vec::new();
+        let plan = resolve_all(&full(), |c| {
+            tried.push(c.target);
+            Ok(())
+        });
+        let first_function = tried
+            .iter()
+            .position(|t| matches!(t, Target::Function(_)))
+            .unwrap();
+        assert!(first_function > 0, "{tried:?}");
+        assert!(
+            tried[first_function..]
+                .iter()
+                .all(|t| matches!(t, Target::Function(_))),
+            "{tried:?}"
+        );
+        let hooks: Vec<Hook> = plan.iter().map(|p| p.hook).collect();
+        assert_eq!(hooks, Hook::ALL);
     }
 
     /// This project's CI host: fentry refused at load with EPERM, no kprobes, tracepoints fine.

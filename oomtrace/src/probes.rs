@@ -78,64 +78,35 @@ impl Probes {
             );
         }
         raise_memlock_limit();
-        // aya's EbpfLoader::new() parses the kernel BTF itself (and aya 0.14 has no way to hand
-        // it one instead): let it do so on the other core while we read and index the BTF for
-        // offsets. Its copy is then replaced by the one program loads use, so that at most one
-        // of aya's parsed BTFs is alive at a time (they are the peak of our RSS).
-        let loader = std::thread::spawn(EbpfLoader::new);
-        let bytes = read_vmlinux_btf();
-        // Ours takes the blob without copying and gives it back for aya's parse below.
-        let (our_btf, bytes) = match bytes {
-            Ok(b) => match Btf::from_vec(b) {
-                Ok(btf) => (Ok(btf), Ok(None)),
-                Err(e) => (Err(e.to_string()), read_vmlinux_btf().map(Some)),
-            },
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
+        // The BTF work below allocates ~15 MB in large blocks and frees it. glibc's dynamic
+        // threshold would start serving such blocks from the heap after the first is freed,
+        // where they stay resident (malloc_trim does not shrink a thread's arena); a fixed
+        // threshold keeps them in their own mappings, unmapped when freed.
+        // SAFETY: mallopt has no preconditions.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+        let loader = loader_without_btf();
+        let btf = read_vmlinux_btf().and_then(|b| Btf::from_vec(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
-        // Everything our index answers, taken now so it can go before aya's copy is parsed.
-        let layout = Layout::discover(our_btf.as_ref().ok(), tracefs.as_ref().ok());
-        let has_function = |f: &&str| our_btf.as_ref().is_ok_and(|b| b.has_function(f));
+        let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
+        let has_function = |f: &&str| btf.as_ref().is_ok_and(|b| b.has_function(f));
         let btf_functions = ["mem_cgroup_out_of_memory", "oom_kill_process"]
             .into_iter()
             .filter(has_function)
             .collect();
-        let mark_victim_btf_has_task = our_btf.as_ref().is_ok_and(|b| {
+        let mark_victim_btf_has_task = btf.as_ref().is_ok_and(|b| {
             b.tracepoint_args("mark_victim").is_ok_and(|args| {
                 matches!(args.first(), Some(TypeDesc::Ptr { to })
                     if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
             })
         });
-        let exit_btf_has_group_dead = our_btf.as_ref().is_ok_and(|b| {
+        let exit_btf_has_group_dead = btf.as_ref().is_ok_and(|b| {
             b.tracepoint_args("sched_process_exit")
                 .is_ok_and(|args| args.len() >= 2)
         });
-        let (our_btf, bytes) = match (our_btf, bytes) {
-            (Ok(btf), _) => (Ok(()), Ok(btf.into_bytes())),
-            (Err(e), Ok(Some(b))) => (Err(e), Ok(b)),
-            (Err(e), Ok(None)) => (Err(e.clone()), Err(e)),
-            (Err(e), Err(r)) => (Err(e), Err(r)),
-        };
-        let mut loader = loader
-            .join()
-            .map_err(|_| anyhow::anyhow!("aya's loader panicked while reading the kernel BTF"))?;
-        loader.btf(None);
-        let aya_btf = bytes.and_then(|b| {
-            aya::Btf::parse(&b, aya::Endianness::default()).map_err(|e| e.to_string())
-        });
-        let btf_state = match (&our_btf, &aya_btf) {
-            (Ok(()), Ok(_)) => Ok(()),
-            (Err(e), _) | (_, Err(e)) => Err(format!("kernel BTF unusable: {e}")),
-        };
-        let mut config = layout.config;
-        config.trace_all_exits = u32::from(opts.trace_all_exits);
-
-        let mut ebpf = loader
-            .btf(aya_btf.as_ref().ok())
-            .override_global(names::CONFIG, &config, true)
-            .load(OBJECT)
-            .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")?;
-
+        let btf_state = btf
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| format!("kernel BTF unusable: {e}"));
         let kprobes = kprobes_available(tracefs.as_ref().ok());
         let facts = Facts {
             btf: btf_state.clone(),
@@ -147,10 +118,44 @@ impl Probes {
             exit_btf_has_group_dead,
             forbidden: opts.forbid.clone(),
         };
-        let plan = match &aya_btf {
-            Ok(btf) => plan::resolve_all(&facts, |c| attach_one(&mut ebpf, Some(btf), c)),
-            Err(_) => plan::resolve_all(&facts, |c| attach_one(&mut ebpf, None, c)),
-        };
+        // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
+        // kernel's ids of those names and nothing else. Functions come late in the kernel's
+        // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
+        // the other core while the maps are created and the tracepoints attach; the plan tries
+        // function hooks last. The index and its 5.5 MB blob are freed before.
+        let skeletons = btf.map(|b| {
+            let (functions, tracepoints) = btf_attach_targets();
+            (
+                b.attach_skeleton(&[], &tracepoints),
+                b.attach_skeleton(&functions, &[]),
+            )
+        });
+        let mut config = layout.config;
+        config.trace_all_exits = u32::from(opts.trace_all_exits);
+        let (plan, ebpf) = std::thread::scope(|s| {
+            let (tracepoints, functions) = match skeletons {
+                Ok((t, f)) => (Some(t), Some(f)),
+                Err(_) => (None, None),
+            };
+            let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
+            let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
+            let mut ebpf = { loader }
+                .override_global(names::CONFIG, &config, true)
+                .load(OBJECT)
+                .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")?;
+            let (mut functions, mut parsed) = (Some(functions), None);
+            let plan = plan::resolve_all(&facts, |c| {
+                let btf = match c.attach {
+                    AttachType::TpBtf => tracepoints.as_ref(),
+                    AttachType::Fentry | AttachType::Fexit => parsed
+                        .get_or_insert_with(|| functions.take().and_then(|f| f.join().ok()?))
+                        .as_ref(),
+                    _ => None,
+                };
+                attach_one(&mut ebpf, btf, c)
+            });
+            anyhow::Ok((plan, ebpf))
+        })?;
         let env = Environment {
             kernel: kernel_release(),
             root,
@@ -164,7 +169,6 @@ impl Probes {
             memory_controller: cgroups::memory_controller(),
             missing_offsets: layout.missing.clone(),
         };
-        drop(aya_btf);
         // The parsed BTFs are gone: give their memory back (glibc keeps freed heap otherwise).
         // SAFETY: no preconditions.
         unsafe { libc::malloc_trim(0) };
@@ -328,7 +332,63 @@ fn error_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// `/sys/kernel/btf/vmlinux` in one read (sysfs hands it out 4 KiB per read call otherwise).
+/// An `EbpfLoader` that holds no kernel BTF, made without reading it.
+///
+/// aya 0.14's `EbpfLoader::new()` reads and parses `/sys/kernel/btf/vmlinux` whatever the
+/// caller wants (aya-rs/aya#1172; made lazy upstream in aya-rs/aya#1639, in releases that need
+/// a newer Rust than this project's). That is ~20 ms of CPU and ~20 MB at start-up, the largest
+/// part of both, for nothing: oomtrace's object has no CO-RE relocations (offsets come in
+/// CONFIG), and program loads get skeletons ([`Btf::attach_skeleton`]). So while this process has a single
+/// thread, the loader is created with RLIMIT_NOFILE at 0: aya's open fails at once, nothing
+/// else can be affected, and the limit is restored before anything else runs. With other
+/// threads alive it is created as usual and its BTF dropped.
+fn loader_without_btf() -> EbpfLoader<'static> {
+    let single_threaded = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+    });
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to write into.
+    let saved = single_threaded && unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) } == 0;
+    let closed = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: valid rlimit structs; lowering the soft limit needs no privilege, and the old one
+    // (at most the hard limit, which is unchanged) is put back right after.
+    let lowered = saved && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &closed) } == 0;
+    let mut loader = EbpfLoader::new();
+    if lowered {
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    }
+    loader.btf(None);
+    loader
+}
+
+/// The functions (fentry/fexit) and tracepoints (tp_btf) the plan's BTF-attached candidates
+/// may load against.
+fn btf_attach_targets() -> (Vec<&'static str>, Vec<&'static str>) {
+    let (mut functions, mut tracepoints) = (Vec::new(), Vec::new());
+    for c in Hook::ALL.iter().flat_map(|h| plan::all_candidates(*h)) {
+        match (c.attach, c.target) {
+            (AttachType::Fentry | AttachType::Fexit, Target::Function(f)) => functions.push(f),
+            (AttachType::TpBtf, Target::Tracepoint(_, tp)) => tracepoints.push(tp),
+            _ => {}
+        }
+    }
+    (functions, tracepoints)
+}
+
+/// aya's parse of a BTF skeleton; `None` if it fails (the loads then say BTF is missing).
+fn parse_btf(bytes: &[u8]) -> Option<aya::Btf> {
+    aya::Btf::parse(bytes, aya::Endianness::default()).ok()
+}
+
+/// `/sys/kernel/btf/vmlinux` into a buffer sized once (sysfs hands it out 4 KiB per read).
 fn read_vmlinux_btf() -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let path = Path::new(Btf::VMLINUX);

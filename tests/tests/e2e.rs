@@ -22,6 +22,13 @@ fn kernel_has_kprobes() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
 }
 
+/// The "Max open files" line of /proc/PID/limits.
+fn open_files_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("reading limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files"));
+    line.expect("a Max open files line").to_string()
+}
+
 /// The plan says what each hook runs as, and the reasons match what this kernel can do.
 #[test]
 fn check_reports_the_attach_plan_with_reasons() {
@@ -95,6 +102,13 @@ fn hog_is_killed_and_followed_to_release() {
     require_root();
     let sandbox = Sandbox::new("hog", 64 * MIB);
     let watch = Watch::start(&[]);
+    // oomtrace creates aya's loader while it may open no file (probes.rs): afterwards it must
+    // run with the limit it inherited, or the dump, metrics and forensics would fail.
+    assert_eq!(
+        open_files_limit(watch.pid()),
+        open_files_limit(std::process::id()),
+        "oomtrace's RLIMIT_NOFILE differs from the one it was started with"
+    );
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
     hog.go();

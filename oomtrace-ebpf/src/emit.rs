@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use oomtrace_common::{Event, EventKind, Header, RING_BYTES, TASK_COMM_LEN, TRACKED_MAX};
 
@@ -20,26 +20,67 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Processes (by tgid) whose thread exits and release are reported: victims and the processes
-/// killed with them. Filled at kill time here and by userspace; LRU so it can never fill up.
+/// killed with them. Filled at kill time, emptied at release; LRU so it can never fill up.
 #[map]
 static TRACKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(TRACKED_MAX, 0);
+
+/// How many entries `TRACKED` holds, or more (one the LRU evicted stays counted). It is 0 while
+/// no victim is alive, which on a healthy host is nearly always: every process exit and release
+/// on the machine then costs one read of this (an array lookup the verifier inlines, on a cache
+/// line that is only written when a victim comes or goes) instead of a hash lookup.
+#[map]
+static TRACKED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// `BPF_NOEXIST`: insert only if absent, so each entry is counted once.
+const NOEXIST: u64 = 1;
 
 /// Starts tracking a process's exits.
 #[inline(always)]
 pub fn track(tgid: u32) {
-    if tgid != 0 {
-        let _ = TRACKED.insert(&tgid, &1, 0);
+    if tgid != 0 && TRACKED.insert(&tgid, &1, NOEXIST).is_ok() {
+        count_tracked(1);
     }
+}
+
+/// False when no process can be tracked: the cheap test before reading anything.
+#[inline(always)]
+pub fn any_tracked() -> bool {
+    if config().trace_all_exits != 0 {
+        return true;
+    }
+    // SAFETY: a valid map value pointer; an aligned u64 read cannot tear.
+    TRACKED_COUNT
+        .get_ptr(0)
+        .is_some_and(|count| unsafe { core::ptr::read_volatile(count) } != 0)
 }
 
 #[inline(always)]
 pub fn is_tracked(tgid: u32) -> bool {
-    config().trace_all_exits != 0 || TRACKED.get_ptr(&tgid).is_some()
+    config().trace_all_exits != 0 || (any_tracked() && TRACKED.get_ptr(&tgid).is_some())
 }
 
 #[inline(always)]
 pub fn untrack(tgid: u32) {
-    let _ = TRACKED.remove(&tgid);
+    if TRACKED.remove(&tgid).is_ok() {
+        count_tracked(u64::MAX);
+    }
+}
+
+/// Adds `delta` (wrapping: `u64::MAX` is -1) to `TRACKED_COUNT`, atomically. The BPF target
+/// has no compare-and-swap, so Rust's atomics do not exist there; this is the one atomic
+/// instruction every kernel with BPF knows (`BPF_XADD`, no fetch).
+#[inline(always)]
+fn count_tracked(delta: u64) {
+    if let Some(count) = TRACKED_COUNT.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned map value pointer; only ever changed by this instruction.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({count} + 0) += {delta}",
+                count = in(reg) count,
+                delta = in(reg) delta,
+            );
+        }
+    }
 }
 
 fn header(kind: EventKind) -> Header {

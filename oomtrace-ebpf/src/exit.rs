@@ -9,14 +9,14 @@ use aya_ebpf::{
 use oomtrace_common::{EventKind, NO_OFFSET, TaskExit, TaskFree, group_dead_source};
 
 use crate::{
-    emit::{emit, is_tracked, untrack},
+    emit::{any_tracked, emit, is_tracked, untrack},
     kernel::{config, last_live_thread, leader_start_ns, read},
 };
 
 /// Linux ≥ 6.16: `trace_sched_process_exit(struct task_struct *p, bool group_dead)`.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn exit_btf_group_dead(ctx: BtfTracePointContext) -> u32 {
-    if !is_tracked(current_tgid()) {
+    if !current_is_tracked() {
         return 0;
     }
     let task: u64 = ctx.arg(0);
@@ -31,7 +31,7 @@ pub fn exit_btf_group_dead(ctx: BtfTracePointContext) -> u32 {
 /// Older kernels: `trace_sched_process_exit(struct task_struct *p)`; group-dead is derived.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn exit_btf(ctx: BtfTracePointContext) -> u32 {
-    if !is_tracked(current_tgid()) {
+    if !current_is_tracked() {
         return 0;
     }
     let task: u64 = ctx.arg(0);
@@ -41,7 +41,7 @@ pub fn exit_btf(ctx: BtfTracePointContext) -> u32 {
 /// The classic tracepoint runs in the exiting task: `current` is the task.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn exit_tp(ctx: TracePointContext) -> u32 {
-    if !is_tracked(current_tgid()) {
+    if !current_is_tracked() {
         return 0;
     }
     // SAFETY: plain helper.
@@ -57,8 +57,10 @@ pub fn exit_tp(ctx: TracePointContext) -> u32 {
     exit(task, group_dead, group_dead_source::TRACEPOINT)
 }
 
-fn current_tgid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
+/// Whether the exiting process is tracked; the cheap count test comes before the helper call.
+#[inline(always)]
+fn current_is_tracked() -> bool {
+    any_tracked() && is_tracked((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
 fn exit(task: u64, group_dead: Option<bool>, source: u32) -> u32 {
@@ -82,23 +84,29 @@ fn exit(task: u64, group_dead: Option<bool>, source: u32) -> u32 {
 /// also dropped from the tracked set here.
 #[raw_tracepoint(tracepoint = "sched_process_free")]
 pub fn free_raw_tp(ctx: RawTracePointContext) -> u32 {
+    if !any_tracked() {
+        return 0;
+    }
     let task: u64 = ctx.arg(0);
     let pid: u32 = read(task, config().task_pid).unwrap_or(0);
-    free(pid, leader_start_ns(task))
+    free(pid, || leader_start_ns(task))
 }
 
 #[tracepoint(category = "sched", name = "sched_process_free")]
 pub fn free_tp(ctx: TracePointContext) -> u32 {
     let off = config().tp_free_pid;
-    if off == NO_OFFSET {
+    if off == NO_OFFSET || !any_tracked() {
         return 0;
     }
     // SAFETY: offset from this kernel's format file; the read is checked by the helper.
     let pid: i32 = unsafe { ctx.read_at(off as usize) }.unwrap_or(0);
-    free(pid as u32, 0)
+    free(pid as u32, || 0)
 }
 
-fn free(pid: u32, start_ns: u64) -> u32 {
+/// Reports the release of `pid` if it is tracked; `start_ns` is read only then (it costs two
+/// reads, and this runs for every task on the machine).
+#[inline(always)]
+fn free(pid: u32, start_ns: impl FnOnce() -> u64) -> u32 {
     if pid == 0 || !is_tracked(pid) {
         return 0;
     }
@@ -108,7 +116,7 @@ fn free(pid: u32, start_ns: u64) -> u32 {
         TaskFree {
             pid,
             _pad: 0,
-            start_ns,
+            start_ns: start_ns(),
         },
     );
     0

@@ -6,6 +6,8 @@
 //! One module per hook family, each program a thin entry point around a fallible helper.
 #![no_std]
 #![no_main]
+// `asm!` for the one atomic add (emit.rs): the BPF target has no Rust atomics.
+#![feature(asm_experimental_arch)]
 
 mod emit;
 mod exit;

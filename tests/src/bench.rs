@@ -27,6 +27,30 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A 95 % percentile-bootstrap interval of the median (2000 resamples, fixed seed).
+fn bootstrap_median_ci(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            let mut sample: Vec<f64> = (0..v.len())
+                .map(|_| v[(next() % v.len() as u64) as usize])
+                .collect();
+            median(&mut sample)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[50], medians[1949])
+}
+
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
@@ -97,56 +121,71 @@ fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
            "verdict": match ok { Some(true) => "met", Some(false) => "MISSED", None => "" }})
 }
 
-fn exit_overhead(rounds: usize, out: &mut Vec<Value>, details: &mut Value) {
-    let dur = Duration::from_millis(1500);
+/// Exit-path overhead: `pairs` pairs of short storms, one attached and one not, back to back
+/// (ABBA order). The VM's throughput drifts by ±15 % over seconds, more than the effect
+/// measured, so each ratio compares two adjacent windows, and the median of many ratios is
+/// reported with a bootstrap 95 % interval: the figure is only as certain as that interval.
+fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let window = Duration::from_millis(300);
+    let mut bare_medians = Vec::new();
     for (exec, name) in [(false, "fork/exit"), (true, "fork/exec/exit")] {
         let mut ratios = Vec::new();
         let (mut bare_rates, mut att_rates) = (Vec::new(), Vec::new());
-        for r in 0..rounds {
-            // ABBA: alternate which comes first so drift cancels.
-            let mut bare = 0.0;
-            let mut attached = 0.0;
+        for i in 0..pairs {
+            let (mut bare, mut attached) = (0.0, 0.0);
             for step in 0..2 {
-                let with = (step == 0) == (r % 2 == 1);
-                if with {
+                if (step == 0) == (i % 2 == 1) {
                     let w = Watch::start(&["--findings-only"]);
-                    // Steady state, not start-up: let it finish settling in first.
-                    std::thread::sleep(Duration::from_millis(500));
-                    attached = storm(exec, dur);
+                    // Steady state, not start-up: let it settle first.
+                    std::thread::sleep(Duration::from_millis(150));
+                    attached = storm(exec, window);
                     drop(w);
                 } else {
-                    bare = storm(exec, dur);
+                    bare = storm(exec, window);
                 }
             }
             bare_rates.push(bare);
             att_rates.push(attached);
             ratios.push(attached / bare);
         }
-        let (lo, hi) = min_max(&ratios);
-        let m = median(&mut ratios);
-        out.push(row(
+        let (lo, hi) = bootstrap_median_ci(&ratios);
+        let m = median(&mut ratios.clone());
+        let mut r = row(
             &format!("{name} storm throughput, attached ÷ not attached"),
             format!(
-                "{m:.3} (min {lo:.3}, max {hi:.3}; {rounds} ABBA rounds of {:.1} s)",
-                dur.as_secs_f64()
+                "{m:.3} (95 % interval {lo:.3}–{hi:.3}; {pairs} adjacent pairs of {:.1} s)",
+                window.as_secs_f64()
             ),
             "≥ 0.99",
-            Some(m >= 0.99),
-        ));
+            Some(lo >= 0.99),
+        );
+        // Met only if the whole interval clears the target, missed only if all of it falls
+        // short; otherwise this run cannot tell.
+        if lo < 0.99 && hi >= 0.99 {
+            r["verdict"] = json!("not resolved: the interval spans 0.99");
+        }
+        out.push(r);
+        bare_medians.push((name, median(&mut bare_rates.clone())));
         details[name] =
             json!({"ratios": ratios, "bare_per_s": bare_rates, "attached_per_s": att_rates});
     }
-    // The kernel's own accounting of the exit-path programs during a storm.
+    // The kernel's own accounting of the exit-path programs during a fork/exit storm (the
+    // shortest cycle, so the largest share), and what it implies for each storm: the
+    // programs' time per process against the not-attached cycle time. It includes every
+    // other process on the host meanwhile, so it errs high.
     let w = Watch::start_cmd(&["watch", "--json", "--findings-only", "--bpf-stats"], &[]);
-    storm(true, Duration::from_secs(2));
+    let window = Duration::from_secs(2);
+    let processes = storm(false, window) * window.as_secs_f64();
     let lines = w.stop_and_collect();
     let stats = lines
         .iter()
         .find(|v| v["type"] == "bpf_stats")
         .cloned()
         .unwrap_or(Value::Null);
+    let mut total_ns = 0.0;
     for p in stats["programs"].as_array().into_iter().flatten() {
-        if matches!(
+        total_ns += p["run_time_ns"].as_f64().unwrap_or(0.0);
+        if !matches!(
             p["program"].as_str(),
             Some(
                 "exit_btf_group_dead"
@@ -158,19 +197,35 @@ fn exit_overhead(rounds: usize, out: &mut Vec<Value>, details: &mut Value) {
                     | "signal_generate_tp"
             )
         ) {
-            out.push(row(
-                &format!(
-                    "{} ({}) average run time",
-                    p["program"].as_str().unwrap_or("?"),
-                    p["attach"].as_str().unwrap_or("?")
-                ),
-                format!("{} ns over {} runs", p["avg_ns"], p["run_count"]),
-                "(informational)",
-                None,
-            ));
+            continue;
         }
+        out.push(row(
+            &format!(
+                "{} ({}) average run time",
+                p["program"].as_str().unwrap_or("?"),
+                p["attach"].as_str().unwrap_or("?")
+            ),
+            format!("{} ns over {} runs", p["avg_ns"], p["run_count"]),
+            "(informational)",
+            None,
+        ));
+    }
+    let per_process_ns = total_ns / processes.max(1.0);
+    for (name, bare) in bare_medians {
+        let cycle_ns = 1e9 / bare;
+        let implied = cycle_ns / (cycle_ns + per_process_ns);
+        out.push(row(
+            &format!("{name}: ratio implied by the programs' own run time"),
+            format!(
+                "{implied:.4} ({per_process_ns:.0} ns of BPF per process, cycle {:.1} µs)",
+                cycle_ns / 1e3
+            ),
+            "≥ 0.99",
+            Some(implied >= 0.99),
+        ));
     }
     details["bpf_stats"] = stats;
+    details["bpf_ns_per_process"] = json!(per_process_ns);
 }
 
 fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64) {
@@ -376,7 +431,7 @@ fn main() {
     let only = std::env::var("OOMTRACE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     if run("exit") {
-        exit_overhead(if quick { 2 } else { 10 }, &mut rows, &mut details);
+        exit_overhead(if quick { 4 } else { 40 }, &mut rows, &mut details);
     }
     let (mut steady, mut peak) = (None, 0);
     if run("startup") {

@@ -84,6 +84,28 @@ fn storm(exec: bool, dur: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// [`storm`] in a fresh process of its own (this binary again), so that both sides of a
+/// comparison fork the same small process: forking this one costs more while a `Watch` and
+/// its reader thread are alive, which would be charged to oomtrace.
+fn storm_apart(exec: bool, dur: Duration) -> f64 {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let out = Command::new(exe)
+        .env(
+            STORM_ENV,
+            format!("{}:{}", u8::from(exec), dur.as_secs_f64()),
+        )
+        .output()
+        .expect("starting a storm process");
+    assert!(out.status.success(), "the storm process failed: {out:?}");
+    let rate = String::from_utf8_lossy(&out.stdout);
+    rate.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("storm rate {rate:?}: {e}"))
+}
+
+/// `EXEC:SECONDS`: run one storm, print its rate and exit (see [`storm_apart`]).
+const STORM_ENV: &str = "OOMTRACE_BENCH_STORM";
+
 fn proc_status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -138,10 +160,13 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
                     let w = Watch::start(&["--findings-only"]);
                     // Steady state, not start-up: let it settle first.
                     std::thread::sleep(Duration::from_millis(150));
-                    attached = storm(exec, window);
+                    attached = storm_apart(exec, window);
                     drop(w);
+                    // Detaching and freeing the programs goes on in the kernel after the
+                    // process is gone; it must not land in the next window.
+                    std::thread::sleep(Duration::from_millis(150));
                 } else {
-                    bare = storm(exec, window);
+                    bare = storm_apart(exec, window);
                 }
             }
             bare_rates.push(bare);
@@ -175,7 +200,7 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
     // other process on the host meanwhile, so it errs high.
     let w = Watch::start_cmd(&["watch", "--json", "--findings-only", "--bpf-stats"], &[]);
     let window = Duration::from_secs(2);
-    let processes = storm(false, window) * window.as_secs_f64();
+    let processes = storm_apart(false, window) * window.as_secs_f64();
     let lines = w.stop_and_collect();
     let stats = lines
         .iter()
@@ -420,6 +445,12 @@ fn stuck_latency(runs: usize, out: &mut Vec<Value>, details: &mut Value) {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(STORM_ENV) {
+        let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
+        let secs: f64 = secs.parse().expect("seconds");
+        println!("{}", storm(exec == "1", Duration::from_secs_f64(secs)));
+        return;
+    }
     require_root();
     let args: Vec<String> = std::env::args().collect();
     let out_path = args.get(1).cloned().unwrap_or_else(|| "bench.json".into());

@@ -144,11 +144,13 @@ fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
 }
 
 /// Exit-path overhead: `pairs` pairs of short storms, one attached and one not, back to back
-/// (ABBA order). The VM's throughput drifts by ±15 % over seconds, more than the effect
-/// measured, so each ratio compares two adjacent windows, and the median of many ratios is
-/// reported with a bootstrap 95 % interval: the figure is only as certain as that interval.
+/// (ABBA order). The VM's throughput wanders by ±15 %, more than the effect measured, so each
+/// ratio compares two adjacent windows, and the median of many ratios is reported with a
+/// bootstrap 95 % interval: the figure is only as certain as that interval. The spread of one
+/// pair's ratio (σ ≈ 7.5 % here) was the same with windows of 0.1, 0.3 and 1 s, so the
+/// windows are short and the pairs many.
 fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
-    let window = Duration::from_millis(300);
+    let window = Duration::from_millis(100);
     let mut bare_medians = Vec::new();
     for (exec, name) in [(false, "fork/exit"), (true, "fork/exec/exit")] {
         let mut ratios = Vec::new();
@@ -462,7 +464,7 @@ fn main() {
     let only = std::env::var("OOMTRACE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     if run("exit") {
-        exit_overhead(if quick { 4 } else { 40 }, &mut rows, &mut details);
+        exit_overhead(if quick { 6 } else { 100 }, &mut rows, &mut details);
     }
     let (mut steady, mut peak) = (None, 0);
     if run("startup") {

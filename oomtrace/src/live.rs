@@ -81,6 +81,12 @@ fn boot_id() -> String {
         .map_or_else(|_| "unknown".into(), |s| s.trim().into())
 }
 
+/// How often the loop wakes while something must be polled (hooks to reap, a ring buffer
+/// without wakeups).
+const POLL: Duration = Duration::from_millis(50);
+/// A dump written to is synced to disk at most this long after the last sync.
+const SYNC_EVERY: Duration = Duration::from_secs(5);
+
 struct Runner<W: std::io::Write> {
     session: Session<W>,
     dump: Option<dump::Writer>,
@@ -190,6 +196,29 @@ impl<W: std::io::Write> Runner<W> {
             Ok(child) => self.hooks_running.push(child),
             Err(e) => eprintln!("oomtrace: --on-stuck {}: cannot run: {e}", cmd.display()),
         }
+    }
+
+    /// When the loop must next wake up with no event arriving: at a victim's deadline (or
+    /// the end of the reorder window), when the dump is due a sync, and every `POLL` while
+    /// hooks run or the ring buffer must be polled. `None` when nothing is pending: an idle
+    /// oomtrace does not wake up at all.
+    fn next_wake(
+        &self,
+        poll_ring: bool,
+        (last_sync, synced_bytes): (tokio::time::Instant, u64),
+    ) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let due = self.session.tracker.next_tick_due().map(|due| {
+            let now_ns = monotonic_now();
+            now + Duration::from_nanos(due.saturating_sub(now_ns))
+        });
+        let poll = (poll_ring || !self.hooks_running.is_empty()).then_some(now + POLL);
+        let sync = self
+            .dump
+            .as_ref()
+            .filter(|d| d.bytes() > synced_bytes)
+            .map(|_| (last_sync + SYNC_EVERY).max(now));
+        [due, poll, sync].into_iter().flatten().min()
     }
 
     fn reap_hooks(&mut self) {
@@ -323,9 +352,8 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with the runtime")?;
-    // Ticks drive the stuck timeouts: 50 ms keeps a flag within ~60 ms of its deadline.
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
+    let poll_ring = probes.layout.config.trace_all_exits != 0;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -340,15 +368,22 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     };
-    let mut last_sync = tokio::time::Instant::now();
+    let (mut last_sync, mut synced_bytes) = (tokio::time::Instant::now(), 0);
     loop {
+        let wake = runner.next_wake(poll_ring, (last_sync, synced_bytes));
+        let tick = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 drain(guard.get_inner_mut(), &mut runner)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
+            () = tick => {
                 drain(ring.get_mut(), &mut runner)?;
                 let lost = probes.lost_events()?;
                 if let Some(d) = &mut runner.dump {
@@ -357,10 +392,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                         runner.dump_lost = lost;
                     }
                     d.flush()?;
-                    if last_sync.elapsed() >= Duration::from_secs(5) {
+                    if d.bytes() > synced_bytes && last_sync.elapsed() >= SYNC_EVERY {
                         d.summary(&json!(runner.session.tracker.summary()))?;
                         d.sync()?;
-                        last_sync = tokio::time::Instant::now();
+                        (last_sync, synced_bytes) = (tokio::time::Instant::now(), d.bytes());
                     }
                 }
                 runner.session.lost(lost)?;

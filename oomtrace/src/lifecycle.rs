@@ -683,21 +683,31 @@ impl Tracker {
         }
     }
 
+    /// Moves the index entry of a victim's marked thread id from `from` to `to` (the tgid's
+    /// own entry stays, even when the thread id is the tgid).
+    fn reindex_tid(&mut self, key: VictimKey, from: Option<u32>, to: Option<u32>) {
+        if from == to {
+            return;
+        }
+        if let Some(tid) = from.filter(|&t| t != key.tgid) {
+            self.index_remove(tid, &key);
+        }
+        if let Some(tid) = to {
+            self.index_add(tid, key);
+        }
+    }
+
     fn insert_victim(&mut self, v: Victim) {
         let key = v.key;
         self.index_add(key.tgid, key);
-        if let Some(tid) = v.marked_tid {
-            self.index_add(tid, key);
-        }
+        self.reindex_tid(key, None, v.marked_tid);
         self.victims.insert(key, v);
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Victim> {
         let v = self.victims.remove(key)?;
+        self.reindex_tid(*key, v.marked_tid, None);
         self.index_remove(key.tgid, key);
-        if let Some(tid) = v.marked_tid {
-            self.index_remove(tid, key);
-        }
         Some(v)
     }
 
@@ -944,9 +954,9 @@ impl Tracker {
         if let Some(k) = &pending {
             v.timeline.sigkill.get_or_insert(k.ts);
         }
-        v.marked_tid = Some(p.pid);
         let key = v.key;
-        self.index_add(p.pid, key);
+        let earlier = v.marked_tid.replace(p.pid);
+        self.reindex_tid(key, earlier, Some(p.pid));
         let Some(v) = self.victims.get_mut(&key) else {
             return;
         };

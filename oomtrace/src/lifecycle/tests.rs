@@ -468,6 +468,36 @@ fn old_kernels_mark_with_a_thread_id_and_the_sigkill_names_the_process() {
     assert_eq!(victim.key.tgid, 42);
 }
 
+/// A victim marked again through another thread keeps one index entry per id, and none once
+/// it is released.
+#[test]
+fn a_victim_marked_twice_leaves_no_index_entries_behind() {
+    let mut t = tracker();
+    let by_thread = |ms, tid| {
+        let mut ev = mark(ms, 42, 7);
+        if let Payload::MarkVictim(v) = &mut ev.payload {
+            v.pid = tid;
+        }
+        ev
+    };
+    let stream = [
+        sigkill(0, 42, 7),
+        by_thread(0, 43),
+        by_thread(1, 44),
+        exit(2, 42, 42, 7, true),
+    ];
+    run(&mut t, &stream, 100);
+    assert_eq!(
+        t.by_id.get(&43),
+        None,
+        "the first marked thread is still indexed"
+    );
+    assert!(t.by_id.contains_key(&44) && t.by_id.contains_key(&42));
+    run(&mut t, &[free(200, 42, 7)], 300);
+    assert!(t.is_empty());
+    assert!(t.by_id.is_empty(), "{:?}", t.by_id);
+}
+
 #[test]
 fn an_unrelated_kernel_sigkill_is_not_a_victim() {
     let mut t = tracker();

@@ -90,8 +90,6 @@ const SYNC_EVERY: Duration = Duration::from_secs(5);
 struct Runner<W: std::io::Write> {
     session: Session<W>,
     dump: Option<dump::Writer>,
-    /// The lost-event total last written to the dump (written again only when it grows).
-    dump_lost: u64,
     recorded_memcgs: BTreeSet<u64>,
     metrics: Option<Metrics>,
     on_stuck: Option<PathBuf>,
@@ -124,6 +122,17 @@ impl<W: std::io::Write> Runner<W> {
         }
         self.session.event(&ev)?;
         self.after_findings()
+    }
+
+    /// The kernel's count of lost events, to the dump and the session when it has grown.
+    fn lost(&mut self, total: u64) -> anyhow::Result<()> {
+        if total <= self.session.lost_reported() {
+            return Ok(());
+        }
+        if let Some(d) = &mut self.dump {
+            d.lost(total).context("writing the dump")?;
+        }
+        Ok(self.session.lost(total)?)
     }
 
     fn after_findings(&mut self) -> anyhow::Result<()> {
@@ -297,7 +306,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     let mut runner = Runner {
         session,
         dump,
-        dump_lost: 0,
         recorded_memcgs: BTreeSet::new(),
         metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
         on_stuck: opts.on_stuck.clone(),
@@ -385,12 +393,8 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             }
             () = tick => {
                 drain(ring.get_mut(), &mut runner)?;
-                let lost = probes.lost_events()?;
+                runner.lost(probes.lost_events()?)?;
                 if let Some(d) = &mut runner.dump {
-                    if lost > runner.dump_lost {
-                        d.lost(lost)?;
-                        runner.dump_lost = lost;
-                    }
                     d.flush()?;
                     if d.bytes() > synced_bytes && last_sync.elapsed() >= SYNC_EVERY {
                         d.summary(&json!(runner.session.tracker.summary()))?;
@@ -398,7 +402,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                         (last_sync, synced_bytes) = (tokio::time::Instant::now(), d.bytes());
                     }
                 }
-                runner.session.lost(lost)?;
                 runner.session.tick(monotonic_now())?;
                 runner.after_findings()?;
                 runner.reap_hooks();
@@ -424,8 +427,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         }
     }
     drain(ring.get_mut(), &mut runner)?;
-    let lost = probes.lost_events()?;
-    runner.session.lost(lost)?;
+    runner.lost(probes.lost_events()?)?;
     let end = monotonic_now();
     let summary = runner.session.finish(end)?;
     if opts.bpf_stats {
@@ -447,9 +449,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     }
     runner.after_findings()?;
     if let Some(mut d) = runner.dump.take() {
-        if lost > runner.dump_lost {
-            d.lost(lost)?;
-        }
         d.summary(&json!(summary))?;
         d.finish(end).context("closing the dump")?;
     }

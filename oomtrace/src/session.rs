@@ -185,6 +185,11 @@ impl<W: Write> Session<W> {
         self.out.flush()
     }
 
+    /// The lost-event total reported so far.
+    pub fn lost_reported(&self) -> u64 {
+        self.lost_reported
+    }
+
     /// The kernel's count of events lost to a full ring buffer.
     pub fn lost(&mut self, total: u64) -> io::Result<()> {
         if total <= self.lost_reported {

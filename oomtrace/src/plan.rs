@@ -371,11 +371,10 @@ pub fn resolve_all(
             .iter()
             .any(|c| matches!(c.target, Target::Function(_)))
     };
-    let (functions, tracepoints): (Vec<Hook>, Vec<Hook>) =
-        Hook::ALL.into_iter().partition(on_function);
-    let mut plan: Vec<HookPlan> = tracepoints
+    let mut order = Hook::ALL;
+    order.sort_by_key(on_function); // stable: tracepoint hooks, then function hooks
+    let mut plan: Vec<HookPlan> = order
         .into_iter()
-        .chain(functions)
         .map(|h| resolve(h, facts, &mut try_attach))
         .collect();
     plan.sort_by_key(|p| Hook::ALL.iter().position(|h| *h == p.hook));

@@ -54,9 +54,10 @@ pub fn any_tracked() -> bool {
         .is_some_and(|count| unsafe { core::ptr::read_volatile(count) } != 0)
 }
 
+/// Whether `tgid` is tracked: the hash lookup, for after [`any_tracked`] said it may be.
 #[inline(always)]
 pub fn is_tracked(tgid: u32) -> bool {
-    config().trace_all_exits != 0 || (any_tracked() && TRACKED.get_ptr(&tgid).is_some())
+    config().trace_all_exits != 0 || TRACKED.get_ptr(&tgid).is_some()
 }
 
 #[inline(always)]

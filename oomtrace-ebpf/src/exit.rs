@@ -103,8 +103,8 @@ pub fn free_tp(ctx: TracePointContext) -> u32 {
     free(pid as u32, || 0)
 }
 
-/// Reports the release of `pid` if it is tracked; `start_ns` is read only then (it costs two
-/// reads, and this runs for every task on the machine).
+/// Reports the release of `pid` if it is tracked (callers have checked [`any_tracked`]);
+/// `start_ns` is read only then (it costs two reads, and this runs for every task).
 #[inline(always)]
 fn free(pid: u32, start_ns: impl FnOnce() -> u64) -> u32 {
     if pid == 0 || !is_tracked(pid) {

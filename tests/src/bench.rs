@@ -1,7 +1,8 @@
 //! `oomtrace-bench`: the system-level benchmarks behind `cargo xtask bench` (root).
 //!
-//! Every comparison is a ratio measured in one run with A and B interleaved (ABBA rounds),
-//! reported as median and min–max: these machines are noisy, absolute numbers travel badly.
+//! Every comparison is a ratio measured in one run with A and B interleaved (ABBA order),
+//! reported as a median with min–max or a bootstrap interval: these machines are noisy,
+//! absolute numbers travel badly.
 //! Prints one table and writes it as JSON to the path given as the first argument.
 
 use std::{
@@ -14,7 +15,8 @@ use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
 
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -41,21 +43,29 @@ fn bootstrap_median_ci(v: &[f64]) -> (f64, f64) {
     };
     let mut medians: Vec<f64> = (0..2000)
         .map(|_| {
-            let mut sample: Vec<f64> = (0..v.len())
+            let sample: Vec<f64> = (0..v.len())
                 .map(|_| v[(next() % v.len() as u64) as usize])
                 .collect();
-            median(&mut sample)
+            median(&sample)
         })
         .collect();
     medians.sort_by(f64::total_cmp);
     (medians[50], medians[1949])
 }
 
-fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter()
+/// "12.3 ms median (min 10.1, max 15.0; 5 what)", and the median, min and max.
+fn ms_spread(v: &[f64], what: &str) -> (String, f64, f64) {
+    let (lo, hi) = v
+        .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(*x), hi.max(*x))
-        })
+        });
+    let m = median(v);
+    let text = format!(
+        "{m:.1} ms median (min {lo:.1}, max {hi:.1}; {} {what})",
+        v.len()
+    );
+    (text, m, hi)
 }
 
 /// Forks (and optionally execs /bin/true) as fast as it can for `dur`; returns processes/s.
@@ -186,7 +196,7 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
             ratios.push(attached / bare);
         }
         let (lo, hi) = bootstrap_median_ci(&ratios);
-        let m = median(&mut ratios.clone());
+        let m = median(&ratios);
         let mut r = row(
             &format!("{name} storm throughput, attached ÷ nothing attached"),
             format!(
@@ -202,7 +212,7 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
             r["verdict"] = json!("not resolved: the interval spans 0.99");
         }
         out.push(r);
-        bare_medians.push((name, median(&mut bare_rates.clone())));
+        bare_medians.push((name, median(&bare_rates)));
         details[name] =
             json!({"ratios": ratios, "bare_per_s": bare_rates, "attached_per_s": att_rates});
     }
@@ -223,11 +233,12 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
         None,
     ));
     let lines = w.stop_and_collect();
+    // Without the stats the implied ratio would read 1.0: no stats is a failure, not a pass.
     let stats = lines
         .iter()
         .find(|v| v["type"] == "bpf_stats")
         .cloned()
-        .unwrap_or(Value::Null);
+        .expect("oomtrace --bpf-stats printed no bpf_stats line");
     let mut total_ns = 0.0;
     for p in stats["programs"].as_array().into_iter().flatten() {
         total_ns += p["run_time_ns"].as_f64().unwrap_or(0.0);
@@ -256,7 +267,11 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
             None,
         ));
     }
-    let per_process_ns = total_ns / processes.max(1.0);
+    assert!(
+        total_ns > 0.0 && processes > 0.0,
+        "no BPF run time counted during the storm: {stats}"
+    );
+    let per_process_ns = total_ns / processes;
     for (name, bare) in bare_medians {
         let cycle_ns = 1e9 / bare;
         let implied = cycle_ns / (cycle_ns + per_process_ns);
@@ -301,11 +316,10 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let _ = child.wait();
     }
-    let (lo, hi) = min_max(&times);
-    let m = median(&mut times);
+    let (text, m, _) = ms_spread(&times, "launches");
     out.push(row(
         "launch → all probes attached (plan printed)",
-        format!("{m:.1} ms median (min {lo:.1}, max {hi:.1}; {runs} launches)"),
+        text,
         "≤ 60 ms",
         Some(m <= 60.0),
     ));
@@ -418,7 +432,7 @@ fn userspace(events: u64, out: &mut Vec<Value>, details: &mut Value) {
     }
     let size = std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
-    let m = median(&mut walls);
+    let m = median(&walls);
     let rate = events as f64 / m;
     out.push(row(
         "report (read + decode + track + summarize) of a synthetic dump",
@@ -454,11 +468,10 @@ fn stuck_latency(runs: usize, out: &mut Vec<Value>, details: &mut Value) {
         hold.release();
         h.wait_signal(Duration::from_secs(20));
     }
-    let (lo, hi) = min_max(&lat);
-    let m = median(&mut lat);
+    let (text, _, hi) = ms_spread(&lat, "ptrace-held victims");
     out.push(row(
         "stuck flag latency beyond the timeout",
-        format!("{m:.1} ms median (min {lo:.1}, max {hi:.1}; {runs} ptrace-held victims)"),
+        text,
         "≤ 100 ms",
         Some(hi <= 100.0),
     ));

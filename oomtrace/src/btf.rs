@@ -208,6 +208,11 @@ fn cstr(strings: &[u8], off: u32) -> Option<&str> {
     std::str::from_utf8(rest.get(..end)?).ok()
 }
 
+/// The typedef the kernel declares for a BTF-enabled tracepoint (what tp_btf attaches by).
+fn tracepoint_typedef(tp: &str) -> String {
+    format!("btf_trace_{tp}")
+}
+
 /// Bytes of trailing data after the common header, by kind.
 fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
     Some(match kind {
@@ -562,10 +567,7 @@ impl Btf {
     /// `aya::Btf`; parsing the kernel's 126k types takes ~20 ms and ~15 MB. Parsing this
     /// skeleton gives the same ids for a fraction of both.
     pub fn attach_skeleton(&self, functions: &[&str], tracepoints: &[&str]) -> Vec<u8> {
-        let typedefs: Vec<String> = tracepoints
-            .iter()
-            .map(|t| format!("btf_trace_{t}"))
-            .collect();
+        let typedefs: Vec<String> = tracepoints.iter().map(|t| tracepoint_typedef(t)).collect();
         let wanted = functions
             .iter()
             .map(|f| (*f, KIND_FUNC))
@@ -614,7 +616,7 @@ impl Btf {
     /// Arguments of a BTF-enabled tracepoint (tp_btf): the prototype behind
     /// `typedef btf_trace_<tp>`, without its leading `void *__data`.
     pub fn tracepoint_args(&self, tp: &str) -> Result<Vec<TypeDesc>, BtfError> {
-        let name = format!("btf_trace_{tp}");
+        let name = tracepoint_typedef(tp);
         let td = self
             .named(&name, |t| t.kind == KIND_TYPEDEF)
             .next()

@@ -32,7 +32,7 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
             comm: comm_bytes("victim"),
             ..trigger
         };
-        let mut mark: MarkVictim = MarkVictim {
+        let mark = MarkVictim {
             pid: tgid,
             tgid,
             comm: comm_bytes("victim"),
@@ -45,10 +45,12 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
             pgtables_kb: 160,
             uid: 0,
             oom_score_adj: 0,
-            fields: victim_fields::TASK | victim_fields::COMM | victim_fields::MEMORY,
+            fields: victim_fields::TASK
+                | victim_fields::COMM
+                | victim_fields::MEMORY
+                | victim_fields::OOM_SCORE_ADJ,
             _pad: 0,
         };
-        mark.fields |= victim_fields::OOM_SCORE_ADJ;
         let mut evs = vec![
             Event {
                 header: trigger,

@@ -134,8 +134,8 @@ impl Probes {
         config.trace_all_exits = u32::from(opts.trace_all_exits);
         let (plan, ebpf) = std::thread::scope(|s| {
             let (tracepoints, functions) = match skeletons {
-                Ok((t, f)) => (Some(t), Some(f)),
-                Err(_) => (None, None),
+                Ok((t, f)) => (Ok(t), Ok(f)),
+                Err(e) => (Err(e.clone()), Err(e)),
             };
             let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
             let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
@@ -146,11 +146,15 @@ impl Probes {
             let (mut functions, mut parsed) = (Some(functions), None);
             let plan = plan::resolve_all(&facts, |c| {
                 let btf = match c.attach {
-                    AttachType::TpBtf => tracepoints.as_ref(),
+                    AttachType::TpBtf => tracepoints.as_ref().map_err(String::as_str),
                     AttachType::Fentry | AttachType::Fexit => parsed
-                        .get_or_insert_with(|| functions.take().and_then(|f| f.join().ok()?))
-                        .as_ref(),
-                    _ => None,
+                        .get_or_insert_with(|| match functions.take().map(|f| f.join()) {
+                            Some(Ok(parsed)) => parsed,
+                            _ => Err("aya panicked parsing the function BTF".into()),
+                        })
+                        .as_ref()
+                        .map_err(String::as_str),
+                    _ => Err("not used by this attach type"),
                 };
                 attach_one(&mut ebpf, btf, c)
             });
@@ -227,8 +231,9 @@ impl Probes {
     }
 }
 
-/// Loads and attaches one candidate; on failure unloads it and says why, in one line.
-fn attach_one(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, c: &Candidate) -> Result<(), String> {
+/// Loads and attaches one candidate; on failure unloads it and says why, in one line. `btf` is
+/// what fentry/fexit/tp_btf loads look names up in, or why there is none.
+fn attach_one(ebpf: &mut Ebpf, btf: Result<&aya::Btf, &str>, c: &Candidate) -> Result<(), String> {
     let prog = ebpf
         .program_mut(c.program)
         .ok_or_else(|| format!("program {} missing from the eBPF object", c.program))?;
@@ -254,10 +259,10 @@ fn attach_one(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, c: &Candidate) -> Result<
 
 fn load_and_attach(
     prog: &mut Program,
-    btf: Option<&aya::Btf>,
+    btf: Result<&aya::Btf, &str>,
     c: &Candidate,
 ) -> anyhow::Result<()> {
-    let need_btf = || btf.context("kernel BTF is not available");
+    let need_btf = || btf.map_err(|e| anyhow::anyhow!("kernel BTF unusable: {e}"));
     match (c.attach, c.target) {
         (AttachType::Fentry, Target::Function(f)) => {
             let p: &mut FEntry = prog.try_into()?;
@@ -383,9 +388,10 @@ fn btf_attach_targets() -> (Vec<&'static str>, Vec<&'static str>) {
     (functions, tracepoints)
 }
 
-/// aya's parse of a BTF skeleton; `None` if it fails (the loads then say BTF is missing).
-fn parse_btf(bytes: &[u8]) -> Option<aya::Btf> {
-    aya::Btf::parse(bytes, aya::Endianness::default()).ok()
+/// aya's parse of a BTF skeleton (its error is what the BTF-attached loads then report).
+fn parse_btf(bytes: &[u8]) -> Result<aya::Btf, String> {
+    aya::Btf::parse(bytes, aya::Endianness::default())
+        .map_err(|e| format!("aya cannot parse the BTF skeleton: {e}"))
 }
 
 /// `/sys/kernel/btf/vmlinux` into a buffer sized once (sysfs hands it out 4 KiB per read).

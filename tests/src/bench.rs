@@ -156,12 +156,12 @@ fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
 
 /// Exit-path overhead: `pairs` pairs of short storms, one with oomtrace attached and one with
 /// oomtrace running but nothing attached (`--forbid` every attach type), back to back in ABBA
-/// order. Both sides start, settle, stop and settle the same way: without such a control the
-/// harness itself showed a 3 % "cost" with nothing attached at all. The VM's throughput
-/// wanders by ±15 %, more than the effect measured, so each ratio compares two adjacent
-/// windows, and the median of many is reported with a bootstrap 95 % interval: the figure is
-/// only as certain as that interval. One pair's ratio spread as much with windows of 0.1 s
-/// as of 1 s, so the windows are short and the pairs many.
+/// order. Both sides start, settle, stop and settle the same way, so that starting and
+/// stopping oomtrace is not counted as the cost of its hooks. The VM's throughput wanders by
+/// ±15 %, more than the effect measured, so each ratio compares two adjacent windows, and the
+/// median of many is reported with a bootstrap 95 % interval: the figure is only as certain as
+/// that interval. Longer windows did not narrow one pair's spread (an ad-hoc check with 0.1,
+/// 0.3 and 1 s), so the windows are short and the pairs many.
 fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
     const NOTHING: &str = "fentry,fexit,kprobe,kretprobe,tp_btf,raw_tp,tracepoint";
     let window = Duration::from_millis(100);

@@ -14,6 +14,7 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -96,7 +97,16 @@ fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes sure apt knows the packages (a fresh machine may have no package lists).
+/// Package lists older than this are refreshed before they are used: a fresh machine's lists
+/// can be months old, and then the newest kernel builds (and `linux-image-6.12-amd64`) are not
+/// found, or their files have already left the archive.
+const APT_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Set once `apt-get update` has run in this process (it is never run twice).
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Makes sure apt's package lists exist and are recent: updates them when a package this
+/// runner needs is unknown or the newest list is older than [`APT_LISTS_MAX_AGE`].
 fn apt_lists() -> anyhow::Result<()> {
     let known = Command::new("apt-cache")
         .args(["show", "busybox-static"])
@@ -104,14 +114,55 @@ fn apt_lists() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !known {
-        eprintln!("xtask: apt-get update (package lists are missing)");
-        setup::status(
-            Command::new("apt-get").args(["update", "-qq"]),
-            "apt-get update",
-        )?;
+    let age = apt_lists_age();
+    let why = if !known {
+        "package lists are missing".to_string()
+    } else if let Some(age) = age.filter(|a| *a > APT_LISTS_MAX_AGE) {
+        format!("package lists are {} days old", age.as_secs() / 86_400)
+    } else {
+        return Ok(());
+    };
+    apt_update(&why)
+}
+
+/// Age of the newest package list, if any list exists.
+fn apt_lists_age() -> Option<Duration> {
+    std::fs::read_dir("/var/lib/apt/lists")
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with("Release") || n.ends_with("Packages"))
+        })
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()
+        .and_then(|newest| newest.elapsed().ok())
+}
+
+/// Runs `apt-get update` (at most once per run of xtask).
+fn apt_update(why: &str) -> anyhow::Result<()> {
+    if APT_UPDATED.swap(true, Ordering::SeqCst) {
+        return Ok(());
     }
-    Ok(())
+    eprintln!("xtask: apt-get update ({why})");
+    setup::status(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )
+}
+
+/// Runs an apt step; if it fails and the lists were not refreshed yet in this run, refreshes
+/// them and tries once more (a package that left the archive, a list that predates a build).
+fn with_fresh_lists<T>(what: &str, mut step: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match step() {
+        Ok(v) => Ok(v),
+        Err(e) if !APT_UPDATED.load(Ordering::SeqCst) => {
+            apt_update(&format!("{what} failed: {e:#}"))?;
+            step().with_context(|| format!("{what}, after apt-get update"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn installed(pkg: &str) -> bool {
@@ -140,13 +191,15 @@ fn fetch_unpack(pkgs: &[String], into: &Path) -> anyhow::Result<()> {
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
         eprintln!("xtask: downloading {}", names.join(" "));
-        setup::status(
-            Command::new("apt-get")
-                .arg("download")
-                .args(&names)
-                .current_dir(&debs),
-            "apt-get download",
-        )?;
+        with_fresh_lists("apt-get download", || {
+            setup::status(
+                Command::new("apt-get")
+                    .arg("download")
+                    .args(&names)
+                    .current_dir(&debs),
+                "apt-get download",
+            )
+        })?;
     }
     std::fs::create_dir_all(into)?;
     for p in pkgs {
@@ -204,7 +257,8 @@ pub fn tools() -> anyhow::Result<Tools> {
         // Every library QEMU needs that the host lacks (transitively), plus its firmware.
         // Alternatives apt lists that QEMU does not need are skipped; the `--version` check
         // below proves the result runs.
-        let deps = output(
+        let deps = with_fresh_lists("apt-cache depends qemu-system-x86", || {
+            output(
             Command::new("apt-cache").args([
                 "depends",
                 "--recurse",
@@ -218,7 +272,8 @@ pub fn tools() -> anyhow::Result<Tools> {
                 "qemu-system-x86",
             ]),
             "apt-cache depends",
-        )?;
+            )
+        })?;
         const SKIP: [&str; 4] = [
             "libelogind0",
             "libdebian-installer4",
@@ -267,10 +322,12 @@ pub struct Prepared {
 
 /// Resolves the meta-package to the newest concrete image package.
 fn resolve_package(spec: &KernelSpec) -> anyhow::Result<String> {
-    let deps = output(
-        Command::new("apt-cache").args(["depends", &spec.package]),
-        "apt-cache depends",
-    )?;
+    let deps = with_fresh_lists(&format!("resolving {}", spec.package), || {
+        output(
+            Command::new("apt-cache").args(["depends", &spec.package]),
+            "apt-cache depends",
+        )
+    })?;
     if let Some(concrete) = deps
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))

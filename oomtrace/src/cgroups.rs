@@ -133,6 +133,7 @@ impl MemcgPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::ScratchDir;
 
     #[test]
     fn v1_memory_controller_is_found_in_mountinfo() {
@@ -157,7 +158,8 @@ mod tests {
 
     #[test]
     fn paths_are_relative_to_the_mount_and_keyed_by_inode() {
-        let dir = std::env::temp_dir().join(format!("oomtrace-memcg-{}", std::process::id()));
+        let scratch = ScratchDir::new("memcg");
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(dir.join("a/b")).unwrap();
         let c = MemoryController {
             version: 2,
@@ -170,6 +172,5 @@ mod tests {
         let ino_c = std::fs::metadata(dir.join("c")).unwrap().ino();
         m.last_scan = None;
         assert_eq!(m.path(ino_c).as_deref(), Some("/c"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

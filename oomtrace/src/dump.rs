@@ -394,10 +394,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::scratch::ScratchDir;
 
     fn sample(compress: bool) -> Vec<u8> {
-        let dir =
-            std::env::temp_dir().join(format!("oomtrace-dump-{}-{compress}", std::process::id()));
+        let scratch = ScratchDir::new("dump");
+        let dir = scratch.join("sample.dump");
         let mut w = Writer::create(&dir, compress, &json!({"format": 1, "host": "h"})).unwrap();
         for i in 0..50u8 {
             w.event(&[i; 60]).unwrap();
@@ -407,9 +408,7 @@ mod tests {
         w.finish(99).unwrap();
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "dumps name processes: owner-only");
-        let bytes = std::fs::read(&dir).unwrap();
-        std::fs::remove_file(&dir).unwrap();
-        bytes
+        std::fs::read(&dir).unwrap()
     }
 
     fn read_all(r: &mut Reader) -> Vec<Record> {
@@ -422,11 +421,10 @@ mod tests {
             let mut r = Reader::from_bytes(sample(compress));
             if compress {
                 // from_bytes does not decompress; go through a file like users do.
-                let path =
-                    std::env::temp_dir().join(format!("oomtrace-dump-gz-{}", std::process::id()));
+                let scratch = ScratchDir::new("dump-gz");
+                let path = scratch.join("sample.dump.gz");
                 std::fs::write(&path, sample(true)).unwrap();
                 r = Reader::open(&path).unwrap();
-                std::fs::remove_file(&path).unwrap();
             }
             let recs = read_all(&mut r);
             assert_eq!(recs.len(), 1 + 50 + 3, "compress={compress}");

@@ -16,6 +16,8 @@ pub mod output;
 pub mod plan;
 pub mod probes;
 pub mod report;
+#[cfg(test)]
+mod scratch;
 pub mod session;
 pub mod synth;
 pub mod tracefs;

@@ -309,7 +309,7 @@ mod tests {
     use oomtrace_common::{Header, KernelSigkill, MarkVictim, Reaper, TaskExit, victim_fields};
 
     use super::*;
-    use crate::{dump::Writer, event::comm_bytes};
+    use crate::{dump::Writer, event::comm_bytes, scratch::ScratchDir};
 
     const MS: u64 = 1_000_000;
 
@@ -388,7 +388,8 @@ mod tests {
 
     #[test]
     fn replay_finds_the_stuck_victim_and_rejudges_with_another_timeout() {
-        let path = std::env::temp_dir().join(format!("oomtrace-replay-{}", std::process::id()));
+        let scratch = ScratchDir::new("replay");
+        let path = scratch.join("stuck.dump");
         stuck_dump(&path);
         let (r, text) = run(&path, &ReplayOptions::default());
         assert_eq!(
@@ -438,12 +439,12 @@ mod tests {
             stuck["dur"], 2_000_000.0,
             "from kill+5 s to death at 7 s, in µs"
         );
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn a_truncated_dump_is_reported_with_what_was_read() {
-        let path = std::env::temp_dir().join(format!("oomtrace-replay-cut-{}", std::process::id()));
+        let scratch = ScratchDir::new("replay-cut");
+        let path = scratch.join("stuck.dump");
         stuck_dump(&path);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 30]).unwrap();
@@ -455,6 +456,5 @@ mod tests {
         );
         assert!(text.contains("DUMP PROBLEM: truncated at byte"), "{text}");
         assert_eq!(r.summary.kills, 2, "what was read is still judged");
-        std::fs::remove_file(&path).unwrap();
     }
 }

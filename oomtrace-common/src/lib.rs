@@ -42,11 +42,19 @@ pub enum EventKind {
     TaskExit = 40,
     /// `sched:sched_process_free` of a tracked process leader: the zombie was released.
     TaskFree = 41,
+    /// Observed by userspace, not by a kernel program: the process has finished exiting —
+    /// every thread has passed `exit_notify` (mm dropped, files closed), which is what its
+    /// pidfd polling readable means (`thread_group_exited`). **This is death.** Dumps carry it
+    /// so that `report` judges exactly as `watch` did.
+    GroupExited = 42,
+    /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
+    /// came and has not finished exiting.
+    PreExisting = 50,
 }
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
@@ -58,6 +66,8 @@ impl EventKind {
         Self::SkipReaping,
         Self::TaskExit,
         Self::TaskFree,
+        Self::GroupExited,
+        Self::PreExisting,
     ];
 
     /// The kind with this number, if any.
@@ -233,6 +243,60 @@ pub struct TaskFree {
     pub start_ns: u64,
 }
 
+/// [`Header::cpu`] of the events userspace observes itself ([`EventKind::GroupExited`],
+/// [`EventKind::PreExisting`]): they ran on no CPU's ring.
+pub const USERSPACE_CPU: u32 = u32::MAX;
+
+/// How [`GroupExited`] was observed.
+pub mod exit_seen {
+    /// The process's pidfd polled readable: its thread group has exited.
+    pub const PIDFD: u32 = 1;
+    /// `pidfd_open` found no such process: it had exited and been reaped already.
+    pub const GONE: u32 = 2;
+    /// The pid names a process with another start time: the victim is gone, the pid reused.
+    pub const PID_REUSED: u32 = 3;
+}
+
+/// Every thread of the process has finished exiting (see [`EventKind::GroupExited`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupExited {
+    pub pid: u32,
+    /// An [`exit_seen`] value.
+    pub how: u32,
+    /// Leader start time (ns since boot) the observation was checked against; 0 if unknown.
+    pub start_ns: u64,
+}
+
+/// Bits of [`PreExisting::flags`].
+pub mod pre_existing {
+    /// The leader is a zombie while other threads live on.
+    pub const ZOMBIE_LEADER: u32 = 1 << 0;
+    /// At least one thread is in uninterruptible sleep (D).
+    pub const THREAD_IN_D: u32 = 1 << 1;
+    /// Reparented to PID 1 (its parent is init, not the process that started it).
+    pub const PARENT_INIT: u32 = 1 << 2;
+    /// At least one thread is stopped by a tracer (t).
+    pub const TRACED: u32 = 1 << 3;
+}
+
+/// A process found at start with SIGKILL pending and not finished exiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreExisting {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Leader start time (ns since boot, from /proc at clock-tick precision).
+    pub start_ns: u64,
+    /// The memcg of a live thread (inode of its cgroup directory); 0 if unknown.
+    pub memcg_id: u64,
+    /// Threads listed in /proc.
+    pub threads: u32,
+    /// [`pre_existing`] bits.
+    pub flags: u32,
+}
+
 /// Offsets and switches the eBPF programs need, found by userspace at load time (BTF and
 /// tracefs format files) and written into the `CONFIG` global before load. Every offset is in
 /// bytes; [`NO_OFFSET`] means "not on this kernel" and the program leaves that field out.
@@ -382,6 +446,8 @@ const _: () = {
     assert!(core::mem::size_of::<Reaper>() == 8);
     assert!(core::mem::size_of::<TaskExit>() == 16);
     assert!(core::mem::size_of::<TaskFree>() == 16);
+    assert!(core::mem::size_of::<GroupExited>() == 16);
+    assert!(core::mem::size_of::<PreExisting>() == 48);
     assert!(core::mem::size_of::<Config>() == 48 * 4);
 };
 

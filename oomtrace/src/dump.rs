@@ -26,7 +26,11 @@ use flate2::{Compression, read::MultiGzDecoder, write::GzEncoder};
 use serde_json::Value;
 
 pub const MAGIC: &[u8; 8] = b"OOMTRDMP";
-pub const FORMAT_VERSION: u32 = 1;
+/// 1: kernel events only; death was read from the last thread entering exit.
+/// 2: also the events userspace observes (`GroupExited`: the process finished exiting, which
+///    is death; `PreExisting`), and a `death` key in the header. `report` judges a format-1
+///    dump the old way and says so.
+pub const FORMAT_VERSION: u32 = 2;
 /// No record is larger than this; a longer length field is corruption.
 pub const MAX_RECORD: u32 = 16 << 20;
 

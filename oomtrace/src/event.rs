@@ -6,10 +6,12 @@
 
 use std::mem::size_of;
 
-pub use oomtrace_common::{EventKind, group_dead_source, victim_fields};
+pub use oomtrace_common::{
+    EventKind, exit_seen, group_dead_source, pre_existing, victim_fields,
+};
 use oomtrace_common::{
-    Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, Reaper, TaskExit,
-    TaskFree,
+    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill,
+    PreExisting, Reaper, TaskExit, TaskFree,
 };
 
 /// Why a record could not be decoded.
@@ -44,6 +46,10 @@ pub enum Payload {
     SkipReaping(Reaper),
     TaskExit(TaskExit),
     TaskFree(TaskFree),
+    /// Observed by userspace (pidfd): the process has finished exiting.
+    GroupExited(GroupExited),
+    /// Observed by userspace at start: killed before oomtrace came, not finished exiting.
+    PreExisting(PreExisting),
 }
 
 /// One decoded event.
@@ -67,6 +73,8 @@ impl Event {
             Payload::SkipReaping(_) => EventKind::SkipReaping,
             Payload::TaskExit(_) => EventKind::TaskExit,
             Payload::TaskFree(_) => EventKind::TaskFree,
+            Payload::GroupExited(_) => EventKind::GroupExited,
+            Payload::PreExisting(_) => EventKind::PreExisting,
         }
     }
 
@@ -91,6 +99,8 @@ impl Event {
             EventKind::SkipReaping => Payload::SkipReaping(body_of(kind, body)?),
             EventKind::TaskExit => Payload::TaskExit(body_of(kind, body)?),
             EventKind::TaskFree => Payload::TaskFree(body_of(kind, body)?),
+            EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
+            EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -112,6 +122,8 @@ impl Event {
             | Payload::SkipReaping(p) => pod_bytes(p),
             Payload::TaskExit(p) => pod_bytes(p),
             Payload::TaskFree(p) => pod_bytes(p),
+            Payload::GroupExited(p) => pod_bytes(p),
+            Payload::PreExisting(p) => pod_bytes(p),
         });
         out
     }
@@ -128,6 +140,8 @@ impl Pod for KernelSigkill {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}
+impl Pod for GroupExited {}
+impl Pod for PreExisting {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

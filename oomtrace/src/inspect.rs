@@ -3,7 +3,10 @@
 //!
 //! Sockets are found through **every thread's** fd table: a zombie leader's `fd/` is empty
 //! (that is why `ss -p` shows no owner for the port), while a thread stuck in the kernel still
-//! holds the process's files. Everything is read under a root directory so tests can use a
+//! holds the process's files. A thread stuck *inside exit* (in `exit_files`, closing a file
+//! whose flush never returns) has no fd table left at all while its sockets still exist, so
+//! the live loop records the victim's socket inodes when it is killed ([`socket_inodes`]) and
+//! those still open are named too, each with how it was attributed. Everything is read under a root directory so tests can use a
 //! fixture tree; nothing here panics on odd input: what cannot be read is left out with a note.
 
 use std::{
@@ -36,6 +39,8 @@ pub struct SocketInfo {
     pub description: String,
     /// Threads whose fd table holds it.
     pub held_by: Vec<u32>,
+    /// How it was attributed to the victim, in words.
+    pub attribution: String,
 }
 
 /// The victim's memory cgroup as /proc and the cgroup fs show it.
@@ -44,6 +49,12 @@ pub struct MemcgInfo {
     pub path: String,
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
+    /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events` `oom_kill`).
+    pub oom_kills: Option<u64>,
+    /// Times it hit OOM (v2 `memory.events` `oom`; v1 does not count them).
+    pub oom_events: Option<u64>,
+    /// v1 `memory.oom_control` `under_oom` (set only while the OOM path runs or waits).
+    pub under_oom: Option<bool>,
 }
 
 /// Everything gathered about one process.
@@ -81,7 +92,57 @@ fn has_sigkill(mask_hex: &str) -> bool {
 
 /// Gathers forensics for `tgid` under `proc_root` (normally `/proc`), with the memory cgroup
 /// controller mounted at `memcg_root` (v1 memory hierarchy or the v2 root), if any.
-pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forensics {
+/// Socket inodes in the fd table of thread `tid` of `tgid`'s directory.
+fn thread_sockets(tdir: &Path) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(tdir.join("fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The thread ids of a process.
+fn tids_of(dir: &Path) -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(dir.join("task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    tids
+}
+
+/// The socket inodes a process holds now, through every thread's fd table: recorded at the
+/// kill, before a thread inside exit detaches its table.
+pub fn socket_inodes(proc_root: &Path, tgid: u32) -> Vec<u64> {
+    let dir = proc_root.join(tgid.to_string());
+    let mut out: Vec<u64> = tids_of(&dir)
+        .into_iter()
+        .flat_map(|tid| thread_sockets(&dir.join("task").join(tid.to_string())))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Everything about `tgid`; `recorded` are socket inodes it held when it was killed.
+pub fn collect(
+    proc_root: &Path,
+    tgid: u32,
+    memcg_root: Option<&Path>,
+    recorded: &[u64],
+) -> Forensics {
     let dir = proc_root.join(tgid.to_string());
     let mut f = Forensics {
         tgid,
@@ -110,14 +171,7 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
             read(&proc_root.join(ppid.to_string()).join("comm")).map(|c| c.trim().to_string());
     }
 
-    let mut tids: Vec<u32> = std::fs::read_dir(dir.join("task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    tids.sort_unstable();
+    let tids = tids_of(&dir);
     let mut socket_holders: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     let mut net_dir: Option<PathBuf> = None;
     for tid in &tids {
@@ -136,22 +190,10 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
                 .collect(),
             None => Vec::new(),
         };
-        if let Ok(fds) = std::fs::read_dir(tdir.join("fd")) {
-            for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else {
-                    continue;
-                };
-                let target = target.to_string_lossy();
-                if let Some(inode) = target
-                    .strip_prefix("socket:[")
-                    .and_then(|r| r.strip_suffix(']'))
-                    .and_then(|i| i.parse::<u64>().ok())
-                {
-                    let holders = socket_holders.entry(inode).or_default();
-                    if !holders.contains(tid) {
-                        holders.push(*tid);
-                    }
-                }
+        for inode in thread_sockets(&tdir) {
+            let holders = socket_holders.entry(inode).or_default();
+            if !holders.contains(tid) {
+                holders.push(*tid);
             }
         }
         // A live thread's net namespace view (a zombie leader has none).
@@ -168,8 +210,13 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
     if tids.is_empty() {
         f.notes.push("no threads listed under task/".into());
     }
-    if !socket_holders.is_empty() {
-        let net = net_dir.unwrap_or_else(|| proc_root.join("net"));
+    let recorded_only: Vec<u64> = recorded
+        .iter()
+        .filter(|i| !socket_holders.contains_key(i))
+        .copied()
+        .collect();
+    if !socket_holders.is_empty() || !recorded_only.is_empty() {
+        let net = net_dir.clone().unwrap_or_else(|| proc_root.join("net"));
         let table = socket_table(&net);
         for (inode, held_by) in socket_holders {
             let (proto, description) = table.get(&inode).cloned().unwrap_or_else(|| {
@@ -178,12 +225,54 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
                     "not in /proc/net (another namespace?)".into(),
                 )
             });
+            let tids: Vec<String> = held_by.iter().map(u32::to_string).collect();
             f.sockets.push(SocketInfo {
                 inode,
                 proto,
                 description,
+                attribution: format!("in the fd table of thread {} now", tids.join(", ")),
                 held_by,
             });
+        }
+        // Held at the kill, in no fd table now, still open: the table was detached by a
+        // thread inside exit (exit_files), which closes them only when it gets out.
+        for inode in &recorded_only {
+            let inode = *inode;
+            if let Some((proto, description)) = table.get(&inode).cloned() {
+                f.sockets.push(SocketInfo {
+                    inode,
+                    proto,
+                    description,
+                    held_by: Vec::new(),
+                    attribution: "in its fd table when it was killed; no fd table lists it now \
+                                  (a thread inside exit has detached the table) and the socket \
+                                  is still open"
+                        .into(),
+                });
+            }
+        }
+    }
+    // Nothing to go by (killed before oomtrace came, already inside exit_files): a thread is
+    // still exiting but no fd table is left. Its listeners still exist and no process holds
+    // them: name those of its network namespace, and say that is how they were found.
+    let exiting = f
+        .threads
+        .iter()
+        .any(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'));
+    if f.sockets.is_empty() && recorded.is_empty() && exiting && f.sigkill_pending == Some(true) {
+        if let Some(net) = &net_dir {
+            for (inode, (proto, description)) in unowned_listeners(proc_root, net) {
+                f.sockets.push(SocketInfo {
+                    inode,
+                    proto,
+                    description,
+                    held_by: Vec::new(),
+                    attribution: "a listener in its network namespace that no process's fd table \
+                                  holds; its own table is detached while it exits, so most \
+                                  likely its own (not recorded at the kill: it predates oomtrace)"
+                        .into(),
+                });
+            }
         }
     }
     // An exited (zombie) leader reports the root cgroup: ask a live thread first.
@@ -193,40 +282,158 @@ pub fn collect(proc_root: &Path, tgid: u32, memcg_root: Option<&Path>) -> Forens
         .find(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'))
         .map(|t| dir.join("task").join(t.tid.to_string()));
     f.memcg = live
-        .and_then(|t| memcg_of(&t, memcg_root))
+        .and_then(|t| memcg_of(&t, memcg_root, &tids))
         .filter(|m| m.path != "/")
-        .or_else(|| memcg_of(&dir, memcg_root));
+        .or_else(|| memcg_of(&dir, memcg_root, &tids));
     f
 }
 
-/// The memory cgroup from `<dir>/cgroup` (a process or thread dir), with usage and limit.
-fn memcg_of(dir: &Path, memcg_root: Option<&Path>) -> Option<MemcgInfo> {
+/// The memory cgroup path in `<dir>/cgroup` (a process or thread dir) and whether it is v1.
+fn memcg_line(dir: &Path) -> Option<(String, bool)> {
     let text = read(&dir.join("cgroup"))?;
     let mut v2 = None;
     let mut v1 = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
         if id == "0" && controllers.is_empty() {
             v2 = Some(path.to_string());
         } else if controllers.split(',').any(|c| c == "memory") {
             v1 = Some(path.to_string());
         }
     }
-    let (path, files) = match (v1, v2) {
-        (Some(p), _) => (p, ("memory.usage_in_bytes", "memory.limit_in_bytes")),
-        (None, Some(p)) => (p, ("memory.current", "memory.max")),
-        _ => return None,
-    };
-    let num = |file: &str| -> Option<u64> {
-        let cg = memcg_root?.join(path.trim_start_matches('/'));
-        read(&cg.join(file))?.trim().parse().ok()
-    };
-    Some(MemcgInfo {
-        usage_bytes: num(files.0),
-        limit_bytes: num(files.1),
-        path,
+    v1.map(|p| (p, true)).or(v2.map(|p| (p, false)))
+}
+
+/// The memory cgroup path of a process or thread directory.
+pub fn memcg_path(dir: &Path) -> Option<String> {
+    memcg_line(dir).map(|(p, _)| p)
+}
+
+/// Memcgs searched at most by [`memcg_by_tasks`].
+const MAX_MEMCG_DIRS: usize = 100_000;
+
+/// The v1 memcg whose `tasks` file lists one of `tids`, searched under `memcg_root`.
+///
+/// On cgroup v1 the kernel shows `/` in `/proc/PID/cgroup` for a task that is exiting
+/// (`PF_EXITING`), however long it is stuck there; the memcg's own `tasks` file still lists
+/// it until it leaves its css_set at the end of exit.
+pub fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
+    let mut stack = vec![memcg_root.to_path_buf()];
+    let mut seen = 0;
+    let mut found = None;
+    while let Some(dir) = stack.pop() {
+        seen += 1;
+        if seen > MAX_MEMCG_DIRS {
+            break;
+        }
+        if dir != memcg_root
+            && let Some(tasks) = read(&dir.join("tasks"))
+            && tasks
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .any(|t| tids.contains(&t))
+        {
+            // The deepest match is the task's own memcg (v1 lists a task in one memcg only,
+            // but keep searching below in case of a racing move).
+            found = dir.strip_prefix(memcg_root).ok().map(|p| format!("/{}", p.display()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    found
+}
+
+/// A `key value` line of a flat-keyed cgroup file.
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
     })
+}
+
+/// The memory cgroup from `<dir>/cgroup`, with usage, limit and OOM counters; `tids` are the
+/// process's threads, to find an exiting task's v1 memcg ([`memcg_by_tasks`]).
+fn memcg_of(dir: &Path, memcg_root: Option<&Path>, tids: &[u32]) -> Option<MemcgInfo> {
+    let (mut path, v1) = memcg_line(dir)?;
+    if v1
+        && path == "/"
+        && let Some(found) = memcg_root.and_then(|r| memcg_by_tasks(r, tids))
+    {
+        path = found;
+    }
+    let cg = memcg_root.map(|r| r.join(path.trim_start_matches('/')));
+    let file = |name: &str| cg.as_ref().and_then(|cg| read(&cg.join(name)));
+    let num = |name: &str| file(name).and_then(|t| t.trim().parse().ok());
+    let info = if v1 {
+        let oc = file("memory.oom_control");
+        MemcgInfo {
+            usage_bytes: num("memory.usage_in_bytes"),
+            limit_bytes: num("memory.limit_in_bytes"),
+            oom_kills: oc.as_deref().and_then(|t| keyed(t, "oom_kill")),
+            oom_events: None,
+            under_oom: oc.as_deref().and_then(|t| keyed(t, "under_oom")).map(|u| u != 0),
+            path,
+        }
+    } else {
+        let ev = file("memory.events");
+        MemcgInfo {
+            usage_bytes: num("memory.current"),
+            limit_bytes: num("memory.max"),
+            oom_kills: ev.as_deref().and_then(|t| keyed(t, "oom_kill")),
+            oom_events: ev.as_deref().and_then(|t| keyed(t, "oom")),
+            under_oom: None,
+            path,
+        }
+    };
+    Some(info)
+}
+
+/// Every socket inode some fd table under `proc_root` holds (each process's table, and each
+/// thread's where the leader's is empty: a zombie leader has none).
+fn owned_sockets(proc_root: &Path) -> std::collections::HashSet<u64> {
+    let mut owned = std::collections::HashSet::new();
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return owned;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let pdir = proc_root.join(pid.to_string());
+        let mine = thread_sockets(&pdir);
+        if mine.is_empty() {
+            owned.extend(socket_inodes(proc_root, pid));
+        } else {
+            owned.extend(mine);
+        }
+    }
+    owned
+}
+
+/// LISTEN sockets of a network namespace (its /proc/net dir) that no fd table holds.
+fn unowned_listeners(proc_root: &Path, net: &Path) -> Vec<(u64, (String, String))> {
+    let listeners: Vec<(u64, (String, String))> = socket_table(net)
+        .into_iter()
+        .filter(|(_, (_, d))| d.starts_with("LISTEN"))
+        .collect();
+    if listeners.is_empty() {
+        return listeners;
+    }
+    let owned = owned_sockets(proc_root);
+    listeners
+        .into_iter()
+        .filter(|(i, _)| !owned.contains(i))
+        .collect()
 }
 
 /// inode → (proto, description) for every socket in a net namespace's /proc/net tables.
@@ -347,24 +554,31 @@ impl fmt::Display for Forensics {
             writeln!(f)?;
         }
         for s in &self.sockets {
-            let held: Vec<String> = s.held_by.iter().map(u32::to_string).collect();
             writeln!(
                 f,
-                "    holds {} (socket {}, via thread {})",
-                s.description,
-                s.inode,
-                held.join(", ")
+                "    holds {} (socket {}: {})",
+                s.description, s.inode, s.attribution
             )?;
         }
         if let Some(m) = &self.memcg {
             let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{} MiB", b >> 20));
-            writeln!(
+            write!(
                 f,
                 "    memcg {}: usage {} of {}",
                 m.path,
                 mib(m.usage_bytes),
                 mib(m.limit_bytes)
             )?;
+            if let Some(k) = m.oom_kills {
+                write!(f, ", oom_kill {k}")?;
+            }
+            if let Some(o) = m.oom_events {
+                write!(f, ", oom {o}")?;
+            }
+            if m.under_oom == Some(true) {
+                write!(f, ", under OOM now")?;
+            }
+            writeln!(f)?;
         }
         for n in &self.notes {
             writeln!(f, "    note: {n}")?;
@@ -385,7 +599,7 @@ mod tests {
     /// thread stuck in an unanswered FUSE read that still holds the listening socket.
     #[test]
     fn incident_shape_from_a_fixture_tree() {
-        let f = collect(&fixture(), 4242, Some(&fixture().join("memcg")));
+        let f = collect(&fixture(), 4242, Some(&fixture().join("memcg")), &[]);
         assert!(f.exists);
         assert_eq!(f.state.as_deref(), Some("Z (zombie)"));
         assert_eq!(
@@ -403,12 +617,14 @@ mod tests {
         assert_eq!(f.sockets.len(), 1);
         assert_eq!(f.sockets[0].description, "LISTEN 127.0.0.1:47123");
         assert_eq!(f.sockets[0].held_by, [4243]);
+        assert_eq!(f.sockets[0].attribution, "in the fd table of thread 4243 now");
         let m = f.memcg.as_ref().unwrap();
         assert_eq!(m.path, "/oomtrace-test");
         assert_eq!(
             (m.usage_bytes, m.limit_bytes),
             (Some(262_144), Some(67_108_864))
         );
+        assert_eq!((m.oom_kills, m.under_oom), (Some(3), Some(false)));
         let text = f.to_string();
         assert!(
             text.contains("state Z (zombie), parent 1 (systemd), 2 thread(s), SIGKILL pending"),
@@ -417,9 +633,54 @@ mod tests {
         assert!(text.contains("holds LISTEN 127.0.0.1:47123"), "{text}");
     }
 
+    /// A thread inside exit_files: no fd table lists the socket, but it was recorded at the
+    /// kill and /proc/net still has it; a recorded socket that has closed is not named.
+    #[test]
+    fn a_socket_recorded_at_the_kill_is_named_when_no_fd_table_lists_it() {
+        let f = collect(&fixture(), 4242, None, &[12_345, 99_999, 12_346]);
+        let tcp = std::fs::read_to_string(fixture().join("4242/task/4243/net/tcp")).unwrap();
+        assert!(tcp.contains(" 12346 "), "the fixture has a second listener: {tcp}");
+        let names: Vec<(&str, &str)> = f
+            .sockets
+            .iter()
+            .map(|s| (s.description.as_str(), s.attribution.as_str()))
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[0].1, "in the fd table of thread 4243 now");
+        assert!(names[1].1.starts_with("in its fd table when it was killed"), "{names:?}");
+        assert!(f.to_string().contains("when it was killed"), "{f}");
+    }
+
+    /// Found already inside exit_files (no fd table, nothing recorded): the listeners of its
+    /// namespace that no process holds are named, as such. The fixture's 4242 has its socket
+    /// 12345 in thread 4243's table; 12346 (port 8080) is held by nobody.
+    #[test]
+    fn an_unowned_listener_is_named_for_a_victim_whose_table_is_gone() {
+        let root = crate::scratch::ScratchDir::new("inspect-unowned");
+        let copy = |from: &Path, to: &Path| {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(from, to).unwrap();
+        };
+        let fx = fixture();
+        for f in ["status", "task/4242/status", "task/4243/status", "task/4243/net/tcp"] {
+            copy(&fx.join("4242").join(f), &root.join(&format!("4242/{f}")));
+        }
+        std::fs::create_dir_all(root.join("4242/task/4243/fd")).unwrap();
+        let f = collect(root.path(), 4242, None, &[]);
+        let names: Vec<&str> = f.sockets.iter().map(|s| s.description.as_str()).collect();
+        assert_eq!(names, ["LISTEN 127.0.0.1:47123", "LISTEN 127.0.0.1:8080"]);
+        assert!(f.sockets[0].attribution.starts_with("a listener in its network namespace"));
+        // The same tree where another process holds 12345: only 8080 is left unowned.
+        std::fs::create_dir_all(root.join("77/fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[12345]", root.join("77/fd/3")).unwrap();
+        let f = collect(root.path(), 4242, None, &[]);
+        let names: Vec<&str> = f.sockets.iter().map(|s| s.description.as_str()).collect();
+        assert_eq!(names, ["LISTEN 127.0.0.1:8080"]);
+    }
+
     #[test]
     fn a_vanished_process_is_a_note_not_a_panic() {
-        let f = collect(&fixture(), 999_999, None);
+        let f = collect(&fixture(), 999_999, None, &[]);
         assert!(!f.exists);
         assert!(f.to_string().contains("no longer exists"));
     }
@@ -442,7 +703,7 @@ mod tests {
     fn this_process_is_readable() {
         // SAFETY: no preconditions.
         let pid = unsafe { libc::getpid() } as u32;
-        let f = collect(Path::new("/proc"), pid, None);
+        let f = collect(Path::new("/proc"), pid, None, &[]);
         assert!(f.exists);
         assert!(!f.threads.is_empty());
         assert!(f.threads.iter().any(|t| t.tid == pid));

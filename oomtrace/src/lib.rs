@@ -2,9 +2,14 @@
 //!
 //! The kernel side (`oomtrace-ebpf`) reports facts; this crate decides what to attach
 //! ([`plan`]), finds the offsets the programs need ([`btf`], [`tracefs`], [`layout`]), loads them
-//! ([`probes`]), decodes events ([`event`]) and renders them ([`output`]).
+//! ([`probes`]), decodes events ([`event`]) and renders them ([`output`]). The tracker
+//! ([`lifecycle`]) turns events into victims and findings; death — every thread finished
+//! exiting — is seen through a pidfd per victim ([`deathwatch`]); processes killed before
+//! oomtrace started are found in /proc ([`scan`]) and stuck ones are described from /proc
+//! ([`inspect`]). [`live`] runs it all against the kernel, [`report`] against a [`dump`].
 pub mod btf;
 pub mod cgroups;
+pub mod deathwatch;
 pub mod dump;
 pub mod event;
 pub mod inspect;
@@ -16,6 +21,7 @@ pub mod output;
 pub mod plan;
 pub mod probes;
 pub mod report;
+pub mod scan;
 #[cfg(test)]
 mod scratch;
 pub mod session;

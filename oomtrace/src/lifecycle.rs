@@ -5,10 +5,22 @@
 //!
 //! A victim is a process named by (tgid, start time) — pids are reused. Its life: chosen
 //! (`oom_kill_process`) → SIGKILL (comes ~4 µs *before* mark_victim) → marked → reaper woken
-//! (+2 s, only if still alive) → reaping started/finished/skipped → threads exiting → **dead**
-//! (its last thread exited) → **released** (the zombie reaped by its parent). A victim not dead
-//! within the timeout is flagged once as stuck; missing events never make a victim "stuck":
-//! when exits cannot be seen it is "unobservable", when events were lost it is "unconfirmed".
+//! (+2 s, only if still alive) → reaping started/finished/skipped → threads entering exit
+//! (`sched_process_exit`) → **dead** → **released** (the zombie reaped by its parent).
+//!
+//! Dead means *finished exiting*: every thread has passed `exit_notify`, so the mm is dropped
+//! and the files (sockets, ports) are closed. `sched_process_exit` is not that: it fires at
+//! the start of `do_exit`, before `exit_files` on every kernel and before `exit_mm` since 6.16,
+//! so a victim blocked closing a file (a FUSE or NFS flush, a socket close that needs memory)
+//! has passed it and still holds everything. Death comes from [`Payload::GroupExited`], which
+//! userspace observes through a pidfd per victim (readable exactly when the thread group has
+//! exited), or from the leader's release. Dumps recorded before this rule
+//! ([`TrackerConfig::death_at_last_exit`]) are judged the old way, and say so.
+//!
+//! A victim not dead within the timeout is flagged once as stuck; missing events never make a
+//! victim "stuck": when death cannot be seen it is "unobservable", when events were lost it is
+//! "unconfirmed". Processes already killed and stuck when oomtrace starts
+//! ([`Payload::PreExisting`]) are flagged after a short grace, marked pre-existing.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -43,8 +55,14 @@ const SIGKILL_PAIRING_NS: u64 = 5_000_000;
 const REAPER_MAX_RETRIES: u32 = 10;
 /// Live victims kept at most; past this the oldest resolved ones go first.
 const MAX_VICTIMS: usize = 4096;
-/// Memcgs whose invocation counts are kept at most.
+/// Memcgs whose invocation counts (and paths) are kept at most.
 const MAX_MEMCGS: usize = 4096;
+/// A process found at start with SIGKILL pending is flagged if it has still not finished
+/// exiting this long after it was first seen: an ordinary exit after SIGKILL takes
+/// milliseconds, and the issue's promise is a finding within one second of attach.
+pub const PRE_EXISTING_GRACE_NS: u64 = 500_000_000;
+/// Thread ids kept per victim for "which thread entered exit".
+const MAX_EXITING_TIDS: usize = 16;
 
 /// Which event kinds the running attach plan can deliver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,6 +74,8 @@ pub struct Observability {
     pub reaper: bool,
     pub exit: bool,
     pub free: bool,
+    /// Death itself (every thread finished exiting) can be seen: a pidfd per victim.
+    pub death: bool,
 }
 
 impl Observability {
@@ -67,6 +87,7 @@ impl Observability {
         reaper: true,
         exit: true,
         free: true,
+        death: true,
     };
 }
 
@@ -76,6 +97,10 @@ pub struct TrackerConfig {
     pub release_timeout_ns: u64,
     pub livelock_threshold: u32,
     pub observability: Observability,
+    /// Take the last thread entering exit (`sched_process_exit` with group_dead) as death, as
+    /// oomtrace before dump format 2 did. Only for replaying such dumps: it calls a victim
+    /// stuck inside `do_exit` dead.
+    pub death_at_last_exit: bool,
 }
 
 impl Default for TrackerConfig {
@@ -85,6 +110,7 @@ impl Default for TrackerConfig {
             release_timeout_ns: DEFAULT_RELEASE_TIMEOUT_NS,
             livelock_threshold: DEFAULT_LIVELOCK_THRESHOLD,
             observability: Observability::ALL,
+            death_at_last_exit: false,
         }
     }
 }
@@ -130,7 +156,12 @@ pub struct Timeline {
     pub reaping_started: Option<u64>,
     pub reaping_finished: Option<u64>,
     pub reaper_gave_up: Option<u64>,
+    /// A thread of it entered exit (`sched_process_exit`): it has started dying.
     pub first_exit: Option<u64>,
+    /// Its last live thread entered exit (group_dead): every thread is inside `do_exit`.
+    pub all_entered_exit: Option<u64>,
+    /// First seen by oomtrace's start-up scan (pre-existing victims only).
+    pub seen: Option<u64>,
     pub dead: Option<u64>,
     pub released: Option<u64>,
 }
@@ -139,6 +170,8 @@ pub struct Timeline {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Found by the start-up scan; nothing of its kill was seen.
+    PreExisting,
     Chosen,
     Signalled,
     Marked,
@@ -154,14 +187,15 @@ pub enum Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Stage::PreExisting => "killed before oomtrace started (SIGKILL pending), not exited",
             Stage::Chosen => "chosen, not yet signalled",
-            Stage::Signalled => "SIGKILL sent, not yet marked",
-            Stage::Marked => "marked, reaper not yet woken",
-            Stage::ReaperWoken => "oom_reaper woken, not yet reaping",
-            Stage::Reaping => "oom_reaper reaping",
-            Stage::Reaped => "reaped (memory freed) but not dead",
+            Stage::Signalled => "SIGKILL sent, not yet marked; no thread has entered exit",
+            Stage::Marked => "marked; no thread has entered exit; reaper not yet woken",
+            Stage::ReaperWoken => "oom_reaper woken, not yet reaping; no thread has entered exit",
+            Stage::Reaping => "oom_reaper reaping; no thread has entered exit",
+            Stage::Reaped => "reaped (memory unmapped) but no thread has entered exit",
             Stage::ReaperGaveUp => "oom_reaper gave up (mmap_lock held): memory still charged",
-            Stage::Exiting => "some threads exited, not the last",
+            Stage::Exiting => "exiting: entered exit, not finished",
             Stage::Dead => "dead (zombie until its parent reaps it)",
             Stage::Released => "released",
         })
@@ -186,7 +220,14 @@ pub struct Victim {
     pub killed_with: Option<VictimKey>,
     pub timeline: Timeline,
     pub reaper_skips: u32,
+    /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
     pub threads_exited: u32,
+    /// Which threads entered exit, in order (the first few).
+    pub exiting_tids: Vec<u32>,
+    /// Killed before oomtrace started: found by the start-up scan.
+    pub pre_existing: bool,
+    /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
+    pub death_seen: Option<&'static str>,
     /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
     lost_at_kill: u64,
     pub flagged_stuck: bool,
@@ -212,6 +253,9 @@ impl Victim {
             timeline: Timeline::default(),
             reaper_skips: 0,
             threads_exited: 0,
+            exiting_tids: Vec::new(),
+            pre_existing: false,
+            death_seen: None,
             lost_at_kill: 0,
             flagged_stuck: false,
             flagged_release: false,
@@ -227,6 +271,12 @@ impl Victim {
         t.sigkill.or(t.marked).or(t.chosen)
     }
 
+    /// What its deadline counts from: the kill, or for a pre-existing victim, when the scan
+    /// first saw it.
+    fn watched_since(&self) -> Option<u64> {
+        self.killed_at().or(self.timeline.seen)
+    }
+
     pub fn stage(&self) -> Stage {
         let t = &self.timeline;
         if t.released.is_some() {
@@ -235,6 +285,8 @@ impl Victim {
             Stage::Dead
         } else if t.first_exit.is_some() {
             Stage::Exiting
+        } else if self.pre_existing && self.killed_at().is_none() {
+            Stage::PreExisting
         } else if t.reaper_gave_up.is_some() {
             Stage::ReaperGaveUp
         } else if t.reaping_finished.is_some() {
@@ -255,6 +307,41 @@ impl Victim {
     fn is_dead(&self) -> bool {
         self.timeline.dead.is_some() || self.timeline.released.is_some()
     }
+
+    /// Where a victim that is not dead is, in words: which threads entered exit and when, or
+    /// that none did.
+    pub fn where_stuck(&self) -> String {
+        let t = &self.timeline;
+        let since = |ts: u64| match self.watched_since() {
+            Some(k) if ts >= k => format!(" {} after the kill", secs(ts - k)),
+            _ => String::new(),
+        };
+        let tids = self
+            .exiting_tids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match (t.first_exit, t.all_entered_exit) {
+            (_, Some(all)) => format!(
+                "every thread has entered exit (the last{}; thread(s) {tids}) and has not \
+                 finished: it is inside do_exit, closing its files, dropping its mm or \
+                 notifying its parent",
+                since(all)
+            ),
+            (Some(first), None) => format!(
+                "thread(s) {tids} entered exit (the first{}); the others have not, or their \
+                 exit was not seen",
+                since(first)
+            ),
+            (None, None) if self.pre_existing => "killed before oomtrace started; whether a \
+                 thread has entered exit is unknown (see its threads' states)"
+                .into(),
+            (None, None) => "no thread has entered exit since the SIGKILL: a thread is still \
+                 busy in the kernel (uninterruptible sleep) or stopped by a tracer"
+                .into(),
+        }
+    }
 }
 
 /// What the tracker concluded. Each is emitted once per victim (per kind).
@@ -263,10 +350,11 @@ impl Victim {
 pub enum Finding {
     /// A new victim (the kernel's SIGKILL or mark was seen).
     Killed { victim: Box<Victim> },
-    /// The victim's last thread exited.
+    /// The victim finished exiting: every thread passed `exit_notify`.
     Dead {
         victim: Box<Victim>,
-        kill_to_dead_ns: u64,
+        /// None for a victim killed before oomtrace started (its kill time is unknown).
+        kill_to_dead_ns: Option<u64>,
         /// It had been flagged stuck before dying.
         was_flagged: bool,
     },
@@ -274,7 +362,10 @@ pub enum Finding {
     Stuck {
         victim: Box<Victim>,
         stage: Stage,
+        /// Since the kill; for a pre-existing victim, since the start-up scan first saw it.
         since_kill_ns: u64,
+        /// Where it is stuck, in words ([`Victim::where_stuck`]).
+        where_stuck: String,
         /// Events lost since the kill: the exit may have been among them.
         unconfirmed_lost: u64,
     },
@@ -375,26 +466,38 @@ impl fmt::Display for Finding {
                 was_flagged,
             } => {
                 let late = if *was_flagged { " (flagged)" } else { "" };
-                write!(
-                    f,
-                    "DEAD {} {} after the kill{late}",
-                    who(victim),
-                    secs(*kill_to_dead_ns)
-                )
+                match kill_to_dead_ns {
+                    Some(d) => write!(f, "DEAD {} {} after the kill{late}", who(victim), secs(*d)),
+                    None => write!(
+                        f,
+                        "DEAD {}, killed before oomtrace started{late}",
+                        who(victim)
+                    ),
+                }
             }
             Finding::Stuck {
                 victim,
                 stage,
                 since_kill_ns,
+                where_stuck,
                 unconfirmed_lost,
             } => {
-                write!(
-                    f,
-                    "STUCK {}: not dead {} after the kill; last stage: {stage}; {} thread exit(s) seen",
-                    who(victim),
-                    secs(*since_kill_ns),
-                    victim.threads_exited
-                )?;
+                if victim.pre_existing && victim.killed_at().is_none() {
+                    write!(
+                        f,
+                        "STUCK {} (PRE-EXISTING): killed before oomtrace started and still not \
+                         dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
+                        who(victim),
+                        secs(*since_kill_ns),
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "STUCK {}: not dead {} after the kill; stage: {stage}; {where_stuck}",
+                        who(victim),
+                        secs(*since_kill_ns),
+                    )?;
+                }
                 if *unconfirmed_lost > 0 {
                     write!(
                         f,
@@ -470,6 +573,8 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub kills: u64,
+    /// Processes found at start already killed and not finished exiting.
+    pub pre_existing: u64,
     pub dead: u64,
     pub stuck_now: u64,
     pub flagged_total: u64,
@@ -489,9 +594,10 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "kills {}, dead {}, stuck now {} (flagged in all {}), unobservable {}, released {}, \
-             not released now {}, lost events {}, livelocks {}",
+            "kills {}, pre-existing {}, dead {}, stuck now {} (flagged in all {}), unobservable {}, \
+             released {}, not released now {}, lost events {}, livelocks {}",
             self.kills,
+            self.pre_existing,
             self.dead,
             self.stuck_now,
             self.flagged_total,
@@ -552,7 +658,9 @@ pub struct Tracker {
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
     last_mark_by: HashMap<u32, LastMark>,
-    invocations: HashMap<u64, u64>,
+    /// Memcg paths by id, for matching an OOM domain (the memcg whose limit was hit) with the
+    /// victims below it.
+    memcg_paths: HashMap<u64, String>,
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
     lost: u64,
@@ -579,7 +687,7 @@ impl Tracker {
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
             last_mark_by: HashMap::new(),
-            invocations: HashMap::new(),
+            memcg_paths: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
             summary: Summary {
@@ -634,23 +742,28 @@ impl Tracker {
         self.victims
             .values()
             .filter_map(|v| {
-                let killed = v.killed_at()?;
+                let since = v.watched_since()?;
                 match v.timeline.dead {
                     None if !v.flagged_stuck && !v.flagged_unobservable => {
-                        Some(killed + cfg.timeout_ns)
+                        let allowed = if v.killed_at().is_some() {
+                            cfg.timeout_ns
+                        } else {
+                            PRE_EXISTING_GRACE_NS
+                        };
+                        Some(since.saturating_add(allowed))
                     }
                     Some(dead)
                         if cfg.observability.free
                             && v.timeline.released.is_none()
                             && !v.flagged_release =>
                     {
-                        Some(dead + cfg.release_timeout_ns)
+                        Some(dead.saturating_add(cfg.release_timeout_ns))
                     }
                     _ => None,
                 }
             })
             .min()
-            .map(|d| d + REORDER_NS)
+            .map(|d| d.saturating_add(REORDER_NS))
             .into_iter()
             .chain(held)
             .min()
@@ -782,13 +895,7 @@ impl Tracker {
         let h = ev.header;
         let ts = h.ts_ns;
         match ev.payload {
-            Payload::OomInvoke(p) => {
-                *self.invocations.entry(p.memcg_id).or_default() += 1;
-                if self.invocations.len() > MAX_MEMCGS {
-                    self.invocations.clear();
-                }
-                self.count_invocation(p.memcg_id, ts, out);
-            }
+            Payload::OomInvoke(p) => self.count_invocation(p.memcg_id, ts, out),
             Payload::OomInvokeDone(_) => {}
             Payload::OomKill(p) => {
                 let key = VictimKey {
@@ -833,21 +940,33 @@ impl Tracker {
             }
             Payload::TaskExit(p) => {
                 let known = p.group_dead_source != group_dead_source::UNKNOWN;
+                let legacy = self.cfg.death_at_last_exit;
                 let Some(v) = self.find(h.tgid, p.start_ns) else {
                     return;
                 };
                 v.threads_exited += 1;
                 v.timeline.first_exit.get_or_insert(ts);
+                if v.exiting_tids.len() < MAX_EXITING_TIDS && !v.exiting_tids.contains(&h.pid) {
+                    v.exiting_tids.push(h.pid);
+                }
                 if known && p.group_dead != 0 {
-                    self.mark_dead(h.tgid, p.start_ns, ts, out);
+                    v.timeline.all_entered_exit.get_or_insert(ts);
+                    if legacy {
+                        self.mark_dead(h.tgid, p.start_ns, ts, "last_thread_exit", out);
+                    }
                 }
             }
+            Payload::GroupExited(p) => {
+                let how = crate::output::exit_seen_name(p.how);
+                self.mark_dead(p.pid, p.start_ns, ts, how, out);
+            }
+            Payload::PreExisting(p) => self.on_pre_existing(ts, &p),
             Payload::TaskFree(p) => {
                 if self.find(p.pid, p.start_ns).is_none() {
                     return;
                 }
-                // Released implies dead, even if the last exit was missed.
-                self.mark_dead(p.pid, p.start_ns, ts, out);
+                // Released implies dead, even if its death was not seen.
+                self.mark_dead(p.pid, p.start_ns, ts, "released", out);
                 let Some(v) = self.find(p.pid, p.start_ns) else {
                     return;
                 };
@@ -983,7 +1102,33 @@ impl Tracker {
         }
     }
 
-    fn mark_dead(&mut self, tgid: u32, start_ns: u64, ts: u64, out: &mut Vec<Finding>) {
+    /// A process found at start with SIGKILL pending and not finished exiting.
+    fn on_pre_existing(&mut self, ts: u64, p: &oomtrace_common::PreExisting) {
+        if self.find(p.pid, p.start_ns).is_some() {
+            return;
+        }
+        let key = VictimKey {
+            tgid: p.pid,
+            start_ns: p.start_ns,
+        };
+        let mut v = Victim::new(key, cstr(&p.comm));
+        v.pre_existing = true;
+        v.timeline.seen = Some(ts);
+        v.memcg_id = (p.memcg_id != 0).then_some(p.memcg_id);
+        v.lost_at_kill = self.lost;
+        self.summary.pre_existing += 1;
+        self.insert_victim(v);
+        self.evict_if_full();
+    }
+
+    fn mark_dead(
+        &mut self,
+        tgid: u32,
+        start_ns: u64,
+        ts: u64,
+        how: &'static str,
+        out: &mut Vec<Finding>,
+    ) {
         let Some(v) = self.find(tgid, start_ns) else {
             return;
         };
@@ -991,6 +1136,7 @@ impl Tracker {
             return;
         }
         v.timeline.dead = Some(ts);
+        v.death_seen = Some(how);
         let v = v.clone();
         self.summary.dead += 1;
         if v.flagged_stuck {
@@ -1003,27 +1149,62 @@ impl Tracker {
         if let (Some(s), Some(f)) = (t.reaping_started, t.reaping_finished) {
             let _ = self.h_reaping.record((f.saturating_sub(s) / 1000).max(1));
         }
-        if let Some(k) = v.killed_at() {
-            let d = ts.saturating_sub(k);
+        let kill_to_dead_ns = v.killed_at().map(|k| ts.saturating_sub(k));
+        if let Some(d) = kill_to_dead_ns {
             let _ = self.h_dead.record((d / 1000).max(1));
+        }
+        if kill_to_dead_ns.is_some() || v.pre_existing {
             out.push(Finding::Dead {
                 victim: Box::new(v.clone()),
-                kill_to_dead_ns: d,
+                kill_to_dead_ns,
                 was_flagged: v.flagged_stuck,
             });
         }
-        if !self.cfg.observability.free {
-            // Its release cannot be seen: nothing more will happen to it here.
+        // Its release cannot be seen (no free hook; a pre-existing victim is not in the
+        // kernel's tracked set): nothing more will happen to it here.
+        if !self.cfg.observability.free || v.pre_existing {
             self.remove_victim(&v.key);
+        }
+    }
+
+    /// A memcg's path (from the cgroup fs live, from the dump in a replay).
+    pub fn memcg_path(&mut self, id: u64, path: &str) {
+        if self.memcg_paths.len() >= MAX_MEMCGS && !self.memcg_paths.contains_key(&id) {
+            self.memcg_paths.clear();
+        }
+        self.memcg_paths.insert(id, path.to_string());
+    }
+
+    /// Whether an OOM in `domain` (the memcg whose limit was hit; 0 = the whole machine) can
+    /// be waiting on a victim in `memcg`: the same memcg, or one below it.
+    fn in_domain(&self, domain: u64, memcg: Option<u64>) -> bool {
+        if domain == 0 {
+            return true;
+        }
+        let Some(memcg) = memcg else {
+            return false;
+        };
+        if memcg == domain {
+            return true;
+        }
+        match (self.memcg_paths.get(&domain), self.memcg_paths.get(&memcg)) {
+            (Some(d), Some(m)) => d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/'))),
+            _ => false,
         }
     }
 
     fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {
         let threshold = self.cfg.livelock_threshold;
-        for v in self.victims.values_mut() {
-            if v.memcg_id != Some(memcg_id) || v.is_dead() {
+        let in_domain: Vec<VictimKey> = self
+            .victims
+            .values()
+            .filter(|v| !v.is_dead() && self.in_domain(memcg_id, v.memcg_id))
+            .map(|v| v.key)
+            .collect();
+        for key in in_domain {
+            let Some(v) = self.victims.get_mut(&key) else {
                 continue;
-            }
+            };
             v.invocations_since_kill += 1;
             if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
                 v.livelock_reported = true;
@@ -1031,7 +1212,7 @@ impl Tracker {
                 out.push(Finding::Livelock {
                     memcg_id,
                     invocations: v.invocations_since_kill,
-                    window_ns: v.killed_at().map_or(0, |k| ts.saturating_sub(k)),
+                    window_ns: v.watched_since().map_or(0, |k| ts.saturating_sub(k)),
                     victim: v.key,
                     comm: v.comm.clone(),
                 });
@@ -1044,22 +1225,38 @@ impl Tracker {
         let obs = self.cfg.observability;
         let mut stuck_new = 0;
         let mut unobservable_new = 0;
+        let death_seen = if self.cfg.death_at_last_exit {
+            obs.exit
+        } else {
+            obs.death
+        };
+        let timeout = self.cfg.timeout_ns;
         for v in self.victims.values_mut() {
-            let Some(killed) = v.killed_at() else {
+            let Some(since_ts) = v.watched_since() else {
                 continue;
             };
             if !v.is_dead() {
-                if judged.saturating_sub(killed) < self.cfg.timeout_ns {
+                let allowed = if v.killed_at().is_some() {
+                    timeout
+                } else {
+                    PRE_EXISTING_GRACE_NS
+                };
+                if judged.saturating_sub(since_ts) < allowed {
                     continue;
                 }
-                let since = now.saturating_sub(killed);
-                if !obs.exit {
+                let since = now.saturating_sub(since_ts);
+                if !death_seen {
                     if !v.flagged_unobservable {
                         v.flagged_unobservable = true;
                         unobservable_new += 1;
+                        let why = if self.cfg.death_at_last_exit {
+                            "process exits are not hooked on this kernel"
+                        } else {
+                            "no pidfd could be opened for it (pidfd_open needs Linux 5.3)"
+                        };
                         out.push(Finding::Unobservable {
                             victim: Box::new(v.clone()),
-                            why: "process exits are not hooked on this kernel".into(),
+                            why: why.into(),
                         });
                     }
                     continue;
@@ -1070,6 +1267,7 @@ impl Tracker {
                     out.push(Finding::Stuck {
                         stage: v.stage(),
                         since_kill_ns: since,
+                        where_stuck: v.where_stuck(),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });

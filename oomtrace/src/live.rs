@@ -21,9 +21,10 @@ use tokio::{
 
 use crate::{
     cgroups::MemcgPaths,
+    deathwatch::{self, DeathWatch, userspace_event},
     dump,
-    event::Event,
-    inspect,
+    event::{Event, Payload},
+    scan,
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     metrics::Metrics,
     output::{self, Clock, Renderer},
@@ -68,6 +69,48 @@ pub fn observability(probes: &Probes) -> Observability {
         reaper: on(Hook::WakeReaper),
         exit: on(Hook::TaskExit),
         free: on(Hook::TaskFree),
+        death: deathwatch::available().is_ok(),
+    }
+}
+
+/// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).
+fn killed_process(ev: &Event) -> Option<(u32, u64, [u8; 16])> {
+    let (tgid, tid, start, comm) = match ev.payload {
+        Payload::OomKill(p) => (p.chosen_tgid, p.chosen_pid, p.chosen_start_ns, p.chosen_comm),
+        Payload::KernelSigkill(p) => (p.target_tgid, p.target_pid, p.target_start_ns, p.target_comm),
+        Payload::MarkVictim(p) if p.fields & crate::event::victim_fields::TASK != 0 => {
+            (p.tgid, p.pid, p.start_ns, p.comm)
+        }
+        Payload::MarkVictim(p) => (0, p.pid, 0, p.comm),
+        _ => return None,
+    };
+    let tgid = if tgid != 0 { tgid } else { tgid_of(tid)? };
+    Some((tgid, start, comm))
+}
+
+/// Lets this process hold a descriptor per watched victim: the soft fd limit is raised to
+/// the hard one (commonly 1024 → 524288). Failing that is not fatal.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } == 0 && lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
     }
 }
 
@@ -95,11 +138,10 @@ struct Runner<W: std::io::Write> {
     on_stuck: Option<PathBuf>,
     hooks_running: Vec<Child>,
     flagged: u64,
-    memcg_root: Option<PathBuf>,
 }
 
 impl<W: std::io::Write> Runner<W> {
-    fn raw_event(&mut self, raw: &[u8]) -> anyhow::Result<()> {
+    fn raw_event(&mut self, raw: &[u8], deaths: &mut DeathWatch) -> anyhow::Result<()> {
         let ev = match Event::decode(raw) {
             Ok(ev) => ev,
             Err(e) => {
@@ -107,14 +149,80 @@ impl<W: std::io::Write> Runner<W> {
                 return Ok(());
             }
         };
+        self.event(&ev, raw)?;
+        if let Some((tgid, start, comm)) = killed_process(&ev) {
+            self.watch_death(deaths, tgid, start, comm)?;
+        }
+        Ok(())
+    }
+
+    /// Starts following a killed process's death (once per process) and records the sockets
+    /// it holds while its fd table is still there.
+    fn watch_death(
+        &mut self,
+        deaths: &mut DeathWatch,
+        tgid: u32,
+        start_ns: u64,
+        comm: [u8; 16],
+    ) -> anyhow::Result<()> {
+        if deaths.knows(tgid, start_ns) {
+            return Ok(());
+        }
+        match deaths.watch(std::path::Path::new("/proc"), tgid, start_ns, comm) {
+            Ok(Some(gone)) => self.userspace(&gone),
+            Ok(None) => {
+                if let Some(live) = &mut self.session.live {
+                    live.record_sockets(tgid);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("oomtrace: cannot follow the death of pid {tgid}: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// A process found at start, killed and not finished exiting: followed like a victim.
+    fn pre_existing(&mut self, c: &scan::Candidate, deaths: &mut DeathWatch) -> anyhow::Result<()> {
+        match deaths.watch(std::path::Path::new("/proc"), c.pid, c.start_ns, c.comm_bytes()) {
+            // Gone meanwhile: it was only dying, not stuck.
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                if let Some(live) = &mut self.session.live {
+                    live.record_sockets(c.pid);
+                }
+                self.userspace(&userspace_event(
+                    c.pid,
+                    c.comm_bytes(),
+                    Payload::PreExisting(c.payload()),
+                ))
+            }
+            Err(e) => {
+                eprintln!("oomtrace: cannot follow pid {} found killed at start: {e}", c.pid);
+                Ok(())
+            }
+        }
+    }
+
+    /// An event userspace observed itself: recorded and tracked like a kernel one.
+    fn userspace(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.event(ev, &ev.encode())
+    }
+
+    fn event(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
+        let ev = *ev;
         let memcg = crate::session::event_memcg(&ev);
         let path = memcg.and_then(|id| self.session.renderer.memcgs.path(id));
-        if let Some(d) = &mut self.dump {
-            if let (Some(id), Some(p)) = (memcg, &path)
-                && self.recorded_memcgs.insert(id)
-            {
+        if let (Some(id), Some(p)) = (memcg, &path)
+            && self.recorded_memcgs.insert(id)
+        {
+            self.session.tracker.memcg_path(id, p);
+            if let Some(d) = &mut self.dump {
                 d.memcg(id, p).context("writing the dump")?;
             }
+        }
+        if let Some(d) = &mut self.dump {
             d.event(raw).context("writing the dump")?;
         }
         if let Some(m) = &mut self.metrics {
@@ -166,11 +274,10 @@ impl<W: std::io::Write> Runner<W> {
         else {
             return;
         };
-        let fx = inspect::collect(
-            std::path::Path::new("/proc"),
-            victim.key.tgid,
-            self.memcg_root.as_deref(),
-        );
+        let Some(live) = &self.session.live else {
+            return;
+        };
+        let fx = live.forensics(victim.key.tgid);
         let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut detail {
             m.insert(
@@ -253,10 +360,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         page_kb,
     };
     let memcg_root = memory.map(|m| m.mount);
-    let live = Live {
-        proc_root: "/proc".into(),
-        memcg_root: memcg_root.clone(),
-    };
+    let live = Live::new("/proc".into(), memcg_root.clone());
+    raise_fd_limit();
+    let death = deathwatch::available();
     let out = std::io::BufWriter::new(std::io::stdout());
     let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
     session.keep_findings = true;
@@ -269,6 +375,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
         "timeout_s": opts.timeout_ns as f64 / 1e9,
         "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
+        "death": death_json(&death),
     });
     let dump = match &opts.record {
         Some(path) => {
@@ -277,6 +384,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                 "hostname": hostname(), "kernel": probes.env.kernel, "boot_id": boot_id(),
                 "plan": probes.plan, "environment": probes.env, "page_kb": page_kb,
                 "options": {"timeout_ns": opts.timeout_ns, "release_timeout_ns": opts.release_timeout_ns},
+                "death": death_json(&death),
                 "clock": {"realtime_offset_ns": i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
                           "monotonic_ns_at_start": monotonic_now()},
             });
@@ -311,7 +419,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         on_stuck: opts.on_stuck.clone(),
         hooks_running: Vec::new(),
         flagged: 0,
-        memcg_root,
     };
     {
         let out = &mut runner.session.out;
@@ -328,6 +435,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                 opts.timeout_ns as f64 / 1e9
             )?;
             write!(out, "{}", plan::render(&probes.plan))?;
+            if let Err(e) = &death {
+                writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
+            }
             if !probes.hook(Hook::OomInvoke).attached() {
                 writeln!(
                     out,
@@ -355,6 +465,20 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     } else {
         None
     };
+    let deaths = DeathWatch::new().context("creating the epoll set for victims' pidfds")?;
+    // SAFETY: the DeathWatch owns its epoll fd for as long as the AsyncFd lives.
+    let mut deaths = unsafe { AsyncFd::register_with_interest(deaths, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the pidfd epoll set with the runtime")?;
+    // What happened before we came: killed processes that never finished exiting.
+    for c in scan::scan(
+        std::path::Path::new("/proc"),
+        memcg_root.as_deref(),
+        std::process::id(),
+    ) {
+        runner.pre_existing(&c, deaths.get_mut())?;
+    }
+    runner.session.out.flush()?;
     let ring = probes.take_ring()?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -388,11 +512,20 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut runner)?;
+                drain(guard.get_inner_mut(), &mut runner, deaths.get_mut())?;
+                guard.clear_ready();
+            }
+            guard = deaths.readable_mut() => {
+                let mut guard = guard.context("waiting for victims' pidfds")?;
+                // Kernel events up to now first: the death comes after them.
+                drain(ring.get_mut(), &mut runner, guard.get_inner_mut())?;
+                for ev in guard.get_inner_mut().ready() {
+                    runner.userspace(&ev)?;
+                }
                 guard.clear_ready();
             }
             () = tick => {
-                drain(ring.get_mut(), &mut runner)?;
+                drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
                 runner.lost(probes.lost_events()?)?;
                 if let Some(d) = &mut runner.dump {
                     d.flush()?;
@@ -426,7 +559,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             () = &mut until => break,
         }
     }
-    drain(ring.get_mut(), &mut runner)?;
+    drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
+    for ev in deaths.get_mut().ready() {
+        runner.userspace(&ev)?;
+    }
     runner.lost(probes.lost_events()?)?;
     let end = monotonic_now();
     let summary = runner.session.finish(end)?;
@@ -460,9 +596,17 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 fn drain<W: std::io::Write>(
     ring: &mut RingBuf<MapData>,
     runner: &mut Runner<W>,
+    deaths: &mut DeathWatch,
 ) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
-        runner.raw_event(&item)?;
+        runner.raw_event(&item, deaths)?;
     }
     Ok(())
+}
+
+fn death_json(death: &Result<(), String>) -> Value {
+    match death {
+        Ok(()) => json!({"pidfd": true}),
+        Err(e) => json!({"pidfd": false, "error": e}),
+    }
 }

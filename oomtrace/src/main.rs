@@ -4,13 +4,15 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oomtrace::{
     dump,
-    lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
+    inspect,
+    lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     metrics,
     plan::{self, AttachType, Hook},
     probes::{LoadOptions, Probes},
     report::{self, ReplayOptions},
-    session::Filter,
+    scan,
+    session::{Filter, Live},
 };
 use serde_json::json;
 
@@ -29,7 +31,8 @@ EXIT CODES:
     0  ok
     1  check: the kill path cannot be observed on this kernel
     2  error (not root, BPF unavailable, bad arguments, unreadable dump)
-    3  watch/record --fail-on-stuck: at least one victim was flagged stuck";
+    3  watch/record --fail-on-stuck: at least one victim was flagged stuck
+    4  check: processes killed before oomtrace started have still not finished exiting";
 
 /// Watch the Linux OOM killer with eBPF: every memory-cgroup OOM, the kill decision, the
 /// victim's signal, the oom_reaper, and the victim's exit and release — and flag victims that
@@ -44,7 +47,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check this host: root, BTF, tracefs, the memory cgroup controller, and what each hook
-    /// attaches as here (or exactly why not). Exits 0 if the kill path can be observed.
+    /// attaches as here (or exactly why not), and processes killed before it started that have
+    /// not finished exiting. Exits 0 if the kill path can be observed, 4 if such processes exist.
     Check(CheckArgs),
     /// Attach and report OOM events and findings as they happen (the default command).
     Watch(WatchArgs),
@@ -202,8 +206,42 @@ fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> 
     })
 }
 
+/// Exit code of `check` when processes killed before it started have not finished exiting.
+const EXIT_PRE_EXISTING: u8 = 4;
+
+/// Processes with SIGKILL pending that have not finished exiting, confirmed twice
+/// `PRE_EXISTING_GRACE_NS` apart (a process that is merely dying is gone by then).
+fn stuck_now(memcg_root: Option<&std::path::Path>) -> Vec<scan::Candidate> {
+    let proc_root = std::path::Path::new("/proc");
+    let me = std::process::id();
+    let first = scan::scan(proc_root, memcg_root, me);
+    if first.is_empty() {
+        return first;
+    }
+    std::thread::sleep(Duration::from_nanos(PRE_EXISTING_GRACE_NS));
+    let again = scan::scan(proc_root, memcg_root, me);
+    again
+        .into_iter()
+        .filter(|c| {
+            first
+                .iter()
+                .any(|f| f.pid == c.pid && f.start_ns == c.start_ns)
+        })
+        .collect()
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let probes = load(&args.forbid, false)?;
+    let memcg_root = probes.env.memory_controller.as_ref().map(|m| m.mount.clone());
+    let live = Live::new("/proc".into(), memcg_root.clone());
+    let stuck: Vec<(scan::Candidate, inspect::Forensics)> = stuck_now(memcg_root.as_deref())
+        .into_iter()
+        .map(|c| {
+            let fx = live.forensics(c.pid);
+            (c, fx)
+        })
+        .collect();
+    let death = oomtrace::deathwatch::available();
     let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
         .all(|h| probes.hook(*h).attached());
@@ -211,7 +249,12 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
-                    "attach_ms": probes.attach_time.as_secs_f64() * 1e3 })
+                    "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+                    "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
+                    "pre_existing": stuck.iter().map(|(c, fx)| json!({
+                        "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
+                        "threads": c.threads, "flags": c.flags, "forensics": fx,
+                    })).collect::<Vec<_>>() })
         );
     } else {
         let env = &probes.env;
@@ -230,6 +273,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             Err(e) => println!("tracefs            no: {e}"),
         }
         println!("kprobes            {}", ok(&env.kprobes));
+        println!("death (pidfd)      {}", ok(&death));
         match &env.memory_controller {
             Some(c) => println!("memory controller  {c}"),
             None => println!(
@@ -246,8 +290,24 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 "the kill path cannot be observed here: mark_victim or process exit did not attach"
             );
         }
+        if stuck.is_empty() {
+            println!("killed, not dead   none: no process with SIGKILL pending is stuck exiting");
+        }
+        for (c, fx) in &stuck {
+            println!(
+                "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
+                 not finished exiting {} ms later; memcg {}",
+                c.pid,
+                c.comm,
+                PRE_EXISTING_GRACE_NS / 1_000_000,
+                c.memcg_path.as_deref().unwrap_or("unknown")
+            );
+            print!("{fx}");
+        }
     }
-    Ok(if kill_path {
+    Ok(if !stuck.is_empty() {
+        ExitCode::from(EXIT_PRE_EXISTING)
+    } else if kill_path {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -83,7 +83,11 @@ impl Metrics {
                 kill_to_dead_ns, ..
             } => {
                 self.dead += 1;
-                let s = *kill_to_dead_ns as f64 / 1e9;
+                // A victim killed before oomtrace started has no kill→dead time.
+                let Some(ns) = kill_to_dead_ns else {
+                    return;
+                };
+                let s = *ns as f64 / 1e9;
                 self.dead_count += 1;
                 self.dead_sum_s += s;
                 for (i, le) in BUCKETS.iter().enumerate() {

@@ -5,11 +5,24 @@ use serde_json::{Value, json};
 
 use crate::{
     cgroups::MemcgPaths,
-    event::{Event, EventKind, Payload, cstr, group_dead_source, victim_fields},
+    event::{
+        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing,
+        victim_fields,
+    },
 };
 
+/// The name of a [`exit_seen`] value, as in JSON.
+pub fn exit_seen_name(how: u32) -> &'static str {
+    match how {
+        exit_seen::PIDFD => "pidfd",
+        exit_seen::GONE => "gone",
+        exit_seen::PID_REUSED => "pid_reused",
+        _ => "unknown",
+    }
+}
+
 /// Version of the JSON Lines schema. Bump on any incompatible change.
-pub const JSON_SCHEMA: u32 = 1;
+pub const JSON_SCHEMA: u32 = 2;
 
 /// Maps kernel monotonic timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +71,8 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::SkipReaping => "skip_reaping",
         EventKind::TaskExit => "task_exit",
         EventKind::TaskFree => "task_free",
+        EventKind::GroupExited => "group_exited",
+        EventKind::PreExisting => "pre_existing",
     }
 }
 
@@ -215,6 +230,21 @@ impl Renderer {
                 "pid": p.pid,
                 "start_ns": if p.start_ns == 0 { Value::Null } else { p.start_ns.into() },
             }),
+            Payload::GroupExited(p) => json!({
+                "pid": p.pid,
+                "how": exit_seen_name(p.how),
+                "start_ns": if p.start_ns == 0 { Value::Null } else { p.start_ns.into() },
+            }),
+            Payload::PreExisting(p) => json!({
+                "pid": p.pid, "ppid": p.ppid, "comm": cstr(&p.comm), "start_ns": p.start_ns,
+                "memcg_id": if p.memcg_id == 0 { Value::Null } else { p.memcg_id.into() },
+                "memcg_path": if p.memcg_id == 0 { Value::Null } else { self.memcg(p.memcg_id) },
+                "threads": p.threads,
+                "zombie_leader": p.flags & pre_existing::ZOMBIE_LEADER != 0,
+                "thread_in_d": p.flags & pre_existing::THREAD_IN_D != 0,
+                "traced": p.flags & pre_existing::TRACED != 0,
+                "parent_init": p.flags & pre_existing::PARENT_INIT != 0,
+            }),
         };
         if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
             m.extend(b);
@@ -305,16 +335,53 @@ impl Renderer {
                 let last = match (p.group_dead_source, p.group_dead) {
                     (group_dead_source::UNKNOWN, _) => "",
                     (_, 0) => ", other threads remain",
-                    _ => ", last thread: process dead",
+                    _ => ", the last live thread (the process is not dead until it has finished)",
                 };
                 format!(
-                    "thread {} of pid {} ({}) exited{last}",
+                    "thread {} of pid {} ({}) entered exit{last}",
                     h.pid,
                     h.tgid,
                     cstr(&h.comm)
                 )
             }
             Payload::TaskFree(p) => format!("pid {} released (zombie reaped)", p.pid),
+            Payload::GroupExited(p) => match p.how {
+                exit_seen::PIDFD => format!(
+                    "pid {} ({}) finished exiting: every thread is past exit_notify (pidfd)",
+                    p.pid,
+                    cstr(&h.comm)
+                ),
+                exit_seen::GONE => format!("pid {} is gone (already reaped when looked up)", p.pid),
+                exit_seen::PID_REUSED => format!(
+                    "pid {} is gone (the pid now names a process started later)",
+                    p.pid
+                ),
+                other => format!("pid {} finished exiting (observed as {other})", p.pid),
+            },
+            Payload::PreExisting(p) => {
+                let mut s = format!(
+                    "pid {} ({}) was sent SIGKILL before oomtrace started and has not finished \
+                     exiting: {} thread(s), parent {}",
+                    p.pid,
+                    cstr(&p.comm),
+                    p.threads,
+                    p.ppid
+                );
+                for (bit, text) in [
+                    (pre_existing::ZOMBIE_LEADER, ", leader a zombie"),
+                    (pre_existing::THREAD_IN_D, ", a thread in D"),
+                    (pre_existing::TRACED, ", a thread stopped by a tracer"),
+                    (pre_existing::PARENT_INIT, ", reparented to PID 1"),
+                ] {
+                    if p.flags & bit != 0 {
+                        s += text;
+                    }
+                }
+                if p.memcg_id != 0 {
+                    s += &format!(", memcg {}", self.memcg_text(p.memcg_id));
+                }
+                s
+            }
         };
         format!(
             "{} {:<15} {what}",

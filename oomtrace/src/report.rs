@@ -64,7 +64,15 @@ fn observability_from(header: &Value) -> Observability {
         reaper: attached("wake_reaper"),
         exit: attached("task_exit"),
         free: attached("task_free"),
+        death: header["death"]["pidfd"].as_bool().unwrap_or(false),
     }
+}
+
+/// Dumps recorded before death meant "finished exiting" (dump format 1) carry no
+/// `GroupExited` records: they can only be judged the old way, by the last thread entering
+/// exit, which calls a victim stuck inside `do_exit` dead.
+fn legacy_death(header: &Value) -> bool {
+    header.get("death").is_none()
 }
 
 /// Replays a dump, writing findings (and events if asked) to `out`.
@@ -91,6 +99,7 @@ pub fn replay<W: Write>(
             .or(recorded_release)
             .unwrap_or(defaults.release_timeout_ns),
         observability: observability_from(&h),
+        death_at_last_exit: header.is_some() && legacy_death(&h),
         ..defaults
     };
     let renderer = Renderer {
@@ -120,6 +129,14 @@ pub fn replay<W: Write>(
             h["kernel"].as_str().unwrap_or("?"),
             cfg.timeout_ns as f64 / 1e9
         )?;
+        if cfg.death_at_last_exit {
+            writeln!(
+                session.out,
+                "note: this dump predates dump format 2: it has no record of victims finishing \
+                 their exit, so death is taken at the last thread entering exit, which calls a \
+                 victim stuck inside do_exit (closing files, dropping its mm) dead"
+            )?;
+        }
     }
     let mut r = Replay {
         summary: Summary::default(),
@@ -159,6 +176,7 @@ pub fn replay<W: Write>(
             Record::Lost(n) => session.lost(n)?,
             Record::Memcg(id, path) => {
                 session.renderer.memcgs.insert(id, path.clone());
+                session.tracker.memcg_path(id, &path);
                 r.memcg_paths.insert(id, path);
             }
             Record::End(t) => end = Some(t),

@@ -2,6 +2,7 @@
 //! tracker's findings are printed, with /proc forensics for victims flagged while live.
 
 use std::{
+    collections::HashMap,
     io::{self, Write},
     path::PathBuf,
 };
@@ -68,6 +69,8 @@ fn event_pid(ev: &Event) -> u32 {
         | Payload::FinishReaping(r)
         | Payload::SkipReaping(r) => r.pid,
         Payload::TaskFree(p) => p.pid,
+        Payload::GroupExited(p) => p.pid,
+        Payload::PreExisting(p) => p.pid,
         Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => ev.header.tgid,
     }
 }
@@ -80,6 +83,7 @@ pub fn event_memcg(ev: &Event) -> Option<u64> {
         Payload::MarkVictim(p) if p.fields & oomtrace_common::victim_fields::TASK != 0 => {
             Some(p.memcg_id)
         }
+        Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
         _ => None,
     }
 }
@@ -88,6 +92,40 @@ pub fn event_memcg(ev: &Event) -> Option<u64> {
 pub struct Live {
     pub proc_root: PathBuf,
     pub memcg_root: Option<PathBuf>,
+    /// Socket inodes each victim (by tgid) held when it was killed: a thread stuck inside
+    /// exit has no fd table left to find them through.
+    pub sockets_at_kill: HashMap<u32, Vec<u64>>,
+}
+
+/// Victims whose sockets are remembered at most (the oldest are dropped past this).
+const MAX_SOCKET_RECORDS: usize = 4096;
+
+impl Live {
+    pub fn new(proc_root: PathBuf, memcg_root: Option<PathBuf>) -> Live {
+        Live {
+            proc_root,
+            memcg_root,
+            sockets_at_kill: HashMap::new(),
+        }
+    }
+
+    /// Records the sockets `tgid` holds now (at its kill).
+    pub fn record_sockets(&mut self, tgid: u32) {
+        let inodes = inspect::socket_inodes(&self.proc_root, tgid);
+        if inodes.is_empty() {
+            return;
+        }
+        if self.sockets_at_kill.len() >= MAX_SOCKET_RECORDS {
+            self.sockets_at_kill.clear();
+        }
+        self.sockets_at_kill.insert(tgid, inodes);
+    }
+
+    /// What /proc shows of `tgid` now, with the sockets recorded at its kill.
+    pub fn forensics(&self, tgid: u32) -> inspect::Forensics {
+        let recorded = self.sockets_at_kill.get(&tgid).map_or(&[][..], Vec::as_slice);
+        inspect::collect(&self.proc_root, tgid, self.memcg_root.as_deref(), recorded)
+    }
 }
 
 pub struct Session<W: Write> {
@@ -251,11 +289,7 @@ impl<W: Write> Session<W> {
             _ => None,
         };
         let forensics = match (victim, &self.live) {
-            (Some(v), Some(live)) => Some(inspect::collect(
-                &live.proc_root,
-                v.key.tgid,
-                live.memcg_root.as_deref(),
-            )),
+            (Some(v), Some(live)) => Some(live.forensics(v.key.tgid)),
             _ => None,
         };
         let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));

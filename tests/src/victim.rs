@@ -9,6 +9,12 @@
 //! It listens on 127.0.0.1 (prints `port P`), starts a thread that read()s PATH (a FUSE file
 //! whose daemon never answers), then allocates on "go". With `--orphan` it forks first and the
 //! parent exits, so the victim is reparented away from the test (to init or a subreaper).
+//!
+//! `oomtrace-hog stuck-flush --cgroup DIR --mb N --file PATH [--orphan] [--leader-exits]`: the
+//! victim stuck *inside* exit. It listens on 127.0.0.1 (`port P`) and keeps PATH open (a FUSE
+//! file whose daemon holds FLUSH), then allocates on "go"; killed, its last thread blocks
+//! closing PATH in `exit_files`. With `--leader-exits` the allocation runs in a second thread
+//! and the main thread exits first (the `exit` syscall): the leader is a zombie before the kill.
 
 use std::io::{BufRead as _, Write as _};
 
@@ -27,16 +33,18 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let stuck = match args.first().map(String::as_str) {
-        Some("alloc") => false,
-        Some("stuck-fuse") => true,
+    let mode = args.first().map(String::as_str);
+    let (stuck, flush) = match mode {
+        Some("alloc") => (false, false),
+        Some("stuck-fuse") => (true, false),
+        Some("stuck-flush") => (false, true),
         other => {
             return Err(format!(
-                "unknown mode {other:?}; usage: alloc|stuck-fuse --cgroup DIR --mb N"
+                "unknown mode {other:?}; usage: alloc|stuck-fuse|stuck-flush --cgroup DIR --mb N"
             ));
         }
     };
-    if stuck && args.iter().any(|a| a == "--orphan") {
+    if (stuck || flush) && args.iter().any(|a| a == "--orphan") {
         // Still single-threaded here, so fork is safe.
         // SAFETY: plain fork; the parent only exits.
         match unsafe { libc::fork() } {
@@ -59,6 +67,9 @@ fn run(args: &[String]) -> Result<(), String> {
     std::fs::write(&procs, std::process::id().to_string())
         .map_err(|e| format!("joining {procs}: {e}"))?;
     let mut out = std::io::stdout();
+    if flush {
+        return stuck_in_exit(args, mb);
+    }
     // Kept open until the process dies: the socket the incident's victim held.
     let _listener = if stuck {
         let file = flag(args, "--file").ok_or("--file PATH is required")?;
@@ -82,15 +93,7 @@ fn run(args: &[String]) -> Result<(), String> {
         .lock()
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..mb {
-        // Touch every page so the memory is really charged.
-        let mut chunk = vec![0u8; 1 << 20];
-        for i in (0..chunk.len()).step_by(4096) {
-            chunk[i] = 1;
-        }
-        chunks.push(std::hint::black_box(chunk));
-    }
+    let _chunks = allocate(mb);
     if hold {
         writeln!(out, "allocated").map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
@@ -99,4 +102,50 @@ fn run(args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Allocates `mb` MiB, touching every page so the memory is really charged.
+fn allocate(mb: usize) -> Vec<Vec<u8>> {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mb {
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = 1;
+        }
+        chunks.push(std::hint::black_box(chunk));
+    }
+    chunks
+}
+
+/// `stuck-flush`: listen, keep the FUSE file open, allocate on "go" (in a second thread with
+/// `--leader-exits`, after the main thread has exited).
+fn stuck_in_exit(args: &[String], mb: usize) -> Result<(), String> {
+    let file = flag(args, "--file").ok_or("--file PATH is required")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let held = std::fs::File::open(&file).map_err(|e| format!("opening {file}: {e}"))?;
+    let mut out = std::io::stdout();
+    writeln!(out, "port {port}").map_err(|e| e.to_string())?;
+    writeln!(out, "ready {}", std::process::id()).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    let work = move || {
+        // Both stay open until the process is killed.
+        let _keep = (listener, held);
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        let _chunks = allocate(mb);
+        // Not killed (the limit is larger than asked): wait to be.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    };
+    if args.iter().any(|a| a == "--leader-exits") {
+        std::thread::spawn(work);
+        // The raw exit syscall ends only the calling thread, and without unwinding: glibc's
+        // pthread_exit force-unwinds, which aborts when it crosses Rust's `main`.
+        // SAFETY: the worker owns everything it uses; nothing on this stack is needed again.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        unreachable!("exit returned");
+    }
+    work()
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    Sandbox, Watch, fuse::FuseHold, held_victim, hog, proc_state, require_root, scaled, slowdown,
-    spawn_hog,
+    Sandbox, Watch,
+    fuse::{FuseHold, Hold},
+    held_victim, hog, proc_state, require_root, scaled, slowdown, spawn_hog,
 };
 use serde_json::Value;
 
@@ -160,4 +161,203 @@ fn a_normal_kill_is_not_flagged() {
         !watch.lines().iter().any(|v| finding(v, "stuck", pid)),
         "a victim that died was flagged"
     );
+}
+
+/// A victim stuck *inside* exit, as `stuck-flush` makes it: the port it listens on and the
+/// hog whose last thread will block closing a FUSE file whose FLUSH is held.
+struct InExit {
+    hog: oomtrace_tests::Proc,
+    victim: u32,
+    port: u16,
+}
+
+/// Answers the held FUSE requests when dropped: declared after the hog, it is dropped before
+/// it, so a failing test does not wait forever for a victim still held in the kernel.
+struct ReleaseOnDrop<'a>(&'a FuseHold);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+fn stuck_in_exit(sandbox: &Sandbox, fuse: &FuseHold, extra: &[&str]) -> InExit {
+    let file = fuse.file().to_str().expect("utf-8").to_string();
+    let mut args: Vec<String> = ["--mb", "256", "--file", &file]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut hog = spawn_hog(sandbox, "stuck-flush", &args);
+    let port: u16 = hog
+        .line()
+        .strip_prefix("port ")
+        .expect("port line")
+        .parse()
+        .expect("port");
+    let victim: u32 = hog
+        .line()
+        .strip_prefix("ready ")
+        .expect("ready line")
+        .parse()
+        .expect("pid");
+    InExit { hog, victim, port }
+}
+
+/// What the issue asks of a victim stuck in exit_files: flagged stuck at the exiting stage
+/// within timeout + slack, its port named although no fd table lists it, never dead while
+/// held, dead with the right time once released.
+fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
+    require_root();
+    let label = if leader_exits { "flush-mt" } else { "flush" };
+    let sandbox = Sandbox::new(label, 64 * MIB);
+    let fuse = FuseHold::mount_holding(label, Hold::Flush);
+    let watch = watch();
+    let extra: &[&str] = if leader_exits { &["--leader-exits"] } else { &[] };
+    let mut v = stuck_in_exit(&sandbox, &fuse, extra);
+    let _release = ReleaseOnDrop(&fuse);
+    let victim = v.victim;
+    if leader_exits {
+        assert!(
+            oomtrace_tests::wait_until(wait(), || proc_state(victim)
+                .is_some_and(|s| s.starts_with('Z'))),
+            "the leader did not exit before the kill"
+        );
+    }
+    v.hog.go();
+    assert!(
+        fuse.wait_held(wait()),
+        "the killed victim never reached the FUSE flush in exit_files"
+    );
+
+    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", victim));
+    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
+    assert!(
+        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
+        "flagged {since} ns after the kill, want within {} ns past the timeout",
+        slack()
+    );
+    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    assert!(
+        stuck["where_stuck"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("every thread has entered exit")),
+        "{stuck}"
+    );
+    let fx = &stuck["forensics"];
+    assert!(
+        fx["threads"].as_array().expect("threads").iter().any(|t| t["state"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with('D')),
+        "no thread in D: {fx}"
+    );
+    let listen = format!("LISTEN 127.0.0.1:{}", v.port);
+    let socket = fx["sockets"]
+        .as_array()
+        .expect("sockets")
+        .iter()
+        .find(|s| s["description"] == listen)
+        .unwrap_or_else(|| panic!("the listening port is not named: {fx}"))
+        .clone();
+    assert!(
+        socket["attribution"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("in its fd table when it was killed")),
+        "the fd table is detached inside exit_files: {socket}"
+    );
+    assert!(
+        !watch.lines().iter().any(|l| finding(l, "dead", victim)),
+        "reported dead while held in exit_files"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    fuse.release();
+    let dead = watch.wait_for("the death after the release", wait(), |l| {
+        finding(l, "dead", victim)
+    });
+    assert_eq!(dead["was_flagged"], true);
+    assert_eq!(dead["victim"]["death_seen"], "pidfd");
+    let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
+    assert!(
+        k2d > since + 300_000_000,
+        "dead {k2d} ns after the kill, before the hold ended"
+    );
+    assert!(!proc_state(victim).is_some_and(|s| s.starts_with('D')));
+}
+
+#[test]
+fn victim_held_in_exit_files_is_stuck_not_dead() {
+    flush_held_victim_is_stuck_until_released(false);
+}
+
+#[test]
+fn threaded_victim_with_a_zombie_leader_held_in_exit_files_is_stuck_not_dead() {
+    flush_held_victim_is_stuck_until_released(true);
+}
+
+/// A host already in trouble: the victim was killed and stuck before oomtrace started. `check`
+/// names it (exit 4), and `watch` flags it within a second of attaching, then sees it die.
+#[test]
+fn victims_killed_before_oomtrace_starts_are_named_at_once() {
+    require_root();
+    let sandbox = Sandbox::new("before", 64 * MIB);
+    let fuse = FuseHold::mount_holding("before", Hold::Flush);
+    let mut v = stuck_in_exit(&sandbox, &fuse, &["--orphan"]);
+    let _release = ReleaseOnDrop(&fuse);
+    let victim = v.victim;
+    v.hog.go();
+    assert!(fuse.wait_held(wait()), "the victim never reached the flush");
+
+    let out = std::process::Command::new(oomtrace_tests::oomtrace_bin())
+        .args(["check", "--json"])
+        .output()
+        .expect("running oomtrace check");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "check must exit 4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    let listed = check["pre_existing"]
+        .as_array()
+        .expect("pre_existing")
+        .iter()
+        .find(|p| p["pid"] == victim)
+        .unwrap_or_else(|| panic!("check does not list {victim}: {check}"))
+        .clone();
+    assert_eq!(listed["memcg_path"], sandbox.rel_path(), "{listed}");
+
+    let started = std::time::Instant::now();
+    let watch = watch();
+    let attached = started.elapsed();
+    let stuck = watch.wait_for("the pre-existing STUCK finding", wait(), |l| {
+        finding(l, "stuck", victim)
+    });
+    let after_attach = started.elapsed().saturating_sub(attached);
+    assert!(
+        after_attach <= scaled(Duration::from_secs(1)),
+        "named {after_attach:?} after attach, want within a second"
+    );
+    assert_eq!(stuck["victim"]["pre_existing"], true, "{stuck}");
+    assert_eq!(stuck["stage"], "pre_existing", "{stuck}");
+    assert_eq!(stuck["memcg_path"], sandbox.rel_path(), "{stuck}");
+    assert!(
+        stuck["forensics"]["sockets"]
+            .as_array()
+            .expect("sockets")
+            .iter()
+            .any(|s| s["description"] == format!("LISTEN 127.0.0.1:{}", v.port)),
+        "{stuck}"
+    );
+    fuse.release();
+    let dead = watch.wait_for("its death", wait(), |l| finding(l, "dead", victim));
+    assert_eq!(dead["kill_to_dead_ns"], Value::Null, "its kill time is unknown");
+    let summary = watch.stop_and_collect();
+    let s = summary
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary");
+    assert!(s["summary"]["pre_existing"].as_u64() >= Some(1), "{s}");
 }

@@ -1,8 +1,9 @@
 //! Synthetic event streams through the tracker. Times are in ms from an arbitrary origin.
 
 use oomtrace_common::{
-    Header, KernelSigkill, MarkVictim, OomInvoke, OomKill, Reaper, TaskExit, TaskFree,
-    group_dead_source, victim_fields,
+    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomKill, PreExisting, Reaper,
+    TaskExit, TaskFree, USERSPACE_CPU, exit_seen, group_dead_source, pre_existing,
+    victim_fields,
 };
 
 use super::*;
@@ -91,6 +92,46 @@ fn free(ms: u64, pid: u32, start: u64) -> Event {
     }
 }
 
+/// The process finished exiting: its pidfd polled readable (observed by userspace).
+fn gone(ms: u64, pid: u32, start: u64) -> Event {
+    let mut h = header(ms, pid, pid, "hog");
+    h.cpu = USERSPACE_CPU;
+    Event {
+        header: h,
+        payload: Payload::GroupExited(GroupExited {
+            pid,
+            how: exit_seen::PIDFD,
+            start_ns: start,
+        }),
+    }
+}
+
+/// Found at start by the /proc scan: killed before oomtrace came, not finished exiting.
+fn found(ms: u64, pid: u32, start: u64, memcg: u64) -> Event {
+    let mut h = header(ms, pid, pid, "hog");
+    h.cpu = USERSPACE_CPU;
+    Event {
+        header: h,
+        payload: Payload::PreExisting(PreExisting {
+            pid,
+            ppid: 1,
+            comm: comm_bytes("hog"),
+            start_ns: start,
+            memcg_id: memcg,
+            threads: 2,
+            flags: pre_existing::ZOMBIE_LEADER | pre_existing::THREAD_IN_D,
+        }),
+    }
+}
+
+fn invoke_in(ms: u64, memcg: u64) -> Event {
+    let mut ev = invoke(ms);
+    if let Payload::OomInvoke(p) = &mut ev.payload {
+        p.memcg_id = memcg;
+    }
+    ev
+}
+
 fn reaper(ms: u64, pid: u32, kind: fn(Reaper) -> Payload) -> Event {
     Event {
         header: header(ms, 40, 40, "oom_reaper"),
@@ -167,7 +208,8 @@ fn normal_kill_dies_and_is_released_without_a_flag() {
         &[
             sigkill(0, 42, 7),
             mark(0, 42, 7),
-            exit(2, 42, 42, 7, true),
+            exit(1, 42, 42, 7, true),
+            gone(2, 42, 7),
             free(25, 42, 7),
         ],
         8000,
@@ -181,8 +223,9 @@ fn normal_kill_dies_and_is_released_without_a_flag() {
     else {
         panic!("{f:?}")
     };
-    assert_eq!(*kill_to_dead_ns, 2 * MS);
+    assert_eq!(*kill_to_dead_ns, Some(2 * MS));
     assert!(!was_flagged);
+    assert_eq!(victim.death_seen, Some("pidfd"));
     assert_eq!(victim.memcg_id, Some(MEMCG));
     assert_eq!(victim.trigger.as_ref().unwrap().tgid, TRIGGER);
     let s = t.summary();
@@ -203,6 +246,7 @@ fn stuck_then_dead_late_is_flagged_once_and_reported_late() {
         reaper(2021, 42, Payload::StartReaping),
         reaper(2028, 42, Payload::FinishReaping),
         exit(7000, 43, 42, 7, true),
+        gone(7000, 42, 7),
         free(7020, 42, 7),
     ];
     let f = run(&mut t, &stream, 9000);
@@ -212,6 +256,7 @@ fn stuck_then_dead_late_is_flagged_once_and_reported_late() {
         since_kill_ns,
         unconfirmed_lost,
         victim,
+        ..
     } = &f[1]
     else {
         panic!()
@@ -222,7 +267,7 @@ fn stuck_then_dead_late_is_flagged_once_and_reported_late() {
     assert_eq!(victim.threads_exited, 1);
     assert_eq!(victim.timeline.reaping_finished, Some(at(2028)));
     assert!(
-        matches!(&f[2], Finding::Dead { was_flagged: true, kill_to_dead_ns, .. } if *kill_to_dead_ns == 7 * S)
+        matches!(&f[2], Finding::Dead { was_flagged: true, kill_to_dead_ns, .. } if *kill_to_dead_ns == Some(7 * S))
     );
     assert!(f[2].to_string().contains("(flagged)"), "{}", f[2]);
     let s = t.summary();
@@ -270,7 +315,12 @@ fn zombie_not_released_is_a_separate_finding() {
     let mut t = tracker();
     let f = run(
         &mut t,
-        &[sigkill(0, 42, 7), mark(0, 42, 7), exit(3, 42, 42, 7, true)],
+        &[
+            sigkill(0, 42, 7),
+            mark(0, 42, 7),
+            exit(2, 42, 42, 7, true),
+            gone(3, 42, 7),
+        ],
         12_000,
     );
     assert_eq!(names(&f), ["killed", "dead", "not_released"]);
@@ -292,6 +342,7 @@ fn pid_reuse_does_not_kill_the_victim() {
             sigkill(0, 42, 7),
             mark(0, 42, 7),
             exit(100, 42, 42, 999, true),
+            gone(101, 42, 999),
             free(120, 42, 999),
         ],
         6000,
@@ -306,6 +357,7 @@ fn events_slightly_out_of_order_across_cpus() {
     // The exit (another CPU) arrives before the mark that precedes it in time.
     for ev in [
         sigkill(0, 42, 7),
+        gone(1, 42, 7),
         exit(1, 42, 42, 7, true),
         mark(0, 42, 7),
         free(20, 42, 7),
@@ -320,7 +372,7 @@ fn events_slightly_out_of_order_across_cpus() {
     else {
         panic!()
     };
-    assert_eq!(*kill_to_dead_ns, MS);
+    assert_eq!(*kill_to_dead_ns, Some(MS));
 }
 
 #[test]
@@ -344,10 +396,10 @@ fn lost_events_make_a_silence_unconfirmed() {
 }
 
 #[test]
-fn unhooked_exits_are_unobservable_not_stuck() {
+fn unwatchable_deaths_are_unobservable_not_stuck() {
     let mut t = Tracker::new(TrackerConfig {
         observability: Observability {
-            exit: false,
+            death: false,
             free: false,
             ..Observability::ALL
         },
@@ -366,8 +418,8 @@ fn processes_sharing_the_mm_are_tracked_as_victims_too() {
         sigkill(0, 42, 7),
         mark(0, 42, 7),
         sigkill(1, 77, 9), // shares 42's mm: SIGKILL only, sent right after the mark
-        exit(3, 42, 42, 7, true),
-        exit(4, 77, 77, 9, true),
+        gone(3, 42, 7),
+        gone(4, 77, 9),
     ];
     let f = run(&mut t, &stream, 100);
     assert_eq!(names(&f), ["killed", "killed", "dead", "dead"]);
@@ -395,8 +447,8 @@ fn oom_group_kills_are_separate_victims_of_one_invocation() {
         mark(0, 42, 7),
         sigkill(1, 43, 8),
         mark(1, 43, 8),
-        exit(2, 42, 42, 7, true),
-        exit(3, 43, 43, 8, true),
+        gone(2, 42, 7),
+        gone(3, 43, 8),
     ];
     let f = run(&mut t, &stream, 100);
     assert_eq!(names(&f), ["killed", "killed", "dead", "dead"]);
@@ -457,7 +509,7 @@ fn old_kernels_mark_with_a_thread_id_and_the_sigkill_names_the_process() {
     }
     let f = run(
         &mut t,
-        &[kill, old_mark(0, 42), exit(2, 42, 42, 7, true)],
+        &[kill, old_mark(0, 42), gone(2, 42, 0)],
         100,
     );
     assert_eq!(names(&f), ["killed", "dead"]);
@@ -484,7 +536,7 @@ fn a_victim_marked_twice_leaves_no_index_entries_behind() {
         sigkill(0, 42, 7),
         by_thread(0, 43),
         by_thread(1, 44),
-        exit(2, 42, 42, 7, true),
+        gone(2, 42, 7),
     ];
     run(&mut t, &stream, 100);
     assert_eq!(
@@ -501,7 +553,7 @@ fn a_victim_marked_twice_leaves_no_index_entries_behind() {
 #[test]
 fn an_unrelated_kernel_sigkill_is_not_a_victim() {
     let mut t = tracker();
-    let f = run(&mut t, &[sigkill(0, 99, 1), exit(1, 99, 99, 1, true)], 7000);
+    let f = run(&mut t, &[sigkill(0, 99, 1), gone(1, 99, 1)], 7000);
     assert!(f.is_empty(), "{f:?}");
     assert_eq!(t.summary().kills, 0);
 }
@@ -514,7 +566,7 @@ fn memory_stays_bounded() {
         let ms = u64::from(i);
         t.on_event(&sigkill(ms, 10_000 + i, 1), &mut out);
         t.on_event(&mark(ms, 10_000 + i, 1), &mut out);
-        t.on_event(&exit(ms, 10_000 + i, 10_000 + i, 1, true), &mut out);
+        t.on_event(&gone(ms, 10_000 + i, 1), &mut out);
     }
     t.finish(at(u64::from(MAX_VICTIMS as u32 + 600)), &mut out);
     assert!(t.len() <= MAX_VICTIMS, "{}", t.len());
@@ -534,5 +586,151 @@ fn display_lines_say_what_and_where() {
         line.starts_with("STUCK pid 42 (hog): not dead 5.01 s after the kill"),
         "{line}"
     );
-    assert!(line.contains("some threads exited, not the last"), "{line}");
+    assert!(line.contains("stage: exiting: entered exit, not finished"), "{line}");
+    assert!(
+        line.contains("thread(s) 42 entered exit (the first 4.00 ms after the kill)"),
+        "{line}"
+    );
+}
+
+/// The incident inside exit: the only thread passes sched_process_exit (group_dead) 3 ms
+/// after the kill and then blocks in exit_files on a FUSE flush. That is not death.
+#[test]
+fn the_last_thread_entering_exit_is_not_death() {
+    let mut t = tracker();
+    let stream = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        exit(3, 42, 42, 7, true),
+        gone(8000, 42, 7),
+        free(8030, 42, 7),
+    ];
+    let f = run(&mut t, &stream, 9000);
+    assert_eq!(names(&f), ["killed", "stuck", "dead", "released"]);
+    let Finding::Stuck {
+        stage,
+        where_stuck,
+        victim,
+        ..
+    } = &f[1]
+    else {
+        panic!("{f:?}")
+    };
+    assert_eq!(*stage, Stage::Exiting);
+    assert_eq!(victim.timeline.all_entered_exit, Some(at(3)));
+    assert!(
+        where_stuck.starts_with("every thread has entered exit (the last 3.00 ms after the kill; thread(s) 42)"),
+        "{where_stuck}"
+    );
+    assert!(
+        matches!(&f[2], Finding::Dead { was_flagged: true, kill_to_dead_ns: Some(d), .. } if *d == 8 * S)
+    );
+}
+
+/// The threaded variant: the leader exits first (a zombie), the thread holding the file
+/// enters exit after, and both have "exited" long before the process is dead.
+#[test]
+fn a_zombie_leader_with_a_thread_stuck_in_exit_is_stuck_not_dead() {
+    let mut t = tracker();
+    let stream = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        exit(2, 42, 42, 7, false),
+        exit(3, 43, 42, 7, true),
+    ];
+    let f = run(&mut t, &stream, 6000);
+    assert_eq!(names(&f), ["killed", "stuck"]);
+    let Finding::Stuck { victim, .. } = &f[1] else {
+        panic!("{f:?}")
+    };
+    assert_eq!(victim.exiting_tids, [42, 43]);
+    assert_eq!(victim.threads_exited, 2);
+    assert_eq!(t.summary().dead, 0);
+}
+
+/// Dumps of format 1 have no GroupExited records: replayed the old way, and only then.
+#[test]
+fn dumps_without_death_records_take_the_last_exit_as_death() {
+    let mut t = Tracker::new(TrackerConfig {
+        death_at_last_exit: true,
+        ..TrackerConfig::default()
+    });
+    let f = run(
+        &mut t,
+        &[sigkill(0, 42, 7), mark(0, 42, 7), exit(3, 42, 42, 7, true)],
+        100,
+    );
+    assert_eq!(names(&f), ["killed", "dead"]);
+    assert_eq!(f[1].victim().unwrap().death_seen, Some("last_thread_exit"));
+}
+
+/// A host already in trouble: the scan finds a process killed before oomtrace started; it is
+/// flagged after the grace (not the timeout), is no kill of ours, and dies later.
+#[test]
+fn a_pre_existing_victim_is_flagged_after_the_grace_and_followed_to_death() {
+    let mut t = tracker();
+    let f = run(&mut t, &[found(0, 42, 7, MEMCG)], PRE_EXISTING_GRACE_NS / MS - 20);
+    assert!(f.is_empty(), "flagged before the grace: {f:?}");
+    let f = run(&mut t, &[gone(3000, 42, 7)], 30_000);
+    assert_eq!(names(&f), ["stuck", "dead"], "{f:?}");
+    let Finding::Stuck {
+        stage,
+        since_kill_ns,
+        victim,
+        ..
+    } = &f[0]
+    else {
+        panic!()
+    };
+    assert_eq!(*stage, Stage::PreExisting);
+    assert!(victim.pre_existing);
+    assert!(*since_kill_ns >= PRE_EXISTING_GRACE_NS && *since_kill_ns < PRE_EXISTING_GRACE_NS + 30 * MS);
+    assert!(f[0].to_string().contains("(PRE-EXISTING)"), "{}", f[0]);
+    assert!(matches!(&f[1], Finding::Dead { kill_to_dead_ns: None, was_flagged: true, .. }));
+    let s = t.summary();
+    assert_eq!((s.kills, s.pre_existing, s.dead, s.stuck_now), (0, 1, 1, 0));
+    assert_eq!(s.kill_to_dead.count, 0, "no kill time, no kill→dead sample");
+    assert!(t.is_empty(), "its release cannot be seen: it is done with once dead");
+}
+
+#[test]
+fn a_pre_existing_process_that_dies_within_the_grace_is_not_flagged() {
+    let mut t = tracker();
+    let f = run(&mut t, &[found(0, 42, 7, MEMCG), gone(200, 42, 7)], 5000);
+    assert_eq!(names(&f), ["dead"]);
+}
+
+/// The OOM domain is the memcg whose limit was hit (a pod, a slice); the victim lives in a
+/// child. Invocations in the parent count, a sibling's do not.
+#[test]
+fn livelock_matches_the_oom_domain_not_the_victims_own_memcg() {
+    const POD: u64 = 100;
+    const OTHER: u64 = 200;
+    let mut t = tracker();
+    t.memcg_path(POD, "/kubepods/pod1");
+    t.memcg_path(MEMCG, "/kubepods/pod1/ctr");
+    t.memcg_path(OTHER, "/kubepods/pod10");
+    let mut stream = vec![sigkill(0, 42, 7), mark(0, 42, 7)];
+    for i in 0..12 {
+        stream.push(invoke_in(5100 + i * 10, OTHER));
+    }
+    let f = run(&mut t, &stream, 6000);
+    assert_eq!(names(&f), ["killed", "stuck"], "a sibling's OOM is not ours");
+    let stream: Vec<Event> = (0..12).map(|i| invoke_in(6100 + i * 10, POD)).collect();
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["livelock"]);
+    assert!(matches!(f[0], Finding::Livelock { memcg_id: POD, .. }));
+}
+
+/// A victim found stuck at start counts toward a livelock too: the kernel keeps invoking the
+/// OOM killer and kills nothing while it is pending.
+#[test]
+fn a_pre_existing_victim_counts_toward_a_livelock() {
+    let mut t = tracker();
+    let mut stream = vec![found(0, 42, 7, MEMCG)];
+    for i in 0..12 {
+        stream.push(invoke(600 + i * 10));
+    }
+    let f = run(&mut t, &stream, 1000);
+    assert_eq!(names(&f), ["stuck", "livelock"]);
 }

@@ -1,0 +1,214 @@
+//! What happened before oomtrace came: processes that were sent SIGKILL and have not finished
+//! exiting, found in /proc when `watch`, `record` or `check` starts.
+//!
+//! The first use of oomtrace is often on a host already in trouble: the victim was killed
+//! minutes or days ago and never died. Its kill left no event oomtrace could see, but /proc
+//! still shows it: SIGKILL pending (bit 8 of `ShdPnd`, where a group kill puts it and where it
+//! stays for the life of the signal struct, or of `SigPnd`), and threads that have not
+//! finished exiting — in D, stopped by a tracer, or a zombie leader whose other threads live
+//! on. A process that is merely being killed at that moment shows the same for a few
+//! milliseconds, so callers confirm a candidate is still not dead a moment later
+//! ([`crate::lifecycle::PRE_EXISTING_GRACE_NS`]) before calling it stuck.
+//!
+//! Everything is read under a root directory so tests can use a fixture tree.
+
+use std::{os::unix::fs::MetadataExt as _, path::Path};
+
+use oomtrace_common::{PreExisting, TASK_COMM_LEN, pre_existing};
+
+use crate::{deathwatch::start_ns_of, event::comm_bytes, inspect};
+
+/// A process with SIGKILL pending that has not finished exiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// Leader start time, ns since boot (clock-tick precision).
+    pub start_ns: u64,
+    /// The memcg path a live thread reports, if any.
+    pub memcg_path: Option<String>,
+    /// The memcg's id (inode of its directory), when the memory controller is mounted.
+    pub memcg_id: u64,
+    pub threads: u32,
+    /// [`pre_existing`] bits.
+    pub flags: u32,
+}
+
+impl Candidate {
+    /// The event that brings it into the tracker (and into dumps).
+    pub fn payload(&self) -> PreExisting {
+        PreExisting {
+            pid: self.pid,
+            ppid: self.ppid,
+            comm: self.comm_bytes(),
+            start_ns: self.start_ns,
+            memcg_id: self.memcg_id,
+            threads: self.threads,
+            flags: self.flags,
+        }
+    }
+
+    pub fn comm_bytes(&self) -> [u8; TASK_COMM_LEN] {
+        comm_bytes(&self.comm)
+    }
+}
+
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+fn sigkill_pending(status: &str) -> bool {
+    ["ShdPnd", "SigPnd"].iter().any(|k| {
+        status_field(status, k)
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .is_some_and(|m| m & (1 << 8) != 0)
+    })
+}
+
+/// Scans `proc_root` for processes with SIGKILL pending that have not finished exiting
+/// (except `exclude`, oomtrace itself). `memcg_root` is the memory controller's mount, to turn
+/// a memcg path into its id.
+pub fn scan(proc_root: &Path, memcg_root: Option<&Path>, exclude: u32) -> Vec<Candidate> {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Candidate> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != exclude)
+        .filter_map(|pid| candidate(proc_root, memcg_root, pid))
+        .collect();
+    out.sort_by_key(|c| c.pid);
+    out
+}
+
+fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Candidate> {
+    let dir = proc_root.join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    // Kernel threads and threads listed as pids are not processes that can be OOM victims.
+    if status_field(&status, "Tgid")?.parse::<u32>().ok()? != pid
+        || status_field(&status, "Kthread") == Some("1")
+    {
+        return None;
+    }
+    let mut states: Vec<(u32, String, bool)> = std::fs::read_dir(dir.join("task"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let st = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let state = status_field(&st, "State")?.to_string();
+            Some((tid, state, sigkill_pending(&st)))
+        })
+        .collect();
+    states.sort();
+    if !sigkill_pending(&status) && !states.iter().any(|s| s.2) {
+        return None;
+    }
+    let finished = |s: &str| s.starts_with('Z') || s.starts_with('X');
+    // Every thread finished exiting: dead (a zombie waiting for its parent), not stuck.
+    if states.iter().all(|s| finished(&s.1)) {
+        return None;
+    }
+    let ppid: u32 = status_field(&status, "PPid")?.parse().ok()?;
+    let mut flags = 0;
+    let leader_state = status_field(&status, "State").unwrap_or("");
+    if finished(leader_state) {
+        flags |= pre_existing::ZOMBIE_LEADER;
+    }
+    if states.iter().any(|s| s.1.starts_with('D')) {
+        flags |= pre_existing::THREAD_IN_D;
+    }
+    if states.iter().any(|s| s.1.starts_with('t')) {
+        flags |= pre_existing::TRACED;
+    }
+    if ppid == 1 {
+        flags |= pre_existing::PARENT_INIT;
+    }
+    // A zombie leader reports the root memcg: ask a live thread; on v1 an exiting one
+    // reports it too, and the memcg's own task list tells.
+    let memcg_path = states
+        .iter()
+        .filter(|s| !finished(&s.1))
+        .find_map(|s| inspect::memcg_path(&dir.join("task").join(s.0.to_string())))
+        .filter(|p| p != "/")
+        .or_else(|| {
+            let tids: Vec<u32> = states.iter().map(|s| s.0).collect();
+            memcg_root.and_then(|r| inspect::memcg_by_tasks(r, &tids))
+        })
+        .or_else(|| inspect::memcg_path(&dir));
+    let memcg_id = match (memcg_root, &memcg_path) {
+        (Some(root), Some(p)) => std::fs::metadata(root.join(p.trim_start_matches('/')))
+            .map_or(0, |m| m.ino()),
+        _ => 0,
+    };
+    Some(Candidate {
+        pid,
+        ppid,
+        comm: std::fs::read_to_string(dir.join("comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default(),
+        start_ns: start_ns_of(proc_root, pid).unwrap_or(0),
+        memcg_path,
+        memcg_id,
+        threads: states.len() as u32,
+        flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc")
+    }
+
+    #[test]
+    fn the_incident_shape_is_a_candidate_with_its_live_threads_memcg() {
+        let found = scan(&fixture(), None, 0);
+        let c = found
+            .iter()
+            .find(|c| c.pid == 4242)
+            .unwrap_or_else(|| panic!("{found:?}"));
+        assert_eq!(c.ppid, 1);
+        assert_eq!(c.threads, 2);
+        assert_eq!(
+            c.flags,
+            pre_existing::ZOMBIE_LEADER | pre_existing::THREAD_IN_D | pre_existing::PARENT_INIT
+        );
+        assert_eq!(c.memcg_path.as_deref(), Some("/oomtrace-test"));
+        assert_eq!(c.comm, "stuck-victim");
+        assert_eq!(c.start_ns, 5213 * (1_000_000_000 / crate::deathwatch::clock_ticks()));
+    }
+
+    #[test]
+    fn killed_and_finished_or_never_killed_are_not_candidates() {
+        let found: Vec<u32> = scan(&fixture(), None, 0).iter().map(|c| c.pid).collect();
+        // 4300: a zombie whose threads are all gone (dead, waiting for its parent);
+        // 4400: a thread in D with nothing pending (slow I/O, not a kill).
+        assert_eq!(found, vec![4242], "only the stuck victim");
+    }
+
+    /// cgroup v1 shows `/` for an exiting task; the memcg's `tasks` file still lists it.
+    #[test]
+    fn an_exiting_tasks_v1_memcg_is_found_by_its_task_list() {
+        let memcg = fixture().join("memcg");
+        assert_eq!(
+            inspect::memcg_by_tasks(&memcg, &[4243]).as_deref(),
+            Some("/oomtrace-test/child")
+        );
+        assert_eq!(inspect::memcg_by_tasks(&memcg, &[1]), None);
+    }
+
+    #[test]
+    fn a_vanished_root_is_empty_not_a_panic() {
+        assert!(scan(Path::new("/nonexistent-oomtrace"), None, 0).is_empty());
+    }
+}

@@ -1,5 +1,6 @@
-//! The OOM invocation (`mem_cgroup_out_of_memory`) and the kill decision (`oom_kill_process`).
-//! fentry/fexit where the kernel allows them, else kprobe/kretprobe: same facts either way.
+//! The OOM invocation (`mem_cgroup_out_of_memory`, and `out_of_memory` for global OOMs) and
+//! the kill decision (`oom_kill_process`). fentry/fexit where the kernel allows them, else
+//! kprobe/kretprobe: same facts either way.
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
@@ -34,6 +35,40 @@ fn invoke(memcg: u64, gfp_mask: u32, order: i32) -> u32 {
             memcg_id: memcg_id(memcg),
             gfp_mask,
             order,
+        },
+    );
+    0
+}
+
+// bool out_of_memory(struct oom_control *oc): every OOM goes through it — global ones, sysrq-f
+// (order -1), and memcg ones from inside mem_cgroup_out_of_memory. Only those without a memcg
+// are reported here (memcg ones already were, with their memcg): memcg id 0 means the machine.
+
+#[fentry(function = "out_of_memory")]
+pub fn oom_global_fentry(ctx: FEntryContext) -> u32 {
+    global(ctx.arg(0))
+}
+
+#[kprobe]
+pub fn oom_global_kprobe(ctx: ProbeContext) -> u32 {
+    match ctx.arg(0) {
+        Some(oc) => global(oc),
+        None => 0,
+    }
+}
+
+fn global(oc: u64) -> u32 {
+    let c = config();
+    // An unknown offset reads as "has a memcg": nothing is reported rather than a guess.
+    if read::<u64>(oc, c.oc_memcg).unwrap_or(1) != 0 {
+        return 0;
+    }
+    emit(
+        EventKind::OomInvoke,
+        OomInvoke {
+            memcg_id: 0,
+            gfp_mask: read(oc, c.oc_gfp_mask).unwrap_or(0),
+            order: read(oc, c.oc_order).unwrap_or(0),
         },
     );
     0

@@ -34,6 +34,7 @@ const EMPTY_VICTIM: MarkVictim = MarkVictim {
     oom_score_adj: 0,
     fields: 0,
     _pad: 0,
+    mm: 0,
 };
 
 /// mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES }`).
@@ -64,6 +65,7 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> u32 {
         v.fields |= victim_fields::OOM_SCORE_ADJ;
     }
     let mm: u64 = read(task, c.task_mm).unwrap_or(0);
+    v.mm = mm;
     if let Some(total_vm) = read::<u64>(mm, c.mm_total_vm) {
         let kb = |pages: i64| (pages.max(0) as u64) << c.page_kb_shift;
         let counter = |i: u32| -> i64 {
@@ -160,6 +162,7 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
             target_start_ns: t.start_ns,
             group: ctx.arg(3),
             result: ctx.arg(4),
+            target_mm: read(task, config().task_mm).unwrap_or(0),
         },
     );
     0
@@ -194,6 +197,7 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
             target_start_ns: 0,
             group: int(c.tp_signal_group).unwrap_or(0),
             result: int(c.tp_signal_result).unwrap_or(0),
+            target_mm: 0,
         },
     );
     0

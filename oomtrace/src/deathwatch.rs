@@ -55,6 +55,7 @@ pub enum WatchError {
 struct Watched {
     pidfd: OwnedFd,
     pid: u32,
+    tid: u32,
     start_ns: u64,
     comm: [u8; TASK_COMM_LEN],
 }
@@ -134,11 +135,18 @@ pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) ->
     }
 }
 
-fn exited(pid: u32, start_ns: u64, comm: [u8; TASK_COMM_LEN], how: u32) -> Event {
+fn exited(pid: u32, tid: u32, start_ns: u64, comm: [u8; TASK_COMM_LEN], how: u32) -> Event {
+    let tid = if tid == pid { 0 } else { tid };
     userspace_event(
         pid,
         comm,
-        Payload::GroupExited(GroupExited { pid, how, start_ns }),
+        Payload::GroupExited(GroupExited {
+            pid,
+            how,
+            start_ns,
+            tid,
+            _pad: 0,
+        }),
     )
 }
 
@@ -172,13 +180,14 @@ impl DeathWatch {
     }
 
     /// Starts watching process `pid` (a tgid) whose leader started at `start_ns` (ns since
-    /// boot; 0 if unknown: then pid reuse cannot be ruled out). Returns the [`GroupExited`]
-    /// event at once if it is already gone; its readiness comes through [`Self::ready`]
-    /// otherwise (a process that is already a zombie is ready at once).
+    /// boot; 0 if unknown: then pid reuse cannot be ruled out), named by the kernel through
+    /// thread `tid`. Returns the [`GroupExited`] event at once if it is already gone; its
+    /// readiness comes through [`Self::ready`] otherwise (a process that is already a zombie
+    /// is ready at once).
     pub fn watch(
         &mut self,
         proc_root: &Path,
-        pid: u32,
+        (pid, tid): (u32, u32),
         start_ns: u64,
         comm: [u8; TASK_COMM_LEN],
     ) -> Result<Option<Event>, WatchError> {
@@ -191,7 +200,7 @@ impl DeathWatch {
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                return Ok(Some(exited(pid, start_ns, comm, exit_seen::GONE)));
+                return Ok(Some(exited(pid, tid, start_ns, comm, exit_seen::GONE)));
             }
             Err(source) => return Err(WatchError::PidfdOpen { pid, source }),
         };
@@ -199,7 +208,13 @@ impl DeathWatch {
         if start_ns != 0 {
             match start_ns_of(proc_root, pid) {
                 Some(now) if !same_start(start_ns, now) => {
-                    return Ok(Some(exited(pid, start_ns, comm, exit_seen::PID_REUSED)));
+                    return Ok(Some(exited(
+                        pid,
+                        tid,
+                        start_ns,
+                        comm,
+                        exit_seen::PID_REUSED,
+                    )));
                 }
                 // /proc/PID is gone between the open and the read: reaped meanwhile. The
                 // pidfd still tells (it is readable), so keep watching it.
@@ -233,6 +248,7 @@ impl DeathWatch {
             Watched {
                 pidfd,
                 pid,
+                tid,
                 start_ns,
                 comm,
             },
@@ -264,7 +280,7 @@ impl DeathWatch {
                     self.tokens.remove(&(w.pid, w.start_ns));
                     // Dropping the pidfd removes it from the epoll set.
                     drop(w.pidfd);
-                    out.push(exited(w.pid, w.start_ns, w.comm, exit_seen::PIDFD));
+                    out.push(exited(w.pid, w.tid, w.start_ns, w.comm, exit_seen::PIDFD));
                 }
             }
             if n < evs.len() {
@@ -304,15 +320,22 @@ mod tests {
         available().expect("pidfd_open works on every kernel oomtrace runs on");
         let proc_root = Path::new("/proc");
         let mut w = DeathWatch::new().unwrap();
-        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let mut quick = std::process::Command::new("sleep").arg("0.05").spawn().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut quick = std::process::Command::new("sleep")
+            .arg("0.05")
+            .spawn()
+            .unwrap();
         let start = |pid| start_ns_of(proc_root, pid).expect("start time");
         let (live_pid, quick_pid) = (live.id(), quick.id());
         let (live_start, quick_start) = (start(live_pid), start(quick_pid));
-        assert_eq!(w.watch(proc_root, live_pid, live_start, [0; 16]).unwrap(), None);
-        assert_eq!(w.watch(proc_root, quick_pid, quick_start, [0; 16]).unwrap(), None);
+        let watch = |w: &mut DeathWatch, pid, start| w.watch(proc_root, (pid, pid), start, [0; 16]);
+        assert_eq!(watch(&mut w, live_pid, live_start).unwrap(), None);
+        assert_eq!(watch(&mut w, quick_pid, quick_start).unwrap(), None);
         // Watching twice is a no-op.
-        assert_eq!(w.watch(proc_root, quick_pid, quick_start, [0; 16]).unwrap(), None);
+        assert_eq!(watch(&mut w, quick_pid, quick_start).unwrap(), None);
         assert_eq!(w.len(), 2);
         // Not waited for: it finishes exiting and stays a zombie, which is dead.
         let got = wait_ready(&mut w, Duration::from_secs(10));
@@ -325,7 +348,9 @@ mod tests {
         quick.wait().unwrap();
         live.kill().unwrap();
         let got = wait_ready(&mut w, Duration::from_secs(10));
-        assert!(matches!(got[..], [Event { payload: Payload::GroupExited(g), .. }] if g.pid == live_pid));
+        assert!(
+            matches!(got[..], [Event { payload: Payload::GroupExited(g), .. }] if g.pid == live_pid)
+        );
         live.wait().unwrap();
         assert!(w.is_empty());
     }
@@ -337,13 +362,16 @@ mod tests {
         let mut c = std::process::Command::new("true").spawn().unwrap();
         let pid = c.id();
         c.wait().unwrap();
-        let ev = w.watch(proc_root, pid, 12_345, [0; 16]).unwrap().expect("gone");
+        let ev = w
+            .watch(proc_root, (pid, pid), 12_345, [0; 16])
+            .unwrap()
+            .expect("gone");
         assert!(matches!(ev.payload, Payload::GroupExited(g) if g.how == exit_seen::GONE));
         // Our own pid with another start time: the pid was "reused".
         let me = std::process::id();
         let mine = start_ns_of(proc_root, me).unwrap();
         let ev = w
-            .watch(proc_root, me, mine + 3_600_000_000_000, [0; 16])
+            .watch(proc_root, (me, me), mine + 3_600_000_000_000, [0; 16])
             .unwrap()
             .expect("reused");
         assert!(matches!(ev.payload, Payload::GroupExited(g) if g.how == exit_seen::PID_REUSED));

@@ -6,12 +6,10 @@
 
 use std::mem::size_of;
 
-pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, pre_existing, victim_fields,
-};
+pub use oomtrace_common::{EventKind, exit_seen, group_dead_source, pre_existing, victim_fields};
 use oomtrace_common::{
-    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill,
-    PreExisting, Reaper, TaskExit, TaskFree,
+    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, PreExisting,
+    Reaper, TaskExit, TaskFree,
 };
 
 /// Why a record could not be decoded.

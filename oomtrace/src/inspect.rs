@@ -259,20 +259,24 @@ pub fn collect(
         .threads
         .iter()
         .any(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'));
-    if f.sockets.is_empty() && recorded.is_empty() && exiting && f.sigkill_pending == Some(true) {
-        if let Some(net) = &net_dir {
-            for (inode, (proto, description)) in unowned_listeners(proc_root, net) {
-                f.sockets.push(SocketInfo {
-                    inode,
-                    proto,
-                    description,
-                    held_by: Vec::new(),
-                    attribution: "a listener in its network namespace that no process's fd table \
-                                  holds; its own table is detached while it exits, so most \
-                                  likely its own (not recorded at the kill: it predates oomtrace)"
-                        .into(),
-                });
-            }
+    if f.sockets.is_empty()
+        && recorded.is_empty()
+        && exiting
+        && f.sigkill_pending == Some(true)
+        && let Some(net) = &net_dir
+    {
+        for (inode, (proto, description)) in unowned_listeners(proc_root, net) {
+            f.sockets.push(SocketInfo {
+                inode,
+                proto,
+                description,
+                held_by: Vec::new(),
+                attribution: "a listener in its network namespace that no process's fd table \
+                              holds; its own table is detached while it exits, so most likely \
+                              its own (not recorded at its kill: killed before oomtrace \
+                              started, or inside exit before oomtrace looked)"
+                    .into(),
+            });
         }
     }
     // An exited (zombie) leader reports the root cgroup: ask a live thread first.
@@ -339,7 +343,10 @@ pub fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
         {
             // The deepest match is the task's own memcg (v1 lists a task in one memcg only,
             // but keep searching below in case of a racing move).
-            found = dir.strip_prefix(memcg_root).ok().map(|p| format!("/{}", p.display()));
+            found = dir
+                .strip_prefix(memcg_root)
+                .ok()
+                .map(|p| format!("/{}", p.display()));
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
             stack.extend(
@@ -381,7 +388,10 @@ fn memcg_of(dir: &Path, memcg_root: Option<&Path>, tids: &[u32]) -> Option<Memcg
             limit_bytes: num("memory.limit_in_bytes"),
             oom_kills: oc.as_deref().and_then(|t| keyed(t, "oom_kill")),
             oom_events: None,
-            under_oom: oc.as_deref().and_then(|t| keyed(t, "under_oom")).map(|u| u != 0),
+            under_oom: oc
+                .as_deref()
+                .and_then(|t| keyed(t, "under_oom"))
+                .map(|u| u != 0),
             path,
         }
     } else {
@@ -526,7 +536,15 @@ impl fmt::Display for Forensics {
     /// Indented lines to print under a STUCK line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.exists {
-            return writeln!(f, "    process {} no longer exists", self.tgid);
+            writeln!(f, "    process {} no longer exists", self.tgid)?;
+            for n in self
+                .notes
+                .iter()
+                .filter(|n| !n.ends_with("no longer exists"))
+            {
+                writeln!(f, "    note: {n}")?;
+            }
+            return Ok(());
         }
         let parent = match (self.ppid, &self.parent_comm) {
             (Some(p), Some(c)) => format!("{p} ({c})"),
@@ -617,7 +635,10 @@ mod tests {
         assert_eq!(f.sockets.len(), 1);
         assert_eq!(f.sockets[0].description, "LISTEN 127.0.0.1:47123");
         assert_eq!(f.sockets[0].held_by, [4243]);
-        assert_eq!(f.sockets[0].attribution, "in the fd table of thread 4243 now");
+        assert_eq!(
+            f.sockets[0].attribution,
+            "in the fd table of thread 4243 now"
+        );
         let m = f.memcg.as_ref().unwrap();
         assert_eq!(m.path, "/oomtrace-test");
         assert_eq!(
@@ -639,7 +660,10 @@ mod tests {
     fn a_socket_recorded_at_the_kill_is_named_when_no_fd_table_lists_it() {
         let f = collect(&fixture(), 4242, None, &[12_345, 99_999, 12_346]);
         let tcp = std::fs::read_to_string(fixture().join("4242/task/4243/net/tcp")).unwrap();
-        assert!(tcp.contains(" 12346 "), "the fixture has a second listener: {tcp}");
+        assert!(
+            tcp.contains(" 12346 "),
+            "the fixture has a second listener: {tcp}"
+        );
         let names: Vec<(&str, &str)> = f
             .sockets
             .iter()
@@ -647,7 +671,10 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(names[0].1, "in the fd table of thread 4243 now");
-        assert!(names[1].1.starts_with("in its fd table when it was killed"), "{names:?}");
+        assert!(
+            names[1].1.starts_with("in its fd table when it was killed"),
+            "{names:?}"
+        );
         assert!(f.to_string().contains("when it was killed"), "{f}");
     }
 
@@ -662,14 +689,23 @@ mod tests {
             std::fs::copy(from, to).unwrap();
         };
         let fx = fixture();
-        for f in ["status", "task/4242/status", "task/4243/status", "task/4243/net/tcp"] {
+        for f in [
+            "status",
+            "task/4242/status",
+            "task/4243/status",
+            "task/4243/net/tcp",
+        ] {
             copy(&fx.join("4242").join(f), &root.join(&format!("4242/{f}")));
         }
         std::fs::create_dir_all(root.join("4242/task/4243/fd")).unwrap();
         let f = collect(root.path(), 4242, None, &[]);
         let names: Vec<&str> = f.sockets.iter().map(|s| s.description.as_str()).collect();
         assert_eq!(names, ["LISTEN 127.0.0.1:47123", "LISTEN 127.0.0.1:8080"]);
-        assert!(f.sockets[0].attribution.starts_with("a listener in its network namespace"));
+        assert!(
+            f.sockets[0]
+                .attribution
+                .starts_with("a listener in its network namespace")
+        );
         // The same tree where another process holds 12345: only 8080 is left unowned.
         std::fs::create_dir_all(root.join("77/fd")).unwrap();
         std::os::unix::fs::symlink("socket:[12345]", root.join("77/fd/3")).unwrap();

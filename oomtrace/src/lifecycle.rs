@@ -51,7 +51,10 @@ pub const REORDER_NS: u64 = 10_000_000;
 /// after a mark the same task's SIGKILLs count as kills of processes sharing the victim's mm
 /// (both happen in one `__oom_kill_process()` call).
 const SIGKILL_PAIRING_NS: u64 = 5_000_000;
-/// Skips after which the oom_reaper gives up (`MAX_OOM_REAP_RETRIES`).
+/// Attempts after which the oom_reaper gives up (`MAX_OOM_REAP_RETRIES`). An attempt is a
+/// `skip_task_reaping` (mmap_lock busy) or a `start_task_reaping` — whose
+/// `finish_task_reaping` fires whether or not the unmapping succeeded: a failed attempt is seen
+/// only as the next one, 100 ms later.
 const REAPER_MAX_RETRIES: u32 = 10;
 /// Live victims kept at most; past this the oldest resolved ones go first.
 const MAX_VICTIMS: usize = 4096;
@@ -143,7 +146,16 @@ pub struct KillDecision {
     pub chosen_points: i64,
     pub totalpages: u64,
     pub constraint: u32,
+    /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
+    pub order: i32,
     pub message: String,
+}
+
+impl KillDecision {
+    /// A manual kill (sysrq-f, `echo f > /proc/sysrq-trigger`), not a memory shortage.
+    pub fn is_sysrq(&self) -> bool {
+        self.order == -1
+    }
 }
 
 /// When each stage was reached (CLOCK_MONOTONIC ns).
@@ -194,7 +206,10 @@ impl fmt::Display for Stage {
             Stage::ReaperWoken => "oom_reaper woken, not yet reaping; no thread has entered exit",
             Stage::Reaping => "oom_reaper reaping; no thread has entered exit",
             Stage::Reaped => "reaped (memory unmapped) but no thread has entered exit",
-            Stage::ReaperGaveUp => "oom_reaper gave up (mmap_lock held): memory still charged",
+            Stage::ReaperGaveUp => {
+                "oom_reaper done after 10 attempts (mmap_lock held, or unmapping failed): its \
+                 memory may still be charged"
+            }
             Stage::Exiting => "exiting: entered exit, not finished",
             Stage::Dead => "dead (zombie until its parent reaps it)",
             Stage::Released => "released",
@@ -220,6 +235,8 @@ pub struct Victim {
     pub killed_with: Option<VictimKey>,
     pub timeline: Timeline,
     pub reaper_skips: u32,
+    /// oom_reaper attempts seen (starts and skips); it makes at most 10.
+    pub reaper_attempts: u32,
     /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
     pub threads_exited: u32,
     /// Which threads entered exit, in order (the first few).
@@ -228,6 +245,12 @@ pub struct Victim {
     pub pre_existing: bool,
     /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
     pub death_seen: Option<&'static str>,
+    /// Its mm identity (a kernel address: kept out of every output).
+    #[serde(skip)]
+    mm: Option<u64>,
+    /// Its release cannot be seen (named by a non-leader thread on the classic path).
+    #[serde(skip)]
+    release_unseen: bool,
     /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
     lost_at_kill: u64,
     pub flagged_stuck: bool,
@@ -252,10 +275,13 @@ impl Victim {
             killed_with: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
+            reaper_attempts: 0,
             threads_exited: 0,
             exiting_tids: Vec::new(),
             pre_existing: false,
             death_seen: None,
+            mm: None,
+            release_unseen: false,
             lost_at_kill: 0,
             flagged_stuck: false,
             flagged_release: false,
@@ -301,6 +327,14 @@ impl Victim {
             Stage::Signalled
         } else {
             Stage::Chosen
+        }
+    }
+
+    /// One more oom_reaper attempt; the tenth is its last.
+    fn reaper_attempt(&mut self, ts: u64) {
+        self.reaper_attempts += 1;
+        if self.reaper_attempts >= REAPER_MAX_RETRIES {
+            self.timeline.reaper_gave_up.get_or_insert(ts);
         }
     }
 
@@ -381,6 +415,18 @@ pub enum Finding {
         victim: Box<Victim>,
         kill_to_released_ns: u64,
     },
+    /// A process the kernel SIGKILLed because a victim exited — the victim was the init of
+    /// its PID namespace (`zap_pid_ns_processes`) or its tracer (PT_EXITKILL). Not an OOM kill,
+    /// not counted as one.
+    Collateral {
+        target: Task,
+        target_start_ns: u64,
+        /// The victim whose exit killed it.
+        by: VictimKey,
+        by_comm: String,
+        /// That victim's memcg.
+        memcg_id: Option<u64>,
+    },
     /// The memcg keeps hitting OOM while one of its victims is stuck.
     Livelock {
         memcg_id: u64,
@@ -411,7 +457,7 @@ impl Finding {
             | Finding::Unobservable { victim, .. }
             | Finding::NotReleased { victim, .. }
             | Finding::Released { victim, .. } => Some(victim),
-            Finding::Livelock { .. } => None,
+            Finding::Livelock { .. } | Finding::Collateral { .. } => None,
         }
     }
 
@@ -419,6 +465,7 @@ impl Finding {
     pub fn tgid(&self) -> u32 {
         match self {
             Finding::Livelock { victim, .. } => victim.tgid,
+            Finding::Collateral { by, .. } => by.tgid,
             f => f.victim().map_or(0, |v| v.key.tgid),
         }
     }
@@ -427,6 +474,7 @@ impl Finding {
     pub fn memcg_id(&self) -> Option<u64> {
         match self {
             Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
+            Finding::Collateral { memcg_id, .. } => *memcg_id,
             f => f.victim().and_then(|v| v.memcg_id),
         }
     }
@@ -440,6 +488,7 @@ impl Finding {
             Finding::NotReleased { .. } => "not_released",
             Finding::Released { .. } => "released",
             Finding::Livelock { .. } => "livelock",
+            Finding::Collateral { .. } => "collateral",
         }
     }
 }
@@ -459,7 +508,13 @@ fn who(v: &Victim) -> String {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Finding::Killed { victim } => write!(f, "KILLED {}", who(victim)),
+            Finding::Killed { victim } => {
+                write!(f, "KILLED {}", who(victim))?;
+                if victim.decision.as_ref().is_some_and(KillDecision::is_sysrq) {
+                    write!(f, " by sysrq-f (a manual OOM kill: no allocation failed)")?;
+                }
+                Ok(())
+            }
             Finding::Dead {
                 victim,
                 kill_to_dead_ns,
@@ -531,6 +586,17 @@ impl fmt::Display for Finding {
                 who(victim),
                 secs(*kill_to_released_ns)
             ),
+            Finding::Collateral {
+                target,
+                by,
+                by_comm,
+                ..
+            } => write!(
+                f,
+                "COLLATERAL pid {} ({}) SIGKILLed by the kernel as victim pid {} ({by_comm}) \
+                 exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
+                target.tgid, target.comm, by.tgid
+            ),
             Finding::Livelock {
                 memcg_id,
                 invocations,
@@ -575,6 +641,8 @@ pub struct Summary {
     pub kills: u64,
     /// Processes found at start already killed and not finished exiting.
     pub pre_existing: u64,
+    /// Processes the kernel killed because a victim exited (not OOM kills).
+    pub collateral: u64,
     pub dead: u64,
     pub stuck_now: u64,
     pub flagged_total: u64,
@@ -594,10 +662,11 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "kills {}, pre-existing {}, dead {}, stuck now {} (flagged in all {}), unobservable {}, \
-             released {}, not released now {}, lost events {}, livelocks {}",
+            "kills {}, pre-existing {}, collateral {}, dead {}, stuck now {} (flagged in all {}), \
+             unobservable {}, released {}, not released now {}, lost events {}, livelocks {}",
             self.kills,
             self.pre_existing,
+            self.collateral,
             self.dead,
             self.stuck_now,
             self.flagged_total,
@@ -636,6 +705,7 @@ struct PendingKill {
     target: Task,
     start_ns: u64,
     sender_tid: u32,
+    sender_tgid: u32,
 }
 
 /// The last victim a task marked: the SIGKILLs it sends right after are to processes sharing
@@ -644,6 +714,8 @@ struct PendingKill {
 struct LastMark {
     ts: u64,
     victim: VictimKey,
+    /// The victim's mm identity, when the kernel told it.
+    mm: Option<u64>,
 }
 
 /// Follows victims from events; see the module docs.
@@ -739,6 +811,11 @@ impl Tracker {
     pub fn next_tick_due(&self) -> Option<u64> {
         let cfg = &self.cfg;
         let held = self.reorder.keys().next().map(|(ts, _)| ts + REORDER_NS);
+        let pending = self
+            .pending_kills
+            .iter()
+            .map(|k| k.ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
+            .min();
         self.victims
             .values()
             .filter_map(|v| {
@@ -766,6 +843,7 @@ impl Tracker {
             .map(|d| d.saturating_add(REORDER_NS))
             .into_iter()
             .chain(held)
+            .chain(pending)
             .min()
     }
 
@@ -881,6 +959,7 @@ impl Tracker {
     }
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        self.expire_pending_kills(ev.header.ts_ns, out);
         self.apply_event(ev, out);
         for key in std::mem::take(&mut self.announce) {
             if let Some(v) = self.victims.get(&key) {
@@ -910,6 +989,7 @@ impl Tracker {
                     chosen_points: p.chosen_points,
                     totalpages: p.totalpages,
                     constraint: p.constraint,
+                    order: p.order,
                     message: cstr(&p.message),
                 });
             }
@@ -923,19 +1003,20 @@ impl Tracker {
             Payload::StartReaping(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.timeline.reaping_started.get_or_insert(ts);
+                    // A later attempt: the one before failed to unmap everything.
+                    v.timeline.reaping_finished = None;
+                    v.reaper_attempt(ts);
                 }
             }
             Payload::FinishReaping(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
-                    v.timeline.reaping_finished.get_or_insert(ts);
+                    v.timeline.reaping_finished = Some(ts);
                 }
             }
             Payload::SkipReaping(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.reaper_skips += 1;
-                    if v.reaper_skips >= REAPER_MAX_RETRIES {
-                        v.timeline.reaper_gave_up.get_or_insert(ts);
-                    }
+                    v.reaper_attempt(ts);
                 }
             }
             Payload::TaskExit(p) => {
@@ -952,13 +1033,25 @@ impl Tracker {
                 if known && p.group_dead != 0 {
                     v.timeline.all_entered_exit.get_or_insert(ts);
                     if legacy {
-                        self.mark_dead(h.tgid, p.start_ns, ts, "last_thread_exit", out);
+                        let key = v.key;
+                        self.mark_dead(key, ts, "last_thread_exit", out);
                     }
                 }
             }
             Payload::GroupExited(p) => {
                 let how = crate::output::exit_seen_name(p.how);
-                self.mark_dead(p.pid, p.start_ns, ts, how, out);
+                // By its pid; else by the thread the kernel named it by (classic tracepoints
+                // name the marked thread, which is not the leader when the leader had exited).
+                let key = self
+                    .lookup(p.pid, |v| v.key.matches(p.pid, p.start_ns))
+                    .or_else(|| {
+                        (p.tid != 0)
+                            .then(|| self.lookup(p.tid, |v| v.marked_tid == Some(p.tid)))
+                            .flatten()
+                    });
+                if let Some(key) = key {
+                    self.mark_dead(key, ts, how, out);
+                }
             }
             Payload::PreExisting(p) => self.on_pre_existing(ts, &p),
             Payload::TaskFree(p) => {
@@ -966,7 +1059,9 @@ impl Tracker {
                     return;
                 }
                 // Released implies dead, even if its death was not seen.
-                self.mark_dead(p.pid, p.start_ns, ts, "released", out);
+                if let Some(key) = self.find(p.pid, p.start_ns).map(|v| v.key) {
+                    self.mark_dead(key, ts, "released", out);
+                }
                 let Some(v) = self.find(p.pid, p.start_ns) else {
                     return;
                 };
@@ -1003,10 +1098,17 @@ impl Tracker {
             v.timeline.sigkill.get_or_insert(h.ts_ns);
             return;
         }
-        // Sent right after its sender marked a victim: a process sharing that victim's mm.
+        // Sent right after its sender marked a victim, to a process sharing that victim's mm:
+        // killed with it. (A dying PID-namespace init or tracer sends SIGKILLs too, to
+        // processes with their own mm: those are told apart by the mm where it is known.)
+        let shares_mm = |victim_mm: Option<u64>| match (victim_mm, p.target_mm) {
+            (Some(a), b) if b != 0 => a == b,
+            _ => true,
+        };
         if let Some(last) = self.last_mark_by.get(&h.pid).copied()
             && h.ts_ns.saturating_sub(last.ts) <= SIGKILL_PAIRING_NS
             && last.victim.tgid != tgid
+            && shares_mm(last.mm)
         {
             let key = VictimKey {
                 tgid,
@@ -1023,14 +1125,44 @@ impl Tracker {
             return;
         }
         // Otherwise wait for the mark_victim that says this was the OOM killer's.
-        self.pending_kills
-            .retain(|k| h.ts_ns.saturating_sub(k.ts) <= SIGKILL_PAIRING_NS);
         self.pending_kills.push(PendingKill {
             ts: h.ts_ns,
             target,
             start_ns: p.target_start_ns,
             sender_tid: h.pid,
+            sender_tgid: h.tgid,
         });
+    }
+
+    /// SIGKILLs no mark claimed within the pairing window are not OOM kills. Those a victim
+    /// sent to another process are its exit's doing (PID namespace teardown, PT_EXITKILL).
+    fn expire_pending_kills(&mut self, now: u64, out: &mut Vec<Finding>) {
+        let (expired, kept): (Vec<PendingKill>, Vec<PendingKill>) =
+            std::mem::take(&mut self.pending_kills)
+                .into_iter()
+                .partition(|k| now.saturating_sub(k.ts) > SIGKILL_PAIRING_NS);
+        self.pending_kills = kept;
+        for k in expired {
+            if k.sender_tgid == k.target.tgid {
+                continue;
+            }
+            let Some(by) = self.lookup(k.sender_tgid, |v| v.key.tgid == k.sender_tgid) else {
+                continue;
+            };
+            let (by_comm, memcg_id) = self
+                .victims
+                .get(&by)
+                .map(|v| (v.comm.clone(), v.memcg_id))
+                .unwrap_or_default();
+            self.summary.collateral += 1;
+            out.push(Finding::Collateral {
+                target: k.target,
+                target_start_ns: k.start_ns,
+                by,
+                by_comm,
+                memcg_id,
+            });
+        }
     }
 
     fn on_mark(&mut self, ev: &Event, p: &oomtrace_common::MarkVictim) {
@@ -1047,6 +1179,8 @@ impl Tracker {
             .map(|i| self.pending_kills.remove(i));
         let (tgid, start_ns) = if has(victim_fields::TASK) {
             (p.tgid, p.start_ns)
+        } else if has(victim_fields::TGID_FROM_PROC) && p.tgid != 0 {
+            (p.tgid, pending.as_ref().map_or(0, |k| k.start_ns))
         } else if let Some(k) = &pending {
             (k.target.tgid, k.start_ns)
         } else if let Some(v) = self.find_by_tid(p.pid) {
@@ -1080,6 +1214,11 @@ impl Tracker {
             return;
         };
         v.trigger.get_or_insert(trigger);
+        // Named by a thread that is not its leader, on a kernel path that filters exits and
+        // frees by that thread: the leader's release cannot be seen.
+        if !has(victim_fields::TASK) && v.key.tgid != p.pid {
+            v.release_unseen = true;
+        }
         if has(victim_fields::TASK) {
             v.memcg_id = Some(p.memcg_id);
         }
@@ -1089,12 +1228,16 @@ impl Tracker {
         if has(victim_fields::OOM_SCORE_ADJ) {
             v.oom_score_adj = Some(p.oom_score_adj);
         }
-        let key = v.key;
+        if p.mm != 0 {
+            v.mm = Some(p.mm);
+        }
+        let (key, mm) = (v.key, v.mm);
         self.last_mark_by.insert(
             h.pid,
             LastMark {
                 ts: h.ts_ns,
                 victim: key,
+                mm,
             },
         );
         if self.last_mark_by.len() > MAX_MEMCGS {
@@ -1121,15 +1264,8 @@ impl Tracker {
         self.evict_if_full();
     }
 
-    fn mark_dead(
-        &mut self,
-        tgid: u32,
-        start_ns: u64,
-        ts: u64,
-        how: &'static str,
-        out: &mut Vec<Finding>,
-    ) {
-        let Some(v) = self.find(tgid, start_ns) else {
+    fn mark_dead(&mut self, key: VictimKey, ts: u64, how: &'static str, out: &mut Vec<Finding>) {
+        let Some(v) = self.victims.get_mut(&key) else {
             return;
         };
         if v.timeline.dead.is_some() {
@@ -1162,7 +1298,7 @@ impl Tracker {
         }
         // Its release cannot be seen (no free hook; a pre-existing victim is not in the
         // kernel's tracked set): nothing more will happen to it here.
-        if !self.cfg.observability.free || v.pre_existing {
+        if !self.cfg.observability.free || v.pre_existing || v.release_unseen {
             self.remove_victim(&v.key);
         }
     }
@@ -1188,7 +1324,9 @@ impl Tracker {
             return true;
         }
         match (self.memcg_paths.get(&domain), self.memcg_paths.get(&memcg)) {
-            (Some(d), Some(m)) => d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/'))),
+            (Some(d), Some(m)) => {
+                d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/')))
+            }
             _ => false,
         }
     }
@@ -1222,6 +1360,7 @@ impl Tracker {
 
     /// Flags what is overdue as of `judged`; durations are reported as of `now`.
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
+        self.expire_pending_kills(judged, out);
         let obs = self.cfg.observability;
         let mut stuck_new = 0;
         let mut unobservable_new = 0;

@@ -24,12 +24,12 @@ use crate::{
     deathwatch::{self, DeathWatch, userspace_event},
     dump,
     event::{Event, Payload},
-    scan,
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     metrics::Metrics,
     output::{self, Clock, Renderer},
     plan::{self, Hook},
     probes::Probes,
+    scan,
     session::{Filter, Live, Session, monotonic_now},
 };
 
@@ -85,10 +85,20 @@ fn tgid_of(tid: u32) -> Option<u32> {
 }
 
 /// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).
-fn killed_process(ev: &Event) -> Option<(u32, u64, [u8; 16])> {
+fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
     let (tgid, tid, start, comm) = match ev.payload {
-        Payload::OomKill(p) => (p.chosen_tgid, p.chosen_pid, p.chosen_start_ns, p.chosen_comm),
-        Payload::KernelSigkill(p) => (p.target_tgid, p.target_pid, p.target_start_ns, p.target_comm),
+        Payload::OomKill(p) => (
+            p.chosen_tgid,
+            p.chosen_pid,
+            p.chosen_start_ns,
+            p.chosen_comm,
+        ),
+        Payload::KernelSigkill(p) => (
+            p.target_tgid,
+            p.target_pid,
+            p.target_start_ns,
+            p.target_comm,
+        ),
         Payload::MarkVictim(p) if p.fields & crate::event::victim_fields::TASK != 0 => {
             (p.tgid, p.pid, p.start_ns, p.comm)
         }
@@ -96,7 +106,7 @@ fn killed_process(ev: &Event) -> Option<(u32, u64, [u8; 16])> {
         _ => return None,
     };
     let tgid = if tgid != 0 { tgid } else { tgid_of(tid)? };
-    Some((tgid, start, comm))
+    Some(((tgid, tid), start, comm))
 }
 
 /// Lets this process hold a descriptor per watched victim: the soft fd limit is raised to
@@ -107,7 +117,9 @@ fn raise_fd_limit() {
         rlim_max: 0,
     };
     // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } == 0 && lim.rlim_cur < lim.rlim_max {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } == 0
+        && lim.rlim_cur < lim.rlim_max
+    {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: as above.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
@@ -132,6 +144,8 @@ const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 struct Runner<W: std::io::Write> {
     session: Session<W>,
+    /// Keys the hash that stands for kernel addresses (mm identities) in everything written.
+    pointer_key: std::collections::hash_map::RandomState,
     dump: Option<dump::Writer>,
     recorded_memcgs: BTreeSet<u64>,
     metrics: Option<Metrics>,
@@ -142,16 +156,21 @@ struct Runner<W: std::io::Write> {
 
 impl<W: std::io::Write> Runner<W> {
     fn raw_event(&mut self, raw: &[u8], deaths: &mut DeathWatch) -> anyhow::Result<()> {
-        let ev = match Event::decode(raw) {
+        let mut ev = match Event::decode(raw) {
             Ok(ev) => ev,
             Err(e) => {
                 eprintln!("oomtrace: skipping an undecodable record: {e}");
                 return Ok(());
             }
         };
-        self.event(&ev, raw)?;
-        if let Some((tgid, start, comm)) = killed_process(&ev) {
-            self.watch_death(deaths, tgid, start, comm)?;
+        let filled = fill_tgids(&mut ev);
+        if scrub_pointers(&mut ev, &self.pointer_key) || filled {
+            self.event(&ev, &ev.encode())?;
+        } else {
+            self.event(&ev, raw)?;
+        }
+        if let Some((ids, start, comm)) = killed_process(&ev) {
+            self.watch_death(deaths, ids, start, comm)?;
         }
         Ok(())
     }
@@ -161,14 +180,14 @@ impl<W: std::io::Write> Runner<W> {
     fn watch_death(
         &mut self,
         deaths: &mut DeathWatch,
-        tgid: u32,
+        (tgid, tid): (u32, u32),
         start_ns: u64,
         comm: [u8; 16],
     ) -> anyhow::Result<()> {
         if deaths.knows(tgid, start_ns) {
             return Ok(());
         }
-        match deaths.watch(std::path::Path::new("/proc"), tgid, start_ns, comm) {
+        match deaths.watch(std::path::Path::new("/proc"), (tgid, tid), start_ns, comm) {
             Ok(Some(gone)) => self.userspace(&gone),
             Ok(None) => {
                 if let Some(live) = &mut self.session.live {
@@ -185,7 +204,12 @@ impl<W: std::io::Write> Runner<W> {
 
     /// A process found at start, killed and not finished exiting: followed like a victim.
     fn pre_existing(&mut self, c: &scan::Candidate, deaths: &mut DeathWatch) -> anyhow::Result<()> {
-        match deaths.watch(std::path::Path::new("/proc"), c.pid, c.start_ns, c.comm_bytes()) {
+        match deaths.watch(
+            std::path::Path::new("/proc"),
+            (c.pid, c.pid),
+            c.start_ns,
+            c.comm_bytes(),
+        ) {
             // Gone meanwhile: it was only dying, not stuck.
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
@@ -199,7 +223,10 @@ impl<W: std::io::Write> Runner<W> {
                 ))
             }
             Err(e) => {
-                eprintln!("oomtrace: cannot follow pid {} found killed at start: {e}", c.pid);
+                eprintln!(
+                    "oomtrace: cannot follow pid {} found killed at start: {e}",
+                    c.pid
+                );
                 Ok(())
             }
         }
@@ -277,7 +304,7 @@ impl<W: std::io::Write> Runner<W> {
         let Some(live) = &self.session.live else {
             return;
         };
-        let fx = live.forensics(victim.key.tgid);
+        let fx = live.forensics(victim.key.tgid, victim.key.start_ns);
         let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut detail {
             m.insert(
@@ -413,6 +440,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     };
     let mut runner = Runner {
         session,
+        pointer_key: std::collections::hash_map::RandomState::new(),
         dump,
         recorded_memcgs: BTreeSet::new(),
         metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
@@ -602,6 +630,48 @@ fn drain<W: std::io::Write>(
         runner.raw_event(&item, deaths)?;
     }
     Ok(())
+}
+
+/// The classic tracepoints name the thread the kernel marked or signalled, not its process:
+/// the process (tgid) is filled in from /proc while the thread still exists, so that the
+/// tracker (and a replay of the dump) follow the process. Returns whether it changed anything.
+fn fill_tgids(ev: &mut Event) -> bool {
+    use crate::event::victim_fields::{TASK, TGID_FROM_PROC};
+    match &mut ev.payload {
+        Payload::MarkVictim(p) if p.fields & TASK == 0 && p.tgid == 0 => {
+            let Some(tgid) = tgid_of(p.pid) else {
+                return false;
+            };
+            p.tgid = tgid;
+            p.fields |= TGID_FROM_PROC;
+        }
+        Payload::KernelSigkill(p) if p.target_tgid == 0 => {
+            let Some(tgid) = tgid_of(p.target_pid) else {
+                return false;
+            };
+            p.target_tgid = tgid;
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Replaces the kernel addresses an event carries (mm identities) by a keyed hash: equal
+/// addresses stay equal within the run, and no address reaches a dump (which may be attached
+/// to a public bug report) or the output. Returns whether it changed anything.
+fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState) -> bool {
+    use std::hash::BuildHasher as _;
+    let hide = |addr: &mut u64| {
+        if *addr != 0 {
+            *addr = key.hash_one(*addr) | 1;
+        }
+    };
+    match &mut ev.payload {
+        Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
+        Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
+        _ => return false,
+    }
+    true
 }
 
 fn death_json(death: &Result<(), String>) -> Value {

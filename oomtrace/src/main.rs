@@ -3,8 +3,7 @@ use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, time::Duratio
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oomtrace::{
-    dump,
-    inspect,
+    dump, inspect,
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     metrics,
@@ -32,7 +31,8 @@ EXIT CODES:
     1  check: the kill path cannot be observed on this kernel
     2  error (not root, BPF unavailable, bad arguments, unreadable dump)
     3  watch/record --fail-on-stuck: at least one victim was flagged stuck
-    4  check: processes killed before oomtrace started have still not finished exiting";
+    4  check: the host is in trouble now: processes killed before oomtrace started have not
+       finished exiting, or a memcg keeps invoking the OOM killer without killing";
 
 /// Watch the Linux OOM killer with eBPF: every memory-cgroup OOM, the kill decision, the
 /// victim's signal, the oom_reaper, and the victim's exit and release — and flag victims that
@@ -209,35 +209,53 @@ fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> 
 /// Exit code of `check` when processes killed before it started have not finished exiting.
 const EXIT_PRE_EXISTING: u8 = 4;
 
-/// Processes with SIGKILL pending that have not finished exiting, confirmed twice
-/// `PRE_EXISTING_GRACE_NS` apart (a process that is merely dying is gone by then).
-fn stuck_now(memcg_root: Option<&std::path::Path>) -> Vec<scan::Candidate> {
+/// What `check` finds wrong with the host right now.
+struct Trouble {
+    /// Processes with SIGKILL pending that have not finished exiting, seen twice
+    /// `PRE_EXISTING_GRACE_NS` apart (a process that is merely dying is gone by then).
+    stuck: Vec<scan::Candidate>,
+    /// Memcgs whose OOM counters moved in that interval.
+    oom_now: Vec<scan::OomNow>,
+}
+
+fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
     let proc_root = std::path::Path::new("/proc");
     let me = std::process::id();
+    let memcgs = || memcg_root.map(scan::memcg_oom_states).unwrap_or_default();
     let first = scan::scan(proc_root, memcg_root, me);
-    if first.is_empty() {
-        return first;
-    }
+    let before = memcgs();
     std::thread::sleep(Duration::from_nanos(PRE_EXISTING_GRACE_NS));
-    let again = scan::scan(proc_root, memcg_root, me);
-    again
-        .into_iter()
-        .filter(|c| {
-            first
-                .iter()
-                .any(|f| f.pid == c.pid && f.start_ns == c.start_ns)
-        })
-        .collect()
+    let oom_now = scan::oom_now(&before, &memcgs());
+    let stuck = if first.is_empty() {
+        first
+    } else {
+        scan::scan(proc_root, memcg_root, me)
+            .into_iter()
+            .filter(|c| {
+                first
+                    .iter()
+                    .any(|f| f.pid == c.pid && f.start_ns == c.start_ns)
+            })
+            .collect()
+    };
+    Trouble { stuck, oom_now }
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let probes = load(&args.forbid, false)?;
-    let memcg_root = probes.env.memory_controller.as_ref().map(|m| m.mount.clone());
+    let memcg_root = probes
+        .env
+        .memory_controller
+        .as_ref()
+        .map(|m| m.mount.clone());
     let live = Live::new("/proc".into(), memcg_root.clone());
-    let stuck: Vec<(scan::Candidate, inspect::Forensics)> = stuck_now(memcg_root.as_deref())
+    let trouble = trouble_now(memcg_root.as_deref());
+    let oom_now = trouble.oom_now;
+    let stuck: Vec<(scan::Candidate, inspect::Forensics)> = trouble
+        .stuck
         .into_iter()
         .map(|c| {
-            let fx = live.forensics(c.pid);
+            let fx = live.forensics(c.pid, c.start_ns);
             (c, fx)
         })
         .collect();
@@ -254,6 +272,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     "pre_existing": stuck.iter().map(|(c, fx)| json!({
                         "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
                         "threads": c.threads, "flags": c.flags, "forensics": fx,
+                    })).collect::<Vec<_>>(),
+                    "oom_now": oom_now.iter().map(|m| json!({
+                        "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
+                        "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
                     })).collect::<Vec<_>>() })
         );
     } else {
@@ -293,6 +315,23 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         if stuck.is_empty() {
             println!("killed, not dead   none: no process with SIGKILL pending is stuck exiting");
         }
+        for m in &oom_now {
+            let what = match m.invocations {
+                Some(n) => format!(
+                    "the OOM killer was invoked {n} times in {} ms and killed {}",
+                    PRE_EXISTING_GRACE_NS / 1_000_000,
+                    m.kills
+                ),
+                None => "under OOM (v1 under_oom) in two readings".into(),
+            };
+            let livelock = if m.kills == 0 && m.invocations.is_some() {
+                ": it finds nothing it may kill (a victim still pending, or only unkillable \
+                 processes) — a livelock"
+            } else {
+                ""
+            };
+            println!("OOM NOW            memcg {}: {what}{livelock}", m.path);
+        }
         for (c, fx) in &stuck {
             println!(
                 "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
@@ -305,13 +344,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             print!("{fx}");
         }
     }
-    Ok(if !stuck.is_empty() {
-        ExitCode::from(EXIT_PRE_EXISTING)
-    } else if kill_path {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if !stuck.is_empty() || oom_now.iter().any(|m| m.kills == 0) {
+            ExitCode::from(EXIT_PRE_EXISTING)
+        } else if kill_path {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {

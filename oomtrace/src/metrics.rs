@@ -99,7 +99,9 @@ impl Metrics {
             Finding::Released { .. } => self.released += 1,
             Finding::Stuck { .. } => self.flagged += 1,
             Finding::Livelock { .. } => self.livelocks += 1,
-            Finding::Unobservable { .. } | Finding::NotReleased { .. } => {}
+            Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Collateral { .. } => {}
         }
     }
 

@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     cgroups::MemcgPaths,
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing,
-        victim_fields,
+        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing, victim_fields,
     },
 };
 
@@ -167,7 +166,7 @@ impl Renderer {
         let body = match &ev.payload {
             Payload::OomInvoke(p) => json!({
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
-                "gfp_mask": p.gfp_mask, "order": p.order,
+                "global": p.memcg_id == 0, "gfp_mask": p.gfp_mask, "order": p.order,
             }),
             Payload::OomInvokeDone(p) => json!({ "killed": p.killed != 0 }),
             Payload::OomKill(p) => json!({
@@ -257,6 +256,13 @@ impl Renderer {
         let h = &ev.header;
         let cur = format!("{} ({})", h.tgid, cstr(&h.comm));
         let what = match &ev.payload {
+            Payload::OomInvoke(p) if p.memcg_id == 0 => format!(
+                "the whole machine out of memory (global OOM{}): allocation by {cur}, order {}, \
+                 gfp {:#x}",
+                if p.order == -1 { ", sysrq-f" } else { "" },
+                p.order,
+                p.gfp_mask
+            ),
             Payload::OomInvoke(p) => format!(
                 "memcg {} out of memory: allocation by {cur}, order {}, gfp {:#x}",
                 self.memcg_text(p.memcg_id),

@@ -19,6 +19,8 @@ pub enum Hook {
     OomInvoke,
     /// `mem_cgroup_out_of_memory()` return: whether it killed.
     OomInvokeDone,
+    /// `out_of_memory()` with no memcg: a global (or sysrq) OOM.
+    OomInvokeGlobal,
     /// `oom_kill_process()`: the kill decision.
     OomKill,
     /// `oom:mark_victim`.
@@ -36,9 +38,10 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 11] = [
+    pub const ALL: [Hook; 12] = [
         Hook::OomInvoke,
         Hook::OomInvokeDone,
+        Hook::OomInvokeGlobal,
         Hook::OomKill,
         Hook::MarkVictim,
         Hook::KernelSigkill,
@@ -55,6 +58,7 @@ impl Hook {
         match self {
             Hook::OomInvoke => "mem_cgroup_out_of_memory",
             Hook::OomInvokeDone => "mem_cgroup_out_of_memory (return)",
+            Hook::OomInvokeGlobal => "out_of_memory (global)",
             Hook::OomKill => "oom_kill_process",
             Hook::MarkVictim => "oom:mark_victim",
             Hook::KernelSigkill => "signal:signal_generate",
@@ -158,6 +162,7 @@ use AttachType::{Fentry, Fexit, Kprobe, Kretprobe, RawTp, TpBtf, Tracepoint};
 
 const OOM_FN: &str = "mem_cgroup_out_of_memory";
 const KILL_FN: &str = "oom_kill_process";
+const GLOBAL_FN: &str = "out_of_memory";
 
 /// Every candidate of a hook, best first, before facts are considered.
 pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
@@ -168,6 +173,10 @@ pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
     const OOM_INVOKE_DONE: &[Candidate] = &[
         func(Fexit, "oom_invoke_done_fexit", OOM_FN),
         func(Kretprobe, "oom_invoke_done_kretprobe", OOM_FN),
+    ];
+    const OOM_INVOKE_GLOBAL: &[Candidate] = &[
+        func(Fentry, "oom_global_fentry", GLOBAL_FN),
+        func(Kprobe, "oom_global_kprobe", GLOBAL_FN),
     ];
     const OOM_KILL: &[Candidate] = &[
         func(Fentry, "oom_kill_fentry", KILL_FN),
@@ -217,6 +226,7 @@ pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
     match hook {
         Hook::OomInvoke => OOM_INVOKE,
         Hook::OomInvokeDone => OOM_INVOKE_DONE,
+        Hook::OomInvokeGlobal => OOM_INVOKE_GLOBAL,
         Hook::OomKill => OOM_KILL,
         Hook::MarkVictim => MARK_VICTIM,
         Hook::KernelSigkill => KERNEL_SIGKILL,
@@ -425,7 +435,7 @@ mod tests {
     fn full() -> Facts {
         Facts {
             btf: Ok(()),
-            btf_functions: [OOM_FN, KILL_FN].into(),
+            btf_functions: [OOM_FN, KILL_FN, GLOBAL_FN].into(),
             kprobes: Ok(()),
             tracepoints: all_tracepoints(),
             tracefs: Ok(()),

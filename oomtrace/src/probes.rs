@@ -89,7 +89,8 @@ impl Probes {
         let tracefs = Tracefs::locate(true);
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
         let has_function = |f: &&str| btf.as_ref().is_ok_and(|b| b.has_function(f));
-        let btf_functions = ["mem_cgroup_out_of_memory", "oom_kill_process"]
+        let btf_functions = btf_attach_targets()
+            .0
             .into_iter()
             .filter(has_function)
             .collect();

@@ -368,6 +368,7 @@ mod tests {
                 target_start_ns: 5,
                 group: 1,
                 result: 0,
+                target_mm: 0,
             })
         };
         let exit = |dead: bool| {

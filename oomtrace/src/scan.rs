@@ -142,8 +142,9 @@ fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Ca
         })
         .or_else(|| inspect::memcg_path(&dir));
     let memcg_id = match (memcg_root, &memcg_path) {
-        (Some(root), Some(p)) => std::fs::metadata(root.join(p.trim_start_matches('/')))
-            .map_or(0, |m| m.ino()),
+        (Some(root), Some(p)) => {
+            std::fs::metadata(root.join(p.trim_start_matches('/'))).map_or(0, |m| m.ino())
+        }
         _ => 0,
     };
     Some(Candidate {
@@ -185,7 +186,10 @@ mod tests {
         );
         assert_eq!(c.memcg_path.as_deref(), Some("/oomtrace-test"));
         assert_eq!(c.comm, "stuck-victim");
-        assert_eq!(c.start_ns, 5213 * (1_000_000_000 / crate::deathwatch::clock_ticks()));
+        assert_eq!(
+            c.start_ns,
+            5213 * (1_000_000_000 / crate::deathwatch::clock_ticks())
+        );
     }
 
     #[test]
@@ -210,5 +214,149 @@ mod tests {
     #[test]
     fn a_vanished_root_is_empty_not_a_panic() {
         assert!(scan(Path::new("/nonexistent-oomtrace"), None, 0).is_empty());
+    }
+}
+
+/// Memcgs read at most by [`memcg_oom_states`].
+const MAX_MEMCGS_SCANNED: usize = 100_000;
+
+/// A memcg's OOM counters at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemcgOom {
+    /// Relative to the controller's mount (`/` is the root).
+    pub path: String,
+    /// v2 `memory.events` `oom`: times the OOM killer was invoked for it (v1 does not count).
+    pub oom: Option<u64>,
+    /// `oom_kill` (v2 `memory.events`, v1 `memory.oom_control`).
+    pub oom_kill: Option<u64>,
+    /// v1 `memory.oom_control` `under_oom` (only set while the OOM path runs or waits).
+    pub under_oom: Option<bool>,
+}
+
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Every memcg's OOM counters under the memory controller's mount.
+pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
+    let mut out = Vec::new();
+    let mut stack = vec![memcg_root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if out.len() >= MAX_MEMCGS_SCANNED {
+            break;
+        }
+        let path = match dir.strip_prefix(memcg_root) {
+            Ok(p) if p.as_os_str().is_empty() => "/".to_string(),
+            Ok(p) => format!("/{}", p.display()),
+            Err(_) => continue,
+        };
+        let events = std::fs::read_to_string(dir.join("memory.events")).ok();
+        let control = std::fs::read_to_string(dir.join("memory.oom_control")).ok();
+        if events.is_some() || control.is_some() {
+            out.push(MemcgOom {
+                path,
+                oom: events.as_deref().and_then(|t| keyed(t, "oom")),
+                oom_kill: events
+                    .as_deref()
+                    .or(control.as_deref())
+                    .and_then(|t| keyed(t, "oom_kill")),
+                under_oom: control
+                    .as_deref()
+                    .and_then(|t| keyed(t, "under_oom"))
+                    .map(|u| u != 0),
+            });
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}
+
+/// A memcg in OOM now: between two readings the OOM killer was invoked for it (v2), or it was
+/// seen under OOM (v1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomNow {
+    pub path: String,
+    /// OOM invocations between the readings (v2); None on v1.
+    pub invocations: Option<u64>,
+    /// OOM kills between the readings.
+    pub kills: u64,
+}
+
+/// The memcgs whose OOM counters show OOM handling between `before` and `after`. Invocations
+/// without kills mean the kernel found nothing it could kill: a victim still pending, or only
+/// unkillable processes — the livelock signature, readable without any kernel hook.
+pub fn oom_now(before: &[MemcgOom], after: &[MemcgOom]) -> Vec<OomNow> {
+    after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.path == a.path)?;
+            let diff = |x: Option<u64>, y: Option<u64>| Some(x?.saturating_sub(y?));
+            let invocations = diff(a.oom, b.oom);
+            let kills = diff(a.oom_kill, b.oom_kill).unwrap_or(0);
+            let active = invocations.is_some_and(|n| n > 0)
+                || a.under_oom == Some(true) && b.under_oom == Some(true);
+            active.then(|| OomNow {
+                path: a.path.clone(),
+                invocations,
+                kills,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod memcg_tests {
+    use super::*;
+    use crate::scratch::ScratchDir;
+
+    #[test]
+    fn oom_invocations_without_kills_are_found_between_two_readings() {
+        let root = ScratchDir::new("memcg-oom");
+        let write = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("memory.events", "low 0\nhigh 0\nmax 9\noom 3\noom_kill 3\n");
+        write("pod/memory.events", "low 0\nmax 40\noom 10\noom_kill 1\n");
+        write("pod/ctr/memory.events", "oom 0\noom_kill 1\n");
+        write("quiet/memory.events", "oom 5\noom_kill 5\n");
+        let before = memcg_oom_states(root.path());
+        assert_eq!(before.len(), 4, "{before:?}");
+        write("pod/memory.events", "low 0\nmax 90\noom 17\noom_kill 1\n");
+        let after = memcg_oom_states(root.path());
+        assert_eq!(
+            oom_now(&before, &after),
+            [OomNow {
+                path: "/pod".into(),
+                invocations: Some(7),
+                kills: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn v1_under_oom_in_both_readings_counts() {
+        let root = ScratchDir::new("memcg-oom-v1");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(
+            root.join("a/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 1\noom_kill 2\n",
+        )
+        .unwrap();
+        let s = memcg_oom_states(root.path());
+        let found = oom_now(&s, &s);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].invocations, found[0].kills), (None, 0));
     }
 }

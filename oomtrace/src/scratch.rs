@@ -15,14 +15,10 @@ impl ScratchDir {
     pub fn new(label: &str) -> ScratchDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "oomtrace-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("oomtrace-{label}-{}-{n}", std::process::id()));
         // A leftover from a crashed run with the same pid is not ours to keep.
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         ScratchDir(dir)
     }
 

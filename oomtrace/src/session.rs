@@ -121,9 +121,27 @@ impl Live {
         self.sockets_at_kill.insert(tgid, inodes);
     }
 
-    /// What /proc shows of `tgid` now, with the sockets recorded at its kill.
-    pub fn forensics(&self, tgid: u32) -> inspect::Forensics {
-        let recorded = self.sockets_at_kill.get(&tgid).map_or(&[][..], Vec::as_slice);
+    /// What /proc shows of process `tgid` started at `start_ns` (0: unknown) now, with the
+    /// sockets recorded at its kill. If the pid names a later process (the victim is gone and
+    /// the pid reused), nothing of that process is shown as the victim's.
+    pub fn forensics(&self, tgid: u32, start_ns: u64) -> inspect::Forensics {
+        if start_ns != 0
+            && let Some(now) = crate::deathwatch::start_ns_of(&self.proc_root, tgid)
+            && !crate::deathwatch::same_start(start_ns, now)
+        {
+            return inspect::Forensics {
+                tgid,
+                notes: vec![format!(
+                    "pid {tgid} now names another process (started later): the victim is gone \
+                     and its pid reused"
+                )],
+                ..inspect::Forensics::default()
+            };
+        }
+        let recorded = self
+            .sockets_at_kill
+            .get(&tgid)
+            .map_or(&[][..], Vec::as_slice);
         inspect::collect(&self.proc_root, tgid, self.memcg_root.as_deref(), recorded)
     }
 }
@@ -289,7 +307,7 @@ impl<W: Write> Session<W> {
             _ => None,
         };
         let forensics = match (victim, &self.live) {
-            (Some(v), Some(live)) => Some(live.forensics(v.key.tgid)),
+            (Some(v), Some(live)) => Some(live.forensics(v.key.tgid, v.key.start_ns)),
             _ => None,
         };
         let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
@@ -322,4 +340,28 @@ impl<W: Write> Session<W> {
 /// CLOCK_MONOTONIC now, the clock of kernel timestamps.
 pub fn monotonic_now() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// After a missed exit and pid reuse, /proc/PID is another process: its state and sockets
+    /// must not be shown as the victim's.
+    #[test]
+    fn forensics_of_a_reused_pid_name_nothing_of_the_new_process() {
+        let live = Live::new(Path::new("/proc").into(), None);
+        let me = std::process::id();
+        let mine = crate::deathwatch::start_ns_of(Path::new("/proc"), me).unwrap();
+        let f = live.forensics(me, mine);
+        assert!(f.exists && !f.threads.is_empty());
+        let f = live.forensics(me, mine + 3_600_000_000_000);
+        assert!(!f.exists, "{f:?}");
+        assert!(f.threads.is_empty() && f.sockets.is_empty());
+        assert!(f.to_string().contains("reused"), "{f}");
+        // Unknown start time: cannot tell, so /proc is shown.
+        assert!(live.forensics(me, 0).exists);
+    }
 }

@@ -50,6 +50,7 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
                 | victim_fields::MEMORY
                 | victim_fields::OOM_SCORE_ADJ,
             _pad: 0,
+            mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
         };
         let mut evs = vec![
             Event {
@@ -72,6 +73,7 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
                     target_start_ns: start,
                     group: 1,
                     result: 0,
+                    target_mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
                 }),
             },
             Event {

@@ -111,10 +111,51 @@ pub struct Sandbox {
     rel: String,
 }
 
+/// The sandbox's path as oomtrace names it, if its memcg is on cgroup v2 (which counts OOM
+/// invocations in `memory.events`; v1 does not).
+pub fn cgroup_version_2(sandbox: &Sandbox) -> Option<String> {
+    (sandbox.version() == CgroupVersion::V2).then(|| sandbox.rel_path().to_string())
+}
+
+/// Whether this runs in a disposable guest kernel (`cargo xtask vm` says so), where a global
+/// OOM is allowed: never on the host.
+pub fn disposable_kernel() -> bool {
+    std::env::var("OOMTRACE_DISPOSABLE_KERNEL").as_deref() == Ok("1")
+}
+
 impl Sandbox {
     /// Creates `oomtrace-test-<pid>-<n>-<label>` with `limit_bytes` (≤ 128 MiB) and no swap.
     pub fn new(label: &str, limit_bytes: u64) -> Sandbox {
         assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        Sandbox::create(label, Some(limit_bytes))
+    }
+
+    /// A sandbox without a memory limit, for a global OOM: only inside a disposable guest
+    /// kernel (panics elsewhere: the host must never run out of memory).
+    pub fn unlimited_in_disposable_guest(label: &str) -> Sandbox {
+        assert!(
+            disposable_kernel(),
+            "a global OOM is only ever caused inside a disposable guest kernel"
+        );
+        Sandbox::create(label, None)
+    }
+
+    /// A child memcg with no limit of its own: its processes are limited by this one's. Drop
+    /// it before the parent.
+    pub fn child(&self, label: &str) -> Sandbox {
+        if self.version == CgroupVersion::V2 {
+            self.write("cgroup.subtree_control", "+memory");
+        }
+        let dir = self.dir.join(label);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Sandbox {
+            dir,
+            version: self.version,
+            rel: format!("{}/{label}", self.rel),
+        }
+    }
+
+    fn create(label: &str, limit_bytes: Option<u64>) -> Sandbox {
         let (version, root) = memory_root();
         let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
         let name = format!("oomtrace-test-{}-{n}-{label}", std::process::id());
@@ -128,6 +169,9 @@ impl Sandbox {
             dir,
             version,
             rel: format!("/{name}"),
+        };
+        let Some(limit_bytes) = limit_bytes else {
+            return sandbox;
         };
         match version {
             CgroupVersion::V1 => {
@@ -299,17 +343,13 @@ fn hog_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("oomtrace-hog not found next to {}", exe.display()))
 }
 
-/// Starts `oomtrace-hog MODE --cgroup <sandbox> ARGS…` with piped stdin/stdout.
-pub fn spawn_hog(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
-    let mut child = Command::new(hog_bin())
-        .arg(mode)
-        .arg("--cgroup")
-        .arg(sandbox.dir())
-        .args(args)
+/// Runs `cmd` (which ends in the hog's arguments) with piped stdin/stdout.
+fn spawn_piped(mut cmd: Command, what: &str) -> Proc {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("starting oomtrace-hog");
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let stdin = child.stdin.take();
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     Proc {
@@ -317,6 +357,32 @@ pub fn spawn_hog(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
         stdin,
         stdout,
     }
+}
+
+/// `oomtrace-hog MODE --cgroup <sandbox> ARGS…` appended to `cmd`.
+fn with_hog_args(mut cmd: Command, sandbox: &Sandbox, mode: &str, args: &[String]) -> Command {
+    cmd.arg(mode).arg("--cgroup").arg(sandbox.dir()).args(args);
+    cmd
+}
+
+/// Starts `oomtrace-hog MODE --cgroup <sandbox> ARGS…` with piped stdin/stdout.
+pub fn spawn_hog(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
+    let cmd = with_hog_args(Command::new(hog_bin()), sandbox, mode, args);
+    spawn_piped(cmd, "oomtrace-hog")
+}
+
+/// Starts `oomtrace-hog MODE ARGS…` as the init of a new PID namespace (a container's shape:
+/// `unshare --pid --fork`); the hog joins the sandbox itself. Returns the `unshare` process
+/// (outside the namespace, not in the sandbox).
+pub fn spawn_hog_as_namespace_init(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(hog_bin());
+    spawn_piped(
+        with_hog_args(unshare, sandbox, mode, args),
+        "unshare (util-linux)",
+    )
 }
 
 /// Starts `oomtrace-hog alloc` in a sandbox; returns once it printed `ready`.
@@ -574,4 +640,56 @@ pub fn attach_of(plan: &Value, hook: &str) -> Value {
 pub fn page_size() -> u64 {
     // SAFETY: no preconditions.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// A victim stuck *inside* exit, as `stuck-flush` makes it: the port it listens on and the
+/// hog whose last thread will block closing a FUSE file whose FLUSH is held.
+pub struct InExit {
+    pub hog: Proc,
+    pub victim: u32,
+    pub port: u16,
+}
+
+/// Answers the held FUSE requests when dropped: declared after the hog, it is dropped before
+/// it, so a failing test does not wait forever for a victim still held in the kernel.
+pub struct ReleaseOnDrop<'a>(pub &'a fuse::FuseHold);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+pub fn stuck_in_exit(sandbox: &Sandbox, fuse: &fuse::FuseHold, extra: &[&str]) -> InExit {
+    stuck_victim(sandbox, fuse, "stuck-flush", extra)
+}
+
+/// A hog in `mode` (`stuck-fuse`, `stuck-flush`) on the FUSE file, past its `port` and
+/// `ready` lines; it allocates on "go".
+pub fn stuck_victim(
+    sandbox: &Sandbox,
+    fuse: &fuse::FuseHold,
+    mode: &str,
+    extra: &[&str],
+) -> InExit {
+    let file = fuse.file().to_str().expect("utf-8").to_string();
+    let mut args: Vec<String> = ["--mb", "256", "--file", &file]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut hog = spawn_hog(sandbox, mode, &args);
+    let port: u16 = hog
+        .line()
+        .strip_prefix("port ")
+        .expect("port line")
+        .parse()
+        .expect("port");
+    let victim: u32 = hog
+        .line()
+        .strip_prefix("ready ")
+        .expect("ready line")
+        .parse()
+        .expect("pid");
+    InExit { hog, victim, port }
 }

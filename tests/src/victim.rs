@@ -1,9 +1,10 @@
 //! A process for the end-to-end tests to get OOM-killed. It sets itself up, prints
 //! `ready <pid>`, waits for a line on stdin, then acts.
 //!
-//! `oomtrace-hog alloc --cgroup DIR --mb N [--hold] [--oom-score-adj V]`: join the cgroup, then
-//! allocate N MiB touching every page; with `--hold`, print `allocated` and sleep until killed;
-//! without, exit 0 if the allocation succeeded.
+//! `oomtrace-hog alloc --cgroup DIR --mb N [--hold] [--oom-score-adj V] [--children K]`: join
+//! the cgroup (and start K `sleep` children in it), then allocate N MiB touching every page;
+//! with `--hold`, print `allocated` and sleep until killed; without, exit 0 if the allocation
+//! succeeded.
 //!
 //! `oomtrace-hog stuck-fuse --cgroup DIR --mb N --file PATH [--orphan]`: the incident's victim.
 //! It listens on 127.0.0.1 (prints `port P`), starts a thread that read()s PATH (a FUSE file
@@ -66,6 +67,13 @@ fn run(args: &[String]) -> Result<(), String> {
     let procs = format!("{cgroup}/cgroup.procs");
     std::fs::write(&procs, std::process::id().to_string())
         .map_err(|e| format!("joining {procs}: {e}"))?;
+    let children: usize = flag(args, "--children")
+        .map_or(Ok(0), |c| c.parse())
+        .map_err(|e| format!("--children: {e}"))?;
+    let _children: Vec<std::process::Child> = (0..children)
+        .map(|_| std::process::Command::new("sleep").arg("3600").spawn())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("starting a child: {e}"))?;
     let mut out = std::io::stdout();
     if flush {
         return stuck_in_exit(args, mb);

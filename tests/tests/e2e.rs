@@ -6,7 +6,9 @@
 use std::{path::Path, time::Duration};
 
 use oomtrace_tests::{
-    Sandbox, Watch, attach_of, hog, oomtrace_bin, page_size, require_root, scaled,
+    Sandbox, Watch, attach_of,
+    fuse::{FuseHold, Hold},
+    hog, oomtrace_bin, page_size, proc_state, require_root, scaled, stuck_in_exit, wait_until,
 };
 use serde_json::Value;
 
@@ -23,10 +25,18 @@ fn kernel_has_kprobes() -> bool {
 }
 
 /// The "Max open files" line of /proc/PID/limits.
-fn open_files_limit(pid: u32) -> String {
+/// (soft, hard) RLIMIT_NOFILE of a process, from /proc.
+fn open_files_limit(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("reading limits");
     let line = limits.lines().find(|l| l.starts_with("Max open files"));
-    line.expect("a Max open files line").to_string()
+    let fields: Vec<String> = line
+        .expect("a Max open files line")
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    (fields[0].clone(), fields[1].clone())
 }
 
 /// The plan says what each hook runs as, and the reasons match what this kernel can do.
@@ -43,11 +53,14 @@ fn check_reports_the_attach_plan_with_reasons() {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    // 4 means it found processes killed earlier and stuck exiting: another test's victim
-    // may be held right now. Then it must name them; otherwise it must succeed.
+    // 4 means the host is in trouble now: another test's victim may be held, or its memcg
+    // livelocked, right now. Then it must name them; otherwise it must succeed.
     let stuck_elsewhere = check["pre_existing"]
         .as_array()
-        .is_some_and(|a| !a.is_empty());
+        .is_some_and(|a| !a.is_empty())
+        || check["oom_now"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|m| m["kills"] == 0));
     let want = if stuck_elsewhere { 4 } else { 0 };
     assert_eq!(out.status.code(), Some(want), "{check}");
     assert_eq!(check["kill_path_observable"], true);
@@ -111,11 +124,13 @@ fn hog_is_killed_and_followed_to_release() {
     let sandbox = Sandbox::new("hog", 64 * MIB);
     let watch = Watch::start(&[]);
     // oomtrace creates aya's loader while it may open no file (probes.rs): afterwards it must
-    // run with the limit it inherited, or the dump, metrics and forensics would fail.
+    // run with the limit it inherited, raised to the hard limit (a pidfd per victim), or the
+    // dump, metrics, pidfds and forensics would fail.
+    let (_, inherited_hard) = open_files_limit(std::process::id());
     assert_eq!(
         open_files_limit(watch.pid()),
-        open_files_limit(std::process::id()),
-        "oomtrace's RLIMIT_NOFILE differs from the one it was started with"
+        (inherited_hard.clone(), inherited_hard),
+        "oomtrace's RLIMIT_NOFILE is not the hard limit it was started with"
     );
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
@@ -265,7 +280,7 @@ fn fallback_chain_when_attach_types_are_forbidden() {
         serde_json::from_slice(&out.stdout).expect("check --json is JSON")
     };
     let no_fentry = check("fentry,fexit");
-    for hook in ["oom_invoke", "oom_kill"] {
+    for hook in ["oom_invoke", "oom_invoke_global", "oom_kill"] {
         let want = if kernel_has_kprobes() {
             Value::from("kprobe")
         } else {
@@ -310,4 +325,95 @@ fn fallback_chain_when_attach_types_are_forbidden() {
     watch.wait_for("the tracker's verdict", wait(), |v| {
         v["type"] == "finding" && v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
     });
+}
+
+/// A container whose init is the OOM victim: as it dies the kernel SIGKILLs everything in its
+/// PID namespace. That is one OOM kill — the count the memcg keeps — and the children are
+/// reported as killed by the namespace teardown, not by the OOM killer.
+#[test]
+fn a_container_whose_init_is_the_victim_counts_one_kill() {
+    require_root();
+    let sandbox = Sandbox::new("pidns", 64 * MIB);
+    let watch = Watch::start(&["--memcg", sandbox.rel_path()]);
+    let args: Vec<String> = ["--mb", "256", "--children", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut ns = oomtrace_tests::spawn_hog_as_namespace_init(&sandbox, "alloc", &args);
+    assert_eq!(ns.line(), "ready 1", "the hog is the namespace's init");
+    let procs = sandbox.procs();
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let init = *procs
+        .iter()
+        .find(|&&p| comm(p).trim() == "oomtrace-hog")
+        .unwrap_or_else(|| panic!("no hog among {procs:?}"));
+    let children: Vec<u32> = procs.iter().copied().filter(|&p| p != init).collect();
+    assert_eq!(children.len(), 2, "{procs:?}");
+    ns.go();
+    let collateral = |pid: u32| {
+        move |v: &Value| {
+            v["type"] == "finding" && v["finding"] == "collateral" && v["target"]["tgid"] == pid
+        }
+    };
+    for &child in &children {
+        let c = watch.wait_for("the child's collateral kill", wait(), collateral(child));
+        assert_eq!(c["by"]["tgid"], init, "{c}");
+    }
+    watch.wait_for("the init's death", wait(), |v| {
+        v["type"] == "finding" && v["finding"] == "dead" && v["victim"]["key"]["tgid"] == init
+    });
+    let lines = watch.stop_and_collect();
+    let killed: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "finding" && v["finding"] == "killed")
+        .collect();
+    assert_eq!(
+        killed.len(),
+        1,
+        "one OOM kill, not {}: {killed:?}",
+        killed.len()
+    );
+    assert_eq!(killed[0]["victim"]["key"]["tgid"], init);
+    assert_eq!(sandbox.oom_kills(), 1, "the kernel's own count");
+}
+
+/// The classic tracepoints name the thread the kernel marked; when the main thread has exited
+/// (`pthread_exit`), that is not the process id. The kill is still followed to its death.
+#[test]
+fn classic_path_follows_a_victim_whose_main_thread_exited() {
+    require_root();
+    let sandbox = Sandbox::new("classic-mt", 64 * MIB);
+    // Flushes answered: the victim dies at once; the file only makes the hog's setup work.
+    let fuse = FuseHold::mount_holding("classic-mt", Hold::Read);
+    // No --memcg: the classic mark_victim carries no memcg before 6.8. Filtered by pid below.
+    let watch = Watch::start(&["--forbid", "tp_btf,raw_tp", "--timeout", "2"]);
+    let mut v = stuck_in_exit(&sandbox, &fuse, &["--leader-exits"]);
+    let pid = v.victim;
+    assert!(
+        wait_until(wait(), || proc_state(pid)
+            .is_some_and(|s| s.starts_with('Z'))),
+        "the main thread did not exit"
+    );
+    let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    v.hog.go();
+    let ours = |v: &Value| {
+        let t = &v["victim"]["key"]["tgid"];
+        *t == pid || tids.iter().any(|tid| t == tid)
+    };
+    let dead = watch.wait_for("the death", wait(), |l| {
+        l["type"] == "finding" && l["finding"] == "dead" && ours(l)
+    });
+    assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
+    std::thread::sleep(scaled(Duration::from_millis(2500)));
+    assert!(
+        !watch
+            .lines()
+            .iter()
+            .any(|l| l["type"] == "finding" && l["finding"] == "stuck" && ours(l)),
+        "a victim that died was flagged stuck"
+    );
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    Sandbox, Watch,
+    InExit, ReleaseOnDrop, Sandbox, Watch,
     fuse::{FuseHold, Hold},
-    held_victim, hog, proc_state, require_root, scaled, slowdown, spawn_hog,
+    held_victim, hog, proc_state, require_root, scaled, slowdown, stuck_in_exit, stuck_victim,
 };
 use serde_json::Value;
 
@@ -43,24 +43,11 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     // Dropped before the sandbox: the stuck thread must be released before the cgroup can go.
     let fuse = FuseHold::mount("incident");
     let watch = watch();
-    let file = fuse.file().to_str().expect("utf-8").to_string();
-    let args: Vec<String> = ["--mb", "256", "--file", &file, "--orphan"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut hog = spawn_hog(&sandbox, "stuck-fuse", &args);
-    let port: u16 = hog
-        .line()
-        .strip_prefix("port ")
-        .expect("port line")
-        .parse()
-        .expect("port");
-    let victim: u32 = hog
-        .line()
-        .strip_prefix("ready ")
-        .expect("ready line")
-        .parse()
-        .expect("pid");
+    let InExit {
+        mut hog,
+        victim,
+        port,
+    } = stuck_victim(&sandbox, &fuse, "stuck-fuse", &["--orphan"]);
     assert_ne!(victim, hog.pid(), "--orphan must fork");
     assert!(
         fuse.wait_held(wait()),
@@ -163,47 +150,6 @@ fn a_normal_kill_is_not_flagged() {
     );
 }
 
-/// A victim stuck *inside* exit, as `stuck-flush` makes it: the port it listens on and the
-/// hog whose last thread will block closing a FUSE file whose FLUSH is held.
-struct InExit {
-    hog: oomtrace_tests::Proc,
-    victim: u32,
-    port: u16,
-}
-
-/// Answers the held FUSE requests when dropped: declared after the hog, it is dropped before
-/// it, so a failing test does not wait forever for a victim still held in the kernel.
-struct ReleaseOnDrop<'a>(&'a FuseHold);
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-fn stuck_in_exit(sandbox: &Sandbox, fuse: &FuseHold, extra: &[&str]) -> InExit {
-    let file = fuse.file().to_str().expect("utf-8").to_string();
-    let mut args: Vec<String> = ["--mb", "256", "--file", &file]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut hog = spawn_hog(sandbox, "stuck-flush", &args);
-    let port: u16 = hog
-        .line()
-        .strip_prefix("port ")
-        .expect("port line")
-        .parse()
-        .expect("port");
-    let victim: u32 = hog
-        .line()
-        .strip_prefix("ready ")
-        .expect("ready line")
-        .parse()
-        .expect("pid");
-    InExit { hog, victim, port }
-}
-
 /// What the issue asks of a victim stuck in exit_files: flagged stuck at the exiting stage
 /// within timeout + slack, its port named although no fd table lists it, never dead while
 /// held, dead with the right time once released.
@@ -213,7 +159,11 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
     let sandbox = Sandbox::new(label, 64 * MIB);
     let fuse = FuseHold::mount_holding(label, Hold::Flush);
     let watch = watch();
-    let extra: &[&str] = if leader_exits { &["--leader-exits"] } else { &[] };
+    let extra: &[&str] = if leader_exits {
+        &["--leader-exits"]
+    } else {
+        &[]
+    };
     let mut v = stuck_in_exit(&sandbox, &fuse, extra);
     let _release = ReleaseOnDrop(&fuse);
     let victim = v.victim;
@@ -246,10 +196,11 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
     );
     let fx = &stuck["forensics"];
     assert!(
-        fx["threads"].as_array().expect("threads").iter().any(|t| t["state"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with('D')),
+        fx["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .any(|t| t["state"].as_str().unwrap_or("").starts_with('D')),
         "no thread in D: {fx}"
     );
     let listen = format!("LISTEN 127.0.0.1:{}", v.port);
@@ -260,10 +211,14 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         .find(|s| s["description"] == listen)
         .unwrap_or_else(|| panic!("the listening port is not named: {fx}"))
         .clone();
+    // Recorded when oomtrace saw the kill; under emulation the victim can reach exit_files
+    // first, and then the port is found as a listener no process holds. Never "in an fd
+    // table now": the table is detached inside exit_files.
     assert!(
-        socket["attribution"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("in its fd table when it was killed")),
+        socket["attribution"].as_str().is_some_and(|a| {
+            a.starts_with("in its fd table when it was killed")
+                || a.starts_with("a listener in its network namespace that no process")
+        }),
         "the fd table is detached inside exit_files: {socket}"
     );
     assert!(
@@ -353,7 +308,11 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
     );
     fuse.release();
     let dead = watch.wait_for("its death", wait(), |l| finding(l, "dead", victim));
-    assert_eq!(dead["kill_to_dead_ns"], Value::Null, "its kill time is unknown");
+    assert_eq!(
+        dead["kill_to_dead_ns"],
+        Value::Null,
+        "its kill time is unknown"
+    );
     let summary = watch.stop_and_collect();
     let s = summary
         .iter()

@@ -154,7 +154,10 @@ fn apt_update(why: &str) -> anyhow::Result<()> {
 
 /// Runs an apt step; if it fails and the lists were not refreshed yet in this run, refreshes
 /// them and tries once more (a package that left the archive, a list that predates a build).
-fn with_fresh_lists<T>(what: &str, mut step: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn with_fresh_lists<T>(
+    what: &str,
+    mut step: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     match step() {
         Ok(v) => Ok(v),
         Err(e) if !APT_UPDATED.load(Ordering::SeqCst) => {
@@ -259,19 +262,19 @@ pub fn tools() -> anyhow::Result<Tools> {
         // below proves the result runs.
         let deps = with_fresh_lists("apt-cache depends qemu-system-x86", || {
             output(
-            Command::new("apt-cache").args([
-                "depends",
-                "--recurse",
-                "--no-recommends",
-                "--no-suggests",
-                "--no-conflicts",
-                "--no-breaks",
-                "--no-replaces",
-                "--no-enhances",
-                "--no-pre-depends",
-                "qemu-system-x86",
-            ]),
-            "apt-cache depends",
+                Command::new("apt-cache").args([
+                    "depends",
+                    "--recurse",
+                    "--no-recommends",
+                    "--no-suggests",
+                    "--no-conflicts",
+                    "--no-breaks",
+                    "--no-replaces",
+                    "--no-enhances",
+                    "--no-pre-depends",
+                    "qemu-system-x86",
+                ]),
+                "apt-cache depends",
             )
         })?;
         const SKIP: [&str; 4] = [

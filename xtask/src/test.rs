@@ -128,7 +128,8 @@ fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Pa
     let mut s = String::from("#!/bin/sh\n");
     s += "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
     s += &format!(
-        "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 RUST_BACKTRACE=1\n",
+        "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 OOMTRACE_DISPOSABLE_KERNEL=1 \
+         RUST_BACKTRACE=1\n",
         bin.display()
     );
     s += "cd /\necho \"guest kernel $(uname -r)\"\n";

@@ -2,8 +2,7 @@
 
 use oomtrace_common::{
     GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomKill, PreExisting, Reaper,
-    TaskExit, TaskFree, USERSPACE_CPU, exit_seen, group_dead_source, pre_existing,
-    victim_fields,
+    TaskExit, TaskFree, USERSPACE_CPU, exit_seen, group_dead_source, pre_existing, victim_fields,
 };
 
 use super::*;
@@ -31,6 +30,11 @@ fn at(ms: u64) -> u64 {
 /// The allocating task that triggers the OOMs.
 const TRIGGER: u32 = 500;
 
+/// A made-up mm address per process: processes have their own unless a test says otherwise.
+fn mm_of(tgid: u32) -> u64 {
+    0xffff_8880_0000_0000 + u64::from(tgid) * 4096
+}
+
 fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
     Event {
         header: header(ms, TRIGGER, TRIGGER, "alloc"),
@@ -41,6 +45,7 @@ fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
             target_start_ns: start,
             group: 1,
             result: 0,
+            target_mm: mm_of(tgid),
         }),
     }
 }
@@ -52,6 +57,7 @@ fn mark(ms: u64, tgid: u32, start: u64) -> Event {
     v.comm = comm_bytes("hog");
     v.start_ns = start;
     v.memcg_id = MEMCG;
+    v.mm = mm_of(tgid);
     v.anon_rss_kb = 65536;
     v.fields = victim_fields::TASK | victim_fields::COMM | victim_fields::MEMORY;
     Event {
@@ -102,6 +108,8 @@ fn gone(ms: u64, pid: u32, start: u64) -> Event {
             pid,
             how: exit_seen::PIDFD,
             start_ns: start,
+            tid: 0,
+            _pad: 0,
         }),
     }
 }
@@ -168,6 +176,71 @@ fn kill_decision(ms: u64, tgid: u32, start: u64) -> Event {
             message: comm_bytes("Memory cgroup out of memory"),
         }),
     }
+}
+
+/// The kernel's longest message survives whole, and a sysrq-f kill (order -1) says so.
+#[test]
+fn a_sysrq_kill_is_told_apart_and_long_messages_are_whole() {
+    let mut t = tracker();
+    let mut kd = kill_decision(0, 42, 7);
+    if let Payload::OomKill(p) = &mut kd.payload {
+        p.order = -1;
+        p.message = comm_bytes("Out of memory (oom_kill_allocating_task)");
+    }
+    let f = run(
+        &mut t,
+        &[kd, sigkill(0, 42, 7), mark(0, 42, 7), gone(2, 42, 7)],
+        50,
+    );
+    let v = f[0].victim().unwrap();
+    let d = v.decision.as_ref().unwrap();
+    assert_eq!(d.message, "Out of memory (oom_kill_allocating_task)");
+    assert!(d.is_sysrq());
+    assert!(f[0].to_string().contains("sysrq-f"), "{}", f[0]);
+}
+
+/// The same SIGKILL, to a process whose mm is `owner`'s (it shares it, CLONE_VM).
+fn sharing(mut ev: Event, owner: u32) -> Event {
+    if let Payload::KernelSigkill(p) = &mut ev.payload {
+        p.target_mm = mm_of(owner);
+    }
+    ev
+}
+
+/// The same event, sent by `tgid` (its main thread) instead of the allocating task.
+fn from(mut ev: Event, tgid: u32) -> Event {
+    ev.header.pid = tgid;
+    ev.header.tgid = tgid;
+    ev
+}
+
+/// A container's init is the OOM victim (it was also the allocating task): as it exits, the
+/// kernel SIGKILLs every process in its PID namespace, from the same thread, within
+/// microseconds of the mark. One OOM kill, two collateral kills — not three OOM kills.
+#[test]
+fn a_pid_namespace_teardown_is_collateral_not_a_kill() {
+    let mut t = tracker();
+    let stream = [
+        from(sigkill(0, 42, 7), 42),
+        from(mark(0, 42, 7), 42),
+        from(sigkill(1, 43, 8), 42),
+        from(sigkill(1, 44, 9), 42),
+        gone(3, 42, 7),
+    ];
+    let f = run(&mut t, &stream, 100);
+    // Collateral once no mark claimed them within the pairing window.
+    assert_eq!(
+        names(&f),
+        ["killed", "dead", "collateral", "collateral"],
+        "{f:?}"
+    );
+    let Finding::Collateral { target, by, .. } = &f[2] else {
+        panic!()
+    };
+    assert_eq!((target.tgid, by.tgid), (43, 42));
+    assert!(f[2].to_string().contains("PID namespace"), "{}", f[2]);
+    let s = t.summary();
+    assert_eq!((s.kills, s.collateral), (1, 2));
 }
 
 /// Runs a stream; ticks every 10 ms up to `until_ms`; returns the findings.
@@ -310,6 +383,48 @@ fn reaper_giving_up_is_the_stage_reported() {
     assert_eq!(victim.reaper_skips, 10);
 }
 
+/// finish_task_reaping fires even when the unmapping failed; the reaper then retries without a
+/// skip. Ten attempts are its last: not "reaped (memory freed)".
+#[test]
+fn failed_reap_attempts_are_not_a_reap() {
+    let mut t = tracker();
+    let mut stream = vec![
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        reaper(2020, 42, Payload::WakeReaper),
+    ];
+    for i in 0..10 {
+        stream.push(reaper(2021 + i * 100, 42, Payload::StartReaping));
+        stream.push(reaper(2022 + i * 100, 42, Payload::FinishReaping));
+    }
+    let f = run(&mut t, &stream, 6000);
+    let Finding::Stuck { stage, victim, .. } = &f[1] else {
+        panic!("{f:?}")
+    };
+    assert_eq!(*stage, Stage::ReaperGaveUp);
+    assert_eq!(victim.reaper_attempts, 10);
+    // One attempt that finished, nothing after: reaped.
+    let mut t = tracker();
+    let stream = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        reaper(2020, 42, Payload::WakeReaper),
+        reaper(2021, 42, Payload::StartReaping),
+        reaper(2028, 42, Payload::FinishReaping),
+    ];
+    let f = run(&mut t, &stream, 6000);
+    assert!(
+        matches!(
+            &f[1],
+            Finding::Stuck {
+                stage: Stage::Reaped,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+}
+
 #[test]
 fn zombie_not_released_is_a_separate_finding() {
     let mut t = tracker();
@@ -417,7 +532,7 @@ fn processes_sharing_the_mm_are_tracked_as_victims_too() {
     let stream = [
         sigkill(0, 42, 7),
         mark(0, 42, 7),
-        sigkill(1, 77, 9), // shares 42's mm: SIGKILL only, sent right after the mark
+        sharing(sigkill(1, 77, 9), 42), // SIGKILL only, sent right after the mark
         gone(3, 42, 7),
         gone(4, 77, 9),
     ];
@@ -507,17 +622,59 @@ fn old_kernels_mark_with_a_thread_id_and_the_sigkill_names_the_process() {
     if let Payload::KernelSigkill(p) = &mut kill.payload {
         p.target_tgid = 0;
     }
-    let f = run(
-        &mut t,
-        &[kill, old_mark(0, 42), gone(2, 42, 0)],
-        100,
-    );
+    let f = run(&mut t, &[kill, old_mark(0, 42), gone(2, 42, 0)], 100);
     assert_eq!(names(&f), ["killed", "dead"]);
     let Finding::Dead { victim, .. } = &f[1] else {
         panic!()
     };
     assert_eq!(victim.comm, "hog");
     assert_eq!(victim.key.tgid, 42);
+}
+
+/// The classic tracepoints name the thread the kernel marked: when the main thread had
+/// exited, a tid that is not the pid. Userspace watches the process (tgid from /proc) and its
+/// death names the thread too: the victim dies, it is not left stuck.
+#[test]
+fn classic_tracepoints_naming_a_thread_still_see_the_process_die() {
+    let mut t = tracker();
+    let mut kill = sigkill(0, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_tgid = 0;
+        p.target_mm = 0;
+    }
+    let mut death = gone(50, 42, 0);
+    if let Payload::GroupExited(g) = &mut death.payload {
+        g.tid = 43;
+    }
+    let f = run(&mut t, &[kill, old_mark(0, 43), death], 7000);
+    assert_eq!(names(&f), ["killed", "dead"], "{f:?}");
+}
+
+/// The same, when userspace filled in the process from /proc (what `watch` records): keyed by
+/// the process, a free of the marked *thread* is not the process's release.
+#[test]
+fn a_thread_free_on_the_classic_path_is_not_the_release() {
+    let mut t = tracker();
+    let mut kill = sigkill(0, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_pid = 43;
+        p.target_tgid = 42;
+        p.target_mm = 0;
+    }
+    let mut m = old_mark(0, 43);
+    if let Payload::MarkVictim(v) = &mut m.payload {
+        v.tgid = 42;
+        v.fields |= victim_fields::TGID_FROM_PROC;
+    }
+    let f = run(&mut t, &[kill, m, free(20, 43, 0)], 3000);
+    assert_eq!(names(&f), ["killed"], "a thread's free is not death: {f:?}");
+    assert_eq!(f[0].victim().unwrap().key.tgid, 42);
+    let f = run(&mut t, &[gone(3100, 42, 0)], 20_000);
+    assert_eq!(
+        names(&f),
+        ["dead"],
+        "and no not_released for what cannot be seen: {f:?}"
+    );
 }
 
 /// A victim marked again through another thread keeps one index entry per id, and none once
@@ -586,7 +743,10 @@ fn display_lines_say_what_and_where() {
         line.starts_with("STUCK pid 42 (hog): not dead 5.01 s after the kill"),
         "{line}"
     );
-    assert!(line.contains("stage: exiting: entered exit, not finished"), "{line}");
+    assert!(
+        line.contains("stage: exiting: entered exit, not finished"),
+        "{line}"
+    );
     assert!(
         line.contains("thread(s) 42 entered exit (the first 4.00 ms after the kill)"),
         "{line}"
@@ -619,7 +779,9 @@ fn the_last_thread_entering_exit_is_not_death() {
     assert_eq!(*stage, Stage::Exiting);
     assert_eq!(victim.timeline.all_entered_exit, Some(at(3)));
     assert!(
-        where_stuck.starts_with("every thread has entered exit (the last 3.00 ms after the kill; thread(s) 42)"),
+        where_stuck.starts_with(
+            "every thread has entered exit (the last 3.00 ms after the kill; thread(s) 42)"
+        ),
         "{where_stuck}"
     );
     assert!(
@@ -669,7 +831,11 @@ fn dumps_without_death_records_take_the_last_exit_as_death() {
 #[test]
 fn a_pre_existing_victim_is_flagged_after_the_grace_and_followed_to_death() {
     let mut t = tracker();
-    let f = run(&mut t, &[found(0, 42, 7, MEMCG)], PRE_EXISTING_GRACE_NS / MS - 20);
+    let f = run(
+        &mut t,
+        &[found(0, 42, 7, MEMCG)],
+        PRE_EXISTING_GRACE_NS / MS - 20,
+    );
     assert!(f.is_empty(), "flagged before the grace: {f:?}");
     let f = run(&mut t, &[gone(3000, 42, 7)], 30_000);
     assert_eq!(names(&f), ["stuck", "dead"], "{f:?}");
@@ -684,13 +850,25 @@ fn a_pre_existing_victim_is_flagged_after_the_grace_and_followed_to_death() {
     };
     assert_eq!(*stage, Stage::PreExisting);
     assert!(victim.pre_existing);
-    assert!(*since_kill_ns >= PRE_EXISTING_GRACE_NS && *since_kill_ns < PRE_EXISTING_GRACE_NS + 30 * MS);
+    assert!(
+        *since_kill_ns >= PRE_EXISTING_GRACE_NS && *since_kill_ns < PRE_EXISTING_GRACE_NS + 30 * MS
+    );
     assert!(f[0].to_string().contains("(PRE-EXISTING)"), "{}", f[0]);
-    assert!(matches!(&f[1], Finding::Dead { kill_to_dead_ns: None, was_flagged: true, .. }));
+    assert!(matches!(
+        &f[1],
+        Finding::Dead {
+            kill_to_dead_ns: None,
+            was_flagged: true,
+            ..
+        }
+    ));
     let s = t.summary();
     assert_eq!((s.kills, s.pre_existing, s.dead, s.stuck_now), (0, 1, 1, 0));
     assert_eq!(s.kill_to_dead.count, 0, "no kill time, no kill→dead sample");
-    assert!(t.is_empty(), "its release cannot be seen: it is done with once dead");
+    assert!(
+        t.is_empty(),
+        "its release cannot be seen: it is done with once dead"
+    );
 }
 
 #[test]
@@ -715,7 +893,11 @@ fn livelock_matches_the_oom_domain_not_the_victims_own_memcg() {
         stream.push(invoke_in(5100 + i * 10, OTHER));
     }
     let f = run(&mut t, &stream, 6000);
-    assert_eq!(names(&f), ["killed", "stuck"], "a sibling's OOM is not ours");
+    assert_eq!(
+        names(&f),
+        ["killed", "stuck"],
+        "a sibling's OOM is not ours"
+    );
     let stream: Vec<Event> = (0..12).map(|i| invoke_in(6100 + i * 10, POD)).collect();
     let f = run(&mut t, &stream, 7000);
     assert_eq!(names(&f), ["livelock"]);

@@ -1,0 +1,120 @@
+//! End-to-end: the livelock the kernel falls into without killing again. A victim is stuck
+//! inside exit while an unkillable process (oom_score_adj -1000) keeps its memcg at the limit:
+//! the kernel invokes the OOM killer again and again and finds nothing it may kill. oomtrace
+//! reports a livelock where it can see OOM invocations (the guests: fentry/kprobe on
+//! `mem_cgroup_out_of_memory`), and says the signature is not observable where it cannot (this
+//! host) — never a silent pass. Root only.
+
+use std::time::Duration;
+
+use oomtrace_tests::{
+    ReleaseOnDrop, Sandbox, Watch, attach_of,
+    fuse::{FuseHold, Hold},
+    hog, require_root, scaled, stuck_in_exit,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn wait() -> Duration {
+    scaled(Duration::from_secs(30))
+}
+
+/// `parent_limit`: the limit is on a parent memcg (a pod, a slice) and the victim lives in a
+/// child: the OOM domain in the invocations is the parent, not the victim's own memcg.
+fn livelock(label: &str, parent_limit: bool) {
+    require_root();
+    let limited = Sandbox::new(label, 64 * MIB);
+    let child = parent_limit.then(|| limited.child("ctr"));
+    let home = child.as_ref().unwrap_or(&limited);
+    let fuse = FuseHold::mount_holding(label, Hold::Flush);
+    let watch = Watch::start(&["--timeout", "1", "--memcg", limited.rel_path()]);
+    let observable = attach_of(&watch.plan(), "oom_invoke") != Value::Null;
+
+    let mut v = stuck_in_exit(home, &fuse, &[]);
+    let _release = ReleaseOnDrop(&fuse);
+    v.hog.go();
+    assert!(
+        fuse.wait_held(wait()),
+        "the victim never reached the FUSE flush"
+    );
+    // Unkillable, it keeps the memcg at its limit: every fault invokes the OOM killer. (Only
+    // where invocations can be seen: lowering oom_score_adj needs CAP_SYS_RESOURCE, which the
+    // guests' root has and this project's CI host does not.)
+    let presser = observable.then(|| {
+        let mut p = hog(home, 128, true, Some(-1000));
+        p.go();
+        p
+    });
+
+    let victim = v.victim;
+    let stuck = watch.wait_for("the STUCK finding", wait(), |l| {
+        l["type"] == "finding" && l["finding"] == "stuck" && l["victim"]["key"]["tgid"] == victim
+    });
+    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    if observable {
+        // Without any hook: `check` reads the memcg's own counters twice (v2 counts
+        // invocations) and sees the OOM killer invoked again and again, killing nothing.
+        let out = std::process::Command::new(oomtrace_tests::oomtrace_bin())
+            .args(["check", "--json"])
+            .output()
+            .expect("running oomtrace check");
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "check must say the host is in trouble"
+        );
+        let check: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+        if let Some(cgroup) = oomtrace_tests::cgroup_version_2(&limited) {
+            let now = check["oom_now"]
+                .as_array()
+                .expect("oom_now")
+                .iter()
+                .find(|m| m["memcg_path"] == cgroup)
+                .unwrap_or_else(|| panic!("check does not see {cgroup} in OOM: {check}"))
+                .clone();
+            assert!(now["invocations"].as_u64() > Some(0), "{now}");
+            assert_eq!(now["kills"], 0, "{now}");
+        }
+        let ll = watch.wait_for("the LIVELOCK finding", wait(), |l| {
+            l["type"] == "finding" && l["finding"] == "livelock" && l["victim"]["tgid"] == victim
+        });
+        assert_eq!(
+            ll["memcg_id"],
+            limited.id(),
+            "the OOM domain is the memcg whose limit was hit: {ll}"
+        );
+        assert_eq!(ll["memcg_path"], limited.rel_path(), "{ll}");
+        assert!(ll["invocations"].as_u64() >= Some(10), "{ll}");
+        if let Some(child) = &child {
+            assert_eq!(stuck["victim"]["memcg_id"], child.id(), "{stuck}");
+        }
+    } else {
+        // Nothing may claim a livelock it cannot see, and the summary must say so.
+        std::thread::sleep(scaled(Duration::from_secs(1)));
+        let lines = watch.stop_and_collect();
+        assert!(
+            !lines.iter().any(|l| l["finding"] == "livelock"),
+            "a livelock reported without invocation hooks"
+        );
+        let summary = lines
+            .iter()
+            .find(|l| l["type"] == "summary")
+            .expect("a summary line");
+        assert_eq!(
+            summary["summary"]["livelock_observable"], false,
+            "{summary}"
+        );
+    }
+    drop(presser);
+}
+
+#[test]
+fn a_memcg_that_keeps_invoking_the_oom_killer_with_a_victim_stuck_is_a_livelock() {
+    livelock("livelock", false);
+}
+
+#[test]
+fn a_parent_limit_with_the_victim_in_a_child_is_a_livelock_of_the_parent() {
+    livelock("livelock-pod", true);
+}

@@ -125,9 +125,15 @@ fn apt_lists() -> anyhow::Result<()> {
     apt_update(&why)
 }
 
-/// Age of the newest package list, if any list exists.
+/// Written after each successful `apt-get update`: an update that finds nothing new leaves the
+/// lists' own times alone, and they would look stale forever.
+fn apt_stamp() -> anyhow::Result<PathBuf> {
+    Ok(vm_cache()?.join("apt-updated"))
+}
+
+/// Time since the lists were last refreshed: the newest list, or our own stamp.
 fn apt_lists_age() -> Option<Duration> {
-    std::fs::read_dir("/var/lib/apt/lists")
+    let lists = std::fs::read_dir("/var/lib/apt/lists")
         .ok()?
         .flatten()
         .filter(|e| {
@@ -135,7 +141,12 @@ fn apt_lists_age() -> Option<Duration> {
                 .to_str()
                 .is_some_and(|n| n.ends_with("Release") || n.ends_with("Packages"))
         })
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .filter_map(|e| e.metadata().ok()?.modified().ok());
+    let stamp = apt_stamp()
+        .ok()
+        .and_then(|s| std::fs::metadata(s).ok()?.modified().ok());
+    lists
+        .chain(stamp)
         .max()
         .and_then(|newest| newest.elapsed().ok())
 }
@@ -149,7 +160,12 @@ fn apt_update(why: &str) -> anyhow::Result<()> {
     setup::status(
         Command::new("apt-get").args(["update", "-qq"]),
         "apt-get update",
-    )
+    )?;
+    let stamp = apt_stamp()?;
+    if let Some(dir) = stamp.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// Runs an apt step; if it fails and the lists were not refreshed yet in this run, refreshes

@@ -213,6 +213,9 @@ fn fetch_unpack(pkgs: &[String], into: &Path) -> anyhow::Result<()> {
         with_fresh_lists("apt-get download", || {
             setup::status(
                 Command::new("apt-get")
+                    // Into our own cache dir, which apt's sandbox user cannot write: say so
+                    // instead of a warning per file.
+                    .args(["-o", "APT::Sandbox::User=root"])
                     .arg("download")
                     .args(&names)
                     .current_dir(&debs),

@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use oomtrace_common::{Event, EventKind, Header, RING_BYTES, TASK_COMM_LEN, TRACKED_MAX};
 
@@ -19,12 +19,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Processes (by tgid) whose thread exits and release are reported: victims and the processes
-/// killed with them. Filled at kill time, emptied at release; LRU so it can never fill up.
+/// Processes (by tgid) whose thread exits and release are reported: every target of a kernel
+/// SIGKILL (OOM victims among them). Filled at the kill, emptied at the release.
+///
+/// A plain hash, not an LRU: an LRU pops a node from a per-CPU free list on *every* update,
+/// even of a key it holds, and with ≥ 128 CPUs (on kernels without the 2025 free-target fix)
+/// that evicts live entries — a victim's exit and release were then silently dropped. A plain
+/// hash never evicts; when full (16384 processes killed and not yet released at once) a new
+/// process is not tracked: its death is still seen (through its pidfd), its exit stages and
+/// release are not.
 #[map]
-static TRACKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(TRACKED_MAX, 0);
+static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_MAX, 0);
 
-/// How many entries `TRACKED` holds, or more (one the LRU evicted stays counted). It is 0 while
+/// How many entries `TRACKED` holds. It is 0 while
 /// no victim is alive, which on a healthy host is nearly always: every process exit and release
 /// on the machine then costs one read of this (an array lookup the verifier inlines, on a cache
 /// line that is only written when a victim comes or goes) instead of a hash lookup.

@@ -243,6 +243,8 @@ pub struct Victim {
     pub exiting_tids: Vec<u32>,
     /// Killed before oomtrace started: found by the start-up scan.
     pub pre_existing: bool,
+    /// Marked by the OOM killer without a SIGKILL: it was already exiting (not a kill).
+    pub already_exiting: bool,
     /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
     pub death_seen: Option<&'static str>,
     /// Its mm identity (a kernel address: kept out of every output).
@@ -279,6 +281,7 @@ impl Victim {
             threads_exited: 0,
             exiting_tids: Vec::new(),
             pre_existing: false,
+            already_exiting: false,
             death_seen: None,
             mm: None,
             release_unseen: false,
@@ -382,8 +385,11 @@ impl Victim {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "finding", rename_all = "snake_case")]
 pub enum Finding {
-    /// A new victim (the kernel's SIGKILL or mark was seen).
+    /// A new victim: the kernel's SIGKILL was seen (or, without the signal hook, its mark).
     Killed { victim: Box<Victim> },
+    /// The OOM killer marked a task that was already exiting and killed nothing
+    /// (`task_will_free_mem`): not a kill, followed to its death all the same.
+    Marked { victim: Box<Victim> },
     /// The victim finished exiting: every thread passed `exit_notify`.
     Dead {
         victim: Box<Victim>,
@@ -441,7 +447,7 @@ impl Finding {
     /// When what it reports happened (CLOCK_MONOTONIC ns), if it is tied to an event.
     pub fn at_ns(&self) -> Option<u64> {
         match self {
-            Finding::Killed { victim } => victim.killed_at(),
+            Finding::Killed { victim } | Finding::Marked { victim } => victim.killed_at(),
             Finding::Dead { victim, .. } => victim.timeline.dead,
             Finding::Released { victim, .. } => victim.timeline.released,
             _ => None,
@@ -452,6 +458,7 @@ impl Finding {
     pub fn victim(&self) -> Option<&Victim> {
         match self {
             Finding::Killed { victim }
+            | Finding::Marked { victim }
             | Finding::Dead { victim, .. }
             | Finding::Stuck { victim, .. }
             | Finding::Unobservable { victim, .. }
@@ -482,6 +489,7 @@ impl Finding {
     pub fn name(&self) -> &'static str {
         match self {
             Finding::Killed { .. } => "killed",
+            Finding::Marked { .. } => "marked",
             Finding::Dead { .. } => "dead",
             Finding::Stuck { .. } => "stuck",
             Finding::Unobservable { .. } => "unobservable",
@@ -508,6 +516,12 @@ fn who(v: &Victim) -> String {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Finding::Marked { victim } => write!(
+                f,
+                "MARKED {}: already exiting; the OOM killer gave it memory reserves and the \
+                 reaper, and killed nothing",
+                who(victim)
+            ),
             Finding::Killed { victim } => {
                 write!(f, "KILLED {}", who(victim))?;
                 if victim.decision.as_ref().is_some_and(KillDecision::is_sysrq) {
@@ -643,6 +657,8 @@ pub struct Summary {
     pub pre_existing: u64,
     /// Processes the kernel killed because a victim exited (not OOM kills).
     pub collateral: u64,
+    /// Tasks the OOM killer marked that were already exiting (not kills).
+    pub marked_exiting: u64,
     pub dead: u64,
     pub stuck_now: u64,
     pub flagged_total: u64,
@@ -662,9 +678,11 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "kills {}, pre-existing {}, collateral {}, dead {}, stuck now {} (flagged in all {}), \
-             unobservable {}, released {}, not released now {}, lost events {}, livelocks {}",
+            "kills {}, marked exiting {}, pre-existing {}, collateral {}, dead {}, stuck now {} \
+             (flagged in all {}), unobservable {}, released {}, not released now {}, lost events \
+             {}, livelocks {}",
             self.kills,
+            self.marked_exiting,
             self.pre_existing,
             self.collateral,
             self.dead,
@@ -945,12 +963,11 @@ impl Tracker {
             }
             Some(k) => k,
             None => {
-                self.summary.kills += 1;
                 let mut v = Victim::new(key, comm);
                 v.lost_at_kill = self.lost;
                 self.insert_victim(v);
                 self.evict_if_full();
-                // Announced once the event that created it has filled it in (see `apply`).
+                // Announced (and counted) once its SIGKILL or its mark is seen (see `apply`).
                 self.announce.push(key);
                 key
             }
@@ -961,13 +978,42 @@ impl Tracker {
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.expire_pending_kills(ev.header.ts_ns, out);
         self.apply_event(ev, out);
+        self.announce_ready(out);
+    }
+
+    /// Announces the new victims whose fate is known. A kill is the kernel's SIGKILL (it comes
+    /// ~4 µs before the mark): a victim marked without one was already exiting — the OOM
+    /// killer marks such a task (`task_will_free_mem`) and kills nothing, and the kernel's
+    /// `oom_kill` counter does not count it. Where the signal hook is missing, a mark is taken
+    /// as a kill (as the kernel's own message would).
+    fn announce_ready(&mut self, out: &mut Vec<Finding>) {
+        let obs = self.cfg.observability;
+        let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
-            if let Some(v) = self.victims.get(&key) {
+            let Some(v) = self.victims.get_mut(&key) else {
+                continue;
+            };
+            let t = &v.timeline;
+            let signalled = t.sigkill.is_some();
+            if !signalled && t.marked.is_none() && (obs.signal || obs.mark_victim) {
+                // Chosen by oom_kill_process: its SIGKILL or mark comes next.
+                waiting.push(key);
+                continue;
+            }
+            if signalled || !obs.signal {
+                self.summary.kills += 1;
                 out.push(Finding::Killed {
+                    victim: Box::new(v.clone()),
+                });
+            } else {
+                v.already_exiting = true;
+                self.summary.marked_exiting += 1;
+                out.push(Finding::Marked {
                     victim: Box::new(v.clone()),
                 });
             }
         }
+        self.announce = waiting;
     }
 
     fn apply_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {

@@ -100,6 +100,7 @@ impl Metrics {
             Finding::Stuck { .. } => self.flagged += 1,
             Finding::Livelock { .. } => self.livelocks += 1,
             Finding::Unobservable { .. }
+            | Finding::Marked { .. }
             | Finding::NotReleased { .. }
             | Finding::Collateral { .. } => {}
         }

@@ -145,6 +145,24 @@ fn hog_is_killed_and_followed_to_release() {
         1,
         "the kernel counted no OOM kill in the sandbox"
     );
+    // Our count of kills in the sandbox is the kernel's.
+    watch.wait_for("the KILLED finding", wait(), |v| {
+        v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
+    });
+    let killed_here = watch
+        .lines()
+        .iter()
+        .filter(|v| {
+            v["type"] == "finding"
+                && v["finding"] == "killed"
+                && v["memcg_path"] == sandbox.rel_path()
+        })
+        .count() as u64;
+    assert_eq!(
+        killed_here,
+        sandbox.oom_kills(),
+        "kills differ from the memcg's oom_kill"
+    );
 
     let mine = |v: &Value, kind: &str| v["type"] == "event" && v["event"] == kind;
     let mark = watch.wait_for("mark_victim of the hog", wait(), |v| {

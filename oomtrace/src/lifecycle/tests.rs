@@ -199,6 +199,33 @@ fn a_sysrq_kill_is_told_apart_and_long_messages_are_whole() {
     assert!(f[0].to_string().contains("sysrq-f"), "{}", f[0]);
 }
 
+/// `out_of_memory()` marks a task that is already exiting, and `oom_kill_process()` returns
+/// early for a victim that will free its memory anyway: a mark, no SIGKILL. Not a kill (the
+/// kernel's `oom_kill` counter does not count it), but followed to its death.
+#[test]
+fn a_mark_without_a_sigkill_is_not_a_kill() {
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[kill_decision(0, 42, 7), mark(0, 42, 7), gone(3, 42, 7)],
+        100,
+    );
+    assert_eq!(names(&f), ["marked", "dead"], "{f:?}");
+    assert!(f[0].victim().unwrap().already_exiting);
+    assert!(f[0].to_string().contains("killed nothing"), "{}", f[0]);
+    let s = t.summary();
+    assert_eq!((s.kills, s.marked_exiting, s.dead), (0, 1, 1));
+    // Chosen, then its SIGKILL, then the mark: one kill, announced once.
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[kill_decision(0, 42, 7), sigkill(0, 42, 7), mark(0, 42, 7)],
+        100,
+    );
+    assert_eq!(names(&f), ["killed"], "{f:?}");
+    assert_eq!(t.summary().kills, 1);
+}
+
 /// The same SIGKILL, to a process whose mm is `owner`'s (it shares it, CLONE_VM).
 fn sharing(mut ev: Event, owner: u32) -> Event {
     if let Payload::KernelSigkill(p) = &mut ev.payload {

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use oomtrace_common::{EventKind, NO_OFFSET, TaskExit, TaskFree, group_dead_source};
 
 use crate::{
-    emit::{any_tracked, emit, is_tracked, untrack},
+    emit::{any_tracked, emit, is_tracked, track, untrack},
     kernel::{config, last_live_thread, leader_start_ns, read},
 };
 
@@ -57,10 +57,25 @@ pub fn exit_tp(ctx: TracePointContext) -> u32 {
     exit(task, group_dead, group_dead_source::TRACEPOINT)
 }
 
-/// Whether the exiting process is tracked; the cheap count test comes before the helper call.
+/// Whether the exiting thread's process is tracked; the cheap count test comes before the
+/// helper call. The classic tracepoints name the thread the kernel marked, which is not the
+/// leader when the leader had exited: a tracked *thread* counts too, and its process is then
+/// tracked from here on, so that the leader's release is reported.
 #[inline(always)]
 fn current_is_tracked() -> bool {
-    any_tracked() && is_tracked((bpf_get_current_pid_tgid() >> 32) as u32)
+    if !any_tracked() {
+        return false;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    if is_tracked(tgid) {
+        return true;
+    }
+    if tid != tgid && is_tracked(tid) {
+        track(tgid);
+        return true;
+    }
+    false
 }
 
 fn exit(task: u64, group_dead: Option<bool>, source: u32) -> u32 {

@@ -250,9 +250,7 @@ pub struct Victim {
     /// Its mm identity (a kernel address: kept out of every output).
     #[serde(skip)]
     mm: Option<u64>,
-    /// Its release cannot be seen (named by a non-leader thread on the classic path).
-    #[serde(skip)]
-    release_unseen: bool,
+
     /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
     lost_at_kill: u64,
     pub flagged_stuck: bool,
@@ -284,7 +282,6 @@ impl Victim {
             already_exiting: false,
             death_seen: None,
             mm: None,
-            release_unseen: false,
             lost_at_kill: 0,
             flagged_stuck: false,
             flagged_release: false,
@@ -751,6 +748,8 @@ pub struct Tracker {
     /// Memcg paths by id, for matching an OOM domain (the memcg whose limit was hit) with the
     /// victims below it.
     memcg_paths: HashMap<u64, String>,
+    /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
+    kills_by_memcg: HashMap<u64, u64>,
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
     lost: u64,
@@ -778,6 +777,7 @@ impl Tracker {
             pending_kills: Vec::new(),
             last_mark_by: HashMap::new(),
             memcg_paths: HashMap::new(),
+            kills_by_memcg: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
             summary: Summary {
@@ -1002,6 +1002,14 @@ impl Tracker {
             }
             if signalled || !obs.signal {
                 self.summary.kills += 1;
+                if let Some(m) = v.memcg_id {
+                    if self.kills_by_memcg.len() >= MAX_MEMCGS
+                        && !self.kills_by_memcg.contains_key(&m)
+                    {
+                        self.kills_by_memcg.clear();
+                    }
+                    *self.kills_by_memcg.entry(m).or_default() += 1;
+                }
                 out.push(Finding::Killed {
                     victim: Box::new(v.clone()),
                 });
@@ -1068,6 +1076,7 @@ impl Tracker {
             Payload::TaskExit(p) => {
                 let known = p.group_dead_source != group_dead_source::UNKNOWN;
                 let legacy = self.cfg.death_at_last_exit;
+                self.learn_process_of_thread(h.pid, h.tgid, p.start_ns);
                 let Some(v) = self.find(h.tgid, p.start_ns) else {
                     return;
                 };
@@ -1260,11 +1269,6 @@ impl Tracker {
             return;
         };
         v.trigger.get_or_insert(trigger);
-        // Named by a thread that is not its leader, on a kernel path that filters exits and
-        // frees by that thread: the leader's release cannot be seen.
-        if !has(victim_fields::TASK) && v.key.tgid != p.pid {
-            v.release_unseen = true;
-        }
         if has(victim_fields::TASK) {
             v.memcg_id = Some(p.memcg_id);
         }
@@ -1288,6 +1292,33 @@ impl Tracker {
         );
         if self.last_mark_by.len() > MAX_MEMCGS {
             self.last_mark_by.clear();
+        }
+    }
+
+    /// An exiting thread names its process (`current`'s tid and tgid): a victim the classic
+    /// tracepoints keyed by that thread's id, which userspace could not map to its process (the
+    /// thread was gone from /proc), is re-keyed to the process.
+    fn learn_process_of_thread(&mut self, tid: u32, tgid: u32, start_ns: u64) {
+        if tid == tgid || tgid == 0 {
+            return;
+        }
+        let Some(key) = self.lookup(tid, |v| v.key.tgid == tid && v.key.start_ns == 0) else {
+            return;
+        };
+        if self
+            .lookup(tgid, |v| v.key.matches(tgid, start_ns))
+            .is_some()
+        {
+            return;
+        }
+        let Some(mut v) = self.remove_victim(&key) else {
+            return;
+        };
+        v.key = VictimKey { tgid, start_ns };
+        let new = v.key;
+        self.insert_victim(v);
+        if let Some(i) = self.announce.iter().position(|k| *k == key) {
+            self.announce[i] = new;
         }
     }
 
@@ -1344,9 +1375,14 @@ impl Tracker {
         }
         // Its release cannot be seen (no free hook; a pre-existing victim is not in the
         // kernel's tracked set): nothing more will happen to it here.
-        if !self.cfg.observability.free || v.pre_existing || v.release_unseen {
+        if !self.cfg.observability.free || v.pre_existing {
             self.remove_victim(&v.key);
         }
+    }
+
+    /// Kills counted so far per victim memcg id.
+    pub fn kills_by_memcg(&self) -> &HashMap<u64, u64> {
+        &self.kills_by_memcg
     }
 
     /// A memcg's path (from the cgroup fs live, from the dump in a replay).

@@ -103,6 +103,8 @@ fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
             (p.tgid, p.pid, p.start_ns, p.comm)
         }
         Payload::MarkVictim(p) => (0, p.pid, 0, p.comm),
+        // A tracked thread exiting names its process for sure (no /proc race).
+        Payload::TaskExit(p) => (ev.header.tgid, ev.header.pid, p.start_ns, ev.header.comm),
         _ => return None,
     };
     let tgid = if tgid != 0 { tgid } else { tgid_of(tid)? };
@@ -387,7 +389,11 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         page_kb,
     };
     let memcg_root = memory.map(|m| m.mount);
-    let live = Live::new("/proc".into(), memcg_root.clone());
+    let mut live = Live::new("/proc".into(), memcg_root.clone());
+    live.oom_baseline = memcg_root
+        .as_deref()
+        .map(scan::memcg_oom_states)
+        .unwrap_or_default();
     raise_fd_limit();
     let death = deathwatch::available();
     let out = std::io::BufWriter::new(std::io::stdout());

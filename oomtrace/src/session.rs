@@ -95,6 +95,8 @@ pub struct Live {
     /// Socket inodes each victim (by tgid) held when it was killed: a thread stuck inside
     /// exit has no fd table left to find them through.
     pub sockets_at_kill: HashMap<u32, Vec<u64>>,
+    /// Every memcg's OOM counters when watching began (to reconcile kills at the end).
+    pub oom_baseline: Vec<crate::scan::MemcgOom>,
 }
 
 /// Victims whose sockets are remembered at most (the oldest are dropped past this).
@@ -106,6 +108,7 @@ impl Live {
             proc_root,
             memcg_root,
             sockets_at_kill: HashMap::new(),
+            oom_baseline: Vec::new(),
         }
     }
 
@@ -269,11 +272,13 @@ impl<W: Write> Session<W> {
         }
     }
 
-    /// Ends the session: judges what is left at `now_ns` and prints the summary.
+    /// Ends the session: judges what is left at `now_ns`, reconciles the kills with the
+    /// kernel's counters (live), and prints the summary.
     pub fn finish(&mut self, now_ns: u64) -> io::Result<Summary> {
         let mut found = std::mem::take(&mut self.findings);
         self.tracker.finish(now_ns, &mut found);
         self.emit(&mut found, now_ns)?;
+        self.reconcile()?;
         let summary = self.tracker.summary();
         if self.json {
             writeln!(
@@ -286,6 +291,70 @@ impl<W: Write> Session<W> {
         }
         self.out.flush()?;
         Ok(summary)
+    }
+
+    /// Per memcg, the OOM kills the kernel counted while we watched (`oom_kill`, which counts
+    /// kills in the memcg and below it) against ours; a line each, saying when they differ.
+    fn reconcile(&mut self) -> io::Result<()> {
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        let Some(root) = &live.memcg_root else {
+            return Ok(());
+        };
+        let after = crate::scan::memcg_oom_states(root);
+        let ours: Vec<(String, u64)> = self
+            .tracker
+            .kills_by_memcg()
+            .iter()
+            .filter_map(|(id, n)| Some((self.renderer.memcgs.path(*id)?, *n)))
+            .collect();
+        let under = |p: &str, of: &str| {
+            p == of || of == "/" || p.starts_with(&format!("{}/", of.trim_end_matches('/')))
+        };
+        for a in &after {
+            if a.path == "/" || !self.filter.memcg_ok(Some(&a.path)) {
+                continue;
+            }
+            let before = live.oom_baseline.iter().find(|b| b.path == a.path);
+            let kernel = match (a.oom_kill, before.and_then(|b| b.oom_kill)) {
+                (Some(now), Some(then)) => now.saturating_sub(then),
+                // Created while we watched: everything it counted is ours to match.
+                (Some(now), None) if before.is_none() => now,
+                _ => continue,
+            };
+            let mine: u64 = ours
+                .iter()
+                .filter(|(p, _)| under(p, &a.path))
+                .map(|(_, n)| n)
+                .sum();
+            if kernel == 0 && mine == 0 {
+                continue;
+            }
+            if self.json {
+                writeln!(
+                    self.out,
+                    "{}",
+                    json!({"type": "reconcile", "memcg_path": a.path, "kernel_oom_kills": kernel,
+                           "oomtrace_kills": mine, "agree": kernel == mine})
+                )?;
+            } else {
+                let verdict = if kernel == mine {
+                    "agree".to_string()
+                } else {
+                    "DIFFER (events lost, a kill before oomtrace attached, or a kill oomtrace \
+                     cannot see on this kernel)"
+                        .to_string()
+                };
+                writeln!(
+                    self.out,
+                    "reconcile: memcg {}: the kernel counted {kernel} OOM kill(s) while oomtrace \
+                     watched, oomtrace {mine}: {verdict}",
+                    a.path
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {

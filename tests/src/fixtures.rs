@@ -580,9 +580,15 @@ impl Watch {
 
     /// Stops the watcher with SIGTERM and returns everything it printed, to its last line.
     pub fn stop_and_collect(self) -> Vec<Value> {
+        self.stop_with_lines().1
+    }
+
+    /// Stops the watcher with SIGTERM; its exit code and everything it printed.
+    pub fn stop_with_lines(self) -> (Option<i32>, Vec<Value>) {
         let lines = Arc::clone(&self.lines);
-        let _ = self.stop();
-        lines.lock().expect("lines").clone()
+        let code = self.stop();
+        let lines = lines.lock().expect("lines").clone();
+        (code, lines)
     }
 
     /// Stops the watcher with SIGTERM and returns its exit status code.

@@ -221,7 +221,22 @@ fn hog_is_killed_and_followed_to_release() {
         });
         assert_eq!(done["killed"], true);
     }
-    assert_eq!(watch.stop(), Some(0), "watch must end cleanly on SIGTERM");
+    let (code, lines) = watch.stop_with_lines();
+    assert_eq!(code, Some(0), "watch must end cleanly on SIGTERM");
+    // At the end oomtrace reconciles its kills with the memcg's own counter.
+    let rec = lines
+        .iter()
+        .find(|v| v["type"] == "reconcile" && v["memcg_path"] == sandbox.rel_path())
+        .unwrap_or_else(|| panic!("no reconcile line for the sandbox"));
+    assert_eq!(
+        (
+            &rec["kernel_oom_kills"],
+            &rec["oomtrace_kills"],
+            &rec["agree"]
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(true)),
+        "{rec}"
+    );
 }
 
 /// A big process holds memory, a separate task allocates and triggers the OOM: the victim is

@@ -696,12 +696,44 @@ fn a_thread_free_on_the_classic_path_is_not_the_release() {
     let f = run(&mut t, &[kill, m, free(20, 43, 0)], 3000);
     assert_eq!(names(&f), ["killed"], "a thread's free is not death: {f:?}");
     assert_eq!(f[0].victim().unwrap().key.tgid, 42);
-    let f = run(&mut t, &[gone(3100, 42, 0)], 20_000);
-    assert_eq!(
-        names(&f),
-        ["dead"],
-        "and no not_released for what cannot be seen: {f:?}"
+    // The marked thread's exit made the kernel track the process: its release is seen.
+    let f = run(
+        &mut t,
+        &[
+            exit(3000, 43, 42, 0, true),
+            gone(3100, 42, 0),
+            free(3200, 42, 0),
+        ],
+        5000,
     );
+    assert_eq!(names(&f), ["dead", "released"], "{f:?}");
+}
+
+/// Under emulation the marked thread can be gone from /proc before userspace looks: the
+/// victim stays keyed by the thread id until that thread's exit (which names its process)
+/// re-keys it; a free of the thread is then not the release.
+#[test]
+fn a_thread_exit_names_the_process_of_a_victim_keyed_by_its_thread() {
+    let mut t = tracker();
+    let mut kill = sigkill(0, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_tgid = 0;
+        p.target_mm = 0;
+    }
+    let f = run(
+        &mut t,
+        &[
+            kill,
+            old_mark(0, 43),
+            exit(1, 43, 42, 0, true),
+            free(20, 43, 0),
+            free(40, 42, 0),
+        ],
+        100,
+    );
+    assert_eq!(names(&f), ["killed", "dead", "released"], "{f:?}");
+    assert_eq!(f[1].victim().unwrap().key.tgid, 42);
+    assert_eq!(f[1].victim().unwrap().death_seen, Some("released"));
 }
 
 /// A victim marked again through another thread keeps one index entry per id, and none once

@@ -64,8 +64,9 @@ struct Watched {
 pub struct DeathWatch {
     epoll: OwnedFd,
     watched: HashMap<u64, Watched>,
-    /// (pid, start time) → token, so a process is watched once however often it is named.
-    tokens: HashMap<(u32, u64), u64>,
+    /// pid → token, so a process is watched once however often (and with whatever start time)
+    /// it is named: while its pidfd is held, the pid cannot name another process.
+    tokens: HashMap<u32, u64>,
     next_token: u64,
 }
 
@@ -174,9 +175,9 @@ impl DeathWatch {
         self.watched.is_empty()
     }
 
-    /// Whether the process is being watched (or was found gone) already.
-    pub fn knows(&self, pid: u32, start_ns: u64) -> bool {
-        self.tokens.contains_key(&(pid, start_ns))
+    /// Whether a process with this pid is being watched.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.tokens.contains_key(&pid)
     }
 
     /// Starts watching process `pid` (a tgid) whose leader started at `start_ns` (ns since
@@ -191,7 +192,7 @@ impl DeathWatch {
         start_ns: u64,
         comm: [u8; TASK_COMM_LEN],
     ) -> Result<Option<Event>, WatchError> {
-        if self.knows(pid, start_ns) {
+        if self.knows(pid) {
             return Ok(None);
         }
         if self.watched.len() >= MAX_WATCHED {
@@ -242,7 +243,7 @@ impl DeathWatch {
                 source: io::Error::last_os_error(),
             });
         }
-        self.tokens.insert((pid, start_ns), token);
+        self.tokens.insert(pid, token);
         self.watched.insert(
             token,
             Watched {
@@ -277,7 +278,7 @@ impl DeathWatch {
             for e in &evs[..n] {
                 let token = e.u64;
                 if let Some(w) = self.watched.remove(&token) {
-                    self.tokens.remove(&(w.pid, w.start_ns));
+                    self.tokens.remove(&w.pid);
                     // Dropping the pidfd removes it from the epoll set.
                     drop(w.pidfd);
                     out.push(exited(w.pid, w.tid, w.start_ns, w.comm, exit_seen::PIDFD));
@@ -288,13 +289,6 @@ impl DeathWatch {
             }
         }
         out
-    }
-
-    /// Stops watching a process the tracker no longer follows.
-    pub fn forget(&mut self, pid: u32, start_ns: u64) {
-        if let Some(token) = self.tokens.remove(&(pid, start_ns)) {
-            self.watched.remove(&token);
-        }
     }
 }
 

@@ -186,7 +186,7 @@ impl<W: std::io::Write> Runner<W> {
         start_ns: u64,
         comm: [u8; 16],
     ) -> anyhow::Result<()> {
-        if deaths.knows(tgid, start_ns) {
+        if deaths.knows(tgid) {
             return Ok(());
         }
         match deaths.watch(std::path::Path::new("/proc"), (tgid, tid), start_ns, comm) {

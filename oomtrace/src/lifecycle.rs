@@ -50,7 +50,11 @@ pub const REORDER_NS: u64 = 10_000_000;
 /// How long a kernel SIGKILL waits for the mark_victim that names it an OOM kill, and how soon
 /// after a mark the same task's SIGKILLs count as kills of processes sharing the victim's mm
 /// (both happen in one `__oom_kill_process()` call).
-const SIGKILL_PAIRING_NS: u64 = 5_000_000;
+///
+/// In the kernel the three are consecutive statements of one function: microseconds apart on
+/// hardware, but 6–7 ms have been seen under software emulation (QEMU/TCG), so the window is
+/// generous; co-victims are told apart by their mm where the kernel gives it, not by time.
+const SIGKILL_PAIRING_NS: u64 = 50_000_000;
 /// Attempts after which the oom_reaper gives up (`MAX_OOM_REAP_RETRIES`). An attempt is a
 /// `skip_task_reaping` (mmap_lock busy) or a `start_task_reaping` — whose
 /// `finish_task_reaping` fires whether or not the unmapping succeeded: a failed attempt is seen
@@ -745,6 +749,10 @@ pub struct Tracker {
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
     last_mark_by: HashMap<u32, LastMark>,
+    /// The last victim each task chose (`oom_kill_process`): the SIGKILL it sends right after
+    /// goes to that process's thread that holds the mm, which the classic tracepoint names by
+    /// its thread id only.
+    last_choice_by: HashMap<u32, LastMark>,
     /// Memcg paths by id, for matching an OOM domain (the memcg whose limit was hit) with the
     /// victims below it.
     memcg_paths: HashMap<u64, String>,
@@ -776,6 +784,7 @@ impl Tracker {
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
             last_mark_by: HashMap::new(),
+            last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
             kills_by_memcg: HashMap::new(),
             announce: Vec::new(),
@@ -1039,6 +1048,21 @@ impl Tracker {
                 v.timeline.chosen.get_or_insert(ts);
                 v.memcg_id = Some(p.memcg_id);
                 v.trigger = Some(Self::task(&h));
+                let key = v.key;
+                self.last_choice_by.insert(
+                    h.pid,
+                    LastMark {
+                        ts,
+                        victim: key,
+                        mm: None,
+                    },
+                );
+                if self.last_choice_by.len() > MAX_MEMCGS {
+                    self.last_choice_by.clear();
+                }
+                let Some(v) = self.victims.get_mut(&key) else {
+                    return;
+                };
                 v.decision = Some(KillDecision {
                     chosen_points: p.chosen_points,
                     totalpages: p.totalpages,
@@ -1151,6 +1175,25 @@ impl Tracker {
         // Already a victim (oom_kill_process seen): record the signal.
         if let Some(v) = self.find(tgid, p.target_start_ns) {
             v.timeline.sigkill.get_or_insert(h.ts_ns);
+            return;
+        }
+        // Named by a thread id only (classic tracepoint), right after its sender chose a victim
+        // that has not had its SIGKILL: that victim's thread holding the mm. Its mark will name
+        // the same thread.
+        if p.target_tgid == 0
+            && let Some(choice) = self.last_choice_by.get(&h.pid).copied()
+            && h.ts_ns.saturating_sub(choice.ts) <= SIGKILL_PAIRING_NS
+            && self
+                .victims
+                .get(&choice.victim)
+                .is_some_and(|v| v.timeline.sigkill.is_none())
+        {
+            let key = choice.victim;
+            let earlier = self.victims.get_mut(&key).and_then(|v| {
+                v.timeline.sigkill = Some(h.ts_ns);
+                v.marked_tid.replace(p.target_pid)
+            });
+            self.reindex_tid(key, earlier, Some(p.target_pid));
             return;
         }
         // Sent right after its sender marked a victim, to a process sharing that victim's mm:

@@ -440,7 +440,26 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
     let dead = watch.wait_for("the death", wait(), |l| {
         l["type"] == "finding" && l["finding"] == "dead" && ours(l)
     });
-    assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
+    let seen: Vec<String> = watch
+        .lines()
+        .iter()
+        .filter(|l| {
+            l["type"] == "event"
+                && [
+                    &l["current"]["tgid"],
+                    &l["pid"],
+                    &l["target"]["pid"],
+                    &l["victim"]["pid"],
+                ]
+                .iter()
+                .any(|v| **v == pid || tids.iter().any(|t| *v == t))
+        })
+        .map(|l| format!("{} {}", l["event"], l))
+        .collect();
+    assert_eq!(
+        dead["victim"]["death_seen"], "pidfd",
+        "{dead}\nevents: {seen:#?}"
+    );
     std::thread::sleep(scaled(Duration::from_millis(2500)));
     assert!(
         !watch

@@ -736,6 +736,37 @@ fn a_thread_exit_names_the_process_of_a_victim_keyed_by_its_thread() {
     assert_eq!(f[1].victim().unwrap().death_seen, Some("released"));
 }
 
+/// oom_kill_process (fentry) names the process it chose; on the classic signal and mark
+/// tracepoints the SIGKILL and the mark name only the thread holding its mm (its leader had
+/// exited), and under emulation they can be milliseconds apart. One victim, one kill.
+#[test]
+fn a_chosen_process_and_its_thread_named_by_classic_tracepoints_are_one_victim() {
+    let mut t = tracker();
+    let mut kill = sigkill(3, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_tgid = 0;
+        p.target_mm = 0;
+    }
+    let mut m = old_mark(10, 43);
+    m.header.ts_ns = at(10);
+    let f = run(
+        &mut t,
+        &[
+            kill_decision(0, 42, 7),
+            kill,
+            m,
+            exit(60, 43, 42, 7, true),
+            gone(80, 42, 7),
+        ],
+        200,
+    );
+    assert_eq!(names(&f), ["killed", "dead"], "{f:?}");
+    let v = f[1].victim().unwrap();
+    assert_eq!((v.key.tgid, v.marked_tid), (42, Some(43)));
+    assert!(v.timeline.sigkill.is_some() && v.timeline.marked.is_some());
+    assert_eq!(t.summary().kills, 1);
+}
+
 /// A victim marked again through another thread keeps one index entry per id, and none once
 /// it is released.
 #[test]

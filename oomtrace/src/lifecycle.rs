@@ -724,7 +724,9 @@ struct PendingKill {
     target: Task,
     start_ns: u64,
     sender_tid: u32,
-    sender_tgid: u32,
+    /// The victim that sent it, if the sender is one (its exit's doing), as it was then: it
+    /// may be released and forgotten before the pairing window ends.
+    by: Option<(VictimKey, String, Option<u64>)>,
 }
 
 /// The last victim a task marked: the SIGKILLs it sends right after are to processes sharing
@@ -1223,12 +1225,17 @@ impl Tracker {
             return;
         }
         // Otherwise wait for the mark_victim that says this was the OOM killer's.
+        let by = (h.tgid != target.tgid)
+            .then(|| self.lookup(h.tgid, |v| v.key.tgid == h.tgid))
+            .flatten()
+            .and_then(|k| self.victims.get(&k))
+            .map(|v| (v.key, v.comm.clone(), v.memcg_id));
         self.pending_kills.push(PendingKill {
             ts: h.ts_ns,
             target,
             start_ns: p.target_start_ns,
             sender_tid: h.pid,
-            sender_tgid: h.tgid,
+            by,
         });
     }
 
@@ -1241,17 +1248,9 @@ impl Tracker {
                 .partition(|k| now.saturating_sub(k.ts) > SIGKILL_PAIRING_NS);
         self.pending_kills = kept;
         for k in expired {
-            if k.sender_tgid == k.target.tgid {
-                continue;
-            }
-            let Some(by) = self.lookup(k.sender_tgid, |v| v.key.tgid == k.sender_tgid) else {
+            let Some((by, by_comm, memcg_id)) = k.by else {
                 continue;
             };
-            let (by_comm, memcg_id) = self
-                .victims
-                .get(&by)
-                .map(|v| (v.comm.clone(), v.memcg_id))
-                .unwrap_or_default();
             self.summary.collateral += 1;
             out.push(Finding::Collateral {
                 target: k.target,

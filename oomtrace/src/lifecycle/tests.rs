@@ -253,19 +253,21 @@ fn a_pid_namespace_teardown_is_collateral_not_a_kill() {
         from(sigkill(1, 43, 8), 42),
         from(sigkill(1, 44, 9), 42),
         gone(3, 42, 7),
+        // Reaped (and forgotten) before the pairing window ends.
+        free(6, 42, 7),
     ];
     let f = run(&mut t, &stream, 100);
     // Collateral once no mark claimed them within the pairing window.
     assert_eq!(
         names(&f),
-        ["killed", "dead", "collateral", "collateral"],
+        ["killed", "dead", "released", "collateral", "collateral"],
         "{f:?}"
     );
-    let Finding::Collateral { target, by, .. } = &f[2] else {
+    let Finding::Collateral { target, by, .. } = &f[3] else {
         panic!()
     };
     assert_eq!((target.tgid, by.tgid), (43, 42));
-    assert!(f[2].to_string().contains("PID namespace"), "{}", f[2]);
+    assert!(f[3].to_string().contains("PID namespace"), "{}", f[3]);
     let s = t.summary();
     assert_eq!((s.kills, s.collateral), (1, 2));
 }

@@ -1174,9 +1174,15 @@ impl Tracker {
             tgid,
             comm: cstr(&p.target_comm),
         };
-        // Already a victim (oom_kill_process seen): record the signal.
+        // Already a victim (oom_kill_process seen): record the signal, and the thread it went
+        // to (the one holding the mm), which a classic mark names by its thread id.
         if let Some(v) = self.find(tgid, p.target_start_ns) {
             v.timeline.sigkill.get_or_insert(h.ts_ns);
+            if p.target_pid != v.key.tgid && v.marked_tid.is_none() {
+                v.marked_tid = Some(p.target_pid);
+                let key = v.key;
+                self.reindex_tid(key, None, Some(p.target_pid));
+            }
             return;
         }
         // Named by a thread id only (classic tracepoint), right after its sender chose a victim

@@ -769,6 +769,32 @@ fn a_chosen_process_and_its_thread_named_by_classic_tracepoints_are_one_victim()
     assert_eq!(t.summary().kills, 1);
 }
 
+/// The same, when userspace could name the SIGKILL's process from /proc but the thread was
+/// gone before the mark came: the mark (by thread id) still finds the chosen process.
+#[test]
+fn a_classic_mark_by_thread_finds_the_process_its_sigkill_named() {
+    let mut t = tracker();
+    let mut kill = sigkill(3, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_tgid = 42;
+        p.target_mm = 0;
+    }
+    let f = run(
+        &mut t,
+        &[
+            kill_decision(0, 42, 7),
+            kill,
+            old_mark(10, 43),
+            free(40, 43, 0),
+            gone(80, 42, 7),
+        ],
+        200,
+    );
+    assert_eq!(names(&f), ["killed", "dead"], "{f:?}");
+    assert_eq!(f[1].victim().unwrap().death_seen, Some("pidfd"));
+    assert_eq!(t.summary().marked_exiting, 0);
+}
+
 /// A victim marked again through another thread keeps one index entry per id, and none once
 /// it is released.
 #[test]

@@ -326,28 +326,28 @@ const MAX_MEMCG_DIRS: usize = 100_000;
 /// (`PF_EXITING`), however long it is stuck there; the memcg's own `tasks` file still lists
 /// it until it leaves its css_set at the end of exit.
 pub fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
+    // The deepest match is the task's own memcg (v1 lists a task in one memcg only; a racing
+    // move could list it twice).
+    memcgs_under(memcg_root)
+        .filter(|(_, path)| path != "/")
+        .filter(|(dir, _)| {
+            read(&dir.join("tasks")).is_some_and(|tasks| {
+                tasks
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok())
+                    .any(|t| tids.contains(&t))
+            })
+        })
+        .map(|(_, path)| path)
+        .max_by_key(|path| path.matches('/').count())
+}
+
+/// Every memcg directory under the controller's mount (at most [`MAX_MEMCG_DIRS`]), with its
+/// path as oomtrace names it (`/` for the root).
+pub(crate) fn memcgs_under(memcg_root: &Path) -> impl Iterator<Item = (PathBuf, String)> + '_ {
     let mut stack = vec![memcg_root.to_path_buf()];
-    let mut seen = 0;
-    let mut found = None;
-    while let Some(dir) = stack.pop() {
-        seen += 1;
-        if seen > MAX_MEMCG_DIRS {
-            break;
-        }
-        if dir != memcg_root
-            && let Some(tasks) = read(&dir.join("tasks"))
-            && tasks
-                .lines()
-                .filter_map(|l| l.trim().parse::<u32>().ok())
-                .any(|t| tids.contains(&t))
-        {
-            // The deepest match is the task's own memcg (v1 lists a task in one memcg only,
-            // but keep searching below in case of a racing move).
-            found = dir
-                .strip_prefix(memcg_root)
-                .ok()
-                .map(|p| format!("/{}", p.display()));
-        }
+    std::iter::from_fn(move || {
+        let dir = stack.pop()?;
         if let Ok(entries) = std::fs::read_dir(&dir) {
             stack.extend(
                 entries
@@ -356,12 +356,18 @@ pub fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
                     .map(|e| e.path()),
             );
         }
-    }
-    found
+        let path = match dir.strip_prefix(memcg_root) {
+            Ok(p) if p.as_os_str().is_empty() => "/".to_string(),
+            Ok(p) => format!("/{}", p.display()),
+            Err(_) => String::new(),
+        };
+        Some((dir, path))
+    })
+    .take(MAX_MEMCG_DIRS)
 }
 
 /// A `key value` line of a flat-keyed cgroup file.
-fn keyed(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok())?

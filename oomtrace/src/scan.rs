@@ -16,7 +16,11 @@ use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 use oomtrace_common::{PreExisting, TASK_COMM_LEN, pre_existing};
 
-use crate::{deathwatch::start_ns_of, event::comm_bytes, inspect};
+use crate::{
+    deathwatch::start_ns_of,
+    event::comm_bytes,
+    inspect::{self, keyed},
+};
 
 /// A process with SIGKILL pending that has not finished exiting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,30 +237,17 @@ pub struct MemcgOom {
     pub under_oom: Option<bool>,
 }
 
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok())?
-    })
-}
-
 /// Every memcg's OOM counters under the memory controller's mount.
 pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
-    let mut out = Vec::new();
-    let mut stack = vec![memcg_root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if out.len() >= MAX_MEMCGS_SCANNED {
-            break;
-        }
-        let path = match dir.strip_prefix(memcg_root) {
-            Ok(p) if p.as_os_str().is_empty() => "/".to_string(),
-            Ok(p) => format!("/{}", p.display()),
-            Err(_) => continue,
-        };
-        let events = std::fs::read_to_string(dir.join("memory.events")).ok();
-        let control = std::fs::read_to_string(dir.join("memory.oom_control")).ok();
-        if events.is_some() || control.is_some() {
-            out.push(MemcgOom {
+    inspect::memcgs_under(memcg_root)
+        .take(MAX_MEMCGS_SCANNED)
+        .filter_map(|(dir, path)| {
+            let events = std::fs::read_to_string(dir.join("memory.events")).ok();
+            let control = std::fs::read_to_string(dir.join("memory.oom_control")).ok();
+            if events.is_none() && control.is_none() {
+                return None;
+            }
+            Some(MemcgOom {
                 path,
                 oom: events.as_deref().and_then(|t| keyed(t, "oom")),
                 oom_kill: events
@@ -267,18 +258,9 @@ pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
                     .as_deref()
                     .and_then(|t| keyed(t, "under_oom"))
                     .map(|u| u != 0),
-            });
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            stack.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    out
+            })
+        })
+        .collect()
 }
 
 /// A memcg in OOM now: between two readings the OOM killer was invoked for it (v2), or it was

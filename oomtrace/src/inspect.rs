@@ -78,7 +78,8 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+/// A `Key:` field of a /proc status file, trimmed.
+pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
@@ -88,6 +89,24 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 /// SIGKILL (signal 9) is bit 8 of the pending masks.
 fn has_sigkill(mask_hex: &str) -> bool {
     u64::from_str_radix(mask_hex.trim(), 16).is_ok_and(|m| m & (1 << 8) != 0)
+}
+
+/// Whether a /proc status file shows SIGKILL pending (shared or the thread's own); None if
+/// it has neither mask.
+pub(crate) fn sigkill_pending(status: &str) -> Option<bool> {
+    match (
+        status_field(status, "ShdPnd"),
+        status_field(status, "SigPnd"),
+    ) {
+        (None, None) => None,
+        (a, b) => Some(a.is_some_and(has_sigkill) || b.is_some_and(has_sigkill)),
+    }
+}
+
+/// The process (tgid) thread `tid` belongs to, from `/proc/TID/status`.
+pub(crate) fn tgid_of(proc_root: &Path, tid: u32) -> Option<u32> {
+    let status = read(&proc_root.join(tid.to_string()).join("status"))?;
+    status_field(&status, "Tgid")?.parse().ok()
 }
 
 /// Gathers forensics for `tgid` under `proc_root` (normally `/proc`), with the memory cgroup
@@ -159,13 +178,7 @@ pub fn collect(
     f.state = status_field(&status, "State").map(str::to_string);
     f.ppid = status_field(&status, "PPid").and_then(|p| p.parse().ok());
     f.threads_count = status_field(&status, "Threads").and_then(|p| p.parse().ok());
-    f.sigkill_pending = match (
-        status_field(&status, "ShdPnd"),
-        status_field(&status, "SigPnd"),
-    ) {
-        (None, None) => None,
-        (a, b) => Some(a.is_some_and(has_sigkill) || b.is_some_and(has_sigkill)),
-    };
+    f.sigkill_pending = sigkill_pending(&status);
     if let Some(ppid) = f.ppid {
         f.parent_comm =
             read(&proc_root.join(ppid.to_string()).join("comm")).map(|c| c.trim().to_string());

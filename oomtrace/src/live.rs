@@ -75,13 +75,7 @@ pub fn observability(probes: &Probes) -> Observability {
 
 /// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
 fn tgid_of(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()
+    crate::inspect::tgid_of(std::path::Path::new("/proc"), tid)
 }
 
 /// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).

@@ -19,7 +19,7 @@ use oomtrace_common::{PreExisting, TASK_COMM_LEN, pre_existing};
 use crate::{
     deathwatch::start_ns_of,
     event::comm_bytes,
-    inspect::{self, keyed},
+    inspect::{self, keyed, sigkill_pending, status_field},
 };
 
 /// A process with SIGKILL pending that has not finished exiting.
@@ -58,21 +58,6 @@ impl Candidate {
     }
 }
 
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-fn sigkill_pending(status: &str) -> bool {
-    ["ShdPnd", "SigPnd"].iter().any(|k| {
-        status_field(status, k)
-            .and_then(|m| u64::from_str_radix(m, 16).ok())
-            .is_some_and(|m| m & (1 << 8) != 0)
-    })
-}
-
 /// Scans `proc_root` for processes with SIGKILL pending that have not finished exiting
 /// (except `exclude`, oomtrace itself). `memcg_root` is the memory controller's mount, to turn
 /// a memcg path into its id.
@@ -106,11 +91,11 @@ fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Ca
             let tid: u32 = e.file_name().to_str()?.parse().ok()?;
             let st = std::fs::read_to_string(e.path().join("status")).ok()?;
             let state = status_field(&st, "State")?.to_string();
-            Some((tid, state, sigkill_pending(&st)))
+            Some((tid, state, sigkill_pending(&st) == Some(true)))
         })
         .collect();
     states.sort();
-    if !sigkill_pending(&status) && !states.iter().any(|s| s.2) {
+    if sigkill_pending(&status) != Some(true) && !states.iter().any(|s| s.2) {
         return None;
     }
     let finished = |s: &str| s.starts_with('Z') || s.starts_with('X');

@@ -59,7 +59,8 @@ pub struct Outcome {
     pub flagged: u64,
 }
 
-pub fn observability(probes: &Probes) -> Observability {
+/// What the attach plan and the pidfd probe (`death`) let the tracker see.
+pub fn observability(probes: &Probes, death: bool) -> Observability {
     let on = |h| probes.hook(h).attached();
     Observability {
         oom_invoke: on(Hook::OomInvoke),
@@ -69,7 +70,7 @@ pub fn observability(probes: &Probes) -> Observability {
         reaper: on(Hook::WakeReaper),
         exit: on(Hook::TaskExit),
         free: on(Hook::TaskFree),
-        death: deathwatch::available().is_ok(),
+        death,
     }
 }
 
@@ -368,10 +369,11 @@ impl<W: std::io::Write> Runner<W> {
 
 /// Runs until SIGINT/SIGTERM or `duration`.
 pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outcome> {
+    let death = deathwatch::available();
     let tracker = Tracker::new(TrackerConfig {
         timeout_ns: opts.timeout_ns,
         release_timeout_ns: opts.release_timeout_ns,
-        observability: observability(probes),
+        observability: observability(probes, death.is_ok()),
         ..TrackerConfig::default()
     });
     let memory = probes.env.memory_controller.clone();
@@ -389,7 +391,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         .map(scan::memcg_oom_states)
         .unwrap_or_default();
     raise_fd_limit();
-    let death = deathwatch::available();
     let out = std::io::BufWriter::new(std::io::stdout());
     let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
     session.keep_findings = true;

@@ -699,3 +699,20 @@ pub fn stuck_victim(
         .expect("pid");
     InExit { hog, victim, port }
 }
+
+/// Runs `oomtrace check --json ARGS…`: its exit code and its JSON (panics with stderr if the
+/// output is not JSON).
+pub fn check_json(args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(oomtrace_bin())
+        .args(["check", "--json"])
+        .args(args)
+        .output()
+        .expect("running oomtrace check");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}

@@ -6,9 +6,9 @@
 use std::{path::Path, time::Duration};
 
 use oomtrace_tests::{
-    Sandbox, Watch, attach_of,
+    Sandbox, Watch, attach_of, check_json,
     fuse::{FuseHold, Hold},
-    hog, oomtrace_bin, page_size, proc_state, require_root, scaled, stuck_in_exit, wait_until,
+    hog, page_size, proc_state, require_root, scaled, stuck_in_exit, wait_until,
 };
 use serde_json::Value;
 
@@ -43,16 +43,7 @@ fn open_files_limit(pid: u32) -> (String, String) {
 #[test]
 fn check_reports_the_attach_plan_with_reasons() {
     require_root();
-    let out = std::process::Command::new(oomtrace_bin())
-        .args(["check", "--json"])
-        .output()
-        .expect("running oomtrace check");
-    let check: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (code, check) = check_json(&[]);
     // 4 means the host is in trouble now: another test's victim may be held, or its memcg
     // livelocked, right now. Then it must name them; otherwise it must succeed.
     let stuck_elsewhere = check["pre_existing"]
@@ -62,7 +53,7 @@ fn check_reports_the_attach_plan_with_reasons() {
             .as_array()
             .is_some_and(|a| a.iter().any(|m| m["kills"] == 0));
     let want = if stuck_elsewhere { 4 } else { 0 };
-    assert_eq!(out.status.code(), Some(want), "{check}");
+    assert_eq!(code, Some(want), "{check}");
     assert_eq!(check["kill_path_observable"], true);
     assert_eq!(check["death"]["pidfd"], true, "{check}");
     for hook in [
@@ -305,13 +296,7 @@ fn ordinary_exits_are_not_reported() {
 #[test]
 fn fallback_chain_when_attach_types_are_forbidden() {
     require_root();
-    let check = |forbid: &str| -> Value {
-        let out = std::process::Command::new(oomtrace_bin())
-            .args(["check", "--json", "--forbid", forbid])
-            .output()
-            .expect("running oomtrace check");
-        serde_json::from_slice(&out.stdout).expect("check --json is JSON")
-    };
+    let check = |forbid: &str| -> Value { check_json(&["--forbid", forbid]).1 };
     let no_fentry = check("fentry,fexit");
     for hook in ["oom_invoke", "oom_invoke_global", "oom_kill"] {
         let want = if kernel_has_kprobes() {

@@ -55,16 +55,12 @@ fn livelock(label: &str, parent_limit: bool) {
     if observable {
         // Without any hook: `check` reads the memcg's own counters twice (v2 counts
         // invocations) and sees the OOM killer invoked again and again, killing nothing.
-        let out = std::process::Command::new(oomtrace_tests::oomtrace_bin())
-            .args(["check", "--json"])
-            .output()
-            .expect("running oomtrace check");
+        let (code, check) = oomtrace_tests::check_json(&[]);
         assert_eq!(
-            out.status.code(),
+            code,
             Some(4),
-            "check must say the host is in trouble"
+            "check must say the host is in trouble: {check}"
         );
-        let check: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
         if let Some(cgroup) = oomtrace_tests::cgroup_version_2(&limited) {
             let now = check["oom_now"]
                 .as_array()

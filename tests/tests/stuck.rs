@@ -264,17 +264,8 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
     v.hog.go();
     assert!(fuse.wait_held(wait()), "the victim never reached the flush");
 
-    let out = std::process::Command::new(oomtrace_tests::oomtrace_bin())
-        .args(["check", "--json"])
-        .output()
-        .expect("running oomtrace check");
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "check must exit 4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let check: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    let (code, check) = oomtrace_tests::check_json(&[]);
+    assert_eq!(code, Some(4), "check must exit 4: {check}");
     let listed = check["pre_existing"]
         .as_array()
         .expect("pre_existing")

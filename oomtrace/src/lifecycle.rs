@@ -98,6 +98,38 @@ impl Observability {
     };
 }
 
+/// `--memcg PATH` / `--pid PID`: report and count only what concerns them. The tracker
+/// follows every victim regardless (a co-victim or a domain may span the filter); the filter
+/// decides what the summary counts and the session shows.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// A memcg path; its descendants match too.
+    pub memcg: Option<String>,
+    pub pid: Option<u32>,
+}
+
+impl Filter {
+    pub fn active(&self) -> bool {
+        self.memcg.is_some() || self.pid.is_some()
+    }
+
+    pub fn memcg_ok(&self, path: Option<&str>) -> bool {
+        match &self.memcg {
+            None => true,
+            Some(want) => {
+                let want = want.trim_end_matches('/');
+                path.is_some_and(|p| {
+                    p == want || p.starts_with(&format!("{want}/")) || want.is_empty()
+                })
+            }
+        }
+    }
+
+    pub fn pid_ok(&self, pid: u32) -> bool {
+        self.pid.is_none_or(|p| p == pid)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TrackerConfig {
     pub timeout_ns: u64,
@@ -763,11 +795,19 @@ pub struct Tracker {
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
     lost: u64,
+    /// What the summary counts (every victim is followed regardless).
+    filter: Filter,
     summary: Summary,
     h_dead: Histogram<u64>,
     h_released: Histogram<u64>,
     h_reaper: Histogram<u64>,
     h_reaping: Histogram<u64>,
+}
+
+fn admitted(filter: &Filter, paths: &HashMap<u64, String>, tgid: u32, memcg: Option<u64>) -> bool {
+    !filter.active()
+        || (filter.pid_ok(tgid)
+            && filter.memcg_ok(memcg.and_then(|m| paths.get(&m)).map(String::as_str)))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -791,6 +831,7 @@ impl Tracker {
             kills_by_memcg: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
+            filter: Filter::default(),
             summary: Summary {
                 livelock_observable: cfg.observability.oom_invoke,
                 ..Summary::default()
@@ -804,6 +845,25 @@ impl Tracker {
 
     pub fn config(&self) -> &TrackerConfig {
         &self.cfg
+    }
+
+    /// Counts only what `filter` admits from now on.
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Whether the filter admits a finding: its process and memcg (paths as told by
+    /// [`Tracker::memcg_path`]). The session shows exactly what the summary counts.
+    pub fn admits(&self, f: &Finding) -> bool {
+        admitted(&self.filter, &self.memcg_paths, f.tgid(), f.memcg_id())
+    }
+
+    fn counts(&self, v: &Victim) -> bool {
+        admitted(&self.filter, &self.memcg_paths, v.key.tgid, v.memcg_id)
     }
 
     /// Takes an event; findings it causes (after reordering) are appended to `out`.
@@ -1011,8 +1071,11 @@ impl Tracker {
                 waiting.push(key);
                 continue;
             }
+            let counted = admitted(&self.filter, &self.memcg_paths, key.tgid, v.memcg_id);
             if signalled || !obs.signal {
-                self.summary.kills += 1;
+                if counted {
+                    self.summary.kills += 1;
+                }
                 if let Some(m) = v.memcg_id {
                     if self.kills_by_memcg.len() >= MAX_MEMCGS
                         && !self.kills_by_memcg.contains_key(&m)
@@ -1026,7 +1089,9 @@ impl Tracker {
                 });
             } else {
                 v.already_exiting = true;
-                self.summary.marked_exiting += 1;
+                if counted {
+                    self.summary.marked_exiting += 1;
+                }
                 out.push(Finding::Marked {
                     victim: Box::new(v.clone()),
                 });
@@ -1148,10 +1213,15 @@ impl Tracker {
                 };
                 v.timeline.released.get_or_insert(ts);
                 let v = v.clone();
-                self.summary.released += 1;
+                let counted = self.counts(&v);
+                if counted {
+                    self.summary.released += 1;
+                }
                 if let Some(k) = v.killed_at() {
                     let d = ts.saturating_sub(k);
-                    let _ = self.h_released.record((d / 1000).max(1));
+                    if counted {
+                        let _ = self.h_released.record((d / 1000).max(1));
+                    }
                     out.push(Finding::Released {
                         victim: Box::new(v.clone()),
                         kill_to_released_ns: d,
@@ -1257,14 +1327,17 @@ impl Tracker {
             let Some((by, by_comm, memcg_id)) = k.by else {
                 continue;
             };
-            self.summary.collateral += 1;
-            out.push(Finding::Collateral {
+            let f = Finding::Collateral {
                 target: k.target,
                 target_start_ns: k.start_ns,
                 by,
                 by_comm,
                 memcg_id,
-            });
+            };
+            if self.admits(&f) {
+                self.summary.collateral += 1;
+            }
+            out.push(f);
         }
     }
 
@@ -1384,7 +1457,9 @@ impl Tracker {
         v.timeline.seen = Some(ts);
         v.memcg_id = (p.memcg_id != 0).then_some(p.memcg_id);
         v.lost_at_kill = self.lost;
-        self.summary.pre_existing += 1;
+        if self.counts(&v) {
+            self.summary.pre_existing += 1;
+        }
         self.insert_victim(v);
         self.evict_if_full();
     }
@@ -1399,20 +1474,22 @@ impl Tracker {
         v.timeline.dead = Some(ts);
         v.death_seen = Some(how);
         let v = v.clone();
-        self.summary.dead += 1;
-        if v.flagged_stuck {
-            self.summary.stuck_now = self.summary.stuck_now.saturating_sub(1);
-        }
-        let t = &v.timeline;
-        if let (Some(w), Some(k)) = (t.reaper_woken, v.killed_at()) {
-            let _ = self.h_reaper.record((w.saturating_sub(k) / 1000).max(1));
-        }
-        if let (Some(s), Some(f)) = (t.reaping_started, t.reaping_finished) {
-            let _ = self.h_reaping.record((f.saturating_sub(s) / 1000).max(1));
-        }
         let kill_to_dead_ns = v.killed_at().map(|k| ts.saturating_sub(k));
-        if let Some(d) = kill_to_dead_ns {
-            let _ = self.h_dead.record((d / 1000).max(1));
+        if self.counts(&v) {
+            self.summary.dead += 1;
+            if v.flagged_stuck {
+                self.summary.stuck_now = self.summary.stuck_now.saturating_sub(1);
+            }
+            let t = &v.timeline;
+            if let (Some(w), Some(k)) = (t.reaper_woken, v.killed_at()) {
+                let _ = self.h_reaper.record((w.saturating_sub(k) / 1000).max(1));
+            }
+            if let (Some(s), Some(f)) = (t.reaping_started, t.reaping_finished) {
+                let _ = self.h_reaping.record((f.saturating_sub(s) / 1000).max(1));
+            }
+            if let Some(d) = kill_to_dead_ns {
+                let _ = self.h_dead.record((d / 1000).max(1));
+            }
         }
         if kill_to_dead_ns.is_some() || v.pre_existing {
             out.push(Finding::Dead {
@@ -1476,14 +1553,17 @@ impl Tracker {
             v.invocations_since_kill += 1;
             if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
                 v.livelock_reported = true;
-                self.summary.livelocks += 1;
-                out.push(Finding::Livelock {
+                let f = Finding::Livelock {
                     memcg_id,
                     invocations: v.invocations_since_kill,
                     window_ns: v.watched_since().map_or(0, |k| ts.saturating_sub(k)),
                     victim: v.key,
                     comm: v.comm.clone(),
-                });
+                };
+                if self.admits(&f) {
+                    self.summary.livelocks += 1;
+                }
+                out.push(f);
             }
         }
     }
@@ -1504,6 +1584,7 @@ impl Tracker {
             let Some(since_ts) = v.watched_since() else {
                 continue;
             };
+            let counted = admitted(&self.filter, &self.memcg_paths, v.key.tgid, v.memcg_id);
             if !v.is_dead() {
                 let allowed = if v.killed_at().is_some() {
                     timeout
@@ -1517,7 +1598,7 @@ impl Tracker {
                 if !death_seen {
                     if !v.flagged_unobservable {
                         v.flagged_unobservable = true;
-                        unobservable_new += 1;
+                        unobservable_new += u64::from(counted);
                         let why = if self.cfg.death_at_last_exit {
                             "process exits are not hooked on this kernel"
                         } else {
@@ -1532,7 +1613,7 @@ impl Tracker {
                 }
                 if !v.flagged_stuck {
                     v.flagged_stuck = true;
-                    stuck_new += 1;
+                    stuck_new += u64::from(counted);
                     out.push(Finding::Stuck {
                         stage: v.stage(),
                         since_kill_ns: since,

@@ -395,7 +395,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
     session.keep_findings = true;
     session.events = !opts.quiet_events;
-    session.filter = opts.filter.clone();
+    session.tracker.set_filter(opts.filter.clone());
 
     let header = json!({
         "type": "plan", "schema": output::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),

@@ -218,12 +218,16 @@ pub struct MemcgOom {
     pub oom: Option<u64>,
     /// `oom_kill` (v2 `memory.events`, v1 `memory.oom_control`).
     pub oom_kill: Option<u64>,
+    /// Whether `oom_kill` counts kills in descendant memcgs too: v2 does (unless mounted with
+    /// `memory_localevents`); v1 counts a kill only in the victim's own memcg.
+    pub counts_descendants: bool,
     /// v1 `memory.oom_control` `under_oom` (only set while the OOM path runs or waits).
     pub under_oom: Option<bool>,
 }
 
 /// Every memcg's OOM counters under the memory controller's mount.
 pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
+    let local_events = mounted_with(memcg_root, "memory_localevents");
     inspect::memcgs_under(memcg_root)
         .take(MAX_MEMCGS_SCANNED)
         .filter_map(|(dir, path)| {
@@ -239,6 +243,7 @@ pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
                     .as_deref()
                     .or(control.as_deref())
                     .and_then(|t| keyed(t, "oom_kill")),
+                counts_descendants: events.is_some() && !local_events,
                 under_oom: control
                     .as_deref()
                     .and_then(|t| keyed(t, "under_oom"))
@@ -246,6 +251,18 @@ pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
             })
         })
         .collect()
+}
+
+/// Whether the filesystem mounted at `dir` has mount option `option` (/proc/self/mounts).
+fn mounted_with(dir: &Path, option: &str) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let dir = dir.to_string_lossy();
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1] == dir && f[3].split(',').any(|o| o == option)
+    })
 }
 
 /// A memcg in OOM now: between two readings the OOM killer was invoked for it (v2), or it was

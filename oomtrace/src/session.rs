@@ -9,42 +9,13 @@ use std::{
 
 use serde_json::{Value, json};
 
+pub use crate::lifecycle::Filter;
 use crate::{
     event::{Event, Payload},
     inspect,
     lifecycle::{Finding, Summary, Tracker},
     output::{Renderer, clock_ns, rfc3339, time_of_day},
 };
-
-/// `--memcg PATH` / `--pid PID`: report only what concerns them.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    /// A memcg path; its descendants match too.
-    pub memcg: Option<String>,
-    pub pid: Option<u32>,
-}
-
-impl Filter {
-    fn active(&self) -> bool {
-        self.memcg.is_some() || self.pid.is_some()
-    }
-
-    fn memcg_ok(&self, path: Option<&str>) -> bool {
-        match &self.memcg {
-            None => true,
-            Some(want) => {
-                let want = want.trim_end_matches('/');
-                path.is_some_and(|p| {
-                    p == want || p.starts_with(&format!("{want}/")) || want.is_empty()
-                })
-            }
-        }
-    }
-
-    fn pid_ok(&self, pid: u32) -> bool {
-        self.pid.is_none_or(|p| p == pid)
-    }
-}
 
 /// The process an event is about.
 fn event_pid(ev: &Event) -> u32 {
@@ -159,7 +130,6 @@ pub struct Session<W: Write> {
     pub out: W,
     /// Keep every finding in `kept` (replays).
     pub keep_findings: bool,
-    pub filter: Filter,
     /// Victims that matched the filter: their events are shown too.
     of_interest: std::collections::HashSet<u32>,
     pub kept: Vec<Finding>,
@@ -183,7 +153,6 @@ impl<W: Write> Session<W> {
             live,
             out,
             keep_findings: false,
-            filter: Filter::default(),
             of_interest: std::collections::HashSet::new(),
             kept: Vec::new(),
             lost_reported: 0,
@@ -192,7 +161,8 @@ impl<W: Write> Session<W> {
     }
 
     fn shows_event(&mut self, ev: &Event) -> bool {
-        if !self.filter.active() {
+        let filter = self.tracker.filter();
+        if !filter.active() {
             return true;
         }
         let pid = event_pid(ev);
@@ -200,20 +170,19 @@ impl<W: Write> Session<W> {
             return true;
         }
         let memcg = event_memcg(ev).and_then(|id| self.renderer.memcgs.path(id));
-        let memcg_ok = self.filter.memcg.is_none()
-            || (event_memcg(ev).is_some() && self.filter.memcg_ok(memcg.as_deref()));
-        memcg_ok && self.filter.pid_ok(pid)
+        let filter = self.tracker.filter();
+        let memcg_ok = filter.memcg.is_none()
+            || (event_memcg(ev).is_some() && filter.memcg_ok(memcg.as_deref()));
+        memcg_ok && filter.pid_ok(pid)
     }
 
     fn shows_finding(&mut self, f: &Finding) -> bool {
-        if !self.filter.active() {
+        if !self.tracker.filter().active() {
             return true;
         }
-        let memcg = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
-        let pid = f.tgid();
-        let ok = self.filter.memcg_ok(memcg.as_deref()) && self.filter.pid_ok(pid);
+        let ok = self.tracker.admits(f);
         if ok {
-            self.of_interest.insert(pid);
+            self.of_interest.insert(f.tgid());
         }
         ok
     }
@@ -293,8 +262,9 @@ impl<W: Write> Session<W> {
         Ok(summary)
     }
 
-    /// Per memcg, the OOM kills the kernel counted while we watched (`oom_kill`, which counts
-    /// kills in the memcg and below it) against ours; a line each, saying when they differ.
+    /// Per memcg, the OOM kills the kernel counted while we watched (`oom_kill`: on v2 kills in
+    /// the memcg and below it, on v1 in the memcg itself) against ours; a line each, saying when
+    /// they differ.
     fn reconcile(&mut self) -> io::Result<()> {
         let Some(live) = &self.live else {
             return Ok(());
@@ -313,7 +283,7 @@ impl<W: Write> Session<W> {
             p == of || of == "/" || p.starts_with(&format!("{}/", of.trim_end_matches('/')))
         };
         for a in &after {
-            if a.path == "/" || !self.filter.memcg_ok(Some(&a.path)) {
+            if a.path == "/" || !self.tracker.filter().memcg_ok(Some(&a.path)) {
                 continue;
             }
             let before = live.oom_baseline.iter().find(|b| b.path == a.path);
@@ -325,7 +295,13 @@ impl<W: Write> Session<W> {
             };
             let mine: u64 = ours
                 .iter()
-                .filter(|(p, _)| under(p, &a.path))
+                .filter(|(p, _)| {
+                    if a.counts_descendants {
+                        under(p, &a.path)
+                    } else {
+                        *p == a.path
+                    }
+                })
                 .map(|(_, n)| n)
                 .sum();
             if kernel == 0 && mine == 0 {

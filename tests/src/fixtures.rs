@@ -223,24 +223,81 @@ impl Sandbox {
             .collect()
     }
 
-    /// OOM kills the kernel counted in this cgroup.
+    /// OOM kills the kernel counted in this cgroup (v2: and below it; v1: in it only).
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = match self.version {
-            CgroupVersion::V1 => ("memory.oom_control", "oom_kill"),
-            CgroupVersion::V2 => ("memory.events", "oom_kill"),
-        };
-        std::fs::read_to_string(self.dir.join(file))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                // The key exactly: v1 also has `oom_kill_disable`.
-                let mut f = l.split_whitespace();
-                (f.next() == Some(key))
-                    .then(|| f.next()?.parse().ok())
-                    .flatten()
-            })
-            .unwrap_or(0)
+        oom_kill_counter(&self.dir, self.version)
     }
+
+    /// OOM kills of victims in this cgroup or below it, by the kernel's counters: v2 counts
+    /// them hierarchically, v1 in the victim's own memcg only (so they are summed).
+    pub fn oom_kills_in_subtree(&self) -> u64 {
+        fn below(dir: &Path) -> u64 {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| oom_kill_counter(&e.path(), CgroupVersion::V1) + below(&e.path()))
+                .sum()
+        }
+        match self.version {
+            CgroupVersion::V2 => self.oom_kills(),
+            CgroupVersion::V1 => self.oom_kills() + below(&self.dir),
+        }
+    }
+
+    /// Asserts that the summary of a watch filtered to this cgroup (`--memcg`) counts exactly
+    /// the kills the kernel counted in it.
+    pub fn assert_summary_kills(&self, lines: &[Value]) {
+        let summary = lines
+            .iter()
+            .find(|l| l["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary line among {} lines", lines.len()));
+        assert_eq!(
+            summary["summary"]["kills"],
+            self.oom_kills_in_subtree(),
+            "the summary's kills differ from the kernel's oom_kill in {}: {summary}",
+            self.rel
+        );
+    }
+}
+
+impl Sandbox {
+    /// Asserts that an unfiltered watch's closing reconcile line for this cgroup agrees with
+    /// the kernel: `kills` kills by both counts.
+    pub fn assert_reconciled(&self, lines: &[Value], kills: u64) {
+        let rec = lines
+            .iter()
+            .find(|v| v["type"] == "reconcile" && v["memcg_path"] == self.rel)
+            .unwrap_or_else(|| panic!("no reconcile line for {}", self.rel));
+        assert_eq!(
+            (
+                &rec["kernel_oom_kills"],
+                &rec["oomtrace_kills"],
+                &rec["agree"]
+            ),
+            (&Value::from(kills), &Value::from(kills), &Value::from(true)),
+            "{rec}"
+        );
+    }
+}
+
+fn oom_kill_counter(dir: &Path, version: CgroupVersion) -> u64 {
+    let (file, key) = match version {
+        CgroupVersion::V1 => ("memory.oom_control", "oom_kill"),
+        CgroupVersion::V2 => ("memory.events", "oom_kill"),
+    };
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            // The key exactly: v1 also has `oom_kill_disable`.
+            let mut f = l.split_whitespace();
+            (f.next() == Some(key))
+                .then(|| f.next()?.parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
 }
 
 impl Drop for Sandbox {
@@ -551,18 +608,38 @@ impl Watch {
     /// Waits for a line matching `pred`; panics with everything seen if it does not come.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let mut found = None;
+        // Searched under the lock, not on a copy: with tens of thousands of lines a copy per
+        // poll starves the reader thread, and oomtrace then blocks writing to a full pipe.
         let ok = wait_until(timeout, || {
-            found = self.lines().into_iter().find(|v| pred(v));
+            found = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find(|v| pred(v))
+                .cloned();
             found.is_some()
         });
         if !ok {
-            let seen: Vec<String> = self.lines().iter().map(Value::to_string).collect();
+            let lines = self.lines.lock().expect("lines");
+            let skip = lines.len().saturating_sub(300);
+            let seen: Vec<String> = lines.iter().skip(skip).map(Value::to_string).collect();
             panic!(
-                "no {what} within {timeout:?}; oomtrace printed:\n{}",
+                "no {what} within {timeout:?}; oomtrace printed ({skip} earlier lines left out):\n{}",
                 seen.join("\n")
             );
         }
         found.expect("found")
+    }
+
+    /// How many lines printed so far satisfy `pred` (counted under the lock, no copy).
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter(|v| pred(v))
+            .count()
     }
 
     /// Events of one kind concerning a pid (victim, target, exiting or freed process).

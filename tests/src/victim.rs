@@ -16,6 +16,11 @@
 //! file whose daemon holds FLUSH), then allocates on "go"; killed, its last thread blocks
 //! closing PATH in `exit_files`. With `--leader-exits` the allocation runs in a second thread
 //! and the main thread exits first (the `exit` syscall): the leader is a zombie before the kill.
+//!
+//! `oomtrace-hog ns-churn --cgroup DIR --rounds R --children K`: kernel SIGKILLs, many and
+//! cheap. R times: a new PID namespace whose init forks K children that pause, then exits; the
+//! kernel's namespace teardown (`zap_pid_ns_processes`) SIGKILLs each child (SEND_SIG_PRIV,
+//! exactly what oomtrace's in-kernel filter starts tracking). Prints `sigkilled N` at the end.
 
 use std::io::{BufRead as _, Write as _};
 
@@ -35,6 +40,9 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 
 fn run(args: &[String]) -> Result<(), String> {
     let mode = args.first().map(String::as_str);
+    if mode == Some("ns-churn") {
+        return ns_churn(args);
+    }
     let (stuck, flush) = match mode {
         Some("alloc") => (false, false),
         Some("stuck-fuse") => (true, false),
@@ -156,4 +164,71 @@ fn stuck_in_exit(args: &[String], mb: usize) -> Result<(), String> {
         unreachable!("exit returned");
     }
     work()
+}
+
+fn number(args: &[String], name: &str) -> Result<usize, String> {
+    flag(args, name)
+        .ok_or(format!("{name} N is required"))?
+        .parse()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// See the module docs. Single-threaded throughout, so fork is safe.
+fn ns_churn(args: &[String]) -> Result<(), String> {
+    let cgroup = flag(args, "--cgroup").ok_or("--cgroup DIR is required")?;
+    let rounds = number(args, "--rounds")?;
+    let children = number(args, "--children")?;
+    let procs = format!("{cgroup}/cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| format!("joining {procs}: {e}"))?;
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain fork/unshare/waitpid/_exit; children only pause or exit.
+    unsafe {
+        for _ in 0..rounds {
+            let holder = libc::fork();
+            if holder < 0 {
+                return Err(os("fork"));
+            }
+            if holder == 0 {
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(3);
+                }
+                let init = libc::fork();
+                if init == 0 {
+                    // PID 1 of the new namespace.
+                    for _ in 0..children {
+                        match libc::fork() {
+                            0 => loop {
+                                libc::pause();
+                            },
+                            -1 => libc::_exit(4),
+                            _ => {}
+                        }
+                    }
+                    // Exiting tears the namespace down: a kernel SIGKILL per child.
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                if init < 0 || libc::waitpid(init, &mut status, 0) != init {
+                    libc::_exit(5);
+                }
+                libc::_exit(if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    6
+                });
+            }
+            let mut status = 0;
+            if libc::waitpid(holder, &mut status, 0) != holder {
+                return Err(os("waitpid"));
+            }
+            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                return Err(format!(
+                    "a namespace round failed (wait status {status:#x})"
+                ));
+            }
+        }
+    }
+    println!("sigkilled {}", rounds * children);
+    Ok(())
 }

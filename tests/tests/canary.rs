@@ -211,7 +211,12 @@ fn metrics_over_http_count_the_kills() {
     let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let want = format!("oomtrace_kills_total{{memcg=\"{}\"}} 2", sandbox.rel_path());
+    assert_eq!(sandbox.oom_kills(), 2, "the kernel's own count");
+    let want = format!(
+        "oomtrace_kills_total{{memcg=\"{}\"}} {}",
+        sandbox.rel_path(),
+        sandbox.oom_kills()
+    );
     assert!(body.lines().any(|l| l == want), "no `{want}` in:\n{body}");
     for line in body
         .lines()

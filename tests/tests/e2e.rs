@@ -215,19 +215,7 @@ fn hog_is_killed_and_followed_to_release() {
     let (code, lines) = watch.stop_with_lines();
     assert_eq!(code, Some(0), "watch must end cleanly on SIGTERM");
     // At the end oomtrace reconciles its kills with the memcg's own counter.
-    let rec = lines
-        .iter()
-        .find(|v| v["type"] == "reconcile" && v["memcg_path"] == sandbox.rel_path())
-        .unwrap_or_else(|| panic!("no reconcile line for the sandbox"));
-    assert_eq!(
-        (
-            &rec["kernel_oom_kills"],
-            &rec["oomtrace_kills"],
-            &rec["agree"]
-        ),
-        (&Value::from(1), &Value::from(1), &Value::from(true)),
-        "{rec}"
-    );
+    sandbox.assert_reconciled(&lines, 1);
 }
 
 /// A big process holds memory, a separate task allocates and triggers the OOM: the victim is
@@ -393,6 +381,7 @@ fn a_container_whose_init_is_the_victim_counts_one_kill() {
     );
     assert_eq!(killed[0]["victim"]["key"]["tgid"], init);
     assert_eq!(sandbox.oom_kills(), 1, "the kernel's own count");
+    sandbox.assert_summary_kills(&lines);
 }
 
 /// The classic tracepoints name the thread the kernel marked; when the main thread has exited

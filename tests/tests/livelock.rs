@@ -88,20 +88,24 @@ fn livelock(label: &str, parent_limit: bool) {
     } else {
         // Nothing may claim a livelock it cannot see, and the summary must say so.
         std::thread::sleep(scaled(Duration::from_secs(1)));
-        let lines = watch.stop_and_collect();
+    }
+    let lines = watch.stop_and_collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary line");
+    if !observable {
         assert!(
             !lines.iter().any(|l| l["finding"] == "livelock"),
             "a livelock reported without invocation hooks"
         );
-        let summary = lines
-            .iter()
-            .find(|l| l["type"] == "summary")
-            .expect("a summary line");
         assert_eq!(
             summary["summary"]["livelock_observable"], false,
             "{summary}"
         );
     }
+    // Filtered to the limited memcg: its kills are the kernel's, the victim's among them.
+    limited.assert_summary_kills(&lines);
     drop(presser);
 }
 

@@ -1034,3 +1034,43 @@ fn a_pre_existing_victim_counts_toward_a_livelock() {
     let f = run(&mut t, &stream, 1000);
     assert_eq!(names(&f), ["stuck", "livelock"]);
 }
+
+/// `--memcg` / `--pid` filter what the summary counts, not only what is shown: another
+/// workload's kills on the same host (or another test's) must not inflate `kills`, which is
+/// compared with the memcg's own `oom_kill` counter.
+#[test]
+fn the_summary_counts_only_what_the_filter_admits() {
+    const OTHER: u64 = 200;
+    let mut t = tracker();
+    t.memcg_path(MEMCG, "/oomtrace-test/a");
+    t.memcg_path(OTHER, "/elsewhere");
+    t.set_filter(Filter {
+        memcg: Some("/oomtrace-test".into()),
+        pid: None,
+    });
+    let mut other = mark(10, 43, 8);
+    if let Payload::MarkVictim(m) = &mut other.payload {
+        m.memcg_id = OTHER;
+    }
+    let stream = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        sigkill(10, 43, 8),
+        other,
+        gone(40, 42, 7),
+    ];
+    let f = run(&mut t, &stream, 6000);
+    assert_eq!(names(&f), ["killed", "killed", "dead", "stuck"]);
+    let shown: Vec<&str> = f.iter().filter(|f| t.admits(f)).map(|f| f.name()).collect();
+    assert_eq!(shown, ["killed", "dead"]);
+    let s = t.summary();
+    assert_eq!(
+        (s.kills, s.dead, s.stuck_now, s.flagged_total),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(s.kill_to_dead.count, 1);
+    // Unfiltered, both count.
+    let mut t = tracker();
+    run(&mut t, &stream, 6000);
+    assert_eq!((t.summary().kills, t.summary().stuck_now), (2, 1));
+}

@@ -1,0 +1,96 @@
+//! End-to-end: the in-kernel filter under pressure (root only). A test binary of its own: its
+//! churn of tens of thousands of processes would disturb the timing of tests run beside it.
+
+use std::time::Duration;
+
+use oomtrace_tests::{
+    ReleaseOnDrop, Sandbox, Watch,
+    fuse::{FuseHold, Hold},
+    require_root, scaled, stuck_in_exit,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn wait() -> Duration {
+    scaled(Duration::from_secs(20))
+}
+
+fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
+    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
+}
+
+/// More processes pass through the in-kernel filter (`TRACKED`) than its old LRU capacity
+/// (16384) while a victim is held alive in exit: the victim must not be pushed out of it —
+/// its thread exits and its release are still reported, and its death is seen.
+#[test]
+fn a_victim_stays_tracked_under_map_pressure() {
+    const OLD_CAPACITY: usize = 16384;
+    const CHILDREN: usize = 256;
+    let rounds = OLD_CAPACITY.div_ceil(CHILDREN) + 4;
+    require_root();
+    let sandbox = Sandbox::new("pressure", 64 * MIB);
+    let churn = Sandbox::new("pressure-churn", 128 * MIB);
+    let fuse = FuseHold::mount_holding("pressure", Hold::Flush);
+    let watch = Watch::start(&["--timeout", "600"]);
+    let mut v = stuck_in_exit(&sandbox, &fuse, &[]);
+    let _release = ReleaseOnDrop(&fuse);
+    let victim = v.victim;
+    v.hog.go();
+    assert!(
+        fuse.wait_held(wait()),
+        "the killed victim never reached the FUSE flush in exit_files"
+    );
+    watch.wait_for("the KILLED finding", wait(), |l| {
+        finding(l, "killed", victim)
+    });
+
+    let args = [
+        "--rounds".to_string(),
+        rounds.to_string(),
+        "--children".into(),
+        CHILDREN.to_string(),
+    ];
+    let mut c = oomtrace_tests::spawn_hog(&churn, "ns-churn", &args);
+    assert_eq!(c.line(), format!("sigkilled {}", rounds * CHILDREN));
+    assert_eq!(c.wait_signal(scaled(Duration::from_secs(120))), None);
+    // Each of the churn's kernel SIGKILLs is a TRACKED insertion, whether or not its event
+    // then fits in the ring buffer (a debug build of oomtrace, or an emulated guest, falls
+    // behind such a burst and loses events: the summary counts them). Some must be seen.
+    let seen = watch.count(|l| {
+        l["type"] == "event"
+            && l["event"] == "kernel_sigkill"
+            && l["target"]["comm"] == "oomtrace-hog"
+            && l["target"]["pid"] != victim
+    });
+    assert!(seen > 0, "none of the churn's kernel SIGKILLs was seen");
+    assert_eq!(
+        watch.count(|l| finding(l, "dead", victim)),
+        0,
+        "reported dead while held in exit_files"
+    );
+
+    fuse.release();
+    watch.wait_for("the death after the release", wait(), |l| {
+        finding(l, "dead", victim)
+    });
+    // Reaped by its parent (this test): released.
+    assert_eq!(v.hog.wait_signal(wait()), Some(libc::SIGKILL));
+    // Reported by the kernel side only while the victim is in TRACKED.
+    assert!(
+        !oomtrace_tests::attach_of(&watch.plan(), "task_free").is_null(),
+        "sched_process_free is hooked on every kernel oomtrace supports"
+    );
+    watch.wait_for("the victim's release", wait(), |l| {
+        finding(l, "released", victim)
+    });
+    let lines = watch.stop_and_collect();
+    let exits = lines
+        .iter()
+        .filter(|l| {
+            l["type"] == "event" && l["event"] == "task_exit" && l["current"]["tgid"] == victim
+        })
+        .count();
+    assert!(exits > 0, "no exit of the victim's threads was reported");
+    sandbox.assert_reconciled(&lines, 1);
+}

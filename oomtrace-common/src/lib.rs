@@ -444,6 +444,7 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const TRACKED: &str = "TRACKED";
+    pub const TRACKED_COUNT: &str = "TRACKED_COUNT";
     pub const CONFIG: &str = "CONFIG";
 }
 

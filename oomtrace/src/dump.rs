@@ -16,9 +16,8 @@
 //! A reader reports where and what went wrong and keeps what it could read.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::Path,
 };
 
@@ -69,14 +68,8 @@ impl Writer {
     /// Creates (or truncates) `path` with mode 0600 — dumps name processes — and writes the
     /// magic, the version and the header record.
     pub fn create(path: &Path, compress: bool, header: &Value) -> io::Result<Writer> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        // An existing file keeps its mode on open: tighten it.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        // Created new, never through a link, never over an existing file (see `outfile`).
+        let file = crate::outfile::create_new(path)?;
         let buffered = BufWriter::new(file.try_clone()?);
         let sink = if compress {
             Sink::Gzip(GzEncoder::new(buffered, Compression::fast()))
@@ -410,7 +403,9 @@ mod tests {
         w.lost(3).unwrap();
         w.summary(&json!({"kills": 1})).unwrap();
         w.finish(99).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&dir).unwrap().permissions(),
+        ) & 0o777;
         assert_eq!(mode, 0o600, "dumps name processes: owner-only");
         std::fs::read(&dir).unwrap()
     }

@@ -18,6 +18,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::output::printable;
+
 /// One thread of the victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ThreadInfo {
@@ -561,19 +563,19 @@ impl fmt::Display for Forensics {
                 .iter()
                 .filter(|n| !n.ends_with("no longer exists"))
             {
-                writeln!(f, "    note: {n}")?;
+                writeln!(f, "    note: {}", printable(n))?;
             }
             return Ok(());
         }
         let parent = match (self.ppid, &self.parent_comm) {
-            (Some(p), Some(c)) => format!("{p} ({c})"),
+            (Some(p), Some(c)) => format!("{p} ({})", printable(c)),
             (Some(p), None) => p.to_string(),
             _ => "?".into(),
         };
         writeln!(
             f,
             "    state {}, parent {parent}, {} thread(s){}",
-            self.state.as_deref().unwrap_or("?"),
+            printable(self.state.as_deref().unwrap_or("?")),
             self.threads_count.map_or("?".into(), |t| t.to_string()),
             match self.sigkill_pending {
                 Some(true) => ", SIGKILL pending",
@@ -581,12 +583,12 @@ impl fmt::Display for Forensics {
             }
         )?;
         for t in &self.threads {
-            write!(f, "    thread {}: {}", t.tid, t.state)?;
+            write!(f, "    thread {}: {}", t.tid, printable(&t.state))?;
             if let Some(w) = &t.wchan {
-                write!(f, ", wchan {w}")?;
+                write!(f, ", wchan {}", printable(w))?;
             }
             if !t.stack.is_empty() {
-                write!(f, ", stack {}", t.stack.join(" <- "))?;
+                write!(f, ", stack {}", printable(&t.stack.join(" <- ")))?;
             }
             writeln!(f)?;
         }
@@ -594,7 +596,9 @@ impl fmt::Display for Forensics {
             writeln!(
                 f,
                 "    holds {} (socket {}: {})",
-                s.description, s.inode, s.attribution
+                printable(&s.description),
+                s.inode,
+                s.attribution
             )?;
         }
         if let Some(m) = &self.memcg {
@@ -602,7 +606,7 @@ impl fmt::Display for Forensics {
             write!(
                 f,
                 "    memcg {}: usage {} of {}",
-                m.path,
+                printable(&m.path),
                 mib(m.usage_bytes),
                 mib(m.limit_bytes)
             )?;
@@ -618,7 +622,7 @@ impl fmt::Display for Forensics {
             writeln!(f)?;
         }
         for n in &self.notes {
-            writeln!(f, "    note: {n}")?;
+            writeln!(f, "    note: {}", printable(n))?;
         }
         Ok(())
     }

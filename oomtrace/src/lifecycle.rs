@@ -899,7 +899,11 @@ impl Tracker {
     /// there instead of every few milliseconds.
     pub fn next_tick_due(&self) -> Option<u64> {
         let cfg = &self.cfg;
-        let held = self.reorder.keys().next().map(|(ts, _)| ts + REORDER_NS);
+        let held = self
+            .reorder
+            .keys()
+            .next()
+            .map(|(ts, _)| ts.saturating_add(REORDER_NS));
         let pending = self
             .pending_kills
             .iter()

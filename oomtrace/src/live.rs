@@ -5,8 +5,7 @@ use std::{
     collections::BTreeSet,
     io::Write as _,
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -14,7 +13,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _, Interest, unix::AsyncFd},
+    io::{Interest, unix::AsyncFd},
     net::TcpListener,
     signal::unix::{SignalKind, signal},
 };
@@ -24,8 +23,9 @@ use crate::{
     deathwatch::{self, DeathWatch, userspace_event},
     dump,
     event::{Event, Payload},
+    hooks::Hooks,
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
-    metrics::Metrics,
+    metrics::{self, Metrics},
     output::{self, Clock, Renderer},
     plan::{self, Hook},
     probes::Probes,
@@ -47,6 +47,8 @@ pub struct LiveOptions {
     pub compress: bool,
     pub metrics: Option<SocketAddr>,
     pub on_stuck: Option<PathBuf>,
+    /// A hook still running after this is killed.
+    pub hook_timeout: Duration,
     pub filter: Filter,
     /// Print findings only, not every event.
     pub quiet_events: bool,
@@ -138,16 +140,24 @@ fn boot_id() -> String {
 const POLL: Duration = Duration::from_millis(50);
 /// A dump written to is synced to disk at most this long after the last sync.
 const SYNC_EVERY: Duration = Duration::from_secs(5);
+/// Metrics connections served at once, at most.
+const MAX_SCRAPES: usize = 64;
+/// How long hooks still running when oomtrace ends may take before they are killed.
+const HOOK_GRACE_AT_EXIT: Duration = Duration::from_secs(2);
 
 struct Runner<W: std::io::Write> {
     session: Session<W>,
     /// Keys the hash that stands for kernel addresses (mm identities) in everything written.
     pointer_key: std::collections::hash_map::RandomState,
     dump: Option<dump::Writer>,
+    dump_path: PathBuf,
+    /// Why recording stopped (a full disk): the loop ends, the summary is printed, and the
+    /// run fails naming the dump.
+    dump_error: Option<String>,
     recorded_memcgs: BTreeSet<u64>,
     metrics: Option<Metrics>,
-    on_stuck: Option<PathBuf>,
-    hooks_running: Vec<Child>,
+    /// `--on-stuck`.
+    hooks: Option<Hooks>,
     flagged: u64,
 }
 
@@ -229,6 +239,24 @@ impl<W: std::io::Write> Runner<W> {
         }
     }
 
+    /// Writes to the dump, if recording. A failure (ENOSPC) stops recording, not watching at
+    /// once: everything written before stays readable, and the loop ends with a summary.
+    fn to_dump(&mut self, write: impl FnOnce(&mut dump::Writer) -> std::io::Result<()>) {
+        let Some(d) = &mut self.dump else {
+            return;
+        };
+        if let Err(e) = write(d) {
+            let msg = format!(
+                "writing the dump {} failed: {e}; recording stopped (what was written before is \
+                 readable with `oomtrace report`)",
+                self.dump_path.display()
+            );
+            eprintln!("oomtrace: {msg}");
+            self.dump = None;
+            self.dump_error = Some(msg);
+        }
+    }
+
     /// An event userspace observed itself: recorded and tracked like a kernel one.
     fn userspace(&mut self, ev: &Event) -> anyhow::Result<()> {
         self.event(ev, &ev.encode())
@@ -242,13 +270,9 @@ impl<W: std::io::Write> Runner<W> {
             && self.recorded_memcgs.insert(id)
         {
             self.session.tracker.memcg_path(id, p);
-            if let Some(d) = &mut self.dump {
-                d.memcg(id, p).context("writing the dump")?;
-            }
+            self.to_dump(|d| d.memcg(id, p));
         }
-        if let Some(d) = &mut self.dump {
-            d.event(raw).context("writing the dump")?;
-        }
+        self.to_dump(|d| d.event(raw));
         if let Some(m) = &mut self.metrics {
             m.event(&ev, path);
         }
@@ -261,9 +285,7 @@ impl<W: std::io::Write> Runner<W> {
         if total <= self.session.lost_reported() {
             return Ok(());
         }
-        if let Some(d) = &mut self.dump {
-            d.lost(total).context("writing the dump")?;
-        }
+        self.to_dump(|d| d.lost(total));
         Ok(self.session.lost(total)?)
     }
 
@@ -287,14 +309,14 @@ impl<W: std::io::Write> Runner<W> {
     /// through a shell). It runs in the background; children are reaped on ticks.
     fn run_hook(&mut self, f: &Finding, memcg: Option<String>) {
         let (
-            Some(cmd),
+            Some(hooks),
             Finding::Stuck {
                 victim,
                 stage,
                 since_kill_ns,
                 ..
             },
-        ) = (&self.on_stuck, f)
+        ) = (&mut self.hooks, f)
         else {
             return;
         };
@@ -309,33 +331,29 @@ impl<W: std::io::Write> Runner<W> {
                 serde_json::to_value(&fx).unwrap_or(Value::Null),
             );
         }
-        let spawned = Command::new(cmd)
-            .env("OOMTRACE_FINDING", "stuck")
-            .env("OOMTRACE_PID", victim.key.tgid.to_string())
-            .env("OOMTRACE_COMM", &victim.comm)
-            .env("OOMTRACE_MEMCG", memcg.unwrap_or_default())
-            .env(
+        let vars = [
+            ("OOMTRACE_FINDING", "stuck".to_string()),
+            ("OOMTRACE_PID", victim.key.tgid.to_string()),
+            ("OOMTRACE_COMM", victim.comm.clone()),
+            ("OOMTRACE_MEMCG", memcg.unwrap_or_default()),
+            (
                 "OOMTRACE_MEMCG_ID",
                 victim.memcg_id.unwrap_or(0).to_string(),
-            )
-            .env("OOMTRACE_STAGE", format!("{stage:?}"))
-            .env("OOMTRACE_STAGE_TEXT", stage.to_string())
-            .env(
+            ),
+            ("OOMTRACE_STAGE", format!("{stage:?}")),
+            ("OOMTRACE_STAGE_TEXT", stage.to_string()),
+            (
                 "OOMTRACE_SINCE_KILL_SECONDS",
                 format!("{:.3}", *since_kill_ns as f64 / 1e9),
-            )
-            .env("OOMTRACE_STATE", fx.state.unwrap_or_default())
-            .env(
+            ),
+            ("OOMTRACE_STATE", fx.state.unwrap_or_default()),
+            (
                 "OOMTRACE_PPID",
                 fx.ppid.map(|p| p.to_string()).unwrap_or_default(),
-            )
-            .env("OOMTRACE_JSON", detail.to_string())
-            .stdin(Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(child) => self.hooks_running.push(child),
-            Err(e) => eprintln!("oomtrace: --on-stuck {}: cannot run: {e}", cmd.display()),
-        }
+            ),
+            ("OOMTRACE_JSON", detail.to_string()),
+        ];
+        hooks.run(&vars);
     }
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
@@ -352,7 +370,8 @@ impl<W: std::io::Write> Runner<W> {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(due.saturating_sub(now_ns))
         });
-        let poll = (poll_ring || !self.hooks_running.is_empty()).then_some(now + POLL);
+        let hooks_running = self.hooks.as_ref().is_some_and(|h| !h.is_empty());
+        let poll = (poll_ring || hooks_running).then_some(now + POLL);
         let sync = self
             .dump
             .as_ref()
@@ -362,13 +381,31 @@ impl<W: std::io::Write> Runner<W> {
     }
 
     fn reap_hooks(&mut self) {
-        self.hooks_running
-            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        if let Some(h) = &mut self.hooks {
+            h.reap();
+        }
     }
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`.
 pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outcome> {
+    let sees_kills = [Hook::MarkVictim, Hook::KernelSigkill, Hook::OomKill]
+        .iter()
+        .any(|h| probes.hook(*h).attached());
+    anyhow::ensure!(
+        sees_kills,
+        "none of the hooks that see a kill (oom:mark_victim, signal_generate, oom_kill_process) \
+         attached on this kernel: oomtrace would watch nothing. `oomtrace check` says why for \
+         each hook"
+    );
+    let memcg_mount = probes
+        .env
+        .memory_controller
+        .as_ref()
+        .map(|m| m.mount.clone());
+    for w in filter_warnings(&opts.filter, memcg_mount.as_deref(), Path::new("/proc")) {
+        eprintln!("oomtrace: warning: {w}");
+    }
     let death = deathwatch::available();
     let tracker = Tracker::new(TrackerConfig {
         timeout_ns: opts.timeout_ns,
@@ -391,7 +428,8 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         .map(scan::memcg_oom_states)
         .unwrap_or_default();
     raise_fd_limit();
-    let out = std::io::BufWriter::new(std::io::stdout());
+    let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
+    let out = Stdout::new(keep_going);
     let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
     session.keep_findings = true;
     session.events = !opts.quiet_events;
@@ -443,10 +481,14 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         session,
         pointer_key: std::collections::hash_map::RandomState::new(),
         dump,
+        dump_path: opts.record.clone().unwrap_or_default(),
+        dump_error: None,
         recorded_memcgs: BTreeSet::new(),
         metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
-        on_stuck: opts.on_stuck.clone(),
-        hooks_running: Vec::new(),
+        hooks: opts
+            .on_stuck
+            .clone()
+            .map(|p| Hooks::new(p, opts.hook_timeout)),
         flagged: 0,
     };
     {
@@ -525,12 +567,25 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         }
     };
     tokio::pin!(until);
-    let accept = async |l: &Option<TcpListener>| match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+    // Accepting pauses after an error (EMFILE: retrying at once would spin a core until
+    // clients leave) and connections beyond MAX_SCRAPES at once are closed unanswered, so that
+    // scrapers can never take the descriptors that victims' pidfds and /proc reads need.
+    let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut accept_paused_until: Option<tokio::time::Instant> = None;
+    let accept = async |l: &Option<TcpListener>, paused: Option<tokio::time::Instant>| {
+        if let Some(t) = paused {
+            tokio::time::sleep_until(t).await;
+        }
+        match l {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
     };
     let (mut last_sync, mut synced_bytes) = (tokio::time::Instant::now(), 0);
     loop {
+        if runner.dump_error.is_some() {
+            break;
+        }
         let wake = runner.next_wake(poll_ring, (last_sync, synced_bytes));
         let tick = async {
             match wake {
@@ -556,31 +611,51 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             () = tick => {
                 drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
                 runner.lost(probes.lost_events()?)?;
-                if let Some(d) = &mut runner.dump {
+                let summary = json!(runner.session.tracker.summary());
+                let due = last_sync.elapsed() >= SYNC_EVERY;
+                runner.to_dump(|d| {
                     d.flush()?;
-                    if d.bytes() > synced_bytes && last_sync.elapsed() >= SYNC_EVERY {
-                        d.summary(&json!(runner.session.tracker.summary()))?;
+                    if d.bytes() > synced_bytes && due {
+                        d.summary(&summary)?;
                         d.sync()?;
                         (last_sync, synced_bytes) = (tokio::time::Instant::now(), d.bytes());
                     }
-                }
+                    Ok(())
+                });
                 runner.session.tick(monotonic_now())?;
                 runner.after_findings()?;
                 runner.reap_hooks();
             }
-            conn = accept(&listener) => {
-                if let Ok((mut stream, _)) = conn {
-                    let body = runner.metrics.as_ref().map(|m| m.render(&runner.session.tracker.summary())).unwrap_or_default();
-                    tokio::spawn(async move {
-                        let mut req = [0u8; 2048];
-                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await;
-                        let resp = format!(
-                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = stream.write_all(resp.as_bytes()).await;
-                        let _ = stream.shutdown().await;
-                    });
+            conn = accept(&listener, accept_paused_until) => {
+                accept_paused_until = None;
+                match conn {
+                    Ok((stream, _)) => {
+                        use std::sync::atomic::Ordering;
+                        if scrapes.load(Ordering::Relaxed) >= MAX_SCRAPES {
+                            drop(stream);
+                            continue;
+                        }
+                        let held = runner.session.tracker.len() as u64;
+                        if let Some(m) = &mut runner.metrics {
+                            m.set_held(probes.tracked_count().ok(), held);
+                        }
+                        let body = runner
+                            .metrics
+                            .as_ref()
+                            .map(|m| m.render(&runner.session.tracker.summary()))
+                            .unwrap_or_default();
+                        scrapes.fetch_add(1, Ordering::Relaxed);
+                        let scrapes = std::sync::Arc::clone(&scrapes);
+                        tokio::spawn(async move {
+                            metrics::respond(stream, body).await;
+                            scrapes.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("oomtrace: metrics endpoint: accept failed ({e}); pausing 100 ms");
+                        accept_paused_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                    }
                 }
             }
             _ = sigterm.recv() => break,
@@ -613,13 +688,100 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         out.flush()?;
     }
     runner.after_findings()?;
-    if let Some(mut d) = runner.dump.take() {
-        d.summary(&json!(summary))?;
-        d.finish(end).context("closing the dump")?;
+    if let Some(h) = &mut runner.hooks {
+        h.shutdown(HOOK_GRACE_AT_EXIT);
+    }
+    runner.to_dump(|d| d.summary(&json!(summary)));
+    if let Some(d) = runner.dump.take() {
+        d.finish(end)
+            .with_context(|| format!("closing the dump {}", runner.dump_path.display()))?;
+    }
+    if let Some(e) = runner.dump_error {
+        anyhow::bail!(e);
     }
     Ok(Outcome {
         flagged: runner.flagged,
     })
+}
+
+/// What is wrong with `--memcg` / `--pid` now: a filter that matches nothing is a silent
+/// no-op unless said (a typo, a path from the wrong cgroup hierarchy, a pid already gone).
+fn filter_warnings(filter: &Filter, memcg_mount: Option<&Path>, proc_root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(want) = &filter.memcg {
+        match memcg_mount {
+            None => out.push(format!(
+                "--memcg {want}: this host has no memory controller, so no memcg can match"
+            )),
+            Some(root) if !root.join(want.trim_start_matches('/')).is_dir() => out.push(format!(
+                "--memcg {want}: no such memcg under {} now (give a path as in /proc/PID/cgroup, \
+                 e.g. /system.slice/foo.service); it is reported if it appears",
+                root.display()
+            )),
+            Some(_) => {}
+        }
+    }
+    if let Some(pid) = filter.pid
+        && !proc_root.join(pid.to_string()).exists()
+    {
+        out.push(format!(
+            "--pid {pid}: no such process now; nothing will match"
+        ));
+    }
+    out
+}
+
+/// oomtrace's stdout in the live loop. When its reader goes away (`oomtrace record -o F |
+/// head`), the run goes on if it serves something else — the dump, the metrics, the hook — and
+/// the rest of the output is discarded, said once on stderr; otherwise the broken pipe ends it.
+struct Stdout {
+    inner: std::io::BufWriter<std::io::Stdout>,
+    keep_going: bool,
+    closed: bool,
+}
+
+impl Stdout {
+    fn new(keep_going: bool) -> Stdout {
+        Stdout {
+            inner: std::io::BufWriter::new(std::io::stdout()),
+            keep_going,
+            closed: false,
+        }
+    }
+
+    fn absorb<T>(&mut self, r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && self.keep_going => {
+                if !self.closed {
+                    self.closed = true;
+                    eprintln!(
+                        "oomtrace: stdout was closed; going on (recording, metrics, hooks) \
+                         without printing"
+                    );
+                }
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.absorb(r, buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.absorb(r, ())
+    }
 }
 
 fn drain<W: std::io::Write>(
@@ -679,5 +841,33 @@ fn death_json(death: &Result<(), String>) -> Value {
     match death {
         Ok(()) => json!({"pidfd": true}),
         Err(e) => json!({"pidfd": false, "error": e}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_that_match_nothing_are_said() {
+        let dir = crate::scratch::ScratchDir::new("filters");
+        std::fs::create_dir_all(dir.path().join("memcg/system.slice")).unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/42")).unwrap();
+        let (memcg, proc_root) = (dir.path().join("memcg"), dir.path().join("proc"));
+        let f = |memcg: Option<&str>, pid| Filter {
+            memcg: memcg.map(str::to_string),
+            pid,
+        };
+        let ok = f(Some("/system.slice"), Some(42));
+        assert!(filter_warnings(&ok, Some(&memcg), &proc_root).is_empty());
+        let bad = f(Some("/sytem.slice"), Some(43));
+        let w = filter_warnings(&bad, Some(&memcg), &proc_root);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("no such memcg") && w[1].contains("no such process"),
+            "{w:?}"
+        );
+        let w = filter_warnings(&ok, None, &proc_root);
+        assert!(w[0].contains("no memory controller"), "{w:?}");
     }
 }

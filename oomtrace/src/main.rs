@@ -1,4 +1,6 @@
-use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    collections::BTreeSet, io::Write as _, path::PathBuf, process::ExitCode, time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -7,6 +9,7 @@ use oomtrace::{
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     metrics,
+    output::printable,
     plan::{self, AttachType, Hook},
     probes::{LoadOptions, Probes},
     report::{self, ReplayOptions},
@@ -54,9 +57,14 @@ enum Command {
     Watch(WatchArgs),
     /// Watch and record every event to a dump file (for bug reports; replay with `report`).
     Record {
-        /// The dump file to write (created 0600: it names processes).
-        #[arg(short, long)]
+        /// The dump file to write, created new (0600: it names processes); an existing file is
+        /// never written over. A directory: a fresh name in it (oomtrace-<UTC>-<pid>.dump), for
+        /// services that restart.
+        #[arg(short, long, value_name = "FILE|DIR")]
         output: PathBuf,
+        /// Replace an existing file at --output (a link is removed, never followed).
+        #[arg(long)]
+        force: bool,
         /// Compress the dump (gzip).
         #[arg(long)]
         compress: bool,
@@ -114,6 +122,9 @@ struct WatchArgs {
     /// variables (no shell, no arguments: see docs/canary.md).
     #[arg(long, value_name = "PATH")]
     on_stuck: Option<PathBuf>,
+    /// Kill an --on-stuck hook (its whole process group) still running after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = oomtrace::hooks::DEFAULT_TIMEOUT.as_secs_f64())]
+    hook_timeout: f64,
     /// Exit with code 3 if any victim was flagged stuck (canary gate; use with --duration).
     #[arg(long)]
     fail_on_stuck: bool,
@@ -183,20 +194,33 @@ fn main() -> ExitCode {
         Some(Command::Watch(args)) => watch(&args, None),
         Some(Command::Record {
             output,
+            force,
             compress,
             watch: args,
-        }) => watch(&args, Some((output, compress))),
+        }) => oomtrace::outfile::resolve(&output, force)
+            .with_context(|| format!("preparing the dump {}", output.display()))
+            .and_then(|output| watch(&args, Some((output, compress)))),
         Some(Command::Report(args)) => report(&args),
         Some(Command::SynthDump { output, events }) => synth_dump(&output, events),
         None => watch(&WatchArgs::default(), None),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`oomtrace check | head`): nothing to say, and no one to say it
+        // to; the shell's convention for a process ended by SIGPIPE.
+        Err(e) if broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("oomtrace: error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> {
@@ -263,87 +287,108 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
         .all(|h| probes.hook(*h).attached());
-    if args.json {
-        println!(
-            "{}",
-            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
-                    "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
-                    "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
-                    "pre_existing": stuck.iter().map(|(c, fx)| json!({
-                        "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
-                        "threads": c.threads, "flags": c.flags, "forensics": fx,
-                    })).collect::<Vec<_>>(),
-                    "oom_now": oom_now.iter().map(|m| json!({
-                        "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
-                        "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
-                    })).collect::<Vec<_>>() })
-        );
-    } else {
-        let env = &probes.env;
-        let ok = |r: &Result<(), String>| match r {
-            Ok(()) => "yes".to_string(),
-            Err(e) => format!("no: {e}"),
-        };
-        println!("kernel             {}", env.kernel);
-        println!("root               yes");
-        println!("BTF                {}", ok(&env.btf));
-        match &env.tracefs {
-            Ok(root) if env.tracefs_mounted_by_us => {
-                println!("tracefs            {root} (was not mounted: oomtrace mounted it)");
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut print = || -> std::io::Result<()> {
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
+                        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+                        "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
+                        "pre_existing": stuck.iter().map(|(c, fx)| json!({
+                            "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
+                            "threads": c.threads, "flags": c.flags, "forensics": fx,
+                        })).collect::<Vec<_>>(),
+                        "oom_now": oom_now.iter().map(|m| json!({
+                            "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
+                            "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
+                        })).collect::<Vec<_>>() })
+            )?;
+        } else {
+            let env = &probes.env;
+            let ok = |r: &Result<(), String>| match r {
+                Ok(()) => "yes".to_string(),
+                Err(e) => format!("no: {e}"),
+            };
+            writeln!(out, "kernel             {}", env.kernel)?;
+            writeln!(out, "root               yes")?;
+            writeln!(out, "BTF                {}", ok(&env.btf))?;
+            match &env.tracefs {
+                Ok(root) if env.tracefs_mounted_by_us => {
+                    writeln!(
+                        out,
+                        "tracefs            {root} (was not mounted: oomtrace mounted it)"
+                    )?;
+                }
+                Ok(root) => writeln!(out, "tracefs            {root}")?,
+                Err(e) => writeln!(out, "tracefs            no: {e}")?,
             }
-            Ok(root) => println!("tracefs            {root}"),
-            Err(e) => println!("tracefs            no: {e}"),
-        }
-        println!("kprobes            {}", ok(&env.kprobes));
-        println!("death (pidfd)      {}", ok(&death));
-        match &env.memory_controller {
-            Some(c) => println!("memory controller  {c}"),
-            None => println!(
-                "memory controller  none found (no memory cgroups: memcg OOMs cannot happen)"
-            ),
-        }
-        for m in &env.missing_offsets {
-            println!("offset missing     {m}");
-        }
-        println!("hooks:");
-        print!("{}", plan::render(&probes.plan));
-        if !kill_path {
-            println!(
-                "the kill path cannot be observed here: mark_victim or process exit did not attach"
-            );
-        }
-        if stuck.is_empty() {
-            println!("killed, not dead   none: no process with SIGKILL pending is stuck exiting");
-        }
-        for m in &oom_now {
-            let what = match m.invocations {
-                Some(n) => format!(
-                    "the OOM killer was invoked {n} times in {} ms and killed {}",
+            writeln!(out, "kprobes            {}", ok(&env.kprobes))?;
+            writeln!(out, "death (pidfd)      {}", ok(&death))?;
+            match &env.memory_controller {
+                Some(c) => writeln!(out, "memory controller  {c}")?,
+                None => writeln!(
+                    out,
+                    "memory controller  none found (no memory cgroups: memcg OOMs cannot happen)"
+                )?,
+            }
+            for m in &env.missing_offsets {
+                writeln!(out, "offset missing     {m}")?;
+            }
+            writeln!(out, "hooks:")?;
+            write!(out, "{}", plan::render(&probes.plan))?;
+            if !kill_path {
+                writeln!(
+                    out,
+                    "the kill path cannot be observed here: mark_victim or process exit did not attach"
+                )?;
+            }
+            if stuck.is_empty() {
+                writeln!(
+                    out,
+                    "killed, not dead   none: no process with SIGKILL pending is stuck exiting"
+                )?;
+            }
+            for m in &oom_now {
+                let what = match m.invocations {
+                    Some(n) => format!(
+                        "the OOM killer was invoked {n} times in {} ms and killed {}",
+                        PRE_EXISTING_GRACE_NS / 1_000_000,
+                        m.kills
+                    ),
+                    None => "under OOM (v1 under_oom) in two readings".into(),
+                };
+                let livelock = if m.kills == 0 && m.invocations.is_some() {
+                    ": it finds nothing it may kill (a victim still pending, or only unkillable \
+                     processes) — a livelock"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "OOM NOW            memcg {}: {what}{livelock}",
+                    printable(&m.path)
+                )?;
+            }
+            for (c, fx) in &stuck {
+                writeln!(
+                    out,
+                    "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
+                     not finished exiting {} ms later; memcg {}",
+                    c.pid,
+                    printable(&c.comm),
                     PRE_EXISTING_GRACE_NS / 1_000_000,
-                    m.kills
-                ),
-                None => "under OOM (v1 under_oom) in two readings".into(),
-            };
-            let livelock = if m.kills == 0 && m.invocations.is_some() {
-                ": it finds nothing it may kill (a victim still pending, or only unkillable \
-                 processes) — a livelock"
-            } else {
-                ""
-            };
-            println!("OOM NOW            memcg {}: {what}{livelock}", m.path);
+                    printable(c.memcg_path.as_deref().unwrap_or("unknown"))
+                )?;
+                write!(out, "{fx}")?;
+            }
         }
-        for (c, fx) in &stuck {
-            println!(
-                "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
-                 not finished exiting {} ms later; memcg {}",
-                c.pid,
-                c.comm,
-                PRE_EXISTING_GRACE_NS / 1_000_000,
-                c.memcg_path.as_deref().unwrap_or("unknown")
-            );
-            print!("{fx}");
-        }
-    }
+        out.flush()?;
+        Ok(())
+    };
+    print().context("writing the report to stdout")?;
     Ok(
         if !stuck.is_empty() || oom_now.iter().any(|m| m.kills == 0) {
             ExitCode::from(EXIT_PRE_EXISTING)
@@ -355,22 +400,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// The longest duration any option takes: a century (as ns it fits in u64 with room for
+/// every sum the tracker makes).
+const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
 fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {
     anyhow::ensure!(
-        s.is_finite() && s >= 0.0,
-        "{what} must be a number of seconds ≥ 0, not {s}"
+        s.is_finite() && (0.0..=MAX_SECONDS).contains(&s),
+        "{what} must be a number of seconds from 0 to {MAX_SECONDS:.0} (a century), not {s}"
     );
     Ok((s * 1e9) as u64)
 }
 
 fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.on_stuck {
-        anyhow::ensure!(
-            p.is_file(),
-            "--on-stuck {}: no such executable (give the path of a program; it gets the details in \
-             OOMTRACE_* environment variables)",
-            p.display()
-        );
+        oomtrace::hooks::check_executable(p).map_err(|e| {
+            anyhow::anyhow!(
+                "--on-stuck {e} (give the path of a program; it gets the details in OOMTRACE_* \
+                 environment variables)"
+            )
+        })?;
     }
     let opts = LiveOptions {
         json: args.json,
@@ -384,6 +433,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         record: record.map(|r| r.0),
         metrics: args.metrics,
         on_stuck: args.on_stuck.clone(),
+        hook_timeout: Duration::from_nanos(seconds_ns(args.hook_timeout, "--hook-timeout")?),
         filter: Filter {
             memcg: args.memcg.clone(),
             pid: args.pid,

@@ -30,6 +30,10 @@ pub struct Metrics {
     dead_count: u64,
     dead_sum_s: f64,
     hooks: Vec<(String, String)>,
+    /// Processes the in-kernel filter tracks now (None if it could not be read).
+    kernel_tracked: Option<u64>,
+    /// Victims the tracker holds now.
+    victims_held: u64,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, label: String) {
@@ -63,6 +67,12 @@ impl Metrics {
                 .collect(),
             ..Metrics::default()
         }
+    }
+
+    /// Resource gauges sampled at scrape time: what a soak watches for unbounded growth.
+    pub fn set_held(&mut self, kernel_tracked: Option<u64>, victims_held: u64) {
+        self.kernel_tracked = kernel_tracked;
+        self.victims_held = victims_held;
     }
 
     /// Counts an event (`memcg` is its memcg's path, if it names one).
@@ -179,6 +189,22 @@ impl Metrics {
         );
         scalar(
             &mut s,
+            "oomtrace_victims_held",
+            "gauge",
+            "Victims the tracker holds in memory now (bounded).",
+            self.victims_held,
+        );
+        if let Some(n) = self.kernel_tracked {
+            scalar(
+                &mut s,
+                "oomtrace_kernel_tracked_processes",
+                "gauge",
+                "Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.",
+                n,
+            );
+        }
+        scalar(
+            &mut s,
             "oomtrace_lost_events_total",
             "counter",
             "Events lost because the ring buffer was full.",
@@ -222,6 +248,25 @@ pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     }
     s.parse()
         .map_err(|e| format!("`{s}` is not an address (PORT, :PORT or IP:PORT): {e}"))
+}
+
+/// Answers one scrape: the request is read (for at most 2 s: a slow client cannot hold a
+/// connection open), then `body` is sent and the connection closed.
+pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut req = [0u8; 2048];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut req)).await;
+    let resp = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.write_all(resp.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

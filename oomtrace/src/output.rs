@@ -45,6 +45,31 @@ impl Clock {
     }
 }
 
+/// Text for a terminal. Processes name themselves and memcgs are named by whoever creates
+/// them: control characters in such names (newline, ESC, …) and bidirectional overrides are
+/// shown escaped (`\n`, `\u{1b}`), so that they can neither forge lines nor drive the terminal.
+/// JSON needs none of this (serde escapes).
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if bad(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// CLOCK_MONOTONIC (or another clock) now, in ns.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -491,6 +516,18 @@ mod tests {
         assert!(
             r.text(&ev)
                 .contains("tid 51 marked, allocation by 40 (alloc)")
+        );
+    }
+
+    #[test]
+    fn printable_escapes_control_and_bidi_characters_only() {
+        assert_eq!(
+            printable("oomtrace-hog /a.b_c-d é"),
+            "oomtrace-hog /a.b_c-d é"
+        );
+        assert_eq!(
+            printable("x\ny\x1b[2J\t\u{202e}z"),
+            "x\\ny\\u{1b}[2J\\t\\u{202e}z"
         );
     }
 }

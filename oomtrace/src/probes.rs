@@ -213,6 +213,16 @@ impl Probes {
         Ok(lost.get(&0, 0)?.iter().sum())
     }
 
+    /// How many processes the in-kernel filter tracks now (`TRACKED_COUNT`).
+    pub fn tracked_count(&self) -> anyhow::Result<u64> {
+        let map = self
+            .ebpf
+            .map(names::TRACKED_COUNT)
+            .context("the eBPF object has no TRACKED_COUNT map")?;
+        let count: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
+        Ok(count.get(&0, 0)?)
+    }
+
     /// Per-program run counts and run time from the kernel's own accounting (only counted while
     /// `aya::sys::enable_stats(Stats::RunTime)` is held): (program, attach, count, total ns).
     pub fn program_stats(&self) -> Vec<(String, String, u64, u64)> {

@@ -318,7 +318,8 @@ pub fn perfetto(r: &Replay, timeout_ns: u64) -> Value {
 /// Writes the Perfetto file.
 pub fn write_perfetto(r: &Replay, timeout_ns: u64, path: &Path) -> anyhow::Result<()> {
     let v = perfetto(r, timeout_ns);
-    std::fs::write(path, serde_json::to_vec(&v)?)
+    let mut f = crate::outfile::create_new(path)?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec(&v)?)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 

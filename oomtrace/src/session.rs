@@ -14,7 +14,7 @@ use crate::{
     event::{Event, Payload},
     inspect,
     lifecycle::{Finding, Summary, Tracker},
-    output::{Renderer, clock_ns, rfc3339, time_of_day},
+    output::{Renderer, clock_ns, printable, rfc3339, time_of_day},
 };
 
 /// The process an event is about.
@@ -194,7 +194,7 @@ impl<W: Write> Session<W> {
                 writeln!(self.out, "{line}")?;
             } else {
                 let line = self.renderer.text(ev);
-                writeln!(self.out, "{line}")?;
+                writeln!(self.out, "{}", printable(&line))?;
             }
         }
         let mut found = std::mem::take(&mut self.findings);
@@ -326,7 +326,7 @@ impl<W: Write> Session<W> {
                     self.out,
                     "reconcile: memcg {}: the kernel counted {kernel} OOM kill(s) while oomtrace \
                      watched, oomtrace {mine}: {verdict}",
-                    a.path
+                    printable(&a.path)
                 )?;
             }
         }
@@ -373,7 +373,8 @@ impl<W: Write> Session<W> {
             writeln!(self.out, "{v}")?;
         } else {
             let memcg = memcg_path.map_or(String::new(), |p| format!(" [memcg {p}]"));
-            writeln!(self.out, "{} {f}{memcg}", time_of_day(wall))?;
+            let line = format!("{} {f}{memcg}", time_of_day(wall));
+            writeln!(self.out, "{}", printable(&line))?;
             if let Some(fx) = &forensics {
                 write!(self.out, "{fx}")?;
             }
@@ -408,5 +409,74 @@ mod tests {
         assert!(f.to_string().contains("reused"), "{f}");
         // Unknown start time: cannot tell, so /proc is shown.
         assert!(live.forensics(me, 0).exists);
+    }
+
+    /// A victim names itself, and someone names a memcg, with a newline and terminal escapes:
+    /// the text output shows them escaped; no forged line, no escape reaches the terminal.
+    #[test]
+    fn names_cannot_forge_lines_or_drive_the_terminal() {
+        use oomtrace_common::{Header, KernelSigkill, MarkVictim, victim_fields};
+
+        use crate::{cgroups::MemcgPaths, event::comm_bytes, lifecycle::TrackerConfig};
+        let evil_comm = "x\nDEAD\x1b[2J";
+        let mut memcgs = MemcgPaths::new(None);
+        memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
+        let renderer = Renderer {
+            clock: crate::output::Clock {
+                realtime_offset_ns: 1_764_180_000_000_000_000,
+            },
+            memcgs,
+            page_kb: 4,
+        };
+        let mut session = Session::new(
+            renderer,
+            Tracker::new(TrackerConfig::default()),
+            false,
+            None,
+            Vec::new(),
+        );
+        session
+            .tracker
+            .memcg_path(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07");
+        let header = |ts_ns| Header {
+            kind: 0,
+            cpu: 0,
+            ts_ns,
+            pid: 42,
+            tgid: 42,
+            comm: comm_bytes(evil_comm),
+        };
+        let kill = Event {
+            header: header(1_000_000),
+            payload: Payload::KernelSigkill(KernelSigkill {
+                target_pid: 42,
+                target_tgid: 42,
+                target_comm: comm_bytes(evil_comm),
+                target_start_ns: 5,
+                group: 1,
+                result: 0,
+                target_mm: 0,
+            }),
+        };
+        let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+        (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 7);
+        m.comm = comm_bytes(evil_comm);
+        m.fields = victim_fields::TASK | victim_fields::COMM;
+        let mark = Event {
+            header: header(1_000_100),
+            payload: Payload::MarkVictim(m),
+        };
+        session.event(&kill).unwrap();
+        session.event(&mark).unwrap();
+        session.finish(20_000_000_000).unwrap();
+        let out = String::from_utf8(session.out.clone()).unwrap();
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
+        assert!(out.contains("x\\nDEAD\\u{1b}[2J"), "{out}");
+        for line in out.lines() {
+            assert!(
+                !line.starts_with("DEAD") && !line.starts_with("12:00:00 KILLED"),
+                "forged line {line:?} in:\n{out}"
+            );
+        }
     }
 }

@@ -563,6 +563,16 @@ impl Watch {
 
     /// Starts `oomtrace ARGS` (which must print JSON Lines) with extra environment variables.
     pub fn start_cmd(args: &[&str], env: &[(&str, &str)]) -> Watch {
+        Watch::start_keeping(args, env, |_| true)
+    }
+
+    /// Like [`Watch::start_cmd`], but keeps only the lines `keep` accepts (and the plan): a soak
+    /// runs for an hour, and every line kept would grow this process without bound.
+    pub fn start_keeping(
+        args: &[&str],
+        env: &[(&str, &str)],
+        keep: impl Fn(&Value) -> bool + Send + 'static,
+    ) -> Watch {
         let mut child = Command::new(oomtrace_bin())
             .args(args)
             .envs(env.iter().copied())
@@ -578,7 +588,9 @@ impl Watch {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("oomtrace printed a line that is not JSON ({e}): {line}")
                 });
-                sink.lock().expect("lines").push(v);
+                if keep(&v) || v["type"] == "plan" {
+                    sink.lock().expect("lines").push(v);
+                }
             }
         });
         let w = Watch {
@@ -792,4 +804,30 @@ pub fn check_json(args: &[&str]) -> (Option<i32>, Value) {
         )
     });
     (out.status.code(), json)
+}
+
+/// A temporary directory of this test process (unique per label and process), removed when
+/// the test ends, passed or not.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("oomtrace-test-{}-{n}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -4,32 +4,18 @@
 use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
-    path::PathBuf,
     time::Duration,
 };
 
-use oomtrace_tests::{Sandbox, Watch, held_victim, hog, oomtrace_bin, require_root, scaled};
+use oomtrace_tests::{
+    Sandbox, TempDir, Watch, held_victim, hog, oomtrace_bin, require_root, scaled,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
 fn wait() -> Duration {
     scaled(Duration::from_secs(20))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("oomtrace-canary-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Removes a temp dir when the test ends, passed or not.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn findings_of(lines: &[Value], pids: &[u32]) -> BTreeSet<(String, u64)> {
@@ -66,7 +52,7 @@ fn report(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
 #[test]
 fn record_then_report_gives_the_same_findings() {
     require_root();
-    let dir = TempDir(temp("roundtrip"));
+    let dir = TempDir::new("roundtrip");
     let dump = dir.0.join("session.dump");
     let sandbox = Sandbox::new("record", 64 * MIB);
     let watch = Watch::start_cmd(
@@ -151,7 +137,7 @@ fn record_then_report_gives_the_same_findings() {
 #[test]
 fn a_recorder_killed_mid_stream_leaves_a_readable_dump() {
     require_root();
-    let dir = TempDir(temp("sigkill"));
+    let dir = TempDir::new("sigkill");
     let dump = dir.0.join("cut.dump");
     let sandbox = Sandbox::new("cut", 64 * MIB);
     let watch = Watch::start_cmd(&["record", "-o", dump.to_str().unwrap(), "--json"], &[]);
@@ -227,18 +213,30 @@ fn metrics_over_http_count_the_kills() {
     }
     assert!(body.contains("oomtrace_hook_attached{hook=\"mark_victim\""));
     assert!(body.contains("# TYPE oomtrace_kill_to_dead_seconds histogram"));
+    // Resource gauges a soak watches; both victims are released, so nothing is held for them.
+    for gauge in ["oomtrace_kernel_tracked_processes", "oomtrace_victims_held"] {
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{gauge} "))),
+            "no {gauge} in:\n{body}"
+        );
+    }
 }
 
 /// `--on-stuck` runs once with the victim's details; `--fail-on-stuck` makes the exit code 3.
 #[test]
 fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
     require_root();
-    let dir = TempDir(temp("hook"));
+    let dir = TempDir::new("hook");
     let out = dir.0.join("hook.out");
     let hook = dir.0.join("hook.sh");
+    // It also tries to forge a finding on stdout: a hook's output never reaches oomtrace's.
     std::fs::write(
         &hook,
-        "#!/bin/sh\nenv | grep '^OOMTRACE_' >> \"$HOOK_OUT\"\necho --- >> \"$HOOK_OUT\"\n",
+        format!(
+            "#!/bin/sh\nenv >> '{o}'\necho --- >> '{o}'\n\
+             echo '{{\"type\":\"finding\",\"finding\":\"forged\"}}'\n",
+            o = out.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -256,7 +254,8 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
             "--memcg",
             sandbox.rel_path(),
         ],
-        &[("HOOK_OUT", out.to_str().unwrap())],
+        // Not for the hook: it gets a clean environment.
+        &[("OOMTRACE_TEST_SECRET", "1")],
     );
     let (mut h, mut hold) = held_victim(&sandbox, wait());
     let pid = h.pid();
@@ -284,6 +283,11 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
     );
     assert!(text.contains("OOMTRACE_STATE=t"), "{text}");
     assert!(text.contains("OOMTRACE_JSON={"), "{text}");
+    assert!(!text.contains("OOMTRACE_TEST_SECRET"), "{text}");
+    assert!(
+        !watch.lines().iter().any(|l| l["finding"] == "forged"),
+        "the hook's stdout reached oomtrace's"
+    );
     assert_eq!(
         watch.stop(),
         Some(3),

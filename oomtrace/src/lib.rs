@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outfile;
 pub mod output;
 pub mod plan;
+pub mod privs;
 pub mod probes;
 pub mod report;
 pub mod scan;

@@ -469,6 +469,25 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         ),
         None => None,
     };
+    // Everything that needs root's full power is done: attached, mapped, created, bound.
+    let privileges = match crate::privs::drop_to_kept() {
+        Ok(()) => json!({"dropped": true, "kept": ["CAP_SYS_ADMIN", "CAP_BPF", "CAP_SYS_PTRACE",
+                                                   "CAP_DAC_READ_SEARCH"], "no_new_privs": true}),
+        Err(e) => {
+            eprintln!(
+                "oomtrace: warning: could not drop privileges after attaching ({e}); running on \
+                 with all of them"
+            );
+            json!({"dropped": false, "error": e.to_string()})
+        }
+    };
+    let header = match header {
+        Value::Object(mut m) => {
+            m.insert("privileges".into(), privileges);
+            Value::Object(m)
+        }
+        h => h,
+    };
     let header = match (&listener, header) {
         (Some(l), Value::Object(mut m)) => {
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();

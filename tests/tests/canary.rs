@@ -233,7 +233,8 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\nenv >> '{o}'\necho --- >> '{o}'\n\
+            "#!/bin/sh\nenv >> '{o}'\ngrep -E '^(CapEff|NoNewPrivs):' /proc/self/status >> '{o}'\n\
+             echo --- >> '{o}'\n\
              echo '{{\"type\":\"finding\",\"finding\":\"forged\"}}'\n",
             o = out.display()
         ),
@@ -284,6 +285,9 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
     assert!(text.contains("OOMTRACE_STATE=t"), "{text}");
     assert!(text.contains("OOMTRACE_JSON={"), "{text}");
     assert!(!text.contains("OOMTRACE_TEST_SECRET"), "{text}");
+    // Run as root's uid, but with no capability and no way to gain one.
+    assert!(text.contains("CapEff:\t0000000000000000\n"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1\n"), "{text}");
     assert!(
         !watch.lines().iter().any(|l| l["finding"] == "forged"),
         "the hook's stdout reached oomtrace's"

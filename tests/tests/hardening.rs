@@ -295,3 +295,33 @@ fn bad_options_are_refused_and_empty_filters_are_said() {
     assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+/// After attaching, oomtrace keeps four capabilities (docs/privileges.md says why) and sets
+/// no_new_privs; a hook it runs has none.
+#[test]
+fn after_attach_only_the_capabilities_it_needs_remain() {
+    require_root();
+    let watch = Watch::start(&[]);
+    assert_eq!(
+        watch.plan()["privileges"]["dropped"],
+        true,
+        "{}",
+        watch.plan()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", watch.pid())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+    };
+    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21), CAP_BPF (39).
+    let kept: u64 = (1 << 2) | (1 << 19) | (1 << 21) | (1 << 39);
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let v = u64::from_str_radix(&field(set), 16).unwrap();
+        assert_eq!(v, kept, "{set} {v:#x}");
+    }
+    assert_eq!(u64::from_str_radix(&field("CapAmb"), 16).unwrap(), 0);
+    assert_eq!(field("NoNewPrivs"), "1");
+}

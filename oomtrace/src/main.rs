@@ -140,6 +140,9 @@ struct WatchArgs {
     /// Print the kernel's per-program run counts and times at exit (benchmarks).
     #[arg(long, hide = true)]
     bpf_stats: bool,
+    /// The ring buffer's size in bytes (a power of 2, at least a page): tests that overflow it.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    ring_bytes: Option<u32>,
 }
 
 impl Default for WatchArgs {
@@ -223,10 +226,21 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn load(forbid: &[AttachType], trace_all_exits: bool) -> anyhow::Result<Probes> {
+fn load(
+    forbid: &[AttachType],
+    trace_all_exits: bool,
+    ring_bytes: Option<u32>,
+) -> anyhow::Result<Probes> {
+    if let Some(b) = ring_bytes {
+        anyhow::ensure!(
+            b.is_power_of_two() && b >= 4096,
+            "--ring-bytes must be a power of 2 of at least 4096, not {b}"
+        );
+    }
     Probes::load(&LoadOptions {
         forbid: forbid.iter().copied().collect::<BTreeSet<_>>(),
         trace_all_exits,
+        ring_bytes,
     })
 }
 
@@ -266,7 +280,7 @@ fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let probes = load(&args.forbid, false)?;
+    let probes = load(&args.forbid, false, None)?;
     let memcg_root = probes
         .env
         .memory_controller
@@ -441,7 +455,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         quiet_events: args.findings_only,
         bpf_stats: args.bpf_stats,
     };
-    let mut probes = load(&args.forbid, args.trace_all_exits)?;
+    let mut probes = load(&args.forbid, args.trace_all_exits, args.ring_bytes)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

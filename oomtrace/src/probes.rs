@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub forbid: BTreeSet<AttachType>,
     /// Report every exit on the host, not only victims' (benchmarks, debugging).
     pub trace_all_exits: bool,
+    /// The ring buffer's size in bytes instead of `RING_BYTES` (tests that overflow it).
+    pub ring_bytes: Option<u32>,
 }
 
 /// The environment the tool runs in, as `check` and the plan header show it.
@@ -140,7 +142,11 @@ impl Probes {
             };
             let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
             let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
-            let mut ebpf = { loader }
+            let mut loader = loader;
+            if let Some(bytes) = opts.ring_bytes {
+                loader.map_max_entries(names::EVENTS, bytes);
+            }
+            let mut ebpf = loader
                 .override_global(names::CONFIG, &config, true)
                 .load(OBJECT)
                 .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")?;

@@ -101,3 +101,55 @@ fn a_victim_stays_tracked_under_map_pressure() {
     assert!(exits > 0, "no exit of the victim's threads was reported");
     sandbox.assert_reconciled(&lines, 1);
 }
+
+/// The ring buffer overflows (a one-page ring, then a burst of kernel SIGKILLs with their exits
+/// and releases): the loss is counted, the stuck victim killed before it is flagged
+/// UNCONFIRMED (its exit could have been among the lost), the summary says it, nothing crashes.
+#[test]
+fn a_full_ring_buffer_is_counted_and_makes_findings_unconfirmed() {
+    require_root();
+    let sandbox = Sandbox::new("overflow", 64 * MIB);
+    let churn = Sandbox::new("overflow-churn", 128 * MIB);
+    let fuse = FuseHold::mount_holding("overflow", Hold::Flush);
+    let watch = Watch::start(&["--ring-bytes", "4096", "--timeout", "3"]);
+    let mut v = stuck_in_exit(&sandbox, &fuse, &[]);
+    let _release = ReleaseOnDrop(&fuse);
+    let victim = v.victim;
+    v.hog.go();
+    assert!(
+        fuse.wait_held(wait()),
+        "the victim never reached exit_files"
+    );
+    watch.wait_for("the KILLED finding", wait(), |l| {
+        finding(l, "killed", victim)
+    });
+    let args = ["--rounds", "4", "--children", "256"].map(String::from);
+    let mut c = oomtrace_tests::spawn_hog(&churn, "ns-churn", &args);
+    assert_eq!(c.line(), "sigkilled 1024");
+    assert_eq!(c.wait_signal(scaled(Duration::from_secs(120))), None);
+    let lost = watch.wait_for("the lost-events line", wait(), |l| l["type"] == "lost");
+    assert!(lost["events"].as_u64() > Some(0), "{lost}");
+    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", victim));
+    assert!(
+        stuck["unconfirmed_lost"].as_u64() > Some(0),
+        "events were lost after the kill: the flag must say so: {stuck}"
+    );
+    fuse.release();
+    watch.wait_for("the death after the release", wait(), |l| {
+        finding(l, "dead", victim)
+    });
+    let (code, lines) = watch.stop_with_lines();
+    assert_eq!(
+        code,
+        Some(0),
+        "oomtrace must end cleanly after losing events"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary line");
+    assert!(
+        summary["summary"]["lost_events"].as_u64() > Some(0),
+        "{summary}"
+    );
+}

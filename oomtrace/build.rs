@@ -5,8 +5,40 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+/// `oomtrace --version` names the revision it was built from: `git describe`-like
+/// (`abc1234`, `-dirty` with uncommitted changes), or `unknown` outside a git checkout.
+fn git_revision(manifest: &std::path::Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(rev) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    // Where HEAD and the index live: rebuild when either changes (a commit, a checkout).
+    for f in ["HEAD", "index"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", f]) {
+            let p = manifest.join(p);
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{rev}-dirty") } else { rev }
+}
+
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    println!(
+        "cargo:rustc-env=OOMTRACE_GIT_REVISION={}",
+        git_revision(&manifest)
+    );
     let root = manifest.join("../oomtrace-ebpf");
     let root = root.to_str().context("eBPF crate path is not UTF-8")?;
     aya_build::build_ebpf(

@@ -40,8 +40,16 @@ EXIT CODES:
 /// Watch the Linux OOM killer with eBPF: every memory-cgroup OOM, the kill decision, the
 /// victim's signal, the oom_reaper, and the victim's exit and release — and flag victims that
 /// are not dead within a timeout, with where they are stuck.
+/// `oomtrace --version`: the release and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OOMTRACE_GIT_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(version, after_help = EXAMPLES)]
+#[command(version = VERSION, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,6 +81,13 @@ enum Command {
     },
     /// Replay a dump through the same tracker: the same findings, summary and histograms.
     Report(ReportArgs),
+    /// Write the man page (`man`) or a shell's completions (`bash`, `zsh`, `fish`) to stdout
+    /// (`cargo xtask dist` packs them).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish", "elvish", "powershell"])]
+        what: String,
+    },
     /// Write a synthetic dump of normal OOM episodes (benchmarks).
     #[command(hide = true)]
     SynthDump {
@@ -205,6 +220,7 @@ fn main() -> ExitCode {
             .and_then(|output| watch(&args, Some((output, compress)))),
         Some(Command::Report(args)) => report(&args),
         Some(Command::SynthDump { output, events }) => synth_dump(&output, events),
+        Some(Command::Generate { what }) => generate(&what),
         None => watch(&WatchArgs::default(), None),
     };
     match result {
@@ -507,6 +523,19 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn generate(what: &str) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    if what == "man" {
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+    } else {
+        let shell: clap_complete::Shell = what.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        clap_complete::generate(shell, &mut cmd, "oomtrace", &mut out);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn synth_dump(path: &std::path::Path, events: u64) -> anyhow::Result<ExitCode> {

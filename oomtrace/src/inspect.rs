@@ -69,6 +69,9 @@ pub struct Forensics {
     pub parent_comm: Option<String>,
     pub threads_count: Option<u32>,
     pub sigkill_pending: Option<bool>,
+    /// The process tracing one of its threads (`TracerPid`), if any: a tracee in a ptrace stop
+    /// goes on only when its tracer lets it.
+    pub tracer_pid: Option<u32>,
     pub threads: Vec<ThreadInfo>,
     pub sockets: Vec<SocketInfo>,
     pub memcg: Option<MemcgInfo>,
@@ -191,13 +194,19 @@ pub fn collect(
     let mut net_dir: Option<PathBuf> = None;
     for tid in &tids {
         let tdir = dir.join("task").join(tid.to_string());
-        let state = read(&tdir.join("status"))
-            .and_then(|s| status_field(&s, "State").map(str::to_string))
+        let tstatus = read(&tdir.join("status"));
+        let state = tstatus
+            .as_deref()
+            .and_then(|s| status_field(s, "State").map(str::to_string))
             .unwrap_or_else(|| "?".into());
-        let wchan = read(&tdir.join("wchan"))
-            .map(|w| w.trim().to_string())
-            .filter(|w| !w.is_empty() && w != "0");
-        let stack = match read(&tdir.join("stack")) {
+        if let Some(t) = tstatus
+            .as_deref()
+            .and_then(|s| status_field(s, "TracerPid")?.parse::<u32>().ok())
+            .filter(|&t| t != 0)
+        {
+            f.tracer_pid.get_or_insert(t);
+        }
+        let stack: Vec<String> = match read(&tdir.join("stack")) {
             Some(s) => s
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(1))
@@ -205,6 +214,17 @@ pub fn collect(
                 .collect(),
             None => Vec::new(),
         };
+        // Before 5.16, x86 found wchan by walking frame pointers: on kernels built with the
+        // ORC unwinder (Debian's 5.10) /proc/*/wchan always reads 0. The stack's top frame is
+        // the same function (both skip the scheduler's own frames) for a thread that sleeps.
+        let wchan = read(&tdir.join("wchan"))
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty() && w != "0")
+            .or_else(|| {
+                (!state.starts_with('R'))
+                    .then(|| stack.first().cloned())
+                    .flatten()
+            });
         for inode in thread_sockets(&tdir) {
             let holders = socket_holders.entry(inode).or_default();
             if !holders.contains(tid) {
@@ -735,6 +755,36 @@ mod tests {
         let f = collect(root.path(), 4242, None, &[]);
         let names: Vec<&str> = f.sockets.iter().map(|s| s.description.as_str()).collect();
         assert_eq!(names, ["LISTEN 127.0.0.1:8080"]);
+    }
+
+    /// 5.10 with the ORC unwinder: wchan reads 0 for every thread; a sleeping thread's wchan is
+    /// its stack's top frame, a running one has none.
+    #[test]
+    fn wchan_falls_back_to_the_stacks_top_frame() {
+        let root = crate::scratch::ScratchDir::new("inspect-wchan");
+        let fx = fixture().join("4242");
+        for f in [
+            "status",
+            "task/4242/status",
+            "task/4243/status",
+            "task/4243/stack",
+        ] {
+            let to = root.join(&format!("4242/{f}"));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(fx.join(f), &to).unwrap();
+        }
+        for tid in [4242, 4243] {
+            std::fs::write(root.join(&format!("4242/task/{tid}/wchan")), "0").unwrap();
+        }
+        let f = collect(root.path(), 4242, None, &[]);
+        assert_eq!(f.threads[1].wchan.as_deref(), Some("request_wait_answer"));
+        assert_eq!(f.threads[0].wchan, None, "the zombie leader has no stack");
+        let status = std::fs::read_to_string(fx.join("task/4243/status")).unwrap();
+        let running = status.replace("State:\tD (disk sleep)", "State:\tR (running)");
+        assert_ne!(running, status, "the fixture's thread sleeps in D");
+        std::fs::write(root.join("4242/task/4243/status"), running).unwrap();
+        let f = collect(root.path(), 4242, None, &[]);
+        assert_eq!(f.threads[1].wchan, None);
     }
 
     #[test]

@@ -30,3 +30,4 @@ mod scratch;
 pub mod session;
 pub mod synth;
 pub mod tracefs;
+pub mod unstick;

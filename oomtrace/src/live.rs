@@ -49,6 +49,8 @@ pub struct LiveOptions {
     pub on_stuck: Option<PathBuf>,
     /// A hook still running after this is killed.
     pub hook_timeout: Duration,
+    /// Take the unstick remedy for every flagged victim.
+    pub unstick: bool,
     pub filter: Filter,
     /// Print findings only, not every event.
     pub quiet_events: bool,
@@ -158,6 +160,10 @@ struct Runner<W: std::io::Write> {
     metrics: Option<Metrics>,
     /// `--on-stuck`.
     hooks: Option<Hooks>,
+    /// `--unstick`: take the remedy for each flagged victim.
+    unstick: bool,
+    /// What was changed for a victim, to put back once it is dead.
+    unstuck: std::collections::HashMap<u32, crate::unstick::Applied>,
     flagged: u64,
 }
 
@@ -297,10 +303,87 @@ impl<W: std::io::Write> Runner<W> {
             if let Some(m) = &mut self.metrics {
                 m.finding(&f, memcg.clone());
             }
-            if let Finding::Stuck { .. } = f {
+            if let Finding::Stuck { victim, .. } = &f {
                 self.flagged += 1;
                 self.run_hook(&f, memcg);
+                if self.unstick {
+                    self.auto_unstick(victim.key.tgid, victim.key.start_ns)?;
+                }
             }
+            if let Finding::Dead { victim, .. } = &f
+                && let Some(a) = self.unstuck.remove(&victim.key.tgid)
+            {
+                for r in crate::unstick::restore(&a) {
+                    self.say_unstick(victim.key.tgid, "restored", &r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `watch --unstick`: the remedy `oomtrace unstick --apply` would take, taken as soon as
+    /// a victim is flagged (the tracker knows it is a victim: no /proc evidence needed). Said
+    /// loudly, counted in the metrics; the memcg limit is put back when the victim is dead.
+    fn auto_unstick(&mut self, tgid: u32, start_ns: u64) -> anyhow::Result<()> {
+        use crate::unstick;
+        let Some(live) = &self.session.live else {
+            return Ok(());
+        };
+        let fx = live.forensics(tgid, start_ns);
+        let v2 = live
+            .memcg_root
+            .as_deref()
+            .is_some_and(|r| r.join("cgroup.controllers").exists());
+        let memcg_root = live.memcg_root.clone();
+        let mounted = unstick::ensure_fusectl();
+        let waiting = unstick::candidate_connections(
+            &unstick::fuse_connections_waiting(Path::new(unstick::FUSECTL)),
+            &unstick::fuse_connections_of(&live.proc_root, tgid),
+        );
+        let wait = unstick::diagnose(&fx, &waiting);
+        let kind = serde_json::to_value(&wait)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let remedy = unstick::remedy(&wait, memcg_root.as_deref(), v2);
+        let (result, text) = match remedy.as_ref().and_then(|r| r.action.clone()) {
+            None => (
+                "refused",
+                format!("waits on {wait}: no remedy oomtrace can take"),
+            ),
+            Some(action) => match unstick::apply(&action) {
+                Ok(a) => {
+                    let text = format!("waits on {wait}: {}", a.did.join("; "));
+                    self.unstuck.insert(tgid, a);
+                    ("applied", text)
+                }
+                Err(e) => ("failed", format!("waits on {wait}: applying failed: {e}")),
+            },
+        };
+        // Only needed to list connections and abort one: done either way.
+        if mounted {
+            unstick::unmount_fusectl();
+        }
+        if let Some(m) = &mut self.metrics {
+            m.unstick(&kind, result);
+        }
+        self.say_unstick(tgid, result, &text)
+    }
+
+    fn say_unstick(&mut self, tgid: u32, result: &str, text: &str) -> anyhow::Result<()> {
+        let out = &mut self.session.out;
+        if self.session.json {
+            writeln!(
+                out,
+                "{}",
+                json!({"type": "unstick", "pid": tgid, "result": result, "detail": text})
+            )?;
+        } else {
+            writeln!(
+                out,
+                "UNSTICK pid {tgid} ({result}): {}",
+                crate::output::printable(text)
+            )?;
         }
         Ok(())
     }
@@ -470,9 +553,25 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         None => None,
     };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
-    let privileges = match crate::privs::drop_to_kept() {
-        Ok(()) => json!({"dropped": true, "kept": ["CAP_SYS_ADMIN", "CAP_BPF", "CAP_SYS_PTRACE",
-                                                   "CAP_DAC_READ_SEARCH"], "no_new_privs": true}),
+    // --unstick may end a tracer that belongs to another user: CAP_KILL too.
+    let extra: &[u32] = if opts.unstick {
+        &[crate::privs::CAP_KILL]
+    } else {
+        &[]
+    };
+    let privileges = match crate::privs::drop_to_kept(extra) {
+        Ok(()) => {
+            let mut kept = vec![
+                "CAP_SYS_ADMIN",
+                "CAP_BPF",
+                "CAP_SYS_PTRACE",
+                "CAP_DAC_READ_SEARCH",
+            ];
+            if opts.unstick {
+                kept.push("CAP_KILL");
+            }
+            json!({"dropped": true, "kept": kept, "no_new_privs": true})
+        }
         Err(e) => {
             eprintln!(
                 "oomtrace: warning: could not drop privileges after attaching ({e}); running on \
@@ -508,6 +607,8 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             .on_stuck
             .clone()
             .map(|p| Hooks::new(p, opts.hook_timeout)),
+        unstick: opts.unstick,
+        unstuck: std::collections::HashMap::new(),
         flagged: 0,
     };
     {

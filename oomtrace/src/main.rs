@@ -81,6 +81,10 @@ enum Command {
     },
     /// Replay a dump through the same tracker: the same findings, summary and histograms.
     Report(ReportArgs),
+    /// Say what a stuck OOM victim waits on and the way out that costs less than a reboot;
+    /// with --apply, take it, follow the victim until it is dead, and put back what was changed.
+    /// Refuses a process that is not an OOM victim, and a diagnosis it does not know.
+    Unstick(UnstickArgs),
     /// Write the man page (`man`) or a shell's completions (`bash`, `zsh`, `fish`) to stdout
     /// (`cargo xtask dist` packs them).
     #[command(hide = true)]
@@ -140,6 +144,11 @@ struct WatchArgs {
     /// Kill an --on-stuck hook (its whole process group) still running after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = oomtrace::hooks::DEFAULT_TIMEOUT.as_secs_f64())]
     hook_timeout: f64,
+    /// Take the remedy `oomtrace unstick --apply` would for every victim flagged stuck (abort
+    /// its FUSE connection, raise its memcg's limit, end its tracer, signal its parent). Off by
+    /// default; each action is printed (UNSTICK …) and counted in the metrics.
+    #[arg(long)]
+    unstick: bool,
     /// Exit with code 3 if any victim was flagged stuck (canary gate; use with --duration).
     #[arg(long)]
     fail_on_stuck: bool,
@@ -175,6 +184,21 @@ impl WatchArgs {
         }
         Wrap::parse_from(["oomtrace"]).w
     }
+}
+
+#[derive(Args)]
+struct UnstickArgs {
+    /// The victim's process id.
+    pid: u32,
+    /// Carry out the remedy (default: only say it).
+    #[arg(long)]
+    apply: bool,
+    /// How long to follow the victim after applying, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    wait: f64,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -219,6 +243,7 @@ fn main() -> ExitCode {
             .with_context(|| format!("preparing the dump {}", output.display()))
             .and_then(|output| watch(&args, Some((output, compress)))),
         Some(Command::Report(args)) => report(&args),
+        Some(Command::Unstick(args)) => unstick(&args),
         Some(Command::SynthDump { output, events }) => synth_dump(&output, events),
         Some(Command::Generate { what }) => generate(&what),
         None => watch(&WatchArgs::default(), None),
@@ -464,6 +489,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         metrics: args.metrics,
         on_stuck: args.on_stuck.clone(),
         hook_timeout: Duration::from_nanos(seconds_ns(args.hook_timeout, "--hook-timeout")?),
+        unstick: args.unstick,
         filter: Filter {
             memcg: args.memcg.clone(),
             pid: args.pid,
@@ -522,6 +548,99 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
+/// an OOM victim, or no known remedy); 6 applied but still not dead after --wait.
+const EXIT_UNSTICK_REFUSED: u8 = 5;
+const EXIT_UNSTICK_NOT_DEAD: u8 = 6;
+
+fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
+    use oomtrace::unstick;
+    let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
+    let proc_root = std::path::Path::new("/proc");
+    let controller = oomtrace::cgroups::memory_controller();
+    let memcg_root = controller.as_ref().map(|c| c.mount.clone());
+    let fx = inspect::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
+    let memcg = fx.memcg.as_ref().map(|m| m.path.as_str());
+    let evidence = unstick::oom_victim_evidence(proc_root, memcg_root.as_deref(), memcg, args.pid);
+    // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed,
+    // unmounted again at the end.
+    let mounted_fusectl = unstick::ensure_fusectl();
+    let waiting = unstick::candidate_connections(
+        &unstick::fuse_connections_waiting(std::path::Path::new(unstick::FUSECTL)),
+        &unstick::fuse_connections_of(proc_root, args.pid),
+    );
+    let wait_on = unstick::diagnose(&fx, &waiting);
+    let v2 = controller.as_ref().is_some_and(|c| c.version == 2);
+    let remedy = unstick::remedy(&wait_on, memcg_root.as_deref(), v2);
+    let mut applied = None;
+    let mut dead = None;
+    let mut restored = Vec::new();
+    let refused = match (&evidence, &remedy) {
+        (Err(e), _) => Some(e.clone()),
+        (Ok(_), None) => Some(format!(
+            "no remedy oomtrace can take for: {wait_on} — look at the forensics below"
+        )),
+        (Ok(_), Some(_)) => None,
+    };
+    if args.apply && refused.is_none() {
+        let action = remedy.as_ref().and_then(|r| r.action.clone());
+        if let Some(action) = action {
+            let a = unstick::apply(&action).map_err(|e| anyhow::anyhow!(e))?;
+            let gone = unstick::wait_gone(args.pid, wait);
+            restored = unstick::restore(&a);
+            dead = Some(gone);
+            applied = Some(a);
+        }
+    }
+    if mounted_fusectl {
+        unstick::unmount_fusectl();
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
+                   "refused": refused, "waits_on": wait_on, "remedy": remedy,
+                   "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
+        );
+    } else {
+        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+        match &evidence {
+            Ok(why) => println!("OOM victim:  {why}"),
+            Err(why) => println!("OOM victim:  NO: {why}"),
+        }
+        println!("waits on:    {wait_on}");
+        if let Some(r) = &remedy {
+            println!("remedy:      {}", r.command);
+            println!("risk:        {}", r.risk);
+        }
+        if let Some(why) = &refused {
+            println!("REFUSED:     {why}");
+        }
+        if let Some(a) = &applied {
+            for d in &a.did {
+                println!("applied:     {d}");
+            }
+        }
+        match dead {
+            Some(true) => println!("result:      DEAD (finished exiting)"),
+            Some(false) => println!("result:      STILL NOT DEAD after {} s", wait.as_secs_f64()),
+            None if !args.apply && refused.is_none() => {
+                println!("(not applied: run again with --apply to take this remedy)")
+            }
+            None => {}
+        }
+        for r in &restored {
+            println!("restored:    {r}");
+        }
+        print!("{fx}");
+    }
+    Ok(match (refused, dead) {
+        (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        (None, Some(false)) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
+        _ => ExitCode::SUCCESS,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     kernel_tracked: Option<u64>,
     /// Victims the tracker holds now.
     victims_held: u64,
+    /// `watch --unstick` remedies by (what the victim waited on, result).
+    unstick: BTreeMap<(String, String), u64>,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, label: String) {
@@ -67,6 +69,15 @@ impl Metrics {
                 .collect(),
             ..Metrics::default()
         }
+    }
+
+    /// A `watch --unstick` remedy: `wait` is what the victim waited on (`fuse`, `ptrace`, …),
+    /// `result` applied, refused or failed.
+    pub fn unstick(&mut self, wait: &str, result: &str) {
+        *self
+            .unstick
+            .entry((wait.to_string(), result.to_string()))
+            .or_default() += 1;
     }
 
     /// Resource gauges sampled at scrape time: what a soak watches for unbounded growth.
@@ -187,6 +198,21 @@ impl Metrics {
             "Memcgs that kept hitting OOM while a victim was stuck.",
             self.livelocks,
         );
+        if !self.unstick.is_empty() {
+            let _ = writeln!(
+                s,
+                "# HELP oomtrace_unstick_total Remedies watch --unstick took (or refused) for \
+                 flagged victims.\n# TYPE oomtrace_unstick_total counter"
+            );
+            for ((wait, result), n) in &self.unstick {
+                let _ = writeln!(
+                    s,
+                    "oomtrace_unstick_total{{wait=\"{}\",result=\"{}\"}} {n}",
+                    escape(wait),
+                    escape(result)
+                );
+            }
+        }
         scalar(
             &mut s,
             "oomtrace_victims_held",

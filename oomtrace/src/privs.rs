@@ -18,6 +18,8 @@
 use std::io;
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// Kept with `watch --unstick` only: ending a tracer of another user.
+pub const CAP_KILL: u32 = 5;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_BPF: u32 = 39;
@@ -56,10 +58,10 @@ fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     Ok(())
 }
 
-/// Drops every capability but [`KEPT`] (effective, permitted, inheritable, bounding, ambient),
-/// locks uid 0 out of regaining them at exec, and sets `no_new_privs`.
-pub fn drop_to_kept() -> io::Result<()> {
-    let keep = |c: u32| KEPT.contains(&c);
+/// Drops every capability but [`KEPT`] and `extra` (effective, permitted, inheritable,
+/// bounding, ambient), locks uid 0 out of regaining them at exec, and sets `no_new_privs`.
+pub fn drop_to_kept(extra: &[u32]) -> io::Result<()> {
+    let keep = |c: u32| KEPT.contains(&c) || extra.contains(&c);
     // The securebits and the bounding set need CAP_SETPCAP, so they come first.
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
@@ -90,7 +92,7 @@ pub fn drop_to_kept() -> io::Result<()> {
         );
     }
     let mut data = [CapData::default(); 2];
-    for cap in KEPT {
+    for &cap in KEPT.iter().chain(extra) {
         let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
         data[i].effective |= bit;
         data[i].permitted |= bit;

@@ -17,6 +17,10 @@
 //! closing PATH in `exit_files`. With `--leader-exits` the allocation runs in a second thread
 //! and the main thread exits first (the `exit` syscall): the leader is a zombie before the kill.
 //!
+//! `oomtrace-hog trace-hold --pid P`: a tracer in its own process. It seizes P with
+//! PTRACE_O_TRACEEXIT, prints `seized`, and when P stops at its exit never lets it go on: P
+//! stays in `do_exit` until this tracer ends (what `oomtrace unstick` does to it).
+//!
 //! `oomtrace-hog ns-churn --cgroup DIR --rounds R --children K`: kernel SIGKILLs, many and
 //! cheap. R times: a new PID namespace whose init forks K children that pause, then exits; the
 //! kernel's namespace teardown (`zap_pid_ns_processes`) SIGKILLs each child (SEND_SIG_PRIV,
@@ -42,6 +46,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let mode = args.first().map(String::as_str);
     if mode == Some("ns-churn") {
         return ns_churn(args);
+    }
+    if mode == Some("trace-hold") {
+        return trace_hold(args);
     }
     let (stuck, flush) = match mode {
         Some("alloc") => (false, false),
@@ -231,4 +238,49 @@ fn ns_churn(args: &[String]) -> Result<(), String> {
     }
     println!("sigkilled {}", rounds * children);
     Ok(())
+}
+
+/// See the module docs.
+fn trace_hold(args: &[String]) -> Result<(), String> {
+    let pid: libc::pid_t = number(args, "--pid")? as libc::pid_t;
+    // SAFETY: ptrace on a pid given by the test; waitpid on our tracee.
+    unsafe {
+        if libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            0,
+            libc::PTRACE_O_TRACEEXIT as libc::c_ulong,
+        ) != 0
+        {
+            return Err(format!(
+                "PTRACE_SEIZE {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        println!("seized");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        loop {
+            let mut status = 0;
+            if libc::waitpid(pid, &mut status, libc::__WALL) != pid {
+                return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+            }
+            let exit_stop = status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8));
+            if exit_stop {
+                // Held: never continued.
+                loop {
+                    libc::pause();
+                }
+            }
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                return Ok(());
+            }
+            // Any other stop: let it go on (signal-delivery stops pass the signal).
+            let sig = if libc::WIFSTOPPED(status) && status >> 16 == 0 {
+                libc::WSTOPSIG(status)
+            } else {
+                0
+            };
+            libc::ptrace(libc::PTRACE_CONT, pid, 0, sig as libc::c_ulong);
+        }
+    }
 }

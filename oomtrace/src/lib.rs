@@ -31,3 +31,4 @@ pub mod session;
 pub mod synth;
 pub mod tracefs;
 pub mod unstick;
+pub mod workload;

@@ -602,7 +602,17 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         dump_path: opts.record.clone().unwrap_or_default(),
         dump_error: None,
         recorded_memcgs: BTreeSet::new(),
-        metrics: opts.metrics.map(|_| Metrics::new(&probes.plan)),
+        metrics: opts.metrics.map(|_| {
+            let mut m = Metrics::new(&probes.plan);
+            let sees_kill = [Hook::MarkVictim, Hook::KernelSigkill]
+                .iter()
+                .any(|h| probes.hook(*h).attached());
+            m.set_observable(
+                sees_kill && probes.hook(Hook::TaskExit).attached() && death.is_ok(),
+                probes.hook(Hook::OomInvoke).attached(),
+            );
+            m
+        }),
         hooks: opts
             .on_stuck
             .clone()

@@ -20,8 +20,21 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Default)]
 pub struct Metrics {
-    invocations: BTreeMap<String, u64>,
-    kills: BTreeMap<String, u64>,
+    /// Per OOM domain (memcg whose limit was hit), by label set.
+    invocations: BTreeMap<String, i64>,
+    /// Per victim label set ([`victim_labels`]).
+    kills: BTreeMap<String, i64>,
+    /// Victims stuck now, per label set (entries at 0 are kept: a series that drops to 0 is
+    /// what resolves an alert).
+    stuck_now: BTreeMap<String, i64>,
+    /// Victims ever flagged, per label set.
+    stuck_total: BTreeMap<String, i64>,
+    /// Livelocks, per OOM domain label set.
+    livelock_by: BTreeMap<String, i64>,
+    /// Whether mark_victim/signal and exits attach, and death is seen; whether the livelock
+    /// signature (OOM invocations) can be seen.
+    kill_path_observable: bool,
+    livelock_observable: bool,
     dead: u64,
     released: u64,
     flagged: u64,
@@ -38,13 +51,33 @@ pub struct Metrics {
     unstick: BTreeMap<(String, String), u64>,
 }
 
-fn bump(map: &mut BTreeMap<String, u64>, label: String) {
-    let label = if map.contains_key(&label) || map.len() < MAX_MEMCG_LABELS {
-        label
+/// The label set of a victim's metrics: its memcg and the workload it names
+/// ([`crate::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
+pub fn victim_labels(memcg: &str) -> String {
+    let w = crate::workload::of_path(memcg);
+    let mut s = format!("memcg=\"{}\"", escape(memcg));
+    for (k, v) in w.labels() {
+        let _ = write!(s, ",{k}=\"{}\"", escape(&v));
+    }
+    s
+}
+
+/// The label set everything beyond [`MAX_MEMCG_LABELS`] distinct ones is counted under.
+const OTHER: &str = "memcg=\"other\",kind=\"other\",workload=\"other\",container=\"\"";
+
+/// Adds `by` to the series of `labels` (a rendered label set), or of [`OTHER`] once the map
+/// holds as many label sets as it may: cardinality stays bounded whatever the host runs.
+fn add(map: &mut BTreeMap<String, i64>, labels: String, by: i64) {
+    let labels = if map.contains_key(&labels) || map.len() < MAX_MEMCG_LABELS {
+        labels
     } else {
-        "other".to_string()
+        OTHER.to_string()
     };
-    *map.entry(label).or_default() += 1;
+    *map.entry(labels).or_default() += by;
+}
+
+fn bump(map: &mut BTreeMap<String, i64>, labels: String) {
+    add(map, labels, 1);
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -86,24 +119,35 @@ impl Metrics {
         self.victims_held = victims_held;
     }
 
+    /// What the attach plan can observe (for the degraded-plan alert).
+    pub fn set_observable(&mut self, kill_path: bool, livelock: bool) {
+        self.kill_path_observable = kill_path;
+        self.livelock_observable = livelock;
+    }
+
     /// Counts an event (`memcg` is its memcg's path, if it names one).
     pub fn event(&mut self, ev: &Event, memcg: Option<String>) {
         if let Payload::OomInvoke(_) = ev.payload {
             bump(
                 &mut self.invocations,
-                memcg.unwrap_or_else(|| "unknown".into()),
+                victim_labels(memcg.as_deref().unwrap_or("unknown")),
             );
         }
     }
 
     pub fn finding(&mut self, f: &Finding, memcg: Option<String>) {
-        let memcg = || memcg.clone().unwrap_or_else(|| "unknown".into());
+        let labels = || victim_labels(memcg.as_deref().unwrap_or("unknown"));
         match f {
-            Finding::Killed { .. } => bump(&mut self.kills, memcg()),
+            Finding::Killed { .. } => bump(&mut self.kills, labels()),
             Finding::Dead {
-                kill_to_dead_ns, ..
+                kill_to_dead_ns,
+                was_flagged,
+                ..
             } => {
                 self.dead += 1;
+                if *was_flagged {
+                    add(&mut self.stuck_now, labels(), -1);
+                }
                 // A victim killed before oomtrace started has no kill→dead time.
                 let Some(ns) = kill_to_dead_ns else {
                     return;
@@ -118,8 +162,15 @@ impl Metrics {
                 }
             }
             Finding::Released { .. } => self.released += 1,
-            Finding::Stuck { .. } => self.flagged += 1,
-            Finding::Livelock { .. } => self.livelocks += 1,
+            Finding::Stuck { .. } => {
+                self.flagged += 1;
+                bump(&mut self.stuck_now, labels());
+                bump(&mut self.stuck_total, labels());
+            }
+            Finding::Livelock { .. } => {
+                self.livelocks += 1;
+                bump(&mut self.livelock_by, labels());
+            }
             Finding::Unobservable { .. }
             | Finding::Marked { .. }
             | Finding::NotReleased { .. }
@@ -139,20 +190,50 @@ impl Metrics {
             "counter",
             "Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.",
         );
-        for (m, n) in &self.invocations {
-            let _ = writeln!(
-                s,
-                "oomtrace_oom_invocations_total{{memcg=\"{}\"}} {n}",
-                escape(m)
-            );
+        for (l, n) in &self.invocations {
+            let _ = writeln!(s, "oomtrace_oom_invocations_total{{{l}}} {n}");
         }
+        let labelled =
+            |s: &mut String, name: &str, kind: &str, help: &str, map: &BTreeMap<String, i64>| {
+                let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (l, n) in map {
+                    let _ = writeln!(s, "{name}{{{l}}} {n}");
+                }
+            };
+        labelled(
+            &mut s,
+            "oomtrace_kills_total",
+            "counter",
+            "OOM kills (victims), per memcg and the workload it names (pod, container, unit).",
+            &self.kills,
+        );
+        labelled(
+            &mut s,
+            "oomtrace_stuck_victims",
+            "gauge",
+            "Victims flagged stuck and not dead now, per memcg and workload.",
+            &self.stuck_now,
+        );
+        labelled(
+            &mut s,
+            "oomtrace_stuck_victims_total",
+            "counter",
+            "Victims ever flagged stuck, per memcg and workload.",
+            &self.stuck_total,
+        );
+        labelled(
+            &mut s,
+            "oomtrace_livelocks_by_domain_total",
+            "counter",
+            "Livelocks (a memcg invoking the OOM killer again and again while a victim is stuck), per OOM domain.",
+            &self.livelock_by,
+        );
         let _ = writeln!(
             s,
-            "# HELP oomtrace_kills_total OOM kills (victims), per memcg.\n# TYPE oomtrace_kills_total counter"
+            "# HELP oomtrace_kill_path_observable 1 if kills and deaths can be seen on this kernel (mark_victim or the kernel's SIGKILL, exits, pidfd).\n# TYPE oomtrace_kill_path_observable gauge\noomtrace_kill_path_observable {}\n# HELP oomtrace_livelock_observable 1 if OOM invocations (the livelock signature) can be seen.\n# TYPE oomtrace_livelock_observable gauge\noomtrace_livelock_observable {}",
+            u8::from(self.kill_path_observable),
+            u8::from(self.livelock_observable)
         );
-        for (m, n) in &self.kills {
-            let _ = writeln!(s, "oomtrace_kills_total{{memcg=\"{}\"}} {n}", escape(m));
-        }
         let scalar = |s: &mut String, name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
@@ -314,13 +395,19 @@ mod tests {
     fn exposition_is_well_formed() {
         let mut m = Metrics::default();
         for i in 0..(MAX_MEMCG_LABELS + 5) {
-            bump(&mut m.kills, format!("/cg{i}"));
+            bump(&mut m.kills, victim_labels(&format!("/cg{i}")));
         }
-        bump(&mut m.kills, "/we\"ird".into());
+        bump(&mut m.kills, victim_labels("/we\"ird"));
         let text = m.render(&Summary::default());
         assert!(
-            text.contains("oomtrace_kills_total{memcg=\"other\"} 6"),
+            text.contains(&format!("oomtrace_kills_total{{{OTHER}}} 6")),
             "label cap"
+        );
+        assert!(
+            text.contains(
+                "oomtrace_kills_total{memcg=\"/cg0\",kind=\"cgroup\",workload=\"/cg0\",container=\"\"} 1"
+            ),
+            "{text}"
         );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");

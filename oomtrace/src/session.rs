@@ -362,6 +362,14 @@ impl<W: Write> Session<W> {
             if let Value::Object(m) = &mut v {
                 m.insert("type".into(), "finding".into());
                 m.insert("time".into(), rfc3339(wall).into());
+                m.insert(
+                    "workload".into(),
+                    memcg_path
+                        .as_deref()
+                        .map(|p| serde_json::to_value(crate::workload::of_path(p)))
+                        .and_then(Result::ok)
+                        .unwrap_or(Value::Null),
+                );
                 m.insert("memcg_path".into(), memcg_path.into());
                 if let Some(fx) = &forensics {
                     m.insert(
@@ -372,7 +380,10 @@ impl<W: Write> Session<W> {
             }
             writeln!(self.out, "{v}")?;
         } else {
-            let memcg = memcg_path.map_or(String::new(), |p| format!(" [memcg {p}]"));
+            let memcg = memcg_path.map_or(String::new(), |p| match crate::workload::of_path(&p) {
+                crate::workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
+                w => format!(" [memcg {p}; {w}]"),
+            });
             let line = format!("{} {f}{memcg}", time_of_day(wall));
             writeln!(self.out, "{}", printable(&line))?;
             if let Some(fx) = &forensics {

@@ -199,9 +199,9 @@ fn metrics_over_http_count_the_kills() {
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     assert_eq!(sandbox.oom_kills(), 2, "the kernel's own count");
     let want = format!(
-        "oomtrace_kills_total{{memcg=\"{}\"}} {}",
-        sandbox.rel_path(),
-        sandbox.oom_kills()
+        "oomtrace_kills_total{{memcg=\"{m}\",kind=\"cgroup\",workload=\"{m}\",container=\"\"}} {}",
+        sandbox.oom_kills(),
+        m = sandbox.rel_path(),
     );
     assert!(body.lines().any(|l| l == want), "no `{want}` in:\n{body}");
     for line in body

@@ -247,7 +247,7 @@ impl<W: std::io::Write> Runner<W> {
 
     /// Writes to the dump, if recording. A failure (ENOSPC) stops recording, not watching at
     /// once: everything written before stays readable, and the loop ends with a summary.
-    fn to_dump(&mut self, write: impl FnOnce(&mut dump::Writer) -> std::io::Result<()>) {
+    fn write_dump(&mut self, write: impl FnOnce(&mut dump::Writer) -> std::io::Result<()>) {
         let Some(d) = &mut self.dump else {
             return;
         };
@@ -276,9 +276,9 @@ impl<W: std::io::Write> Runner<W> {
             && self.recorded_memcgs.insert(id)
         {
             self.session.tracker.memcg_path(id, p);
-            self.to_dump(|d| d.memcg(id, p));
+            self.write_dump(|d| d.memcg(id, p));
         }
-        self.to_dump(|d| d.event(raw));
+        self.write_dump(|d| d.event(raw));
         if let Some(m) = &mut self.metrics {
             m.event(&ev, path);
         }
@@ -291,7 +291,7 @@ impl<W: std::io::Write> Runner<W> {
         if total <= self.session.lost_reported() {
             return Ok(());
         }
-        self.to_dump(|d| d.lost(total));
+        self.write_dump(|d| d.lost(total));
         Ok(self.session.lost(total)?)
     }
 
@@ -743,7 +743,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                 runner.lost(probes.lost_events()?)?;
                 let summary = json!(runner.session.tracker.summary());
                 let due = last_sync.elapsed() >= SYNC_EVERY;
-                runner.to_dump(|d| {
+                runner.write_dump(|d| {
                     d.flush()?;
                     if d.bytes() > synced_bytes && due {
                         d.summary(&summary)?;
@@ -821,7 +821,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     if let Some(h) = &mut runner.hooks {
         h.shutdown(HOOK_GRACE_AT_EXIT);
     }
-    runner.to_dump(|d| d.summary(&json!(summary)));
+    runner.write_dump(|d| d.summary(&json!(summary)));
     if let Some(d) = runner.dump.take() {
         d.finish(end)
             .with_context(|| format!("closing the dump {}", runner.dump_path.display()))?;

@@ -85,7 +85,10 @@ impl Probes {
         // where they stay resident (malloc_trim does not shrink a thread's arena); a fixed
         // threshold keeps them in their own mappings, unmapped when freed.
         // SAFETY: mallopt has no preconditions.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10)
+        };
         let loader = loader_without_btf();
         let btf = read_vmlinux_btf().and_then(|b| Btf::from_vec(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
@@ -182,7 +185,10 @@ impl Probes {
         };
         // The parsed BTFs are gone: give their memory back (glibc keeps freed heap otherwise).
         // SAFETY: no preconditions.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         Ok(Probes {
             env,
             plan,

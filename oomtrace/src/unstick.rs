@@ -204,10 +204,12 @@ pub fn diagnose(f: &Forensics, fuse_waiting: &[u32]) -> Wait {
         .threads
         .iter()
         .all(|t| t.state.starts_with('Z') || t.state.starts_with('X'));
-    if f.exists && !f.threads.is_empty() && zombie_only {
-        if let Some(parent) = f.ppid {
-            return Wait::ZombieNotReaped { parent };
-        }
+    if f.exists
+        && !f.threads.is_empty()
+        && zombie_only
+        && let Some(parent) = f.ppid
+    {
+        return Wait::ZombieNotReaped { parent };
     }
     // The innermost recognised frame of each thread; ptrace first (a stopped tracee's stack
     // may pass through anything), then in table order of importance.
@@ -223,10 +225,10 @@ pub fn diagnose(f: &Forensics, fuse_waiting: &[u32]) -> Wait {
         }
     }
     let has = |s: Sign| signs.contains(&s);
-    if has(Sign::Ptrace) {
-        if let Some(tracer) = f.tracer_pid {
-            return Wait::Ptrace { tracer };
-        }
+    if has(Sign::Ptrace)
+        && let Some(tracer) = f.tracer_pid
+    {
+        return Wait::Ptrace { tracer };
     }
     if has(Sign::Fuse) {
         return Wait::Fuse {
@@ -243,16 +245,15 @@ pub fn diagnose(f: &Forensics, fuse_waiting: &[u32]) -> Wait {
             return Wait::NetworkFs { fs: fs.into() };
         }
     }
-    if has(Sign::MemcgCharge) {
-        if let Some(m) = &f.memcg
-            && let (Some(usage), Some(limit)) = (m.usage_bytes, m.limit_bytes)
-        {
-            return Wait::MemcgCharge {
-                memcg: m.path.clone(),
-                usage_bytes: usage,
-                limit_bytes: limit,
-            };
-        }
+    if has(Sign::MemcgCharge)
+        && let Some(m) = &f.memcg
+        && let (Some(usage), Some(limit)) = (m.usage_bytes, m.limit_bytes)
+    {
+        return Wait::MemcgCharge {
+            memcg: m.path.clone(),
+            usage_bytes: usage,
+            limit_bytes: limit,
+        };
     }
     if has(Sign::MmapLock) {
         return Wait::MmapLock;

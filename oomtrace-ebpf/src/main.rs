@@ -22,6 +22,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// MIT OR GPL-2.0 (Cargo.toml, LICENSE-MIT, LICENSE-GPL-2.0), which the kernel reads as
+/// GPL-compatible: required for the GPL-only helpers these programs call.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

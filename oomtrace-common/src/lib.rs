@@ -445,6 +445,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const TRACKED: &str = "TRACKED";
     pub const TRACKED_COUNT: &str = "TRACKED_COUNT";
+    pub const USER_UNTRACKED: &str = "USER_UNTRACKED";
     pub const CONFIG: &str = "CONFIG";
 }
 

@@ -38,13 +38,21 @@ static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_MAX, 0);
 #[map]
 static TRACKED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Entries userspace removed from `TRACKED` itself (only userspace writes it): a release whose
+/// delete the kernel refused (`-EBUSY`: the hash's per-CPU bucket lock is held by the context
+/// this softirq interrupted) or whose program was skipped (recursion) would otherwise leave a
+/// dead process tracked forever. Userspace sweeps such entries (a process /proc no longer has)
+/// and counts them here; `TRACKED_COUNT - USER_UNTRACKED` is what is tracked.
+#[map]
+static USER_UNTRACKED: Array<u64> = Array::with_max_entries(1, 0);
+
 /// `BPF_NOEXIST`: insert only if absent, so each entry is counted once.
 const NOEXIST: u64 = 1;
 
 /// Starts tracking a process's exits.
 #[inline(always)]
 pub fn track(tgid: u32) {
-    if tgid != 0 && TRACKED.insert(&tgid, &1, NOEXIST).is_ok() {
+    if tgid != 0 && TRACKED.insert(tgid, 1, NOEXIST).is_ok() {
         count_tracked(1);
     }
 }
@@ -55,21 +63,25 @@ pub fn any_tracked() -> bool {
     if config().trace_all_exits != 0 {
         return true;
     }
-    // SAFETY: a valid map value pointer; an aligned u64 read cannot tear.
-    TRACKED_COUNT
-        .get_ptr(0)
-        .is_some_and(|count| unsafe { core::ptr::read_volatile(count) } != 0)
+    // SAFETY: valid map value pointers; aligned u64 reads cannot tear. Momentarily, userspace
+    // has deleted an entry but not yet counted it: the difference is then too high, which
+    // costs one hash lookup, never a missed event.
+    let read = |a: &Array<u64>| {
+        a.get_ptr(0)
+            .map_or(0, |v| unsafe { core::ptr::read_volatile(v) })
+    };
+    read(&TRACKED_COUNT) != read(&USER_UNTRACKED)
 }
 
 /// Whether `tgid` is tracked: the hash lookup, for after [`any_tracked`] said it may be.
 #[inline(always)]
 pub fn is_tracked(tgid: u32) -> bool {
-    config().trace_all_exits != 0 || TRACKED.get_ptr(&tgid).is_some()
+    config().trace_all_exits != 0 || TRACKED.get_ptr(tgid).is_some()
 }
 
 #[inline(always)]
 pub fn untrack(tgid: u32) {
-    if TRACKED.remove(&tgid).is_ok() {
+    if TRACKED.remove(tgid).is_ok() {
         count_tracked(u64::MAX);
     }
 }

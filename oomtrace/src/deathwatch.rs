@@ -121,6 +121,7 @@ pub fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
 pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) -> Event {
     let kind = match payload {
         Payload::PreExisting(_) => EventKind::PreExisting,
+        Payload::TaskFree(_) => EventKind::TaskFree,
         _ => EventKind::GroupExited,
     };
     Event {

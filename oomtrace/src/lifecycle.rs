@@ -1672,6 +1672,11 @@ impl Tracker {
         self.victims.values().filter(|v| !v.is_dead())
     }
 
+    /// Whether a victim with this process id is held.
+    pub fn follows(&self, tgid: u32) -> bool {
+        self.by_id.get(&tgid).is_some_and(|v| !v.is_empty())
+    }
+
     /// Victims currently held (bounded).
     pub fn len(&self) -> usize {
         self.victims.len()

@@ -142,6 +142,8 @@ fn boot_id() -> String {
 const POLL: Duration = Duration::from_millis(50);
 /// A dump written to is synced to disk at most this long after the last sync.
 const SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How often processes gone from /proc are swept out of the kernel's tracked set.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Metrics connections served at once, at most.
 const MAX_SCRAPES: usize = 64;
 /// How long hooks still running when oomtrace ends may take before they are killed.
@@ -463,6 +465,32 @@ impl<W: std::io::Write> Runner<W> {
         [due, poll, sync].into_iter().flatten().min()
     }
 
+    /// Removes processes that no longer exist from the in-kernel filter (their release was seen
+    /// by the kernel but not applied to it: see `USER_UNTRACKED` in the eBPF crate), and tells
+    /// the tracker of those it follows that they are released (a `task_free` observed by
+    /// userspace): otherwise a victim whose release event was lost stays "not released".
+    fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+        let proc_root = Path::new("/proc");
+        let removed = match probes.sweep_tracked(|pid| !proc_root.join(pid.to_string()).exists()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("oomtrace: sweeping the kernel's tracked set failed: {e:#}");
+                return Ok(());
+            }
+        };
+        for pid in removed {
+            if self.session.tracker.follows(pid) {
+                let free = oomtrace_common::TaskFree {
+                    pid,
+                    _pad: 0,
+                    start_ns: 0,
+                };
+                self.userspace(&userspace_event(pid, [0; 16], Payload::TaskFree(free)))?;
+            }
+        }
+        Ok(())
+    }
+
     fn reap_hooks(&mut self) {
         if let Some(h) = &mut self.hooks {
             h.reap();
@@ -712,11 +740,19 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         }
     };
     let (mut last_sync, mut synced_bytes) = (tokio::time::Instant::now(), 0);
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         if runner.dump_error.is_some() {
             break;
         }
-        let wake = runner.next_wake(poll_ring, (last_sync, synced_bytes));
+        // While the kernel tracks anything, a sweep is due every SWEEP_EVERY (see sweep).
+        let sweep_due = (probes.tracked_count().unwrap_or(0) > 0)
+            .then(|| (last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
+        let wake = runner
+            .next_wake(poll_ring, (last_sync, synced_bytes))
+            .into_iter()
+            .chain(sweep_due)
+            .min();
         let tick = async {
             match wake {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -741,6 +777,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             () = tick => {
                 drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
                 runner.lost(probes.lost_events()?)?;
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = tokio::time::Instant::now();
+                    runner.sweep(probes)?;
+                }
                 let summary = json!(runner.session.tracker.summary());
                 let due = last_sync.elapsed() >= SYNC_EVERY;
                 runner.write_dump(|d| {

@@ -227,12 +227,55 @@ impl Probes {
 
     /// How many processes the in-kernel filter tracks now (`TRACKED_COUNT`).
     pub fn tracked_count(&self) -> anyhow::Result<u64> {
+        let read = |name: &str| -> anyhow::Result<u64> {
+            let map = self
+                .ebpf
+                .map(name)
+                .with_context(|| format!("the eBPF object has no {name} map"))?;
+            let a: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
+            Ok(a.get(&0, 0)?)
+        };
+        Ok(read(names::TRACKED_COUNT)?.saturating_sub(read(names::USER_UNTRACKED)?))
+    }
+
+    /// Removes from the in-kernel filter the processes `gone` says no longer exist: their
+    /// release was seen by the kernel but its delete refused (a bucket lock held by the context
+    /// the release's softirq interrupted) or its program skipped. Returns the ids removed.
+    pub fn sweep_tracked(&mut self, gone: impl Fn(u32) -> bool) -> anyhow::Result<Vec<u32>> {
+        let stale: Vec<u32> = {
+            let map = self
+                .ebpf
+                .map(names::TRACKED)
+                .context("the eBPF object has no TRACKED map")?;
+            let tracked: aya::maps::HashMap<_, u32, u32> = aya::maps::HashMap::try_from(map)?;
+            tracked.keys().flatten().filter(|&k| gone(k)).collect()
+        };
+        if stale.is_empty() {
+            return Ok(stale);
+        }
+        let mut removed = Vec::new();
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::TRACKED)
+                .context("the eBPF object has no TRACKED map")?;
+            let mut tracked: aya::maps::HashMap<_, u32, u32> = aya::maps::HashMap::try_from(map)?;
+            for k in stale {
+                if tracked.remove(&k).is_ok() {
+                    removed.push(k);
+                }
+            }
+        }
+        // Counted only after the deletes: in between, the programs see one more tracked
+        // process than there is (a hash lookup more), never one fewer.
         let map = self
             .ebpf
-            .map(names::TRACKED_COUNT)
-            .context("the eBPF object has no TRACKED_COUNT map")?;
-        let count: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
-        Ok(count.get(&0, 0)?)
+            .map_mut(names::USER_UNTRACKED)
+            .context("the eBPF object has no USER_UNTRACKED map")?;
+        let mut count: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
+        let n = count.get(&0, 0)?;
+        count.set(0, n + removed.len() as u64, 0)?;
+        Ok(removed)
     }
 
     /// Per-program run counts and run time from the kernel's own accounting (only counted while

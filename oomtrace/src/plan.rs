@@ -276,7 +276,9 @@ pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), String> {
         )),
         (Kprobe | Kretprobe, _) => facts.kprobes.clone(),
         (TpBtf, _) if c.program == "mark_victim_btf" && !facts.mark_victim_btf_has_task => Err(
-            "tp_btf mark_victim passes only a pid before Linux 6.8; the tracepoint has more".into(),
+            "tp_btf mark_victim passes only a pid on this kernel (before Linux 6.8 and its stable \
+             backports) and the program reads the task; the classic tracepoint gives the same pid"
+                .into(),
         ),
         (TpBtf, _) if c.program == "exit_btf_group_dead" && !facts.exit_btf_has_group_dead => {
             Err("sched_process_exit has no group_dead argument before Linux 6.16".into())
@@ -552,6 +554,7 @@ mod tests {
         let p = resolve(Hook::MarkVictim, &facts, |_| Ok(()));
         assert_eq!(p.attach, Some(Tracepoint));
         assert!(p.rejected[0].reason.contains("6.8"));
+        assert!(p.rejected[0].reason.contains("only a pid on this kernel"));
     }
 
     #[test]

@@ -81,10 +81,8 @@ pub fn replay<W: Write>(
     opts: &ReplayOptions,
     out: W,
 ) -> anyhow::Result<Replay> {
-    let header = match reader.next_record() {
-        Some(Record::Header(h)) => Some(h),
-        _ => None,
-    };
+    // The reader recognizes the header strictly and never takes another record for it.
+    let header = reader.header().cloned();
     let h = header.clone().unwrap_or(Value::Null);
     let recorded_timeout = h["options"]["timeout_ns"].as_u64();
     let recorded_release = h["options"]["release_timeout_ns"].as_u64();
@@ -180,7 +178,7 @@ pub fn replay<W: Write>(
                 r.memcg_paths.insert(id, path);
             }
             Record::End(t) => end = Some(t),
-            Record::Header(_) | Record::Summary(_) => {}
+            Record::Summary(_) => {}
         }
     }
     let end = end.unwrap_or(last_ts).max(last_ts);
@@ -258,25 +256,27 @@ pub fn perfetto(r: &Replay, timeout_ns: u64) -> Value {
                        "args": {"name": format!("victim {} ({})", v.key.tgid, v.comm)}}),
         );
         let t = &v.timeline;
+        // Timestamps from a dump may be in any order (clock trouble, damage): durations
+        // saturate at 0 instead of underflowing.
         let dead = t.dead.unwrap_or(end.max(kill));
         ev.push(
             json!({"ph": "X", "name": "killed → dead", "cat": "victim", "pid": pid, "tid": tid,
-                       "ts": us(kill), "dur": us(dead - kill),
+                       "ts": us(kill), "dur": us(dead.saturating_sub(kill)),
                        "args": {"stage": v.stage(), "dead": t.dead.is_some()}}),
         );
         if dead.saturating_sub(kill) >= timeout_ns {
-            let from = kill + timeout_ns;
+            let from = kill.saturating_add(timeout_ns);
             ev.push(
                 json!({"ph": "X", "name": "STUCK (past the timeout)", "cat": "stuck",
                            "cname": "terrible", "pid": pid, "tid": tid,
-                           "ts": us(from), "dur": us(dead - from)}),
+                           "ts": us(from), "dur": us(dead.saturating_sub(from))}),
             );
         }
         if let Some(d) = t.dead {
             let released = t.released.unwrap_or(end.max(d));
             ev.push(
                 json!({"ph": "X", "name": "zombie until released", "cat": "victim",
-                           "pid": pid, "tid": tid, "ts": us(d), "dur": us(released - d)}),
+                           "pid": pid, "tid": tid, "ts": us(d), "dur": us(released.saturating_sub(d))}),
             );
         }
         let marks = [
@@ -350,6 +350,10 @@ mod tests {
     /// A stuck victim (pid 42: one thread exits at once, the last after 7 s) and a normal one
     /// (pid 50), written as a dump.
     fn stuck_dump(path: &Path) {
+        stuck_dump_as(path, false);
+    }
+
+    fn stuck_dump_as(path: &Path, compress: bool) {
         let mut m: MarkVictim = unsafe { std::mem::zeroed() };
         m.fields = victim_fields::TASK | victim_fields::COMM;
         m.memcg_id = 77;
@@ -382,7 +386,7 @@ mod tests {
         let header = json!({"version": "t", "hostname": "h", "kernel": "k",
                             "options": {"timeout_ns": 5_000_000_000u64},
                             "clock": {"realtime_offset_ns": 0}});
-        let mut w = Writer::create(path, false, &header).unwrap();
+        let mut w = Writer::create(path, compress, &header).unwrap();
         w.memcg(77, "/sandbox").unwrap();
         for raw in [
             ev(0, 9, 9, kill(42)),
@@ -476,5 +480,189 @@ mod tests {
         );
         assert!(text.contains("DUMP PROBLEM: truncated at byte"), "{text}");
         assert_eq!(r.summary.kills, 2, "what was read is still judged");
+    }
+
+    /// Item 7 of #12: one flipped bit in a gzip dump used to give "not an oomtrace dump (bad
+    /// magic)" and nothing. The gzip damage is named, with its byte, and what came before it
+    /// is replayed.
+    #[test]
+    fn a_flipped_bit_in_a_gzip_dump_is_named_and_what_came_before_is_replayed() {
+        let scratch = ScratchDir::new("replay-gzbit");
+        let small = scratch.join("stuck.dump.gz");
+        stuck_dump_as(&small, true);
+        let gz = std::fs::read(&small).unwrap();
+        let mut bad = gz.clone();
+        bad[gz.len() - 30] ^= 0x04;
+        std::fs::write(&small, &bad).unwrap();
+        let (r, text) = run(&small, &ReplayOptions::default());
+        assert!(
+            text.contains("DUMP PROBLEM: gzip stream corrupt at byte"),
+            "{text}"
+        );
+        assert!(!text.contains("bad magic"), "{text}");
+        assert!(r.header.is_some(), "{text}");
+
+        // A longer dump: damage three quarters in keeps about three quarters of the kills.
+        let big = scratch.join("synth.dump.gz");
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(&big, true, &header).unwrap();
+        let mut last = 0;
+        for ev in crate::synth::episodes(400, 2) {
+            last = ev.header.ts_ns;
+            w.event(&ev.encode()).unwrap();
+        }
+        w.finish(last).unwrap();
+        let gz = std::fs::read(&big).unwrap();
+        let mut bad = gz.clone();
+        bad[gz.len() * 3 / 4] ^= 0x10;
+        std::fs::write(&big, &bad).unwrap();
+        let (r, text) = run(&big, &ReplayOptions::default());
+        assert!(
+            text.contains("DUMP PROBLEM: gzip stream corrupt at byte"),
+            "{text}"
+        );
+        assert!(r.header.is_some());
+        assert!(
+            r.summary.kills >= 400 * 3 / 4 - 25 && r.summary.kills < 400,
+            "{} kills replayed",
+            r.summary.kills
+        );
+    }
+
+    /// Item 7 of #12: a few memcg records with 16 MiB paths drove `report` to a gigabyte. A
+    /// path longer than PATH_MAX is a damaged record, and the paths kept are bounded.
+    #[test]
+    fn memcg_paths_are_bounded() {
+        let scratch = ScratchDir::new("replay-memcg");
+        let path = scratch.join("memcg.dump");
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(&path, false, &header).unwrap();
+        w.memcg(1, &"/x".repeat(2500)).unwrap();
+        for id in 0..70_000 {
+            w.memcg(100 + id, "/m").unwrap();
+        }
+        w.finish(1).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert!(!r.memcg_paths.contains_key(&1));
+        assert!(r.memcg_paths.len() <= 65_536, "{}", r.memcg_paths.len());
+        assert!(
+            text.contains("memcg record with a path of 5000 bytes (at most 4096; skipped)"),
+            "{text}"
+        );
+        assert!(text.contains("later memcg records are dropped"), "{text}");
+    }
+
+    /// Item 7 of #12: a flipped bit in the header record made the replay take the first
+    /// record after it for the header (and drop it). The damage is reported and the record
+    /// after the header (here the memcg path) is replayed as itself.
+    #[test]
+    fn a_damaged_header_is_reported_and_the_next_record_is_not_taken_for_it() {
+        let scratch = ScratchDir::new("replay-hdr");
+        let path = scratch.join("stuck.dump");
+        stuck_dump(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12 + 8 + 1 + 3] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert!(r.header.is_none());
+        assert!(
+            text.contains("DUMP PROBLEM: no usable header record at byte 12"),
+            "{text}"
+        );
+        assert!(text.contains("[memcg /sandbox]"), "{text}");
+        assert_eq!(r.summary.kills, 2, "{text}");
+        assert_eq!(r.memcg_paths.get(&77).map(String::as_str), Some("/sandbox"));
+
+        // An intact record that is not a header of ours is not used as one.
+        let path = scratch.join("odd-header.dump");
+        let w = Writer::create(&path, false, &json!({"hostname": "h"})).unwrap();
+        w.finish(1).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert!(r.header.is_none(), "{text}");
+        assert!(text.contains("the header has no `version`"), "{text}");
+    }
+
+    /// `report --perfetto` on a dump whose timestamps go backwards (a victim dead before it
+    /// was killed) panicked subtracting them.
+    #[test]
+    fn perfetto_survives_timestamps_out_of_order() {
+        let scratch = ScratchDir::new("replay-order");
+        let path = scratch.join("order.dump");
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(&path, false, &header).unwrap();
+        let kill = |tgid: u32| {
+            Payload::KernelSigkill(KernelSigkill {
+                target_pid: tgid,
+                target_tgid: tgid,
+                target_comm: comm_bytes("hog"),
+                target_start_ns: 5,
+                group: 1,
+                result: 0,
+                target_mm: 0,
+            })
+        };
+        let mark = |tgid: u32| {
+            let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+            m.fields = victim_fields::TASK | victim_fields::COMM;
+            (m.pid, m.tgid, m.start_ns) = (tgid, tgid, 5);
+            m.comm = comm_bytes("hog");
+            Payload::MarkVictim(m)
+        };
+        let exit = Payload::TaskExit(TaskExit {
+            group_dead: 1,
+            group_dead_source: 1,
+            start_ns: 5,
+        });
+        let free = |pid: u32| {
+            Payload::TaskFree(oomtrace_common::TaskFree {
+                pid,
+                _pad: 0,
+                start_ns: 5,
+            })
+        };
+        for raw in [
+            // Released (5.5 s) before dead (6 s).
+            ev(5000, 9, 9, kill(42)),
+            ev(5000, 9, 9, mark(42)),
+            ev(6000, 42, 42, exit),
+            ev(5500, 0, 0, free(42)),
+            // Marked at 8 s, dead at 9 s, the SIGKILL stamped 10 s.
+            ev(8000, 9, 9, mark(50)),
+            ev(9000, 50, 50, exit),
+            ev(10000, 9, 9, kill(50)),
+        ] {
+            w.event(&raw).unwrap();
+        }
+        w.finish(0).unwrap();
+        let (mut r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(r.victims.len(), 2, "{text}");
+        // What the tracker makes of such a dump depends on its version; the export must take
+        // any order: death before the kill, release before death, a kill near 2^64.
+        let mut odd = r.victims.values().next().unwrap().clone();
+        for (i, (kill, dead, released)) in [
+            (5_000 * MS, Some(1_000 * MS), Some(500 * MS)),
+            (u64::MAX - 10, None, None),
+            (u64::MAX - 10, Some(u64::MAX), None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            odd.key.tgid = 1000 + i as u32;
+            odd.timeline.sigkill = Some(kill);
+            (odd.timeline.dead, odd.timeline.released) = (dead, released);
+            r.victims.insert(odd.key, odd.clone());
+        }
+        r.exits.push((1001, 1001, 0));
+        for timeout in [1, 5_000 * MS, u64::MAX] {
+            let trace = perfetto(&r, timeout);
+            for e in trace["traceEvents"].as_array().unwrap() {
+                if let Some(dur) = e["dur"].as_f64() {
+                    assert!(dur >= 0.0, "{e}");
+                }
+            }
+        }
     }
 }

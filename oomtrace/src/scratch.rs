@@ -9,10 +9,10 @@ use std::{
 
 /// A directory under the system temp dir, unique to this call, removed with its contents on
 /// drop (also when the test panics).
-pub struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    pub fn new(label: &str) -> ScratchDir {
+    pub(crate) fn new(label: &str) -> ScratchDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("oomtrace-{label}-{}-{n}", std::process::id()));
@@ -22,12 +22,12 @@ impl ScratchDir {
         ScratchDir(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// A path for a file inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }

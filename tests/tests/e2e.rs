@@ -137,9 +137,10 @@ fn hog_is_killed_and_followed_to_release() {
         "the kernel counted no OOM kill in the sandbox"
     );
     // Our count of kills in the sandbox is the kernel's.
-    watch.wait_for("the KILLED finding", wait(), |v| {
+    let killed = watch.wait_for("the KILLED finding", wait(), |v| {
         v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
     });
+    assert_eq!(killed["victim"]["comm"], "oomtrace-hog", "{killed}");
     let killed_here = watch
         .lines()
         .iter()
@@ -159,8 +160,12 @@ fn hog_is_killed_and_followed_to_release() {
     let mark = watch.wait_for("mark_victim of the hog", wait(), |v| {
         mine(v, "mark_victim") && v["victim"]["pid"] == pid
     });
-    assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
-    if !mark["victim"]["tgid"].is_null() {
+    // Before Linux 6.8 (and its stable backports) the kernel's record has only the pid: the
+    // event says no more (docs/json.md), the finding above names the process all the same.
+    if mark["victim"]["tgid"].is_null() {
+        assert_eq!(mark["victim"]["comm"], Value::Null, "{mark}");
+    } else {
+        assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
         assert_eq!(mark["victim"]["tgid"], pid);
         assert_eq!(
             mark["memcg_id"],
@@ -219,7 +224,10 @@ fn hog_is_killed_and_followed_to_release() {
 }
 
 /// A big process holds memory, a separate task allocates and triggers the OOM: the victim is
-/// the holder, the allocating task is reported as the trigger, and the trigger survives.
+/// the holder and the allocating task is reported as the trigger. The trigger survives on most
+/// kernels; Linux 7.2 (Debian sid) OOM-kills it too, in a second OOM after the holder's (4 of 4
+/// runs without oomtrace; 6.12: 0 of 4). Whom the kernel kills is the kernel's choice: what this
+/// checks is that oomtrace reports each kill as it happened.
 #[test]
 fn victim_differs_from_the_allocating_task() {
     require_root();
@@ -235,11 +243,11 @@ fn victim_differs_from_the_allocating_task() {
         Some(libc::SIGKILL),
         "holder not killed"
     );
-    assert_eq!(
-        trigger.wait_signal(wait()),
-        None,
-        "the allocating task must survive"
-    );
+    let trigger_killed = match trigger.wait_signal(wait()) {
+        None => false,
+        Some(libc::SIGKILL) => true,
+        other => panic!("the allocating task ended by signal {other:?}"),
+    };
 
     let mark = watch.wait_for("mark_victim of the holder", wait(), |v| {
         v["event"] == "mark_victim" && v["victim"]["pid"] == holder.pid()
@@ -253,13 +261,51 @@ fn victim_differs_from_the_allocating_task() {
     if !mark["oom_score_adj"].is_null() {
         assert_eq!(mark["oom_score_adj"], 1000);
     }
+    let killed = watch.wait_for("the holder's KILLED finding", wait(), |v| {
+        v["type"] == "finding"
+            && v["finding"] == "killed"
+            && v["victim"]["key"]["tgid"] == holder.pid()
+    });
+    assert_eq!(
+        killed["victim"]["trigger"]["tgid"],
+        trigger.pid(),
+        "{killed}"
+    );
     watch.wait_for("the holder's exit", wait(), |v| {
         v["event"] == "task_exit" && v["current"]["tgid"] == holder.pid() && v["group_dead"] == true
     });
-    assert!(
-        watch.events_for("mark_victim", trigger.pid()).is_empty(),
-        "the trigger was not a victim"
-    );
+    let kills = if trigger_killed {
+        // A kill of its own, after the holder's, as the victim of an OOM it caused itself.
+        let own = watch.wait_for("mark_victim of the trigger", wait(), |v| {
+            v["event"] == "mark_victim" && v["victim"]["pid"] == trigger.pid()
+        });
+        assert!(own["ts_ns"].as_u64() > mark["ts_ns"].as_u64(), "{own}");
+        let killed = watch.wait_for("the trigger's KILLED finding", wait(), |v| {
+            v["type"] == "finding"
+                && v["finding"] == "killed"
+                && v["victim"]["key"]["tgid"] == trigger.pid()
+        });
+        assert_eq!(
+            killed["victim"]["trigger"]["tgid"],
+            trigger.pid(),
+            "{killed}"
+        );
+        watch.wait_for("the trigger's exit", wait(), |v| {
+            v["event"] == "task_exit"
+                && v["current"]["tgid"] == trigger.pid()
+                && v["group_dead"] == true
+        });
+        2
+    } else {
+        assert!(
+            watch.events_for("mark_victim", trigger.pid()).is_empty(),
+            "the trigger was not a victim"
+        );
+        1
+    };
+    assert_eq!(sandbox.oom_kills(), kills, "the kernel's count of kills");
+    let lines = watch.stop_and_collect();
+    sandbox.assert_reconciled(&lines, kills);
 }
 
 /// Ordinary exits are filtered in the kernel: a process that is not a victim produces no event.

@@ -11,10 +11,11 @@
 //! The guest's exit code comes back through a file in it, never from the console.
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -22,24 +23,37 @@ use anyhow::{Context as _, bail};
 
 use crate::setup;
 
-/// A kernel to test in: a name for people and the Debian package that pulls in the newest
-/// build of it. The list is data: `xtask/matrix.toml`.
+/// A kernel to test in: a name for people, the Debian package that pulls in the newest build
+/// of it, and the suite it comes from when that is not the host's own release. The list is
+/// data: `xtask/matrix.toml`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelSpec {
-    pub name: String,
-    pub package: String,
+pub(crate) struct KernelSpec {
+    pub(crate) name: String,
+    pub(crate) package: String,
+    /// A Debian suite (`bullseye`, `sid`) resolved in xtask's own apt state; `None`: the
+    /// host's sources.
+    pub(crate) suite: Option<String>,
 }
 
-/// Parses `[[kernel]]` tables with `name` and `package` string keys (a TOML subset).
-pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
+/// Parses `[[kernel]]` tables with `name` and `package` string keys and an optional `suite`
+/// (a TOML subset).
+pub(crate) fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
+    #[derive(Default)]
+    struct Entry {
+        name: Option<String>,
+        package: Option<String>,
+        suite: Option<String>,
+    }
     let mut out = Vec::new();
-    let mut cur: Option<(Option<String>, Option<String>)> = None;
-    let mut finish = |cur: Option<(Option<String>, Option<String>)>,
-                      line: usize|
-     -> anyhow::Result<()> {
-        if let Some((name, package)) = cur {
-            match (name, package) {
-                (Some(name), Some(package)) => out.push(KernelSpec { name, package }),
+    let mut cur: Option<Entry> = None;
+    let mut finish = |cur: Option<Entry>, line: usize| -> anyhow::Result<()> {
+        if let Some(e) = cur {
+            match (e.name, e.package) {
+                (Some(name), Some(package)) => out.push(KernelSpec {
+                    name,
+                    package,
+                    suite: e.suite,
+                }),
                 _ => bail!("matrix.toml: the [[kernel]] before line {line} needs name and package"),
             }
         }
@@ -52,7 +66,7 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
         }
         if line == "[[kernel]]" {
             finish(cur.take(), i + 1)?;
-            cur = Some((None, None));
+            cur = Some(Entry::default());
             continue;
         }
         let (key, value) = line
@@ -63,8 +77,19 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
             .as_mut()
             .with_context(|| format!("matrix.toml line {}: key outside [[kernel]]", i + 1))?;
         match key.trim() {
-            "name" => entry.0 = Some(value),
-            "package" => entry.1 = Some(value),
+            "name" => entry.name = Some(value),
+            "package" => entry.package = Some(value),
+            "suite" => {
+                // It goes into a path and a sources.list line.
+                if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    bail!(
+                        "matrix.toml line {}: suite `{value}` is not a suite name",
+                        i + 1
+                    );
+                }
+                entry.suite = Some(value)
+            }
             other => bail!("matrix.toml line {}: unknown key `{other}`", i + 1),
         }
     }
@@ -72,7 +97,7 @@ pub fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
     Ok(out)
 }
 
-pub fn load_kernels() -> anyhow::Result<Vec<KernelSpec>> {
+pub(crate) fn load_kernels() -> anyhow::Result<Vec<KernelSpec>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("matrix.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -102,86 +127,335 @@ fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
 /// found, or their files have already left the archive.
 const APT_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Set once `apt-get update` has run in this process (it is never run twice).
-static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+/// The Debian archive the extra suites come from: the host's own sources use it too.
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
-/// Makes sure apt's package lists exist and are recent: updates them when a package this
-/// runner needs is unknown or the newest list is older than [`APT_LISTS_MAX_AGE`].
-fn apt_lists() -> anyhow::Result<()> {
-    let known = Command::new("apt-cache")
-        .args(["show", "busybox-static"])
+/// Debian's archive keys as the host has them (package debian-archive-keyring).
+const HOST_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// Where apt looks packages up and downloads them from.
+///
+/// - `System`: the host's own sources and lists (its release: QEMU and the libraries it needs,
+///   and bookworm's kernels). Refreshing them is the one thing done to the host's apt.
+/// - `Suite`: one more Debian suite (bullseye, sid) in an apt state of our own under the cache
+///   dir: its own sources.list, lists and caches, passed to apt with `-o Dir::…`; the host's
+///   sources are never touched. The suite's InRelease is verified by apt with gpgv against
+///   Debian's archive keyring (`signed-by`), and an unsigned or badly signed suite is an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AptState {
+    System,
+    Suite(String),
+}
+
+/// The apt states `apt-get update` has already run for in this process (never twice).
+static APT_UPDATED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+impl AptState {
+    fn of(spec: &KernelSpec) -> Self {
+        spec.suite.clone().map_or(AptState::System, AptState::Suite)
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            AptState::System => "system",
+            AptState::Suite(s) => s,
+        }
+    }
+
+    /// The private state's directory (none for the system's).
+    fn dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(match self {
+            AptState::System => None,
+            AptState::Suite(s) => Some(vm_cache()?.join("apt").join(s)),
+        })
+    }
+
+    fn lists_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .dir()?
+            .map_or_else(|| PathBuf::from("/var/lib/apt/lists"), |d| d.join("lists")))
+    }
+
+    /// Written after each successful `apt-get update`: an update that finds nothing new leaves
+    /// the lists' own times alone, and they would look stale forever.
+    fn stamp(&self) -> anyhow::Result<PathBuf> {
+        Ok(match self.dir()? {
+            None => vm_cache()?.join("apt-updated"),
+            Some(d) => d.join("updated"),
+        })
+    }
+
+    /// `apt-get` or `apt-cache` working on this state. For a suite, everything apt reads or
+    /// writes about sources, lists, caches and pins is ours; signature checks are on whatever
+    /// the host's apt.conf says (a repository apt cannot verify is an error).
+    fn command(&self, program: &str) -> anyhow::Result<Command> {
+        let mut c = Command::new(program);
+        // Our cache dir (under /root) is not writable by apt's sandbox user: say so instead of
+        // a warning per file.
+        c.args(["-o", "APT::Sandbox::User=root"]);
+        if let Some(dir) = self.dir()? {
+            let opt = |c: &mut Command, key: &str, value: &Path| {
+                c.arg("-o").arg(format!("{key}={}", value.display()));
+            };
+            opt(&mut c, "Dir::Etc::sourcelist", &dir.join("sources.list"));
+            opt(&mut c, "Dir::Etc::sourceparts", &dir.join("empty.d"));
+            opt(&mut c, "Dir::Etc::preferences", &dir.join("preferences"));
+            opt(&mut c, "Dir::Etc::preferencesparts", &dir.join("empty.d"));
+            opt(&mut c, "Dir::State::Lists", &dir.join("lists"));
+            opt(&mut c, "Dir::Cache", &dir.join("cache"));
+            c.args([
+                "-o",
+                "Acquire::AllowInsecureRepositories=false",
+                "-o",
+                "Acquire::AllowDowngradeToInsecureRepositories=false",
+            ]);
+        }
+        Ok(c)
+    }
+
+    /// Creates the private state's directories and sources.list (rewritten every time: it is
+    /// derived from the suite and the keyring in use).
+    fn init(&self, keyring: &Path) -> anyhow::Result<()> {
+        let (Some(dir), AptState::Suite(suite)) = (self.dir()?, self) else {
+            return Ok(());
+        };
+        for sub in ["lists/partial", "cache/archives/partial", "empty.d"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        // Packages only: no translations, no AppStream metadata (the host's apt.conf may ask
+        // for them); amd64 only, whatever foreign architectures the host has.
+        let line = format!(
+            "deb [arch=amd64 target=Packages signed-by={}] {DEBIAN_MIRROR} {suite} main\n",
+            keyring.display()
+        );
+        let list = dir.join("sources.list");
+        std::fs::write(&list, line).with_context(|| format!("writing {}", list.display()))
+    }
+
+    /// Time since the lists were last refreshed: the newest list, or our own stamp.
+    fn lists_age(&self) -> Option<Duration> {
+        let lists = std::fs::read_dir(self.lists_dir().ok()?)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with("Release") || n.contains("Packages"))
+            })
+            .filter_map(|e| e.metadata().ok()?.modified().ok());
+        let stamp = self
+            .stamp()
+            .ok()
+            .and_then(|s| std::fs::metadata(s).ok()?.modified().ok());
+        lists
+            .chain(stamp)
+            .max()
+            .and_then(|newest| newest.elapsed().ok())
+    }
+
+    /// Makes sure the package lists exist and are recent: updates them when `probe` (a package
+    /// this state must know) is unknown or the newest list is older than [`APT_LISTS_MAX_AGE`].
+    pub(crate) fn ensure_lists(&self, probe: &str) -> anyhow::Result<()> {
+        if let AptState::Suite(_) = self {
+            self.init(&keyring()?)?;
+        }
+        let known = self
+            .command("apt-cache")?
+            .args(["show", probe])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let why = if !known {
+            format!("{probe} is unknown: the package lists are missing or old")
+        } else if let Some(age) = self.lists_age().filter(|a| *a > APT_LISTS_MAX_AGE) {
+            format!("package lists are {} days old", age.as_secs() / 86_400)
+        } else {
+            return Ok(());
+        };
+        self.update(&why)
+    }
+
+    /// Runs `apt-get update` on this state (at most once per run of xtask). For a suite: with
+    /// gpgv present (installed if not), and, if the host's archive keyring cannot verify the
+    /// suite (a key newer than the host's keyring package), once more with the newest
+    /// debian-archive-keyring the host's own, verified, sources offer.
+    fn update(&self, why: &str) -> anyhow::Result<()> {
+        if !APT_UPDATED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.key().to_string())
+        {
+            return Ok(());
+        }
+        eprintln!("xtask: apt-get update, {} ({why})", self.describe());
+        match self {
+            AptState::System => setup::status(
+                Command::new("apt-get").args(["update", "-qq"]),
+                "apt-get update",
+            )?,
+            AptState::Suite(_) => {
+                ensure_gpgv()?;
+                self.init(&keyring()?)?;
+                if let Err(why) = self.update_verified()? {
+                    eprintln!(
+                        "xtask: {}: the signature did not verify with {} ({why}): trying the \
+                         newest debian-archive-keyring",
+                        self.describe(),
+                        keyring()?.display()
+                    );
+                    self.init(&newest_keyring()?)?;
+                    if let Err(why) = self.update_verified()? {
+                        bail!(
+                            "apt-get update, {}: the suite's signature does not verify: {why}",
+                            self.describe()
+                        );
+                    }
+                }
+            }
+        }
+        let stamp = self.stamp()?;
+        if let Some(dir) = stamp.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))
+    }
+
+    /// `apt-get update` of a private suite: `Ok(Err(apt's words))` when apt could not verify
+    /// the suite's InRelease with the keyring (it then refuses the suite), `Err` on any other
+    /// failure.
+    fn update_verified(&self) -> anyhow::Result<Result<(), String>> {
+        let out = self
+            .command("apt-get")?
+            .args(["update", "-qq"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .context("apt-get update: cannot start apt-get")?;
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let unverified = [
+            "NO_PUBKEY",
+            "EXPKEYSIG",
+            "BADSIG",
+            "not signed",
+            "GPG error",
+        ]
+        .iter()
+        .any(|m| err.contains(m));
+        if unverified {
+            return Ok(Err(err));
+        }
+        if !out.status.success() {
+            bail!("apt-get update, {}, failed: {err}", self.describe());
+        }
+        // apt keeps an InRelease only once gpgv has verified it against the keyring.
+        let lists = self.lists_dir()?;
+        let verified = std::fs::read_dir(&lists)?.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with("_InRelease"))
+        });
+        anyhow::ensure!(
+            verified,
+            "apt-get update, {}: no verified InRelease in {}",
+            self.describe(),
+            lists.display()
+        );
+        Ok(Ok(()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AptState::System => "the host's sources".into(),
+            AptState::Suite(s) => format!("Debian {s} (xtask's own apt state)"),
+        }
+    }
+
+    /// Runs an apt step; if it fails and the lists were not refreshed yet in this run, refreshes
+    /// them and tries once more (a package that left the archive, a list that predates a build).
+    fn with_fresh_lists<T>(
+        &self,
+        what: &str,
+        mut step: impl FnMut() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match step() {
+            Ok(v) => Ok(v),
+            Err(e)
+                if !APT_UPDATED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(self.key()) =>
+            {
+                self.update(&format!("{what} failed: {e:#}"))?;
+                step().with_context(|| format!("{what}, after apt-get update"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The keyring the private suites are verified against: the newest debian-archive-keyring
+/// unpacked by [`newest_keyring`] if an earlier run needed one, else the host's.
+fn keyring() -> anyhow::Result<PathBuf> {
+    let fetched = vm_cache()?
+        .join("keyring")
+        .join(HOST_KEYRING.trim_start_matches('/'));
+    if fetched.is_file() {
+        return Ok(fetched);
+    }
+    if Path::new(HOST_KEYRING).is_file() {
+        return Ok(HOST_KEYRING.into());
+    }
+    newest_keyring()
+}
+
+/// Downloads the newest debian-archive-keyring from the host's own sources (verified by the
+/// host's apt) and unpacks it into the cache: for a suite signed by a key newer than the host's
+/// keyring package.
+fn newest_keyring() -> anyhow::Result<PathBuf> {
+    let into = vm_cache()?.join("keyring");
+    let _ = std::fs::remove_dir_all(&into);
+    // Not the cached .deb: the point is a newer one.
+    let debs = vm_cache()?.join("debs");
+    if let Ok(entries) = std::fs::read_dir(&debs) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("debian-archive-keyring_"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    AptState::System.update("a newer debian-archive-keyring")?;
+    fetch_unpack(&AptState::System, &["debian-archive-keyring".into()], &into)?;
+    let path = into.join(HOST_KEYRING.trim_start_matches('/'));
+    anyhow::ensure!(
+        path.is_file(),
+        "debian-archive-keyring has no {HOST_KEYRING}"
+    );
+    Ok(path)
+}
+
+/// apt verifies InRelease files with gpgv: install it if the host lacks it.
+fn ensure_gpgv() -> anyhow::Result<()> {
+    let present = Command::new("gpgv")
+        .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let age = apt_lists_age();
-    let why = if !known {
-        "package lists are missing".to_string()
-    } else if let Some(age) = age.filter(|a| *a > APT_LISTS_MAX_AGE) {
-        format!("package lists are {} days old", age.as_secs() / 86_400)
-    } else {
-        return Ok(());
-    };
-    apt_update(&why)
-}
-
-/// Written after each successful `apt-get update`: an update that finds nothing new leaves the
-/// lists' own times alone, and they would look stale forever.
-fn apt_stamp() -> anyhow::Result<PathBuf> {
-    Ok(vm_cache()?.join("apt-updated"))
-}
-
-/// Time since the lists were last refreshed: the newest list, or our own stamp.
-fn apt_lists_age() -> Option<Duration> {
-    let lists = std::fs::read_dir("/var/lib/apt/lists")
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.ends_with("Release") || n.ends_with("Packages"))
-        })
-        .filter_map(|e| e.metadata().ok()?.modified().ok());
-    let stamp = apt_stamp()
-        .ok()
-        .and_then(|s| std::fs::metadata(s).ok()?.modified().ok());
-    lists
-        .chain(stamp)
-        .max()
-        .and_then(|newest| newest.elapsed().ok())
-}
-
-/// Runs `apt-get update` (at most once per run of xtask).
-fn apt_update(why: &str) -> anyhow::Result<()> {
-    if APT_UPDATED.swap(true, Ordering::SeqCst) {
+    if present {
         return Ok(());
     }
-    eprintln!("xtask: apt-get update ({why})");
-    setup::status(
-        Command::new("apt-get").args(["update", "-qq"]),
-        "apt-get update",
-    )?;
-    let stamp = apt_stamp()?;
-    if let Some(dir) = stamp.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))
-}
-
-/// Runs an apt step; if it fails and the lists were not refreshed yet in this run, refreshes
-/// them and tries once more (a package that left the archive, a list that predates a build).
-fn with_fresh_lists<T>(
-    what: &str,
-    mut step: impl FnMut() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    match step() {
-        Ok(v) => Ok(v),
-        Err(e) if !APT_UPDATED.load(Ordering::SeqCst) => {
-            apt_update(&format!("{what} failed: {e:#}"))?;
-            step().with_context(|| format!("{what}, after apt-get update"))
-        }
-        Err(e) => Err(e),
-    }
+    eprintln!("xtask: installing gpgv (apt verifies the extra suites' signatures with it)");
+    AptState::System.ensure_lists("gpgv")?;
+    AptState::System.with_fresh_lists("apt-get install gpgv", || {
+        setup::status(
+            Command::new("apt-get").args(["install", "-y", "-qq", "gpgv"]),
+            "apt-get install gpgv",
+        )
+    })
 }
 
 fn installed(pkg: &str) -> bool {
@@ -191,8 +465,8 @@ fn installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-/// Downloads (once) and unpacks packages into `into`.
-fn fetch_unpack(pkgs: &[String], into: &Path) -> anyhow::Result<()> {
+/// Downloads (once, into the shared .deb cache) and unpacks packages into `into`.
+pub(crate) fn fetch_unpack(apt: &AptState, pkgs: &[String], into: &Path) -> anyhow::Result<()> {
     let debs = vm_cache()?.join("debs");
     std::fs::create_dir_all(&debs)?;
     let have = |pkg: &str| -> Option<PathBuf> {
@@ -209,13 +483,14 @@ fn fetch_unpack(pkgs: &[String], into: &Path) -> anyhow::Result<()> {
     let missing: Vec<&String> = pkgs.iter().filter(|p| have(p).is_none()).collect();
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        eprintln!("xtask: downloading {}", names.join(" "));
-        with_fresh_lists("apt-get download", || {
+        eprintln!(
+            "xtask: downloading {} ({})",
+            names.join(" "),
+            apt.describe()
+        );
+        apt.with_fresh_lists("apt-get download", || {
             setup::status(
-                Command::new("apt-get")
-                    // Into our own cache dir, which apt's sandbox user cannot write: say so
-                    // instead of a warning per file.
-                    .args(["-o", "APT::Sandbox::User=root"])
+                apt.command("apt-get")?
                     .arg("download")
                     .args(&names)
                     .current_dir(&debs),
@@ -235,7 +510,7 @@ fn fetch_unpack(pkgs: &[String], into: &Path) -> anyhow::Result<()> {
 }
 
 /// QEMU, busybox and kmod unpacked from Debian packages, runnable without installing.
-pub struct Tools {
+pub(crate) struct Tools {
     root: PathBuf,
 }
 
@@ -270,18 +545,19 @@ impl Tools {
 
 /// Prepares the tools (idempotent). Fails with what is missing: a machine that cannot boot
 /// guests must fail the matrix, never pass it silently.
-pub fn tools() -> anyhow::Result<Tools> {
+pub(crate) fn tools() -> anyhow::Result<Tools> {
     let root = vm_cache()?.join("tools");
     let tools = Tools { root };
     let ready = tools.root.join(".ready");
     if !ready.exists() {
-        apt_lists()?;
+        let apt = AptState::System;
+        apt.ensure_lists("busybox-static")?;
         // Every library QEMU needs that the host lacks (transitively), plus its firmware.
         // Alternatives apt lists that QEMU does not need are skipped; the `--version` check
         // below proves the result runs.
-        let deps = with_fresh_lists("apt-cache depends qemu-system-x86", || {
+        let deps = apt.with_fresh_lists("apt-cache depends qemu-system-x86", || {
             output(
-                Command::new("apt-cache").args([
+                apt.command("apt-cache")?.args([
                     "depends",
                     "--recurse",
                     "--no-recommends",
@@ -318,7 +594,7 @@ pub fn tools() -> anyhow::Result<Tools> {
         pkgs.extend(["qemu-system-x86", "busybox-static", "kmod"].map(String::from));
         pkgs.sort();
         pkgs.dedup();
-        fetch_unpack(&pkgs, &tools.root)?;
+        fetch_unpack(&apt, &pkgs, &tools.root)?;
         std::fs::write(&ready, "")?;
     }
     let v = tools
@@ -336,45 +612,91 @@ pub fn tools() -> anyhow::Result<Tools> {
 }
 
 /// A kernel unpacked, with its depmod run and an initramfs built.
-pub struct Prepared {
-    pub release: String,
-    pub vmlinuz: PathBuf,
-    pub initramfs: PathBuf,
+pub(crate) struct Prepared {
+    pub(crate) release: String,
+    pub(crate) vmlinuz: PathBuf,
+    pub(crate) initramfs: PathBuf,
 }
 
-/// Resolves the meta-package to the newest concrete image package.
-fn resolve_package(spec: &KernelSpec) -> anyhow::Result<String> {
-    let deps = with_fresh_lists(&format!("resolving {}", spec.package), || {
+/// `apt-cache depends PKG`: the plain (not alternative) dependencies.
+fn depends(apt: &AptState, pkg: &str) -> anyhow::Result<Vec<String>> {
+    let out = apt.with_fresh_lists(&format!("resolving {pkg}"), || {
         output(
-            Command::new("apt-cache").args(["depends", &spec.package]),
+            apt.command("apt-cache")?.args(["depends", pkg]),
             "apt-cache depends",
         )
     })?;
-    if let Some(concrete) = deps
+    Ok(out
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-"))
-    {
-        return Ok(concrete.to_string());
-    }
-    // Already a concrete image package.
-    Ok(spec.package.clone())
+        .map(str::to_string)
+        .collect())
 }
 
-pub fn prepare(tools: &Tools, spec: &KernelSpec) -> anyhow::Result<Prepared> {
-    apt_lists()?;
-    let pkg = resolve_package(spec)?;
+/// Resolves the meta-package to the newest concrete image package, plus the packages of the same
+/// build it is split into: sid's `linux-image-R` is an empty package that depends on
+/// `linux-binary-R` (the vmlinuz), `linux-modules-R` and `linux-base-R`, all of one version.
+/// Older images hold everything themselves and depend on no `linux-*-R`.
+fn resolve_package(apt: &AptState, spec: &KernelSpec) -> anyhow::Result<(String, Vec<String>)> {
+    let image = depends(apt, &spec.package)?
+        .into_iter()
+        .find(|p| p.starts_with("linux-image-"))
+        // Already a concrete image package.
+        .unwrap_or_else(|| spec.package.clone());
+    let build = image.trim_start_matches("linux-image-").to_string();
+    let mut parts = vec![image.clone()];
+    parts.extend(
+        depends(apt, &image)?
+            .into_iter()
+            .filter(|p| p.starts_with("linux-") && p.ends_with(&format!("-{build}"))),
+    );
+    Ok((image, parts))
+}
+
+/// The module tree of an unpacked kernel: `lib/modules/R` (Debian up to trixie) or
+/// `usr/lib/modules/R` (sid's split packages, which also put the vmlinuz there, without /boot).
+/// depmod and modprobe (bookworm's kmod) look under `lib/modules` only: a symlink makes the
+/// second layout look like the first.
+fn kernel_layout(dir: &Path, pkg: &str) -> anyhow::Result<(String, PathBuf)> {
+    let find = |modules: &Path| -> Option<String> {
+        std::fs::read_dir(modules)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .find_map(|e| e.file_name().to_str().map(str::to_string))
+    };
+    if let Some(release) = find(&dir.join("lib/modules")) {
+        let vmlinuz = [
+            dir.join(format!("boot/vmlinuz-{release}")),
+            dir.join(format!("lib/modules/{release}/vmlinuz")),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{pkg}: no vmlinuz for {release}"))?;
+        return Ok((release, vmlinuz));
+    }
+    let release = find(&dir.join("usr/lib/modules"))
+        .with_context(|| format!("{pkg} has neither lib/modules nor usr/lib/modules"))?;
+    std::fs::create_dir_all(dir.join("lib/modules"))?;
+    let link = dir.join("lib/modules").join(&release);
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(format!("../../usr/lib/modules/{release}"), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    kernel_layout(dir, pkg)
+}
+
+pub(crate) fn prepare(tools: &Tools, spec: &KernelSpec) -> anyhow::Result<Prepared> {
+    let apt = AptState::of(spec);
+    AptState::System.ensure_lists("busybox-static")?;
+    apt.ensure_lists(&spec.package)?;
+    let (pkg, parts) = resolve_package(&apt, spec)?;
     let dir = vm_cache()?.join("kernels").join(&pkg);
     let ready = dir.join(".ready");
     if !ready.exists() {
-        fetch_unpack(std::slice::from_ref(&pkg), &dir)?;
+        fetch_unpack(&apt, &parts, &dir)?;
     }
-    let release = std::fs::read_dir(dir.join("lib/modules"))
-        .with_context(|| format!("{pkg} has no lib/modules"))?
-        .flatten()
-        .find_map(|e| e.file_name().to_str().map(str::to_string))
-        .context("no module directory in the kernel package")?;
-    let vmlinuz = dir.join(format!("boot/vmlinuz-{release}"));
+    let (release, vmlinuz) = kernel_layout(&dir, &pkg)?;
     let initramfs = dir.join("initramfs.cpio");
     if !ready.exists() {
         eprintln!("xtask: depmod for {release}");
@@ -537,18 +859,18 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
 }
 
 /// What one guest run gave back.
-pub struct GuestRun {
-    pub exit_code: i32,
-    pub output: String,
+pub(crate) struct GuestRun {
+    pub(crate) exit_code: i32,
+    pub(crate) output: String,
     /// The guest's serial console, for diagnostics.
-    pub console: PathBuf,
-    pub wall: Duration,
+    pub(crate) console: PathBuf,
+    pub(crate) wall: Duration,
 }
 
 /// Boots the kernel and runs `script` (a shell script) as root in the guest. `share` (the cargo
 /// target dir) is shared read-write at its own path on top of everything else; `results`, inside
 /// it, receives the script, its output and its exit code. The rest of the host is read-only.
-pub fn run_in_guest(
+pub(crate) fn run_in_guest(
     tools: &Tools,
     kernel: &Prepared,
     script: &str,
@@ -685,7 +1007,77 @@ mod tests {
         assert!(parse_kernels("[[kernel]]\nname = \"x\"\n").is_err());
         assert!(parse_kernels("name = \"x\"\n").is_err());
         assert!(parse_kernels("[[kernel]]\nflavour = \"x\"\n").is_err());
-        assert_eq!(load_kernels().unwrap().len(), 2, "xtask/matrix.toml");
+        assert_eq!(k[0].suite, None);
+        let k = parse_kernels(
+            "[[kernel]]\nname = \"5.10\"\nsuite = \"bullseye\"\npackage = \"linux-image-amd64\"\n",
+        )
+        .unwrap();
+        assert_eq!(k[0].suite.as_deref(), Some("bullseye"));
+        assert!(
+            parse_kernels("[[kernel]]\nname = \"x\"\npackage = \"p\"\nsuite = \"a b\"\n").is_err()
+        );
+        let m = load_kernels().unwrap();
+        let names: Vec<&str> = m.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["5.10", "6.1", "6.12", "sid"], "xtask/matrix.toml");
+    }
+
+    /// A suite's apt state is all under the cache dir; the system's is apt's own.
+    #[test]
+    fn a_suites_apt_state_is_private() {
+        let args = |apt: &AptState| -> Vec<String> {
+            apt.command("apt-get")
+                .unwrap()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let sid = args(&AptState::Suite("sid".into()));
+        let root = vm_cache().unwrap().join("apt/sid");
+        for key in [
+            "Dir::Etc::sourcelist",
+            "Dir::Etc::sourceparts",
+            "Dir::State::Lists",
+            "Dir::Cache",
+        ] {
+            let opt = sid
+                .iter()
+                .find(|a| a.starts_with(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}: {sid:?}"));
+            assert!(opt.contains(&*root.to_string_lossy()), "{opt}");
+        }
+        assert!(sid.contains(&"Acquire::AllowInsecureRepositories=false".to_string()));
+        assert!(
+            !args(&AptState::System)
+                .iter()
+                .any(|a| a.starts_with("Dir::"))
+        );
+    }
+
+    /// bookworm's packages put the kernel in /boot and modules in /lib/modules; sid's split
+    /// packages put both under /usr/lib/modules/R, which gets a /lib/modules link for kmod.
+    #[test]
+    fn both_kernel_package_layouts_are_found() {
+        let root = std::env::temp_dir().join(format!("xtask-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let old = root.join("old");
+        std::fs::create_dir_all(old.join("lib/modules/6.1.0-1-amd64/kernel")).unwrap();
+        std::fs::create_dir_all(old.join("boot")).unwrap();
+        std::fs::write(old.join("boot/vmlinuz-6.1.0-1-amd64"), "").unwrap();
+        let (release, vmlinuz) = kernel_layout(&old, "old").unwrap();
+        assert_eq!(release, "6.1.0-1-amd64");
+        assert_eq!(vmlinuz, old.join("boot/vmlinuz-6.1.0-1-amd64"));
+        let new = root.join("new");
+        let r = "7.2.13+deb14-amd64";
+        std::fs::create_dir_all(new.join(format!("usr/lib/modules/{r}/kernel"))).unwrap();
+        std::fs::write(new.join(format!("usr/lib/modules/{r}/vmlinuz")), "").unwrap();
+        let (release, vmlinuz) = kernel_layout(&new, "new").unwrap();
+        assert_eq!(release, r);
+        assert!(vmlinuz.is_file(), "{}", vmlinuz.display());
+        assert!(new.join(format!("lib/modules/{r}/kernel")).is_dir());
+        // Idempotent: the link is there the second time.
+        assert_eq!(kernel_layout(&new, "new").unwrap().0, r);
+        assert!(kernel_layout(&root.join("none"), "none").is_err());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

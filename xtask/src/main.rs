@@ -3,8 +3,13 @@
 //! Each task first installs what it lacks (nightly's rust-src, bpf-linker built against rustc's
 //! own libLLVM) so that the README's two commands work on a fresh machine.
 
+mod dist;
+mod fuzz;
 mod guest;
+mod lint;
+mod prometheus;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -52,6 +57,28 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Soak as root: N minutes of OOM kills, exit storms and stuck victims under one watch;
+    /// fails if oomtrace's RSS, fds, filter entries, held victims or lost events keep growing.
+    /// Prints one table, writes target/soak/results.json.
+    Soak {
+        /// How long the load runs.
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+    },
+    /// One static x86_64 binary (glibc linked in, the eBPF object embedded) and a tarball with
+    /// its man page, shell completions, docs and the systemd unit, plus a sha256:
+    /// target/dist/oomtrace-<version>-<rev>-x86_64-linux.tar.gz.
+    Dist,
+    /// Run each cargo-fuzz target of fuzz/ (installing cargo-fuzz if missing) for a while;
+    /// fails if one finds a crash, and prints where the reproducer is.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (dump_replay, dump_read, event_decode, tracefs_format, btf_parse).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Only install what the build needs (rust-src, bpf-linker).
     Setup,
 }
@@ -60,7 +87,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::ensure().map(|_| ExitCode::SUCCESS),
+        Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
+        Command::Dist => dist::run(),
         Command::Bench { quick } => bench(quick),
+        Command::Soak { minutes } => soak::run(minutes),
         Command::Run { debug, args } => run(debug, &args),
         Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
         Command::Vm { kernel, filter } => test::run_vm_only(kernel.as_deref(), filter.as_deref()),
@@ -99,11 +129,8 @@ fn run(debug: bool, args: &[String]) -> anyhow::Result<ExitCode> {
 
 fn bench(quick: bool) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
-    setup::status(
-        env.cargo()
-            .args(["build", "--release", "--package", "oomtrace"]),
-        "building oomtrace (release)",
-    )?;
+    // What users run: the static dist binary.
+    let oomtrace = dist::build_static(&env)?;
     setup::status(
         env.cargo().args([
             "build",
@@ -122,7 +149,7 @@ fn bench(quick: bool) -> anyhow::Result<ExitCode> {
         &release.join("oomtrace-bench"),
         &[results.display().to_string()],
     )?;
-    cmd.env("OOMTRACE_BIN", release.join("oomtrace"));
+    cmd.env("OOMTRACE_BIN", &oomtrace);
     if quick {
         cmd.env("OOMTRACE_BENCH_QUICK", "1");
     }

@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What later steps need: where the tools are and where cargo builds.
-pub struct Env {
+pub(crate) struct Env {
     /// PATH with the bpf-linker directory first.
     pub path: OsString,
     pub workspace: PathBuf,
@@ -28,7 +28,7 @@ pub struct Env {
 
 impl Env {
     /// A cargo command in the workspace that finds bpf-linker.
-    pub fn cargo(&self) -> Command {
+    pub(crate) fn cargo(&self) -> Command {
         let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.current_dir(&self.workspace).env("PATH", &self.path);
         c
@@ -36,7 +36,7 @@ impl Env {
 }
 
 /// Installs what is missing; returns the environment to build in.
-pub fn ensure() -> anyhow::Result<Env> {
+pub(crate) fn ensure() -> anyhow::Result<Env> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?
@@ -167,7 +167,7 @@ fn linker_runs(linker: &Path) -> bool {
 }
 
 /// `$XDG_CACHE_HOME/oomtrace` or `~/.cache/oomtrace`.
-pub fn cache_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn cache_dir() -> anyhow::Result<PathBuf> {
     if let Some(x) = env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("oomtrace"));
     }
@@ -176,7 +176,7 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a command, failing with what it was doing.
-pub fn status(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(crate) fn status(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let s = cmd
         .status()
         .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
@@ -186,7 +186,7 @@ pub fn status(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // Read from /proc to avoid a libc dependency.
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
@@ -197,7 +197,7 @@ pub fn is_root() -> bool {
 }
 
 /// A command that runs `bin args` as root: directly when we are root, else through `sudo -E`.
-pub fn as_root(bin: &Path, args: &[String]) -> anyhow::Result<Command> {
+pub(crate) fn as_root(bin: &Path, args: &[String]) -> anyhow::Result<Command> {
     if is_root() {
         let mut c = Command::new(bin);
         c.args(args);

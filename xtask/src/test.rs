@@ -17,7 +17,7 @@ use crate::{
 
 /// Counts from libtest's `test result:` lines.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub passed: u64,
     pub failed: u64,
     /// Test binaries that ended without a result line (crashed, or failed to build).
@@ -33,7 +33,7 @@ impl Tally {
 }
 
 /// Parses `test result: ok. 5 passed; 0 failed; 0 ignored; …`.
-pub fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let num = |word: &str| -> Option<u64> {
         rest.split(';')
@@ -83,7 +83,7 @@ fn run_tallied(cmd: &mut Command, what: &str) -> anyhow::Result<Tally> {
 }
 
 /// The end-to-end test executables, built (not run) by cargo.
-pub fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
     let out = env
         .cargo()
         .args([
@@ -115,7 +115,7 @@ pub fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Builds the oomtrace binary the end-to-end tests run.
-pub fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
     setup::status(
         env.cargo().args(["build", "--package", "oomtrace"]),
         "building oomtrace",
@@ -123,8 +123,16 @@ pub fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
     Ok(env.target_dir.join("debug").join("oomtrace"))
 }
 
-/// The suite inside one guest kernel: `oomtrace check`, then every end-to-end executable.
-fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Path) -> String {
+/// The suite inside one guest kernel: `oomtrace check` — the static dist binary, run from a root
+/// that holds nothing but it (no glibc: the copy-and-run case) — then every end-to-end
+/// executable.
+fn guest_script(
+    bin: &Path,
+    static_bin: &Path,
+    exes: &[PathBuf],
+    filter: Option<&str>,
+    results: &Path,
+) -> String {
     let mut s = String::from("#!/bin/sh\n");
     s += "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
     s += &format!(
@@ -134,11 +142,15 @@ fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Pa
     );
     s += "cd /\necho \"guest kernel $(uname -r)\"\n";
     s += &format!(
-        "\"$OOMTRACE_BIN\" check --json > '{}/check.json'\n",
+        "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
+         && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
+         && chroot $r /oomtrace check --json > '{}/check.json'\n\
+         echo \"static oomtrace check in a root without glibc: exit $?\"\n",
+        static_bin.display(),
         results.display()
     );
     s += "rc=0\n";
-    for exe in exes {
+    for exe in exes.iter().filter(|e| !crate::prometheus::host_only(e)) {
         let f = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
         s += &format!("'{}'{f} --test-threads=2 || rc=1\n", exe.display());
     }
@@ -148,7 +160,7 @@ fn guest_script(bin: &Path, exes: &[PathBuf], filter: Option<&str>, results: &Pa
 
 /// Checks the README's hook table column `column` against a `check --json` result: the table
 /// says what each hook attaches as on each kernel, and must say what the runs show.
-pub fn check_readme_column(readme: &str, column: &str, check: &str) -> Result<(), String> {
+pub(crate) fn check_readme_column(readme: &str, column: &str, check: &str) -> Result<(), String> {
     let v: serde_json::Value =
         serde_json::from_str(check).map_err(|e| format!("check --json output unreadable: {e}"))?;
     let attach_of = |hook: &str| -> Option<String> {
@@ -216,6 +228,7 @@ fn plan_summary(check: &str) -> String {
 /// Runs the suite in every guest kernel (or one); returns the tally and a report line per kernel.
 fn run_matrix(
     bin: &Path,
+    static_bin: &Path,
     exes: &[PathBuf],
     only: Option<&str>,
     filter: Option<&str>,
@@ -239,7 +252,7 @@ fn run_matrix(
             "xtask: booting {} ({}) under QEMU/TCG",
             spec.name, kernel.release
         );
-        let script = guest_script(bin, exes, filter, &results);
+        let script = guest_script(bin, static_bin, exes, filter, &results);
         let boot = || {
             guest::run_in_guest(
                 &tools,
@@ -328,15 +341,16 @@ fn conclude(tally: Tally, report: &[String]) -> ExitCode {
     }
 }
 
-pub fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
     let bin = build_oomtrace(&env)?;
+    let static_bin = crate::dist::build_static(&env)?;
     let exes = build_e2e(&env)?;
-    let (tally, report) = run_matrix(&bin, &exes, kernel, filter)?;
+    let (tally, report) = run_matrix(&bin, &static_bin, &exes, kernel, filter)?;
     Ok(conclude(tally, &report))
 }
 
-pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
     let mut tally = Tally::default();
 
@@ -354,6 +368,17 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
         unit.args(["--", f]);
     }
     tally.add(run_tallied(&mut unit, "unit tests (no root needed)")?);
+    // The lint habit: rustfmt, clippy -D warnings on every crate (the eBPF one for its target).
+    if filter.is_none() {
+        tally.add(crate::lint::run(&env));
+    }
+
+    // Ten seconds of each fuzz target (`cargo xtask fuzz`): one test, passed if none crashed.
+    tally.add(crate::fuzz::in_test(&env, filter));
+    // promtool check and test rules on contrib/prometheus (Debian's prometheus package,
+    // unpacked into the cache); its binaries go to the fleet end-to-end test below.
+    let (prom_tally, prom_env) = crate::prometheus::in_test(filter);
+    tally.add(prom_tally);
 
     let bin = build_oomtrace(&env)?;
     let exes = build_e2e(&env)?;
@@ -370,11 +395,51 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
         }
         let mut cmd = setup::as_root(exe, &args)?;
         cmd.env("OOMTRACE_BIN", &bin).env("RUST_BACKTRACE", "1");
+        cmd.envs(prom_env.iter().map(|(k, v)| (k, v)));
         let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         tally.add(run_tallied(
             &mut cmd,
             &format!("end-to-end tests ({name}, as root)"),
         )?);
+    }
+
+    // Two minutes of the soak (`cargo xtask soak`) against this build: one test, passed if
+    // nothing in oomtrace grew and every check held.
+    if filter.is_none_or(|f| "soak".contains(f)) {
+        setup::status(
+            env.cargo()
+                .args(["build", "--package", "oomtrace-tests", "--bins"]),
+            "building the soak",
+        )?;
+        let bins = bin.parent().context("oomtrace binary has no directory")?;
+        match crate::soak::soak(&env, &bin, bins, 2.0) {
+            Ok(true) => tally.passed += 1,
+            Ok(false) => tally.failed += 1,
+            Err(e) => {
+                eprintln!("xtask: the soak could not run: {e:#}");
+                tally.broken += 1;
+            }
+        }
+    }
+
+    // The static dist binary: no loader, no shared library, and it runs from a root that holds
+    // nothing else (the guests below run their `check` that way too).
+    eprintln!("xtask: the static binary (cargo xtask dist) in a root without glibc");
+    let static_bin = crate::dist::build_static(&env);
+    let static_check = static_bin
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|b| crate::dist::run_without_glibc(b));
+    match static_check {
+        Ok(v) if v["kill_path_observable"] == true => tally.passed += 1,
+        Ok(v) => {
+            eprintln!("xtask: the static binary's check says the kill path is unobservable: {v}");
+            tally.failed += 1;
+        }
+        Err(e) => {
+            eprintln!("xtask: the static binary failed: {e:#}");
+            tally.failed += 1;
+        }
     }
 
     // The README's hook table must say what this host runs.
@@ -390,7 +455,8 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
 
     let mut report = Vec::new();
     if with_vm {
-        match run_matrix(&bin, &exes, None, filter) {
+        let matrix = static_bin.and_then(|s| run_matrix(&bin, &s, &exes, None, filter));
+        match matrix {
             Ok((t, r)) => {
                 tally.add(t);
                 report = r;
@@ -410,7 +476,7 @@ pub fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
 /// Just enough JSON to pick `"executable"` out of cargo's compiler-artifact messages, so xtask
 /// needs no JSON dependency.
 mod serde_json_lite {
-    pub fn parse_executable(line: &str) -> Result<Option<String>, ()> {
+    pub(crate) fn parse_executable(line: &str) -> Result<Option<String>, ()> {
         // Integration test targets (`tests/*.rs`) only: `"kind":["test"]`.
         if !line.contains("\"reason\":\"compiler-artifact\"")
             || !line.contains("\"kind\":[\"test\"]")

@@ -1,0 +1,853 @@
+//! `oomtrace-soak`: the soak behind `cargo xtask soak --minutes N` (root).
+//!
+//! One `oomtrace watch --json --findings-only --metrics 127.0.0.1:0 --timeout 2` runs for N
+//! minutes while four threads keep it busy: OOM kills in sandbox memcgs (one every 2 s, the
+//! memcg replaced every 50 kills), exit storms (every 20 s: `oomtrace-hog ns-churn`, 4 PID
+//! namespaces of 64 children the kernel SIGKILLs, each one an entry in the in-kernel filter,
+//! then 200 fork/exec/exits of `/bin/true`), victims stuck in exit coming and going (every
+//! 30 s: held in `exit_files` by a FUSE flush for 5 s, flagged, released, dead), and a scrape
+//! of `/metrics` every 2 s. Every 10 s it samples oomtrace's RSS and open fds (/proc) and,
+//! from `/metrics`, the entries of the in-kernel filter (`oomtrace_kernel_tracked_processes`),
+//! the victims the tracker holds (`oomtrace_victims_held`) and the lost events.
+//!
+//! Growth is judged after a warm-up (10 % of the run, 30 s to 5 min): the median of the last
+//! third of the samples against the median of the first third, with a tolerance per metric
+//! (RSS: 2 MiB or 10 %, for the allocator; fds, held victims and filter entries: a few,
+//! for the victims and scrapes in flight when a sample is taken). Then the load stops, and
+//! within 60 s the fds, held victims and filter entries must be back to what they were
+//! before the load began: exactly. Lost events must not be growing at the end: none in the
+//! last third. Besides growth, the soak checks that every OOM kill the kernel counted in its
+//! memcgs was reported killed and seen dead, that every stuck victim was flagged, and that
+//! every scrape was answered.
+//!
+//! Usage: `oomtrace-soak --minutes N --out RESULTS.json` (`OOMTRACE_BIN` names oomtrace).
+//! Prints a table, writes it with every sample as JSON, exits 1 if anything grew or a check
+//! failed, 2 if the soak itself could not run to its end.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    panic::AssertUnwindSafe,
+    process::Command,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use oomtrace_tests::{
+    ReleaseOnDrop, Sandbox, Watch,
+    fuse::{FuseHold, Hold},
+    hog, require_root, spawn_hog, stuck_in_exit,
+};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+/// The load. Moderate on purpose: the machine has two cores and other work runs beside it.
+const KILL_EVERY: Duration = Duration::from_secs(2);
+/// Kills per sandbox memcg before it is replaced by a new one (memcg churn).
+const KILLS_PER_MEMCG: u32 = 50;
+const STORM_EVERY: Duration = Duration::from_secs(20);
+const STORM_ROUNDS: u64 = 4;
+const STORM_CHILDREN: u64 = 64;
+const STORM_EXECS: u64 = 200;
+const STUCK_EVERY: Duration = Duration::from_secs(30);
+const STUCK_HOLD: Duration = Duration::from_secs(5);
+/// oomtrace's `--timeout`: shorter than the hold, so every stuck victim is flagged.
+const FLAG_TIMEOUT_S: &str = "2";
+const SCRAPE_EVERY: Duration = Duration::from_secs(2);
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// How long the fds, held victims and filter entries get to return to their baseline.
+const QUIESCE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Set when the soak is to stop: its time is up, something failed, or SIGINT/SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT/SIGTERM: the run is cut short and judged as not run.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sleeps for `d`, waking early when the soak stops.
+fn pause(d: Duration) {
+    let end = Instant::now() + d;
+    while !stopping() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// What the load produced, counted by the threads that produced it.
+#[derive(Default)]
+struct Produced {
+    /// Hogs OOM-killed (SIGKILL) by the kill thread.
+    kills: AtomicU64,
+    /// Hogs that ended some other way (an anomaly: counted as a failed check).
+    kills_unexpected: AtomicU64,
+    /// OOM kills the kernel counted in all of the soak's memcgs (`memory.oom_control` or
+    /// `memory.events`), read before each memcg is removed.
+    kernel_kills: AtomicU64,
+    memcgs: AtomicU64,
+    storms: AtomicU64,
+    /// Kernel SIGKILLs by PID-namespace teardown (each one an entry in the in-kernel filter).
+    storm_sigkills: AtomicU64,
+    /// Processes that exited in the storms (namespace holders, inits, children, execs).
+    storm_exits: AtomicU64,
+    /// Victims held in exit_files, then released.
+    stuck: AtomicU64,
+    /// Of those, how many oomtrace flagged stuck while held.
+    stuck_flagged: AtomicU64,
+    scrapes: AtomicU64,
+    scrape_errors: AtomicU64,
+}
+
+impl Produced {
+    fn add(n: &AtomicU64, v: u64) {
+        n.fetch_add(v, Ordering::Relaxed);
+    }
+
+    fn json(&self) -> Value {
+        let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        json!({
+            "oom_kills": g(&self.kills), "kills_unexpected": g(&self.kills_unexpected),
+            "kernel_oom_kills": g(&self.kernel_kills), "memcgs": g(&self.memcgs),
+            "exit_storms": g(&self.storms), "storm_kernel_sigkills": g(&self.storm_sigkills),
+            "storm_exits": g(&self.storm_exits), "stuck_victims": g(&self.stuck),
+            "stuck_flagged": g(&self.stuck_flagged), "scrapes": g(&self.scrapes),
+            "scrape_errors": g(&self.scrape_errors),
+        })
+    }
+}
+
+/// OOM kills, one every [`KILL_EVERY`], in a 32 MiB memcg replaced every [`KILLS_PER_MEMCG`].
+fn kill_loop(p: &Produced) {
+    let mut sandbox: Option<Sandbox> = None;
+    let mut in_memcg = 0;
+    let retire = |s: Sandbox| Produced::add(&p.kernel_kills, s.oom_kills_in_subtree());
+    while !stopping() {
+        let started = Instant::now();
+        if sandbox.is_none() || in_memcg >= KILLS_PER_MEMCG {
+            if let Some(old) = sandbox.take() {
+                retire(old);
+            }
+            let n = p.memcgs.fetch_add(1, Ordering::Relaxed);
+            sandbox = Some(Sandbox::new(&format!("soak-oom{n}"), 32 * MIB));
+            in_memcg = 0;
+        }
+        let s = sandbox.as_ref().expect("sandbox");
+        let mut h = hog(s, 64, false, None);
+        h.go();
+        match h.wait_signal(Duration::from_secs(60)) {
+            Some(libc::SIGKILL) => Produced::add(&p.kills, 1),
+            other => {
+                eprintln!(
+                    "soak: hog {} ended with signal {other:?}, not SIGKILL",
+                    h.pid()
+                );
+                Produced::add(&p.kills_unexpected, 1);
+            }
+        }
+        in_memcg += 1;
+        pause(KILL_EVERY.saturating_sub(started.elapsed()));
+    }
+    if let Some(old) = sandbox {
+        retire(old);
+    }
+}
+
+/// Exit storms: PID namespaces torn down by the kernel (SIGKILLs the in-kernel filter
+/// tracks), then plain fork/exec/exits, every [`STORM_EVERY`].
+fn storm_loop(p: &Produced) {
+    let sandbox = Sandbox::new("soak-churn", 128 * MIB);
+    p.memcgs.fetch_add(1, Ordering::Relaxed);
+    let args = [
+        "--rounds".to_string(),
+        STORM_ROUNDS.to_string(),
+        "--children".into(),
+        STORM_CHILDREN.to_string(),
+    ];
+    let execs = format!("i=0; while [ $i -lt {STORM_EXECS} ]; do /bin/true; i=$((i+1)); done");
+    while !stopping() {
+        let started = Instant::now();
+        let mut c = spawn_hog(&sandbox, "ns-churn", &args);
+        let line = c.line();
+        assert_eq!(line, format!("sigkilled {}", STORM_ROUNDS * STORM_CHILDREN));
+        assert_eq!(c.wait_signal(Duration::from_secs(60)), None, "ns-churn");
+        let st = Command::new("sh")
+            .args(["-c", &execs])
+            .status()
+            .expect("starting sh");
+        assert!(st.success(), "the exec storm failed: {st}");
+        Produced::add(&p.storms, 1);
+        Produced::add(&p.storm_sigkills, STORM_ROUNDS * STORM_CHILDREN);
+        // Per round a holder, an init and its children; the hog itself; sh and its execs.
+        Produced::add(
+            &p.storm_exits,
+            STORM_ROUNDS * (STORM_CHILDREN + 2) + 1 + STORM_EXECS + 1,
+        );
+        pause(STORM_EVERY.saturating_sub(started.elapsed()));
+    }
+    Produced::add(&p.kernel_kills, sandbox.oom_kills_in_subtree());
+}
+
+/// Victims stuck inside exit, one every [`STUCK_EVERY`], held for [`STUCK_HOLD`] (past
+/// oomtrace's timeout, so flagged), then released to die.
+fn stuck_loop(p: &Produced, watch: &Watch, prefix: &str) {
+    let sandbox = Sandbox::new("soak-stuck", 64 * MIB);
+    p.memcgs.fetch_add(1, Ordering::Relaxed);
+    let fuse = FuseHold::mount_holding("soak-stuck", Hold::Flush);
+    while !stopping() {
+        let started = Instant::now();
+        let mut v = stuck_in_exit(&sandbox, &fuse, &[]);
+        // Declared after the hog: dropped first, so a failure never waits on a held victim.
+        let release = ReleaseOnDrop(&fuse);
+        v.hog.go();
+        assert!(
+            fuse.wait_held(Duration::from_secs(30)),
+            "the killed victim {} never reached the FUSE flush in exit_files",
+            v.victim
+        );
+        Produced::add(&p.stuck, 1);
+        // The whole hold even when the soak is stopping: every victim counted is to be flagged.
+        std::thread::sleep(STUCK_HOLD);
+        let victim = v.victim;
+        if watch.count(|l| is_finding(l, "stuck", prefix) && l["victim"]["key"]["tgid"] == victim)
+            > 0
+        {
+            Produced::add(&p.stuck_flagged, 1);
+        }
+        drop(release);
+        assert_eq!(
+            v.hog.wait_signal(Duration::from_secs(30)),
+            Some(libc::SIGKILL),
+            "the released victim"
+        );
+        pause(STUCK_EVERY.saturating_sub(started.elapsed()));
+    }
+    Produced::add(&p.kernel_kills, sandbox.oom_kills_in_subtree());
+}
+
+/// Scrapes `/metrics` every [`SCRAPE_EVERY`].
+fn scrape_loop(p: &Produced, addr: SocketAddr) {
+    while !stopping() {
+        match scrape(addr) {
+            Ok(_) => Produced::add(&p.scrapes, 1),
+            Err(e) => {
+                eprintln!("soak: scrape failed: {e}");
+                Produced::add(&p.scrape_errors, 1);
+            }
+        }
+        pause(SCRAPE_EVERY);
+    }
+}
+
+/// A finding about a victim in one of the soak's memcgs.
+fn is_finding(l: &Value, kind: &str, prefix: &str) -> bool {
+    l["type"] == "finding"
+        && l["finding"] == kind
+        && l["memcg_path"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(prefix))
+}
+
+/// One scrape of `/metrics`: `name{labels}` and value per sample line, and the body's size.
+struct Scrape {
+    values: Vec<(String, f64)>,
+    bytes: usize,
+}
+
+impl Scrape {
+    /// A metric without labels.
+    fn get(&self, name: &str) -> Option<u64> {
+        self.values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v as u64)
+    }
+}
+
+fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
+    let timeout = Duration::from_secs(5);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("request: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("response: {e}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("status: {}", head.lines().next().unwrap_or("")));
+    }
+    let values = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    Ok(Scrape {
+        values,
+        bytes: body.len(),
+    })
+}
+
+/// A numeric field of /proc/PID/status (kB for the `Vm*` ones).
+fn status_number(pid: u32, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    t_s: f64,
+    rss_kb: u64,
+    fds: u64,
+    tracked: Option<u64>,
+    held: Option<u64>,
+    lost: Option<u64>,
+    stuck_now: Option<u64>,
+    scrape_bytes: u64,
+}
+
+impl Sample {
+    fn json(&self) -> Value {
+        json!({"t_s": self.t_s, "rss_kb": self.rss_kb, "fds": self.fds,
+               "kernel_tracked": self.tracked, "victims_held": self.held,
+               "lost_events": self.lost, "victims_stuck": self.stuck_now,
+               "scrape_bytes": self.scrape_bytes})
+    }
+}
+
+fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String> {
+    let m = scrape(addr)?;
+    let rss_kb = status_number(pid, "VmRSS:").ok_or("oomtrace is gone (no VmRSS)")?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("oomtrace is gone (/proc/{pid}/fd: {e})"))?
+        .count() as u64;
+    Ok(Sample {
+        t_s: t0.elapsed().as_secs_f64(),
+        rss_kb,
+        fds,
+        tracked: m.get("oomtrace_kernel_tracked_processes"),
+        held: m.get("oomtrace_victims_held"),
+        lost: m.get("oomtrace_lost_events_total"),
+        stuck_now: m.get("oomtrace_victims_stuck"),
+        scrape_bytes: m.bytes as u64,
+    })
+}
+
+/// What each of oomtrace's fds points at (`/proc/PID/fd`), sorted: kept with the results, so
+/// that an fd that stays open after the load can be named.
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map_or_else(|e| format!("<{e}>"), |t| t.display().to_string());
+            format!("{} -> {target}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn median(v: &[u64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2] as f64,
+        n => (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0,
+    }
+}
+
+/// How a metric is judged.
+struct Rule {
+    name: &'static str,
+    get: fn(&Sample) -> Option<u64>,
+    /// Growth allowed from the first third's median to the last third's, given the first.
+    allowed: fn(f64) -> f64,
+    allowed_text: &'static str,
+    /// Must be back at (or below) its value before the load once the load has stopped.
+    back_to_baseline: bool,
+}
+
+const RULES: [Rule; 4] = [
+    Rule {
+        name: "RSS (kB)",
+        get: |s| Some(s.rss_kb),
+        allowed: |first| (2048.0f64).max(first * 0.10),
+        allowed_text: "last third ≤ first third + max(2 MiB, 10 %)",
+        back_to_baseline: false,
+    },
+    Rule {
+        name: "open fds",
+        get: |s| Some(s.fds),
+        allowed: |_| 4.0,
+        allowed_text: "last third ≤ first third + 4; after the load = baseline",
+        back_to_baseline: true,
+    },
+    Rule {
+        name: "in-kernel filter entries",
+        get: |s| s.tracked,
+        allowed: |_| 16.0,
+        allowed_text: "last third ≤ first third + 16; after the load = baseline",
+        back_to_baseline: true,
+    },
+    Rule {
+        name: "victims held",
+        get: |s| s.held,
+        allowed: |_| 4.0,
+        allowed_text: "last third ≤ first third + 4; after the load = baseline",
+        back_to_baseline: true,
+    },
+];
+
+fn row(metric: &str, cells: Value, rule: &str, ok: bool, why: String) -> Value {
+    json!({"metric": metric, "cells": cells, "rule": rule,
+           "verdict": if ok { "ok" } else { "GROWS" }, "why": why})
+}
+
+/// Judges every metric; returns one row each.
+fn judge(samples: &[Sample], warmup_s: f64, baseline: &Sample, quiesced: &[Sample]) -> Vec<Value> {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= warmup_s).collect();
+    let third = after.len() / 3;
+    let mut rows = Vec::new();
+    for r in &RULES {
+        let all: Vec<u64> = samples.iter().filter_map(r.get).collect();
+        let first: Vec<u64> = after[..third].iter().filter_map(|s| (r.get)(s)).collect();
+        let last: Vec<u64> = after[after.len() - third..]
+            .iter()
+            .filter_map(|s| (r.get)(s))
+            .collect();
+        let base = (r.get)(baseline);
+        let settled = quiesced.iter().filter_map(r.get).min();
+        let cells = json!({"baseline": base, "start": median(&first), "end": median(&last),
+                           "max": all.iter().max(), "after_load": settled});
+        let (ok, why) = if third == 0 || first.len() < third || last.len() < third {
+            (
+                false,
+                format!("not measured ({} samples after warm-up)", after.len()),
+            )
+        } else {
+            let (a, b) = (median(&first), median(&last));
+            let allowed = (r.allowed)(a);
+            if b - a > allowed {
+                (
+                    false,
+                    format!("grew by {:.0} (allowed {allowed:.0})", b - a),
+                )
+            } else if r.back_to_baseline {
+                match (base, settled) {
+                    (Some(base), Some(s)) if s <= base => (true, String::new()),
+                    (Some(base), Some(s)) => (
+                        false,
+                        format!("{s} after the load, {base} before it (waited {QUIESCE_WITHIN:?})"),
+                    ),
+                    _ => (false, "no reading after the load".into()),
+                }
+            } else {
+                (true, String::new())
+            }
+        };
+        rows.push(row(r.name, cells, r.allowed_text, ok, why));
+    }
+    // Lost events: a one-off burst is reported, losses still going on at the end are growth.
+    let lost: Vec<(f64, u64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.t_s, s.lost?)))
+        .collect();
+    let (ok, why, cells) = match (lost.first(), lost.last(), after.get(after.len() - third)) {
+        (Some(first), Some(end), Some(from)) if third > 0 => {
+            let at_from = from.lost.unwrap_or(end.1);
+            let late = end.1.saturating_sub(at_from);
+            (
+                late == 0,
+                if late == 0 {
+                    String::new()
+                } else {
+                    format!("{late} lost in the last third")
+                },
+                json!({"baseline": baseline.lost, "start": first.1, "end": end.1,
+                       "max": end.1, "after_load": quiesced.last().and_then(|s| s.lost)}),
+            )
+        }
+        _ => (false, "not measured".into(), json!({})),
+    };
+    rows.push(row(
+        "lost events (total)",
+        cells,
+        "none lost in the last third",
+        ok,
+        why,
+    ));
+    rows
+}
+
+/// A pass/fail check that is not about growth.
+fn check(name: &str, value: String, ok: bool) -> Value {
+    json!({"metric": name, "cells": {"value": value}, "rule": "", "verdict": if ok { "ok" } else { "FAILED" }, "why": ""})
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => other
+            .as_str()
+            .map_or_else(|| other.to_string(), str::to_string),
+    }
+}
+
+/// Runs `f` in a thread of `s`; a panic stops the whole soak and becomes an error message.
+fn guarded<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &'static str,
+    f: impl FnOnce() + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, Result<(), String>> {
+    s.spawn(move || {
+        std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
+            STOP.store(true, Ordering::SeqCst);
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("the {name} thread failed: {msg}")
+        })
+    })
+}
+
+fn args() -> (f64, String) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let minutes = flag("--minutes")
+        .map(|m| m.parse::<f64>().expect("--minutes N (a number)"))
+        .unwrap_or(2.0);
+    assert!(minutes > 0.0, "--minutes must be positive");
+    let out = flag("--out").unwrap_or_else(|| "soak.json".into());
+    (minutes, out)
+}
+
+fn main() {
+    require_root();
+    let (minutes, out_path) = args();
+    // SAFETY: the handler only stores to atomics.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let run = Duration::from_secs_f64(minutes * 60.0);
+    let warmup_s = (run.as_secs_f64() * 0.1).clamp(30.0, 300.0);
+    // The soak's memcgs, as oomtrace names them (`Sandbox` makes `oomtrace-test-<pid>-…`).
+    let prefix = format!("/oomtrace-test-{}-", std::process::id());
+    let keep_prefix = prefix.clone();
+    // Only what the soak reads is kept: its own victims' kills, deaths and flags, and the
+    // closing lines. Everything else oomtrace prints is parsed and dropped.
+    let watch = Watch::start_keeping(
+        &[
+            "watch",
+            "--json",
+            "--findings-only",
+            "--metrics",
+            "127.0.0.1:0",
+            "--timeout",
+            FLAG_TIMEOUT_S,
+        ],
+        &[],
+        move |l| {
+            matches!(l["type"].as_str(), Some("summary" | "reconcile" | "lost"))
+                || ["killed", "dead", "stuck"]
+                    .iter()
+                    .any(|k| is_finding(l, k, &keep_prefix))
+        },
+    );
+    let addr: SocketAddr = watch.plan()["metrics_addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("the plan line names no metrics_addr");
+    let pid = watch.pid();
+    eprintln!(
+        "soak: oomtrace {pid} watching, metrics at http://{addr}/metrics; {minutes} min of load"
+    );
+
+    // Before the load: the lowest of a few idle readings.
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(take_sample(pid, addr, t0).expect("an idle sample"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let fds_before = fd_targets(pid);
+    let low = |f: fn(&Sample) -> Option<u64>| idle.iter().filter_map(f).min();
+    let baseline = Sample {
+        t_s: 0.0,
+        rss_kb: low(|s| Some(s.rss_kb)).unwrap_or(0),
+        fds: low(|s| Some(s.fds)).unwrap_or(0),
+        tracked: low(|s| s.tracked),
+        held: low(|s| s.held),
+        lost: low(|s| s.lost),
+        stuck_now: low(|s| s.stuck_now),
+        scrape_bytes: 0,
+    };
+    if baseline.tracked.is_none() || baseline.held.is_none() {
+        eprintln!(
+            "soak: this oomtrace's /metrics has no oomtrace_kernel_tracked_processes or \
+             oomtrace_victims_held: those rows will fail as not measured"
+        );
+    }
+
+    let produced = Produced::default();
+    let mut samples = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let t_load = Instant::now();
+    let deadline = t_load + run;
+    std::thread::scope(|s| {
+        let p = &produced;
+        let (w, pre) = (&watch, prefix.as_str());
+        let threads = [
+            guarded(s, "OOM kill", move || kill_loop(p)),
+            guarded(s, "exit storm", move || storm_loop(p)),
+            guarded(s, "stuck victim", move || stuck_loop(p, w, pre)),
+            guarded(s, "scrape", move || scrape_loop(p, addr)),
+        ];
+        let mut next = Instant::now() + SAMPLE_EVERY;
+        while !stopping() {
+            pause(next.min(deadline).saturating_duration_since(Instant::now()));
+            if stopping() {
+                break;
+            }
+            match take_sample(pid, addr, t_load) {
+                Ok(x) => {
+                    let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
+                    eprintln!(
+                        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, lost {:?} | kills {}, stuck {}, storms {}, scrapes {}",
+                        x.t_s,
+                        x.rss_kb,
+                        x.fds,
+                        x.tracked,
+                        x.held,
+                        x.lost,
+                        g(&p.kills),
+                        g(&p.stuck),
+                        g(&p.storms),
+                        g(&p.scrapes)
+                    );
+                    samples.push(x);
+                }
+                Err(e) => {
+                    errors.push(format!("sampling oomtrace failed: {e}"));
+                    STOP.store(true, Ordering::SeqCst);
+                }
+            }
+            if Instant::now() >= deadline {
+                STOP.store(true, Ordering::SeqCst);
+            }
+            next += SAMPLE_EVERY;
+        }
+        eprintln!("soak: stopping the load");
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push("a load thread panicked outside its guard".into()),
+            }
+        }
+    });
+    let load_s = t_load.elapsed().as_secs_f64();
+
+    // The load is gone: the fds, held victims and filter entries must return to the baseline.
+    let mut quiesced = Vec::new();
+    let mut back = false;
+    let settle_start = Instant::now();
+    while errors.is_empty() && settle_start.elapsed() < QUIESCE_WITHIN {
+        std::thread::sleep(Duration::from_secs(1));
+        match take_sample(pid, addr, t_load) {
+            Ok(x) => {
+                back = x.fds <= baseline.fds
+                    && x.tracked.zip(baseline.tracked).is_none_or(|(a, b)| a <= b)
+                    && x.held.zip(baseline.held).is_none_or(|(a, b)| a <= b);
+                quiesced.push(x);
+                if back {
+                    break;
+                }
+            }
+            Err(e) => errors.push(format!("sampling oomtrace after the load failed: {e}")),
+        }
+    }
+    let settle_s = settle_start.elapsed().as_secs_f64();
+    let fds_after = fd_targets(pid);
+    let fds_new: Vec<&String> = fds_after
+        .iter()
+        .filter(|f| !fds_before.contains(f))
+        .collect();
+
+    let (code, lines) = watch.stop_with_lines();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let count = |kind: &str| {
+        lines
+            .iter()
+            .filter(|l| is_finding(l, kind, &prefix))
+            .count() as u64
+    };
+    let (killed, dead, flagged) = (count("killed"), count("dead"), count("stuck"));
+
+    let mut rows = judge(&samples, warmup_s, &baseline, &quiesced);
+    let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let kernel_kills = g(&produced.kernel_kills);
+    rows.push(check(
+        "OOM kills in the soak's memcgs: kernel / reported killed / seen dead",
+        format!("{kernel_kills} / {killed} / {dead}"),
+        kernel_kills > 0 && killed == kernel_kills && dead == killed,
+    ));
+    rows.push(check(
+        "stuck victims held / flagged while held / stuck findings",
+        format!(
+            "{} / {} / {flagged}",
+            g(&produced.stuck),
+            g(&produced.stuck_flagged)
+        ),
+        g(&produced.stuck) > 0 && g(&produced.stuck_flagged) == g(&produced.stuck),
+    ));
+    rows.push(check(
+        "hogs that did not die of SIGKILL",
+        g(&produced.kills_unexpected).to_string(),
+        g(&produced.kills_unexpected) == 0,
+    ));
+    rows.push(check(
+        "scrapes answered / failed",
+        format!("{} / {}", g(&produced.scrapes), g(&produced.scrape_errors)),
+        g(&produced.scrapes) > 0 && g(&produced.scrape_errors) == 0,
+    ));
+    rows.push(check(
+        "oomtrace's exit code on SIGTERM",
+        format!("{code:?}"),
+        code == Some(0),
+    ));
+
+    println!(
+        "\n| metric | before load | start | end | max | after load | rule | verdict |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        let c = &r["cells"];
+        let verdict = match r["why"].as_str() {
+            Some(w) if !w.is_empty() => format!("{} ({w})", cell(&r["verdict"])),
+            _ => cell(&r["verdict"]),
+        };
+        if c.get("value").is_some() {
+            println!(
+                "| {} | {} | | | | | | {verdict} |",
+                cell(&r["metric"]),
+                cell(&c["value"])
+            );
+        } else {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+                cell(&r["metric"]),
+                cell(&c["baseline"]),
+                cell(&c["start"]),
+                cell(&c["end"]),
+                cell(&c["max"]),
+                cell(&c["after_load"]),
+                cell(&r["rule"])
+            );
+        }
+    }
+    let p = produced.json();
+    println!(
+        "\nload: {load_s:.0} s; {} OOM kills in {} memcgs, {} stuck victims, {} exit storms \
+         ({} kernel SIGKILLs, {} exits), {} scrapes; {} samples, warm-up {warmup_s:.0} s; \
+         {} {settle_s:.0} s after the load",
+        p["oom_kills"],
+        p["memcgs"],
+        p["stuck_victims"],
+        p["exit_storms"],
+        p["storm_kernel_sigkills"],
+        p["storm_exits"],
+        p["scrapes"],
+        samples.len(),
+        if back {
+            "back to the baseline"
+        } else {
+            "NOT back to the baseline"
+        }
+    );
+    if !fds_new.is_empty() {
+        println!("fds open after the load that were not before it: {fds_new:?}");
+    }
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    if interrupted {
+        errors.push("interrupted by a signal before the end".into());
+    }
+    for e in &errors {
+        eprintln!("soak: {e}");
+    }
+    let grew = rows.iter().any(|r| r["verdict"] != "ok");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let doc = json!({
+        "kernel": kernel.trim(), "minutes": minutes, "load_s": load_s, "warmup_s": warmup_s,
+        "settle_s": settle_s, "passed": !grew && errors.is_empty(), "errors": errors,
+        "load": {"kill_every_s": KILL_EVERY.as_secs_f64(), "kills_per_memcg": KILLS_PER_MEMCG,
+                 "storm_every_s": STORM_EVERY.as_secs_f64(), "storm_rounds": STORM_ROUNDS,
+                 "storm_children": STORM_CHILDREN, "storm_execs": STORM_EXECS,
+                 "stuck_every_s": STUCK_EVERY.as_secs_f64(), "stuck_hold_s": STUCK_HOLD.as_secs_f64(),
+                 "scrape_every_s": SCRAPE_EVERY.as_secs_f64(), "sample_every_s": SAMPLE_EVERY.as_secs_f64()},
+        "produced": p, "rows": rows, "summary": summary,
+        "baseline": baseline.json(),
+        "samples": samples.iter().map(Sample::json).collect::<Vec<_>>(),
+        "after_load": quiesced.iter().map(Sample::json).collect::<Vec<_>>(),
+        "fds_before_load": fds_before, "fds_after_load": fds_after,
+    });
+    if let Some(dir) = std::path::Path::new(&out_path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("writing {out_path}: {e}"));
+    println!("(written to {out_path})");
+    std::process::exit(if !errors.is_empty() {
+        2
+    } else if grew {
+        1
+    } else {
+        0
+    });
+}

@@ -55,6 +55,12 @@ pub const REORDER_NS: u64 = 10_000_000;
 /// hardware, but 6–7 ms have been seen under software emulation (QEMU/TCG), so the window is
 /// generous; co-victims are told apart by their mm where the kernel gives it, not by time.
 const SIGKILL_PAIRING_NS: u64 = 50_000_000;
+/// How long after `oom_kill_process()` chose a victim the same task's SIGKILL, named by a thread
+/// id only (classic tracepoints), is still that victim's. Between the two the kernel prints the
+/// OOM report (`dump_header`: memory state and, by default, every task) to the console, which a
+/// slow console or emulation stretches: 56 ms was seen in a 6.12 guest. Nothing else that task
+/// does in between sends a kernel SIGKILL to a process not yet killed.
+const CHOICE_PAIRING_NS: u64 = 2_000_000_000;
 /// Attempts after which the oom_reaper gives up (`MAX_OOM_REAP_RETRIES`). An attempt is a
 /// `skip_task_reaping` (mmap_lock busy) or a `start_task_reaping` — whose
 /// `finish_task_reaping` fires whether or not the unmapping succeeded: a failed attempt is seen
@@ -1264,7 +1270,7 @@ impl Tracker {
         // the same thread.
         if p.target_tgid == 0
             && let Some(choice) = self.last_choice_by.get(&h.pid).copied()
-            && h.ts_ns.saturating_sub(choice.ts) <= SIGKILL_PAIRING_NS
+            && h.ts_ns.saturating_sub(choice.ts) <= CHOICE_PAIRING_NS
             && self
                 .victims
                 .get(&choice.victim)

@@ -1110,3 +1110,33 @@ fn extreme_timestamps_and_timeouts_neither_panic_nor_spin() {
         let _ = t.summary();
     }
 }
+
+/// Seen in a 6.12 guest: the classic SIGKILL came 56 ms after the choice (the OOM report printed
+/// in between), and the freed thread's release came before its process's. One victim, the
+/// chosen process; the thread's free is not its release.
+#[test]
+fn a_classic_sigkill_long_after_the_choice_is_still_the_chosen_victims() {
+    let mut t = tracker();
+    let mut kill = sigkill(56, 43, 0);
+    if let Payload::KernelSigkill(p) = &mut kill.payload {
+        p.target_tgid = 0;
+        p.target_mm = 0;
+    }
+    let f = run(
+        &mut t,
+        &[
+            kill_decision(0, 42, 7),
+            kill,
+            old_mark(57, 43),
+            exit(250, 43, 42, 7, true),
+            free(330, 43, 0),
+            gone(400, 42, 7),
+        ],
+        600,
+    );
+    assert_eq!(names(&f), ["killed", "dead"], "{f:?}");
+    let v = f[1].victim().unwrap();
+    assert_eq!((v.key.tgid, v.marked_tid), (42, Some(43)));
+    assert_eq!(v.death_seen, Some("pidfd"));
+    assert_eq!(t.summary().kills, 1);
+}

@@ -149,7 +149,7 @@ fn a_recorder_killed_mid_stream_leaves_a_readable_dump() {
         v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
     });
     // Records are flushed every tick: give it one.
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(scaled(Duration::from_millis(200)));
     assert_eq!(watch.stop_with(libc::SIGKILL), None);
     let (code, replayed) = report(&dump, &[]);
     assert_eq!(code, Some(0));

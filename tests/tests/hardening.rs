@@ -231,7 +231,13 @@ fn descriptor_starvation_neither_spins_nor_loses_the_memcg() {
     let ticks = cpu() - before;
     // 100 ticks a second: a spinning loop would use ~200 here.
     assert!(
-        ticks < 40,
+        // Under emulation everything costs ~3x more CPU; a spin still takes the whole core.
+        ticks
+            < if oomtrace_tests::slowdown() > 1 {
+                120
+            } else {
+                40
+            },
         "oomtrace used {ticks} ticks of CPU in 2 s while idle"
     );
     let mut h = hog(&sandbox, 256, false, None);

@@ -112,8 +112,12 @@ fn a_full_ring_buffer_is_counted_and_makes_findings_unconfirmed() {
     let churn = Sandbox::new("overflow-churn", 128 * MIB);
     let fuse = FuseHold::mount_holding("overflow", Hold::Flush);
     // Flagged only after the churn has filled the ring (which takes long under emulation).
-    let timeout = (3 * oomtrace_tests::slowdown()).to_string();
-    let watch = Watch::start(&["--ring-bytes", "4096", "--timeout", &timeout]);
+    let timeout = if oomtrace_tests::slowdown() > 1 {
+        "120"
+    } else {
+        "3"
+    };
+    let watch = Watch::start(&["--ring-bytes", "4096", "--timeout", timeout]);
     let mut v = stuck_in_exit(&sandbox, &fuse, &[]);
     let _release = ReleaseOnDrop(&fuse);
     let victim = v.victim;

@@ -1683,6 +1683,15 @@ impl Tracker {
         self.victims.values().filter(|v| !v.is_dead())
     }
 
+    /// Victims dead and not released (their release event may have been lost).
+    pub fn dead_unreleased(&self) -> Vec<u32> {
+        self.victims
+            .values()
+            .filter(|v| v.timeline.dead.is_some() && v.timeline.released.is_none())
+            .map(|v| v.key.tgid)
+            .collect()
+    }
+
     /// Whether a victim with this process id is held.
     pub fn follows(&self, tgid: u32) -> bool {
         self.by_id.get(&tgid).is_some_and(|v| !v.is_empty())

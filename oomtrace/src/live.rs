@@ -478,7 +478,19 @@ impl<W: std::io::Write> Runner<W> {
                 return Ok(());
             }
         };
-        for pid in removed {
+        // Dead victims whose process is gone from /proc were released, whether or not the
+        // kernel's release event reached us.
+        let mut released = removed;
+        released.extend(
+            self.session
+                .tracker
+                .dead_unreleased()
+                .into_iter()
+                .filter(|pid| !proc_root.join(pid.to_string()).exists()),
+        );
+        released.sort_unstable();
+        released.dedup();
+        for pid in released {
             if self.session.tracker.follows(pid) {
                 let free = oomtrace_common::TaskFree {
                     pid,
@@ -746,8 +758,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             break;
         }
         // While the kernel tracks anything, a sweep is due every SWEEP_EVERY (see sweep).
-        let sweep_due = (probes.tracked_count().unwrap_or(0) > 0)
-            .then(|| (last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
+        let sweep_due = (probes.tracked_count().unwrap_or(0) > 0
+            || !runner.session.tracker.dead_unreleased().is_empty())
+        .then(|| (last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
         let wake = runner
             .next_wake(poll_ring, (last_sync, synced_bytes))
             .into_iter()

@@ -116,20 +116,9 @@ fn storm_apart(exec: bool, dur: Duration) -> f64 {
 /// `EXEC:SECONDS`: run one storm, print its rate and exit (see [`storm_apart`]).
 const STORM_ENV: &str = "OOMTRACE_BENCH_STORM";
 
-/// A numeric field of /proc/PID/status (in kB for the `Vm*` ones); 0 if absent.
+/// A numeric field of /proc/PID/status; 0 if absent.
 fn proc_status_number(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    oomtrace_tests::proc_status_number(pid, key).unwrap_or(0)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

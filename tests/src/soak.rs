@@ -304,21 +304,6 @@ fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
     })
 }
 
-/// A numeric field of /proc/PID/status (kB for the `Vm*` ones).
-fn status_number(pid: u32, key: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     t_s: f64,
@@ -342,7 +327,8 @@ impl Sample {
 
 fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String> {
     let m = scrape(addr)?;
-    let rss_kb = status_number(pid, "VmRSS:").ok_or("oomtrace is gone (no VmRSS)")?;
+    let rss_kb =
+        oomtrace_tests::proc_status_number(pid, "VmRSS:").ok_or("oomtrace is gone (no VmRSS)")?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("oomtrace is gone (/proc/{pid}/fd: {e})"))?
         .count() as u64;

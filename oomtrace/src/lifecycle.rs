@@ -821,9 +821,19 @@ fn admitted(filter: &Filter, paths: &HashMap<u64, String>, tgid: u32, memcg: Opt
             && filter.memcg_ok(memcg.and_then(|m| paths.get(&m)).map(String::as_str)))
 }
 
+/// Longest latency a histogram tells apart (µs): one day. Longer ones count as one day.
+const HISTOGRAM_MAX_US: u64 = 86_400_000_000;
+
 fn histogram() -> Histogram<u64> {
-    // µs, up to one day, 3 significant digits.
-    Histogram::new_with_bounds(1, 86_400_000_000, 3).expect("valid histogram bounds")
+    // µs, 3 significant digits. It grows to the largest value recorded instead of allocating
+    // buckets up to a day at once (~900 KB for the four of a tracker, zeroed per replay).
+    Histogram::new(3).expect("valid histogram precision")
+}
+
+/// Records a latency in ns: at least 1 µs, at most [`HISTOGRAM_MAX_US`], so that none is
+/// dropped from the count.
+fn record_ns(h: &mut Histogram<u64>, ns: u64) {
+    let _ = h.record((ns / 1000).clamp(1, HISTOGRAM_MAX_US));
 }
 
 impl Tracker {
@@ -1235,7 +1245,7 @@ impl Tracker {
                 if let Some(k) = v.killed_at() {
                     let d = ts.saturating_sub(k);
                     if counted {
-                        let _ = self.h_released.record((d / 1000).max(1));
+                        record_ns(&mut self.h_released, d);
                     }
                     out.push(Finding::Released {
                         victim: Box::new(v.clone()),
@@ -1497,13 +1507,13 @@ impl Tracker {
             }
             let t = &v.timeline;
             if let (Some(w), Some(k)) = (t.reaper_woken, v.killed_at()) {
-                let _ = self.h_reaper.record((w.saturating_sub(k) / 1000).max(1));
+                record_ns(&mut self.h_reaper, w.saturating_sub(k));
             }
             if let (Some(s), Some(f)) = (t.reaping_started, t.reaping_finished) {
-                let _ = self.h_reaping.record((f.saturating_sub(s) / 1000).max(1));
+                record_ns(&mut self.h_reaping, f.saturating_sub(s));
             }
             if let Some(d) = kill_to_dead_ns {
-                let _ = self.h_dead.record((d / 1000).max(1));
+                record_ns(&mut self.h_dead, d);
             }
         }
         if kill_to_dead_ns.is_some() || v.pre_existing {

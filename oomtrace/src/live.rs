@@ -471,7 +471,11 @@ impl<W: std::io::Write> Runner<W> {
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
         let proc_root = Path::new("/proc");
-        let removed = match probes.sweep_tracked(|pid| !proc_root.join(pid.to_string()).exists()) {
+        let swept = match probes.tracked_count() {
+            Ok(0) => Ok(Vec::new()),
+            _ => probes.sweep_tracked(|pid| !proc_root.join(pid.to_string()).exists()),
+        };
+        let removed = match swept {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("oomtrace: sweeping the kernel's tracked set failed: {e:#}");
@@ -757,10 +761,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         if runner.dump_error.is_some() {
             break;
         }
-        // While the kernel tracks anything, a sweep is due every SWEEP_EVERY (see sweep).
-        let sweep_due = (probes.tracked_count().unwrap_or(0) > 0
-            || !runner.session.tracker.dead_unreleased().is_empty())
-        .then(|| (last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
+        // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
+        // nothing is tracked it is two map lookups.
+        let sweep_due = Some((last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
         let wake = runner
             .next_wake(poll_ring, (last_sync, synced_bytes))
             .into_iter()

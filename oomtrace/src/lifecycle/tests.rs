@@ -1140,3 +1140,30 @@ fn a_classic_sigkill_long_after_the_choice_is_still_the_chosen_victims() {
     assert_eq!(v.death_seen, Some("pidfd"));
     assert_eq!(t.summary().kills, 1);
 }
+
+/// A victim that takes longer than the histograms' range to die still counts in the latency
+/// (at the range's top), instead of silently missing from `count`.
+#[test]
+fn latencies_beyond_a_day_count_at_the_top_of_the_range() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    let two_days_ms = 2 * 86_400_000;
+    for ev in [sigkill(0, 42, 7), mark(0, 42, 7)] {
+        t.on_event(&ev, &mut out);
+    }
+    t.tick(at(1), &mut out);
+    for ev in [exit(two_days_ms, 42, 42, 7, true), gone(two_days_ms, 42, 7)] {
+        t.on_event(&ev, &mut out);
+    }
+    t.tick(at(two_days_ms + 1000), &mut out);
+    assert!(names(&out).contains(&"dead"), "{:?}", names(&out));
+    let s = t.summary();
+    assert_eq!(s.kill_to_dead.count, 1);
+    let day_ns = 86_400_000_000_000;
+    assert!(
+        s.kill_to_dead.max_ns >= day_ns * 999 / 1000
+            && s.kill_to_dead.max_ns <= day_ns * 1001 / 1000,
+        "{:?}",
+        s.kill_to_dead
+    );
+}

@@ -150,6 +150,10 @@ pub struct OomKill {
     pub _pad: u32,
     /// The kernel's message, NUL-padded (truncated).
     pub message: [u8; MESSAGE_LEN],
+    /// The memory cgroup id of the chosen process itself (read from its task; 0 if unknown).
+    /// `memcg_id` is the OOM domain, which may be an ancestor. Added after `message` so that
+    /// records of the older 136-byte layout (dumps) still decode: they read as 0 here.
+    pub chosen_memcg_id: u64,
 }
 
 /// Bits of [`MarkVictim::fields`]: which optional fields this kernel provided.
@@ -459,7 +463,7 @@ const _: () = {
     assert!(core::mem::size_of::<Header>() == 40);
     assert!(core::mem::size_of::<OomInvoke>() == 16);
     assert!(core::mem::size_of::<OomInvokeDone>() == 8);
-    assert!(core::mem::size_of::<OomKill>() == 136);
+    assert!(core::mem::size_of::<OomKill>() == 144);
     assert!(core::mem::size_of::<MarkVictim>() == 104);
     assert!(core::mem::size_of::<KernelSigkill>() == 48);
     assert!(core::mem::size_of::<Reaper>() == 8);

@@ -10,7 +10,7 @@ use oomtrace_common::{EventKind, MESSAGE_LEN, OomInvoke, OomInvokeDone, OomKill,
 
 use crate::{
     emit::{emit, track},
-    kernel::{config, memcg_id, read, read_str, task_info},
+    kernel::{config, memcg_id, read, read_str, task_info, task_memcg_id},
 };
 
 // bool mem_cgroup_out_of_memory(struct mem_cgroup *memcg, gfp_t gfp_mask, int order)
@@ -136,6 +136,11 @@ fn kill(oc: u64, message: u64) -> u32 {
             gfp_mask: read(oc, c.oc_gfp_mask).unwrap_or(0),
             _pad: 0,
             message: msg,
+            chosen_memcg_id: if chosen == 0 {
+                0
+            } else {
+                task_memcg_id(chosen)
+            },
         },
     );
     0

@@ -88,7 +88,7 @@ impl Event {
         let payload = match kind {
             EventKind::OomInvoke => Payload::OomInvoke(body_of(kind, body)?),
             EventKind::OomInvokeDone => Payload::OomInvokeDone(body_of(kind, body)?),
-            EventKind::OomKill => Payload::OomKill(body_of(kind, body)?),
+            EventKind::OomKill => Payload::OomKill(grown_body_of(kind, body, OOM_KILL_V1_LEN)?),
             EventKind::MarkVictim => Payload::MarkVictim(body_of(kind, body)?),
             EventKind::KernelSigkill => Payload::KernelSigkill(body_of(kind, body)?),
             EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
@@ -155,6 +155,21 @@ fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
         len: body.len(),
         need,
     })
+}
+
+/// Size of an `OomKill` body before `chosen_memcg_id` was appended (dumps written by
+/// oomtrace 0.1 before it).
+const OOM_KILL_V1_LEN: usize = 136;
+
+/// Like [`body_of`], also taking a body of the type's older, shorter layout (`older` bytes, a
+/// prefix of the current one): the fields it lacks read as 0.
+fn grown_body_of<T: Pod>(kind: EventKind, body: &[u8], older: usize) -> Result<T, DecodeError> {
+    if body.len() == older && older < size_of::<T>() {
+        let mut grown = body.to_vec();
+        grown.resize(size_of::<T>(), 0);
+        return body_of(kind, &grown);
+    }
+    body_of(kind, body)
 }
 
 fn read_pod<T: Pod>(buf: &[u8]) -> Option<T> {
@@ -304,5 +319,43 @@ mod tests {
             cstr(&comm_bytes::<16>("a-very-long-command-name")),
             "a-very-long-com"
         );
+    }
+
+    /// Dumps written before `chosen_memcg_id` was appended hold 136-byte `OomKill` bodies:
+    /// they still decode, the new field as 0 (unknown); any other size is refused.
+    #[test]
+    fn an_oom_kill_of_the_older_layout_decodes_without_its_new_field() {
+        let kill = OomKill {
+            chosen_pid: 50,
+            chosen_tgid: 50,
+            chosen_comm: comm_bytes("hog"),
+            chosen_start_ns: 9,
+            chosen_points: 25_000,
+            totalpages: 25_600,
+            memcg_id: 77,
+            constraint: 3,
+            order: 0,
+            gfp_mask: 0xcc0,
+            _pad: 0,
+            message: comm_bytes("Memory cgroup out of memory"),
+            chosen_memcg_id: 78,
+        };
+        let ev = Event {
+            header: header(EventKind::OomKill),
+            payload: Payload::OomKill(kill),
+        };
+        let bytes = ev.encode();
+        assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V1_LEN + 8);
+        let Payload::OomKill(new) = Event::decode(&bytes).unwrap().payload else {
+            panic!("not an oom_kill")
+        };
+        assert_eq!(new.chosen_memcg_id, 78);
+        let old = &bytes[..size_of::<Header>() + OOM_KILL_V1_LEN];
+        let Payload::OomKill(old) = Event::decode(old).unwrap().payload else {
+            panic!("not an oom_kill")
+        };
+        assert_eq!((old.chosen_memcg_id, old.memcg_id), (0, 77));
+        assert_eq!(old.message, kill.message);
+        assert!(Event::decode(&bytes[..bytes.len() - 4]).is_err());
     }
 }

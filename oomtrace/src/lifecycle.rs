@@ -1138,7 +1138,12 @@ impl Tracker {
                 };
                 let v = self.victim_entry(key, cstr(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
-                v.memcg_id = Some(p.memcg_id);
+                // The victim's own memcg where this kernel side read it (the OOM domain may be
+                // an ancestor); older dumps only have the domain.
+                v.memcg_id = Some(match p.chosen_memcg_id {
+                    0 => p.memcg_id,
+                    own => own,
+                });
                 v.trigger = Some(Self::task(&h));
                 let key = v.key;
                 self.last_choice_by.insert(

@@ -196,7 +196,12 @@ impl Renderer {
             Payload::OomInvokeDone(p) => json!({ "killed": p.killed != 0 }),
             Payload::OomKill(p) => json!({
                 "victim": { "pid": p.chosen_pid, "tgid": p.chosen_tgid,
-                            "comm": cstr(&p.chosen_comm), "start_ns": p.chosen_start_ns },
+                            "comm": cstr(&p.chosen_comm), "start_ns": p.chosen_start_ns,
+                            "memcg_id": (p.chosen_memcg_id != 0).then_some(p.chosen_memcg_id),
+                            "memcg_path": match p.chosen_memcg_id {
+                                0 => Value::Null,
+                                m => self.memcg(m),
+                            } },
                 "chosen_points": p.chosen_points, "totalpages": p.totalpages,
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
                 "constraint": constraint_name(p.constraint), "order": p.order,
@@ -303,11 +308,16 @@ impl Renderer {
                 }
             ),
             Payload::OomKill(p) => format!(
-                "pid {} ({}) chosen in memcg {}: points {}, totalpages {} ({}), constraint {}, \
+                "pid {} ({}) chosen in memcg {}{}: points {}, totalpages {} ({}), constraint {}, \
                  triggered by {cur}: \"{}\"",
                 p.chosen_tgid,
                 cstr(&p.chosen_comm),
                 self.memcg_text(p.memcg_id),
+                match p.chosen_memcg_id {
+                    0 => String::new(),
+                    own if own == p.memcg_id => String::new(),
+                    own => format!(" (itself in {})", self.memcg_text(own)),
+                },
                 p.chosen_points,
                 p.totalpages,
                 kb(p.totalpages * self.page_kb),
@@ -467,6 +477,7 @@ mod tests {
     fn kill_renders_victim_trigger_and_sizes() {
         let mut r = renderer();
         r.memcgs.insert(77, "/sandbox".into());
+        r.memcgs.insert(78, "/sandbox/job".into());
         let ev = Event {
             header: header(),
             payload: Payload::OomKill(OomKill {
@@ -482,12 +493,15 @@ mod tests {
                 gfp_mask: 0xcc0,
                 _pad: 0,
                 message: comm_bytes("Memory cgroup out of memory"),
+                chosen_memcg_id: 78,
             }),
         };
         let line = r.text(&ev);
         assert!(line.starts_with("18:00:00.001500 oom_kill"), "{line}");
         assert!(
-            line.contains("pid 50 (hog) chosen in memcg /sandbox (id 77)"),
+            line.contains(
+                "pid 50 (hog) chosen in memcg /sandbox (id 77) (itself in /sandbox/job (id 78))"
+            ),
             "{line}"
         );
         assert!(line.contains("totalpages 25600 (100 MiB)"), "{line}");
@@ -496,6 +510,7 @@ mod tests {
         assert_eq!(j["event"], "oom_kill");
         assert_eq!(j["victim"]["tgid"], 50);
         assert_eq!(j["memcg_path"], "/sandbox");
+        assert_eq!(j["victim"]["memcg_path"], "/sandbox/job");
         assert_eq!(j["constraint"], "memcg");
         assert_eq!(j["current"]["tgid"], 40);
     }

@@ -82,11 +82,13 @@ fn livelock(label: &str, parent_limit: bool) {
         );
         assert_eq!(ll["memcg_path"], limited.rel_path(), "{ll}");
         assert!(ll["invocations"].as_u64() >= Some(10), "{ll}");
-        // The victim's own memcg comes from mark_victim's task (tp_btf). Where only the classic
-        // tracepoint attaches (before 6.8: a pid only), oomtrace knows the memcg of the kill
-        // decision (the OOM domain, here the parent): a known limit (see the #11 note).
-        let mark_from_task = attach_of(&watch.plan(), "mark_victim") == "tp_btf";
-        if let Some(child) = child.as_ref().filter(|_| mark_from_task) {
+        // The victim's own memcg, not the OOM domain (its parent here), comes from the task:
+        // mark_victim's (tp_btf) or the kill decision's chosen task (oom_kill_process). Only
+        // with neither (the classic mark_victim alone: a pid) is the memcg unknown.
+        let plan = watch.plan();
+        let from_task =
+            attach_of(&plan, "mark_victim") == "tp_btf" || !attach_of(&plan, "oom_kill").is_null();
+        if let Some(child) = child.as_ref().filter(|_| from_task) {
             assert_eq!(stuck["victim"]["memcg_id"], child.id(), "{stuck}");
         }
     } else {

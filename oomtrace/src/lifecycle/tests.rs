@@ -174,6 +174,7 @@ fn kill_decision(ms: u64, tgid: u32, start: u64) -> Event {
             gfp_mask: 0xcc0,
             _pad: 0,
             message: comm_bytes("Memory cgroup out of memory"),
+            chosen_memcg_id: 0,
         }),
     }
 }

@@ -1,0 +1,89 @@
+//! What the tracker is told: which events the attach plan can deliver, what to count, its
+//! timeouts.
+
+use serde::Serialize;
+
+use super::*;
+
+/// Which event kinds the running attach plan can deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Observability {
+    pub oom_invoke: bool,
+    pub oom_kill: bool,
+    pub signal: bool,
+    pub mark_victim: bool,
+    pub reaper: bool,
+    pub exit: bool,
+    pub free: bool,
+    /// Death itself (every thread finished exiting) can be seen: a pidfd per victim.
+    pub death: bool,
+}
+
+impl Observability {
+    pub const ALL: Observability = Observability {
+        oom_invoke: true,
+        oom_kill: true,
+        signal: true,
+        mark_victim: true,
+        reaper: true,
+        exit: true,
+        free: true,
+        death: true,
+    };
+}
+
+/// `--memcg PATH` / `--pid PID`: report and count only what concerns them. The tracker
+/// follows every victim regardless (a co-victim or a domain may span the filter); the filter
+/// decides what the summary counts and the session shows.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// A memcg path; its descendants match too.
+    pub memcg: Option<String>,
+    pub pid: Option<u32>,
+}
+
+impl Filter {
+    pub fn active(&self) -> bool {
+        self.memcg.is_some() || self.pid.is_some()
+    }
+
+    pub fn memcg_ok(&self, path: Option<&str>) -> bool {
+        match &self.memcg {
+            None => true,
+            Some(want) => {
+                let want = want.trim_end_matches('/');
+                path.is_some_and(|p| {
+                    p == want || p.starts_with(&format!("{want}/")) || want.is_empty()
+                })
+            }
+        }
+    }
+
+    pub fn pid_ok(&self, pid: u32) -> bool {
+        self.pid.is_none_or(|p| p == pid)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TrackerConfig {
+    pub timeout_ns: u64,
+    pub release_timeout_ns: u64,
+    pub livelock_threshold: u32,
+    pub observability: Observability,
+    /// Take the last thread entering exit (`sched_process_exit` with group_dead) as death, as
+    /// oomtrace before dump format 2 did. Only for replaying such dumps: it calls a victim
+    /// stuck inside `do_exit` dead.
+    pub death_at_last_exit: bool,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            timeout_ns: DEFAULT_TIMEOUT_NS,
+            release_timeout_ns: DEFAULT_RELEASE_TIMEOUT_NS,
+            livelock_threshold: DEFAULT_LIVELOCK_THRESHOLD,
+            observability: Observability::ALL,
+            death_at_last_exit: false,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! What the tracker concludes about victims and OOM domains, and how each reads in words.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::*;
+
+/// What the tracker concluded. Each is emitted once per victim (per kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// A new victim: the kernel's SIGKILL was seen (or, without the signal hook, its mark).
+    Killed { victim: Box<Victim> },
+    /// The OOM killer marked a task that was already exiting and killed nothing
+    /// (`task_will_free_mem`): not a kill, followed to its death all the same.
+    Marked { victim: Box<Victim> },
+    /// The victim finished exiting: every thread passed `exit_notify`.
+    Dead {
+        victim: Box<Victim>,
+        /// None for a victim killed before oomtrace started (its kill time is unknown).
+        kill_to_dead_ns: Option<u64>,
+        /// It had been flagged stuck before dying.
+        was_flagged: bool,
+    },
+    /// Not dead `since_kill_ns` after the kill.
+    Stuck {
+        victim: Box<Victim>,
+        stage: Stage,
+        /// Since the kill; for a pre-existing victim, since the start-up scan first saw it.
+        since_kill_ns: u64,
+        /// Where it is stuck, in words ([`Victim::where_stuck`]).
+        where_stuck: String,
+        /// Events lost since the kill: the exit may have been among them.
+        unconfirmed_lost: u64,
+    },
+    /// The attach plan cannot see this victim die: no judgement is possible.
+    Unobservable { victim: Box<Victim>, why: String },
+    /// Dead, but its zombie has not been reaped by its parent.
+    NotReleased {
+        victim: Box<Victim>,
+        since_dead_ns: u64,
+    },
+    /// The zombie was reaped.
+    Released {
+        victim: Box<Victim>,
+        kill_to_released_ns: u64,
+    },
+    /// A process the kernel SIGKILLed because a victim exited — the victim was the init of
+    /// its PID namespace (`zap_pid_ns_processes`) or its tracer (PT_EXITKILL). Not an OOM kill,
+    /// not counted as one.
+    Collateral {
+        target: Task,
+        target_start_ns: u64,
+        /// The victim whose exit killed it.
+        by: VictimKey,
+        by_comm: String,
+        /// That victim's memcg.
+        memcg_id: Option<u64>,
+    },
+    /// The memcg keeps hitting OOM while one of its victims is stuck.
+    Livelock {
+        memcg_id: u64,
+        invocations: u32,
+        window_ns: u64,
+        victim: VictimKey,
+        comm: String,
+    },
+}
+
+impl Finding {
+    /// When what it reports happened (CLOCK_MONOTONIC ns), if it is tied to an event.
+    pub fn at_ns(&self) -> Option<u64> {
+        match self {
+            Finding::Killed { victim } | Finding::Marked { victim } => victim.killed_at(),
+            Finding::Dead { victim, .. } => victim.timeline.dead,
+            Finding::Released { victim, .. } => victim.timeline.released,
+            _ => None,
+        }
+    }
+
+    /// The victim the finding is about (all but `Livelock`, which names one by key).
+    pub fn victim(&self) -> Option<&Victim> {
+        match self {
+            Finding::Killed { victim }
+            | Finding::Marked { victim }
+            | Finding::Dead { victim, .. }
+            | Finding::Stuck { victim, .. }
+            | Finding::Unobservable { victim, .. }
+            | Finding::NotReleased { victim, .. }
+            | Finding::Released { victim, .. } => Some(victim),
+            Finding::Livelock { .. } | Finding::Collateral { .. } => None,
+        }
+    }
+
+    /// The process the finding is about.
+    pub fn tgid(&self) -> u32 {
+        match self {
+            Finding::Livelock { victim, .. } => victim.tgid,
+            Finding::Collateral { by, .. } => by.tgid,
+            f => f.victim().map_or(0, |v| v.key.tgid),
+        }
+    }
+
+    /// The memcg the finding is about.
+    pub fn memcg_id(&self) -> Option<u64> {
+        match self {
+            Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
+            Finding::Collateral { memcg_id, .. } => *memcg_id,
+            f => f.victim().and_then(|v| v.memcg_id),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Finding::Killed { .. } => "killed",
+            Finding::Marked { .. } => "marked",
+            Finding::Dead { .. } => "dead",
+            Finding::Stuck { .. } => "stuck",
+            Finding::Unobservable { .. } => "unobservable",
+            Finding::NotReleased { .. } => "not_released",
+            Finding::Released { .. } => "released",
+            Finding::Livelock { .. } => "livelock",
+            Finding::Collateral { .. } => "collateral",
+        }
+    }
+}
+
+pub(super) fn secs(ns: u64) -> String {
+    if ns < 10_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2} s", ns as f64 / 1e9)
+    }
+}
+
+pub(super) fn who(v: &Victim) -> String {
+    format!("pid {} ({})", v.key.tgid, v.comm)
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Marked { victim } => write!(
+                f,
+                "MARKED {}: already exiting; the OOM killer gave it memory reserves and the \
+                 reaper, and killed nothing",
+                who(victim)
+            ),
+            Finding::Killed { victim } => {
+                write!(f, "KILLED {}", who(victim))?;
+                if victim.decision.as_ref().is_some_and(KillDecision::is_sysrq) {
+                    write!(f, " by sysrq-f (a manual OOM kill: no allocation failed)")?;
+                }
+                Ok(())
+            }
+            Finding::Dead {
+                victim,
+                kill_to_dead_ns,
+                was_flagged,
+            } => {
+                let late = if *was_flagged { " (flagged)" } else { "" };
+                match kill_to_dead_ns {
+                    Some(d) => write!(f, "DEAD {} {} after the kill{late}", who(victim), secs(*d)),
+                    None => write!(
+                        f,
+                        "DEAD {}, killed before oomtrace started{late}",
+                        who(victim)
+                    ),
+                }
+            }
+            Finding::Stuck {
+                victim,
+                stage,
+                since_kill_ns,
+                where_stuck,
+                unconfirmed_lost,
+            } => {
+                if victim.pre_existing && victim.killed_at().is_none() {
+                    write!(
+                        f,
+                        "STUCK {} (PRE-EXISTING): killed before oomtrace started and still not \
+                         dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
+                        who(victim),
+                        secs(*since_kill_ns),
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "STUCK {}: not dead {} after the kill; stage: {stage}; {where_stuck}",
+                        who(victim),
+                        secs(*since_kill_ns),
+                    )?;
+                }
+                if *unconfirmed_lost > 0 {
+                    write!(
+                        f,
+                        " (UNCONFIRMED: {unconfirmed_lost} events were lost since the kill)"
+                    )?;
+                }
+                Ok(())
+            }
+            Finding::Unobservable { victim, why } => {
+                write!(
+                    f,
+                    "UNOBSERVABLE {}: cannot tell whether it died: {why}",
+                    who(victim)
+                )
+            }
+            Finding::NotReleased {
+                victim,
+                since_dead_ns,
+            } => write!(
+                f,
+                "NOT RELEASED {}: dead for {} but its parent has not reaped the zombie",
+                who(victim),
+                secs(*since_dead_ns)
+            ),
+            Finding::Released {
+                victim,
+                kill_to_released_ns,
+            } => write!(
+                f,
+                "RELEASED {} {} after the kill",
+                who(victim),
+                secs(*kill_to_released_ns)
+            ),
+            Finding::Collateral {
+                target,
+                by,
+                by_comm,
+                ..
+            } => write!(
+                f,
+                "COLLATERAL pid {} ({}) SIGKILLed by the kernel as victim pid {} ({by_comm}) \
+                 exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
+                target.tgid, target.comm, by.tgid
+            ),
+            Finding::Livelock {
+                memcg_id,
+                invocations,
+                window_ns,
+                victim,
+                comm,
+            } => write!(
+                f,
+                "LIVELOCK memcg {memcg_id} re-entered OOM {invocations} times in {} while victim \
+                 pid {} ({comm}) is stuck",
+                secs(*window_ns),
+                victim.tgid
+            ),
+        }
+    }
+}

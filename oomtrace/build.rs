@@ -1,5 +1,5 @@
 //! Builds the eBPF programs (`oomtrace-ebpf`) for the BPF target with nightly and bpf-linker,
-//! so that `src/probes.rs` can embed the object: the binary is the only file to copy to a host.
+//! so that `src/kernel/probes.rs` can embed the object: the binary is the only file to copy to a host.
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomtrace::btf::Btf;
+use oomtrace::kernel::btf::Btf;
 
 /// Names in the seed corpus (the unit tests' sample blob and a slice of a real kernel's BTF),
 /// so that lookups reach the decoding code and not only the name index.

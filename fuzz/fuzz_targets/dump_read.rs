@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use oomtrace::{
-    dump::{DumpProblem, MAX_MEMCG_PATH, MAX_MEMCG_RECORDS, Reader, Record},
+    record::dump::{DumpProblem, MAX_MEMCG_PATH, MAX_MEMCG_RECORDS, Reader, Record},
     event::Event,
 };
 

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use oomtrace::{
-    dump::Reader,
+    record::dump::Reader,
     report::{self, ReplayOptions},
 };
 

@@ -1,7 +1,7 @@
 //! oomtrace's kernel programs. They report facts and nothing more: every program reads what its
 //! hook offers, writes one event to the ring buffer and returns. Which program of a hook gets
 //! loaded (fentry, kprobe, tp_btf, raw or classic tracepoint) is decided by userspace
-//! (`oomtrace/src/plan.rs`); struct and record offsets come from userspace too (`CONFIG`).
+//! (`oomtrace/src/kernel/plan.rs`); struct and record offsets come from userspace too (`CONFIG`).
 //!
 //! One module per hook family, each program a thin entry point around a fallible helper.
 #![no_std]

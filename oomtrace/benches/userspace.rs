@@ -6,10 +6,9 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use oomtrace::{
-    dump,
     event::Event,
     lifecycle::{Tracker, TrackerConfig},
-    synth,
+    record::{dump, synth},
 };
 
 const EPISODES: u64 = 20_000;

@@ -1,34 +1,33 @@
 //! oomtrace: watch the Linux OOM killer with eBPF and flag victims that do not die.
 //!
-//! The kernel side (`oomtrace-ebpf`) reports facts; this crate decides what to attach
-//! ([`plan`]), finds the offsets the programs need ([`btf`], [`tracefs`], [`layout`]), loads them
-//! ([`probes`]), decodes events ([`event`]) and renders them ([`output`]). The tracker
-//! ([`lifecycle`]) turns events into victims and findings; death — every thread finished
-//! exiting — is seen through a pidfd per victim ([`deathwatch`]); processes killed before
-//! oomtrace started are found in /proc ([`scan`]) and stuck ones are described from /proc
-//! ([`inspect`]). [`live`] runs it all against the kernel, [`report`] against a [`dump`].
-pub mod btf;
-pub mod cgroups;
-pub mod deathwatch;
-pub mod dump;
+//! The kernel side (`oomtrace-ebpf`) reports facts; this crate turns them into findings. Its
+//! rooms, from the kernel up:
+//!
+//! - [`kernel`]: what this kernel offers and how to attach to it — BTF, tracefs formats, the
+//!   struct offsets the programs read, the attach [`kernel::plan`] (the one place that decides
+//!   which program attaches per hook and how it falls back), loading the programs, cgroups, and
+//!   the privileges kept after attach.
+//! - [`event`]: the records the kernel programs write, decoded.
+//! - [`lifecycle`]: the tracker — pure correlation of events into victims, stages, latencies and
+//!   findings. No I/O; unit tests drive it with synthetic events.
+//! - [`host`]: what userspace itself observes of processes — death through pidfds, victims
+//!   killed before oomtrace started, forensics of stuck ones, their workload, and how to unstick
+//!   them.
+//! - [`record`]: dumps (write, read, replay input), synthetic streams, and output files created
+//!   safely.
+//! - [`render`]: how events, findings and counts are shown — text and JSON lines, Prometheus
+//!   metrics, the Perfetto trace.
+//! - The drivers over one [`session::Session`]: [`live`] runs it against the kernel (`watch`,
+//!   `record`), [`report`] against a dump. [`hooks`] runs `--on-stuck` commands, contained.
 pub mod event;
 pub mod hooks;
-pub mod inspect;
-pub mod layout;
+pub mod host;
+pub mod kernel;
 pub mod lifecycle;
 pub mod live;
-pub mod metrics;
-pub mod outfile;
-pub mod output;
-pub mod plan;
-pub mod privs;
-pub mod probes;
+pub mod record;
+pub mod render;
 pub mod report;
-pub mod scan;
 #[cfg(test)]
 mod scratch;
 pub mod session;
-pub mod synth;
-pub mod tracefs;
-pub mod unstick;
-pub mod workload;

@@ -19,17 +19,23 @@ use tokio::{
 };
 
 use crate::{
-    cgroups::MemcgPaths,
-    deathwatch::{self, DeathWatch, userspace_event},
-    dump,
     event::{Event, Payload},
     hooks::Hooks,
+    host::{
+        deathwatch::{self, DeathWatch, userspace_event},
+        scan,
+    },
+    kernel::{
+        cgroups::MemcgPaths,
+        plan::{self, Hook},
+        probes::Probes,
+    },
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
-    metrics::{self, Metrics},
-    output::{self, Clock, Renderer},
-    plan::{self, Hook},
-    probes::Probes,
-    scan,
+    record::dump,
+    render::{
+        events::{self, Clock, Renderer},
+        metrics::{self, Metrics},
+    },
     session::{Filter, Live, Session, monotonic_now},
 };
 
@@ -80,7 +86,7 @@ pub fn observability(probes: &Probes, death: bool) -> Observability {
 
 /// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
 fn tgid_of(tid: u32) -> Option<u32> {
-    crate::inspect::tgid_of(std::path::Path::new("/proc"), tid)
+    crate::host::forensics::tgid_of(std::path::Path::new("/proc"), tid)
 }
 
 /// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).
@@ -165,7 +171,7 @@ struct Runner<W: std::io::Write> {
     /// `--unstick`: take the remedy for each flagged victim.
     unstick: bool,
     /// What was changed for a victim, to put back once it is dead.
-    unstuck: std::collections::HashMap<u32, crate::unstick::Applied>,
+    unstuck: std::collections::HashMap<u32, crate::host::unstick::Applied>,
     flagged: u64,
 }
 
@@ -315,7 +321,7 @@ impl<W: std::io::Write> Runner<W> {
             if let Finding::Dead { victim, .. } = &f
                 && let Some(a) = self.unstuck.remove(&victim.key.tgid)
             {
-                for r in crate::unstick::restore(&a) {
+                for r in crate::host::unstick::restore(&a) {
                     self.say_unstick(victim.key.tgid, "restored", &r)?;
                 }
             }
@@ -327,7 +333,7 @@ impl<W: std::io::Write> Runner<W> {
     /// a victim is flagged (the tracker knows it is a victim: no /proc evidence needed). Said
     /// loudly, counted in the metrics; the memcg limit is put back when the victim is dead.
     fn auto_unstick(&mut self, tgid: u32, start_ns: u64) -> anyhow::Result<()> {
-        use crate::unstick;
+        use crate::host::unstick;
         let Some(live) = &self.session.live else {
             return Ok(());
         };
@@ -384,7 +390,7 @@ impl<W: std::io::Write> Runner<W> {
             writeln!(
                 out,
                 "UNSTICK pid {tgid} ({result}): {}",
-                crate::output::printable(text)
+                crate::render::events::printable(text)
             )?;
         }
         Ok(())
@@ -563,7 +569,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     session.tracker.set_filter(opts.filter.clone());
 
     let header = json!({
-        "type": "plan", "schema": output::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
+        "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
         "environment": probes.env, "plan": probes.plan,
         "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
         "timeout_s": opts.timeout_ns as f64 / 1e9,
@@ -599,11 +605,11 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     // Everything that needs root's full power is done: attached, mapped, created, bound.
     // --unstick may end a tracer that belongs to another user: CAP_KILL too.
     let extra: &[u32] = if opts.unstick {
-        &[crate::privs::CAP_KILL]
+        &[crate::kernel::privs::CAP_KILL]
     } else {
         &[]
     };
-    let privileges = match crate::privs::drop_to_kept(extra) {
+    let privileges = match crate::kernel::privs::drop_to_kept(extra) {
         Ok(()) => {
             let mut kept = vec![
                 "CAP_SYS_ADMIN",

@@ -5,15 +5,16 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oomtrace::{
-    dump, inspect,
+    host::{forensics, scan},
+    kernel::{
+        plan::{self, AttachType, Hook},
+        probes::{LoadOptions, Probes},
+    },
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
-    metrics,
-    output::printable,
-    plan::{self, AttachType, Hook},
-    probes::{LoadOptions, Probes},
+    record::dump,
+    render::{events::printable, metrics},
     report::{self, ReplayOptions},
-    scan,
     session::{Filter, Live},
 };
 use serde_json::json;
@@ -239,7 +240,7 @@ fn main() -> ExitCode {
             force,
             compress,
             watch: args,
-        }) => oomtrace::outfile::resolve(&output, force)
+        }) => oomtrace::record::outfile::resolve(&output, force)
             .with_context(|| format!("preparing the dump {}", output.display()))
             .and_then(|output| watch(&args, Some((output, compress)))),
         Some(Command::Report(args)) => report(&args),
@@ -330,7 +331,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let live = Live::new("/proc".into(), memcg_root.clone());
     let trouble = trouble_now(memcg_root.as_deref());
     let oom_now = trouble.oom_now;
-    let stuck: Vec<(scan::Candidate, inspect::Forensics)> = trouble
+    let stuck: Vec<(scan::Candidate, forensics::Forensics)> = trouble
         .stuck
         .into_iter()
         .map(|c| {
@@ -338,7 +339,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             (c, fx)
         })
         .collect();
-    let death = oomtrace::deathwatch::available();
+    let death = oomtrace::host::deathwatch::available();
     let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
         .all(|h| probes.hook(*h).attached());
@@ -557,12 +558,12 @@ const EXIT_UNSTICK_REFUSED: u8 = 5;
 const EXIT_UNSTICK_NOT_DEAD: u8 = 6;
 
 fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
-    use oomtrace::unstick;
+    use oomtrace::host::unstick;
     let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
     let proc_root = std::path::Path::new("/proc");
-    let controller = oomtrace::cgroups::memory_controller();
+    let controller = oomtrace::kernel::cgroups::memory_controller();
     let memcg_root = controller.as_ref().map(|c| c.mount.clone());
-    let fx = inspect::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
+    let fx = forensics::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
     let memcg = fx.memcg.as_ref().map(|m| m.path.as_str());
     let evidence = unstick::oom_victim_evidence(proc_root, memcg_root.as_deref(), memcg, args.pid);
     // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed,
@@ -659,7 +660,8 @@ fn generate(what: &str) -> anyhow::Result<ExitCode> {
 
 fn synth_dump(path: &std::path::Path, events: u64) -> anyhow::Result<ExitCode> {
     const THREADS: u32 = 4;
-    let episodes = (events as f64 / oomtrace::synth::events_per_episode(THREADS)).ceil() as u64;
+    let episodes =
+        (events as f64 / oomtrace::record::synth::events_per_episode(THREADS)).ceil() as u64;
     let header = json!({"version": env!("CARGO_PKG_VERSION"), "hostname": "synthetic",
                         "kernel": "synthetic", "options": {"timeout_ns": DEFAULT_TIMEOUT_NS},
                         "clock": {"realtime_offset_ns": 0}});
@@ -667,7 +669,7 @@ fn synth_dump(path: &std::path::Path, events: u64) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", path.display()))?;
     let mut n = 0u64;
     let mut last = 0;
-    for ev in oomtrace::synth::episodes(episodes, THREADS) {
+    for ev in oomtrace::record::synth::episodes(episodes, THREADS) {
         w.event(&ev.encode())?;
         last = ev.header.ts_ns;
         n += 1;

@@ -11,11 +11,11 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 use serde_json::{Value, json};
 
 use crate::{
-    cgroups::MemcgPaths,
-    dump::{DumpProblem, Reader, Record},
     event::{Event, Payload},
+    kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
-    output::{Clock, Renderer},
+    record::dump::{DumpProblem, Reader, Record},
+    render::events::{Clock, Renderer},
     session::Session,
 };
 
@@ -318,7 +318,7 @@ pub fn perfetto(r: &Replay, timeout_ns: u64) -> Value {
 /// Writes the Perfetto file.
 pub fn write_perfetto(r: &Replay, timeout_ns: u64, path: &Path) -> anyhow::Result<()> {
     let v = perfetto(r, timeout_ns);
-    let mut f = crate::outfile::create_new(path)?;
+    let mut f = crate::record::outfile::create_new(path)?;
     std::io::Write::write_all(&mut f, &serde_json::to_vec(&v)?)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
@@ -328,7 +328,7 @@ mod tests {
     use oomtrace_common::{Header, KernelSigkill, MarkVictim, Reaper, TaskExit, victim_fields};
 
     use super::*;
-    use crate::{dump::Writer, event::comm_bytes, scratch::ScratchDir};
+    use crate::{event::comm_bytes, record::dump::Writer, scratch::ScratchDir};
 
     const MS: u64 = 1_000_000;
 
@@ -508,7 +508,7 @@ mod tests {
                             "clock": {"realtime_offset_ns": 0}});
         let mut w = Writer::create(&big, true, &header).unwrap();
         let mut last = 0;
-        for ev in crate::synth::episodes(400, 2) {
+        for ev in crate::record::synth::episodes(400, 2) {
             last = ev.header.ts_ns;
             w.event(&ev.encode()).unwrap();
         }

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 pub use crate::lifecycle::Filter;
 use crate::{
     event::{Event, Payload},
-    inspect,
+    host::forensics,
     lifecycle::{Finding, Summary, Tracker},
-    output::{Renderer, clock_ns, printable, rfc3339, time_of_day},
+    render::events::{Renderer, clock_ns, printable, rfc3339, time_of_day},
 };
 
 /// The process an event is about.
@@ -67,7 +67,7 @@ pub struct Live {
     /// exit has no fd table left to find them through.
     pub sockets_at_kill: HashMap<u32, Vec<u64>>,
     /// Every memcg's OOM counters when watching began (to reconcile kills at the end).
-    pub oom_baseline: Vec<crate::scan::MemcgOom>,
+    pub oom_baseline: Vec<crate::host::scan::MemcgOom>,
 }
 
 /// Victims whose sockets are remembered at most (the oldest are dropped past this).
@@ -85,7 +85,7 @@ impl Live {
 
     /// Records the sockets `tgid` holds now (at its kill).
     pub fn record_sockets(&mut self, tgid: u32) {
-        let inodes = inspect::socket_inodes(&self.proc_root, tgid);
+        let inodes = forensics::socket_inodes(&self.proc_root, tgid);
         if inodes.is_empty() {
             return;
         }
@@ -98,25 +98,25 @@ impl Live {
     /// What /proc shows of process `tgid` started at `start_ns` (0: unknown) now, with the
     /// sockets recorded at its kill. If the pid names a later process (the victim is gone and
     /// the pid reused), nothing of that process is shown as the victim's.
-    pub fn forensics(&self, tgid: u32, start_ns: u64) -> inspect::Forensics {
+    pub fn forensics(&self, tgid: u32, start_ns: u64) -> forensics::Forensics {
         if start_ns != 0
-            && let Some(now) = crate::deathwatch::start_ns_of(&self.proc_root, tgid)
-            && !crate::deathwatch::same_start(start_ns, now)
+            && let Some(now) = crate::host::deathwatch::start_ns_of(&self.proc_root, tgid)
+            && !crate::host::deathwatch::same_start(start_ns, now)
         {
-            return inspect::Forensics {
+            return forensics::Forensics {
                 tgid,
                 notes: vec![format!(
                     "pid {tgid} now names another process (started later): the victim is gone \
                      and its pid reused"
                 )],
-                ..inspect::Forensics::default()
+                ..forensics::Forensics::default()
             };
         }
         let recorded = self
             .sockets_at_kill
             .get(&tgid)
             .map_or(&[][..], Vec::as_slice);
-        inspect::collect(&self.proc_root, tgid, self.memcg_root.as_deref(), recorded)
+        forensics::collect(&self.proc_root, tgid, self.memcg_root.as_deref(), recorded)
     }
 }
 
@@ -272,7 +272,7 @@ impl<W: Write> Session<W> {
         let Some(root) = &live.memcg_root else {
             return Ok(());
         };
-        let after = crate::scan::memcg_oom_states(root);
+        let after = crate::host::scan::memcg_oom_states(root);
         let ours: Vec<(String, u64)> = self
             .tracker
             .kills_by_memcg()
@@ -366,7 +366,7 @@ impl<W: Write> Session<W> {
                     "workload".into(),
                     memcg_path
                         .as_deref()
-                        .map(|p| serde_json::to_value(crate::workload::of_path(p)))
+                        .map(|p| serde_json::to_value(crate::host::workload::of_path(p)))
                         .and_then(Result::ok)
                         .unwrap_or(Value::Null),
                 );
@@ -380,10 +380,13 @@ impl<W: Write> Session<W> {
             }
             writeln!(self.out, "{v}")?;
         } else {
-            let memcg = memcg_path.map_or(String::new(), |p| match crate::workload::of_path(&p) {
-                crate::workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
-                w => format!(" [memcg {p}; {w}]"),
-            });
+            let memcg =
+                memcg_path.map_or(String::new(), |p| {
+                    match crate::host::workload::of_path(&p) {
+                        crate::host::workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
+                        w => format!(" [memcg {p}; {w}]"),
+                    }
+                });
             let line = format!("{} {f}{memcg}", time_of_day(wall));
             writeln!(self.out, "{}", printable(&line))?;
             if let Some(fx) = &forensics {
@@ -411,7 +414,7 @@ mod tests {
     fn forensics_of_a_reused_pid_name_nothing_of_the_new_process() {
         let live = Live::new(Path::new("/proc").into(), None);
         let me = std::process::id();
-        let mine = crate::deathwatch::start_ns_of(Path::new("/proc"), me).unwrap();
+        let mine = crate::host::deathwatch::start_ns_of(Path::new("/proc"), me).unwrap();
         let f = live.forensics(me, mine);
         assert!(f.exists && !f.threads.is_empty());
         let f = live.forensics(me, mine + 3_600_000_000_000);
@@ -428,12 +431,12 @@ mod tests {
     fn names_cannot_forge_lines_or_drive_the_terminal() {
         use oomtrace_common::{Header, KernelSigkill, MarkVictim, victim_fields};
 
-        use crate::{cgroups::MemcgPaths, event::comm_bytes, lifecycle::TrackerConfig};
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
         let evil_comm = "x\nDEAD\x1b[2J";
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
         let renderer = Renderer {
-            clock: crate::output::Clock {
+            clock: crate::render::events::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },
             memcgs,

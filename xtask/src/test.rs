@@ -144,10 +144,11 @@ fn guest_script(
     s += &format!(
         "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
          && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
-         && chroot $r /oomtrace check --json > '{}/check.json'\n\
-         echo \"static oomtrace check in a root without glibc: exit $?\"\n",
+         && chroot $r /oomtrace check --json > '{r}/check.json'\n\
+         echo \"static oomtrace check in a root without glibc: exit $?\"\n\
+         chroot $r /oomtrace check > '{r}/check.txt' 2>&1\n",
         static_bin.display(),
-        results.display()
+        r = results.display()
     );
     s += "rc=0\n";
     for exe in exes.iter().filter(|e| !crate::prometheus::host_only(e)) {

@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::{
-    cgroups::MemcgPaths,
     event::{
         Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing, victim_fields,
     },
+    kernel::cgroups::MemcgPaths,
 };
 
 /// The name of a [`exit_seen`] value, as in JSON.

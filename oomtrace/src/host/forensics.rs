@@ -18,7 +18,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::output::printable;
+use crate::render::events::printable;
 
 /// One thread of the victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

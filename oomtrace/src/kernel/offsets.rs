@@ -5,7 +5,7 @@
 
 use oomtrace_common::{Config, NO_OFFSET};
 
-use crate::{
+use crate::kernel::{
     btf::{Btf, TypeDesc},
     tracefs::{Tracefs, TracepointFormat},
 };

@@ -15,7 +15,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::inspect::Forensics;
+use crate::host::forensics::Forensics;
 
 /// What a victim waits on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -359,7 +359,7 @@ pub fn oom_victim_evidence(
     memcg: Option<&str>,
     pid: u32,
 ) -> Result<String, String> {
-    use crate::inspect::{keyed, sigkill_pending, status_field};
+    use crate::host::forensics::{keyed, sigkill_pending, status_field};
     let dir = proc_root.join(pid.to_string());
     let status = std::fs::read_to_string(dir.join("status"))
         .map_err(|e| format!("pid {pid}: no such process ({e})"))?;
@@ -399,7 +399,7 @@ pub fn oom_victim_evidence(
     // The memcg as forensics found it (an exiting task's own cgroup file may already say "/").
     let path = memcg
         .map(str::to_string)
-        .or_else(|| crate::inspect::memcg_path(&dir))
+        .or_else(|| crate::host::forensics::memcg_path(&dir))
         .unwrap_or_else(|| "/".into());
     if let Some(root) = memcg_root {
         let mut p = std::path::PathBuf::from(path.trim_start_matches('/'));
@@ -529,7 +529,7 @@ pub fn restore(a: &Applied) -> Vec<String> {
 /// Waits until `pid` has finished exiting (its pidfd polls readable), or `timeout`.
 pub fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
     use std::os::fd::AsRawFd as _;
-    let Ok(fd) = crate::deathwatch::pidfd_open(pid) else {
+    let Ok(fd) = crate::host::deathwatch::pidfd_open(pid) else {
         return true;
     };
     let mut p = libc::pollfd {
@@ -581,7 +581,7 @@ impl fmt::Display for Wait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::{MemcgInfo, ThreadInfo};
+    use crate::host::forensics::{MemcgInfo, ThreadInfo};
 
     fn victim(threads: &[(&str, &[&str])]) -> Forensics {
         Forensics {

@@ -17,9 +17,11 @@ use std::{os::unix::fs::MetadataExt as _, path::Path};
 use oomtrace_common::{PreExisting, TASK_COMM_LEN, pre_existing};
 
 use crate::{
-    deathwatch::start_ns_of,
     event::comm_bytes,
-    inspect::{self, keyed, sigkill_pending, status_field},
+    host::{
+        deathwatch::start_ns_of,
+        forensics::{self, keyed, sigkill_pending, status_field},
+    },
 };
 
 /// A process with SIGKILL pending that has not finished exiting.
@@ -123,13 +125,13 @@ fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Ca
     let memcg_path = states
         .iter()
         .filter(|s| !finished(&s.1))
-        .find_map(|s| inspect::memcg_path(&dir.join("task").join(s.0.to_string())))
+        .find_map(|s| forensics::memcg_path(&dir.join("task").join(s.0.to_string())))
         .filter(|p| p != "/")
         .or_else(|| {
             let tids: Vec<u32> = states.iter().map(|s| s.0).collect();
-            memcg_root.and_then(|r| inspect::memcg_by_tasks(r, &tids))
+            memcg_root.and_then(|r| forensics::memcg_by_tasks(r, &tids))
         })
-        .or_else(|| inspect::memcg_path(&dir));
+        .or_else(|| forensics::memcg_path(&dir));
     let memcg_id = match (memcg_root, &memcg_path) {
         (Some(root), Some(p)) => {
             std::fs::metadata(root.join(p.trim_start_matches('/'))).map_or(0, |m| m.ino())
@@ -177,7 +179,7 @@ mod tests {
         assert_eq!(c.comm, "stuck-victim");
         assert_eq!(
             c.start_ns,
-            5213 * (1_000_000_000 / crate::deathwatch::clock_ticks())
+            5213 * (1_000_000_000 / crate::host::deathwatch::clock_ticks())
         );
     }
 
@@ -194,10 +196,10 @@ mod tests {
     fn an_exiting_tasks_v1_memcg_is_found_by_its_task_list() {
         let memcg = fixture().join("memcg");
         assert_eq!(
-            inspect::memcg_by_tasks(&memcg, &[4243]).as_deref(),
+            forensics::memcg_by_tasks(&memcg, &[4243]).as_deref(),
             Some("/oomtrace-test/child")
         );
-        assert_eq!(inspect::memcg_by_tasks(&memcg, &[1]), None);
+        assert_eq!(forensics::memcg_by_tasks(&memcg, &[1]), None);
     }
 
     #[test]
@@ -228,7 +230,7 @@ pub struct MemcgOom {
 /// Every memcg's OOM counters under the memory controller's mount.
 pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
     let local_events = mounted_with(memcg_root, "memory_localevents");
-    inspect::memcgs_under(memcg_root)
+    forensics::memcgs_under(memcg_root)
         .take(MAX_MEMCGS_SCANNED)
         .filter_map(|(dir, path)| {
             let events = std::fs::read_to_string(dir.join("memory.events")).ok();

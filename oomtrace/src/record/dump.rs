@@ -72,7 +72,7 @@ impl Writer {
     /// magic, the version and the header record.
     pub fn create(path: &Path, compress: bool, header: &Value) -> io::Result<Writer> {
         // Created new, never through a link, never over an existing file (see `outfile`).
-        let file = crate::outfile::create_new(path)?;
+        let file = crate::record::outfile::create_new(path)?;
         let buffered = BufWriter::new(file.try_clone()?);
         let sink = if compress {
             Sink::Gzip(GzEncoder::new(buffered, Compression::fast()))

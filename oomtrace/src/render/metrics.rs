@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     event::{Event, Payload},
+    kernel::plan::HookPlan,
     lifecycle::{Finding, Summary},
-    plan::HookPlan,
 };
 
 /// Distinct memcg label values kept; the rest are counted under `memcg="other"`.
@@ -52,9 +52,9 @@ pub struct Metrics {
 }
 
 /// The label set of a victim's metrics: its memcg and the workload it names
-/// ([`crate::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
+/// ([`crate::host::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
 pub fn victim_labels(memcg: &str) -> String {
-    let w = crate::workload::of_path(memcg);
+    let w = crate::host::workload::of_path(memcg);
     let mut s = format!("memcg=\"{}\"", escape(memcg));
     for (k, v) in w.labels() {
         let _ = write!(s, ",{k}=\"{}\"", escape(&v));

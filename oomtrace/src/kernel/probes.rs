@@ -19,10 +19,10 @@ use aya::{
 use oomtrace_common::names;
 use serde::Serialize;
 
-use crate::{
+use crate::kernel::{
     btf::{Btf, TypeDesc},
     cgroups::{self, MemoryController},
-    layout::Layout,
+    offsets::Layout,
     plan::{self, AttachType, Candidate, Facts, Hook, HookPlan, Target},
     tracefs::Tracefs,
 };

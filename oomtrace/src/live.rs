@@ -574,21 +574,31 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
         "timeout_s": opts.timeout_ns as f64 / 1e9,
         "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
-        "death": death_json(&death),
+        "death": death_of(&death),
     });
     let dump = match &opts.record {
         Some(path) => {
-            let h = json!({
-                "format": dump::FORMAT_VERSION, "version": env!("CARGO_PKG_VERSION"),
-                "hostname": hostname(), "kernel": probes.env.kernel, "boot_id": boot_id(),
-                "plan": probes.plan, "environment": probes.env, "page_kb": page_kb,
-                "options": {"timeout_ns": opts.timeout_ns, "release_timeout_ns": opts.release_timeout_ns},
-                "death": death_json(&death),
-                "clock": {"realtime_offset_ns": i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
-                          "monotonic_ns_at_start": monotonic_now()},
-            });
+            let h = dump::Header {
+                format: Some(dump::FORMAT_VERSION),
+                version: env!("CARGO_PKG_VERSION").into(),
+                hostname: hostname(),
+                kernel: probes.env.kernel.clone(),
+                boot_id: Some(boot_id()),
+                plan: Some(json!(probes.plan)),
+                environment: Some(json!(probes.env)),
+                page_kb: Some(page_kb),
+                options: dump::HeaderOptions {
+                    timeout_ns: Some(opts.timeout_ns),
+                    release_timeout_ns: Some(opts.release_timeout_ns),
+                },
+                death: Some(death_of(&death)),
+                clock: dump::HeaderClock {
+                    realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
+                    monotonic_ns_at_start: Some(monotonic_now()),
+                },
+            };
             Some(
-                dump::Writer::create(path, opts.compress, &h)
+                dump::Writer::create(path, opts.compress, &h.to_value())
                     .with_context(|| format!("creating the dump {}", path.display()))?,
             )
         }
@@ -1029,10 +1039,10 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
     true
 }
 
-fn death_json(death: &Result<(), String>) -> Value {
-    match death {
-        Ok(()) => json!({"pidfd": true}),
-        Err(e) => json!({"pidfd": false, "error": e}),
+fn death_of(death: &Result<(), String>) -> dump::Death {
+    dump::Death {
+        pidfd: death.is_ok(),
+        error: death.as_ref().err().cloned(),
     }
 }
 

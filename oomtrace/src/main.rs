@@ -531,7 +531,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.perfetto {
         let timeout = opts
             .timeout_ns
-            .or_else(|| replay.header.as_ref()?["options"]["timeout_ns"].as_u64())
+            .or_else(|| replay.header.as_ref()?.options.timeout_ns)
             .unwrap_or(DEFAULT_TIMEOUT_NS);
         report::write_perfetto(&replay, timeout, path)?;
         eprintln!(

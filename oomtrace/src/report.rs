@@ -14,7 +14,7 @@ use crate::{
     event::{Event, Payload},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
-    record::dump::{DumpProblem, Reader, Record},
+    record::dump::{DumpProblem, Header, Reader, Record},
     render::events::{Clock, Renderer},
     session::Session,
 };
@@ -35,7 +35,7 @@ pub struct Replay {
     pub summary: Summary,
     pub findings: Vec<Finding>,
     pub problems: Vec<DumpProblem>,
-    pub header: Option<Value>,
+    pub header: Option<Header>,
     /// Every victim's last known state.
     pub victims: BTreeMap<VictimKey, Victim>,
     /// (memcg id, ts) of every OOM invocation.
@@ -46,16 +46,12 @@ pub struct Replay {
     pub memcg_paths: BTreeMap<u64, String>,
 }
 
-fn observability_from(header: &Value) -> Observability {
-    let attached = |hook: &str| {
-        header["plan"]
-            .as_array()
-            .and_then(|p| p.iter().find(|h| h["hook"] == hook))
-            .is_some_and(|h| !h["attach"].is_null())
-    };
-    if header["plan"].as_array().is_none() {
+/// What the recording's plan could deliver; everything for a dump without a plan.
+fn observability_from(header: &Header) -> Observability {
+    if header.attached("oom_kill").is_none() {
         return Observability::ALL;
     }
+    let attached = |hook: &str| header.attached(hook).unwrap_or(false);
     Observability {
         oom_invoke: attached("oom_invoke"),
         oom_kill: attached("oom_kill"),
@@ -64,15 +60,8 @@ fn observability_from(header: &Value) -> Observability {
         reaper: attached("wake_reaper"),
         exit: attached("task_exit"),
         free: attached("task_free"),
-        death: header["death"]["pidfd"].as_bool().unwrap_or(false),
+        death: header.death.as_ref().is_some_and(|d| d.pidfd),
     }
-}
-
-/// Dumps recorded before death meant "finished exiting" (dump format 1) carry no
-/// `GroupExited` records: they can only be judged the old way, by the last thread entering
-/// exit, which calls a victim stuck inside `do_exit` dead.
-fn legacy_death(header: &Value) -> bool {
-    header.get("death").is_none()
 }
 
 /// Replays a dump, writing findings (and events if asked) to `out`.
@@ -82,10 +71,11 @@ pub fn replay<W: Write>(
     out: W,
 ) -> anyhow::Result<Replay> {
     // The reader recognizes the header strictly and never takes another record for it.
-    let header = reader.header().cloned();
-    let h = header.clone().unwrap_or(Value::Null);
-    let recorded_timeout = h["options"]["timeout_ns"].as_u64();
-    let recorded_release = h["options"]["release_timeout_ns"].as_u64();
+    let raw_header = reader.header().cloned();
+    let header = raw_header.as_ref().map(Header::from_value);
+    let h = header.clone().unwrap_or_default();
+    let recorded_timeout = h.options.timeout_ns;
+    let recorded_release = h.options.release_timeout_ns;
     let defaults = TrackerConfig::default();
     let cfg = TrackerConfig {
         timeout_ns: opts
@@ -97,17 +87,18 @@ pub fn replay<W: Write>(
             .or(recorded_release)
             .unwrap_or(defaults.release_timeout_ns),
         observability: observability_from(&h),
-        death_at_last_exit: header.is_some() && legacy_death(&h),
+        // Dumps recorded before death meant "finished exiting" (format 1) carry no
+        // `GroupExited` records nor a `death` key: they can only be judged the old way, by the
+        // last thread entering exit, which calls a victim stuck inside `do_exit` dead.
+        death_at_last_exit: header.is_some() && h.death.is_none(),
         ..defaults
     };
     let renderer = Renderer {
         clock: Clock {
-            realtime_offset_ns: h["clock"]["realtime_offset_ns"]
-                .as_i64()
-                .map_or(0, i128::from),
+            realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
         },
         memcgs: MemcgPaths::new(None),
-        page_kb: h["page_kb"].as_u64().unwrap_or(4),
+        page_kb: h.page_kb.unwrap_or(4),
     };
     let mut session = Session::new(renderer, Tracker::new(cfg), opts.json, None, out);
     session.events = opts.events;
@@ -116,15 +107,15 @@ pub fn replay<W: Write>(
         writeln!(
             session.out,
             "{}",
-            json!({"type": "replay", "header": h, "timeout_ns": cfg.timeout_ns})
+            json!({"type": "replay", "header": raw_header, "timeout_ns": cfg.timeout_ns})
         )?;
     } else if let Some(h) = &header {
         writeln!(
             session.out,
             "replaying a dump of oomtrace {} on {} (Linux {}), judged with a {:.2} s timeout",
-            h["version"].as_str().unwrap_or("?"),
-            h["hostname"].as_str().unwrap_or("?"),
-            h["kernel"].as_str().unwrap_or("?"),
+            h.version,
+            h.hostname,
+            h.kernel,
             cfg.timeout_ns as f64 / 1e9
         )?;
         if cfg.death_at_last_exit {

@@ -42,7 +42,7 @@ pub struct LoadOptions {
 }
 
 /// The environment the tool runs in, as `check` and the plan header show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Environment {
     pub kernel: String,
     pub root: bool,
@@ -54,6 +54,41 @@ pub struct Environment {
     pub memory_controller: Option<MemoryController>,
     /// Offsets not found on this kernel, with what that costs.
     pub missing_offsets: Vec<String>,
+}
+
+/// JSON schema 3: each fact is a plain value and, when it failed, the reason beside it
+/// (`btf: false, btf_error: "…"`), not serde's `{"Ok": …}` / `{"Err": …}` of schema 2.
+impl Serialize for Environment {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            kernel: &'a str,
+            root: bool,
+            btf: bool,
+            btf_error: Option<&'a str>,
+            tracefs: Option<&'a str>,
+            tracefs_error: Option<&'a str>,
+            tracefs_mounted_by_us: bool,
+            kprobes: bool,
+            kprobes_error: Option<&'a str>,
+            memory_controller: &'a Option<MemoryController>,
+            missing_offsets: &'a [String],
+        }
+        Wire {
+            kernel: &self.kernel,
+            root: self.root,
+            btf: self.btf.is_ok(),
+            btf_error: self.btf.as_ref().err().map(String::as_str),
+            tracefs: self.tracefs.as_ref().ok().map(String::as_str),
+            tracefs_error: self.tracefs.as_ref().err().map(String::as_str),
+            tracefs_mounted_by_us: self.tracefs_mounted_by_us,
+            kprobes: self.kprobes.is_ok(),
+            kprobes_error: self.kprobes.as_ref().err().map(String::as_str),
+            memory_controller: &self.memory_controller,
+            missing_offsets: &self.missing_offsets,
+        }
+        .serialize(s)
+    }
 }
 
 /// Loaded and attached programs, and the maps userspace reads.
@@ -522,4 +557,37 @@ fn raise_memlock_limit() {
     };
     // SAFETY: a valid rlimit struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Schema 3: facts are plain values with their reason beside them, never serde's
+    /// `{"Ok": …}` / `{"Err": …}`.
+    #[test]
+    fn the_environment_has_plain_fields_and_reasons() {
+        let env = Environment {
+            kernel: "6.18".into(),
+            root: true,
+            btf: Ok(()),
+            tracefs: Ok("/sys/kernel/tracing".into()),
+            tracefs_mounted_by_us: true,
+            kprobes: Err("no kprobe PMU".into()),
+            memory_controller: None,
+            missing_offsets: vec![],
+        };
+        let j = serde_json::to_value(&env).unwrap();
+        assert_eq!(j["btf"], true);
+        assert!(j["btf_error"].is_null());
+        assert_eq!(j["tracefs"], "/sys/kernel/tracing");
+        assert!(j["tracefs_error"].is_null());
+        assert_eq!(j["kprobes"], false);
+        assert_eq!(j["kprobes_error"], "no kprobe PMU");
+        let text = j.to_string();
+        assert!(
+            !text.contains("\"Ok\"") && !text.contains("\"Err\""),
+            "{text}"
+        );
+    }
 }

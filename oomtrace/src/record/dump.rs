@@ -514,6 +514,94 @@ fn type_name(kind: u8) -> String {
     }
 }
 
+/// The header record: who recorded the dump, where, and with what attach plan and options.
+/// Written by `record`, read by `report`; every field but `version` and `clock` may be absent
+/// from dumps of older versions (and reads as its default). `plan` and `environment` are kept
+/// as recorded (they are shown, not interpreted, except through [`Header::attached`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Header {
+    /// [`FORMAT_VERSION`] of the writer (absent before format 2: treated as 1).
+    pub format: Option<u32>,
+    /// oomtrace's version.
+    pub version: String,
+    pub hostname: String,
+    pub kernel: String,
+    pub boot_id: Option<String>,
+    /// One entry per hook, as `watch --json`'s plan line has it.
+    pub plan: Option<Value>,
+    pub environment: Option<Value>,
+    /// The page size in kB (memory sizes in events are in pages).
+    pub page_kb: Option<u64>,
+    pub options: HeaderOptions,
+    /// How death was observed: `{"pidfd": true}` or `{"pidfd": false, "error": …}`; absent
+    /// in format 1 (death taken at the last thread entering exit).
+    pub death: Option<Death>,
+    pub clock: HeaderClock,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HeaderOptions {
+    pub timeout_ns: Option<u64>,
+    pub release_timeout_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Death {
+    pub pidfd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HeaderClock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC when recording began (event times are monotonic).
+    pub realtime_offset_ns: i64,
+    pub monotonic_ns_at_start: Option<u64>,
+}
+
+impl Header {
+    /// The typed view of a header record [`Reader::header`] accepted; a field of an unexpected
+    /// type reads as its default rather than losing the whole header.
+    pub fn from_value(v: &Value) -> Header {
+        fn take<T: serde::de::DeserializeOwned + Default>(v: &Value, k: &str) -> T {
+            v.get(k)
+                .and_then(|f| serde_json::from_value(f.clone()).ok())
+                .unwrap_or_default()
+        }
+        serde_json::from_value(v.clone()).unwrap_or_else(|_| Header {
+            format: take(v, "format"),
+            version: take(v, "version"),
+            hostname: take(v, "hostname"),
+            kernel: take(v, "kernel"),
+            boot_id: take(v, "boot_id"),
+            plan: take(v, "plan"),
+            environment: take(v, "environment"),
+            page_kb: take(v, "page_kb"),
+            options: take(v, "options"),
+            death: take(v, "death"),
+            clock: take(v, "clock"),
+        })
+    }
+
+    /// Whether `hook` attached when the dump was recorded; `None` without a recorded plan.
+    pub fn attached(&self, hook: &str) -> Option<bool> {
+        let plan = self.plan.as_ref()?.as_array()?;
+        Some(
+            plan.iter()
+                .find(|h| h["hook"] == hook)
+                .is_some_and(|h| !h["attach"].is_null()),
+        )
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// The header's required fields, as every oomtrace that wrote dumps wrote them.
 fn check_header(v: &Value) -> Result<(), String> {
     if !v.is_object() {
@@ -1305,5 +1393,54 @@ mod tests {
                 assert_eq!(recs, intact);
             }
         }
+    }
+
+    /// The typed header is what a dump holds and what `report` reads back; a field of the
+    /// wrong type costs that field only, not the header.
+    #[test]
+    fn the_typed_header_round_trips_and_a_bad_field_costs_only_itself() {
+        let h = Header {
+            format: Some(FORMAT_VERSION),
+            version: "t".into(),
+            hostname: "host".into(),
+            kernel: "6.18".into(),
+            boot_id: Some("b".into()),
+            plan: Some(
+                json!([{"hook": "oom_kill", "attach": null}, {"hook": "task_exit", "attach": "tp_btf"}]),
+            ),
+            environment: Some(json!({"btf": true})),
+            page_kb: Some(4),
+            options: HeaderOptions {
+                timeout_ns: Some(5),
+                release_timeout_ns: Some(6),
+            },
+            death: Some(Death {
+                pidfd: false,
+                error: Some("no pidfd".into()),
+            }),
+            clock: HeaderClock {
+                realtime_offset_ns: -7,
+                monotonic_ns_at_start: Some(8),
+            },
+        };
+        let scratch = ScratchDir::new("dump-typed-header");
+        let path = scratch.path().join("d");
+        let mut w = Writer::create(&path, false, &h.to_value()).unwrap();
+        w.finish(9).unwrap();
+        let mut r = Reader::open(&path).unwrap();
+        let back = Header::from_value(r.header().expect("a header"));
+        assert_eq!(back, h);
+        assert_eq!(back.attached("oom_kill"), Some(false));
+        assert_eq!(back.attached("task_exit"), Some(true));
+        assert_eq!(Header::default().attached("task_exit"), None);
+
+        let mut bad = h.to_value();
+        bad["page_kb"] = json!("four");
+        let back = Header::from_value(&bad);
+        assert_eq!(back.page_kb, None);
+        assert_eq!(
+            (back.hostname.as_str(), back.clock.realtime_offset_ns),
+            ("host", -7)
+        );
     }
 }

@@ -21,7 +21,7 @@ pub fn exit_seen_name(how: u32) -> &'static str {
 }
 
 /// Version of the JSON Lines schema. Bump on any incompatible change.
-pub const JSON_SCHEMA: u32 = 2;
+pub const JSON_SCHEMA: u32 = 3;
 
 /// Maps kernel monotonic timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

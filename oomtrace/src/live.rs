@@ -69,21 +69,6 @@ pub struct Outcome {
     pub flagged: u64,
 }
 
-/// What the attach plan and the pidfd probe (`death`) let the tracker see.
-pub fn observability(probes: &Probes, death: bool) -> Observability {
-    let on = |h| probes.hook(h).attached();
-    Observability {
-        oom_invoke: on(Hook::OomInvoke),
-        oom_kill: on(Hook::OomKill),
-        signal: on(Hook::KernelSigkill),
-        mark_victim: on(Hook::MarkVictim),
-        reaper: on(Hook::WakeReaper),
-        exit: on(Hook::TaskExit),
-        free: on(Hook::TaskFree),
-        death,
-    }
-}
-
 /// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
 fn tgid_of(tid: u32) -> Option<u32> {
     crate::host::forensics::tgid_of(std::path::Path::new("/proc"), tid)
@@ -543,7 +528,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     let tracker = Tracker::new(TrackerConfig {
         timeout_ns: opts.timeout_ns,
         release_timeout_ns: opts.release_timeout_ns,
-        observability: observability(probes, death.is_ok()),
+        observability: Observability::from_plan(|h| probes.hook(h).attached(), death.is_ok()),
         ..TrackerConfig::default()
     });
     let memory = probes.env.memory_controller.clone();

@@ -53,6 +53,24 @@ impl Hook {
         Hook::TaskFree,
     ];
 
+    /// The hook's name in the plan line and dumps (`oom_kill`, `task_exit`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::OomInvoke => "oom_invoke",
+            Hook::OomInvokeDone => "oom_invoke_done",
+            Hook::OomInvokeGlobal => "oom_invoke_global",
+            Hook::OomKill => "oom_kill",
+            Hook::MarkVictim => "mark_victim",
+            Hook::KernelSigkill => "kernel_sigkill",
+            Hook::WakeReaper => "wake_reaper",
+            Hook::StartReaping => "start_reaping",
+            Hook::FinishReaping => "finish_reaping",
+            Hook::SkipReaping => "skip_reaping",
+            Hook::TaskExit => "task_exit",
+            Hook::TaskFree => "task_free",
+        }
+    }
+
     /// What the hook is in the kernel, for people.
     pub fn kernel_name(self) -> &'static str {
         match self {
@@ -628,5 +646,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("superseded"));
+    }
+
+    #[test]
+    fn hook_names_are_their_json_names() {
+        for h in Hook::ALL {
+            assert_eq!(serde_json::to_value(h).unwrap(), h.name());
+        }
     }
 }

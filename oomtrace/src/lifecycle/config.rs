@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::*;
+use crate::kernel::plan::Hook;
 
 /// Which event kinds the running attach plan can deliver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -20,6 +21,21 @@ pub struct Observability {
 }
 
 impl Observability {
+    /// What a plan delivers: `attached(hook)` says whether the hook attached (live: the probes;
+    /// replay: the plan the dump recorded); `death` whether a pidfd per victim can be had.
+    pub fn from_plan(attached: impl Fn(Hook) -> bool, death: bool) -> Observability {
+        Observability {
+            oom_invoke: attached(Hook::OomInvoke),
+            oom_kill: attached(Hook::OomKill),
+            signal: attached(Hook::KernelSigkill),
+            mark_victim: attached(Hook::MarkVictim),
+            reaper: attached(Hook::WakeReaper),
+            exit: attached(Hook::TaskExit),
+            free: attached(Hook::TaskFree),
+            death,
+        }
+    }
+
     pub const ALL: Observability = Observability {
         oom_invoke: true,
         oom_kill: true,

@@ -1425,9 +1425,9 @@ mod tests {
         };
         let scratch = ScratchDir::new("dump-typed-header");
         let path = scratch.path().join("d");
-        let mut w = Writer::create(&path, false, &h.to_value()).unwrap();
+        let w = Writer::create(&path, false, &h.to_value()).unwrap();
         w.finish(9).unwrap();
-        let mut r = Reader::open(&path).unwrap();
+        let r = Reader::open(&path).unwrap();
         let back = Header::from_value(r.header().expect("a header"));
         assert_eq!(back, h);
         assert_eq!(back.attached("oom_kill"), Some(false));

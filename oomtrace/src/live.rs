@@ -69,6 +69,124 @@ pub struct Outcome {
     pub flagged: u64,
 }
 
+/// The dump's header: who records, where, with what plan and options.
+fn dump_header(
+    probes: &Probes,
+    opts: &LiveOptions,
+    page_kb: u64,
+    clock: &Clock,
+    death: &Result<(), String>,
+) -> dump::Header {
+    dump::Header {
+        format: Some(dump::FORMAT_VERSION),
+        version: env!("CARGO_PKG_VERSION").into(),
+        hostname: hostname(),
+        kernel: probes.env.kernel.clone(),
+        boot_id: Some(boot_id()),
+        plan: Some(json!(probes.plan)),
+        environment: Some(json!(probes.env)),
+        page_kb: Some(page_kb),
+        options: dump::HeaderOptions {
+            timeout_ns: Some(opts.timeout_ns),
+            release_timeout_ns: Some(opts.release_timeout_ns),
+        },
+        death: Some(death_of(death)),
+        clock: dump::HeaderClock {
+            realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
+            monotonic_ns_at_start: Some(monotonic_now()),
+        },
+    }
+}
+
+/// Drops every capability `watch` no longer needs (see `kernel::privs`); says what is kept, or
+/// why nothing could be dropped. --unstick may end a tracer that belongs to another user:
+/// CAP_KILL too.
+fn drop_privileges(unstick: bool) -> Value {
+    let extra: &[u32] = if unstick {
+        &[crate::kernel::privs::CAP_KILL]
+    } else {
+        &[]
+    };
+    match crate::kernel::privs::drop_to_kept(extra) {
+        Ok(()) => {
+            let mut kept = vec![
+                "CAP_SYS_ADMIN",
+                "CAP_BPF",
+                "CAP_SYS_PTRACE",
+                "CAP_DAC_READ_SEARCH",
+            ];
+            if unstick {
+                kept.push("CAP_KILL");
+            }
+            json!({"dropped": true, "kept": kept, "no_new_privs": true})
+        }
+        Err(e) => {
+            eprintln!(
+                "oomtrace: warning: could not drop privileges after attaching ({e}); running on \
+                 with all of them"
+            );
+            json!({"dropped": false, "error": e.to_string()})
+        }
+    }
+}
+
+/// The metrics, told what this plan can observe.
+fn metrics_for(probes: &Probes, death: bool) -> Metrics {
+    let mut m = Metrics::new(&probes.plan);
+    let sees_kill = [Hook::MarkVictim, Hook::KernelSigkill]
+        .iter()
+        .any(|h| probes.hook(*h).attached());
+    m.set_observable(
+        sees_kill && probes.hook(Hook::TaskExit).attached() && death,
+        probes.hook(Hook::OomInvoke).attached(),
+    );
+    m
+}
+
+/// The first thing said: the plan line (JSON), or the version, kernel, plan and caveats.
+fn write_banner(
+    out: &mut impl std::io::Write,
+    header: &Value,
+    probes: &Probes,
+    opts: &LiveOptions,
+    death: &Result<(), String>,
+    listener: Option<&TcpListener>,
+) -> anyhow::Result<()> {
+    if opts.json {
+        writeln!(out, "{header}")?;
+    } else {
+        writeln!(
+            out,
+            "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after \
+             the kill; times are UTC",
+            env!("CARGO_PKG_VERSION"),
+            probes.env.kernel,
+            probes.attach_time.as_secs_f64() * 1e3,
+            opts.timeout_ns as f64 / 1e9
+        )?;
+        write!(out, "{}", plan::render(&probes.plan))?;
+        if let Err(e) = death {
+            writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
+        }
+        if !probes.hook(Hook::OomInvoke).attached() {
+            writeln!(
+                out,
+                "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
+                 livelock signature cannot be observed"
+            )?;
+        }
+        if let (Some(l), Some(addr)) = (listener, opts.metrics) {
+            let bound = l.local_addr().unwrap_or(addr);
+            writeln!(out, "metrics: http://{bound}/metrics")?;
+        }
+        if let Some(p) = &opts.record {
+            writeln!(out, "recording to {}", p.display())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
 fn tgid_of(tid: u32) -> Option<u32> {
     crate::host::forensics::tgid_of(std::path::Path::new("/proc"), tid)
@@ -563,25 +681,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     });
     let dump = match &opts.record {
         Some(path) => {
-            let h = dump::Header {
-                format: Some(dump::FORMAT_VERSION),
-                version: env!("CARGO_PKG_VERSION").into(),
-                hostname: hostname(),
-                kernel: probes.env.kernel.clone(),
-                boot_id: Some(boot_id()),
-                plan: Some(json!(probes.plan)),
-                environment: Some(json!(probes.env)),
-                page_kb: Some(page_kb),
-                options: dump::HeaderOptions {
-                    timeout_ns: Some(opts.timeout_ns),
-                    release_timeout_ns: Some(opts.release_timeout_ns),
-                },
-                death: Some(death_of(&death)),
-                clock: dump::HeaderClock {
-                    realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
-                    monotonic_ns_at_start: Some(monotonic_now()),
-                },
-            };
+            let h = dump_header(probes, opts, page_kb, &clock, &death);
             Some(
                 dump::Writer::create(path, opts.compress, &h.to_value())
                     .with_context(|| format!("creating the dump {}", path.display()))?,
@@ -598,33 +698,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         None => None,
     };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
-    // --unstick may end a tracer that belongs to another user: CAP_KILL too.
-    let extra: &[u32] = if opts.unstick {
-        &[crate::kernel::privs::CAP_KILL]
-    } else {
-        &[]
-    };
-    let privileges = match crate::kernel::privs::drop_to_kept(extra) {
-        Ok(()) => {
-            let mut kept = vec![
-                "CAP_SYS_ADMIN",
-                "CAP_BPF",
-                "CAP_SYS_PTRACE",
-                "CAP_DAC_READ_SEARCH",
-            ];
-            if opts.unstick {
-                kept.push("CAP_KILL");
-            }
-            json!({"dropped": true, "kept": kept, "no_new_privs": true})
-        }
-        Err(e) => {
-            eprintln!(
-                "oomtrace: warning: could not drop privileges after attaching ({e}); running on \
-                 with all of them"
-            );
-            json!({"dropped": false, "error": e.to_string()})
-        }
-    };
+    let privileges = drop_privileges(opts.unstick);
     let header = match header {
         Value::Object(mut m) => {
             m.insert("privileges".into(), privileges);
@@ -647,17 +721,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         dump_path: opts.record.clone().unwrap_or_default(),
         dump_error: None,
         recorded_memcgs: BTreeSet::new(),
-        metrics: opts.metrics.map(|_| {
-            let mut m = Metrics::new(&probes.plan);
-            let sees_kill = [Hook::MarkVictim, Hook::KernelSigkill]
-                .iter()
-                .any(|h| probes.hook(*h).attached());
-            m.set_observable(
-                sees_kill && probes.hook(Hook::TaskExit).attached() && death.is_ok(),
-                probes.hook(Hook::OomInvoke).attached(),
-            );
-            m
-        }),
+        metrics: opts.metrics.map(|_| metrics_for(probes, death.is_ok())),
         hooks: opts
             .on_stuck
             .clone()
@@ -666,41 +730,14 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         unstuck: std::collections::HashMap::new(),
         flagged: 0,
     };
-    {
-        let out = &mut runner.session.out;
-        if opts.json {
-            writeln!(out, "{header}")?;
-        } else {
-            writeln!(
-                out,
-                "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after \
-                 the kill; times are UTC",
-                env!("CARGO_PKG_VERSION"),
-                probes.env.kernel,
-                probes.attach_time.as_secs_f64() * 1e3,
-                opts.timeout_ns as f64 / 1e9
-            )?;
-            write!(out, "{}", plan::render(&probes.plan))?;
-            if let Err(e) = &death {
-                writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
-            }
-            if !probes.hook(Hook::OomInvoke).attached() {
-                writeln!(
-                    out,
-                    "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
-                     livelock signature cannot be observed"
-                )?;
-            }
-            if let (Some(l), Some(addr)) = (&listener, opts.metrics) {
-                let bound = l.local_addr().unwrap_or(addr);
-                writeln!(out, "metrics: http://{bound}/metrics")?;
-            }
-            if let Some(p) = &opts.record {
-                writeln!(out, "recording to {}", p.display())?;
-            }
-        }
-        out.flush()?;
-    }
+    write_banner(
+        &mut runner.session.out,
+        &header,
+        probes,
+        opts,
+        &death,
+        listener.as_ref(),
+    )?;
 
     // Held for the run: the kernel counts program run time only while it is open.
     let _stats = if opts.bpf_stats {

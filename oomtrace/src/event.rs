@@ -198,6 +198,26 @@ pub fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
     out
 }
 
+/// A memcg kill decision for tests: pid 50 (hog) chosen in memcg 77, itself in memcg 78.
+#[cfg(test)]
+pub(crate) fn sample_oom_kill() -> OomKill {
+    OomKill {
+        chosen_pid: 50,
+        chosen_tgid: 50,
+        chosen_comm: comm_bytes("hog"),
+        chosen_start_ns: 9,
+        chosen_points: 25_000,
+        totalpages: 25_600,
+        memcg_id: 77,
+        constraint: 3,
+        order: 0,
+        gfp_mask: 0xcc0,
+        _pad: 0,
+        message: comm_bytes("Memory cgroup out of memory"),
+        chosen_memcg_id: 78,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,21 +345,7 @@ mod tests {
     /// they still decode, the new field as 0 (unknown); any other size is refused.
     #[test]
     fn an_oom_kill_of_the_older_layout_decodes_without_its_new_field() {
-        let kill = OomKill {
-            chosen_pid: 50,
-            chosen_tgid: 50,
-            chosen_comm: comm_bytes("hog"),
-            chosen_start_ns: 9,
-            chosen_points: 25_000,
-            totalpages: 25_600,
-            memcg_id: 77,
-            constraint: 3,
-            order: 0,
-            gfp_mask: 0xcc0,
-            _pad: 0,
-            message: comm_bytes("Memory cgroup out of memory"),
-            chosen_memcg_id: 78,
-        };
+        let kill = sample_oom_kill();
         let ev = Event {
             header: header(EventKind::OomKill),
             payload: Payload::OomKill(kill),

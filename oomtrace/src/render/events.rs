@@ -434,7 +434,7 @@ impl Renderer {
 
 #[cfg(test)]
 mod tests {
-    use oomtrace_common::{Header, MarkVictim, OomKill};
+    use oomtrace_common::{Header, MarkVictim};
 
     use super::*;
     use crate::event::comm_bytes;
@@ -480,21 +480,7 @@ mod tests {
         r.memcgs.insert(78, "/sandbox/job".into());
         let ev = Event {
             header: header(),
-            payload: Payload::OomKill(OomKill {
-                chosen_pid: 50,
-                chosen_tgid: 50,
-                chosen_comm: comm_bytes("hog"),
-                chosen_start_ns: 9,
-                chosen_points: 25_000,
-                totalpages: 25_600,
-                memcg_id: 77,
-                constraint: 3,
-                order: 0,
-                gfp_mask: 0xcc0,
-                _pad: 0,
-                message: comm_bytes("Memory cgroup out of memory"),
-                chosen_memcg_id: 78,
-            }),
+            payload: Payload::OomKill(crate::event::sample_oom_kill()),
         };
         let line = r.text(&ev);
         assert!(line.starts_with("18:00:00.001500 oom_kill"), "{line}");

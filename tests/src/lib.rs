@@ -20,7 +20,6 @@ use std::{
 
 use serde_json::Value;
 
-#[path = "fixtures/fuse.rs"]
 pub mod fuse;
 
 /// Fails the test loudly unless we are root: CI must never mistake "could not run" for "passed".

@@ -209,7 +209,8 @@ mod tests {
         std::fs::write(
             &f,
             format!(
-                "#!/bin/sh\nsleep 600 &\necho $$ $! > {}\nenv > {}.env\nexec sleep 600\n",
+                // The environment first: the pids file is what the test waits for.
+                "#!/bin/sh\nsleep 600 &\nenv > {}.env\necho $$ $! > {}\nexec sleep 600\n",
                 pids.display(),
                 pids.display()
             ),

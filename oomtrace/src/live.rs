@@ -35,6 +35,7 @@ use crate::{
     render::{
         events::{self, Clock, Renderer},
         metrics::{self, Metrics},
+        sink::Format,
     },
     session::{Filter, Live, Session, monotonic_now},
 };
@@ -482,20 +483,8 @@ impl<W: std::io::Write> Runner<W> {
     }
 
     fn say_unstick(&mut self, tgid: u32, result: &str, text: &str) -> anyhow::Result<()> {
-        let out = &mut self.session.out;
-        if self.session.json {
-            writeln!(
-                out,
-                "{}",
-                json!({"type": "unstick", "pid": tgid, "result": result, "detail": text})
-            )?;
-        } else {
-            writeln!(
-                out,
-                "UNSTICK pid {tgid} ({result}): {}",
-                crate::render::events::printable(text)
-            )?;
-        }
+        let line = self.session.format.unstick(tgid, result, text);
+        self.session.out.write_all(line.as_bytes())?;
         Ok(())
     }
 
@@ -666,7 +655,13 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     raise_fd_limit();
     let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
     let out = Stdout::new(keep_going);
-    let mut session = Session::new(renderer, tracker, opts.json, Some(live), out);
+    let mut session = Session::new(
+        renderer,
+        tracker,
+        Format::from_json(opts.json),
+        Some(live),
+        out,
+    );
     session.keep_findings = true;
     session.events = !opts.quiet_events;
     session.tracker.set_filter(opts.filter.clone());

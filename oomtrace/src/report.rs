@@ -8,14 +8,15 @@
 
 use std::{collections::BTreeMap, io::Write};
 
-use serde_json::json;
-
 use crate::{
     event::{Event, Payload},
     kernel::{cgroups::MemcgPaths, plan::Hook},
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     record::dump::{DumpProblem, Header, Reader, Record},
-    render::events::{Clock, Renderer},
+    render::{
+        events::{Clock, Renderer},
+        sink::Format,
+    },
     session::Session,
 };
 
@@ -96,33 +97,22 @@ pub fn replay<W: Write>(
         memcgs: MemcgPaths::new(None),
         page_kb: h.page_kb.unwrap_or(4),
     };
-    let mut session = Session::new(renderer, Tracker::new(cfg), opts.json, None, out);
+    let mut session = Session::new(
+        renderer,
+        Tracker::new(cfg),
+        Format::from_json(opts.json),
+        None,
+        out,
+    );
     session.events = opts.events;
     session.keep_findings = true;
-    if opts.json {
-        writeln!(
-            session.out,
-            "{}",
-            json!({"type": "replay", "header": raw_header, "timeout_ns": cfg.timeout_ns})
-        )?;
-    } else if let Some(h) = &header {
-        writeln!(
-            session.out,
-            "replaying a dump of oomtrace {} on {} (Linux {}), judged with a {:.2} s timeout",
-            h.version,
-            h.hostname,
-            h.kernel,
-            cfg.timeout_ns as f64 / 1e9
-        )?;
-        if cfg.death_at_last_exit {
-            writeln!(
-                session.out,
-                "note: this dump predates dump format 2: it has no record of victims finishing \
-                 their exit, so death is taken at the last thread entering exit, which calls a \
-                 victim stuck inside do_exit (closing files, dropping its mm) dead"
-            )?;
-        }
-    }
+    let intro = session.format.replay_header(
+        raw_header.as_ref(),
+        header.as_ref(),
+        cfg.timeout_ns,
+        cfg.death_at_last_exit,
+    );
+    session.out.write_all(intro.as_bytes())?;
     let mut r = Replay {
         summary: Summary::default(),
         findings: Vec::new(),
@@ -174,25 +164,14 @@ pub fn replay<W: Write>(
     }
     r.problems = reader.problems.clone();
     for p in &r.problems {
-        if opts.json {
-            writeln!(
-                session.out,
-                "{}",
-                json!({"type": "dump_problem", "problem": p.to_string()})
-            )?;
-        } else {
-            writeln!(
-                session.out,
-                "DUMP PROBLEM: {p}; what could be read is shown"
-            )?;
-        }
+        let line = session.format.dump_problem(&p.to_string());
+        session.out.write_all(line.as_bytes())?;
     }
     if r.undecodable > 0 {
-        writeln!(
-            session.out,
-            "note: {} event records could not be decoded",
-            r.undecodable
-        )?;
+        let what = format!("{} event records could not be decoded", r.undecodable);
+        session
+            .out
+            .write_all(session.format.dump_problem(&what).as_bytes())?;
     }
     r.summary = session.finish(end)?;
     r.findings = std::mem::take(&mut session.kept);
@@ -212,6 +191,7 @@ mod tests {
     use std::path::Path;
 
     use oomtrace_common::{Header, KernelSigkill, MarkVictim, Reaper, TaskExit, victim_fields};
+    use serde_json::json;
 
     use super::*;
     use crate::{event::comm_bytes, record::dump::Writer, scratch::ScratchDir};

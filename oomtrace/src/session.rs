@@ -7,14 +7,15 @@ use std::{
     path::PathBuf,
 };
 
-use serde_json::{Value, json};
-
 pub use crate::lifecycle::Filter;
 use crate::{
     event::{Event, Payload},
     host::forensics,
     lifecycle::{Finding, Summary, Tracker},
-    render::events::{Renderer, clock_ns, printable, rfc3339, time_of_day},
+    render::{
+        events::{Renderer, clock_ns},
+        sink::Format,
+    },
 };
 
 /// The process an event is about.
@@ -123,7 +124,7 @@ impl Live {
 pub struct Session<W: Write> {
     pub renderer: Renderer,
     pub tracker: Tracker,
-    pub json: bool,
+    pub format: Format,
     /// Print every event, not only findings.
     pub events: bool,
     pub live: Option<Live>,
@@ -141,14 +142,14 @@ impl<W: Write> Session<W> {
     pub fn new(
         renderer: Renderer,
         tracker: Tracker,
-        json: bool,
+        format: Format,
         live: Option<Live>,
         out: W,
     ) -> Self {
         Session {
             renderer,
             tracker,
-            json,
+            format,
             events: true,
             live,
             out,
@@ -189,13 +190,8 @@ impl<W: Write> Session<W> {
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
         if self.events && self.shows_event(ev) {
-            if self.json {
-                let line = self.renderer.json(ev);
-                writeln!(self.out, "{line}")?;
-            } else {
-                let line = self.renderer.text(ev);
-                writeln!(self.out, "{}", printable(&line))?;
-            }
+            let line = self.format.event(&mut self.renderer, ev);
+            self.out.write_all(line.as_bytes())?;
         }
         let mut found = std::mem::take(&mut self.findings);
         self.tracker.on_event(ev, &mut found);
@@ -226,19 +222,7 @@ impl<W: Write> Session<W> {
         let new = total - self.lost_reported;
         self.lost_reported = total;
         self.tracker.on_lost(total);
-        if self.json {
-            writeln!(
-                self.out,
-                "{}",
-                json!({"type": "lost", "events": new, "total": total})
-            )
-        } else {
-            writeln!(
-                self.out,
-                "WARNING: {new} events lost (ring buffer full; {total} in all): findings about \
-                 victims killed since are unconfirmed"
-            )
-        }
+        self.out.write_all(self.format.lost(new, total).as_bytes())
     }
 
     /// Ends the session: judges what is left at `now_ns`, reconciles the kills with the
@@ -249,15 +233,8 @@ impl<W: Write> Session<W> {
         self.emit(&mut found, now_ns)?;
         self.reconcile()?;
         let summary = self.tracker.summary();
-        if self.json {
-            writeln!(
-                self.out,
-                "{}",
-                json!({"type": "summary", "summary": summary})
-            )?;
-        } else {
-            write!(self.out, "summary: {summary}")?;
-        }
+        self.out
+            .write_all(self.format.summary(&summary).as_bytes())?;
         self.out.flush()?;
         Ok(summary)
     }
@@ -307,28 +284,8 @@ impl<W: Write> Session<W> {
             if kernel == 0 && mine == 0 {
                 continue;
             }
-            if self.json {
-                writeln!(
-                    self.out,
-                    "{}",
-                    json!({"type": "reconcile", "memcg_path": a.path, "kernel_oom_kills": kernel,
-                           "oomtrace_kills": mine, "agree": kernel == mine})
-                )?;
-            } else {
-                let verdict = if kernel == mine {
-                    "agree".to_string()
-                } else {
-                    "DIFFER (events lost, a kill before oomtrace attached, or a kill oomtrace \
-                     cannot see on this kernel)"
-                        .to_string()
-                };
-                writeln!(
-                    self.out,
-                    "reconcile: memcg {}: the kernel counted {kernel} OOM kill(s) while oomtrace \
-                     watched, oomtrace {mine}: {verdict}",
-                    printable(&a.path)
-                )?;
-            }
+            let line = self.format.reconcile(&a.path, kernel, mine);
+            self.out.write_all(line.as_bytes())?;
         }
         Ok(())
     }
@@ -357,42 +314,8 @@ impl<W: Write> Session<W> {
         };
         let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
         let memcg_path = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
-        if self.json {
-            let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
-                m.insert("type".into(), "finding".into());
-                m.insert("time".into(), rfc3339(wall).into());
-                m.insert(
-                    "workload".into(),
-                    memcg_path
-                        .as_deref()
-                        .map(|p| serde_json::to_value(crate::host::workload::of_path(p)))
-                        .and_then(Result::ok)
-                        .unwrap_or(Value::Null),
-                );
-                m.insert("memcg_path".into(), memcg_path.into());
-                if let Some(fx) = &forensics {
-                    m.insert(
-                        "forensics".into(),
-                        serde_json::to_value(fx).unwrap_or(Value::Null),
-                    );
-                }
-            }
-            writeln!(self.out, "{v}")?;
-        } else {
-            let memcg =
-                memcg_path.map_or(String::new(), |p| {
-                    match crate::host::workload::of_path(&p) {
-                        crate::host::workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
-                        w => format!(" [memcg {p}; {w}]"),
-                    }
-                });
-            let line = format!("{} {f}{memcg}", time_of_day(wall));
-            writeln!(self.out, "{}", printable(&line))?;
-            if let Some(fx) = &forensics {
-                write!(self.out, "{fx}")?;
-            }
-        }
+        let text = self.format.finding(f, wall, memcg_path, forensics.as_ref());
+        self.out.write_all(text.as_bytes())?;
         Ok(())
     }
 }
@@ -445,7 +368,7 @@ mod tests {
         let mut session = Session::new(
             renderer,
             Tracker::new(TrackerConfig::default()),
-            false,
+            Format::Text,
             None,
             Vec::new(),
         );

@@ -1,0 +1,188 @@
+//! The one place that decides how each kind of line reads: [`Format::Text`] for people,
+//! [`Format::Json`] for machines (JSON Lines, docs/json.md). A session, the live loop and the
+//! replay say *what* happened; this file says how it is written, both formats side by side.
+//! Every function returns whole lines, newline included; text is escaped where it carries
+//! names the kernel or a process chose ([`printable`]).
+
+use serde_json::{Value, json};
+
+use crate::{
+    event::Event,
+    host::{forensics::Forensics, workload},
+    lifecycle::{Finding, Summary},
+    record::dump::Header,
+    render::events::{Renderer, printable, rfc3339, time_of_day},
+};
+
+/// How a session writes: `--json` or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    pub fn from_json(json: bool) -> Format {
+        if json { Format::Json } else { Format::Text }
+    }
+
+    /// One kernel event.
+    pub fn event(self, r: &mut Renderer, ev: &Event) -> String {
+        match self {
+            Format::Json => format!("{}\n", r.json(ev)),
+            Format::Text => format!("{}\n", printable(&r.text(ev))),
+        }
+    }
+
+    /// Events lost to a full ring buffer: `new` since the last report, `total` in all.
+    pub fn lost(self, new: u64, total: u64) -> String {
+        match self {
+            Format::Json => format!(
+                "{}\n",
+                json!({"type": "lost", "events": new, "total": total})
+            ),
+            Format::Text => format!(
+                "WARNING: {new} events lost (ring buffer full; {total} in all): findings about \
+                 victims killed since are unconfirmed\n"
+            ),
+        }
+    }
+
+    /// The closing counts.
+    pub fn summary(self, s: &Summary) -> String {
+        match self {
+            Format::Json => format!("{}\n", json!({"type": "summary", "summary": s})),
+            // Summary's Display ends its own line.
+            Format::Text => format!("summary: {s}"),
+        }
+    }
+
+    /// A memcg's OOM kills as the kernel counted them against oomtrace's.
+    pub fn reconcile(self, memcg_path: &str, kernel: u64, mine: u64) -> String {
+        match self {
+            Format::Json => format!(
+                "{}\n",
+                json!({"type": "reconcile", "memcg_path": memcg_path, "kernel_oom_kills": kernel,
+                       "oomtrace_kills": mine, "agree": kernel == mine})
+            ),
+            Format::Text => {
+                let verdict = if kernel == mine {
+                    "agree"
+                } else {
+                    "DIFFER (events lost, a kill before oomtrace attached, or a kill oomtrace \
+                     cannot see on this kernel)"
+                };
+                format!(
+                    "reconcile: memcg {}: the kernel counted {kernel} OOM kill(s) while oomtrace \
+                     watched, oomtrace {mine}: {verdict}\n",
+                    printable(memcg_path)
+                )
+            }
+        }
+    }
+
+    /// What `--unstick` did for a victim.
+    pub fn unstick(self, pid: u32, result: &str, detail: &str) -> String {
+        match self {
+            Format::Json => format!(
+                "{}\n",
+                json!({"type": "unstick", "pid": pid, "result": result, "detail": detail})
+            ),
+            Format::Text => format!("UNSTICK pid {pid} ({result}): {}\n", printable(detail)),
+        }
+    }
+
+    /// A finding at wall time `wall_ns`, with its memcg (and so its workload) and, for a
+    /// victim flagged live, what /proc says of it.
+    pub fn finding(
+        self,
+        f: &Finding,
+        wall_ns: i128,
+        memcg_path: Option<String>,
+        forensics: Option<&Forensics>,
+    ) -> String {
+        match self {
+            Format::Json => {
+                let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("type".into(), "finding".into());
+                    m.insert("time".into(), rfc3339(wall_ns).into());
+                    m.insert(
+                        "workload".into(),
+                        memcg_path
+                            .as_deref()
+                            .map(|p| serde_json::to_value(workload::of_path(p)))
+                            .and_then(Result::ok)
+                            .unwrap_or(Value::Null),
+                    );
+                    m.insert("memcg_path".into(), memcg_path.into());
+                    if let Some(fx) = forensics {
+                        m.insert(
+                            "forensics".into(),
+                            serde_json::to_value(fx).unwrap_or(Value::Null),
+                        );
+                    }
+                }
+                format!("{v}\n")
+            }
+            Format::Text => {
+                let memcg = memcg_path.map_or(String::new(), |p| match workload::of_path(&p) {
+                    workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
+                    w => format!(" [memcg {p}; {w}]"),
+                });
+                let line = format!("{} {f}{memcg}", time_of_day(wall_ns));
+                let mut s = format!("{}\n", printable(&line));
+                if let Some(fx) = forensics {
+                    s += &fx.to_string();
+                }
+                s
+            }
+        }
+    }
+
+    /// What a replay says first: the dump's header (`raw` as recorded, for JSON), and whether
+    /// death is judged the old way.
+    pub fn replay_header(
+        self,
+        raw: Option<&Value>,
+        header: Option<&Header>,
+        timeout_ns: u64,
+        death_at_last_exit: bool,
+    ) -> String {
+        match (self, header) {
+            (Format::Json, _) => format!(
+                "{}\n",
+                json!({"type": "replay", "header": raw, "timeout_ns": timeout_ns})
+            ),
+            (Format::Text, None) => String::new(),
+            (Format::Text, Some(h)) => {
+                let mut s = format!(
+                    "replaying a dump of oomtrace {} on {} (Linux {}), judged with a {:.2} s \
+                     timeout\n",
+                    printable(&h.version),
+                    printable(&h.hostname),
+                    printable(&h.kernel),
+                    timeout_ns as f64 / 1e9
+                );
+                if death_at_last_exit {
+                    s += "note: this dump predates dump format 2: it has no record of victims \
+                          finishing their exit, so death is taken at the last thread entering \
+                          exit, which calls a victim stuck inside do_exit (closing files, \
+                          dropping its mm) dead\n";
+                }
+                s
+            }
+        }
+    }
+
+    /// Damage found while reading a dump (a `DumpProblem`, or records that do not decode).
+    pub fn dump_problem(self, problem: &str) -> String {
+        match self {
+            Format::Json => format!("{}\n", json!({"type": "dump_problem", "problem": problem})),
+            Format::Text => format!(
+                "DUMP PROBLEM: {}; what could be read is shown\n",
+                printable(problem)
+            ),
+        }
+    }
+}

@@ -14,19 +14,21 @@ use std::{
     collections::BTreeSet,
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
 
 use crate::setup;
 
 /// A kernel to test in: a name for people, the Debian package that pulls in the newest build
 /// of it, and the suite it comes from when that is not the host's own release. The list is
 /// data: `xtask/matrix.toml`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct KernelSpec {
     pub(crate) name: String,
     pub(crate) package: String,
@@ -35,66 +37,30 @@ pub(crate) struct KernelSpec {
     pub(crate) suite: Option<String>,
 }
 
-/// Parses `[[kernel]]` tables with `name` and `package` string keys and an optional `suite`
-/// (a TOML subset).
+/// `xtask/matrix.toml`: `[[kernel]]` tables and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Matrix {
+    #[serde(default)]
+    kernel: Vec<KernelSpec>,
+}
+
+/// Parses the `[[kernel]]` tables of `matrix.toml`: `name` and `package`, and an optional
+/// `suite`, all strings; any other key is an error.
 pub(crate) fn parse_kernels(text: &str) -> anyhow::Result<Vec<KernelSpec>> {
-    #[derive(Default)]
-    struct Entry {
-        name: Option<String>,
-        package: Option<String>,
-        suite: Option<String>,
-    }
-    let mut out = Vec::new();
-    let mut cur: Option<Entry> = None;
-    let mut finish = |cur: Option<Entry>, line: usize| -> anyhow::Result<()> {
-        if let Some(e) = cur {
-            match (e.name, e.package) {
-                (Some(name), Some(package)) => out.push(KernelSpec {
-                    name,
-                    package,
-                    suite: e.suite,
-                }),
-                _ => bail!("matrix.toml: the [[kernel]] before line {line} needs name and package"),
-            }
-        }
-        Ok(())
-    };
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "[[kernel]]" {
-            finish(cur.take(), i + 1)?;
-            cur = Some(Entry::default());
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .with_context(|| format!("matrix.toml line {}: expected key = \"value\"", i + 1))?;
-        let value = value.trim().trim_matches('"').to_string();
-        let entry = cur
-            .as_mut()
-            .with_context(|| format!("matrix.toml line {}: key outside [[kernel]]", i + 1))?;
-        match key.trim() {
-            "name" => entry.name = Some(value),
-            "package" => entry.package = Some(value),
-            "suite" => {
-                // It goes into a path and a sources.list line.
-                if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
-                    bail!(
-                        "matrix.toml line {}: suite `{value}` is not a suite name",
-                        i + 1
-                    );
-                }
-                entry.suite = Some(value)
-            }
-            other => bail!("matrix.toml line {}: unknown key `{other}`", i + 1),
+    let matrix: Matrix = toml::from_str(text).map_err(|e| anyhow!("matrix.toml: {e}"))?;
+    for k in &matrix.kernel {
+        // It goes into a path and a sources.list line.
+        if let Some(suite) = &k.suite
+            && (suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            bail!(
+                "matrix.toml: kernel `{}`: suite `{suite}` is not a suite name",
+                k.name
+            );
         }
     }
-    finish(cur, text.lines().count() + 1)?;
-    Ok(out)
+    Ok(matrix.kernel)
 }
 
 pub(crate) fn load_kernels() -> anyhow::Result<Vec<KernelSpec>> {
@@ -878,91 +844,141 @@ pub(crate) fn run_in_guest(
     results: &Path,
     timeout: Duration,
 ) -> anyhow::Result<GuestRun> {
-    let share = share.canonicalize()?;
-    let _ = std::fs::remove_dir_all(results);
-    std::fs::create_dir_all(results)?;
-    let results = results.canonicalize()?;
-    std::fs::write(results.join("cmd.sh"), script)?;
-    let console = results.join("console.log");
-    anyhow::ensure!(
-        results.starts_with(&share),
-        "the results dir {} must be inside the shared dir {}",
-        results.display(),
-        share.display()
-    );
-    let r = results.display();
-    let sh = share.display();
+    let dirs = GuestDirs::create(share, results, script)?;
     let started = Instant::now();
-    let mut child = tools
-        .qemu()
-        .args([
-            "-accel",
-            // One host thread for all vCPUs: with multi-threaded TCG, kernels now and then
-            // oopsed on int3 while patching static keys (cross-modifying code across vCPUs),
-            // at boot and when the first memcg came up. Slower, but reliable.
-            "tcg,thread=single",
-            "-cpu",
-            "max",
-            "-m",
-            "1G",
-            "-smp",
-            "2",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-vga",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-L")
-        .arg(tools.root.join("usr/share/qemu"))
-        .arg("-L")
-        .arg(tools.root.join("usr/share/seabios"))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(&kernel.initramfs)
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 panic=-1 loglevel=4 results={r} share={sh}"
-        ))
-        .args([
-            "-fsdev",
-            "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-            "-device",
-            "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
-        ])
-        .arg("-fsdev")
-        .arg(format!(
-            "local,id=share,path={sh},security_model=none,multidevs=remap"
-        ))
-        .args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let mut qemu = qemu_command(tools, kernel, &dirs)
         .spawn()
         .context("starting QEMU")?;
-    let status = loop {
+    let status = wait_within(&mut qemu, started, timeout)?;
+    let wall = started.elapsed();
+    collect_run(&mut qemu, status, dirs, wall, timeout)
+}
+
+/// The host directories one guest run uses, canonical (QEMU and the guest get them as paths).
+struct GuestDirs {
+    /// Shared read-write with the guest, at the same path.
+    share: PathBuf,
+    /// Inside `share`: the script, its output and exit code, the console log.
+    results: PathBuf,
+    console: PathBuf,
+}
+
+impl GuestDirs {
+    /// Empties `results` and writes the script there as `cmd.sh`.
+    fn create(share: &Path, results: &Path, script: &str) -> anyhow::Result<Self> {
+        let share = share.canonicalize()?;
+        let _ = std::fs::remove_dir_all(results);
+        std::fs::create_dir_all(results)?;
+        let results = results.canonicalize()?;
+        std::fs::write(results.join("cmd.sh"), script)?;
+        let console = results.join("console.log");
+        anyhow::ensure!(
+            results.starts_with(&share),
+            "the results dir {} must be inside the shared dir {}",
+            results.display(),
+            share.display()
+        );
+        Ok(Self {
+            share,
+            results,
+            console,
+        })
+    }
+}
+
+/// QEMU/TCG booting `kernel` with the host's `/` read-only and `dirs.share` read-write over
+/// virtio-9p (the init script mounts them), and the serial console to `dirs.console`.
+fn qemu_command(tools: &Tools, kernel: &Prepared, dirs: &GuestDirs) -> Command {
+    let r = dirs.results.display();
+    let sh = dirs.share.display();
+    let mut qemu = tools.qemu();
+    qemu.args([
+        "-accel",
+        // One host thread for all vCPUs: with multi-threaded TCG, kernels now and then
+        // oopsed on int3 while patching static keys (cross-modifying code across vCPUs),
+        // at boot and when the first memcg came up. Slower, but reliable.
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-m",
+        "1G",
+        "-smp",
+        "2",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-L")
+    .arg(tools.root.join("usr/share/qemu"))
+    .arg("-L")
+    .arg(tools.root.join("usr/share/seabios"))
+    .arg("-serial")
+    .arg(format!("file:{}", dirs.console.display()))
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(&kernel.initramfs)
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 panic=-1 loglevel=4 results={r} share={sh}"
+    ))
+    .args([
+        "-fsdev",
+        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+    ])
+    .arg("-fsdev")
+    .arg(format!(
+        "local,id=share,path={sh},security_model=none,multidevs=remap"
+    ))
+    .args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    qemu
+}
+
+/// Waits for `child` to end; once `timeout` has passed since `started`, kills it and returns
+/// `None`.
+fn wait_within(
+    child: &mut Child,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Option<ExitStatus>> {
+    loop {
         if let Some(s) = child.try_wait()? {
-            break Some(s);
+            return Ok(Some(s));
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
-    let wall = started.elapsed();
-    let output = std::fs::read_to_string(results.join("output.log")).unwrap_or_default();
-    let code = std::fs::read_to_string(results.join("exit-code"))
+    }
+}
+
+/// The run as the guest reported it in `dirs.results`; an error if it wrote no exit code (the
+/// guest timed out, or QEMU ended first: `status`).
+fn collect_run(
+    qemu: &mut Child,
+    status: Option<ExitStatus>,
+    dirs: GuestDirs,
+    wall: Duration,
+    timeout: Duration,
+) -> anyhow::Result<GuestRun> {
+    let output = std::fs::read_to_string(dirs.results.join("output.log")).unwrap_or_default();
+    let code = std::fs::read_to_string(dirs.results.join("exit-code"))
         .ok()
         .and_then(|c| c.trim().parse().ok());
+    let console = dirs.console;
     match (status, code) {
         (_, Some(exit_code)) => Ok(GuestRun {
             exit_code,
@@ -974,21 +990,24 @@ pub(crate) fn run_in_guest(
             "the guest did not finish within {timeout:?} (console: {})",
             console.display()
         ),
-        (Some(s), None) => {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            bail!(
-                "the guest wrote no exit code (QEMU {s}{}); console: {}",
-                if err.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", err.trim())
-                },
-                console.display()
-            )
-        }
+        (Some(s), None) => bail!(
+            "the guest wrote no exit code (QEMU {s}{}); console: {}",
+            qemu_stderr(qemu),
+            console.display()
+        ),
+    }
+}
+
+/// QEMU's standard error as `: text`, or nothing when it said nothing.
+fn qemu_stderr(qemu: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = qemu.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    if err.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", err.trim())
     }
 }
 
@@ -1004,18 +1023,34 @@ mod tests {
         .unwrap();
         assert_eq!(k.len(), 2);
         assert_eq!(k[1].package, "linux-image-6.12-amd64");
-        assert!(parse_kernels("[[kernel]]\nname = \"x\"\n").is_err());
-        assert!(parse_kernels("name = \"x\"\n").is_err());
-        assert!(parse_kernels("[[kernel]]\nflavour = \"x\"\n").is_err());
         assert_eq!(k[0].suite, None);
+        let err = |text: &str| parse_kernels(text).unwrap_err().to_string();
+        let e = err("[[kernel]]\nname = \"x\"\n");
+        assert!(
+            e.starts_with("matrix.toml: ") && e.contains("missing field `package`"),
+            "{e}"
+        );
+        let e = err("name = \"x\"\n");
+        assert!(e.contains("unknown field `name`"), "{e}");
+        let e = err("[[kernel]]\nflavour = \"x\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `flavour`"),
+            "{e}"
+        );
         let k = parse_kernels(
             "[[kernel]]\nname = \"5.10\"\nsuite = \"bullseye\"\npackage = \"linux-image-amd64\"\n",
         )
         .unwrap();
         assert_eq!(k[0].suite.as_deref(), Some("bullseye"));
-        assert!(
-            parse_kernels("[[kernel]]\nname = \"x\"\npackage = \"p\"\nsuite = \"a b\"\n").is_err()
+        let e = err("[[kernel]]\nname = \"x\"\npackage = \"p\"\nsuite = \"a b\"\n");
+        assert_eq!(
+            e,
+            "matrix.toml: kernel `x`: suite `a b` is not a suite name"
         );
+        assert!(
+            parse_kernels("[[kernel]]\nname = \"x\"\npackage = \"p\"\nsuite = \"\"\n").is_err()
+        );
+        assert!(parse_kernels("").unwrap().is_empty());
         let m = load_kernels().unwrap();
         let names: Vec<&str> = m.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["5.10", "6.1", "6.12", "sid"], "xtask/matrix.toml");

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use serde::Deserialize;
 
 use crate::{
     guest,
@@ -82,6 +83,27 @@ fn run_tallied(cmd: &mut Command, what: &str) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
+/// The parts of one of cargo's `--message-format=json` messages that name a built test.
+#[derive(Deserialize)]
+struct CargoMessage {
+    reason: String,
+    target: Option<CargoTarget>,
+    executable: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct CargoTarget {
+    kind: Vec<String>,
+}
+
+/// The executable of an integration test target (`tests/*.rs`: `"kind":["test"]`) from one line
+/// of cargo's JSON messages; `None` for any other line.
+fn test_executable(line: &str) -> Option<PathBuf> {
+    let msg: CargoMessage = serde_json::from_str(line).ok()?;
+    let is_test = msg.reason == "compiler-artifact" && msg.target?.kind == ["test"];
+    if is_test { msg.executable } else { None }
+}
+
 /// The end-to-end test executables, built (not run) by cargo.
 pub(crate) fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
     let out = env
@@ -99,15 +121,10 @@ pub(crate) fn build_e2e(env: &Env) -> anyhow::Result<Vec<PathBuf>> {
     if !out.status.success() {
         bail!("building the end-to-end tests failed");
     }
-    let mut exes = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json_lite::parse_executable(line) else {
-            continue;
-        };
-        if let Some(exe) = msg {
-            exes.push(PathBuf::from(exe));
-        }
-    }
+    let exes: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(test_executable)
+        .collect();
     if exes.is_empty() {
         bail!("cargo built no end-to-end test executable");
     }
@@ -477,25 +494,6 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
     Ok(conclude(tally, &report))
 }
 
-/// Just enough JSON to pick `"executable"` out of cargo's compiler-artifact messages, so xtask
-/// needs no JSON dependency.
-mod serde_json_lite {
-    pub(crate) fn parse_executable(line: &str) -> Result<Option<String>, ()> {
-        // Integration test targets (`tests/*.rs`) only: `"kind":["test"]`.
-        if !line.contains("\"reason\":\"compiler-artifact\"")
-            || !line.contains("\"kind\":[\"test\"]")
-        {
-            return Ok(None);
-        }
-        let Some(start) = line.find("\"executable\":\"") else {
-            return Ok(None);
-        };
-        let rest = &line[start + "\"executable\":\"".len()..];
-        let end = rest.find('"').ok_or(())?;
-        Ok(Some(rest[..end].to_string()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,12 +539,22 @@ mod tests {
     fn executables_are_picked_from_test_artifacts_only() {
         let test = r#"{"reason":"compiler-artifact","target":{"kind":["test"],"test":true},"profile":{"test":true},"executable":"/t/e2e-abc","fresh":true}"#;
         let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"test":true},"profile":{"test":false},"executable":"/t/hog"}"#;
-        assert_eq!(serde_json_lite::parse_executable(bin), Ok(None));
+        assert_eq!(test_executable(bin), None);
         let lib = r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":null}"#;
+        assert_eq!(test_executable(test), Some("/t/e2e-abc".into()));
+        assert_eq!(test_executable(lib), None);
+        let no_exe =
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"]},"executable":null}"#;
+        assert_eq!(test_executable(no_exe), None);
+        let script = r#"{"reason":"build-script-executed","package_id":"x","executable":"/t/b"}"#;
+        assert_eq!(test_executable(script), None);
         assert_eq!(
-            serde_json_lite::parse_executable(test),
-            Ok(Some("/t/e2e-abc".into()))
+            test_executable(r#"{"reason":"build-finished","success":true}"#),
+            None
         );
-        assert_eq!(serde_json_lite::parse_executable(lib), Ok(None));
+        assert_eq!(test_executable("warning: not JSON"), None);
+        let quoted =
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"]},"executable":"/t/a\"b"}"#;
+        assert_eq!(test_executable(quoted), Some(r#"/t/a"b"#.into()));
     }
 }

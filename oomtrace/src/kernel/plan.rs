@@ -146,6 +146,20 @@ pub enum Target {
     Tracepoint(&'static str, &'static str),
 }
 
+/// What a candidate needs of the kernel beyond its attach type and target: the variants of
+/// one hook for kernels whose tracepoint passes different arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requires {
+    Nothing,
+    /// tp_btf `mark_victim` passing the task (Linux ≥ 6.8), which the program reads.
+    MarkVictimTask,
+    /// tp_btf `sched_process_exit` passing `group_dead` (Linux ≥ 6.16).
+    ExitGroupDead,
+    /// tp_btf `sched_process_exit` without it (before 6.16; the group_dead variant supersedes
+    /// it after).
+    NoExitGroupDead,
+}
+
 /// One way to observe a hook: a program of the eBPF object and how it attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -153,6 +167,13 @@ pub struct Candidate {
     /// Program (function) name in the eBPF object.
     pub program: &'static str,
     pub target: Target,
+    pub requires: Requires,
+}
+
+impl Candidate {
+    const fn requires(self, requires: Requires) -> Candidate {
+        Candidate { requires, ..self }
+    }
 }
 
 const fn func(attach: AttachType, program: &'static str, f: &'static str) -> Candidate {
@@ -160,6 +181,7 @@ const fn func(attach: AttachType, program: &'static str, f: &'static str) -> Can
         attach,
         program,
         target: Target::Function(f),
+        requires: Requires::Nothing,
     }
 }
 
@@ -173,6 +195,7 @@ const fn tp(
         attach,
         program,
         target: Target::Tracepoint(cat, name),
+        requires: Requires::Nothing,
     }
 }
 
@@ -201,7 +224,7 @@ pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
         func(Kprobe, "oom_kill_kprobe", KILL_FN),
     ];
     const MARK_VICTIM: &[Candidate] = &[
-        tp(TpBtf, "mark_victim_btf", "oom", "mark_victim"),
+        tp(TpBtf, "mark_victim_btf", "oom", "mark_victim").requires(Requires::MarkVictimTask),
         tp(Tracepoint, "mark_victim_tp", "oom", "mark_victim"),
     ];
     const KERNEL_SIGKILL: &[Candidate] = &[
@@ -233,8 +256,9 @@ pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
         "skip_task_reaping",
     )];
     const TASK_EXIT: &[Candidate] = &[
-        tp(TpBtf, "exit_btf_group_dead", "sched", "sched_process_exit"),
-        tp(TpBtf, "exit_btf", "sched", "sched_process_exit"),
+        tp(TpBtf, "exit_btf_group_dead", "sched", "sched_process_exit")
+            .requires(Requires::ExitGroupDead),
+        tp(TpBtf, "exit_btf", "sched", "sched_process_exit").requires(Requires::NoExitGroupDead),
         tp(Tracepoint, "exit_tp", "sched", "sched_process_exit"),
     ];
     const TASK_FREE: &[Candidate] = &[
@@ -280,49 +304,90 @@ pub struct Facts {
 }
 
 /// Why a candidate is ruled out before trying it, or `Ok` if it is worth a try.
-pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), String> {
+pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, String)> {
+    use Rejection as R;
     if facts.forbidden.contains(&c.attach) {
-        return Err(format!("{} forbidden by --forbid", c.attach));
+        return Err((R::Forbidden, format!("{} forbidden by --forbid", c.attach)));
     }
     let needs_btf = matches!(c.attach, Fentry | Fexit | TpBtf);
     if needs_btf && let Err(why) = &facts.btf {
-        return Err(why.clone());
+        return Err((R::NoBtf, why.clone()));
     }
+    match c.requires {
+        Requires::MarkVictimTask if !facts.mark_victim_btf_has_task => {
+            return Err((
+                R::KernelTooOld,
+                "tp_btf mark_victim passes only a pid on this kernel (before Linux 6.8 and its \
+                 stable backports) and the program reads the task; the classic tracepoint gives \
+                 the same pid"
+                    .into(),
+            ));
+        }
+        Requires::ExitGroupDead if !facts.exit_btf_has_group_dead => {
+            return Err((
+                R::OtherKernelsVariant,
+                "sched_process_exit has no group_dead argument before Linux 6.16".into(),
+            ));
+        }
+        Requires::NoExitGroupDead if facts.exit_btf_has_group_dead => {
+            return Err((
+                R::OtherKernelsVariant,
+                "superseded by the group_dead variant on this kernel".into(),
+            ));
+        }
+        _ => {}
+    }
+    let missing = |cat, name| {
+        (
+            R::NoTracepoint,
+            format!("tracepoint {cat}:{name} does not exist on this kernel"),
+        )
+    };
     match (c.attach, c.target) {
-        (Fentry | Fexit, Target::Function(f)) if !facts.btf_functions.contains(f) => Err(format!(
-            "{f} is not in the kernel's BTF (inlined or absent)"
+        (Fentry | Fexit, Target::Function(f)) if !facts.btf_functions.contains(f) => Err((
+            R::NotInBtf,
+            format!("{f} is not in the kernel's BTF (inlined or absent)"),
         )),
-        (Kprobe | Kretprobe, _) => facts.kprobes.clone(),
-        (TpBtf, _) if c.program == "mark_victim_btf" && !facts.mark_victim_btf_has_task => Err(
-            "tp_btf mark_victim passes only a pid on this kernel (before Linux 6.8 and its stable \
-             backports) and the program reads the task; the classic tracepoint gives the same pid"
-                .into(),
-        ),
-        (TpBtf, _) if c.program == "exit_btf_group_dead" && !facts.exit_btf_has_group_dead => {
-            Err("sched_process_exit has no group_dead argument before Linux 6.16".into())
-        }
-        (TpBtf, _) if c.program == "exit_btf" && facts.exit_btf_has_group_dead => {
-            Err("superseded by the group_dead variant on this kernel".into())
-        }
+        (Kprobe | Kretprobe, _) => facts.kprobes.clone().map_err(|e| (R::NoKprobes, e)),
         (Tracepoint, Target::Tracepoint(cat, name)) => {
-            facts.tracefs.clone()?;
+            facts.tracefs.clone().map_err(|e| (R::NoTracefs, e))?;
             if facts.tracepoints.contains(&(cat, name)) {
                 Ok(())
             } else {
-                Err(format!(
-                    "tracepoint {cat}:{name} does not exist on this kernel"
-                ))
+                Err(missing(cat, name))
             }
         }
         (TpBtf | RawTp, Target::Tracepoint(cat, name))
             if facts.tracefs.is_ok() && !facts.tracepoints.contains(&(cat, name)) =>
         {
-            Err(format!(
-                "tracepoint {cat}:{name} does not exist on this kernel"
-            ))
+            Err(missing(cat, name))
         }
         _ => Ok(()),
     }
+}
+
+/// Why a candidate was not used, as data (the reason says it in words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// `--forbid`.
+    Forbidden,
+    /// No vmlinux BTF (fentry, fexit, tp_btf need it).
+    NoBtf,
+    /// The function is not in BTF (inlined or absent).
+    NotInBtf,
+    /// Kprobes unavailable.
+    NoKprobes,
+    /// This kernel's tracepoint passes less than the program reads.
+    KernelTooOld,
+    /// A variant for other kernels; the one for this kernel does the same: nothing is lost.
+    OtherKernelsVariant,
+    /// tracefs missing (classic tracepoints need it).
+    NoTracefs,
+    /// The tracepoint does not exist here.
+    NoTracepoint,
+    /// Loading or attaching failed.
+    AttachFailed,
 }
 
 /// One candidate that was not used, and why.
@@ -330,6 +395,7 @@ pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), String> {
 pub struct Rejected {
     pub attach: AttachType,
     pub program: &'static str,
+    pub kind: Rejection,
     pub reason: String,
 }
 
@@ -359,7 +425,9 @@ pub fn resolve(
 ) -> HookPlan {
     let mut rejected = Vec::new();
     for c in all_candidates(hook) {
-        match precheck(c, facts).and_then(|()| try_attach(c)) {
+        let tried = precheck(c, facts)
+            .and_then(|()| try_attach(c).map_err(|e| (Rejection::AttachFailed, e)));
+        match tried {
             Ok(()) => {
                 return HookPlan {
                     hook,
@@ -368,9 +436,10 @@ pub fn resolve(
                     rejected,
                 };
             }
-            Err(reason) => rejected.push(Rejected {
+            Err((kind, reason)) => rejected.push(Rejected {
                 attach: c.attach,
                 program: c.program,
+                kind,
                 reason,
             }),
         }
@@ -386,7 +455,7 @@ pub fn resolve(
 /// The variant superseded on this kernel is not a fallback anyone lost: leave it out of what
 /// people read.
 pub fn is_noise(r: &Rejected) -> bool {
-    r.reason.starts_with("superseded") || r.reason.starts_with("sched_process_exit has no")
+    r.kind == Rejection::OtherKernelsVariant
 }
 
 /// The plan of every hook, in [`Hook::ALL`] order. Hooks on tracepoints are tried before
@@ -572,6 +641,8 @@ mod tests {
         let p = resolve(Hook::MarkVictim, &facts, |_| Ok(()));
         assert_eq!(p.attach, Some(Tracepoint));
         assert!(p.rejected[0].reason.contains("6.8"));
+        assert_eq!(p.rejected[0].kind, Rejection::KernelTooOld);
+        assert!(!is_noise(&p.rejected[0]), "losing the task is worth saying");
         assert!(p.rejected[0].reason.contains("only a pid on this kernel"));
     }
 
@@ -597,6 +668,7 @@ mod tests {
         assert_eq!(used(&plan, Hook::TaskFree), Some(Tracepoint));
         let p = plan.iter().find(|p| p.hook == Hook::OomKill).unwrap();
         assert!(p.rejected.iter().all(|r| r.reason.contains("--forbid")));
+        assert!(p.rejected.iter().all(|r| r.kind == Rejection::Forbidden));
     }
 
     #[test]
@@ -619,6 +691,7 @@ mod tests {
         });
         assert_eq!(p.attach, Some(Tracepoint));
         assert_eq!(p.rejected[0].reason, "attach: ENOENT");
+        assert_eq!(p.rejected[0].kind, Rejection::AttachFailed);
     }
 
     #[test]

@@ -76,6 +76,45 @@ impl Event {
         }
     }
 
+    /// Who the event is about. The one place that knows which field names the process and
+    /// which only a thread (classic tracepoints name the thread; userspace fills the process in
+    /// from /proc where it can).
+    pub fn subject(&self) -> Subject {
+        let process = |tid, tgid: u32| Subject {
+            tid,
+            tgid: (tgid != 0).then_some(tgid),
+        };
+        match self.payload {
+            Payload::OomKill(p) => process(p.chosen_pid, p.chosen_tgid),
+            Payload::MarkVictim(p) => process(p.pid, p.tgid),
+            Payload::KernelSigkill(p) => process(p.target_pid, p.target_tgid),
+            // The reaper names the marked thread.
+            Payload::WakeReaper(r)
+            | Payload::StartReaping(r)
+            | Payload::FinishReaping(r)
+            | Payload::SkipReaping(r) => process(r.pid, 0),
+            // Reported for processes (leaders) only.
+            Payload::TaskFree(p) => process(p.pid, p.pid),
+            Payload::GroupExited(p) => process(p.pid, p.pid),
+            Payload::PreExisting(p) => process(p.pid, p.pid),
+            // The current task is the subject.
+            Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => {
+                process(self.header.pid, self.header.tgid)
+            }
+        }
+    }
+
+    /// The memcg the event names, if it names one (an OOM domain or the victim's own).
+    pub fn memcg(&self) -> Option<u64> {
+        match self.payload {
+            Payload::OomInvoke(p) => Some(p.memcg_id),
+            Payload::OomKill(p) => Some(p.memcg_id),
+            Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 => Some(p.memcg_id),
+            Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
+            _ => None,
+        }
+    }
+
     /// Decodes one record.
     pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         let header: Header = read_pod(buf).ok_or(DecodeError::ShortHeader {
@@ -124,6 +163,20 @@ impl Event {
             Payload::PreExisting(p) => pod_bytes(p),
         });
         out
+    }
+}
+
+/// The thread an event names and, when known, its process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub tid: u32,
+    pub tgid: Option<u32>,
+}
+
+impl Subject {
+    /// The process when known, else the thread.
+    pub fn process_or_thread(self) -> u32 {
+        self.tgid.unwrap_or(self.tid)
     }
 }
 
@@ -363,5 +416,38 @@ mod tests {
         assert_eq!((old.chosen_memcg_id, old.memcg_id), (0, 77));
         assert_eq!(old.message, kill.message);
         assert!(Event::decode(&bytes[..bytes.len() - 4]).is_err());
+    }
+
+    /// A classic tracepoint names a thread only: the subject says so, and the process is used
+    /// wherever the event carries it.
+    #[test]
+    fn the_subject_is_the_process_when_known_else_the_thread() {
+        let mut sig = KernelSigkill {
+            target_pid: 43,
+            target_tgid: 0,
+            target_comm: comm_bytes("hog"),
+            target_start_ns: 0,
+            group: 1,
+            result: 0,
+            target_mm: 0,
+        };
+        let ev = |sig| Event {
+            header: header(EventKind::KernelSigkill),
+            payload: Payload::KernelSigkill(sig),
+        };
+        let thread_only = ev(sig).subject();
+        assert_eq!((thread_only.tid, thread_only.tgid), (43, None));
+        assert_eq!(thread_only.process_or_thread(), 43);
+        sig.target_tgid = 42;
+        assert_eq!(ev(sig).subject().process_or_thread(), 42);
+        let kill = Event {
+            header: header(EventKind::OomKill),
+            payload: Payload::OomKill(sample_oom_kill()),
+        };
+        assert_eq!(kill.subject().tgid, Some(50));
+        assert_eq!(kill.memcg(), Some(77), "the OOM domain");
+        let exit = exit_event();
+        assert_eq!(exit.subject().tgid, Some(10), "the current task's process");
+        assert_eq!(exit.memcg(), None);
     }
 }

@@ -195,29 +195,23 @@ fn tgid_of(tid: u32) -> Option<u32> {
 
 /// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).
 fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
-    let (tgid, tid, start, comm) = match ev.payload {
-        Payload::OomKill(p) => (
-            p.chosen_tgid,
-            p.chosen_pid,
-            p.chosen_start_ns,
-            p.chosen_comm,
-        ),
-        Payload::KernelSigkill(p) => (
-            p.target_tgid,
-            p.target_pid,
-            p.target_start_ns,
-            p.target_comm,
-        ),
+    let (start, comm) = match ev.payload {
+        Payload::OomKill(p) => (p.chosen_start_ns, p.chosen_comm),
+        Payload::KernelSigkill(p) => (p.target_start_ns, p.target_comm),
         Payload::MarkVictim(p) if p.fields & crate::event::victim_fields::TASK != 0 => {
-            (p.tgid, p.pid, p.start_ns, p.comm)
+            (p.start_ns, p.comm)
         }
-        Payload::MarkVictim(p) => (0, p.pid, 0, p.comm),
+        Payload::MarkVictim(p) => (0, p.comm),
         // A tracked thread exiting names its process for sure (no /proc race).
-        Payload::TaskExit(p) => (ev.header.tgid, ev.header.pid, p.start_ns, ev.header.comm),
+        Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
         _ => return None,
     };
-    let tgid = if tgid != 0 { tgid } else { tgid_of(tid)? };
-    Some(((tgid, tid), start, comm))
+    let who = ev.subject();
+    let tgid = match who.tgid {
+        Some(tgid) => tgid,
+        None => tgid_of(who.tid)?,
+    };
+    Some(((tgid, who.tid), start, comm))
 }
 
 /// Lets this process hold a descriptor per watched victim: the soft fd limit is raised to
@@ -382,7 +376,7 @@ impl<W: std::io::Write> Runner<W> {
 
     fn event(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
         let ev = *ev;
-        let memcg = crate::session::event_memcg(&ev);
+        let memcg = ev.memcg();
         let path = memcg.and_then(|id| self.session.renderer.memcgs.path(id));
         if let (Some(id), Some(p)) = (memcg, &path)
             && self.recorded_memcgs.insert(id)

@@ -9,7 +9,7 @@ use std::{
 
 pub use crate::lifecycle::Filter;
 use crate::{
-    event::{Event, Payload},
+    event::Event,
     host::forensics,
     lifecycle::{Finding, Summary, Tracker},
     render::{
@@ -17,48 +17,6 @@ use crate::{
         sink::Format,
     },
 };
-
-/// The process an event is about.
-fn event_pid(ev: &Event) -> u32 {
-    match ev.payload {
-        Payload::OomKill(p) => p.chosen_tgid,
-        Payload::MarkVictim(p) => {
-            if p.tgid != 0 {
-                p.tgid
-            } else {
-                p.pid
-            }
-        }
-        Payload::KernelSigkill(p) => {
-            if p.target_tgid != 0 {
-                p.target_tgid
-            } else {
-                p.target_pid
-            }
-        }
-        Payload::WakeReaper(r)
-        | Payload::StartReaping(r)
-        | Payload::FinishReaping(r)
-        | Payload::SkipReaping(r) => r.pid,
-        Payload::TaskFree(p) => p.pid,
-        Payload::GroupExited(p) => p.pid,
-        Payload::PreExisting(p) => p.pid,
-        Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => ev.header.tgid,
-    }
-}
-
-/// The memcg an event names, if it names one.
-pub fn event_memcg(ev: &Event) -> Option<u64> {
-    match ev.payload {
-        Payload::OomInvoke(p) => Some(p.memcg_id),
-        Payload::OomKill(p) => Some(p.memcg_id),
-        Payload::MarkVictim(p) if p.fields & oomtrace_common::victim_fields::TASK != 0 => {
-            Some(p.memcg_id)
-        }
-        Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
-        _ => None,
-    }
-}
 
 /// Where forensics come from: the live system, or nowhere (replays).
 pub struct Live {
@@ -166,14 +124,14 @@ impl<W: Write> Session<W> {
         if !filter.active() {
             return true;
         }
-        let pid = event_pid(ev);
+        let pid = ev.subject().process_or_thread();
         if self.of_interest.contains(&pid) {
             return true;
         }
-        let memcg = event_memcg(ev).and_then(|id| self.renderer.memcgs.path(id));
+        let memcg = ev.memcg().and_then(|id| self.renderer.memcgs.path(id));
         let filter = self.tracker.filter();
-        let memcg_ok = filter.memcg.is_none()
-            || (event_memcg(ev).is_some() && filter.memcg_ok(memcg.as_deref()));
+        let memcg_ok =
+            filter.memcg.is_none() || (ev.memcg().is_some() && filter.memcg_ok(memcg.as_deref()));
         memcg_ok && filter.pid_ok(pid)
     }
 
@@ -330,6 +288,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::event::Payload;
 
     /// After a missed exit and pid reuse, /proc/PID is another process: its state and sockets
     /// must not be shown as the victim's.

@@ -402,6 +402,7 @@ impl<W: std::io::Write> Runner<W> {
     }
 
     fn after_findings(&mut self) -> anyhow::Result<()> {
+        let mut shown = std::mem::take(&mut self.session.kept_forensics);
         for f in std::mem::take(&mut self.session.kept) {
             let memcg = f
                 .memcg_id()
@@ -411,9 +412,10 @@ impl<W: std::io::Write> Runner<W> {
             }
             if let Finding::Stuck { victim, .. } = &f {
                 self.flagged += 1;
-                self.run_hook(&f, memcg);
+                let fx = shown.remove(&victim.key);
+                self.run_hook(&f, memcg, fx.as_ref());
                 if self.unstick {
-                    self.auto_unstick(victim.key.tgid, victim.key.start_ns)?;
+                    self.auto_unstick(victim.key.tgid, victim.key.start_ns, fx)?;
                 }
             }
             if let Finding::Dead { victim, .. } = &f
@@ -430,12 +432,17 @@ impl<W: std::io::Write> Runner<W> {
     /// `watch --unstick`: the remedy `oomtrace unstick --apply` would take, taken as soon as
     /// a victim is flagged (the tracker knows it is a victim: no /proc evidence needed). Said
     /// loudly, counted in the metrics; the memcg limit is put back when the victim is dead.
-    fn auto_unstick(&mut self, tgid: u32, start_ns: u64) -> anyhow::Result<()> {
+    fn auto_unstick(
+        &mut self,
+        tgid: u32,
+        start_ns: u64,
+        shown: Option<crate::host::forensics::Forensics>,
+    ) -> anyhow::Result<()> {
         use crate::host::unstick;
         let Some(live) = &self.session.live else {
             return Ok(());
         };
-        let fx = live.forensics(tgid, start_ns);
+        let fx = shown.unwrap_or_else(|| live.forensics(tgid, start_ns));
         let v2 = live
             .memcg_root
             .as_deref()
@@ -484,7 +491,12 @@ impl<W: std::io::Write> Runner<W> {
 
     /// Runs the on-stuck command once per flagged victim, details in the environment (never
     /// through a shell). It runs in the background; children are reaped on ticks.
-    fn run_hook(&mut self, f: &Finding, memcg: Option<String>) {
+    fn run_hook(
+        &mut self,
+        f: &Finding,
+        memcg: Option<String>,
+        shown: Option<&crate::host::forensics::Forensics>,
+    ) {
         let (
             Some(hooks),
             Finding::Stuck {
@@ -500,12 +512,19 @@ impl<W: std::io::Write> Runner<W> {
         let Some(live) = &self.session.live else {
             return;
         };
-        let fx = live.forensics(victim.key.tgid, victim.key.start_ns);
+        let collected;
+        let fx = match shown {
+            Some(fx) => fx,
+            None => {
+                collected = live.forensics(victim.key.tgid, victim.key.start_ns);
+                &collected
+            }
+        };
         let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut detail {
             m.insert(
                 "forensics".into(),
-                serde_json::to_value(&fx).unwrap_or(Value::Null),
+                serde_json::to_value(fx).unwrap_or(Value::Null),
             );
         }
         let vars = [
@@ -523,7 +542,7 @@ impl<W: std::io::Write> Runner<W> {
                 "OOMTRACE_SINCE_KILL_SECONDS",
                 format!("{:.3}", *since_kill_ns as f64 / 1e9),
             ),
-            ("OOMTRACE_STATE", fx.state.unwrap_or_default()),
+            ("OOMTRACE_STATE", fx.state.clone().unwrap_or_default()),
             (
                 "OOMTRACE_PPID",
                 fx.ppid.map(|p| p.to_string()).unwrap_or_default(),

@@ -11,7 +11,7 @@ pub use crate::lifecycle::Filter;
 use crate::{
     event::Event,
     host::forensics,
-    lifecycle::{Finding, Summary, Tracker},
+    lifecycle::{Finding, Summary, Tracker, VictimKey},
     render::{
         events::{Renderer, clock_ns},
         sink::Format,
@@ -92,6 +92,9 @@ pub struct Session<W: Write> {
     /// Victims that matched the filter: their events are shown too.
     of_interest: std::collections::HashSet<u32>,
     pub kept: Vec<Finding>,
+    /// The forensics shown with the findings in `kept`, by victim: the live loop's hooks and
+    /// `--unstick` use them rather than reading /proc a second time.
+    pub kept_forensics: HashMap<VictimKey, forensics::Forensics>,
     lost_reported: u64,
     findings: Vec<Finding>,
 }
@@ -114,6 +117,7 @@ impl<W: Write> Session<W> {
             keep_findings: false,
             of_interest: std::collections::HashSet::new(),
             kept: Vec::new(),
+            kept_forensics: HashMap::new(),
             lost_reported: 0,
             findings: Vec::new(),
         }
@@ -274,6 +278,11 @@ impl<W: Write> Session<W> {
         let memcg_path = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
         let text = self.format.finding(f, wall, memcg_path, forensics.as_ref());
         self.out.write_all(text.as_bytes())?;
+        if let (Some(v), Some(fx)) = (victim, forensics)
+            && self.keep_findings
+        {
+            self.kept_forensics.insert(v.key, fx);
+        }
         Ok(())
     }
 }

@@ -70,6 +70,77 @@ pub struct Outcome {
     pub flagged: u64,
 }
 
+/// The session of a live watch: the tracker told what the plan can see, the renderer told the
+/// clocks and memcgs, /proc forensics with each memcg's OOM counters as they were at start.
+fn new_session(
+    probes: &Probes,
+    opts: &LiveOptions,
+    death: &Result<(), String>,
+) -> (Session<Stdout>, Clock, u64) {
+    let tracker = Tracker::new(TrackerConfig {
+        timeout_ns: opts.timeout_ns,
+        release_timeout_ns: opts.release_timeout_ns,
+        observability: Observability::from_plan(|h| probes.hook(h).attached(), death.is_ok()),
+        ..TrackerConfig::default()
+    });
+    let memory = probes.env.memory_controller.clone();
+    let clock = Clock::now();
+    let page_kb = 1u64 << probes.layout.config.page_kb_shift;
+    let renderer = Renderer {
+        clock,
+        memcgs: MemcgPaths::new(memory.as_ref()),
+        page_kb,
+    };
+    let memcg_root = memory.map(|m| m.mount);
+    let mut live = Live::new("/proc".into(), memcg_root.clone());
+    live.oom_baseline = memcg_root
+        .as_deref()
+        .map(scan::memcg_oom_states)
+        .unwrap_or_default();
+    raise_fd_limit();
+    let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
+    let out = Stdout::new(keep_going);
+    let mut session = Session::new(
+        renderer,
+        tracker,
+        Format::from_json(opts.json),
+        Some(live),
+        out,
+    );
+    session.keep_findings = true;
+    session.events = !opts.quiet_events;
+    session.tracker.set_filter(opts.filter.clone());
+    (session, clock, page_kb)
+}
+
+/// The plan line (`watch --json`'s first): the plan, the environment, the options, and what
+/// privileges were kept.
+fn plan_line(
+    probes: &Probes,
+    opts: &LiveOptions,
+    death: &Result<(), String>,
+    privileges: Value,
+    listener: Option<&TcpListener>,
+) -> Value {
+    let mut line = json!({
+        "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
+        "environment": probes.env, "plan": probes.plan,
+        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+        "timeout_s": opts.timeout_ns as f64 / 1e9,
+        "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
+        "death": death_of(death),
+        "privileges": privileges,
+    });
+    if let Some(l) = listener {
+        line["metrics_addr"] = l
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+            .into();
+    }
+    line
+}
+
 /// The dump's header: who records, where, with what plan and options.
 fn dump_header(
     probes: &Probes,
@@ -618,6 +689,35 @@ impl<W: std::io::Write> Runner<W> {
         Ok(())
     }
 
+    /// Flushes the dump; every SYNC_EVERY, if it grew, writes the summary so far and syncs it
+    /// to disk (a crash loses at most that much).
+    fn sync_dump(&mut self, last_sync: &mut tokio::time::Instant, synced_bytes: &mut u64) {
+        let summary = json!(self.session.tracker.summary());
+        let due = last_sync.elapsed() >= SYNC_EVERY;
+        self.write_dump(|d| {
+            d.flush()?;
+            if d.bytes() > *synced_bytes && due {
+                d.summary(&summary)?;
+                d.sync()?;
+                (*last_sync, *synced_bytes) = (tokio::time::Instant::now(), d.bytes());
+            }
+            Ok(())
+        });
+    }
+
+    /// The metrics page now, told how many processes the kernel side tracks.
+    fn metrics_body(&mut self, tracked: Option<u64>) -> String {
+        let held = self.session.tracker.len() as u64;
+        let summary = self.session.tracker.summary();
+        self.metrics
+            .as_mut()
+            .map(|m| {
+                m.set_held(tracked, held);
+                m.render(&summary)
+            })
+            .unwrap_or_default()
+    }
+
     fn reap_hooks(&mut self) {
         if let Some(h) = &mut self.hooks {
             h.reap();
@@ -645,48 +745,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         eprintln!("oomtrace: warning: {w}");
     }
     let death = deathwatch::available();
-    let tracker = Tracker::new(TrackerConfig {
-        timeout_ns: opts.timeout_ns,
-        release_timeout_ns: opts.release_timeout_ns,
-        observability: Observability::from_plan(|h| probes.hook(h).attached(), death.is_ok()),
-        ..TrackerConfig::default()
-    });
-    let memory = probes.env.memory_controller.clone();
-    let clock = Clock::now();
-    let page_kb = 1u64 << probes.layout.config.page_kb_shift;
-    let renderer = Renderer {
-        clock,
-        memcgs: MemcgPaths::new(memory.as_ref()),
-        page_kb,
-    };
-    let memcg_root = memory.map(|m| m.mount);
-    let mut live = Live::new("/proc".into(), memcg_root.clone());
-    live.oom_baseline = memcg_root
-        .as_deref()
-        .map(scan::memcg_oom_states)
-        .unwrap_or_default();
-    raise_fd_limit();
-    let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
-    let out = Stdout::new(keep_going);
-    let mut session = Session::new(
-        renderer,
-        tracker,
-        Format::from_json(opts.json),
-        Some(live),
-        out,
-    );
-    session.keep_findings = true;
-    session.events = !opts.quiet_events;
-    session.tracker.set_filter(opts.filter.clone());
+    let (session, clock, page_kb) = new_session(probes, opts, &death);
+    let memcg_root = session.live.as_ref().and_then(|l| l.memcg_root.clone());
 
-    let header = json!({
-        "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
-        "environment": probes.env, "plan": probes.plan,
-        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
-        "timeout_s": opts.timeout_ns as f64 / 1e9,
-        "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
-        "death": death_of(&death),
-    });
     let dump = match &opts.record {
         Some(path) => {
             let h = dump_header(probes, opts, page_kb, &clock, &death);
@@ -706,22 +767,13 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         None => None,
     };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
-    let privileges = drop_privileges(opts.unstick);
-    let header = match header {
-        Value::Object(mut m) => {
-            m.insert("privileges".into(), privileges);
-            Value::Object(m)
-        }
-        h => h,
-    };
-    let header = match (&listener, header) {
-        (Some(l), Value::Object(mut m)) => {
-            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            m.insert("metrics_addr".into(), addr.into());
-            Value::Object(m)
-        }
-        (_, h) => h,
-    };
+    let header = plan_line(
+        probes,
+        opts,
+        &death,
+        drop_privileges(opts.unstick),
+        listener.as_ref(),
+    );
     let mut runner = Runner {
         session,
         pointer_key: std::collections::hash_map::RandomState::new(),
@@ -843,17 +895,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                     last_sweep = tokio::time::Instant::now();
                     runner.sweep(probes)?;
                 }
-                let summary = json!(runner.session.tracker.summary());
-                let due = last_sync.elapsed() >= SYNC_EVERY;
-                runner.write_dump(|d| {
-                    d.flush()?;
-                    if d.bytes() > synced_bytes && due {
-                        d.summary(&summary)?;
-                        d.sync()?;
-                        (last_sync, synced_bytes) = (tokio::time::Instant::now(), d.bytes());
-                    }
-                    Ok(())
-                });
+                runner.sync_dump(&mut last_sync, &mut synced_bytes);
                 runner.session.tick(monotonic_now())?;
                 runner.after_findings()?;
                 runner.reap_hooks();
@@ -867,21 +909,8 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
                             drop(stream);
                             continue;
                         }
-                        let held = runner.session.tracker.len() as u64;
-                        if let Some(m) = &mut runner.metrics {
-                            m.set_held(probes.tracked_count().ok(), held);
-                        }
-                        let body = runner
-                            .metrics
-                            .as_ref()
-                            .map(|m| m.render(&runner.session.tracker.summary()))
-                            .unwrap_or_default();
-                        scrapes.fetch_add(1, Ordering::Relaxed);
-                        let scrapes = std::sync::Arc::clone(&scrapes);
-                        tokio::spawn(async move {
-                            metrics::respond(stream, body).await;
-                            scrapes.fetch_sub(1, Ordering::Relaxed);
-                        });
+                        let body = runner.metrics_body(probes.tracked_count().ok());
+                        metrics::serve(stream, body, &scrapes);
                     }
                     Err(e) => {
                         eprintln!("oomtrace: metrics endpoint: accept failed ({e}); pausing 100 ms");
@@ -899,10 +928,20 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     for ev in deaths.get_mut().ready() {
         runner.userspace(&ev)?;
     }
+    finish(runner, probes, opts.bpf_stats)
+}
+
+/// After the watch: the final judgement and summary, the programs' run times if asked, hooks
+/// given their grace, the dump closed with its summary.
+fn finish<W: std::io::Write>(
+    mut runner: Runner<W>,
+    probes: &Probes,
+    bpf_stats: bool,
+) -> anyhow::Result<Outcome> {
     runner.lost(probes.lost_events()?)?;
     let end = monotonic_now();
     let summary = runner.session.finish(end)?;
-    if opts.bpf_stats {
+    if bpf_stats {
         let programs: Vec<Value> = probes
             .program_stats()
             .into_iter()

@@ -357,6 +357,22 @@ pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|e| format!("`{s}` is not an address (PORT, :PORT or IP:PORT): {e}"))
 }
 
+/// Answers a scrape on its own task, counted in `scrapes` while it runs (the live loop closes
+/// connections beyond its cap unanswered).
+pub fn serve(
+    stream: tokio::net::TcpStream,
+    body: String,
+    scrapes: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    scrapes.fetch_add(1, Ordering::Relaxed);
+    let scrapes = std::sync::Arc::clone(scrapes);
+    tokio::spawn(async move {
+        respond(stream, body).await;
+        scrapes.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
 /// Answers one scrape: the request is read (for at most 2 s: a slow client cannot hold a
 /// connection open), then `body` is sent and the connection closed.
 pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {

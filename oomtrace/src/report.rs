@@ -6,7 +6,10 @@
 //! recording with another threshold and gets the same answer a live run with that threshold
 //! would have given.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
 
 use crate::{
     event::{Event, Payload},
@@ -61,6 +64,141 @@ fn observability_from(header: &Header) -> Observability {
     )
 }
 
+/// How the tracker judges a dump: the recorded timeouts unless overridden, what the
+/// recording's plan could see, and the old death rule for format-1 dumps.
+fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfig {
+    let h = header.cloned().unwrap_or_default();
+    let defaults = TrackerConfig::default();
+    TrackerConfig {
+        timeout_ns: opts
+            .timeout_ns
+            .or(h.options.timeout_ns)
+            .unwrap_or(defaults.timeout_ns),
+        release_timeout_ns: opts
+            .release_timeout_ns
+            .or(h.options.release_timeout_ns)
+            .unwrap_or(defaults.release_timeout_ns),
+        observability: observability_from(&h),
+        // Dumps recorded before death meant "finished exiting" (format 1) carry no
+        // `GroupExited` records nor a `death` key: they can only be judged the old way, by the
+        // last thread entering exit, which calls a victim stuck inside `do_exit` dead.
+        death_at_last_exit: header.is_some() && h.death.is_none(),
+        ..defaults
+    }
+}
+
+/// Applies a dump's records to a session, one at a time, keeping what Perfetto and the tests
+/// need beside the findings.
+struct Replayer<W: Write> {
+    session: Session<W>,
+    replay: Replay,
+    last_ts: u64,
+    end: Option<u64>,
+}
+
+impl<W: Write> Replayer<W> {
+    fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
+        let h = header.clone().unwrap_or_default();
+        let renderer = Renderer {
+            clock: Clock {
+                realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
+            },
+            memcgs: MemcgPaths::new(None),
+            page_kb: h.page_kb.unwrap_or(4),
+        };
+        let format = Format::from_json(opts.json);
+        let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
+        session.events = opts.events;
+        session.keep_findings = true;
+        Replayer {
+            session,
+            replay: Replay {
+                summary: Summary::default(),
+                findings: Vec::new(),
+                problems: Vec::new(),
+                header,
+                victims: BTreeMap::new(),
+                invocations: Vec::new(),
+                exits: Vec::new(),
+                undecodable: 0,
+                memcg_paths: BTreeMap::new(),
+            },
+            last_ts: 0,
+            end: None,
+        }
+    }
+
+    /// Time up to `ts` passes for the tracker: every tick due before it.
+    fn advance_to(&mut self, ts: u64) -> io::Result<()> {
+        while let Some(t) = self.session.tracker.next_tick_due().filter(|&t| t <= ts) {
+            self.session.tick(t)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, rec: Record) -> io::Result<()> {
+        match rec {
+            Record::Event(raw) => {
+                let Ok(ev) = Event::decode(&raw) else {
+                    self.replay.undecodable += 1;
+                    return Ok(());
+                };
+                let ts = ev.header.ts_ns;
+                self.advance_to(ts)?;
+                match ev.payload {
+                    Payload::OomInvoke(p) => self.replay.invocations.push((p.memcg_id, ts)),
+                    Payload::TaskExit(_) => {
+                        self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
+                    }
+                    _ => {}
+                }
+                self.last_ts = self.last_ts.max(ts);
+                self.session.event(&ev)?;
+            }
+            Record::Lost(n) => self.session.lost(n)?,
+            Record::Memcg(id, path) => {
+                self.session.renderer.memcgs.insert(id, path.clone());
+                self.session.tracker.memcg_path(id, &path);
+                self.replay.memcg_paths.insert(id, path);
+            }
+            Record::End(t) => self.end = Some(t),
+            Record::Summary(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The end of the dump (its end record, or the last event): what is left is judged, the
+    /// damage found is said, the summary printed.
+    fn finish(mut self, problems: Vec<DumpProblem>) -> io::Result<Replay> {
+        let end = self.end.unwrap_or(self.last_ts).max(self.last_ts);
+        self.advance_to(end)?;
+        let mut said: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        if self.replay.undecodable > 0 {
+            said.push(format!(
+                "{} event records could not be decoded",
+                self.replay.undecodable
+            ));
+        }
+        for p in &said {
+            let line = self.session.format.dump_problem(p);
+            self.session.out.write_all(line.as_bytes())?;
+        }
+        let mut r = self.replay;
+        r.problems = problems;
+        r.summary = self.session.finish(end)?;
+        r.findings = std::mem::take(&mut self.session.kept);
+        for f in &r.findings {
+            if let Some(v) = f.victim() {
+                r.victims.insert(v.key, v.clone());
+            }
+        }
+        for v in self.session.tracker.unresolved() {
+            r.victims.insert(v.key, v.clone());
+        }
+        Ok(r)
+    }
+}
+
 /// Replays a dump, writing findings (and events if asked) to `out`.
 pub fn replay<W: Write>(
     reader: &mut Reader,
@@ -70,120 +208,19 @@ pub fn replay<W: Write>(
     // The reader recognizes the header strictly and never takes another record for it.
     let raw_header = reader.header().cloned();
     let header = raw_header.as_ref().map(Header::from_value);
-    let h = header.clone().unwrap_or_default();
-    let recorded_timeout = h.options.timeout_ns;
-    let recorded_release = h.options.release_timeout_ns;
-    let defaults = TrackerConfig::default();
-    let cfg = TrackerConfig {
-        timeout_ns: opts
-            .timeout_ns
-            .or(recorded_timeout)
-            .unwrap_or(defaults.timeout_ns),
-        release_timeout_ns: opts
-            .release_timeout_ns
-            .or(recorded_release)
-            .unwrap_or(defaults.release_timeout_ns),
-        observability: observability_from(&h),
-        // Dumps recorded before death meant "finished exiting" (format 1) carry no
-        // `GroupExited` records nor a `death` key: they can only be judged the old way, by the
-        // last thread entering exit, which calls a victim stuck inside `do_exit` dead.
-        death_at_last_exit: header.is_some() && h.death.is_none(),
-        ..defaults
-    };
-    let renderer = Renderer {
-        clock: Clock {
-            realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
-        },
-        memcgs: MemcgPaths::new(None),
-        page_kb: h.page_kb.unwrap_or(4),
-    };
-    let mut session = Session::new(
-        renderer,
-        Tracker::new(cfg),
-        Format::from_json(opts.json),
-        None,
-        out,
-    );
-    session.events = opts.events;
-    session.keep_findings = true;
-    let intro = session.format.replay_header(
+    let cfg = tracker_config(header.as_ref(), opts);
+    let mut replayer = Replayer::new(header.clone(), cfg, opts, out);
+    let intro = replayer.session.format.replay_header(
         raw_header.as_ref(),
         header.as_ref(),
         cfg.timeout_ns,
         cfg.death_at_last_exit,
     );
-    session.out.write_all(intro.as_bytes())?;
-    let mut r = Replay {
-        summary: Summary::default(),
-        findings: Vec::new(),
-        problems: Vec::new(),
-        header,
-        victims: BTreeMap::new(),
-        invocations: Vec::new(),
-        exits: Vec::new(),
-        undecodable: 0,
-        memcg_paths: BTreeMap::new(),
-    };
-    let mut last_ts = 0;
-    let mut end = None;
+    replayer.session.out.write_all(intro.as_bytes())?;
     while let Some(rec) = reader.next_record() {
-        match rec {
-            Record::Event(raw) => {
-                let ev = match Event::decode(&raw) {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        r.undecodable += 1;
-                        continue;
-                    }
-                };
-                let ts = ev.header.ts_ns;
-                while let Some(t) = session.tracker.next_tick_due().filter(|&t| t <= ts) {
-                    session.tick(t)?;
-                }
-                match ev.payload {
-                    Payload::OomInvoke(p) => r.invocations.push((p.memcg_id, ts)),
-                    Payload::TaskExit(_) => r.exits.push((ev.header.tgid, ev.header.pid, ts)),
-                    _ => {}
-                }
-                last_ts = last_ts.max(ts);
-                session.event(&ev)?;
-            }
-            Record::Lost(n) => session.lost(n)?,
-            Record::Memcg(id, path) => {
-                session.renderer.memcgs.insert(id, path.clone());
-                session.tracker.memcg_path(id, &path);
-                r.memcg_paths.insert(id, path);
-            }
-            Record::End(t) => end = Some(t),
-            Record::Summary(_) => {}
-        }
+        replayer.apply(rec)?;
     }
-    let end = end.unwrap_or(last_ts).max(last_ts);
-    while let Some(t) = session.tracker.next_tick_due().filter(|&t| t <= end) {
-        session.tick(t)?;
-    }
-    r.problems = reader.problems.clone();
-    for p in &r.problems {
-        let line = session.format.dump_problem(&p.to_string());
-        session.out.write_all(line.as_bytes())?;
-    }
-    if r.undecodable > 0 {
-        let what = format!("{} event records could not be decoded", r.undecodable);
-        session
-            .out
-            .write_all(session.format.dump_problem(&what).as_bytes())?;
-    }
-    r.summary = session.finish(end)?;
-    r.findings = std::mem::take(&mut session.kept);
-    for f in &r.findings {
-        if let Some(v) = f.victim() {
-            r.victims.insert(v.key, v.clone());
-        }
-    }
-    for v in session.tracker.unresolved() {
-        r.victims.insert(v.key, v.clone());
-    }
-    Ok(r)
+    Ok(replayer.finish(reader.problems.clone())?)
 }
 
 #[cfg(test)]

@@ -321,6 +321,142 @@ fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
     Trouble { stuck, oom_now }
 }
 
+/// What `check` found: the environment and plan, and the trouble on the host right now.
+struct CheckReport {
+    probes: Probes,
+    death: Result<(), String>,
+    kill_path: bool,
+    stuck: Vec<(scan::Candidate, forensics::Forensics)>,
+    oom_now: Vec<scan::OomNow>,
+}
+
+impl CheckReport {
+    fn json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let CheckReport {
+            probes,
+            death,
+            kill_path,
+            stuck,
+            oom_now,
+        } = self;
+        writeln!(
+            out,
+            "{}",
+            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
+                "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
+                "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
+                "pre_existing": stuck.iter().map(|(c, fx)| json!({
+                    "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
+                    "threads": c.threads, "flags": c.flags, "forensics": fx,
+                })).collect::<Vec<_>>(),
+                "oom_now": oom_now.iter().map(|m| json!({
+                    "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
+                    "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
+                })).collect::<Vec<_>>() })
+        )?;
+        Ok(())
+    }
+
+    fn text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let CheckReport {
+            probes,
+            death,
+            kill_path,
+            stuck,
+            oom_now,
+        } = self;
+        let env = &probes.env;
+        let ok = |r: &Result<(), String>| match r {
+            Ok(()) => "yes".to_string(),
+            Err(e) => format!("no: {e}"),
+        };
+        writeln!(out, "kernel             {}", env.kernel)?;
+        writeln!(out, "root               yes")?;
+        writeln!(out, "BTF                {}", ok(&env.btf))?;
+        match &env.tracefs {
+            Ok(root) if env.tracefs_mounted_by_us => {
+                writeln!(
+                    out,
+                    "tracefs            {root} (was not mounted: oomtrace mounted it)"
+                )?;
+            }
+            Ok(root) => writeln!(out, "tracefs            {root}")?,
+            Err(e) => writeln!(out, "tracefs            no: {e}")?,
+        }
+        writeln!(out, "kprobes            {}", ok(&env.kprobes))?;
+        writeln!(out, "death (pidfd)      {}", ok(death))?;
+        match &env.memory_controller {
+            Some(c) => writeln!(out, "memory controller  {c}")?,
+            None => writeln!(
+                out,
+                "memory controller  none found (no memory cgroups: memcg OOMs cannot happen)"
+            )?,
+        }
+        for m in &env.missing_offsets {
+            writeln!(out, "offset missing     {m}")?;
+        }
+        writeln!(out, "hooks:")?;
+        write!(out, "{}", plan::render(&probes.plan))?;
+        if !kill_path {
+            writeln!(
+                out,
+                "the kill path cannot be observed here: mark_victim or process exit did not attach"
+            )?;
+        }
+        if stuck.is_empty() {
+            writeln!(
+                out,
+                "killed, not dead   none: no process with SIGKILL pending is stuck exiting"
+            )?;
+        }
+        for m in oom_now {
+            let what = match m.invocations {
+                Some(n) => format!(
+                    "the OOM killer was invoked {n} times in {} ms and killed {}",
+                    PRE_EXISTING_GRACE_NS / 1_000_000,
+                    m.kills
+                ),
+                None => "under OOM (v1 under_oom) in two readings".into(),
+            };
+            let livelock = if m.kills == 0 && m.invocations.is_some() {
+                ": it finds nothing it may kill (a victim still pending, or only unkillable \
+             processes) — a livelock"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "OOM NOW            memcg {}: {what}{livelock}",
+                printable(&m.path)
+            )?;
+        }
+        for (c, fx) in stuck {
+            writeln!(
+                out,
+                "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
+             not finished exiting {} ms later; memcg {}",
+                c.pid,
+                printable(&c.comm),
+                PRE_EXISTING_GRACE_NS / 1_000_000,
+                printable(c.memcg_path.as_deref().unwrap_or("unknown"))
+            )?;
+            write!(out, "{fx}")?;
+        }
+        Ok(())
+    }
+
+    /// 4 when the host is in trouble now, 1 when the kill path cannot be observed, else 0.
+    fn exit_code(&self) -> ExitCode {
+        if !self.stuck.is_empty() || self.oom_now.iter().any(|m| m.kills == 0) {
+            ExitCode::from(EXIT_PRE_EXISTING)
+        } else if self.kill_path {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let probes = load(&args.forbid, false, None)?;
     let memcg_root = probes
@@ -330,8 +466,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|m| m.mount.clone());
     let live = Live::new("/proc".into(), memcg_root.clone());
     let trouble = trouble_now(memcg_root.as_deref());
-    let oom_now = trouble.oom_now;
-    let stuck: Vec<(scan::Candidate, forensics::Forensics)> = trouble
+    let stuck = trouble
         .stuck
         .into_iter()
         .map(|c| {
@@ -339,121 +474,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             (c, fx)
         })
         .collect();
-    let death = oomtrace::host::deathwatch::available();
     let kill_path = [Hook::MarkVictim, Hook::TaskExit]
         .iter()
         .all(|h| probes.hook(*h).attached());
+    let report = CheckReport {
+        probes,
+        death: oomtrace::host::deathwatch::available(),
+        kill_path,
+        stuck,
+        oom_now: trouble.oom_now,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut print = || -> std::io::Result<()> {
-        if args.json {
-            writeln!(
-                out,
-                "{}",
-                json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
-                        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
-                        "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
-                        "pre_existing": stuck.iter().map(|(c, fx)| json!({
-                            "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
-                            "threads": c.threads, "flags": c.flags, "forensics": fx,
-                        })).collect::<Vec<_>>(),
-                        "oom_now": oom_now.iter().map(|m| json!({
-                            "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
-                            "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
-                        })).collect::<Vec<_>>() })
-            )?;
-        } else {
-            let env = &probes.env;
-            let ok = |r: &Result<(), String>| match r {
-                Ok(()) => "yes".to_string(),
-                Err(e) => format!("no: {e}"),
-            };
-            writeln!(out, "kernel             {}", env.kernel)?;
-            writeln!(out, "root               yes")?;
-            writeln!(out, "BTF                {}", ok(&env.btf))?;
-            match &env.tracefs {
-                Ok(root) if env.tracefs_mounted_by_us => {
-                    writeln!(
-                        out,
-                        "tracefs            {root} (was not mounted: oomtrace mounted it)"
-                    )?;
-                }
-                Ok(root) => writeln!(out, "tracefs            {root}")?,
-                Err(e) => writeln!(out, "tracefs            no: {e}")?,
-            }
-            writeln!(out, "kprobes            {}", ok(&env.kprobes))?;
-            writeln!(out, "death (pidfd)      {}", ok(&death))?;
-            match &env.memory_controller {
-                Some(c) => writeln!(out, "memory controller  {c}")?,
-                None => writeln!(
-                    out,
-                    "memory controller  none found (no memory cgroups: memcg OOMs cannot happen)"
-                )?,
-            }
-            for m in &env.missing_offsets {
-                writeln!(out, "offset missing     {m}")?;
-            }
-            writeln!(out, "hooks:")?;
-            write!(out, "{}", plan::render(&probes.plan))?;
-            if !kill_path {
-                writeln!(
-                    out,
-                    "the kill path cannot be observed here: mark_victim or process exit did not attach"
-                )?;
-            }
-            if stuck.is_empty() {
-                writeln!(
-                    out,
-                    "killed, not dead   none: no process with SIGKILL pending is stuck exiting"
-                )?;
-            }
-            for m in &oom_now {
-                let what = match m.invocations {
-                    Some(n) => format!(
-                        "the OOM killer was invoked {n} times in {} ms and killed {}",
-                        PRE_EXISTING_GRACE_NS / 1_000_000,
-                        m.kills
-                    ),
-                    None => "under OOM (v1 under_oom) in two readings".into(),
-                };
-                let livelock = if m.kills == 0 && m.invocations.is_some() {
-                    ": it finds nothing it may kill (a victim still pending, or only unkillable \
-                     processes) — a livelock"
-                } else {
-                    ""
-                };
-                writeln!(
-                    out,
-                    "OOM NOW            memcg {}: {what}{livelock}",
-                    printable(&m.path)
-                )?;
-            }
-            for (c, fx) in &stuck {
-                writeln!(
-                    out,
-                    "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
-                     not finished exiting {} ms later; memcg {}",
-                    c.pid,
-                    printable(&c.comm),
-                    PRE_EXISTING_GRACE_NS / 1_000_000,
-                    printable(c.memcg_path.as_deref().unwrap_or("unknown"))
-                )?;
-                write!(out, "{fx}")?;
-            }
-        }
-        out.flush()?;
-        Ok(())
+    let written = match args.json {
+        true => report.json(&mut out),
+        false => report.text(&mut out),
     };
-    print().context("writing the report to stdout")?;
-    Ok(
-        if !stuck.is_empty() || oom_now.iter().any(|m| m.kills == 0) {
-            ExitCode::from(EXIT_PRE_EXISTING)
-        } else if kill_path {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    written
+        .and_then(|()| out.flush())
+        .context("writing the report to stdout")?;
+    Ok(report.exit_code())
 }
 
 /// The longest duration any option takes: a century (as ns it fits in u64 with room for

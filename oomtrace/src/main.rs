@@ -321,24 +321,39 @@ fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
     Trouble { stuck, oom_now }
 }
 
+/// A process killed before `check` ran and still not dead, with what /proc says of it.
+type StuckNow = (scan::Candidate, forensics::Forensics);
+
 /// What `check` found: the environment and plan, and the trouble on the host right now.
 struct CheckReport {
     probes: Probes,
     death: Result<(), String>,
     kill_path: bool,
-    stuck: Vec<(scan::Candidate, forensics::Forensics)>,
+    stuck: Vec<StuckNow>,
     oom_now: Vec<scan::OomNow>,
 }
 
 impl CheckReport {
+    fn parts(
+        &self,
+    ) -> (
+        &Probes,
+        &Result<(), String>,
+        bool,
+        &[StuckNow],
+        &[scan::OomNow],
+    ) {
+        (
+            &self.probes,
+            &self.death,
+            self.kill_path,
+            &self.stuck,
+            &self.oom_now,
+        )
+    }
+
     fn json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let CheckReport {
-            probes,
-            death,
-            kill_path,
-            stuck,
-            oom_now,
-        } = self;
+        let (probes, death, kill_path, stuck, oom_now) = self.parts();
         writeln!(
             out,
             "{}",
@@ -358,13 +373,7 @@ impl CheckReport {
     }
 
     fn text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let CheckReport {
-            probes,
-            death,
-            kill_path,
-            stuck,
-            oom_now,
-        } = self;
+        let (probes, death, kill_path, stuck, oom_now) = self.parts();
         let env = &probes.env;
         let ok = |r: &Result<(), String>| match r {
             Ok(()) => "yes".to_string(),

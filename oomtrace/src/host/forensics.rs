@@ -114,9 +114,7 @@ pub(crate) fn tgid_of(proc_root: &Path, tid: u32) -> Option<u32> {
     status_field(&status, "Tgid")?.parse().ok()
 }
 
-/// Gathers forensics for `tgid` under `proc_root` (normally `/proc`), with the memory cgroup
-/// controller mounted at `memcg_root` (v1 memory hierarchy or the v2 root), if any.
-/// Socket inodes in the fd table of thread `tid` of `tgid`'s directory.
+/// Socket inodes in the fd table of the thread directory `tdir`.
 fn thread_sockets(tdir: &Path) -> Vec<u64> {
     let Ok(fds) = std::fs::read_dir(tdir.join("fd")) else {
         return Vec::new();
@@ -161,6 +159,9 @@ pub fn socket_inodes(proc_root: &Path, tgid: u32) -> Vec<u64> {
 }
 
 /// Everything about `tgid`; `recorded` are socket inodes it held when it was killed.
+///
+/// Read under `proc_root` (normally `/proc`), with the memory cgroup controller mounted at
+/// `memcg_root` (v1 memory hierarchy or the v2 root), if any.
 pub fn collect(
     proc_root: &Path,
     tgid: u32,
@@ -168,92 +169,174 @@ pub fn collect(
     recorded: &[u64],
 ) -> Forensics {
     let dir = proc_root.join(tgid.to_string());
-    let mut f = Forensics {
-        tgid,
-        ..Forensics::default()
-    };
     let Some(status) = read(&dir.join("status")) else {
-        f.notes.push(format!(
-            "{} is gone: the process no longer exists",
-            dir.display()
-        ));
-        return f;
+        return gone(tgid, &dir);
     };
-    f.exists = true;
-    f.state = status_field(&status, "State").map(str::to_string);
-    f.ppid = status_field(&status, "PPid").and_then(|p| p.parse().ok());
-    f.threads_count = status_field(&status, "Threads").and_then(|p| p.parse().ok());
-    f.sigkill_pending = sigkill_pending(&status);
-    if let Some(ppid) = f.ppid {
-        f.parent_comm =
-            read(&proc_root.join(ppid.to_string()).join("comm")).map(|c| c.trim().to_string());
-    }
-
+    let mut f = from_status(proc_root, tgid, &status);
     let tids = tids_of(&dir);
-    let mut socket_holders: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    let mut net_dir: Option<PathBuf> = None;
-    for tid in &tids {
-        let tdir = dir.join("task").join(tid.to_string());
-        let tstatus = read(&tdir.join("status"));
-        let state = tstatus
-            .as_deref()
-            .and_then(|s| status_field(s, "State").map(str::to_string))
-            .unwrap_or_else(|| "?".into());
-        if let Some(t) = tstatus
-            .as_deref()
-            .and_then(|s| status_field(s, "TracerPid")?.parse::<u32>().ok())
-            .filter(|&t| t != 0)
-        {
-            f.tracer_pid.get_or_insert(t);
-        }
-        let stack: Vec<String> = match read(&tdir.join("stack")) {
-            Some(s) => s
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .map(|fnname| fnname.split('+').next().unwrap_or(fnname).to_string())
-                .collect(),
-            None => Vec::new(),
-        };
-        // Before 5.16, x86 found wchan by walking frame pointers: on kernels built with the
-        // ORC unwinder (Debian's 5.10) /proc/*/wchan always reads 0. The stack's top frame is
-        // the same function (both skip the scheduler's own frames) for a thread that sleeps.
-        let wchan = read(&tdir.join("wchan"))
-            .map(|w| w.trim().to_string())
-            .filter(|w| !w.is_empty() && w != "0")
-            .or_else(|| {
-                (!state.starts_with('R'))
-                    .then(|| stack.first().cloned())
-                    .flatten()
-            });
-        for inode in thread_sockets(&tdir) {
-            let holders = socket_holders.entry(inode).or_default();
-            if !holders.contains(tid) {
-                holders.push(*tid);
-            }
-        }
-        // A live thread's net namespace view (a zombie leader has none).
-        if net_dir.is_none() && tdir.join("net/tcp").exists() {
-            net_dir = Some(tdir.join("net"));
-        }
-        f.threads.push(ThreadInfo {
-            tid: *tid,
-            state,
-            wchan,
-            stack,
-        });
-    }
+    let threads = read_threads(&dir, &tids);
     if tids.is_empty() {
         f.notes.push("no threads listed under task/".into());
     }
+    f.threads = threads.infos;
+    f.tracer_pid = threads.tracer_pid;
+    f.sockets = held_sockets(
+        proc_root,
+        threads.socket_holders,
+        threads.net_dir.as_deref(),
+        recorded,
+    );
+    if found_inside_exit(&f, recorded)
+        && let Some(net) = &threads.net_dir
+    {
+        f.sockets = unowned_listener_sockets(proc_root, net);
+    }
+    f.memcg = victim_memcg(&dir, &f.threads, memcg_root, &tids);
+    f
+}
+
+/// A process that no longer exists, with a note saying so.
+fn gone(tgid: u32, dir: &Path) -> Forensics {
+    Forensics {
+        tgid,
+        notes: vec![format!(
+            "{} is gone: the process no longer exists",
+            dir.display()
+        )],
+        ..Forensics::default()
+    }
+}
+
+/// The process as its `status` text shows it: state, parent (with its comm), threads, SIGKILL.
+fn from_status(proc_root: &Path, tgid: u32, status: &str) -> Forensics {
+    let ppid: Option<u32> = status_field(status, "PPid").and_then(|p| p.parse().ok());
+    Forensics {
+        tgid,
+        exists: true,
+        state: status_field(status, "State").map(str::to_string),
+        ppid,
+        parent_comm: ppid.and_then(|ppid| {
+            read(&proc_root.join(ppid.to_string()).join("comm")).map(|c| c.trim().to_string())
+        }),
+        threads_count: status_field(status, "Threads").and_then(|p| p.parse().ok()),
+        sigkill_pending: sigkill_pending(status),
+        ..Forensics::default()
+    }
+}
+
+/// What a process's threads show, read one thread at a time.
+#[derive(Default)]
+struct Threads {
+    infos: Vec<ThreadInfo>,
+    /// The first tracer a thread's status names.
+    tracer_pid: Option<u32>,
+    /// Socket inode → the threads whose fd table holds it.
+    socket_holders: BTreeMap<u64, Vec<u32>>,
+    /// A live thread's /proc/net (a zombie leader has none).
+    net_dir: Option<PathBuf>,
+}
+
+/// The threads `tids` of the process in `dir`: each one, a tracer, sockets, a live /proc/net.
+fn read_threads(dir: &Path, tids: &[u32]) -> Threads {
+    let mut out = Threads::default();
+    for &tid in tids {
+        let tdir = dir.join("task").join(tid.to_string());
+        let (info, tracer) = read_thread(&tdir, tid);
+        out.tracer_pid = out.tracer_pid.or(tracer);
+        for inode in thread_sockets(&tdir) {
+            let holders = out.socket_holders.entry(inode).or_default();
+            if !holders.contains(&tid) {
+                holders.push(tid);
+            }
+        }
+        // A live thread's net namespace view (a zombie leader has none).
+        if out.net_dir.is_none() && tdir.join("net/tcp").exists() {
+            out.net_dir = Some(tdir.join("net"));
+        }
+        out.infos.push(info);
+    }
+    out
+}
+
+/// Thread `tid` in `tdir`: its state, wchan and kernel stack, and the tracer it names, if any.
+fn read_thread(tdir: &Path, tid: u32) -> (ThreadInfo, Option<u32>) {
+    let status = read(&tdir.join("status"));
+    let state = status
+        .as_deref()
+        .and_then(|s| status_field(s, "State").map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let tracer = status
+        .as_deref()
+        .and_then(|s| status_field(s, "TracerPid")?.parse::<u32>().ok())
+        .filter(|&t| t != 0);
+    let stack = kernel_stack(tdir);
+    let wchan = wchan(tdir, &state, &stack);
+    let info = ThreadInfo {
+        tid,
+        state,
+        wchan,
+        stack,
+    };
+    (info, tracer)
+}
+
+/// A thread's kernel stack as function names, innermost first (empty if it cannot be read).
+fn kernel_stack(tdir: &Path) -> Vec<String> {
+    match read(&tdir.join("stack")) {
+        Some(s) => s
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(|fnname| fnname.split('+').next().unwrap_or(fnname).to_string())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Where a thread sleeps: its `wchan`, else the top frame of its `stack` unless it runs.
+fn wchan(tdir: &Path, state: &str, stack: &[String]) -> Option<String> {
+    // Before 5.16, x86 found wchan by walking frame pointers: on kernels built with the
+    // ORC unwinder (Debian's 5.10) /proc/*/wchan always reads 0. The stack's top frame is
+    // the same function (both skip the scheduler's own frames) for a thread that sleeps.
+    read(&tdir.join("wchan"))
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty() && w != "0")
+        .or_else(|| {
+            (!state.starts_with('R'))
+                .then(|| stack.first().cloned())
+                .flatten()
+        })
+}
+
+/// The sockets in the threads' fd tables now, then those `recorded` at the kill still open.
+fn held_sockets(
+    proc_root: &Path,
+    holders: BTreeMap<u64, Vec<u32>>,
+    net_dir: Option<&Path>,
+    recorded: &[u64],
+) -> Vec<SocketInfo> {
     let recorded_only: Vec<u64> = recorded
         .iter()
-        .filter(|i| !socket_holders.contains_key(i))
+        .filter(|i| !holders.contains_key(i))
         .copied()
         .collect();
-    if !socket_holders.is_empty() || !recorded_only.is_empty() {
-        let net = net_dir.clone().unwrap_or_else(|| proc_root.join("net"));
-        let table = socket_table(&net);
-        for (inode, held_by) in socket_holders {
+    if holders.is_empty() && recorded_only.is_empty() {
+        return Vec::new();
+    }
+    let net = net_dir.map_or_else(|| proc_root.join("net"), Path::to_path_buf);
+    let table = socket_table(&net);
+    let mut sockets = in_fd_tables(holders, &table);
+    sockets.extend(recorded_still_open(&recorded_only, &table));
+    sockets
+}
+
+/// One socket per inode in an fd table now, with its holders, described from `table`.
+fn in_fd_tables(
+    holders: BTreeMap<u64, Vec<u32>>,
+    table: &BTreeMap<u64, (String, String)>,
+) -> Vec<SocketInfo> {
+    holders
+        .into_iter()
+        .map(|(inode, held_by)| {
             let (proto, description) = table.get(&inode).cloned().unwrap_or_else(|| {
                 (
                     "unknown".into(),
@@ -261,70 +344,91 @@ pub fn collect(
                 )
             });
             let tids: Vec<String> = held_by.iter().map(u32::to_string).collect();
-            f.sockets.push(SocketInfo {
+            SocketInfo {
                 inode,
                 proto,
                 description,
                 attribution: format!("in the fd table of thread {} now", tids.join(", ")),
                 held_by,
-            });
-        }
-        // Held at the kill, in no fd table now, still open: the table was detached by a
-        // thread inside exit (exit_files), which closes them only when it gets out.
-        for inode in &recorded_only {
-            let inode = *inode;
-            if let Some((proto, description)) = table.get(&inode).cloned() {
-                f.sockets.push(SocketInfo {
-                    inode,
-                    proto,
-                    description,
-                    held_by: Vec::new(),
-                    attribution: "in its fd table when it was killed; no fd table lists it now \
-                                  (a thread inside exit has detached the table) and the socket \
-                                  is still open"
-                        .into(),
-                });
             }
-        }
-    }
-    // Nothing to go by (killed before oomtrace came, already inside exit_files): a thread is
-    // still exiting but no fd table is left. Its listeners still exist and no process holds
-    // them: name those of its network namespace, and say that is how they were found.
-    let exiting = f
-        .threads
+        })
+        .collect()
+}
+
+/// One socket per inode held at the kill, in no fd table now, that `table` still lists.
+fn recorded_still_open(
+    recorded_only: &[u64],
+    table: &BTreeMap<u64, (String, String)>,
+) -> Vec<SocketInfo> {
+    // Held at the kill, in no fd table now, still open: the table was detached by a
+    // thread inside exit (exit_files), which closes them only when it gets out.
+    recorded_only
         .iter()
-        .any(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'));
-    if f.sockets.is_empty()
-        && recorded.is_empty()
-        && exiting
-        && f.sigkill_pending == Some(true)
-        && let Some(net) = &net_dir
-    {
-        for (inode, (proto, description)) in unowned_listeners(proc_root, net) {
-            f.sockets.push(SocketInfo {
+        .filter_map(|&inode| {
+            let (proto, description) = table.get(&inode).cloned()?;
+            Some(SocketInfo {
                 inode,
                 proto,
                 description,
                 held_by: Vec::new(),
-                attribution: "a listener in its network namespace that no process's fd table \
-                              holds; its own table is detached while it exits, so most likely \
-                              its own (not recorded at its kill: killed before oomtrace \
-                              started, or inside exit before oomtrace looked)"
+                attribution: "in its fd table when it was killed; no fd table lists it now \
+                              (a thread inside exit has detached the table) and the socket \
+                              is still open"
                     .into(),
-            });
-        }
-    }
-    // An exited (zombie) leader reports the root cgroup: ask a live thread first.
-    let live = f
-        .threads
+            })
+        })
+        .collect()
+}
+
+/// Whether `f` is exiting with SIGKILL pending and no socket named or `recorded` at its kill.
+fn found_inside_exit(f: &Forensics, recorded: &[u64]) -> bool {
+    // Killed before oomtrace came, or already inside exit_files: a thread is still exiting
+    // but no fd table is left.
+    f.sockets.is_empty()
+        && recorded.is_empty()
+        && f.threads.iter().any(is_live)
+        && f.sigkill_pending == Some(true)
+}
+
+/// The listeners of the net namespace at `net` that no process holds, as the victim's own.
+fn unowned_listener_sockets(proc_root: &Path, net: &Path) -> Vec<SocketInfo> {
+    // An exiting victim's listeners still exist and no process holds them: name those of its
+    // network namespace, and say that is how they were found.
+    unowned_listeners(proc_root, net)
+        .into_iter()
+        .map(|(inode, (proto, description))| SocketInfo {
+            inode,
+            proto,
+            description,
+            held_by: Vec::new(),
+            attribution: "a listener in its network namespace that no process's fd table \
+                          holds; its own table is detached while it exits, so most likely \
+                          its own (not recorded at its kill: killed before oomtrace \
+                          started, or inside exit before oomtrace looked)"
+                .into(),
+        })
+        .collect()
+}
+
+/// Whether a thread has not exited (neither a zombie nor dead).
+fn is_live(t: &ThreadInfo) -> bool {
+    !t.state.starts_with('Z') && !t.state.starts_with('X')
+}
+
+/// The memcg of the process in `dir`, asked of a live thread first (a zombie leader: root).
+fn victim_memcg(
+    dir: &Path,
+    threads: &[ThreadInfo],
+    memcg_root: Option<&Path>,
+    tids: &[u32],
+) -> Option<MemcgInfo> {
+    let live = threads
         .iter()
-        .find(|t| !t.state.starts_with('Z') && !t.state.starts_with('X'))
+        .find(|t| is_live(t))
         .map(|t| dir.join("task").join(t.tid.to_string()));
-    f.memcg = live
-        .and_then(|t| memcg_of(&t, memcg_root, &tids))
+    live.and_then(|t| memcg_of(&t, memcg_root, tids))
         .filter(|m| m.path != "/")
-        .or_else(|| memcg_of(&dir, memcg_root, &tids));
-    f
+        .or_else(|| memcg_of(dir, memcg_root, tids))
 }
 
 /// The memory cgroup path in `<dir>/cgroup` (a process or thread dir) and whether it is v1.
@@ -785,6 +889,118 @@ mod tests {
         std::fs::write(root.join("4242/task/4243/status"), running).unwrap();
         let f = collect(root.path(), 4242, None, &[]);
         assert_eq!(f.threads[1].wchan, None);
+    }
+
+    /// Everything gathered from the fixture (sockets in an fd table and recorded at the kill,
+    /// a v1 memcg), as serialized and as shown, pinned.
+    #[test]
+    fn the_fixtures_forensics_are_pinned() {
+        let f = collect(
+            &fixture(),
+            4242,
+            Some(&fixture().join("memcg")),
+            &[12_345, 99_999, 12_346],
+        );
+        let json = serde_json::to_string_pretty(&f).unwrap();
+        assert_eq!(
+            json,
+            r#"{
+  "tgid": 4242,
+  "exists": true,
+  "state": "Z (zombie)",
+  "ppid": 1,
+  "parent_comm": "systemd",
+  "threads_count": 2,
+  "sigkill_pending": true,
+  "tracer_pid": null,
+  "threads": [
+    {
+      "tid": 4242,
+      "state": "Z (zombie)",
+      "wchan": null,
+      "stack": []
+    },
+    {
+      "tid": 4243,
+      "state": "D (disk sleep)",
+      "wchan": "request_wait_answer",
+      "stack": [
+        "request_wait_answer",
+        "__fuse_simple_request",
+        "fuse_direct_io",
+        "fuse_file_read_iter",
+        "vfs_read",
+        "ksys_read"
+      ]
+    }
+  ],
+  "sockets": [
+    {
+      "inode": 12345,
+      "proto": "tcp",
+      "description": "LISTEN 127.0.0.1:47123",
+      "held_by": [
+        4243
+      ],
+      "attribution": "in the fd table of thread 4243 now"
+    },
+    {
+      "inode": 12346,
+      "proto": "tcp",
+      "description": "LISTEN 127.0.0.1:8080",
+      "held_by": [],
+      "attribution": "in its fd table when it was killed; no fd table lists it now (a thread inside exit has detached the table) and the socket is still open"
+    }
+  ],
+  "memcg": {
+    "path": "/oomtrace-test",
+    "usage_bytes": 262144,
+    "limit_bytes": 67108864,
+    "oom_kills": 3,
+    "oom_events": null,
+    "under_oom": false
+  },
+  "notes": []
+}"#
+        );
+        assert_eq!(
+            f.to_string(),
+            r#"    state Z (zombie), parent 1 (systemd), 2 thread(s), SIGKILL pending
+    thread 4242: Z (zombie)
+    thread 4243: D (disk sleep), wchan request_wait_answer, stack request_wait_answer <- __fuse_simple_request <- fuse_direct_io <- fuse_file_read_iter <- vfs_read <- ksys_read
+    holds LISTEN 127.0.0.1:47123 (socket 12345: in the fd table of thread 4243 now)
+    holds LISTEN 127.0.0.1:8080 (socket 12346: in its fd table when it was killed; no fd table lists it now (a thread inside exit has detached the table) and the socket is still open)
+    memcg /oomtrace-test: usage 0 MiB of 64 MiB, oom_kill 3
+"#
+        );
+    }
+
+    /// The tracer is the first one a thread's status names.
+    #[test]
+    fn the_first_threads_tracer_is_kept() {
+        let root = crate::scratch::ScratchDir::new("inspect-tracer");
+        let fx = fixture().join("4242");
+        for (f, tracer) in [
+            ("status", None),
+            ("task/4242/status", Some("55")),
+            ("task/4243/status", Some("77")),
+        ] {
+            let to = root.join(&format!("4242/{f}"));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let text = std::fs::read_to_string(fx.join(f)).unwrap();
+            let text = match tracer {
+                Some(t) => text.replace("TracerPid:\t0", &format!("TracerPid:\t{t}")),
+                None => text,
+            };
+            std::fs::write(&to, text).unwrap();
+        }
+        let f = collect(root.path(), 4242, None, &[]);
+        assert_eq!(f.tracer_pid, Some(55));
+        let leader = root.join("4242/task/4242/status");
+        let text = std::fs::read_to_string(&leader).unwrap();
+        std::fs::write(&leader, text.replace("TracerPid:\t55", "TracerPid:\t0")).unwrap();
+        let f = collect(root.path(), 4242, None, &[]);
+        assert_eq!(f.tracer_pid, Some(77));
     }
 
     #[test]

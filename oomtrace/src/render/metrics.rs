@@ -181,121 +181,144 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self, summary: &Summary) -> String {
         let mut s = String::new();
-        let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            s.len()
-        };
-        let _ = family(
+        self.write_per_workload(&mut s);
+        self.write_observable(&mut s);
+        self.write_victim_counts(&mut s, summary);
+        self.write_unstick(&mut s);
+        self.write_resources(&mut s, summary);
+        self.write_kill_to_dead(&mut s);
+        self.write_hooks(&mut s);
+        s
+    }
+
+    /// Appends the families labelled by memcg and workload: invocations, kills, stuck, livelocks.
+    fn write_per_workload(&self, s: &mut String) {
+        labelled(
+            s,
             "oomtrace_oom_invocations_total",
             "counter",
             "Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.",
+            &self.invocations,
         );
-        for (l, n) in &self.invocations {
-            let _ = writeln!(s, "oomtrace_oom_invocations_total{{{l}}} {n}");
-        }
-        let labelled =
-            |s: &mut String, name: &str, kind: &str, help: &str, map: &BTreeMap<String, i64>| {
-                let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (l, n) in map {
-                    let _ = writeln!(s, "{name}{{{l}}} {n}");
-                }
-            };
         labelled(
-            &mut s,
+            s,
             "oomtrace_kills_total",
             "counter",
             "OOM kills (victims), per memcg and the workload it names (pod, container, unit).",
             &self.kills,
         );
         labelled(
-            &mut s,
+            s,
             "oomtrace_stuck_victims",
             "gauge",
             "Victims flagged stuck and not dead now, per memcg and workload.",
             &self.stuck_now,
         );
         labelled(
-            &mut s,
+            s,
             "oomtrace_stuck_victims_total",
             "counter",
             "Victims ever flagged stuck, per memcg and workload.",
             &self.stuck_total,
         );
         labelled(
-            &mut s,
+            s,
             "oomtrace_livelocks_by_domain_total",
             "counter",
             "Livelocks (a memcg invoking the OOM killer again and again while a victim is stuck), per OOM domain.",
             &self.livelock_by,
         );
-        let _ = writeln!(
-            s,
-            "# HELP oomtrace_kill_path_observable 1 if kills and deaths can be seen on this kernel (mark_victim or the kernel's SIGKILL, exits, pidfd).\n# TYPE oomtrace_kill_path_observable gauge\noomtrace_kill_path_observable {}\n# HELP oomtrace_livelock_observable 1 if OOM invocations (the livelock signature) can be seen.\n# TYPE oomtrace_livelock_observable gauge\noomtrace_livelock_observable {}",
-            u8::from(self.kill_path_observable),
-            u8::from(self.livelock_observable)
-        );
-        let scalar = |s: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
+    }
+
+    /// Appends the gauges saying whether kills and deaths, and livelocks, can be seen.
+    fn write_observable(&self, s: &mut String) {
         scalar(
-            &mut s,
+            s,
+            "oomtrace_kill_path_observable",
+            "gauge",
+            "1 if kills and deaths can be seen on this kernel (mark_victim or the kernel's SIGKILL, exits, pidfd).",
+            u64::from(self.kill_path_observable),
+        );
+        scalar(
+            s,
+            "oomtrace_livelock_observable",
+            "gauge",
+            "1 if OOM invocations (the livelock signature) can be seen.",
+            u64::from(self.livelock_observable),
+        );
+    }
+
+    /// Appends the victim counts: stuck, flagged, dead, released, not released, livelocks.
+    fn write_victim_counts(&self, s: &mut String, summary: &Summary) {
+        scalar(
+            s,
             "oomtrace_victims_stuck",
             "gauge",
             "Victims flagged as not dead within the timeout and still not dead.",
             summary.stuck_now,
         );
         scalar(
-            &mut s,
+            s,
             "oomtrace_victims_flagged_total",
             "counter",
             "Victims ever flagged as stuck.",
             self.flagged,
         );
         scalar(
-            &mut s,
+            s,
             "oomtrace_victims_dead_total",
             "counter",
             "Victims whose last thread exited.",
             self.dead,
         );
         scalar(
-            &mut s,
+            s,
             "oomtrace_victims_released_total",
             "counter",
             "Victims whose zombie was reaped.",
             self.released,
         );
         scalar(
-            &mut s,
+            s,
             "oomtrace_victims_not_released",
             "gauge",
             "Dead victims whose parent has not reaped the zombie past the release timeout.",
             summary.not_released_now,
         );
         scalar(
-            &mut s,
+            s,
             "oomtrace_livelocks_total",
             "counter",
             "Memcgs that kept hitting OOM while a victim was stuck.",
             self.livelocks,
         );
-        if !self.unstick.is_empty() {
+    }
+
+    /// Appends the `watch --unstick` remedies by wait and result, if any was taken.
+    fn write_unstick(&self, s: &mut String) {
+        if self.unstick.is_empty() {
+            return;
+        }
+        header(
+            s,
+            "oomtrace_unstick_total",
+            "counter",
+            "Remedies watch --unstick took (or refused) for flagged victims.",
+        );
+        for ((wait, result), n) in &self.unstick {
             let _ = writeln!(
                 s,
-                "# HELP oomtrace_unstick_total Remedies watch --unstick took (or refused) for \
-                 flagged victims.\n# TYPE oomtrace_unstick_total counter"
+                "oomtrace_unstick_total{{wait=\"{}\",result=\"{}\"}} {n}",
+                escape(wait),
+                escape(result)
             );
-            for ((wait, result), n) in &self.unstick {
-                let _ = writeln!(
-                    s,
-                    "oomtrace_unstick_total{{wait=\"{}\",result=\"{}\"}} {n}",
-                    escape(wait),
-                    escape(result)
-                );
-            }
         }
+    }
+
+    /// Appends the resource gauges (victims held, kernel-tracked processes) and lost events.
+    fn write_resources(&self, s: &mut String, summary: &Summary) {
         scalar(
-            &mut s,
+            s,
             "oomtrace_victims_held",
             "gauge",
             "Victims the tracker holds in memory now (bounded).",
@@ -303,7 +326,7 @@ impl Metrics {
         );
         if let Some(n) = self.kernel_tracked {
             scalar(
-                &mut s,
+                s,
                 "oomtrace_kernel_tracked_processes",
                 "gauge",
                 "Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.",
@@ -311,15 +334,21 @@ impl Metrics {
             );
         }
         scalar(
-            &mut s,
+            s,
             "oomtrace_lost_events_total",
             "counter",
             "Events lost because the ring buffer was full.",
             summary.lost_events,
         );
-        let _ = writeln!(
+    }
+
+    /// Appends the kill→dead histogram: its buckets, sum and count.
+    fn write_kill_to_dead(&self, s: &mut String) {
+        header(
             s,
-            "# HELP oomtrace_kill_to_dead_seconds Time from the kill to the victim's last thread exiting.\n# TYPE oomtrace_kill_to_dead_seconds histogram"
+            "oomtrace_kill_to_dead_seconds",
+            "histogram",
+            "Time from the kill to the victim's last thread exiting.",
         );
         for (le, n) in BUCKETS.iter().zip(self.bucket_counts) {
             let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_bucket{{le=\"{le}\"}} {n}");
@@ -331,9 +360,15 @@ impl Metrics {
         );
         let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_sum {}", self.dead_sum_s);
         let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_count {}", self.dead_count);
-        let _ = writeln!(
+    }
+
+    /// Appends one gauge per planned hook: 1 if it attached, with the attach type used.
+    fn write_hooks(&self, s: &mut String) {
+        header(
             s,
-            "# HELP oomtrace_hook_attached 1 if the hook attached, with the attach type used (none: not observable here).\n# TYPE oomtrace_hook_attached gauge"
+            "oomtrace_hook_attached",
+            "gauge",
+            "1 if the hook attached, with the attach type used (none: not observable here).",
         );
         for (hook, attach) in &self.hooks {
             let v = u8::from(attach != "none");
@@ -342,8 +377,26 @@ impl Metrics {
                 "oomtrace_hook_attached{{hook=\"{hook}\",attach=\"{attach}\"}} {v}"
             );
         }
-        s
     }
+}
+
+/// Appends the `# HELP` and `# TYPE` lines of family `name`.
+fn header(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Appends family `name` with one sample per label set of `map`.
+fn labelled(s: &mut String, name: &str, kind: &str, help: &str, map: &BTreeMap<String, i64>) {
+    header(s, name, kind, help);
+    for (l, n) in map {
+        let _ = writeln!(s, "{name}{{{l}}} {n}");
+    }
+}
+
+/// Appends family `name` with its one unlabelled sample `v`.
+fn scalar(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    header(s, name, kind, help);
+    let _ = writeln!(s, "{name} {v}");
 }
 
 /// Parses `--metrics ADDR`: a bare port or `:PORT` binds to loopback.
@@ -431,5 +484,121 @@ mod tests {
             assert!(name.starts_with("oomtrace_"), "{line}");
         }
         assert!(text.contains("oomtrace_kill_to_dead_seconds_bucket{le=\"+Inf\"} 0"));
+    }
+
+    /// The whole exposition of a small Metrics that sets every family (an entry at 0 kept, a
+    /// label escaped, both optional families present), pinned byte for byte.
+    #[test]
+    fn exposition_is_pinned() {
+        let mut m = Metrics {
+            hooks: vec![
+                ("mark_victim".into(), "fentry".into()),
+                ("oom_invoke".into(), "none".into()),
+            ],
+            kill_path_observable: true,
+            kernel_tracked: Some(3),
+            victims_held: 2,
+            released: 4,
+            ..Metrics::default()
+        };
+        bump(&mut m.invocations, victim_labels("/a"));
+        bump(&mut m.kills, victim_labels("/a"));
+        bump(&mut m.kills, victim_labels("/a"));
+        bump(&mut m.kills, victim_labels("/b\"q"));
+        bump(&mut m.stuck_now, victim_labels("/a"));
+        add(&mut m.stuck_now, victim_labels("/a"), -1);
+        bump(&mut m.stuck_total, victim_labels("/a"));
+        bump(&mut m.livelock_by, victim_labels("/a"));
+        m.flagged = 1;
+        m.dead = 3;
+        m.livelocks = 1;
+        m.dead_count = 2;
+        m.dead_sum_s = 1.25;
+        m.bucket_counts = [0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2];
+        m.unstick("fuse", "applied");
+        m.unstick("ptrace", "re\"fused");
+        m.unstick("fuse", "applied");
+        let summary = Summary {
+            stuck_now: 0,
+            not_released_now: 1,
+            lost_events: 7,
+            ..Summary::default()
+        };
+        let expected = r#"# HELP oomtrace_oom_invocations_total Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.
+# TYPE oomtrace_oom_invocations_total counter
+oomtrace_oom_invocations_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
+# HELP oomtrace_kills_total OOM kills (victims), per memcg and the workload it names (pod, container, unit).
+# TYPE oomtrace_kills_total counter
+oomtrace_kills_total{memcg="/a",kind="cgroup",workload="/a",container=""} 2
+oomtrace_kills_total{memcg="/b\"q",kind="cgroup",workload="/b\"q",container=""} 1
+# HELP oomtrace_stuck_victims Victims flagged stuck and not dead now, per memcg and workload.
+# TYPE oomtrace_stuck_victims gauge
+oomtrace_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container=""} 0
+# HELP oomtrace_stuck_victims_total Victims ever flagged stuck, per memcg and workload.
+# TYPE oomtrace_stuck_victims_total counter
+oomtrace_stuck_victims_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
+# HELP oomtrace_livelocks_by_domain_total Livelocks (a memcg invoking the OOM killer again and again while a victim is stuck), per OOM domain.
+# TYPE oomtrace_livelocks_by_domain_total counter
+oomtrace_livelocks_by_domain_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
+# HELP oomtrace_kill_path_observable 1 if kills and deaths can be seen on this kernel (mark_victim or the kernel's SIGKILL, exits, pidfd).
+# TYPE oomtrace_kill_path_observable gauge
+oomtrace_kill_path_observable 1
+# HELP oomtrace_livelock_observable 1 if OOM invocations (the livelock signature) can be seen.
+# TYPE oomtrace_livelock_observable gauge
+oomtrace_livelock_observable 0
+# HELP oomtrace_victims_stuck Victims flagged as not dead within the timeout and still not dead.
+# TYPE oomtrace_victims_stuck gauge
+oomtrace_victims_stuck 0
+# HELP oomtrace_victims_flagged_total Victims ever flagged as stuck.
+# TYPE oomtrace_victims_flagged_total counter
+oomtrace_victims_flagged_total 1
+# HELP oomtrace_victims_dead_total Victims whose last thread exited.
+# TYPE oomtrace_victims_dead_total counter
+oomtrace_victims_dead_total 3
+# HELP oomtrace_victims_released_total Victims whose zombie was reaped.
+# TYPE oomtrace_victims_released_total counter
+oomtrace_victims_released_total 4
+# HELP oomtrace_victims_not_released Dead victims whose parent has not reaped the zombie past the release timeout.
+# TYPE oomtrace_victims_not_released gauge
+oomtrace_victims_not_released 1
+# HELP oomtrace_livelocks_total Memcgs that kept hitting OOM while a victim was stuck.
+# TYPE oomtrace_livelocks_total counter
+oomtrace_livelocks_total 1
+# HELP oomtrace_unstick_total Remedies watch --unstick took (or refused) for flagged victims.
+# TYPE oomtrace_unstick_total counter
+oomtrace_unstick_total{wait="fuse",result="applied"} 2
+oomtrace_unstick_total{wait="ptrace",result="re\"fused"} 1
+# HELP oomtrace_victims_held Victims the tracker holds in memory now (bounded).
+# TYPE oomtrace_victims_held gauge
+oomtrace_victims_held 2
+# HELP oomtrace_kernel_tracked_processes Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.
+# TYPE oomtrace_kernel_tracked_processes gauge
+oomtrace_kernel_tracked_processes 3
+# HELP oomtrace_lost_events_total Events lost because the ring buffer was full.
+# TYPE oomtrace_lost_events_total counter
+oomtrace_lost_events_total 7
+# HELP oomtrace_kill_to_dead_seconds Time from the kill to the victim's last thread exiting.
+# TYPE oomtrace_kill_to_dead_seconds histogram
+oomtrace_kill_to_dead_seconds_bucket{le="0.001"} 0
+oomtrace_kill_to_dead_seconds_bucket{le="0.005"} 0
+oomtrace_kill_to_dead_seconds_bucket{le="0.01"} 0
+oomtrace_kill_to_dead_seconds_bucket{le="0.05"} 0
+oomtrace_kill_to_dead_seconds_bucket{le="0.1"} 0
+oomtrace_kill_to_dead_seconds_bucket{le="0.5"} 1
+oomtrace_kill_to_dead_seconds_bucket{le="1"} 1
+oomtrace_kill_to_dead_seconds_bucket{le="2"} 2
+oomtrace_kill_to_dead_seconds_bucket{le="5"} 2
+oomtrace_kill_to_dead_seconds_bucket{le="10"} 2
+oomtrace_kill_to_dead_seconds_bucket{le="30"} 2
+oomtrace_kill_to_dead_seconds_bucket{le="60"} 2
+oomtrace_kill_to_dead_seconds_bucket{le="+Inf"} 2
+oomtrace_kill_to_dead_seconds_sum 1.25
+oomtrace_kill_to_dead_seconds_count 2
+# HELP oomtrace_hook_attached 1 if the hook attached, with the attach type used (none: not observable here).
+# TYPE oomtrace_hook_attached gauge
+oomtrace_hook_attached{hook="mark_victim",attach="fentry"} 1
+oomtrace_hook_attached{hook="oom_invoke",attach="none"} 0
+"#;
+        assert_eq!(m.render(&summary), expected);
     }
 }

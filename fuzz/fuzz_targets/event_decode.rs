@@ -1,13 +1,32 @@
 //! Ring-buffer records as the kernel (or a dump) hands them to `Event::decode`: any bytes give
-//! an event or a typed error, and an event encodes back to exactly the bytes it came from.
+//! an event or a typed error, and an event encodes back to exactly the bytes it came from —
+//! except an `oom_kill` of the older, shorter layout (dumps from before `chosen_memcg_id`),
+//! which encodes in the current one: the same bytes, then the field it lacked, as zeros.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomtrace::event::Event;
+use oomtrace::event::{Event, Payload};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(ev) = Event::decode(data) {
-        assert_eq!(ev.encode(), data, "decode → encode is not the identity");
-        assert_eq!(Event::decode(&ev.encode()), Ok(ev));
+        let again = ev.encode();
+        if again.len() == data.len() {
+            assert_eq!(again, data, "decode → encode is not the identity");
+        } else {
+            assert!(
+                matches!(ev.payload, Payload::OomKill(_)),
+                "only oom_kill has an older layout"
+            );
+            assert_eq!(
+                &again[..data.len()],
+                data,
+                "the older layout is not a prefix"
+            );
+            assert!(
+                again[data.len()..].iter().all(|&b| b == 0),
+                "grown fields not 0"
+            );
+        }
+        assert_eq!(Event::decode(&again), Ok(ev));
     }
 });

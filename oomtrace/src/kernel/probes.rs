@@ -7,6 +7,7 @@
 use std::{
     collections::BTreeSet,
     path::Path,
+    thread::ScopedJoinHandle,
     time::{Duration, Instant},
 };
 
@@ -16,7 +17,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
-use oomtrace_common::names;
+use oomtrace_common::{Config, names};
 use serde::Serialize;
 
 use crate::kernel::{
@@ -24,7 +25,7 @@ use crate::kernel::{
     cgroups::{self, MemoryController},
     offsets::Layout,
     plan::{self, AttachType, Candidate, Facts, Hook, HookPlan, Target},
-    tracefs::Tracefs,
+    tracefs::{Tracefs, TracefsError},
 };
 
 /// The eBPF object, embedded at build time: the binary is the only file a host needs.
@@ -106,124 +107,20 @@ impl Probes {
     /// run (not root, no BPF at all); individual hooks that cannot attach are in `plan`.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Probes> {
         let started = Instant::now();
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root {
-            anyhow::bail!(
-                "oomtrace needs root to load eBPF programs (CAP_BPF and CAP_PERFMON at least): \
-                 run it with sudo"
-            );
-        }
+        let root = require_root()?;
         raise_memlock_limit();
-        // The BTF work below allocates ~15 MB in large blocks and frees it. glibc's dynamic
-        // threshold would start serving such blocks from the heap after the first is freed,
-        // where they stay resident (malloc_trim does not shrink a thread's arena); a fixed
-        // threshold keeps them in their own mappings, unmapped when freed.
-        // SAFETY: mallopt has no preconditions.
-        #[cfg(target_env = "gnu")]
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10)
-        };
+        keep_large_blocks_mapped();
         let loader = loader_without_btf();
         let btf = read_vmlinux_btf().and_then(|b| Btf::from_vec(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
-        let has_function = |f: &&str| btf.as_ref().is_ok_and(|b| b.has_function(f));
-        let btf_functions = btf_attach_targets()
-            .0
-            .into_iter()
-            .filter(has_function)
-            .collect();
-        let mark_victim_btf_has_task = btf.as_ref().is_ok_and(|b| {
-            b.tracepoint_args("mark_victim").is_ok_and(|args| {
-                matches!(args.first(), Some(TypeDesc::Ptr { to })
-                    if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
-            })
-        });
-        let exit_btf_has_group_dead = btf.as_ref().is_ok_and(|b| {
-            b.tracepoint_args("sched_process_exit")
-                .is_ok_and(|args| args.len() >= 2)
-        });
-        let btf_state = btf
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| format!("kernel BTF unusable: {e}"));
-        let kprobes = kprobes_available(tracefs.as_ref().ok());
-        let facts = Facts {
-            btf: btf_state.clone(),
-            btf_functions,
-            kprobes: kprobes.clone(),
-            tracepoints: tracepoints_present(tracefs.as_ref().ok()),
-            tracefs: tracefs.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            mark_victim_btf_has_task,
-            exit_btf_has_group_dead,
-            forbidden: opts.forbid.clone(),
-        };
-        // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
-        // kernel's ids of those names and nothing else. Functions come late in the kernel's
-        // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
-        // the other core while the maps are created and the tracepoints attach; the plan tries
-        // function hooks last. The index and its 5.5 MB blob are freed before.
-        let skeletons = btf.map(|b| {
-            let (functions, tracepoints) = btf_attach_targets();
-            (
-                b.attach_skeleton(&[], &tracepoints),
-                b.attach_skeleton(&functions, &[]),
-            )
-        });
-        let mut config = layout.config;
-        config.trace_all_exits = u32::from(opts.trace_all_exits);
-        let (plan, ebpf) = std::thread::scope(|s| {
-            let (tracepoints, functions) = match skeletons {
-                Ok((t, f)) => (Ok(t), Ok(f)),
-                Err(e) => (Err(e.clone()), Err(e)),
-            };
-            let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
-            let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
-            let mut loader = loader;
-            if let Some(bytes) = opts.ring_bytes {
-                loader.map_max_entries(names::EVENTS, bytes);
-            }
-            let mut ebpf = loader
-                .override_global(names::CONFIG, &config, true)
-                .load(OBJECT)
-                .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")?;
-            let (mut functions, mut parsed) = (Some(functions), None);
-            let plan = plan::resolve_all(&facts, |c| {
-                let btf = match c.attach {
-                    AttachType::TpBtf => tracepoints.as_ref().map_err(String::as_str),
-                    AttachType::Fentry | AttachType::Fexit => parsed
-                        .get_or_insert_with(|| match functions.take().map(|f| f.join()) {
-                            Some(Ok(parsed)) => parsed,
-                            _ => Err("aya panicked parsing the function BTF".into()),
-                        })
-                        .as_ref()
-                        .map_err(String::as_str),
-                    _ => Err("not used by this attach type"),
-                };
-                attach_one(&mut ebpf, btf, c)
-            });
-            anyhow::Ok((plan, ebpf))
-        })?;
-        let env = Environment {
-            kernel: kernel_release(),
-            root,
-            btf: btf_state,
-            tracefs_mounted_by_us: tracefs.as_ref().is_ok_and(|t| t.mounted_by_us),
-            tracefs: tracefs
-                .as_ref()
-                .map(|t| t.root.display().to_string())
-                .map_err(|e| e.to_string()),
-            kprobes,
-            memory_controller: cgroups::memory_controller(),
-            missing_offsets: layout.missing.clone(),
-        };
+        let facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
+        let skeletons = attach_skeletons(btf);
+        let config = program_config(&layout, opts);
+        let (plan, ebpf) = attach_plan(loader, &config, opts.ring_bytes, skeletons, &facts)?;
+        let env = environment(root, &facts, tracefs.as_ref(), &layout);
         // The parsed BTFs are gone: give their memory back (glibc keeps freed heap otherwise).
-        // SAFETY: no preconditions.
-        #[cfg(target_env = "gnu")]
-        unsafe {
-            libc::malloc_trim(0)
-        };
+        trim_heap();
         Ok(Probes {
             env,
             plan,
@@ -330,6 +227,187 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// `true`, the process being root; otherwise an error saying to run oomtrace with sudo.
+fn require_root() -> anyhow::Result<bool> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        anyhow::bail!(
+            "oomtrace needs root to load eBPF programs (CAP_BPF and CAP_PERFMON at least): \
+             run it with sudo"
+        );
+    }
+    Ok(root)
+}
+
+/// Nothing: fixes glibc's mmap threshold (called before [`Probes::load`]'s BTF work).
+fn keep_large_blocks_mapped() {
+    // The BTF work after this allocates ~15 MB in large blocks and frees it. glibc's dynamic
+    // threshold would start serving such blocks from the heap after the first is freed,
+    // where they stay resident (malloc_trim does not shrink a thread's arena); a fixed
+    // threshold keeps them in their own mappings, unmapped when freed.
+    // SAFETY: mallopt has no preconditions.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10)
+    };
+}
+
+/// The facts the plan decides by: what the kernel's BTF and tracefs offer, and `--forbid`.
+fn kernel_facts(
+    btf: Result<&Btf, &String>,
+    tracefs: Result<&Tracefs, &TracefsError>,
+    forbid: &BTreeSet<AttachType>,
+) -> Facts {
+    let has_function = |f: &&str| btf.is_ok_and(|b| b.has_function(f));
+    Facts {
+        btf: btf
+            .map(|_| ())
+            .map_err(|e| format!("kernel BTF unusable: {e}")),
+        btf_functions: btf_attach_targets()
+            .0
+            .into_iter()
+            .filter(has_function)
+            .collect(),
+        kprobes: kprobes_available(tracefs.ok()),
+        tracepoints: tracepoints_present(tracefs.ok()),
+        tracefs: tracefs.map(|_| ()).map_err(|e| e.to_string()),
+        mark_victim_btf_has_task: btf.is_ok_and(mark_victim_passes_task),
+        exit_btf_has_group_dead: btf.is_ok_and(exit_passes_group_dead),
+        forbidden: forbid.clone(),
+    }
+}
+
+/// Whether tp_btf `mark_victim` passes a `task_struct *` first (Linux ≥ 6.8).
+fn mark_victim_passes_task(btf: &Btf) -> bool {
+    btf.tracepoint_args("mark_victim").is_ok_and(|args| {
+        matches!(args.first(), Some(TypeDesc::Ptr { to })
+            if matches!(&**to, TypeDesc::Struct { name, .. } if name == "task_struct"))
+    })
+}
+
+/// Whether tp_btf `sched_process_exit` passes `group_dead` after the task (Linux ≥ 6.16).
+fn exit_passes_group_dead(btf: &Btf) -> bool {
+    btf.tracepoint_args("sched_process_exit")
+        .is_ok_and(|args| args.len() >= 2)
+}
+
+/// The (tracepoints, functions) BTF skeletons the BTF-attached loads use, or why there are none.
+fn attach_skeletons(btf: Result<Btf, String>) -> Result<(Vec<u8>, Vec<u8>), String> {
+    // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
+    // kernel's ids of those names and nothing else. Functions come late in the kernel's
+    // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
+    // the other core while the maps are created and the tracepoints attach; the plan tries
+    // function hooks last. The index and its 5.5 MB blob are freed before.
+    btf.map(|b| {
+        let (functions, tracepoints) = btf_attach_targets();
+        (
+            b.attach_skeleton(&[], &tracepoints),
+            b.attach_skeleton(&functions, &[]),
+        )
+    })
+}
+
+/// The CONFIG global the programs read: the layout's offsets and the user's options.
+fn program_config(layout: &Layout, opts: &LoadOptions) -> Config {
+    let mut config = layout.config;
+    config.trace_all_exits = u32::from(opts.trace_all_exits);
+    config
+}
+
+/// The plan as resolved and the object it attached; the function skeleton is parsed on
+/// another thread meanwhile (see [`attach_skeletons`]).
+fn attach_plan<'a>(
+    loader: EbpfLoader<'a>,
+    config: &'a Config,
+    ring_bytes: Option<u32>,
+    skeletons: Result<(Vec<u8>, Vec<u8>), String>,
+    facts: &Facts,
+) -> anyhow::Result<(Vec<HookPlan>, Ebpf)> {
+    std::thread::scope(|s| {
+        let (tracepoints, functions) = match skeletons {
+            Ok((t, f)) => (Ok(t), Ok(f)),
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
+        let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
+        let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
+        let mut ebpf = create_maps(loader, config, ring_bytes)?;
+        let tracepoints = tracepoints.as_ref().map_err(String::as_str);
+        let plan = resolve_plan(&mut ebpf, facts, tracepoints, functions);
+        anyhow::Ok((plan, ebpf))
+    })
+}
+
+/// The eBPF object loaded with its maps created and `config` in its CONFIG global.
+fn create_maps<'a>(
+    mut loader: EbpfLoader<'a>,
+    config: &'a Config,
+    ring_bytes: Option<u32>,
+) -> anyhow::Result<Ebpf> {
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    loader
+        .override_global(names::CONFIG, config, true)
+        .load(OBJECT)
+        .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")
+}
+
+/// Every hook's plan, its candidates tried with [`attach_one`]; the first fentry/fexit one
+/// joins the thread parsing the function skeleton.
+fn resolve_plan(
+    ebpf: &mut Ebpf,
+    facts: &Facts,
+    tracepoints: Result<&aya::Btf, &str>,
+    functions: ScopedJoinHandle<'_, Result<aya::Btf, String>>,
+) -> Vec<HookPlan> {
+    let (mut functions, mut parsed) = (Some(functions), None);
+    plan::resolve_all(facts, |c| {
+        let btf = match c.attach {
+            AttachType::TpBtf => tracepoints,
+            AttachType::Fentry | AttachType::Fexit => parsed
+                .get_or_insert_with(|| match functions.take().map(|f| f.join()) {
+                    Some(Ok(parsed)) => parsed,
+                    _ => Err("aya panicked parsing the function BTF".into()),
+                })
+                .as_ref()
+                .map_err(String::as_str),
+            _ => Err("not used by this attach type"),
+        };
+        attach_one(ebpf, btf, c)
+    })
+}
+
+/// The environment as `check` shows it, from the facts found and what else load looked at.
+fn environment(
+    root: bool,
+    facts: &Facts,
+    tracefs: Result<&Tracefs, &TracefsError>,
+    layout: &Layout,
+) -> Environment {
+    Environment {
+        kernel: kernel_release(),
+        root,
+        btf: facts.btf.clone(),
+        tracefs_mounted_by_us: tracefs.is_ok_and(|t| t.mounted_by_us),
+        tracefs: tracefs
+            .map(|t| t.root.display().to_string())
+            .map_err(|e| e.to_string()),
+        kprobes: facts.kprobes.clone(),
+        memory_controller: cgroups::memory_controller(),
+        missing_offsets: layout.missing.clone(),
+    }
+}
+
+/// Nothing: hands the heap's free memory back to the kernel.
+fn trim_heap() {
+    // SAFETY: no preconditions.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
 }
 
 /// Loads and attaches one candidate; on failure unloads it and says why, in one line. `btf` is

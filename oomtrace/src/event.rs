@@ -115,6 +115,18 @@ impl Event {
         }
     }
 
+    /// Every memcg the event names: [`Event::memcg`] and, for a kill decision, the victim's own
+    /// memcg where it differs from the OOM domain (userspace resolves and records each).
+    pub fn memcgs(&self) -> impl Iterator<Item = u64> {
+        let own = match self.payload {
+            Payload::OomKill(p) if p.chosen_memcg_id != 0 && p.chosen_memcg_id != p.memcg_id => {
+                Some(p.chosen_memcg_id)
+            }
+            _ => None,
+        };
+        self.memcg().into_iter().chain(own)
+    }
+
     /// Decodes one record.
     pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         let header: Header = read_pod(buf).ok_or(DecodeError::ShortHeader {
@@ -446,6 +458,11 @@ mod tests {
         };
         assert_eq!(kill.subject().tgid, Some(50));
         assert_eq!(kill.memcg(), Some(77), "the OOM domain");
+        assert_eq!(
+            kill.memcgs().collect::<Vec<_>>(),
+            [77, 78],
+            "and the victim's own, to be resolved too"
+        );
         let exit = exit_event();
         assert_eq!(exit.subject().tgid, Some(10), "the current task's process");
         assert_eq!(exit.memcg(), None);

@@ -447,14 +447,19 @@ impl<W: std::io::Write> Runner<W> {
 
     fn event(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
         let ev = *ev;
-        let memcg = ev.memcg();
-        let path = memcg.and_then(|id| self.session.renderer.memcgs.path(id));
-        if let (Some(id), Some(p)) = (memcg, &path)
-            && self.recorded_memcgs.insert(id)
-        {
-            self.session.tracker.memcg_path(id, p);
-            self.write_dump(|d| d.memcg(id, p));
+        // Every memcg the event names is resolved to its path for the tracker (the filter and
+        // OOM domains match by path) and recorded once in the dump.
+        for id in ev.memcgs() {
+            if let Some(p) = self.session.renderer.memcgs.path(id)
+                && self.recorded_memcgs.insert(id)
+            {
+                self.session.tracker.memcg_path(id, &p);
+                self.write_dump(|d| d.memcg(id, &p));
+            }
         }
+        let path = ev
+            .memcg()
+            .and_then(|id| self.session.renderer.memcgs.path(id));
         self.write_dump(|d| d.event(raw));
         if let Some(m) = &mut self.metrics {
             m.event(&ev, path);

@@ -449,17 +449,20 @@ impl<W: std::io::Write> Runner<W> {
         let ev = *ev;
         // Every memcg the event names is resolved to its path for the tracker (the filter and
         // OOM domains match by path) and recorded once in the dump.
-        for id in ev.memcgs() {
-            if let Some(p) = self.session.renderer.memcgs.path(id)
-                && self.recorded_memcgs.insert(id)
-            {
+        // The first is the event's own memcg (`Event::memcg`), the one the metrics label.
+        let mut path = None;
+        for (i, id) in ev.memcgs().enumerate() {
+            let Some(p) = self.session.renderer.memcgs.path(id) else {
+                continue;
+            };
+            if self.recorded_memcgs.insert(id) {
                 self.session.tracker.memcg_path(id, &p);
                 self.write_dump(|d| d.memcg(id, &p));
             }
+            if i == 0 {
+                path = Some(p);
+            }
         }
-        let path = ev
-            .memcg()
-            .and_then(|id| self.session.renderer.memcgs.path(id));
         self.write_dump(|d| d.event(raw));
         if let Some(m) = &mut self.metrics {
             m.event(&ev, path);

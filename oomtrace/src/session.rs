@@ -152,8 +152,7 @@ impl<W: Write> Session<W> {
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
         if self.events && self.shows_event(ev) {
-            let line = self.format.event(&mut self.renderer, ev);
-            self.out.write_all(line.as_bytes())?;
+            self.format.event(&mut self.renderer, ev, &mut self.out)?;
         }
         let mut found = std::mem::take(&mut self.findings);
         self.tracker.on_event(ev, &mut found);

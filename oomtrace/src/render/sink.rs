@@ -4,6 +4,8 @@
 //! Every function returns whole lines, newline included; text is escaped where it carries
 //! names the kernel or a process chose ([`printable`]).
 
+use std::io::{self, Write};
+
 use serde_json::{Value, json};
 
 use crate::{
@@ -26,11 +28,12 @@ impl Format {
         if json { Format::Json } else { Format::Text }
     }
 
-    /// One kernel event.
-    pub fn event(self, r: &mut Renderer, ev: &Event) -> String {
+    /// One kernel event, written straight to `out` (the per-event path: no line is built
+    /// twice).
+    pub fn event(self, r: &mut Renderer, ev: &Event, out: &mut impl Write) -> io::Result<()> {
         match self {
-            Format::Json => format!("{}\n", r.json(ev)),
-            Format::Text => format!("{}\n", printable(&r.text(ev))),
+            Format::Json => writeln!(out, "{}", r.json(ev)),
+            Format::Text => writeln!(out, "{}", printable(&r.text(ev))),
         }
     }
 

@@ -93,8 +93,9 @@ impl Event {
             | Payload::StartReaping(r)
             | Payload::FinishReaping(r)
             | Payload::SkipReaping(r) => process(r.pid, 0),
-            // Reported for processes (leaders) only.
-            Payload::TaskFree(p) => process(p.pid, p.pid),
+            // The freed task: a leader's free is its process's release, but on the classic
+            // path a thread's free is reported too, so the process is not known from it.
+            Payload::TaskFree(p) => process(p.pid, 0),
             Payload::GroupExited(p) => process(p.pid, p.pid),
             Payload::PreExisting(p) => process(p.pid, p.pid),
             // The current task is the subject.

@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     event::{Event, Payload},
-    kernel::{cgroups::MemcgPaths, plan::Hook},
+    kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     record::dump::{DumpProblem, Header, Reader, Record},
     render::{
@@ -55,7 +55,7 @@ pub struct Replay {
 
 /// What the recording's plan could deliver; everything for a dump without a plan.
 fn observability_from(header: &Header) -> Observability {
-    if header.attached(Hook::OomKill.name()).is_none() {
+    if !header.has_plan() {
         return Observability::ALL;
     }
     Observability::from_plan(

@@ -587,6 +587,11 @@ impl Header {
         })
     }
 
+    /// Whether the dump recorded its attach plan (older dumps did not).
+    pub fn has_plan(&self) -> bool {
+        self.plan.as_ref().is_some_and(Value::is_array)
+    }
+
     /// Whether `hook` attached when the dump was recorded; `None` without a recorded plan.
     pub fn attached(&self, hook: &str) -> Option<bool> {
         let plan = self.plan.as_ref()?.as_array()?;

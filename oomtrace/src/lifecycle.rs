@@ -572,11 +572,7 @@ impl Tracker {
 
     fn on_sigkill(&mut self, ev: &Event, p: &oomtrace_common::KernelSigkill) {
         let h = ev.header;
-        let tgid = if p.target_tgid != 0 {
-            p.target_tgid
-        } else {
-            p.target_pid
-        };
+        let tgid = ev.subject().process_or_thread();
         let target = Task {
             pid: p.target_pid,
             tgid,

@@ -236,7 +236,7 @@ impl Renderer {
             Payload::KernelSigkill(p) => json!({
                 "target": {
                     "pid": p.target_pid,
-                    "tgid": if p.target_tgid == 0 { Value::Null } else { p.target_tgid.into() },
+                    "tgid": ev.subject().tgid,
                     "comm": cstr(&p.target_comm),
                     "start_ns": if p.target_start_ns == 0 { Value::Null } else { p.target_start_ns.into() },
                 },
@@ -353,10 +353,9 @@ impl Renderer {
                 s + &format!(", allocation by {cur}")
             }
             Payload::KernelSigkill(p) => {
-                let who = if p.target_tgid != 0 {
-                    format!("pid {}", p.target_tgid)
-                } else {
-                    format!("tid {}", p.target_pid)
+                let who = match ev.subject().tgid {
+                    Some(tgid) => format!("pid {tgid}"),
+                    None => format!("tid {}", p.target_pid),
                 };
                 format!(
                     "SIGKILL to {who} ({}) by the kernel, from {cur}",

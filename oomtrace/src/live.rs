@@ -14,7 +14,6 @@ use aya::maps::{MapData, RingBuf};
 use serde_json::{Value, json};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    net::TcpListener,
     signal::unix::{SignalKind, signal},
 };
 
@@ -120,7 +119,7 @@ fn plan_line(
     opts: &LiveOptions,
     death: &Result<(), String>,
     privileges: Value,
-    listener: Option<&TcpListener>,
+    metrics_addr: Option<SocketAddr>,
 ) -> Value {
     let mut line = json!({
         "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
@@ -131,12 +130,8 @@ fn plan_line(
         "death": death_of(death),
         "privileges": privileges,
     });
-    if let Some(l) = listener {
-        line["metrics_addr"] = l
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-            .into();
+    if let Some(a) = metrics_addr {
+        line["metrics_addr"] = a.to_string().into();
     }
     line
 }
@@ -222,7 +217,7 @@ fn write_banner(
     probes: &Probes,
     opts: &LiveOptions,
     death: &Result<(), String>,
-    listener: Option<&TcpListener>,
+    metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     if opts.json {
         writeln!(out, "{header}")?;
@@ -247,8 +242,7 @@ fn write_banner(
                  livelock signature cannot be observed"
             )?;
         }
-        if let (Some(l), Some(addr)) = (listener, opts.metrics) {
-            let bound = l.local_addr().unwrap_or(addr);
+        if let Some(bound) = metrics_addr.or(opts.metrics) {
             writeln!(out, "metrics: http://{bound}/metrics")?;
         }
         if let Some(p) = &opts.record {
@@ -319,8 +313,6 @@ const POLL: Duration = Duration::from_millis(50);
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// Metrics connections served at once, at most.
-const MAX_SCRAPES: usize = 64;
 /// How long hooks still running when oomtrace ends may take before they are killed.
 const HOOK_GRACE_AT_EXIT: Duration = Duration::from_secs(2);
 
@@ -342,6 +334,11 @@ struct Runner<W: std::io::Write> {
     /// What was changed for a victim, to put back once it is dead.
     unstuck: std::collections::HashMap<u32, crate::host::unstick::Applied>,
     flagged: u64,
+    /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
+    poll_ring: bool,
+    /// When the dump was last synced to disk, and its size then.
+    last_sync: (tokio::time::Instant, u64),
+    last_sweep: tokio::time::Instant,
 }
 
 impl<W: std::io::Write> Runner<W> {
@@ -635,24 +632,27 @@ impl<W: std::io::Write> Runner<W> {
     /// the end of the reorder window), when the dump is due a sync, and every `POLL` while
     /// hooks run or the ring buffer must be polled. `None` when nothing is pending: an idle
     /// oomtrace does not wake up at all.
-    fn next_wake(
-        &self,
-        poll_ring: bool,
-        (last_sync, synced_bytes): (tokio::time::Instant, u64),
-    ) -> Option<tokio::time::Instant> {
+    fn next_wake(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
+        let (last_sync, synced_bytes) = self.last_sync;
         let due = self.session.tracker.next_tick_due().map(|due| {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(due.saturating_sub(now_ns))
         });
         let hooks_running = self.hooks.as_ref().is_some_and(|h| !h.is_empty());
-        let poll = (poll_ring || hooks_running).then_some(now + POLL);
+        let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
         let sync = self
             .dump
             .as_ref()
             .filter(|d| d.bytes() > synced_bytes)
             .map(|_| (last_sync + SYNC_EVERY).max(now));
-        [due, poll, sync].into_iter().flatten().min()
+        // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
+        // nothing is tracked it is two map lookups.
+        let sweep = (self.last_sweep + SWEEP_EVERY).max(now);
+        [due, poll, sync]
+            .into_iter()
+            .flatten()
+            .fold(sweep, std::cmp::min)
     }
 
     /// Removes processes that no longer exist from the in-kernel filter (their release was seen
@@ -699,18 +699,44 @@ impl<W: std::io::Write> Runner<W> {
 
     /// Flushes the dump; every SYNC_EVERY, if it grew, writes the summary so far and syncs it
     /// to disk (a crash loses at most that much).
-    fn sync_dump(&mut self, last_sync: &mut tokio::time::Instant, synced_bytes: &mut u64) {
+    fn sync_dump(&mut self) {
         let summary = json!(self.session.tracker.summary());
+        let (last_sync, synced_bytes) = self.last_sync;
         let due = last_sync.elapsed() >= SYNC_EVERY;
+        let mut synced = None;
         self.write_dump(|d| {
             d.flush()?;
-            if d.bytes() > *synced_bytes && due {
+            if d.bytes() > synced_bytes && due {
                 d.summary(&summary)?;
                 d.sync()?;
-                (*last_sync, *synced_bytes) = (tokio::time::Instant::now(), d.bytes());
+                synced = Some((tokio::time::Instant::now(), d.bytes()));
             }
             Ok(())
         });
+        if let Some(s) = synced {
+            self.last_sync = s;
+        }
+    }
+
+    /// Whatever is due: events not yet woken for, lost-event counts, the sweep, the dump's
+    /// sync, timeouts, hooks.
+    fn on_tick(
+        &mut self,
+        probes: &mut Probes,
+        ring: &mut RingBuf<MapData>,
+        deaths: &mut DeathWatch,
+    ) -> anyhow::Result<()> {
+        drain(ring, self, deaths)?;
+        self.lost(probes.lost_events()?)?;
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = tokio::time::Instant::now();
+            self.sweep(probes)?;
+        }
+        self.sync_dump();
+        self.session.tick(monotonic_now())?;
+        self.after_findings()?;
+        self.reap_hooks();
+        Ok(())
     }
 
     /// The metrics page now, told how many processes the kernel side tracks.
@@ -735,6 +761,63 @@ impl<W: std::io::Write> Runner<W> {
 
 /// Runs until SIGINT/SIGTERM or `duration`.
 pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outcome> {
+    let (mut runner, endpoint) = start(probes, opts).await?;
+    // Held for the run: the kernel counts program run time only while it is open.
+    let _stats = if opts.bpf_stats {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time stats")?,
+        )
+    } else {
+        None
+    };
+    let deaths = DeathWatch::new().context("creating the epoll set for victims' pidfds")?;
+    // SAFETY: the DeathWatch owns its epoll fd for as long as the AsyncFd lives.
+    let mut deaths = unsafe { AsyncFd::register_with_interest(deaths, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the pidfd epoll set with the runtime")?;
+    // What happened before we came: killed processes that never finished exiting.
+    let memcg_root = runner
+        .session
+        .live
+        .as_ref()
+        .and_then(|l| l.memcg_root.clone());
+    for c in scan::scan(
+        Path::new("/proc"),
+        memcg_root.as_deref(),
+        std::process::id(),
+    ) {
+        runner.pre_existing(&c, deaths.get_mut())?;
+    }
+    runner.session.out.flush()?;
+    let ring = probes.take_ring()?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the ring buffer with the runtime")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    watch(
+        &mut runner,
+        probes,
+        &mut ring,
+        &mut deaths,
+        endpoint,
+        deadline,
+    )
+    .await?;
+    drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
+    for ev in deaths.get_mut().ready() {
+        runner.userspace(&ev)?;
+    }
+    finish(runner, probes, opts.bpf_stats)
+}
+
+/// Before the watch: the session, the dump and the metrics endpoint created, privileges
+/// dropped, the banner (or plan line) printed.
+async fn start(
+    probes: &Probes,
+    opts: &LiveOptions,
+) -> anyhow::Result<(Runner<Stdout>, Option<metrics::Endpoint>)> {
     let sees_kills = [Hook::MarkVictim, Hook::KernelSigkill, Hook::OomKill]
         .iter()
         .any(|h| probes.hook(*h).attached());
@@ -754,8 +837,6 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     }
     let death = deathwatch::available();
     let (session, clock, page_kb) = new_session(probes, opts, &death);
-    let memcg_root = session.live.as_ref().and_then(|l| l.memcg_root.clone());
-
     let dump = match &opts.record {
         Some(path) => {
             let h = dump_header(probes, opts, page_kb, &clock, &death);
@@ -766,22 +847,24 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         }
         None => None,
     };
-    let listener = match opts.metrics {
+    let endpoint = match opts.metrics {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            metrics::Endpoint::bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics endpoint to {addr}"))?,
         ),
         None => None,
     };
+    let metrics_addr = endpoint.as_ref().and_then(metrics::Endpoint::local_addr);
     // Everything that needs root's full power is done: attached, mapped, created, bound.
     let header = plan_line(
         probes,
         opts,
         &death,
         drop_privileges(opts.unstick),
-        listener.as_ref(),
+        metrics_addr,
     );
+    let now = tokio::time::Instant::now();
     let mut runner = Runner {
         session,
         pointer_key: std::collections::hash_map::RandomState::new(),
@@ -797,6 +880,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         unstick: opts.unstick,
         unstuck: std::collections::HashMap::new(),
         flagged: 0,
+        poll_ring: probes.layout.config.trace_all_exits != 0,
+        last_sync: (now, 0),
+        last_sweep: now,
     };
     write_banner(
         &mut runner.session.out,
@@ -804,42 +890,23 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         probes,
         opts,
         &death,
-        listener.as_ref(),
+        metrics_addr,
     )?;
+    Ok((runner, endpoint))
+}
 
-    // Held for the run: the kernel counts program run time only while it is open.
-    let _stats = if opts.bpf_stats {
-        Some(
-            aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                .context("enabling BPF run-time stats")?,
-        )
-    } else {
-        None
-    };
-    let deaths = DeathWatch::new().context("creating the epoll set for victims' pidfds")?;
-    // SAFETY: the DeathWatch owns its epoll fd for as long as the AsyncFd lives.
-    let mut deaths = unsafe { AsyncFd::register_with_interest(deaths, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the pidfd epoll set with the runtime")?;
-    // What happened before we came: killed processes that never finished exiting.
-    for c in scan::scan(
-        std::path::Path::new("/proc"),
-        memcg_root.as_deref(),
-        std::process::id(),
-    ) {
-        runner.pre_existing(&c, deaths.get_mut())?;
-    }
-    runner.session.out.flush()?;
-    let ring = probes.take_ring()?;
-    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with the runtime")?;
-    // Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
-    let poll_ring = probes.layout.config.trace_all_exits != 0;
+/// The watch: kernel events, victims' deaths, ticks and scrapes, until a signal, the end of
+/// `--duration`, or a dump that can no longer be written.
+async fn watch<W: std::io::Write>(
+    runner: &mut Runner<W>,
+    probes: &mut Probes,
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    deaths: &mut AsyncFd<DeathWatch>,
+    mut endpoint: Option<metrics::Endpoint>,
+    deadline: Option<tokio::time::Instant>,
+) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let until = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -847,84 +914,27 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         }
     };
     tokio::pin!(until);
-    // Accepting pauses after an error (EMFILE: retrying at once would spin a core until
-    // clients leave) and connections beyond MAX_SCRAPES at once are closed unanswered, so that
-    // scrapers can never take the descriptors that victims' pidfds and /proc reads need.
-    let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut accept_paused_until: Option<tokio::time::Instant> = None;
-    let accept = async |l: &Option<TcpListener>, paused: Option<tokio::time::Instant>| {
-        if let Some(t) = paused {
-            tokio::time::sleep_until(t).await;
-        }
-        match l {
-            Some(l) => l.accept().await,
-            None => std::future::pending().await,
-        }
-    };
-    let (mut last_sync, mut synced_bytes) = (tokio::time::Instant::now(), 0);
-    let mut last_sweep = tokio::time::Instant::now();
-    loop {
-        if runner.dump_error.is_some() {
-            break;
-        }
-        // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
-        // nothing is tracked it is two map lookups.
-        let sweep_due = Some((last_sweep + SWEEP_EVERY).max(tokio::time::Instant::now()));
-        let wake = runner
-            .next_wake(poll_ring, (last_sync, synced_bytes))
-            .into_iter()
-            .chain(sweep_due)
-            .min();
-        let tick = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+    while runner.dump_error.is_none() {
+        let tick = tokio::time::sleep_until(runner.next_wake());
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut runner, deaths.get_mut())?;
+                drain(guard.get_inner_mut(), runner, deaths.get_mut())?;
                 guard.clear_ready();
             }
             guard = deaths.readable_mut() => {
                 let mut guard = guard.context("waiting for victims' pidfds")?;
                 // Kernel events up to now first: the death comes after them.
-                drain(ring.get_mut(), &mut runner, guard.get_inner_mut())?;
+                drain(ring.get_mut(), runner, guard.get_inner_mut())?;
                 for ev in guard.get_inner_mut().ready() {
                     runner.userspace(&ev)?;
                 }
                 guard.clear_ready();
             }
-            () = tick => {
-                drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
-                runner.lost(probes.lost_events()?)?;
-                if last_sweep.elapsed() >= SWEEP_EVERY {
-                    last_sweep = tokio::time::Instant::now();
-                    runner.sweep(probes)?;
-                }
-                runner.sync_dump(&mut last_sync, &mut synced_bytes);
-                runner.session.tick(monotonic_now())?;
-                runner.after_findings()?;
-                runner.reap_hooks();
-            }
-            conn = accept(&listener, accept_paused_until) => {
-                accept_paused_until = None;
-                match conn {
-                    Ok((stream, _)) => {
-                        use std::sync::atomic::Ordering;
-                        if scrapes.load(Ordering::Relaxed) >= MAX_SCRAPES {
-                            drop(stream);
-                            continue;
-                        }
-                        let body = runner.metrics_body(probes.tracked_count().ok());
-                        metrics::serve(stream, body, &scrapes);
-                    }
-                    Err(e) => {
-                        eprintln!("oomtrace: metrics endpoint: accept failed ({e}); pausing 100 ms");
-                        accept_paused_until =
-                            Some(tokio::time::Instant::now() + Duration::from_millis(100));
-                    }
+            () = tick => runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?,
+            conn = metrics::Endpoint::next(endpoint.as_ref()) => {
+                if let Some(e) = &mut endpoint {
+                    e.answer(conn, || runner.metrics_body(probes.tracked_count().ok()));
                 }
             }
             _ = sigterm.recv() => break,
@@ -932,11 +942,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
             () = &mut until => break,
         }
     }
-    drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
-    for ev in deaths.get_mut().ready() {
-        runner.userspace(&ev)?;
-    }
-    finish(runner, probes, opts.bpf_stats)
+    Ok(())
 }
 
 /// After the watch: the final judgement and summary, the programs' run times if asked, hooks

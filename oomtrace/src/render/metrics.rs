@@ -268,7 +268,7 @@ impl Metrics {
             s,
             "oomtrace_victims_dead_total",
             "counter",
-            "Victims whose last thread exited.",
+            "Victims that finished exiting (every thread past exit_notify, files closed).",
             self.dead,
         );
         scalar(
@@ -348,7 +348,7 @@ impl Metrics {
             s,
             "oomtrace_kill_to_dead_seconds",
             "histogram",
-            "Time from the kill to the victim's last thread exiting.",
+            "Time from the kill until the victim finished exiting.",
         );
         for (le, n) in BUCKETS.iter().zip(self.bucket_counts) {
             let _ = writeln!(s, "oomtrace_kill_to_dead_seconds_bucket{{le=\"{le}\"}} {n}");
@@ -410,25 +410,80 @@ pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|e| format!("`{s}` is not an address (PORT, :PORT or IP:PORT): {e}"))
 }
 
-/// Answers a scrape on its own task, counted in `scrapes` while it runs (the live loop closes
-/// connections beyond its cap unanswered).
-pub fn serve(
-    stream: tokio::net::TcpStream,
-    body: String,
-    scrapes: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::Ordering;
-    scrapes.fetch_add(1, Ordering::Relaxed);
-    let scrapes = std::sync::Arc::clone(scrapes);
-    tokio::spawn(async move {
-        respond(stream, body).await;
-        scrapes.fetch_sub(1, Ordering::Relaxed);
-    });
+/// Scrapes answered at once, at most.
+const MAX_SCRAPES: usize = 64;
+/// How long accepting pauses after an accept error.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The `--metrics` endpoint: a listener whose scrapes are each answered on their own task.
+/// Accepting pauses after an error (EMFILE: retrying at once would spin a core until clients
+/// leave) and connections beyond [`MAX_SCRAPES`] at once are closed unanswered, so that
+/// scrapers can never take the descriptors that victims' pidfds and /proc reads need.
+pub struct Endpoint {
+    listener: tokio::net::TcpListener,
+    /// Scrapes being answered now.
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    paused_until: Option<tokio::time::Instant>,
+}
+
+impl Endpoint {
+    pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Endpoint> {
+        Ok(Endpoint {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+            open: Default::default(),
+            paused_until: None,
+        })
+    }
+
+    /// The address bound (the port the kernel chose for `:0`).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The next connection; never, without an endpoint.
+    pub async fn next(endpoint: Option<&Endpoint>) -> std::io::Result<tokio::net::TcpStream> {
+        let Some(e) = endpoint else {
+            return std::future::pending().await;
+        };
+        if let Some(t) = e.paused_until {
+            tokio::time::sleep_until(t).await;
+        }
+        e.listener.accept().await.map(|(stream, _)| stream)
+    }
+
+    /// Answers a connection with `body()` (built only when the scrape is answered), or, after
+    /// an accept error, pauses accepting.
+    pub fn answer(
+        &mut self,
+        conn: std::io::Result<tokio::net::TcpStream>,
+        body: impl FnOnce() -> String,
+    ) {
+        use std::sync::atomic::Ordering;
+        self.paused_until = None;
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("oomtrace: metrics endpoint: accept failed ({e}); pausing 100 ms");
+                self.paused_until = Some(tokio::time::Instant::now() + ACCEPT_PAUSE);
+                return;
+            }
+        };
+        if self.open.load(Ordering::Relaxed) >= MAX_SCRAPES {
+            return;
+        }
+        let body = body();
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = std::sync::Arc::clone(&self.open);
+        tokio::spawn(async move {
+            respond(stream, body).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
 }
 
 /// Answers one scrape: the request is read (for at most 2 s: a slow client cannot hold a
 /// connection open), then `body` is sent and the connection closed.
-pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
+async fn respond(mut stream: tokio::net::TcpStream, body: String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut req = [0u8; 2048];
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut req)).await;
@@ -552,7 +607,7 @@ oomtrace_victims_stuck 0
 # HELP oomtrace_victims_flagged_total Victims ever flagged as stuck.
 # TYPE oomtrace_victims_flagged_total counter
 oomtrace_victims_flagged_total 1
-# HELP oomtrace_victims_dead_total Victims whose last thread exited.
+# HELP oomtrace_victims_dead_total Victims that finished exiting (every thread past exit_notify, files closed).
 # TYPE oomtrace_victims_dead_total counter
 oomtrace_victims_dead_total 3
 # HELP oomtrace_victims_released_total Victims whose zombie was reaped.
@@ -577,7 +632,7 @@ oomtrace_kernel_tracked_processes 3
 # HELP oomtrace_lost_events_total Events lost because the ring buffer was full.
 # TYPE oomtrace_lost_events_total counter
 oomtrace_lost_events_total 7
-# HELP oomtrace_kill_to_dead_seconds Time from the kill to the victim's last thread exiting.
+# HELP oomtrace_kill_to_dead_seconds Time from the kill until the victim finished exiting.
 # TYPE oomtrace_kill_to_dead_seconds histogram
 oomtrace_kill_to_dead_seconds_bucket{le="0.001"} 0
 oomtrace_kill_to_dead_seconds_bucket{le="0.005"} 0

@@ -109,10 +109,13 @@ struct LastMark {
 pub struct Tracker {
     cfg: TrackerConfig,
     /// Held events by (timestamp, arrival).
-    reorder: BTreeMap<(u64, u64), Event>,
+    /// Boxed: moving a whole event (~170 bytes) within B-tree nodes on every insert and
+    /// removal cost more than the allocation (criterion's tracker bench).
+    reorder: BTreeMap<(u64, u64), Box<Event>>,
     seq: u64,
     latest_ts: u64,
-    victims: BTreeMap<VictimKey, Victim>,
+    /// Boxed, like the held events: a victim is large, and B-tree nodes move their values.
+    victims: BTreeMap<VictimKey, Box<Victim>>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
@@ -199,7 +202,8 @@ impl Tracker {
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.seq += 1;
         self.latest_ts = self.latest_ts.max(ev.header.ts_ns);
-        self.reorder.insert((ev.header.ts_ns, self.seq), *ev);
+        self.reorder
+            .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
         self.release_until(self.latest_ts.saturating_sub(REORDER_NS), out);
     }
 
@@ -314,11 +318,11 @@ impl Tracker {
         let key = v.key;
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
-        self.victims.insert(key, v);
+        self.victims.insert(key, Box::new(v));
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Victim> {
-        let v = self.victims.remove(key)?;
+        let v = *self.victims.remove(key)?;
         self.reindex_tid(*key, v.marked_tid, None);
         self.index_remove(key.tgid, key);
         Some(v)
@@ -337,13 +341,13 @@ impl Tracker {
 
     fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
         let key = self.lookup(tgid, |v| v.key.matches(tgid, start_ns))?;
-        self.victims.get_mut(&key)
+        self.victims.get_mut(&key).map(Box::as_mut)
     }
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
         let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
-        self.victims.get_mut(&key)
+        self.victims.get_mut(&key).map(Box::as_mut)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -376,7 +380,10 @@ impl Tracker {
                 key
             }
         };
-        self.victims.get_mut(&key).expect("present")
+        self.victims
+            .get_mut(&key)
+            .map(Box::as_mut)
+            .expect("present")
     }
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
@@ -394,7 +401,7 @@ impl Tracker {
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
-            let Some(v) = self.victims.get_mut(&key) else {
+            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                 continue;
             };
             let t = &v.timeline;
@@ -465,7 +472,7 @@ impl Tracker {
                 if self.last_choice_by.len() > MAX_MEMCGS {
                     self.last_choice_by.clear();
                 }
-                let Some(v) = self.victims.get_mut(&key) else {
+                let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                     return;
                 };
                 v.decision = Some(KillDecision {
@@ -601,7 +608,7 @@ impl Tracker {
                 .is_some_and(|v| v.timeline.sigkill.is_none())
         {
             let key = choice.victim;
-            let earlier = self.victims.get_mut(&key).and_then(|v| {
+            let earlier = self.victims.get_mut(&key).map(Box::as_mut).and_then(|v| {
                 v.timeline.sigkill = Some(h.ts_ns);
                 v.marked_tid.replace(p.target_pid)
             });
@@ -652,10 +659,15 @@ impl Tracker {
     /// SIGKILLs no mark claimed within the pairing window are not OOM kills. Those a victim
     /// sent to another process are its exit's doing (PID namespace teardown, PT_EXITKILL).
     fn expire_pending_kills(&mut self, now: u64, out: &mut Vec<Finding>) {
+        let is_expired = |k: &PendingKill| now.saturating_sub(k.ts) > SIGKILL_PAIRING_NS;
+        // Runs for every event: most find nothing expired, and then allocate nothing.
+        if !self.pending_kills.iter().any(is_expired) {
+            return;
+        }
         let (expired, kept): (Vec<PendingKill>, Vec<PendingKill>) =
             std::mem::take(&mut self.pending_kills)
                 .into_iter()
-                .partition(|k| now.saturating_sub(k.ts) > SIGKILL_PAIRING_NS);
+                .partition(is_expired);
         self.pending_kills = kept;
         for k in expired {
             let Some((by, by_comm, memcg_id)) = k.by else {
@@ -720,7 +732,7 @@ impl Tracker {
         let key = v.key;
         let earlier = v.marked_tid.replace(p.pid);
         self.reindex_tid(key, earlier, Some(p.pid));
-        let Some(v) = self.victims.get_mut(&key) else {
+        let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
             return;
         };
         v.trigger.get_or_insert(trigger);
@@ -799,7 +811,7 @@ impl Tracker {
     }
 
     fn mark_dead(&mut self, key: VictimKey, ts: u64, how: &'static str, out: &mut Vec<Finding>) {
-        let Some(v) = self.victims.get_mut(&key) else {
+        let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
             return;
         };
         if v.timeline.dead.is_some() {
@@ -881,7 +893,7 @@ impl Tracker {
             .map(|v| v.key)
             .collect();
         for key in in_domain {
-            let Some(v) = self.victims.get_mut(&key) else {
+            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                 continue;
             };
             v.invocations_since_kill += 1;
@@ -914,7 +926,7 @@ impl Tracker {
             obs.death
         };
         let timeout = self.cfg.timeout_ns;
-        for v in self.victims.values_mut() {
+        for v in self.victims.values_mut().map(Box::as_mut) {
             let Some(since_ts) = v.watched_since() else {
                 continue;
             };
@@ -980,9 +992,15 @@ impl Tracker {
             let oldest = self
                 .victims
                 .values()
+                .map(Box::as_ref)
                 .filter(|v| v.is_dead())
                 .min_by_key(|v| v.killed_at())
-                .or_else(|| self.victims.values().min_by_key(|v| v.killed_at()))
+                .or_else(|| {
+                    self.victims
+                        .values()
+                        .map(Box::as_ref)
+                        .min_by_key(|v| v.killed_at())
+                })
                 .map(|v| v.key);
             match oldest {
                 Some(k) => {
@@ -994,12 +1012,15 @@ impl Tracker {
     }
 
     pub fn victim(&self, key: &VictimKey) -> Option<&Victim> {
-        self.victims.get(key)
+        self.victims.get(key).map(Box::as_ref)
     }
 
     /// Victims not yet dead.
     pub fn unresolved(&self) -> impl Iterator<Item = &Victim> {
-        self.victims.values().filter(|v| !v.is_dead())
+        self.victims
+            .values()
+            .map(Box::as_ref)
+            .filter(|v| !v.is_dead())
     }
 
     /// Victims dead and not released (their release event may have been lost).

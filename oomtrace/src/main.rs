@@ -334,26 +334,14 @@ struct CheckReport {
 }
 
 impl CheckReport {
-    fn parts(
-        &self,
-    ) -> (
-        &Probes,
-        &Result<(), String>,
-        bool,
-        &[StuckNow],
-        &[scan::OomNow],
-    ) {
-        (
-            &self.probes,
-            &self.death,
-            self.kill_path,
-            &self.stuck,
-            &self.oom_now,
-        )
-    }
-
     fn json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let (probes, death, kill_path, stuck, oom_now) = self.parts();
+        let CheckReport {
+            probes,
+            death,
+            kill_path,
+            stuck,
+            oom_now,
+        } = self;
         writeln!(
             out,
             "{}",
@@ -373,7 +361,13 @@ impl CheckReport {
     }
 
     fn text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let (probes, death, kill_path, stuck, oom_now) = self.parts();
+        let CheckReport {
+            probes,
+            death,
+            kill_path,
+            stuck,
+            oom_now,
+        } = self;
         let env = &probes.env;
         let ok = |r: &Result<(), String>| match r {
             Ok(()) => "yes".to_string(),

@@ -424,55 +424,12 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
         )?);
     }
 
-    // Two minutes of the soak (`cargo xtask soak`) against this build: one test, passed if
-    // nothing in oomtrace grew and every check held.
     if filter.is_none_or(|f| "soak".contains(f)) {
-        setup::status(
-            env.cargo()
-                .args(["build", "--package", "oomtrace-tests", "--bins"]),
-            "building the soak",
-        )?;
-        let bins = bin.parent().context("oomtrace binary has no directory")?;
-        match crate::soak::soak(&env, &bin, bins, 2.0) {
-            Ok(true) => tally.passed += 1,
-            Ok(false) => tally.failed += 1,
-            Err(e) => {
-                eprintln!("xtask: the soak could not run: {e:#}");
-                tally.broken += 1;
-            }
-        }
+        tally.add(soak_step(&env, &bin)?);
     }
-
-    // The static dist binary: no loader, no shared library, and it runs from a root that holds
-    // nothing else (the guests below run their `check` that way too).
-    eprintln!("xtask: the static binary (cargo xtask dist) in a root without glibc");
     let static_bin = crate::dist::build_static(&env);
-    let static_check = static_bin
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .and_then(|b| crate::dist::run_without_glibc(b));
-    match static_check {
-        Ok(v) if v["kill_path_observable"] == true => tally.passed += 1,
-        Ok(v) => {
-            eprintln!("xtask: the static binary's check says the kill path is unobservable: {v}");
-            tally.failed += 1;
-        }
-        Err(e) => {
-            eprintln!("xtask: the static binary failed: {e:#}");
-            tally.failed += 1;
-        }
-    }
-
-    // The README's hook table must say what this host runs.
-    let out = Command::new(&bin).args(["check", "--json"]).output()?;
-    let readme = std::fs::read_to_string(readme_path())?;
-    match check_readme_column(&readme, "host", &String::from_utf8_lossy(&out.stdout)) {
-        Ok(()) => tally.passed += 1,
-        Err(e) => {
-            eprintln!("xtask: {e}");
-            tally.failed += 1;
-        }
-    }
+    tally.add(static_step(static_bin.as_ref()));
+    tally.add(readme_step(&bin)?);
 
     let mut report = Vec::new();
     if with_vm {
@@ -492,6 +449,64 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
     }
 
     Ok(conclude(tally, &report))
+}
+
+/// Two minutes of the soak (`cargo xtask soak`) against this build: one test, passed if
+/// nothing in oomtrace grew and every check held.
+fn soak_step(env: &Env, bin: &Path) -> anyhow::Result<Tally> {
+    setup::status(
+        env.cargo()
+            .args(["build", "--package", "oomtrace-tests", "--bins"]),
+        "building the soak",
+    )?;
+    let bins = bin.parent().context("oomtrace binary has no directory")?;
+    let mut t = Tally::default();
+    match crate::soak::soak(env, bin, bins, 2.0) {
+        Ok(true) => t.passed += 1,
+        Ok(false) => t.failed += 1,
+        Err(e) => {
+            eprintln!("xtask: the soak could not run: {e:#}");
+            t.broken += 1;
+        }
+    }
+    Ok(t)
+}
+
+/// The static dist binary: no loader, no shared library, and it runs from a root that holds
+/// nothing else (the guests run their `check` that way too).
+fn static_step(static_bin: Result<&PathBuf, &anyhow::Error>) -> Tally {
+    eprintln!("xtask: the static binary (cargo xtask dist) in a root without glibc");
+    let check = static_bin
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|b| crate::dist::run_without_glibc(b));
+    let mut t = Tally::default();
+    match check {
+        Ok(v) if v["kill_path_observable"] == true => t.passed += 1,
+        Ok(v) => {
+            eprintln!("xtask: the static binary's check says the kill path is unobservable: {v}");
+            t.failed += 1;
+        }
+        Err(e) => {
+            eprintln!("xtask: the static binary failed: {e:#}");
+            t.failed += 1;
+        }
+    }
+    t
+}
+
+/// The README's hook table must say what this host runs.
+fn readme_step(bin: &Path) -> anyhow::Result<Tally> {
+    let out = Command::new(bin).args(["check", "--json"]).output()?;
+    let readme = std::fs::read_to_string(readme_path())?;
+    let mut t = Tally::default();
+    match check_readme_column(&readme, "host", &String::from_utf8_lossy(&out.stdout)) {
+        Ok(()) => t.passed += 1,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            t.failed += 1;
+        }
+    }
+    Ok(t)
 }
 
 #[cfg(test)]

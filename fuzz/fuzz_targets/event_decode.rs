@@ -1,7 +1,7 @@
 //! Ring-buffer records as the kernel (or a dump) hands them to `Event::decode`: any bytes give
 //! an event or a typed error, and an event encodes back to exactly the bytes it came from —
-//! except an `oom_kill` of the older, shorter layout (dumps from before `chosen_memcg_id`),
-//! which encodes in the current one: the same bytes, then the field it lacked, as zeros.
+//! except an `oom_kill`, `mark_victim` or `kernel_sigkill` of an older, shorter layout (dumps),
+//! which encodes in the current one: the same bytes, then the fields it lacked, as zeros.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,8 +14,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, data, "decode → encode is not the identity");
         } else {
             assert!(
-                matches!(ev.payload, Payload::OomKill(_)),
-                "only oom_kill has an older layout"
+                matches!(
+                    ev.payload,
+                    Payload::OomKill(_) | Payload::MarkVictim(_) | Payload::KernelSigkill(_)
+                ),
+                "only oom_kill, mark_victim and kernel_sigkill have older layouts"
             );
             assert_eq!(
                 &again[..data.len()],

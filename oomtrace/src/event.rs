@@ -140,9 +140,13 @@ impl Event {
         let payload = match kind {
             EventKind::OomInvoke => Payload::OomInvoke(body_of(kind, body)?),
             EventKind::OomInvokeDone => Payload::OomInvokeDone(body_of(kind, body)?),
-            EventKind::OomKill => Payload::OomKill(grown_body_of(kind, body, OOM_KILL_V1_LEN)?),
-            EventKind::MarkVictim => Payload::MarkVictim(body_of(kind, body)?),
-            EventKind::KernelSigkill => Payload::KernelSigkill(body_of(kind, body)?),
+            EventKind::OomKill => Payload::OomKill(grown_body_of(kind, body, &OOM_KILL_OLDER)?),
+            EventKind::MarkVictim => {
+                Payload::MarkVictim(grown_body_of(kind, body, &MARK_VICTIM_OLDER)?)
+            }
+            EventKind::KernelSigkill => {
+                Payload::KernelSigkill(grown_body_of(kind, body, &KERNEL_SIGKILL_OLDER)?)
+            }
             EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
             EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
             EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
@@ -223,14 +227,29 @@ fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     })
 }
 
-/// Size of an `OomKill` body before `chosen_memcg_id` was appended (dumps written by
-/// oomtrace 0.1 before it).
-const OOM_KILL_V1_LEN: usize = 136;
+/// Older, shorter layouts of event bodies that dumps hold, each a prefix of the current one:
+/// - dump format 1 (oomtrace before its victims' mm identities and the 64-byte message):
+///   `OomKill` 104 bytes (a 32-byte message), `MarkVictim` 96 (no `mm`), `KernelSigkill` 40
+///   (no `target_mm`);
+/// - `OomKill` 136 bytes before `chosen_memcg_id` was appended.
+const OOM_KILL_OLDER: [usize; 2] = [104, OOM_KILL_V2_LEN];
+const OOM_KILL_V2_LEN: usize = 136;
+const MARK_VICTIM_OLDER: [usize; 1] = [96];
+const KERNEL_SIGKILL_OLDER: [usize; 1] = [40];
+// Each older layout is a prefix: the fields added since start where it ends (and a shorter
+// message is the longer one's first bytes, its NUL padding the zeros added).
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(OomKill, message) + 32 == OOM_KILL_OLDER[0]);
+    assert!(offset_of!(OomKill, chosen_memcg_id) == OOM_KILL_V2_LEN);
+    assert!(offset_of!(MarkVictim, mm) == MARK_VICTIM_OLDER[0]);
+    assert!(offset_of!(KernelSigkill, target_mm) == KERNEL_SIGKILL_OLDER[0]);
+};
 
-/// Like [`body_of`], also taking a body of the type's older, shorter layout (`older` bytes, a
+/// Like [`body_of`], also taking a body of one of the type's `older`, shorter layouts (each a
 /// prefix of the current one): the fields it lacks read as 0.
-fn grown_body_of<T: Pod>(kind: EventKind, body: &[u8], older: usize) -> Result<T, DecodeError> {
-    if body.len() == older && older < size_of::<T>() {
+fn grown_body_of<T: Pod>(kind: EventKind, body: &[u8], older: &[usize]) -> Result<T, DecodeError> {
+    if body.len() < size_of::<T>() && older.contains(&body.len()) {
         let mut grown = body.to_vec();
         grown.resize(size_of::<T>(), 0);
         return body_of(kind, &grown);
@@ -417,18 +436,66 @@ mod tests {
             payload: Payload::OomKill(kill),
         };
         let bytes = ev.encode();
-        assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V1_LEN + 8);
+        assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V2_LEN + 8);
         let Payload::OomKill(new) = Event::decode(&bytes).unwrap().payload else {
             panic!("not an oom_kill")
         };
         assert_eq!(new.chosen_memcg_id, 78);
-        let old = &bytes[..size_of::<Header>() + OOM_KILL_V1_LEN];
+        let old = &bytes[..size_of::<Header>() + OOM_KILL_V2_LEN];
         let Payload::OomKill(old) = Event::decode(old).unwrap().payload else {
             panic!("not an oom_kill")
         };
         assert_eq!((old.chosen_memcg_id, old.memcg_id), (0, 77));
         assert_eq!(old.message, kill.message);
         assert!(Event::decode(&bytes[..bytes.len() - 4]).is_err());
+    }
+
+    fn zeroed<T: Pod>() -> T {
+        read_pod(&vec![0u8; size_of::<T>()]).expect("sized")
+    }
+
+    /// Dump format 1's bodies were shorter (testdata/README.md): each still decodes, the
+    /// fields added since as 0; a body of any other length is refused.
+    #[test]
+    fn format_1_bodies_decode_without_the_fields_added_since() {
+        let kill = sample_oom_kill();
+        let mark = MarkVictim {
+            pid: 42,
+            tgid: 42,
+            mm: 0xdead,
+            fields: victim_fields::TASK,
+            ..zeroed()
+        };
+        let sig = KernelSigkill {
+            target_pid: 42,
+            target_tgid: 42,
+            target_mm: 0xdead,
+            ..zeroed()
+        };
+        let events = [
+            (EventKind::OomKill, Payload::OomKill(kill), 104),
+            (EventKind::MarkVictim, Payload::MarkVictim(mark), 96),
+            (EventKind::KernelSigkill, Payload::KernelSigkill(sig), 40),
+        ];
+        for (kind, payload, older) in events {
+            let ev = Event {
+                header: header(kind),
+                payload,
+            };
+            let bytes = ev.encode();
+            let old = &bytes[..size_of::<Header>() + older];
+            let back = Event::decode(old).unwrap_or_else(|e| panic!("{older}: {e}"));
+            match back.payload {
+                Payload::OomKill(k) => {
+                    assert_eq!((k.memcg_id, k.chosen_memcg_id), (77, 0));
+                    assert_eq!(cstr(&k.message), cstr(&kill.message[..32]));
+                }
+                Payload::MarkVictim(m) => assert_eq!((m.tgid, m.mm), (42, 0)),
+                Payload::KernelSigkill(k) => assert_eq!((k.target_tgid, k.target_mm), (42, 0)),
+                other => panic!("{other:?}"),
+            }
+            assert!(Event::decode(&old[..old.len() - 1]).is_err(), "{older} - 1");
+        }
     }
 
     /// A classic tracepoint names a thread only: the subject says so, and the process is used

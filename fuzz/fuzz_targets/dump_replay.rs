@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = ReplayOptions {
         json: data.len() % 2 == 1,
         events: true,
+        timeline: true,
         ..Default::default()
     };
     let mut reader = Reader::from_bytes(data.to_vec());

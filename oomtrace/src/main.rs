@@ -568,6 +568,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         json: args.json,
         events: args.events,
+        timeline: args.perfetto.is_some(),
     };
     let stdout = std::io::stdout();
     let replay = report::replay(&mut reader, &opts, std::io::BufWriter::new(stdout.lock()))?;

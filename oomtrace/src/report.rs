@@ -35,9 +35,13 @@ pub struct ReplayOptions {
     pub json: bool,
     /// Print every event too, not only findings.
     pub events: bool,
+    /// Keep what `--perfetto` draws (every finding with its victim, every invocation and
+    /// thread exit) in the [`Replay`]: memory then grows with the dump, so only when asked.
+    pub timeline: bool,
 }
 
-/// What a replay found, for callers that go on (Perfetto, tests).
+/// What a replay found, for callers that go on (Perfetto, tests). `findings`, `victims`,
+/// `invocations` and `exits` are filled only with [`ReplayOptions::timeline`].
 pub struct Replay {
     pub summary: Summary,
     pub findings: Vec<Finding>,
@@ -94,6 +98,8 @@ struct Replayer<W: Write> {
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
+    /// [`ReplayOptions::timeline`].
+    timeline: bool,
 }
 
 impl<W: Write> Replayer<W> {
@@ -109,8 +115,9 @@ impl<W: Write> Replayer<W> {
         let format = Format::from_json(opts.json);
         let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
         session.events = opts.events;
-        session.keep_findings = true;
+        session.keep_findings = opts.timeline;
         Replayer {
+            timeline: opts.timeline,
             session,
             replay: Replay {
                 summary: Summary::default(),
@@ -146,8 +153,10 @@ impl<W: Write> Replayer<W> {
                 let ts = ev.header.ts_ns;
                 self.advance_to(ts)?;
                 match ev.payload {
-                    Payload::OomInvoke(p) => self.replay.invocations.push((p.memcg_id, ts)),
-                    Payload::TaskExit(_) => {
+                    Payload::OomInvoke(p) if self.timeline => {
+                        self.replay.invocations.push((p.memcg_id, ts));
+                    }
+                    Payload::TaskExit(_) if self.timeline => {
                         self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
                     }
                     _ => {}
@@ -192,8 +201,10 @@ impl<W: Write> Replayer<W> {
                 r.victims.insert(v.key, v.clone());
             }
         }
-        for v in self.session.tracker.unresolved() {
-            r.victims.insert(v.key, v.clone());
+        if self.timeline {
+            for v in self.session.tracker.unresolved() {
+                r.victims.insert(v.key, v.clone());
+            }
         }
         Ok(r)
     }
@@ -309,8 +320,26 @@ mod tests {
     fn run(path: &Path, opts: &ReplayOptions) -> (Replay, String) {
         let mut out = Vec::new();
         let mut reader = Reader::open(path).unwrap();
-        let r = replay(&mut reader, opts, &mut out).unwrap();
+        let opts = ReplayOptions {
+            timeline: true,
+            ..opts.clone()
+        };
+        let r = replay(&mut reader, &opts, &mut out).unwrap();
         (r, String::from_utf8(out).unwrap())
+    }
+
+    /// A dump as the oomtrace of dump format 1 wrote it (testdata/README.md): its events have
+    /// the older, shorter layouts, and every one must decode, as that version's own replay did
+    /// (8 kills, 8 dead, 8 released).
+    #[test]
+    fn a_dump_written_by_format_1s_oomtrace_replays_in_full() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dumps/format1-b14698b.dump");
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(r.undecodable, 0, "{text}");
+        let s = &r.summary;
+        assert_eq!((s.kills, s.dead, s.released), (8, 8, 8), "{text}");
+        assert!(text.contains("predates dump format 2"), "{text}");
     }
 
     #[test]

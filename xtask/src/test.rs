@@ -427,6 +427,9 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
     if filter.is_none_or(|f| "soak".contains(f)) {
         tally.add(soak_step(&env, &bin)?);
     }
+    if filter.is_none_or(|f| "bench".contains(f)) {
+        tally.add(bench_step(&env, &bin)?);
+    }
     let static_bin = crate::dist::build_static(&env);
     tally.add(static_step(static_bin.as_ref()));
     tally.add(readme_step(&bin)?);
@@ -468,6 +471,53 @@ fn soak_step(env: &Env, bin: &Path) -> anyhow::Result<Tally> {
             eprintln!("xtask: the soak could not run: {e:#}");
             t.broken += 1;
         }
+    }
+    Ok(t)
+}
+
+/// The benchmark's quick run (`cargo xtask bench --quick`) against this build: one test,
+/// passed if it ran to its end and every row has a value. Its figures are not judged here (a
+/// shared CI machine is too noisy, and a debug build is measured); this only keeps the
+/// benchmark that docs/performance.md quotes runnable.
+fn bench_step(env: &Env, bin: &Path) -> anyhow::Result<Tally> {
+    setup::status(
+        env.cargo()
+            .args(["build", "--package", "oomtrace-tests", "--bins"]),
+        "building the benchmark",
+    )?;
+    let bench = bin
+        .parent()
+        .context("oomtrace binary has no directory")?
+        .join("oomtrace-bench");
+    let out = env.target_dir.join("bench-smoke.json");
+    let _ = std::fs::remove_file(&out);
+    let mut cmd = setup::as_root(&bench, &[out.display().to_string()])?;
+    cmd.env("OOMTRACE_BIN", bin)
+        .env("OOMTRACE_BENCH_QUICK", "1")
+        .stdout(std::process::Stdio::null());
+    eprintln!("xtask: the benchmark, quick run (its figures are not judged here)");
+    let status = cmd.status()?;
+    let rows = std::fs::read(&out)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|d| d["rows"].as_array().cloned())
+        .unwrap_or_default();
+    let empty: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["value"].as_str().is_none_or(str::is_empty))
+        .filter_map(|r| r["figure"].as_str())
+        .collect();
+    let mut t = Tally::default();
+    if status.success() && rows.len() >= 10 && empty.is_empty() {
+        t.passed += 1;
+    } else {
+        eprintln!(
+            "xtask: the benchmark's quick run failed: {status}, {} rows in {}, without a \
+             value: {empty:?}",
+            rows.len(),
+            out.display()
+        );
+        t.failed += 1;
     }
     Ok(t)
 }

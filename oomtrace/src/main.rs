@@ -335,24 +335,18 @@ struct CheckReport {
 
 impl CheckReport {
     fn json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let CheckReport {
-            probes,
-            death,
-            kill_path,
-            stuck,
-            oom_now,
-        } = self;
+        let (probes, death) = (&self.probes, &self.death);
         writeln!(
             out,
             "{}",
-            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": kill_path,
+            json!({ "environment": probes.env, "plan": probes.plan, "kill_path_observable": self.kill_path,
                 "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
                 "death": {"pidfd": death.is_ok(), "error": death.as_ref().err()},
-                "pre_existing": stuck.iter().map(|(c, fx)| json!({
+                "pre_existing": self.stuck.iter().map(|(c, fx)| json!({
                     "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
                     "threads": c.threads, "flags": c.flags, "forensics": fx,
                 })).collect::<Vec<_>>(),
-                "oom_now": oom_now.iter().map(|m| json!({
+                "oom_now": self.oom_now.iter().map(|m| json!({
                     "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
                     "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
                 })).collect::<Vec<_>>() })

@@ -8,17 +8,11 @@ use crate::{setup::Env, test::Tally};
 
 fn step(tally: &mut Tally, what: &str, cmd: &mut Command) {
     eprintln!("xtask: {what}");
-    match cmd.status() {
-        Ok(s) if s.success() => tally.passed += 1,
-        Ok(s) => {
-            eprintln!("xtask: {what} failed ({s})");
-            tally.failed += 1;
-        }
-        Err(e) => {
-            eprintln!("xtask: {what}: cannot start: {e}");
-            tally.failed += 1;
-        }
-    }
+    tally.add(Tally::one(match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{what} failed ({s})")),
+        Err(e) => Err(format!("{what}: cannot start: {e}")),
+    }));
 }
 
 /// Nightly's cargo through rustup (`$CARGO`, under `cargo xtask`, is stable's own binary, which

@@ -26,7 +26,24 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    /// One test: passed, or failed with what went wrong said.
+    pub(crate) fn one(result: Result<(), String>) -> Tally {
+        match result {
+            Ok(()) => Tally {
+                passed: 1,
+                ..Tally::default()
+            },
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                Tally {
+                    failed: 1,
+                    ..Tally::default()
+                }
+            }
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: Tally) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.broken += other.broken;
@@ -507,19 +524,15 @@ fn bench_step(env: &Env, bin: &Path) -> anyhow::Result<Tally> {
         .filter(|r| r["value"].as_str().is_none_or(str::is_empty))
         .filter_map(|r| r["figure"].as_str())
         .collect();
-    let mut t = Tally::default();
-    if status.success() && rows.len() >= 10 && empty.is_empty() {
-        t.passed += 1;
-    } else {
-        eprintln!(
-            "xtask: the benchmark's quick run failed: {status}, {} rows in {}, without a \
-             value: {empty:?}",
+    let ran = status.success() && rows.len() >= 10 && empty.is_empty();
+    Ok(Tally::one(ran.then_some(()).ok_or_else(|| {
+        format!(
+            "the benchmark's quick run failed: {status}, {} rows in {}, without a value: \
+             {empty:?}",
             rows.len(),
             out.display()
-        );
-        t.failed += 1;
-    }
-    Ok(t)
+        )
+    })))
 }
 
 /// The static dist binary: no loader, no shared library, and it runs from a root that holds
@@ -529,34 +542,24 @@ fn static_step(static_bin: Result<&PathBuf, &anyhow::Error>) -> Tally {
     let check = static_bin
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|b| crate::dist::run_without_glibc(b));
-    let mut t = Tally::default();
-    match check {
-        Ok(v) if v["kill_path_observable"] == true => t.passed += 1,
-        Ok(v) => {
-            eprintln!("xtask: the static binary's check says the kill path is unobservable: {v}");
-            t.failed += 1;
-        }
-        Err(e) => {
-            eprintln!("xtask: the static binary failed: {e:#}");
-            t.failed += 1;
-        }
-    }
-    t
+    Tally::one(match check {
+        Ok(v) if v["kill_path_observable"] == true => Ok(()),
+        Ok(v) => Err(format!(
+            "the static binary's check says the kill path is unobservable: {v}"
+        )),
+        Err(e) => Err(format!("the static binary failed: {e:#}")),
+    })
 }
 
 /// The README's hook table must say what this host runs.
 fn readme_step(bin: &Path) -> anyhow::Result<Tally> {
     let out = Command::new(bin).args(["check", "--json"]).output()?;
     let readme = std::fs::read_to_string(readme_path())?;
-    let mut t = Tally::default();
-    match check_readme_column(&readme, "host", &String::from_utf8_lossy(&out.stdout)) {
-        Ok(()) => t.passed += 1,
-        Err(e) => {
-            eprintln!("xtask: {e}");
-            t.failed += 1;
-        }
-    }
-    Ok(t)
+    Ok(Tally::one(check_readme_column(
+        &readme,
+        "host",
+        &String::from_utf8_lossy(&out.stdout),
+    )))
 }
 
 #[cfg(test)]

@@ -98,8 +98,6 @@ struct Replayer<W: Write> {
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
-    /// [`ReplayOptions::timeline`].
-    timeline: bool,
 }
 
 impl<W: Write> Replayer<W> {
@@ -117,7 +115,6 @@ impl<W: Write> Replayer<W> {
         session.events = opts.events;
         session.keep_findings = opts.timeline;
         Replayer {
-            timeline: opts.timeline,
             session,
             replay: Replay {
                 summary: Summary::default(),
@@ -133,6 +130,11 @@ impl<W: Write> Replayer<W> {
             last_ts: 0,
             end: None,
         }
+    }
+
+    /// [`ReplayOptions::timeline`]: the session keeps findings exactly then.
+    fn timeline(&self) -> bool {
+        self.session.keep_findings
     }
 
     /// Time up to `ts` passes for the tracker: every tick due before it.
@@ -153,10 +155,10 @@ impl<W: Write> Replayer<W> {
                 let ts = ev.header.ts_ns;
                 self.advance_to(ts)?;
                 match ev.payload {
-                    Payload::OomInvoke(p) if self.timeline => {
+                    Payload::OomInvoke(p) if self.timeline() => {
                         self.replay.invocations.push((p.memcg_id, ts));
                     }
-                    Payload::TaskExit(_) if self.timeline => {
+                    Payload::TaskExit(_) if self.timeline() => {
                         self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
                     }
                     _ => {}
@@ -201,7 +203,7 @@ impl<W: Write> Replayer<W> {
                 r.victims.insert(v.key, v.clone());
             }
         }
-        if self.timeline {
+        if self.session.keep_findings {
             for v in self.session.tracker.unresolved() {
                 r.victims.insert(v.key, v.clone());
             }
@@ -326,6 +328,24 @@ mod tests {
         };
         let r = replay(&mut reader, &opts, &mut out).unwrap();
         (r, String::from_utf8(out).unwrap())
+    }
+
+    /// The timeline is kept only for `--perfetto`; without it the replay prints and sums up
+    /// exactly the same.
+    #[test]
+    fn a_replay_without_the_timeline_says_the_same() {
+        let scratch = ScratchDir::new("no-timeline");
+        let path = scratch.join("stuck.dump");
+        stuck_dump(&path);
+        let (with, with_text) = run(&path, &ReplayOptions::default());
+        let mut out = Vec::new();
+        let opts = ReplayOptions::default();
+        let without = replay(&mut Reader::open(&path).unwrap(), &opts, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), with_text);
+        assert_eq!(without.summary, with.summary);
+        assert!(!with.findings.is_empty() && !with.exits.is_empty());
+        assert!(without.findings.is_empty() && without.exits.is_empty());
+        assert!(without.victims.is_empty() && without.invocations.is_empty());
     }
 
     /// A dump as the oomtrace of dump format 1 wrote it (testdata/README.md): its events have

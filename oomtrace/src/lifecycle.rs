@@ -631,13 +631,15 @@ impl Tracker {
                 tgid,
                 start_ns: p.target_start_ns,
             };
-            let primary = self.victims.get(&last.victim).cloned();
+            let primary = self
+                .victim(&last.victim)
+                .map(|p| (p.memcg_id, p.trigger.clone()));
             let v = self.victim_entry(key, target.comm.clone());
             v.timeline.sigkill.get_or_insert(h.ts_ns);
             v.killed_with = Some(last.victim);
-            if let Some(primary) = primary {
-                v.memcg_id = v.memcg_id.or(primary.memcg_id);
-                v.trigger = v.trigger.clone().or(primary.trigger);
+            if let Some((memcg_id, trigger)) = primary {
+                v.memcg_id = v.memcg_id.or(memcg_id);
+                v.trigger = v.trigger.clone().or(trigger);
             }
             return;
         }

@@ -113,6 +113,10 @@ pub(crate) enum AptState {
     Suite(String),
 }
 
+/// Held around whatever runs apt in this process (the guests' preparation runs beside the
+/// host's steps, which fetch Prometheus): apt's own locks would fail the second user.
+pub(crate) static APT: Mutex<()> = Mutex::new(());
+
 /// The apt states `apt-get update` has already run for in this process (never twice).
 static APT_UPDATED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 

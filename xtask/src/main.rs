@@ -10,7 +10,9 @@ mod lint;
 mod prometheus;
 mod setup;
 mod soak;
+mod suite;
 mod test;
+mod timings;
 
 use std::process::ExitCode;
 

@@ -57,6 +57,7 @@ pub(crate) fn ensure() -> anyhow::Result<Prometheus> {
     };
     let ready = p.root.join(".ready");
     if !ready.exists() {
+        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
         let apt = AptState::System;
         apt.ensure_lists("prometheus")?;
         // A half-unpacked tree from an interrupted run is unpacked anew.
@@ -183,14 +184,6 @@ pub(crate) fn in_test(filter: Option<&str>) -> (Tally, Vec<(&'static str, OsStri
     (tally, p.test_env())
 }
 
-/// End-to-end executables that run on the host only, never inside the guest kernels: the fleet
-/// test (a Prometheus server; what it checks does not depend on the kernel).
-pub(crate) fn host_only(exe: &Path) -> bool {
-    exe.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("fleet-"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,11 +258,5 @@ mod tests {
         from_ds.sort();
         assert_eq!(from_ds, from_unit);
         assert!(!ds.contains("privileged: true"));
-    }
-
-    #[test]
-    fn only_the_fleet_test_stays_on_the_host() {
-        assert!(host_only(Path::new("/t/debug/deps/fleet-0123abcd")));
-        assert!(!host_only(Path::new("/t/debug/deps/stuck-0123abcd")));
     }
 }

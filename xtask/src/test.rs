@@ -2,18 +2,21 @@
 //! then one summary line `N passed, N failed` over everything.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    collections::VecDeque,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
-    time::Duration,
+    sync::{Condvar, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::{
-    guest,
+    guest::{self, KernelSpec},
     setup::{self, Env},
+    timings::Timings,
 };
 
 /// Counts from libtest's `test result:` lines.
@@ -157,43 +160,112 @@ pub(crate) fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
     Ok(env.target_dir.join("debug").join("oomtrace"))
 }
 
-/// The suite inside one guest kernel: `oomtrace check` — the static dist binary, run from a root
-/// that holds nothing but it (no glibc: the copy-and-run case) — then every end-to-end
-/// executable.
-fn guest_script(
-    bin: &Path,
-    static_bin: &Path,
-    exes: &[PathBuf],
-    filter: Option<&str>,
-    results: &Path,
-) -> String {
-    let mut s = String::from("#!/bin/sh\n");
-    s += "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
-    s += &format!(
-        "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 OOMTRACE_DISPOSABLE_KERNEL=1 \
-         RUST_BACKTRACE=1\n",
-        bin.display()
-    );
-    s += "cd /\necho \"guest kernel $(uname -r)\"\n";
-    s += &format!(
-        "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
-         && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
-         && chroot $r /oomtrace check --json > '{r}/check.json'\n\
-         echo \"static oomtrace check in a root without glibc: exit $?\"\n\
-         chroot $r /oomtrace check > '{r}/check.txt' 2>&1\n",
-        static_bin.display(),
-        r = results.display()
-    );
-    s += "rc=0\n";
-    for exe in exes.iter().filter(|e| !crate::prometheus::host_only(e)) {
-        let f = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
-        // Host only: under emulation the fork loop never fills the small tmpfs within the
-        // test's wait (not understood yet; the host runs it).
-        let skip = " --skip a_full_disk_names_the_dump_and_still_ends_with_a_summary";
-        s += &format!("'{}'{f}{skip} --test-threads=2 || rc=1\n", exe.display());
+/// What every guest runs: the oomtrace it tests, the static one its `check` runs as, and the
+/// end-to-end executables with the kernel-facing tests of each (`tests/guests.toml`).
+pub(crate) struct GuestSuite {
+    pub(crate) bin: PathBuf,
+    pub(crate) static_bin: PathBuf,
+    pub(crate) runs: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl GuestSuite {
+    /// The kernel-facing tests of `exes` whose name contains `filter` (all without one);
+    /// executables with none are left out.
+    pub(crate) fn new(
+        bin: PathBuf,
+        static_bin: PathBuf,
+        exes: &[PathBuf],
+        filter: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let classes = crate::suite::Classes::load()?;
+        classes.check_sources()?;
+        let runs = exes
+            .iter()
+            .map(|exe| {
+                let tests: Vec<String> = classes
+                    .kernel_facing(crate::suite::binary_of(exe))
+                    .into_iter()
+                    .filter(|t| filter.is_none_or(|f| t.contains(f)))
+                    .map(String::from)
+                    .collect();
+                (exe.clone(), tests)
+            })
+            .filter(|(_, tests): &(PathBuf, Vec<String>)| !tests.is_empty())
+            .collect::<Vec<_>>();
+        let host_only = classes.host_only_lines();
+        eprintln!(
+            "xtask: each guest runs {} of the {} kernel-facing tests; {} host-only tests run on \
+             the host alone (tests/guests.toml):\n  {}",
+            runs.iter().map(|(_, t)| t.len()).sum::<usize>(),
+            classes.kernel_facing_count(),
+            host_only.len(),
+            host_only.join("\n  ")
+        );
+        Ok(Self {
+            bin,
+            static_bin,
+            runs,
+        })
     }
-    s += "exit $rc\n";
-    s
+
+    fn test_count(&self) -> usize {
+        self.runs.iter().map(|(_, t)| t.len()).sum()
+    }
+
+    /// The script one guest runs: `oomtrace check` — the static dist binary, from a root that
+    /// holds nothing but it (no glibc: the copy-and-run case) — then each executable with its
+    /// kernel-facing tests named exactly. `xtask-time UPTIME LABEL` lines mark where each part
+    /// ended (guest uptime in seconds) for the time table.
+    fn script(&self, results: &Path) -> String {
+        let mut s = String::from("#!/bin/sh\n");
+        s +=
+            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
+        s += &format!(
+            "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 OOMTRACE_DISPOSABLE_KERNEL=1 \
+             RUST_BACKTRACE=1\n",
+            self.bin.display()
+        );
+        s += "t() { read up _ < /proc/uptime; echo \"xtask-time $up $1\"; }\n";
+        s += "t boot\ncd /\necho \"guest kernel $(uname -r)\"\n";
+        s += &format!(
+            "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
+             && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
+             && chroot $r /oomtrace check --json > '{r}/check.json'\n\
+             echo \"static oomtrace check in a root without glibc: exit $?\"\n\
+             chroot $r /oomtrace check > '{r}/check.txt' 2>&1\n",
+            self.static_bin.display(),
+            r = results.display()
+        );
+        s += "t check\nrc=0\n";
+        for (exe, tests) in &self.runs {
+            let names: Vec<String> = tests.iter().map(|t| format!("'{t}'")).collect();
+            s += &format!(
+                "'{}' --exact {} --test-threads=2 || rc=1\nt '{}'\n",
+                exe.display(),
+                names.join(" "),
+                crate::suite::binary_of(exe)
+            );
+        }
+        s += "exit $rc\n";
+        s
+    }
+}
+
+/// The `xtask-time` marks of a guest's output as (label, seconds since the previous mark; the
+/// first since the guest's clock began: its boot).
+fn guest_parts(output: &str) -> Vec<(String, f64)> {
+    let mut prev = 0.0;
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("xtask-time ")?.splitn(2, ' ');
+            let up: f64 = w.next()?.parse().ok()?;
+            let label = w.next()?.to_string();
+            let took = (up - prev).max(0.0);
+            prev = up;
+            Some((label, took))
+        })
+        .collect()
 }
 
 /// Checks the README's hook table column `column` against a `check --json` result: the table
@@ -263,113 +335,260 @@ fn plan_summary(check: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Runs the suite in every guest kernel (or one); returns the tally and a report line per kernel.
+/// Lets guest lanes beyond the first start once the host's own steps are done (each guest is
+/// one single-threaded TCG process: one core each, and the host's steps want one too).
+pub(crate) struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    pub(crate) fn new(open: bool) -> Self {
+        Self {
+            open: Mutex::new(open),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.cv.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// How many guests run at once: `OOMTRACE_GUEST_LANES`, else 2 (this project's machines have
+/// two cores; a guest uses one).
+fn guest_lanes() -> usize {
+    std::env::var("OOMTRACE_GUEST_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(2)
+}
+
+/// One guest's result: its tally and its report line.
+struct GuestResult {
+    tally: Tally,
+    line: String,
+}
+
+/// Runs the suite in every guest kernel (or one), `guest_lanes()` at a time: lane 1 at once,
+/// the others once `gate` opens. Returns the tally and a report line per kernel, in the
+/// matrix's order.
 fn run_matrix(
-    bin: &Path,
-    static_bin: &Path,
-    exes: &[PathBuf],
+    suite: &GuestSuite,
     only: Option<&str>,
-    filter: Option<&str>,
+    gate: &Gate,
+    timings: &Timings,
 ) -> anyhow::Result<(Tally, Vec<String>)> {
-    let tools = guest::tools()?;
+    let tools = {
+        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
+        timings.time("guests", "QEMU and busybox (cache)", guest::tools)?
+    };
+    let kernels: Vec<KernelSpec> = guest::load_kernels()?
+        .into_iter()
+        .filter(|k| only.is_none_or(|o| o == k.name))
+        .collect();
+    anyhow::ensure!(
+        !kernels.is_empty(),
+        "no kernel named {only:?} in xtask/matrix.toml"
+    );
+    let queue = Mutex::new(kernels.iter().enumerate().collect::<VecDeque<_>>());
+    let results: Mutex<Vec<Option<GuestResult>>> =
+        Mutex::new(kernels.iter().map(|_| None).collect());
+    let lanes = guest_lanes().min(kernels.len());
+    std::thread::scope(|s| {
+        for lane in 1..=lanes {
+            let (queue, results, tools) = (&queue, &results, &tools);
+            s.spawn(move || {
+                if lane > 1 {
+                    gate.wait();
+                }
+                let lane_name = format!("guests {lane}");
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((i, spec)) = next else { break };
+                    let r = run_guest(tools, spec, suite, &lane_name, timings);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
     let mut tally = Tally::default();
     let mut report = Vec::new();
-    // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
-    let target = bin
-        .parent()
-        .and_then(Path::parent)
-        .context("oomtrace binary has no target directory")?;
-    let results_root = target.join("vm-results");
-    for spec in guest::load_kernels()? {
-        if only.is_some_and(|k| k != spec.name) {
-            continue;
-        }
-        let kernel = guest::prepare(&tools, &spec)?;
-        let results = results_root.join(&spec.name);
-        eprintln!(
-            "xtask: booting {} ({}) under QEMU/TCG",
-            spec.name, kernel.release
-        );
-        let script = guest_script(bin, static_bin, exes, filter, &results);
-        let boot = || {
-            guest::run_in_guest(
-                &tools,
-                &kernel,
-                &script,
-                target,
-                &results,
-                Duration::from_secs(2700),
-            )
-        };
-        // A guest that died before running anything (an early-boot oops under TCG was seen
-        // once in a few dozen boots) is booted once more; the tests themselves never are.
-        let run = match boot() {
-            Err(e) if !results.join("output.log").exists() => {
-                eprintln!(
-                    "xtask: {} never ran the suite ({e:#}); booting it once more",
-                    spec.name
-                );
-                let _ = std::fs::copy(
-                    results.join("console.log"),
-                    target.join(format!("vm-{}-failed-boot.log", spec.name)),
-                );
-                boot()
-            }
-            other => other,
-        };
-        let line = match run {
-            Ok(run) => {
-                let mut t = Tally::default();
-                let mut results_seen = 0;
-                for l in run.output.lines() {
-                    println!("[{}] {l}", spec.name);
-                    if let Some((p, f)) = parse_result_line(l) {
-                        t.passed += p;
-                        t.failed += f;
-                        results_seen += 1;
-                    }
-                }
-                if run.exit_code != 0 && t.failed == 0 {
-                    t.broken += 1;
-                }
-                if results_seen == 0 {
-                    t.broken += 1;
-                }
-                tally.add(t);
-                let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
-                let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
-                if let Err(e) = check_readme_column(&readme, &spec.name, &check) {
-                    eprintln!("xtask: {e}");
-                    tally.broken += 1;
-                }
-                format!(
-                    "{} ({}): {} passed, {} failed, exit {}, {:.0} s (console {}); {}",
-                    spec.name,
-                    kernel.release,
-                    t.passed,
-                    t.failed + t.broken,
-                    run.exit_code,
-                    run.wall.as_secs_f64(),
-                    run.console.display(),
-                    plan_summary(&check)
-                )
-            }
-            Err(e) => {
-                tally.broken += 1;
-                format!("{} ({}): FAILED TO RUN: {e:#}", spec.name, kernel.release)
-            }
-        };
-        report.push(line);
+    for r in results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+    {
+        tally.add(r.tally);
+        report.push(r.line);
     }
     Ok((tally, report))
 }
 
-/// Prints the per-kernel report and the closing `N passed, N failed` line.
-fn conclude(tally: Tally, report: &[String]) -> ExitCode {
+/// One guest: prepare its kernel (cached), boot it, run the suite, print its output as one
+/// block, and check the README's column for it.
+fn run_guest(
+    tools: &guest::Tools,
+    spec: &KernelSpec,
+    suite: &GuestSuite,
+    lane: &str,
+    timings: &Timings,
+) -> GuestResult {
+    let failed = |line: String| GuestResult {
+        tally: Tally {
+            broken: 1,
+            ..Tally::default()
+        },
+        line,
+    };
+    let kernel = {
+        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
+        timings.time(
+            lane,
+            &format!("{}: kernel and initramfs (cache)", spec.name),
+            || guest::prepare(tools, spec),
+        )
+    };
+    let kernel = match kernel {
+        Ok(k) => k,
+        Err(e) => return failed(format!("{}: FAILED TO PREPARE: {e:#}", spec.name)),
+    };
+    // Each guest's target is its own; the share (the cargo target dir) holds every result.
+    let Some(target) = suite.bin.parent().and_then(Path::parent) else {
+        return failed(format!(
+            "{}: the oomtrace binary has no target dir",
+            spec.name
+        ));
+    };
+    // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
+    let results = target.join("vm-results").join(&spec.name);
+    eprintln!(
+        "xtask: booting {} ({}) under QEMU/TCG in lane {lane}",
+        spec.name, kernel.release
+    );
+    let script = suite.script(&results);
+    let boot = || {
+        let started = Instant::now();
+        let run = guest::run_in_guest(
+            tools,
+            &kernel,
+            &script,
+            target,
+            &results,
+            Duration::from_secs(2700),
+        );
+        (started, run)
+    };
+    // A guest that died before running anything (an early-boot oops under TCG was seen
+    // once in a few dozen boots) is booted once more; the tests themselves never are.
+    let (started, run) = match boot() {
+        (started, Err(e)) if !results.join("output.log").exists() => {
+            eprintln!(
+                "xtask: {} never ran the suite ({e:#}); booting it once more",
+                spec.name
+            );
+            timings.record(
+                lane,
+                &format!("{}: failed boot", spec.name),
+                started,
+                started.elapsed(),
+            );
+            let _ = std::fs::copy(
+                results.join("console.log"),
+                target.join(format!("vm-{}-failed-boot.log", spec.name)),
+            );
+            boot()
+        }
+        other => other,
+    };
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => {
+            timings.record(
+                lane,
+                &format!("{}: did not finish", spec.name),
+                started,
+                started.elapsed(),
+            );
+            return failed(format!(
+                "{} ({}): FAILED TO RUN: {e:#}",
+                spec.name, kernel.release
+            ));
+        }
+    };
+    timings.record(
+        lane,
+        &format!("{}: the whole run", spec.name),
+        started,
+        run.wall,
+    );
+    let mut at = started;
+    for (label, secs) in guest_parts(&run.output) {
+        let took = Duration::from_secs_f64(secs);
+        timings.record(lane, &format!("{}:   {label}", spec.name), at, took);
+        at += took;
+    }
+    let mut t = Tally::default();
+    let mut results_seen = 0;
+    {
+        let mut out = std::io::stdout().lock();
+        for l in run.output.lines() {
+            let _ = writeln!(out, "[{}] {l}", spec.name);
+            if let Some((p, f)) = parse_result_line(l) {
+                t.passed += p;
+                t.failed += f;
+                results_seen += 1;
+            }
+        }
+    }
+    if run.exit_code != 0 && t.failed == 0 {
+        t.broken += 1;
+    }
+    if results_seen < suite.runs.len() {
+        eprintln!(
+            "xtask: {}: {results_seen} test binaries reported a result, {} ran",
+            spec.name,
+            suite.runs.len()
+        );
+        t.broken += 1;
+    }
+    let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+    let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
+    if let Err(e) = check_readme_column(&readme, &spec.name, &check) {
+        eprintln!("xtask: {e}");
+        t.broken += 1;
+    }
+    let line = format!(
+        "{} ({}): {} passed, {} failed, exit {}, {:.0} s (console {}); {}",
+        spec.name,
+        kernel.release,
+        t.passed,
+        t.failed + t.broken,
+        run.exit_code,
+        run.wall.as_secs_f64(),
+        run.console.display(),
+        plan_summary(&check)
+    );
+    GuestResult { tally: t, line }
+}
+
+/// Prints the per-kernel report, the time table and the closing `N passed, N failed` line.
+fn conclude(tally: Tally, report: &[String], timings: &Timings) -> ExitCode {
     println!();
     for line in report {
         println!("kernel {line}");
     }
+    print!("{}", timings.table());
     let failed = tally.failed + tally.broken;
     println!("{} passed, {failed} failed", tally.passed);
     if failed == 0 {
@@ -380,18 +599,104 @@ fn conclude(tally: Tally, report: &[String]) -> ExitCode {
 }
 
 pub(crate) fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
-    let env = setup::ensure()?;
-    let bin = build_oomtrace(&env)?;
-    let static_bin = crate::dist::build_static(&env)?;
-    let exes = build_e2e(&env)?;
-    let (tally, report) = run_matrix(&bin, &static_bin, &exes, kernel, filter)?;
-    Ok(conclude(tally, &report))
+    let timings = Timings::new();
+    let env = timings.time("host", "set-up (toolchain, bpf-linker)", setup::ensure)?;
+    let (bin, exes, static_bin) = build_all(&env, &timings)?;
+    let suite = GuestSuite::new(bin, static_bin?, &exes, filter)?;
+    anyhow::ensure!(
+        suite.test_count() > 0,
+        "no kernel-facing test matches {filter:?} (tests/guests.toml)"
+    );
+    let (tally, report) = run_matrix(&suite, kernel, &Gate::new(true), &timings)?;
+    Ok(conclude(tally, &report, &timings))
+}
+
+/// The builds everything else runs: the debug oomtrace, the end-to-end tests (cargo builds
+/// the package's binaries with them: the hog, the soak and the bench), the static binary.
+fn build_all(
+    env: &Env,
+    timings: &Timings,
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>, anyhow::Result<PathBuf>)> {
+    let bin = timings.time("host", "build oomtrace (debug)", || build_oomtrace(env))?;
+    let exes = timings.time(
+        "host",
+        "build the end-to-end tests, hog, soak, bench",
+        || build_e2e(env),
+    )?;
+    let static_bin = timings.time("host", "build the static oomtrace (release)", || {
+        crate::dist::build_static(env)
+    });
+    Ok((bin, exes, static_bin))
 }
 
 pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
-    let env = setup::ensure()?;
+    let timings = Timings::new();
+    let env = timings.time("host", "set-up (toolchain, bpf-linker)", setup::ensure)?;
+    // The builds come first: the guests need their products, and builds use both cores.
+    let (bin, exes, static_bin) = build_all(&env, &timings)?;
     let mut tally = Tally::default();
+    let mut report = Vec::new();
+    // The guests: those with kernel-facing tests that match the filter.
+    let suite = match (&static_bin, with_vm) {
+        (Ok(s), true) => match GuestSuite::new(bin.clone(), s.clone(), &exes, filter) {
+            Ok(suite) if suite.test_count() == 0 => {
+                eprintln!("xtask: no kernel-facing test matches {filter:?}: no guest boots");
+                None
+            }
+            Ok(suite) => Some(Ok(suite)),
+            Err(e) => Some(Err(e)),
+        },
+        (Err(e), true) => Some(Err(anyhow::anyhow!("no static binary: {e:#}"))),
+        (_, false) => None,
+    };
+    let gate = Gate::new(false);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let matrix = suite.as_ref().map(|suite| {
+            let (gate, timings) = (&gate, &timings);
+            s.spawn(move || match suite {
+                Ok(suite) => run_matrix(suite, None, gate, timings),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            })
+        });
+        let host = host_steps(&env, filter, &bin, &exes, static_bin.as_ref(), &timings);
+        // The host's steps are done: the other guest lanes take its core.
+        gate.open();
+        if let Some(m) = matrix {
+            match m.join() {
+                Ok(Ok((t, r))) => {
+                    tally.add(t);
+                    report = r;
+                }
+                Ok(Err(e)) => {
+                    // A machine that cannot boot guests fails the matrix loudly.
+                    eprintln!("xtask: the kernel matrix could not run: {e:#}");
+                    tally.broken += 1;
+                    report.push(format!("matrix FAILED TO RUN: {e:#}"));
+                }
+                Err(_) => {
+                    tally.broken += 1;
+                    report.push("matrix FAILED TO RUN: its thread panicked".into());
+                }
+            }
+        }
+        tally.add(host?);
+        Ok(())
+    })?;
+    Ok(conclude(tally, &report, &timings))
+}
 
+/// Everything the host runs itself, one step after the other.
+fn host_steps(
+    env: &Env,
+    filter: Option<&str>,
+    bin: &Path,
+    exes: &[PathBuf],
+    static_bin: Result<&PathBuf, &anyhow::Error>,
+    timings: &Timings,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let t =
+        |step: &str, f: &mut dyn FnMut() -> anyhow::Result<Tally>| timings.time("host", step, f);
     let mut unit = env.cargo();
     unit.args([
         "test",
@@ -405,83 +710,56 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
     if let Some(f) = filter {
         unit.args(["--", f]);
     }
-    tally.add(run_tallied(&mut unit, "unit tests (no root needed)")?);
+    tally.add(t("unit tests", &mut || {
+        run_tallied(&mut unit, "unit tests (no root needed)")
+    })?);
     // The lint habit: rustfmt, clippy -D warnings on every crate (the eBPF one for its target).
     if filter.is_none() {
-        tally.add(crate::lint::run(&env));
+        tally.add(t("lints (rustfmt, clippy)", &mut || {
+            Ok(crate::lint::run(env))
+        })?);
     }
-
     // Ten seconds of each fuzz target (`cargo xtask fuzz`): one test, passed if none crashed.
-    tally.add(crate::fuzz::in_test(&env, filter));
+    tally.add(t("fuzz (10 s per target)", &mut || {
+        Ok(crate::fuzz::in_test(env, filter))
+    })?);
     // promtool check and test rules on contrib/prometheus (Debian's prometheus package,
     // unpacked into the cache); its binaries go to the fleet end-to-end test below.
-    let (prom_tally, prom_env) = crate::prometheus::in_test(filter);
+    let (prom_tally, prom_env) =
+        timings.time("host", "promtool", || crate::prometheus::in_test(filter));
     tally.add(prom_tally);
-
-    let bin = build_oomtrace(&env)?;
-    let exes = build_e2e(&env)?;
     if !setup::is_root() {
         eprintln!(
             "xtask: the end-to-end tests cause real OOM kills in sandbox cgroups and need root; \
              they will fail here (run `sudo -E cargo xtask test`)"
         );
     }
-    for exe in &exes {
+    for exe in exes {
         let mut args: Vec<String> = Vec::new();
         if let Some(f) = filter {
             args.push(f.to_string());
         }
         let mut cmd = setup::as_root(exe, &args)?;
-        cmd.env("OOMTRACE_BIN", &bin).env("RUST_BACKTRACE", "1");
+        cmd.env("OOMTRACE_BIN", bin).env("RUST_BACKTRACE", "1");
         cmd.envs(prom_env.iter().map(|(k, v)| (k, v)));
-        let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-        tally.add(run_tallied(
-            &mut cmd,
-            &format!("end-to-end tests ({name}, as root)"),
-        )?);
+        let name = crate::suite::binary_of(exe);
+        tally.add(t(&format!("end-to-end {name} (root)"), &mut || {
+            run_tallied(&mut cmd, &format!("end-to-end tests ({name}, as root)"))
+        })?);
     }
-
-    let (soak, bench) = (
-        filter.is_none_or(|f| "soak".contains(f)),
-        filter.is_none_or(|f| "bench".contains(f)),
-    );
-    if soak || bench {
-        // The soak's and the benchmark's binaries (oomtrace-soak, oomtrace-bench), next to
-        // the oomtrace they drive.
-        setup::status(
-            env.cargo()
-                .args(["build", "--package", "oomtrace-tests", "--bins"]),
-            "building the soak and the benchmark",
-        )?;
+    if filter.is_none_or(|f| "soak".contains(f)) {
+        tally.add(t("soak (2 min)", &mut || soak_step(env, bin))?);
     }
-    if soak {
-        tally.add(soak_step(&env, &bin)?);
+    if filter.is_none_or(|f| "bench".contains(f)) {
+        tally.add(t("bench, quick run", &mut || bench_step(env, bin))?);
     }
-    if bench {
-        tally.add(bench_step(&env, &bin)?);
-    }
-    let static_bin = crate::dist::build_static(&env);
-    tally.add(static_step(static_bin.as_ref()));
-    tally.add(readme_step(&bin)?);
-
-    let mut report = Vec::new();
-    if with_vm {
-        let matrix = static_bin.and_then(|s| run_matrix(&bin, &s, &exes, None, filter));
-        match matrix {
-            Ok((t, r)) => {
-                tally.add(t);
-                report = r;
-            }
-            Err(e) => {
-                // A machine that cannot boot guests fails the matrix loudly.
-                eprintln!("xtask: the kernel matrix could not run: {e:#}");
-                tally.broken += 1;
-                report.push(format!("matrix FAILED TO RUN: {e:#}"));
-            }
-        }
-    }
-
-    Ok(conclude(tally, &report))
+    tally.add(t("static binary in a root without glibc", &mut || {
+        Ok(static_step(static_bin))
+    })?);
+    tally.add(t("README hook table, host column", &mut || {
+        readme_step(bin)
+    })?);
+    Ok(tally)
 }
 
 /// Two minutes of the soak (`cargo xtask soak`) against this build: one test, passed if

@@ -2,9 +2,10 @@
 //! a victim finish exiting through a pidfd; [`scan`] finds processes killed before oomtrace
 //! started; [`forensics`] describes a stuck victim from /proc (threads, stacks, sockets, memcg);
 //! [`workload`] names the container or unit it belongs to; [`unstick`] says what it waits on
-//! and how to free it.
+//! and how to free it; [`journal`] keeps the memcg limits it raised on disk until put back.
 pub mod deathwatch;
 pub mod forensics;
+pub mod journal;
 pub mod scan;
 pub mod unstick;
 pub mod workload;

@@ -57,6 +57,11 @@ pub struct LiveOptions {
     pub hook_timeout: Duration,
     /// Take the unstick remedy for every flagged victim.
     pub unstick: bool,
+    /// What `--unstick` may act on beyond the victim's own (explicit flags).
+    pub unstick_policy: crate::host::unstick::Policy,
+    /// `--unstick-pre-existing`: remedies for victims found by the start-up scan too (their
+    /// kill was not seen: only /proc says they were SIGKILLed, by anyone).
+    pub unstick_pre_existing: bool,
     pub filter: Filter,
     /// Print findings only, not every event.
     pub quiet_events: bool,
@@ -166,11 +171,12 @@ fn dump_header(
 }
 
 /// Drops every capability `watch` no longer needs (see `kernel::privs`); says what is kept, or
-/// why nothing could be dropped. --unstick may end a tracer that belongs to another user:
-/// CAP_KILL too.
+/// why nothing could be dropped. --unstick keeps what its remedies need
+/// ([`crate::kernel::privs::UNSTICK`]): CAP_KILL to signal a tracer or parent of the victim's
+/// uid, CAP_DAC_OVERRIDE to abort a FUSE connection of the victim's uid.
 fn drop_privileges(unstick: bool) -> Value {
     let extra: &[u32] = if unstick {
-        &[crate::kernel::privs::CAP_KILL]
+        &crate::kernel::privs::UNSTICK
     } else {
         &[]
     };
@@ -183,7 +189,7 @@ fn drop_privileges(unstick: bool) -> Value {
                 "CAP_DAC_READ_SEARCH",
             ];
             if unstick {
-                kept.push("CAP_KILL");
+                kept.extend(["CAP_KILL", "CAP_DAC_OVERRIDE"]);
             }
             json!({"dropped": true, "kept": kept, "no_new_privs": true})
         }
@@ -194,6 +200,42 @@ fn drop_privileges(unstick: bool) -> Value {
             );
             json!({"dropped": false, "error": e.to_string()})
         }
+    }
+}
+
+/// The evidence `watch --unstick` has that `victim` is an OOM victim, or why it will not act.
+fn unstick_evidence(
+    victim: &crate::lifecycle::Victim,
+    pre_existing_ok: bool,
+) -> Result<String, String> {
+    if victim.pre_existing && victim.killed_at().is_none() {
+        return if pre_existing_ok {
+            Ok(
+                "found SIGKILLed by the start-up scan; its kill was not seen, acted on because \
+                of --unstick-pre-existing"
+                    .into(),
+            )
+        } else {
+            Err(
+                "found SIGKILLed by the start-up scan: its kill was not seen, so who sent it \
+                 (the OOM killer, or a user's kill -9) is unknown; not acted on without \
+                 --unstick-pre-existing"
+                    .into(),
+            )
+        };
+    }
+    let t = &victim.timeline;
+    let by = victim
+        .trigger
+        .as_ref()
+        .map(|t| format!(", while pid {} ({}) allocated", t.tgid, t.comm))
+        .unwrap_or_default();
+    match (t.sigkill, t.marked.or(t.chosen)) {
+        (Some(_), Some(_)) => Ok(format!("the kernel's OOM kill was seen{by}")),
+        (None, Some(_)) => Ok(format!(
+            "the OOM killer's choice was seen, its SIGKILL was not (lost){by}"
+        )),
+        _ => Err("no OOM kill of it was seen: not acted on".into()),
     }
 }
 
@@ -331,8 +373,16 @@ struct Runner<W: std::io::Write> {
     hooks: Option<Hooks>,
     /// `--unstick`: take the remedy for each flagged victim.
     unstick: bool,
-    /// What was changed for a victim, to put back once it is dead.
+    /// `--unstick`: what it may act on, and on which victims.
+    unstick_policy: crate::host::unstick::Policy,
+    unstick_pre_existing: bool,
+    /// `--unstick`: fusectl mounted for a victim's remedy, unmounted once it is dead.
     unstuck: std::collections::HashMap<u32, crate::host::unstick::Applied>,
+    /// `--unstick`: the FUSE connections of the files a victim had open at its kill (a thread
+    /// inside exit has detached its table by the time it is flagged).
+    fuse_at_kill: std::collections::HashMap<u32, Vec<u32>>,
+    /// `--unstick`: the memcg limits raised, on disk until put back.
+    journal: Option<crate::host::journal::Journal>,
     flagged: u64,
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
@@ -380,6 +430,7 @@ impl<W: std::io::Write> Runner<W> {
                 if let Some(live) = &mut self.session.live {
                     live.record_sockets(tgid);
                 }
+                self.record_fuse(tgid);
                 Ok(())
             }
             Err(e) => {
@@ -403,6 +454,7 @@ impl<W: std::io::Write> Runner<W> {
                 if let Some(live) = &mut self.session.live {
                     live.record_sockets(c.pid);
                 }
+                self.record_fuse(c.pid);
                 self.userspace(&userspace_event(
                     c.pid,
                     c.comm_bytes(),
@@ -416,6 +468,20 @@ impl<W: std::io::Write> Runner<W> {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// `--unstick`: the FUSE connections of the files `tgid` has open now (at its kill).
+    fn record_fuse(&mut self, tgid: u32) {
+        if !self.unstick {
+            return;
+        }
+        let conns = crate::host::unstick::fuse_connections_open(Path::new("/proc"), tgid);
+        if self.fuse_at_kill.len() >= 4096 {
+            self.fuse_at_kill.clear();
+        }
+        if !conns.is_empty() {
+            self.fuse_at_kill.insert(tgid, conns);
         }
     }
 
@@ -491,14 +557,28 @@ impl<W: std::io::Write> Runner<W> {
                 let fx = shown.remove(&victim.key);
                 self.run_hook(&f, memcg, fx.as_ref());
                 if self.unstick {
-                    self.auto_unstick(victim.key.tgid, victim.key.start_ns, fx)?;
+                    self.auto_unstick(victim, fx)?;
                 }
             }
             if let Finding::Dead { victim, .. } = &f
-                && let Some(a) = self.unstuck.remove(&victim.key.tgid)
+                && self.unstick
             {
-                for r in crate::host::unstick::restore(&a) {
-                    self.say_unstick(victim.key.tgid, "restored", &r)?;
+                let tgid = victim.key.tgid;
+                self.fuse_at_kill.remove(&tgid);
+                if self
+                    .unstuck
+                    .remove(&tgid)
+                    .is_some_and(|a| a.unmount_fusectl)
+                {
+                    crate::host::unstick::unmount_fusectl();
+                }
+                let said = self
+                    .journal
+                    .as_mut()
+                    .map(|j| j.victim_dead(tgid, None))
+                    .unwrap_or_default();
+                for (v, r) in said {
+                    self.say_unstick(v, "restored", &r)?;
                 }
             }
         }
@@ -506,57 +586,88 @@ impl<W: std::io::Write> Runner<W> {
     }
 
     /// `watch --unstick`: the remedy `oomtrace unstick --apply` would take, taken as soon as
-    /// a victim is flagged (the tracker knows it is a victim: no /proc evidence needed). Said
-    /// loudly, counted in the metrics; the memcg limit is put back when the victim is dead.
+    /// a victim is flagged — for a victim whose OOM kill oomtrace saw (the kernel's SIGKILL and
+    /// the OOM killer's mark or choice), or one found by the start-up scan only with
+    /// `--unstick-pre-existing`. Vetted like the CLI's (the victim's own things only), said
+    /// loudly, counted in the metrics; a memcg limit is journaled and put back once it is dead.
     fn auto_unstick(
         &mut self,
-        tgid: u32,
-        start_ns: u64,
+        victim: &crate::lifecycle::Victim,
         shown: Option<crate::host::forensics::Forensics>,
     ) -> anyhow::Result<()> {
         use crate::host::unstick;
+        let tgid = victim.key.tgid;
         let Some(live) = &self.session.live else {
             return Ok(());
         };
-        let fx = shown.unwrap_or_else(|| live.forensics(tgid, start_ns));
+        let fx = shown.unwrap_or_else(|| live.forensics(tgid, victim.key.start_ns));
         let v2 = live
             .memcg_root
             .as_deref()
             .is_some_and(|r| r.join("cgroup.controllers").exists());
         let memcg_root = live.memcg_root.clone();
+        let proc_root = live.proc_root.clone();
+        let evidence = unstick_evidence(victim, self.unstick_pre_existing);
         let mounted = unstick::ensure_fusectl();
-        let waiting = unstick::candidate_connections(
-            &unstick::fuse_connections_waiting(Path::new(unstick::FUSECTL)),
-            &unstick::fuse_connections_of(&live.proc_root, tgid),
-        );
-        let wait = unstick::diagnose(&fx, &waiting);
+        let fusectl = Path::new(unstick::FUSECTL);
+        let recorded = self.fuse_at_kill.get(&tgid).cloned().unwrap_or_default();
+        let conns = unstick::fuse_connections_for(&proc_root, &fx, &recorded, fusectl);
+        let wait = unstick::diagnose(&fx, &conns);
         let kind = serde_json::to_value(&wait)
             .ok()
             .and_then(|v| v["kind"].as_str().map(str::to_string))
             .unwrap_or_default();
         let remedy = unstick::remedy(&wait, memcg_root.as_deref(), v2);
-        let (result, text) = match remedy.as_ref().and_then(|r| r.action.clone()) {
-            None => (
-                "refused",
-                format!("waits on {wait}: no remedy oomtrace can take"),
-            ),
-            Some(action) => match unstick::apply(&action) {
-                Ok(a) => {
-                    let text = format!("waits on {wait}: {}", a.did.join("; "));
-                    self.unstuck.insert(tgid, a);
-                    ("applied", text)
-                }
-                Err(e) => ("failed", format!("waits on {wait}: applying failed: {e}")),
-            },
+        let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
+            (Err(why), _) => Err(why.clone()),
+            (Ok(_), None) => Err("no remedy oomtrace can take".to_string()),
+            (Ok(_), Some(action)) => {
+                unstick::vet(&action, &fx, &proc_root, fusectl, self.unstick_policy)
+            }
         };
-        // Only needed to list connections and abort one: done either way.
-        if mounted {
+        let (result, text, unmount) = match plan {
+            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), true),
+            Ok(plan) => {
+                let a = unstick::act(
+                    &plan,
+                    &proc_root,
+                    fusectl,
+                    self.journal.as_mut(),
+                    &mut || {},
+                );
+                let text = format!(
+                    "waits on {wait} ({}): {}",
+                    evidence.as_deref().unwrap_or_default(),
+                    a.did.join("; ")
+                );
+                let result = if a.ok { "applied" } else { "failed" };
+                let keep_fusectl = a.unmount_fusectl;
+                self.unstuck.insert(tgid, a);
+                (result, text, !keep_fusectl)
+            }
+        };
+        // Mounted only to find and abort a connection: unmounted now, unless the remedy
+        // mounted it (then at the victim's death).
+        if mounted && unmount {
             unstick::unmount_fusectl();
         }
         if let Some(m) = &mut self.metrics {
             m.unstick(&kind, result);
         }
         self.say_unstick(tgid, result, &text)
+    }
+
+    /// `--unstick`: puts back the journaled limits of victims that are gone (a start after a
+    /// crash, and every sweep).
+    fn settle_journal(&mut self) -> anyhow::Result<()> {
+        let said = match &mut self.journal {
+            Some(j) if !j.entries().is_empty() => j.check_dead(Path::new("/proc")),
+            _ => Vec::new(),
+        };
+        for (victim, r) in said {
+            self.say_unstick(victim, "restored", &r)?;
+        }
+        Ok(())
     }
 
     fn say_unstick(&mut self, tgid: u32, result: &str, text: &str) -> anyhow::Result<()> {
@@ -660,6 +771,7 @@ impl<W: std::io::Write> Runner<W> {
     /// the tracker of those it follows that they are released (a `task_free` observed by
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+        self.settle_journal()?;
         let proc_root = Path::new("/proc");
         let swept = match probes.tracked_count() {
             Ok(0) => Ok(Vec::new()),
@@ -856,6 +968,22 @@ async fn start(
         None => None,
     };
     let metrics_addr = endpoint.as_ref().and_then(metrics::Endpoint::local_addr);
+    // The journal of raised limits (created before the privileges go).
+    let (journal, journal_said) = if opts.unstick {
+        let dir = crate::host::journal::state_dir();
+        match crate::host::journal::Journal::open(&dir) {
+            Ok((j, said)) => (Some(j), said),
+            Err(e) => {
+                eprintln!(
+                    "oomtrace: warning: --unstick without its journal ({e}): no memcg limit \
+                     will be raised"
+                );
+                (None, Vec::new())
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
     let header = plan_line(
         probes,
@@ -878,7 +1006,11 @@ async fn start(
             .clone()
             .map(|p| Hooks::new(p, opts.hook_timeout)),
         unstick: opts.unstick,
+        unstick_policy: opts.unstick_policy,
+        unstick_pre_existing: opts.unstick_pre_existing,
         unstuck: std::collections::HashMap::new(),
+        fuse_at_kill: std::collections::HashMap::new(),
+        journal,
         flagged: 0,
         poll_ring: probes.layout.config.trace_all_exits != 0,
         last_sync: (now, 0),
@@ -892,6 +1024,11 @@ async fn start(
         &death,
         metrics_addr,
     )?;
+    for r in journal_said {
+        runner.say_unstick(0, "restored", &r)?;
+    }
+    // Limits a previous run raised for victims that died meanwhile go back now.
+    runner.settle_journal()?;
     Ok((runner, endpoint))
 }
 
@@ -1117,6 +1254,7 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
     match &mut ev.payload {
         Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
         Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
+        Payload::OomKill(p) if p.chosen_mm != 0 => hide(&mut p.chosen_mm),
         _ => return false,
     }
     true

@@ -146,10 +146,24 @@ struct WatchArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = oomtrace::hooks::DEFAULT_TIMEOUT.as_secs_f64())]
     hook_timeout: f64,
     /// Take the remedy `oomtrace unstick --apply` would for every victim flagged stuck (abort
-    /// its FUSE connection, raise its memcg's limit, end its tracer, signal its parent). Off by
+    /// its FUSE connection, raise its memcg's limit, end its tracer, signal its parent) whose
+    /// OOM kill oomtrace saw, on what the victim owns only (see docs/unstick.md). Off by
     /// default; each action is printed (UNSTICK …) and counted in the metrics.
     #[arg(long)]
     unstick: bool,
+    /// With --unstick: act on a tracer, parent, FUSE connection or memcg of another uid than
+    /// the victim's too. RISK: a user's victim can then steer root to signal any process or
+    /// abort a filesystem other users rely on.
+    #[arg(long, requires = "unstick")]
+    allow_foreign_owner: bool,
+    /// With --unstick: end a tracer that is the victim's real parent too. RISK: any process
+    /// makes its parent its tracer with PTRACE_TRACEME (a supervisor, a shell, su, init).
+    #[arg(long, requires = "unstick")]
+    allow_parent_tracer: bool,
+    /// With --unstick: take remedies for victims found SIGKILLed by the start-up scan too,
+    /// whose kill oomtrace did not see. RISK: a user's own kill -9 is taken for an OOM kill.
+    #[arg(long, requires = "unstick")]
+    unstick_pre_existing: bool,
     /// Exit with code 3 if any victim was flagged stuck (canary gate; use with --duration).
     #[arg(long)]
     fail_on_stuck: bool,
@@ -200,6 +214,27 @@ struct UnstickArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Act on a tracer, parent, FUSE connection or memcg of another uid than the victim's too.
+    /// RISK: the victim's owner can then steer root to signal any process or abort a
+    /// filesystem other users rely on.
+    #[arg(long)]
+    allow_foreign_owner: bool,
+    /// End a tracer that is the victim's real parent too. RISK: any process makes its parent
+    /// its tracer with PTRACE_TRACEME (a supervisor, a shell, su, init).
+    #[arg(long)]
+    allow_parent_tracer: bool,
+    /// Take the process for an OOM victim though the kernel's log names no OOM kill of it
+    /// (the log rotated). RISK: a user's own kill -9 is taken for an OOM kill.
+    #[arg(long)]
+    assume_oom_victim: bool,
+    /// Raise its memcg's limit (journaled, put back once it is dead) whatever it waits on.
+    #[arg(long)]
+    raise_memcg_limit: bool,
+    /// The FUSE connection (its id under /sys/fs/fuse/connections) the victim waits on, when
+    /// its blocked thread names no file any more (a FLUSH held inside exit): still checked to
+    /// be the victim's uid's.
+    #[arg(long, value_name = "ID")]
+    fuse_connection: Option<u32>,
 }
 
 #[derive(Args)]
@@ -528,6 +563,11 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         on_stuck: args.on_stuck.clone(),
         hook_timeout: Duration::from_nanos(seconds_ns(args.hook_timeout, "--hook-timeout")?),
         unstick: args.unstick,
+        unstick_policy: oomtrace::host::unstick::Policy {
+            allow_foreign_owner: args.allow_foreign_owner,
+            allow_parent_tracer: args.allow_parent_tracer,
+        },
+        unstick_pre_existing: args.unstick_pre_existing,
         filter: Filter {
             memcg: args.memcg.clone(),
             pid: args.pid,
@@ -591,56 +631,110 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
-/// an OOM victim, or no known remedy); 6 applied but still not dead after --wait.
+/// an OOM victim, no known remedy, or the remedy would touch what the victim does not own);
+/// 6 applied but still not dead after --wait; 7 applying failed.
 const EXIT_UNSTICK_REFUSED: u8 = 5;
 const EXIT_UNSTICK_NOT_DEAD: u8 = 6;
+const EXIT_UNSTICK_FAILED: u8 = 7;
 
 fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
-    use oomtrace::host::unstick;
+    use oomtrace::host::{journal, unstick};
     let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
     let proc_root = std::path::Path::new("/proc");
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
     let controller = oomtrace::kernel::cgroups::memory_controller();
     let memcg_root = controller.as_ref().map(|c| c.mount.clone());
+    // Limits an earlier run raised for victims that died meanwhile go back first.
+    let mut restored: Vec<String> = Vec::new();
+    let mut journal = match journal::Journal::open(&journal::state_dir()) {
+        Ok((mut j, said)) => {
+            restored.extend(said);
+            restored.extend(j.check_dead(proc_root).into_iter().map(|(_, r)| r));
+            Some(j)
+        }
+        Err(e) => {
+            restored.push(format!("no journal ({e}): no memcg limit will be raised"));
+            None
+        }
+    };
     let fx = forensics::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
-    let memcg = fx.memcg.as_ref().map(|m| m.path.as_str());
-    let evidence = unstick::oom_victim_evidence(proc_root, memcg_root.as_deref(), memcg, args.pid);
+    let evidence = unstick::oom_victim_evidence(
+        proc_root,
+        args.pid,
+        &unstick::read_kmsg(),
+        args.assume_oom_victim,
+    );
     // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed,
     // unmounted again at the end.
     let mounted_fusectl = unstick::ensure_fusectl();
-    let waiting = unstick::candidate_connections(
-        &unstick::fuse_connections_waiting(std::path::Path::new(unstick::FUSECTL)),
-        &unstick::fuse_connections_of(proc_root, args.pid),
-    );
-    let wait_on = unstick::diagnose(&fx, &waiting);
+    let mut conns = unstick::fuse_connections_for(proc_root, &fx, &[], fusectl);
+    if conns.is_empty()
+        && let Some(c) = args.fuse_connection
+    {
+        conns.push(c);
+    }
+    let wait_on = unstick::diagnose(&fx, &conns);
     let v2 = controller.as_ref().is_some_and(|c| c.version == 2);
-    let remedy = unstick::remedy(&wait_on, memcg_root.as_deref(), v2);
+    let remedy = if args.raise_memcg_limit {
+        fx.memcg
+            .as_ref()
+            .zip(memcg_root.as_deref())
+            .and_then(|(m, root)| unstick::raise_remedy(&m.path, m.limit_bytes?, root, v2))
+    } else {
+        unstick::remedy(&wait_on, memcg_root.as_deref(), v2)
+    };
+    let policy = unstick::Policy {
+        allow_foreign_owner: args.allow_foreign_owner,
+        allow_parent_tracer: args.allow_parent_tracer,
+    };
     let mut applied = None;
     let mut dead = None;
-    let mut restored = Vec::new();
-    let refused = match (&evidence, &remedy) {
-        (Err(e), _) => Some(e.clone()),
-        (Ok(_), None) => Some(format!(
+    let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
+        (Err(e), _) => Err(e.clone()),
+        (Ok(_), None) => Err(format!(
             "no remedy oomtrace can take for: {wait_on} — look at the forensics below"
         )),
-        (Ok(_), Some(_)) => None,
+        (Ok(_), Some(action)) => unstick::vet(&action, &fx, proc_root, fusectl, policy),
     };
-    if args.apply && refused.is_none() {
-        let action = remedy.as_ref().and_then(|r| r.action.clone());
-        if let Some(action) = action {
-            let a = unstick::apply(&action).map_err(|e| anyhow::anyhow!(e))?;
+    let refused = plan.as_ref().err().cloned();
+    if args.apply
+        && let Ok(plan) = &plan
+    {
+        let a = unstick::act(plan, proc_root, fusectl, journal.as_mut(), &mut || {});
+        if a.ok {
             let gone = unstick::wait_gone(args.pid, wait);
-            restored = unstick::restore(&a);
             dead = Some(gone);
-            applied = Some(a);
+            if a.raised {
+                match (&mut journal, gone) {
+                    (Some(j), true) => restored.extend(
+                        j.victim_dead(args.pid, plan.victim.1)
+                            .into_iter()
+                            .map(|(_, r)| r),
+                    ),
+                    (Some(j), false) => restored.push(format!(
+                        "left raised: pid {} is not dead; journaled in {}, put back by the next \
+                         `oomtrace unstick` or `watch --unstick` once it is",
+                        args.pid,
+                        j.path().display()
+                    )),
+                    (None, _) => {}
+                }
+            }
         }
+        if a.unmount_fusectl {
+            unstick::unmount_fusectl();
+        }
+        applied = Some(a);
     }
     if mounted_fusectl {
         unstick::unmount_fusectl();
     }
+    let failed = applied.as_ref().is_some_and(|a| !a.ok);
     if args.json {
         println!(
             "{}",
             json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
+                   "evidence": match &evidence { Ok(e) | Err(e) => e },
                    "refused": refused, "waits_on": wait_on, "remedy": remedy,
                    "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
         );
@@ -662,6 +756,9 @@ fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
             for d in &a.did {
                 println!("applied:     {d}");
             }
+            if !a.ok {
+                println!("result:      FAILED (see above)");
+            }
         }
         match dead {
             Some(true) => println!("result:      DEAD (finished exiting)"),
@@ -678,6 +775,7 @@ fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(match (refused, dead) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        _ if failed => ExitCode::from(EXIT_UNSTICK_FAILED),
         (None, Some(false)) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
         _ => ExitCode::SUCCESS,
     })

@@ -7,6 +7,15 @@
 //! function names; /proc status (`TracerPid`) and the memcg's usage complete it. Each diagnosis
 //! names a remedy — one line a person can run, and what it risks — which `oomtrace unstick
 //! --apply` (and `watch --unstick`) carry out. Unknown is said, never guessed at.
+//!
+//! `unstick` runs as root and an unprivileged user decides what its victim looks like, so an
+//! action is taken only on what the victim itself owns ([`vet`]): the tracer of the thread that
+//! is in the ptrace stop (never PID 1, a PID-namespace init, oomtrace's own ancestors, or the
+//! victim's real parent, which any process can make its tracer with `PTRACE_TRACEME`), the FUSE
+//! connection of the file its blocked thread waits on, its own memcg; a process or connection
+//! of another uid only with [`Policy::allow_foreign_owner`]. Processes are held by pidfds from
+//! the diagnosis on and re-checked (start time, tracer) right before a signal, which is sent
+//! through the pidfd: a reused pid is never signalled. Every result is reported as it was.
 
 use std::{
     fmt,
@@ -22,7 +31,8 @@ use crate::host::forensics::Forensics;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Wait {
     /// A FUSE request the daemon has not answered. `connections`: the FUSE connections (ids
-    /// under /sys/fs/fuse/connections) with requests waiting now.
+    /// under /sys/fs/fuse/connections: the mount's `dev_t`) of the files its blocked threads
+    /// wait on, found from the file itself (or recorded at the kill), never guessed.
     Fuse { connections: Vec<u32> },
     /// A network filesystem (NFS, CIFS/SMB, 9p, Ceph) that does not answer.
     NetworkFs { fs: String },
@@ -33,8 +43,11 @@ pub enum Wait {
         usage_bytes: u64,
         limit_bytes: u64,
     },
-    /// Stopped by ptrace: it goes on only when its tracer lets it.
+    /// Stopped by ptrace: it goes on only when its tracer lets it. `tracer`: the `TracerPid`
+    /// (a thread id) of the threads in the stop.
     Ptrace { tracer: u32 },
+    /// Threads in a ptrace stop name different tracers: which to end is not for oomtrace.
+    PtraceSeveral { tracers: Vec<u32> },
     /// Waiting for the mmap lock (held by someone else, often another stuck task).
     MmapLock,
     /// Dead: a zombie its parent does not reap.
@@ -126,23 +139,16 @@ pub fn unmount_fusectl() {
     unsafe { libc::umount2(dst.as_ptr(), 0) };
 }
 
-/// The FUSE connections a process's mounts name: for each FUSE mount in its mount namespace
-/// (`/proc/PID/mountinfo`, read through any of its threads: a leader that is a zombie has
-/// none), the minor number of its device, which is the connection's id under fusectl.
-pub fn fuse_connections_of(proc_root: &Path, pid: u32) -> Vec<u32> {
-    let dir = proc_root.join(pid.to_string());
-    let mut sources = vec![dir.join("mountinfo")];
-    if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
-        sources.extend(tasks.flatten().map(|t| t.path().join("mountinfo")));
-    }
-    let Some(text) = sources
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .find(|t| !t.is_empty())
-    else {
-        return Vec::new();
-    };
-    let mut v: Vec<u32> = text
+/// A fusectl connection id: the mount's `dev_t` as the kernel numbers it (`MKDEV`: major in
+/// the bits above 20, minor below). Anonymous `fuse` mounts have major 0; `fuseblk` mounts
+/// name their block device.
+pub fn connection_id(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// mount id → FUSE connection id, for the FUSE mounts in a `mountinfo` text.
+pub fn fuse_mounts(mountinfo: &str) -> std::collections::HashMap<u64, u32> {
+    mountinfo
         .lines()
         .filter_map(|l| {
             let (head, tail) = l.split_once(" - ")?;
@@ -150,56 +156,157 @@ pub fn fuse_connections_of(proc_root: &Path, pid: u32) -> Vec<u32> {
             if fstype != "fuse" && !fstype.starts_with("fuse.") && fstype != "fuseblk" {
                 return None;
             }
-            head.split_whitespace()
-                .nth(2)?
-                .split(':')
-                .nth(1)?
-                .parse()
-                .ok()
+            let mut f = head.split_whitespace();
+            let id: u64 = f.next()?.parse().ok()?;
+            let (ma, mi) = f.nth(1)?.split_once(':')?;
+            Some((id, connection_id(ma.parse().ok()?, mi.parse().ok()?)))
         })
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+        .collect()
 }
 
-/// The connections that may hold the victim: those with requests waiting, narrowed to the
-/// victim's own FUSE mounts when they are known.
-pub fn candidate_connections(waiting: &[u32], of_victim: &[u32]) -> Vec<u32> {
-    let mine: Vec<u32> = waiting
+/// The mountinfo of process `pid`, read through any of its threads (a zombie leader has none).
+fn mountinfo_of(proc_root: &Path, pid: u32) -> String {
+    let dir = proc_root.join(pid.to_string());
+    let mut sources = vec![dir.join("mountinfo")];
+    if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+        sources.extend(
+            tasks
+                .flatten()
+                .take(crate::host::forensics::MAX_DETAILED_THREADS)
+                .map(|t| t.path().join("mountinfo")),
+        );
+    }
+    sources
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find(|t| !t.is_empty())
+        .unwrap_or_default()
+}
+
+/// The mount id of open file `fd` in thread dir `tdir` (`fdinfo`'s `mnt_id`): no FUSE request
+/// is made (a `stat` of the file would ask the daemon that does not answer).
+fn mnt_id_of_fd(tdir: &Path, fd: &str) -> Option<u64> {
+    let info = std::fs::read_to_string(tdir.join("fdinfo").join(fd)).ok()?;
+    crate::host::forensics::status_field(&info, "mnt_id")?
+        .parse()
+        .ok()
+}
+
+/// The FUSE connections of the files `pid` has open now (at most
+/// [`crate::host::forensics::MAX_FD_ENTRIES`] read), through its leader or first live thread:
+/// `watch --unstick` records them at the kill, before a thread inside exit detaches the table
+/// (a FLUSH held at exit names no file any more).
+pub fn fuse_connections_open(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let mounts = fuse_mounts(&mountinfo_of(proc_root, pid));
+    if mounts.is_empty() {
+        return Vec::new();
+    }
+    let dir = proc_root.join(pid.to_string());
+    let tdirs = std::iter::once(dir.clone()).chain(
+        std::fs::read_dir(dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .take(crate::host::forensics::MAX_DETAILED_THREADS)
+            .map(|e| e.path()),
+    );
+    let mut budget = crate::host::forensics::MAX_FD_ENTRIES;
+    let mut out = Vec::new();
+    for tdir in tdirs {
+        let Ok(fds) = std::fs::read_dir(tdir.join("fd")) else {
+            continue;
+        };
+        let mut any = false;
+        for fd in fds.flatten() {
+            any = true;
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            if let Some(c) = fd
+                .file_name()
+                .to_str()
+                .and_then(|n| mnt_id_of_fd(&tdir, n))
+                .and_then(|m| mounts.get(&m))
+                && !out.contains(c)
+            {
+                out.push(*c);
+            }
+        }
+        // Threads share the table: one non-empty table is enough.
+        if any {
+            break;
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The FUSE connections of the files the victim's blocked FUSE threads wait on: each such
+/// thread's current system call (`/proc/PID/task/TID/syscall`) names a file descriptor as its
+/// first argument (read, write, fsync, getdents, …); its `fdinfo` names the mount. A thread
+/// not in a system call (inside exit: a FLUSH at `exit_files`) names none: see
+/// [`fuse_connections_open`].
+pub fn fuse_connections_waited_on(proc_root: &Path, f: &Forensics) -> Vec<u32> {
+    let mounts = fuse_mounts(&mountinfo_of(proc_root, f.tgid));
+    let dir = proc_root.join(f.tgid.to_string());
+    let mut out = Vec::new();
+    for t in &f.threads {
+        let fuse = t.stack.iter().any(|fr| sign_of(fr) == Some(Sign::Fuse))
+            || t.wchan.as_deref().and_then(sign_of) == Some(Sign::Fuse);
+        if !fuse {
+            continue;
+        }
+        let tdir = dir.join("task").join(t.tid.to_string());
+        let Some(sys) = std::fs::read_to_string(tdir.join("syscall")).ok() else {
+            continue;
+        };
+        let mut words = sys.split_whitespace();
+        let (Some(nr), Some(arg0)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if nr.starts_with('-') || nr == "running" {
+            continue;
+        }
+        let Ok(fd) = u64::from_str_radix(arg0.trim_start_matches("0x"), 16) else {
+            continue;
+        };
+        if let Some(c) = mnt_id_of_fd(&tdir, &fd.to_string()).and_then(|m| mounts.get(&m))
+            && !out.contains(c)
+        {
+            out.push(*c);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The connections the victim waits on: from its blocked threads' files, else those recorded
+/// at its kill that have requests waiting now (under `fusectl`).
+pub fn fuse_connections_for(
+    proc_root: &Path,
+    f: &Forensics,
+    recorded: &[u32],
+    fusectl: &Path,
+) -> Vec<u32> {
+    let from_files = fuse_connections_waited_on(proc_root, f);
+    if !from_files.is_empty() {
+        return from_files;
+    }
+    recorded
         .iter()
         .copied()
-        .filter(|c| of_victim.contains(c))
-        .collect();
-    if mine.is_empty() {
-        waiting.to_vec()
-    } else {
-        mine
-    }
-}
-
-/// The FUSE connections with requests waiting (`waiting` > 0) under `fusectl`.
-pub fn fuse_connections_waiting(fusectl: &Path) -> Vec<u32> {
-    let mut v: Vec<u32> = std::fs::read_dir(fusectl)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let id: u32 = e.file_name().to_str()?.parse().ok()?;
-            let waiting: u64 = std::fs::read_to_string(e.path().join("waiting"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            (waiting > 0).then_some(id)
+        .filter(|c| {
+            std::fs::read_to_string(fusectl.join(c.to_string()).join("waiting"))
+                .ok()
+                .and_then(|w| w.trim().parse::<u64>().ok())
+                .is_some_and(|w| w > 0)
         })
-        .collect();
-    v.sort_unstable();
-    v
+        .collect()
 }
 
-/// Classifies from forensics; `fuse_waiting` are the FUSE connections with requests waiting.
-pub fn diagnose(f: &Forensics, fuse_waiting: &[u32]) -> Wait {
+/// Classifies from forensics; `fuse` are the FUSE connections of the files it waits on.
+pub fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
     let zombie_only = f
         .threads
         .iter()
@@ -225,14 +332,20 @@ pub fn diagnose(f: &Forensics, fuse_waiting: &[u32]) -> Wait {
         }
     }
     let has = |s: Sign| signs.contains(&s);
-    if has(Sign::Ptrace)
-        && let Some(tracer) = f.tracer_pid
-    {
-        return Wait::Ptrace { tracer };
+    // The tracers of the threads that are in the stop, each read from that thread: another
+    // thread's tracer (a parent that did PTRACE_TRACEME on the leader) holds nothing.
+    match f.stopped_tracers.as_slice() {
+        [] => {}
+        [tracer] => return Wait::Ptrace { tracer: *tracer },
+        several => {
+            return Wait::PtraceSeveral {
+                tracers: several.to_vec(),
+            };
+        }
     }
     if has(Sign::Fuse) {
         return Wait::Fuse {
-            connections: fuse_waiting.to_vec(),
+            connections: fuse.to_vec(),
         };
     }
     for (s, fs) in [
@@ -274,16 +387,61 @@ pub struct Remedy {
 /// What `--apply` does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    AbortFuse { connection: u32 },
-    RaiseMemcgLimit { file: PathBuf, from: u64, to: u64 },
-    EndTracer { tracer: u32 },
-    SignalParent { parent: u32 },
+    AbortFuse {
+        connection: u32,
+    },
+    RaiseMemcgLimit {
+        file: PathBuf,
+        from: u64,
+        to: u64,
+    },
+    /// `tracer`: a `TracerPid`, a thread id: its process is ended.
+    EndTracer {
+        tracer: u32,
+    },
+    SignalParent {
+        parent: u32,
+    },
 }
 
 /// How much a memcg's limit is raised so that a victim's exit can charge what it needs: 10 %,
-/// at least 16 MiB, at most 256 MiB.
+/// at least 16 MiB, at most 256 MiB, in whole MiB (v1 rounds limits to pages: what is written
+/// must read back the same for the put-back to recognise it).
 pub fn margin(limit: u64) -> u64 {
-    (limit / 10).clamp(16 << 20, 256 << 20)
+    (limit / 10).clamp(16 << 20, 256 << 20) & !((1 << 20) - 1)
+}
+
+/// The memcg limit remedy for memcg `memcg` (a path as /proc shows it) at `limit_bytes`.
+pub fn raise_remedy(
+    memcg: &str,
+    limit_bytes: u64,
+    memcg_root: &Path,
+    cgroup_v2: bool,
+) -> Option<Remedy> {
+    if limit_bytes == u64::MAX || limit_bytes >= 1 << 62 {
+        return None;
+    }
+    let file = memcg_root
+        .join(memcg.trim_start_matches('/'))
+        .join(if cgroup_v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        });
+    let to = limit_bytes.saturating_add(margin(limit_bytes));
+    Some(Remedy {
+        command: format!("echo {to} > {}", file.display()),
+        risk: format!(
+            "the memcg may use {} MiB more until the limit is put back ({limit_bytes} bytes, \
+             journaled on disk and put back once the victim is dead)",
+            (to - limit_bytes) >> 20
+        ),
+        action: Some(Action::RaiseMemcgLimit {
+            file,
+            from: limit_bytes,
+            to,
+        }),
+    })
 }
 
 /// The remedy for a diagnosis, or None (unknown, ambiguous, or nothing safe to do).
@@ -304,34 +462,13 @@ pub fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Option<Re
         },
         Wait::MemcgCharge {
             memcg, limit_bytes, ..
-        } => {
-            let root = memcg_root?;
-            let file = root.join(memcg.trim_start_matches('/')).join(if cgroup_v2 {
-                "memory.max"
-            } else {
-                "memory.limit_in_bytes"
-            });
-            let to = limit_bytes.saturating_add(margin(*limit_bytes));
-            Some(Remedy {
-                command: format!("echo {to} > {}", file.display()),
-                risk: format!(
-                    "the memcg may use {} MiB more until the limit is put back ({limit_bytes} \
-                     bytes, restored by --apply once the victim is dead)",
-                    (to - limit_bytes) >> 20
-                ),
-                action: Some(Action::RaiseMemcgLimit {
-                    file,
-                    from: *limit_bytes,
-                    to,
-                }),
-            })
-        }
+        } => raise_remedy(memcg, *limit_bytes, memcg_root?, cgroup_v2),
         Wait::Ptrace { tracer } => Some(Remedy {
             command: format!("kill -TERM {tracer}; sleep 2; kill -KILL {tracer}"),
             risk: format!(
-                "ends the tracer (pid {tracer}: a debugger, strace, or a supervisor using ptrace) \
-                 and with it its other tracees' supervision; a tracee set with PTRACE_O_EXITKILL \
-                 is killed"
+                "ends the tracer (thread {tracer}'s process: a debugger, strace, or a supervisor \
+                 using ptrace) and with it its other tracees' supervision; a tracee set with \
+                 PTRACE_O_EXITKILL is killed"
             ),
             action: Some(Action::EndTracer { tracer: *tracer }),
         }),
@@ -343,23 +480,461 @@ pub fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Option<Re
             ),
             action: Some(Action::SignalParent { parent: *parent }),
         }),
-        Wait::NetworkFs { .. } | Wait::MmapLock | Wait::Unknown => None,
+        Wait::PtraceSeveral { .. } | Wait::NetworkFs { .. } | Wait::MmapLock | Wait::Unknown => {
+            None
+        }
     }
 }
 
-/// Why `pid` may be treated as an OOM victim, or why not. `unstick` touches nothing else:
-/// the process must have been SIGKILLed (SIGKILL pending while it exits, or a zombie whose exit
-/// status is SIGKILL) *and* the kernel must have counted an OOM kill where it lives (its memcg
-/// or one above it; for a process outside any limited memcg, the machine's `oom_kill` in
-/// /proc/vmstat). That is evidence, not proof: a process SIGKILLed by hand in a memcg that also
-/// saw an OOM kill passes; `watch --unstick` knows its victims from the kernel events instead.
+/// What the administrator allows beyond the default (each an explicit flag, documented in
+/// docs/unstick.md with its risk).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Act on a process, FUSE connection or memcg owned by another uid than the victim's
+    /// (`--allow-foreign-owner`).
+    pub allow_foreign_owner: bool,
+    /// End a tracer that is the victim's real parent (`--allow-parent-tracer`): with
+    /// `PTRACE_TRACEME` any process makes its parent its tracer.
+    pub allow_parent_tracer: bool,
+}
+
+/// A process a remedy signals, held since the diagnosis.
+#[derive(Debug)]
+pub struct Target {
+    pub pid: u32,
+    /// /proc/PID/stat field 22 when the pidfd was opened.
+    pub start: u64,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+/// A remedy's action, checked against the policy, with what it will touch held.
+#[derive(Debug)]
+pub struct Plan {
+    pub action: Action,
+    /// The victim's pid and start time.
+    pub victim: (u32, Option<u64>),
+    target: Option<Target>,
+    /// cgroup v1: memsw limit and its value, raised along with the limit.
+    memsw: Option<(PathBuf, u64)>,
+}
+
+/// The uids (real, effective) in `/proc/PID/status`.
+fn uids(status: &str) -> Option<(u32, u32)> {
+    let mut u = crate::host::forensics::status_field(status, "Uid")?.split_whitespace();
+    Some((u.next()?.parse().ok()?, u.next()?.parse().ok()?))
+}
+
+/// This process and its ancestors up to PID 1.
+fn own_ancestors(proc_root: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut pid = std::process::id();
+    while pid > 1 && out.len() < 1024 && !out.contains(&pid) {
+        out.push(pid);
+        let Some(p) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status"))
+            .ok()
+            .and_then(|s| {
+                crate::host::forensics::status_field(&s, "PPid")?
+                    .parse()
+                    .ok()
+            })
+        else {
+            break;
+        };
+        pid = p;
+    }
+    out
+}
+
+/// Why process `pid` must not be signalled for victim `f` (`role`: how the remedy names it),
+/// or None.
+fn refuse_process(
+    proc_root: &Path,
+    pid: u32,
+    f: &Forensics,
+    policy: Policy,
+    role: &str,
+    is_parent_ok: bool,
+) -> Option<String> {
+    if pid <= 1 {
+        return Some(format!("the {role} is PID 1 (init): never signalled"));
+    }
+    let Ok(status) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")) else {
+        return Some(format!("the {role} {pid} is gone"));
+    };
+    let nspid = crate::host::forensics::status_field(&status, "NSpid").unwrap_or("");
+    if nspid.split_whitespace().count() > 1 && nspid.split_whitespace().last() == Some("1") {
+        return Some(format!(
+            "the {role} {pid} is the init of a PID namespace (a container's): never signalled"
+        ));
+    }
+    if own_ancestors(proc_root).contains(&pid) {
+        return Some(format!(
+            "the {role} {pid} is oomtrace itself or one of its ancestors: never signalled"
+        ));
+    }
+    if !is_parent_ok && f.ppid == Some(pid) && !policy.allow_parent_tracer {
+        return Some(format!(
+            "the {role} {pid} is the victim's real parent: any process can make its parent its \
+             tracer (PTRACE_TRACEME), so ending it could end a supervisor, a shell, su or init \
+             on the victim's say; refused (--allow-parent-tracer to end it anyway)"
+        ));
+    }
+    let Some(victim_uid) = f.uid else {
+        return Some(format!(
+            "the victim's uid is unknown: the {role} {pid} cannot be checked to be its owner's"
+        ));
+    };
+    match uids(&status) {
+        Some((r, e)) if r == victim_uid && e == victim_uid => None,
+        _ if policy.allow_foreign_owner => None,
+        Some((r, e)) => Some(format!(
+            "the {role} {pid} runs as uid {r} (effective {e}), not as the victim's uid \
+             {victim_uid}: refused (--allow-foreign-owner to act on it anyway)"
+        )),
+        None => Some(format!("the {role} {pid}'s uid cannot be read")),
+    }
+}
+
+/// Opens a pidfd on `pid` and checks it names the process whose start time is read around it.
+fn hold(proc_root: &Path, pid: u32) -> Result<Target, String> {
+    use crate::host::journal::start_ticks;
+    let before = start_ticks(proc_root, pid).ok_or_else(|| format!("pid {pid} is gone"))?;
+    let pidfd =
+        crate::host::deathwatch::pidfd_open(pid).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    if start_ticks(proc_root, pid) != Some(before) {
+        return Err(format!("pid {pid} changed hands while being opened"));
+    }
+    Ok(Target {
+        pid,
+        start: before,
+        pidfd,
+    })
+}
+
+/// The uid owning a path (a fusectl connection dir, a memcg dir).
+fn owner(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.uid())
+}
+
+/// Checks a remedy's action against `policy` for victim `f`, and holds what it will touch
+/// (pidfds): the plan to [`act`] on, or why not.
+pub fn vet(
+    action: &Action,
+    f: &Forensics,
+    proc_root: &Path,
+    fusectl: &Path,
+    policy: Policy,
+) -> Result<Plan, String> {
+    let victim = (f.tgid, crate::host::journal::start_ticks(proc_root, f.tgid));
+    let mut plan = Plan {
+        action: action.clone(),
+        victim,
+        target: None,
+        memsw: None,
+    };
+    let victim_uid = f.uid.ok_or("the victim's uid is unknown")?;
+    match action {
+        Action::EndTracer { tracer } => {
+            let tgid = crate::host::forensics::tgid_of(proc_root, *tracer)
+                .ok_or_else(|| format!("tracer {tracer} is gone"))?;
+            if let Some(why) = refuse_process(proc_root, tgid, f, policy, "tracer", false) {
+                return Err(why);
+            }
+            plan.target = Some(hold(proc_root, tgid)?);
+        }
+        Action::SignalParent { parent } => {
+            if f.ppid != Some(*parent) {
+                return Err(format!("{parent} is not the victim's parent"));
+            }
+            if let Some(why) = refuse_process(proc_root, *parent, f, policy, "parent", true) {
+                return Err(why);
+            }
+            plan.target = Some(hold(proc_root, *parent)?);
+        }
+        Action::AbortFuse { connection } => {
+            let dir = fusectl.join(connection.to_string());
+            let uid = owner(&dir).ok_or_else(|| {
+                format!(
+                    "FUSE connection {connection} is not under {}",
+                    fusectl.display()
+                )
+            })?;
+            if uid != victim_uid && !policy.allow_foreign_owner {
+                return Err(format!(
+                    "FUSE connection {connection} belongs to uid {uid} (its mount's user_id), \
+                     not to the victim's uid {victim_uid}: aborting it would fail every request \
+                     on that filesystem for everyone; refused (--allow-foreign-owner to abort \
+                     it anyway)"
+                ));
+            }
+        }
+        Action::RaiseMemcgLimit { file, from, to } => {
+            let dir = file.parent().ok_or("a limit file without a directory")?;
+            let uid = owner(dir).ok_or_else(|| format!("{} is gone", dir.display()))?;
+            if uid != 0 && uid != victim_uid && !policy.allow_foreign_owner {
+                return Err(format!(
+                    "memcg {} belongs to uid {uid}, neither the system's nor the victim's \
+                     ({victim_uid}); refused (--allow-foreign-owner to raise it anyway)",
+                    dir.display()
+                ));
+            }
+            let sw = dir.join("memory.memsw.limit_in_bytes");
+            if file.ends_with("memory.limit_in_bytes")
+                && let Ok(v) = crate::host::journal::read_limit(&sw)
+                && v < *to
+            {
+                // memsw must stay ≥ the limit: raised by as much, first.
+                plan.memsw = Some((sw, v));
+            }
+            let _ = from;
+        }
+    }
+    Ok(plan)
+}
+
+/// What `--apply` did. `ok`: every step succeeded as intended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub did: Vec<String>,
+    pub ok: bool,
+    /// A memcg limit raised and journaled: put back through the journal once the victim dies.
+    pub raised: bool,
+    #[serde(skip)]
+    pub unmount_fusectl: bool,
+}
+
+fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a pidfd we own; no siginfo; flags 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for the process behind `fd` to have exited (the pidfd polls readable).
+fn pidfd_exited(fd: &std::os::fd::OwnedFd, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut p, 1, ms) > 0 }
+}
+
+/// Whether the victim's threads in a ptrace stop still name a thread of process `tracer`.
+fn still_traced_by(proc_root: &Path, victim: u32, tracer: u32) -> bool {
+    let dir = proc_root.join(victim.to_string()).join("task");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(crate::host::forensics::MAX_THREADS)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| {
+            crate::host::forensics::status_field(s, "State").is_some_and(|st| st.starts_with('t'))
+        })
+        .filter_map(|s| {
+            crate::host::forensics::status_field(&s, "TracerPid")?
+                .parse::<u32>()
+                .ok()
+        })
+        .any(|t| t == tracer || crate::host::forensics::tgid_of(proc_root, t) == Some(tracer))
+}
+
+/// Re-checks, right before a signal, that the target is the process diagnosed (same start
+/// time) and still plays its part.
+fn recheck(plan: &Plan, t: &Target, proc_root: &Path) -> Result<(), String> {
+    use crate::host::journal::start_ticks;
+    if start_ticks(proc_root, t.pid) != Some(t.start) {
+        return Err(format!(
+            "pid {} no longer names the process diagnosed (it exited; the pid may be reused): \
+             nothing signalled",
+            t.pid
+        ));
+    }
+    let (victim, start) = plan.victim;
+    if start.is_some() && start_ticks(proc_root, victim) != start {
+        return Err(format!("the victim {victim} is gone: nothing signalled"));
+    }
+    match plan.action {
+        Action::EndTracer { .. } if !still_traced_by(proc_root, victim, t.pid) => Err(format!(
+            "process {} no longer holds the victim in a ptrace stop: nothing signalled",
+            t.pid
+        )),
+        Action::SignalParent { .. }
+            if std::fs::read_to_string(proc_root.join(victim.to_string()).join("status"))
+                .ok()
+                .and_then(|s| {
+                    crate::host::forensics::status_field(&s, "PPid")?
+                        .parse()
+                        .ok()
+                })
+                != Some(t.pid) =>
+        {
+            Err(format!(
+                "process {} is no longer the victim's parent: nothing signalled",
+                t.pid
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Carries out a vetted plan. `before_acting` runs right before the identity re-check (tests
+/// use it to reuse a pid in between). A raise is journaled in `journal` before it is made.
+pub fn act(
+    plan: &Plan,
+    proc_root: &Path,
+    fusectl: &Path,
+    journal: Option<&mut crate::host::journal::Journal>,
+    before_acting: &mut dyn FnMut(),
+) -> Applied {
+    let mut a = Applied::default();
+    before_acting();
+    match &plan.action {
+        Action::AbortFuse { connection } => {
+            let dir = fusectl.join(connection.to_string());
+            if !dir.exists() && fusectl == Path::new(FUSECTL) {
+                if !ensure_fusectl() {
+                    a.did.push(format!("mounting fusectl at {FUSECTL} failed"));
+                    return a;
+                }
+                a.unmount_fusectl = true;
+                a.did.push(format!("mounted fusectl at {FUSECTL}"));
+            }
+            match std::fs::write(dir.join("abort"), "1") {
+                Ok(()) => {
+                    a.did.push(format!("aborted FUSE connection {connection}"));
+                    a.ok = true;
+                }
+                Err(e) => a
+                    .did
+                    .push(format!("aborting FUSE connection {connection} failed: {e}")),
+            }
+        }
+        Action::RaiseMemcgLimit { file, from, to } => {
+            use crate::host::journal::LimitWrite;
+            let mut writes = Vec::new();
+            if let Some((sw, v)) = &plan.memsw {
+                writes.push(LimitWrite {
+                    file: sw.clone(),
+                    from: *v,
+                    to: v.saturating_add(to - from),
+                });
+            }
+            writes.push(LimitWrite {
+                file: file.clone(),
+                from: *from,
+                to: *to,
+            });
+            let (victim, start) = plan.victim;
+            match journal {
+                None => a
+                    .did
+                    .push("no journal to record the raise in: not raised".to_string()),
+                Some(j) => match j.raise(victim, start.unwrap_or(0), writes) {
+                    Ok(did) => {
+                        a.did.extend(did);
+                        a.ok = true;
+                        a.raised = true;
+                    }
+                    Err(e) => a.did.push(format!("raising the limit failed: {e}")),
+                },
+            }
+        }
+        Action::EndTracer { .. } | Action::SignalParent { .. } => {
+            let Some(t) = &plan.target else {
+                a.did.push("no process held: nothing signalled".into());
+                return a;
+            };
+            if let Err(why) = recheck(plan, t, proc_root) {
+                a.did.push(why);
+                return a;
+            }
+            if matches!(plan.action, Action::SignalParent { .. }) {
+                match pidfd_send_signal(&t.pidfd, libc::SIGCHLD) {
+                    Ok(()) => {
+                        a.did.push(format!("sent SIGCHLD to parent {}", t.pid));
+                        a.ok = true;
+                    }
+                    Err(e) => a
+                        .did
+                        .push(format!("sending SIGCHLD to parent {} failed: {e}", t.pid)),
+                }
+                return a;
+            }
+            end_process(t, &mut a);
+        }
+    }
+    a
+}
+
+/// SIGTERM, two seconds, SIGKILL, two seconds: each step's result as it was.
+fn end_process(t: &Target, a: &mut Applied) {
+    let two = std::time::Duration::from_secs(2);
+    match pidfd_send_signal(&t.pidfd, libc::SIGTERM) {
+        Ok(()) => a.did.push(format!("sent SIGTERM to tracer {}", t.pid)),
+        Err(e) => {
+            a.did
+                .push(format!("sending SIGTERM to tracer {} failed: {e}", t.pid));
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                a.did.push(format!("tracer {} had already exited", t.pid));
+                a.ok = true;
+            }
+            return;
+        }
+    }
+    if pidfd_exited(&t.pidfd, two) {
+        a.did.push(format!("tracer {} exited", t.pid));
+        a.ok = true;
+        return;
+    }
+    match pidfd_send_signal(&t.pidfd, libc::SIGKILL) {
+        Ok(()) => a
+            .did
+            .push(format!("tracer {} ignored SIGTERM: sent SIGKILL", t.pid)),
+        Err(e) => {
+            a.did
+                .push(format!("sending SIGKILL to tracer {} failed: {e}", t.pid));
+            return;
+        }
+    }
+    if pidfd_exited(&t.pidfd, two) {
+        a.did.push(format!("tracer {} exited", t.pid));
+        a.ok = true;
+    } else {
+        a.did
+            .push(format!("tracer {} has not exited 2 s after SIGKILL", t.pid));
+    }
+}
+
+/// Why `pid` may be treated as an OOM victim by `oomtrace unstick`, or why not: it was
+/// SIGKILLed (SIGKILL pending while it exits, or a zombie killed by one) *and* the kernel's log
+/// names its OOM kill (`Killed process PID (comm)`, logged by the OOM killer at the kill) after
+/// the process started. A memcg's OOM-kill count is no evidence (a user's own `kill -9` in a
+/// memcg that once saw an OOM kill would pass); `kmsg`: the kernel log's records, as
+/// `/dev/kmsg` gives them. `assume`: the administrator's `--assume-oom-victim` (said as such).
 pub fn oom_victim_evidence(
     proc_root: &Path,
-    memcg_root: Option<&Path>,
-    memcg: Option<&str>,
     pid: u32,
+    kmsg: &[String],
+    assume: bool,
 ) -> Result<String, String> {
-    use crate::host::forensics::{keyed, sigkill_pending, status_field};
+    use crate::host::forensics::{sigkill_pending, status_field};
     let dir = proc_root.join(pid.to_string());
     let status = std::fs::read_to_string(dir.join("status"))
         .map_err(|e| format!("pid {pid}: no such process ({e})"))?;
@@ -372,19 +947,16 @@ pub fn oom_victim_evidence(
         .into_iter()
         .flatten()
         .flatten()
+        .take(crate::host::forensics::MAX_THREADS)
         .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
         .any(|s| sigkill_pending(&s) == Some(true));
     // /proc/PID/stat field 52: the exit code a zombie will report (a signal in the low bits).
-    let exit_signal = std::fs::read_to_string(dir.join("stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(49)?
-                .parse::<i32>()
-                .ok()
-        })
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+    let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let exit_signal = after_comm
+        .split_whitespace()
+        .nth(49)
+        .and_then(|c| c.parse::<i32>().ok())
         .map(|c| c & 0x7f);
     let zombie = status_field(&status, "State").is_some_and(|s| s.starts_with('Z'));
     let killed = sigkill_pending(&status) == Some(true)
@@ -396,150 +968,79 @@ pub fn oom_victim_evidence(
              OOM victim, not touched"
         ));
     }
-    // The memcg as forensics found it (an exiting task's own cgroup file may already say "/").
-    let path = memcg
-        .map(str::to_string)
-        .or_else(|| crate::host::forensics::memcg_path(&dir))
-        .unwrap_or_else(|| "/".into());
-    if let Some(root) = memcg_root {
-        let mut p = std::path::PathBuf::from(path.trim_start_matches('/'));
-        loop {
-            let d = root.join(&p);
-            let counted = ["memory.events", "memory.oom_control"]
-                .iter()
-                .filter_map(|f| std::fs::read_to_string(d.join(f)).ok())
-                .find_map(|t| keyed(&t, "oom_kill"));
-            if let Some(n) = counted.filter(|&n| n > 0) {
-                let shown = if p.as_os_str().is_empty() {
-                    "/".into()
-                } else {
-                    format!("/{}", p.display())
-                };
-                return Ok(format!(
-                    "SIGKILLed, and its memcg {shown} counted {n} OOM kill(s)"
-                ));
-            }
-            if !p.pop() {
-                break;
-            }
-        }
+    let started_s = after_comm
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|t| t as f64 / crate::host::deathwatch::clock_ticks() as f64);
+    if let Some(found) = oom_kill_logged(kmsg, pid, started_s) {
+        return Ok(found);
     }
-    let vmstat = std::fs::read_to_string(proc_root.join("vmstat")).unwrap_or_default();
-    match keyed(&vmstat, "oom_kill") {
-        Some(n) if n > 0 && path == "/" => Ok(format!(
-            "SIGKILLed, outside any memcg, and the machine counted {n} OOM kill(s)"
-        )),
-        _ => Err(format!(
-            "pid {pid} was SIGKILLed, but no OOM kill was counted in its memcg {path} or above: \
-             not known to be an OOM victim, not touched"
-        )),
+    if assume {
+        return Ok(format!(
+            "SIGKILLed; no OOM kill of pid {pid} in the kernel's log, taken as an OOM victim on \
+             the administrator's word (--assume-oom-victim)"
+        ));
     }
+    Err(format!(
+        "pid {pid} was SIGKILLed, but the kernel's log names no OOM kill of it (a kill by a \
+         user, or a log that has rotated): not known to be an OOM victim, not touched \
+         (--assume-oom-victim to take it as one)"
+    ))
 }
 
-/// What `--apply` did, and what to undo once the victim is dead.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Applied {
-    pub did: Vec<String>,
-    #[serde(skip)]
-    restore_limit: Option<(PathBuf, u64)>,
-    #[serde(skip)]
-    unmount_fusectl: bool,
+/// The kernel log's record of the OOM kill of `pid` at or after `started_s` (seconds after
+/// boot), described; `kmsg` records are `PRI,SEQ,TS_US,FLAGS;MESSAGE`.
+pub fn oom_kill_logged(kmsg: &[String], pid: u32, started_s: Option<f64>) -> Option<String> {
+    let needle = format!("Killed process {pid} (");
+    kmsg.iter().rev().find_map(|r| {
+        let (head, msg) = r.split_once(';')?;
+        let msg = msg.lines().next()?;
+        if !msg.contains(&needle) {
+            return None;
+        }
+        let ts_s = head.split(',').nth(2)?.parse::<u64>().ok()? as f64 / 1e6;
+        // The kernel's log clock and /proc's start times both count from boot; a second of
+        // slack for their rounding.
+        if started_s.is_some_and(|s| ts_s + 1.0 < s) {
+            return None;
+        }
+        Some(format!(
+            "SIGKILLed, and the kernel logged its OOM kill {ts_s:.3} s after boot: \"{msg}\""
+        ))
+    })
 }
 
-fn write_file(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value).map_err(|e| format!("writing {value} to {}: {e}", path.display()))
-}
-
-/// Carries out a remedy's action.
-pub fn apply(action: &Action) -> Result<Applied, String> {
-    let mut a = Applied::default();
-    match action {
-        Action::AbortFuse { connection } => {
-            let ctl = Path::new(FUSECTL);
-            if !ctl.join(connection.to_string()).exists() {
-                if !ensure_fusectl() {
-                    return Err(format!("mounting fusectl at {FUSECTL} failed"));
-                }
-                a.unmount_fusectl = true;
-                a.did.push(format!("mounted fusectl at {FUSECTL}"));
-            }
-            write_file(&ctl.join(connection.to_string()).join("abort"), "1")?;
-            a.did.push(format!("aborted FUSE connection {connection}"));
-        }
-        Action::RaiseMemcgLimit { file, from, to } => {
-            write_file(file, &to.to_string())?;
-            a.did
-                .push(format!("raised {} from {from} to {to}", file.display()));
-            a.restore_limit = Some((file.clone(), *from));
-        }
-        Action::EndTracer { tracer } => {
-            let pid = *tracer as i32;
-            // SAFETY: kill(2) on the tracer named by the kernel (TracerPid), checked to be a
-            // process just before; it is the remedy the diagnosis stated.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            a.did.push(format!("sent SIGTERM to tracer {tracer}"));
-            if !wait_gone(*tracer, std::time::Duration::from_secs(2)) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                a.did
-                    .push(format!("tracer {tracer} ignored SIGTERM: sent SIGKILL"));
-            }
-        }
-        Action::SignalParent { parent } => {
-            // SAFETY: a harmless signal to the zombie's parent.
-            unsafe { libc::kill(*parent as i32, libc::SIGCHLD) };
-            a.did.push(format!("sent SIGCHLD to parent {parent}"));
+/// The kernel log's records (`/dev/kmsg`, needs root or CAP_SYSLOG), as many as it still holds.
+pub fn read_kmsg() -> Vec<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..1_000_000 {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            // EPIPE: records overwritten while reading; go on with the next.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => break,
         }
     }
-    Ok(a)
-}
-
-/// Undoes what can safely be undone once the victim is dead (the memcg limit, if usage is back
-/// under it; fusectl, if it was mounted here).
-pub fn restore(a: &Applied) -> Vec<String> {
-    let mut said = Vec::new();
-    if let Some((file, from)) = &a.restore_limit {
-        let usage_file = file.with_file_name(if file.ends_with("memory.max") {
-            "memory.current"
-        } else {
-            "memory.usage_in_bytes"
-        });
-        let usage: Option<u64> = std::fs::read_to_string(&usage_file)
-            .ok()
-            .and_then(|u| u.trim().parse().ok());
-        match usage {
-            Some(u) if u < *from => match write_file(file, &from.to_string()) {
-                Ok(()) => said.push(format!("restored {} to {from}", file.display())),
-                Err(e) => said.push(format!("could not restore the limit: {e}")),
-            },
-            _ => said.push(format!(
-                "left {} raised: usage ({usage:?}) is not under the old limit {from}; put it \
-                 back by hand once it is",
-                file.display()
-            )),
-        }
-    }
-    if a.unmount_fusectl {
-        unmount_fusectl();
-        said.push(format!("unmounted fusectl from {FUSECTL}"));
-    }
-    said
+    out
 }
 
 /// Waits until `pid` has finished exiting (its pidfd polls readable), or `timeout`.
 pub fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
-    use std::os::fd::AsRawFd as _;
     let Ok(fd) = crate::host::deathwatch::pidfd_open(pid) else {
         return true;
     };
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&raw mut p, 1, ms) > 0 }
+    pidfd_exited(&fd, timeout)
 }
 
 impl fmt::Display for Wait {
@@ -547,12 +1048,13 @@ impl fmt::Display for Wait {
         match self {
             Wait::Fuse { connections } if connections.is_empty() => write!(
                 f,
-                "an unanswered FUSE request (no connection with requests waiting was found under \
-                 {FUSECTL})"
+                "an unanswered FUSE request (its FUSE file could not be identified: not in the \
+                 blocked thread's system call, not recorded at its kill)"
             ),
             Wait::Fuse { connections } => write!(
                 f,
-                "an unanswered FUSE request (connection(s) with requests waiting: {connections:?})"
+                "an unanswered FUSE request (connection(s) of the file(s) it waits on: \
+                 {connections:?})"
             ),
             Wait::NetworkFs { fs } => write!(f, "a {fs} server that does not answer"),
             Wait::MemcgCharge {
@@ -566,6 +1068,11 @@ impl fmt::Display for Wait {
                 limit_bytes >> 20
             ),
             Wait::Ptrace { tracer } => write!(f, "a ptrace stop: tracer pid {tracer} holds it"),
+            Wait::PtraceSeveral { tracers } => write!(
+                f,
+                "ptrace stops held by different tracers {tracers:?} (which one to end is a \
+                 person's decision)"
+            ),
             Wait::MmapLock => write!(f, "the mmap lock (held by another task)"),
             Wait::ZombieNotReaped { parent } => {
                 write!(
@@ -596,6 +1103,7 @@ mod tests {
                     state: state.to_string(),
                     wchan: stack.first().map(|s| s.to_string()),
                     stack: stack.iter().map(|s| s.to_string()).collect(),
+                    tracer: None,
                 })
                 .collect(),
             ..Forensics::default()
@@ -639,7 +1147,7 @@ mod tests {
         ];
         let f = victim(&[("D (disk sleep)", flush)]);
         assert!(matches!(diagnose(&f, &[3, 9]), Wait::Fuse { .. }));
-        // Two connections waiting: ambiguous, no remedy.
+        // Two connections: ambiguous, no remedy.
         assert_eq!(remedy(&diagnose(&f, &[3, 9]), None, true), None);
         // 5.10 NFS.
         let nfs: &[&str] = &[
@@ -695,8 +1203,23 @@ mod tests {
         // A tracee held in PTRACE_EVENT_EXIT.
         let traced: &[&str] = &["ptrace_stop", "ptrace_notify", "do_exit", "do_group_exit"];
         let mut f = victim(&[("t (tracing stop)", traced)]);
-        f.tracer_pid = Some(777);
+        f.stopped_tracers = vec![777];
         assert_eq!(diagnose(&f, &[]), Wait::Ptrace { tracer: 777 });
+        // Stopped threads held by two tracers: said, no remedy.
+        f.stopped_tracers = vec![777, 778];
+        let w = diagnose(&f, &[]);
+        assert_eq!(
+            w,
+            Wait::PtraceSeveral {
+                tracers: vec![777, 778]
+            }
+        );
+        assert_eq!(remedy(&w, None, true), None);
+        // A leader traced by its parent (PTRACE_TRACEME) but not stopped, its other thread in
+        // a FUSE read: the parent is no one's answer.
+        let mut f = victim(&[("S (sleeping)", &[]), ("D (disk sleep)", fuse_read)]);
+        f.threads[0].tracer = Some(1);
+        assert!(matches!(diagnose(&f, &[40]), Wait::Fuse { .. }));
         // A zombie whose parent does not reap.
         let mut f = victim(&[("Z (zombie)", &[])]);
         f.ppid = Some(900);
@@ -711,29 +1234,159 @@ mod tests {
     #[test]
     fn the_margin_is_bounded() {
         assert_eq!(margin(64 << 20), 16 << 20);
-        assert_eq!(margin(1 << 30), (1 << 30) / 10);
+        // 10 % of 1 GiB, in whole MiB (v1 would round a byte count to pages).
+        assert_eq!(margin(1 << 30), 102 << 20);
         assert_eq!(margin(64 << 30), 256 << 20);
     }
 
-    /// The victim's FUSE mounts name its connection (device minor); an old aborted connection
-    /// still counting waiting requests does not make the diagnosis ambiguous.
+    /// A FUSE mount's connection id is its dev_t: `fuse` mounts have major 0, `fuseblk`
+    /// mounts a block device's numbers (major 8, minor 1 → 8 << 20 | 1).
     #[test]
-    fn the_victims_own_fuse_connection_is_chosen() {
-        let dir = crate::scratch::ScratchDir::new("unstick");
-        let p = dir.path().join("42/task/43");
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(
-            p.join("mountinfo"),
+    fn fuse_connection_ids_are_dev_ts() {
+        let m = fuse_mounts(
             "22 1 0:21 / /proc rw - proc proc rw\n\
              88 22 0:40 / /tmp/f rw,nosuid - fuse.hold hold rw,user_id=0\n\
-             89 22 0:41 / /tmp/g rw - fuseblk dev rw\n",
+             89 22 8:1 / /tmp/g rw - fuseblk /dev/sda1 rw\n",
+        );
+        assert_eq!(m.get(&88), Some(&40));
+        assert_eq!(m.get(&89), Some(&((8 << 20) | 1)));
+        assert_eq!(m.len(), 2);
+    }
+
+    /// The kernel log's OOM-kill line is the evidence; one from before the process started
+    /// (an earlier process with the same pid) is not.
+    #[test]
+    fn evidence_is_the_kernels_log_of_the_kill() {
+        let log = [
+            "6,100,5000000,-;Memory cgroup out of memory: Killed process 4242 (hog) \
+             total-vm:1kB\n"
+                .to_string(),
+        ];
+        assert!(oom_kill_logged(&log, 4242, Some(4.5)).is_some());
+        assert!(oom_kill_logged(&log, 4242, Some(9.0)).is_none());
+        assert!(oom_kill_logged(&log, 424, Some(1.0)).is_none());
+    }
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep")
+    }
+
+    fn me() -> Forensics {
+        // SAFETY: no preconditions.
+        let uid = unsafe { libc::getuid() };
+        Forensics {
+            tgid: std::process::id(),
+            exists: true,
+            uid: Some(uid),
+            ppid: Some(1),
+            ..Forensics::default()
+        }
+    }
+
+    /// PID 1, oomtrace's own ancestors, the victim's real parent and another uid's process are
+    /// never the tracer ended (without the explicit flags).
+    #[test]
+    fn tracers_that_must_not_be_ended_are_refused() {
+        let proc_root = Path::new("/proc");
+        let ctl = Path::new(FUSECTL);
+        let end = |t: u32| Action::EndTracer { tracer: t };
+        let v = me();
+        let e = vet(&end(1), &v, proc_root, ctl, Policy::default()).unwrap_err();
+        assert!(e.contains("PID 1"), "{e}");
+        let e = vet(
+            &end(std::process::id()),
+            &v,
+            proc_root,
+            ctl,
+            Policy::default(),
         )
-        .unwrap();
-        // The zombie leader's own mountinfo is empty.
-        std::fs::write(dir.path().join("42/mountinfo"), "").unwrap();
-        let mine = fuse_connections_of(dir.path(), 42);
-        assert_eq!(mine, [40, 41]);
-        assert_eq!(candidate_connections(&[39, 40], &mine), [40]);
-        assert_eq!(candidate_connections(&[39], &[]), [39]);
+        .unwrap_err();
+        assert!(e.contains("ancestors"), "{e}");
+        let mut s = sleeper();
+        let mut parented = me();
+        parented.ppid = Some(s.id());
+        let e = vet(&end(s.id()), &parented, proc_root, ctl, Policy::default()).unwrap_err();
+        assert!(e.contains("real parent"), "{e}");
+        let allow = Policy {
+            allow_parent_tracer: true,
+            ..Policy::default()
+        };
+        assert!(vet(&end(s.id()), &parented, proc_root, ctl, allow).is_ok());
+        let mut foreign = me();
+        foreign.uid = Some(54_321);
+        let e = vet(&end(s.id()), &foreign, proc_root, ctl, Policy::default()).unwrap_err();
+        assert!(e.contains("--allow-foreign-owner"), "{e}");
+        let allow = Policy {
+            allow_foreign_owner: true,
+            ..Policy::default()
+        };
+        assert!(vet(&end(s.id()), &foreign, proc_root, ctl, allow).is_ok());
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+
+    /// The tracer's pid is reused between the diagnosis and the action (simulated by the
+    /// before-acting hook: the diagnosed process is ended and reaped, another started): the
+    /// newcomer is not signalled, and the result says why. The signal goes through the pidfd
+    /// opened at diagnosis, so even a pid the kernel hands out again names nothing of it.
+    #[test]
+    fn a_pid_reused_between_diagnosis_and_action_is_not_signalled() {
+        let proc_root = Path::new("/proc");
+        let mut old = sleeper();
+        let mut victim = sleeper();
+        let mut f = me();
+        f.tgid = victim.id();
+        let target = hold(proc_root, old.id()).unwrap();
+        let plan = Plan {
+            action: Action::EndTracer { tracer: old.id() },
+            victim: (
+                victim.id(),
+                crate::host::journal::start_ticks(proc_root, victim.id()),
+            ),
+            target: Some(target),
+            memsw: None,
+        };
+        let mut newcomer = None;
+        let a = act(&plan, proc_root, Path::new(FUSECTL), None, &mut || {
+            let _ = old.kill();
+            let _ = old.wait();
+            newcomer = Some(sleeper());
+        });
+        let mut newcomer = newcomer.unwrap();
+        assert!(!a.ok, "{a:?}");
+        assert!(a.did[0].contains("no longer names"), "{a:?}");
+        assert!(
+            newcomer.try_wait().unwrap().is_none(),
+            "the newcomer was signalled"
+        );
+        // And the pidfd of the reaped process signals nothing at all.
+        let e = pidfd_send_signal(&plan.target.as_ref().unwrap().pidfd, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        for c in [&mut newcomer, &mut victim] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every signal's result is reported as it was: a tracer that exits on SIGTERM is said to
+    /// have exited.
+    #[test]
+    fn ending_a_process_reports_what_happened() {
+        let mut s = sleeper();
+        let t = hold(Path::new("/proc"), s.id()).unwrap();
+        let mut a = Applied::default();
+        end_process(&t, &mut a);
+        assert!(a.ok, "{a:?}");
+        assert_eq!(
+            a.did,
+            [
+                format!("sent SIGTERM to tracer {}", s.id()),
+                format!("tracer {} exited", s.id())
+            ]
+        );
+        let _ = s.wait();
     }
 }

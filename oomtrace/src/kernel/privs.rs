@@ -10,6 +10,15 @@
 //!   users (ptrace read access).
 //! - `CAP_DAC_READ_SEARCH`: reading `/proc/PID/fd` directories owned by other users.
 //!
+//! `watch --unstick` keeps [`UNSTICK`] too, what its remedies need and nothing more:
+//! - `CAP_KILL`: ending the victim's tracer, or signalling its parent, when they run as the
+//!   victim's (non-root) uid — the only ones signalled without `--allow-foreign-owner`;
+//! - `CAP_DAC_OVERRIDE`: aborting a FUSE connection of the victim's uid (fusectl's `abort` is
+//!   mode 0200, owned by the mount's `user_id`).
+//!
+//! Mounting fusectl uses `CAP_SYS_ADMIN` (kept above); raising a memcg limit writes files owned
+//! by root (oomtrace's own uid) and the journal lives in root's state directory: no capability.
+//!
 //! The bounding set is reduced to the same, ambient capabilities are cleared, `no_new_privs` is
 //! set (no setuid or file-capability gain by anything oomtrace runs), and the securebits make
 //! uid 0 gain nothing at `execve`: an `--on-stuck` hook runs as root's uid but with no
@@ -18,11 +27,15 @@
 use std::io;
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
-/// Kept with `watch --unstick` only: ending a tracer of another user.
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+/// Kept with `watch --unstick` only: signalling a tracer or parent of the victim's uid.
 pub const CAP_KILL: u32 = 5;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_BPF: u32 = 39;
+
+/// What `watch --unstick` keeps besides [`KEPT`], and why: see the module docs.
+pub const UNSTICK: [u32; 2] = [CAP_KILL, CAP_DAC_OVERRIDE];
 
 /// What `watch` keeps, and why: see the module docs.
 pub const KEPT: [u32; 4] = [CAP_SYS_ADMIN, CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH];

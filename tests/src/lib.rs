@@ -21,6 +21,7 @@ use std::{
 use serde_json::Value;
 
 pub mod fuse;
+pub mod unstick_fixtures;
 
 /// Fails the test loudly unless we are root: CI must never mistake "could not run" for "passed".
 pub fn require_root() {

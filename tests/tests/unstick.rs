@@ -1,6 +1,8 @@
 //! End-to-end: `oomtrace unstick` frees victims stuck the ways the incident's were, without a
-//! reboot, and refuses what it must not touch (root only). One at a time: a FUSE remedy needs
-//! exactly one FUSE connection with requests waiting.
+//! reboot, and refuses what it must not touch (root only): an unprivileged user shapes its
+//! victim to turn root's remedies against the host (a root parent made tracer by
+//! PTRACE_TRACEME, a root-owned FUSE mount, a `kill -9` passed off as an OOM kill), and the
+//! remedies act only on what the victim owns. One at a time.
 
 use std::{
     process::{Command, Stdio},
@@ -9,9 +11,10 @@ use std::{
 };
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, Watch,
+    ReleaseOnDrop, Sandbox, TempDir, Watch,
     fuse::{FuseHold, Hold},
-    hog, oomtrace_bin, require_root, scaled, spawn_hog, stuck_victim,
+    held_victim, hog, oomtrace_bin, require_root, scaled, spawn_hog, stuck_victim,
+    unstick_fixtures::{self as fx, Crowd, TracemeShape, USER},
 };
 use serde_json::Value;
 
@@ -23,9 +26,22 @@ fn wait() -> Duration {
 }
 
 fn unstick(pid: u32, apply: bool) -> (Option<i32>, Value) {
+    let state = TempDir::new("unstick-state");
+    unstick_with(pid, apply, &[], state.path())
+}
+
+/// `oomtrace unstick PID --json [--apply] EXTRA…`, its journal in `state`.
+fn unstick_with(
+    pid: u32,
+    apply: bool,
+    extra: &[&str],
+    state: &std::path::Path,
+) -> (Option<i32>, Value) {
     let mut cmd = Command::new(oomtrace_bin());
     cmd.args(["unstick", &pid.to_string(), "--json", "--wait"])
-        .arg(scaled(Duration::from_secs(10)).as_secs().to_string());
+        .arg(scaled(Duration::from_secs(10)).as_secs().to_string())
+        .args(extra)
+        .env("OOMTRACE_STATE_DIR", state);
     if apply {
         cmd.arg("--apply");
     }
@@ -47,9 +63,18 @@ fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
     v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
 }
 
+/// The fusectl id of the FUSE mount at `dir`: its `dev_t` as the kernel numbers it.
+fn connection_of(dir: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(dir).expect("stat the mount").dev();
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
 /// A victim held by an unanswered FUSE request (a READ in a thread, or the FLUSH its last
 /// thread sends closing the file inside exit): flagged stuck, diagnosed, its FUSE connection
-/// aborted by `unstick --apply`, then reported dead.
+/// aborted by `unstick --apply`, then reported dead. The READ's file is named by the blocked
+/// thread's system call; a FLUSH inside exit names none (its fd table is detached): the CLI
+/// refuses to guess, and aborts the connection the administrator names.
 fn fuse_held(hold: Hold, mode: &str, label: &str) {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,8 +91,18 @@ fn fuse_held(hold: Hold, mode: &str, label: &str) {
     );
     watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
 
+    let mut named = Vec::new();
+    let conn = connection_of(fuse.dir()).to_string();
+    if hold == Hold::Flush {
+        let (code, plan) = unstick(pid, true);
+        assert_eq!(code, Some(5), "{plan}");
+        assert_eq!(plan["waits_on"]["kind"], "fuse", "{plan}");
+        assert!(plan["applied"].is_null(), "{plan}");
+        named = vec!["--fuse-connection", conn.as_str()];
+    }
+    let state = TempDir::new("unstick-state");
     // Without --apply: the plan only.
-    let (code, plan) = unstick(pid, false);
+    let (code, plan) = unstick_with(pid, false, &named, state.path());
     assert_eq!(code, Some(0), "{plan}");
     assert_eq!(plan["waits_on"]["kind"], "fuse", "{plan}");
     assert!(
@@ -77,8 +112,13 @@ fn fuse_held(hold: Hold, mode: &str, label: &str) {
         "{plan}"
     );
     assert!(plan["applied"].is_null(), "{plan}");
+    assert_eq!(
+        plan["waits_on"]["connections"][0],
+        connection_of(fuse.dir()),
+        "{plan}"
+    );
 
-    let (code, done) = unstick(pid, true);
+    let (code, done) = unstick_with(pid, true, &named, state.path());
     assert_eq!(code, Some(0), "{done}");
     assert_eq!(done["dead"], true, "{done}");
     let dead = watch.wait_for("the death after unstick", wait(), |l| {
@@ -130,7 +170,8 @@ fn a_ptrace_held_victim_is_unstuck_by_ending_its_tracer() {
 }
 
 /// A killed victim that is dead but a zombie its parent (this test) does not reap: diagnosed as
-/// such, the parent reminded with SIGCHLD; dead all along.
+/// such; the parent is oomtrace's own ancestor (this test started it), which unstick never
+/// signals: refused, and said.
 #[test]
 fn a_zombie_whose_parent_does_not_reap_is_diagnosed_and_its_parent_signalled() {
     require_root();
@@ -145,15 +186,16 @@ fn a_zombie_whose_parent_does_not_reap_is_diagnosed_and_its_parent_signalled() {
         "the victim did not become a zombie"
     );
     let (code, done) = unstick(pid, true);
-    assert_eq!(code, Some(0), "{done}");
+    assert_eq!(code, Some(5), "{done}");
     assert_eq!(done["waits_on"]["kind"], "zombie_not_reaped", "{done}");
     assert_eq!(done["waits_on"]["parent"], std::process::id(), "{done}");
     assert!(
-        done["applied"]["did"][0]
+        done["refused"]
             .as_str()
-            .is_some_and(|d| d.contains("SIGCHLD")),
+            .is_some_and(|d| d.contains("ancestors")),
         "{done}"
     );
+    assert!(done["applied"].is_null(), "{done}");
     assert_eq!(victim.wait_signal(wait()), Some(libc::SIGKILL));
 }
 
@@ -187,15 +229,8 @@ fn watch_unstick_frees_a_flagged_fuse_victim_by_itself() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new("unstick-auto", 64 * MIB);
     let fuse = FuseHold::mount_holding("unstick-auto", Hold::Flush);
-    let watch = Watch::start(&[
-        "--timeout",
-        "1",
-        "--unstick",
-        "--metrics",
-        "127.0.0.1:0",
-        "--memcg",
-        sandbox.rel_path(),
-    ]);
+    let state = TempDir::new("unstick-state");
+    let watch = watch_unstick(&sandbox, &state, &["--metrics", "127.0.0.1:0"]);
     let mut v = stuck_victim(&sandbox, &fuse, "stuck-flush", &[]);
     let _release = ReleaseOnDrop(&fuse);
     let pid = v.victim;
@@ -217,4 +252,289 @@ fn watch_unstick_frees_a_flagged_fuse_victim_by_itself() {
         body.contains("oomtrace_unstick_total{wait=\"fuse\",result=\"applied\"} 1"),
         "{body}"
     );
+}
+
+/// `oomtrace watch --json --timeout 1 --unstick --memcg SANDBOX EXTRA…`, its journal in `state`.
+fn watch_unstick(sandbox: &Sandbox, state: &TempDir, extra: &[&str]) -> Watch {
+    let mut args = vec![
+        "watch",
+        "--json",
+        "--timeout",
+        "1",
+        "--unstick",
+        "--memcg",
+        sandbox.rel_path(),
+    ];
+    args.extend_from_slice(extra);
+    Watch::start_cmd(
+        &args,
+        &[("OOMTRACE_STATE_DIR", state.path().to_str().unwrap())],
+    )
+}
+
+fn unstick_line(watch: &Watch, pid: u32) -> Value {
+    watch.wait_for("the UNSTICK line", wait(), |l| {
+        l["type"] == "unstick" && l["pid"] == pid && l["result"] != "restored"
+    })
+}
+
+/// The issue's TRACEME shape: a root supervisor (ignoring SIGTERM) started an unprivileged
+/// victim whose leader did PTRACE_TRACEME — the supervisor is that thread's tracer — and whose
+/// second thread the user's own tracer holds in its exit stop. Root's `watch --unstick` must
+/// end the user's tracer (the tracer of the thread that is stopped, of the victim's uid) and
+/// leave the supervisor alone; the victim then dies.
+#[test]
+fn a_traceme_root_parent_is_untouched_and_the_users_own_tracer_is_ended() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-traceme", 64 * MIB);
+    let state = TempDir::new("unstick-state");
+    let watch = watch_unstick(&sandbox, &state, &[]);
+    let mut shape = TracemeShape::start(&sandbox, USER);
+    let pid = shape.victim;
+    shape.go();
+    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    let u = unstick_line(&watch, pid);
+    assert_eq!(u["result"], "applied", "{u}");
+    let text = u["detail"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("tracer {}", shape.tracer.pid())),
+        "not the user's tracer: {u}"
+    );
+    assert!(
+        !text.contains(&format!("tracer {}", shape.supervisor)),
+        "the supervisor was signalled: {u}"
+    );
+    watch.wait_for("the death after unstick", wait(), |l| {
+        finding(l, "dead", pid)
+    });
+    assert!(!shape.tracer.running(), "the user's tracer was not ended");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(shape.supervisor_alive(), "the root supervisor was killed");
+}
+
+/// A user's process hung on a root-owned `allow_other` FUSE mount (sshfs, a CSI driver…) and
+/// OOM-killed: the connection is root's (its fusectl dir's uid is the mount's user_id), not
+/// the victim's: `watch --unstick` and `unstick --apply` refuse, and the mount goes on
+/// (the victim stays held until the daemon answers).
+#[test]
+fn a_users_victim_on_a_root_owned_fuse_mount_leaves_the_mount_alone() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-rootfuse", 64 * MIB);
+    let fuse = FuseHold::mount_holding("unstick-rootfuse", Hold::Read);
+    let state = TempDir::new("unstick-state");
+    let watch = watch_unstick(&sandbox, &state, &[]);
+    let file = fuse.file().to_str().unwrap().to_string();
+    let args: Vec<String> = ["--mb", "256", "--file", &file]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut hog = fx::spawn_hog_as(&sandbox, "stuck-fuse", &args, USER);
+    let _release = ReleaseOnDrop(&fuse);
+    assert!(hog.line().starts_with("port "));
+    let pid: u32 = hog.line().strip_prefix("ready ").unwrap().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains(&format!("\nUid:\t{USER}\t")),
+        "the victim is not the user's: {status}"
+    );
+    assert!(
+        fuse.wait_held(wait()),
+        "the victim never reached the FUSE read"
+    );
+    hog.go();
+    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    let u = unstick_line(&watch, pid);
+    assert_eq!(u["result"], "refused", "{u}");
+    assert!(
+        u["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("belongs to uid 0")),
+        "{u}"
+    );
+    let (code, v) = unstick(pid, true);
+    assert_eq!(code, Some(5), "{v}");
+    assert!(
+        v["refused"]
+            .as_str()
+            .is_some_and(|t| t.contains("belongs to uid 0")),
+        "{v}"
+    );
+    assert!(v["applied"].is_null(), "{v}");
+    // Not aborted: the victim is still held in the read, and nothing said it died.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        oomtrace_tests::proc_state(pid).is_some(),
+        "the victim died: its FUSE connection was aborted"
+    );
+    assert!(!watch.lines().iter().any(|l| finding(l, "dead", pid)));
+    fuse.release();
+    watch.wait_for("the death after the daemon answered", wait(), |l| {
+        finding(l, "dead", pid)
+    });
+}
+
+/// A user's own `kill -9` of a process its tracer holds, in a memcg that has counted an OOM
+/// kill before: no OOM kill of it in the kernel's log, so `unstick --apply` does not take it
+/// for an OOM victim and ends nobody.
+#[test]
+fn a_users_own_kill_in_a_memcg_that_saw_an_oom_kill_is_not_an_oom_victim() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-userkill", 64 * MIB);
+    let mut first = hog(&sandbox, 256, false, None);
+    first.go();
+    assert_eq!(first.wait_signal(wait()), Some(libc::SIGKILL));
+    assert!(sandbox.oom_kills() > 0, "the memcg counted no OOM kill");
+    let mut victim = hog(&sandbox, 8, true, None);
+    let tracers = Sandbox::new("unstick-userkill-tracer", 64 * MIB);
+    let mut tracer = spawn_hog(
+        &tracers,
+        "trace-hold",
+        &["--pid".to_string(), victim.pid().to_string()],
+    );
+    assert_eq!(tracer.line(), "seized");
+    victim.go();
+    assert_eq!(victim.line(), "allocated");
+    // SAFETY: our own child.
+    unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
+    assert!(
+        oomtrace_tests::wait_until(wait(), || oomtrace_tests::proc_state(victim.pid())
+            .is_some_and(|s| s.starts_with('t'))),
+        "the victim did not stop at its exit"
+    );
+    let (code, v) = unstick(victim.pid(), true);
+    assert_eq!(code, Some(5), "{v}");
+    assert!(
+        v["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("names no OOM kill")),
+        "{v}"
+    );
+    assert!(v["applied"].is_null(), "{v}");
+    assert!(tracer.running(), "the tracer was ended");
+}
+
+/// A memcg limit raised by `unstick --apply` is journaled on disk before it is raised; the
+/// oomtrace that raised it is SIGKILLed while it waits; once the victim is dead, the next
+/// oomtrace start puts the limit back (and empties the journal).
+#[test]
+fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-journal", 64 * MIB);
+    let state = TempDir::new("unstick-journal-state");
+    let before = fx::limit_of(&sandbox);
+    let (mut h, mut hold) = held_victim(&sandbox, wait());
+    let pid = h.pid();
+    let mut raiser = Command::new(oomtrace_bin())
+        .args([
+            "unstick",
+            &pid.to_string(),
+            "--apply",
+            "--raise-memcg-limit",
+            "--json",
+        ])
+        .args(["--wait", "600"])
+        .env("OOMTRACE_STATE_DIR", state.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("oomtrace unstick");
+    let raised = oomtrace_tests::wait_until(wait(), || fx::limit_of(&sandbox) > before);
+    assert!(raised, "the limit was not raised");
+    let journal = state.path().join("memcg-limits.json");
+    let text = std::fs::read_to_string(&journal).expect("the journal");
+    assert!(text.contains(&pid.to_string()), "{text}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&journal).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(raiser.id() as i32, libc::SIGKILL) };
+    let _ = raiser.wait();
+    assert!(
+        fx::limit_of(&sandbox) > before,
+        "put back by a SIGKILLed process?"
+    );
+    hold.release();
+    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
+    // Restarted (any `unstick` run): the victim is gone, the limit goes back.
+    let (_, v) = unstick_with(pid, false, &[], state.path());
+    assert_eq!(fx::limit_of(&sandbox), before, "{v}");
+    assert!(
+        v["restored"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("put back")),
+        "{v}"
+    );
+    let text = std::fs::read_to_string(&journal).expect("the journal");
+    assert_eq!(text.trim(), "[]");
+}
+
+/// A victim with 128 threads × 10k open sockets, every thread held at its exit with the fd
+/// table still there: the forensics at its flag are bounded (the STUCK line stays small, the
+/// RSS of oomtrace too) and the loop keeps answering scrapes while it reads them.
+#[test]
+fn a_victim_with_many_threads_and_files_is_read_within_bounds() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-crowd", 128 * MIB);
+    let watch = Watch::start(&[
+        "--timeout",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+        "--memcg",
+        sandbox.rel_path(),
+    ]);
+    let addr = watch.plan()["metrics_addr"].as_str().unwrap().to_string();
+    let crowd = Crowd::start(&sandbox, 128, 10_000);
+    let holds: Vec<oomtrace_tests::PtraceHold> = crowd
+        .tids
+        .iter()
+        .map(|&t| oomtrace_tests::PtraceHold::seize(t))
+        .collect();
+    // Scrapes every 50 ms from before the kill until the flag: the slowest answer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(&mut s, &mut body);
+                slowest = slowest.max(t.elapsed());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            slowest
+        })
+    };
+    crowd.go();
+    let pid = crowd.victim;
+    let flagged = std::time::Instant::now();
+    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    let took = flagged.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest = scraper.join().unwrap();
+    let line = stuck.to_string().len();
+    let hwm = oomtrace_tests::proc_status_number(watch.pid(), "VmHWM:").unwrap_or(0);
+    eprintln!(
+        "crowd: kill to STUCK line {took:?}, slowest scrape {slowest:?}, STUCK line {line} \
+         bytes, oomtrace VmHWM {hwm} kB"
+    );
+    assert!(line < 256 << 10, "the STUCK line is {line} bytes");
+    assert!(
+        slowest < scaled(Duration::from_secs(2)),
+        "a scrape took {slowest:?}"
+    );
+    assert!(hwm > 0 && hwm < 96 << 10, "oomtrace's peak RSS {hwm} kB");
+    let notes = stuck.to_string();
+    assert!(notes.contains("only 64 are detailed"), "{notes:.2000}");
+    drop(holds);
+    drop(crowd);
 }

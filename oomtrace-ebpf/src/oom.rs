@@ -141,6 +141,7 @@ fn kill(oc: u64, message: u64) -> u32 {
             } else {
                 task_memcg_id(chosen)
             },
+            chosen_mm: read(chosen, c.task_mm).unwrap_or(0),
         },
     );
     0

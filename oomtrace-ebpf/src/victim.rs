@@ -1,11 +1,12 @@
 //! The victim being marked (`oom:mark_victim`) and the kernel's SIGKILLs (`signal_generate`).
 
 use aya_ebpf::{
+    helpers::bpf_get_current_task,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use oomtrace_common::{
-    EventKind, KernelSigkill, MarkVictim, NO_OFFSET, TASK_COMM_LEN, victim_fields,
+    EventKind, KernelSigkill, MarkVictim, NO_OFFSET, TASK_COMM_LEN, sender_state, victim_fields,
 };
 
 use crate::{
@@ -18,6 +19,22 @@ const SIGKILL: i32 = 9;
 const SEND_SIG_PRIV: u64 = 1;
 /// `SI_KERNEL`: the code classic `signal_generate` records for `SEND_SIG_PRIV`.
 const SI_KERNEL: i32 = 0x80;
+/// `PF_EXITING` in `task_struct.flags` (include/linux/sched.h; 0x4 on every kernel oomtrace
+/// supports): set by `exit_signals()` at the start of `do_exit()`.
+const PF_EXITING: u32 = 0x0000_0004;
+
+/// [`sender_state`] bits of `current`, the task generating a signal: whether it is inside its
+/// own exit. 0 (unknown) when `task_struct.flags` was not found.
+#[inline(always)]
+fn sender_flags() -> u32 {
+    // SAFETY: the helper has no preconditions; it returns `current`'s address.
+    let current = unsafe { bpf_get_current_task() };
+    match read::<u32>(current, config().task_flags) {
+        Some(flags) if flags & PF_EXITING != 0 => sender_state::KNOWN | sender_state::EXITING,
+        Some(_) => sender_state::KNOWN,
+        None => 0,
+    }
+}
 
 const EMPTY_VICTIM: MarkVictim = MarkVictim {
     pid: 0,
@@ -163,6 +180,8 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
             group: ctx.arg(3),
             result: ctx.arg(4),
             target_mm: read(task, config().task_mm).unwrap_or(0),
+            sender_flags: sender_flags(),
+            _pad: 0,
         },
     );
     0
@@ -198,6 +217,8 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
             group: int(c.tp_signal_group).unwrap_or(0),
             result: int(c.tp_signal_result).unwrap_or(0),
             target_mm: 0,
+            sender_flags: sender_flags(),
+            _pad: 0,
         },
     );
     0

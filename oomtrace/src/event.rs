@@ -6,7 +6,9 @@
 
 use std::mem::size_of;
 
-pub use oomtrace_common::{EventKind, exit_seen, group_dead_source, pre_existing, victim_fields};
+pub use oomtrace_common::{
+    EventKind, exit_seen, group_dead_source, pre_existing, sender_state, victim_fields,
+};
 use oomtrace_common::{
     GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, PreExisting,
     Reaper, TaskExit, TaskFree,
@@ -231,19 +233,26 @@ fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
 /// - dump format 1 (oomtrace before its victims' mm identities and the 64-byte message):
 ///   `OomKill` 104 bytes (a 32-byte message), `MarkVictim` 96 (no `mm`), `KernelSigkill` 40
 ///   (no `target_mm`);
-/// - `OomKill` 136 bytes before `chosen_memcg_id` was appended.
-const OOM_KILL_OLDER: [usize; 2] = [104, OOM_KILL_V2_LEN];
+/// - `OomKill` 136 bytes before `chosen_memcg_id` was appended;
+/// - `OomKill` 144 bytes before `chosen_mm`, `KernelSigkill` 48 before `sender_flags` (dump
+///   format 2 as written until then: the victim's mm from the kill decision and the sender's
+///   state read as 0, unknown).
+const OOM_KILL_OLDER: [usize; 3] = [104, OOM_KILL_V2_LEN, OOM_KILL_V3_LEN];
 const OOM_KILL_V2_LEN: usize = 136;
+const OOM_KILL_V3_LEN: usize = 144;
 const MARK_VICTIM_OLDER: [usize; 1] = [96];
-const KERNEL_SIGKILL_OLDER: [usize; 1] = [40];
+const KERNEL_SIGKILL_OLDER: [usize; 2] = [40, KERNEL_SIGKILL_V2_LEN];
+const KERNEL_SIGKILL_V2_LEN: usize = 48;
 // Each older layout is a prefix: the fields added since start where it ends (and a shorter
 // message is the longer one's first bytes, its NUL padding the zeros added).
 const _: () = {
     use std::mem::offset_of;
     assert!(offset_of!(OomKill, message) + 32 == OOM_KILL_OLDER[0]);
     assert!(offset_of!(OomKill, chosen_memcg_id) == OOM_KILL_V2_LEN);
+    assert!(offset_of!(OomKill, chosen_mm) == OOM_KILL_V3_LEN);
     assert!(offset_of!(MarkVictim, mm) == MARK_VICTIM_OLDER[0]);
     assert!(offset_of!(KernelSigkill, target_mm) == KERNEL_SIGKILL_OLDER[0]);
+    assert!(offset_of!(KernelSigkill, sender_flags) == KERNEL_SIGKILL_V2_LEN);
 };
 
 /// Like [`body_of`], also taking a body of one of the type's `older`, shorter layouts (each a
@@ -300,6 +309,7 @@ pub(crate) fn sample_oom_kill() -> OomKill {
         _pad: 0,
         message: comm_bytes("Memory cgroup out of memory"),
         chosen_memcg_id: 78,
+        chosen_mm: 0xbeef,
     }
 }
 
@@ -436,11 +446,11 @@ mod tests {
             payload: Payload::OomKill(kill),
         };
         let bytes = ev.encode();
-        assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V2_LEN + 8);
+        assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V2_LEN + 16);
         let Payload::OomKill(new) = Event::decode(&bytes).unwrap().payload else {
             panic!("not an oom_kill")
         };
-        assert_eq!(new.chosen_memcg_id, 78);
+        assert_eq!((new.chosen_memcg_id, new.chosen_mm), (78, 0xbeef));
         let old = &bytes[..size_of::<Header>() + OOM_KILL_V2_LEN];
         let Payload::OomKill(old) = Event::decode(old).unwrap().payload else {
             panic!("not an oom_kill")
@@ -448,6 +458,49 @@ mod tests {
         assert_eq!((old.chosen_memcg_id, old.memcg_id), (0, 77));
         assert_eq!(old.message, kill.message);
         assert!(Event::decode(&bytes[..bytes.len() - 4]).is_err());
+    }
+
+    /// Dump format 2 as written before the sender's state and the chosen victim's mm: 48-byte
+    /// `KernelSigkill` and 144-byte `OomKill` bodies. They still decode, the new fields as 0
+    /// (unknown: the tracker then judges as it did); a body a few bytes off is refused.
+    #[test]
+    fn sigkills_and_kill_decisions_of_the_format_2_layouts_decode_without_their_new_fields() {
+        let sig = KernelSigkill {
+            target_pid: 42,
+            target_tgid: 42,
+            target_mm: 0xdead,
+            sender_flags: sender_state::KNOWN | sender_state::EXITING,
+            ..zeroed()
+        };
+        let ev = Event {
+            header: header(EventKind::KernelSigkill),
+            payload: Payload::KernelSigkill(sig),
+        };
+        let bytes = ev.encode();
+        assert_eq!(bytes.len(), size_of::<Header>() + KERNEL_SIGKILL_V2_LEN + 8);
+        assert_eq!(
+            Event::decode(&bytes).unwrap().payload,
+            Payload::KernelSigkill(sig)
+        );
+        let old = &bytes[..size_of::<Header>() + KERNEL_SIGKILL_V2_LEN];
+        let Payload::KernelSigkill(old) = Event::decode(old).unwrap().payload else {
+            panic!("not a kernel_sigkill")
+        };
+        assert_eq!((old.target_mm, old.sender_flags), (0xdead, 0));
+        for cut in [4, 12] {
+            assert!(Event::decode(&bytes[..bytes.len() - cut]).is_err(), "{cut}");
+        }
+
+        let ev = Event {
+            header: header(EventKind::OomKill),
+            payload: Payload::OomKill(sample_oom_kill()),
+        };
+        let bytes = ev.encode();
+        let old = &bytes[..size_of::<Header>() + OOM_KILL_V3_LEN];
+        let Payload::OomKill(old) = Event::decode(old).unwrap().payload else {
+            panic!("not an oom_kill")
+        };
+        assert_eq!((old.chosen_memcg_id, old.chosen_mm), (78, 0));
     }
 
     fn zeroed<T: Pod>() -> T {
@@ -470,6 +523,7 @@ mod tests {
             target_pid: 42,
             target_tgid: 42,
             target_mm: 0xdead,
+            sender_flags: sender_state::KNOWN,
             ..zeroed()
         };
         let events = [
@@ -487,11 +541,13 @@ mod tests {
             let back = Event::decode(old).unwrap_or_else(|e| panic!("{older}: {e}"));
             match back.payload {
                 Payload::OomKill(k) => {
-                    assert_eq!((k.memcg_id, k.chosen_memcg_id), (77, 0));
+                    assert_eq!((k.memcg_id, k.chosen_memcg_id, k.chosen_mm), (77, 0, 0));
                     assert_eq!(cstr(&k.message), cstr(&kill.message[..32]));
                 }
                 Payload::MarkVictim(m) => assert_eq!((m.tgid, m.mm), (42, 0)),
-                Payload::KernelSigkill(k) => assert_eq!((k.target_tgid, k.target_mm), (42, 0)),
+                Payload::KernelSigkill(k) => {
+                    assert_eq!((k.target_tgid, k.target_mm, k.sender_flags), (42, 0, 0));
+                }
                 other => panic!("{other:?}"),
             }
             assert!(Event::decode(&old[..old.len() - 1]).is_err(), "{older} - 1");
@@ -510,6 +566,8 @@ mod tests {
             group: 1,
             result: 0,
             target_mm: 0,
+            sender_flags: 0,
+            _pad: 0,
         };
         let ev = |sig| Event {
             header: header(EventKind::KernelSigkill),

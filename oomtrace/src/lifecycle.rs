@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use oomtrace_common::{group_dead_source, victim_fields};
+use oomtrace_common::{group_dead_source, sender_state, victim_fields};
 
 use crate::event::{Event, Payload, cstr};
 
@@ -60,7 +60,8 @@ pub const REORDER_NS: u64 = 10_000_000;
 ///
 /// In the kernel the three are consecutive statements of one function: microseconds apart on
 /// hardware, but 6–7 ms have been seen under software emulation (QEMU/TCG), so the window is
-/// generous; co-victims are told apart by their mm where the kernel gives it, not by time.
+/// generous; co-victims are told apart by their mm where the kernel gives it, else by whether the
+/// sender was inside its own exit (see `on_sigkill`), not by time.
 const SIGKILL_PAIRING_NS: u64 = 50_000_000;
 /// How long after `oom_kill_process()` chose a victim the same task's SIGKILL, named by a thread
 /// id only (classic tracepoints), is still that victim's. Between the two the kernel prints the
@@ -139,6 +140,11 @@ pub struct Tracker {
     h_released: Histogram<u64>,
     h_reaper: Histogram<u64>,
     h_reaping: Histogram<u64>,
+}
+
+/// Whether a kernel SIGKILL's sender was known to be inside its own exit (`PF_EXITING`).
+fn sender_exiting(flags: u32) -> bool {
+    flags & sender_state::KNOWN != 0 && flags & sender_state::EXITING != 0
 }
 
 fn admitted(filter: &Filter, paths: &HashMap<u64, String>, tgid: u32, memcg: Option<u64>) -> bool {
@@ -460,13 +466,17 @@ impl Tracker {
                     own => own,
                 });
                 v.trigger = Some(Self::task(&h));
-                let key = v.key;
+                // The victim's mm where the decision read it: a classic mark names none.
+                if p.chosen_mm != 0 {
+                    v.mm = Some(p.chosen_mm);
+                }
+                let (key, mm) = (v.key, v.mm);
                 self.last_choice_by.insert(
                     h.pid,
                     LastMark {
                         ts,
                         victim: key,
-                        mm: None,
+                        mm,
                     },
                 );
                 if self.last_choice_by.len() > MAX_MEMCGS {
@@ -616,16 +626,20 @@ impl Tracker {
             return;
         }
         // Sent right after its sender marked a victim, to a process sharing that victim's mm:
-        // killed with it. (A dying PID-namespace init or tracer sends SIGKILLs too, to
-        // processes with their own mm: those are told apart by the mm where it is known.)
-        let shares_mm = |victim_mm: Option<u64>| match (victim_mm, p.target_mm) {
+        // killed with it (`__oom_kill_process` sends those from the OOM-invoking task's
+        // allocation path). A dying PID-namespace init or tracer sends SIGKILLs too, from inside
+        // its own `do_exit`, to processes with their own mm: where both mms are known they tell
+        // the two apart; where either is not (a classic mark and no kill decision), the
+        // sender's state does — a sender inside its own exit is not killing co-victims. Only
+        // when that is unknown too (dumps of older layouts) is the kill taken as a co-victim's.
+        let killed_with_victim = |victim_mm: Option<u64>| match (victim_mm, p.target_mm) {
             (Some(a), b) if b != 0 => a == b,
-            _ => true,
+            _ => !sender_exiting(p.sender_flags),
         };
         if let Some(last) = self.last_mark_by.get(&h.pid).copied()
             && h.ts_ns.saturating_sub(last.ts) <= SIGKILL_PAIRING_NS
             && last.victim.tgid != tgid
-            && shares_mm(last.mm)
+            && killed_with_victim(last.mm)
         {
             let key = VictimKey {
                 tgid,

@@ -1254,6 +1254,7 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
     match &mut ev.payload {
         Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
         Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
+        Payload::OomKill(p) if p.chosen_mm != 0 => hide(&mut p.chosen_mm),
         _ => return false,
     }
     true

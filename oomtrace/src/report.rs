@@ -290,6 +290,8 @@ mod tests {
                 group: 1,
                 result: 0,
                 target_mm: 0,
+                sender_flags: 0,
+                _pad: 0,
             })
         };
         let exit = |dead: bool| {
@@ -360,6 +362,19 @@ mod tests {
         let s = &r.summary;
         assert_eq!((s.kills, s.dead, s.released), (8, 8, 8), "{text}");
         assert!(text.contains("predates dump format 2"), "{text}");
+    }
+
+    /// A dump of format 2 as oomtrace wrote it before the sender's state (testdata/README.md):
+    /// its `kernel_sigkill` records have the 48-byte layout, and every one must decode, the
+    /// sender unknown, as that version's own replay did (8 kills, 8 dead, 8 released).
+    #[test]
+    fn a_dump_written_before_the_senders_state_replays_in_full() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dumps/format2-71dfb86.dump");
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(r.undecodable, 0, "{text}");
+        let s = &r.summary;
+        assert_eq!((s.kills, s.dead, s.released), (8, 8, 8), "{text}");
     }
 
     #[test]
@@ -554,6 +569,8 @@ mod tests {
                 group: 1,
                 result: 0,
                 target_mm: 0,
+                sender_flags: 0,
+                _pad: 0,
             })
         };
         let mark = |tgid: u32| {

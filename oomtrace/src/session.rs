@@ -360,6 +360,8 @@ mod tests {
                 group: 1,
                 result: 0,
                 target_mm: 0,
+                sender_flags: 0,
+                _pad: 0,
             }),
         };
         let mut m: MarkVictim = unsafe { std::mem::zeroed() };

@@ -71,6 +71,11 @@ impl Layout {
             "group-dead and oom_score_adj unknown",
         );
         c.task_mm = off("task_struct", "mm", "victim memory sizes unknown");
+        c.task_flags = off(
+            "task_struct",
+            "flags",
+            "whether a SIGKILL's sender was exiting unknown",
+        );
         c.css_cgroup = off("cgroup_subsys_state", "cgroup", "memcg ids unknown");
         c.cgroup_kn = off("cgroup", "kn", "memcg ids unknown");
         c.memcg_css = off("mem_cgroup", "css", "memcg ids unknown");

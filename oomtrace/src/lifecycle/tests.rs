@@ -2,7 +2,8 @@
 
 use oomtrace_common::{
     GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomKill, PreExisting, Reaper,
-    TaskExit, TaskFree, USERSPACE_CPU, exit_seen, group_dead_source, pre_existing, victim_fields,
+    TaskExit, TaskFree, USERSPACE_CPU, exit_seen, group_dead_source, pre_existing, sender_state,
+    victim_fields,
 };
 
 use super::*;
@@ -46,6 +47,9 @@ fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
             group: 1,
             result: 0,
             target_mm: mm_of(tgid),
+            // Sent from the allocating task's OOM path: not exiting.
+            sender_flags: sender_state::KNOWN,
+            _pad: 0,
         }),
     }
 }
@@ -175,6 +179,7 @@ fn kill_decision(ms: u64, tgid: u32, start: u64) -> Event {
             _pad: 0,
             message: comm_bytes("Memory cgroup out of memory"),
             chosen_memcg_id: 0,
+            chosen_mm: mm_of(tgid),
         }),
     }
 }
@@ -271,6 +276,104 @@ fn a_pid_namespace_teardown_is_collateral_not_a_kill() {
     assert!(f[3].to_string().contains("PID namespace"), "{}", f[3]);
     let s = t.summary();
     assert_eq!((s.kills, s.collateral), (1, 2));
+}
+
+/// The same SIGKILL, its sender inside its own exit (`PF_EXITING`).
+fn sender_exiting(mut ev: Event) -> Event {
+    if let Payload::KernelSigkill(p) = &mut ev.payload {
+        p.sender_flags = sender_state::KNOWN | sender_state::EXITING;
+    }
+    ev
+}
+
+/// The same SIGKILL as recorded before the sender's state was (dumps of older layouts).
+fn sender_unknown(mut ev: Event) -> Event {
+    if let Payload::KernelSigkill(p) = &mut ev.payload {
+        p.sender_flags = 0;
+    }
+    ev
+}
+
+/// The issue-22 failure in the 5.10 guest: there `mark_victim` is the classic tracepoint (a
+/// thread id, no task, so no mm) and no kill decision gave the victim's mm. A container's init
+/// is the victim and its own trigger; 30 ms after its mark, inside its own `do_exit`
+/// (`exit_notify` → `zap_pid_ns_processes`), it SIGKILLs the two other processes of its
+/// namespace. They have their own mm, but the victim's is unknown: the sender's state decides.
+/// A sender inside its own exit is not killing co-victims (the OOM killer sends those from the
+/// allocation path): one OOM kill, two collateral kills.
+#[test]
+fn a_dying_namespace_init_is_one_kill_where_its_mark_names_no_mm() {
+    let mut t = tracker();
+    let init = |ev| from(ev, 42);
+    let stream = [
+        init(sigkill(0, 42, 7)),
+        init(old_mark(0, 42)),
+        init(sender_exiting(sigkill(30, 43, 8))),
+        init(sender_exiting(sigkill(30, 44, 9))),
+        gone(35, 42, 7),
+    ];
+    let f = run(&mut t, &stream, 200);
+    assert_eq!(
+        names(&f),
+        ["killed", "dead", "collateral", "collateral"],
+        "{f:?}"
+    );
+    assert_eq!(f[0].victim().unwrap().key.tgid, 42);
+    for c in &f[2..] {
+        let Finding::Collateral { target, by, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert!([43, 44].contains(&target.tgid), "{c:?}");
+        assert_eq!(by.tgid, 42);
+    }
+    let s = t.summary();
+    assert_eq!((s.kills, s.collateral), (1, 2), "{s}");
+}
+
+/// Where the victim's mm is unknown, a SIGKILL its trigger sends right after the mark from its
+/// allocation path (not exiting) is still a kill of a process sharing that mm — as is one from a
+/// sender whose state was not recorded (dumps of older layouts judge as they always did).
+#[test]
+fn sigkills_after_a_mark_without_mm_are_co_victims_unless_the_sender_is_exiting() {
+    for (label, covictim) in [
+        ("sender not exiting", sigkill(1, 77, 9)),
+        ("sender state unknown", sender_unknown(sigkill(1, 77, 9))),
+    ] {
+        let mut t = tracker();
+        let stream = [sigkill(0, 42, 7), old_mark(0, 42), covictim, gone(3, 77, 9)];
+        let f = run(&mut t, &stream, 200);
+        assert_eq!(names(&f), ["killed", "killed", "dead"], "{label}: {f:?}");
+        let v = f[2].victim().unwrap();
+        assert_eq!(v.key.tgid, 77, "{label}");
+        assert_eq!(
+            v.killed_with,
+            Some(VictimKey {
+                tgid: 42,
+                start_ns: 7
+            }),
+            "{label}"
+        );
+        assert_eq!(t.summary().kills, 2, "{label}");
+    }
+}
+
+/// The kill decision (`oom_kill_process`) names the victim's mm where the classic mark cannot:
+/// a SIGKILL sent right after the mark is a co-victim's exactly when it shares that mm, whatever
+/// the sender's state.
+#[test]
+fn the_kill_decisions_mm_tells_co_victims_apart_where_the_mark_names_none() {
+    let mut t = tracker();
+    let stream = [
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        old_mark(0, 42),
+        sharing(sender_unknown(sigkill(1, 77, 9)), 42),
+        sender_unknown(sigkill(1, 78, 10)),
+    ];
+    let f = run(&mut t, &stream, 200);
+    assert_eq!(names(&f), ["killed", "killed"], "{f:?}");
+    assert_eq!(f[1].victim().unwrap().key.tgid, 77);
+    assert_eq!(t.summary().kills, 2);
 }
 
 /// Runs a stream; ticks every 10 ms up to `until_ms`; returns the findings.

@@ -2,7 +2,7 @@
 
 use oomtrace_common::{
     Header, KernelSigkill, MarkVictim, OomInvoke, Reaper, TaskExit, TaskFree, group_dead_source,
-    victim_fields,
+    sender_state, victim_fields,
 };
 
 use crate::event::{Event, Payload, comm_bytes};
@@ -74,6 +74,8 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
                     group: 1,
                     result: 0,
                     target_mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
+                    sender_flags: sender_state::KNOWN,
+                    _pad: 0,
                 }),
             },
             Event {

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing, victim_fields,
+        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing, sender_state,
+        victim_fields,
     },
     kernel::cgroups::MemcgPaths,
 };
@@ -155,6 +156,11 @@ fn group_dead_source_name(s: u32) -> &'static str {
     }
 }
 
+/// Whether a kernel SIGKILL's sender was inside its own exit; `None` when not known.
+fn sender_exiting(flags: u32) -> Option<bool> {
+    (flags & sender_state::KNOWN != 0).then_some(flags & sender_state::EXITING != 0)
+}
+
 /// Turns events into text lines or JSON values.
 pub struct Renderer {
     pub clock: Clock,
@@ -241,6 +247,7 @@ impl Renderer {
                     "start_ns": if p.target_start_ns == 0 { Value::Null } else { p.target_start_ns.into() },
                 },
                 "group": p.group != 0, "result": p.result,
+                "sender_exiting": sender_exiting(p.sender_flags),
             }),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
@@ -357,8 +364,13 @@ impl Renderer {
                     Some(tgid) => format!("pid {tgid}"),
                     None => format!("tid {}", p.target_pid),
                 };
+                let exiting = if sender_exiting(p.sender_flags) == Some(true) {
+                    " inside its own exit"
+                } else {
+                    ""
+                };
                 format!(
-                    "SIGKILL to {who} ({}) by the kernel, from {cur}",
+                    "SIGKILL to {who} ({}) by the kernel, from {cur}{exiting}",
                     cstr(&p.target_comm)
                 )
             }

@@ -617,31 +617,86 @@ impl Watch {
             .expect("plan line")
     }
 
-    /// Waits for a line matching `pred`; panics with everything seen if it does not come.
+    /// Waits for a line matching `pred`; panics with everything seen if it does not come —
+    /// at once when oomtrace's output has ended (it exited): no line can come after that.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let mut found = None;
-        // Searched under the lock, not on a copy: with tens of thousands of lines a copy per
-        // poll starves the reader thread, and oomtrace then blocks writing to a full pipe.
-        let ok = wait_until(timeout, || {
-            found = self
-                .lines
-                .lock()
-                .expect("lines")
-                .iter()
-                .find(|v| pred(v))
-                .cloned();
-            found.is_some()
-        });
-        if !ok {
-            let lines = self.lines.lock().expect("lines");
-            let skip = lines.len().saturating_sub(300);
-            let seen: Vec<String> = lines.iter().skip(skip).map(Value::to_string).collect();
-            panic!(
-                "no {what} within {timeout:?}; oomtrace printed ({skip} earlier lines left out):\n{}",
-                seen.join("\n")
-            );
+        self.wait_for_unless(what, timeout, pred, |_| false)
+    }
+
+    /// Like [`Watch::wait_for`], and panics at once, with what was seen, when a line that
+    /// `contradicts` the awaited one comes first (say a `dead` finding for the pid whose
+    /// `stuck` is awaited): that wait can no longer succeed, and sleeping out a timeout scaled
+    /// for emulation (minutes in the guests) would only hide which line said so.
+    pub fn wait_for_unless(
+        &self,
+        what: &str,
+        timeout: Duration,
+        want: impl Fn(&Value) -> bool,
+        contradicts: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + timeout;
+        // Lines are only ever appended: each poll looks at the new ones, in order, under the
+        // lock and without copying (with tens of thousands of lines a copy per poll starves the
+        // reader thread, and oomtrace then blocks writing to a full pipe).
+        let mut scanned = 0;
+        loop {
+            // Read before the lines: once the reader is done, every line it will ever push is
+            // there.
+            let ended = self.reader.as_ref().is_none_or(|r| r.is_finished());
+            {
+                let lines = self.lines.lock().expect("lines");
+                for v in &lines[scanned..] {
+                    if want(v) {
+                        return v.clone();
+                    }
+                    if contradicts(v) {
+                        let seen = tail(&lines);
+                        panic!(
+                            "no {what}: oomtrace printed a line that rules it out:\n{v}\n\
+                             everything it printed {seen}"
+                        );
+                    }
+                }
+                scanned = lines.len();
+                if ended {
+                    let status = self.peek_exit_status();
+                    let seen = tail(&lines);
+                    panic!(
+                        "no {what}: oomtrace's output ended ({status}) before it came; it \
+                         printed {seen}"
+                    );
+                }
+            }
+            if Instant::now() >= end {
+                let seen = tail(&self.lines.lock().expect("lines"));
+                panic!("no {what} within {timeout:?}; oomtrace printed {seen}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        found.expect("found")
+    }
+
+    /// How the watcher exited, if it has, without reaping it (`waitid` with `WNOWAIT`: `stop`
+    /// and `Drop` still wait for it).
+    fn peek_exit_status(&self) -> String {
+        // SAFETY: a zeroed siginfo_t is valid; waitid only writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: our own child, a valid siginfo_t pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid and si_status are valid for a SIGCHLD siginfo (waitid's).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        match (r, pid, info.si_code) {
+            (0, 0, _) => "it is still running, its stdout closed".into(),
+            (0, _, libc::CLD_EXITED) => format!("exit code {status}"),
+            (0, _, _) => format!("killed by signal {status}"),
+            _ => format!("waitid: {}", std::io::Error::last_os_error()),
+        }
     }
 
     /// How many lines printed so far satisfy `pred` (counted under the lock, no copy).
@@ -704,6 +759,19 @@ impl Drop for Watch {
         }
         let _ = self.child.wait();
     }
+}
+
+/// The last lines printed (at most 300), one per line, and how many earlier ones were left
+/// out: what a failed wait shows.
+fn tail(lines: &[Value]) -> String {
+    let skip = lines.len().saturating_sub(300);
+    let seen: Vec<String> = lines.iter().skip(skip).map(Value::to_string).collect();
+    format!("({skip} earlier lines left out):\n{}", seen.join("\n"))
+}
+
+/// Whether a line is the `kind` finding about process `tgid` (its victim's key).
+pub fn finding_about(v: &Value, kind: &str, tgid: u32) -> bool {
+    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
 }
 
 /// Whether an event line is about process `pid`.

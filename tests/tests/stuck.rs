@@ -30,6 +30,12 @@ fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
     v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
 }
 
+/// A finding after which process `tgid` can never be flagged stuck: it died, or its death
+/// cannot be watched (`unobservable` instead of `stuck`).
+fn settled(v: &Value, tgid: u32) -> bool {
+    finding(v, "dead", tgid) || finding(v, "unobservable", tgid)
+}
+
 fn watch() -> Watch {
     Watch::start(&["--timeout", &TIMEOUT_S.to_string()])
 }
@@ -55,7 +61,12 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     );
     hog.go();
 
-    let stuck = watch.wait_for("the STUCK finding", wait(), |v| finding(v, "stuck", victim));
+    let stuck = watch.wait_for_unless(
+        "the STUCK finding",
+        wait(),
+        |v| finding(v, "stuck", victim),
+        |v| settled(v, victim),
+    );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
     assert!(
         (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
@@ -108,7 +119,12 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     let (mut hog, mut hold) = held_victim(&sandbox, wait());
     let pid = hog.pid();
 
-    let stuck = watch.wait_for("the STUCK finding", wait(), |v| finding(v, "stuck", pid));
+    let stuck = watch.wait_for_unless(
+        "the STUCK finding",
+        wait(),
+        |v| finding(v, "stuck", pid),
+        |v| settled(v, pid),
+    );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
     assert!(
         (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
@@ -180,7 +196,12 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         "the killed victim never reached the FUSE flush in exit_files"
     );
 
-    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", victim));
+    let stuck = watch.wait_for_unless(
+        "the STUCK finding",
+        wait(),
+        |l| finding(l, "stuck", victim),
+        |l| settled(l, victim),
+    );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
     assert!(
         (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
@@ -278,9 +299,12 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
     let started = std::time::Instant::now();
     let watch = watch();
     let attached = started.elapsed();
-    let stuck = watch.wait_for("the pre-existing STUCK finding", wait(), |l| {
-        finding(l, "stuck", victim)
-    });
+    let stuck = watch.wait_for_unless(
+        "the pre-existing STUCK finding",
+        wait(),
+        |l| finding(l, "stuck", victim),
+        |l| settled(l, victim),
+    );
     let after_attach = started.elapsed().saturating_sub(attached);
     assert!(
         after_attach <= scaled(Duration::from_secs(1)),

@@ -443,6 +443,17 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         .expect("oomtrace unstick");
     let raised = oomtrace_tests::wait_until(wait(), || fx::limit_of(&sandbox) > before);
     assert!(raised, "the limit was not raised");
+    // cgroup v1 with swap accounting: memsw (equal to the limit here) was raised first, else
+    // the kernel refuses the limit (EINVAL).
+    let memsw = sandbox.dir().join("memory.memsw.limit_in_bytes");
+    let memsw_of = || -> Option<u64> { std::fs::read_to_string(&memsw).ok()?.trim().parse().ok() };
+    if let Some(sw) = memsw_of() {
+        assert_eq!(
+            sw,
+            fx::limit_of(&sandbox),
+            "memsw not raised with the limit"
+        );
+    }
     let journal = state.path().join("memcg-limits.json");
     let text = std::fs::read_to_string(&journal).expect("the journal");
     assert!(text.contains(&pid.to_string()), "{text}");
@@ -460,9 +471,18 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
     );
     hold.release();
     assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
+    // Page cache fills the headroom: usage above the old limit must not keep the raise (the
+    // kernel reclaims the cache when the old limit is written back).
+    let cache = TempDir::new("unstick-journal-cache");
+    if let Some(u) = fill_page_cache(&sandbox, cache.path(), before / MIB + 8) {
+        assert!(u > before, "usage {u} is not above the old limit {before}");
+    }
     // Restarted (any `unstick` run): the victim is gone, the limit goes back.
     let (_, v) = unstick_with(pid, false, &[], state.path());
     assert_eq!(fx::limit_of(&sandbox), before, "{v}");
+    if let Some(sw) = memsw_of() {
+        assert_eq!(sw, before, "memsw not put back: {v}");
+    }
     assert!(
         v["restored"][0]
             .as_str()
@@ -537,4 +557,79 @@ fn a_victim_with_many_threads_and_files_is_read_within_bounds() {
     assert!(notes.contains("only 64 are detailed"), "{notes:.2000}");
     drop(holds);
     drop(crowd);
+}
+
+/// A victim killed before `watch --unstick` started (found by its start-up scan): who killed it
+/// is unknown (the OOM killer, or its owner's `kill -9`), so no remedy is taken without
+/// `--unstick-pre-existing`; it is said, and the victim stays as it was.
+#[test]
+fn watch_unstick_leaves_a_victim_found_at_start_alone_without_the_opt_in() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-before", 64 * MIB);
+    let fuse = FuseHold::mount_holding("unstick-before", Hold::Read);
+    let mut v = stuck_victim(&sandbox, &fuse, "stuck-fuse", &[]);
+    let _release = ReleaseOnDrop(&fuse);
+    let pid = v.victim;
+    assert!(
+        fuse.wait_held(wait()),
+        "the victim never reached the FUSE read"
+    );
+    v.hog.go();
+    assert!(
+        oomtrace_tests::wait_until(wait(), || sandbox.oom_kills() > 0),
+        "the victim was not OOM-killed"
+    );
+    let state = TempDir::new("unstick-state");
+    let watch = watch_unstick(&sandbox, &state, &[]);
+    let stuck = watch.wait_for("the pre-existing STUCK finding", wait(), |l| {
+        finding(l, "stuck", pid)
+    });
+    assert_eq!(stuck["victim"]["pre_existing"], true, "{stuck}");
+    let u = unstick_line(&watch, pid);
+    assert_eq!(u["result"], "refused", "{u}");
+    assert!(
+        u["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("--unstick-pre-existing")),
+        "{u}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        oomtrace_tests::proc_state(pid).is_some(),
+        "the victim died: a remedy was taken"
+    );
+    fuse.release();
+    watch.wait_for("its death after the daemon answered", wait(), |l| {
+        finding(l, "dead", pid)
+    });
+}
+
+/// Writes `mib` MiB to a file under `dir` from a process in `sandbox` (its page cache charged
+/// there); the sandbox's usage after, or None where `dir` is a tmpfs (its pages could not be
+/// reclaimed without swap: not page cache that a limit write reclaims).
+fn fill_page_cache(sandbox: &Sandbox, dir: &std::path::Path, mib: u64) -> Option<u64> {
+    // SAFETY: a zeroed statfs, filled by the kernel for a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 || st.f_type == 0x0102_1994 {
+        eprintln!("{} is a tmpfs: page-cache fill skipped", dir.display());
+        return None;
+    }
+    let procs = sandbox.dir().join("cgroup.procs");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec dd if=/dev/zero of={}/fill bs=1M count={mib} status=none",
+            procs.display(),
+            dir.display()
+        ))
+        .status()
+        .expect("sh");
+    assert!(status.success(), "filling the page cache: {status}");
+    ["memory.usage_in_bytes", "memory.current"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(sandbox.dir().join(f)).ok())
+        .and_then(|t| t.trim().parse().ok())
 }

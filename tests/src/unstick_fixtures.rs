@@ -395,3 +395,94 @@ pub fn limit_of(sandbox: &Sandbox) -> u64 {
         .parse()
         .expect("a number")
 }
+
+extern "C" fn tracing_thread(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // arg: the victim's pid in the low 32 bits, the report fd in the high ones.
+    let bits = arg as usize as u64;
+    let (victim, fd) = (bits as u32 as i32, (bits >> 32) as i32);
+    // SAFETY: plain syscalls on a pid given by the test.
+    unsafe {
+        if libc::ptrace(
+            libc::PTRACE_SEIZE,
+            victim,
+            0,
+            libc::PTRACE_O_TRACEEXIT as libc::c_ulong,
+        ) == 0
+        {
+            say_tid(fd);
+        }
+        loop {
+            let mut status = 0;
+            if libc::waitpid(victim, &raw mut status, libc::__WALL) != victim {
+                libc::pause();
+                continue;
+            }
+            if status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8)) {
+                loop {
+                    libc::pause();
+                }
+            }
+            let sig = if libc::WIFSTOPPED(status) && status >> 16 == 0 {
+                libc::WSTOPSIG(status)
+            } else {
+                0
+            };
+            libc::ptrace(libc::PTRACE_CONT, victim, 0, sig as libc::c_ulong);
+        }
+    }
+}
+
+/// A tracer process (our child, root) that ignores SIGTERM and whose tracing thread is not
+/// its leader: it seizes `victim` with PTRACE_O_TRACEEXIT from a second thread, which is what
+/// the victim's `TracerPid` then names.
+pub struct ThreadedTracer {
+    pub pid: u32,
+    /// The tracing thread (not the leader).
+    pub tid: u32,
+    fd: i32,
+}
+
+impl ThreadedTracer {
+    pub fn seize(victim: u32) -> ThreadedTracer {
+        let (r, w) = pipe();
+        // SAFETY: the child runs only libc calls (see the module docs).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: after fork: syscalls only.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                let mut t: libc::pthread_t = 0;
+                let arg = (u64::from(victim) | ((w as u64) << 32)) as usize;
+                libc::pthread_create(
+                    &raw mut t,
+                    std::ptr::null(),
+                    tracing_thread,
+                    arg as *mut libc::c_void,
+                );
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let tid = read_u32(r, Duration::from_secs(10));
+        // SAFETY: our end of the pipe.
+        unsafe { libc::close(w) };
+        ThreadedTracer {
+            pid: pid as u32,
+            tid,
+            fd: r,
+        }
+    }
+}
+
+impl Drop for ThreadedTracer {
+    fn drop(&mut self) {
+        kill(self.pid, libc::SIGKILL);
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(self.pid as i32, &raw mut status, 0) };
+        // SAFETY: our fd.
+        unsafe { libc::close(self.fd) };
+    }
+}

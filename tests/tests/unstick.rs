@@ -633,3 +633,40 @@ fn fill_page_cache(sandbox: &Sandbox, dir: &std::path::Path, mib: u64) -> Option
         .find_map(|f| std::fs::read_to_string(sandbox.dir().join(f)).ok())
         .and_then(|t| t.trim().parse().ok())
 }
+
+/// The tracer holding the victim ignores SIGTERM and traces from a thread that is not its
+/// leader (`TracerPid` names that thread): its process is still ended, by SIGKILL after the
+/// ignored SIGTERM, each step said; the victim dies.
+#[test]
+fn a_tracer_tracing_from_a_second_thread_and_ignoring_sigterm_is_ended() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new("unstick-thread-tracer", 64 * MIB);
+    let mut victim = hog(&sandbox, 256, false, None);
+    let pid = victim.pid();
+    let tracer = fx::ThreadedTracer::seize(pid);
+    assert_ne!(tracer.tid, tracer.pid);
+    victim.go();
+    assert!(
+        oomtrace_tests::wait_until(wait(), || oomtrace_tests::proc_state(pid)
+            .is_some_and(|s| s.starts_with('t'))),
+        "the victim did not stop at its exit"
+    );
+    let (code, done) = unstick(pid, true);
+    assert_eq!(code, Some(0), "{done}");
+    assert_eq!(done["waits_on"]["tracer"], tracer.tid, "{done}");
+    let did: Vec<&str> = done["applied"]["did"]
+        .as_array()
+        .expect("did")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        did.iter()
+            .any(|d| d.contains("ignored SIGTERM: sent SIGKILL")),
+        "{done}"
+    );
+    assert_eq!(done["dead"], true, "{done}");
+    assert!(fx::child_exited(tracer.pid), "the tracer still runs");
+    assert_eq!(victim.wait_signal(wait()), Some(libc::SIGKILL));
+}

@@ -828,6 +828,25 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
     }
 }
 
+/// What in a guest's serial console says its kernel went wrong (an oops, a BUG, a panic, a
+/// lockup), one line each: the tests' verdicts alone would not show a kernel that oopsed in a
+/// thread they did not watch. The OOM killer's own report is not among them.
+pub(crate) fn console_troubles(console: &str) -> Vec<String> {
+    const MARKS: [&str; 6] = [
+        "Oops:",
+        "BUG:",
+        "Kernel panic",
+        "general protection fault",
+        "invalid opcode:",
+        "int3:",
+    ];
+    console
+        .lines()
+        .filter(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 /// What one guest run gave back.
 pub(crate) struct GuestRun {
     pub(crate) exit_code: i32,
@@ -1117,6 +1136,20 @@ mod tests {
         assert_eq!(kernel_layout(&new, "new").unwrap().0, r);
         assert!(kernel_layout(&root.join("none"), "none").is_err());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_console_that_oopsed_is_told_from_one_that_killed() {
+        let fine = "[    5.1] oomtrace-hog invoked oom-killer: gfp_mask=0xcc0\n[    5.2] Memory cgroup out of memory: Killed process 123 (oomtrace-hog)\n";
+        assert!(console_troubles(fine).is_empty());
+        let bad = "[ 1.0] ok\n[ 2.0] int3: 0000 [#1] PREEMPT SMP NOPTI\n[ 2.1] BUG: kernel NULL pointer dereference\n";
+        assert_eq!(
+            console_troubles(bad),
+            [
+                "[ 2.0] int3: 0000 [#1] PREEMPT SMP NOPTI",
+                "[ 2.1] BUG: kernel NULL pointer dereference"
+            ]
+        );
     }
 
     #[test]

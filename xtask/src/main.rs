@@ -51,6 +51,10 @@ enum Command {
         kernel: Option<String>,
         /// Run only tests whose name contains this.
         filter: Option<String>,
+        /// Only boot each kernel this many times and run `check` (two at a time): counts
+        /// boots that failed and kernel oopses, to measure the guests' reliability.
+        #[arg(long)]
+        boots: Option<usize>,
     },
     /// System-level benchmarks as root (exit-path overhead, start-up, OOM storm, replay
     /// throughput, stuck-flag latency): prints one table, writes target/bench/results.json.
@@ -114,7 +118,11 @@ fn main() -> ExitCode {
         Command::Soak { minutes } => soak::run(minutes),
         Command::Run { debug, args } => run(debug, &args),
         Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
-        Command::Vm { kernel, filter } => test::run_vm_only(kernel.as_deref(), filter.as_deref()),
+        Command::Vm {
+            kernel,
+            filter,
+            boots,
+        } => test::run_vm_only(kernel.as_deref(), filter.as_deref(), boots),
     };
     match result {
         Ok(code) => code,

@@ -220,10 +220,14 @@ impl GuestSuite {
         let mut s = String::from("#!/bin/sh\n");
         s +=
             "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n";
+        // The tests drive the static release binary here: under emulation the debug build's
+        // start (BTF parsing) and event handling cost most of a guest's CPU, and what the
+        // guests judge (the kernel's side) is the same in both. The host runs the debug build,
+        // with its assertions.
         s += &format!(
             "export OOMTRACE_BIN='{}' OOMTRACE_TEST_SLOWDOWN=20 OOMTRACE_DISPOSABLE_KERNEL=1 \
              RUST_BACKTRACE=1\n",
-            self.bin.display()
+            self.static_bin.display()
         );
         s += "t() { read up _ < /proc/uptime; echo \"xtask-time $up $1\"; }\n";
         s += "t boot\ncd /\necho \"guest kernel $(uname -r)\"\n";
@@ -385,12 +389,13 @@ struct GuestResult {
 fn run_matrix(
     suite: &GuestSuite,
     only: Option<&str>,
+    boots: usize,
     gate: &Gate,
     timings: &Timings,
 ) -> anyhow::Result<(Tally, Vec<String>)> {
     let tools = {
         let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
-        timings.time("guests", "QEMU and busybox (cache)", guest::tools)?
+        timings.time("guests 1", "QEMU and busybox (cache)", guest::tools)?
     };
     let kernels: Vec<KernelSpec> = guest::load_kernels()?
         .into_iter()
@@ -400,10 +405,11 @@ fn run_matrix(
         !kernels.is_empty(),
         "no kernel named {only:?} in xtask/matrix.toml"
     );
-    let queue = Mutex::new(kernels.iter().enumerate().collect::<VecDeque<_>>());
-    let results: Mutex<Vec<Option<GuestResult>>> =
-        Mutex::new(kernels.iter().map(|_| None).collect());
-    let lanes = guest_lanes().min(kernels.len());
+    // Each kernel `boots` times, the same kernel's boots apart so that lanes run different ones.
+    let order: Vec<&KernelSpec> = (0..boots.max(1)).flat_map(|_| &kernels).collect();
+    let queue = Mutex::new(order.iter().copied().enumerate().collect::<VecDeque<_>>());
+    let results: Mutex<Vec<Option<GuestResult>>> = Mutex::new(order.iter().map(|_| None).collect());
+    let lanes = guest_lanes().min(order.len());
     std::thread::scope(|s| {
         for lane in 1..=lanes {
             let (queue, results, tools) = (&queue, &results, &tools);
@@ -415,7 +421,13 @@ fn run_matrix(
                 loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                     let Some((i, spec)) = next else { break };
-                    let r = run_guest(tools, spec, suite, &lane_name, timings);
+                    // Repeated boots of one kernel get their own results dir.
+                    let dir = if boots > 1 {
+                        format!("{}-{i}", spec.name)
+                    } else {
+                        spec.name.clone()
+                    };
+                    let r = run_guest(tools, spec, &dir, suite, &lane_name, timings);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
@@ -440,6 +452,7 @@ fn run_matrix(
 fn run_guest(
     tools: &guest::Tools,
     spec: &KernelSpec,
+    dir: &str,
     suite: &GuestSuite,
     lane: &str,
     timings: &Timings,
@@ -471,7 +484,7 @@ fn run_guest(
         ));
     };
     // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
-    let results = target.join("vm-results").join(&spec.name);
+    let results = target.join("vm-results").join(dir);
     eprintln!(
         "xtask: booting {} ({}) under QEMU/TCG in lane {lane}",
         spec.name, kernel.release
@@ -554,7 +567,14 @@ fn run_guest(
     if run.exit_code != 0 && t.failed == 0 {
         t.broken += 1;
     }
-    if results_seen < suite.runs.len() {
+    if suite.runs.is_empty() {
+        // A boot of `cargo xtask vm --boots N`: it ran `check` alone.
+        t.add(Tally::one(if run.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(format!("{}: check exited {}", spec.name, run.exit_code))
+        }));
+    } else if results_seen < suite.runs.len() {
         eprintln!(
             "xtask: {}: {results_seen} test binaries reported a result, {} ran",
             spec.name,
@@ -568,8 +588,10 @@ fn run_guest(
         eprintln!("xtask: {e}");
         t.broken += 1;
     }
+    let troubles = oopses(&run.console, &spec.name);
+    t.broken += u64::from(troubles > 0);
     let line = format!(
-        "{} ({}): {} passed, {} failed, exit {}, {:.0} s (console {}); {}",
+        "{} ({}): {} passed, {} failed, exit {}, {:.0} s, {troubles} kernel oopses (console {}); {}",
         spec.name,
         kernel.release,
         t.passed,
@@ -580,6 +602,16 @@ fn run_guest(
         plan_summary(&check)
     );
     GuestResult { tally: t, line }
+}
+
+/// How many lines of a guest's console say its kernel went wrong; each is printed.
+fn oopses(console: &Path, kernel: &str) -> usize {
+    let text = std::fs::read(console).unwrap_or_default();
+    let troubles = guest::console_troubles(&String::from_utf8_lossy(&text));
+    for l in &troubles {
+        eprintln!("xtask: {kernel}: the guest kernel says: {l}");
+    }
+    troubles.len()
 }
 
 /// Prints the per-kernel report, the time table and the closing `N passed, N failed` line.
@@ -598,16 +630,33 @@ fn conclude(tally: Tally, report: &[String], timings: &Timings) -> ExitCode {
     }
 }
 
-pub(crate) fn run_vm_only(kernel: Option<&str>, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+/// `cargo xtask vm`: the kernel-facing tests in the guests; with `boots`, only `check`, each
+/// kernel booted that many times (a reliability count: every boot must run and no kernel
+/// may oops).
+pub(crate) fn run_vm_only(
+    kernel: Option<&str>,
+    filter: Option<&str>,
+    boots: Option<usize>,
+) -> anyhow::Result<ExitCode> {
     let timings = Timings::new();
     let env = timings.time("host", "set-up (toolchain, bpf-linker)", setup::ensure)?;
     let (bin, exes, static_bin) = build_all(&env, &timings)?;
-    let suite = GuestSuite::new(bin, static_bin?, &exes, filter)?;
-    anyhow::ensure!(
-        suite.test_count() > 0,
-        "no kernel-facing test matches {filter:?} (tests/guests.toml)"
-    );
-    let (tally, report) = run_matrix(&suite, kernel, &Gate::new(true), &timings)?;
+    let mut suite = GuestSuite::new(bin, static_bin?, &exes, filter)?;
+    if boots.is_some() {
+        suite.runs.clear();
+    } else {
+        anyhow::ensure!(
+            suite.test_count() > 0,
+            "no kernel-facing test matches {filter:?} (tests/guests.toml)"
+        );
+    }
+    let (tally, report) = run_matrix(
+        &suite,
+        kernel,
+        boots.unwrap_or(1),
+        &Gate::new(true),
+        &timings,
+    )?;
     Ok(conclude(tally, &report, &timings))
 }
 
@@ -654,7 +703,7 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
         let matrix = suite.as_ref().map(|suite| {
             let (gate, timings) = (&gate, &timings);
             s.spawn(move || match suite {
-                Ok(suite) => run_matrix(suite, None, gate, timings),
+                Ok(suite) => run_matrix(suite, None, 1, gate, timings),
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             })
         });

@@ -1253,6 +1253,62 @@ mod tests {
         assert_eq!(m.len(), 2);
     }
 
+    /// The connection is the one of the file the blocked thread's system call names (its fd's
+    /// `mnt_id` → the mount's dev_t), not any connection with requests waiting: a `fuseblk`
+    /// mount (major 8) among them is named by its full dev_t.
+    #[test]
+    fn the_fuse_connection_is_that_of_the_file_waited_on() {
+        let dir = crate::scratch::ScratchDir::new("unstick-fusefile");
+        let t = dir.path().join("42/task/43");
+        std::fs::create_dir_all(t.join("fdinfo")).unwrap();
+        std::fs::write(
+            dir.path().join("42/mountinfo"),
+            "22 1 0:21 / /proc rw - proc proc rw\n\
+             88 22 0:40 / /tmp/f rw,nosuid - fuse.hold hold rw,user_id=0\n\
+             89 22 8:17 / /tmp/g rw - fuseblk /dev/sdb1 rw\n",
+        )
+        .unwrap();
+        // read(5, …): fd 5 is on the fuseblk mount.
+        std::fs::write(
+            t.join("syscall"),
+            "0 0x5 0x7ffd 0x1000 0x0 0x0 0x0 0x7ffd 0x7f\n",
+        )
+        .unwrap();
+        std::fs::write(
+            t.join("fdinfo/5"),
+            "pos:\t0\nflags:\t0100000\nmnt_id:\t89\n",
+        )
+        .unwrap();
+        let fuse_read: Vec<String> = ["request_wait_answer", "fuse_simple_request", "vfs_read"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = Forensics {
+            tgid: 42,
+            exists: true,
+            threads: vec![ThreadInfo {
+                tid: 43,
+                state: "D (disk sleep)".into(),
+                wchan: Some("request_wait_answer".into()),
+                stack: fuse_read,
+                tracer: None,
+            }],
+            ..Forensics::default()
+        };
+        assert_eq!(fuse_connections_waited_on(dir.path(), &f), [(8 << 20) | 17]);
+        // Not in a system call (inside exit): nothing named; what was recorded at the kill is
+        // used only if it has requests waiting.
+        std::fs::write(t.join("syscall"), "-1 0x7ffd 0x7f\n").unwrap();
+        assert!(fuse_connections_waited_on(dir.path(), &f).is_empty());
+        let ctl = dir.path().join("fusectl");
+        for (c, w) in [(40, "1"), (41, "0")] {
+            std::fs::create_dir_all(ctl.join(c.to_string())).unwrap();
+            std::fs::write(ctl.join(c.to_string()).join("waiting"), w).unwrap();
+        }
+        assert_eq!(fuse_connections_for(dir.path(), &f, &[40, 41], &ctl), [40]);
+        assert!(fuse_connections_for(dir.path(), &f, &[], &ctl).is_empty());
+    }
+
     /// The kernel log's OOM-kill line is the evidence; one from before the process started
     /// (an earlier process with the same pid) is not.
     #[test]

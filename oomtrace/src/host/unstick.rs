@@ -1380,6 +1380,16 @@ mod tests {
             ..Policy::default()
         };
         assert!(vet(&end(s.id()), &foreign, proc_root, ctl, allow).is_ok());
+        // A container's init (its pid in its own namespace is 1), under a fixture /proc.
+        let root = crate::scratch::ScratchDir::new("unstick-nsinit");
+        std::fs::create_dir_all(root.join("777")).unwrap();
+        std::fs::write(
+            root.join("777/status"),
+            "Name:\tinit\nTgid:\t777\nPid:\t777\nPPid:\t700\nUid:\t0\t0\t0\t0\nNSpid:\t777\t1\n",
+        )
+        .unwrap();
+        let e = vet(&end(777), &v, root.path(), ctl, Policy::default()).unwrap_err();
+        assert!(e.contains("init of a PID namespace"), "{e}");
         let _ = s.kill();
         let _ = s.wait();
     }

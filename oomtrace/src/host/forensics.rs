@@ -86,6 +86,12 @@ pub struct Forensics {
     /// Threads in detail: at most [`MAX_DETAILED_THREADS`] (those in D, t, or Z first).
     pub threads: Vec<ThreadInfo>,
     pub sockets: Vec<SocketInfo>,
+    /// When no socket could be tied to it (its fd table detached inside exit, nothing recorded
+    /// at its kill): the listeners of its network namespace that no process's fd table holds.
+    /// Never counted as its own — they may be anyone's (a socket passed on and not held) —
+    /// but a listener the victim is closing inside exit is among them. At most
+    /// [`MAX_SOCKETS`].
+    pub unheld_listeners: Vec<SocketInfo>,
     pub memcg: Option<MemcgInfo>,
     /// What could not be read, and why.
     pub notes: Vec<String>,
@@ -251,10 +257,17 @@ pub fn collect(
         && f.threads.iter().any(is_live)
     {
         // Killed before oomtrace came, or already inside exit_files: its table may be
-        // detached. Listeners of its namespace that nobody holds are not named as its own:
-        // they may be anyone's (the host's sshd in a shared namespace).
+        // detached. Listeners of its namespace that nobody holds are listed apart, not named
+        // as its own: they may be anyone's (the host's sshd in a shared namespace).
+        let net = threads
+            .net_dir
+            .clone()
+            .unwrap_or_else(|| proc_root.join("net"));
+        f.unheld_listeners = unheld_listeners(proc_root, &net);
         f.notes.push(
-            "no socket found in its fd tables and none recorded at its kill; if a thread is              inside exit its table is detached, and the sockets it is closing cannot be told              from others' (not guessed)"
+            "no socket found in its fd tables and none recorded at its kill; if a thread is \
+             inside exit its table is detached, and the sockets it is closing cannot be told \
+             from others' (not guessed: listeners no process holds are listed apart)"
                 .into(),
         );
     }
@@ -637,6 +650,45 @@ fn memcg_of(dir: &Path, memcg_root: Option<&Path>, tids: &[u32]) -> Option<Memcg
     Some(info)
 }
 
+/// Processes read at most by [`unheld_listeners`] (each within [`MAX_FD_ENTRIES`]).
+const MAX_PROCESSES_SCANNED: usize = 100_000;
+
+/// LISTEN sockets of a network namespace (its /proc/net dir) that no process's fd table
+/// holds, at most [`MAX_SOCKETS`]. One pass over every process's fd table (its leader's, else
+/// its threads'), building one set of held inodes: linear in the fds read.
+fn unheld_listeners(proc_root: &Path, net: &Path) -> Vec<SocketInfo> {
+    let listeners: Vec<(u64, (String, String))> = socket_table(net)
+        .into_iter()
+        .filter(|(_, (_, d))| d.starts_with("LISTEN"))
+        .collect();
+    if listeners.is_empty() {
+        return Vec::new();
+    }
+    let mut held = std::collections::HashSet::new();
+    if let Ok(dir) = std::fs::read_dir(proc_root) {
+        for e in dir.flatten().take(MAX_PROCESSES_SCANNED) {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                held.extend(socket_inodes(proc_root, pid));
+            }
+        }
+    }
+    listeners
+        .into_iter()
+        .filter(|(inode, _)| !held.contains(inode))
+        .take(MAX_SOCKETS)
+        .map(|(inode, (proto, description))| SocketInfo {
+            inode,
+            proto,
+            description,
+            held_by: Vec::new(),
+            attribution: "a listener of its network namespace that no process's fd table \
+                          holds: its own if it is closing it inside exit, else someone's that \
+                          was passed on and not held (not attributed)"
+                .into(),
+        })
+        .collect()
+}
+
 /// inode → (proto, description) for every socket in a net namespace's /proc/net tables.
 pub fn socket_table(net: &Path) -> BTreeMap<u64, (String, String)> {
     let mut out = BTreeMap::new();
@@ -771,6 +823,15 @@ impl fmt::Display for Forensics {
                 s.attribution
             )?;
         }
+        for s in &self.unheld_listeners {
+            writeln!(
+                f,
+                "    held by no process in its network namespace: {} (socket {}; not attributed: \
+                 its own if it is closing it inside exit)",
+                printable(&s.description),
+                s.inode
+            )?;
+        }
         if let Some(m) = &self.memcg {
             let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{} MiB", b >> 20));
             write!(
@@ -872,10 +933,10 @@ mod tests {
     }
 
     /// Found already inside exit_files (no fd table, nothing recorded): a listener of its
-    /// namespace that no process holds is not pinned on it (it may be the host's), a note
-    /// says why nothing is named.
+    /// namespace that no process holds is not pinned on it (it may be the host's) but listed
+    /// apart, and a note says why nothing is named as its own.
     #[test]
-    fn an_unowned_listener_is_not_pinned_on_a_victim_whose_table_is_gone() {
+    fn an_unowned_listener_is_listed_apart_for_a_victim_whose_table_is_gone() {
         let root = crate::scratch::ScratchDir::new("inspect-unowned");
         let copy = |from: &Path, to: &Path| {
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -898,6 +959,21 @@ mod tests {
             "{:?}",
             f.notes
         );
+        // No process in this /proc holds anything: both listeners of the fixture's table are
+        // unheld, the established connection is not a listener.
+        let unheld: Vec<&str> = f
+            .unheld_listeners
+            .iter()
+            .map(|s| s.description.as_str())
+            .collect();
+        assert_eq!(unheld, ["LISTEN 127.0.0.1:47123", "LISTEN 127.0.0.1:8080"]);
+        assert!(f.unheld_listeners.iter().all(|s| s.held_by.is_empty()));
+        let text = f.to_string();
+        assert!(
+            text.contains("held by no process in its network namespace: LISTEN 127.0.0.1:47123"),
+            "{text}"
+        );
+        assert!(!text.contains("holds LISTEN"), "{text}");
     }
 
     /// A victim with many threads and files: what is read and shown is capped, and said.
@@ -1028,6 +1104,7 @@ mod tests {
       "attribution": "in its fd table when it was killed; no fd table lists it now (a thread inside exit has detached the table) and the socket is still open"
     }
   ],
+  "unheld_listeners": [],
   "memcg": {
     "path": "/oomtrace-test",
     "usage_bytes": 262144,

@@ -39,6 +39,24 @@ fn main() -> anyhow::Result<()> {
         "cargo:rustc-env=OOMTRACE_GIT_REVISION={}",
         git_revision(&manifest)
     );
+    // The eBPF object is the same bytes for every profile of this crate (aya-build always
+    // builds it in release for bpfel): `cargo xtask test` builds it once, with the first
+    // build, and hands it to the others (tests, clippy, the static release, the fuzz targets)
+    // here instead of building it again in each.
+    println!("cargo:rerun-if-env-changed=OOMTRACE_EBPF_OBJECT");
+    if let Some(built) = std::env::var_os("OOMTRACE_EBPF_OBJECT") {
+        let built = PathBuf::from(built);
+        println!("cargo:rerun-if-changed={}", built.display());
+        let out = PathBuf::from(std::env::var("OUT_DIR")?).join("oomtrace");
+        std::fs::copy(&built, &out).with_context(|| {
+            format!(
+                "OOMTRACE_EBPF_OBJECT: copying the eBPF object {} to {}",
+                built.display(),
+                out.display()
+            )
+        })?;
+        return Ok(());
+    }
     let root = manifest.join("../oomtrace-ebpf");
     let root = root.to_str().context("eBPF crate path is not UTF-8")?;
     aya_build::build_ebpf(

@@ -84,6 +84,7 @@ fn cargo_fuzz(env: &Env, fuzz_bin: &Path, sub: &str, asan: bool) -> anyhow::Resu
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR")
         .args(["+nightly", "fuzz", sub]);
+    env.with_ebpf_object(&mut c);
     // Without AddressSanitizer (safe Rust: overflow checks and debug assertions still on) a
     // replay runs about six times as fast: the build for long runs of millions of inputs.
     match asan {

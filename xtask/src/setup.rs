@@ -24,6 +24,9 @@ pub(crate) struct Env {
     pub path: OsString,
     pub workspace: PathBuf,
     pub target_dir: PathBuf,
+    /// The eBPF object an earlier build of this run made (see [`Env::share_ebpf_object`]):
+    /// handed to oomtrace's build script so that no other profile builds it again.
+    pub ebpf_object: Option<PathBuf>,
 }
 
 impl Env {
@@ -31,7 +34,36 @@ impl Env {
     pub(crate) fn cargo(&self) -> Command {
         let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.current_dir(&self.workspace).env("PATH", &self.path);
+        self.with_ebpf_object(&mut c);
         c
+    }
+
+    /// Sets `OOMTRACE_EBPF_OBJECT` on a cargo command when this run has the object already.
+    pub(crate) fn with_ebpf_object(&self, c: &mut Command) {
+        if let Some(o) = &self.ebpf_object {
+            c.env("OOMTRACE_EBPF_OBJECT", o);
+        }
+    }
+
+    /// After a build of oomtrace for `profile` (a dir under the target dir): the eBPF object
+    /// its build script made (the newest), for every later cargo command of this run.
+    pub(crate) fn share_ebpf_object(&mut self, profile: &str) -> anyhow::Result<()> {
+        let build = self.target_dir.join(profile).join("build");
+        let newest = std::fs::read_dir(&build)
+            .with_context(|| format!("reading {}", build.display()))?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("oomtrace-"))
+            })
+            .map(|e| e.path().join("out").join("oomtrace"))
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .max();
+        let (_, object) =
+            newest.with_context(|| format!("no eBPF object under {}", build.display()))?;
+        self.ebpf_object = Some(object);
+        Ok(())
     }
 }
 
@@ -52,6 +84,7 @@ pub(crate) fn ensure() -> anyhow::Result<Env> {
         path: env::join_paths(paths)?,
         workspace,
         target_dir,
+        ebpf_object: None,
     })
 }
 

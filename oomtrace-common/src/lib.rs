@@ -291,7 +291,9 @@ pub const USERSPACE_CPU: u32 = u32::MAX;
 pub mod exit_seen {
     /// The process's pidfd polled readable: its thread group has exited.
     pub const PIDFD: u32 = 1;
-    /// `pidfd_open` found no such process: it had exited and been reaped already.
+    /// `pidfd_open` found no such process: it had exited and been reaped already. Also a
+    /// process whose pidfd fired but which was reaped before it could be told from a later
+    /// process with its pid: dead, not seen dying.
     pub const GONE: u32 = 2;
     /// The pid names a process with another start time: the victim is gone, the pid reused.
     pub const PID_REUSED: u32 = 3;

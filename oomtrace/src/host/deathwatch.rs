@@ -10,8 +10,23 @@
 //! through the tracker and into dumps like a kernel event.
 //!
 //! The pid may already name another process by the time it is opened (the victim died, was
-//! reaped, and the pid was reused). The pidfd pins whichever process it opened, so its start
-//! time is checked *after* the open against the victim's: a mismatch means the victim is gone.
+//! reaped, and the pid was reused). The pidfd pins whichever process it opened, and which one
+//! that was is settled without touching the victim's /proc entry at the kill: the OOM killer
+//! holds the victim's `task_lock` while it prints the kill on the console, and opening
+//! `/proc/PID/stat` then spins on that lock (docs/performance.md):
+//! - the kernel's own word, usually: a thread of the victim (same pid, same leader start time)
+//!   passing `sched_process_exit` *after* the open proves that the pid still named the victim
+//!   when it was opened (a pid is reused only after its process has been reaped, which comes
+//!   after every thread's exit);
+//! - else, once the pidfd fires (the process is past `exit_notify`, nobody contends for it),
+//!   its start time from `/proc/PID/stat`, trusted only if the process is still unreaped after
+//!   the read (`pidfd_send_signal(pidfd, 0)`), so that the pid still named it. A process reaped
+//!   before it could be checked is reported [`exit_seen::GONE`]: dead, but not seen dying,
+//!   since it cannot be told from a later process that had the pid.
+//!
+//! A reused pid is thus never reported as the victim's death (it is [`exit_seen::PID_REUSED`])
+//! and never followed as the victim past the moment it is named by a kill of its own.
+//!
 //! The time of a [`GroupExited`] is when userspace saw it (CLOCK_MONOTONIC, like kernel
 //! events), a fraction of a millisecond after the fact when oomtrace is not starved.
 
@@ -58,14 +73,39 @@ struct Watched {
     tid: u32,
     start_ns: u64,
     comm: [u8; TASK_COMM_LEN],
+    /// CLOCK_MONOTONIC just after `pidfd_open` returned.
+    opened_ns: u64,
+    /// The pidfd is known to name the process started at `start_ns` (or `start_ns` is 0 and
+    /// nothing can be checked).
+    verified: bool,
+}
+
+/// Which process a pidfd names, as far as can be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Identity {
+    /// The process started at the victim's start time.
+    Victim,
+    /// A process started at another time: the victim was gone when the pidfd was opened.
+    Other,
+    /// Reaped before it could be checked.
+    Unknown,
+}
+
+/// What [`DeathWatch::watch`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Watching {
+    /// [`GroupExited`] events due at once: the process is already gone, or an earlier watch
+    /// of the same pid turned out to follow another process.
+    pub events: Vec<Event>,
+    /// A pidfd was opened and is watched from now on.
+    pub started: bool,
 }
 
 /// An epoll set of pidfds, readable when any watched process has finished exiting.
 pub struct DeathWatch {
     epoll: OwnedFd,
     watched: HashMap<u64, Watched>,
-    /// pid → token, so a process is watched once however often (and with whatever start time)
-    /// it is named: while its pidfd is held, the pid cannot name another process.
+    /// pid → token, so a process is watched once however often it is named.
     tokens: HashMap<u32, u64>,
     next_token: u64,
 }
@@ -85,6 +125,37 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor returned by the kernel, owned from here on.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the process `pidfd` names has not been reaped yet (`pidfd_send_signal(pidfd, 0)`:
+/// a zombie still takes signal 0; a reaped process is ESRCH).
+fn unreaped(pidfd: &OwnedFd) -> bool {
+    // SAFETY: plain syscall; a valid descriptor, a null siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Which process the pidfd of `pid` names, from its start time in `/proc` (read while the
+/// process is still unreaped, so that the pid named it during the read).
+fn identity(proc_root: &Path, pidfd: &OwnedFd, pid: u32, start_ns: u64) -> Identity {
+    let now = start_ns_of(proc_root, pid);
+    if !unreaped(pidfd) {
+        return Identity::Unknown;
+    }
+    match now {
+        Some(now) if same_start(start_ns, now) => Identity::Victim,
+        Some(_) => Identity::Other,
+        // Unreaped, yet no /proc entry: a /proc of another PID namespace, or unreadable.
+        None => Identity::Unknown,
+    }
 }
 
 /// Whether pidfds work here (Linux ≥ 5.3 and not filtered by seccomp).
@@ -183,18 +254,34 @@ impl DeathWatch {
 
     /// Starts watching process `pid` (a tgid) whose leader started at `start_ns` (ns since
     /// boot; 0 if unknown: then pid reuse cannot be ruled out), named by the kernel through
-    /// thread `tid`. Returns the [`GroupExited`] event at once if it is already gone; its
-    /// readiness comes through [`Self::ready`] otherwise (a process that is already a zombie
-    /// is ready at once).
+    /// thread `tid`. Its readiness comes through [`Self::ready`] (a process that is already a
+    /// zombie is ready at once); a process watched already is not watched twice.
     pub fn watch(
         &mut self,
         proc_root: &Path,
         (pid, tid): (u32, u32),
         start_ns: u64,
         comm: [u8; TASK_COMM_LEN],
-    ) -> Result<Option<Event>, WatchError> {
-        if self.knows(pid) {
-            return Ok(None);
+    ) -> Result<Watching, WatchError> {
+        let mut out = Watching::default();
+        if let Some(&token) = self.tokens.get(&pid) {
+            let w = &self.watched[&token];
+            // Named again with another start time: one of the two had the pid after the other
+            // was reaped. Only a pidfd not yet known to name its victim is in doubt.
+            if start_ns == 0 || w.start_ns == 0 || w.verified || same_start(start_ns, w.start_ns) {
+                return Ok(out);
+            }
+            match identity(proc_root, &w.pidfd, pid, w.start_ns) {
+                Identity::Victim => return Ok(out),
+                how => {
+                    let w = self.forget(token);
+                    out.events.push(w.exited(if how == Identity::Other {
+                        exit_seen::PID_REUSED
+                    } else {
+                        exit_seen::GONE
+                    }));
+                }
+            }
         }
         if self.watched.len() >= MAX_WATCHED {
             return Err(WatchError::Full);
@@ -202,27 +289,15 @@ impl DeathWatch {
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                return Ok(Some(exited(pid, tid, start_ns, comm, exit_seen::GONE)));
+                out.events
+                    .push(exited(pid, tid, start_ns, comm, exit_seen::GONE));
+                return Ok(out);
             }
             Err(source) => return Err(WatchError::PidfdOpen { pid, source }),
         };
-        // The pidfd pins the process it opened; only now is its start time worth reading.
-        if start_ns != 0 {
-            match start_ns_of(proc_root, pid) {
-                Some(now) if !same_start(start_ns, now) => {
-                    return Ok(Some(exited(
-                        pid,
-                        tid,
-                        start_ns,
-                        comm,
-                        exit_seen::PID_REUSED,
-                    )));
-                }
-                // /proc/PID is gone between the open and the read: reaped meanwhile. The
-                // pidfd still tells (it is readable), so keep watching it.
-                _ => {}
-            }
-        }
+        // Which process the pidfd pins is settled later (see the module's documentation):
+        // reading /proc now would contend with the victim's own exit.
+        let opened_ns = crate::session::monotonic_now();
         let token = self.next_token;
         self.next_token += 1;
         let mut ev = libc::epoll_event {
@@ -253,14 +328,46 @@ impl DeathWatch {
                 tid,
                 start_ns,
                 comm,
+                opened_ns,
+                verified: start_ns == 0,
             },
         );
-        Ok(None)
+        out.started = true;
+        Ok(out)
+    }
+
+    /// The kernel saw a thread of process `pid` started at `start_ns` pass
+    /// `sched_process_exit` at `ts_ns` (CLOCK_MONOTONIC, like the bpf clock). After the pidfd
+    /// was opened, that proves the pidfd names that process: it was not reaped yet, so the pid
+    /// was still its own.
+    pub fn kernel_exit(&mut self, pid: u32, start_ns: u64, ts_ns: u64) {
+        let Some(token) = self.tokens.get(&pid) else {
+            return;
+        };
+        if let Some(w) = self.watched.get_mut(token)
+            && start_ns != 0
+            && same_start(w.start_ns, start_ns)
+            && ts_ns > w.opened_ns
+        {
+            w.verified = true;
+        }
+    }
+
+    fn forget(&mut self, token: u64) -> Watched {
+        let w = self
+            .watched
+            .remove(&token)
+            .expect("a token names a watched process");
+        self.tokens.remove(&w.pid);
+        // Dropping the pidfd (by the caller) removes it from the epoll set.
+        w
     }
 
     /// The processes that have finished exiting since the last call (without blocking); they
-    /// are no longer watched.
-    pub fn ready(&mut self) -> Vec<Event> {
+    /// are no longer watched. A pidfd not known to name its victim is checked now (under
+    /// `proc_root`): a later process that had the pid is reported as [`exit_seen::PID_REUSED`],
+    /// one reaped before it could be told apart as [`exit_seen::GONE`].
+    pub fn ready(&mut self, proc_root: &Path) -> Vec<Event> {
         let mut out = Vec::new();
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
@@ -278,18 +385,32 @@ impl DeathWatch {
             };
             for e in &evs[..n] {
                 let token = e.u64;
-                if let Some(w) = self.watched.remove(&token) {
-                    self.tokens.remove(&w.pid);
-                    // Dropping the pidfd removes it from the epoll set.
-                    drop(w.pidfd);
-                    out.push(exited(w.pid, w.tid, w.start_ns, w.comm, exit_seen::PIDFD));
+                if !self.watched.contains_key(&token) {
+                    continue;
                 }
+                let w = self.forget(token);
+                let how = if w.verified {
+                    exit_seen::PIDFD
+                } else {
+                    match identity(proc_root, &w.pidfd, w.pid, w.start_ns) {
+                        Identity::Victim => exit_seen::PIDFD,
+                        Identity::Other => exit_seen::PID_REUSED,
+                        Identity::Unknown => exit_seen::GONE,
+                    }
+                };
+                out.push(w.exited(how));
             }
             if n < evs.len() {
                 break;
             }
         }
         out
+    }
+}
+
+impl Watched {
+    fn exited(self, how: u32) -> Event {
+        exited(self.pid, self.tid, self.start_ns, self.comm, how)
     }
 }
 
@@ -302,7 +423,7 @@ mod tests {
     fn wait_ready(w: &mut DeathWatch, timeout: Duration) -> Vec<Event> {
         let until = Instant::now() + timeout;
         loop {
-            let r = w.ready();
+            let r = w.ready(Path::new("/proc"));
             if !r.is_empty() || Instant::now() > until {
                 return r;
             }
@@ -310,15 +431,28 @@ mod tests {
         }
     }
 
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
+    fn how(evs: &[Event]) -> Vec<(u32, u32)> {
+        evs.iter()
+            .map(|e| match e.payload {
+                Payload::GroupExited(g) => (g.pid, g.how),
+                _ => panic!("not a GroupExited: {e:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_child_is_seen_to_finish_exiting_and_a_live_one_is_not() {
         available().expect("pidfd_open works on every kernel oomtrace runs on");
         let proc_root = Path::new("/proc");
         let mut w = DeathWatch::new().unwrap();
-        let mut live = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut live = sleeper();
         let mut quick = std::process::Command::new("sleep")
             .arg("0.05")
             .spawn()
@@ -327,50 +461,124 @@ mod tests {
         let (live_pid, quick_pid) = (live.id(), quick.id());
         let (live_start, quick_start) = (start(live_pid), start(quick_pid));
         let watch = |w: &mut DeathWatch, pid, start| w.watch(proc_root, (pid, pid), start, [0; 16]);
-        assert_eq!(watch(&mut w, live_pid, live_start).unwrap(), None);
-        assert_eq!(watch(&mut w, quick_pid, quick_start).unwrap(), None);
+        let started = Watching {
+            events: vec![],
+            started: true,
+        };
+        assert_eq!(watch(&mut w, live_pid, live_start).unwrap(), started);
+        assert_eq!(watch(&mut w, quick_pid, quick_start).unwrap(), started);
         // Watching twice is a no-op.
-        assert_eq!(watch(&mut w, quick_pid, quick_start).unwrap(), None);
+        assert_eq!(
+            watch(&mut w, quick_pid, quick_start).unwrap(),
+            Watching::default()
+        );
         assert_eq!(w.len(), 2);
         // Not waited for: it finishes exiting and stays a zombie, which is dead.
         let got = wait_ready(&mut w, Duration::from_secs(10));
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert!(
-            matches!(got[0].payload, Payload::GroupExited(g) if g.pid == quick_pid && g.how == exit_seen::PIDFD)
-        );
+        assert_eq!(how(&got), [(quick_pid, exit_seen::PIDFD)]);
         assert_eq!(got[0].header.cpu, USERSPACE_CPU);
-        assert!(w.ready().is_empty(), "the live one must not be reported");
+        assert!(
+            w.ready(proc_root).is_empty(),
+            "the live one must not be reported"
+        );
         quick.wait().unwrap();
         live.kill().unwrap();
         let got = wait_ready(&mut w, Duration::from_secs(10));
-        assert!(
-            matches!(got[..], [Event { payload: Payload::GroupExited(g), .. }] if g.pid == live_pid)
-        );
+        assert_eq!(how(&got), [(live_pid, exit_seen::PIDFD)]);
         live.wait().unwrap();
         assert!(w.is_empty());
     }
 
+    /// The victim started at `victim_start` had the pid before the process the test spawns
+    /// (which plays the later process that got the pid): it must never be reported as the
+    /// victim's death, nor followed as the victim once it is named by a kill of its own.
     #[test]
-    fn a_reaped_process_is_gone_and_a_reused_pid_is_not_the_victim() {
+    fn a_reused_pid_is_never_the_victim() {
         let proc_root = Path::new("/proc");
         let mut w = DeathWatch::new().unwrap();
+        // Already reaped when named: gone at once.
         let mut c = std::process::Command::new("true").spawn().unwrap();
         let pid = c.id();
         c.wait().unwrap();
-        let ev = w
-            .watch(proc_root, (pid, pid), 12_345, [0; 16])
-            .unwrap()
-            .expect("gone");
-        assert!(matches!(ev.payload, Payload::GroupExited(g) if g.how == exit_seen::GONE));
-        // Our own pid with another start time: the pid was "reused".
-        let me = std::process::id();
-        let mine = start_ns_of(proc_root, me).unwrap();
-        let ev = w
-            .watch(proc_root, (me, me), mine + 3_600_000_000_000, [0; 16])
-            .unwrap()
-            .expect("reused");
-        assert!(matches!(ev.payload, Payload::GroupExited(g) if g.how == exit_seen::PID_REUSED));
+        let got = w.watch(proc_root, (pid, pid), 12_345, [0; 16]).unwrap();
+        assert!(!got.started);
+        assert_eq!(how(&got.events), [(pid, exit_seen::GONE)]);
+
+        // The later process exits and is a zombie when its pidfd is handled: pid reused.
+        let mut later = sleeper();
+        let pid = later.id();
+        let real = start_ns_of(proc_root, pid).unwrap();
+        let victim_start = real - 3_600_000_000_000;
+        let before_open = crate::session::monotonic_now();
+        assert!(
+            w.watch(proc_root, (pid, pid), victim_start, [0; 16])
+                .unwrap()
+                .started
+        );
+        // The kernel's word counts only for the victim's start time, and only after the open.
+        w.kernel_exit(pid, real, crate::session::monotonic_now());
+        w.kernel_exit(pid, victim_start, before_open);
+        later.kill().unwrap();
+        let got = wait_ready(&mut w, Duration::from_secs(10));
+        assert_eq!(how(&got), [(pid, exit_seen::PID_REUSED)]);
+        later.wait().unwrap();
+
+        // Reaped before its pidfd is handled: it cannot be told apart, so it is not reported
+        // as seen dying.
+        let mut later = sleeper();
+        let pid = later.id();
+        let victim_start = start_ns_of(proc_root, pid).unwrap() - 3_600_000_000_000;
+        assert!(
+            w.watch(proc_root, (pid, pid), victim_start, [0; 16])
+                .unwrap()
+                .started
+        );
+        later.kill().unwrap();
+        later.wait().unwrap();
+        let got = wait_ready(&mut w, Duration::from_secs(10));
+        assert_eq!(how(&got), [(pid, exit_seen::GONE)]);
+
+        // Named again by a kill of its own (its real start time): the first watch followed
+        // the wrong process and says so; the pid is then followed as the new victim.
+        let mut later = sleeper();
+        let pid = later.id();
+        let real = start_ns_of(proc_root, pid).unwrap();
+        assert!(
+            w.watch(proc_root, (pid, pid), real - 3_600_000_000_000, [0; 16])
+                .unwrap()
+                .started
+        );
+        let got = w.watch(proc_root, (pid, pid), real, [0; 16]).unwrap();
+        assert!(got.started);
+        assert_eq!(how(&got.events), [(pid, exit_seen::PID_REUSED)]);
+        assert_eq!(w.len(), 1);
+        later.kill().unwrap();
+        let got = wait_ready(&mut w, Duration::from_secs(10));
+        assert_eq!(how(&got), [(pid, exit_seen::PIDFD)]);
+        later.wait().unwrap();
         assert!(w.is_empty());
+    }
+
+    /// A thread of the victim seen exiting by the kernel after the open proves the pidfd
+    /// names the victim: no /proc read is needed, and its death counts even if it was reaped
+    /// before the pidfd was handled.
+    #[test]
+    fn the_kernels_exit_after_the_open_vouches_for_the_pidfd() {
+        let proc_root = Path::new("/proc");
+        let mut w = DeathWatch::new().unwrap();
+        let mut victim = sleeper();
+        let pid = victim.id();
+        let start = start_ns_of(proc_root, pid).unwrap();
+        assert!(
+            w.watch(proc_root, (pid, pid), start, [0; 16])
+                .unwrap()
+                .started
+        );
+        w.kernel_exit(pid, start, crate::session::monotonic_now());
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        let got = wait_ready(&mut w, Duration::from_secs(10));
+        assert_eq!(how(&got), [(pid, exit_seen::PIDFD)]);
     }
 
     #[test]

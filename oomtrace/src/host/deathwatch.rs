@@ -247,11 +247,6 @@ impl DeathWatch {
         self.watched.is_empty()
     }
 
-    /// Whether a process with this pid is being watched.
-    pub fn knows(&self, pid: u32) -> bool {
-        self.tokens.contains_key(&pid)
-    }
-
     /// Starts watching process `pid` (a tgid) whose leader started at `start_ns` (ns since
     /// boot; 0 if unknown: then pid reuse cannot be ruled out), named by the kernel through
     /// thread `tid`. Its readiness comes through [`Self::ready`] (a process that is already a

@@ -23,6 +23,8 @@ use crate::{
     session::Session,
 };
 
+#[cfg(test)]
+mod golden;
 mod perfetto;
 pub use perfetto::{perfetto, write_perfetto};
 
@@ -265,7 +267,7 @@ mod tests {
 
     /// A stuck victim (pid 42: one thread exits at once, the last after 7 s) and a normal one
     /// (pid 50), written as a dump.
-    fn stuck_dump(path: &Path) {
+    pub(super) fn stuck_dump(path: &Path) {
         stuck_dump_as(path, false);
     }
 

@@ -313,6 +313,16 @@ pub(crate) fn sample_oom_kill() -> OomKill {
     }
 }
 
+/// The name of a [`exit_seen`] value, as in JSON.
+pub fn exit_seen_name(how: u32) -> &'static str {
+    match how {
+        exit_seen::PIDFD => "pidfd",
+        exit_seen::GONE => "gone",
+        exit_seen::PID_REUSED => "pid_reused",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,8 +17,11 @@
 //!   safely.
 //! - [`render`]: how events, findings and counts are shown — text and JSON lines, Prometheus
 //!   metrics, the Perfetto trace.
+//! - Leaves every room may use and that use none: [`clock`] (the kernel's clock, wall time,
+//!   RFC 3339) and [`text`] (names made safe for a terminal, sizes).
 //! - The drivers over one [`session::Session`]: [`live`] runs it against the kernel (`watch`,
 //!   `record`), [`report`] against a dump. [`hooks`] runs `--on-stuck` commands, contained.
+pub mod clock;
 pub mod event;
 pub mod hooks;
 pub mod host;
@@ -31,3 +34,4 @@ pub mod report;
 #[cfg(test)]
 mod scratch;
 pub mod session;
+pub mod text;

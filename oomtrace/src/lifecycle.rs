@@ -540,7 +540,7 @@ impl Tracker {
                 }
             }
             Payload::GroupExited(p) => {
-                let how = crate::render::events::exit_seen_name(p.how);
+                let how = crate::event::exit_seen_name(p.how);
                 // By its pid; else by the thread the kernel named it by (classic tracepoints
                 // name the marked thread, which is not the leader when the leader had exited).
                 let key = self

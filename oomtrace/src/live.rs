@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    clock::{Clock, monotonic_now},
     event::{Event, Payload},
     hooks::Hooks,
     host::{
@@ -32,11 +33,11 @@ use crate::{
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     record::dump,
     render::{
-        events::{self, Clock, Renderer},
+        events::{self, Renderer},
         metrics::{self, Metrics},
         sink::Format,
     },
-    session::{Filter, Live, Session, monotonic_now},
+    session::{Filter, Live, Session},
 };
 
 /// Exit code of `watch --fail-on-stuck` when a victim was flagged.

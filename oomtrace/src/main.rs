@@ -13,9 +13,10 @@ use oomtrace::{
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     record::dump,
-    render::{events::printable, metrics},
+    render::metrics,
     report::{self, ReplayOptions},
     session::{Filter, Live},
+    text::printable,
 };
 use serde_json::json;
 

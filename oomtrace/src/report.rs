@@ -12,14 +12,12 @@ use std::{
 };
 
 use crate::{
+    clock::Clock,
     event::{Event, Payload},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     record::dump::{DumpProblem, Header, Reader, Record},
-    render::{
-        events::{Clock, Renderer},
-        sink::Format,
-    },
+    render::{events::Renderer, sink::Format},
     session::Session,
 };
 

@@ -12,10 +12,7 @@ use crate::{
     event::Event,
     host::forensics,
     lifecycle::{Finding, Summary, Tracker, VictimKey},
-    render::{
-        events::{Renderer, clock_ns},
-        sink::Format,
-    },
+    render::{events::Renderer, sink::Format},
 };
 
 /// Where forensics come from: the live system, or nowhere (replays).
@@ -59,8 +56,8 @@ impl Live {
     /// the pid reused), nothing of that process is shown as the victim's.
     pub fn forensics(&self, tgid: u32, start_ns: u64) -> forensics::Forensics {
         if start_ns != 0
-            && let Some(now) = crate::host::deathwatch::start_ns_of(&self.proc_root, tgid)
-            && !crate::host::deathwatch::same_start(start_ns, now)
+            && let Some(now) = crate::host::procfs::start_ns_of(&self.proc_root, tgid)
+            && !crate::host::procfs::same_start(start_ns, now)
         {
             return forensics::Forensics {
                 tgid,
@@ -286,11 +283,6 @@ impl<W: Write> Session<W> {
     }
 }
 
-/// CLOCK_MONOTONIC now, the clock of kernel timestamps.
-pub fn monotonic_now() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -304,7 +296,7 @@ mod tests {
     fn forensics_of_a_reused_pid_name_nothing_of_the_new_process() {
         let live = Live::new(Path::new("/proc").into(), None);
         let me = std::process::id();
-        let mine = crate::host::deathwatch::start_ns_of(Path::new("/proc"), me).unwrap();
+        let mine = crate::host::procfs::start_ns_of(Path::new("/proc"), me).unwrap();
         let f = live.forensics(me, mine);
         assert!(f.exists && !f.threads.is_empty());
         let f = live.forensics(me, mine + 3_600_000_000_000);
@@ -326,7 +318,7 @@ mod tests {
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
         let renderer = Renderer {
-            clock: crate::render::events::Clock {
+            clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },
             memcgs,

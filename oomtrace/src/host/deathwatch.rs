@@ -39,7 +39,10 @@ use std::{
 
 use oomtrace_common::{EventKind, GroupExited, Header, TASK_COMM_LEN, USERSPACE_CPU, exit_seen};
 
-use crate::event::{Event, Payload};
+use crate::{
+    event::{Event, Payload},
+    host::procfs::{same_start, start_ns_of},
+};
 
 /// Processes watched at most at once (one descriptor each). Past this, new victims are not
 /// watched and their findings say so.
@@ -165,29 +168,6 @@ pub fn available() -> Result<(), String> {
         .map_err(|e| format!("pidfd_open is not available ({e}): death cannot be observed"))
 }
 
-/// Clock ticks per second of /proc's times (USER_HZ).
-pub(crate) fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
-}
-
-/// Start time of `pid` (ns since boot, at clock-tick precision) from `/proc/PID/stat`.
-pub fn start_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // Fields after the comm, which may itself contain spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Field 22 overall is the 20th after the comm (state is the 1st).
-    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    Some(ticks * (1_000_000_000 / clock_ticks()))
-}
-
-/// Whether a start time from the kernel (ns) and one from /proc (ticks) are the same moment.
-pub fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
-    let tick = 1_000_000_000 / clock_ticks();
-    kernel_ns / tick == proc_ns / tick
-}
-
 /// A userspace-observed event about `pid`, stamped now.
 pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) -> Event {
     let kind = match payload {
@@ -199,7 +179,7 @@ pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) ->
         header: Header {
             kind: kind as u32,
             cpu: USERSPACE_CPU,
-            ts_ns: crate::session::monotonic_now(),
+            ts_ns: crate::clock::monotonic_now(),
             pid,
             tgid: pid,
             comm,
@@ -292,7 +272,7 @@ impl DeathWatch {
         };
         // Which process the pidfd pins is settled later (see the module's documentation):
         // reading /proc now would contend with the victim's own exit.
-        let opened_ns = crate::session::monotonic_now();
+        let opened_ns = crate::clock::monotonic_now();
         let token = self.next_token;
         self.next_token += 1;
         let mut ev = libc::epoll_event {
@@ -504,14 +484,14 @@ mod tests {
         let pid = later.id();
         let real = start_ns_of(proc_root, pid).unwrap();
         let victim_start = real - 3_600_000_000_000;
-        let before_open = crate::session::monotonic_now();
+        let before_open = crate::clock::monotonic_now();
         assert!(
             w.watch(proc_root, (pid, pid), victim_start, [0; 16])
                 .unwrap()
                 .started
         );
         // The kernel's word counts only for the victim's start time, and only after the open.
-        w.kernel_exit(pid, real, crate::session::monotonic_now());
+        w.kernel_exit(pid, real, crate::clock::monotonic_now());
         w.kernel_exit(pid, victim_start, before_open);
         later.kill().unwrap();
         let got = wait_ready(&mut w, Duration::from_secs(10));
@@ -569,17 +549,10 @@ mod tests {
                 .unwrap()
                 .started
         );
-        w.kernel_exit(pid, start, crate::session::monotonic_now());
+        w.kernel_exit(pid, start, crate::clock::monotonic_now());
         victim.kill().unwrap();
         victim.wait().unwrap();
         let got = wait_ready(&mut w, Duration::from_secs(10));
         assert_eq!(how(&got), [(pid, exit_seen::PIDFD)]);
-    }
-
-    #[test]
-    fn start_times_compare_at_tick_precision() {
-        let tick = 1_000_000_000 / clock_ticks();
-        assert!(same_start(5 * tick + 7, 5 * tick));
-        assert!(!same_start(6 * tick + 7, 5 * tick));
     }
 }

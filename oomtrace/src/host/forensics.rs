@@ -18,7 +18,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::render::events::printable;
+use crate::text::printable;
 
 /// One thread of the victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -19,8 +19,8 @@ use oomtrace_common::{PreExisting, TASK_COMM_LEN, pre_existing};
 use crate::{
     event::comm_bytes,
     host::{
-        deathwatch::start_ns_of,
         forensics::{self, keyed, sigkill_pending, status_field},
+        procfs::start_ns_of,
     },
 };
 
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(c.comm, "stuck-victim");
         assert_eq!(
             c.start_ns,
-            5213 * (1_000_000_000 / crate::host::deathwatch::clock_ticks())
+            5213 * (1_000_000_000 / crate::host::procfs::clock_ticks())
         );
     }
 

@@ -972,7 +972,7 @@ pub fn oom_victim_evidence(
         .split_whitespace()
         .nth(19)
         .and_then(|t| t.parse::<u64>().ok())
-        .map(|t| t as f64 / crate::host::deathwatch::clock_ticks() as f64);
+        .map(|t| t as f64 / crate::host::procfs::clock_ticks() as f64);
     if let Some(found) = oom_kill_logged(kmsg, pid, started_s) {
         return Ok(found);
     }

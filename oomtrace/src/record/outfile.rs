@@ -44,9 +44,7 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 /// it points at).
 pub fn resolve(path: &Path, replace: bool) -> io::Result<PathBuf> {
     if path.is_dir() {
-        let now = crate::render::events::rfc3339(i128::from(crate::render::events::clock_ns(
-            libc::CLOCK_REALTIME,
-        )));
+        let now = crate::clock::rfc3339(i128::from(crate::clock::clock_ns(libc::CLOCK_REALTIME)));
         let stamp: String = now
             .chars()
             .filter(|c| c.is_ascii_digit() || *c == 'T')

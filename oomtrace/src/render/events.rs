@@ -4,83 +4,17 @@
 use serde_json::{Value, json};
 
 use crate::{
+    clock::{Clock, rfc3339, time_of_day},
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, pre_existing, sender_state,
-        victim_fields,
+        Event, EventKind, Payload, cstr, exit_seen, exit_seen_name, group_dead_source,
+        pre_existing, sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
+    text::kb,
 };
-
-/// The name of a [`exit_seen`] value, as in JSON.
-pub fn exit_seen_name(how: u32) -> &'static str {
-    match how {
-        exit_seen::PIDFD => "pidfd",
-        exit_seen::GONE => "gone",
-        exit_seen::PID_REUSED => "pid_reused",
-        _ => "unknown",
-    }
-}
 
 /// Version of the JSON Lines schema. Bump on any incompatible change.
 pub const JSON_SCHEMA: u32 = 3;
-
-/// Maps kernel monotonic timestamps to wall-clock time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
-    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns, taken once at start.
-    pub realtime_offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock {
-            realtime_offset_ns: i128::from(real) - i128::from(mono),
-        }
-    }
-
-    /// Unix time in ns of a CLOCK_MONOTONIC timestamp.
-    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
-        i128::from(mono_ns) + self.realtime_offset_ns
-    }
-}
-
-/// Text for a terminal. Processes name themselves and memcgs are named by whoever creates
-/// them: control characters in such names (newline, ESC, …) and bidirectional overrides are
-/// shown escaped (`\n`, `\u{1b}`), so that they can neither forge lines nor drive the terminal.
-/// JSON needs none of this (serde escapes).
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| {
-        c.is_control()
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
-    if !s.chars().any(bad) {
-        return s.into();
-    }
-    s.chars()
-        .map(|c| {
-            if bad(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<String>()
-        .into()
-}
-
-/// CLOCK_MONOTONIC (or another clock) now, in ns.
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// The snake_case name of an event kind, as in JSON and text.
 pub fn kind_name(kind: EventKind) -> &'static str {
@@ -98,43 +32,6 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TaskFree => "task_free",
         EventKind::GroupExited => "group_exited",
         EventKind::PreExisting => "pre_existing",
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` from unix ns (UTC).
-pub fn rfc3339(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
-}
-
-/// `HH:MM:SS.ffffff` (UTC) for text lines.
-pub fn time_of_day(unix_ns: i128) -> String {
-    rfc3339(unix_ns)[11..26].to_string()
-}
-
-/// Human size from kB.
-pub fn kb(kb: u64) -> String {
-    if kb >= 10 * 1024 {
-        format!("{} MiB", kb / 1024)
-    } else {
-        format!("{kb} kB")
     }
 }
 
@@ -528,18 +425,6 @@ mod tests {
         assert!(
             r.text(&ev)
                 .contains("tid 51 marked, allocation by 40 (alloc)")
-        );
-    }
-
-    #[test]
-    fn printable_escapes_control_and_bidi_characters_only() {
-        assert_eq!(
-            printable("oomtrace-hog /a.b_c-d é"),
-            "oomtrace-hog /a.b_c-d é"
-        );
-        assert_eq!(
-            printable("x\ny\x1b[2J\t\u{202e}z"),
-            "x\\ny\\u{1b}[2J\\t\\u{202e}z"
         );
     }
 }

@@ -9,11 +9,13 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::{
+    clock::{rfc3339, time_of_day},
     event::Event,
     host::{forensics::Forensics, workload},
     lifecycle::{Finding, Summary},
     record::dump::Header,
-    render::events::{Renderer, printable, rfc3339, time_of_day},
+    render::events::Renderer,
+    text::printable,
 };
 
 /// How a session writes: `--json` or not.

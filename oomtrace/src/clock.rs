@@ -1,0 +1,68 @@
+//! Clocks and time text: the kernel's CLOCK_MONOTONIC, its mapping to wall-clock time, and
+//! RFC 3339. A leaf: it imports nothing of the crate.
+
+/// Maps kernel monotonic timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns, taken once at start.
+    pub realtime_offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Clock {
+            realtime_offset_ns: i128::from(real) - i128::from(mono),
+        }
+    }
+
+    /// Unix time in ns of a CLOCK_MONOTONIC timestamp.
+    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+        i128::from(mono_ns) + self.realtime_offset_ns
+    }
+}
+
+/// CLOCK_MONOTONIC (or another clock) now, in ns.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC now, the clock of kernel timestamps.
+pub fn monotonic_now() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` from unix ns (UTC).
+pub fn rfc3339(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// `HH:MM:SS.ffffff` (UTC) for text lines.
+pub fn time_of_day(unix_ns: i128) -> String {
+    rfc3339(unix_ns)[11..26].to_string()
+}

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     setup::{self, Env},
-    test::Tally,
+    tally::Tally,
 };
 
 /// Newest cargo-fuzz on crates.io when this was written; it builds with stable 1.95.

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::{setup::Env, test::Tally};
+use crate::{setup::Env, tally::Tally};
 
 fn step(tally: &mut Tally, what: &str, cmd: &mut Command) {
     eprintln!("xtask: {what}");

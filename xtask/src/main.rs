@@ -6,11 +6,13 @@
 mod dist;
 mod fuzz;
 mod guest;
+mod imports;
 mod lint;
 mod prometheus;
 mod setup;
 mod soak;
 mod suite;
+mod tally;
 mod test;
 mod timings;
 

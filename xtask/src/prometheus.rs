@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     guest::{self, AptState},
     setup,
-    test::Tally,
+    tally::Tally,
 };
 
 /// The environment variables the fleet test finds the binaries by.

@@ -25,11 +25,7 @@ use crate::{
         deathwatch::{self, DeathWatch, userspace_event},
         scan,
     },
-    kernel::{
-        cgroups::MemcgPaths,
-        plan::{self, Hook},
-        probes::Probes,
-    },
+    kernel::{cgroups::MemcgPaths, plan, probes::Probes},
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     record::dump,
     render::{
@@ -85,7 +81,7 @@ fn new_session(
     let tracker = Tracker::new(TrackerConfig {
         timeout_ns: opts.timeout_ns,
         release_timeout_ns: opts.release_timeout_ns,
-        observability: Observability::from_plan(|h| probes.hook(h).attached(), death.is_ok()),
+        observability: Observability::of_plan(&probes.plan, death.is_ok()),
         ..TrackerConfig::default()
     });
     let memory = probes.env.memory_controller.clone();
@@ -243,13 +239,8 @@ fn unstick_evidence(
 /// The metrics, told what this plan can observe.
 fn metrics_for(probes: &Probes, death: bool) -> Metrics {
     let mut m = Metrics::new(&probes.plan);
-    let sees_kill = [Hook::MarkVictim, Hook::KernelSigkill]
-        .iter()
-        .any(|h| probes.hook(*h).attached());
-    m.set_observable(
-        sees_kill && probes.hook(Hook::TaskExit).attached() && death,
-        probes.hook(Hook::OomInvoke).attached(),
-    );
+    let sees = Observability::of_plan(&probes.plan, death);
+    m.set_observable(sees.kill_path(), sees.livelock());
     m
 }
 
@@ -278,7 +269,7 @@ fn write_banner(
         if let Err(e) = death {
             writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
         }
-        if !probes.hook(Hook::OomInvoke).attached() {
+        if !Observability::of_plan(&probes.plan, death.is_ok()).livelock() {
             writeln!(
                 out,
                 "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
@@ -941,11 +932,8 @@ async fn start(
     probes: &Probes,
     opts: &LiveOptions,
 ) -> anyhow::Result<(Runner<Stdout>, Option<metrics::Endpoint>)> {
-    let sees_kills = [Hook::MarkVictim, Hook::KernelSigkill, Hook::OomKill]
-        .iter()
-        .any(|h| probes.hook(*h).attached());
     anyhow::ensure!(
-        sees_kills,
+        Observability::of_plan(&probes.plan, true).sees_kills(),
         "none of the hooks that see a kill (oom:mark_victim, signal_generate, oom_kill_process) \
          attached on this kernel: oomtrace would watch nothing. `oomtrace check` says why for \
          each hook"

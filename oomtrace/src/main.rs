@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use oomtrace::{
     host::{forensics, scan},
     kernel::{
-        plan::{self, AttachType, Hook},
+        plan::{self, AttachType},
         probes::{LoadOptions, Probes},
     },
-    lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, PRE_EXISTING_GRACE_NS},
+    lifecycle::{
+        DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, Observability, PRE_EXISTING_GRACE_NS,
+    },
     live::{self, EXIT_STUCK, LiveOptions},
     record::dump,
     render::metrics,
@@ -507,13 +509,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             (c, fx)
         })
         .collect();
-    let kill_path = [Hook::MarkVictim, Hook::TaskExit]
-        .iter()
-        .all(|h| probes.hook(*h).attached());
+    let death = oomtrace::host::deathwatch::available();
     let report = CheckReport {
+        kill_path: Observability::of_plan(&probes.plan, death.is_ok()).kill_path(),
         probes,
-        death: oomtrace::host::deathwatch::available(),
-        kill_path,
+        death,
         stuck,
         oom_now: trouble.oom_now,
     };

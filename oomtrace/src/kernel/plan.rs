@@ -11,85 +11,6 @@ use std::{collections::BTreeSet, fmt};
 
 use serde::Serialize;
 
-/// A point on the OOM path that oomtrace observes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Hook {
-    /// `mem_cgroup_out_of_memory()` entry: a memcg OOM was invoked.
-    OomInvoke,
-    /// `mem_cgroup_out_of_memory()` return: whether it killed.
-    OomInvokeDone,
-    /// `out_of_memory()` with no memcg: a global (or sysrq) OOM.
-    OomInvokeGlobal,
-    /// `oom_kill_process()`: the kill decision.
-    OomKill,
-    /// `oom:mark_victim`.
-    MarkVictim,
-    /// `signal_generate`: the kernel's SIGKILLs.
-    KernelSigkill,
-    WakeReaper,
-    StartReaping,
-    FinishReaping,
-    SkipReaping,
-    /// `sched_process_exit` (tracked processes only).
-    TaskExit,
-    /// `sched_process_free` (tracked leaders only).
-    TaskFree,
-}
-
-impl Hook {
-    pub const ALL: [Hook; 12] = [
-        Hook::OomInvoke,
-        Hook::OomInvokeDone,
-        Hook::OomInvokeGlobal,
-        Hook::OomKill,
-        Hook::MarkVictim,
-        Hook::KernelSigkill,
-        Hook::WakeReaper,
-        Hook::StartReaping,
-        Hook::FinishReaping,
-        Hook::SkipReaping,
-        Hook::TaskExit,
-        Hook::TaskFree,
-    ];
-
-    /// The hook's name in the plan line and dumps (`oom_kill`, `task_exit`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::OomInvoke => "oom_invoke",
-            Hook::OomInvokeDone => "oom_invoke_done",
-            Hook::OomInvokeGlobal => "oom_invoke_global",
-            Hook::OomKill => "oom_kill",
-            Hook::MarkVictim => "mark_victim",
-            Hook::KernelSigkill => "kernel_sigkill",
-            Hook::WakeReaper => "wake_reaper",
-            Hook::StartReaping => "start_reaping",
-            Hook::FinishReaping => "finish_reaping",
-            Hook::SkipReaping => "skip_reaping",
-            Hook::TaskExit => "task_exit",
-            Hook::TaskFree => "task_free",
-        }
-    }
-
-    /// What the hook is in the kernel, for people.
-    pub fn kernel_name(self) -> &'static str {
-        match self {
-            Hook::OomInvoke => "mem_cgroup_out_of_memory",
-            Hook::OomInvokeDone => "mem_cgroup_out_of_memory (return)",
-            Hook::OomInvokeGlobal => "out_of_memory (global)",
-            Hook::OomKill => "oom_kill_process",
-            Hook::MarkVictim => "oom:mark_victim",
-            Hook::KernelSigkill => "signal:signal_generate",
-            Hook::WakeReaper => "oom:wake_reaper",
-            Hook::StartReaping => "oom:start_task_reaping",
-            Hook::FinishReaping => "oom:finish_task_reaping",
-            Hook::SkipReaping => "oom:skip_task_reaping",
-            Hook::TaskExit => "sched:sched_process_exit",
-            Hook::TaskFree => "sched:sched_process_free",
-        }
-    }
-}
-
 /// How a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,80 +126,156 @@ const OOM_FN: &str = "mem_cgroup_out_of_memory";
 const KILL_FN: &str = "oom_kill_process";
 const GLOBAL_FN: &str = "out_of_memory";
 
-/// Every candidate of a hook, best first, before facts are considered.
-pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
-    const OOM_INVOKE: &[Candidate] = &[
-        func(Fentry, "oom_invoke_fentry", OOM_FN),
-        func(Kprobe, "oom_invoke_kprobe", OOM_FN),
-    ];
-    const OOM_INVOKE_DONE: &[Candidate] = &[
-        func(Fexit, "oom_invoke_done_fexit", OOM_FN),
-        func(Kretprobe, "oom_invoke_done_kretprobe", OOM_FN),
-    ];
-    const OOM_INVOKE_GLOBAL: &[Candidate] = &[
-        func(Fentry, "oom_global_fentry", GLOBAL_FN),
-        func(Kprobe, "oom_global_kprobe", GLOBAL_FN),
-    ];
-    const OOM_KILL: &[Candidate] = &[
-        func(Fentry, "oom_kill_fentry", KILL_FN),
-        func(Kprobe, "oom_kill_kprobe", KILL_FN),
-    ];
-    const MARK_VICTIM: &[Candidate] = &[
-        tp(TpBtf, "mark_victim_btf", "oom", "mark_victim").requires(Requires::MarkVictimTask),
-        tp(Tracepoint, "mark_victim_tp", "oom", "mark_victim"),
-    ];
-    const KERNEL_SIGKILL: &[Candidate] = &[
-        tp(TpBtf, "signal_generate_btf", "signal", "signal_generate"),
-        tp(
-            Tracepoint,
-            "signal_generate_tp",
-            "signal",
-            "signal_generate",
-        ),
-    ];
-    const WAKE_REAPER: &[Candidate] = &[tp(Tracepoint, "wake_reaper_tp", "oom", "wake_reaper")];
-    const START_REAPING: &[Candidate] = &[tp(
-        Tracepoint,
-        "start_reaping_tp",
-        "oom",
-        "start_task_reaping",
-    )];
-    const FINISH_REAPING: &[Candidate] = &[tp(
-        Tracepoint,
-        "finish_reaping_tp",
-        "oom",
-        "finish_task_reaping",
-    )];
-    const SKIP_REAPING: &[Candidate] = &[tp(
-        Tracepoint,
-        "skip_reaping_tp",
-        "oom",
-        "skip_task_reaping",
-    )];
-    const TASK_EXIT: &[Candidate] = &[
-        tp(TpBtf, "exit_btf_group_dead", "sched", "sched_process_exit")
-            .requires(Requires::ExitGroupDead),
-        tp(TpBtf, "exit_btf", "sched", "sched_process_exit").requires(Requires::NoExitGroupDead),
-        tp(Tracepoint, "exit_tp", "sched", "sched_process_exit"),
-    ];
-    const TASK_FREE: &[Candidate] = &[
-        tp(RawTp, "free_raw_tp", "sched", "sched_process_free"),
-        tp(Tracepoint, "free_tp", "sched", "sched_process_free"),
-    ];
-    match hook {
-        Hook::OomInvoke => OOM_INVOKE,
-        Hook::OomInvokeDone => OOM_INVOKE_DONE,
-        Hook::OomInvokeGlobal => OOM_INVOKE_GLOBAL,
-        Hook::OomKill => OOM_KILL,
-        Hook::MarkVictim => MARK_VICTIM,
-        Hook::KernelSigkill => KERNEL_SIGKILL,
-        Hook::WakeReaper => WAKE_REAPER,
-        Hook::StartReaping => START_REAPING,
-        Hook::FinishReaping => FINISH_REAPING,
-        Hook::SkipReaping => SKIP_REAPING,
-        Hook::TaskExit => TASK_EXIT,
-        Hook::TaskFree => TASK_FREE,
-    }
+/// Declares every hook once: its variant, its name in plans and dumps, what it is in the kernel,
+/// and its candidates best first. [`Hook`], [`Hook::ALL`], [`Hook::name`],
+/// [`Hook::kernel_name`] and [`all_candidates`] are all derived from this one table.
+macro_rules! hooks {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident {
+            name: $name:literal,
+            kernel: $kernel:literal,
+            candidates: [$($candidate:expr),+ $(,)?] $(,)?
+        }
+    ),+ $(,)?) => {
+        /// A point on the OOM path that oomtrace observes.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Hook {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl Hook {
+            /// Every hook, in the table's order (the plan's order).
+            pub const ALL: [Hook; [$($name),+].len()] = [$(Hook::$variant),+];
+
+            /// The hook's name in the plan line and dumps (`oom_kill`, `task_exit`, …).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Hook::$variant => $name,)+
+                }
+            }
+
+            /// What the hook is in the kernel, for people.
+            pub fn kernel_name(self) -> &'static str {
+                match self {
+                    $(Hook::$variant => $kernel,)+
+                }
+            }
+        }
+
+        /// Every candidate of a hook, best first, before facts are considered.
+        pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
+            match hook {
+                $(Hook::$variant => {
+                    const CANDIDATES: &[Candidate] = &[$($candidate),+];
+                    CANDIDATES
+                })+
+            }
+        }
+    };
+}
+
+hooks! {
+    /// `mem_cgroup_out_of_memory()` entry: a memcg OOM was invoked.
+    OomInvoke {
+        name: "oom_invoke",
+        kernel: "mem_cgroup_out_of_memory",
+        candidates: [
+            func(Fentry, "oom_invoke_fentry", OOM_FN),
+            func(Kprobe, "oom_invoke_kprobe", OOM_FN),
+        ],
+    },
+    /// `mem_cgroup_out_of_memory()` return: whether it killed.
+    OomInvokeDone {
+        name: "oom_invoke_done",
+        kernel: "mem_cgroup_out_of_memory (return)",
+        candidates: [
+            func(Fexit, "oom_invoke_done_fexit", OOM_FN),
+            func(Kretprobe, "oom_invoke_done_kretprobe", OOM_FN),
+        ],
+    },
+    /// `out_of_memory()` with no memcg: a global (or sysrq) OOM.
+    OomInvokeGlobal {
+        name: "oom_invoke_global",
+        kernel: "out_of_memory (global)",
+        candidates: [
+            func(Fentry, "oom_global_fentry", GLOBAL_FN),
+            func(Kprobe, "oom_global_kprobe", GLOBAL_FN),
+        ],
+    },
+    /// `oom_kill_process()`: the kill decision.
+    OomKill {
+        name: "oom_kill",
+        kernel: "oom_kill_process",
+        candidates: [
+            func(Fentry, "oom_kill_fentry", KILL_FN),
+            func(Kprobe, "oom_kill_kprobe", KILL_FN),
+        ],
+    },
+    /// `oom:mark_victim`.
+    MarkVictim {
+        name: "mark_victim",
+        kernel: "oom:mark_victim",
+        candidates: [
+            tp(TpBtf, "mark_victim_btf", "oom", "mark_victim").requires(Requires::MarkVictimTask),
+            tp(Tracepoint, "mark_victim_tp", "oom", "mark_victim"),
+        ],
+    },
+    /// `signal_generate`: the kernel's SIGKILLs.
+    KernelSigkill {
+        name: "kernel_sigkill",
+        kernel: "signal:signal_generate",
+        candidates: [
+            tp(TpBtf, "signal_generate_btf", "signal", "signal_generate"),
+            tp(Tracepoint, "signal_generate_tp", "signal", "signal_generate"),
+        ],
+    },
+    /// `oom:wake_reaper`: the victim queued for the oom_reaper.
+    WakeReaper {
+        name: "wake_reaper",
+        kernel: "oom:wake_reaper",
+        candidates: [tp(Tracepoint, "wake_reaper_tp", "oom", "wake_reaper")],
+    },
+    /// `oom:start_task_reaping`.
+    StartReaping {
+        name: "start_reaping",
+        kernel: "oom:start_task_reaping",
+        candidates: [tp(Tracepoint, "start_reaping_tp", "oom", "start_task_reaping")],
+    },
+    /// `oom:finish_task_reaping`.
+    FinishReaping {
+        name: "finish_reaping",
+        kernel: "oom:finish_task_reaping",
+        candidates: [tp(Tracepoint, "finish_reaping_tp", "oom", "finish_task_reaping")],
+    },
+    /// `oom:skip_task_reaping`.
+    SkipReaping {
+        name: "skip_reaping",
+        kernel: "oom:skip_task_reaping",
+        candidates: [tp(Tracepoint, "skip_reaping_tp", "oom", "skip_task_reaping")],
+    },
+    /// `sched_process_exit` (tracked processes only).
+    TaskExit {
+        name: "task_exit",
+        kernel: "sched:sched_process_exit",
+        candidates: [
+            tp(TpBtf, "exit_btf_group_dead", "sched", "sched_process_exit")
+                .requires(Requires::ExitGroupDead),
+            tp(TpBtf, "exit_btf", "sched", "sched_process_exit")
+                .requires(Requires::NoExitGroupDead),
+            tp(Tracepoint, "exit_tp", "sched", "sched_process_exit"),
+        ],
+    },
+    /// `sched_process_free` (tracked leaders only).
+    TaskFree {
+        name: "task_free",
+        kernel: "sched:sched_process_free",
+        candidates: [
+            tp(RawTp, "free_raw_tp", "sched", "sched_process_free"),
+            tp(Tracepoint, "free_tp", "sched", "sched_process_free"),
+        ],
+    },
 }
 
 /// What we know about the running kernel before trying anything. Each `Err` holds the reason

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::*;
-use crate::kernel::plan::Hook;
+use crate::kernel::plan::{Hook, HookPlan};
 
 /// Which event kinds the running attach plan can deliver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -34,6 +34,28 @@ impl Observability {
             free: attached(Hook::TaskFree),
             death,
         }
+    }
+
+    /// Some hook sees a kill at all (the victim being marked, the kernel's SIGKILL, or the kill
+    /// decision): without one oomtrace would watch nothing.
+    pub fn sees_kills(&self) -> bool {
+        self.mark_victim || self.signal || self.oom_kill
+    }
+
+    /// The whole kill path can be followed: a kill seen (marked or signalled), threads exiting,
+    /// and death itself.
+    pub fn kill_path(&self) -> bool {
+        (self.mark_victim || self.signal) && self.exit && self.death
+    }
+
+    /// OOM invocations (the livelock signature) can be seen.
+    pub fn livelock(&self) -> bool {
+        self.oom_invoke
+    }
+
+    /// What a resolved attach plan delivers.
+    pub fn of_plan(plan: &[HookPlan], death: bool) -> Observability {
+        Observability::from_plan(|h| plan.iter().any(|p| p.hook == h && p.attached()), death)
     }
 
     pub const ALL: Observability = Observability {

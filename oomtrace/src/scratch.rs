@@ -1,6 +1,10 @@
-//! Test-only scratch directories: one fresh directory per call, removed when dropped. Unit
+//! Test-only scratch directories (oomtrace's unit tests, and the end-to-end tests through
+//! `#[path]`): one fresh directory per call, removed when dropped. Unit
 //! tests run in parallel threads of one process, so a path made of the pid alone is shared by
 //! every test that asks for it — one test then removes or overwrites another's file.
+
+// `pub` for the end-to-end tests' crate, which exports it; inside oomtrace the module is private.
+#![allow(unreachable_pub)]
 
 use std::{
     path::{Path, PathBuf},
@@ -9,10 +13,10 @@ use std::{
 
 /// A directory under the system temp dir, unique to this call, removed with its contents on
 /// drop (also when the test panics).
-pub(crate) struct ScratchDir(PathBuf);
+pub struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    pub(crate) fn new(label: &str) -> ScratchDir {
+    pub fn new(label: &str) -> ScratchDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("oomtrace-{label}-{}-{n}", std::process::id()));
@@ -22,12 +26,12 @@ impl ScratchDir {
         ScratchDir(dir)
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
     }
 
     /// A path for a file inside the directory.
-    pub(crate) fn join(&self, name: &str) -> PathBuf {
+    pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }

@@ -21,6 +21,10 @@ use std::{
 use serde_json::Value;
 
 pub mod fuse;
+// The same scratch directory type as oomtrace's unit tests: one source for both crates.
+#[path = "../../oomtrace/src/scratch.rs"]
+mod scratch;
+pub use scratch::ScratchDir;
 pub mod unstick_fixtures;
 
 /// Fails the test loudly unless we are root: CI must never mistake "could not run" for "passed".
@@ -872,32 +876,6 @@ pub fn check_json(args: &[&str]) -> (Option<i32>, Value) {
         )
     });
     (out.status.code(), json)
-}
-
-/// A temporary directory of this test process (unique per label and process), removed when
-/// the test ends, passed or not.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("oomtrace-test-{}-{n}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A numeric field of /proc/PID/status (kB for the `Vm*` ones), if the process and field exist.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use oomtrace_tests::{
-    Sandbox, TempDir, Watch, held_victim, hog, oomtrace_bin, require_root, scaled,
+    Sandbox, ScratchDir, Watch, held_victim, hog, oomtrace_bin, require_root, scaled,
 };
 use serde_json::Value;
 
@@ -52,8 +52,8 @@ fn report(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
 #[test]
 fn record_then_report_gives_the_same_findings() {
     require_root();
-    let dir = TempDir::new("roundtrip");
-    let dump = dir.0.join("session.dump");
+    let dir = ScratchDir::new("roundtrip");
+    let dump = dir.join("session.dump");
     let sandbox = Sandbox::new("record", 64 * MIB);
     let watch = Watch::start_cmd(
         &[
@@ -111,7 +111,7 @@ fn record_then_report_gives_the_same_findings() {
             .any(|(k, _)| k == "stuck")
     );
     // And the timeline has the stuck victim's track.
-    let trace = dir.0.join("trace.json");
+    let trace = dir.join("trace.json");
     let _ = report(&dump, &["--perfetto", trace.to_str().unwrap()]);
     let trace: Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("valid JSON");
     let events = trace["traceEvents"].as_array().expect("traceEvents");
@@ -137,8 +137,8 @@ fn record_then_report_gives_the_same_findings() {
 #[test]
 fn a_recorder_killed_mid_stream_leaves_a_readable_dump() {
     require_root();
-    let dir = TempDir::new("sigkill");
-    let dump = dir.0.join("cut.dump");
+    let dir = ScratchDir::new("sigkill");
+    let dump = dir.join("cut.dump");
     let sandbox = Sandbox::new("cut", 64 * MIB);
     let watch = Watch::start_cmd(&["record", "-o", dump.to_str().unwrap(), "--json"], &[]);
     let mut h = hog(&sandbox, 256, false, None);
@@ -226,9 +226,9 @@ fn metrics_over_http_count_the_kills() {
 #[test]
 fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
     require_root();
-    let dir = TempDir::new("hook");
-    let out = dir.0.join("hook.out");
-    let hook = dir.0.join("hook.sh");
+    let dir = ScratchDir::new("hook");
+    let out = dir.join("hook.out");
+    let hook = dir.join("hook.sh");
     // It also tries to forge a finding on stdout: a hook's output never reaches oomtrace's.
     std::fs::write(
         &hook,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, TempDir, Watch,
+    ReleaseOnDrop, Sandbox, ScratchDir, Watch,
     fuse::{FuseHold, Hold},
     require_root, scaled, stuck_in_exit, wait_until,
 };
@@ -210,7 +210,7 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
         .to_string();
 
     // Prometheus with the shipped rule files, unchanged, scraping oomtrace every second.
-    let tmp = TempDir::new("fleet-prometheus");
+    let tmp = ScratchDir::new("fleet-prometheus");
     let rules = contrib();
     let config = tmp.path().join("prometheus.yml");
     std::fs::write(

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oomtrace_tests::{Sandbox, TempDir, Watch, hog, oomtrace_bin, require_root, scaled};
+use oomtrace_tests::{Sandbox, ScratchDir, Watch, hog, oomtrace_bin, require_root, scaled};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -36,7 +36,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn record_never_follows_a_planted_link_nor_clobbers_a_dump() {
     require_root();
-    let dir = TempDir::new("planted");
+    let dir = ScratchDir::new("planted");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let precious = dir.path().join("precious");
     std::fs::write(&precious, "root's file").unwrap();
@@ -80,7 +80,7 @@ fn record_never_follows_a_planted_link_nor_clobbers_a_dump() {
 #[test]
 fn record_goes_on_when_stdout_is_closed() {
     require_root();
-    let dir = TempDir::new("closed-stdout");
+    let dir = ScratchDir::new("closed-stdout");
     let dump = dir.path().join("r.dump");
     let sandbox = Sandbox::new("closed-stdout", 64 * MIB);
     let mut child = Command::new(oomtrace_bin())
@@ -146,7 +146,7 @@ impl Drop for Tmpfs<'_> {
 #[test]
 fn a_full_disk_names_the_dump_and_still_ends_with_a_summary() {
     require_root();
-    let dir = TempDir::new("enospc");
+    let dir = ScratchDir::new("enospc");
     let mnt = dir.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let ok = Command::new("mount")
@@ -260,7 +260,7 @@ fn bad_options_are_refused_and_empty_filters_are_said() {
         assert_eq!(o.status.code(), Some(2), "{opt}: {}", stderr(&o));
         assert!(stderr(&o).contains("a century"), "{}", stderr(&o));
     }
-    let dir = TempDir::new("badhook");
+    let dir = ScratchDir::new("badhook");
     let hook = dir.path().join("hook");
     std::fs::write(&hook, "#!/bin/sh\n").unwrap();
     let o = oomtrace(&[

@@ -11,7 +11,7 @@ use std::{
 };
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, TempDir, Watch,
+    ReleaseOnDrop, Sandbox, ScratchDir, Watch,
     fuse::{FuseHold, Hold},
     held_victim, hog, oomtrace_bin, require_root, scaled, spawn_hog, stuck_victim,
     unstick_fixtures::{self as fx, Crowd, TracemeShape, USER},
@@ -26,7 +26,7 @@ fn wait() -> Duration {
 }
 
 fn unstick(pid: u32, apply: bool) -> (Option<i32>, Value) {
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     unstick_with(pid, apply, &[], state.path())
 }
 
@@ -100,7 +100,7 @@ fn fuse_held(hold: Hold, mode: &str, label: &str) {
         assert!(plan["applied"].is_null(), "{plan}");
         named = vec!["--fuse-connection", conn.as_str()];
     }
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     // Without --apply: the plan only.
     let (code, plan) = unstick_with(pid, false, &named, state.path());
     assert_eq!(code, Some(0), "{plan}");
@@ -229,7 +229,7 @@ fn watch_unstick_frees_a_flagged_fuse_victim_by_itself() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new("unstick-auto", 64 * MIB);
     let fuse = FuseHold::mount_holding("unstick-auto", Hold::Flush);
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     let watch = watch_unstick(&sandbox, &state, &["--metrics", "127.0.0.1:0"]);
     let mut v = stuck_victim(&sandbox, &fuse, "stuck-flush", &[]);
     let _release = ReleaseOnDrop(&fuse);
@@ -255,7 +255,7 @@ fn watch_unstick_frees_a_flagged_fuse_victim_by_itself() {
 }
 
 /// `oomtrace watch --json --timeout 1 --unstick --memcg SANDBOX EXTRA…`, its journal in `state`.
-fn watch_unstick(sandbox: &Sandbox, state: &TempDir, extra: &[&str]) -> Watch {
+fn watch_unstick(sandbox: &Sandbox, state: &ScratchDir, extra: &[&str]) -> Watch {
     let mut args = vec![
         "watch",
         "--json",
@@ -288,7 +288,7 @@ fn a_traceme_root_parent_is_untouched_and_the_users_own_tracer_is_ended() {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new("unstick-traceme", 64 * MIB);
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     let watch = watch_unstick(&sandbox, &state, &[]);
     let mut shape = TracemeShape::start(&sandbox, USER);
     let pid = shape.victim;
@@ -323,7 +323,7 @@ fn a_users_victim_on_a_root_owned_fuse_mount_leaves_the_mount_alone() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new("unstick-rootfuse", 64 * MIB);
     let fuse = FuseHold::mount_holding("unstick-rootfuse", Hold::Read);
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     let watch = watch_unstick(&sandbox, &state, &[]);
     let file = fuse.file().to_str().unwrap().to_string();
     let args: Vec<String> = ["--mb", "256", "--file", &file]
@@ -424,7 +424,7 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
     require_root();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new("unstick-journal", 64 * MIB);
-    let state = TempDir::new("unstick-journal-state");
+    let state = ScratchDir::new("unstick-journal-state");
     let before = fx::limit_of(&sandbox);
     let (mut h, mut hold) = held_victim(&sandbox, wait());
     let pid = h.pid();
@@ -473,7 +473,7 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
     assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
     // Page cache fills the headroom: usage above the old limit must not keep the raise (the
     // kernel reclaims the cache when the old limit is written back).
-    let cache = TempDir::new("unstick-journal-cache");
+    let cache = ScratchDir::new("unstick-journal-cache");
     if let Some(u) = fill_page_cache(&sandbox, cache.path(), before / MIB + 8) {
         assert!(u > before, "usage {u} is not above the old limit {before}");
     }
@@ -580,7 +580,7 @@ fn watch_unstick_leaves_a_victim_found_at_start_alone_without_the_opt_in() {
         oomtrace_tests::wait_until(wait(), || sandbox.oom_kills() > 0),
         "the victim was not OOM-killed"
     );
-    let state = TempDir::new("unstick-state");
+    let state = ScratchDir::new("unstick-state");
     let watch = watch_unstick(&sandbox, &state, &[]);
     let stuck = watch.wait_for("the pre-existing STUCK finding", wait(), |l| {
         finding(l, "stuck", pid)

@@ -6,6 +6,7 @@
 mod dist;
 mod fuzz;
 mod guest;
+#[cfg(test)]
 mod imports;
 mod lint;
 mod prometheus;

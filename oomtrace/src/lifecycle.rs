@@ -35,7 +35,7 @@ mod summary;
 mod victim;
 
 pub use config::{Filter, Observability, TrackerConfig};
-pub use finding::Finding;
+pub use finding::{Finding, MemcgTask};
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
 pub use victim::{KillDecision, Stage, Task, Timeline, Victim, VictimKey};
@@ -130,6 +130,12 @@ pub struct Tracker {
     memcg_paths: HashMap<u64, String>,
     /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
     kills_by_memcg: HashMap<u64, u64>,
+    /// OOM invocations per OOM domain as the kernel's memcg notifications counted them
+    /// ([`Payload::MemcgOom`]): the count where no invocation hook attaches, a cross-check
+    /// where one does.
+    notified_invocations: HashMap<u64, u64>,
+    /// Memcgs hung with the OOM killer disabled, since when.
+    oom_disabled: HashMap<u64, u64>,
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
     lost: u64,
@@ -167,6 +173,8 @@ impl Tracker {
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
             kills_by_memcg: HashMap::new(),
+            notified_invocations: HashMap::new(),
+            oom_disabled: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
             filter: Filter::default(),
@@ -452,6 +460,7 @@ impl Tracker {
         match ev.payload {
             Payload::OomInvoke(p) => self.count_invocation(p.memcg_id, ts, out),
             Payload::OomInvokeDone(_) => {}
+            Payload::MemcgOom(p) => self.on_memcg_oom(ts, &p, out),
             Payload::OomKill(p) => {
                 let key = VictimKey {
                     tgid: p.chosen_tgid,
@@ -898,6 +907,78 @@ impl Tracker {
             }
             _ => false,
         }
+    }
+
+    /// The kernel's own OOM notification of a memcg: invocations counted (unless an invocation
+    /// hook counts them), and the OOM-killer-disabled hang begun or ended.
+    fn on_memcg_oom(&mut self, ts: u64, p: &oomtrace_common::MemcgOom, out: &mut Vec<Finding>) {
+        use oomtrace_common::memcg_oom::{KILL_DISABLED, REMOVED, STATE_KNOWN, UNDER_OOM};
+        let id = p.memcg_id;
+        // Whoever recorded these watched the kernel's notifications: invocations are seen.
+        self.summary.livelock_observable = true;
+        if p.invocations > 0 {
+            if self.notified_invocations.len() >= MAX_MEMCGS
+                && !self.notified_invocations.contains_key(&id)
+            {
+                self.notified_invocations.clear();
+            }
+            *self.notified_invocations.entry(id).or_default() += u64::from(p.invocations);
+            if !self.cfg.observability.oom_invoke {
+                for _ in 0..p.invocations.min(1_000) {
+                    self.count_invocation(id, ts, out);
+                }
+            }
+        }
+        let ended = if p.flags & REMOVED != 0 {
+            Some("the memcg was removed")
+        } else if p.flags & STATE_KNOWN == 0 {
+            None
+        } else if p.flags & UNDER_OOM == 0 {
+            Some("no longer under OOM (memory was freed, a task died or the limit was raised)")
+        } else if p.flags & KILL_DISABLED == 0 {
+            Some("the OOM killer was re-enabled (oom_kill_disable 0)")
+        } else {
+            // Hung: reported once, at the domain (under_oom is set on every memcg below the
+            // one whose limit was hit, which inherit oom_kill_disable).
+            let covered = self
+                .oom_disabled
+                .keys()
+                .any(|a| *a == id || self.in_domain(*a, Some(id)));
+            if !covered {
+                self.oom_disabled.insert(id, ts);
+                out.push(Finding::OomKillerDisabled {
+                    memcg_id: id,
+                    since_ns: ts,
+                    tasks: Vec::new(),
+                });
+            }
+            None
+        };
+        if let Some(how) = ended
+            && let Some(since) = self.oom_disabled.remove(&id)
+        {
+            out.push(Finding::OomKillerDisabledEnded {
+                memcg_id: id,
+                lasted_ns: ts.saturating_sub(since),
+                how,
+            });
+        }
+    }
+
+    /// The kernel's memcg notifications are watched: OOM invocations (the livelock signature)
+    /// are seen without an invocation hook.
+    pub fn memcg_notifications_watched(&mut self) {
+        self.summary.livelock_observable = true;
+    }
+
+    /// OOM invocations per OOM domain from the kernel's memcg notifications.
+    pub fn notified_invocations(&self) -> &HashMap<u64, u64> {
+        &self.notified_invocations
+    }
+
+    /// Memcgs hung now with the OOM killer disabled.
+    pub fn oom_disabled_now(&self) -> usize {
+        self.oom_disabled.len()
     }
 
     fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {

@@ -252,7 +252,8 @@ impl<W: Write> Session<W> {
     }
 
     fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {
-        for f in found.drain(..) {
+        for mut f in found.drain(..) {
+            self.add_tasks(&mut f);
             if !self.shows_finding(&f) {
                 continue;
             }
@@ -262,6 +263,24 @@ impl<W: Write> Session<W> {
             }
         }
         Ok(())
+    }
+
+    /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
+    fn add_tasks(&mut self, f: &mut Finding) {
+        let Finding::OomKillerDisabled {
+            memcg_id, tasks, ..
+        } = f
+        else {
+            return;
+        };
+        let Some(live) = &self.live else {
+            return;
+        };
+        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(*memcg_id))
+        else {
+            return;
+        };
+        *tasks = crate::host::memcg_watch::memcg_tasks(root, &path, &live.proc_root, 64);
     }
 
     fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {

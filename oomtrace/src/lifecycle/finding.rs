@@ -58,6 +58,23 @@ pub enum Finding {
         /// That victim's memcg.
         memcg_id: Option<u64>,
     },
+    /// The kernel's verdict for a cgroup v1 memcg at its limit with `oom_kill_disable 1`
+    /// (`under_oom 1`): the OOM killer will not run, and every task that faults there sleeps
+    /// until memory is freed (or the killer is re-enabled, or the limit raised). The tasks are
+    /// what /proc showed when it was found (live only; a replay has none).
+    OomKillerDisabled {
+        memcg_id: u64,
+        /// When the kernel's notification said so (CLOCK_MONOTONIC ns).
+        since_ns: u64,
+        tasks: Vec<MemcgTask>,
+    },
+    /// An [`Finding::OomKillerDisabled`] hang ended: `under_oom 0` (memory was freed, a task
+    /// died, the limit was raised), the killer re-enabled, or the memcg removed.
+    OomKillerDisabledEnded {
+        memcg_id: u64,
+        lasted_ns: u64,
+        how: &'static str,
+    },
     /// The memcg keeps hitting OOM while one of its victims is stuck.
     Livelock {
         memcg_id: u64,
@@ -66,6 +83,22 @@ pub enum Finding {
         victim: VictimKey,
         comm: String,
     },
+}
+
+/// A task of a memcg as /proc showed it when a memcg finding was made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MemcgTask {
+    pub pid: u32,
+    pub comm: String,
+    /// The state letter of /proc/PID/stat (D, S, R...).
+    pub state: String,
+    /// /proc/PID/wchan: the kernel function it sleeps in (`mem_cgroup_oom_synchronize` for a
+    /// task waiting on a disabled OOM killer).
+    pub wchan: Option<String>,
+    /// The top frames of /proc/PID/stack, where readable.
+    pub stack: Vec<String>,
+    /// Its own memcg (the hang's memcg or one below it).
+    pub memcg_path: Option<String>,
 }
 
 impl Finding {
@@ -89,7 +122,10 @@ impl Finding {
             | Finding::Unobservable { victim, .. }
             | Finding::NotReleased { victim, .. }
             | Finding::Released { victim, .. } => Some(victim),
-            Finding::Livelock { .. } | Finding::Collateral { .. } => None,
+            Finding::Livelock { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. } => None,
         }
     }
 
@@ -98,6 +134,7 @@ impl Finding {
         match self {
             Finding::Livelock { victim, .. } => victim.tgid,
             Finding::Collateral { by, .. } => by.tgid,
+            Finding::OomKillerDisabled { tasks, .. } => tasks.first().map_or(0, |t| t.pid),
             f => f.victim().map_or(0, |v| v.key.tgid),
         }
     }
@@ -107,6 +144,8 @@ impl Finding {
         match self {
             Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
             Finding::Collateral { memcg_id, .. } => *memcg_id,
+            Finding::OomKillerDisabled { memcg_id, .. }
+            | Finding::OomKillerDisabledEnded { memcg_id, .. } => Some(*memcg_id),
             f => f.victim().and_then(|v| v.memcg_id),
         }
     }
@@ -122,6 +161,8 @@ impl Finding {
             Finding::Released { .. } => "released",
             Finding::Livelock { .. } => "livelock",
             Finding::Collateral { .. } => "collateral",
+            Finding::OomKillerDisabled { .. } => "oom_killer_disabled",
+            Finding::OomKillerDisabledEnded { .. } => "oom_killer_disabled_ended",
         }
     }
 }
@@ -235,6 +276,28 @@ impl fmt::Display for Finding {
                 "COLLATERAL pid {} ({}) SIGKILLed by the kernel as victim pid {} ({by_comm}) \
                  exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
                 target.tgid, target.comm, by.tgid
+            ),
+            Finding::OomKillerDisabled { tasks, .. } => {
+                write!(
+                    f,
+                    "OOM KILLER DISABLED: the memcg is at its limit with oom_kill_disable 1 \
+                     (the kernel says under_oom 1): nothing will be killed and tasks that fault \
+                     there sleep until memory is freed; {} task(s):",
+                    tasks.len()
+                )?;
+                for t in tasks {
+                    write!(f, " pid {} ({}) {}", t.pid, t.comm, t.state)?;
+                    if let Some(w) = &t.wchan {
+                        write!(f, " in {w}")?;
+                    }
+                    write!(f, ";")?;
+                }
+                write!(f, " `oomtrace unstick` offers a way out")
+            }
+            Finding::OomKillerDisabledEnded { lasted_ns, how, .. } => write!(
+                f,
+                "OOM KILLER DISABLED hang ended after {}: {how}",
+                secs(*lasted_ns)
             ),
             Finding::Livelock {
                 memcg_id,

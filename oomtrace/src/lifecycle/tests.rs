@@ -1271,3 +1271,118 @@ fn latencies_beyond_a_day_count_at_the_top_of_the_range() {
         s.kill_to_dead
     );
 }
+
+fn notice(ms: u64, memcg: u64, invocations: u32, flags: u32) -> Event {
+    Event {
+        header: Header {
+            cpu: USERSPACE_CPU,
+            ..header(ms, 0, 0, "")
+        },
+        payload: Payload::MemcgOom(oomtrace_common::MemcgOom {
+            memcg_id: memcg,
+            invocations,
+            kills: 0,
+            flags,
+            _pad: 0,
+        }),
+    }
+}
+
+fn without_invocation_hook() -> Tracker {
+    Tracker::new(TrackerConfig {
+        observability: Observability {
+            oom_invoke: false,
+            ..Observability::ALL
+        },
+        timeout_ns: 5 * S,
+        ..TrackerConfig::default()
+    })
+}
+
+/// No invocation hook (this project's CI host): the kernel's memcg notifications count the
+/// invocations, and the livelock signature is observable from them.
+#[test]
+fn memcg_notifications_count_invocations_without_the_hook() {
+    let mut t = without_invocation_hook();
+    let stream = vec![
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        notice(5100, MEMCG, 4, 0),
+        notice(5200, MEMCG, 7, 0),
+    ];
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck", "livelock"]);
+    let Finding::Livelock { invocations, .. } = &f[2] else {
+        panic!()
+    };
+    assert_eq!(*invocations, DEFAULT_LIVELOCK_THRESHOLD);
+    assert!(t.summary().livelock_observable);
+    assert_eq!(t.notified_invocations()[&MEMCG], 11);
+}
+
+/// With the hook, notifications are a cross-check only: the invocations are not counted twice.
+#[test]
+fn memcg_notifications_do_not_double_count_with_the_hook() {
+    let mut t = tracker();
+    let mut stream = vec![sigkill(0, 42, 7), mark(0, 42, 7)];
+    for i in 0..5 {
+        stream.push(invoke(5100 + i * 10));
+    }
+    stream.push(notice(5200, MEMCG, 5, 0));
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck"], "5 invocations, not 10");
+    assert_eq!(t.notified_invocations()[&MEMCG], 5);
+}
+
+/// v1 `oom_kill_disable 1` at the limit: named once at the domain (its children inherit the
+/// setting and are marked under OOM too), cleared when under_oom drops, the killer is
+/// re-enabled, or the memcg is removed.
+#[test]
+fn oom_killer_disabled_is_named_once_and_clears() {
+    use oomtrace_common::memcg_oom::{KILL_DISABLED, REMOVED, STATE_KNOWN, UNDER_OOM, V1};
+    let hung = STATE_KNOWN | UNDER_OOM | KILL_DISABLED | V1;
+    let mut t = without_invocation_hook();
+    t.memcg_path(10, "/pod");
+    t.memcg_path(11, "/pod/ctr");
+    t.memcg_path(20, "/other");
+    let stream = vec![
+        notice(100, 10, 1, hung),
+        notice(100, 11, 0, hung),
+        notice(300, 10, 0, hung),
+        notice(900, 10, 0, STATE_KNOWN | KILL_DISABLED | V1),
+        notice(1000, 20, 1, hung),
+        notice(1500, 20, 0, STATE_KNOWN | UNDER_OOM | V1),
+        notice(2000, 10, 1, hung),
+        notice(2500, 10, 0, REMOVED | V1),
+    ];
+    let f = run(&mut t, &stream, 3000);
+    assert_eq!(
+        names(&f),
+        [
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+        ]
+    );
+    let Finding::OomKillerDisabled { memcg_id, .. } = &f[0] else {
+        panic!()
+    };
+    assert_eq!(*memcg_id, 10, "the domain, not its child");
+    let Finding::OomKillerDisabledEnded { lasted_ns, how, .. } = &f[1] else {
+        panic!()
+    };
+    assert_eq!(*lasted_ns, 800 * MS);
+    assert!(how.contains("no longer under OOM"), "{how}");
+    let Finding::OomKillerDisabledEnded { how, .. } = &f[3] else {
+        panic!()
+    };
+    assert!(how.contains("re-enabled"), "{how}");
+    let Finding::OomKillerDisabledEnded { how, .. } = &f[5] else {
+        panic!()
+    };
+    assert!(how.contains("removed"), "{how}");
+    assert_eq!(t.oom_disabled_now(), 0);
+}

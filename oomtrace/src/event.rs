@@ -108,9 +108,7 @@ impl Event {
             Payload::TaskExit(_)
             | Payload::OomInvoke(_)
             | Payload::OomInvokeDone(_)
-            | Payload::MemcgOom(_) => {
-                process(self.header.pid, self.header.tgid)
-            }
+            | Payload::MemcgOom(_) => process(self.header.pid, self.header.tgid),
         }
     }
 

@@ -277,12 +277,8 @@ impl WatchInfo {
     fn invocations_source(&self, probes: &Probes) -> &'static str {
         match (probes.hook(Hook::OomInvoke).attached(), self.version) {
             (true, _) => "hook",
-            (false, Some(memcg_watch::Version::V2)) if self.watching() => {
-                "memcg_notifications_v2"
-            }
-            (false, Some(memcg_watch::Version::V1)) if self.watching() => {
-                "memcg_notifications_v1"
-            }
+            (false, Some(memcg_watch::Version::V2)) if self.watching() => "memcg_notifications_v2",
+            (false, Some(memcg_watch::Version::V1)) if self.watching() => "memcg_notifications_v1",
             _ => "none",
         }
     }
@@ -964,11 +960,14 @@ impl<W: std::io::Write> Runner<W> {
 }
 
 /// Sets up every memcg's OOM notifications; says what it covers or why not.
-fn start_memcg_watch(
-    probes: &Probes,
-) -> (Option<MemcgWatch>, WatchInfo, Vec<memcg_watch::Notice>) {
+fn start_memcg_watch(probes: &Probes) -> (Option<MemcgWatch>, WatchInfo, Vec<memcg_watch::Notice>) {
     let mut info = WatchInfo::default();
-    let Some(root) = probes.env.memory_controller.as_ref().map(|m| m.mount.clone()) else {
+    let Some(root) = probes
+        .env
+        .memory_controller
+        .as_ref()
+        .map(|m| m.mount.clone())
+    else {
         info.error = Some("no memory controller".into());
         return (None, info, Vec::new());
     };

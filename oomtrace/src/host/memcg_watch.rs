@@ -228,10 +228,7 @@ impl MemcgWatch {
                          raise fs.inotify.max_user_watches (2 per memcg)"
                     ),
                 ),
-                _ => self.problem(
-                    "inotify",
-                    format!("cannot watch {}: {e}", path.display()),
-                ),
+                _ => self.problem("inotify", format!("cannot watch {}: {e}", path.display())),
             }
             return None;
         }
@@ -388,8 +385,7 @@ impl MemcgWatch {
                 let token = ev.u64;
                 if token == INOTIFY_TOKEN {
                     self.read_inotify(&mut modified, &mut out);
-                } else if let Some(fd) = self.memcgs.get(&token).and_then(|m| m.eventfd.as_ref())
-                {
+                } else if let Some(fd) = self.memcgs.get(&token).and_then(|m| m.eventfd.as_ref()) {
                     let mut buf = [0u8; 8];
                     // SAFETY: valid descriptor and buffer.
                     let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
@@ -438,13 +434,8 @@ impl MemcgWatch {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: valid descriptor and buffer.
-            let n = unsafe {
-                libc::read(
-                    self.inotify.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
+            let n =
+                unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 if n < 0 && errno().raw_os_error() != Some(libc::EAGAIN) {
                     let e = errno();
@@ -555,12 +546,7 @@ impl MemcgWatch {
         if invocations > 0 || kills > 0 || changed {
             out.push(Notice {
                 path: m.path.clone(),
-                payload: payload(
-                    id,
-                    invocations,
-                    kills,
-                    state_flags(&now) | memcg_oom::V1,
-                ),
+                payload: payload(id, invocations, kills, state_flags(&now) | memcg_oom::V1),
             });
         }
     }
@@ -631,10 +617,9 @@ pub fn memcg_tasks(
         if f.read_to_string(&mut procs).is_err() {
             continue;
         }
-        let rel = dir.strip_prefix(memcg_root).map_or_else(
-            |_| memcg_path.to_string(),
-            |p| format!("/{}", p.display()),
-        );
+        let rel = dir
+            .strip_prefix(memcg_root)
+            .map_or_else(|_| memcg_path.to_string(), |p| format!("/{}", p.display()));
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
             if out.len() >= max {
                 return out;
@@ -666,7 +651,9 @@ pub fn memcg_tasks(
                 .unwrap_or_default();
             out.push(crate::lifecycle::MemcgTask {
                 pid,
-                comm: read("comm").map(|c| c.trim_end().to_string()).unwrap_or_default(),
+                comm: read("comm")
+                    .map(|c| c.trim_end().to_string())
+                    .unwrap_or_default(),
                 state,
                 wchan,
                 stack,
@@ -685,8 +672,11 @@ mod tests {
     fn v2_tree(root: &Path, rel: &str) {
         let d = root.join(rel);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("memory.events.local"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
-            .unwrap();
+        std::fs::write(
+            d.join("memory.events.local"),
+            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        )
+        .unwrap();
     }
 
     fn ready_until(w: &mut MemcgWatch, want: impl Fn(&[Notice]) -> bool) -> Vec<Notice> {
@@ -822,6 +812,9 @@ mod tests {
         let v2 = Counters::parse("low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\noom_group_kill 0\n");
         assert_eq!((v2.oom, v2.oom_kill, v2.under_oom), (4, 5, false));
         let v1 = Counters::parse("oom_kill_disable 1\nunder_oom 1\noom_kill 7\n");
-        assert_eq!((v1.oom, v1.oom_kill, v1.under_oom, v1.kill_disable), (0, 7, true, true));
+        assert_eq!(
+            (v1.oom, v1.oom_kill, v1.under_oom, v1.kill_disable),
+            (0, 7, true, true)
+        );
     }
 }

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, memcg_oom, pre_existing, sender_state,
-        victim_fields,
+        Event, EventKind, Payload, cstr, exit_seen, group_dead_source, memcg_oom, pre_existing,
+        sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
 };

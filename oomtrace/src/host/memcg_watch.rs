@@ -235,11 +235,15 @@ impl MemcgWatch {
         Some(wd)
     }
 
-    /// Adds `dir` and every memcg below it.
+    /// Adds `dir` and every memcg below it (below a memcg already watched too: after an
+    /// inotify overflow the whole tree is walked again).
     fn add_tree(&mut self, dir: &Path, out: &mut Vec<Notice>) {
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            if !self.add(&d, out) {
+            let known = std::fs::metadata(&d)
+                .ok()
+                .is_some_and(|m| self.memcgs.contains_key(&m.ino()));
+            if !known && !self.add(&d, out) {
                 continue;
             }
             // Listed after its watch is in place: a child made meanwhile is seen either way.

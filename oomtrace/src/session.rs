@@ -267,11 +267,18 @@ impl<W: Write> Session<W> {
 
     /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
     fn add_tasks(&mut self, f: &mut Finding) {
-        let Finding::OomKillerDisabled {
-            memcg_id, tasks, ..
-        } = f
-        else {
-            return;
+        let empty = Vec::new();
+        let (memcg_id, tasks, victims) = match f {
+            Finding::OomKillerDisabled {
+                memcg_id, tasks, ..
+            } => (memcg_id, tasks, &empty),
+            Finding::NothingKillable {
+                memcg_id,
+                tasks,
+                already_reaped,
+                ..
+            } => (memcg_id, tasks, &*already_reaped),
+            _ => return,
         };
         let Some(live) = &self.live else {
             return;
@@ -281,6 +288,12 @@ impl<W: Write> Session<W> {
             return;
         };
         *tasks = crate::host::memcg_watch::memcg_tasks(root, &path, &live.proc_root, 64);
+        for t in tasks.iter_mut() {
+            if victims.iter().any(|v| v.tgid == t.pid) {
+                t.not_eligible =
+                    Some("already an OOM victim the kernel skips (MMF_OOM_SKIP on its mm)".into());
+            }
+        }
     }
 
     fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {

@@ -62,6 +62,19 @@ pub fn hang_of(memcg_root: &Path, memcg_path: &str) -> Option<Hang> {
     })
 }
 
+/// Whether the memcg's usage is below its limit (v1 files; true where unreadable).
+fn has_room(dir: &Path) -> bool {
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    match (read("memory.usage_in_bytes"), read("memory.limit_in_bytes")) {
+        (Some(usage), Some(limit)) => usage < limit,
+        _ => true,
+    }
+}
+
 /// Whether the domain is still under OOM (None: gone).
 pub fn still_hung(h: &Hang) -> Option<bool> {
     state(h.control.parent()?).map(|(under, _)| under)
@@ -88,15 +101,21 @@ pub fn apply(h: &Hang, wait: Duration) -> (Vec<String>, bool) {
     let deadline = std::time::Instant::now() + wait;
     let mut ended = false;
     while std::time::Instant::now() < deadline {
-        let gone = h.control.parent().is_none_or(|d| !d.exists());
-        if still_hung(h) == Some(false) || gone {
+        let Some(dir) = h.control.parent().filter(|d| d.exists()) else {
+            ended = true;
+            break;
+        };
+        // Over only once there is room again: under_oom drops as soon as the sleepers are
+        // woken, before the kill their retried fault leads to; re-disabling then would put
+        // them back to sleep.
+        if still_hung(h) == Some(false) && has_room(dir) {
             ended = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     did.push(if ended {
-        "the kernel ended the hang (under_oom 0)".to_string()
+        "the kernel ended the hang (under_oom 0, usage below the limit)".to_string()
     } else {
         format!(
             "still under OOM after {:.1} s: the OOM killer found nothing it may kill",

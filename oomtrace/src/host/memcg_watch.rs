@@ -653,6 +653,23 @@ pub fn memcg_tasks(
                         .collect()
                 })
                 .unwrap_or_default();
+            let oom_score_adj = read("oom_score_adj").and_then(|a| a.trim().parse::<i32>().ok());
+            // Field 9 of stat, the 7th after the comm: the task's PF_* flags.
+            let flags = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().nth(6))
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+            const PF_EXITING: u64 = 0x4;
+            let not_eligible = if oom_score_adj == Some(-1000) {
+                Some("oom_score_adj -1000: never chosen".to_string())
+            } else if state == "Z" || state == "X" {
+                Some("a zombie: no memory left to free".to_string())
+            } else if flags & PF_EXITING != 0 {
+                Some("exiting (PF_EXITING): waited on, or skipped once reaped".to_string())
+            } else {
+                None
+            };
             out.push(crate::lifecycle::MemcgTask {
                 pid,
                 comm: read("comm")
@@ -662,6 +679,8 @@ pub fn memcg_tasks(
                 wchan,
                 stack,
                 memcg_path: Some(rel.clone()),
+                oom_score_adj,
+                not_eligible,
             });
         }
     }

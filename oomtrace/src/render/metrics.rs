@@ -33,6 +33,8 @@ pub struct Metrics {
     livelock_by: BTreeMap<String, i64>,
     /// Memcgs hung now with the OOM killer disabled, per label set (kept at 0 once seen).
     oom_disabled_now: BTreeMap<String, i64>,
+    /// OOM domains finding nothing killable now, per label set (kept at 0 once seen).
+    nothing_killable_now: BTreeMap<String, i64>,
     /// Whether an invocation hook counts invocations; else the memcg notifications do.
     invocation_hook: bool,
     /// Whether mark_victim/signal and exits attach, and death is seen; whether the livelock
@@ -188,6 +190,10 @@ impl Metrics {
                 bump(&mut self.livelock_by, labels());
             }
             Finding::OomKillerDisabled { .. } => add(&mut self.oom_disabled_now, labels(), 1),
+            Finding::NothingKillable { .. } => add(&mut self.nothing_killable_now, labels(), 1),
+            Finding::NothingKillableEnded { .. } => {
+                add(&mut self.nothing_killable_now, labels(), -1);
+            }
             Finding::OomKillerDisabledEnded { .. } => {
                 add(&mut self.oom_disabled_now, labels(), -1);
             }
@@ -233,6 +239,13 @@ impl Metrics {
             "gauge",
             "Memcgs hung at their limit with the OOM killer disabled (v1 oom_kill_disable 1, under_oom 1), per memcg and workload; back to 0 when the hang ends.",
             &self.oom_disabled_now,
+        );
+        labelled(
+            s,
+            "oomtrace_nothing_killable",
+            "gauge",
+            "OOM domains invoking the OOM killer again and again with nothing it may kill (the kernel's verdict: mem_cgroup_out_of_memory returned false), per memcg and workload; back to 0 when it ends.",
+            &self.nothing_killable_now,
         );
         labelled(
             s,
@@ -615,6 +628,8 @@ oomtrace_kills_total{memcg="/a",kind="cgroup",workload="/a",container=""} 2
 oomtrace_kills_total{memcg="/b\"q",kind="cgroup",workload="/b\"q",container=""} 1
 # HELP oomtrace_oom_killer_disabled Memcgs hung at their limit with the OOM killer disabled (v1 oom_kill_disable 1, under_oom 1), per memcg and workload; back to 0 when the hang ends.
 # TYPE oomtrace_oom_killer_disabled gauge
+# HELP oomtrace_nothing_killable OOM domains invoking the OOM killer again and again with nothing it may kill (the kernel's verdict: mem_cgroup_out_of_memory returned false), per memcg and workload; back to 0 when it ends.
+# TYPE oomtrace_nothing_killable gauge
 # HELP oomtrace_stuck_victims Victims flagged stuck and not dead now, per memcg and workload.
 # TYPE oomtrace_stuck_victims gauge
 oomtrace_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container=""} 0

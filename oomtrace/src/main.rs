@@ -377,6 +377,8 @@ struct CheckReport {
     kill_path: bool,
     stuck: Vec<StuckNow>,
     oom_now: Vec<scan::OomNow>,
+    /// For each of `oom_now` that killed nothing: its tasks and why each is not eligible.
+    oom_now_tasks: Vec<Vec<oomtrace::lifecycle::MemcgTask>>,
     oom_killer_disabled: Vec<HungNow>,
 }
 
@@ -393,9 +395,11 @@ impl CheckReport {
                     "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
                     "threads": c.threads, "flags": c.flags, "forensics": fx,
                 })).collect::<Vec<_>>(),
-                "oom_now": self.oom_now.iter().map(|m| json!({
+                "oom_now": self.oom_now.iter().zip(&self.oom_now_tasks).map(|(m, tasks)| json!({
                     "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
                     "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
+                    "nothing_killable": m.kills == 0 && m.invocations.is_some_and(|n| n > 0),
+                    "tasks": tasks,
                 })).collect::<Vec<_>>(),
                 "oom_killer_disabled": self.oom_killer_disabled.iter().map(|(p, tasks)| json!({
                     "memcg_path": p, "tasks": tasks,
@@ -411,6 +415,7 @@ impl CheckReport {
             kill_path,
             stuck,
             oom_now,
+            oom_now_tasks,
             oom_killer_disabled,
         } = self;
         let env = &probes.env;
@@ -457,7 +462,7 @@ impl CheckReport {
                 "killed, not dead   none: no process with SIGKILL pending is stuck exiting"
             )?;
         }
-        for m in oom_now {
+        for (m, tasks) in oom_now.iter().zip(oom_now_tasks) {
             let what = match m.invocations {
                 Some(n) => format!(
                     "the OOM killer was invoked {n} times in {} ms and killed {}",
@@ -466,17 +471,20 @@ impl CheckReport {
                 ),
                 None => "under OOM (v1 under_oom) in two readings".into(),
             };
-            let livelock = if m.kills == 0 && m.invocations.is_some() {
-                ": it finds nothing it may kill (a victim still pending, or only unkillable \
-             processes) — a livelock"
-            } else {
-                ""
-            };
-            writeln!(
-                out,
-                "OOM NOW            memcg {}: {what}{livelock}",
-                printable(&m.path)
-            )?;
+            let mut line = format!("OOM NOW            memcg {}: {what}", m.path);
+            if m.kills == 0 && m.invocations.is_some() {
+                line += ": NOTHING KILLABLE (every task at oom_score_adj -1000, exiting, or a \
+                         victim already reaped); tasks:";
+                for t in tasks {
+                    line += &format!(
+                        " pid {} ({}) {};",
+                        t.pid,
+                        t.comm,
+                        t.not_eligible.as_deref().unwrap_or("eligible")
+                    );
+                }
+            }
+            writeln!(out, "{}", printable(&line))?;
         }
         for (path, tasks) in oom_killer_disabled {
             let mut line = format!(
@@ -560,12 +568,28 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             (path, tasks)
         })
         .collect();
+    let oom_now_tasks = trouble
+        .oom_now
+        .iter()
+        .map(|m| match memcg_root.as_deref() {
+            Some(root) if m.kills == 0 && m.invocations.is_some() => {
+                oomtrace::host::memcg_watch::memcg_tasks(
+                    root,
+                    &m.path,
+                    std::path::Path::new("/proc"),
+                    64,
+                )
+            }
+            _ => Vec::new(),
+        })
+        .collect();
     let report = CheckReport {
         probes,
         death: oomtrace::host::deathwatch::available(),
         kill_path,
         stuck,
         oom_now: trouble.oom_now,
+        oom_now_tasks,
         oom_killer_disabled,
     };
     let stdout = std::io::stdout();

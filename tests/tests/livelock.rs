@@ -95,6 +95,19 @@ fn livelock(label: &str, parent_limit: bool) {
                 .any(|t| t["tgid"] == victim),
             "the stuck victim is named as already reaped: {nk}"
         );
+        // v2: the kernel's own notifications (memory.events.local) cross-check the hook.
+        if let Some(cgroup) = oomtrace_tests::cgroup_version_2(&limited) {
+            assert_eq!(
+                watch.plan()["memcg_notifications"]["cgroup"],
+                "v2",
+                "{}",
+                watch.plan()
+            );
+            let n = watch.wait_for("a memory.events.local notification", wait(), |l| {
+                l["event"] == "memcg_oom" && l["memcg_path"] == cgroup
+            });
+            assert!(n["invocations"].as_u64() >= Some(1), "{n}");
+        }
         let presser_pid = presser.as_ref().map(|p| p.pid()).expect("presser");
         let p = nk["tasks"]
             .as_array()

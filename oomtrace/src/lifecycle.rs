@@ -995,6 +995,25 @@ impl Tracker {
                 }
             }
         }
+        if p.kills > 0 {
+            self.domain_killed(id, ts, out);
+        } else if p.invocations > 0
+            && p.flags & KILL_DISABLED == 0
+            && !(self.cfg.observability.oom_invoke && self.cfg.observability.oom_invoke_done)
+        {
+            // No verdict hook: invocations that kill nothing, no victim of the domain pending
+            // (its OOMs wait on no one), are the counters' own "nothing killable". With a
+            // victim pending the kernel may be waiting on it or skipping it: not told.
+            let pending = self
+                .victims
+                .values()
+                .any(|v| !v.is_dead() && self.in_domain(id, v.memcg_id));
+            if !pending {
+                for _ in 0..p.invocations.min(1_000) {
+                    self.nothing_killable(id, ts, out);
+                }
+            }
+        }
         let ended = if p.flags & REMOVED != 0 {
             Some("the memcg was removed")
         } else if p.flags & STATE_KNOWN == 0 {

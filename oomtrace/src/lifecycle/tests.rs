@@ -1488,3 +1488,28 @@ fn nothing_killable_ends_when_the_invocations_stop() {
     };
     assert!(already_reaped.is_empty());
 }
+
+/// Without the verdict hook (notifications only): invocations that kill nothing with no
+/// victim of the domain pending are "nothing killable" by the kernel's counters; with a victim
+/// pending that is not told (the livelock's verdict is unknown instead).
+#[test]
+fn notifications_name_nothing_killable_only_with_no_victim_pending() {
+    let mut t = without_invocation_hook();
+    let f = run(
+        &mut t,
+        &[notice(100, MEMCG, 4, 0), notice(200, MEMCG, 8, 0)],
+        300,
+    );
+    assert_eq!(names(&f), ["nothing_killable"]);
+    let f = run(
+        &mut t,
+        &[
+            sigkill(400, 42, 7),
+            mark(400, 42, 7),
+            notice(500, MEMCG, 20, 0),
+        ],
+        600,
+    );
+    assert_eq!(names(&f), ["nothing_killable_ended", "killed"]);
+    assert_eq!(t.summary().livelocks, 0);
+}

@@ -1068,7 +1068,9 @@ impl Tracker {
 
     /// `mem_cgroup_out_of_memory` returned in thread `tid`: the kernel's verdict. False: it
     /// found no task it may kill. True without a kill between: selection was aborted because a
-    /// victim is pending (its mm without MMF_OOM_SKIP), or the allocating task is itself dying.
+    /// victim is pending (its mm without MMF_OOM_SKIP) — or the allocating task is itself dying
+    /// (ignored when it is a victim we follow), or memory was freed meanwhile (the margin check
+    /// before selecting: once, not again and again, since the charge then succeeds).
     fn on_invoke_done(&mut self, tid: u32, killed: bool, ts: u64, out: &mut Vec<Finding>) {
         let Some(inv) = self.invoking.remove(&tid) else {
             return;

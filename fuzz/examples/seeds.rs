@@ -177,6 +177,7 @@ fn events() {
         Payload::FinishReaping(zero()),
         Payload::SkipReaping(zero()),
         Payload::PreExisting(zero()),
+        Payload::MemcgOom(zero()),
     ] {
         let ev = Event {
             header: base,

@@ -52,11 +52,15 @@ pub enum EventKind {
     /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
     /// came and has not finished exiting.
     PreExisting = 50,
+    /// Observed by userspace: the kernel published an OOM event of a memcg (cgroup v2
+    /// `memory.events.local` changed; cgroup v1 the `memory.oom_control` eventfd fired), or
+    /// a watched memcg went away. Counts invocations where no invocation hook attaches.
+    MemcgOom = 51,
 }
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
@@ -70,6 +74,7 @@ impl EventKind {
         Self::TaskFree,
         Self::GroupExited,
         Self::PreExisting,
+        Self::MemcgOom,
     ];
 
     /// The kind with this number, if any.
@@ -487,7 +492,41 @@ pub const TRACKED_MAX: u32 = 16384;
 pub const RING_BYTES: u32 = 1 << 20;
 
 // No implicit padding: the sizes are the sums of the fields.
+/// Bits of [`MemcgOom::flags`].
+pub mod memcg_oom {
+    /// `under_oom` (v1 `memory.oom_control`) and `oom_kill_disable` were read.
+    pub const STATE_KNOWN: u32 = 1 << 0;
+    /// v1 `under_oom 1`: an OOM of this memcg (or an ancestor) is being handled or waited on.
+    pub const UNDER_OOM: u32 = 1 << 1;
+    /// v1 `oom_kill_disable 1`: the OOM killer does not run for this memcg; tasks that fault
+    /// at its limit sleep until memory is freed.
+    pub const KILL_DISABLED: u32 = 1 << 2;
+    /// The memcg was removed (its directory is gone).
+    pub const REMOVED: u32 = 1 << 3;
+    /// Counted from a cgroup v1 eventfd (`cgroup.event_control`), else v2 `memory.events.local`.
+    pub const V1: u32 = 1 << 4;
+}
+
+/// A memcg's OOM counters changed (see [`EventKind::MemcgOom`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemcgOom {
+    /// The memcg (inode of its cgroup directory).
+    pub memcg_id: u64,
+    /// OOM invocations with this memcg as the OOM domain since its previous notice: v2
+    /// `memory.events.local` `oom`; v1 eventfd signals net of its parent's (an OOM notifies
+    /// the domain and every memcg below it).
+    pub invocations: u32,
+    /// OOM kills counted since its previous notice (v2 `memory.events.local` `oom_kill`, v1
+    /// `memory.oom_control` `oom_kill`).
+    pub kills: u32,
+    /// [`memcg_oom`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<MemcgOom>() == 24);
     assert!(core::mem::size_of::<Header>() == 40);
     assert!(core::mem::size_of::<OomInvoke>() == 16);
     assert!(core::mem::size_of::<OomInvokeDone>() == 8);

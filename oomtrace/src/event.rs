@@ -7,11 +7,11 @@
 use std::mem::size_of;
 
 pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, pre_existing, sender_state, victim_fields,
+    EventKind, exit_seen, group_dead_source, memcg_oom, pre_existing, sender_state, victim_fields,
 };
 use oomtrace_common::{
-    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, PreExisting,
-    Reaper, TaskExit, TaskFree,
+    GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, OomInvoke, OomInvokeDone, OomKill,
+    PreExisting, Reaper, TaskExit, TaskFree,
 };
 
 /// Why a record could not be decoded.
@@ -50,6 +50,9 @@ pub enum Payload {
     GroupExited(GroupExited),
     /// Observed by userspace at start: killed before oomtrace came, not finished exiting.
     PreExisting(PreExisting),
+    /// Observed by userspace: a memcg's OOM notification (v2 `memory.events.local`, v1
+    /// eventfd) or its removal.
+    MemcgOom(MemcgOom),
 }
 
 /// One decoded event.
@@ -75,6 +78,7 @@ impl Event {
             Payload::TaskFree(_) => EventKind::TaskFree,
             Payload::GroupExited(_) => EventKind::GroupExited,
             Payload::PreExisting(_) => EventKind::PreExisting,
+            Payload::MemcgOom(_) => EventKind::MemcgOom,
         }
     }
 
@@ -101,9 +105,10 @@ impl Event {
             Payload::GroupExited(p) => process(p.pid, p.pid),
             Payload::PreExisting(p) => process(p.pid, p.pid),
             // The current task is the subject.
-            Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => {
-                process(self.header.pid, self.header.tgid)
-            }
+            Payload::TaskExit(_)
+            | Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::MemcgOom(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -114,6 +119,7 @@ impl Event {
             Payload::OomKill(p) => Some(p.memcg_id),
             Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 => Some(p.memcg_id),
             Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
+            Payload::MemcgOom(p) => Some(p.memcg_id),
             _ => None,
         }
     }
@@ -157,6 +163,7 @@ impl Event {
             EventKind::TaskFree => Payload::TaskFree(body_of(kind, body)?),
             EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
             EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
+            EventKind::MemcgOom => Payload::MemcgOom(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -180,6 +187,7 @@ impl Event {
             Payload::TaskFree(p) => pod_bytes(p),
             Payload::GroupExited(p) => pod_bytes(p),
             Payload::PreExisting(p) => pod_bytes(p),
+            Payload::MemcgOom(p) => pod_bytes(p),
         });
         out
     }
@@ -212,6 +220,7 @@ impl Pod for TaskExit {}
 impl Pod for TaskFree {}
 impl Pod for GroupExited {}
 impl Pod for PreExisting {}
+impl Pod for MemcgOom {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

@@ -6,6 +6,8 @@
 pub mod deathwatch;
 pub mod forensics;
 pub mod journal;
+pub mod memcg_hang;
+pub mod memcg_watch;
 pub mod procfs;
 pub mod scan;
 pub mod unstick;

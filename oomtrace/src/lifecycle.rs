@@ -35,7 +35,7 @@ mod summary;
 mod victim;
 
 pub use config::{Filter, Observability, TrackerConfig};
-pub use finding::Finding;
+pub use finding::{Finding, MemcgTask};
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
 pub use victim::{KillDecision, Stage, Task, Timeline, Victim, VictimKey};
@@ -106,6 +106,27 @@ struct LastMark {
     mm: Option<u64>,
 }
 
+/// An OOM invocation under way (see [`Tracker::invoking`]).
+#[derive(Clone, Copy, Debug)]
+struct Invocation {
+    memcg: u64,
+    killed: bool,
+}
+
+/// Invocations of one OOM domain that killed nothing, by the kernel's verdict.
+#[derive(Clone, Copy, Debug, Default)]
+struct DomainVerdicts {
+    /// Returned false: no task it may kill.
+    nothing: u32,
+    nothing_since: u64,
+    nothing_last: u64,
+    /// When a nothing-killable finding was made (cleared with its end).
+    reported: Option<u64>,
+}
+
+/// A domain whose last nothing-killable invocation is this old is no longer in that state.
+const NOTHING_KILLABLE_QUIET_NS: u64 = 10_000_000_000;
+
 /// Follows victims from events; see the module docs.
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -130,6 +151,17 @@ pub struct Tracker {
     memcg_paths: HashMap<u64, String>,
     /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
     kills_by_memcg: HashMap<u64, u64>,
+    /// OOM invocations per OOM domain as the kernel's memcg notifications counted them
+    /// ([`Payload::MemcgOom`]): the count where no invocation hook attaches, a cross-check
+    /// where one does.
+    notified_invocations: HashMap<u64, u64>,
+    /// Memcgs hung with the OOM killer disabled, since when.
+    oom_disabled: HashMap<u64, u64>,
+    /// OOM invocations under way, by allocating thread: their domain, start, and whether a
+    /// kill was seen before their return.
+    invoking: HashMap<u32, Invocation>,
+    /// The kernel's verdicts per OOM domain (from `mem_cgroup_out_of_memory` returns).
+    domains: HashMap<u64, DomainVerdicts>,
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
     lost: u64,
@@ -167,6 +199,10 @@ impl Tracker {
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
             kills_by_memcg: HashMap::new(),
+            notified_invocations: HashMap::new(),
+            oom_disabled: HashMap::new(),
+            invoking: HashMap::new(),
+            domains: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
             filter: Filter::default(),
@@ -449,9 +485,48 @@ impl Tracker {
     fn apply_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let h = ev.header;
         let ts = h.ts_ns;
+        // A kill by an allocating thread inside its OOM invocation: that invocation killed;
+        // a kill in a domain ends its nothing-killable state.
         match ev.payload {
-            Payload::OomInvoke(p) => self.count_invocation(p.memcg_id, ts, out),
-            Payload::OomInvokeDone(_) => {}
+            Payload::OomKill(p) => {
+                if let Some(i) = self.invoking.get_mut(&h.pid) {
+                    i.killed = true;
+                }
+                self.domain_killed(p.memcg_id, ts, out);
+            }
+            Payload::MarkVictim(p) => {
+                if let Some(i) = self.invoking.get_mut(&h.pid) {
+                    i.killed = true;
+                }
+                if p.fields & victim_fields::TASK != 0 {
+                    self.domain_killed(p.memcg_id, ts, out);
+                } else if let Some(i) = self.invoking.get(&h.pid).copied() {
+                    self.domain_killed(i.memcg, ts, out);
+                }
+            }
+            Payload::KernelSigkill(_) => {
+                if let Some(i) = self.invoking.get_mut(&h.pid) {
+                    i.killed = true;
+                }
+            }
+            _ => {}
+        }
+        match ev.payload {
+            Payload::OomInvoke(p) => {
+                if self.invoking.len() >= MAX_MEMCGS {
+                    self.invoking.clear();
+                }
+                self.invoking.insert(
+                    h.pid,
+                    Invocation {
+                        memcg: p.memcg_id,
+                        killed: false,
+                    },
+                );
+                self.count_invocation(p.memcg_id, ts, out);
+            }
+            Payload::OomInvokeDone(p) => self.on_invoke_done(h.pid, p.killed != 0, ts, out),
+            Payload::MemcgOom(p) => self.on_memcg_oom(ts, &p, out),
             Payload::OomKill(p) => {
                 let key = VictimKey {
                     tgid: p.chosen_tgid,
@@ -900,8 +975,226 @@ impl Tracker {
         }
     }
 
+    /// The kernel's own OOM notification of a memcg: invocations counted (unless an invocation
+    /// hook counts them), and the OOM-killer-disabled hang begun or ended.
+    fn on_memcg_oom(&mut self, ts: u64, p: &oomtrace_common::MemcgOom, out: &mut Vec<Finding>) {
+        use oomtrace_common::memcg_oom::{KILL_DISABLED, REMOVED, STATE_KNOWN, UNDER_OOM};
+        let id = p.memcg_id;
+        // Whoever recorded these watched the kernel's notifications: invocations are seen.
+        self.summary.livelock_observable = true;
+        if p.invocations > 0 {
+            if self.notified_invocations.len() >= MAX_MEMCGS
+                && !self.notified_invocations.contains_key(&id)
+            {
+                self.notified_invocations.clear();
+            }
+            *self.notified_invocations.entry(id).or_default() += u64::from(p.invocations);
+            if !self.cfg.observability.oom_invoke {
+                for _ in 0..p.invocations.min(1_000) {
+                    self.count_invocation(id, ts, out);
+                }
+            }
+        }
+        if p.kills > 0 {
+            self.domain_killed(id, ts, out);
+        } else if p.invocations > 0
+            && p.flags & KILL_DISABLED == 0
+            && !(self.cfg.observability.oom_invoke && self.cfg.observability.oom_invoke_done)
+        {
+            // No verdict hook: invocations that kill nothing, no victim of the domain pending
+            // (its OOMs wait on no one), are the counters' own "nothing killable". With a
+            // victim pending the kernel may be waiting on it or skipping it: not told.
+            let pending = self
+                .victims
+                .values()
+                .any(|v| !v.is_dead() && self.in_domain(id, v.memcg_id));
+            if !pending {
+                for _ in 0..p.invocations.min(1_000) {
+                    self.nothing_killable(id, ts, out);
+                }
+            }
+        }
+        let ended = if p.flags & REMOVED != 0 {
+            Some("the memcg was removed")
+        } else if p.flags & STATE_KNOWN == 0 {
+            None
+        } else if p.flags & UNDER_OOM == 0 {
+            Some("no longer under OOM (memory was freed, a task died or the limit was raised)")
+        } else if p.flags & KILL_DISABLED == 0 {
+            Some("the OOM killer was re-enabled (oom_kill_disable 0)")
+        } else {
+            // Hung: reported once, at the domain (under_oom is set on every memcg below the
+            // one whose limit was hit, which inherit oom_kill_disable).
+            let covered = self
+                .oom_disabled
+                .keys()
+                .any(|a| *a == id || self.in_domain(*a, Some(id)));
+            if !covered {
+                self.oom_disabled.insert(id, ts);
+                out.push(Finding::OomKillerDisabled {
+                    memcg_id: id,
+                    since_ns: ts,
+                    tasks: Vec::new(),
+                });
+            }
+            None
+        };
+        if let Some(how) = ended
+            && let Some(since) = self.oom_disabled.remove(&id)
+        {
+            out.push(Finding::OomKillerDisabledEnded {
+                memcg_id: id,
+                lasted_ns: ts.saturating_sub(since),
+                how,
+            });
+        }
+    }
+
+    /// The kernel's memcg notifications are watched: OOM invocations (the livelock signature)
+    /// are seen without an invocation hook.
+    pub fn memcg_notifications_watched(&mut self) {
+        self.summary.livelock_observable = true;
+    }
+
+    /// OOM invocations per OOM domain from the kernel's memcg notifications.
+    pub fn notified_invocations(&self) -> &HashMap<u64, u64> {
+        &self.notified_invocations
+    }
+
+    /// Memcgs hung now with the OOM killer disabled.
+    pub fn oom_disabled_now(&self) -> usize {
+        self.oom_disabled.len()
+    }
+
+    /// `mem_cgroup_out_of_memory` returned in thread `tid`: the kernel's verdict. False: it
+    /// found no task it may kill. True without a kill between: selection was aborted because a
+    /// victim is pending (its mm without MMF_OOM_SKIP) — or the allocating task is itself dying
+    /// (ignored when it is a victim we follow), or memory was freed meanwhile (the margin check
+    /// before selecting: once, not again and again, since the charge then succeeds).
+    fn on_invoke_done(&mut self, tid: u32, killed: bool, ts: u64, out: &mut Vec<Finding>) {
+        let Some(inv) = self.invoking.remove(&tid) else {
+            return;
+        };
+        let domain = inv.memcg;
+        if !killed {
+            self.nothing_killable(domain, ts, out);
+            return;
+        }
+        if inv.killed || self.lookup(tid, |_| true).is_some() {
+            return;
+        }
+        // Aborted: a victim in this domain is still waited on. Livelock if it is stuck.
+        let threshold = self.cfg.livelock_threshold;
+        let keys: Vec<VictimKey> = self
+            .victims
+            .values()
+            .filter(|v| !v.is_dead() && self.in_domain(domain, v.memcg_id))
+            .map(|v| v.key)
+            .collect();
+        for key in keys {
+            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+                continue;
+            };
+            if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
+                v.livelock_reported = true;
+                let f = Finding::Livelock {
+                    memcg_id: domain,
+                    invocations: v.invocations_since_kill,
+                    window_ns: v.watched_since().map_or(0, |k| ts.saturating_sub(k)),
+                    victim: v.key,
+                    comm: v.comm.clone(),
+                    verdict: "aborted",
+                };
+                if self.admits(&f) {
+                    self.summary.livelocks += 1;
+                }
+                out.push(f);
+            }
+        }
+    }
+
+    /// An invocation of `domain` that found nothing it may kill.
+    fn nothing_killable(&mut self, domain: u64, ts: u64, out: &mut Vec<Finding>) {
+        if self.domains.len() >= MAX_MEMCGS && !self.domains.contains_key(&domain) {
+            self.domains.clear();
+        }
+        let threshold = self.cfg.livelock_threshold;
+        let d = self.domains.entry(domain).or_default();
+        if d.nothing == 0 || ts.saturating_sub(d.nothing_last) > NOTHING_KILLABLE_QUIET_NS {
+            d.nothing = 0;
+            d.nothing_since = ts;
+        }
+        d.nothing += 1;
+        d.nothing_last = ts;
+        if d.nothing < threshold || d.reported.is_some() {
+            return;
+        }
+        d.reported = Some(ts);
+        let (invocations, since) = (d.nothing, d.nothing_since);
+        let already_reaped = self
+            .victims
+            .values()
+            .filter(|v| !v.is_dead() && self.in_domain(domain, v.memcg_id))
+            .map(|v| Task {
+                pid: v.key.tgid,
+                tgid: v.key.tgid,
+                comm: v.comm.clone(),
+            })
+            .collect();
+        out.push(Finding::NothingKillable {
+            memcg_id: domain,
+            invocations,
+            window_ns: ts.saturating_sub(since),
+            already_reaped,
+            tasks: Vec::new(),
+        });
+    }
+
+    /// A kill in `memcg` (or below a domain): the domains above it found something to kill.
+    fn domain_killed(&mut self, memcg: u64, ts: u64, out: &mut Vec<Finding>) {
+        let hit: Vec<u64> = self
+            .domains
+            .keys()
+            .copied()
+            .filter(|d| self.in_domain(*d, Some(memcg)))
+            .collect();
+        for d in hit {
+            if let Some(v) = self.domains.remove(&d)
+                && let Some(since) = v.reported
+            {
+                out.push(Finding::NothingKillableEnded {
+                    memcg_id: d,
+                    lasted_ns: ts.saturating_sub(since),
+                    how: "a task of the domain was killed",
+                });
+            }
+        }
+    }
+
+    /// Domains with no nothing-killable invocation for a while are no longer in that state.
+    fn quiet_domains(&mut self, now: u64, out: &mut Vec<Finding>) {
+        let quiet: Vec<u64> = self
+            .domains
+            .iter()
+            .filter(|(_, v)| now.saturating_sub(v.nothing_last) > NOTHING_KILLABLE_QUIET_NS)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in quiet {
+            if let Some(v) = self.domains.remove(&d)
+                && let Some(since) = v.reported
+            {
+                out.push(Finding::NothingKillableEnded {
+                    memcg_id: d,
+                    lasted_ns: v.nothing_last.saturating_sub(since),
+                    how: "no OOM invocation finding nothing killable for 10 s",
+                });
+            }
+        }
+    }
+
     fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {
         let threshold = self.cfg.livelock_threshold;
+        let verdicts = self.cfg.observability.oom_invoke_done && self.cfg.observability.oom_invoke;
         let in_domain: Vec<VictimKey> = self
             .victims
             .values()
@@ -913,7 +1206,13 @@ impl Tracker {
                 continue;
             };
             v.invocations_since_kill += 1;
-            if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
+            // With the invocation's return seen, the kernel's verdict decides (see
+            // `on_invoke_done`); without it the finding says its verdict is unknown.
+            if !verdicts
+                && v.flagged_stuck
+                && !v.livelock_reported
+                && v.invocations_since_kill >= threshold
+            {
                 v.livelock_reported = true;
                 let f = Finding::Livelock {
                     memcg_id,
@@ -921,6 +1220,7 @@ impl Tracker {
                     window_ns: v.watched_since().map_or(0, |k| ts.saturating_sub(k)),
                     victim: v.key,
                     comm: v.comm.clone(),
+                    verdict: "unknown",
                 };
                 if self.admits(&f) {
                     self.summary.livelocks += 1;
@@ -933,6 +1233,7 @@ impl Tracker {
     /// Flags what is overdue as of `judged`; durations are reported as of `now`.
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
         self.expire_pending_kills(judged, out);
+        self.quiet_domains(judged, out);
         let obs = self.cfg.observability;
         let mut stuck_new = 0;
         let mut unobservable_new = 0;

@@ -23,6 +23,7 @@ use crate::{
     hooks::Hooks,
     host::{
         deathwatch::{self, DeathWatch, userspace_event},
+        memcg_watch::{self, MemcgWatch},
         scan,
     },
     kernel::{cgroups::MemcgPaths, plan, probes::Probes},
@@ -122,6 +123,7 @@ fn plan_line(
     death: &Result<(), String>,
     privileges: Value,
     metrics_addr: Option<SocketAddr>,
+    memcgs: &WatchInfo,
 ) -> Value {
     let mut line = json!({
         "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
@@ -131,6 +133,8 @@ fn plan_line(
         "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
         "death": death_of(death),
         "privileges": privileges,
+        "invocations_source": memcgs.invocations_source(probes),
+        "memcg_notifications": memcgs.json(),
     });
     if let Some(a) = metrics_addr {
         line["metrics_addr"] = a.to_string().into();
@@ -237,11 +241,48 @@ fn unstick_evidence(
 }
 
 /// The metrics, told what this plan can observe.
-fn metrics_for(probes: &Probes, death: bool) -> Metrics {
+fn metrics_for(probes: &Probes, death: bool, memcgs: &WatchInfo) -> Metrics {
     let mut m = Metrics::new(&probes.plan);
     let sees = Observability::of_plan(&probes.plan, death);
-    m.set_observable(sees.kill_path(), sees.livelock());
+    m.set_observable(sees.kill_path(), sees.livelock() || memcgs.watching());
+    m.set_invocation_hook(sees.livelock());
     m
+}
+
+/// What the memcg notification watcher ([`memcg_watch`]) covers, for the plan line and banner.
+#[derive(Default)]
+struct WatchInfo {
+    version: Option<memcg_watch::Version>,
+    memcgs: usize,
+    start_ms: f64,
+    problems: Vec<String>,
+    error: Option<String>,
+}
+
+impl WatchInfo {
+    fn watching(&self) -> bool {
+        self.version.is_some() && self.memcgs > 0
+    }
+
+    /// Which source counts OOM invocations per domain: the hook, else the notifications.
+    fn invocations_source(&self, probes: &Probes) -> &'static str {
+        match (
+            Observability::of_plan(&probes.plan, true).livelock(),
+            self.version,
+        ) {
+            (true, _) => "hook",
+            (false, Some(memcg_watch::Version::V2)) if self.watching() => "memcg_notifications_v2",
+            (false, Some(memcg_watch::Version::V1)) if self.watching() => "memcg_notifications_v1",
+            _ => "none",
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "cgroup": self.version, "memcgs": self.memcgs, "start_ms": self.start_ms,
+            "problems": self.problems, "error": self.error,
+        })
+    }
 }
 
 /// The first thing said: the plan line (JSON), or the version, kernel, plan and caveats.
@@ -252,6 +293,7 @@ fn write_banner(
     opts: &LiveOptions,
     death: &Result<(), String>,
     metrics_addr: Option<SocketAddr>,
+    memcgs: &WatchInfo,
 ) -> anyhow::Result<()> {
     if opts.json {
         writeln!(out, "{header}")?;
@@ -269,12 +311,36 @@ fn write_banner(
         if let Err(e) = death {
             writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
         }
-        if !Observability::of_plan(&probes.plan, death.is_ok()).livelock() {
-            writeln!(
+        match memcgs.invocations_source(probes) {
+            "hook" if memcgs.watching() => writeln!(
                 out,
-                "note: mem_cgroup_out_of_memory is not hooked here: OOM invocations and the \
-                 livelock signature cannot be observed"
-            )?;
+                "OOM invocations: counted by the mem_cgroup_out_of_memory hook; the kernel's \
+                 notifications of {} memcgs cross-check them and name OOM-killer-disabled hangs",
+                memcgs.memcgs
+            )?,
+            "hook" => {}
+            "none" => writeln!(
+                out,
+                "note: mem_cgroup_out_of_memory is not hooked here and the memcg notifications \
+                 could not be set up ({}): OOM invocations and the livelock signature cannot be \
+                 observed",
+                memcgs.error.as_deref().unwrap_or("no memory controller")
+            )?,
+            src => writeln!(
+                out,
+                "OOM invocations: counted from the kernel's memcg notifications ({}) of {} \
+                 memcgs, set up in {:.0} ms (no invocation hook on this kernel)",
+                if src.ends_with("v2") {
+                    "cgroup v2 memory.events.local"
+                } else {
+                    "cgroup v1 memory.oom_control eventfds"
+                },
+                memcgs.memcgs,
+                memcgs.start_ms
+            )?,
+        }
+        for p in &memcgs.problems {
+            writeln!(out, "WARNING: memcg notifications: {p}")?;
         }
         if let Some(bound) = metrics_addr.or(opts.metrics) {
             writeln!(out, "metrics: http://{bound}/metrics")?;
@@ -340,6 +406,9 @@ fn boot_id() -> String {
         .map_or_else(|_| "unknown".into(), |s| s.trim().into())
 }
 
+/// How often a v1 memcg under OOM is re-read to see its hang end (the kernel notifies the
+/// start only).
+const MEMCG_POLL: Duration = Duration::from_millis(250);
 /// How often the loop wakes while something must be polled (hooks to reap, a ring buffer
 /// without wakeups).
 const POLL: Duration = Duration::from_millis(50);
@@ -498,6 +567,17 @@ impl<W: std::io::Write> Runner<W> {
             self.dump = None;
             self.dump_error = Some(msg);
         }
+    }
+
+    /// The kernel's memcg OOM notifications, as events (recorded, tracked, counted).
+    fn memcg_notices(&mut self, notices: Vec<memcg_watch::Notice>) -> anyhow::Result<()> {
+        for n in notices {
+            let id = n.payload.memcg_id;
+            self.session.renderer.memcgs.insert(id, n.path.clone());
+            self.session.tracker.memcg_path(id, &n.path);
+            self.userspace(&userspace_event(0, [0; 16], Payload::MemcgOom(n.payload)))?;
+        }
+        Ok(())
     }
 
     /// An event userspace observed itself: recorded and tracked like a kernel one.
@@ -873,9 +953,43 @@ impl<W: std::io::Write> Runner<W> {
     }
 }
 
+/// Sets up every memcg's OOM notifications; says what it covers or why not.
+fn start_memcg_watch(probes: &Probes) -> (Option<MemcgWatch>, WatchInfo, Vec<memcg_watch::Notice>) {
+    let mut info = WatchInfo::default();
+    let Some(root) = probes
+        .env
+        .memory_controller
+        .as_ref()
+        .map(|m| m.mount.clone())
+    else {
+        info.error = Some("no memory controller".into());
+        return (None, info, Vec::new());
+    };
+    let t = std::time::Instant::now();
+    match MemcgWatch::new(&root) {
+        Ok((w, first)) => {
+            info.start_ms = t.elapsed().as_secs_f64() * 1e3;
+            info.version = Some(w.version());
+            info.memcgs = w.len();
+            info.problems = w.problems.clone();
+            (Some(w), info, first)
+        }
+        Err(e) => {
+            info.error = Some(format!(
+                "creating the inotify/epoll descriptors for {} failed: {e}",
+                root.display()
+            ));
+            (None, info, Vec::new())
+        }
+    }
+}
+
 /// Runs until SIGINT/SIGTERM or `duration`.
 pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outcome> {
-    let (mut runner, endpoint) = start(probes, opts).await?;
+    // Every memcg's OOM notifications, set up while all privileges are held (registering a
+    // v1 eventfd writes cgroup.event_control).
+    let (watcher, info, first) = start_memcg_watch(probes);
+    let (mut runner, endpoint) = start(probes, opts, &info).await?;
     // Held for the run: the kernel counts program run time only while it is open.
     let _stats = if opts.bpf_stats {
         Some(
@@ -903,7 +1017,21 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     ) {
         runner.pre_existing(&c, deaths.get_mut())?;
     }
+    // Hangs already there (v1 OOM killer disabled and under OOM).
+    if info.watching() {
+        runner.session.tracker.memcg_notifications_watched();
+    }
+    runner.memcg_notices(first)?;
     runner.session.out.flush()?;
+    let mut memcgs = match watcher {
+        // SAFETY: the watch owns its epoll fd for as long as the AsyncFd lives.
+        Some(w) => Some(
+            unsafe { AsyncFd::register_with_interest(w, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
+                .context("registering the memcg notifications with the runtime")?,
+        ),
+        None => None,
+    };
     let ring = probes.take_ring()?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -915,6 +1043,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         probes,
         &mut ring,
         &mut deaths,
+        memcgs.as_mut(),
         endpoint,
         deadline,
     )
@@ -931,6 +1060,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 async fn start(
     probes: &Probes,
     opts: &LiveOptions,
+    memcgs: &WatchInfo,
 ) -> anyhow::Result<(Runner<Stdout>, Option<metrics::Endpoint>)> {
     anyhow::ensure!(
         Observability::of_plan(&probes.plan, true).sees_kills(),
@@ -990,6 +1120,7 @@ async fn start(
         &death,
         drop_privileges(opts.unstick),
         metrics_addr,
+        memcgs,
     );
     let now = tokio::time::Instant::now();
     let mut runner = Runner {
@@ -999,7 +1130,9 @@ async fn start(
         dump_path: opts.record.clone().unwrap_or_default(),
         dump_error: None,
         recorded_memcgs: BTreeSet::new(),
-        metrics: opts.metrics.map(|_| metrics_for(probes, death.is_ok())),
+        metrics: opts
+            .metrics
+            .map(|_| metrics_for(probes, death.is_ok(), memcgs)),
         hooks: opts
             .on_stuck
             .clone()
@@ -1022,6 +1155,7 @@ async fn start(
         opts,
         &death,
         metrics_addr,
+        memcgs,
     )?;
     for r in journal_said {
         runner.say_unstick(0, "restored", &r)?;
@@ -1038,6 +1172,7 @@ async fn watch<W: std::io::Write>(
     probes: &mut Probes,
     ring: &mut AsyncFd<RingBuf<MapData>>,
     deaths: &mut AsyncFd<DeathWatch>,
+    mut memcgs: Option<&mut AsyncFd<MemcgWatch>>,
     mut endpoint: Option<metrics::Endpoint>,
     deadline: Option<tokio::time::Instant>,
 ) -> anyhow::Result<()> {
@@ -1050,9 +1185,36 @@ async fn watch<W: std::io::Write>(
         }
     };
     tokio::pin!(until);
+    let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
     while runner.dump_error.is_none() {
-        let tick = tokio::time::sleep_until(runner.next_wake());
+        let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
+        let mut wake = runner.next_wake();
+        if polling {
+            wake = wake.min(tokio::time::Instant::now() + MEMCG_POLL);
+        }
+        let tick = tokio::time::sleep_until(wake);
+        let memcg_ready = async {
+            match memcgs.as_deref_mut() {
+                Some(m) => m.readable_mut().await.map(Some),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            guard = memcg_ready => {
+                let mut guard = guard.context("waiting for memcg notifications")?;
+                if let Some(g) = &mut guard {
+                    // Kernel events up to now first.
+                    drain(ring.get_mut(), runner, deaths.get_mut())?;
+                    let w = g.get_inner_mut();
+                    let notices = w.ready();
+                    for p in w.problems.iter().skip(problems_said) {
+                        eprintln!("oomtrace: warning: memcg notifications: {p}");
+                    }
+                    problems_said = w.problems.len();
+                    runner.memcg_notices(notices)?;
+                    g.clear_ready();
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 drain(guard.get_inner_mut(), runner, deaths.get_mut())?;
@@ -1067,7 +1229,13 @@ async fn watch<W: std::io::Write>(
                 }
                 guard.clear_ready();
             }
-            () = tick => runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?,
+            () = tick => {
+                if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
+                    let notices = m.get_mut().poll_states();
+                    runner.memcg_notices(notices)?;
+                }
+                runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
+            }
             conn = metrics::Endpoint::next(endpoint.as_ref()) => {
                 if let Some(e) = &mut endpoint {
                     e.answer(conn, || runner.metrics_body(probes.tracked_count().ok()));

@@ -88,6 +88,8 @@ struct Trouble {
     stuck: Vec<scan::Candidate>,
     /// Memcgs whose OOM counters moved in that interval.
     oom_now: Vec<scan::OomNow>,
+    /// v1 memcgs hung with the OOM killer disabled in both readings.
+    oom_killer_disabled: Vec<String>,
 }
 
 fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
@@ -97,7 +99,9 @@ fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
     let first = scan::scan(proc_root, memcg_root, me);
     let before = memcgs();
     std::thread::sleep(Duration::from_nanos(PRE_EXISTING_GRACE_NS));
-    let oom_now = scan::oom_now(&before, &memcgs());
+    let after = memcgs();
+    let oom_now = scan::oom_now(&before, &after);
+    let oom_killer_disabled = scan::oom_killer_disabled(&before, &after);
     let stuck = if first.is_empty() {
         first
     } else {
@@ -110,8 +114,15 @@ fn trouble_now(memcg_root: Option<&std::path::Path>) -> Trouble {
             })
             .collect()
     };
-    Trouble { stuck, oom_now }
+    Trouble {
+        stuck,
+        oom_now,
+        oom_killer_disabled,
+    }
 }
+
+/// A memcg hung with the OOM killer disabled, with its tasks as /proc shows them.
+type HungNow = (String, Vec<oomtrace::lifecycle::MemcgTask>);
 
 /// A process killed before `check` ran and still not dead, with what /proc says of it.
 type StuckNow = (scan::Candidate, forensics::Forensics);
@@ -123,6 +134,9 @@ struct CheckReport {
     kill_path: bool,
     stuck: Vec<StuckNow>,
     oom_now: Vec<scan::OomNow>,
+    /// For each of `oom_now` that killed nothing: its tasks and why each is not eligible.
+    oom_now_tasks: Vec<Vec<oomtrace::lifecycle::MemcgTask>>,
+    oom_killer_disabled: Vec<HungNow>,
 }
 
 impl CheckReport {
@@ -138,9 +152,14 @@ impl CheckReport {
                     "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
                     "threads": c.threads, "flags": c.flags, "forensics": fx,
                 })).collect::<Vec<_>>(),
-                "oom_now": self.oom_now.iter().map(|m| json!({
+                "oom_now": self.oom_now.iter().zip(&self.oom_now_tasks).map(|(m, tasks)| json!({
                     "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
                     "window_s": PRE_EXISTING_GRACE_NS as f64 / 1e9,
+                    "nothing_killable": m.kills == 0 && m.invocations.is_some_and(|n| n > 0),
+                    "tasks": tasks,
+                })).collect::<Vec<_>>(),
+                "oom_killer_disabled": self.oom_killer_disabled.iter().map(|(p, tasks)| json!({
+                    "memcg_path": p, "tasks": tasks,
                 })).collect::<Vec<_>>() })
         )?;
         Ok(())
@@ -153,6 +172,8 @@ impl CheckReport {
             kill_path,
             stuck,
             oom_now,
+            oom_now_tasks,
+            oom_killer_disabled,
         } = self;
         let env = &probes.env;
         let ok = |r: &Result<(), String>| match r {
@@ -198,7 +219,7 @@ impl CheckReport {
                 "killed, not dead   none: no process with SIGKILL pending is stuck exiting"
             )?;
         }
-        for m in oom_now {
+        for (m, tasks) in oom_now.iter().zip(oom_now_tasks) {
             let what = match m.invocations {
                 Some(n) => format!(
                     "the OOM killer was invoked {n} times in {} ms and killed {}",
@@ -207,17 +228,37 @@ impl CheckReport {
                 ),
                 None => "under OOM (v1 under_oom) in two readings".into(),
             };
-            let livelock = if m.kills == 0 && m.invocations.is_some() {
-                ": it finds nothing it may kill (a victim still pending, or only unkillable \
-             processes) — a livelock"
-            } else {
-                ""
-            };
-            writeln!(
-                out,
-                "OOM NOW            memcg {}: {what}{livelock}",
-                printable(&m.path)
-            )?;
+            let mut line = format!("OOM NOW            memcg {}: {what}", m.path);
+            if m.kills == 0 && m.invocations.is_some() {
+                line += ": NOTHING KILLABLE (every task at oom_score_adj -1000, exiting, or a \
+                         victim already reaped); tasks:";
+                for t in tasks {
+                    line += &format!(
+                        " pid {} ({}) {};",
+                        t.pid,
+                        t.comm,
+                        t.not_eligible.as_deref().unwrap_or("eligible")
+                    );
+                }
+            }
+            writeln!(out, "{}", printable(&line))?;
+        }
+        for (path, tasks) in oom_killer_disabled {
+            let mut line = format!(
+                "OOM KILLER OFF     memcg {path}: at its limit with oom_kill_disable 1 (the kernel \
+                 says under_oom 1 in two readings): nothing will be killed; tasks that fault there \
+                 sleep until memory is freed ({} task(s)):",
+                tasks.len()
+            );
+            for t in tasks {
+                line += &format!(" pid {} ({}) {}", t.pid, t.comm, t.state);
+                if let Some(w) = &t.wchan {
+                    line += &format!(" in {w}");
+                }
+                line += ";";
+            }
+            line += " `oomtrace unstick PID` of one of them offers a way out";
+            writeln!(out, "{}", printable(&line))?;
         }
         for (c, fx) in stuck {
             writeln!(
@@ -236,7 +277,10 @@ impl CheckReport {
 
     /// 4 when the host is in trouble now, 1 when the kill path cannot be observed, else 0.
     fn exit_code(&self) -> ExitCode {
-        if !self.stuck.is_empty() || self.oom_now.iter().any(|m| m.kills == 0) {
+        if !self.stuck.is_empty()
+            || !self.oom_killer_disabled.is_empty()
+            || self.oom_now.iter().any(|m| m.kills == 0)
+        {
             ExitCode::from(EXIT_PRE_EXISTING)
         } else if self.kill_path {
             ExitCode::SUCCESS
@@ -264,12 +308,44 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let death = oomtrace::host::deathwatch::available();
+    let oom_killer_disabled = trouble
+        .oom_killer_disabled
+        .into_iter()
+        .map(|path| {
+            let tasks = memcg_root.as_deref().map_or_else(Vec::new, |root| {
+                oomtrace::host::memcg_watch::memcg_tasks(
+                    root,
+                    &path,
+                    std::path::Path::new("/proc"),
+                    64,
+                )
+            });
+            (path, tasks)
+        })
+        .collect();
+    let oom_now_tasks = trouble
+        .oom_now
+        .iter()
+        .map(|m| match memcg_root.as_deref() {
+            Some(root) if m.kills == 0 && m.invocations.is_some() => {
+                oomtrace::host::memcg_watch::memcg_tasks(
+                    root,
+                    &m.path,
+                    std::path::Path::new("/proc"),
+                    64,
+                )
+            }
+            _ => Vec::new(),
+        })
+        .collect();
     let report = CheckReport {
         kill_path: Observability::of_plan(&probes.plan, death.is_ok()).kill_path(),
         probes,
         death,
         stuck,
         oom_now: trouble.oom_now,
+        oom_now_tasks,
+        oom_killer_disabled,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -385,6 +461,66 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `unstick PID` of a task asleep in a cgroup v1 memcg hung with the OOM killer disabled (not
+/// an OOM victim: nothing was killed): re-enable the killer of the hang's domain, then put it
+/// back (see `host::memcg_hang`). None when the process is in no such hang.
+fn unstick_oom_killer_off(
+    args: &UnstickArgs,
+    fx: &forensics::Forensics,
+    memcg_root: Option<&std::path::Path>,
+    wait: Duration,
+) -> Option<anyhow::Result<ExitCode>> {
+    use oomtrace::host::memcg_hang;
+    let hang = memcg_hang::hang_of(memcg_root?, &fx.memcg.as_ref()?.path)?;
+    let (command, risk) = memcg_hang::remedy_text(&hang);
+    let refused = match (hang.owner, fx.uid) {
+        (Some(0), _) => None,
+        (Some(o), Some(u)) if o == u => None,
+        _ if args.allow_foreign_owner => None,
+        (o, u) => Some(format!(
+            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused              (--allow-foreign-owner to act on it anyway)",
+            hang.domain,
+            o.map_or("?".into(), |o| o.to_string()),
+            args.pid,
+            u.map_or("?".into(), |u| u.to_string())
+        )),
+    };
+    let applied = (args.apply && refused.is_none()).then(|| memcg_hang::apply(&hang, wait));
+    let waits_on = format!(
+        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is          at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
+        hang.domain,
+        args.pid,
+        fx.state.as_deref().unwrap_or("?")
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
+                   "waits_on": {"kind": "oom_killer_disabled", "text": waits_on},
+                   "remedy": {"command": command, "risk": risk}, "refused": refused,
+                   "applied": applied.as_ref().map(|(did, ended)| json!({"did": did, "ok": *ended})),
+                   "forensics": fx})
+        );
+    } else {
+        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+        println!("OOM victim:  no: nothing was killed; the OOM killer is disabled");
+        println!("waits on:    {}", printable(&waits_on));
+        println!("remedy:      {}", printable(&command));
+        println!("risk:        {risk}");
+        if let Some(why) = &refused {
+            println!("REFUSED:     {}", printable(why));
+        }
+        for d in applied.iter().flat_map(|(did, _)| did) {
+            println!("applied:     {}", printable(d));
+        }
+    }
+    Some(Ok(match (&refused, &applied) {
+        (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        (None, Some((_, false))) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
+        _ => ExitCode::SUCCESS,
+    }))
+}
+
 /// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
 /// an OOM victim, no known remedy, or the remedy would touch what the victim does not own);
 /// 6 applied but still not dead after --wait; 7 applying failed.
@@ -413,6 +549,9 @@ fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let fx = forensics::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
+    if let Some(code) = unstick_oom_killer_off(args, &fx, memcg_root.as_deref(), wait) {
+        return code;
+    }
     let evidence = unstick::oom_victim_evidence(
         proc_root,
         args.pid,

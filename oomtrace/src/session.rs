@@ -249,7 +249,8 @@ impl<W: Write> Session<W> {
     }
 
     fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {
-        for f in found.drain(..) {
+        for mut f in found.drain(..) {
+            self.add_tasks(&mut f);
             if !self.shows_finding(&f) {
                 continue;
             }
@@ -259,6 +260,37 @@ impl<W: Write> Session<W> {
             }
         }
         Ok(())
+    }
+
+    /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
+    fn add_tasks(&mut self, f: &mut Finding) {
+        let empty = Vec::new();
+        let (memcg_id, tasks, victims) = match f {
+            Finding::OomKillerDisabled {
+                memcg_id, tasks, ..
+            } => (memcg_id, tasks, &empty),
+            Finding::NothingKillable {
+                memcg_id,
+                tasks,
+                already_reaped,
+                ..
+            } => (memcg_id, tasks, &*already_reaped),
+            _ => return,
+        };
+        let Some(live) = &self.live else {
+            return;
+        };
+        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(*memcg_id))
+        else {
+            return;
+        };
+        *tasks = crate::host::memcg_watch::memcg_tasks(root, &path, &live.proc_root, 64);
+        for t in tasks.iter_mut() {
+            if victims.iter().any(|v| v.tgid == t.pid) {
+                t.not_eligible =
+                    Some("already an OOM victim the kernel skips (MMF_OOM_SKIP on its mm)".into());
+            }
+        }
     }
 
     fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {

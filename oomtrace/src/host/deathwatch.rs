@@ -173,6 +173,7 @@ pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) ->
     let kind = match payload {
         Payload::PreExisting(_) => EventKind::PreExisting,
         Payload::TaskFree(_) => EventKind::TaskFree,
+        Payload::MemcgOom(_) => EventKind::MemcgOom,
         _ => EventKind::GroupExited,
     };
     Event {

@@ -152,6 +152,29 @@ fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Ca
     })
 }
 
+/// v1 memcgs hung with the OOM killer disabled (`oom_kill_disable 1`, `under_oom 1`) in both
+/// readings: the domains only (the memcgs below one inherit the setting and are marked under
+/// OOM with it).
+pub fn oom_killer_disabled(before: &[MemcgOom], after: &[MemcgOom]) -> Vec<String> {
+    let hung = |m: &MemcgOom| m.under_oom == Some(true) && m.kill_disable == Some(true);
+    let mut paths: Vec<String> = after
+        .iter()
+        .filter(|a| hung(a) && before.iter().any(|b| b.path == a.path && hung(b)))
+        .map(|a| a.path.clone())
+        .collect();
+    paths.sort_by_key(|p| p.matches('/').count());
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        let below = out
+            .iter()
+            .any(|d| d == "/" || p.starts_with(&format!("{}/", d.trim_end_matches('/'))));
+        if !below {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -225,6 +248,8 @@ pub struct MemcgOom {
     pub counts_descendants: bool,
     /// v1 `memory.oom_control` `under_oom` (only set while the OOM path runs or waits).
     pub under_oom: Option<bool>,
+    /// v1 `memory.oom_control` `oom_kill_disable`.
+    pub kill_disable: Option<bool>,
 }
 
 /// Every memcg's OOM counters under the memory controller's mount.
@@ -249,6 +274,10 @@ pub fn memcg_oom_states(memcg_root: &Path) -> Vec<MemcgOom> {
                 under_oom: control
                     .as_deref()
                     .and_then(|t| keyed(t, "under_oom"))
+                    .map(|u| u != 0),
+                kill_disable: control
+                    .as_deref()
+                    .and_then(|t| keyed(t, "oom_kill_disable"))
                     .map(|u| u != 0),
             })
         })
@@ -328,6 +357,26 @@ mod memcg_tests {
                 invocations: Some(7),
                 kills: 0
             }]
+        );
+    }
+
+    #[test]
+    fn v1_oom_killer_disabled_names_the_domain_in_both_readings() {
+        let root = ScratchDir::new("memcg-okd-v1");
+        for (d, text) in [
+            ("a", "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n"),
+            ("a/b", "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n"),
+            ("c", "oom_kill_disable 1\nunder_oom 0\noom_kill 0\n"),
+            ("d", "oom_kill_disable 0\nunder_oom 1\noom_kill 0\n"),
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join("memory.oom_control"), text).unwrap();
+        }
+        let s = memcg_oom_states(root.path());
+        assert_eq!(oom_killer_disabled(&s, &s), ["/a"]);
+        assert!(
+            oom_killer_disabled(&[], &s).is_empty(),
+            "one reading is not enough"
         );
     }
 

@@ -10,6 +10,9 @@ use crate::kernel::plan::{Hook, HookPlan};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Observability {
     pub oom_invoke: bool,
+    /// `mem_cgroup_out_of_memory` returns are seen: the kernel's verdict of each invocation
+    /// (killed, aborted because a victim is pending, or nothing killable).
+    pub oom_invoke_done: bool,
     pub oom_kill: bool,
     pub signal: bool,
     pub mark_victim: bool,
@@ -26,6 +29,7 @@ impl Observability {
     pub fn from_plan(attached: impl Fn(Hook) -> bool, death: bool) -> Observability {
         Observability {
             oom_invoke: attached(Hook::OomInvoke),
+            oom_invoke_done: attached(Hook::OomInvokeDone),
             oom_kill: attached(Hook::OomKill),
             signal: attached(Hook::KernelSigkill),
             mark_victim: attached(Hook::MarkVictim),
@@ -60,6 +64,7 @@ impl Observability {
 
     pub const ALL: Observability = Observability {
         oom_invoke: true,
+        oom_invoke_done: true,
         oom_kill: true,
         signal: true,
         mark_victim: true,

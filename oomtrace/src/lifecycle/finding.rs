@@ -58,6 +58,23 @@ pub enum Finding {
         /// That victim's memcg.
         memcg_id: Option<u64>,
     },
+    /// The kernel's verdict for a cgroup v1 memcg at its limit with `oom_kill_disable 1`
+    /// (`under_oom 1`): the OOM killer will not run, and every task that faults there sleeps
+    /// until memory is freed (or the killer is re-enabled, or the limit raised). The tasks are
+    /// what /proc showed when it was found (live only; a replay has none).
+    OomKillerDisabled {
+        memcg_id: u64,
+        /// When the kernel's notification said so (CLOCK_MONOTONIC ns).
+        since_ns: u64,
+        tasks: Vec<MemcgTask>,
+    },
+    /// An [`Finding::OomKillerDisabled`] hang ended: `under_oom 0` (memory was freed, a task
+    /// died, the limit was raised), the killer re-enabled, or the memcg removed.
+    OomKillerDisabledEnded {
+        memcg_id: u64,
+        lasted_ns: u64,
+        how: &'static str,
+    },
     /// The memcg keeps hitting OOM while one of its victims is stuck.
     Livelock {
         memcg_id: u64,
@@ -65,7 +82,52 @@ pub enum Finding {
         window_ns: u64,
         victim: VictimKey,
         comm: String,
+        /// The kernel's verdict behind it: `aborted` (its invocations returned without a kill:
+        /// victim selection aborted because this victim is pending, MMF_OOM_SKIP not set on
+        /// its mm), or `unknown` (no `mem_cgroup_out_of_memory` return seen on this plan).
+        verdict: &'static str,
     },
+    /// An OOM domain keeps invoking the OOM killer and the kernel finds no task it may kill
+    /// (`mem_cgroup_out_of_memory` returned false: every task is at oom_score_adj -1000,
+    /// exiting, or an earlier victim already skipped with MMF_OOM_SKIP).
+    NothingKillable {
+        memcg_id: u64,
+        invocations: u32,
+        window_ns: u64,
+        /// Victims of the domain not dead yet: the kernel no longer waits on them (their mm
+        /// has MMF_OOM_SKIP: reaped, or exit_mmap ran).
+        already_reaped: Vec<Task>,
+        /// The tasks of the domain (live only, from /proc) and why each is not eligible.
+        tasks: Vec<MemcgTask>,
+    },
+    /// A [`Finding::NothingKillable`] ended: a kill in the domain, or no such invocation for
+    /// a while.
+    NothingKillableEnded {
+        memcg_id: u64,
+        lasted_ns: u64,
+        how: &'static str,
+    },
+}
+
+/// A task of a memcg as /proc showed it when a memcg finding was made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MemcgTask {
+    pub pid: u32,
+    pub comm: String,
+    /// The state letter of /proc/PID/stat (D, S, R...).
+    pub state: String,
+    /// /proc/PID/wchan: the kernel function it sleeps in (`mem_cgroup_oom_synchronize` for a
+    /// task waiting on a disabled OOM killer).
+    pub wchan: Option<String>,
+    /// The top frames of /proc/PID/stack, where readable.
+    pub stack: Vec<String>,
+    /// Its own memcg (the hang's memcg or one below it).
+    pub memcg_path: Option<String>,
+    /// /proc/PID/oom_score_adj.
+    pub oom_score_adj: Option<i32>,
+    /// Why the OOM killer may not choose it, where /proc says (oom_score_adj -1000,
+    /// exiting, already an OOM victim).
+    pub not_eligible: Option<String>,
 }
 
 impl Finding {
@@ -89,7 +151,12 @@ impl Finding {
             | Finding::Unobservable { victim, .. }
             | Finding::NotReleased { victim, .. }
             | Finding::Released { victim, .. } => Some(victim),
-            Finding::Livelock { .. } | Finding::Collateral { .. } => None,
+            Finding::Livelock { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. } => None,
         }
     }
 
@@ -98,6 +165,10 @@ impl Finding {
         match self {
             Finding::Livelock { victim, .. } => victim.tgid,
             Finding::Collateral { by, .. } => by.tgid,
+            Finding::OomKillerDisabled { tasks, .. } => tasks.first().map_or(0, |t| t.pid),
+            Finding::NothingKillable { already_reaped, .. } => {
+                already_reaped.first().map_or(0, |t| t.tgid)
+            }
             f => f.victim().map_or(0, |v| v.key.tgid),
         }
     }
@@ -107,6 +178,10 @@ impl Finding {
         match self {
             Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
             Finding::Collateral { memcg_id, .. } => *memcg_id,
+            Finding::OomKillerDisabled { memcg_id, .. }
+            | Finding::OomKillerDisabledEnded { memcg_id, .. }
+            | Finding::NothingKillable { memcg_id, .. }
+            | Finding::NothingKillableEnded { memcg_id, .. } => Some(*memcg_id),
             f => f.victim().and_then(|v| v.memcg_id),
         }
     }
@@ -122,6 +197,10 @@ impl Finding {
             Finding::Released { .. } => "released",
             Finding::Livelock { .. } => "livelock",
             Finding::Collateral { .. } => "collateral",
+            Finding::OomKillerDisabled { .. } => "oom_killer_disabled",
+            Finding::OomKillerDisabledEnded { .. } => "oom_killer_disabled_ended",
+            Finding::NothingKillable { .. } => "nothing_killable",
+            Finding::NothingKillableEnded { .. } => "nothing_killable_ended",
         }
     }
 }
@@ -236,18 +315,94 @@ impl fmt::Display for Finding {
                  exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
                 target.tgid, target.comm, by.tgid
             ),
+            Finding::OomKillerDisabled { tasks, .. } => {
+                write!(
+                    f,
+                    "OOM KILLER DISABLED: the memcg is at its limit with oom_kill_disable 1 \
+                     (the kernel says under_oom 1): nothing will be killed and tasks that fault \
+                     there sleep until memory is freed; {} task(s):",
+                    tasks.len()
+                )?;
+                for t in tasks {
+                    write!(f, " pid {} ({}) {}", t.pid, t.comm, t.state)?;
+                    if let Some(w) = &t.wchan {
+                        write!(f, " in {w}")?;
+                    }
+                    write!(f, ";")?;
+                }
+                write!(f, " `oomtrace unstick` offers a way out")
+            }
+            Finding::OomKillerDisabledEnded { lasted_ns, how, .. } => write!(
+                f,
+                "OOM KILLER DISABLED hang ended after {}: {how}",
+                secs(*lasted_ns)
+            ),
             Finding::Livelock {
                 memcg_id,
                 invocations,
                 window_ns,
                 victim,
                 comm,
-            } => write!(
+                verdict,
+            } => {
+                write!(
+                    f,
+                    "LIVELOCK memcg {memcg_id} re-entered OOM {invocations} times in {} while \
+                     victim pid {} ({comm}) is stuck",
+                    secs(*window_ns),
+                    victim.tgid
+                )?;
+                match *verdict {
+                    "aborted" => write!(
+                        f,
+                        ": the kernel aborts victim selection, still waiting on it (MMF_OOM_SKIP \
+                         not set on its mm)"
+                    ),
+                    _ => write!(
+                        f,
+                        " (verdict unknown: whether the kernel still waits on it or already \
+                         skipped it cannot be told without the mem_cgroup_out_of_memory return \
+                         on this kernel)"
+                    ),
+                }
+            }
+            Finding::NothingKillable {
+                invocations,
+                window_ns,
+                already_reaped,
+                tasks,
+                ..
+            } => {
+                let per_second = f64::from(*invocations) / (*window_ns as f64 / 1e9).max(1e-3);
+                write!(
+                    f,
+                    "NOTHING KILLABLE: the OOM killer was invoked {invocations} times in {} \
+                     ({per_second:.1}/s) and found no task it may kill",
+                    secs(*window_ns)
+                )?;
+                for v in already_reaped {
+                    write!(
+                        f,
+                        "; pid {} ({}) already reaped (MMF_OOM_SKIP: the kernel no longer waits \
+                         on it)",
+                        v.tgid, v.comm
+                    )?;
+                }
+                for t in tasks {
+                    write!(
+                        f,
+                        "; pid {} ({}): {}",
+                        t.pid,
+                        t.comm,
+                        t.not_eligible.as_deref().unwrap_or("eligible?")
+                    )?;
+                }
+                Ok(())
+            }
+            Finding::NothingKillableEnded { lasted_ns, how, .. } => write!(
                 f,
-                "LIVELOCK memcg {memcg_id} re-entered OOM {invocations} times in {} while victim \
-                 pid {} ({comm}) is stuck",
-                secs(*window_ns),
-                victim.tgid
+                "NOTHING KILLABLE ended after {}: {how}",
+                secs(*lasted_ns)
             ),
         }
     }

@@ -93,7 +93,8 @@ impl fmt::Display for Summary {
         if !self.livelock_observable {
             writeln!(
                 f,
-                "livelock signature not observable here: mem_cgroup_out_of_memory is not hooked"
+                "livelock signature not observable here: mem_cgroup_out_of_memory is not hooked and \
+                 the kernel's memcg notifications were not watched"
             )?;
         }
         Ok(())

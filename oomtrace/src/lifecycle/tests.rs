@@ -144,6 +144,28 @@ fn invoke_in(ms: u64, memcg: u64) -> Event {
     ev
 }
 
+/// `mem_cgroup_out_of_memory` returning in the allocating task: `killed` is its verdict.
+fn invoke_done(ms: u64, killed: bool) -> Event {
+    Event {
+        header: header(ms, TRIGGER, TRIGGER, "alloc"),
+        payload: Payload::OomInvokeDone(oomtrace_common::OomInvokeDone {
+            killed: u32::from(killed),
+            _pad: 0,
+        }),
+    }
+}
+
+/// An invocation of `memcg` whose selection was aborted: a victim is pending (returned true
+/// without a kill).
+fn aborted_in(ms: u64, memcg: u64) -> [Event; 2] {
+    [invoke_in(ms, memcg), invoke_done(ms + 1, true)]
+}
+
+/// An invocation of `memcg` that found nothing it may kill (returned false).
+fn nothing_in(ms: u64, memcg: u64) -> [Event; 2] {
+    [invoke_in(ms, memcg), invoke_done(ms + 1, false)]
+}
+
 fn reaper(ms: u64, pid: u32, kind: fn(Reaper) -> Payload) -> Event {
     Event {
         header: header(ms, 40, 40, "oom_reaper"),
@@ -715,10 +737,17 @@ fn livelock_is_reported_when_the_memcg_keeps_hitting_oom() {
     let mut t = tracker();
     let mut stream = vec![invoke(0), sigkill(0, 42, 7), mark(0, 42, 7)];
     for i in 0..12 {
-        stream.push(invoke(5100 + i * 100));
+        stream.extend(aborted_in(5100 + i * 100, MEMCG));
     }
     let f = run(&mut t, &stream, 7000);
     assert_eq!(names(&f), ["killed", "stuck", "livelock"]);
+    assert!(matches!(
+        f[2],
+        Finding::Livelock {
+            verdict: "aborted",
+            ..
+        }
+    ));
     let Finding::Livelock {
         invocations,
         memcg_id,
@@ -1120,7 +1149,9 @@ fn livelock_matches_the_oom_domain_not_the_victims_own_memcg() {
         ["killed", "stuck"],
         "a sibling's OOM is not ours"
     );
-    let stream: Vec<Event> = (0..12).map(|i| invoke_in(6100 + i * 10, POD)).collect();
+    let stream: Vec<Event> = (0..12)
+        .flat_map(|i| aborted_in(6100 + i * 10, POD))
+        .collect();
     let f = run(&mut t, &stream, 7000);
     assert_eq!(names(&f), ["livelock"]);
     assert!(matches!(f[0], Finding::Livelock { memcg_id: POD, .. }));
@@ -1133,7 +1164,7 @@ fn a_pre_existing_victim_counts_toward_a_livelock() {
     let mut t = tracker();
     let mut stream = vec![found(0, 42, 7, MEMCG)];
     for i in 0..12 {
-        stream.push(invoke(600 + i * 10));
+        stream.extend(aborted_in(600 + i * 10, MEMCG));
     }
     let f = run(&mut t, &stream, 1000);
     assert_eq!(names(&f), ["stuck", "livelock"]);
@@ -1270,4 +1301,215 @@ fn latencies_beyond_a_day_count_at_the_top_of_the_range() {
         "{:?}",
         s.kill_to_dead
     );
+}
+
+fn notice(ms: u64, memcg: u64, invocations: u32, flags: u32) -> Event {
+    Event {
+        header: Header {
+            cpu: USERSPACE_CPU,
+            ..header(ms, 0, 0, "")
+        },
+        payload: Payload::MemcgOom(oomtrace_common::MemcgOom {
+            memcg_id: memcg,
+            invocations,
+            kills: 0,
+            flags,
+            _pad: 0,
+        }),
+    }
+}
+
+fn without_invocation_hook() -> Tracker {
+    Tracker::new(TrackerConfig {
+        observability: Observability {
+            oom_invoke: false,
+            ..Observability::ALL
+        },
+        timeout_ns: 5 * S,
+        ..TrackerConfig::default()
+    })
+}
+
+/// No invocation hook (this project's CI host): the kernel's memcg notifications count the
+/// invocations, and the livelock signature is observable from them.
+#[test]
+fn memcg_notifications_count_invocations_without_the_hook() {
+    let mut t = without_invocation_hook();
+    let stream = vec![
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        notice(5100, MEMCG, 4, 0),
+        notice(5200, MEMCG, 7, 0),
+    ];
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck", "livelock"]);
+    let Finding::Livelock {
+        invocations,
+        verdict,
+        ..
+    } = &f[2]
+    else {
+        panic!()
+    };
+    assert_eq!(*invocations, DEFAULT_LIVELOCK_THRESHOLD);
+    assert_eq!(*verdict, "unknown", "no invocation return on this plan");
+    assert!(t.summary().livelock_observable);
+    assert_eq!(t.notified_invocations()[&MEMCG], 11);
+}
+
+/// With the hook, notifications are a cross-check only: the invocations are not counted twice.
+#[test]
+fn memcg_notifications_do_not_double_count_with_the_hook() {
+    let mut t = tracker();
+    let mut stream = vec![sigkill(0, 42, 7), mark(0, 42, 7)];
+    for i in 0..5 {
+        stream.push(invoke(5100 + i * 10));
+    }
+    stream.push(notice(5200, MEMCG, 5, 0));
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck"], "5 invocations, not 10");
+    assert_eq!(t.notified_invocations()[&MEMCG], 5);
+}
+
+/// v1 `oom_kill_disable 1` at the limit: named once at the domain (its children inherit the
+/// setting and are marked under OOM too), cleared when under_oom drops, the killer is
+/// re-enabled, or the memcg is removed.
+#[test]
+fn oom_killer_disabled_is_named_once_and_clears() {
+    use oomtrace_common::memcg_oom::{KILL_DISABLED, REMOVED, STATE_KNOWN, UNDER_OOM, V1};
+    let hung = STATE_KNOWN | UNDER_OOM | KILL_DISABLED | V1;
+    let mut t = without_invocation_hook();
+    t.memcg_path(10, "/pod");
+    t.memcg_path(11, "/pod/ctr");
+    t.memcg_path(20, "/other");
+    let stream = vec![
+        notice(100, 10, 1, hung),
+        notice(100, 11, 0, hung),
+        notice(300, 10, 0, hung),
+        notice(900, 10, 0, STATE_KNOWN | KILL_DISABLED | V1),
+        notice(1000, 20, 1, hung),
+        notice(1500, 20, 0, STATE_KNOWN | UNDER_OOM | V1),
+        notice(2000, 10, 1, hung),
+        notice(2500, 10, 0, REMOVED | V1),
+    ];
+    let f = run(&mut t, &stream, 3000);
+    assert_eq!(
+        names(&f),
+        [
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+            "oom_killer_disabled",
+            "oom_killer_disabled_ended",
+        ]
+    );
+    let Finding::OomKillerDisabled { memcg_id, .. } = &f[0] else {
+        panic!()
+    };
+    assert_eq!(*memcg_id, 10, "the domain, not its child");
+    let Finding::OomKillerDisabledEnded { lasted_ns, how, .. } = &f[1] else {
+        panic!()
+    };
+    assert_eq!(*lasted_ns, 800 * MS);
+    assert!(how.contains("no longer under OOM"), "{how}");
+    let Finding::OomKillerDisabledEnded { how, .. } = &f[3] else {
+        panic!()
+    };
+    assert!(how.contains("re-enabled"), "{how}");
+    let Finding::OomKillerDisabledEnded { how, .. } = &f[5] else {
+        panic!()
+    };
+    assert!(how.contains("removed"), "{how}");
+    assert_eq!(t.oom_disabled_now(), 0);
+}
+
+/// The project's livelock test's shape: the victim is stuck in exit after exit_mm (its mm has
+/// MMF_OOM_SKIP), a -1000 task keeps the memcg at its limit. The kernel's verdict is "nothing
+/// killable", not "waiting on the victim": no livelock blames it; nothing-killable names it as
+/// already reaped, and ends with the next kill.
+#[test]
+fn nothing_killable_with_a_reaped_victim_is_not_a_livelock() {
+    let mut t = tracker();
+    let mut stream = vec![invoke(0), sigkill(0, 42, 7), mark(0, 42, 7)];
+    for i in 0..12 {
+        stream.extend(nothing_in(5100 + i * 100, MEMCG));
+    }
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck", "nothing_killable"]);
+    let Finding::NothingKillable {
+        memcg_id,
+        invocations,
+        already_reaped,
+        ..
+    } = &f[2]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*memcg_id, *invocations),
+        (MEMCG, DEFAULT_LIVELOCK_THRESHOLD)
+    );
+    assert_eq!(already_reaped.len(), 1);
+    assert_eq!(already_reaped[0].tgid, 42);
+    assert!(
+        f[2].to_string().contains("pid 42 (hog) already reaped"),
+        "{}",
+        f[2]
+    );
+    assert_eq!(t.summary().livelocks, 0);
+    // A kill in the domain ends it.
+    let f = run(
+        &mut t,
+        &[invoke(7100), sigkill(7100, 43, 8), mark(7100, 43, 8)],
+        7200,
+    );
+    assert_eq!(names(&f), ["nothing_killable_ended", "killed"]);
+}
+
+/// Nothing killable with no victim at all (every task at -1000), ending when the invocations
+/// stop; a few sporadic ones never add up.
+#[test]
+fn nothing_killable_ends_when_the_invocations_stop() {
+    let mut t = tracker();
+    let mut stream = Vec::new();
+    for i in 0..5 {
+        stream.extend(nothing_in(i * 20_000, MEMCG));
+    }
+    let f = run(&mut t, &stream, 100_000);
+    assert!(f.is_empty(), "sporadic: {:?}", names(&f));
+    let stream: Vec<Event> = (0..10)
+        .flat_map(|i| nothing_in(200_000 + i * 100, MEMCG))
+        .collect();
+    let f = run(&mut t, &stream, 212_000);
+    assert_eq!(names(&f), ["nothing_killable", "nothing_killable_ended"]);
+    let Finding::NothingKillable { already_reaped, .. } = &f[0] else {
+        panic!()
+    };
+    assert!(already_reaped.is_empty());
+}
+
+/// Without the verdict hook (notifications only): invocations that kill nothing with no
+/// victim of the domain pending are "nothing killable" by the kernel's counters; with a victim
+/// pending that is not told (the livelock's verdict is unknown instead).
+#[test]
+fn notifications_name_nothing_killable_only_with_no_victim_pending() {
+    let mut t = without_invocation_hook();
+    let f = run(
+        &mut t,
+        &[notice(100, MEMCG, 4, 0), notice(200, MEMCG, 8, 0)],
+        300,
+    );
+    assert_eq!(names(&f), ["nothing_killable"]);
+    let f = run(
+        &mut t,
+        &[
+            sigkill(400, 42, 7),
+            mark(400, 42, 7),
+            notice(500, MEMCG, 20, 0),
+        ],
+        600,
+    );
+    assert_eq!(names(&f), ["nothing_killable_ended", "killed"]);
+    assert_eq!(t.summary().livelocks, 0);
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     clock::{Clock, rfc3339, time_of_day},
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, exit_seen_name, group_dead_source,
+        Event, EventKind, Payload, cstr, exit_seen, exit_seen_name, group_dead_source, memcg_oom,
         pre_existing, sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
@@ -32,6 +32,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TaskFree => "task_free",
         EventKind::GroupExited => "group_exited",
         EventKind::PreExisting => "pre_existing",
+        EventKind::MemcgOom => "memcg_oom",
     }
 }
 
@@ -178,6 +179,17 @@ impl Renderer {
                 "traced": p.flags & pre_existing::TRACED != 0,
                 "parent_init": p.flags & pre_existing::PARENT_INIT != 0,
             }),
+            Payload::MemcgOom(p) => {
+                let known = p.flags & memcg_oom::STATE_KNOWN != 0;
+                json!({
+                    "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
+                    "invocations": p.invocations, "kills": p.kills,
+                    "under_oom": known.then_some(p.flags & memcg_oom::UNDER_OOM != 0),
+                    "oom_kill_disable": known.then_some(p.flags & memcg_oom::KILL_DISABLED != 0),
+                    "removed": p.flags & memcg_oom::REMOVED != 0,
+                    "source": if p.flags & memcg_oom::V1 != 0 { "v1_eventfd" } else { "v2_memory_events_local" },
+                })
+            }
         };
         if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
             m.extend(b);
@@ -328,6 +340,28 @@ impl Renderer {
                 }
                 if p.memcg_id != 0 {
                     s += &format!(", memcg {}", self.memcg_text(p.memcg_id));
+                }
+                s
+            }
+            Payload::MemcgOom(p) if p.flags & memcg_oom::REMOVED != 0 => {
+                format!("memcg {} removed", self.memcg_text(p.memcg_id))
+            }
+            Payload::MemcgOom(p) => {
+                let mut s = format!(
+                    "memcg {}: the kernel counted {} OOM invocation(s), {} kill(s)",
+                    self.memcg_text(p.memcg_id),
+                    p.invocations,
+                    p.kills
+                );
+                if p.flags & memcg_oom::STATE_KNOWN != 0 {
+                    s += if p.flags & memcg_oom::UNDER_OOM != 0 {
+                        ", under OOM"
+                    } else {
+                        ", not under OOM"
+                    };
+                    if p.flags & memcg_oom::KILL_DISABLED != 0 {
+                        s += ", OOM killer DISABLED (oom_kill_disable 1)";
+                    }
                 }
                 s
             }

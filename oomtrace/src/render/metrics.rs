@@ -31,6 +31,12 @@ pub struct Metrics {
     stuck_total: BTreeMap<String, i64>,
     /// Livelocks, per OOM domain label set.
     livelock_by: BTreeMap<String, i64>,
+    /// Memcgs hung now with the OOM killer disabled, per label set (kept at 0 once seen).
+    oom_disabled_now: BTreeMap<String, i64>,
+    /// OOM domains finding nothing killable now, per label set (kept at 0 once seen).
+    nothing_killable_now: BTreeMap<String, i64>,
+    /// Whether an invocation hook counts invocations; else the memcg notifications do.
+    invocation_hook: bool,
     /// Whether mark_victim/signal and exits attach, and death is seen; whether the livelock
     /// signature (OOM invocations) can be seen.
     kill_path_observable: bool,
@@ -125,13 +131,25 @@ impl Metrics {
         self.livelock_observable = livelock;
     }
 
+    /// Which source counts invocations: an invocation hook (`true`) or the kernel's memcg
+    /// notifications.
+    pub fn set_invocation_hook(&mut self, hooked: bool) {
+        self.invocation_hook = hooked;
+    }
+
     /// Counts an event (`memcg` is its memcg's path, if it names one).
     pub fn event(&mut self, ev: &Event, memcg: Option<String>) {
-        if let Payload::OomInvoke(_) = ev.payload {
-            bump(
+        match ev.payload {
+            Payload::OomInvoke(_) => bump(
                 &mut self.invocations,
                 victim_labels(memcg.as_deref().unwrap_or("unknown")),
-            );
+            ),
+            Payload::MemcgOom(p) if !self.invocation_hook && p.invocations > 0 => add(
+                &mut self.invocations,
+                victim_labels(memcg.as_deref().unwrap_or("unknown")),
+                i64::from(p.invocations),
+            ),
+            _ => {}
         }
     }
 
@@ -171,6 +189,14 @@ impl Metrics {
                 self.livelocks += 1;
                 bump(&mut self.livelock_by, labels());
             }
+            Finding::OomKillerDisabled { .. } => add(&mut self.oom_disabled_now, labels(), 1),
+            Finding::NothingKillable { .. } => add(&mut self.nothing_killable_now, labels(), 1),
+            Finding::NothingKillableEnded { .. } => {
+                add(&mut self.nothing_killable_now, labels(), -1);
+            }
+            Finding::OomKillerDisabledEnded { .. } => {
+                add(&mut self.oom_disabled_now, labels(), -1);
+            }
             Finding::Unobservable { .. }
             | Finding::Marked { .. }
             | Finding::NotReleased { .. }
@@ -197,7 +223,7 @@ impl Metrics {
             s,
             "oomtrace_oom_invocations_total",
             "counter",
-            "Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.",
+            "Memory cgroup OOM invocations per OOM domain (the mem_cgroup_out_of_memory hook, else the kernel's memcg notifications: v2 memory.events.local oom, v1 oom_control eventfd).",
             &self.invocations,
         );
         labelled(
@@ -206,6 +232,20 @@ impl Metrics {
             "counter",
             "OOM kills (victims), per memcg and the workload it names (pod, container, unit).",
             &self.kills,
+        );
+        labelled(
+            s,
+            "oomtrace_oom_killer_disabled",
+            "gauge",
+            "Memcgs hung at their limit with the OOM killer disabled (v1 oom_kill_disable 1, under_oom 1), per memcg and workload; back to 0 when the hang ends.",
+            &self.oom_disabled_now,
+        );
+        labelled(
+            s,
+            "oomtrace_nothing_killable",
+            "gauge",
+            "OOM domains invoking the OOM killer again and again with nothing it may kill (the kernel's verdict: mem_cgroup_out_of_memory returned false), per memcg and workload; back to 0 when it ends.",
+            &self.nothing_killable_now,
         );
         labelled(
             s,
@@ -579,13 +619,17 @@ mod tests {
             lost_events: 7,
             ..Summary::default()
         };
-        let expected = r#"# HELP oomtrace_oom_invocations_total Memory cgroup OOM invocations (mem_cgroup_out_of_memory), per memcg; absent where that hook cannot attach.
+        let expected = r#"# HELP oomtrace_oom_invocations_total Memory cgroup OOM invocations per OOM domain (the mem_cgroup_out_of_memory hook, else the kernel's memcg notifications: v2 memory.events.local oom, v1 oom_control eventfd).
 # TYPE oomtrace_oom_invocations_total counter
 oomtrace_oom_invocations_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
 # HELP oomtrace_kills_total OOM kills (victims), per memcg and the workload it names (pod, container, unit).
 # TYPE oomtrace_kills_total counter
 oomtrace_kills_total{memcg="/a",kind="cgroup",workload="/a",container=""} 2
 oomtrace_kills_total{memcg="/b\"q",kind="cgroup",workload="/b\"q",container=""} 1
+# HELP oomtrace_oom_killer_disabled Memcgs hung at their limit with the OOM killer disabled (v1 oom_kill_disable 1, under_oom 1), per memcg and workload; back to 0 when the hang ends.
+# TYPE oomtrace_oom_killer_disabled gauge
+# HELP oomtrace_nothing_killable OOM domains invoking the OOM killer again and again with nothing it may kill (the kernel's verdict: mem_cgroup_out_of_memory returned false), per memcg and workload; back to 0 when it ends.
+# TYPE oomtrace_nothing_killable gauge
 # HELP oomtrace_stuck_victims Victims flagged stuck and not dead now, per memcg and workload.
 # TYPE oomtrace_stuck_victims gauge
 oomtrace_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container=""} 0

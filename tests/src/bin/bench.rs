@@ -464,6 +464,176 @@ fn stuck_latency(runs: usize, out: &mut Vec<Value>, details: &mut Value) {
     details["stuck_latency_ms"] = json!(lat);
 }
 
+/// `n` empty memcgs under a sandbox of ours, removed (children first) when dropped.
+struct ManyMemcgs {
+    sandbox: Sandbox,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl ManyMemcgs {
+    fn new(n: usize) -> ManyMemcgs {
+        let sandbox = Sandbox::new("bench-memcgs", 128 * MIB);
+        let mut m = ManyMemcgs {
+            sandbox,
+            dirs: Vec::new(),
+        };
+        m.add(n, "m");
+        m
+    }
+
+    fn add(&mut self, n: usize, prefix: &str) {
+        for i in 0..n {
+            let d = self.sandbox.dir().join(format!("{prefix}{i}"));
+            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+            self.dirs.push(d);
+        }
+    }
+
+    fn remove_last(&mut self, n: usize) {
+        for d in self.dirs.split_off(self.dirs.len().saturating_sub(n)) {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+impl Drop for ManyMemcgs {
+    fn drop(&mut self) {
+        self.remove_last(self.dirs.len());
+    }
+}
+
+/// The memcg notifications at scale: `n` memcgs watched (one eventfd each on v1, two inotify
+/// watches each on v2). Start-up: what setting them up costs (the plan line's own
+/// `memcg_notifications.start_ms`) and launch → plan with the `n` memcgs against without them
+/// (the ratio; see below why not interleaved). Steady: oomtrace's CPU over 5 s idle with them all watched, and
+/// per memcg created and removed while watching (churn of 1000).
+fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let launch = |expect_at_least: usize| -> (f64, f64, u64, std::process::Child) {
+        let started = Instant::now();
+        let mut child = Command::new(oomtrace_bin())
+            .args(["watch", "--json", "--findings-only"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting oomtrace");
+        let mut rd = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut rd, &mut line).expect("reading the plan line");
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let plan: Value = serde_json::from_str(&line).expect("plan line");
+        let watched = plan["memcg_notifications"]["memcgs"].as_u64().unwrap_or(0);
+        assert!(
+            watched as usize >= expect_at_least,
+            "oomtrace watches {watched} memcgs, expected ≥ {expect_at_least}: {}",
+            plan["memcg_notifications"]
+        );
+        let setup = plan["memcg_notifications"]["start_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        // Keep reading so that oomtrace never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut rd, &mut std::io::sink()));
+        (ms, setup, watched, child)
+    };
+    let stop = |mut c: std::process::Child| {
+        // SAFETY: our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    };
+    let made = Instant::now();
+    let mut many = ManyMemcgs::new(n);
+    let create_s = made.elapsed().as_secs_f64();
+    let (mut with, mut without, mut setups) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        // Not interleaved: re-creating the memcgs for each pair would take seconds each time,
+        // so the launches with them come first, those without after; the set-up time the
+        // plan line reports is measured inside each launch, free of that drift.
+        let (ms, setup, _, c) = launch(n);
+        stop(c);
+        with.push(ms);
+        setups.push(setup);
+    }
+    // Without: the memcgs removed, the same launches.
+    let kept = many.dirs.len();
+    many.remove_last(kept);
+    for _ in 0..runs {
+        let (ms, _, _, c) = launch(0);
+        stop(c);
+        without.push(ms);
+    }
+    // Idle CPU without them, to compare with (this host may be shared: OOM kills of others
+    // naming memcgs cost oomtrace a look-up whatever it watches).
+    let (_, _, _, c) = launch(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let c0 = cpu_seconds(c.id());
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_without = cpu_seconds(c.id()) - c0;
+    stop(c);
+    many.add(n, "m");
+    let (ms_with, _, _) = ms_spread(&with, "launches");
+    let (ms_without, _, _) = ms_spread(&without, "launches");
+    let (setup_text, setup_med, _) = ms_spread(&setups, "launches");
+    out.push(row(
+        &format!("memcg notifications: setting up {n} memcgs (plan line's start_ms)"),
+        format!(
+            "{setup_text}; {:.1} µs per memcg",
+            setup_med * 1e3 / n as f64
+        ),
+        "≤ 1 s",
+        Some(setup_med <= 1000.0),
+    ));
+    out.push(row(
+        &format!("launch → plan with {n} memcgs / without them"),
+        format!(
+            "{:.2}x ({ms_with} / {ms_without})",
+            median(&with) / median(&without)
+        ),
+        "report",
+        None,
+    ));
+    // Steady: idle CPU with every memcg watched, then churn.
+    let (_, _, watched, child) = launch(n);
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_kb = proc_status_number(pid, "VmRSS:");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let c0 = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = cpu_seconds(pid) - c0;
+    let churn = 1000;
+    let c1 = cpu_seconds(pid);
+    let t1 = Instant::now();
+    many.add(churn, "churn");
+    many.remove_last(churn);
+    // Give the loop time to take the notifications in.
+    std::thread::sleep(Duration::from_secs(1));
+    let churn_cpu = cpu_seconds(pid) - c1;
+    let churn_wall = t1.elapsed().as_secs_f64();
+    stop(child);
+    out.push(row(
+        &format!("steady CPU with {watched} memcgs watched (5 s idle)"),
+        format!(
+            "{:.2} % of a CPU (without them {:.2} %); RSS {:.1} MB, {fds} fds",
+            idle / 5.0 * 100.0,
+            idle_without / 5.0 * 100.0,
+            rss_kb as f64 / 1024.0
+        ),
+        "≤ 0.5 %",
+        Some(idle / 5.0 <= 0.005),
+    ));
+    out.push(row(
+        &format!("CPU per memcg created and removed while watching ({churn} of each)"),
+        format!(
+            "{:.1} µs ({:.3} s CPU in {churn_wall:.1} s)",
+            churn_cpu / churn as f64 * 1e6,
+            churn_cpu
+        ),
+        "report",
+        None,
+    ));
+    details["memcgs"] = json!({"n": n, "create_s": create_s, "launch_with_ms": with,
+        "launch_without_ms": without, "setup_ms": setups,
+        "idle_cpu_s": idle, "idle_cpu_without_s": idle_without, "churn_cpu_s": churn_cpu, "rss_kb": rss_kb, "fds": fds});
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(STORM_ENV) {
         let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
@@ -478,7 +648,7 @@ fn main() {
     let mut rows = Vec::new();
     let mut details = json!({});
     let t = Instant::now();
-    // OOMTRACE_BENCH_ONLY=exit,startup,storm,report,latency runs a subset.
+    // OOMTRACE_BENCH_ONLY=exit,startup,storm,report,memcgs,latency runs a subset.
     let only = std::env::var("OOMTRACE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     if run("exit") {
@@ -513,6 +683,14 @@ fn main() {
     if run("report") {
         userspace(
             if quick { 1_000_000 } else { 10_000_000 },
+            &mut rows,
+            &mut details,
+        );
+    }
+    if run("memcgs") {
+        memcgs(
+            if quick { 1_000 } else { 10_000 },
+            3,
             &mut rows,
             &mut details,
         );

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use oomtrace::{
     kernel::plan::AttachType,
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
-    render::metrics,
+    render::{metrics, sink::Format},
 };
 
 pub(crate) const EXAMPLES: &str = "\
@@ -96,9 +96,8 @@ pub(crate) enum Command {
 
 #[derive(Args, Default)]
 pub(crate) struct CheckArgs {
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) output: Output,
     /// Attach types not to use, comma-separated (fentry,fexit,kprobe,kretprobe,tp_btf,raw_tp,tracepoint).
     #[arg(long, value_delimiter = ',', value_parser = parse_attach)]
     pub(crate) forbid: Vec<AttachType>,
@@ -106,9 +105,8 @@ pub(crate) struct CheckArgs {
 
 #[derive(Args)]
 pub(crate) struct WatchArgs {
-    /// JSON Lines on stdout instead of text (schema: docs/json.md).
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) output: Output,
     /// Print findings only (kills, deaths, stuck victims…), not every kernel event.
     #[arg(long)]
     pub(crate) findings_only: bool,
@@ -201,9 +199,8 @@ pub(crate) struct UnstickArgs {
     /// How long to follow the victim after applying, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub(crate) wait: f64,
-    /// One JSON object instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) output: Output,
     /// Act on a tracer, parent, FUSE connection or memcg of another uid than the victim's too.
     /// RISK: the victim's owner can then steer root to signal any process or abort a
     /// filesystem other users rely on.
@@ -237,9 +234,8 @@ pub(crate) struct ReportArgs {
     /// Re-judge zombie release with this timeout (seconds).
     #[arg(long, value_name = "SECONDS")]
     pub(crate) release_timeout: Option<f64>,
-    /// JSON Lines instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) output: Output,
     /// Print every recorded event too, not only findings.
     #[arg(long)]
     pub(crate) events: bool,
@@ -253,4 +249,22 @@ pub(crate) fn parse_attach(s: &str) -> Result<AttachType, String> {
         let all: Vec<_> = AttachType::ALL.iter().map(|a| a.name()).collect();
         format!("unknown attach type `{s}` (one of {})", all.join(", "))
     })
+}
+
+/// `--format text|json` (and `--json`, short for `--format json`), shared by every command.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub(crate) struct Output {
+    /// What to print: `text` for people, `json` for machines (check and unstick: one JSON
+    /// object; watch, record and report: JSON Lines, schema in docs/json.md).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
+    format: Format,
+    /// Short for `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+}
+
+impl Output {
+    pub(crate) fn format(self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
 }

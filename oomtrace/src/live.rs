@@ -43,7 +43,7 @@ pub const EXIT_STUCK: u8 = 3;
 /// What the live loop does besides printing.
 #[derive(Clone, Debug, Default)]
 pub struct LiveOptions {
-    pub json: bool,
+    pub format: Format,
     pub duration: Option<Duration>,
     pub timeout_ns: u64,
     pub release_timeout_ns: u64,
@@ -102,13 +102,7 @@ fn new_session(
     raise_fd_limit();
     let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
     let out = Stdout::new(keep_going);
-    let mut session = Session::new(
-        renderer,
-        tracker,
-        Format::from_json(opts.json),
-        Some(live),
-        out,
-    );
+    let mut session = Session::new(renderer, tracker, opts.format, Some(live), out);
     session.keep_findings = true;
     session.events = !opts.quiet_events;
     session.tracker.set_filter(opts.filter.clone());
@@ -295,7 +289,7 @@ fn write_banner(
     metrics_addr: Option<SocketAddr>,
     memcgs: &WatchInfo,
 ) -> anyhow::Result<()> {
-    if opts.json {
+    if opts.format == Format::Json {
         writeln!(out, "{header}")?;
     } else {
         writeln!(

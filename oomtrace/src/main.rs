@@ -13,6 +13,7 @@ use oomtrace::{
     lifecycle::{DEFAULT_TIMEOUT_NS, Observability, PRE_EXISTING_GRACE_NS},
     live::{self, EXIT_STUCK, LiveOptions},
     record::dump,
+    render::sink::Format,
     report::{self, ReplayOptions},
     session::{Filter, Live},
     text::printable,
@@ -349,7 +350,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = match args.json {
+    let written = match args.output.format() == Format::Json {
         true => report.json(&mut out),
         false => report.text(&mut out),
     };
@@ -381,7 +382,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         })?;
     }
     let opts = LiveOptions {
-        json: args.json,
+        format: args.output.format(),
         duration: args
             .duration
             .map(|s| seconds_ns(s, "--duration").map(Duration::from_nanos))
@@ -431,7 +432,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             .release_timeout
             .map(|s| seconds_ns(s, "--release-timeout"))
             .transpose()?,
-        json: args.json,
+        format: args.output.format(),
         events: args.events,
         timeline: args.perfetto.is_some(),
     };
@@ -492,7 +493,7 @@ fn unstick_oom_killer_off(
         args.pid,
         fx.state.as_deref().unwrap_or("?")
     );
-    if args.json {
+    if args.output.format() == Format::Json {
         println!(
             "{}",
             json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
@@ -624,7 +625,7 @@ fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         unstick::unmount_fusectl();
     }
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
-    if args.json {
+    if args.output.format() == Format::Json {
         println!(
             "{}",
             json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),

@@ -32,7 +32,7 @@ pub struct ReplayOptions {
     /// Re-judge with this timeout instead of the recorded one.
     pub timeout_ns: Option<u64>,
     pub release_timeout_ns: Option<u64>,
-    pub json: bool,
+    pub format: Format,
     /// Print every event too, not only findings.
     pub events: bool,
     /// Keep what `--perfetto` draws (every finding with its victim, every invocation and
@@ -110,7 +110,7 @@ impl<W: Write> Replayer<W> {
             memcgs: MemcgPaths::new(None),
             page_kb: h.page_kb.unwrap_or(4),
         };
-        let format = Format::from_json(opts.json);
+        let format = opts.format;
         let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
         session.events = opts.events;
         session.keep_findings = opts.timeline;

@@ -18,18 +18,17 @@ use crate::{
     text::printable,
 };
 
-/// How a session writes: `--json` or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a session writes (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Lines for people.
+    #[default]
     Text,
+    /// JSON (Lines), for machines.
     Json,
 }
 
 impl Format {
-    pub fn from_json(json: bool) -> Format {
-        if json { Format::Json } else { Format::Text }
-    }
-
     /// One kernel event, written straight to `out` (the per-event path: no line is built
     /// twice).
     pub fn event(self, r: &mut Renderer, ev: &Event, out: &mut impl Write) -> io::Result<()> {

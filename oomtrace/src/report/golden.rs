@@ -9,7 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{ReplayOptions, replay};
-use crate::{record::dump::Reader, render::metrics::Metrics, scratch::ScratchDir};
+use crate::{
+    record::dump::Reader,
+    render::{metrics::Metrics, sink::Format},
+    scratch::ScratchDir,
+};
 
 fn inputs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -41,14 +45,14 @@ fn synthetic_stuck(scratch: &ScratchDir) -> PathBuf {
 /// The outputs of one dump, by the suffix of their golden file.
 fn outputs(path: &Path) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    for (suffix, json, events) in [
-        ("txt", false, false),
-        ("json", true, false),
-        ("events.txt", false, true),
-        ("events.json", true, true),
+    for (suffix, format, events) in [
+        ("txt", Format::Text, false),
+        ("json", Format::Json, false),
+        ("events.txt", Format::Text, true),
+        ("events.json", Format::Json, true),
     ] {
         let opts = ReplayOptions {
-            json,
+            format,
             events,
             timeline: true,
             ..ReplayOptions::default()

@@ -1,0 +1,223 @@
+//! `oomtrace unstick PID`: diagnose why a killed process is not dead and, with `--apply`,
+//! take the remedy (vetted: only what the victim owns).
+
+use std::{process::ExitCode, time::Duration};
+
+use oomtrace::{host::forensics, render::sink::Format, text::printable};
+use serde_json::json;
+
+use crate::{cli::UnstickArgs, seconds_ns};
+
+/// `unstick PID` of a task asleep in a cgroup v1 memcg hung with the OOM killer disabled (not
+/// an OOM victim: nothing was killed): re-enable the killer of the hang's domain, then put it
+/// back (see `host::memcg_hang`). None when the process is in no such hang.
+fn unstick_oom_killer_off(
+    args: &UnstickArgs,
+    fx: &forensics::Forensics,
+    memcg_root: Option<&std::path::Path>,
+    wait: Duration,
+) -> Option<anyhow::Result<ExitCode>> {
+    use oomtrace::host::memcg_hang;
+    let hang = memcg_hang::hang_of(memcg_root?, &fx.memcg.as_ref()?.path)?;
+    let (command, risk) = memcg_hang::remedy_text(&hang);
+    let refused = match (hang.owner, fx.uid) {
+        (Some(0), _) => None,
+        (Some(o), Some(u)) if o == u => None,
+        _ if args.allow_foreign_owner => None,
+        (o, u) => Some(format!(
+            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused              (--allow-foreign-owner to act on it anyway)",
+            hang.domain,
+            o.map_or("?".into(), |o| o.to_string()),
+            args.pid,
+            u.map_or("?".into(), |u| u.to_string())
+        )),
+    };
+    let applied = (args.apply && refused.is_none()).then(|| memcg_hang::apply(&hang, wait));
+    let waits_on = format!(
+        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is          at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
+        hang.domain,
+        args.pid,
+        fx.state.as_deref().unwrap_or("?")
+    );
+    if args.output.format() == Format::Json {
+        println!(
+            "{}",
+            json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
+                   "waits_on": {"kind": "oom_killer_disabled", "text": waits_on},
+                   "remedy": {"command": command, "risk": risk}, "refused": refused,
+                   "applied": applied.as_ref().map(|(did, ended)| json!({"did": did, "ok": *ended})),
+                   "forensics": fx})
+        );
+    } else {
+        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+        println!("OOM victim:  no: nothing was killed; the OOM killer is disabled");
+        println!("waits on:    {}", printable(&waits_on));
+        println!("remedy:      {}", printable(&command));
+        println!("risk:        {risk}");
+        if let Some(why) = &refused {
+            println!("REFUSED:     {}", printable(why));
+        }
+        for d in applied.iter().flat_map(|(did, _)| did) {
+            println!("applied:     {}", printable(d));
+        }
+    }
+    Some(Ok(match (&refused, &applied) {
+        (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        (None, Some((_, false))) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
+        _ => ExitCode::SUCCESS,
+    }))
+}
+
+/// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
+/// an OOM victim, no known remedy, or the remedy would touch what the victim does not own);
+/// 6 applied but still not dead after --wait; 7 applying failed.
+const EXIT_UNSTICK_REFUSED: u8 = 5;
+const EXIT_UNSTICK_NOT_DEAD: u8 = 6;
+const EXIT_UNSTICK_FAILED: u8 = 7;
+
+pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
+    use oomtrace::host::{journal, unstick};
+    let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
+    let proc_root = std::path::Path::new("/proc");
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
+    let controller = oomtrace::kernel::cgroups::memory_controller();
+    let memcg_root = controller.as_ref().map(|c| c.mount.clone());
+    // Limits an earlier run raised for victims that died meanwhile go back first.
+    let mut restored: Vec<String> = Vec::new();
+    let mut journal = match journal::Journal::open(&journal::state_dir()) {
+        Ok((mut j, said)) => {
+            restored.extend(said);
+            restored.extend(j.check_dead(proc_root).into_iter().map(|(_, r)| r));
+            Some(j)
+        }
+        Err(e) => {
+            restored.push(format!("no journal ({e}): no memcg limit will be raised"));
+            None
+        }
+    };
+    let fx = forensics::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
+    if let Some(code) = unstick_oom_killer_off(args, &fx, memcg_root.as_deref(), wait) {
+        return code;
+    }
+    let evidence = unstick::oom_victim_evidence(
+        proc_root,
+        args.pid,
+        &unstick::read_kmsg(),
+        args.assume_oom_victim,
+    );
+    // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed,
+    // unmounted again at the end.
+    let mounted_fusectl = unstick::ensure_fusectl();
+    let mut conns = unstick::fuse_connections_for(proc_root, &fx, &[], fusectl);
+    if conns.is_empty()
+        && let Some(c) = args.fuse_connection
+    {
+        conns.push(c);
+    }
+    let wait_on = unstick::diagnose(&fx, &conns);
+    let v2 = controller.as_ref().is_some_and(|c| c.version == 2);
+    let remedy = if args.raise_memcg_limit {
+        fx.memcg
+            .as_ref()
+            .zip(memcg_root.as_deref())
+            .and_then(|(m, root)| unstick::raise_remedy(&m.path, m.limit_bytes?, root, v2))
+    } else {
+        unstick::remedy(&wait_on, memcg_root.as_deref(), v2)
+    };
+    let policy = unstick::Policy {
+        allow_foreign_owner: args.allow_foreign_owner,
+        allow_parent_tracer: args.allow_parent_tracer,
+    };
+    let mut applied = None;
+    let mut dead = None;
+    let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
+        (Err(e), _) => Err(e.clone()),
+        (Ok(_), None) => Err(format!(
+            "no remedy oomtrace can take for: {wait_on} — look at the forensics below"
+        )),
+        (Ok(_), Some(action)) => unstick::vet(&action, &fx, proc_root, fusectl, policy),
+    };
+    let refused = plan.as_ref().err().cloned();
+    if args.apply
+        && let Ok(plan) = &plan
+    {
+        let a = unstick::act(plan, proc_root, fusectl, journal.as_mut(), &mut || {});
+        if a.ok {
+            let gone = unstick::wait_gone(args.pid, wait);
+            dead = Some(gone);
+            if a.raised {
+                match (&mut journal, gone) {
+                    (Some(j), true) => restored.extend(
+                        j.victim_dead(args.pid, plan.victim.1)
+                            .into_iter()
+                            .map(|(_, r)| r),
+                    ),
+                    (Some(j), false) => restored.push(format!(
+                        "left raised: pid {} is not dead; journaled in {}, put back by the next \
+                         `oomtrace unstick` or `watch --unstick` once it is",
+                        args.pid,
+                        j.path().display()
+                    )),
+                    (None, _) => {}
+                }
+            }
+        }
+        if a.unmount_fusectl {
+            unstick::unmount_fusectl();
+        }
+        applied = Some(a);
+    }
+    if mounted_fusectl {
+        unstick::unmount_fusectl();
+    }
+    let failed = applied.as_ref().is_some_and(|a| !a.ok);
+    if args.output.format() == Format::Json {
+        println!(
+            "{}",
+            json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
+                   "evidence": match &evidence { Ok(e) | Err(e) => e },
+                   "refused": refused, "waits_on": wait_on, "remedy": remedy,
+                   "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
+        );
+    } else {
+        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+        match &evidence {
+            Ok(why) => println!("OOM victim:  {why}"),
+            Err(why) => println!("OOM victim:  NO: {why}"),
+        }
+        println!("waits on:    {wait_on}");
+        if let Some(r) = &remedy {
+            println!("remedy:      {}", r.command);
+            println!("risk:        {}", r.risk);
+        }
+        if let Some(why) = &refused {
+            println!("REFUSED:     {why}");
+        }
+        if let Some(a) = &applied {
+            for d in &a.did {
+                println!("applied:     {d}");
+            }
+            if !a.ok {
+                println!("result:      FAILED (see above)");
+            }
+        }
+        match dead {
+            Some(true) => println!("result:      DEAD (finished exiting)"),
+            Some(false) => println!("result:      STILL NOT DEAD after {} s", wait.as_secs_f64()),
+            None if !args.apply && refused.is_none() => {
+                println!("(not applied: run again with --apply to take this remedy)")
+            }
+            None => {}
+        }
+        for r in &restored {
+            println!("restored:    {r}");
+        }
+        print!("{fx}");
+    }
+    Ok(match (refused, dead) {
+        (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        _ if failed => ExitCode::from(EXIT_UNSTICK_FAILED),
+        (None, Some(false)) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
+        _ => ExitCode::SUCCESS,
+    })
+}

@@ -9,7 +9,7 @@ use std::{
 
 pub use crate::lifecycle::Filter;
 use crate::{
-    event::Event,
+    event::{Event, Payload},
     host::forensics,
     lifecycle::{Finding, Summary, Tracker, VictimKey},
     render::{
@@ -97,7 +97,14 @@ pub struct Session<W: Write> {
     pub kept_forensics: HashMap<VictimKey, forensics::Forensics>,
     lost_reported: u64,
     findings: Vec<Finding>,
+    /// Processes a user process SIGKILLed: text leaves their kill and exit events out (a
+    /// kill that works is not news; one that does not stick is a `kill_stuck` finding).
+    /// Bounded: cleared when full (at worst a few lines of a storm are shown).
+    quiet_pids: std::collections::HashSet<u32>,
 }
+
+/// Processes whose events text output keeps quiet, at most.
+const MAX_QUIET_PIDS: usize = 8192;
 
 impl<W: Write> Session<W> {
     pub fn new(
@@ -120,6 +127,7 @@ impl<W: Write> Session<W> {
             kept_forensics: HashMap::new(),
             lost_reported: 0,
             findings: Vec::new(),
+            quiet_pids: std::collections::HashSet::new(),
         }
     }
 
@@ -150,8 +158,33 @@ impl<W: Write> Session<W> {
         ok
     }
 
+    /// Whether text output leaves this event out: a user's SIGKILL and the exit events of its
+    /// target (JSON carries every event).
+    fn quiet_in_text(&mut self, ev: &Event) -> bool {
+        if self.format != Format::Text {
+            return false;
+        }
+        let pid = ev.subject().process_or_thread();
+        match ev.payload {
+            Payload::KernelSigkill(p)
+                if p.sender_flags & oomtrace_common::sender_state::CODE != 0
+                    && oomtrace_common::si_code::from_user(p.si_code) =>
+            {
+                if self.quiet_pids.len() >= MAX_QUIET_PIDS {
+                    self.quiet_pids.clear();
+                }
+                self.quiet_pids.insert(pid);
+                true
+            }
+            Payload::TaskExit(_) | Payload::GroupExited(_) => self.quiet_pids.contains(&pid),
+            Payload::TaskFree(_) => self.quiet_pids.remove(&pid),
+            _ => false,
+        }
+    }
+
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
-        if self.events && self.shows_event(ev) {
+        let quiet = self.quiet_in_text(ev);
+        if self.events && !quiet && self.shows_event(ev) {
             self.format.event(&mut self.renderer, ev, &mut self.out)?;
         }
         let mut found = std::mem::take(&mut self.findings);
@@ -256,7 +289,9 @@ impl<W: Write> Session<W> {
             if !self.shows_finding(&f) {
                 continue;
             }
-            self.finding(&f, at_ns)?;
+            if !(self.format == Format::Text && f.quiet_in_text()) {
+                self.finding(&f, at_ns)?;
+            }
             if self.keep_findings {
                 self.kept.push(f);
             }
@@ -362,6 +397,7 @@ mod tests {
                 target_mm: 0,
                 sender_flags: 0,
                 _pad: 0,
+                ..KernelSigkill::ZERO
             }),
         };
         let mut m: MarkVictim = unsafe { std::mem::zeroed() };

@@ -50,6 +50,7 @@ fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
             // Sent from the allocating task's OOM path: not exiting.
             sender_flags: sender_state::KNOWN,
             _pad: 0,
+            ..KernelSigkill::ZERO
         }),
     }
 }
@@ -263,19 +264,29 @@ fn a_pid_namespace_teardown_is_collateral_not_a_kill() {
         free(6, 42, 7),
     ];
     let f = run(&mut t, &stream, 100);
-    // Collateral once no mark claimed them within the pairing window.
+    // Collateral once no mark claimed them within the pairing window, and followed as kills
+    // by another kernel path (announced as such, not counted as OOM kills).
     assert_eq!(
         names(&f),
-        ["killed", "dead", "released", "collateral", "collateral"],
+        [
+            "killed",
+            "dead",
+            "released",
+            "sigkill",
+            "collateral",
+            "sigkill",
+            "collateral"
+        ],
         "{f:?}"
     );
-    let Finding::Collateral { target, by, .. } = &f[3] else {
+    let Finding::Collateral { target, by, .. } = &f[4] else {
         panic!()
     };
     assert_eq!((target.tgid, by.tgid), (43, 42));
-    assert!(f[3].to_string().contains("PID namespace"), "{}", f[3]);
+    assert!(f[4].to_string().contains("PID namespace"), "{}", f[4]);
+    assert_eq!(f[3].victim().unwrap().sender_kind(), SenderKind::Kernel);
     let s = t.summary();
-    assert_eq!((s.kills, s.collateral), (1, 2));
+    assert_eq!((s.kills, s.collateral, s.other_kills), (1, 2, 2));
 }
 
 /// The same SIGKILL, its sender inside its own exit (`PF_EXITING`).
@@ -315,11 +326,18 @@ fn a_dying_namespace_init_is_one_kill_where_its_mark_names_no_mm() {
     let f = run(&mut t, &stream, 200);
     assert_eq!(
         names(&f),
-        ["killed", "dead", "collateral", "collateral"],
+        [
+            "killed",
+            "dead",
+            "sigkill",
+            "collateral",
+            "sigkill",
+            "collateral"
+        ],
         "{f:?}"
     );
     assert_eq!(f[0].victim().unwrap().key.tgid, 42);
-    for c in &f[2..] {
+    for c in f[2..].iter().filter(|c| c.name() == "collateral") {
         let Finding::Collateral { target, by, .. } = c else {
             panic!("{c:?}")
         };
@@ -371,9 +389,11 @@ fn the_kill_decisions_mm_tells_co_victims_apart_where_the_mark_names_none() {
         sender_unknown(sigkill(1, 78, 10)),
     ];
     let f = run(&mut t, &stream, 200);
-    assert_eq!(names(&f), ["killed", "killed"], "{f:?}");
+    // 78 does not share the victim's mm: another kernel path's kill, followed apart.
+    assert_eq!(names(&f), ["killed", "killed", "sigkill"], "{f:?}");
     assert_eq!(f[1].victim().unwrap().key.tgid, 77);
-    assert_eq!(t.summary().kills, 2);
+    assert_eq!(f[2].victim().unwrap().key.tgid, 78);
+    assert_eq!((t.summary().kills, t.summary().other_kills), (2, 1));
 }
 
 /// Runs a stream; ticks every 10 ms up to `until_ms`; returns the findings.
@@ -929,12 +949,16 @@ fn a_victim_marked_twice_leaves_no_index_entries_behind() {
     assert!(t.by_id.is_empty(), "{:?}", t.by_id);
 }
 
+/// A kernel SIGKILL no mark claims is not an OOM kill: followed as another kernel path's,
+/// its death (seen while it waited to be decided) reported after its announcement.
 #[test]
-fn an_unrelated_kernel_sigkill_is_not_a_victim() {
+fn an_unrelated_kernel_sigkill_is_not_an_oom_kill() {
     let mut t = tracker();
     let f = run(&mut t, &[sigkill(0, 99, 1), gone(1, 99, 1)], 7000);
-    assert!(f.is_empty(), "{f:?}");
-    assert_eq!(t.summary().kills, 0);
+    assert_eq!(names(&f), ["sigkill", "dead"], "{f:?}");
+    assert!(f.iter().all(Finding::quiet_in_text), "{f:?}");
+    let s = t.summary();
+    assert_eq!((s.kills, s.other_kills, s.user_kills, s.dead), (0, 1, 0, 0));
 }
 
 #[test]

@@ -261,6 +261,10 @@ impl Tracker {
     /// Processes every held event and judges at `now_ns` (end of a session or a replay).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.release_until(u64::MAX, out);
+        // No mark can come any more: kernel SIGKILLs still waiting for one are decided.
+        for k in std::mem::take(&mut self.pending_kills) {
+            self.decide_pending(k, out);
+        }
         self.check_timeouts(now_ns, now_ns, out);
     }
 

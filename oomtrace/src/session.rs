@@ -301,7 +301,9 @@ impl<W: Write> Session<W> {
 
     fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {
         let victim = match f {
-            Finding::Stuck { victim, .. } | Finding::NotReleased { victim, .. } => Some(victim),
+            Finding::Stuck { victim, .. }
+            | Finding::KillStuck { victim, .. }
+            | Finding::NotReleased { victim, .. } => Some(victim),
             _ => None,
         };
         let forensics = match (victim, &self.live) {

@@ -233,8 +233,9 @@ impl fmt::Display for Finding {
                 if victim.pre_existing && victim.killed_at().is_none() {
                     write!(
                         f,
-                        "STUCK {} (PRE-EXISTING): killed before oomtrace started and still not \
-                         dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
+                        "STUCK {} (PRE-EXISTING): killed before oomtrace started (sender \
+                         unknown: the OOM killer, another kernel path or a user process) and \
+                         still not dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
                         who(victim),
                         secs(*since_kill_ns),
                     )?;
@@ -270,6 +271,11 @@ impl fmt::Display for Finding {
                 where_stuck,
                 unconfirmed_lost,
             } => {
+                // No mark follows a kill that is not the OOM killer's.
+                let stage = match stage {
+                    Stage::Signalled => "SIGKILL sent; no thread has entered exit".to_string(),
+                    s => s.to_string(),
+                };
                 write!(
                     f,
                     "KILL STUCK {}: SIGKILLed by {}, not dead {} after the kill; stage: \

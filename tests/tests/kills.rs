@@ -58,11 +58,12 @@ fn rss_kb(pid: u32) -> u64 {
         .expect("VmRSS of the watcher")
 }
 
-/// The storm's size: 5000 user SIGKILLs on the host; 500 under emulation, where each fork,
-/// kill and reap costs ~20 times as much (the bound checked is the same: the kernel's tracked
-/// set and the tracker's victims back to where they were, the watcher's RSS flat).
+/// The storm's size: 5000 user SIGKILLs on the host; 250 under emulation, where each fork,
+/// kill and reap costs ~20 times as much and every guest second is paid four times (the bound
+/// checked is the same: the kernel's tracked set and the tracker's victims back to where they
+/// were, the watcher's RSS flat; the host run is the storm's size proof).
 fn storm_size() -> usize {
-    if slowdown() > 1 { 500 } else { 5000 }
+    if slowdown() > 1 { 250 } else { 5000 }
 }
 
 /// The shapes in one watch (each costs guest time): a plain kill -9 that works; a
@@ -158,12 +159,20 @@ fn every_sigkill_is_followed_to_its_death() {
         }
         assert_eq!(stuck["memcg_path"], sandbox.rel_path(), "{stuck}");
         let listen = format!("LISTEN 127.0.0.1:{port}");
-        assert!(
-            stuck["forensics"]["sockets"]
+        let named = |key: &str| {
+            stuck["forensics"][key]
                 .as_array()
-                .expect("sockets")
+                .unwrap_or_else(|| panic!("no {key}: {stuck}"))
                 .iter()
-                .any(|s| s["description"] == listen),
+                .any(|s| s["description"] == listen)
+        };
+        // The FLUSH-held victim reaches exit_files within a millisecond of the kill; under
+        // emulation that is before oomtrace reads its fd table, and its port is then listed
+        // apart, as a listener no process holds (never pinned on it) — as for an OOM victim
+        // (stuck.rs). On the host the kill is seen first.
+        let in_exit_under_emulation = pid == flusher && slowdown() > 1 && named("unheld_listeners");
+        assert!(
+            named("sockets") || in_exit_under_emulation,
             "{listen} not named: {stuck}"
         );
     }

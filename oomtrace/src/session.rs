@@ -423,4 +423,90 @@ mod tests {
             );
         }
     }
+
+    /// A user's SIGKILL that does not stick: the sender's and the target's comm, both chosen
+    /// by processes, are escaped in the KILL STUCK line; a kill that works prints nothing.
+    #[test]
+    fn a_kill_stuck_line_escapes_sender_and_target_names_and_a_working_kill_is_quiet() {
+        use oomtrace_common::{Header, KernelSigkill, sender_state, si_code};
+
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
+        let renderer = Renderer {
+            clock: crate::render::events::Clock {
+                realtime_offset_ns: 1_764_180_000_000_000_000,
+            },
+            memcgs: MemcgPaths::new(None),
+            page_kb: 4,
+        };
+        let mut session = Session::new(
+            renderer,
+            Tracker::new(TrackerConfig::default()),
+            Format::Text,
+            None,
+            Vec::new(),
+        );
+        let kill = |ts_ns, target: u32, sender_comm: &str, target_comm: &str| Event {
+            header: Header {
+                kind: 0,
+                cpu: 0,
+                ts_ns,
+                pid: 300,
+                tgid: 300,
+                comm: comm_bytes(sender_comm),
+            },
+            payload: Payload::KernelSigkill(KernelSigkill {
+                target_pid: target,
+                target_tgid: target,
+                target_comm: comm_bytes(target_comm),
+                target_start_ns: 5,
+                group: 1,
+                sender_flags: sender_state::KNOWN | sender_state::CODE,
+                si_code: si_code::SI_USER,
+                ..KernelSigkill::ZERO
+            }),
+        };
+        session
+            .event(&kill(1_000_000, 42, "shim\nDEAD\x1b[2J", "t\x1b]0;x\x07"))
+            .unwrap();
+        session
+            .event(&kill(2_000_000, 43, "kill", "quiet"))
+            .unwrap();
+        let gone = Event {
+            header: Header {
+                kind: 0,
+                cpu: oomtrace_common::USERSPACE_CPU,
+                ts_ns: 3_000_000,
+                pid: 43,
+                tgid: 43,
+                comm: comm_bytes("quiet"),
+            },
+            payload: Payload::GroupExited(oomtrace_common::GroupExited {
+                pid: 43,
+                how: oomtrace_common::exit_seen::PIDFD,
+                start_ns: 5,
+                tid: 0,
+                _pad: 0,
+            }),
+        };
+        session.event(&gone).unwrap();
+        session.finish(20_000_000_000).unwrap();
+        let out = String::from_utf8(session.out.clone()).unwrap();
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
+        let stuck = out
+            .lines()
+            .find(|l| l.contains("KILL STUCK pid 42"))
+            .unwrap_or_else(|| panic!("no KILL STUCK line:\n{out}"));
+        assert!(stuck.contains("(t\\u{1b}]0;x\\u{7})"), "{stuck}");
+        assert!(
+            stuck.contains("user process pid 300 (shim\\nDEAD\\u{1b}[2J"),
+            "{stuck}"
+        );
+        assert!(
+            !out.contains("pid 43 "),
+            "a kill that works is quiet:\n{out}"
+        );
+        for line in out.lines() {
+            assert!(!line.starts_with("DEAD"), "forged line {line:?} in:\n{out}");
+        }
+    }
 }

@@ -49,11 +49,23 @@ static USER_UNTRACKED: Array<u64> = Array::with_max_entries(1, 0);
 /// `BPF_NOEXIST`: insert only if absent, so each entry is counted once.
 const NOEXIST: u64 = 1;
 
-/// Starts tracking a process's exits.
+/// `-E2BIG`: what a full hash map answers an insert of a new key.
+const E2BIG: i64 = -7;
+
+/// Starts tracking a process's exits. False when the set is full and `tgid` was not in it:
+/// the caller says so in its event (never silent).
 #[inline(always)]
-pub fn track(tgid: u32) {
-    if tgid != 0 && TRACKED.insert(tgid, 1, NOEXIST).is_ok() {
-        count_tracked(1);
+pub fn track(tgid: u32) -> bool {
+    if tgid == 0 {
+        return true;
+    }
+    match TRACKED.insert(tgid, 1, NOEXIST) {
+        Ok(()) => {
+            count_tracked(1);
+            true
+        }
+        // Already tracked (-EEXIST), or a transient failure of the bucket lock (-EBUSY).
+        Err(e) => i64::from(e) != E2BIG,
     }
 }
 

@@ -1,12 +1,13 @@
 //! The victim being marked (`oom:mark_victim`) and the kernel's SIGKILLs (`signal_generate`).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_task,
+    helpers::{bpf_get_current_task, bpf_get_current_uid_gid},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use oomtrace_common::{
-    EventKind, KernelSigkill, MarkVictim, NO_OFFSET, TASK_COMM_LEN, sender_state, victim_fields,
+    EventKind, KernelSigkill, MarkVictim, NO_OFFSET, TASK_COMM_LEN, sender_state, si_code,
+    signal_result, target_state, victim_fields,
 };
 
 use crate::{
@@ -17,8 +18,6 @@ use crate::{
 const SIGKILL: i32 = 9;
 /// `SEND_SIG_PRIV`: the siginfo pointer the kernel passes for its own signals.
 const SEND_SIG_PRIV: u64 = 1;
-/// `SI_KERNEL`: the code classic `signal_generate` records for `SEND_SIG_PRIV`.
-const SI_KERNEL: i32 = 0x80;
 /// `PF_EXITING` in `task_struct.flags` (include/linux/sched.h; 0x4 on every kernel oomtrace
 /// supports): set by `exit_signals()` at the start of `do_exit()`.
 const PF_EXITING: u32 = 0x0000_0004;
@@ -158,35 +157,94 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Whether a SIGKILL is one to report, from its `TRACE_SIGNAL_*` result: delivered, already
+/// pending (a second kill of a process not yet dead) or delivered without its info are kills
+/// to follow. An ignored one (`prepare_signal` refused it) is reported only when the target is
+/// known to be inside its exit already (its group was exiting: told to die and not finished);
+/// a SIGKILL an unkillable init ignores names nothing that will die.
+#[inline(always)]
+fn worth_reporting(result: i32, target: u32) -> bool {
+    result != signal_result::IGNORED
+        || (target & target_state::KNOWN != 0 && target & target_state::EXITING != 0)
+}
+
 /// `trace_signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
-/// int group, int result)`: only SIGKILLs the kernel sends itself are reported.
+/// int group, int result)` (the same on 5.10, 6.1, 6.12 and later): every SIGKILL. `info` is
+/// `SEND_SIG_NOINFO` (0: a user's `pidfd_send_signal`/`kill` without info, `SI_USER`),
+/// `SEND_SIG_PRIV` (1: the kernel, `SI_KERNEL`) or a siginfo whose `si_code` says who — the
+/// same code the classic record stores (`TP_STORE_SIGINFO`).
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
     let sig: i32 = ctx.arg(0);
-    let info: u64 = ctx.arg(1);
-    if sig != SIGKILL || info != SEND_SIG_PRIV {
+    if sig != SIGKILL {
         return 0;
     }
+    let info: u64 = ctx.arg(1);
     let task: u64 = ctx.arg(2);
+    let result: i32 = ctx.arg(4);
+    let mut target = 0;
+    if let Some(flags) = read::<u32>(task, config().task_flags) {
+        target = target_state::KNOWN;
+        if flags & PF_EXITING != 0 {
+            target |= target_state::EXITING;
+        }
+    }
+    if !worth_reporting(result, target) {
+        return 0;
+    }
+    let si_code = match info {
+        SEND_SIG_NOINFO => si_code::SI_USER,
+        SEND_SIG_PRIV => si_code::SI_KERNEL,
+        // `struct kernel_siginfo` starts `int si_signo, si_errno, si_code` on x86 and arm64.
+        _ => read::<i32>(info, SIGINFO_CODE).unwrap_or(si_code::SI_KERNEL),
+    };
     let t = task_info(task);
-    track(t.tgid);
-    emit(
-        EventKind::KernelSigkill,
-        KernelSigkill {
-            target_pid: t.pid,
-            target_tgid: t.tgid,
-            target_comm: t.comm,
-            target_start_ns: t.start_ns,
-            group: ctx.arg(3),
-            result: ctx.arg(4),
-            target_mm: read(task, config().task_mm).unwrap_or(0),
-            sender_flags: sender_flags(),
-            _pad: 0,
-        },
-    );
+    if !track(t.tgid) {
+        target |= target_state::UNTRACKED;
+    }
+    let mut k = sigkill(ctx.arg(3), result, si_code, target);
+    k.target_pid = t.pid;
+    k.target_tgid = t.tgid;
+    k.target_comm = t.comm;
+    k.target_start_ns = t.start_ns;
+    k.target_mm = read(task, config().task_mm).unwrap_or(0);
+    k.target_memcg_id = task_memcg_id(task);
+    emit(EventKind::KernelSigkill, k);
     0
 }
 
+/// Offset of `si_code` in `struct kernel_siginfo`.
+const SIGINFO_CODE: u32 = 8;
+/// `SEND_SIG_NOINFO`: the siginfo pointer of a user's signal sent without one.
+const SEND_SIG_NOINFO: u64 = 0;
+
+/// A SIGKILL record with the sender's facts filled in (`current`: its state, uid, memcg).
+#[inline(always)]
+fn sigkill(group: i32, result: i32, si_code: i32, target_state: u32) -> KernelSigkill {
+    // SAFETY: plain helpers without preconditions.
+    let current = unsafe { bpf_get_current_task() };
+    let uid_gid = bpf_get_current_uid_gid();
+    KernelSigkill {
+        target_pid: 0,
+        target_tgid: 0,
+        target_comm: [0; TASK_COMM_LEN],
+        target_start_ns: 0,
+        group,
+        result,
+        target_mm: 0,
+        sender_flags: sender_flags() | sender_state::CODE,
+        _pad: 0,
+        si_code,
+        sender_uid: uid_gid as u32,
+        sender_memcg_id: task_memcg_id(current),
+        target_state,
+        _pad2: 0,
+        target_memcg_id: 0,
+    }
+}
+
+/// The classic record names the target by pid and comm only: whether it was exiting is not
+/// known, so an ignored SIGKILL is not reported here.
 #[tracepoint(category = "signal", name = "signal_generate")]
 pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
     let c = config();
@@ -197,29 +255,29 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
         // SAFETY: offsets from this kernel's format file; reads are checked by the helper.
         unsafe { ctx.read_at::<i32>(off as usize) }.ok()
     };
-    if int(c.tp_signal_sig) != Some(SIGKILL) || int(c.tp_signal_code) != Some(SI_KERNEL) {
+    if int(c.tp_signal_sig) != Some(SIGKILL) {
         return 0;
     }
+    let result = int(c.tp_signal_result).unwrap_or(0);
+    if !worth_reporting(result, 0) {
+        return 0;
+    }
+    let Some(code) = int(c.tp_signal_code) else {
+        return 0;
+    };
     let pid = int(c.tp_signal_pid).unwrap_or(0) as u32;
-    track(pid);
+    let mut target = 0;
+    if !track(pid) {
+        target |= target_state::UNTRACKED;
+    }
     let mut comm = [0u8; TASK_COMM_LEN];
     if c.tp_signal_comm != NO_OFFSET {
         // SAFETY: as above.
         comm = unsafe { ctx.read_at(c.tp_signal_comm as usize) }.unwrap_or(comm);
     }
-    emit(
-        EventKind::KernelSigkill,
-        KernelSigkill {
-            target_pid: pid,
-            target_tgid: 0,
-            target_comm: comm,
-            target_start_ns: 0,
-            group: int(c.tp_signal_group).unwrap_or(0),
-            result: int(c.tp_signal_result).unwrap_or(0),
-            target_mm: 0,
-            sender_flags: sender_flags(),
-            _pad: 0,
-        },
-    );
+    let mut k = sigkill(int(c.tp_signal_group).unwrap_or(0), result, code, target);
+    k.target_pid = pid;
+    k.target_comm = comm;
+    emit(EventKind::KernelSigkill, k);
     0
 }

@@ -129,11 +129,17 @@ impl Event {
     pub fn memcgs(&self) -> impl Iterator<Item = u64> {
         let own = match self.payload {
             Payload::OomKill(p) if p.chosen_memcg_id != 0 && p.chosen_memcg_id != p.memcg_id => {
-                Some(p.chosen_memcg_id)
+                [Some(p.chosen_memcg_id), None]
             }
-            _ => None,
+            // A SIGKILL's target and sender (a workload each).
+            Payload::KernelSigkill(p) => [
+                (p.target_memcg_id != 0).then_some(p.target_memcg_id),
+                (p.sender_memcg_id != 0 && p.sender_memcg_id != p.target_memcg_id)
+                    .then_some(p.sender_memcg_id),
+            ],
+            _ => [None, None],
         };
-        self.memcg().into_iter().chain(own)
+        self.memcg().into_iter().chain(own.into_iter().flatten())
     }
 
     /// Decodes one record.
@@ -250,8 +256,11 @@ const OOM_KILL_OLDER: [usize; 3] = [104, OOM_KILL_V2_LEN, OOM_KILL_V3_LEN];
 const OOM_KILL_V2_LEN: usize = 136;
 const OOM_KILL_V3_LEN: usize = 144;
 const MARK_VICTIM_OLDER: [usize; 1] = [96];
-const KERNEL_SIGKILL_OLDER: [usize; 2] = [40, KERNEL_SIGKILL_V2_LEN];
+const KERNEL_SIGKILL_OLDER: [usize; 3] = [40, KERNEL_SIGKILL_V2_LEN, KERNEL_SIGKILL_V3_LEN];
 const KERNEL_SIGKILL_V2_LEN: usize = 48;
+/// Before every SIGKILL was reported (only the kernel's own, `SI_KERNEL`): no `si_code`, no
+/// sender uid or memcg. Zero-filled, `sender_flags` lacks `sender_state::CODE`, which says so.
+const KERNEL_SIGKILL_V3_LEN: usize = 56;
 // Each older layout is a prefix: the fields added since start where it ends (and a shorter
 // message is the longer one's first bytes, its NUL padding the zeros added).
 const _: () = {
@@ -262,6 +271,7 @@ const _: () = {
     assert!(offset_of!(MarkVictim, mm) == MARK_VICTIM_OLDER[0]);
     assert!(offset_of!(KernelSigkill, target_mm) == KERNEL_SIGKILL_OLDER[0]);
     assert!(offset_of!(KernelSigkill, sender_flags) == KERNEL_SIGKILL_V2_LEN);
+    assert!(offset_of!(KernelSigkill, si_code) == KERNEL_SIGKILL_V3_LEN);
 };
 
 /// Like [`body_of`], also taking a body of one of the type's `older`, shorter layouts (each a
@@ -496,7 +506,10 @@ mod tests {
             payload: Payload::KernelSigkill(sig),
         };
         let bytes = ev.encode();
-        assert_eq!(bytes.len(), size_of::<Header>() + KERNEL_SIGKILL_V2_LEN + 8);
+        assert_eq!(
+            bytes.len(),
+            size_of::<Header>() + size_of::<KernelSigkill>()
+        );
         assert_eq!(
             Event::decode(&bytes).unwrap().payload,
             Payload::KernelSigkill(sig)
@@ -520,6 +533,47 @@ mod tests {
             panic!("not an oom_kill")
         };
         assert_eq!((old.chosen_memcg_id, old.chosen_mm), (78, 0));
+    }
+
+    /// Dumps written before every SIGKILL was reported: a 56-byte `KernelSigkill` (no
+    /// `si_code`, sender uid or memcg, target state or memcg) still decodes, without
+    /// `sender_state::CODE`, which is what tells the tracker it was the kernel's own.
+    #[test]
+    fn sigkills_of_the_kernel_only_layout_decode_as_the_kernels() {
+        let sig = KernelSigkill {
+            target_pid: 42,
+            target_tgid: 42,
+            target_mm: 0xdead,
+            // As the kernel side wrote it then: no CODE bit (sender_flags is in the old prefix).
+            sender_flags: sender_state::KNOWN,
+            si_code: oomtrace_common::si_code::SI_USER,
+            sender_uid: 1000,
+            sender_memcg_id: 7,
+            target_memcg_id: 8,
+            ..zeroed()
+        };
+        let ev = Event {
+            header: header(EventKind::KernelSigkill),
+            payload: Payload::KernelSigkill(sig),
+        };
+        let bytes = ev.encode();
+        assert_eq!(
+            Event::decode(&bytes).unwrap().payload,
+            Payload::KernelSigkill(sig)
+        );
+        let old = &bytes[..size_of::<Header>() + KERNEL_SIGKILL_V3_LEN];
+        let Payload::KernelSigkill(old) = Event::decode(old).unwrap().payload else {
+            panic!("not a kernel_sigkill")
+        };
+        assert_eq!(
+            (old.target_mm, old.sender_flags),
+            (0xdead, sender_state::KNOWN)
+        );
+        assert_eq!(
+            (old.sender_uid, old.sender_memcg_id, old.target_memcg_id),
+            (0, 0, 0)
+        );
+        assert!(Event::decode(&bytes[..size_of::<Header>() + 60]).is_err());
     }
 
     fn zeroed<T: Pod>() -> T {
@@ -587,6 +641,7 @@ mod tests {
             target_mm: 0,
             sender_flags: 0,
             _pad: 0,
+            ..KernelSigkill::ZERO
         };
         let ev = |sig| Event {
             header: header(EventKind::KernelSigkill),

@@ -11,14 +11,15 @@
 //! - [`lifecycle`]: the tracker — pure correlation of events into victims, stages, latencies and
 //!   findings. No I/O; unit tests drive it with synthetic events.
 //! - [`host`]: what userspace itself observes of processes — death through pidfds, victims
-//!   killed before oomtrace started, forensics of stuck ones, their workload, and how to unstick
+//!   killed before oomtrace started, forensics of stuck ones, and how to unstick
 //!   them.
 //! - [`record`]: dumps (write, read, replay input), synthetic streams, and output files created
 //!   safely.
 //! - [`render`]: how events, findings and counts are shown — text and JSON lines, Prometheus
 //!   metrics, the Perfetto trace.
 //! - Leaves every room may use and that use none: [`clock`] (the kernel's clock, wall time,
-//!   RFC 3339) and [`text`] (names made safe for a terminal, sizes).
+//!   RFC 3339), [`text`] (names made safe for a terminal, sizes) and [`workload`] (the pod,
+//!   container or unit a memcg path names).
 //! - The drivers over one [`session::Session`]: [`live`] runs it against the kernel (`watch`,
 //!   `record`), [`report`] against a dump. [`hooks`] runs `--on-stuck` commands, contained.
 pub mod clock;
@@ -35,3 +36,4 @@ pub mod report;
 mod scratch;
 pub mod session;
 pub mod text;
+pub mod workload;

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use oomtrace_common::{group_dead_source, sender_state, victim_fields};
+use oomtrace_common::{group_dead_source, sender_state, si_code, target_state, victim_fields};
 
 use crate::event::{Event, Payload, cstr};
 
@@ -38,7 +38,7 @@ pub use config::{Filter, Observability, TrackerConfig};
 pub use finding::{Finding, MemcgTask};
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
-pub use victim::{KillDecision, Stage, Task, Timeline, Victim, VictimKey};
+pub use victim::{KillDecision, Sender, SenderKind, Stage, Task, Timeline, Victim, VictimKey};
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
 /// within milliseconds; if not, the oom_reaper wakes at +2 s (`OOM_REAPER_DELAY`, since 5.18)
@@ -82,6 +82,9 @@ const MAX_MEMCGS: usize = 4096;
 /// exiting this long after it was first seen: an ordinary exit after SIGKILL takes
 /// milliseconds, and the promise is a finding within one second of attach.
 pub const PRE_EXISTING_GRACE_NS: u64 = 500_000_000;
+/// Kernel SIGKILLs held at most while they wait for a mark (a PID-namespace teardown of
+/// thousands); past this the oldest are decided at once (not OOM kills).
+const MAX_PENDING_KILLS: usize = 4096;
 /// Thread ids kept per victim for "which thread entered exit".
 const MAX_EXITING_TIDS: usize = 16;
 /// A kernel SIGKILL waiting for its mark_victim (or a co-victim decision).
@@ -94,6 +97,8 @@ struct PendingKill {
     /// The victim that sent it, if the sender is one (its exit's doing), as it was then: it
     /// may be released and forgotten before the pairing window ends.
     by: Option<(VictimKey, String, Option<u64>)>,
+    /// The target, followed meanwhile as a kill by the kernel (`awaiting_mark`).
+    key: VictimKey,
 }
 
 /// The last victim a task marked: the SIGKILLs it sends right after are to processes sharing
@@ -127,6 +132,33 @@ struct DomainVerdicts {
 /// A domain whose last nothing-killable invocation is this old is no longer in that state.
 const NOTHING_KILLABLE_QUIET_NS: u64 = 10_000_000_000;
 
+/// The last [`GoneSet::CAP`] processes that died and were forgotten.
+#[derive(Debug, Default)]
+struct GoneSet {
+    order: std::collections::VecDeque<VictimKey>,
+    keys: std::collections::HashSet<VictimKey>,
+}
+
+impl GoneSet {
+    const CAP: usize = 4096;
+
+    fn insert(&mut self, key: VictimKey) {
+        if !self.keys.insert(key) {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+    }
+
+    fn contains(&self, key: &VictimKey) -> bool {
+        key.start_ns != 0 && self.keys.contains(key)
+    }
+}
+
 /// Follows victims from events; see the module docs.
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -141,6 +173,10 @@ pub struct Tracker {
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
+    /// Processes that finished dying and were forgotten, newest last (bounded): a SIGKILL the
+    /// reorder window delivers after its target's death and release names one of these, and
+    /// is not followed as a new kill that never dies.
+    gone: GoneSet,
     last_mark_by: HashMap<u32, LastMark>,
     /// The last victim each task chose (`oom_kill_process`): the SIGKILL it sends right after
     /// goes to that process's thread that holds the mm, which the classic tracepoint names by
@@ -179,6 +215,31 @@ fn sender_exiting(flags: u32) -> bool {
     flags & sender_state::KNOWN != 0 && flags & sender_state::EXITING != 0
 }
 
+/// Who sent a SIGKILL, from its record: a user process when the siginfo code says so (≤ 0),
+/// else the kernel. Records of layouts before the code was recorded were all the kernel's.
+fn sender_of(h: &oomtrace_common::Header, p: &oomtrace_common::KernelSigkill) -> Sender {
+    let recorded = p.sender_flags & sender_state::CODE != 0;
+    let kind = if recorded && si_code::from_user(p.si_code) {
+        SenderKind::User
+    } else {
+        SenderKind::Kernel
+    };
+    Sender {
+        kind,
+        pid: h.pid,
+        tgid: h.tgid,
+        comm: cstr(&h.comm),
+        uid: recorded.then_some(p.sender_uid),
+        memcg_id: (p.sender_memcg_id != 0).then_some(p.sender_memcg_id),
+        memcg_path: None,
+        si_code: if recorded {
+            p.si_code
+        } else {
+            si_code::SI_KERNEL
+        },
+    }
+}
+
 fn admitted(filter: &Filter, paths: &HashMap<u64, String>, tgid: u32, memcg: Option<u64>) -> bool {
     !filter.active()
         || (filter.pid_ok(tgid)
@@ -195,6 +256,7 @@ impl Tracker {
             victims: BTreeMap::new(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
+            gone: GoneSet::default(),
             last_mark_by: HashMap::new(),
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
@@ -267,6 +329,10 @@ impl Tracker {
     /// Processes every held event and judges at `now_ns` (end of a session or a replay).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.release_until(u64::MAX, out);
+        // No mark can come any more: kernel SIGKILLs still waiting for one are decided.
+        for k in std::mem::take(&mut self.pending_kills) {
+            self.decide_pending(k, out);
+        }
         self.check_timeouts(now_ns, now_ns, out);
     }
 
@@ -365,6 +431,9 @@ impl Tracker {
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Victim> {
         let v = *self.victims.remove(key)?;
+        if v.timeline.dead.is_some() && key.start_ns != 0 {
+            self.gone.insert(*key);
+        }
         self.reindex_tid(*key, v.marked_tid, None);
         self.index_remove(key.tgid, key);
         Some(v)
@@ -568,7 +637,7 @@ impl Tracker {
                     message: cstr(&p.message),
                 });
             }
-            Payload::KernelSigkill(p) => self.on_sigkill(ev, &p),
+            Payload::KernelSigkill(p) => self.on_sigkill(ev, &p, out),
             Payload::MarkVictim(p) => self.on_mark(ev, &p),
             Payload::WakeReaper(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
@@ -643,7 +712,8 @@ impl Tracker {
                 };
                 v.timeline.released.get_or_insert(ts);
                 let v = v.clone();
-                let counted = self.counts(&v);
+                // Other kills are counted apart: `released` and its latencies are OOM kills'.
+                let counted = self.counts(&v) && !v.is_other_kill();
                 if counted {
                     self.summary.released += 1;
                 }
@@ -662,7 +732,12 @@ impl Tracker {
         }
     }
 
-    fn on_sigkill(&mut self, ev: &Event, p: &oomtrace_common::KernelSigkill) {
+    fn on_sigkill(
+        &mut self,
+        ev: &Event,
+        p: &oomtrace_common::KernelSigkill,
+        out: &mut Vec<Finding>,
+    ) {
         let h = ev.header;
         let tgid = ev.subject().process_or_thread();
         let target = Task {
@@ -670,6 +745,27 @@ impl Tracker {
             tgid,
             comm: cstr(&p.target_comm),
         };
+        let mut sender = sender_of(&h, p);
+        sender.memcg_path = sender
+            .memcg_id
+            .and_then(|m| self.memcg_paths.get(&m).cloned());
+        let untracked = p.target_state & target_state::UNTRACKED != 0;
+        // Its target already died and was released: the kill was delivered late by the
+        // reorder window (or sent to a process already past exit). Nothing is left to follow.
+        if self.gone.contains(&VictimKey {
+            tgid,
+            start_ns: p.target_start_ns,
+        }) {
+            return;
+        }
+        // A user process's SIGKILL is never the OOM killer's: followed at once. A process
+        // already followed (killed before, by anyone) keeps its first kill.
+        if sender.kind == SenderKind::User {
+            if self.find(tgid, p.target_start_ns).is_none() {
+                self.follow_kill(ev, p, target, sender, untracked, false, out);
+            }
+            return;
+        }
         // Already a victim (oom_kill_process seen): record the signal, and the thread it went
         // to (the one holding the mm), which a classic mark names by its thread id.
         if let Some(v) = self.find(tgid, p.target_start_ns) {
@@ -732,19 +828,117 @@ impl Tracker {
             }
             return;
         }
-        // Otherwise wait for the mark_victim that says this was the OOM killer's.
+        // Otherwise wait for the mark_victim that says this was the OOM killer's, following
+        // the target meanwhile (its death may come first): not announced, not judged, until
+        // the window has passed without a mark.
         let by = (h.tgid != target.tgid)
             .then(|| self.lookup(h.tgid, |v| v.key.tgid == h.tgid))
             .flatten()
             .and_then(|k| self.victims.get(&k))
             .map(|v| (v.key, v.comm.clone(), v.memcg_id));
+        let key = self.follow_kill(ev, p, target.clone(), sender, untracked, true, out);
+        if self.pending_kills.len() >= MAX_PENDING_KILLS {
+            // Decided now: the oldest has waited longest for a mark.
+            let oldest = self.pending_kills.remove(0);
+            self.decide_pending(oldest, out);
+        }
         self.pending_kills.push(PendingKill {
             ts: h.ts_ns,
             target,
             start_ns: p.target_start_ns,
             sender_tid: h.pid,
             by,
+            key,
         });
+    }
+
+    /// Follows a process SIGKILLed by someone other than the OOM killer: a victim with a
+    /// [`Sender`]. A user's kill is announced at once; a kernel one (`awaiting_mark`) once no
+    /// mark has claimed it.
+    #[allow(clippy::too_many_arguments)]
+    fn follow_kill(
+        &mut self,
+        ev: &Event,
+        p: &oomtrace_common::KernelSigkill,
+        target: Task,
+        sender: Sender,
+        untracked: bool,
+        awaiting_mark: bool,
+        out: &mut Vec<Finding>,
+    ) -> VictimKey {
+        let key = VictimKey {
+            tgid: target.tgid,
+            start_ns: p.target_start_ns,
+        };
+        let mut v = Victim::new(key, target.comm);
+        v.lost_at_kill = self.lost;
+        v.timeline.sigkill = Some(ev.header.ts_ns);
+        v.memcg_id = (p.target_memcg_id != 0).then_some(p.target_memcg_id);
+        v.sender = Some(sender);
+        v.untracked = untracked;
+        v.awaiting_mark = awaiting_mark;
+        if target.pid != target.tgid {
+            v.marked_tid = Some(target.pid);
+        }
+        self.insert_victim(v);
+        if !awaiting_mark {
+            self.announce_kill(key, out);
+        }
+        self.evict_if_full();
+        key
+    }
+
+    /// Counts and announces a non-OOM kill (JSON; text stays quiet unless it gets stuck).
+    fn announce_kill(&mut self, key: VictimKey, out: &mut Vec<Finding>) {
+        let Some(v) = self.victims.get(&key).map(Box::as_ref) else {
+            return;
+        };
+        if self.counts(v) {
+            self.summary.other_kills += 1;
+            if v.sender_kind() == SenderKind::User {
+                self.summary.user_kills += 1;
+            }
+            if v.untracked {
+                self.summary.untracked += 1;
+            }
+        }
+        out.push(Finding::Sigkill {
+            victim: Box::new(v.clone()),
+        });
+    }
+
+    /// A kernel SIGKILL no mark claimed: not an OOM kill. Its target is announced as another
+    /// kernel path's kill; one a victim sent to another process is also `collateral` (its
+    /// exit's doing: PID namespace teardown, PT_EXITKILL).
+    fn decide_pending(&mut self, k: PendingKill, out: &mut Vec<Finding>) {
+        match self.victims.get_mut(&k.key).map(Box::as_mut) {
+            Some(v) if v.awaiting_mark => {
+                v.awaiting_mark = false;
+                let dead = v.timeline.dead;
+                self.announce_kill(k.key, out);
+                // Died while its kill waited to be decided: its death, held back, follows.
+                if dead.is_some() {
+                    self.announce_death(k.key, out);
+                }
+            }
+            Some(_) => {}
+            // Released (and forgotten) before the window ended: counted, without a line.
+            None => self.summary.other_kills += 1,
+        }
+        let Some((by, by_comm, memcg_id)) = k.by else {
+            return;
+        };
+        let f = Finding::Collateral {
+            target: k.target,
+            target_start_ns: k.start_ns,
+            by,
+            by_comm,
+            memcg_id,
+        };
+        if self.admits(&f) {
+            self.summary.collateral += 1;
+        }
+        out.push(f);
     }
 
     /// SIGKILLs no mark claimed within the pairing window are not OOM kills. Those a victim
@@ -761,20 +955,7 @@ impl Tracker {
                 .partition(is_expired);
         self.pending_kills = kept;
         for k in expired {
-            let Some((by, by_comm, memcg_id)) = k.by else {
-                continue;
-            };
-            let f = Finding::Collateral {
-                target: k.target,
-                target_start_ns: k.start_ns,
-                by,
-                by_comm,
-                memcg_id,
-            };
-            if self.admits(&f) {
-                self.summary.collateral += 1;
-            }
-            out.push(f);
+            self.decide_pending(k, out);
         }
     }
 
@@ -810,6 +991,16 @@ impl Tracker {
                 .unwrap_or_default()
         };
         let trigger = Self::task(&h);
+        // The kernel SIGKILL this mark claims was followed meanwhile as another kernel path's:
+        // it is the OOM killer's, announced (and counted) as an OOM kill.
+        if let Some(k) = &pending
+            && let Some(v) = self.victims.get_mut(&k.key).map(Box::as_mut)
+            && v.awaiting_mark
+        {
+            v.awaiting_mark = false;
+            v.sender = None;
+            self.announce.push(k.key);
+        }
         let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone());
         if v.comm.is_empty() {
             v.comm = comm;
@@ -910,9 +1101,27 @@ impl Tracker {
         }
         v.timeline.dead = Some(ts);
         v.death_seen = Some(how);
-        let v = v.clone();
+        // A kill not yet decided (OOM or not) is announced first, its death right after.
+        if v.awaiting_mark {
+            return;
+        }
+        self.announce_death(key, out);
+    }
+
+    /// Counts and reports a victim's death (`timeline.dead` set).
+    fn announce_death(&mut self, key: VictimKey, out: &mut Vec<Finding>) {
+        let Some(v) = self.victims.get(&key).map(|v| v.as_ref().clone()) else {
+            return;
+        };
+        let Some(ts) = v.timeline.dead else {
+            return;
+        };
         let kill_to_dead_ns = v.killed_at().map(|k| ts.saturating_sub(k));
-        if self.counts(&v) {
+        if self.counts(&v) && v.is_other_kill() {
+            if v.flagged_stuck {
+                self.summary.kill_stuck_now = self.summary.kill_stuck_now.saturating_sub(1);
+            }
+        } else if self.counts(&v) {
             self.summary.dead += 1;
             if v.flagged_stuck {
                 self.summary.stuck_now = self.summary.stuck_now.saturating_sub(1);
@@ -1236,6 +1445,7 @@ impl Tracker {
         self.quiet_domains(judged, out);
         let obs = self.cfg.observability;
         let mut stuck_new = 0;
+        let mut kill_stuck_new = 0;
         let mut unobservable_new = 0;
         let death_seen = if self.cfg.death_at_last_exit {
             obs.exit
@@ -1247,6 +1457,11 @@ impl Tracker {
             let Some(since_ts) = v.watched_since() else {
                 continue;
             };
+            // A kernel SIGKILL still waiting for its mark is judged once decided (the pairing
+            // window, 50 ms, is far below any timeout).
+            if v.awaiting_mark {
+                continue;
+            }
             let counted = admitted(&self.filter, &self.memcg_paths, v.key.tgid, v.memcg_id);
             if !v.is_dead() {
                 let allowed = if v.killed_at().is_some() {
@@ -1274,7 +1489,17 @@ impl Tracker {
                     }
                     continue;
                 }
-                if !v.flagged_stuck {
+                if !v.flagged_stuck && v.is_other_kill() {
+                    v.flagged_stuck = true;
+                    kill_stuck_new += u64::from(counted);
+                    out.push(Finding::KillStuck {
+                        stage: v.stage(),
+                        since_kill_ns: since,
+                        where_stuck: v.where_stuck(),
+                        unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
+                        victim: Box::new(v.clone()),
+                    });
+                } else if !v.flagged_stuck {
                     v.flagged_stuck = true;
                     stuck_new += u64::from(counted);
                     out.push(Finding::Stuck {
@@ -1298,12 +1523,16 @@ impl Tracker {
                 });
             }
         }
+        self.summary.kill_stuck_now += kill_stuck_new;
+        self.summary.kill_flagged_total += kill_stuck_new;
         self.summary.stuck_now += stuck_new;
         self.summary.flagged_total += stuck_new;
         self.summary.unobservable += unobservable_new;
     }
 
-    /// Keeps memory bounded: drops the oldest dead victims first, then the oldest at all.
+    /// Keeps memory bounded: drops the oldest dead victims first; then, in a kill storm, the
+    /// newest unflagged victim of another sender (the likeliest to die in milliseconds, and
+    /// the one that keeps a stuck process killed earlier followed); then the oldest at all.
     fn evict_if_full(&mut self) {
         while self.victims.len() > MAX_VICTIMS {
             let oldest = self
@@ -1316,12 +1545,32 @@ impl Tracker {
                     self.victims
                         .values()
                         .map(Box::as_ref)
+                        .filter(|v| v.is_other_kill() && !v.flagged_stuck)
+                        .max_by_key(|v| v.killed_at())
+                })
+                .or_else(|| {
+                    self.victims
+                        .values()
+                        .map(Box::as_ref)
                         .min_by_key(|v| v.killed_at())
                 })
                 .map(|v| v.key);
             match oldest {
                 Some(k) => {
-                    self.remove_victim(&k);
+                    if let Some(v) = self.remove_victim(&k)
+                        && !v.is_dead()
+                    {
+                        // Said in the summary: its death is no longer judged.
+                        self.summary.dropped_live += 1;
+                        if v.flagged_stuck {
+                            if v.is_other_kill() {
+                                self.summary.kill_stuck_now =
+                                    self.summary.kill_stuck_now.saturating_sub(1);
+                            } else {
+                                self.summary.stuck_now = self.summary.stuck_now.saturating_sub(1);
+                            }
+                        }
+                    }
                 }
                 None => break,
             }

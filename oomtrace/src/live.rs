@@ -219,6 +219,13 @@ fn unstick_evidence(
             )
         };
     }
+    // Killed by a user process or another kernel path: seen, and named. Such a victim can be
+    // a user's own process killed on purpose to make oomtrace act: the ownership rules of
+    // `vet` (only what the victim itself holds) apply as for any victim, and no remedy that
+    // raises a memcg limit is taken for it (see `unstick::remedy_for_sender`).
+    if let Some(s) = &victim.sender {
+        return Ok(format!("its SIGKILL by {s} was seen"));
+    }
     let t = &victim.timeline;
     let by = victim
         .trigger
@@ -623,7 +630,7 @@ impl<W: std::io::Write> Runner<W> {
             if let Some(m) = &mut self.metrics {
                 m.finding(&f, memcg.clone());
             }
-            if let Finding::Stuck { victim, .. } = &f {
+            if let Some((victim, _, _)) = f.stuck() {
                 self.flagged += 1;
                 let fx = shown.remove(&victim.key);
                 self.run_hook(&f, memcg, fx.as_ref());
@@ -689,8 +696,18 @@ impl<W: std::io::Write> Runner<W> {
             .and_then(|v| v["kind"].as_str().map(str::to_string))
             .unwrap_or_default();
         let remedy = unstick::remedy(&wait, memcg_root.as_deref(), v2);
+        // A memcg limit is raised only for the OOM killer's victims: a process a user (or
+        // another kernel path) killed did not cause its memcg's shortage, and raising the
+        // limit on its behalf would hand its owner memory for the asking.
+        let raises_limit =
+            |r: &unstick::Remedy| matches!(r.action, Some(unstick::Action::RaiseMemcgLimit { .. }));
         let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
             (Err(why), _) => Err(why.clone()),
+            (Ok(_), Some(_))
+                if victim.is_other_kill() && remedy.as_ref().is_some_and(raises_limit) =>
+            {
+                Err("not an OOM victim: its memcg's limit is never raised for it".to_string())
+            }
             (Ok(_), None) => Err("no remedy oomtrace can take".to_string()),
             (Ok(_), Some(action)) => {
                 unstick::vet(&action, &fx, &proc_root, fusectl, self.unstick_policy)
@@ -755,18 +772,12 @@ impl<W: std::io::Write> Runner<W> {
         memcg: Option<String>,
         shown: Option<&crate::host::forensics::Forensics>,
     ) {
-        let (
-            Some(hooks),
-            Finding::Stuck {
-                victim,
-                stage,
-                since_kill_ns,
-                ..
-            },
-        ) = (&mut self.hooks, f)
+        // Both kinds: `stuck` (an OOM victim) and `kill_stuck` (another sender's).
+        let (Some(hooks), Some((victim, stage, since_kill_ns))) = (&mut self.hooks, f.stuck())
         else {
             return;
         };
+        let since_kill_ns = &since_kill_ns;
         let Some(live) = &self.session.live else {
             return;
         };
@@ -785,8 +796,21 @@ impl<W: std::io::Write> Runner<W> {
                 serde_json::to_value(fx).unwrap_or(Value::Null),
             );
         }
+        let sender = victim.sender.as_ref();
         let vars = [
-            ("OOMTRACE_FINDING", "stuck".to_string()),
+            ("OOMTRACE_FINDING", f.name().to_string()),
+            (
+                "OOMTRACE_SENDER_KIND",
+                victim.sender_kind().name().to_string(),
+            ),
+            (
+                "OOMTRACE_SENDER_PID",
+                sender.map(|s| s.tgid.to_string()).unwrap_or_default(),
+            ),
+            (
+                "OOMTRACE_SENDER_COMM",
+                sender.map(|s| s.comm.clone()).unwrap_or_default(),
+            ),
             ("OOMTRACE_PID", victim.key.tgid.to_string()),
             ("OOMTRACE_COMM", victim.comm.clone()),
             ("OOMTRACE_MEMCG", memcg.unwrap_or_default()),

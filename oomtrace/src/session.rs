@@ -9,7 +9,7 @@ use std::{
 
 pub use crate::lifecycle::Filter;
 use crate::{
-    event::Event,
+    event::{Event, Payload},
     host::forensics,
     lifecycle::{Finding, Summary, Tracker, VictimKey},
     render::{events::Renderer, sink::Format},
@@ -94,7 +94,14 @@ pub struct Session<W: Write> {
     pub kept_forensics: HashMap<VictimKey, forensics::Forensics>,
     lost_reported: u64,
     findings: Vec<Finding>,
+    /// Processes a user process SIGKILLed: text leaves their kill and exit events out (a
+    /// kill that works is not news; one that does not stick is a `kill_stuck` finding).
+    /// Bounded: cleared when full (at worst a few lines of a storm are shown).
+    quiet_pids: std::collections::HashSet<u32>,
 }
+
+/// Processes whose events text output keeps quiet, at most.
+const MAX_QUIET_PIDS: usize = 8192;
 
 impl<W: Write> Session<W> {
     pub fn new(
@@ -117,6 +124,7 @@ impl<W: Write> Session<W> {
             kept_forensics: HashMap::new(),
             lost_reported: 0,
             findings: Vec::new(),
+            quiet_pids: std::collections::HashSet::new(),
         }
     }
 
@@ -147,8 +155,33 @@ impl<W: Write> Session<W> {
         ok
     }
 
+    /// Whether text output leaves this event out: a user's SIGKILL and the exit events of its
+    /// target (JSON carries every event).
+    fn quiet_in_text(&mut self, ev: &Event) -> bool {
+        if self.format != Format::Text {
+            return false;
+        }
+        let pid = ev.subject().process_or_thread();
+        match ev.payload {
+            Payload::KernelSigkill(p)
+                if p.sender_flags & oomtrace_common::sender_state::CODE != 0
+                    && oomtrace_common::si_code::from_user(p.si_code) =>
+            {
+                if self.quiet_pids.len() >= MAX_QUIET_PIDS {
+                    self.quiet_pids.clear();
+                }
+                self.quiet_pids.insert(pid);
+                true
+            }
+            Payload::TaskExit(_) | Payload::GroupExited(_) => self.quiet_pids.contains(&pid),
+            Payload::TaskFree(_) => self.quiet_pids.remove(&pid),
+            _ => false,
+        }
+    }
+
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
-        if self.events && self.shows_event(ev) {
+        let quiet = self.quiet_in_text(ev);
+        if self.events && !quiet && self.shows_event(ev) {
             self.format.event(&mut self.renderer, ev, &mut self.out)?;
         }
         let mut found = std::mem::take(&mut self.findings);
@@ -254,7 +287,9 @@ impl<W: Write> Session<W> {
             if !self.shows_finding(&f) {
                 continue;
             }
-            self.finding(&f, at_ns)?;
+            if !(self.format == Format::Text && f.quiet_in_text()) {
+                self.finding(&f, at_ns)?;
+            }
             if self.keep_findings {
                 self.kept.push(f);
             }
@@ -295,7 +330,9 @@ impl<W: Write> Session<W> {
 
     fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {
         let victim = match f {
-            Finding::Stuck { victim, .. } | Finding::NotReleased { victim, .. } => Some(victim),
+            Finding::Stuck { victim, .. }
+            | Finding::KillStuck { victim, .. }
+            | Finding::NotReleased { victim, .. } => Some(victim),
             _ => None,
         };
         let forensics = match (victim, &self.live) {
@@ -386,6 +423,7 @@ mod tests {
                 target_mm: 0,
                 sender_flags: 0,
                 _pad: 0,
+                ..KernelSigkill::ZERO
             }),
         };
         let mut m: MarkVictim = unsafe { std::mem::zeroed() };
@@ -407,6 +445,92 @@ mod tests {
                 !line.starts_with("DEAD") && !line.starts_with("12:00:00 KILLED"),
                 "forged line {line:?} in:\n{out}"
             );
+        }
+    }
+
+    /// A user's SIGKILL that does not stick: the sender's and the target's comm, both chosen
+    /// by processes, are escaped in the KILL STUCK line; a kill that works prints nothing.
+    #[test]
+    fn a_kill_stuck_line_escapes_sender_and_target_names_and_a_working_kill_is_quiet() {
+        use oomtrace_common::{Header, KernelSigkill, sender_state, si_code};
+
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
+        let renderer = Renderer {
+            clock: crate::clock::Clock {
+                realtime_offset_ns: 1_764_180_000_000_000_000,
+            },
+            memcgs: MemcgPaths::new(None),
+            page_kb: 4,
+        };
+        let mut session = Session::new(
+            renderer,
+            Tracker::new(TrackerConfig::default()),
+            Format::Text,
+            None,
+            Vec::new(),
+        );
+        let kill = |ts_ns, target: u32, sender_comm: &str, target_comm: &str| Event {
+            header: Header {
+                kind: 0,
+                cpu: 0,
+                ts_ns,
+                pid: 300,
+                tgid: 300,
+                comm: comm_bytes(sender_comm),
+            },
+            payload: Payload::KernelSigkill(KernelSigkill {
+                target_pid: target,
+                target_tgid: target,
+                target_comm: comm_bytes(target_comm),
+                target_start_ns: 5,
+                group: 1,
+                sender_flags: sender_state::KNOWN | sender_state::CODE,
+                si_code: si_code::SI_USER,
+                ..KernelSigkill::ZERO
+            }),
+        };
+        session
+            .event(&kill(1_000_000, 42, "shim\nDEAD\x1b[2J", "t\x1b]0;x\x07"))
+            .unwrap();
+        session
+            .event(&kill(2_000_000, 43, "kill", "quiet"))
+            .unwrap();
+        let gone = Event {
+            header: Header {
+                kind: 0,
+                cpu: oomtrace_common::USERSPACE_CPU,
+                ts_ns: 3_000_000,
+                pid: 43,
+                tgid: 43,
+                comm: comm_bytes("quiet"),
+            },
+            payload: Payload::GroupExited(oomtrace_common::GroupExited {
+                pid: 43,
+                how: oomtrace_common::exit_seen::PIDFD,
+                start_ns: 5,
+                tid: 0,
+                _pad: 0,
+            }),
+        };
+        session.event(&gone).unwrap();
+        session.finish(20_000_000_000).unwrap();
+        let out = String::from_utf8(session.out.clone()).unwrap();
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
+        let stuck = out
+            .lines()
+            .find(|l| l.contains("KILL STUCK pid 42"))
+            .unwrap_or_else(|| panic!("no KILL STUCK line:\n{out}"));
+        assert!(stuck.contains("(t\\u{1b}]0;x\\u{7})"), "{stuck}");
+        assert!(
+            stuck.contains("user process pid 300 (shim\\nDEAD\\u{1b}[2J"),
+            "{stuck}"
+        );
+        assert!(
+            !out.contains("pid 43 "),
+            "a kill that works is quiet:\n{out}"
+        );
+        for line in out.lines() {
+            assert!(!line.starts_with("DEAD"), "forged line {line:?} in:\n{out}");
         }
     }
 }

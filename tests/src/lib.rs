@@ -426,6 +426,42 @@ fn with_hog_args(mut cmd: Command, sandbox: &Sandbox, mode: &str, args: &[String
     cmd
 }
 
+/// SIGKILLs `pid` from a user process whose comm is `comm` (the hog run through a link of that
+/// name: a runtime shim's, a supervisor's), and waits for it to have sent the signal.
+pub fn kill_as(comm: &str, pid: u32) {
+    let dir = std::env::temp_dir().join(format!("oomtrace-killer-{}-{comm}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("killer dir");
+    let link = dir.join(comm);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(hog_bin(), &link).expect("killer link");
+    let status = Command::new(&link)
+        .args(["kill", "--pid", &pid.to_string()])
+        .status()
+        .expect("running the killer");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{comm} could not kill {pid}: {status}");
+}
+
+/// Runs `oomtrace-hog kill-storm` in the sandbox: `count` user SIGKILLs of short-lived
+/// children; returns once all are reaped.
+pub fn kill_storm(sandbox: &Sandbox, count: usize) {
+    let out = with_hog_args(
+        Command::new(hog_bin()),
+        sandbox,
+        "kill-storm",
+        &["--count".into(), count.to_string()],
+    )
+    .output()
+    .expect("running the kill storm");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim() == format!("killed {count}"),
+        "kill-storm: {} {said} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Starts `oomtrace-hog MODE --cgroup <sandbox> ARGS…` with piped stdin/stdout.
 pub fn spawn_hog(sandbox: &Sandbox, mode: &str, args: &[String]) -> Proc {
     let cmd = with_hog_args(Command::new(hog_bin()), sandbox, mode, args);

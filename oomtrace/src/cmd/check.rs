@@ -88,6 +88,8 @@ impl CheckReport {
                 "pre_existing": self.stuck.iter().map(|(c, fx)| json!({
                     "pid": c.pid, "ppid": c.ppid, "comm": c.comm, "memcg_path": c.memcg_path,
                     "threads": c.threads, "flags": c.flags, "forensics": fx,
+                    // /proc shows a pending SIGKILL, never who sent it.
+                    "sender_kind": "unknown",
                 })).collect::<Vec<_>>(),
                 "oom_now": self.oom_now.iter().zip(&self.oom_now_tasks).map(|(m, tasks)| json!({
                     "memcg_path": m.path, "invocations": m.invocations, "kills": m.kills,
@@ -200,8 +202,9 @@ impl CheckReport {
         for (c, fx) in stuck {
             writeln!(
                 out,
-                "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started, \
-             not finished exiting {} ms later; memcg {}",
+                "KILLED, NOT DEAD   pid {} ({}): SIGKILL pending since before oomtrace started \
+             (sender unknown: /proc does not say who sent it), not finished exiting {} ms later; \
+             memcg {}",
                 c.pid,
                 printable(&c.comm),
                 PRE_EXISTING_GRACE_NS / 1_000_000,

@@ -23,6 +23,18 @@ pub enum Finding {
         /// It had been flagged stuck before dying.
         was_flagged: bool,
     },
+    /// A SIGKILL not sent by the OOM killer (the victim's `sender` says who): followed to its
+    /// death. JSON only: text shows it only if it becomes `kill_stuck`.
+    Sigkill { victim: Box<Victim> },
+    /// Like `stuck`, for a process SIGKILLed by a user process or another kernel path: not
+    /// dead `since_kill_ns` after the kill.
+    KillStuck {
+        victim: Box<Victim>,
+        stage: Stage,
+        since_kill_ns: u64,
+        where_stuck: String,
+        unconfirmed_lost: u64,
+    },
     /// Not dead `since_kill_ns` after the kill.
     Stuck {
         victim: Box<Victim>,
@@ -134,7 +146,9 @@ impl Finding {
     /// When what it reports happened (CLOCK_MONOTONIC ns), if it is tied to an event.
     pub fn at_ns(&self) -> Option<u64> {
         match self {
-            Finding::Killed { victim } | Finding::Marked { victim } => victim.killed_at(),
+            Finding::Killed { victim }
+            | Finding::Marked { victim }
+            | Finding::Sigkill { victim } => victim.killed_at(),
             Finding::Dead { victim, .. } => victim.timeline.dead,
             Finding::Released { victim, .. } => victim.timeline.released,
             _ => None,
@@ -147,7 +161,9 @@ impl Finding {
             Finding::Killed { victim }
             | Finding::Marked { victim }
             | Finding::Dead { victim, .. }
+            | Finding::Sigkill { victim }
             | Finding::Stuck { victim, .. }
+            | Finding::KillStuck { victim, .. }
             | Finding::Unobservable { victim, .. }
             | Finding::NotReleased { victim, .. }
             | Finding::Released { victim, .. } => Some(victim),
@@ -186,12 +202,50 @@ impl Finding {
         }
     }
 
+    /// A flagged victim, of either kind (`stuck`, `kill_stuck`): its parts.
+    pub fn stuck(&self) -> Option<(&Victim, Stage, u64)> {
+        match self {
+            Finding::Stuck {
+                victim,
+                stage,
+                since_kill_ns,
+                ..
+            }
+            | Finding::KillStuck {
+                victim,
+                stage,
+                since_kill_ns,
+                ..
+            } => Some((victim, *stage, *since_kill_ns)),
+            _ => None,
+        }
+    }
+
+    /// A finding about a non-OOM kill that went as it should (its target died in time): text
+    /// output leaves it out.
+    pub fn quiet_in_text(&self) -> bool {
+        match self {
+            Finding::Sigkill { .. } => true,
+            Finding::Dead {
+                victim,
+                was_flagged,
+                ..
+            } => victim.is_other_kill() && !was_flagged,
+            Finding::Released { victim, .. } | Finding::NotReleased { victim, .. } => {
+                victim.is_other_kill() && !victim.flagged_stuck
+            }
+            _ => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Finding::Killed { .. } => "killed",
             Finding::Marked { .. } => "marked",
             Finding::Dead { .. } => "dead",
             Finding::Stuck { .. } => "stuck",
+            Finding::Sigkill { .. } => "sigkill",
+            Finding::KillStuck { .. } => "kill_stuck",
             Finding::Unobservable { .. } => "unobservable",
             Finding::NotReleased { .. } => "not_released",
             Finding::Released { .. } => "released",
@@ -258,8 +312,9 @@ impl fmt::Display for Finding {
                 if victim.pre_existing && victim.killed_at().is_none() {
                     write!(
                         f,
-                        "STUCK {} (PRE-EXISTING): killed before oomtrace started and still not \
-                         dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
+                        "STUCK {} (PRE-EXISTING): killed before oomtrace started (sender \
+                         unknown: the OOM killer, another kernel path or a user process) and \
+                         still not dead {} after oomtrace found it; stage: {stage}; {where_stuck}",
                         who(victim),
                         secs(*since_kill_ns),
                     )?;
@@ -269,6 +324,52 @@ impl fmt::Display for Finding {
                         "STUCK {}: not dead {} after the kill; stage: {stage}; {where_stuck}",
                         who(victim),
                         secs(*since_kill_ns),
+                    )?;
+                }
+                if *unconfirmed_lost > 0 {
+                    write!(
+                        f,
+                        " (UNCONFIRMED: {unconfirmed_lost} events were lost since the kill)"
+                    )?;
+                }
+                Ok(())
+            }
+            Finding::Sigkill { victim } => write!(
+                f,
+                "SIGKILL {} by {}",
+                who(victim),
+                victim
+                    .sender
+                    .as_ref()
+                    .map_or("?".into(), ToString::to_string)
+            ),
+            Finding::KillStuck {
+                victim,
+                stage,
+                since_kill_ns,
+                where_stuck,
+                unconfirmed_lost,
+            } => {
+                // No mark follows a kill that is not the OOM killer's.
+                let stage = match stage {
+                    Stage::Signalled => "SIGKILL sent; no thread has entered exit".to_string(),
+                    s => s.to_string(),
+                };
+                write!(
+                    f,
+                    "KILL STUCK {}: SIGKILLed by {}, not dead {} after the kill; stage: \
+                     {stage}; {where_stuck}",
+                    who(victim),
+                    victim
+                        .sender
+                        .as_ref()
+                        .map_or("?".into(), ToString::to_string),
+                    secs(*since_kill_ns),
+                )?;
+                if victim.untracked {
+                    write!(
+                        f,
+                        " (its exit stages were not reported: the kernel's tracked set was full)"
                     )?;
                 }
                 if *unconfirmed_lost > 0 {

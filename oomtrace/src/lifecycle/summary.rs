@@ -52,6 +52,20 @@ pub struct Summary {
     pub lost_events: u64,
     pub livelocks: u64,
     pub livelock_observable: bool,
+    /// SIGKILLs not sent by the OOM killer (a user process, another kernel path), each followed
+    /// to its death; not in `kills`, which stays the kernel's `oom_kill` count.
+    pub other_kills: u64,
+    /// Of those, by a user process.
+    pub user_kills: u64,
+    /// Other kills not dead within the timeout (`kill_stuck`), now and in all.
+    pub kill_stuck_now: u64,
+    pub kill_flagged_total: u64,
+    /// Killed processes the kernel's tracked set had no room for: their exit stages and
+    /// release were not reported (death still was).
+    pub untracked: u64,
+    /// Followed processes dropped, not dead, to keep the tracker bounded (a kill storm): their
+    /// death is no longer judged.
+    pub dropped_live: u64,
     pub kill_to_dead: Percentiles,
     pub kill_to_released: Percentiles,
     pub kill_to_reaper_wake: Percentiles,
@@ -78,6 +92,23 @@ impl fmt::Display for Summary {
             self.lost_events,
             self.livelocks
         )?;
+        if self.other_kills > 0 || self.kill_flagged_total > 0 {
+            writeln!(
+                f,
+                "other SIGKILLs (not the OOM killer's) {}, by user processes {}, stuck now {} \
+                 (flagged in all {})",
+                self.other_kills, self.user_kills, self.kill_stuck_now, self.kill_flagged_total
+            )?;
+        }
+        if self.untracked > 0 || self.dropped_live > 0 {
+            writeln!(
+                f,
+                "WARNING: kill storm: {} killed process(es) not tracked in the kernel (exit stages \
+                 and release unseen; death still seen), {} followed process(es) dropped before \
+                 their death (not judged)",
+                self.untracked, self.dropped_live
+            )?;
+        }
         let p = &self.kill_to_dead;
         if p.count > 0 {
             writeln!(

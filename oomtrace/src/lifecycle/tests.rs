@@ -50,6 +50,7 @@ fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
             // Sent from the allocating task's OOM path: not exiting.
             sender_flags: sender_state::KNOWN,
             _pad: 0,
+            ..KernelSigkill::ZERO
         }),
     }
 }
@@ -285,19 +286,29 @@ fn a_pid_namespace_teardown_is_collateral_not_a_kill() {
         free(6, 42, 7),
     ];
     let f = run(&mut t, &stream, 100);
-    // Collateral once no mark claimed them within the pairing window.
+    // Collateral once no mark claimed them within the pairing window, and followed as kills
+    // by another kernel path (announced as such, not counted as OOM kills).
     assert_eq!(
         names(&f),
-        ["killed", "dead", "released", "collateral", "collateral"],
+        [
+            "killed",
+            "dead",
+            "released",
+            "sigkill",
+            "collateral",
+            "sigkill",
+            "collateral"
+        ],
         "{f:?}"
     );
-    let Finding::Collateral { target, by, .. } = &f[3] else {
+    let Finding::Collateral { target, by, .. } = &f[4] else {
         panic!()
     };
     assert_eq!((target.tgid, by.tgid), (43, 42));
-    assert!(f[3].to_string().contains("PID namespace"), "{}", f[3]);
+    assert!(f[4].to_string().contains("PID namespace"), "{}", f[4]);
+    assert_eq!(f[3].victim().unwrap().sender_kind(), SenderKind::Kernel);
     let s = t.summary();
-    assert_eq!((s.kills, s.collateral), (1, 2));
+    assert_eq!((s.kills, s.collateral, s.other_kills), (1, 2, 2));
 }
 
 /// The same SIGKILL, its sender inside its own exit (`PF_EXITING`).
@@ -337,11 +348,18 @@ fn a_dying_namespace_init_is_one_kill_where_its_mark_names_no_mm() {
     let f = run(&mut t, &stream, 200);
     assert_eq!(
         names(&f),
-        ["killed", "dead", "collateral", "collateral"],
+        [
+            "killed",
+            "dead",
+            "sigkill",
+            "collateral",
+            "sigkill",
+            "collateral"
+        ],
         "{f:?}"
     );
     assert_eq!(f[0].victim().unwrap().key.tgid, 42);
-    for c in &f[2..] {
+    for c in f[2..].iter().filter(|c| c.name() == "collateral") {
         let Finding::Collateral { target, by, .. } = c else {
             panic!("{c:?}")
         };
@@ -393,9 +411,11 @@ fn the_kill_decisions_mm_tells_co_victims_apart_where_the_mark_names_none() {
         sender_unknown(sigkill(1, 78, 10)),
     ];
     let f = run(&mut t, &stream, 200);
-    assert_eq!(names(&f), ["killed", "killed"], "{f:?}");
+    // 78 does not share the victim's mm: another kernel path's kill, followed apart.
+    assert_eq!(names(&f), ["killed", "killed", "sigkill"], "{f:?}");
     assert_eq!(f[1].victim().unwrap().key.tgid, 77);
-    assert_eq!(t.summary().kills, 2);
+    assert_eq!(f[2].victim().unwrap().key.tgid, 78);
+    assert_eq!((t.summary().kills, t.summary().other_kills), (2, 1));
 }
 
 /// Runs a stream; ticks every 10 ms up to `until_ms`; returns the findings.
@@ -958,12 +978,16 @@ fn a_victim_marked_twice_leaves_no_index_entries_behind() {
     assert!(t.by_id.is_empty(), "{:?}", t.by_id);
 }
 
+/// A kernel SIGKILL no mark claims is not an OOM kill: followed as another kernel path's,
+/// its death (seen while it waited to be decided) reported after its announcement.
 #[test]
-fn an_unrelated_kernel_sigkill_is_not_a_victim() {
+fn an_unrelated_kernel_sigkill_is_not_an_oom_kill() {
     let mut t = tracker();
     let f = run(&mut t, &[sigkill(0, 99, 1), gone(1, 99, 1)], 7000);
-    assert!(f.is_empty(), "{f:?}");
-    assert_eq!(t.summary().kills, 0);
+    assert_eq!(names(&f), ["sigkill", "dead"], "{f:?}");
+    assert!(f.iter().all(Finding::quiet_in_text), "{f:?}");
+    let s = t.summary();
+    assert_eq!((s.kills, s.other_kills, s.user_kills, s.dead), (0, 1, 0, 0));
 }
 
 #[test]
@@ -1512,4 +1536,214 @@ fn notifications_name_nothing_killable_only_with_no_victim_pending() {
     );
     assert_eq!(names(&f), ["nothing_killable_ended", "killed"]);
     assert_eq!(t.summary().livelocks, 0);
+}
+
+/// A SIGKILL a user process sent (`kill(2)`: `SI_USER`), as the kernel side records it now.
+fn user_kill(ms: u64, sender: u32, sender_comm: &str, tgid: u32, start: u64) -> Event {
+    Event {
+        header: header(ms, sender, sender, sender_comm),
+        payload: Payload::KernelSigkill(KernelSigkill {
+            target_pid: tgid,
+            target_tgid: tgid,
+            target_comm: comm_bytes("listener"),
+            target_start_ns: start,
+            group: 1,
+            target_mm: mm_of(tgid),
+            sender_flags: sender_state::KNOWN | sender_state::CODE,
+            si_code: oomtrace_common::si_code::SI_USER,
+            sender_uid: 1000,
+            sender_memcg_id: 900,
+            target_memcg_id: MEMCG,
+            ..KernelSigkill::ZERO
+        }),
+    }
+}
+
+/// The same SIGKILL sent by another kernel path (`SEND_SIG_PRIV`) as recorded now.
+fn kernel_kill_with_code(mut ev: Event) -> Event {
+    if let Payload::KernelSigkill(p) = &mut ev.payload {
+        p.sender_flags |= sender_state::CODE;
+        p.si_code = oomtrace_common::si_code::SI_KERNEL;
+    }
+    ev
+}
+
+/// A user's kill -9 of a process that dies at once: followed, announced (JSON), quiet in text,
+/// counted apart from OOM kills.
+#[test]
+fn a_user_kill_that_works_is_counted_apart_and_quiet_in_text() {
+    let mut t = tracker();
+    t.memcg_path(900, "/system.slice/containerd.service");
+    let stream = [
+        user_kill(0, 300, "containerd-shim", 42, 7),
+        exit(1, 42, 42, 7, true),
+        gone(2, 42, 7),
+        free(20, 42, 7),
+    ];
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["sigkill", "dead", "released"], "{f:?}");
+    assert!(f.iter().all(Finding::quiet_in_text), "{f:?}");
+    let v = f[0].victim().unwrap();
+    let s = v.sender.as_ref().unwrap();
+    assert_eq!(
+        (s.kind, s.tgid, s.comm.as_str(), s.uid, s.memcg_id),
+        (
+            SenderKind::User,
+            300,
+            "containerd-shim",
+            Some(1000),
+            Some(900)
+        )
+    );
+    assert_eq!(
+        s.memcg_path.as_deref(),
+        Some("/system.slice/containerd.service")
+    );
+    assert_eq!(v.memcg_id, Some(MEMCG));
+    let s = t.summary();
+    assert_eq!(
+        (s.kills, s.other_kills, s.user_kills, s.dead, s.released),
+        (0, 1, 1, 0, 0),
+        "{s}"
+    );
+    assert_eq!((s.kill_stuck_now, s.kill_flagged_total), (0, 0));
+    assert!(t.is_empty());
+}
+
+/// The case: a listener blocked in the kernel, SIGKILLed by a runtime shim, not dead
+/// within the timeout: `kill_stuck` naming the sender, not `stuck`; the gauge drops at death.
+#[test]
+fn a_user_kill_that_does_not_stick_is_kill_stuck_naming_its_sender() {
+    let mut t = tracker();
+    let stream = [user_kill(0, 300, "containerd-shim", 42, 7)];
+    let f = run(&mut t, &stream, 5200);
+    assert_eq!(names(&f), ["sigkill", "kill_stuck"], "{f:?}");
+    assert!(!f[1].quiet_in_text());
+    let line = f[1].to_string();
+    assert!(line.starts_with("KILL STUCK pid 42 (listener)"), "{line}");
+    assert!(
+        line.contains("SIGKILLed by user process pid 300 (containerd-shim, uid 1000)"),
+        "{line}"
+    );
+    let (v, stage, _) = f[1].stuck().unwrap();
+    assert_eq!(
+        (v.sender_kind(), stage),
+        (SenderKind::User, Stage::Signalled)
+    );
+    let s = t.summary();
+    assert_eq!(
+        (s.stuck_now, s.flagged_total),
+        (0, 0),
+        "OOM stuck untouched"
+    );
+    assert_eq!((s.kill_stuck_now, s.kill_flagged_total), (1, 1));
+    let f = run(&mut t, &[gone(9000, 42, 7)], 9100);
+    assert_eq!(names(&f), ["dead"], "{f:?}");
+    assert!(!f[0].quiet_in_text(), "a flagged one's death is shown");
+    assert_eq!(t.summary().kill_stuck_now, 0);
+}
+
+/// Another kernel path's SIGKILL (no mark claims it) whose target does not die: `kill_stuck`
+/// with sender kind `kernel`, judged only once the pairing window has decided it.
+#[test]
+fn a_kernel_kill_that_is_not_an_oom_kill_and_does_not_stick_is_kill_stuck() {
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[sender_exiting(kernel_kill_with_code(sigkill(0, 43, 8)))],
+        5200,
+    );
+    assert_eq!(names(&f), ["sigkill", "kill_stuck"], "{f:?}");
+    let v = f[1].victim().unwrap();
+    assert_eq!(v.sender_kind(), SenderKind::Kernel);
+    assert!(
+        f[1].to_string()
+            .contains("by the kernel, from pid 500 (alloc"),
+        "{}",
+        f[1]
+    );
+    assert_eq!((t.summary().kills, t.summary().other_kills), (0, 1));
+}
+
+/// The OOM killer's SIGKILL recorded with its code is still an OOM kill (its mark claims the
+/// target followed meanwhile): `killed`, counted in `kills`, stuck as `stuck`.
+#[test]
+fn an_oom_kill_recorded_with_its_code_is_still_an_oom_kill() {
+    let mut t = tracker();
+    let stream = [kernel_kill_with_code(sigkill(0, 42, 7)), mark(0, 42, 7)];
+    let f = run(&mut t, &stream, 5200);
+    assert_eq!(names(&f), ["killed", "stuck"], "{f:?}");
+    assert_eq!(f[0].victim().unwrap().sender, None);
+    let s = t.summary();
+    assert_eq!((s.kills, s.other_kills, s.stuck_now), (1, 0, 1));
+}
+
+/// A user's kill of a process the OOM killer already killed keeps it the OOM killer's.
+#[test]
+fn a_user_kill_of_an_oom_victim_changes_nothing() {
+    let mut t = tracker();
+    let stream = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        user_kill(5, 300, "kubelet", 42, 7),
+    ];
+    let f = run(&mut t, &stream, 5200);
+    assert_eq!(names(&f), ["killed", "stuck"], "{f:?}");
+    assert_eq!(t.summary().other_kills, 0);
+}
+
+/// A storm: thousands of user kills of short-lived processes (some never released, others
+/// never seen to die) while one killed earlier stays stuck. The tracker stays bounded, the
+/// stuck one is still flagged, and what it dropped is counted.
+#[test]
+fn a_kill_storm_stays_bounded_and_keeps_the_stuck_one() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    t.on_event(&user_kill(0, 300, "containerd-shim", 7, 1), &mut out);
+    let n = MAX_VICTIMS as u32 + 2000;
+    for i in 0..n {
+        let pid = 10_000 + i;
+        let ms = 1 + u64::from(i) / 10;
+        t.on_event(&user_kill(ms, 301, "kill", pid, 2), &mut out);
+        // One in four dies (its zombie never reaped); the rest are never seen to die.
+        if i % 4 == 0 {
+            t.on_event(&gone(ms, pid, 2), &mut out);
+        }
+        assert!(t.len() <= MAX_VICTIMS, "{} held", t.len());
+    }
+    t.tick(at(6000), &mut out);
+    let stuck: Vec<_> = out.iter().filter(|f| f.name() == "kill_stuck").collect();
+    assert!(
+        stuck.iter().any(|f| f.tgid() == 7),
+        "the stuck target killed before the storm is flagged"
+    );
+    let s = t.summary();
+    assert_eq!(s.other_kills, u64::from(n) + 1);
+    assert!(s.dropped_live > 0, "{s}");
+    assert!(s.to_string().contains("dropped before their death"), "{s}");
+    assert!(t.pending_kills.is_empty());
+}
+
+/// A kill the reorder window delivers after its target died and was released (a dump whose
+/// events arrived in reverse, or a SIGKILL to a process already past exit) is not followed as
+/// a new kill: it would never die and be flagged stuck although it is dead.
+#[test]
+fn a_sigkill_after_its_targets_release_is_not_followed_as_a_new_kill() {
+    for late in [
+        kernel_kill_with_code(sigkill(60, 42, 7)),
+        user_kill(60, 300, "containerd-shim", 42, 7),
+    ] {
+        let mut t = tracker();
+        let stream = [
+            user_kill(0, 300, "containerd-shim", 42, 7),
+            exit(1, 42, 42, 7, true),
+            gone(2, 42, 7),
+            free(20, 42, 7),
+            late,
+        ];
+        let f = run(&mut t, &stream, 20_000);
+        assert_eq!(names(&f), ["sigkill", "dead", "released"], "{f:?}");
+        let s = t.summary();
+        assert_eq!((s.other_kills, s.kill_stuck_now), (1, 0), "{s}");
+    }
 }

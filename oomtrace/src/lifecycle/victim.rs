@@ -29,6 +29,71 @@ pub struct Task {
     pub comm: String,
 }
 
+/// Who sent a SIGKILL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderKind {
+    /// The OOM killer (its victims carry no [`Sender`]: `trigger` and `decision` say it).
+    OomKiller,
+    /// Another kernel path (`SEND_SIG_PRIV` / `SI_KERNEL`): a PID-namespace teardown, a
+    /// tracer's exit (`PTRACE_O_EXITKILL`), a forced fatal signal.
+    Kernel,
+    /// A user process: `kill(2)`, `tgkill(2)`, `pidfd_send_signal(2)` (`si_code` ≤ 0).
+    User,
+    /// Not known: a process found with SIGKILL pending at start (/proc does not say who).
+    Unknown,
+}
+
+impl SenderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SenderKind::OomKiller => "oom_killer",
+            SenderKind::Kernel => "kernel",
+            SenderKind::User => "user",
+            SenderKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The sender of a SIGKILL that was not the OOM killer's: for a user kill the process that
+/// called `kill`; for a kernel one the task whose path sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Sender {
+    pub kind: SenderKind,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// None in records of layouts before it was recorded.
+    pub uid: Option<u32>,
+    pub memcg_id: Option<u64>,
+    /// Its memcg's path, where it was known when the kill was seen (its workload).
+    pub memcg_path: Option<String>,
+    /// The siginfo code (`SI_USER` 0, `SI_TKILL` -6, `SI_KERNEL` 128, ...).
+    pub si_code: i32,
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            SenderKind::User => "user process",
+            SenderKind::Kernel => "the kernel, from",
+            SenderKind::OomKiller => "the OOM killer, from",
+            SenderKind::Unknown => return f.write_str("an unknown sender"),
+        };
+        write!(f, "{kind} pid {} ({}", self.tgid, self.comm)?;
+        if let Some(uid) = self.uid {
+            write!(f, ", uid {uid}")?;
+        }
+        if let Some(p) = &self.memcg_path {
+            match crate::workload::of_path(p) {
+                crate::workload::Workload::Cgroup { .. } => write!(f, ", memcg {p}")?,
+                w => write!(f, ", memcg {p}; {w}")?,
+            }
+        }
+        f.write_str(")")
+    }
+}
+
 /// What `oom_kill_process` said about the choice.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KillDecision {
@@ -134,6 +199,16 @@ pub struct Victim {
     pub pre_existing: bool,
     /// Marked by the OOM killer without a SIGKILL: it was already exiting (not a kill).
     pub already_exiting: bool,
+    /// Who SIGKILLed it, when that was not the OOM killer: a kill followed like an OOM one,
+    /// flagged `kill_stuck` rather than `stuck`. None for OOM victims and pre-existing ones.
+    pub sender: Option<Sender>,
+    /// The kernel's tracked set was full at its kill: its thread exits and release were not
+    /// reported (its death still is, through its pidfd).
+    pub untracked: bool,
+    /// A kernel SIGKILL waiting for the mark that would make it an OOM kill: not announced
+    /// and not judged until the pairing window has passed.
+    #[serde(skip)]
+    pub(super) awaiting_mark: bool,
     /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
     pub death_seen: Option<&'static str>,
     /// Its mm identity (a kernel address: kept out of every output).
@@ -169,6 +244,9 @@ impl Victim {
             exiting_tids: Vec::new(),
             pre_existing: false,
             already_exiting: false,
+            sender: None,
+            untracked: false,
+            awaiting_mark: false,
             death_seen: None,
             mm: None,
             lost_at_kill: 0,
@@ -225,6 +303,20 @@ impl Victim {
         if self.reaper_attempts >= REAPER_MAX_RETRIES {
             self.timeline.reaper_gave_up.get_or_insert(ts);
         }
+    }
+
+    /// Who killed it: the OOM killer unless a [`Sender`] says otherwise.
+    pub fn sender_kind(&self) -> SenderKind {
+        match &self.sender {
+            Some(s) => s.kind,
+            None if self.pre_existing => SenderKind::Unknown,
+            None => SenderKind::OomKiller,
+        }
+    }
+
+    /// Killed by someone other than the OOM killer (a user process or another kernel path).
+    pub fn is_other_kill(&self) -> bool {
+        self.sender.is_some()
     }
 
     pub(super) fn is_dead(&self) -> bool {

@@ -76,6 +76,7 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
                     target_mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
                     sender_flags: sender_state::KNOWN,
                     _pad: 0,
+                    ..KernelSigkill::ZERO
                 }),
             },
             Event {

@@ -59,6 +59,16 @@ fn sender_exiting(flags: u32) -> Option<bool> {
     (flags & sender_state::KNOWN != 0).then_some(flags & sender_state::EXITING != 0)
 }
 
+/// Who sent a SIGKILL, from its record: `user` (siginfo code ≤ 0) or `kernel`; records of
+/// layouts before the code was recorded were all the kernel's.
+fn sigkill_sender_kind(p: &oomtrace_common::KernelSigkill) -> &'static str {
+    if p.sender_flags & sender_state::CODE != 0 && oomtrace_common::si_code::from_user(p.si_code) {
+        "user"
+    } else {
+        "kernel"
+    }
+}
+
 /// Turns events into text lines or JSON values.
 pub struct Renderer {
     pub clock: Clock,
@@ -146,6 +156,17 @@ impl Renderer {
                 },
                 "group": p.group != 0, "result": p.result,
                 "sender_exiting": sender_exiting(p.sender_flags),
+                "sender_kind": sigkill_sender_kind(p),
+                "si_code": if p.sender_flags & sender_state::CODE != 0 { p.si_code.into() } else { Value::Null },
+                "sender_uid": if p.sender_flags & sender_state::CODE != 0 { p.sender_uid.into() } else { Value::Null },
+                "sender_memcg_path": if p.sender_memcg_id == 0 { Value::Null } else { self.memcg(p.sender_memcg_id) },
+                "target_memcg_path": if p.target_memcg_id == 0 { Value::Null } else { self.memcg(p.target_memcg_id) },
+                "target_exiting": if p.target_state & oomtrace_common::target_state::KNOWN != 0 {
+                    (p.target_state & oomtrace_common::target_state::EXITING != 0).into()
+                } else {
+                    Value::Null
+                },
+                "untracked": p.target_state & oomtrace_common::target_state::UNTRACKED != 0,
             }),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
@@ -278,10 +299,18 @@ impl Renderer {
                 } else {
                     ""
                 };
-                format!(
-                    "SIGKILL to {who} ({}) by the kernel, from {cur}{exiting}",
-                    cstr(&p.target_comm)
-                )
+                if sigkill_sender_kind(p) == "user" {
+                    format!(
+                        "SIGKILL to {who} ({}) by user process {cur}, uid {}",
+                        cstr(&p.target_comm),
+                        p.sender_uid
+                    )
+                } else {
+                    format!(
+                        "SIGKILL to {who} ({}) by the kernel, from {cur}{exiting}",
+                        cstr(&p.target_comm)
+                    )
+                }
             }
             Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
             Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),

@@ -29,6 +29,11 @@ pub struct Metrics {
     stuck_now: BTreeMap<String, i64>,
     /// Victims ever flagged, per label set.
     stuck_total: BTreeMap<String, i64>,
+    /// SIGKILLs not sent by the OOM killer, per victim label set and `sender_kind`.
+    other_kills: BTreeMap<String, i64>,
+    /// Those flagged `kill_stuck` and not dead now (kept at 0, as `stuck_now`), and ever.
+    kill_stuck_now: BTreeMap<String, i64>,
+    kill_stuck_total: BTreeMap<String, i64>,
     /// Livelocks, per OOM domain label set.
     livelock_by: BTreeMap<String, i64>,
     /// Memcgs hung now with the OOM killer disabled, per label set (kept at 0 once seen).
@@ -58,9 +63,9 @@ pub struct Metrics {
 }
 
 /// The label set of a victim's metrics: its memcg and the workload it names
-/// ([`crate::host::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
+/// ([`crate::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
 pub fn victim_labels(memcg: &str) -> String {
-    let w = crate::host::workload::of_path(memcg);
+    let w = crate::workload::of_path(memcg);
     let mut s = format!("memcg=\"{}\"", escape(memcg));
     for (k, v) in w.labels() {
         let _ = write!(s, ",{k}=\"{}\"", escape(&v));
@@ -155,6 +160,24 @@ impl Metrics {
 
     pub fn finding(&mut self, f: &Finding, memcg: Option<String>) {
         let labels = || victim_labels(memcg.as_deref().unwrap_or("unknown"));
+        // Kills by other senders: their own families, labelled by sender kind too.
+        if let Some(v) = f.victim()
+            && v.is_other_kill()
+        {
+            let labels = || format!("{},sender_kind=\"{}\"", labels(), v.sender_kind().name());
+            match f {
+                Finding::Sigkill { .. } => bump(&mut self.other_kills, labels()),
+                Finding::KillStuck { .. } => {
+                    bump(&mut self.kill_stuck_now, labels());
+                    bump(&mut self.kill_stuck_total, labels());
+                }
+                Finding::Dead {
+                    was_flagged: true, ..
+                } => add(&mut self.kill_stuck_now, labels(), -1),
+                _ => {}
+            }
+            return;
+        }
         match f {
             Finding::Killed { .. } => bump(&mut self.kills, labels()),
             Finding::Dead {
@@ -198,6 +221,8 @@ impl Metrics {
                 add(&mut self.oom_disabled_now, labels(), -1);
             }
             Finding::Unobservable { .. }
+            | Finding::Sigkill { .. }
+            | Finding::KillStuck { .. }
             | Finding::Marked { .. }
             | Finding::NotReleased { .. }
             | Finding::Collateral { .. } => {}
@@ -260,6 +285,27 @@ impl Metrics {
             "counter",
             "Victims ever flagged stuck, per memcg and workload.",
             &self.stuck_total,
+        );
+        labelled(
+            s,
+            "oomtrace_other_kills_total",
+            "counter",
+            "SIGKILLs not sent by the OOM killer (sender_kind user: a process's kill(2); kernel: a PID-namespace teardown, a tracer's exit), per target memcg, workload and sender kind.",
+            &self.other_kills,
+        );
+        labelled(
+            s,
+            "oomtrace_kill_stuck_victims",
+            "gauge",
+            "Processes SIGKILLed by someone other than the OOM killer, flagged kill_stuck and not dead now, per memcg, workload and sender kind.",
+            &self.kill_stuck_now,
+        );
+        labelled(
+            s,
+            "oomtrace_kill_stuck_victims_total",
+            "counter",
+            "Processes SIGKILLed by someone other than the OOM killer ever flagged kill_stuck, per memcg, workload and sender kind.",
+            &self.kill_stuck_total,
         );
         labelled(
             s,
@@ -604,6 +650,11 @@ mod tests {
         add(&mut m.stuck_now, victim_labels("/a"), -1);
         bump(&mut m.stuck_total, victim_labels("/a"));
         bump(&mut m.livelock_by, victim_labels("/a"));
+        let user = || format!("{},sender_kind=\"user\"", victim_labels("/a"));
+        bump(&mut m.other_kills, user());
+        bump(&mut m.kill_stuck_now, user());
+        add(&mut m.kill_stuck_now, user(), -1);
+        bump(&mut m.kill_stuck_total, user());
         m.flagged = 1;
         m.dead = 3;
         m.livelocks = 1;
@@ -636,6 +687,15 @@ oomtrace_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container=""} 0
 # HELP oomtrace_stuck_victims_total Victims ever flagged stuck, per memcg and workload.
 # TYPE oomtrace_stuck_victims_total counter
 oomtrace_stuck_victims_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
+# HELP oomtrace_other_kills_total SIGKILLs not sent by the OOM killer (sender_kind user: a process's kill(2); kernel: a PID-namespace teardown, a tracer's exit), per target memcg, workload and sender kind.
+# TYPE oomtrace_other_kills_total counter
+oomtrace_other_kills_total{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 1
+# HELP oomtrace_kill_stuck_victims Processes SIGKILLed by someone other than the OOM killer, flagged kill_stuck and not dead now, per memcg, workload and sender kind.
+# TYPE oomtrace_kill_stuck_victims gauge
+oomtrace_kill_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 0
+# HELP oomtrace_kill_stuck_victims_total Processes SIGKILLed by someone other than the OOM killer ever flagged kill_stuck, per memcg, workload and sender kind.
+# TYPE oomtrace_kill_stuck_victims_total counter
+oomtrace_kill_stuck_victims_total{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 1
 # HELP oomtrace_livelocks_by_domain_total Livelocks (a memcg invoking the OOM killer again and again while a victim is stuck), per OOM domain.
 # TYPE oomtrace_livelocks_by_domain_total counter
 oomtrace_livelocks_by_domain_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1

@@ -11,11 +11,12 @@ use serde_json::{Value, json};
 use crate::{
     clock::{rfc3339, time_of_day},
     event::Event,
-    host::{forensics::Forensics, workload},
+    host::forensics::Forensics,
     lifecycle::{Finding, Summary},
     record::dump::Header,
     render::events::Renderer,
     text::printable,
+    workload,
 };
 
 /// How a session writes (`--format`).

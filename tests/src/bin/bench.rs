@@ -634,6 +634,50 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
         "idle_cpu_s": idle, "idle_cpu_without_s": idle_without, "churn_cpu_s": churn_cpu, "rss_kb": rss_kb, "fds": fds});
 }
 
+/// A storm of user SIGKILLs (issue 24: every SIGKILL is followed): `n` short-lived processes
+/// forked, SIGKILLed and reaped by one process, while oomtrace follows each to its death.
+/// Reports oomtrace's CPU (user + system, from /proc) per kill, and whether every kill was
+/// followed or its loss counted.
+fn sigkill_storm(n: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let sandbox = Sandbox::new("sigkill-storm", 16 * MIB);
+    let w = Watch::start(&["--findings-only"]);
+    let pid = w.pid();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    oomtrace_tests::kill_storm(&sandbox, n);
+    let elapsed = started.elapsed().as_secs_f64();
+    let path = sandbox.rel_path().to_string();
+    let followed = |w: &Watch| {
+        w.lines()
+            .iter()
+            .filter(|v| v["finding"] == "sigkill" && v["memcg_path"] == path.as_str())
+            .count()
+    };
+    wait_until(Duration::from_secs(30), || followed(&w) >= n);
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let seen = followed(&w);
+    let lines = w.stop_and_collect();
+    let s = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .map(|v| v["summary"].clone())
+        .unwrap_or(Value::Null);
+    let lost = s["lost_events"].as_u64().unwrap_or(u64::MAX);
+    out.push(row(
+        "SIGKILL storm: oomtrace CPU per kill",
+        format!(
+            "{:.1} µs per kill ({cpu:.2} s CPU for {n} user SIGKILLs in {elapsed:.1} s, \
+             {:.1} % of one core); {seen}/{n} followed, {lost} events lost",
+            cpu * 1e6 / n as f64,
+            100.0 * cpu / elapsed
+        ),
+        "every kill followed or its loss counted",
+        Some(seen == n || lost > 0),
+    ));
+    details["sigkill_storm"] = json!({"kills": n, "cpu_s": cpu, "elapsed_s": elapsed,
+        "followed": seen, "summary": s});
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(STORM_ENV) {
         let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
@@ -648,7 +692,7 @@ fn main() {
     let mut rows = Vec::new();
     let mut details = json!({});
     let t = Instant::now();
-    // OOMTRACE_BENCH_ONLY=exit,startup,storm,report,memcgs,latency runs a subset.
+    // OOMTRACE_BENCH_ONLY=exit,startup,storm,sigkill,report,memcgs,latency runs a subset.
     let only = std::env::var("OOMTRACE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     if run("exit") {
@@ -667,6 +711,9 @@ fn main() {
             &mut rows,
             &mut details,
         ));
+    }
+    if run("sigkill") {
+        sigkill_storm(if quick { 500 } else { 5000 }, &mut rows, &mut details);
     }
     if let Some(steady) = steady {
         rows.push(row(

@@ -25,6 +25,12 @@
 //! cheap. R times: a new PID namespace whose init forks K children that pause, then exits; the
 //! kernel's namespace teardown (`zap_pid_ns_processes`) SIGKILLs each child (SEND_SIG_PRIV,
 //! exactly what oomtrace's in-kernel filter starts tracking). Prints `sigkilled N` at the end.
+//!
+//! `oomtrace-hog kill --pid P`: sends P a SIGKILL (`kill(2)`) and exits. Run through a link
+//! named like a runtime shim, it is a user process with that comm killing P.
+//!
+//! `oomtrace-hog kill-storm --cgroup DIR --count N`: user SIGKILLs, many and cheap. N times:
+//! fork a child that pauses, SIGKILL it, reap it. Prints `killed N` at the end.
 
 use std::io::{BufRead as _, Write as _};
 
@@ -49,6 +55,17 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     if mode == Some("trace-hold") {
         return trace_hold(args);
+    }
+    if mode == Some("kill") {
+        let pid: i32 = number(args, "--pid")? as i32;
+        // SAFETY: plain kill(2).
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+            return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    if mode == Some("kill-storm") {
+        return kill_storm(args);
     }
     let (stuck, flush) = match mode {
         Some("alloc") => (false, false),
@@ -178,6 +195,38 @@ fn number(args: &[String], name: &str) -> Result<usize, String> {
         .ok_or(format!("{name} N is required"))?
         .parse()
         .map_err(|e| format!("{name}: {e}"))
+}
+
+/// See the module docs. Single-threaded throughout, so fork is safe.
+fn kill_storm(args: &[String]) -> Result<(), String> {
+    let cgroup = flag(args, "--cgroup").ok_or("--cgroup DIR is required")?;
+    let count = number(args, "--count")?;
+    let procs = format!("{cgroup}/cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| format!("joining {procs}: {e}"))?;
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    for _ in 0..count {
+        // SAFETY: plain fork/kill/waitpid; the child only pauses until killed.
+        unsafe {
+            let child = libc::fork();
+            if child < 0 {
+                return Err(os("fork"));
+            }
+            if child == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            if libc::kill(child, libc::SIGKILL) != 0 {
+                return Err(os("kill"));
+            }
+            if libc::waitpid(child, std::ptr::null_mut(), 0) != child {
+                return Err(os("waitpid"));
+            }
+        }
+    }
+    println!("killed {count}");
+    Ok(())
 }
 
 /// See the module docs. Single-threaded throughout, so fork is safe.

@@ -1,0 +1,282 @@
+//! End-to-end: every SIGKILL is followed to its death, whoever sent it (root only). Kills by a
+//! user process that do not stick are `kill_stuck`, naming the sender; those that do are only
+//! counted; a storm of them leaves oomtrace bounded and the stuck one still flagged.
+
+use std::{
+    io::{Read as _, Write as _},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use oomtrace_tests::{
+    InExit, ReleaseOnDrop, Sandbox, Watch,
+    fuse::{FuseHold, Hold},
+    kill_as, kill_storm, proc_state, require_root, scaled, slowdown, stuck_in_exit, stuck_victim,
+    wait_until,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const TIMEOUT_NS: u64 = 1_000_000_000;
+/// The flag must come within the timeout plus this (issue: ≤ 100 ms).
+const FLAG_SLACK_NS: u64 = 100_000_000;
+
+fn wait() -> Duration {
+    scaled(Duration::from_secs(20))
+}
+
+fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
+    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(wait())).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS of the watcher")
+}
+
+/// The storm's size: 5000 user SIGKILLs on the host; 250 under emulation, where each fork,
+/// kill and reap costs ~20 times as much and every guest second is paid four times (the bound
+/// checked is the same: the kernel's tracked set and the tracker's victims back to where they
+/// were, the watcher's RSS flat; the host run is the storm's size proof).
+fn storm_size() -> usize {
+    if slowdown() > 1 { 250 } else { 5000 }
+}
+
+/// The issue's shapes in one watch (each costs guest time): a plain kill -9 that works; a
+/// listener blocked on a held FUSE READ killed by a process named like a runtime shim, and a
+/// victim held inside exit (FLUSH) after a user's SIGKILL — both `kill_stuck` within timeout +
+/// 100 ms, sender and port named; a storm of user kills while both are held; then both dead.
+#[test]
+fn every_sigkill_is_followed_to_its_death() {
+    require_root();
+    let sandbox = Sandbox::new("kills", 64 * MIB);
+    let read = FuseHold::mount("kill-read");
+    let flush = FuseHold::mount_holding("kill-flush", Hold::Flush);
+    let watch = Watch::start(&["--timeout", "1", "--metrics", "127.0.0.1:0"]);
+    let addr = watch.plan()["metrics_addr"]
+        .as_str()
+        .expect("metrics_addr")
+        .to_string();
+    // SAFETY: no preconditions.
+    let me = unsafe { libc::getpid() } as u32;
+
+    // A plain kill -9 of a sleeping process: announced in JSON, dead, never flagged.
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sleep");
+    let sleeping = sleeper.id();
+    assert!(wait_until(wait(), || proc_state(sleeping)
+        .is_some_and(|s| s.starts_with('S'))));
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::kill(sleeping as i32, libc::SIGKILL) }, 0);
+    let _ = sleeper.wait();
+    let plain = watch.wait_for("the plain kill", wait(), |v| {
+        finding(v, "sigkill", sleeping)
+    });
+    let sender = &plain["victim"]["sender"];
+    assert_eq!(sender["kind"], "user", "{plain}");
+    assert_eq!(sender["tgid"], me, "{plain}");
+    let dead = watch.wait_for("the plain kill's death", wait(), |v| {
+        finding(v, "dead", sleeping)
+    });
+    assert_eq!(dead["was_flagged"], false, "{dead}");
+
+    // The listener on a held FUSE READ, killed by "containerd-shim"; the FLUSH-held victim,
+    // killed by this test (it dies into exit_files and stays there).
+    let InExit {
+        hog: _reader,
+        victim: reader,
+        port,
+    } = stuck_victim(&sandbox, &read, "stuck-fuse", &[]);
+    let _release_read = ReleaseOnDrop(&read);
+    assert!(
+        read.wait_held(wait()),
+        "the reader never reached the FUSE read"
+    );
+    let InExit {
+        hog: _flusher,
+        victim: flusher,
+        port: flush_port,
+    } = stuck_in_exit(&sandbox, &flush, &[]);
+    let _release_flush = ReleaseOnDrop(&flush);
+    kill_as("containerd-shim", reader);
+    // SAFETY: a process this test started.
+    assert_eq!(unsafe { libc::kill(flusher as i32, libc::SIGKILL) }, 0);
+    assert!(
+        flush.wait_held(wait()),
+        "the killed victim never reached the flush"
+    );
+
+    let slack = FLAG_SLACK_NS * u64::from(slowdown());
+    for (pid, port, comm) in [
+        (reader, port, "containerd-shim"),
+        (flusher, flush_port, "oomtrace-tests"),
+    ] {
+        let stuck = watch.wait_for_unless(
+            "the KILL STUCK finding",
+            wait(),
+            |v| finding(v, "kill_stuck", pid),
+            |v| finding(v, "dead", pid) || finding(v, "stuck", pid),
+        );
+        let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
+        assert!(
+            (TIMEOUT_NS..=TIMEOUT_NS + slack).contains(&since),
+            "flagged {since} ns after the kill, want within {slack} ns past the timeout"
+        );
+        let sender = &stuck["victim"]["sender"];
+        assert_eq!(sender["kind"], "user", "{stuck}");
+        assert_eq!(sender["uid"], 0, "{stuck}");
+        if comm == "containerd-shim" {
+            assert_eq!(sender["comm"], comm, "{stuck}");
+        } else {
+            assert_eq!(sender["tgid"], me, "{stuck}");
+        }
+        assert_eq!(stuck["memcg_path"], sandbox.rel_path(), "{stuck}");
+        let listen = format!("LISTEN 127.0.0.1:{port}");
+        let named = |key: &str| {
+            stuck["forensics"][key]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {key}: {stuck}"))
+                .iter()
+                .any(|s| s["description"] == listen)
+        };
+        // The FLUSH-held victim reaches exit_files within a millisecond of the kill; under
+        // emulation that is before oomtrace reads its fd table, and its port is then listed
+        // apart, as a listener no process holds (never pinned on it) — as for an OOM victim
+        // (stuck.rs). On the host the kill is seen first.
+        let in_exit_under_emulation = pid == flusher && slowdown() > 1 && named("unheld_listeners");
+        assert!(
+            named("sockets") || in_exit_under_emulation,
+            "{listen} not named: {stuck}"
+        );
+    }
+    let flushed = watch
+        .lines()
+        .into_iter()
+        .find(|v| finding(v, "kill_stuck", flusher))
+        .expect("flusher flagged");
+    assert_eq!(flushed["stage"], "exiting", "{flushed}");
+
+    // The storm, while both are held.
+    let path = format!("memcg=\"{}\"", sandbox.rel_path());
+    let before = scrape(&addr);
+    let tracked_before = sample(&before, "oomtrace_kernel_tracked_processes", &[]).unwrap();
+    let held_before = sample(&before, "oomtrace_victims_held", &[]).unwrap();
+    let rss_before = rss_kb(watch.pid());
+    let n = storm_size();
+    let started = std::time::Instant::now();
+    kill_storm(&sandbox, n);
+    let storm = started.elapsed();
+    let mut after = String::new();
+    let settled = wait_until(wait(), || {
+        after = scrape(&addr);
+        let counted =
+            sample(&after, "oomtrace_other_kills_total", &[&path]).unwrap_or(0.0) as usize;
+        let lost = sample(&after, "oomtrace_lost_events_total", &[]).unwrap_or(0.0);
+        (counted >= n + 2 || lost > 0.0)
+            && sample(&after, "oomtrace_kernel_tracked_processes", &[]).unwrap()
+                <= tracked_before + 16.0
+            && sample(&after, "oomtrace_victims_held", &[]).unwrap() <= held_before + 16.0
+    });
+    let rss_after = rss_kb(watch.pid());
+    assert!(
+        settled,
+        "after {n} kills in {storm:?}: not back to bounded (tracked before {tracked_before}, \
+         held before {held_before}):\n{after}"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB over {n} kills"
+    );
+    eprintln!(
+        "storm: {n} user SIGKILLs in {storm:?}; kernel tracked {tracked_before} -> {:?}, \
+         victims held {held_before} -> {:?}, RSS {rss_before} -> {rss_after} kB, lost {:?}",
+        sample(&after, "oomtrace_kernel_tracked_processes", &[]),
+        sample(&after, "oomtrace_victims_held", &[]),
+        sample(&after, "oomtrace_lost_events_total", &[]),
+    );
+    // Still held, still flagged.
+    assert_eq!(
+        sample(
+            &after,
+            "oomtrace_kill_stuck_victims",
+            &[&path, "sender_kind=\"user\""]
+        ),
+        Some(2.0),
+        "{after}"
+    );
+    assert!(proc_state(reader).is_some() && proc_state(flusher).is_some());
+
+    // Released: dead (pidfd), the gauge back to 0.
+    read.release();
+    flush.release();
+    for pid in [reader, flusher] {
+        let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", pid));
+        assert_eq!(dead["was_flagged"], true, "{dead}");
+        assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
+    }
+    assert!(wait_until(wait(), || sample(
+        &scrape(&addr),
+        "oomtrace_kill_stuck_victims",
+        &[&path, "sender_kind=\"user\""]
+    ) == Some(0.0)));
+}
+
+/// Text output shows nothing of a kill -9 whose target dies (host only: what is printed is
+/// userspace's choice; `every_sigkill_is_followed_to_its_death` covers the kernel side).
+#[test]
+fn a_kill_that_works_prints_nothing_in_text() {
+    require_root();
+    let mut child = Command::new(oomtrace_tests::oomtrace_bin())
+        .args(["watch", "--duration", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("oomtrace");
+    let mut out = child.stdout.take().expect("stdout");
+    // The first line is the banner: attached.
+    let mut first = [0u8; 1];
+    out.read_exact(&mut first).expect("banner");
+    std::thread::sleep(scaled(Duration::from_millis(500)));
+    let mut sleeper = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let pid = sleeper.id();
+    std::thread::sleep(Duration::from_millis(50));
+    sleeper.kill().expect("kill -9");
+    let _ = sleeper.wait();
+    let mut text = String::new();
+    out.read_to_string(&mut text).expect("output");
+    let _ = child.wait();
+    assert!(
+        !text.lines().any(|l| l.contains(&format!("pid {pid} "))),
+        "the kill of {pid} was shown:\n{text}"
+    );
+    assert!(
+        text.contains("other SIGKILLs (not the OOM killer's)"),
+        "the summary does not count it:\n{text}"
+    );
+}

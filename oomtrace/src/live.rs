@@ -777,6 +777,10 @@ impl<W: std::io::Write> Runner<W> {
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
         self.settle_journal()?;
+        // Memcgs removed since: their entries move to the bounded set of removed ones.
+        for id in self.session.renderer.memcgs.sweep() {
+            self.recorded_memcgs.remove(&id);
+        }
         let proc_root = Path::new("/proc");
         let swept = match probes.tracked_count() {
             Ok(0) => Ok(Vec::new()),

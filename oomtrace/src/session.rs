@@ -11,6 +11,7 @@ pub use crate::lifecycle::Filter;
 use crate::{
     event::Event,
     host::forensics,
+    kernel::cgroups::Memcg,
     lifecycle::{Finding, Summary, Tracker, VictimKey},
     render::{
         events::{Renderer, clock_ns},
@@ -274,8 +275,11 @@ impl<W: Write> Session<W> {
             _ => None,
         };
         let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
-        let memcg_path = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
-        let text = self.format.finding(f, wall, memcg_path, forensics.as_ref());
+        // Checked now: a finding says whether its memcg still exists as it is written.
+        let memcg = f
+            .memcg_id()
+            .map_or(Memcg::Unknown, |id| self.renderer.memcgs.current(id));
+        let text = self.format.finding(f, wall, &memcg, forensics.as_ref());
         self.out.write_all(text.as_bytes())?;
         if let (Some(v), Some(fx)) = (victim, forensics)
             && self.keep_findings

@@ -155,10 +155,23 @@ impl Sandbox {
         }
     }
 
+    /// Like [`Sandbox::new`], named `<prefix>-oomtrace-<pid>-<n>` at the controller's root:
+    /// a node's top-level shape (`kubepods…`) for tests of how memcg paths are read.
+    pub fn at_root(prefix: &str, limit_bytes: u64) -> Sandbox {
+        assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-oomtrace-{}-{n}", std::process::id());
+        Sandbox::create_named(name, Some(limit_bytes))
+    }
+
     fn create(label: &str, limit_bytes: Option<u64>) -> Sandbox {
-        let (version, root) = memory_root();
         let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
         let name = format!("oomtrace-test-{}-{n}-{label}", std::process::id());
+        Sandbox::create_named(name, limit_bytes)
+    }
+
+    fn create_named(name: String, limit_bytes: Option<u64>) -> Sandbox {
+        let (version, root) = memory_root();
         if version == CgroupVersion::V2 {
             // Children of the root get the memory controller only if the root delegates it.
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");

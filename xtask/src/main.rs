@@ -8,6 +8,7 @@ mod fuzz;
 mod guest;
 mod lint;
 mod prometheus;
+mod runc;
 mod setup;
 mod soak;
 mod suite;

@@ -869,10 +869,11 @@ impl<W: std::io::Write> Runner<W> {
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
         let held = self.session.tracker.len() as u64;
         let summary = self.session.tracker.summary();
+        let (live, removed) = self.session.renderer.memcgs.held();
         self.metrics
             .as_mut()
             .map(|m| {
-                m.set_held(tracked, held);
+                m.set_held(tracked, held, (live + removed) as u64);
                 m.render(&summary)
             })
             .unwrap_or_default()

@@ -183,24 +183,30 @@ impl Sandbox {
             version,
             rel: format!("/{name}"),
         };
-        let Some(limit_bytes) = limit_bytes else {
-            return sandbox;
-        };
-        match version {
+        if let Some(limit_bytes) = limit_bytes {
+            sandbox.limit(limit_bytes);
+        }
+        sandbox
+    }
+
+    /// Limits this memcg to `limit_bytes` (≤ 128 MiB) without swap (a child made by
+    /// [`Sandbox::child`] has no limit of its own until then).
+    pub fn limit(&self, limit_bytes: u64) {
+        assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        match self.version {
             CgroupVersion::V1 => {
-                sandbox.write("memory.limit_in_bytes", &limit_bytes.to_string());
-                if sandbox.dir.join("memory.memsw.limit_in_bytes").exists() {
-                    sandbox.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+                self.write("memory.limit_in_bytes", &limit_bytes.to_string());
+                if self.dir.join("memory.memsw.limit_in_bytes").exists() {
+                    self.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
                 }
             }
             CgroupVersion::V2 => {
-                sandbox.write("memory.max", &limit_bytes.to_string());
-                if sandbox.dir.join("memory.swap.max").exists() {
-                    sandbox.write("memory.swap.max", "0");
+                self.write("memory.max", &limit_bytes.to_string());
+                if self.dir.join("memory.swap.max").exists() {
+                    self.write("memory.swap.max", "0");
                 }
             }
         }
-        sandbox
     }
 
     fn write(&self, file: &str, value: &str) {

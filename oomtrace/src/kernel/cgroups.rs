@@ -12,6 +12,7 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
@@ -104,7 +105,8 @@ pub struct MemcgPaths {
     mount_fd: Option<OwnedFd>,
     live: HashMap<u64, String>,
     removed: HashMap<u64, Option<String>>,
-    removed_order: VecDeque<u64>,
+    /// Removed ids in the order they were found removed, with when.
+    removed_order: VecDeque<(u64, Instant)>,
     /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
     pub lookups: u64,
     pub walks: u64,
@@ -112,6 +114,10 @@ pub struct MemcgPaths {
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
 const MAX_REMOVED: usize = 4096;
+/// How long a removed memcg's last path is kept. A memcg can only be removed once no task is
+/// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
+/// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
+const REMOVED_KEPT: Duration = Duration::from_secs(60);
 
 /// `FILEID_KERNFS` (include/linux/exportfs.h): a kernfs node id as a file handle.
 const FILEID_KERNFS: i32 = 0xfe;
@@ -260,10 +266,10 @@ impl MemcgPaths {
     fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
         if self.removed.insert(id, last).is_none() {
-            self.removed_order.push_back(id);
+            self.removed_order.push_back((id, Instant::now()));
         }
         while self.removed_order.len() > MAX_REMOVED {
-            if let Some(old) = self.removed_order.pop_front() {
+            if let Some((old, _)) = self.removed_order.pop_front() {
                 self.removed.remove(&old);
             }
         }
@@ -330,11 +336,17 @@ impl MemcgPaths {
         self.memcg(id).path().map(str::to_string)
     }
 
-    /// Checks every live entry with the kernel and moves the removed ones aside; returns
-    /// their ids.
+    /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
+    /// those removed more than [`REMOVED_KEPT`] ago; returns the ids found removed.
     pub fn sweep(&mut self) -> Vec<u64> {
         if self.root.is_none() {
             return Vec::new();
+        }
+        while let Some(&(old, at)) = self.removed_order.front()
+            && at.elapsed() > REMOVED_KEPT
+        {
+            self.removed_order.pop_front();
+            self.removed.remove(&old);
         }
         let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut gone = Vec::new();
@@ -436,5 +448,16 @@ mod tests {
         assert_eq!(m.held(), (0, MAX_REMOVED));
         assert_eq!(m.memcg(1), Memcg::Unknown);
         assert_eq!(m.memcg(11), Memcg::Removed(Some("/x11".into())));
+        // Those removed more than a minute ago go at the next sweep.
+        m.root = Some(PathBuf::from("/nonexistent"));
+        let old = Instant::now() - REMOVED_KEPT - Duration::from_secs(1);
+        for e in m.removed_order.iter_mut().take(100) {
+            e.1 = old;
+        }
+        m.sweep();
+        m.root = None;
+        assert_eq!(m.held(), (0, MAX_REMOVED - 100));
+        assert_eq!(m.memcg(11), Memcg::Unknown);
+        assert_eq!(m.memcg(111), Memcg::Removed(Some("/x111".into())));
     }
 }

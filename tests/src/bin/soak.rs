@@ -237,7 +237,7 @@ fn pod_loop(p: &Produced) {
         ctr.limit(POD_LIMIT);
         Produced::add(&p.pods, 1);
         Produced::add(&p.memcgs, 2);
-        if n % POD_KILL_EVERY == 0 {
+        if n.is_multiple_of(POD_KILL_EVERY) {
             let memcg_id = ctr.id();
             let mut h = hog(&ctr, 64, false, None);
             h.go();

@@ -593,8 +593,9 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
             .unwrap_or_else(|| panic!("no kill time in {killed}"));
         let age = Duration::from_nanos(kill_ns.saturating_sub(born));
         ages.push(age);
+        // ~25-50 ms on the host: the hog's start and allocation; under TCG (5.10) 2.2 s.
         assert!(
-            age <= scaled(Duration::from_millis(100)),
+            age <= scaled(Duration::from_millis(200)),
             "the memcg was {age:?} old at its kill, not young: {killed}"
         );
         assert_eq!(killed["memcg_path"], ctr.rel_path(), "{killed}");

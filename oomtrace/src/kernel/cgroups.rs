@@ -263,7 +263,8 @@ impl MemcgPaths {
         }
     }
 
-    fn forget(&mut self, id: u64, last: Option<String>) {
+    /// Records `id` as removed, with the last path seen (tests, and the checks here).
+    pub fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
         if self.removed.insert(id, last).is_none() {
             self.removed_order.push_back((id, Instant::now()));

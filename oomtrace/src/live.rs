@@ -1000,13 +1000,14 @@ async fn start(
         (None, Vec::new())
     };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
-    let header = plan_line(
+    let mut header = plan_line(
         probes,
         opts,
         &death,
         drop_privileges(opts.unstick),
         metrics_addr,
     );
+    header["memcg_names"] = session.renderer.memcgs.method().into();
     let now = tokio::time::Instant::now();
     let mut runner = Runner {
         session,

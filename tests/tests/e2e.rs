@@ -561,6 +561,13 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
     let kubepods = Sandbox::at_root("kubepods", 16 * MIB);
     let burstable = kubepods.child("burstable");
     let watch = Watch::start(&[]);
+    // Named at once by file handle (v1 on the host, v2 in the guests), not by walking.
+    assert_eq!(
+        watch.plan()["memcg_names"],
+        "file_handle",
+        "{}",
+        watch.plan()
+    );
     let killed_finding = |pid: u32| {
         watch.wait_for("the killed finding", wait(), move |v| {
             v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid

@@ -169,6 +169,15 @@ impl MemcgPaths {
         self.mount_fd.is_some()
     }
 
+    /// How ids are named, for the plan line: `file_handle`, `walk` or `none`.
+    pub fn method(&self) -> &'static str {
+        match (&self.mount_fd, &self.root) {
+            (Some(_), _) => "file_handle",
+            (None, Some(_)) => "walk",
+            (None, None) => "none",
+        }
+    }
+
     /// The path of the cgroup whose kernfs id is `id`, opened as a file handle.
     fn by_handle(&mut self, id: u64) -> Result<String, ByHandle> {
         let (Some(fd), Some(root)) = (&self.mount_fd, &self.root) else {

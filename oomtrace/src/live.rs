@@ -867,6 +867,10 @@ impl<W: std::io::Write> Runner<W> {
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
         self.settle_journal()?;
+        // Memcgs removed since: their entries move to the bounded set of removed ones.
+        for id in self.session.renderer.memcgs.sweep() {
+            self.recorded_memcgs.remove(&id);
+        }
         let proc_root = Path::new("/proc");
         let swept = match probes.tracked_count() {
             Ok(0) => Ok(Vec::new()),
@@ -955,10 +959,11 @@ impl<W: std::io::Write> Runner<W> {
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
         let held = self.session.tracker.len() as u64;
         let summary = self.session.tracker.summary();
+        let (live, removed) = self.session.renderer.memcgs.held();
         self.metrics
             .as_mut()
             .map(|m| {
-                m.set_held(tracked, held);
+                m.set_held(tracked, held, (live + removed) as u64);
                 m.render(&summary)
             })
             .unwrap_or_default()
@@ -1132,7 +1137,7 @@ async fn start(
         (None, Vec::new())
     };
     // Everything that needs root's full power is done: attached, mapped, created, bound.
-    let header = plan_line(
+    let mut header = plan_line(
         probes,
         opts,
         &death,
@@ -1140,6 +1145,7 @@ async fn start(
         metrics_addr,
         memcgs,
     );
+    header["memcg_names"] = session.renderer.memcgs.method().into();
     let now = tokio::time::Instant::now();
     let mut runner = Runner {
         session,

@@ -11,6 +11,7 @@ pub use crate::lifecycle::Filter;
 use crate::{
     event::{Event, Payload},
     host::forensics,
+    kernel::cgroups::Memcg,
     lifecycle::{Finding, Summary, Tracker, VictimKey},
     render::{events::Renderer, sink::Format},
 };
@@ -340,8 +341,11 @@ impl<W: Write> Session<W> {
             _ => None,
         };
         let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
-        let memcg_path = f.memcg_id().and_then(|id| self.renderer.memcgs.path(id));
-        let text = self.format.finding(f, wall, memcg_path, forensics.as_ref());
+        // Checked now: a finding says whether its memcg still exists as it is written.
+        let memcg = f
+            .memcg_id()
+            .map_or(Memcg::Unknown, |id| self.renderer.memcgs.current(id));
+        let text = self.format.finding(f, wall, &memcg, forensics.as_ref());
         self.out.write_all(text.as_bytes())?;
         if let (Some(v), Some(fx)) = (victim, forensics)
             && self.keep_findings
@@ -374,6 +378,86 @@ mod tests {
         assert!(f.to_string().contains("reused"), "{f}");
         // Unknown start time: cannot tell, so /proc is shown.
         assert!(live.forensics(me, 0).exists);
+    }
+
+    /// A kill whose memcg was removed says so: with the last path seen (and the workload it
+    /// names), or with only the memcg's id when it was removed before it was ever named.
+    #[test]
+    fn findings_say_whether_their_memcg_was_removed() {
+        use oomtrace_common::{MarkVictim, victim_fields};
+
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
+        let ctr = "/kubepods/burstable/pod0e5a4c66-1111-4000-8000-00000000cafe/\
+                   5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+        for (format, seen) in [
+            (Format::Json, true),
+            (Format::Json, false),
+            (Format::Text, true),
+            (Format::Text, false),
+        ] {
+            let mut memcgs = MemcgPaths::new(None);
+            memcgs.forget(7, seen.then(|| ctr.to_string()));
+            let renderer = Renderer {
+                clock: crate::clock::Clock {
+                    realtime_offset_ns: 1_764_180_000_000_000_000,
+                },
+                memcgs,
+                page_kb: 4,
+            };
+            let mut session = Session::new(
+                renderer,
+                Tracker::new(TrackerConfig::default()),
+                format,
+                None,
+                Vec::new(),
+            );
+            let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+            (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 7);
+            m.comm = comm_bytes("tail");
+            m.fields = victim_fields::TASK | victim_fields::COMM;
+            let mark = Event {
+                header: oomtrace_common::Header {
+                    kind: 0,
+                    cpu: 0,
+                    ts_ns: 1_000_000,
+                    pid: 42,
+                    tgid: 42,
+                    comm: comm_bytes("tail"),
+                },
+                payload: Payload::MarkVictim(m),
+            };
+            session.event(&mark).unwrap();
+            session.finish(20_000_000_000).unwrap();
+            let out = String::from_utf8(session.out.clone()).unwrap();
+            match format {
+                Format::Json => {
+                    let f: serde_json::Value = out
+                        .lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .find(|v: &serde_json::Value| v["type"] == "finding")
+                        .unwrap_or_else(|| panic!("no finding in {out}"));
+                    assert_eq!(f["memcg_removed"], true, "{f}");
+                    assert_eq!(f["victim"]["memcg_id"], 7, "{f}");
+                    if seen {
+                        assert_eq!(f["memcg_path"], ctr, "{f}");
+                        assert_eq!(f["workload"]["kind"], "pod", "{f}");
+                        assert_eq!(f["workload"]["container_id"], "5eed5eed5eed", "{f}");
+                    } else {
+                        assert_eq!(f["memcg_path"], serde_json::Value::Null, "{f}");
+                        assert_eq!(f["workload"], serde_json::Value::Null, "{f}");
+                    }
+                }
+                Format::Text if seen => {
+                    assert!(out.contains(&format!("[memcg {ctr}, removed; ")), "{out}")
+                }
+                Format::Text => {
+                    assert!(
+                        out.contains("[memcg id 7, removed before it was named]"),
+                        "{out}"
+                    )
+                }
+            }
+        }
     }
 
     /// A victim names itself, and someone names a memcg, with a newline and terminal escapes:

@@ -159,10 +159,23 @@ impl Sandbox {
         }
     }
 
+    /// Like [`Sandbox::new`], named `<prefix>-oomtrace-<pid>-<n>` at the controller's root:
+    /// a node's top-level shape (`kubepods…`) for tests of how memcg paths are read.
+    pub fn at_root(prefix: &str, limit_bytes: u64) -> Sandbox {
+        assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-oomtrace-{}-{n}", std::process::id());
+        Sandbox::create_named(name, Some(limit_bytes))
+    }
+
     fn create(label: &str, limit_bytes: Option<u64>) -> Sandbox {
-        let (version, root) = memory_root();
         let n = SANDBOXES.fetch_add(1, Ordering::Relaxed);
         let name = format!("oomtrace-test-{}-{n}-{label}", std::process::id());
+        Sandbox::create_named(name, limit_bytes)
+    }
+
+    fn create_named(name: String, limit_bytes: Option<u64>) -> Sandbox {
+        let (version, root) = memory_root();
         if version == CgroupVersion::V2 {
             // Children of the root get the memory controller only if the root delegates it.
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
@@ -174,24 +187,30 @@ impl Sandbox {
             version,
             rel: format!("/{name}"),
         };
-        let Some(limit_bytes) = limit_bytes else {
-            return sandbox;
-        };
-        match version {
+        if let Some(limit_bytes) = limit_bytes {
+            sandbox.limit(limit_bytes);
+        }
+        sandbox
+    }
+
+    /// Limits this memcg to `limit_bytes` (≤ 128 MiB) without swap (a child made by
+    /// [`Sandbox::child`] has no limit of its own until then).
+    pub fn limit(&self, limit_bytes: u64) {
+        assert!(limit_bytes <= 128 << 20, "sandbox limits stay ≤ 128 MiB");
+        match self.version {
             CgroupVersion::V1 => {
-                sandbox.write("memory.limit_in_bytes", &limit_bytes.to_string());
-                if sandbox.dir.join("memory.memsw.limit_in_bytes").exists() {
-                    sandbox.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+                self.write("memory.limit_in_bytes", &limit_bytes.to_string());
+                if self.dir.join("memory.memsw.limit_in_bytes").exists() {
+                    self.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
                 }
             }
             CgroupVersion::V2 => {
-                sandbox.write("memory.max", &limit_bytes.to_string());
-                if sandbox.dir.join("memory.swap.max").exists() {
-                    sandbox.write("memory.swap.max", "0");
+                self.write("memory.max", &limit_bytes.to_string());
+                if self.dir.join("memory.swap.max").exists() {
+                    self.write("memory.swap.max", "0");
                 }
             }
         }
-        sandbox
     }
 
     fn write(&self, file: &str, value: &str) {

@@ -526,3 +526,129 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
         "a victim that died was flagged stuck"
     );
 }
+
+/// CLOCK_MONOTONIC now (the clock of the kernel's timestamps), in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sends SIGCONT to a process we stopped, also when the test fails.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to the oomtrace child this test started and stopped.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A node makes memcgs while oomtrace runs and a crash-looping container is OOM-killed moments
+/// after its memcg appears. Two such containers in a row (in kubelet's path shape, faster than
+/// any rescan of the hierarchy) are each named at their kill with path and workload; a kill whose
+/// memcg was created and removed while oomtrace could not read (stopped) is said to be in a
+/// removed memcg, with its id, never as a null path alone.
+#[test]
+fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_so() {
+    require_root();
+    // kubelet's top memcg exists before oomtrace starts; pods and containers come later.
+    // A small limit: the kill comes within milliseconds of the hog's start.
+    let kubepods = Sandbox::at_root("kubepods", 16 * MIB);
+    let burstable = kubepods.child("burstable");
+    let watch = Watch::start(&[]);
+    // Named at once by file handle (v1 on the host, v2 in the guests), not by walking.
+    assert_eq!(
+        watch.plan()["memcg_names"],
+        "file_handle",
+        "{}",
+        watch.plan()
+    );
+    let killed_finding = |pid: u32| {
+        watch.wait_for("the killed finding", wait(), move |v| {
+            v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
+        })
+    };
+    let pod_uid = |n: u32| format!("{:08x}-0000-4000-8000-00000000000{n}", std::process::id());
+    let container_id = |n: u32| format!("{n:x}{}", "c0ffee".repeat(11))[..64].to_string();
+    let mut ages = Vec::new();
+    for n in 0..2 {
+        let born = monotonic_ns();
+        let pod = burstable.child(&format!("pod{}", pod_uid(n)));
+        let ctr = pod.child(&container_id(n));
+        let mut hog = hog(&ctr, 256, false, None);
+        let pid = hog.pid();
+        let ready = monotonic_ns();
+        hog.go();
+        eprintln!(
+            "hog ready {:?} after the memcg was made",
+            Duration::from_nanos(ready - born)
+        );
+        assert_eq!(
+            hog.wait_signal(wait()),
+            Some(libc::SIGKILL),
+            "hog was not SIGKILLed"
+        );
+        let killed = killed_finding(pid);
+        let kill_ns = killed["victim"]["timeline"]["sigkill"]
+            .as_u64()
+            .or_else(|| killed["victim"]["timeline"]["marked"].as_u64())
+            .unwrap_or_else(|| panic!("no kill time in {killed}"));
+        let age = Duration::from_nanos(kill_ns.saturating_sub(born));
+        ages.push(age);
+        // ~25-50 ms on the host: the hog's start and allocation; under TCG (5.10) 2.2 s.
+        assert!(
+            age <= scaled(Duration::from_millis(200)),
+            "the memcg was {age:?} old at its kill, not young: {killed}"
+        );
+        assert_eq!(killed["memcg_path"], ctr.rel_path(), "{killed}");
+        assert_eq!(killed["memcg_removed"], false, "{killed}");
+        assert_eq!(
+            killed["workload"],
+            serde_json::json!({"kind": "pod", "pod_uid": pod_uid(n), "qos": "burstable",
+                "container_id": &container_id(n)[..12], "runtime": null}),
+            "{killed}"
+        );
+        assert_eq!(
+            ctr.oom_kills(),
+            1,
+            "the kernel counted no kill in {}",
+            ctr.rel_path()
+        );
+        // kubelet removes the container's memcg and then the pod's.
+        drop(hog);
+        drop(ctr);
+        drop(pod);
+    }
+    eprintln!("memcg age at its kill: {ages:?}");
+
+    // Created, OOM-killed and removed while oomtrace is stopped: it reads the kill after.
+    let stopped = Resume(watch.pid());
+    // SAFETY: a plain signal to the oomtrace child this test started.
+    unsafe { libc::kill(watch.pid() as i32, libc::SIGSTOP) };
+    let pod = burstable.child(&format!("pod{}", pod_uid(2)));
+    let ctr = pod.child(&container_id(2));
+    let id = ctr.id();
+    let mut hog = hog(&ctr, 256, false, None);
+    let pid = hog.pid();
+    hog.go();
+    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
+    drop(hog);
+    drop(ctr);
+    drop(pod);
+    drop(stopped);
+    let killed = killed_finding(pid);
+    assert_eq!(killed["memcg_removed"], true, "{killed}");
+    assert_eq!(killed["victim"]["memcg_id"], id, "{killed}");
+    assert_eq!(killed["memcg_path"], Value::Null, "{killed}");
+    drop(burstable);
+    let lines = watch.stop_and_collect();
+    assert!(
+        lines.iter().any(|v| v["type"] == "summary"),
+        "oomtrace did not end with a summary"
+    );
+}

@@ -10,6 +10,7 @@ mod guest;
 mod imports;
 mod lint;
 mod prometheus;
+mod runc;
 mod setup;
 mod soak;
 mod suite;

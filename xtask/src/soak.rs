@@ -1,6 +1,9 @@
-//! `cargo xtask soak --minutes N`: oomtrace under continuous OOM churn, exit storms and stuck
-//! victims for N minutes (`oomtrace-soak`, as root); fails if its RSS, fds, in-kernel filter
-//! entries, held victims or lost events grow without bound. `cargo xtask test` runs two
+//! `cargo xtask soak --minutes N`: oomtrace under continuous OOM churn, exit storms, stuck
+//! victims and a node's pod churn (memcgs in kubelet's shapes made and removed 12.5 times a
+//! second, containers OOM-killed tens of ms after their memcg appeared) for N minutes
+//! (`oomtrace-soak`, as root); fails if a container's kill is not named with its path and pod,
+//! or if its RSS, fds, in-kernel filter entries, held victims, memcg names or lost events grow
+//! without bound. `cargo xtask test` runs two
 //! minutes of it against its debug build.
 
 use std::{path::Path, process::ExitCode};

@@ -741,6 +741,9 @@ fn host_steps(
     let (prom_tally, prom_env) =
         timings.time("host", "promtool", || crate::prometheus::in_test(filter));
     tally.add(prom_tally);
+    // Debian's runc, for the real-runtime end-to-end test (tests/tests/runtime.rs).
+    let mut prom_env = prom_env;
+    prom_env.extend(crate::runc::test_env());
     if !setup::is_root() {
         eprintln!(
             "xtask: the end-to-end tests cause real OOM kills in sandbox cgroups and need root; \

@@ -1,13 +1,16 @@
 //! Where the memory controller lives (cgroup v1 or v2) and memcg id → path resolution.
 //!
-//! The kernel side reports a memcg as the id of its cgroup, which is the inode number of the
-//! cgroup's directory on either version. Paths are found by walking the controller's hierarchy,
-//! once at start and again (rate-limited) when an unknown id shows up.
+//! The kernel side reports a memcg as the id of its cgroup (its kernfs node id), which is the
+//! inode number of the cgroup's directory on either version. An id is named at once by opening
+//! it as a file handle on the controller's mount (see [`MemcgPaths`]).
 
 use std::{
-    collections::HashMap,
-    fmt,
-    os::unix::fs::MetadataExt,
+    collections::{HashMap, VecDeque},
+    fmt, io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::fs::MetadataExt,
+    },
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -62,39 +65,175 @@ pub fn memory_controller() -> Option<MemoryController> {
     find_memory_controller(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 
-/// memcg id → path relative to the controller's mount ("/" for the root).
-pub struct MemcgPaths {
-    root: Option<PathBuf>,
-    paths: HashMap<u64, String>,
-    last_scan: Option<Instant>,
+/// What is known of a memcg id now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Memcg {
+    /// It exists, at this path (relative to the controller's mount, "/" for the root).
+    Live(String),
+    /// It was removed; the last path seen, if it was ever seen.
+    Removed(Option<String>),
+    /// It cannot be told: no controller (a replay), or id 0 (none: a global OOM).
+    Unknown,
 }
 
-/// How often an unknown id may trigger a rescan of the hierarchy.
-const RESCAN_EVERY: Duration = Duration::from_millis(500);
+impl Memcg {
+    /// The path, live or last seen.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Memcg::Live(p) | Memcg::Removed(Some(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn removed(&self) -> bool {
+        matches!(self, Memcg::Removed(_))
+    }
+}
+
+/// memcg id → path relative to the controller's mount ("/" for the root).
+///
+/// The id an event carries is the cgroup's kernfs node id, which on 64-bit kernels ≥ 5.5 is
+/// the inode number of its directory and, as a kernfs file handle (`FILEID_KERNFS`), opens
+/// that directory directly: `open_by_handle_at` on the controller's mount then the fd's path
+/// names it at once, on v1 and v2 alike, and fails with `ESTALE` once it is removed (kernfs
+/// ids are not reused). Where handles cannot be opened (no `CAP_DAC_READ_SEARCH`, a kernel
+/// without export support) the hierarchy is walked instead, once per id not yet known.
+/// Entries are checked by [`MemcgPaths::sweep`] and moved to a bounded set of removed ones.
+pub struct MemcgPaths {
+    root: Option<PathBuf>,
+    /// The mount, to open handles against; None when handles do not work here.
+    mount_fd: Option<OwnedFd>,
+    live: HashMap<u64, String>,
+    removed: HashMap<u64, Option<String>>,
+    /// Removed ids in the order they were found removed, with when.
+    removed_order: VecDeque<(u64, Instant)>,
+    /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
+    pub lookups: u64,
+    pub walks: u64,
+}
+
+/// Removed memcgs remembered at most (the oldest are forgotten first).
+const MAX_REMOVED: usize = 4096;
+/// How long a removed memcg's last path is kept. A memcg can only be removed once no task is
+/// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
+/// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
+const REMOVED_KEPT: Duration = Duration::from_secs(60);
+
+/// `FILEID_KERNFS` (include/linux/exportfs.h): a kernfs node id as a file handle.
+const FILEID_KERNFS: i32 = 0xfe;
+
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+/// Why a lookup by handle failed.
+enum ByHandle {
+    Gone,
+    Unsupported(io::Error),
+}
 
 impl MemcgPaths {
     pub fn new(controller: Option<&MemoryController>) -> Self {
         let mut m = MemcgPaths {
             root: controller.map(|c| c.mount.clone()),
-            paths: HashMap::new(),
-            last_scan: None,
+            mount_fd: None,
+            live: HashMap::new(),
+            removed: HashMap::new(),
+            removed_order: VecDeque::new(),
+            lookups: 0,
+            walks: 0,
         };
-        m.rescan();
+        let Some(root) = m.root.clone() else {
+            return m;
+        };
+        // Handles work if the mount's own directory is found through its inode.
+        m.mount_fd = std::fs::File::open(&root).ok().map(OwnedFd::from);
+        let probe = std::fs::metadata(&root).map(|md| md.ino());
+        match probe.map(|ino| (ino, m.by_handle(ino))) {
+            Ok((ino, Ok(p))) if p == "/" => {
+                m.live.insert(ino, p);
+            }
+            _ => {
+                m.mount_fd = None;
+                m.walk();
+            }
+        }
         m
     }
 
-    fn rescan(&mut self) {
-        let Some(root) = self.root.clone() else {
-            return;
+    /// Whether ids are resolved by file handle (else by walking the hierarchy).
+    pub fn by_handles(&self) -> bool {
+        self.mount_fd.is_some()
+    }
+
+    /// How ids are named, for the plan line: `file_handle`, `walk` or `none`.
+    pub fn method(&self) -> &'static str {
+        match (&self.mount_fd, &self.root) {
+            (Some(_), _) => "file_handle",
+            (None, Some(_)) => "walk",
+            (None, None) => "none",
+        }
+    }
+
+    /// The path of the cgroup whose kernfs id is `id`, opened as a file handle.
+    fn by_handle(&mut self, id: u64) -> Result<String, ByHandle> {
+        let (Some(fd), Some(root)) = (&self.mount_fd, &self.root) else {
+            return Err(ByHandle::Unsupported(io::ErrorKind::Unsupported.into()));
         };
-        self.last_scan = Some(Instant::now());
+        self.lookups += 1;
+        let mut h = KernfsHandle {
+            handle_bytes: 8,
+            handle_type: FILEID_KERNFS,
+            id,
+        };
+        // SAFETY: a valid mount fd and a handle whose `handle_bytes` covers its payload.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                fd.as_raw_fd(),
+                &mut h as *mut KernfsHandle,
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESTALE | libc::ENOENT) => ByHandle::Gone,
+                _ => ByHandle::Unsupported(e),
+            });
+        }
+        // SAFETY: the syscall returned a new fd, owned here.
+        let file = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(ByHandle::Unsupported)?;
+        match link.strip_prefix(root) {
+            Ok(rel) => Ok(format!("/{}", rel.display())),
+            // Outside the mount's root (a bind mount of a subtree): not nameable from here.
+            Err(_) => Err(ByHandle::Unsupported(io::Error::other(format!(
+                "{} is outside {}",
+                link.display(),
+                root.display()
+            )))),
+        }
+    }
+
+    /// Walks the whole hierarchy, learning every memcg's path (the fallback).
+    fn walk(&mut self) -> HashMap<u64, String> {
+        let mut found = HashMap::new();
+        let Some(root) = self.root.clone() else {
+            return found;
+        };
+        self.walks += 1;
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else {
                 continue;
             };
             let rel = dir.strip_prefix(&root).unwrap_or(Path::new(""));
-            self.paths.insert(meta.ino(), format!("/{}", rel.display()));
+            found.insert(meta.ino(), format!("/{}", rel.display()));
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -104,24 +243,140 @@ impl MemcgPaths {
                 }
             }
         }
+        self.live.extend(found.iter().map(|(k, v)| (*k, v.clone())));
+        found
     }
 
-    /// The path of a memcg id, rescanning (at most every 500 ms) when it is unknown.
-    pub fn path(&mut self, id: u64) -> Option<String> {
+    /// Asks the kernel about `id` (not the cache).
+    fn lookup(&mut self, id: u64) -> Memcg {
+        if self.root.is_none() || id == 0 {
+            return Memcg::Unknown;
+        }
+        if self.mount_fd.is_some() {
+            match self.by_handle(id) {
+                Ok(p) => return Memcg::Live(p),
+                Err(ByHandle::Gone) => return Memcg::Removed(None),
+                Err(ByHandle::Unsupported(e)) => {
+                    eprintln!(
+                        "oomtrace: naming memcg id {id} by file handle failed ({e}); walking the \
+                         cgroup hierarchy instead from now on"
+                    );
+                    self.mount_fd = None;
+                }
+            }
+        }
+        // Every memcg that exists is in the walk: one not found there was removed.
+        match self.walk().remove(&id) {
+            Some(p) => Memcg::Live(p),
+            None => Memcg::Removed(None),
+        }
+    }
+
+    /// Records `id` as removed, with the last path seen (tests, and the checks here).
+    pub fn forget(&mut self, id: u64, last: Option<String>) {
+        self.live.remove(&id);
+        if self.removed.insert(id, last).is_none() {
+            self.removed_order.push_back((id, Instant::now()));
+        }
+        while self.removed_order.len() > MAX_REMOVED {
+            if let Some((old, _)) = self.removed_order.pop_front() {
+                self.removed.remove(&old);
+            }
+        }
+    }
+
+    /// What is known of `id`: from the cache, else from the kernel at once.
+    pub fn memcg(&mut self, id: u64) -> Memcg {
         if id == 0 {
-            return None;
+            return Memcg::Unknown;
         }
-        if !self.paths.contains_key(&id)
-            && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
+        if let Some(p) = self.live.get(&id) {
+            return Memcg::Live(p.clone());
+        }
+        if let Some(last) = self.removed.get(&id) {
+            return Memcg::Removed(last.clone());
+        }
+        let m = self.lookup(id);
+        match &m {
+            Memcg::Live(p) => {
+                self.live.insert(id, p.clone());
+            }
+            Memcg::Removed(_) => self.forget(id, None),
+            Memcg::Unknown => {}
+        }
+        m
+    }
+
+    /// What is known of `id`, checked with the kernel now if it was live: a finding says
+    /// whether its memcg still exists when it is written.
+    pub fn current(&mut self, id: u64) -> Memcg {
+        let m = self.memcg(id);
+        let Memcg::Live(p) = m else {
+            return m;
+        };
+        if self.root.is_none() {
+            return Memcg::Live(p);
+        }
+        if let Memcg::Removed(_) = self.check(id, &p) {
+            self.forget(id, Some(p.clone()));
+            return Memcg::Removed(Some(p));
+        }
+        Memcg::Live(p)
+    }
+
+    /// Whether the memcg `id` known at `path` still exists.
+    fn check(&mut self, id: u64, path: &str) -> Memcg {
+        if self.mount_fd.is_some() {
+            return match self.by_handle(id) {
+                Err(ByHandle::Gone) => Memcg::Removed(Some(path.to_string())),
+                _ => Memcg::Live(path.to_string()),
+            };
+        }
+        let Some(root) = &self.root else {
+            return Memcg::Unknown;
+        };
+        match std::fs::metadata(root.join(path.trim_start_matches('/'))) {
+            Ok(md) if md.ino() == id => Memcg::Live(path.to_string()),
+            _ => Memcg::Removed(Some(path.to_string())),
+        }
+    }
+
+    /// The path of a memcg id, live or last seen (None: never seen, or no controller).
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        self.memcg(id).path().map(str::to_string)
+    }
+
+    /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
+    /// those removed more than [`REMOVED_KEPT`] ago; returns the ids found removed.
+    pub fn sweep(&mut self) -> Vec<u64> {
+        if self.root.is_none() {
+            return Vec::new();
+        }
+        while let Some(&(old, at)) = self.removed_order.front()
+            && at.elapsed() > REMOVED_KEPT
         {
-            self.rescan();
+            self.removed_order.pop_front();
+            self.removed.remove(&old);
         }
-        self.paths.get(&id).cloned()
+        let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut gone = Vec::new();
+        for (id, p) in entries {
+            if self.check(id, &p).removed() {
+                self.forget(id, Some(p));
+                gone.push(id);
+            }
+        }
+        gone
+    }
+
+    /// Entries held (live, removed), to show they stay bounded.
+    pub fn held(&self) -> (usize, usize) {
+        (self.live.len(), self.removed.len())
     }
 
     /// Remembers a path for an id (tests, replays).
     pub fn insert(&mut self, id: u64, path: String) {
-        self.paths.insert(id, path);
+        self.live.insert(id, path);
     }
 
     /// The mount point of the controller, if any.
@@ -157,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_relative_to_the_mount_and_keyed_by_inode() {
+    fn without_handles_each_unknown_id_is_found_by_a_walk_at_once_and_removal_is_said() {
         let scratch = ScratchDir::new("memcg");
         let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(dir.join("a/b")).unwrap();
@@ -165,12 +420,54 @@ mod tests {
             version: 2,
             mount: dir.clone(),
         };
+        // A plain directory is no kernfs: its inodes are no file handles, so this walks.
         let mut m = MemcgPaths::new(Some(&c));
+        assert!(!m.by_handles());
         let ino = std::fs::metadata(dir.join("a/b")).unwrap().ino();
         assert_eq!(m.path(ino).as_deref(), Some("/a/b"));
+        // Created just now and named at once: no rate limit between walks.
         std::fs::create_dir_all(dir.join("c")).unwrap();
         let ino_c = std::fs::metadata(dir.join("c")).unwrap().ino();
-        m.last_scan = None;
+        assert_eq!(m.memcg(ino_c), Memcg::Live("/c".into()));
+        // (d is made while c exists: a plain file system, unlike kernfs, reuses inodes.)
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        let ino_d = std::fs::metadata(dir.join("d")).unwrap().ino();
+        // Removed after it was seen: said so, with the last path.
+        std::fs::remove_dir(dir.join("c")).unwrap();
+        assert_eq!(m.current(ino_c), Memcg::Removed(Some("/c".into())));
         assert_eq!(m.path(ino_c).as_deref(), Some("/c"));
+        // Removed before it was ever seen: removed, path unknown; asked once, not again.
+        std::fs::remove_dir(dir.join("d")).unwrap();
+        let walks = m.walks;
+        assert_eq!(m.memcg(ino_d), Memcg::Removed(None));
+        assert_eq!(m.memcg(ino_d), Memcg::Removed(None));
+        assert_eq!(m.walks, walks + 1);
+        // The sweep evicts the live entries of removed memcgs.
+        std::fs::remove_dir(dir.join("a/b")).unwrap();
+        assert_eq!(m.sweep(), vec![ino]);
+        assert_eq!(m.memcg(ino), Memcg::Removed(Some("/a/b".into())));
+        assert!(m.sweep().is_empty());
+    }
+
+    #[test]
+    fn removed_memcgs_are_remembered_up_to_a_bound() {
+        let mut m = MemcgPaths::new(None);
+        for id in 1..=(MAX_REMOVED as u64 + 10) {
+            m.forget(id, Some(format!("/x{id}")));
+        }
+        assert_eq!(m.held(), (0, MAX_REMOVED));
+        assert_eq!(m.memcg(1), Memcg::Unknown);
+        assert_eq!(m.memcg(11), Memcg::Removed(Some("/x11".into())));
+        // Those removed more than a minute ago go at the next sweep.
+        m.root = Some(PathBuf::from("/nonexistent"));
+        let old = Instant::now() - REMOVED_KEPT - Duration::from_secs(1);
+        for e in m.removed_order.iter_mut().take(100) {
+            e.1 = old;
+        }
+        m.sweep();
+        m.root = None;
+        assert_eq!(m.held(), (0, MAX_REMOVED - 100));
+        assert_eq!(m.memcg(11), Memcg::Unknown);
+        assert_eq!(m.memcg(111), Memcg::Removed(Some("/x111".into())));
     }
 }

@@ -58,6 +58,8 @@ pub struct Metrics {
     kernel_tracked: Option<u64>,
     /// Victims the tracker holds now.
     victims_held: u64,
+    /// Entries of the memcg id → path cache (live and removed memcgs).
+    memcgs_named: u64,
     /// `watch --unstick` remedies by (what the victim waited on, result).
     unstick: BTreeMap<(String, String), u64>,
 }
@@ -125,9 +127,10 @@ impl Metrics {
     }
 
     /// Resource gauges sampled at scrape time: what a soak watches for unbounded growth.
-    pub fn set_held(&mut self, kernel_tracked: Option<u64>, victims_held: u64) {
+    pub fn set_held(&mut self, kernel_tracked: Option<u64>, victims_held: u64, memcgs_named: u64) {
         self.kernel_tracked = kernel_tracked;
         self.victims_held = victims_held;
+        self.memcgs_named = memcgs_named;
     }
 
     /// What the attach plan can observe (for the degraded-plan alert).
@@ -410,6 +413,13 @@ impl Metrics {
             "Victims the tracker holds in memory now (bounded).",
             self.victims_held,
         );
+        scalar(
+            s,
+            "oomtrace_memcgs_named",
+            "gauge",
+            "Memcgs whose id oomtrace holds a path for now, live or removed (bounded).",
+            self.memcgs_named,
+        );
         if let Some(n) = self.kernel_tracked {
             scalar(
                 s,
@@ -639,6 +649,7 @@ mod tests {
             kill_path_observable: true,
             kernel_tracked: Some(3),
             victims_held: 2,
+            memcgs_named: 5,
             released: 4,
             ..Metrics::default()
         };
@@ -730,6 +741,9 @@ oomtrace_unstick_total{wait="ptrace",result="re\"fused"} 1
 # HELP oomtrace_victims_held Victims the tracker holds in memory now (bounded).
 # TYPE oomtrace_victims_held gauge
 oomtrace_victims_held 2
+# HELP oomtrace_memcgs_named Memcgs whose id oomtrace holds a path for now, live or removed (bounded).
+# TYPE oomtrace_memcgs_named gauge
+oomtrace_memcgs_named 5
 # HELP oomtrace_kernel_tracked_processes Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.
 # TYPE oomtrace_kernel_tracked_processes gauge
 oomtrace_kernel_tracked_processes 3

@@ -12,6 +12,7 @@ use crate::{
     clock::{rfc3339, time_of_day},
     event::Event,
     host::forensics::Forensics,
+    kernel::cgroups::Memcg,
     lifecycle::{Finding, Summary},
     record::dump::Header,
     render::events::Renderer,
@@ -97,15 +98,17 @@ impl Format {
         }
     }
 
-    /// A finding at wall time `wall_ns`, with its memcg (and so its workload) and, for a
-    /// victim flagged live, what /proc says of it.
+    /// A finding at wall time `wall_ns`, with its memcg (and so its workload; its path
+    /// live or last seen, and whether it was removed) and, for a victim flagged live, what
+    /// /proc says of it.
     pub fn finding(
         self,
         f: &Finding,
         wall_ns: i128,
-        memcg_path: Option<String>,
+        memcg: &Memcg,
         forensics: Option<&Forensics>,
     ) -> String {
+        let memcg_path = memcg.path().map(str::to_string);
         match self {
             Format::Json => {
                 let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
@@ -121,6 +124,7 @@ impl Format {
                             .unwrap_or(Value::Null),
                     );
                     m.insert("memcg_path".into(), memcg_path.into());
+                    m.insert("memcg_removed".into(), memcg.removed().into());
                     if let Some(fx) = forensics {
                         m.insert(
                             "forensics".into(),
@@ -131,10 +135,17 @@ impl Format {
                 format!("{v}\n")
             }
             Format::Text => {
-                let memcg = memcg_path.map_or(String::new(), |p| match workload::of_path(&p) {
-                    workload::Workload::Cgroup { .. } => format!(" [memcg {p}]"),
-                    w => format!(" [memcg {p}; {w}]"),
-                });
+                let gone = if memcg.removed() { ", removed" } else { "" };
+                let memcg = match (memcg_path, f.memcg_id()) {
+                    (Some(p), _) => match workload::of_path(&p) {
+                        workload::Workload::Cgroup { .. } => format!(" [memcg {p}{gone}]"),
+                        w => format!(" [memcg {p}{gone}; {w}]"),
+                    },
+                    (None, Some(id)) if memcg.removed() => {
+                        format!(" [memcg id {id}, removed before it was named]")
+                    }
+                    _ => String::new(),
+                };
                 let line = format!("{} {f}{memcg}", time_of_day(wall_ns));
                 let mut s = format!("{}\n", printable(&line));
                 if let Some(fx) = forensics {

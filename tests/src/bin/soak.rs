@@ -5,10 +5,14 @@
 //! memcg replaced every 50 kills), exit storms (every 20 s: `oomtrace-hog ns-churn`, 4 PID
 //! namespaces of 64 children the kernel SIGKILLs, each one an entry in the in-kernel filter,
 //! then 200 fork/exec/exits of `/bin/true`), victims stuck in exit coming and going (every
-//! 30 s: held in `exit_files` by a FUSE flush for 5 s, flagged, released, dead), and a scrape
-//! of `/metrics` every 2 s. Every 10 s it samples oomtrace's RSS and open fds (/proc) and,
-//! from `/metrics`, the entries of the in-kernel filter (`oomtrace_kernel_tracked_processes`),
-//! the victims the tracker holds (`oomtrace_victims_held`) and the lost events.
+//! 30 s: held in `exit_files` by a FUSE flush for 5 s, flagged, released, dead), a scrape
+//! of `/metrics` every 2 s, and a node's pods: pod and container memcgs in kubelet's shapes
+//! made and removed 12.5 times a second, every 10th container OOM-killed moments (tens of ms)
+//! after its memcg appeared and every 10th (offset) running a process that exits on its own;
+//! every container kill must be named with its path and the pod's workload. Every 10 s it
+//! samples oomtrace's RSS and open fds (/proc) and, from `/metrics`, the entries of the in-kernel filter (`oomtrace_kernel_tracked_processes`),
+//! the victims the tracker holds (`oomtrace_victims_held`), the memcg names it holds
+//! (`oomtrace_memcgs_named`) and the lost events.
 //!
 //! Growth is judged after a warm-up (10 % of the run, 30 s to 5 min): the median of the last
 //! third of the samples against the median of the first third, with a tolerance per metric
@@ -55,6 +59,16 @@ const STUCK_HOLD: Duration = Duration::from_secs(5);
 /// oomtrace's `--timeout`: shorter than the hold, so every stuck victim is flagged.
 const FLAG_TIMEOUT_S: &str = "2";
 const SCRAPE_EVERY: Duration = Duration::from_secs(2);
+/// A node's pods: a pod memcg and its container's made and removed every [`POD_EVERY`]
+/// (12.5 per second); every [`POD_KILL_EVERY`]th container is OOM-killed moments after its
+/// memcg appeared, and another (offset by [`POD_EXIT_OFFSET`]) runs a process that exits.
+const POD_EVERY: Duration = Duration::from_millis(80);
+const POD_KILL_EVERY: u64 = 10;
+const POD_EXIT_OFFSET: u64 = 5;
+/// A container's limit: small, so its kill comes within milliseconds.
+const POD_LIMIT: u64 = 16 * MIB;
+/// How young a container's memcg is at its kill (from `mkdir` to the kernel's SIGKILL).
+const POD_YOUNG: Duration = Duration::from_millis(50);
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// How long the fds, held victims and filter entries get to return to their baseline.
 const QUIESCE_WITHIN: Duration = Duration::from_secs(60);
@@ -107,6 +121,16 @@ struct Produced {
     stuck_flagged: AtomicU64,
     scrapes: AtomicU64,
     scrape_errors: AtomicU64,
+    /// Pod memcgs (each with a container memcg) made and removed.
+    pods: AtomicU64,
+    /// Containers OOM-killed, and the kills the kernel counted in their memcgs.
+    pod_kills: AtomicU64,
+    pod_kernel_kills: AtomicU64,
+    /// Containers whose process exited on its own.
+    pod_exits: AtomicU64,
+    /// Per OOM-killed container: its memcg path, container id and when (CLOCK_MONOTONIC ns)
+    /// its pod's memcg was made; the victim's pid and the memcg's id.
+    pod_births: std::sync::Mutex<Vec<PodKill>>,
 }
 
 impl Produced {
@@ -122,7 +146,9 @@ impl Produced {
             "exit_storms": g(&self.storms), "storm_kernel_sigkills": g(&self.storm_sigkills),
             "storm_exits": g(&self.storm_exits), "stuck_victims": g(&self.stuck),
             "stuck_flagged": g(&self.stuck_flagged), "scrapes": g(&self.scrapes),
-            "scrape_errors": g(&self.scrape_errors),
+            "scrape_errors": g(&self.scrape_errors), "pods": g(&self.pods),
+            "pod_oom_kills": g(&self.pod_kills), "pod_kernel_oom_kills": g(&self.pod_kernel_kills),
+            "pod_exits": g(&self.pod_exits),
         })
     }
 }
@@ -160,6 +186,96 @@ fn kill_loop(p: &Produced) {
     }
     if let Some(old) = sandbox {
         retire(old);
+    }
+}
+
+/// A container the pod thread OOM-killed.
+#[derive(Clone)]
+struct PodKill {
+    path: String,
+    container_id: String,
+    born_ns: u64,
+    pid: u32,
+    memcg_id: u64,
+}
+
+/// A finding whose memcg was removed before oomtrace could name it: only its id is known.
+fn said_removed(l: &Value) -> bool {
+    l["type"] == "finding" && l["memcg_removed"] == true && l["memcg_path"].is_null()
+}
+
+/// CLOCK_MONOTONIC now (the clock of the kernel's timestamps), in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A node's pods in kubelet's shapes (`kubepods…/burstable/pod<uid>/<container id>`, the
+/// cgroupfs driver): made and removed every [`POD_EVERY`], some OOM-killed moments after
+/// their memcg appeared, some with a process that exits on its own.
+fn pod_loop(p: &Produced) {
+    let kubepods = Sandbox::at_root("kubepods", 64 * MIB);
+    let burstable = kubepods.child("burstable");
+    Produced::add(&p.memcgs, 2);
+    let mut n: u64 = 0;
+    while !stopping() {
+        let started = Instant::now();
+        let born = monotonic_ns();
+        let uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            std::process::id(),
+            n & 0xffff_ffff_ffff
+        );
+        let pod = burstable.child(&format!("pod{uid}"));
+        let cid = format!("{n:016x}{}", "d0c4e7".repeat(8));
+        let ctr = pod.child(&cid);
+        ctr.limit(POD_LIMIT);
+        Produced::add(&p.pods, 1);
+        Produced::add(&p.memcgs, 2);
+        if n.is_multiple_of(POD_KILL_EVERY) {
+            let memcg_id = ctr.id();
+            let mut h = hog(&ctr, 64, false, None);
+            h.go();
+            match h.wait_signal(Duration::from_secs(60)) {
+                Some(libc::SIGKILL) => Produced::add(&p.pod_kills, 1),
+                other => {
+                    eprintln!(
+                        "soak: pod hog {} ended with signal {other:?}, not SIGKILL",
+                        h.pid()
+                    );
+                    Produced::add(&p.kills_unexpected, 1);
+                }
+            }
+            let counted = ctr.oom_kills();
+            Produced::add(&p.pod_kernel_kills, counted);
+            Produced::add(&p.kernel_kills, counted);
+            p.pod_births.lock().expect("births").push(PodKill {
+                path: ctr.rel_path().to_string(),
+                container_id: cid[..12].to_string(),
+                born_ns: born,
+                pid: h.pid(),
+                memcg_id,
+            });
+        } else if n % POD_KILL_EVERY == POD_EXIT_OFFSET {
+            let mut h = hog(&ctr, 1, false, None);
+            h.go();
+            assert_eq!(
+                h.wait_signal(Duration::from_secs(60)),
+                None,
+                "a pod's ordinary process"
+            );
+            Produced::add(&p.pod_exits, 1);
+        }
+        // kubelet removes the container's memcg, then the pod's.
+        drop(ctr);
+        drop(pod);
+        n += 1;
+        pause(POD_EVERY.saturating_sub(started.elapsed()));
     }
 }
 
@@ -249,13 +365,18 @@ fn scrape_loop(p: &Produced, addr: SocketAddr) {
     }
 }
 
-/// A finding about a victim in one of the soak's memcgs.
+/// A finding about a victim in one of the soak's memcgs (`prefix`, or its pods').
 fn is_finding(l: &Value, kind: &str, prefix: &str) -> bool {
     l["type"] == "finding"
         && l["finding"] == kind
         && l["memcg_path"]
             .as_str()
-            .is_some_and(|m| m.starts_with(prefix))
+            .is_some_and(|m| m.starts_with(prefix) || m.starts_with(&pods_prefix()))
+}
+
+/// Where the soak's pods are, as oomtrace names them (`Sandbox::at_root("kubepods", …)`).
+fn pods_prefix() -> String {
+    format!("/kubepods-oomtrace-{}-", std::process::id())
 }
 
 /// One scrape of `/metrics`: `name{labels}` and value per sample line, and the body's size.
@@ -313,6 +434,8 @@ struct Sample {
     held: Option<u64>,
     lost: Option<u64>,
     stuck_now: Option<u64>,
+    /// Entries of oomtrace's memcg id → path cache.
+    memcgs_named: Option<u64>,
     scrape_bytes: u64,
 }
 
@@ -321,6 +444,7 @@ impl Sample {
         json!({"t_s": self.t_s, "rss_kb": self.rss_kb, "fds": self.fds,
                "kernel_tracked": self.tracked, "victims_held": self.held,
                "lost_events": self.lost, "victims_stuck": self.stuck_now,
+               "memcgs_named": self.memcgs_named,
                "scrape_bytes": self.scrape_bytes})
     }
 }
@@ -340,6 +464,7 @@ fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String
         held: m.get("oomtrace_victims_held"),
         lost: m.get("oomtrace_lost_events_total"),
         stuck_now: m.get("oomtrace_victims_stuck"),
+        memcgs_named: m.get("oomtrace_memcgs_named"),
         scrape_bytes: m.bytes as u64,
     })
 }
@@ -380,15 +505,18 @@ struct Rule {
     allowed_text: &'static str,
     /// Must be back at (or below) its value before the load once the load has stopped.
     back_to_baseline: bool,
+    /// Seconds into the load before it can be flat (beyond the soak's warm-up).
+    flat_after_s: f64,
 }
 
-const RULES: [Rule; 4] = [
+const RULES: [Rule; 5] = [
     Rule {
         name: "RSS (kB)",
         get: |s| Some(s.rss_kb),
         allowed: |first| (2048.0f64).max(first * 0.10),
         allowed_text: "last third ≤ first third + max(2 MiB, 10 %)",
         back_to_baseline: false,
+        flat_after_s: 0.0,
     },
     Rule {
         name: "open fds",
@@ -396,6 +524,7 @@ const RULES: [Rule; 4] = [
         allowed: |_| 4.0,
         allowed_text: "last third ≤ first third + 4; after the load = baseline",
         back_to_baseline: true,
+        flat_after_s: 0.0,
     },
     Rule {
         name: "in-kernel filter entries",
@@ -403,6 +532,7 @@ const RULES: [Rule; 4] = [
         allowed: |_| 16.0,
         allowed_text: "last third ≤ first third + 16; after the load = baseline",
         back_to_baseline: true,
+        flat_after_s: 0.0,
     },
     Rule {
         name: "victims held",
@@ -410,6 +540,18 @@ const RULES: [Rule; 4] = [
         allowed: |_| 4.0,
         allowed_text: "last third ≤ first third + 4; after the load = baseline",
         back_to_baseline: true,
+        flat_after_s: 0.0,
+    },
+    Rule {
+        name: "memcgs named (id → path cache)",
+        get: |s| s.memcgs_named,
+        // Live ones until the 2 s sweep finds them removed, removed ones for a minute: the
+        // kills of the last minute or so, which vary by a few from one sample to the next.
+        allowed: |first| (16.0f64).max(first * 0.25),
+        allowed_text: "last third ≤ first third + max(16, 25 %), from 70 s on",
+        back_to_baseline: false,
+        // Removed memcgs are kept a minute (kernel/cgroups.rs REMOVED_KEPT), then forgotten.
+        flat_after_s: 70.0,
     },
 ];
 
@@ -424,6 +566,11 @@ fn judge(samples: &[Sample], warmup_s: f64, baseline: &Sample, quiesced: &[Sampl
     let third = after.len() / 3;
     let mut rows = Vec::new();
     for r in &RULES {
+        let after: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.t_s >= warmup_s.max(r.flat_after_s))
+            .collect();
+        let third = after.len() / 3;
         let all: Vec<u64> = samples.iter().filter_map(r.get).collect();
         let first: Vec<u64> = after[..third].iter().filter_map(|s| (r.get)(s)).collect();
         let last: Vec<u64> = after[after.len() - third..]
@@ -577,6 +724,8 @@ fn main() {
                 || ["killed", "dead", "stuck"]
                     .iter()
                     .any(|k| is_finding(l, k, &keep_prefix))
+                // Possibly the soak's (told apart by pid later): few, and not to be lost.
+                || said_removed(l)
         },
     );
     let addr: SocketAddr = watch.plan()["metrics_addr"]
@@ -606,6 +755,7 @@ fn main() {
         held: low(|s| s.held),
         lost: low(|s| s.lost),
         stuck_now: low(|s| s.stuck_now),
+        memcgs_named: low(|s| s.memcgs_named),
         scrape_bytes: 0,
     };
     if baseline.tracked.is_none() || baseline.held.is_none() {
@@ -628,6 +778,7 @@ fn main() {
             guarded(s, "exit storm", move || storm_loop(p)),
             guarded(s, "stuck victim", move || stuck_loop(p, w, pre)),
             guarded(s, "scrape", move || scrape_loop(p, addr)),
+            guarded(s, "pod", move || pod_loop(p)),
         ];
         let mut next = Instant::now() + SAMPLE_EVERY;
         while !stopping() {
@@ -639,14 +790,17 @@ fn main() {
                 Ok(x) => {
                     let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
                     eprintln!(
-                        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, lost {:?} | kills {}, stuck {}, storms {}, scrapes {}",
+                        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, memcgs named {:?}, lost {:?} | kills {}+{} in pods, pods {}, stuck {}, storms {}, scrapes {}",
                         x.t_s,
                         x.rss_kb,
                         x.fds,
                         x.tracked,
                         x.held,
+                        x.memcgs_named,
                         x.lost,
                         g(&p.kills),
+                        g(&p.pod_kills),
+                        g(&p.pods),
                         g(&p.stuck),
                         g(&p.storms),
                         g(&p.scrapes)
@@ -713,6 +867,22 @@ fn main() {
             .count() as u64
     };
     let (killed, dead, flagged) = (count("killed"), count("dead"), count("stuck"));
+    // Container kills whose memcg was gone before oomtrace read the kill: said removed, with the
+    // memcg's id (checked), the path unknown.
+    let births = produced.pod_births.lock().expect("births").clone();
+    let removed_unnamed = |kind: &str| {
+        lines
+            .iter()
+            .filter(|l| said_removed(l) && l["finding"] == kind)
+            .filter(|l| {
+                births.iter().any(|b| {
+                    l["victim"]["key"]["tgid"] == b.pid && l["victim"]["memcg_id"] == b.memcg_id
+                })
+            })
+            .count() as u64
+    };
+    let (unnamed_killed, unnamed_dead) = (removed_unnamed("killed"), removed_unnamed("dead"));
+    let (killed, dead) = (killed + unnamed_killed, dead + unnamed_dead);
 
     let mut rows = judge(&samples, warmup_s, &baseline, &quiesced);
     let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
@@ -721,6 +891,51 @@ fn main() {
         "OOM kills in the soak's memcgs: kernel / reported killed / seen dead",
         format!("{kernel_kills} / {killed} / {dead}"),
         kernel_kills > 0 && killed == kernel_kills && dead == killed,
+    ));
+    // Every container kill named: its memcg's path and the pod's workload, at once, although
+    // its memcg was made moments before and removed moments after.
+    let mut ages_ms: Vec<f64> = Vec::new();
+    let mut named = 0u64;
+    for l in lines
+        .iter()
+        .filter(|l| is_finding(l, "killed", &pods_prefix()))
+    {
+        let Some(b) = births.iter().find(|b| l["memcg_path"] == b.path) else {
+            continue;
+        };
+        let w = &l["workload"];
+        if w["kind"] == "pod" && w["container_id"] == b.container_id && w["qos"] == "burstable" {
+            named += 1;
+        }
+        if let Some(kill) = l["victim"]["timeline"]["sigkill"].as_u64() {
+            ages_ms.push(kill.saturating_sub(b.born_ns) as f64 / 1e6);
+        }
+    }
+    ages_ms.sort_by(f64::total_cmp);
+    let young = ages_ms
+        .iter()
+        .filter(|a| **a <= POD_YOUNG.as_secs_f64() * 1e3)
+        .count();
+    let pod_kernel = g(&produced.pod_kernel_kills);
+    rows.push(check(
+        "pod kills: kernel / named with path and pod workload / said removed before named / \
+         memcg ≤ 50 ms old (median, max ms)",
+        format!(
+            "{pod_kernel} / {named} / {unnamed_killed} / {young} ({:.1}, {:.1})",
+            ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
+            ages_ms.last().copied().unwrap_or(f64::NAN)
+        ),
+        pod_kernel > 0
+            && named + unnamed_killed == pod_kernel
+            && ages_ms
+                .get(ages_ms.len() / 2)
+                .is_some_and(|m| *m <= POD_YOUNG.as_secs_f64() * 1e3),
+    ));
+    let pods_per_s = g(&produced.pods) as f64 / load_s;
+    rows.push(check(
+        "pod memcgs made and removed per second / ordinary exits in them",
+        format!("{pods_per_s:.1} / {}", g(&produced.pod_exits)),
+        pods_per_s >= 10.0 && g(&produced.pod_exits) > 0,
     ));
     rows.push(check(
         "stuck victims held / flagged while held / stuck findings",
@@ -778,8 +993,8 @@ fn main() {
     let p = produced.json();
     println!(
         "\nload: {load_s:.0} s; {} OOM kills in {} memcgs, {} stuck victims, {} exit storms \
-         ({} kernel SIGKILLs, {} exits), {} scrapes; {} samples, warm-up {warmup_s:.0} s; \
-         {} {settle_s:.0} s after the load",
+         ({} kernel SIGKILLs, {} exits), {} scrapes, {} pods ({} OOM-killed, {} exits); {} \
+         samples, warm-up {warmup_s:.0} s; {} {settle_s:.0} s after the load",
         p["oom_kills"],
         p["memcgs"],
         p["stuck_victims"],
@@ -787,6 +1002,9 @@ fn main() {
         p["storm_kernel_sigkills"],
         p["storm_exits"],
         p["scrapes"],
+        p["pods"],
+        p["pod_oom_kills"],
+        p["pod_exits"],
         samples.len(),
         if back {
             "back to the baseline"
@@ -813,7 +1031,9 @@ fn main() {
                  "storm_every_s": STORM_EVERY.as_secs_f64(), "storm_rounds": STORM_ROUNDS,
                  "storm_children": STORM_CHILDREN, "storm_execs": STORM_EXECS,
                  "stuck_every_s": STUCK_EVERY.as_secs_f64(), "stuck_hold_s": STUCK_HOLD.as_secs_f64(),
-                 "scrape_every_s": SCRAPE_EVERY.as_secs_f64(), "sample_every_s": SAMPLE_EVERY.as_secs_f64()},
+                 "scrape_every_s": SCRAPE_EVERY.as_secs_f64(), "sample_every_s": SAMPLE_EVERY.as_secs_f64(),
+                 "pod_every_s": POD_EVERY.as_secs_f64(), "pod_kill_every": POD_KILL_EVERY,
+                 "pod_limit_bytes": POD_LIMIT},
         "produced": p, "rows": rows, "summary": summary,
         "baseline": baseline.json(),
         "samples": samples.iter().map(Sample::json).collect::<Vec<_>>(),

@@ -679,40 +679,30 @@ impl<W: std::io::Write> Runner<W> {
             return Ok(());
         };
         let fx = shown.unwrap_or_else(|| live.forensics(tgid, victim.key.start_ns));
-        let v2 = live
-            .memcg_root
-            .as_deref()
-            .is_some_and(|r| r.join("cgroup.controllers").exists());
-        let memcg_root = live.memcg_root.clone();
         let proc_root = live.proc_root.clone();
         let evidence = unstick_evidence(victim, self.unstick_pre_existing);
-        let mounted = unstick::ensure_fusectl();
-        let fusectl = Path::new(unstick::FUSECTL);
         let recorded = self.fuse_at_kill.get(&tgid).cloned().unwrap_or_default();
-        let conns = unstick::fuse_connections_for(&proc_root, &fx, &recorded, fusectl);
-        let wait = unstick::diagnose(&fx, &conns);
+        let unstick::Prepared {
+            wait_on: wait,
+            plan,
+            mounted_fusectl: mounted,
+            ..
+        } = unstick::prepare(&unstick::Request {
+            proc_root: &proc_root,
+            memcg_root: live.memcg_root.as_deref(),
+            fx: &fx,
+            evidence: &evidence,
+            recorded_fuse: &recorded,
+            named_fuse: None,
+            raise_limit: false,
+            oom_victim: !victim.is_other_kill(),
+            policy: self.unstick_policy,
+        });
+        let fusectl = Path::new(unstick::FUSECTL);
         let kind = serde_json::to_value(&wait)
             .ok()
             .and_then(|v| v["kind"].as_str().map(str::to_string))
             .unwrap_or_default();
-        let remedy = unstick::remedy(&wait, memcg_root.as_deref(), v2);
-        // A memcg limit is raised only for the OOM killer's victims: a process a user (or
-        // another kernel path) killed did not cause its memcg's shortage, and raising the
-        // limit on its behalf would hand its owner memory for the asking.
-        let raises_limit =
-            |r: &unstick::Remedy| matches!(r.action, Some(unstick::Action::RaiseMemcgLimit { .. }));
-        let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
-            (Err(why), _) => Err(why.clone()),
-            (Ok(_), Some(_))
-                if victim.is_other_kill() && remedy.as_ref().is_some_and(raises_limit) =>
-            {
-                Err("not an OOM victim: its memcg's limit is never raised for it".to_string())
-            }
-            (Ok(_), None) => Err("no remedy oomtrace can take".to_string()),
-            (Ok(_), Some(action)) => {
-                unstick::vet(&action, &fx, &proc_root, fusectl, self.unstick_policy)
-            }
-        };
         let (result, text, unmount) = match plan {
             Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), true),
             Ok(plan) => {

@@ -79,7 +79,6 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     use oomtrace::host::{journal, unstick};
     let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
     let proc_root = std::path::Path::new("/proc");
-    let fusectl = std::path::Path::new(unstick::FUSECTL);
     let controller = oomtrace::kernel::cgroups::memory_controller();
     let memcg_root = controller.as_ref().map(|c| c.mount.clone());
     // Limits an earlier run raised for victims that died meanwhile go back first.
@@ -105,38 +104,29 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         &unstick::read_kmsg(),
         args.assume_oom_victim,
     );
-    // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed,
-    // unmounted again at the end.
-    let mounted_fusectl = unstick::ensure_fusectl();
-    let mut conns = unstick::fuse_connections_for(proc_root, &fx, &[], fusectl);
-    if conns.is_empty()
-        && let Some(c) = args.fuse_connection
-    {
-        conns.push(c);
-    }
-    let wait_on = unstick::diagnose(&fx, &conns);
-    let v2 = controller.as_ref().is_some_and(|c| c.version == 2);
-    let remedy = if args.raise_memcg_limit {
-        fx.memcg
-            .as_ref()
-            .zip(memcg_root.as_deref())
-            .and_then(|(m, root)| unstick::raise_remedy(&m.path, m.limit_bytes?, root, v2))
-    } else {
-        unstick::remedy(&wait_on, memcg_root.as_deref(), v2)
-    };
-    let policy = unstick::Policy {
-        allow_foreign_owner: args.allow_foreign_owner,
-        allow_parent_tracer: args.allow_parent_tracer,
-    };
+    let unstick::Prepared {
+        wait_on,
+        remedy,
+        plan,
+        mounted_fusectl,
+    } = unstick::prepare(&unstick::Request {
+        proc_root,
+        memcg_root: memcg_root.as_deref(),
+        fx: &fx,
+        evidence: &evidence,
+        recorded_fuse: &[],
+        named_fuse: args.fuse_connection,
+        raise_limit: args.raise_memcg_limit,
+        // The kernel log's "Killed process" (or --assume-oom-victim) says it is one.
+        oom_victim: true,
+        policy: unstick::Policy {
+            allow_foreign_owner: args.allow_foreign_owner,
+            allow_parent_tracer: args.allow_parent_tracer,
+        },
+    });
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
     let mut applied = None;
     let mut dead = None;
-    let plan = match (&evidence, remedy.as_ref().and_then(|r| r.action.clone())) {
-        (Err(e), _) => Err(e.clone()),
-        (Ok(_), None) => Err(format!(
-            "no remedy oomtrace can take for: {wait_on} — look at the forensics below"
-        )),
-        (Ok(_), Some(action)) => unstick::vet(&action, &fx, proc_root, fusectl, policy),
-    };
     let refused = plan.as_ref().err().cloned();
     if args.apply
         && let Ok(plan) = &plan

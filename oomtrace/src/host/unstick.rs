@@ -486,6 +486,80 @@ pub fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Option<Re
     }
 }
 
+/// What [`prepare`] needs to know of a victim and of the caller's choices.
+pub struct Request<'a> {
+    pub proc_root: &'a Path,
+    pub memcg_root: Option<&'a Path>,
+    pub fx: &'a Forensics,
+    /// Why this is a victim oomtrace may act for (the OOM kill seen, the kernel log, or a
+    /// kill watched), or why not.
+    pub evidence: &'a Result<String, String>,
+    /// FUSE connections recorded at the kill (a blocked thread may name no file any more).
+    pub recorded_fuse: &'a [u32],
+    /// The connection the user named (`--fuse-connection`), used when none is found.
+    pub named_fuse: Option<u32>,
+    /// Raise its memcg's limit whatever it waits on (`--raise-memcg-limit`).
+    pub raise_limit: bool,
+    /// Killed by the OOM killer (not a user's or another kernel path's SIGKILL): only then
+    /// may its memcg's limit be raised.
+    pub oom_victim: bool,
+    pub policy: Policy,
+}
+
+/// The one unstick sequence `oomtrace unstick` and `watch --unstick` share: what the victim
+/// waits on, the remedy, and the plan vetted against the policy (or why it is refused).
+/// Carried out by [`act`].
+pub struct Prepared {
+    pub wait_on: Wait,
+    pub remedy: Option<Remedy>,
+    pub plan: Result<Plan, String>,
+    /// fusectl was mounted for the look: to unmount unless the action keeps it.
+    pub mounted_fusectl: bool,
+}
+
+pub fn prepare(r: &Request) -> Prepared {
+    // FUSE connections are listed by fusectl: mounted for the look (and the abort) if needed.
+    let mounted_fusectl = ensure_fusectl();
+    let fusectl = Path::new(FUSECTL);
+    let mut conns = fuse_connections_for(r.proc_root, r.fx, r.recorded_fuse, fusectl);
+    if conns.is_empty()
+        && let Some(c) = r.named_fuse
+    {
+        conns.push(c);
+    }
+    let wait_on = diagnose(r.fx, &conns);
+    let v2 = r
+        .memcg_root
+        .is_some_and(|m| m.join("cgroup.controllers").exists());
+    let remedy = if r.raise_limit {
+        r.fx.memcg
+            .as_ref()
+            .zip(r.memcg_root)
+            .and_then(|(m, root)| raise_remedy(&m.path, m.limit_bytes?, root, v2))
+    } else {
+        remedy(&wait_on, r.memcg_root, v2)
+    };
+    let raises_limit = remedy
+        .as_ref()
+        .is_some_and(|m| matches!(m.action, Some(Action::RaiseMemcgLimit { .. })));
+    let plan = match (r.evidence, remedy.as_ref().and_then(|m| m.action.clone())) {
+        (Err(why), _) => Err(why.clone()),
+        // A process a user (or another kernel path) killed did not cause its memcg's
+        // shortage: raising the limit on its behalf would hand its owner memory for the asking.
+        (Ok(_), Some(_)) if raises_limit && !r.oom_victim => {
+            Err("not an OOM victim: its memcg's limit is never raised for it".to_string())
+        }
+        (Ok(_), None) => Err(format!("no remedy oomtrace can take for: {wait_on}")),
+        (Ok(_), Some(action)) => vet(&action, r.fx, r.proc_root, fusectl, r.policy),
+    };
+    Prepared {
+        wait_on,
+        remedy,
+        plan,
+        mounted_fusectl,
+    }
+}
+
 /// What the administrator allows beyond the default (each an explicit flag, documented in
 /// docs/unstick.md with its risk).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -676,6 +676,13 @@ impl Watch {
             .expect("plan line")
     }
 
+    /// Waits for the `kind` finding about process `tgid` (see [`Watch::wait_for`]).
+    pub fn wait_finding(&self, kind: &str, tgid: u32) -> Value {
+        self.wait_for(&format!("{kind} pid {tgid}"), event_wait(), |v| {
+            finding_about(v, kind, tgid)
+        })
+    }
+
     /// Waits for a line matching `pred`; panics with everything seen if it does not come —
     /// at once when oomtrace's output has ended (it exited): no line can come after that.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
@@ -826,6 +833,36 @@ fn tail(lines: &[Value]) -> String {
     let skip = lines.len().saturating_sub(300);
     let seen: Vec<String> = lines.iter().skip(skip).map(Value::to_string).collect();
     format!("({skip} earlier lines left out):\n{}", seen.join("\n"))
+}
+
+/// How long a test waits for a line oomtrace should print (scaled for emulation): only a
+/// failing test waits this long.
+pub fn event_wait() -> Duration {
+    scaled(Duration::from_secs(30))
+}
+
+/// One HTTP/1.0 GET: the status code, the head and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(event_wait()))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, head.to_string(), body.to_string()))
+}
+
+/// oomtrace's `/metrics` exposition at `addr` (panics unless it answers 200).
+pub fn scrape(addr: &str) -> String {
+    let (code, head, body) = http_get(addr, "/metrics").expect("scraping oomtrace's /metrics");
+    assert_eq!(code, 200, "{head}\n{body}");
+    body
 }
 
 /// Whether a line is the `kind` finding about process `tgid` (its victim's key).

@@ -1,22 +1,15 @@
 //! End-to-end: recording and replaying dumps, the metrics endpoint, the on-stuck hook and the
 //! canary exit code, with real OOM kills (root only).
 
-use std::{
-    collections::BTreeSet,
-    io::{Read as _, Write as _},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use oomtrace_tests::{
-    Sandbox, ScratchDir, Watch, held_victim, hog, oomtrace_bin, require_root, scaled,
+    Sandbox, ScratchDir, Watch, event_wait, held_victim, hog, http_get, oomtrace_bin, require_root,
+    scaled,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(20))
-}
 
 fn findings_of(lines: &[Value], pids: &[u32]) -> BTreeSet<(String, u64)> {
     lines
@@ -66,21 +59,17 @@ fn record_then_report_gives_the_same_findings() {
         ],
         &[],
     );
-    let (mut stuck, mut hold) = held_victim(&sandbox, wait());
+    let (mut stuck, mut hold) = held_victim(&sandbox, event_wait());
     let stuck_pid = stuck.pid();
-    watch.wait_for("the stuck flag", wait(), |v| {
-        v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == stuck_pid
-    });
+    watch.wait_finding("stuck", stuck_pid);
     hold.release();
-    assert_eq!(stuck.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(stuck.wait_signal(event_wait()), Some(libc::SIGKILL));
     let mut normal = hog(&sandbox, 256, false, None);
     let normal_pid = normal.pid();
     normal.go();
-    assert_eq!(normal.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(normal.wait_signal(event_wait()), Some(libc::SIGKILL));
     for pid in [stuck_pid, normal_pid] {
-        watch.wait_for("the release", wait(), |v| {
-            v["finding"] == "released" && v["victim"]["key"]["tgid"] == pid
-        });
+        watch.wait_finding("released", pid);
     }
     let live = watch.lines();
     assert_eq!(watch.stop(), Some(0));
@@ -144,10 +133,8 @@ fn a_recorder_killed_mid_stream_leaves_a_readable_dump() {
     let mut h = hog(&sandbox, 256, false, None);
     let pid = h.pid();
     h.go();
-    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
-    watch.wait_for("the death", wait(), |v| {
-        v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
-    });
+    assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
+    watch.wait_finding("dead", pid);
     // Records are flushed every tick: give it one.
     std::thread::sleep(scaled(Duration::from_millis(200)));
     assert_eq!(watch.stop_with(libc::SIGKILL), None);
@@ -164,16 +151,6 @@ fn a_recorder_killed_mid_stream_leaves_a_readable_dump() {
     assert!(findings_of(&replayed, &[pid]).contains(&("dead".into(), u64::from(pid))));
 }
 
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.set_read_timeout(Some(wait())).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The metrics endpoint over real HTTP: valid exposition whose counters match the kills.
 #[test]
 fn metrics_over_http_count_the_kills() {
@@ -188,13 +165,11 @@ fn metrics_over_http_count_the_kills() {
         let mut h = hog(&sandbox, 256, false, None);
         let pid = h.pid();
         h.go();
-        assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
-        watch.wait_for("the death", wait(), |v| {
-            v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
-        });
+        assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
+        watch.wait_finding("dead", pid);
     }
-    let resp = scrape(&addr);
-    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    let (_, head, body) = http_get(&addr, "/metrics").expect("scraping oomtrace's /metrics");
+    let body = body.as_str();
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     assert_eq!(sandbox.oom_kills(), 2, "the kernel's own count");
@@ -258,18 +233,16 @@ fn on_stuck_hook_gets_the_details_and_fail_on_stuck_exits_3() {
         // Not for the hook: it gets a clean environment.
         &[("OOMTRACE_TEST_SECRET", "1")],
     );
-    let (mut h, mut hold) = held_victim(&sandbox, wait());
+    let (mut h, mut hold) = held_victim(&sandbox, event_wait());
     let pid = h.pid();
-    watch.wait_for("the stuck flag", wait(), |v| {
-        v["finding"] == "stuck" && v["victim"]["key"]["tgid"] == pid
-    });
+    watch.wait_finding("stuck", pid);
     assert!(
-        oomtrace_tests::wait_until(wait(), || std::fs::read_to_string(&out)
+        oomtrace_tests::wait_until(event_wait(), || std::fs::read_to_string(&out)
             .is_ok_and(|s| s.contains("---"))),
         "the hook did not run"
     );
     hold.release();
-    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
         text.matches("---").count(),

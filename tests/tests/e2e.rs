@@ -6,18 +6,13 @@
 use std::{path::Path, time::Duration};
 
 use oomtrace_tests::{
-    Sandbox, Watch, attach_of, check_json, finding_about,
+    Sandbox, Watch, attach_of, check_json, event_wait, finding_about,
     fuse::{FuseHold, Hold},
     hog, page_size, proc_state, require_root, scaled, stuck_in_exit, wait_until,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-const EVENT_WAIT: Duration = Duration::from_secs(20);
-
-fn wait() -> Duration {
-    scaled(EVENT_WAIT)
-}
 
 /// Whether the kernel has kprobes at all, found independently of oomtrace.
 fn kernel_has_kprobes() -> bool {
@@ -127,7 +122,7 @@ fn hog_is_killed_and_followed_to_release() {
     let pid = hog.pid();
     hog.go();
     assert_eq!(
-        hog.wait_signal(wait()),
+        hog.wait_signal(event_wait()),
         Some(libc::SIGKILL),
         "hog was not SIGKILLed"
     );
@@ -137,9 +132,7 @@ fn hog_is_killed_and_followed_to_release() {
         "the kernel counted no OOM kill in the sandbox"
     );
     // Our count of kills in the sandbox is the kernel's.
-    let killed = watch.wait_for("the KILLED finding", wait(), |v| {
-        v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
-    });
+    let killed = watch.wait_finding("killed", pid);
     assert_eq!(killed["victim"]["comm"], "oomtrace-hog", "{killed}");
     let killed_here = watch
         .lines()
@@ -157,7 +150,7 @@ fn hog_is_killed_and_followed_to_release() {
     );
 
     let mine = |v: &Value, kind: &str| v["type"] == "event" && v["event"] == kind;
-    let mark = watch.wait_for("mark_victim of the hog", wait(), |v| {
+    let mark = watch.wait_for("mark_victim of the hog", event_wait(), |v| {
         mine(v, "mark_victim") && v["victim"]["pid"] == pid
     });
     // Before Linux 6.8 (and its stable backports) the kernel's record has only the pid: the
@@ -174,25 +167,25 @@ fn hog_is_killed_and_followed_to_release() {
         );
         assert_eq!(mark["memcg_path"], sandbox.rel_path());
     }
-    let kill = watch.wait_for("the kernel's SIGKILL", wait(), |v| {
+    let kill = watch.wait_for("the kernel's SIGKILL", event_wait(), |v| {
         mine(v, "kernel_sigkill") && v["target"]["pid"] == pid
     });
     assert!(
         kill["ts_ns"].as_u64() <= mark["ts_ns"].as_u64(),
         "SIGKILL comes before mark_victim"
     );
-    let exit = watch.wait_for("the hog's exit", wait(), |v| {
+    let exit = watch.wait_for("the hog's exit", event_wait(), |v| {
         mine(v, "task_exit") && v["current"]["tgid"] == pid && v["group_dead"] == true
     });
     assert!(exit["ts_ns"].as_u64() >= mark["ts_ns"].as_u64());
-    watch.wait_for("the hog's release", wait(), |v| {
+    watch.wait_for("the hog's release", event_wait(), |v| {
         mine(v, "task_free") && v["pid"] == pid
     });
 
     // Where the kernel lets us see the kill decision and the invocation, they must agree.
     let plan = watch.plan();
     if !attach_of(&plan, "oom_kill").is_null() {
-        let decision = watch.wait_for("oom_kill_process", wait(), |v| {
+        let decision = watch.wait_for("oom_kill_process", event_wait(), |v| {
             mine(v, "oom_kill") && v["victim"]["tgid"] == pid
         });
         assert_eq!(decision["memcg_id"], sandbox.id());
@@ -206,13 +199,13 @@ fn hog_is_killed_and_followed_to_release() {
         assert_eq!(decision["current"]["tgid"], pid, "the hog itself allocated");
     }
     if !attach_of(&plan, "oom_invoke").is_null() {
-        let inv = watch.wait_for("mem_cgroup_out_of_memory", wait(), |v| {
+        let inv = watch.wait_for("mem_cgroup_out_of_memory", event_wait(), |v| {
             mine(v, "oom_invoke") && v["memcg_id"] == sandbox.id()
         });
         assert_eq!(inv["current"]["tgid"], pid);
         assert_eq!(inv["order"], 0, "page faults allocate single pages");
         assert!(inv["gfp_mask"].as_u64() > Some(0));
-        let done = watch.wait_for("mem_cgroup_out_of_memory's return", wait(), |v| {
+        let done = watch.wait_for("mem_cgroup_out_of_memory's return", event_wait(), |v| {
             mine(v, "oom_invoke_done") && v["current"]["pid"] == inv["current"]["pid"]
         });
         assert_eq!(done["killed"], true);
@@ -239,17 +232,17 @@ fn victim_differs_from_the_allocating_task() {
     let mut trigger = hog(&sandbox, 64, false, None);
     trigger.go();
     assert_eq!(
-        holder.wait_signal(wait()),
+        holder.wait_signal(event_wait()),
         Some(libc::SIGKILL),
         "holder not killed"
     );
-    let trigger_killed = match trigger.wait_signal(wait()) {
+    let trigger_killed = match trigger.wait_signal(event_wait()) {
         None => false,
         Some(libc::SIGKILL) => true,
         other => panic!("the allocating task ended by signal {other:?}"),
     };
 
-    let mark = watch.wait_for("mark_victim of the holder", wait(), |v| {
+    let mark = watch.wait_for("mark_victim of the holder", event_wait(), |v| {
         v["event"] == "mark_victim" && v["victim"]["pid"] == holder.pid()
     });
     assert_eq!(
@@ -261,36 +254,28 @@ fn victim_differs_from_the_allocating_task() {
     if !mark["oom_score_adj"].is_null() {
         assert_eq!(mark["oom_score_adj"], 1000);
     }
-    let killed = watch.wait_for("the holder's KILLED finding", wait(), |v| {
-        v["type"] == "finding"
-            && v["finding"] == "killed"
-            && v["victim"]["key"]["tgid"] == holder.pid()
-    });
+    let killed = watch.wait_finding("killed", holder.pid());
     assert_eq!(
         killed["victim"]["trigger"]["tgid"],
         trigger.pid(),
         "{killed}"
     );
-    watch.wait_for("the holder's exit", wait(), |v| {
+    watch.wait_for("the holder's exit", event_wait(), |v| {
         v["event"] == "task_exit" && v["current"]["tgid"] == holder.pid() && v["group_dead"] == true
     });
     let kills = if trigger_killed {
         // A kill of its own, after the holder's, as the victim of an OOM it caused itself.
-        let own = watch.wait_for("mark_victim of the trigger", wait(), |v| {
+        let own = watch.wait_for("mark_victim of the trigger", event_wait(), |v| {
             v["event"] == "mark_victim" && v["victim"]["pid"] == trigger.pid()
         });
         assert!(own["ts_ns"].as_u64() > mark["ts_ns"].as_u64(), "{own}");
-        let killed = watch.wait_for("the trigger's KILLED finding", wait(), |v| {
-            v["type"] == "finding"
-                && v["finding"] == "killed"
-                && v["victim"]["key"]["tgid"] == trigger.pid()
-        });
+        let killed = watch.wait_finding("killed", trigger.pid());
         assert_eq!(
             killed["victim"]["trigger"]["tgid"],
             trigger.pid(),
             "{killed}"
         );
-        watch.wait_for("the trigger's exit", wait(), |v| {
+        watch.wait_for("the trigger's exit", event_wait(), |v| {
             v["event"] == "task_exit"
                 && v["current"]["tgid"] == trigger.pid()
                 && v["group_dead"] == true
@@ -361,22 +346,20 @@ fn fallback_chain_when_attach_types_are_forbidden() {
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
     hog.go();
-    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
-    let mark = watch.wait_for("mark_victim (classic)", wait(), |v| {
+    assert_eq!(hog.wait_signal(event_wait()), Some(libc::SIGKILL));
+    let mark = watch.wait_for("mark_victim (classic)", event_wait(), |v| {
         v["event"] == "mark_victim" && v["victim"]["pid"] == pid
     });
     if mark["victim"]["comm"].is_string() {
         assert_eq!(mark["victim"]["comm"], "oomtrace-hog");
     }
-    watch.wait_for("the exit (classic)", wait(), |v| {
+    watch.wait_for("the exit (classic)", event_wait(), |v| {
         v["event"] == "task_exit" && v["current"]["tgid"] == pid && v["group_dead"] == true
     });
-    watch.wait_for("the release (classic)", wait(), |v| {
+    watch.wait_for("the release (classic)", event_wait(), |v| {
         v["event"] == "task_free" && v["pid"] == pid
     });
-    watch.wait_for("the tracker's verdict", wait(), |v| {
-        v["type"] == "finding" && v["finding"] == "dead" && v["victim"]["key"]["tgid"] == pid
-    });
+    watch.wait_finding("dead", pid);
 }
 
 /// A container whose init is the OOM victim: as it dies the kernel SIGKILLs everything in its
@@ -419,13 +402,13 @@ fn a_container_whose_init_is_the_victim_counts_one_kill() {
             // be collateral too: that is the failure itself, reported at once.
             let c = w.wait_for_unless(
                 &format!("collateral kill of child {child} ({plan})"),
-                wait(),
+                event_wait(),
                 collateral(child),
                 |v| finding_about(v, "killed", child),
             );
             assert_eq!(c["by"]["tgid"], init, "{plan}: {c}");
         }
-        w.wait_for(&format!("the init's death ({plan})"), wait(), |v| {
+        w.wait_for(&format!("the init's death ({plan})"), event_wait(), |v| {
             finding_about(v, "dead", init)
         });
     }
@@ -475,7 +458,7 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
     let mut v = stuck_in_exit(&sandbox, &fuse, &["--leader-exits"]);
     let pid = v.victim;
     assert!(
-        wait_until(wait(), || proc_state(pid)
+        wait_until(event_wait(), || proc_state(pid)
             .is_some_and(|s| s.starts_with('Z'))),
         "the main thread did not exit"
     );
@@ -489,7 +472,7 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
         let t = &v["victim"]["key"]["tgid"];
         *t == pid || tids.iter().any(|tid| t == tid)
     };
-    let dead = watch.wait_for("the death", wait(), |l| {
+    let dead = watch.wait_for("the death", event_wait(), |l| {
         l["type"] == "finding" && l["finding"] == "dead" && ours(l)
     });
     let seen: Vec<String> = watch
@@ -569,8 +552,8 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
         watch.plan()
     );
     let killed_finding = |pid: u32| {
-        watch.wait_for("the killed finding", wait(), move |v| {
-            v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
+        watch.wait_for("the killed finding", event_wait(), move |v| {
+            finding_about(v, "killed", pid)
         })
     };
     let pod_uid = |n: u32| format!("{:08x}-0000-4000-8000-00000000000{n}", std::process::id());
@@ -589,7 +572,7 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
             Duration::from_nanos(ready - born)
         );
         assert_eq!(
-            hog.wait_signal(wait()),
+            hog.wait_signal(event_wait()),
             Some(libc::SIGKILL),
             "hog was not SIGKILLed"
         );
@@ -636,7 +619,7 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
     let mut hog = hog(&ctr, 256, false, None);
     let pid = hog.pid();
     hog.go();
-    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(hog.wait_signal(event_wait()), Some(libc::SIGKILL));
     drop(hog);
     drop(ctr);
     drop(pod);

@@ -6,17 +6,17 @@
 //! victim's labels while a sandbox victim is held stuck, and resolves it once the victim dies.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    io::Write as _,
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, ScratchDir, Watch,
+    ReleaseOnDrop, Sandbox, ScratchDir, Watch, finding_about,
     fuse::{FuseHold, Hold},
-    require_root, scaled, stuck_in_exit, wait_until,
+    http_get, require_root, scaled, scrape, stuck_in_exit, wait_until,
 };
 use serde_json::Value;
 
@@ -49,25 +49,9 @@ fn contrib() -> PathBuf {
         .expect("contrib/prometheus")
 }
 
-/// `GET path` over HTTP/1.0: the status code and body.
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body.to_string()))
-}
-
 /// A Prometheus API answer's `data` (panics on an error answer).
 fn api(addr: &str, path: &str) -> Value {
-    let (code, body) = http_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let (code, _, body) = http_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let v: Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("GET {path}: {code}, not JSON ({e}): {body}"));
     assert_eq!(v["status"], "success", "GET {path}: {code} {v}");
@@ -113,7 +97,7 @@ impl Prometheus {
                 log: log.clone(),
             };
             let ready = wait_until(scaled(Duration::from_secs(30)), || {
-                p.exited() || http_get(&p.addr, "/-/ready").is_ok_and(|(code, _)| code == 200)
+                p.exited() || http_get(&p.addr, "/-/ready").is_ok_and(|(code, ..)| code == 200)
             });
             if ready && !p.exited() {
                 return p;
@@ -168,12 +152,6 @@ fn check_metrics(promtool: &Path, scrape: &str) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), said)
-}
-
-fn scrape(metrics_addr: &str) -> String {
-    let (code, body) = http_get(metrics_addr, "/metrics").expect("scraping oomtrace");
-    assert_eq!(code, 200, "{body}");
-    body
 }
 
 /// Our memcg's OomtraceVictimStuck alert, if Prometheus has one (pending or firing).
@@ -270,7 +248,7 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
     v.hog.go();
     let wait = scaled(Duration::from_secs(30));
     watch.wait_for("the STUCK finding", wait, |l| {
-        l["type"] == "finding" && l["finding"] == "stuck" && l["victim"]["key"]["tgid"] == pid
+        finding_about(l, "stuck", pid)
     });
     let flagged = Instant::now();
 
@@ -341,9 +319,7 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
 
     // The victim dies: the gauge drops to 0 and the alert goes (resolved: no longer active).
     fuse.release();
-    watch.wait_for("the DEAD finding", wait, |l| {
-        l["type"] == "finding" && l["finding"] == "dead" && l["victim"]["key"]["tgid"] == pid
-    });
+    watch.wait_for("the DEAD finding", wait, |l| finding_about(l, "dead", pid));
     let dead = Instant::now();
     let resolved = wait_until(scaled(Duration::from_secs(30)), || {
         let gone = stuck_alert(&prom.addr, &memcg).is_none();

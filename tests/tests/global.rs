@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{Sandbox, Watch, disposable_kernel, hog, require_root, scaled};
+use oomtrace_tests::{Sandbox, Watch, disposable_kernel, finding_about, hog, require_root, scaled};
 use serde_json::Value;
 
 #[test]
@@ -58,7 +58,7 @@ fn a_global_oom_is_seen_as_global() {
     assert_eq!(kill["memcg_id"], 0, "a global OOM has no memcg: {kill}");
     assert_eq!(kill["constraint"], "none", "{kill}");
     let dead = watch.wait_for("the victim's death", wait, |l| {
-        l["type"] == "finding" && l["finding"] == "dead" && l["victim"]["key"]["tgid"] == pid
+        finding_about(l, "dead", pid)
     });
     // Under a global OOM oomtrace itself may only get to look once the victim is reaped: its
     // pidfd then, or the kernel's own release (sched_process_free) handled first, or gone.

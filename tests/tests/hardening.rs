@@ -10,14 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oomtrace_tests::{Sandbox, ScratchDir, Watch, hog, oomtrace_bin, require_root, scaled};
+use oomtrace_tests::{
+    Sandbox, ScratchDir, Watch, event_wait, finding_about, hog, oomtrace_bin, require_root, scaled,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(20))
-}
 
 fn oomtrace(args: &[&str]) -> std::process::Output {
     Command::new(oomtrace_bin())
@@ -100,7 +98,7 @@ fn record_goes_on_when_stdout_is_closed() {
     let mut h = hog(&sandbox, 256, false, None);
     let pid = h.pid();
     h.go();
-    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
     std::thread::sleep(scaled(Duration::from_secs(1)));
     assert!(
         matches!(child.try_wait(), Ok(None)),
@@ -115,7 +113,7 @@ fn record_goes_on_when_stdout_is_closed() {
     let killed = String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|v| v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid);
+        .any(|v| finding_about(&v, "killed", pid));
     assert!(
         killed,
         "the kill after stdout closed is not in the dump: {}",
@@ -180,7 +178,10 @@ fn a_full_disk_names_the_dump_and_still_ends_with_a_summary() {
         if matches!(child.try_wait(), Ok(Some(_))) {
             break;
         }
-        assert!(started.elapsed() < wait(), "the dump never filled the disk");
+        assert!(
+            started.elapsed() < event_wait(),
+            "the dump never filled the disk"
+        );
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -243,10 +244,8 @@ fn descriptor_starvation_neither_spins_nor_loses_the_memcg() {
     let mut h = hog(&sandbox, 256, false, None);
     let pid = h.pid();
     h.go();
-    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
-    let k = watch.wait_for("the KILLED finding", wait(), |v| {
-        v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
-    });
+    assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
+    let k = watch.wait_finding("killed", pid);
     assert_eq!(k["memcg_path"], sandbox.rel_path(), "{k}");
     drop(conns);
 }

@@ -3,41 +3,22 @@
 //! counted; a storm of them leaves oomtrace bounded and the stuck one still flagged.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Read as _,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use oomtrace_tests::{
-    InExit, ReleaseOnDrop, Sandbox, Watch,
+    InExit, ReleaseOnDrop, Sandbox, Watch, event_wait, finding_about,
     fuse::{FuseHold, Hold},
-    kill_as, kill_storm, proc_state, require_root, scaled, slowdown, stuck_in_exit, stuck_victim,
-    wait_until,
+    kill_as, kill_storm, proc_state, require_root, scaled, scrape, slowdown, stuck_in_exit,
+    stuck_victim, wait_until,
 };
-use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const TIMEOUT_NS: u64 = 1_000_000_000;
 /// The flag must come within the timeout plus this (issue: ≤ 100 ms).
 const FLAG_SLACK_NS: u64 = 100_000_000;
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(20))
-}
-
-fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
-    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.set_read_timeout(Some(wait())).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 /// The value of the first sample of `name` whose labels contain every one of `labels`.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -91,20 +72,16 @@ fn every_sigkill_is_followed_to_its_death() {
         .spawn()
         .expect("sleep");
     let sleeping = sleeper.id();
-    assert!(wait_until(wait(), || proc_state(sleeping)
+    assert!(wait_until(event_wait(), || proc_state(sleeping)
         .is_some_and(|s| s.starts_with('S'))));
     // SAFETY: our own child.
     assert_eq!(unsafe { libc::kill(sleeping as i32, libc::SIGKILL) }, 0);
     let _ = sleeper.wait();
-    let plain = watch.wait_for("the plain kill", wait(), |v| {
-        finding(v, "sigkill", sleeping)
-    });
+    let plain = watch.wait_finding("sigkill", sleeping);
     let sender = &plain["victim"]["sender"];
     assert_eq!(sender["kind"], "user", "{plain}");
     assert_eq!(sender["tgid"], me, "{plain}");
-    let dead = watch.wait_for("the plain kill's death", wait(), |v| {
-        finding(v, "dead", sleeping)
-    });
+    let dead = watch.wait_finding("dead", sleeping);
     assert_eq!(dead["was_flagged"], false, "{dead}");
 
     // The listener on a held FUSE READ, killed by "containerd-shim"; the FLUSH-held victim,
@@ -116,7 +93,7 @@ fn every_sigkill_is_followed_to_its_death() {
     } = stuck_victim(&sandbox, &read, "stuck-fuse", &[]);
     let _release_read = ReleaseOnDrop(&read);
     assert!(
-        read.wait_held(wait()),
+        read.wait_held(event_wait()),
         "the reader never reached the FUSE read"
     );
     let InExit {
@@ -129,7 +106,7 @@ fn every_sigkill_is_followed_to_its_death() {
     // SAFETY: a process this test started.
     assert_eq!(unsafe { libc::kill(flusher as i32, libc::SIGKILL) }, 0);
     assert!(
-        flush.wait_held(wait()),
+        flush.wait_held(event_wait()),
         "the killed victim never reached the flush"
     );
 
@@ -140,9 +117,9 @@ fn every_sigkill_is_followed_to_its_death() {
     ] {
         let stuck = watch.wait_for_unless(
             "the KILL STUCK finding",
-            wait(),
-            |v| finding(v, "kill_stuck", pid),
-            |v| finding(v, "dead", pid) || finding(v, "stuck", pid),
+            event_wait(),
+            |v| finding_about(v, "kill_stuck", pid),
+            |v| finding_about(v, "dead", pid) || finding_about(v, "stuck", pid),
         );
         let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
         assert!(
@@ -179,7 +156,7 @@ fn every_sigkill_is_followed_to_its_death() {
     let flushed = watch
         .lines()
         .into_iter()
-        .find(|v| finding(v, "kill_stuck", flusher))
+        .find(|v| finding_about(v, "kill_stuck", flusher))
         .expect("flusher flagged");
     assert_eq!(flushed["stage"], "exiting", "{flushed}");
 
@@ -194,7 +171,7 @@ fn every_sigkill_is_followed_to_its_death() {
     kill_storm(&sandbox, n);
     let storm = started.elapsed();
     let mut after = String::new();
-    let settled = wait_until(wait(), || {
+    let settled = wait_until(event_wait(), || {
         after = scrape(&addr);
         let counted =
             sample(&after, "oomtrace_other_kills_total", &[&path]).unwrap_or(0.0) as usize;
@@ -237,11 +214,11 @@ fn every_sigkill_is_followed_to_its_death() {
     read.release();
     flush.release();
     for pid in [reader, flusher] {
-        let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", pid));
+        let dead = watch.wait_finding("dead", pid);
         assert_eq!(dead["was_flagged"], true, "{dead}");
         assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
     }
-    assert!(wait_until(wait(), || sample(
+    assert!(wait_until(event_wait(), || sample(
         &scrape(&addr),
         "oomtrace_kill_stuck_victims",
         &[&path, "sender_kind=\"user\""]

@@ -6,20 +6,14 @@
 //! `mem_cgroup_out_of_memory`); on this host, without that hook, the kernel's memcg
 //! notifications count the invocations instead (the plan line says which). Root only.
 
-use std::time::Duration;
-
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, Watch, attach_of,
+    ReleaseOnDrop, Sandbox, Watch, attach_of, event_wait,
     fuse::{FuseHold, Hold},
-    hog, require_root, scaled, stuck_in_exit,
+    hog, require_root, stuck_in_exit,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(30))
-}
 
 /// `parent_limit`: the limit is on a parent memcg (a pod, a slice) and the victim lives in a
 /// child: the OOM domain in the invocations is the parent, not the victim's own memcg.
@@ -36,7 +30,7 @@ fn livelock(label: &str, parent_limit: bool) {
     let _release = ReleaseOnDrop(&fuse);
     v.hog.go();
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim never reached the FUSE flush"
     );
     // Unkillable, it keeps the memcg at its limit: every fault invokes the OOM killer. (Only
@@ -49,9 +43,7 @@ fn livelock(label: &str, parent_limit: bool) {
     });
 
     let victim = v.victim;
-    let stuck = watch.wait_for("the STUCK finding", wait(), |l| {
-        l["type"] == "finding" && l["finding"] == "stuck" && l["victim"]["key"]["tgid"] == victim
-    });
+    let stuck = watch.wait_finding("stuck", victim);
     assert_eq!(stuck["stage"], "exiting", "{stuck}");
     if observable {
         // Without any hook: `check` reads the memcg's own counters twice (v2 counts
@@ -77,7 +69,7 @@ fn livelock(label: &str, parent_limit: bool) {
         // the kernel no longer waits on it, and with only the -1000 presser left it finds
         // nothing it may kill (mem_cgroup_out_of_memory returns false). That is the finding,
         // naming the victim as already reaped — not a livelock blaming it.
-        let nk = watch.wait_for("the NOTHING KILLABLE finding", wait(), |l| {
+        let nk = watch.wait_for("the NOTHING KILLABLE finding", event_wait(), |l| {
             l["type"] == "finding" && l["finding"] == "nothing_killable"
         });
         assert_eq!(
@@ -103,7 +95,7 @@ fn livelock(label: &str, parent_limit: bool) {
                 "{}",
                 watch.plan()
             );
-            let n = watch.wait_for("a memory.events.local notification", wait(), |l| {
+            let n = watch.wait_for("a memory.events.local notification", event_wait(), |l| {
                 l["event"] == "memcg_oom" && l["memcg_path"] == cgroup
             });
             assert!(n["invocations"].as_u64() >= Some(1), "{n}");
@@ -141,7 +133,7 @@ fn livelock(label: &str, parent_limit: bool) {
             "{}",
             watch.plan()
         );
-        let n = watch.wait_for("the kill's invocation, notified", wait(), |l| {
+        let n = watch.wait_for("the kill's invocation, notified", event_wait(), |l| {
             l["event"] == "memcg_oom" && l["memcg_path"] == limited.rel_path()
         });
         assert!(n["invocations"].as_u64() >= Some(1), "{n}");

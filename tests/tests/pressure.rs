@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, Watch,
+    ReleaseOnDrop, Sandbox, Watch, event_wait, finding_about,
     fuse::{FuseHold, Hold},
     require_root, scaled, stuck_in_exit,
 };
-use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
@@ -22,14 +21,6 @@ fn own_turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_FLOOD_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(20))
-}
-
-fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
-    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
 }
 
 /// More processes pass through the in-kernel filter (`TRACKED`) than its old LRU capacity
@@ -58,12 +49,10 @@ fn a_victim_stays_tracked_under_map_pressure() {
     let victim = v.victim;
     v.hog.go();
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the killed victim never reached the FUSE flush in exit_files"
     );
-    watch.wait_for("the KILLED finding", wait(), |l| {
-        finding(l, "killed", victim)
-    });
+    watch.wait_finding("killed", victim);
 
     let args = [
         "--rounds".to_string(),
@@ -85,25 +74,21 @@ fn a_victim_stays_tracked_under_map_pressure() {
     });
     assert!(seen > 0, "none of the churn's kernel SIGKILLs was seen");
     assert_eq!(
-        watch.count(|l| finding(l, "dead", victim)),
+        watch.count(|l| finding_about(l, "dead", victim)),
         0,
         "reported dead while held in exit_files"
     );
 
     fuse.release();
-    watch.wait_for("the death after the release", wait(), |l| {
-        finding(l, "dead", victim)
-    });
+    watch.wait_finding("dead", victim);
     // Reaped by its parent (this test): released.
-    assert_eq!(v.hog.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(v.hog.wait_signal(event_wait()), Some(libc::SIGKILL));
     // Reported by the kernel side only while the victim is in TRACKED.
     assert!(
         !oomtrace_tests::attach_of(&watch.plan(), "task_free").is_null(),
         "sched_process_free is hooked on every kernel oomtrace supports"
     );
-    watch.wait_for("the victim's release", wait(), |l| {
-        finding(l, "released", victim)
-    });
+    watch.wait_finding("released", victim);
     let lines = watch.stop_and_collect();
     let exits = lines
         .iter()
@@ -139,12 +124,10 @@ fn a_full_ring_buffer_is_counted_and_makes_findings_unconfirmed() {
     let victim = v.victim;
     v.hog.go();
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim never reached exit_files"
     );
-    watch.wait_for("the KILLED finding", wait(), |l| {
-        finding(l, "killed", victim)
-    });
+    watch.wait_finding("killed", victim);
     let args = [
         "--rounds".to_string(),
         rounds.to_string(),
@@ -154,17 +137,17 @@ fn a_full_ring_buffer_is_counted_and_makes_findings_unconfirmed() {
     let mut c = oomtrace_tests::spawn_hog(&churn, "ns-churn", &args);
     assert_eq!(c.line(), format!("sigkilled {}", rounds * 256));
     assert_eq!(c.wait_signal(scaled(Duration::from_secs(120))), None);
-    let lost = watch.wait_for("the lost-events line", wait(), |l| l["type"] == "lost");
+    let lost = watch.wait_for("the lost-events line", event_wait(), |l| {
+        l["type"] == "lost"
+    });
     assert!(lost["events"].as_u64() > Some(0), "{lost}");
-    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", victim));
+    let stuck = watch.wait_finding("stuck", victim);
     assert!(
         stuck["unconfirmed_lost"].as_u64() > Some(0),
         "events were lost after the kill: the flag must say so: {stuck}"
     );
     fuse.release();
-    watch.wait_for("the death after the release", wait(), |l| {
-        finding(l, "dead", victim)
-    });
+    watch.wait_finding("dead", victim);
     let (code, lines) = watch.stop_with_lines();
     assert_eq!(
         code,

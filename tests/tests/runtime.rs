@@ -176,11 +176,7 @@ fn a_runc_container_oom_killed_is_named_as_runc_sees_it() {
     );
     container.run(&["start", &id]);
 
-    let killed = watch.wait_for(
-        "the container's kill",
-        scaled(Duration::from_secs(20)),
-        |v| v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid,
-    );
+    let killed = watch.wait_finding("killed", pid as u32);
     eprintln!(
         "runc state at create: {created}\nfinding: memcg_path {} workload {} victim tgid {}",
         killed["memcg_path"], killed["workload"], killed["victim"]["key"]["tgid"]

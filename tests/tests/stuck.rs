@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use oomtrace_tests::{
-    InExit, ReleaseOnDrop, Sandbox, Watch,
+    InExit, ReleaseOnDrop, Sandbox, Watch, event_wait, finding_about,
     fuse::{FuseHold, Hold},
     held_victim, hog, proc_state, require_root, scaled, slowdown, stuck_in_exit, stuck_victim,
 };
@@ -15,25 +15,16 @@ const TIMEOUT_S: f64 = 1.0;
 const TIMEOUT_NS: u64 = 1_000_000_000;
 /// The flag must come within the timeout plus this (issue: ≤ 100 ms).
 const FLAG_SLACK_NS: u64 = 100_000_000;
-const WAIT: Duration = Duration::from_secs(20);
-
-fn wait() -> Duration {
-    scaled(WAIT)
-}
 
 /// The flag latency bound, scaled under emulation.
 fn slack() -> u64 {
     FLAG_SLACK_NS * u64::from(slowdown())
 }
 
-fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
-    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
-}
-
 /// A finding after which process `tgid` can never be flagged stuck: it died, or its death
 /// cannot be watched (`unobservable` instead of `stuck`).
 fn settled(v: &Value, tgid: u32) -> bool {
-    finding(v, "dead", tgid) || finding(v, "unobservable", tgid)
+    finding_about(v, "dead", tgid) || finding_about(v, "unobservable", tgid)
 }
 
 fn watch() -> Watch {
@@ -56,15 +47,15 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     } = stuck_victim(&sandbox, &fuse, "stuck-fuse", &["--orphan"]);
     assert_ne!(victim, hog.pid(), "--orphan must fork");
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim's reader never reached the FUSE read"
     );
     hog.go();
 
     let stuck = watch.wait_for_unless(
         "the STUCK finding",
-        wait(),
-        |v| finding(v, "stuck", victim),
+        event_wait(),
+        |v| finding_about(v, "stuck", victim),
         |v| settled(v, victim),
     );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
@@ -105,7 +96,7 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     assert!(proc_state(victim).is_some_and(|s| s.starts_with('Z')));
 
     fuse.release();
-    let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", victim));
+    let dead = watch.wait_finding("dead", victim);
     assert_eq!(dead["was_flagged"], true);
     assert!(dead["kill_to_dead_ns"].as_u64() > Some(TIMEOUT_NS));
 }
@@ -116,13 +107,13 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     require_root();
     let sandbox = Sandbox::new("ptrace", 64 * MIB);
     let watch = watch();
-    let (mut hog, mut hold) = held_victim(&sandbox, wait());
+    let (mut hog, mut hold) = held_victim(&sandbox, event_wait());
     let pid = hog.pid();
 
     let stuck = watch.wait_for_unless(
         "the STUCK finding",
-        wait(),
-        |v| finding(v, "stuck", pid),
+        event_wait(),
+        |v| finding_about(v, "stuck", pid),
         |v| settled(v, pid),
     );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
@@ -140,9 +131,9 @@ fn ptrace_held_victim_is_flagged_then_dies_late() {
     );
 
     hold.release();
-    let dead = watch.wait_for("the late death", wait(), |v| finding(v, "dead", pid));
+    let dead = watch.wait_finding("dead", pid);
     assert_eq!(dead["was_flagged"], true);
-    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(hog.wait_signal(event_wait()), Some(libc::SIGKILL));
 }
 
 /// A victim that dies at once is reported dead and never flagged.
@@ -154,14 +145,14 @@ fn a_normal_kill_is_not_flagged() {
     let mut hog = hog(&sandbox, 256, false, None);
     let pid = hog.pid();
     hog.go();
-    assert_eq!(hog.wait_signal(wait()), Some(libc::SIGKILL));
-    let dead = watch.wait_for("the death", wait(), |v| finding(v, "dead", pid));
+    assert_eq!(hog.wait_signal(event_wait()), Some(libc::SIGKILL));
+    let dead = watch.wait_finding("dead", pid);
     assert_eq!(dead["was_flagged"], false);
     assert!(dead["kill_to_dead_ns"].as_u64() < Some(TIMEOUT_NS));
     // Past the timeout, still no flag.
     std::thread::sleep(Duration::from_secs_f64(TIMEOUT_S + 0.5));
     assert!(
-        !watch.lines().iter().any(|v| finding(v, "stuck", pid)),
+        !watch.lines().iter().any(|v| finding_about(v, "stuck", pid)),
         "a victim that died was flagged"
     );
 }
@@ -185,21 +176,21 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
     let victim = v.victim;
     if leader_exits {
         assert!(
-            oomtrace_tests::wait_until(wait(), || proc_state(victim)
+            oomtrace_tests::wait_until(event_wait(), || proc_state(victim)
                 .is_some_and(|s| s.starts_with('Z'))),
             "the leader did not exit before the kill"
         );
     }
     v.hog.go();
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the killed victim never reached the FUSE flush in exit_files"
     );
 
     let stuck = watch.wait_for_unless(
         "the STUCK finding",
-        wait(),
-        |l| finding(l, "stuck", victim),
+        event_wait(),
+        |l| finding_about(l, "stuck", victim),
         |l| settled(l, victim),
     );
     let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
@@ -251,15 +242,16 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         _ => panic!("the listening port is named once, as its own or apart: {fx}"),
     }
     assert!(
-        !watch.lines().iter().any(|l| finding(l, "dead", victim)),
+        !watch
+            .lines()
+            .iter()
+            .any(|l| finding_about(l, "dead", victim)),
         "reported dead while held in exit_files"
     );
 
     std::thread::sleep(Duration::from_millis(300));
     fuse.release();
-    let dead = watch.wait_for("the death after the release", wait(), |l| {
-        finding(l, "dead", victim)
-    });
+    let dead = watch.wait_finding("dead", victim);
     assert_eq!(dead["was_flagged"], true);
     assert_eq!(dead["victim"]["death_seen"], "pidfd");
     let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
@@ -291,7 +283,10 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
     let _release = ReleaseOnDrop(&fuse);
     let victim = v.victim;
     v.hog.go();
-    assert!(fuse.wait_held(wait()), "the victim never reached the flush");
+    assert!(
+        fuse.wait_held(event_wait()),
+        "the victim never reached the flush"
+    );
 
     let (code, check) = oomtrace_tests::check_json(&[]);
     assert_eq!(code, Some(4), "check must exit 4: {check}");
@@ -309,8 +304,8 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
     let attached = started.elapsed();
     let stuck = watch.wait_for_unless(
         "the pre-existing STUCK finding",
-        wait(),
-        |l| finding(l, "stuck", victim),
+        event_wait(),
+        |l| finding_about(l, "stuck", victim),
         |l| settled(l, victim),
     );
     let after_attach = started.elapsed().saturating_sub(attached);
@@ -344,7 +339,7 @@ fn victims_killed_before_oomtrace_starts_are_named_at_once() {
         "{fx}"
     );
     fuse.release();
-    let dead = watch.wait_for("its death", wait(), |l| finding(l, "dead", victim));
+    let dead = watch.wait_finding("dead", victim);
     assert_eq!(
         dead["kill_to_dead_ns"],
         Value::Null,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use oomtrace_tests::{
-    ReleaseOnDrop, Sandbox, ScratchDir, Watch,
+    ReleaseOnDrop, Sandbox, ScratchDir, Watch, event_wait, finding_about,
     fuse::{FuseHold, Hold},
     held_victim, hog, oomtrace_bin, require_root, scaled, spawn_hog, stuck_victim,
     unstick_fixtures::{self as fx, Crowd, TracemeShape, USER},
@@ -20,10 +20,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn wait() -> Duration {
-    scaled(Duration::from_secs(20))
-}
 
 fn unstick(pid: u32, apply: bool) -> (Option<i32>, Value) {
     let state = ScratchDir::new("unstick-state");
@@ -59,10 +55,6 @@ fn unstick_with(
     (out.status.code(), v)
 }
 
-fn finding(v: &Value, kind: &str, tgid: u32) -> bool {
-    v["type"] == "finding" && v["finding"] == kind && v["victim"]["key"]["tgid"] == tgid
-}
-
 /// The fusectl id of the FUSE mount at `dir`: its `dev_t` as the kernel numbers it.
 fn connection_of(dir: &std::path::Path) -> u32 {
     use std::os::unix::fs::MetadataExt as _;
@@ -86,10 +78,10 @@ fn fuse_held(hold: Hold, mode: &str, label: &str) {
     let pid = v.victim;
     v.hog.go();
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim never reached the FUSE request"
     );
-    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    watch.wait_finding("stuck", pid);
 
     let mut named = Vec::new();
     let conn = connection_of(fuse.dir()).to_string();
@@ -121,9 +113,7 @@ fn fuse_held(hold: Hold, mode: &str, label: &str) {
     let (code, done) = unstick_with(pid, true, &named, state.path());
     assert_eq!(code, Some(0), "{done}");
     assert_eq!(done["dead"], true, "{done}");
-    let dead = watch.wait_for("the death after unstick", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    let dead = watch.wait_finding("dead", pid);
     assert_eq!(dead["was_flagged"], true, "{dead}");
 }
 
@@ -156,17 +146,15 @@ fn a_ptrace_held_victim_is_unstuck_by_ending_its_tracer() {
     // trace-hold takes no --cgroup of its own: it stays where it was started.
     assert_eq!(tracer.line(), "seized");
     victim.go();
-    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    watch.wait_finding("stuck", pid);
     let (code, done) = unstick(pid, true);
     assert_eq!(code, Some(0), "{done}");
     assert_eq!(done["waits_on"]["kind"], "ptrace", "{done}");
     assert_eq!(done["waits_on"]["tracer"], tracer.pid(), "{done}");
     assert_eq!(done["dead"], true, "{done}");
     assert!(!tracer.running(), "the tracer was not ended");
-    assert_eq!(victim.wait_signal(wait()), Some(libc::SIGKILL));
-    watch.wait_for("the death after unstick", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    assert_eq!(victim.wait_signal(event_wait()), Some(libc::SIGKILL));
+    watch.wait_finding("dead", pid);
 }
 
 /// A killed victim that is dead but a zombie its parent (this test) does not reap: diagnosed as
@@ -181,7 +169,7 @@ fn a_zombie_whose_parent_does_not_reap_is_diagnosed_and_its_parent_signalled() {
     let pid = victim.pid();
     victim.go();
     assert!(
-        oomtrace_tests::wait_until(wait(), || oomtrace_tests::proc_state(pid)
+        oomtrace_tests::wait_until(event_wait(), || oomtrace_tests::proc_state(pid)
             .is_some_and(|s| s.starts_with('Z'))),
         "the victim did not become a zombie"
     );
@@ -196,7 +184,7 @@ fn a_zombie_whose_parent_does_not_reap_is_diagnosed_and_its_parent_signalled() {
         "{done}"
     );
     assert!(done["applied"].is_null(), "{done}");
-    assert_eq!(victim.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(victim.wait_signal(event_wait()), Some(libc::SIGKILL));
 }
 
 /// Not an OOM victim: refused (exit 5), and the process is untouched.
@@ -235,14 +223,12 @@ fn watch_unstick_frees_a_flagged_fuse_victim_by_itself() {
     let _release = ReleaseOnDrop(&fuse);
     let pid = v.victim;
     v.hog.go();
-    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
-    let u = watch.wait_for("the UNSTICK line", wait(), |l| {
+    watch.wait_finding("stuck", pid);
+    let u = watch.wait_for("the UNSTICK line", event_wait(), |l| {
         l["type"] == "unstick" && l["pid"] == pid
     });
     assert_eq!(u["result"], "applied", "{u}");
-    watch.wait_for("the death after unstick", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    watch.wait_finding("dead", pid);
     let addr = watch.plan()["metrics_addr"].as_str().unwrap().to_string();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
@@ -273,7 +259,7 @@ fn watch_unstick(sandbox: &Sandbox, state: &ScratchDir, extra: &[&str]) -> Watch
 }
 
 fn unstick_line(watch: &Watch, pid: u32) -> Value {
-    watch.wait_for("the UNSTICK line", wait(), |l| {
+    watch.wait_for("the UNSTICK line", event_wait(), |l| {
         l["type"] == "unstick" && l["pid"] == pid && l["result"] != "restored"
     })
 }
@@ -293,7 +279,7 @@ fn a_traceme_root_parent_is_untouched_and_the_users_own_tracer_is_ended() {
     let mut shape = TracemeShape::start(&sandbox, USER);
     let pid = shape.victim;
     shape.go();
-    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    watch.wait_finding("stuck", pid);
     let u = unstick_line(&watch, pid);
     assert_eq!(u["result"], "applied", "{u}");
     let text = u["detail"].as_str().unwrap_or_default();
@@ -305,9 +291,7 @@ fn a_traceme_root_parent_is_untouched_and_the_users_own_tracer_is_ended() {
         !text.contains(&format!("tracer {}", shape.supervisor)),
         "the supervisor was signalled: {u}"
     );
-    watch.wait_for("the death after unstick", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    watch.wait_finding("dead", pid);
     assert!(!shape.tracer.running(), "the user's tracer was not ended");
     std::thread::sleep(Duration::from_millis(500));
     assert!(shape.supervisor_alive(), "the root supervisor was killed");
@@ -340,11 +324,11 @@ fn a_users_victim_on_a_root_owned_fuse_mount_leaves_the_mount_alone() {
         "the victim is not the user's: {status}"
     );
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim never reached the FUSE read"
     );
     hog.go();
-    watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    watch.wait_finding("stuck", pid);
     let u = unstick_line(&watch, pid);
     assert_eq!(u["result"], "refused", "{u}");
     assert!(
@@ -368,11 +352,9 @@ fn a_users_victim_on_a_root_owned_fuse_mount_leaves_the_mount_alone() {
         oomtrace_tests::proc_state(pid).is_some(),
         "the victim died: its FUSE connection was aborted"
     );
-    assert!(!watch.lines().iter().any(|l| finding(l, "dead", pid)));
+    assert!(!watch.lines().iter().any(|l| finding_about(l, "dead", pid)));
     fuse.release();
-    watch.wait_for("the death after the daemon answered", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    watch.wait_finding("dead", pid);
 }
 
 /// A user's own `kill -9` of a process its tracer holds, in a memcg that has counted an OOM
@@ -385,7 +367,7 @@ fn a_users_own_kill_in_a_memcg_that_saw_an_oom_kill_is_not_an_oom_victim() {
     let sandbox = Sandbox::new("unstick-userkill", 64 * MIB);
     let mut first = hog(&sandbox, 256, false, None);
     first.go();
-    assert_eq!(first.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(first.wait_signal(event_wait()), Some(libc::SIGKILL));
     assert!(sandbox.oom_kills() > 0, "the memcg counted no OOM kill");
     let mut victim = hog(&sandbox, 8, true, None);
     let tracers = Sandbox::new("unstick-userkill-tracer", 64 * MIB);
@@ -400,7 +382,7 @@ fn a_users_own_kill_in_a_memcg_that_saw_an_oom_kill_is_not_an_oom_victim() {
     // SAFETY: our own child.
     unsafe { libc::kill(victim.pid() as i32, libc::SIGKILL) };
     assert!(
-        oomtrace_tests::wait_until(wait(), || oomtrace_tests::proc_state(victim.pid())
+        oomtrace_tests::wait_until(event_wait(), || oomtrace_tests::proc_state(victim.pid())
             .is_some_and(|s| s.starts_with('t'))),
         "the victim did not stop at its exit"
     );
@@ -426,7 +408,7 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
     let sandbox = Sandbox::new("unstick-journal", 64 * MIB);
     let state = ScratchDir::new("unstick-journal-state");
     let before = fx::limit_of(&sandbox);
-    let (mut h, mut hold) = held_victim(&sandbox, wait());
+    let (mut h, mut hold) = held_victim(&sandbox, event_wait());
     let pid = h.pid();
     let mut raiser = Command::new(oomtrace_bin())
         .args([
@@ -441,7 +423,7 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         .stdout(Stdio::null())
         .spawn()
         .expect("oomtrace unstick");
-    let raised = oomtrace_tests::wait_until(wait(), || fx::limit_of(&sandbox) > before);
+    let raised = oomtrace_tests::wait_until(event_wait(), || fx::limit_of(&sandbox) > before);
     assert!(raised, "the limit was not raised");
     // cgroup v1 with swap accounting: memsw (equal to the limit here) was raised first, else
     // the kernel refuses the limit (EINVAL).
@@ -470,7 +452,7 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         "put back by a SIGKILLed process?"
     );
     hold.release();
-    assert_eq!(h.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
     // Page cache fills the headroom: usage above the old limit must not keep the raise (the
     // kernel reclaims the cache when the old limit is written back).
     let cache = ScratchDir::new("unstick-journal-cache");
@@ -537,7 +519,7 @@ fn a_victim_with_many_threads_and_files_is_read_within_bounds() {
     crowd.go();
     let pid = crowd.victim;
     let flagged = std::time::Instant::now();
-    let stuck = watch.wait_for("the STUCK finding", wait(), |l| finding(l, "stuck", pid));
+    let stuck = watch.wait_finding("stuck", pid);
     let took = flagged.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let slowest = scraper.join().unwrap();
@@ -572,19 +554,17 @@ fn watch_unstick_leaves_a_victim_found_at_start_alone_without_the_opt_in() {
     let _release = ReleaseOnDrop(&fuse);
     let pid = v.victim;
     assert!(
-        fuse.wait_held(wait()),
+        fuse.wait_held(event_wait()),
         "the victim never reached the FUSE read"
     );
     v.hog.go();
     assert!(
-        oomtrace_tests::wait_until(wait(), || sandbox.oom_kills() > 0),
+        oomtrace_tests::wait_until(event_wait(), || sandbox.oom_kills() > 0),
         "the victim was not OOM-killed"
     );
     let state = ScratchDir::new("unstick-state");
     let watch = watch_unstick(&sandbox, &state, &[]);
-    let stuck = watch.wait_for("the pre-existing STUCK finding", wait(), |l| {
-        finding(l, "stuck", pid)
-    });
+    let stuck = watch.wait_finding("stuck", pid);
     assert_eq!(stuck["victim"]["pre_existing"], true, "{stuck}");
     let u = unstick_line(&watch, pid);
     assert_eq!(u["result"], "refused", "{u}");
@@ -600,9 +580,7 @@ fn watch_unstick_leaves_a_victim_found_at_start_alone_without_the_opt_in() {
         "the victim died: a remedy was taken"
     );
     fuse.release();
-    watch.wait_for("its death after the daemon answered", wait(), |l| {
-        finding(l, "dead", pid)
-    });
+    watch.wait_finding("dead", pid);
 }
 
 /// Writes `mib` MiB to a file under `dir` from a process in `sandbox` (its page cache charged
@@ -648,7 +626,7 @@ fn a_tracer_tracing_from_a_second_thread_and_ignoring_sigterm_is_ended() {
     assert_ne!(tracer.tid, tracer.pid);
     victim.go();
     assert!(
-        oomtrace_tests::wait_until(wait(), || oomtrace_tests::proc_state(pid)
+        oomtrace_tests::wait_until(event_wait(), || oomtrace_tests::proc_state(pid)
             .is_some_and(|s| s.starts_with('t'))),
         "the victim did not stop at its exit"
     );
@@ -668,5 +646,5 @@ fn a_tracer_tracing_from_a_second_thread_and_ignoring_sigterm_is_ended() {
     );
     assert_eq!(done["dead"], true, "{done}");
     assert!(fx::child_exited(tracer.pid), "the tracer still runs");
-    assert_eq!(victim.wait_signal(wait()), Some(libc::SIGKILL));
+    assert_eq!(victim.wait_signal(event_wait()), Some(libc::SIGKILL));
 }

@@ -32,6 +32,11 @@ pub enum EventKind {
     MarkVictim = 21,
     /// `signal_generate` with SIGKILL sent by the kernel itself (`SEND_SIG_PRIV`).
     KernelSigkill = 22,
+    /// The kernel stack of the task that invoked the OOM killer (the allocation that failed),
+    /// read in `oom:mark_victim`, which runs in that task's context on every kernel
+    /// (`__oom_kill_process` / `oom_kill_process` / `out_of_memory` ← the allocation).
+    /// Written just before the [`EventKind::MarkVictim`] it belongs to, by the same program.
+    AllocStack = 23,
     /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
     WakeReaper = 30,
     /// `oom:start_task_reaping`.
@@ -56,12 +61,13 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
         Self::MarkVictim,
         Self::KernelSigkill,
+        Self::AllocStack,
         Self::WakeReaper,
         Self::StartReaping,
         Self::FinishReaping,
@@ -203,6 +209,23 @@ pub struct MarkVictim {
     /// processes the OOM killer kills along with it share it. 0 when unknown (classic
     /// tracepoint).
     pub mm: u64,
+}
+
+/// Frames of [`AllocStack`] kept: deep enough for a page fault's charge path down to
+/// `out_of_memory` (about 20 frames on x86-64, 5.10 to 7.x) with room to spare.
+pub const STACK_DEPTH: usize = 32;
+
+/// The kernel stack of `current` (the task whose allocation invoked the OOM killer) when the
+/// victim was marked: return addresses, innermost first, as `bpf_get_stack` wrote them.
+/// Only written at a kill, never per event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocStack {
+    /// Frames in `ips` (the rest are 0); 0 when the helper failed (`error` says why).
+    pub frames: u32,
+    /// The helper's negative errno when it failed, else 0.
+    pub error: i32,
+    pub ips: [u64; STACK_DEPTH],
 }
 
 /// Bits of [`KernelSigkill::sender_flags`]: the state of the task that sent the SIGKILL
@@ -494,6 +517,7 @@ const _: () = {
     assert!(core::mem::size_of::<OomKill>() == 152);
     assert!(core::mem::size_of::<MarkVictim>() == 104);
     assert!(core::mem::size_of::<KernelSigkill>() == 56);
+    assert!(core::mem::size_of::<AllocStack>() == 8 + 8 * STACK_DEPTH);
     assert!(core::mem::size_of::<Reaper>() == 8);
     assert!(core::mem::size_of::<TaskExit>() == 16);
     assert!(core::mem::size_of::<TaskFree>() == 16);

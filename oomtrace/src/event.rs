@@ -6,12 +6,12 @@
 
 use std::mem::size_of;
 
+use oomtrace_common::{
+    AllocStack, GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill,
+    PreExisting, Reaper, TaskExit, TaskFree,
+};
 pub use oomtrace_common::{
     EventKind, exit_seen, group_dead_source, pre_existing, sender_state, victim_fields,
-};
-use oomtrace_common::{
-    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill, PreExisting,
-    Reaper, TaskExit, TaskFree,
 };
 
 /// Why a record could not be decoded.
@@ -40,6 +40,8 @@ pub enum Payload {
     OomKill(OomKill),
     MarkVictim(MarkVictim),
     KernelSigkill(KernelSigkill),
+    /// The OOM-invoking task's kernel stack, just before its mark of the victim.
+    AllocStack(AllocStack),
     WakeReaper(Reaper),
     StartReaping(Reaper),
     FinishReaping(Reaper),
@@ -67,6 +69,7 @@ impl Event {
             Payload::OomKill(_) => EventKind::OomKill,
             Payload::MarkVictim(_) => EventKind::MarkVictim,
             Payload::KernelSigkill(_) => EventKind::KernelSigkill,
+            Payload::AllocStack(_) => EventKind::AllocStack,
             Payload::WakeReaper(_) => EventKind::WakeReaper,
             Payload::StartReaping(_) => EventKind::StartReaping,
             Payload::FinishReaping(_) => EventKind::FinishReaping,
@@ -101,9 +104,10 @@ impl Event {
             Payload::GroupExited(p) => process(p.pid, p.pid),
             Payload::PreExisting(p) => process(p.pid, p.pid),
             // The current task is the subject.
-            Payload::TaskExit(_) | Payload::OomInvoke(_) | Payload::OomInvokeDone(_) => {
-                process(self.header.pid, self.header.tgid)
-            }
+            Payload::TaskExit(_)
+            | Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -149,6 +153,7 @@ impl Event {
             EventKind::KernelSigkill => {
                 Payload::KernelSigkill(grown_body_of(kind, body, &KERNEL_SIGKILL_OLDER)?)
             }
+            EventKind::AllocStack => Payload::AllocStack(body_of(kind, body)?),
             EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
             EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
             EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
@@ -172,6 +177,7 @@ impl Event {
             Payload::OomKill(p) => pod_bytes(p),
             Payload::MarkVictim(p) => pod_bytes(p),
             Payload::KernelSigkill(p) => pod_bytes(p),
+            Payload::AllocStack(p) => pod_bytes(p),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
             | Payload::FinishReaping(p)
@@ -207,6 +213,7 @@ impl Pod for OomInvokeDone {}
 impl Pod for OomKill {}
 impl Pod for MarkVictim {}
 impl Pod for KernelSigkill {}
+impl Pod for AllocStack {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}

@@ -38,7 +38,7 @@ pub use config::{Filter, Observability, TrackerConfig};
 pub use finding::Finding;
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
-pub use victim::{KillDecision, Stage, Task, Timeline, Victim, VictimKey};
+pub use victim::{AllocStackInfo, KillDecision, Stage, Task, Timeline, Victim, VictimKey};
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
 /// within milliseconds; if not, the oom_reaper wakes at +2 s (`OOM_REAPER_DELAY`, since 5.18)
@@ -78,6 +78,8 @@ const REAPER_MAX_RETRIES: u32 = 10;
 const MAX_VICTIMS: usize = 4096;
 /// Memcgs whose invocation counts (and paths) are kept at most.
 const MAX_MEMCGS: usize = 4096;
+/// Kernel symbol names kept at most (stacks of kills repeat: a few hundred in practice).
+const MAX_SYMBOLS: usize = 1 << 14;
 /// A process found at start with SIGKILL pending is flagged if it has still not finished
 /// exiting this long after it was first seen: an ordinary exit after SIGKILL takes
 /// milliseconds, and the promise is a finding within one second of attach.
@@ -128,6 +130,11 @@ pub struct Tracker {
     /// Memcg paths by id, for matching an OOM domain (the memcg whose limit was hit) with the
     /// victims below it.
     memcg_paths: HashMap<u64, String>,
+    /// Kernel symbol names by address (`name+0xoff`), told by userspace (kallsyms) or a dump.
+    symbols: HashMap<u64, String>,
+    /// The last allocation stack each task recorded (by thread id): its mark of a victim comes
+    /// right after, from the same kernel program.
+    last_stack_by: HashMap<u32, (u64, AllocStackInfo)>,
     /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
     kills_by_memcg: HashMap<u64, u64>,
     /// Victims created by the event being applied, announced after it.
@@ -166,6 +173,8 @@ impl Tracker {
             last_mark_by: HashMap::new(),
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
+            symbols: HashMap::new(),
+            last_stack_by: HashMap::new(),
             kills_by_memcg: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
@@ -225,12 +234,14 @@ impl Tracker {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         let judged = now_ns.saturating_sub(REORDER_NS);
         self.release_until(judged, out);
+        self.announce_ready(judged, out);
         self.check_timeouts(judged, now_ns, out);
     }
 
     /// Processes every held event and judges at `now_ns` (end of a session or a replay).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.release_until(u64::MAX, out);
+        self.announce_ready(u64::MAX, out);
         self.check_timeouts(now_ns, now_ns, out);
     }
 
@@ -247,6 +258,12 @@ impl Tracker {
             .pending_kills
             .iter()
             .map(|k| k.ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
+            .min();
+        let unannounced = self
+            .announce
+            .iter()
+            .filter_map(|k| self.victims.get(k)?.timeline.sigkill)
+            .map(|ts| ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
             .min();
         self.victims
             .values()
@@ -276,6 +293,7 @@ impl Tracker {
             .into_iter()
             .chain(held)
             .chain(pending)
+            .chain(unannounced)
             .min()
     }
 
@@ -395,7 +413,7 @@ impl Tracker {
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.expire_pending_kills(ev.header.ts_ns, out);
         self.apply_event(ev, out);
-        self.announce_ready(out);
+        self.announce_ready(ev.header.ts_ns, out);
     }
 
     /// Announces the new victims whose fate is known. A kill is the kernel's SIGKILL (it comes
@@ -403,7 +421,13 @@ impl Tracker {
     /// killer marks such a task (`task_will_free_mem`) and kills nothing, and the kernel's
     /// `oom_kill` counter does not count it. Where the signal hook is missing, a mark is taken
     /// as a kill (as the kernel's own message would).
-    fn announce_ready(&mut self, out: &mut Vec<Finding>) {
+    ///
+    /// A victim the OOM killer chose is announced at its mark where the mark hook is attached
+    /// (the SIGKILL comes first, the mark a few µs later in the same `__oom_kill_process`): the
+    /// mark brings the allocation stack and the victim's memory, which the `killed` finding
+    /// carries. A mark that does not come within [`SIGKILL_PAIRING_NS`] (lost) does not hold
+    /// the announcement longer.
+    fn announce_ready(&mut self, now: u64, out: &mut Vec<Finding>) {
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
@@ -414,6 +438,16 @@ impl Tracker {
             let signalled = t.sigkill.is_some();
             if !signalled && t.marked.is_none() && (obs.signal || obs.mark_victim) {
                 // Chosen by oom_kill_process: its SIGKILL or mark comes next.
+                waiting.push(key);
+                continue;
+            }
+            if let Some(sigkill) = t.sigkill
+                && obs.mark_victim
+                && t.marked.is_none()
+                && t.chosen.is_some()
+                && v.killed_with.is_none()
+                && now.saturating_sub(sigkill) <= SIGKILL_PAIRING_NS
+            {
                 waiting.push(key);
                 continue;
             }
@@ -495,6 +529,13 @@ impl Tracker {
             }
             Payload::KernelSigkill(p) => self.on_sigkill(ev, &p),
             Payload::MarkVictim(p) => self.on_mark(ev, &p),
+            Payload::AllocStack(p) => {
+                let stack = AllocStackInfo::new(&p, &self.symbols);
+                if self.last_stack_by.len() >= MAX_MEMCGS {
+                    self.last_stack_by.clear();
+                }
+                self.last_stack_by.insert(h.pid, (ts, stack));
+            }
             Payload::WakeReaper(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.timeline.reaper_woken.get_or_insert(ts);
@@ -752,6 +793,12 @@ impl Tracker {
             return;
         };
         v.trigger.get_or_insert(trigger);
+        // The stack the same program wrote just before this mark, in the same task.
+        if let Some((ts, stack)) = self.last_stack_by.remove(&h.pid)
+            && h.ts_ns.saturating_sub(ts) <= SIGKILL_PAIRING_NS
+        {
+            v.alloc_stack.get_or_insert(stack);
+        }
         if has(victim_fields::TASK) {
             v.memcg_id = Some(p.memcg_id);
         }
@@ -873,6 +920,14 @@ impl Tracker {
     }
 
     /// A memcg's path (from the cgroup fs live, from the dump in a replay).
+    /// The name of a kernel address (`name+0xoff`), for the allocation stacks that follow.
+    pub fn symbol(&mut self, addr: u64, name: &str) {
+        if self.symbols.len() >= MAX_SYMBOLS && !self.symbols.contains_key(&addr) {
+            self.symbols.clear();
+        }
+        self.symbols.insert(addr, name.to_string());
+    }
+
     pub fn memcg_path(&mut self, id: u64, path: &str) {
         if self.memcg_paths.len() >= MAX_MEMCGS && !self.memcg_paths.contains_key(&id) {
             self.memcg_paths.clear();

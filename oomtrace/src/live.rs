@@ -91,6 +91,7 @@ fn new_session(
     let clock = Clock::now();
     let page_kb = 1u64 << probes.layout.config.page_kb_shift;
     let renderer = Renderer {
+        symbols: Default::default(),
         clock,
         memcgs: MemcgPaths::new(memory.as_ref()),
         page_kb,
@@ -368,6 +369,10 @@ struct Runner<W: std::io::Write> {
     /// run fails naming the dump.
     dump_error: Option<String>,
     recorded_memcgs: BTreeSet<u64>,
+    /// Names kernel addresses of allocation stacks (opened before privileges were dropped).
+    kallsyms: crate::kernel::kallsyms::Kallsyms,
+    /// Addresses whose names were given to the tracker and the dump.
+    named_addrs: std::collections::HashSet<u64>,
     metrics: Option<Metrics>,
     /// `--on-stuck`.
     hooks: Option<Hooks>,
@@ -531,12 +536,46 @@ impl<W: std::io::Write> Runner<W> {
                 path = Some(p);
             }
         }
+        if let Payload::AllocStack(p) = &ev.payload {
+            self.name_frames(p);
+        }
         self.write_dump(|d| d.event(raw));
         if let Some(m) = &mut self.metrics {
             m.event(&ev, path);
         }
         self.session.event(&ev)?;
         self.after_findings()
+    }
+
+    /// Names the frames of an allocation stack (kallsyms) for the tracker and the renderer, and
+    /// records each name once in the dump before the event (which keeps the raw addresses).
+    fn name_frames(&mut self, p: &oomtrace_common::AllocStack) {
+        let n = (p.frames as usize).min(p.ips.len());
+        let new: Vec<u64> = p.ips[..n]
+            .iter()
+            .copied()
+            .filter(|a| !self.named_addrs.contains(a))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let names = self.kallsyms.resolve(&new);
+        if let Some(problem) = self.kallsyms.problem.take() {
+            eprintln!("oomtrace: warning: {problem}");
+        }
+        if self.named_addrs.len() + new.len() > 1 << 14 {
+            self.named_addrs.clear();
+            self.session.renderer.symbols.clear();
+        }
+        for (addr, name) in new.into_iter().zip(names) {
+            self.named_addrs.insert(addr);
+            let Some(name) = name else {
+                continue;
+            };
+            self.session.tracker.symbol(addr, &name);
+            self.session.renderer.symbols.insert(addr, name.clone());
+            self.write_dump(|d| d.symbol(addr, &name));
+        }
     }
 
     /// The kernel's count of lost events, to the dump and the session when it has grown.
@@ -994,6 +1033,9 @@ async fn start(
     } else {
         (None, Vec::new())
     };
+    // Read through this descriptor from now on: the kernel shows addresses to whoever opened
+    // it with CAP_SYSLOG, which goes next.
+    let kallsyms = crate::kernel::kallsyms::Kallsyms::open();
     // Everything that needs root's full power is done: attached, mapped, created, bound.
     let header = plan_line(
         probes,
@@ -1010,6 +1052,8 @@ async fn start(
         dump_path: opts.record.clone().unwrap_or_default(),
         dump_error: None,
         recorded_memcgs: BTreeSet::new(),
+        kallsyms,
+        named_addrs: std::collections::HashSet::new(),
         metrics: opts.metrics.map(|_| metrics_for(probes, death.is_ok())),
         hooks: opts
             .on_stuck

@@ -104,6 +104,7 @@ impl<W: Write> Replayer<W> {
     fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
         let h = header.clone().unwrap_or_default();
         let renderer = Renderer {
+            symbols: Default::default(),
             clock: Clock {
                 realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
             },
@@ -167,6 +168,10 @@ impl<W: Write> Replayer<W> {
                 self.session.event(&ev)?;
             }
             Record::Lost(n) => self.session.lost(n)?,
+            Record::Symbol(addr, name) => {
+                self.session.renderer.symbols.insert(addr, name.clone());
+                self.session.tracker.symbol(addr, &name);
+            }
             Record::Memcg(id, path) => {
                 self.session.renderer.memcgs.insert(id, path.clone());
                 self.session.tracker.memcg_path(id, &path);

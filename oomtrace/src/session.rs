@@ -326,6 +326,7 @@ mod tests {
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
         let renderer = Renderer {
+            symbols: Default::default(),
             clock: crate::render::events::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

@@ -141,6 +141,20 @@ fn hog_is_killed_and_followed_to_release() {
         v["type"] == "finding" && v["finding"] == "killed" && v["victim"]["key"]["tgid"] == pid
     });
     assert_eq!(killed["victim"]["comm"], "oomtrace-hog", "{killed}");
+    // Why: the hog's own allocation stack (oom:mark_victim runs in the allocating task),
+    // named from /proc/kallsyms: a page fault calling into the OOM killer.
+    let frames: Vec<&str> = killed["victim"]["alloc_stack"]["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the killed finding has no allocation stack: {killed}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let has = |f: &str| frames.iter().any(|s| s.starts_with(&format!("{f}+")));
+    assert!(
+        has("handle_mm_fault") && has("out_of_memory"),
+        "no fault frames in the allocation stack: {frames:?}"
+    );
+    assert_eq!(killed["victim"]["trigger"]["tgid"], pid, "{killed}");
     let killed_here = watch
         .lines()
         .iter()

@@ -1271,3 +1271,97 @@ fn latencies_beyond_a_day_count_at_the_top_of_the_range() {
         s.kill_to_dead
     );
 }
+
+/// The allocating task's kernel stack, as `oom:mark_victim`'s program writes it just before
+/// the mark: a page fault charging a memcg (frames innermost first).
+fn alloc_stack(ms: u64, ips: &[u64]) -> Event {
+    let mut s: oomtrace_common::AllocStack = unsafe { std::mem::zeroed() };
+    s.frames = ips.len() as u32;
+    s.ips[..ips.len()].copy_from_slice(ips);
+    Event {
+        header: header(ms, TRIGGER, TRIGGER, "alloc"),
+        payload: Payload::AllocStack(s),
+    }
+}
+
+const FAULT_STACK: [(u64, &str); 4] = [
+    (0xffff_ffff_8140_0040, "out_of_memory+0x40"),
+    (0xffff_ffff_8150_0100, "mem_cgroup_out_of_memory+0xe0"),
+    (0xffff_ffff_8123_4012, "handle_mm_fault+0x12"),
+    (0xffff_ffff_8200_0026, "asm_exc_page_fault+0x26"),
+];
+
+fn named_tracker() -> Tracker {
+    let mut t = tracker();
+    for (addr, name) in FAULT_STACK {
+        t.symbol(addr, name);
+    }
+    t
+}
+
+/// The `killed` finding carries the stack written with the mark, named, on a tracepoint-only
+/// plan (the victim is first known at its mark) and on a full one (chosen and signalled
+/// before the mark: the announcement waits for the mark that brings the stack).
+#[test]
+fn the_killed_finding_carries_the_allocation_stack() {
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    for full_plan in [false, true] {
+        let mut t = named_tracker();
+        let mut evs = Vec::new();
+        if full_plan {
+            evs.push(kill_decision(0, 42, 7));
+        }
+        evs.extend([
+            sigkill(0, 42, 7),
+            alloc_stack(1, &ips),
+            mark(1, 42, 7),
+            gone(3, 42, 7),
+        ]);
+        let f = run(&mut t, &evs, 50);
+        assert_eq!(names(&f), ["killed", "dead"], "full plan: {full_plan}");
+        let stack = f[0].victim().unwrap().alloc_stack.clone().expect("a stack");
+        assert_eq!(
+            stack.frames,
+            FAULT_STACK
+                .iter()
+                .map(|(_, n)| n.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(stack.cause(), Some("a page fault"));
+        let why = f[0].victim().unwrap().why_lines();
+        let order = if full_plan { ", order 0" } else { "" };
+        assert_eq!(
+            why,
+            [
+                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit"),
+                "allocation stack: handle_mm_fault+0x12 < asm_exc_page_fault+0x26".to_string(),
+            ]
+        );
+    }
+}
+
+/// Another task's stack is not the victim's, an unnamed frame shows as its address, and a
+/// mark that never comes (lost) does not keep the kill from being announced.
+#[test]
+fn stacks_pair_with_their_own_mark_and_a_lost_mark_does_not_hold_the_kill() {
+    let mut t = tracker();
+    let mut other = alloc_stack(0, &[0xffff_ffff_8100_0001]);
+    other.header.pid = TRIGGER + 1;
+    let f = run(
+        &mut t,
+        &[
+            other,
+            alloc_stack(0, &[0xffff_ffff_8100_0002]),
+            mark(0, 42, 7),
+        ],
+        20,
+    );
+    let stack = f[0].victim().unwrap().alloc_stack.clone().unwrap();
+    assert_eq!(stack.frames, ["0xffffffff81000002"]);
+    assert_eq!(stack.cause(), None);
+
+    let mut t = tracker();
+    let f = run(&mut t, &[kill_decision(0, 43, 8), sigkill(0, 43, 8)], 200);
+    assert_eq!(names(&f), ["killed"]);
+    assert!(f[0].victim().unwrap().alloc_stack.is_none());
+}

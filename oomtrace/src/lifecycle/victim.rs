@@ -47,6 +47,76 @@ impl KillDecision {
     }
 }
 
+/// The kernel stack of the task whose allocation invoked the OOM killer, at the mark: what
+/// was allocating (a page fault, a `memory.max` write, a charge for another cgroup, sysrq-f).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocStackInfo {
+    /// Innermost first, `name+0xoff` (`[module]` appended for a module's); a frame no symbol
+    /// covers (or all of them, when /proc/kallsyms shows no addresses) as its raw address.
+    pub frames: Vec<String>,
+    /// Why the kernel gave no stack (`bpf_get_stack`'s errno), if it gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<i32>,
+}
+
+impl AllocStackInfo {
+    pub(super) fn new(
+        p: &oomtrace_common::AllocStack,
+        symbols: &HashMap<u64, String>,
+    ) -> AllocStackInfo {
+        let n = (p.frames as usize).min(p.ips.len());
+        AllocStackInfo {
+            frames: p.ips[..n]
+                .iter()
+                .map(|a| symbols.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))
+                .collect(),
+            error: (p.error != 0).then_some(p.error),
+        }
+    }
+
+    /// The frames below the OOM killer's own (what called into it), at most `n`.
+    pub fn callers(&self, n: usize) -> Vec<&str> {
+        const OOM_KILLER: [&str; 7] = [
+            "mark_oom_victim",
+            "__oom_kill_process",
+            "oom_kill_process",
+            "out_of_memory",
+            "mem_cgroup_out_of_memory",
+            "oom_kill_memcg_member",
+            "dump_header",
+        ];
+        let name = |s: &str| s.split('+').next().unwrap_or("").to_string();
+        let start = self
+            .frames
+            .iter()
+            .rposition(|f| OOM_KILLER.contains(&name(f).as_str()))
+            .map_or(0, |i| i + 1);
+        self.frames[start..]
+            .iter()
+            .take(n)
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// What the stack says was allocating, in words, when a frame tells it.
+    pub fn cause(&self) -> Option<&'static str> {
+        let has = |f: &str| {
+            self.frames
+                .iter()
+                .any(|s| s.split('+').next().is_some_and(|n| n == f))
+        };
+        if has("memory_max_write") || has("mem_cgroup_resize_max") {
+            Some("a write lowering the memcg's limit")
+        } else if has("sysrq_handle_moom") || has("moom_callback") {
+            Some("sysrq-f (a manual OOM kill)")
+        } else if has("handle_mm_fault") || has("do_user_addr_fault") || has("exc_page_fault") {
+            Some("a page fault")
+        } else {
+            None
+        }
+    }
+}
+
 /// When each stage was reached (CLOCK_MONOTONIC ns).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Timeline {
@@ -120,6 +190,8 @@ pub struct Victim {
     /// anon, file, shmem rss in kB at mark time.
     pub rss_kb: Option<[u64; 3]>,
     pub oom_score_adj: Option<i32>,
+    /// The allocating task's kernel stack at the mark (`oom:mark_victim` hook).
+    pub alloc_stack: Option<AllocStackInfo>,
     /// The victim whose mm this one shared (killed along with it).
     pub killed_with: Option<VictimKey>,
     pub timeline: Timeline,
@@ -161,6 +233,7 @@ impl Victim {
             decision: None,
             rss_kb: None,
             oom_score_adj: None,
+            alloc_stack: None,
             killed_with: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
@@ -217,6 +290,38 @@ impl Victim {
         } else {
             Stage::Chosen
         }
+    }
+
+    /// The "why" under a KILLED line, in oomtrace's words: what was allocating, and from
+    /// where (the frames that called into the OOM killer). Empty when nothing is known.
+    pub fn why_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(stack) = &self.alloc_stack else {
+            return lines;
+        };
+        let by = self.trigger.as_ref().map_or(String::new(), |t| {
+            format!(" by pid {} ({})", t.tgid, t.comm)
+        });
+        let order = self
+            .decision
+            .as_ref()
+            .filter(|d| !d.is_sysrq())
+            .map_or(String::new(), |d| format!(", order {}", d.order));
+        let cause = stack.cause().unwrap_or("an allocation");
+        lines.push(format!("why: {cause}{by}{order} hit the limit"));
+        match stack.error {
+            Some(e) => lines.push(format!("allocation stack: none (bpf_get_stack error {e})")),
+            None => {
+                let callers = stack.callers(8);
+                let more = stack.frames.len() > callers.len() + 1;
+                lines.push(format!(
+                    "allocation stack: {}{}",
+                    callers.join(" < "),
+                    if more { " < …" } else { "" }
+                ));
+            }
+        }
+        lines
     }
 
     /// One more oom_reaper attempt; the tenth is its last.

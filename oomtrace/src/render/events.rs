@@ -90,6 +90,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::OomKill => "oom_kill",
         EventKind::MarkVictim => "mark_victim",
         EventKind::KernelSigkill => "kernel_sigkill",
+        EventKind::AllocStack => "alloc_stack",
         EventKind::WakeReaper => "wake_reaper",
         EventKind::StartReaping => "start_reaping",
         EventKind::FinishReaping => "finish_reaping",
@@ -167,6 +168,8 @@ pub struct Renderer {
     pub memcgs: MemcgPaths,
     /// Page size in kB, to show `totalpages` as a size.
     pub page_kb: u64,
+    /// Kernel symbol names by address (`name+0xoff`), for allocation stacks.
+    pub symbols: std::collections::HashMap<u64, String>,
 }
 
 impl Renderer {
@@ -181,6 +184,20 @@ impl Renderer {
         self.memcgs
             .path(id)
             .map_or_else(|| format!("id {id}"), |p| format!("{p} (id {id})"))
+    }
+
+    /// An allocation stack's frames, named where kallsyms named them.
+    fn frames(&self, p: &oomtrace_common::AllocStack) -> Vec<String> {
+        let n = (p.frames as usize).min(p.ips.len());
+        p.ips[..n]
+            .iter()
+            .map(|a| {
+                self.symbols
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{a:#x}"))
+            })
+            .collect()
     }
 
     /// One JSON object (a line of `--json` output) for an event.
@@ -248,6 +265,10 @@ impl Renderer {
                 },
                 "group": p.group != 0, "result": p.result,
                 "sender_exiting": sender_exiting(p.sender_flags),
+            }),
+            Payload::AllocStack(p) => json!({
+                "frames": self.frames(p),
+                "error": if p.error == 0 { Value::Null } else { p.error.into() },
             }),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
@@ -374,6 +395,21 @@ impl Renderer {
                     cstr(&p.target_comm)
                 )
             }
+            Payload::AllocStack(p) if p.frames == 0 => {
+                format!(
+                    "allocation stack of {cur}: none (bpf_get_stack error {})",
+                    p.error
+                )
+            }
+            Payload::AllocStack(p) => {
+                let frames = self.frames(p);
+                // Innermost frames are the OOM killer's own; the caller's end says what allocated.
+                format!(
+                    "allocation stack of {cur} ({} frames): {}",
+                    frames.len(),
+                    printable(&frames.join(" < "))
+                )
+            }
             Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
             Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),
             Payload::FinishReaping(p) => format!(
@@ -452,6 +488,7 @@ mod tests {
 
     fn renderer() -> Renderer {
         Renderer {
+            symbols: Default::default(),
             clock: Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

@@ -57,11 +57,15 @@ pub enum EventKind {
     /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
     /// came and has not finished exiting.
     PreExisting = 50,
+    /// Observed by userspace at a kill: a memcg's usage, limit, failures and `memory.stat`
+    /// (or the machine's `/proc/meminfo` for a global OOM), read from its files when the kill
+    /// event arrived. Dumps carry it: the files are gone or changed by the time of a replay.
+    MemcgState = 51,
 }
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
@@ -76,6 +80,7 @@ impl EventKind {
         Self::TaskFree,
         Self::GroupExited,
         Self::PreExisting,
+        Self::MemcgState,
     ];
 
     /// The kind with this number, if any.
@@ -366,6 +371,67 @@ pub struct PreExisting {
     pub flags: u32,
 }
 
+/// Bits of [`MemcgState::fields`].
+pub mod memcg_state {
+    /// cgroup v1 files (`memory.usage_in_bytes`, `memory.failcnt`, ...).
+    pub const V1: u32 = 1 << 0;
+    /// cgroup v2 files (`memory.current`, `memory.events`, ...).
+    pub const V2: u32 = 1 << 1;
+    /// The whole machine (`/proc/meminfo`): a global OOM. `memcg_id` is 0.
+    pub const MACHINE: u32 = 1 << 2;
+    /// `usage_bytes` and `limit_bytes` were read.
+    pub const USAGE: u32 = 1 << 3;
+    /// `failcnt` was read.
+    pub const FAILCNT: u32 = 1 << 4;
+    /// `swap_bytes` and `swap_limit_bytes` were read.
+    pub const SWAP: u32 = 1 << 5;
+    /// `anon_bytes`, `file_bytes`, `shmem_bytes`, `kernel_bytes` were read.
+    pub const STAT: u32 = 1 << 6;
+    /// `oom_kills` was read.
+    pub const OOM_KILLS: u32 = 1 << 7;
+    /// `peak_bytes` was read.
+    pub const PEAK: u32 = 1 << 8;
+}
+
+/// A memcg (or the machine) at a kill: see [`EventKind::MemcgState`]. Sizes in bytes; a
+/// limit of `u64::MAX` is "max" (none). Read by userspace as the kill event arrives: the
+/// oom_reaper or the victim's exit may have freed its memory by then, so `usage_bytes` can be
+/// low already; `peak_bytes`, `failcnt` and `oom_kills` cannot go back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemcgState {
+    /// The memcg's cgroup id (inode of its directory); 0 for the machine.
+    pub memcg_id: u64,
+    /// [`memcg_state`] bits: which version's files and which fields were read.
+    pub fields: u32,
+    pub _pad: u32,
+    /// v2 `memory.current`, v1 `memory.usage_in_bytes`; machine: MemTotal - MemAvailable.
+    pub usage_bytes: u64,
+    /// v2 `memory.max`, v1 `memory.limit_in_bytes`; machine: MemTotal.
+    pub limit_bytes: u64,
+    /// Times a charge hit the limit: v2 `memory.events` `max`; v1 `memory.failcnt` plus
+    /// `memory.memsw.failcnt` (a charge that fails on memory+swap does not try memory).
+    pub failcnt: u64,
+    /// v2 `memory.swap.current`, v1 `memory.memsw.usage_in_bytes` - usage; machine: swap used.
+    pub swap_bytes: u64,
+    /// v2 `memory.swap.max`, v1 `memory.memsw.limit_in_bytes`; machine: SwapTotal.
+    pub swap_limit_bytes: u64,
+    /// v2 `memory.events` `oom_kill`, v1 `memory.oom_control` `oom_kill`.
+    pub oom_kills: u64,
+    /// `memory.stat` `anon` (v1 `total_rss`); machine: AnonPages.
+    pub anon_bytes: u64,
+    /// `memory.stat` `file` (v1 `total_cache`); machine: Cached.
+    pub file_bytes: u64,
+    /// `memory.stat` `shmem` (v1 `total_shmem`); machine: Shmem.
+    pub shmem_bytes: u64,
+    /// `memory.stat` `kernel` (v2 ≥ 5.18), else `slab` + `kernel_stack` + `pagetables`
+    /// (v1: `memory.kmem.usage_in_bytes`); machine: Slab + KernelStack + PageTables.
+    pub kernel_bytes: u64,
+    /// The highest usage since the memcg was created (or the peak was reset): v1
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak` (Linux ≥ 5.19).
+    pub peak_bytes: u64,
+}
+
 /// Offsets and switches the eBPF programs need, found by userspace at load time (BTF and
 /// tracefs format files) and written into the `CONFIG` global before load. Every offset is in
 /// bytes; [`NO_OFFSET`] means "not on this kernel" and the program leaves that field out.
@@ -523,6 +589,7 @@ const _: () = {
     assert!(core::mem::size_of::<TaskFree>() == 16);
     assert!(core::mem::size_of::<GroupExited>() == 24);
     assert!(core::mem::size_of::<PreExisting>() == 48);
+    assert!(core::mem::size_of::<MemcgState>() == 104);
     assert!(core::mem::size_of::<Config>() == 49 * 4);
 };
 

@@ -7,11 +7,11 @@
 use std::mem::size_of;
 
 use oomtrace_common::{
-    AllocStack, GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, OomInvokeDone, OomKill,
-    PreExisting, Reaper, TaskExit, TaskFree,
+    AllocStack, GroupExited, Header, KernelSigkill, MarkVictim, MemcgState, OomInvoke,
+    OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
 };
 pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, pre_existing, sender_state, victim_fields,
+    EventKind, exit_seen, group_dead_source, memcg_state, pre_existing, sender_state, victim_fields,
 };
 
 /// Why a record could not be decoded.
@@ -52,6 +52,8 @@ pub enum Payload {
     GroupExited(GroupExited),
     /// Observed by userspace at start: killed before oomtrace came, not finished exiting.
     PreExisting(PreExisting),
+    /// Observed by userspace at a kill: a memcg's (or the machine's) memory state.
+    MemcgState(MemcgState),
 }
 
 /// One decoded event.
@@ -78,6 +80,7 @@ impl Event {
             Payload::TaskFree(_) => EventKind::TaskFree,
             Payload::GroupExited(_) => EventKind::GroupExited,
             Payload::PreExisting(_) => EventKind::PreExisting,
+            Payload::MemcgState(_) => EventKind::MemcgState,
         }
     }
 
@@ -107,7 +110,8 @@ impl Event {
             Payload::TaskExit(_)
             | Payload::OomInvoke(_)
             | Payload::OomInvokeDone(_)
-            | Payload::AllocStack(_) => process(self.header.pid, self.header.tgid),
+            | Payload::AllocStack(_)
+            | Payload::MemcgState(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -118,6 +122,7 @@ impl Event {
             Payload::OomKill(p) => Some(p.memcg_id),
             Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 => Some(p.memcg_id),
             Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
+            Payload::MemcgState(p) if p.memcg_id != 0 => Some(p.memcg_id),
             _ => None,
         }
     }
@@ -162,6 +167,7 @@ impl Event {
             EventKind::TaskFree => Payload::TaskFree(body_of(kind, body)?),
             EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
             EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
+            EventKind::MemcgState => Payload::MemcgState(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -186,6 +192,7 @@ impl Event {
             Payload::TaskFree(p) => pod_bytes(p),
             Payload::GroupExited(p) => pod_bytes(p),
             Payload::PreExisting(p) => pod_bytes(p),
+            Payload::MemcgState(p) => pod_bytes(p),
         });
         out
     }
@@ -219,6 +226,7 @@ impl Pod for TaskExit {}
 impl Pod for TaskFree {}
 impl Pod for GroupExited {}
 impl Pod for PreExisting {}
+impl Pod for MemcgState {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

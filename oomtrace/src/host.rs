@@ -2,10 +2,12 @@
 //! a victim finish exiting through a pidfd; [`scan`] finds processes killed before oomtrace
 //! started; [`forensics`] describes a stuck victim from /proc (threads, stacks, sockets, memcg);
 //! [`workload`] names the container or unit it belongs to; [`unstick`] says what it waits on
-//! and how to free it; [`journal`] keeps the memcg limits it raised on disk until put back.
+//! and how to free it; [`journal`] keeps the memcg limits it raised on disk until put back;
+//! [`memstate`] reads a memcg's (or the machine's) memory at a kill.
 pub mod deathwatch;
 pub mod forensics;
 pub mod journal;
+pub mod memstate;
 pub mod scan;
 pub mod unstick;
 pub mod workload;

@@ -38,7 +38,7 @@ pub use config::{Filter, Observability, TrackerConfig};
 pub use finding::Finding;
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
-pub use victim::{AllocStackInfo, KillDecision, Stage, Task, Timeline, Victim, VictimKey};
+pub use victim::{AllocStackInfo, KillDecision, MemcgAt, Stage, Task, Timeline, Victim, VictimKey};
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
 /// within milliseconds; if not, the oom_reaper wakes at +2 s (`OOM_REAPER_DELAY`, since 5.18)
@@ -78,6 +78,10 @@ const REAPER_MAX_RETRIES: u32 = 10;
 const MAX_VICTIMS: usize = 4096;
 /// Memcgs whose invocation counts (and paths) are kept at most.
 const MAX_MEMCGS: usize = 4096;
+/// How far from a kill a memcg's state read counts as its state at that kill: userspace reads
+/// it as the kill event arrives (stamped with that event's time), so only another kill in the
+/// same memcg can be close; a second later it is another kill's.
+const STATE_PAIRING_NS: u64 = 1_000_000_000;
 /// Kernel symbol names kept at most (stacks of kills repeat: a few hundred in practice).
 const MAX_SYMBOLS: usize = 1 << 14;
 /// A process found at start with SIGKILL pending is flagged if it has still not finished
@@ -135,6 +139,8 @@ pub struct Tracker {
     /// The last allocation stack each task recorded (by thread id): its mark of a victim comes
     /// right after, from the same kernel program.
     last_stack_by: HashMap<u32, (u64, AllocStackInfo)>,
+    /// The latest state read of each memcg (id 0: the machine) at a kill, with its time.
+    memcg_states: HashMap<u64, (u64, oomtrace_common::MemcgState)>,
     /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
     kills_by_memcg: HashMap<u64, u64>,
     /// Victims created by the event being applied, announced after it.
@@ -175,6 +181,7 @@ impl Tracker {
             memcg_paths: HashMap::new(),
             symbols: HashMap::new(),
             last_stack_by: HashMap::new(),
+            memcg_states: HashMap::new(),
             kills_by_memcg: HashMap::new(),
             announce: Vec::new(),
             lost: 0,
@@ -451,6 +458,18 @@ impl Tracker {
                 waiting.push(key);
                 continue;
             }
+            // The memcgs as userspace read them when this kill's events arrived.
+            let (kill, states) = (v.killed_at(), &self.memcg_states);
+            let at_kill = |id: Option<u64>| {
+                let (ts, s) = states.get(&id?)?;
+                (ts.abs_diff(kill?) <= STATE_PAIRING_NS).then(|| MemcgAt::new(s))
+            };
+            if v.memcg_at_kill.is_none() {
+                v.memcg_at_kill = at_kill(v.memcg_id);
+            }
+            if v.domain_at_kill.is_none() {
+                v.domain_at_kill = at_kill(v.domain_id);
+            }
             let counted = admitted(&self.filter, &self.memcg_paths, key.tgid, v.memcg_id);
             if signalled || !obs.signal {
                 if counted {
@@ -519,6 +538,7 @@ impl Tracker {
                 let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                     return;
                 };
+                v.domain_id = Some(p.memcg_id);
                 v.decision = Some(KillDecision {
                     chosen_points: p.chosen_points,
                     totalpages: p.totalpages,
@@ -529,6 +549,14 @@ impl Tracker {
             }
             Payload::KernelSigkill(p) => self.on_sigkill(ev, &p),
             Payload::MarkVictim(p) => self.on_mark(ev, &p),
+            Payload::MemcgState(p) => {
+                if self.memcg_states.len() >= MAX_MEMCGS
+                    && !self.memcg_states.contains_key(&p.memcg_id)
+                {
+                    self.memcg_states.clear();
+                }
+                self.memcg_states.insert(p.memcg_id, (ts, p));
+            }
             Payload::AllocStack(p) => {
                 let stack = AllocStackInfo::new(&p, &self.symbols);
                 if self.last_stack_by.len() >= MAX_MEMCGS {

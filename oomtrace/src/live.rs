@@ -373,6 +373,10 @@ struct Runner<W: std::io::Write> {
     kallsyms: crate::kernel::kallsyms::Kallsyms,
     /// Addresses whose names were given to the tracker and the dump.
     named_addrs: std::collections::HashSet<u64>,
+    /// The memory controller's cgroup version (1 or 2), to read memcgs at a kill.
+    memcg_version: Option<u8>,
+    /// When each memcg (0: the machine) was last read at a kill (kernel event time).
+    states_read: std::collections::HashMap<u64, u64>,
     metrics: Option<Metrics>,
     /// `--on-stuck`.
     hooks: Option<Hooks>,
@@ -406,6 +410,7 @@ impl<W: std::io::Write> Runner<W> {
             }
         };
         let filled = fill_tgids(&mut ev);
+        self.read_memcgs_at_kill(&ev)?;
         if scrub_pointers(&mut ev, &self.pointer_key) || filled {
             self.event(&ev, &ev.encode())?;
         } else {
@@ -545,6 +550,60 @@ impl<W: std::io::Write> Runner<W> {
         }
         self.session.event(&ev)?;
         self.after_findings()
+    }
+
+    /// At a kill (the kill decision, or the mark where the decision is not seen), reads the OOM
+    /// domain and the victim's own memcg from their files (the machine's /proc/meminfo for a
+    /// global OOM) and reports each as a [`Payload::MemcgState`] stamped just before the kill
+    /// event, so that the tracker has it when it announces the kill. Each memcg is read once
+    /// per kill (the decision and the mark of one kill both name it).
+    fn read_memcgs_at_kill(&mut self, ev: &Event) -> anyhow::Result<()> {
+        use crate::event::victim_fields::TASK;
+        let ids = match ev.payload {
+            Payload::OomKill(p) => [
+                Some(p.memcg_id),
+                (p.chosen_memcg_id != 0).then_some(p.chosen_memcg_id),
+            ],
+            Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
+                [Some(p.memcg_id), None]
+            }
+            _ => return Ok(()),
+        };
+        let ts = ev.header.ts_ns;
+        for id in ids.into_iter().flatten() {
+            if self
+                .states_read
+                .get(&id)
+                .is_some_and(|t| ts.abs_diff(*t) < 50_000_000)
+            {
+                continue;
+            }
+            if self.states_read.len() >= 4096 {
+                self.states_read.clear();
+            }
+            self.states_read.insert(id, ts);
+            let state = if id == 0 {
+                let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+                    continue;
+                };
+                crate::host::memstate::of_machine(&meminfo)
+            } else {
+                let (Some(version), Some(path), Some(root)) = (
+                    self.memcg_version,
+                    self.session.renderer.memcgs.path(id),
+                    self.session.renderer.memcgs.root().map(Path::to_path_buf),
+                ) else {
+                    continue;
+                };
+                let dir = root.join(path.trim_start_matches('/'));
+                crate::host::memstate::of_memcg(&dir, id, version)
+            };
+            let mut state_ev = userspace_event(0, [0; 16], Payload::MemcgState(state));
+            state_ev.header.kind = crate::event::EventKind::MemcgState as u32;
+            state_ev.header.ts_ns = ts.saturating_sub(1);
+            self.userspace(&state_ev)?;
+        }
+        Ok(())
     }
 
     /// Names the frames of an allocation stack (kallsyms) for the tracker and the renderer, and
@@ -1054,6 +1113,8 @@ async fn start(
         recorded_memcgs: BTreeSet::new(),
         kallsyms,
         named_addrs: std::collections::HashSet::new(),
+        memcg_version: probes.env.memory_controller.as_ref().map(|m| m.version),
+        states_read: std::collections::HashMap::new(),
         metrics: opts.metrics.map(|_| metrics_for(probes, death.is_ok())),
         hooks: opts
             .on_stuck

@@ -1365,3 +1365,80 @@ fn stacks_pair_with_their_own_mark_and_a_lost_mark_does_not_hold_the_kill() {
     assert_eq!(names(&f), ["killed"]);
     assert!(f[0].victim().unwrap().alloc_stack.is_none());
 }
+
+fn memcg_state(ms_before_ns: u64, id: u64, usage: u64, failcnt: u64) -> Event {
+    let mut s: oomtrace_common::MemcgState = unsafe { std::mem::zeroed() };
+    s.memcg_id = id;
+    s.fields = oomtrace_common::memcg_state::V2
+        | oomtrace_common::memcg_state::USAGE
+        | oomtrace_common::memcg_state::FAILCNT;
+    s.usage_bytes = usage;
+    s.limit_bytes = 64 << 20;
+    s.failcnt = failcnt;
+    let mut h = header(0, 0, 0, "");
+    h.ts_ns -= ms_before_ns;
+    h.cpu = USERSPACE_CPU;
+    Event {
+        header: h,
+        payload: Payload::MemcgState(s),
+    }
+}
+
+/// The killed finding carries the OOM domain (from the kill decision) and the state of both
+/// memcgs as read at the kill; a state read at an earlier kill (seconds before) is not this
+/// kill's.
+#[test]
+fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
+    const OWN: u64 = 5000;
+    let mut t = tracker();
+    let mut kd = kill_decision(0, 42, 7);
+    if let Payload::OomKill(p) = &mut kd.payload {
+        p.chosen_memcg_id = OWN;
+    }
+    let mut mk = mark(0, 42, 7);
+    if let Payload::MarkVictim(p) = &mut mk.payload {
+        p.memcg_id = OWN;
+    }
+    let f = run(
+        &mut t,
+        &[
+            memcg_state(1, MEMCG, 64 << 20, 12),
+            memcg_state(1, OWN, 60 << 20, 0),
+            kd,
+            sigkill(0, 42, 7),
+            mk,
+        ],
+        20,
+    );
+    let v = f[0].victim().unwrap();
+    assert_eq!(v.domain_id, Some(MEMCG));
+    let d = v.domain_at_kill.as_ref().expect("domain state");
+    assert_eq!(
+        (d.memcg_id, d.usage_bytes, d.failcnt),
+        (MEMCG, Some(64 << 20), Some(12))
+    );
+    let o = v.memcg_at_kill.as_ref().expect("own state");
+    assert_eq!((o.memcg_id, o.limit_bytes), (OWN, Some(64 << 20)));
+    let why = v.why_lines();
+    assert!(
+        why == [
+            "OOM domain at the kill: limit 64.0 MiB, limit hit 12 times; just after: 64.0 MiB \
+             in use",
+            "its own memcg at the kill: limit 64.0 MiB, limit hit 0 times; just after: 60.0 MiB \
+             in use",
+        ],
+        "{why:?}"
+    );
+
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[
+            memcg_state(2 * S, MEMCG, 1, 1),
+            sigkill(0, 42, 7),
+            mark(0, 42, 7),
+        ],
+        20,
+    );
+    assert!(f[0].victim().unwrap().memcg_at_kill.is_none());
+}

@@ -74,8 +74,8 @@ impl AllocStackInfo {
         }
     }
 
-    /// The frames below the OOM killer's own (what called into it), at most `n`.
-    pub fn callers(&self, n: usize) -> Vec<&str> {
+    /// The frames below the OOM killer's own (what called into it).
+    pub fn callers(&self) -> &[String] {
         const OOM_KILLER: [&str; 7] = [
             "mark_oom_victim",
             "__oom_kill_process",
@@ -85,17 +85,12 @@ impl AllocStackInfo {
             "oom_kill_memcg_member",
             "dump_header",
         ];
-        let name = |s: &str| s.split('+').next().unwrap_or("").to_string();
         let start = self
             .frames
             .iter()
-            .rposition(|f| OOM_KILLER.contains(&name(f).as_str()))
+            .rposition(|f| OOM_KILLER.contains(&f.split('+').next().unwrap_or("")))
             .map_or(0, |i| i + 1);
-        self.frames[start..]
-            .iter()
-            .take(n)
-            .map(String::as_str)
-            .collect()
+        &self.frames[start..]
     }
 
     /// What the stack says was allocating, in words, when a frame tells it.
@@ -114,6 +109,100 @@ impl AllocStackInfo {
         } else {
             None
         }
+    }
+}
+
+/// A memcg (or the machine) at the kill, as its files said when the kill event arrived
+/// ([`oomtrace_common::MemcgState`]); each field absent when it was not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemcgAt {
+    /// The memcg's id; 0 for the machine (a global OOM, from /proc/meminfo).
+    pub memcg_id: u64,
+    /// Where it was read: `cgroup_v1`, `cgroup_v2` or `meminfo`.
+    pub source: &'static str,
+    /// When it was read, just after the kill: the victim's memory may be freed already.
+    pub usage_bytes: Option<u64>,
+    /// The highest usage so far (v1 `max_usage_in_bytes`, v2 `memory.peak` ≥ 5.19).
+    pub peak_bytes: Option<u64>,
+    /// None also when there is no limit ("max").
+    pub limit_bytes: Option<u64>,
+    /// Times the limit was hit (v1 `memory.failcnt`, v2 `memory.events` max).
+    pub failcnt: Option<u64>,
+    pub swap_bytes: Option<u64>,
+    pub swap_limit_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+    pub anon_bytes: Option<u64>,
+    pub file_bytes: Option<u64>,
+    pub shmem_bytes: Option<u64>,
+    pub kernel_bytes: Option<u64>,
+}
+
+impl MemcgAt {
+    pub fn new(s: &oomtrace_common::MemcgState) -> MemcgAt {
+        use oomtrace_common::memcg_state as b;
+        let has = |bit| s.fields & bit != 0;
+        let opt = |bit, v| has(bit).then_some(v);
+        let limit = |v: u64| (v != u64::MAX).then_some(v);
+        MemcgAt {
+            memcg_id: s.memcg_id,
+            source: if has(b::MACHINE) {
+                "meminfo"
+            } else if has(b::V1) {
+                "cgroup_v1"
+            } else {
+                "cgroup_v2"
+            },
+            usage_bytes: opt(b::USAGE, s.usage_bytes),
+            peak_bytes: opt(b::PEAK, s.peak_bytes),
+            limit_bytes: opt(b::USAGE, s.limit_bytes).and_then(limit),
+            failcnt: opt(b::FAILCNT, s.failcnt),
+            swap_bytes: opt(b::SWAP, s.swap_bytes),
+            swap_limit_bytes: opt(b::SWAP, s.swap_limit_bytes).and_then(limit),
+            oom_kills: opt(b::OOM_KILLS, s.oom_kills),
+            anon_bytes: opt(b::STAT, s.anon_bytes),
+            file_bytes: opt(b::STAT, s.file_bytes),
+            shmem_bytes: opt(b::STAT, s.shmem_bytes),
+            kernel_bytes: opt(b::STAT, s.kernel_bytes),
+        }
+    }
+
+    /// One line: limit, peak, failures, kills, then what was in use just after the kill.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        let mut s = match self.limit_bytes {
+            Some(l) => format!("limit {}", mib(l)),
+            None => "no limit".into(),
+        };
+        if let Some(p) = self.peak_bytes {
+            s += &format!(", peak {}", mib(p));
+        }
+        if let Some(f) = self.failcnt {
+            s += &format!(", limit hit {f} times");
+        }
+        if let Some(k) = self.oom_kills {
+            s += &format!(", {k} OOM kills");
+        }
+        if let Some(u) = self.usage_bytes {
+            s += &format!("; just after: {} in use", mib(u));
+        }
+        if let Some(sw) = self.swap_bytes {
+            s += &format!(", swap {}", mib(sw));
+        }
+        if let (Some(a), Some(f), Some(sh), Some(k)) = (
+            self.anon_bytes,
+            self.file_bytes,
+            self.shmem_bytes,
+            self.kernel_bytes,
+        ) {
+            s += &format!(
+                " (anon {}, file {}, shmem {}, kernel {})",
+                mib(a),
+                mib(f),
+                mib(sh),
+                mib(k)
+            );
+        }
+        s
     }
 }
 
@@ -192,6 +281,13 @@ pub struct Victim {
     pub oom_score_adj: Option<i32>,
     /// The allocating task's kernel stack at the mark (`oom:mark_victim` hook).
     pub alloc_stack: Option<AllocStackInfo>,
+    /// The OOM domain: the memcg whose limit was hit (0 = the whole machine), where the kill
+    /// decision was seen (`oom_kill_process`). May be an ancestor of `memcg_id`.
+    pub domain_id: Option<u64>,
+    /// The OOM domain at the kill (read by userspace when the kill event arrived).
+    pub domain_at_kill: Option<MemcgAt>,
+    /// The victim's own memcg at the kill.
+    pub memcg_at_kill: Option<MemcgAt>,
     /// The victim whose mm this one shared (killed along with it).
     pub killed_with: Option<VictimKey>,
     pub timeline: Timeline,
@@ -234,6 +330,9 @@ impl Victim {
             rss_kb: None,
             oom_score_adj: None,
             alloc_stack: None,
+            domain_id: None,
+            domain_at_kill: None,
+            memcg_at_kill: None,
             killed_with: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
@@ -296,6 +395,24 @@ impl Victim {
     /// where (the frames that called into the OOM killer). Empty when nothing is known.
     pub fn why_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
+        let own = self.memcg_at_kill.as_ref();
+        let domain = self.domain_at_kill.as_ref();
+        match (domain, own) {
+            (Some(d), o) if d.memcg_id == 0 => {
+                lines.push(format!("the machine at the kill: {}", d.summary()));
+                if let Some(o) = o {
+                    lines.push(format!("its memcg at the kill: {}", o.summary()));
+                }
+            }
+            (Some(d), Some(o)) if d.memcg_id != o.memcg_id => {
+                lines.push(format!("OOM domain at the kill: {}", d.summary()));
+                lines.push(format!("its own memcg at the kill: {}", o.summary()));
+            }
+            (Some(m), _) | (None, Some(m)) => {
+                lines.push(format!("memcg at the kill: {}", m.summary()));
+            }
+            (None, None) => {}
+        }
         let Some(stack) = &self.alloc_stack else {
             return lines;
         };
@@ -308,16 +425,20 @@ impl Victim {
             .filter(|d| !d.is_sysrq())
             .map_or(String::new(), |d| format!(", order {}", d.order));
         let cause = stack.cause().unwrap_or("an allocation");
-        lines.push(format!("why: {cause}{by}{order} hit the limit"));
+        lines.insert(0, format!("why: {cause}{by}{order} hit the limit"));
         match stack.error {
             Some(e) => lines.push(format!("allocation stack: none (bpf_get_stack error {e})")),
             None => {
-                let callers = stack.callers(8);
-                let more = stack.frames.len() > callers.len() + 1;
+                let callers = stack.callers();
+                let shown = &callers[..callers.len().min(8)];
                 lines.push(format!(
                     "allocation stack: {}{}",
-                    callers.join(" < "),
-                    if more { " < …" } else { "" }
+                    shown.join(" < "),
+                    if callers.len() > shown.len() {
+                        " < …"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }

@@ -91,6 +91,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::MarkVictim => "mark_victim",
         EventKind::KernelSigkill => "kernel_sigkill",
         EventKind::AllocStack => "alloc_stack",
+        EventKind::MemcgState => "memcg_state",
         EventKind::WakeReaper => "wake_reaper",
         EventKind::StartReaping => "start_reaping",
         EventKind::FinishReaping => "finish_reaping",
@@ -266,6 +267,21 @@ impl Renderer {
                 "group": p.group != 0, "result": p.result,
                 "sender_exiting": sender_exiting(p.sender_flags),
             }),
+            Payload::MemcgState(p) => {
+                let mut m =
+                    serde_json::to_value(crate::lifecycle::MemcgAt::new(p)).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut m {
+                    o.insert(
+                        "memcg_path".into(),
+                        if p.memcg_id == 0 {
+                            Value::Null
+                        } else {
+                            self.memcg(p.memcg_id)
+                        },
+                    );
+                }
+                m
+            }
             Payload::AllocStack(p) => json!({
                 "frames": self.frames(p),
                 "error": if p.error == 0 { Value::Null } else { p.error.into() },
@@ -394,6 +410,15 @@ impl Renderer {
                     "SIGKILL to {who} ({}) by the kernel, from {cur}{exiting}",
                     cstr(&p.target_comm)
                 )
+            }
+            Payload::MemcgState(p) => {
+                let at = crate::lifecycle::MemcgAt::new(p);
+                let what = if p.memcg_id == 0 {
+                    "the machine".to_string()
+                } else {
+                    format!("memcg {}", self.memcg_text(p.memcg_id))
+                };
+                format!("{what} at the kill: {}", at.summary())
             }
             Payload::AllocStack(p) if p.frames == 0 => {
                 format!(

@@ -78,6 +78,8 @@ const REAPER_MAX_RETRIES: u32 = 10;
 const MAX_VICTIMS: usize = 4096;
 /// Memcgs whose invocation counts (and paths) are kept at most.
 const MAX_MEMCGS: usize = 4096;
+/// How long without any later event a kill waits for its mark before it is announced without.
+const MARK_GIVE_UP_NS: u64 = 10_000_000_000;
 /// How far from a kill a memcg's state read counts as its state at that kill: userspace reads
 /// it as the kill event arrives (stamped with that event's time), so only another kill in the
 /// same memcg can be close; a second later it is another kill's.
@@ -241,7 +243,13 @@ impl Tracker {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         let judged = now_ns.saturating_sub(REORDER_NS);
         self.release_until(judged, out);
-        self.announce_ready(judged, out);
+        // A kill waiting for its mark gives up on it only once a later event has arrived (its
+        // events may still be in the ring: under emulation userspace reads them tens of ms
+        // late), or after MARK_GIVE_UP_NS of silence.
+        let heard = judged
+            .min(self.latest_ts)
+            .max(judged.saturating_sub(MARK_GIVE_UP_NS));
+        self.announce_ready(heard, out);
         self.check_timeouts(judged, now_ns, out);
     }
 
@@ -419,6 +427,23 @@ impl Tracker {
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.expire_pending_kills(ev.header.ts_ns, out);
+        // A kill waiting for its mark is announced before anything else about that process
+        // (its exit, its death): the killed finding comes first, even when the mark was lost.
+        if !self.announce.is_empty()
+            && !matches!(
+                ev.payload,
+                Payload::MarkVictim(_)
+                    | Payload::AllocStack(_)
+                    | Payload::MemcgState(_)
+                    | Payload::KernelSigkill(_)
+                    | Payload::OomKill(_)
+            )
+        {
+            let tgid = ev.subject().process_or_thread();
+            if self.announce.iter().any(|k| k.tgid == tgid) {
+                self.announce_ready(u64::MAX, out);
+            }
+        }
         self.apply_event(ev, out);
         self.announce_ready(ev.header.ts_ns, out);
     }

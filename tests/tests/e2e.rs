@@ -145,7 +145,17 @@ fn hog_is_killed_and_followed_to_release() {
     // named from /proc/kallsyms: a page fault calling into the OOM killer.
     let frames: Vec<&str> = killed["victim"]["alloc_stack"]["frames"]
         .as_array()
-        .unwrap_or_else(|| panic!("the killed finding has no allocation stack: {killed}"))
+        .unwrap_or_else(|| {
+            let stacks: Vec<String> = watch
+                .lines()
+                .iter()
+                .filter(|v| v["event"] == "alloc_stack" || v["event"] == "mark_victim")
+                .map(Value::to_string)
+                .collect();
+            panic!(
+                "the killed finding has no allocation stack: {killed}; stacks and marks: {stacks:?}"
+            )
+        })
         .iter()
         .filter_map(Value::as_str)
         .collect();

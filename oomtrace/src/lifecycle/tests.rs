@@ -1360,10 +1360,35 @@ fn stacks_pair_with_their_own_mark_and_a_lost_mark_does_not_hold_the_kill() {
     assert_eq!(stack.frames, ["0xffffffff81000002"]);
     assert_eq!(stack.cause(), None);
 
+    // Lost: announced once a later event shows the ring has moved past it (an unrelated
+    // process's exit here), or when the victim's own death comes first; never after it.
     let mut t = tracker();
-    let f = run(&mut t, &[kill_decision(0, 43, 8), sigkill(0, 43, 8)], 200);
+    let f = run(
+        &mut t,
+        &[
+            kill_decision(0, 43, 8),
+            sigkill(0, 43, 8),
+            exit(100, 999, 999, 1, true),
+        ],
+        300,
+    );
     assert_eq!(names(&f), ["killed"]);
     assert!(f[0].victim().unwrap().alloc_stack.is_none());
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[kill_decision(0, 43, 8), sigkill(0, 43, 8), gone(2, 43, 8)],
+        300,
+    );
+    assert_eq!(names(&f), ["killed", "dead"]);
+    // Silence: announced after MARK_GIVE_UP_NS all the same.
+    let mut t = tracker();
+    let f = run(&mut t, &[kill_decision(0, 43, 8), sigkill(0, 43, 8)], 200);
+    assert!(f.is_empty(), "{f:?}");
+    t.tick(at(0) + MARK_GIVE_UP_NS + REORDER_NS + 1, &mut Vec::new());
+    let mut out = Vec::new();
+    t.finish(at(0) + MARK_GIVE_UP_NS + REORDER_NS + 2, &mut out);
+    assert_eq!(t.summary().kills, 1);
 }
 
 fn memcg_state(ms_before_ns: u64, id: u64, usage: u64, failcnt: u64) -> Event {

@@ -34,7 +34,7 @@ mod finding;
 mod summary;
 mod victim;
 
-pub use config::{Filter, Observability, TrackerConfig};
+pub use config::{Filter, Observability, TrackerConfig, kernel_version};
 pub use finding::Finding;
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
@@ -1087,7 +1087,7 @@ impl Tracker {
                     out.push(Finding::Stuck {
                         stage: v.stage(),
                         since_kill_ns: since,
-                        where_stuck: v.where_stuck(),
+                        where_stuck: v.where_stuck(self.cfg.kernel),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });

@@ -85,6 +85,9 @@ fn new_session(
         timeout_ns: opts.timeout_ns,
         release_timeout_ns: opts.release_timeout_ns,
         observability: Observability::from_plan(|h| probes.hook(h).attached(), death.is_ok()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| crate::lifecycle::kernel_version(&r)),
         ..TrackerConfig::default()
     });
     let memory = probes.env.memory_controller.clone();

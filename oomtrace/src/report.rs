@@ -83,6 +83,7 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
             .or(h.options.release_timeout_ns)
             .unwrap_or(defaults.release_timeout_ns),
         observability: observability_from(&h),
+        kernel: crate::lifecycle::kernel_version(&h.kernel),
         // Dumps recorded before death meant "finished exiting" (format 1) carry no
         // `GroupExited` records nor a `death` key: they can only be judged the old way, by the
         // last thread entering exit, which calls a victim stuck inside `do_exit` dead.

@@ -966,11 +966,13 @@ fn display_lines_say_what_and_where() {
         "{line}"
     );
     assert!(
-        line.contains("stage: exiting: entered exit, not finished"),
+        line.contains("stage: exiting: at or past the exit tracepoint, not finished"),
         "{line}"
     );
     assert!(
-        line.contains("thread(s) 42 entered exit (the first 4.00 ms after the kill)"),
+        line.contains(
+            "thread(s) 42 reached the exit tracepoint (the first 4.00 ms after the kill)"
+        ),
         "{line}"
     );
 }
@@ -1002,7 +1004,7 @@ fn the_last_thread_entering_exit_is_not_death() {
     assert_eq!(victim.timeline.all_entered_exit, Some(at(3)));
     assert!(
         where_stuck.starts_with(
-            "every thread has entered exit (the last 3.00 ms after the kill; thread(s) 42)"
+            "every thread has reached the exit tracepoint (the last 3.00 ms after the kill; thread(s) 42)"
         ),
         "{where_stuck}"
     );
@@ -1466,4 +1468,59 @@ fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
         20,
     );
     assert!(f[0].victim().unwrap().memcg_at_kill.is_none());
+}
+
+/// The stage words per kernel: `sched_process_exit` comes after `exit_mm` before 6.16 and
+/// before it since; on every kernel after the coredump wait, the ptrace exit stop, the
+/// io_uring cancel and `exit_signals`. Fixtures: the kernels of the matrix and the host.
+#[test]
+fn where_stuck_says_what_the_exit_tracepoint_means_on_each_kernel() {
+    let mut v = Victim::new(
+        VictimKey {
+            tgid: 42,
+            start_ns: 7,
+        },
+        "hog".into(),
+    );
+    v.timeline.sigkill = Some(at(0));
+    for (release, exit_mm_before) in [
+        ("5.10.0-35-amd64", Some(true)),
+        ("6.1.0-40-amd64", Some(true)),
+        ("6.12.118+deb12-amd64", Some(true)),
+        ("6.16.1", Some(false)),
+        ("6.18.0-firecracker", Some(false)),
+        ("7.3.0-1-amd64", Some(false)),
+        ("garbage", None),
+    ] {
+        let kernel = kernel_version(release);
+        let none = v.where_stuck(kernel);
+        assert!(
+            none.starts_with("no thread has reached the exit tracepoint (sched_process_exit)"),
+            "{release}: {none}"
+        );
+        for step in ["coredump", "ptrace exit stop", "io_uring", "exit_signals"] {
+            assert!(none.contains(step), "{release}: {none}");
+        }
+        let mut all = v.clone();
+        all.timeline.first_exit = Some(at(1));
+        all.timeline.all_entered_exit = Some(at(1));
+        let all = all.where_stuck(kernel);
+        match exit_mm_before {
+            // Before 6.16 the mm is dropped before the tracepoint.
+            Some(true) => {
+                assert!(none.contains("or in exit_mm"), "{release}: {none}");
+                assert!(all.contains("its mm already dropped"), "{release}: {all}");
+            }
+            Some(false) => {
+                assert!(!none.contains("exit_mm"), "{release}: {none}");
+                assert!(all.contains("dropping its mm, closing"), "{release}: {all}");
+            }
+            None => {
+                assert!(none.contains("before Linux 6.16, in exit_mm"), "{none}");
+                assert!(all.contains("since Linux 6.16, dropping its mm"), "{all}");
+            }
+        }
+    }
+    assert_eq!(kernel_version("6.12.118+deb12-amd64"), Some((6, 12)));
+    assert!(!Stage::Marked.to_string().contains("not exiting"));
 }

@@ -249,19 +249,56 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Stage::PreExisting => "killed before oomtrace started (SIGKILL pending), not exited",
             Stage::Chosen => "chosen, not yet signalled",
-            Stage::Signalled => "SIGKILL sent, not yet marked; no thread has entered exit",
-            Stage::Marked => "marked; no thread has entered exit; reaper not yet woken",
-            Stage::ReaperWoken => "oom_reaper woken, not yet reaping; no thread has entered exit",
-            Stage::Reaping => "oom_reaper reaping; no thread has entered exit",
-            Stage::Reaped => "reaped (memory unmapped) but no thread has entered exit",
+            Stage::Signalled => {
+                "SIGKILL sent, not yet marked; no thread at the exit tracepoint yet"
+            }
+            Stage::Marked => "marked; no thread at the exit tracepoint yet; reaper not yet woken",
+            Stage::ReaperWoken => {
+                "oom_reaper woken, not yet reaping; no thread at the exit tracepoint yet"
+            }
+            Stage::Reaping => "oom_reaper reaping; no thread at the exit tracepoint yet",
+            Stage::Reaped => {
+                "oom_reaper done (it unmaps what it can: private memory, not hugetlb, PFNMAP or \
+                 shared/shmem mappings, nor mlocked ones on Linux 5.10); no thread at the exit \
+                 tracepoint yet"
+            }
             Stage::ReaperGaveUp => {
                 "oom_reaper done after 10 attempts (mmap_lock held, or unmapping failed): its \
                  memory may still be charged"
             }
-            Stage::Exiting => "exiting: entered exit, not finished",
+            Stage::Exiting => "exiting: at or past the exit tracepoint, not finished",
             Stage::Dead => "dead (zombie until its parent reaps it)",
             Stage::Released => "released",
         })
+    }
+}
+
+/// Where `sched_process_exit` fires moved in Linux 6.16: before, after `exit_mm` (the mm is
+/// dropped before the tracepoint); since, before it.
+fn exit_tracepoint_before_exit_mm(kernel: Option<(u32, u32)>) -> Option<bool> {
+    kernel.map(|k| k >= (6, 16))
+}
+
+/// What a thread does in `do_exit` before the tracepoint, beyond what every kernel does there.
+fn before_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
+    match exit_tracepoint_before_exit_mm(kernel) {
+        Some(true) => "",
+        Some(false) => ", or in exit_mm (before Linux 6.16 the tracepoint comes after it)",
+        None => ", or, before Linux 6.16, in exit_mm",
+    }
+}
+
+/// What a thread past the tracepoint still does in `do_exit`.
+fn after_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
+    match exit_tracepoint_before_exit_mm(kernel) {
+        Some(true) => "dropping its mm, closing its files or notifying its parent",
+        Some(false) => {
+            "its mm already dropped (before Linux 6.16 the tracepoint comes after exit_mm): \
+             closing its files or notifying its parent"
+        }
+        None => {
+            "closing its files or notifying its parent (and, since Linux 6.16, dropping its mm)"
+        }
     }
 }
 
@@ -459,7 +496,7 @@ impl Victim {
 
     /// Where a victim that is not dead is, in words: which threads entered exit and when, or
     /// that none did.
-    pub fn where_stuck(&self) -> String {
+    pub fn where_stuck(&self, kernel: Option<(u32, u32)>) -> String {
         let t = &self.timeline;
         let since = |ts: u64| match self.watched_since() {
             Some(k) if ts >= k => format!(" {} after the kill", secs(ts - k)),
@@ -473,22 +510,27 @@ impl Victim {
             .join(", ");
         match (t.first_exit, t.all_entered_exit) {
             (_, Some(all)) => format!(
-                "every thread has entered exit (the last{}; thread(s) {tids}) and has not \
-                 finished: it is inside do_exit, closing its files, dropping its mm or \
-                 notifying its parent",
-                since(all)
+                "every thread has reached the exit tracepoint (the last{}; thread(s) {tids}) and \
+                 has not finished: it is inside do_exit, {}",
+                since(all),
+                after_exit_tracepoint(kernel)
             ),
             (Some(first), None) => format!(
-                "thread(s) {tids} entered exit (the first{}); the others have not, or their \
-                 exit was not seen",
+                "thread(s) {tids} reached the exit tracepoint (the first{}); the others have \
+                 not, or their exit was not seen",
                 since(first)
             ),
             (None, None) if self.pre_existing => "killed before oomtrace started; whether a \
-                 thread has entered exit is unknown (see its threads' states)"
+                 thread has reached the exit tracepoint is unknown (see its threads' states)"
                 .into(),
-            (None, None) => "no thread has entered exit since the SIGKILL: a thread is still \
-                 busy in the kernel (uninterruptible sleep) or stopped by a tracer"
-                .into(),
+            (None, None) => format!(
+                "no thread has reached the exit tracepoint (sched_process_exit) since the \
+                 SIGKILL: each is still in the kernel before it — busy or asleep outside exit, \
+                 stopped by a tracer, or inside do_exit ahead of the tracepoint (waiting for a \
+                 coredump, at its ptrace exit stop, cancelling io_uring requests, in \
+                 exit_signals{})",
+                before_exit_tracepoint(kernel)
+            ),
         }
     }
 }

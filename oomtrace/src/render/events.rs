@@ -442,7 +442,10 @@ impl Renderer {
                 p.pid
             ),
             Payload::SkipReaping(p) => {
-                format!("oom_reaper skipped pid {} (mmap_lock busy)", p.pid)
+                format!(
+                    "oom_reaper skipped pid {} (mmap_lock busy, or its memory already torn down)",
+                    p.pid
+                )
             }
             Payload::TaskExit(p) => {
                 let last = match (p.group_dead_source, p.group_dead) {

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use oomtrace_common::{group_dead_source, sender_state, victim_fields};
+use oomtrace_common::{USERSPACE_CPU, group_dead_source, sender_state, victim_fields};
 
 use crate::event::{Event, Payload, cstr};
 
@@ -123,6 +123,10 @@ pub struct Tracker {
     reorder: BTreeMap<(u64, u64), Box<Event>>,
     seq: u64,
     latest_ts: u64,
+    /// The latest time of a kernel event received: what the ring buffer has been read up to.
+    /// Events userspace observes itself (a death seen through a pidfd) carry their observation
+    /// time, which may run ahead of kernel events still in the ring.
+    latest_kernel_ts: u64,
     /// Boxed, like the held events: a victim is large, and B-tree nodes move their values.
     victims: BTreeMap<VictimKey, Box<Victim>>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
@@ -175,6 +179,7 @@ impl Tracker {
             reorder: BTreeMap::new(),
             seq: 0,
             latest_ts: 0,
+            latest_kernel_ts: 0,
             victims: BTreeMap::new(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
@@ -226,6 +231,9 @@ impl Tracker {
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.seq += 1;
         self.latest_ts = self.latest_ts.max(ev.header.ts_ns);
+        if ev.header.cpu != USERSPACE_CPU {
+            self.latest_kernel_ts = self.latest_kernel_ts.max(ev.header.ts_ns);
+        }
         self.reorder
             .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
         self.release_until(self.latest_ts.saturating_sub(REORDER_NS), out);
@@ -247,7 +255,7 @@ impl Tracker {
         // events may still be in the ring: under emulation userspace reads them tens of ms
         // late), or after MARK_GIVE_UP_NS of silence.
         let heard = judged
-            .min(self.latest_ts)
+            .min(self.latest_kernel_ts)
             .max(judged.saturating_sub(MARK_GIVE_UP_NS));
         self.announce_ready(heard, out);
         self.check_timeouts(judged, now_ns, out);
@@ -445,7 +453,13 @@ impl Tracker {
             }
         }
         self.apply_event(ev, out);
-        self.announce_ready(ev.header.ts_ns, out);
+        // A time the ring has been read up to (see `latest_kernel_ts`).
+        let heard = if ev.header.cpu == USERSPACE_CPU {
+            ev.header.ts_ns.min(self.latest_kernel_ts)
+        } else {
+            ev.header.ts_ns
+        };
+        self.announce_ready(heard, out);
     }
 
     /// Announces the new victims whose fate is known. A kill is the kernel's SIGKILL (it comes

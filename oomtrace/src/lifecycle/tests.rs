@@ -1524,3 +1524,57 @@ fn where_stuck_says_what_the_exit_tracepoint_means_on_each_kernel() {
     assert_eq!(kernel_version("6.12.118+deb12-amd64"), Some((6, 12)));
     assert!(!Stage::Marked.to_string().contains("not exiting"));
 }
+
+/// A 5.10 guest's kill of a hog that allocated itself (trigger = victim): the invocation,
+/// the decision, the SIGKILL, then the stack and a classic mark (a thread id; userspace fills
+/// the process in from /proc). The killed finding waits for the mark and carries the stack.
+#[test]
+fn a_self_triggered_kill_on_a_classic_mark_carries_its_stack() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let hog = |mut e: Event| {
+        e.header.pid = 42;
+        e.header.tgid = 42;
+        e
+    };
+    let mut m = old_mark(2, 42);
+    if let Payload::MarkVictim(p) = &mut m.payload {
+        p.tgid = 42;
+        p.fields = victim_fields::TGID_FROM_PROC;
+    }
+    let f = run(
+        &mut t,
+        &[
+            hog(invoke(0)),
+            hog(kill_decision(0, 42, 7)),
+            hog(sigkill(1, 42, 7)),
+            hog(alloc_stack(2, &ips)),
+            hog(m),
+            exit(3, 42, 42, 7, true),
+            gone(4, 42, 7),
+        ],
+        50,
+    );
+    assert_eq!(names(&f), ["killed", "dead"]);
+    assert!(f[0].victim().unwrap().alloc_stack.is_some(), "{f:?}");
+}
+
+/// Under emulation userspace reads the ring tens of ms late: the victim's death, seen through
+/// its pidfd (stamped when seen), can reach the tracker before the mark still in the ring. The
+/// kill waits for the mark all the same, and is announced before the death.
+#[test]
+fn a_death_seen_before_the_ring_is_read_does_not_rob_the_kill_of_its_mark() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let mut out = Vec::new();
+    t.on_event(&kill_decision(0, 42, 7), &mut out);
+    t.on_event(&sigkill(1, 42, 7), &mut out);
+    t.on_event(&gone(100, 42, 7), &mut out);
+    t.tick(at(100), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    t.on_event(&alloc_stack(2, &ips), &mut out);
+    t.on_event(&mark(2, 42, 7), &mut out);
+    t.tick(at(200), &mut out);
+    assert_eq!(names(&out), ["killed", "dead"]);
+    assert!(out[0].victim().unwrap().alloc_stack.is_some());
+}

@@ -236,7 +236,11 @@ impl Tracker {
         }
         self.reorder
             .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
-        self.release_until(self.latest_ts.saturating_sub(REORDER_NS), out);
+        // Released up to what the ring has been read to: an event userspace observed (stamped
+        // when seen, e.g. a death through a pidfd) may run ahead of kernel events still in the
+        // ring, which must come first (a kill's mark before its victim's death). Ticks, which
+        // follow a full read of the ring, release the rest.
+        self.release_until(self.latest_kernel_ts.saturating_sub(REORDER_NS), out);
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).

@@ -149,11 +149,18 @@ fn hog_is_killed_and_followed_to_release() {
             let stacks: Vec<String> = watch
                 .lines()
                 .iter()
-                .filter(|v| v["event"] == "alloc_stack" || v["event"] == "mark_victim")
-                .map(Value::to_string)
+                .filter(|v| v["type"] == "event" || v["type"] == "finding")
+                .map(|v| {
+                    format!(
+                        "{} {} {}",
+                        v["ts_ns"],
+                        v["event"].as_str().or(v["finding"].as_str()).unwrap_or("?"),
+                        v["cpu"]
+                    )
+                })
                 .collect();
             panic!(
-                "the killed finding has no allocation stack: {killed}; stacks and marks: {stacks:?}"
+                "the killed finding has no allocation stack: {killed}; what was seen, in order: {stacks:?}"
             )
         })
         .iter()

@@ -1578,3 +1578,23 @@ fn a_death_seen_before_the_ring_is_read_does_not_rob_the_kill_of_its_mark() {
     assert_eq!(names(&out), ["killed", "dead"]);
     assert!(out[0].victim().unwrap().alloc_stack.is_some());
 }
+
+/// The 5.10 guest's order of arrival: the victim's pidfd fired twice (two observations,
+/// stamped when seen) before the ring's SIGKILL and mark were read. No observation releases
+/// another ahead of the ring: the mark is applied before the death.
+#[test]
+fn observations_ahead_of_the_ring_wait_for_it() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let mut out = Vec::new();
+    t.on_event(&kill_decision(0, 42, 7), &mut out);
+    t.on_event(&gone(100, 42, 7), &mut out);
+    t.on_event(&sigkill(1, 42, 7), &mut out);
+    t.on_event(&gone(112, 42, 7), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    t.on_event(&alloc_stack(2, &ips), &mut out);
+    t.on_event(&mark(2, 42, 7), &mut out);
+    t.tick(at(200), &mut out);
+    assert_eq!(names(&out), ["killed", "dead"]);
+    assert!(out[0].victim().unwrap().alloc_stack.is_some());
+}

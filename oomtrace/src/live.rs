@@ -630,10 +630,11 @@ impl<W: std::io::Write> Runner<W> {
             self.session.renderer.symbols.clear();
         }
         for (addr, name) in new.into_iter().zip(names) {
-            self.named_addrs.insert(addr);
+            // Unnamed ones are looked up again at the next stack (the table may still be read).
             let Some(name) = name else {
                 continue;
             };
+            self.named_addrs.insert(addr);
             self.session.tracker.symbol(addr, &name);
             self.session.renderer.symbols.insert(addr, name.clone());
             self.write_dump(|d| d.symbol(addr, &name));
@@ -1095,8 +1096,8 @@ async fn start(
     } else {
         (None, Vec::new())
     };
-    // Read through this descriptor from now on: the kernel shows addresses to whoever opened
-    // it with CAP_SYSLOG, which goes next.
+    // Read by its own thread through this descriptor: the kernel shows addresses to whoever
+    // opened it with CAP_SYSLOG, which goes next.
     let kallsyms = crate::kernel::kallsyms::Kallsyms::open();
     // Everything that needs root's full power is done: attached, mapped, created, bound.
     let header = plan_line(

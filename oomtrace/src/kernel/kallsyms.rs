@@ -3,15 +3,13 @@
 //!
 //! The kernel decides whether `/proc/kallsyms` shows addresses when the file is *opened*
 //! (`kallsyms_show_value(file->f_cred)`: `CAP_SYSLOG`, or `kptr_restrict=0` with perf allowed);
-//! `watch` drops that capability after attaching, so the file is opened before and re-read
-//! through the same descriptor. Nothing is read until a stack names an address not resolved
-//! before: one pass over the file per kill with new addresses (stacks of an OOM storm repeat),
-//! without keeping the file's ~100 000 symbols in memory.
+//! `watch` drops that capability after attaching, so the file is opened before, and read by a
+//! thread of its own (see [`Kallsyms`]).
 
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, BufRead, BufReader, Seek, SeekFrom},
+    io::{self, BufRead, BufReader},
 };
 
 /// Symbols resolved so far are kept up to this many (then forgotten at once, like the memcg
@@ -21,145 +19,164 @@ const MAX_RESOLVED: usize = 1 << 14;
 /// section, a gap): left unresolved rather than named wrongly.
 const MAX_OFFSET: u64 = 1 << 20;
 
-/// `/proc/kallsyms`, opened while oomtrace may still read it.
+/// `/proc/kallsyms`, opened while oomtrace may still read it, read by a thread of its own.
+///
+/// Reading the file costs the kernel ~50 ms on this project's host (it formats ~120 000
+/// lines) and seconds under emulation: done at a kill, on the event loop, it held every other
+/// victim's events that long (a stuck victim was flagged 2.9 s late in the 6.12 guest). The
+/// thread reads it once, at start, into a table of its text symbols (about 4 MB); a kill looks
+/// its frames up there, waiting for the table only if a kill comes before it is read.
 pub struct Kallsyms {
-    file: Option<File>,
+    table: Option<std::sync::Arc<Table>>,
+    loading: Option<std::sync::mpsc::Receiver<Result<Table, String>>>,
     resolved: HashMap<u64, Option<String>>,
     /// Why the file gives no names (not readable, or addresses hidden), said once.
     pub problem: Option<String>,
 }
 
+/// Text symbols by address: `starts` ascending; `spans[i]` the byte range in `names` of the
+/// name of the symbol at `starts[i]` (`name`, or `name\t[module]`).
+struct Table {
+    starts: Vec<u64>,
+    spans: Vec<(u32, u32)>,
+    names: String,
+}
+
+/// How long a kill waits for the table still being read.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Kallsyms {
-    /// Opens `/proc/kallsyms` (call before privileges are dropped).
+    /// Opens `/proc/kallsyms` (call before privileges are dropped) and starts reading it.
     pub fn open() -> Kallsyms {
         Self::from_file(File::open("/proc/kallsyms"))
     }
 
     fn from_file(file: io::Result<File>) -> Kallsyms {
+        let mut k = Kallsyms {
+            table: None,
+            loading: None,
+            resolved: HashMap::new(),
+            problem: None,
+        };
         match file {
-            Ok(f) => Kallsyms {
-                file: Some(f),
-                resolved: HashMap::new(),
-                problem: None,
-            },
-            Err(e) => Kallsyms {
-                file: None,
-                resolved: HashMap::new(),
-                problem: Some(format!("/proc/kallsyms cannot be opened: {e}")),
-            },
+            Ok(f) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("kallsyms".into())
+                        .spawn(move || {
+                            let _ = tx.send(Table::read(BufReader::with_capacity(1 << 16, f)));
+                        });
+                match spawned {
+                    Ok(_) => k.loading = Some(rx),
+                    Err(e) => k.problem = Some(format!("cannot start reading /proc/kallsyms: {e}")),
+                }
+            }
+            Err(e) => k.problem = Some(format!("/proc/kallsyms cannot be opened: {e}")),
         }
+        k
     }
 
     /// The name of each address (`symbol+0xoff`, `[module]` appended for a module's), `None`
     /// for an address no symbol covers or when the file shows no addresses.
     pub fn resolve(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
-        let missing: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|a| *a != 0 && !self.resolved.contains_key(a))
-            .collect();
-        if !missing.is_empty() {
-            self.read(&missing);
+        if let Some(rx) = self.loading.take() {
+            match rx.recv_timeout(LOAD_WAIT) {
+                Ok(Ok(t)) if t.starts.is_empty() => {
+                    self.problem = Some(
+                        "/proc/kallsyms shows no addresses to oomtrace (kernel.kptr_restrict, no \
+                         CAP_SYSLOG): stacks keep raw addresses only"
+                            .into(),
+                    );
+                }
+                Ok(Ok(t)) => self.table = Some(std::sync::Arc::new(t)),
+                Ok(Err(e)) => self.problem = Some(format!("reading /proc/kallsyms failed: {e}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Still reading: this kill's frames stay unnamed; the next kill waits again.
+                    self.loading = Some(rx);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.problem = Some("reading /proc/kallsyms stopped".into());
+                }
+            }
+        }
+        if self.resolved.len() + addrs.len() > MAX_RESOLVED {
+            self.resolved.clear();
         }
         addrs
             .iter()
-            .map(|a| self.resolved.get(a).cloned().flatten())
+            .map(|a| {
+                if *a == 0 {
+                    return None;
+                }
+                let table = self.table.as_ref()?;
+                self.resolved
+                    .entry(*a)
+                    .or_insert_with(|| table.name(*a))
+                    .clone()
+            })
             .collect()
     }
-
-    fn read(&mut self, missing: &[u64]) {
-        let Some(file) = &mut self.file else {
-            return;
-        };
-        let found = match file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| nearest(BufReader::with_capacity(1 << 16, &mut *file), missing))
-        {
-            Ok(found) => found,
-            Err(e) => {
-                self.problem = Some(format!("reading /proc/kallsyms failed: {e}"));
-                return;
-            }
-        };
-        if found.hidden {
-            self.problem = Some(
-                "/proc/kallsyms shows no addresses to oomtrace (kernel.kptr_restrict, no \
-                 CAP_SYSLOG): stacks keep raw addresses only"
-                    .into(),
-            );
-        }
-        if self.resolved.len() + missing.len() > MAX_RESOLVED {
-            self.resolved.clear();
-        }
-        for (addr, best) in missing.iter().zip(found.best) {
-            let name = best.map(|(start, name)| {
-                let off = addr - start;
-                match name.split_once('\t') {
-                    Some((name, module)) => format!("{name}+{off:#x} {module}"),
-                    None => format!("{name}+{off:#x}"),
-                }
-            });
-            self.resolved.insert(*addr, name);
-        }
-    }
 }
 
-struct Nearest {
-    /// Per address: the start and name of the nearest symbol at or below it.
-    best: Vec<Option<(u64, String)>>,
-    /// Every address in the file read as 0.
-    hidden: bool,
-}
-
-/// One pass over kallsyms text: for each address, the text symbol with the greatest start not
-/// above it (within [`MAX_OFFSET`]).
-fn nearest(r: impl BufRead, addrs: &[u64]) -> io::Result<Nearest> {
-    let mut best: Vec<Option<(u64, String)>> = vec![None; addrs.len()];
-    let mut any_nonzero = false;
-    let mut lines = 0u64;
-    let mut r = r;
-    let mut buf = String::new();
-    loop {
-        buf.clear();
-        if r.read_line(&mut buf)? == 0 {
-            break;
-        }
-        let line = buf.as_str();
-        lines += 1;
-        let mut f = line.split_ascii_whitespace();
-        let (Some(a), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let Ok(start) = u64::from_str_radix(a, 16) else {
-            continue;
-        };
-        if start == 0 {
-            continue;
-        }
-        any_nonzero = true;
-        // Text symbols only (t, T, and weak ones): return addresses point into code.
-        if !matches!(kind, "t" | "T" | "w" | "W") {
-            continue;
-        }
-        let module = f.next();
-        for (i, addr) in addrs.iter().enumerate() {
-            if start <= *addr
-                && addr - start < MAX_OFFSET
-                && best[i].as_ref().is_none_or(|(s, _)| start > *s)
-            {
-                // "name\t[module]" is kept as "name [module]": the offset goes after the name.
-                let name = match module {
-                    Some(m) => format!("{name}\t{m}"),
-                    None => name.to_string(),
-                };
-                best[i] = Some((start, name));
+impl Table {
+    fn read(mut r: impl BufRead) -> Result<Table, String> {
+        let mut entries: Vec<(u64, u32, u32)> = Vec::new();
+        let mut names = String::new();
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            if r.read_line(&mut buf).map_err(|e| e.to_string())? == 0 {
+                break;
             }
+            let mut f = buf.split_ascii_whitespace();
+            let (Some(a), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let Ok(start) = u64::from_str_radix(a, 16) else {
+                continue;
+            };
+            // Text symbols only (t, T, and weak ones): return addresses point into code.
+            if start == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
+                continue;
+            }
+            let from = names.len() as u32;
+            names.push_str(name);
+            if let Some(m) = f.next() {
+                names.push('\t');
+                names.push_str(m);
+            }
+            entries.push((start, from, names.len() as u32));
         }
+        entries.sort_unstable_by_key(|e| e.0);
+        names.shrink_to_fit();
+        let mut t = Table {
+            starts: Vec::with_capacity(entries.len()),
+            spans: Vec::with_capacity(entries.len()),
+            names,
+        };
+        for (start, from, to) in entries {
+            t.starts.push(start);
+            t.spans.push((from, to));
+        }
+        Ok(t)
     }
-    Ok(Nearest {
-        best,
-        hidden: lines > 0 && !any_nonzero,
-    })
+
+    /// `name+0xoff` (`[module]` after) of the nearest text symbol at or below `addr`, within
+    /// [`MAX_OFFSET`].
+    fn name(&self, addr: u64) -> Option<String> {
+        let i = self.starts.partition_point(|s| *s <= addr).checked_sub(1)?;
+        let off = addr - self.starts[i];
+        if off >= MAX_OFFSET {
+            return None;
+        }
+        let (from, to) = self.spans[i];
+        let name = self.names.get(from as usize..to as usize)?;
+        Some(match name.split_once('\t') {
+            Some((name, module)) => format!("{name}+{off:#x} {module}"),
+            None => format!("{name}+{off:#x}"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -173,48 +190,66 @@ ffffffff81234800 t __handle_mm_fault
 ffffffff81300000 D some_data
 ffffffff81400000 T out_of_memory
 ffffffffc0001000 t xfs_vm_fault\t[xfs]
+ffffffff81100000 T out_of_order_line
 ";
+
+    fn table(text: &str) -> Table {
+        Table::read(text.as_bytes()).unwrap()
+    }
 
     #[test]
     fn names_each_address_by_the_nearest_text_symbol_below_it() {
-        let addrs = [
-            0xffff_ffff_8123_4012,
-            0xffff_ffff_8123_4812,
-            0xffff_ffff_8130_0010, // data symbol skipped: still inside __handle_mm_fault
-            0xffff_ffff_c000_1004,
-            0xffff_ffff_8000_0000, // below every symbol
-        ];
-        let n = nearest(KALLSYMS.as_bytes(), &addrs).unwrap();
-        let names: Vec<_> = n.best.into_iter().map(|b| b.map(|(_, n)| n)).collect();
+        let t = table(KALLSYMS);
+        let name = |a| t.name(a);
         assert_eq!(
-            names,
-            [
-                Some("handle_mm_fault".to_string()),
-                Some("__handle_mm_fault".to_string()),
-                Some("__handle_mm_fault".to_string()),
-                Some("xfs_vm_fault\t[xfs]".to_string()),
-                None,
-            ]
+            name(0xffff_ffff_8123_4012).as_deref(),
+            Some("handle_mm_fault+0x12")
         );
-        assert!(!n.hidden);
+        assert_eq!(
+            name(0xffff_ffff_8123_4812).as_deref(),
+            Some("__handle_mm_fault+0x12")
+        );
+        // A data symbol is skipped: still inside __handle_mm_fault.
+        assert_eq!(
+            name(0xffff_ffff_8130_0010).as_deref(),
+            Some("__handle_mm_fault+0xcb810")
+        );
+        assert_eq!(
+            name(0xffff_ffff_c000_1004).as_deref(),
+            Some("xfs_vm_fault+0x4 [xfs]")
+        );
+        // Lines out of address order are sorted.
+        assert_eq!(
+            name(0xffff_ffff_8110_0001).as_deref(),
+            Some("out_of_order_line+0x1")
+        );
+        assert_eq!(name(0xffff_ffff_8000_0000), None, "below every symbol");
+        assert_eq!(name(0xffff_ffff_9000_0000), None, "too far past one");
     }
 
     #[test]
-    fn far_addresses_and_hidden_files_give_no_name() {
-        let n = nearest(KALLSYMS.as_bytes(), &[0xffff_ffff_9000_0000]).unwrap();
-        assert_eq!(n.best, [None]);
+    fn a_file_without_addresses_names_nothing_and_says_why() {
         let hidden = "0000000000000000 T _stext\n0000000000000000 T handle_mm_fault\n";
-        let n = nearest(hidden.as_bytes(), &[0xffff_ffff_8123_4012]).unwrap();
-        assert!(n.hidden);
-        assert_eq!(n.best, [None]);
+        assert!(table(hidden).starts.is_empty());
+        let path = std::env::temp_dir().join(format!("oomtrace-kallsyms0-{}", std::process::id()));
+        std::fs::write(&path, hidden).unwrap();
+        let mut k = Kallsyms::from_file(File::open(&path));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(k.resolve(&[0xffff_ffff_8123_4012]), [None]);
+        assert!(
+            k.problem
+                .as_deref()
+                .unwrap_or("")
+                .contains("shows no addresses")
+        );
     }
 
     #[test]
-    fn resolves_through_the_descriptor_and_remembers() {
-        let dir = std::env::temp_dir().join(format!("oomtrace-kallsyms-{}", std::process::id()));
-        std::fs::write(&dir, KALLSYMS).unwrap();
-        let mut k = Kallsyms::from_file(File::open(&dir));
-        std::fs::remove_file(&dir).unwrap();
+    fn resolves_from_the_table_read_by_its_thread() {
+        let path = std::env::temp_dir().join(format!("oomtrace-kallsyms-{}", std::process::id()));
+        std::fs::write(&path, KALLSYMS).unwrap();
+        let mut k = Kallsyms::from_file(File::open(&path));
+        std::fs::remove_file(&path).unwrap();
         let got = k.resolve(&[0xffff_ffff_8140_0040, 0, 0xffff_ffff_c000_1004]);
         assert_eq!(
             got,
@@ -224,36 +259,40 @@ ffffffffc0001000 t xfs_vm_fault\t[xfs]
                 Some("xfs_vm_fault+0x4 [xfs]".to_string())
             ]
         );
-        // Read again from the start through the same (now unlinked) file.
-        let got = k.resolve(&[0xffff_ffff_8123_4001]);
-        assert_eq!(got, [Some("handle_mm_fault+0x1".to_string())]);
         assert!(k.problem.is_none());
     }
 
     /// The running kernel's own file, where it shows addresses (root): a text symbol's
-    /// address and one inside it name that symbol. Prints what one pass costs.
+    /// address and one inside it name that symbol. Prints what reading it costs.
     #[test]
     fn names_addresses_from_this_kernels_kallsyms() {
         let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        let Some((addr, name)) = text.lines().find_map(|l| {
+        let Some(addr) = text.lines().find_map(|l| {
             let mut f = l.split_whitespace();
             let a = u64::from_str_radix(f.next()?, 16)
                 .ok()
                 .filter(|a| *a != 0)?;
-            (f.next()? == "T").then_some(())?;
-            let name = f.next()?;
-            (name == "out_of_memory").then(|| (a, name.to_string()))
+            (f.next()? == "T" && f.next()? == "out_of_memory").then_some(a)
         }) else {
             eprintln!("/proc/kallsyms shows no addresses here (not root): nothing to check");
             return;
         };
-        let mut k = Kallsyms::open();
         let started = std::time::Instant::now();
+        let mut k = Kallsyms::open();
         let got = k.resolve(&[addr, addr + 4]);
-        eprintln!("one pass over /proc/kallsyms: {:?}", started.elapsed());
+        let t = k.table.as_ref().unwrap();
+        eprintln!(
+            "reading /proc/kallsyms: {:?}; {} text symbols, {} bytes of names",
+            started.elapsed(),
+            t.starts.len(),
+            t.names.len()
+        );
         assert_eq!(
             got,
-            [Some(format!("{name}+0x0")), Some(format!("{name}+0x4"))]
+            [
+                Some("out_of_memory+0x0".to_string()),
+                Some("out_of_memory+0x4".to_string())
+            ]
         );
     }
 }

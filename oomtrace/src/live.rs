@@ -1107,6 +1107,9 @@ async fn start(
         drop_privileges(opts.unstick),
         metrics_addr,
     );
+    // Capabilities are per thread: its reader starts only now that they are gone.
+    let mut kallsyms = kallsyms;
+    kallsyms.start();
     let now = tokio::time::Instant::now();
     let mut runner = Runner {
         session,

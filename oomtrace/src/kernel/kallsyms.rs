@@ -27,6 +27,8 @@ const MAX_OFFSET: u64 = 1 << 20;
 /// thread reads it once, at start, into a table of its text symbols (about 4 MB); a kill looks
 /// its frames up there, waiting for the table only if a kill comes before it is read.
 pub struct Kallsyms {
+    /// Opened, not yet handed to the reading thread.
+    file: Option<File>,
     table: Option<std::sync::Arc<Table>>,
     loading: Option<std::sync::mpsc::Receiver<Result<Table, String>>>,
     resolved: HashMap<u64, Option<String>>,
@@ -46,40 +48,54 @@ struct Table {
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Kallsyms {
-    /// Opens `/proc/kallsyms` (call before privileges are dropped) and starts reading it.
+    /// Opens `/proc/kallsyms`: call before privileges are dropped, and [`Kallsyms::start`]
+    /// after (capabilities are per thread: the reading thread must not keep them).
     pub fn open() -> Kallsyms {
         Self::from_file(File::open("/proc/kallsyms"))
     }
 
     fn from_file(file: io::Result<File>) -> Kallsyms {
         let mut k = Kallsyms {
+            file: None,
             table: None,
             loading: None,
             resolved: HashMap::new(),
             problem: None,
         };
         match file {
-            Ok(f) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("kallsyms".into())
-                        .spawn(move || {
-                            let _ = tx.send(Table::read(BufReader::with_capacity(1 << 16, f)));
-                        });
-                match spawned {
-                    Ok(_) => k.loading = Some(rx),
-                    Err(e) => k.problem = Some(format!("cannot start reading /proc/kallsyms: {e}")),
-                }
-            }
+            Ok(f) => k.file = Some(f),
             Err(e) => k.problem = Some(format!("/proc/kallsyms cannot be opened: {e}")),
         }
         k
     }
 
+    /// Starts the thread that reads the file into the table.
+    pub fn start(&mut self) {
+        let Some(f) = self.file.take() else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kallsyms".into())
+            .spawn(move || {
+                // Background work: the event loop and the workload go first.
+                // SAFETY: plain syscalls about this thread itself.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+                }
+                let _ = tx.send(Table::read(BufReader::with_capacity(1 << 16, f)));
+            });
+        match spawned {
+            Ok(_) => self.loading = Some(rx),
+            Err(e) => self.problem = Some(format!("cannot start reading /proc/kallsyms: {e}")),
+        }
+    }
+
     /// The name of each address (`symbol+0xoff`, `[module]` appended for a module's), `None`
     /// for an address no symbol covers or when the file shows no addresses.
     pub fn resolve(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+        self.start();
         if let Some(rx) = self.loading.take() {
             match rx.recv_timeout(LOAD_WAIT) {
                 Ok(Ok(t)) if t.starts.is_empty() => {

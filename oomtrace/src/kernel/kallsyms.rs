@@ -44,14 +44,33 @@ struct Table {
     names: String,
 }
 
+/// Started by [`preload`], taken by [`Kallsyms::open`].
+static PRELOADED: std::sync::Mutex<Option<Kallsyms>> = std::sync::Mutex::new(None);
+
+/// Opens `/proc/kallsyms` and starts reading it, first thing in `watch`: the table is read
+/// while the programs load and attach (under emulation it takes seconds), so that the first
+/// kill finds it ready rather than waiting for it on the event loop. The reading thread
+/// drops every capability of its own at once.
+pub fn preload() {
+    let mut k = Kallsyms::from_file(File::open("/proc/kallsyms"));
+    k.start();
+    if let Ok(mut p) = PRELOADED.lock() {
+        *p = Some(k);
+    }
+}
+
 /// How long a kill waits for the table still being read.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Kallsyms {
-    /// Opens `/proc/kallsyms`: call before privileges are dropped, and [`Kallsyms::start`]
-    /// after (capabilities are per thread: the reading thread must not keep them).
+    /// `/proc/kallsyms` as [`preload`] started reading it, else opened now (call before
+    /// privileges are dropped; [`Kallsyms::start`] starts the reading).
     pub fn open() -> Kallsyms {
-        Self::from_file(File::open("/proc/kallsyms"))
+        PRELOADED
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .unwrap_or_else(|| Self::from_file(File::open("/proc/kallsyms")))
     }
 
     fn from_file(file: io::Result<File>) -> Kallsyms {
@@ -78,12 +97,8 @@ impl Kallsyms {
         let spawned = std::thread::Builder::new()
             .name("kallsyms".into())
             .spawn(move || {
-                // Background work: the event loop and the workload go first.
-                // SAFETY: plain syscalls about this thread itself.
-                unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-                }
+                // It needs no capability: the file is open (capabilities are per thread).
+                let _ = crate::kernel::privs::drop_all_of_this_thread();
                 let _ = tx.send(Table::read(BufReader::with_capacity(1 << 16, f)));
             });
         match spawned {

@@ -541,8 +541,6 @@ fn seconds_ns(s: f64, what: &str) -> anyhow::Result<u64> {
 }
 
 fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<ExitCode> {
-    // Kernel symbols for the allocation stacks, read while the programs load.
-    oomtrace::kernel::kallsyms::preload();
     if let Some(p) = &args.on_stuck {
         oomtrace::hooks::check_executable(p).map_err(|e| {
             anyhow::anyhow!(

@@ -24,8 +24,9 @@ const MAX_OFFSET: u64 = 1 << 20;
 /// Reading the file costs the kernel ~50 ms on this project's host (it formats ~120 000
 /// lines) and seconds under emulation: done at a kill, on the event loop, it held every other
 /// victim's events that long (a stuck victim was flagged 2.9 s late in the 6.12 guest). The
-/// thread reads it once, at start, into a table of its text symbols (about 4 MB); a kill looks
-/// its frames up there, waiting for the table only if a kill comes before it is read.
+/// thread reads it once, once watching has started, into a table of its text symbols (about
+/// 5 MB); a kill looks its frames up there, waiting (at most [`LOAD_WAIT`]) only if it comes
+/// before the table is read.
 pub struct Kallsyms {
     /// Opened, not yet handed to the reading thread.
     file: Option<File>,
@@ -44,33 +45,14 @@ struct Table {
     names: String,
 }
 
-/// Started by [`preload`], taken by [`Kallsyms::open`].
-static PRELOADED: std::sync::Mutex<Option<Kallsyms>> = std::sync::Mutex::new(None);
-
-/// Opens `/proc/kallsyms` and starts reading it, first thing in `watch`: the table is read
-/// while the programs load and attach (under emulation it takes seconds), so that the first
-/// kill finds it ready rather than waiting for it on the event loop. The reading thread
-/// drops every capability of its own at once.
-pub fn preload() {
-    let mut k = Kallsyms::from_file(File::open("/proc/kallsyms"));
-    k.start();
-    if let Ok(mut p) = PRELOADED.lock() {
-        *p = Some(k);
-    }
-}
-
 /// How long a kill waits for the table still being read.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Kallsyms {
-    /// `/proc/kallsyms` as [`preload`] started reading it, else opened now (call before
-    /// privileges are dropped; [`Kallsyms::start`] starts the reading).
+    /// Opens `/proc/kallsyms` (call before privileges are dropped: the kernel decides at open
+    /// whether it shows addresses); [`Kallsyms::start`] starts reading it.
     pub fn open() -> Kallsyms {
-        PRELOADED
-            .lock()
-            .ok()
-            .and_then(|mut p| p.take())
-            .unwrap_or_else(|| Self::from_file(File::open("/proc/kallsyms")))
+        Self::from_file(File::open("/proc/kallsyms"))
     }
 
     fn from_file(file: io::Result<File>) -> Kallsyms {

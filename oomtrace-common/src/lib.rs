@@ -35,6 +35,11 @@ pub enum EventKind {
     /// `tgkill(2)`, `pidfd_send_signal(2)`). Records of layouts before
     /// [`sender_state::CODE`] carry only the kernel's own.
     KernelSigkill = 22,
+    /// The kernel stack of the task that invoked the OOM killer (the allocation that failed),
+    /// read in `oom:mark_victim`, which runs in that task's context on every kernel
+    /// (`__oom_kill_process` / `oom_kill_process` / `out_of_memory` ← the allocation).
+    /// Written just before the [`EventKind::MarkVictim`] it belongs to, by the same program.
+    AllocStack = 23,
     /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
     WakeReaper = 30,
     /// `oom:start_task_reaping`.
@@ -59,16 +64,21 @@ pub enum EventKind {
     /// `memory.events.local` changed; cgroup v1 the `memory.oom_control` eventfd fired), or
     /// a watched memcg went away. Counts invocations where no invocation hook attaches.
     MemcgOom = 51,
+    /// Observed by userspace at a kill: a memcg's usage, limit, failures and `memory.stat`
+    /// (or the machine's `/proc/meminfo` for a global OOM), read from its files when the kill
+    /// event arrived. Dumps carry it: the files are gone or changed by the time of a replay.
+    MemcgState = 52,
 }
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
         Self::MarkVictim,
         Self::KernelSigkill,
+        Self::AllocStack,
         Self::WakeReaper,
         Self::StartReaping,
         Self::FinishReaping,
@@ -78,6 +88,7 @@ impl EventKind {
         Self::GroupExited,
         Self::PreExisting,
         Self::MemcgOom,
+        Self::MemcgState,
     ];
 
     /// The kind with this number, if any.
@@ -211,6 +222,23 @@ pub struct MarkVictim {
     /// processes the OOM killer kills along with it share it. 0 when unknown (classic
     /// tracepoint).
     pub mm: u64,
+}
+
+/// Frames of [`AllocStack`] kept: deep enough for a page fault's charge path down to
+/// `out_of_memory` (about 20 frames on x86-64, 5.10 to 7.x) with room to spare.
+pub const STACK_DEPTH: usize = 32;
+
+/// The kernel stack of `current` (the task whose allocation invoked the OOM killer) when the
+/// victim was marked: return addresses, innermost first, as `bpf_get_stack` wrote them.
+/// Only written at a kill, never per event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocStack {
+    /// Frames in `ips` (the rest are 0); 0 when the helper failed (`error` says why).
+    pub frames: u32,
+    /// The helper's negative errno when it failed, else 0.
+    pub error: i32,
+    pub ips: [u64; STACK_DEPTH],
 }
 
 /// Bits of [`KernelSigkill::sender_flags`]: the state of the task that sent the SIGKILL
@@ -427,6 +455,67 @@ pub struct PreExisting {
     pub flags: u32,
 }
 
+/// Bits of [`MemcgState::fields`].
+pub mod memcg_state {
+    /// cgroup v1 files (`memory.usage_in_bytes`, `memory.failcnt`, ...).
+    pub const V1: u32 = 1 << 0;
+    /// cgroup v2 files (`memory.current`, `memory.events`, ...).
+    pub const V2: u32 = 1 << 1;
+    /// The whole machine (`/proc/meminfo`): a global OOM. `memcg_id` is 0.
+    pub const MACHINE: u32 = 1 << 2;
+    /// `usage_bytes` and `limit_bytes` were read.
+    pub const USAGE: u32 = 1 << 3;
+    /// `failcnt` was read.
+    pub const FAILCNT: u32 = 1 << 4;
+    /// `swap_bytes` and `swap_limit_bytes` were read.
+    pub const SWAP: u32 = 1 << 5;
+    /// `anon_bytes`, `file_bytes`, `shmem_bytes`, `kernel_bytes` were read.
+    pub const STAT: u32 = 1 << 6;
+    /// `oom_kills` was read.
+    pub const OOM_KILLS: u32 = 1 << 7;
+    /// `peak_bytes` was read.
+    pub const PEAK: u32 = 1 << 8;
+}
+
+/// A memcg (or the machine) at a kill: see [`EventKind::MemcgState`]. Sizes in bytes; a
+/// limit of `u64::MAX` is "max" (none). Read by userspace as the kill event arrives: the
+/// oom_reaper or the victim's exit may have freed its memory by then, so `usage_bytes` can be
+/// low already; `peak_bytes`, `failcnt` and `oom_kills` cannot go back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemcgState {
+    /// The memcg's cgroup id (inode of its directory); 0 for the machine.
+    pub memcg_id: u64,
+    /// [`memcg_state`] bits: which version's files and which fields were read.
+    pub fields: u32,
+    pub _pad: u32,
+    /// v2 `memory.current`, v1 `memory.usage_in_bytes`; machine: MemTotal - MemAvailable.
+    pub usage_bytes: u64,
+    /// v2 `memory.max`, v1 `memory.limit_in_bytes`; machine: MemTotal.
+    pub limit_bytes: u64,
+    /// Times a charge hit the limit: v2 `memory.events` `max`; v1 `memory.failcnt` plus
+    /// `memory.memsw.failcnt` (a charge that fails on memory+swap does not try memory).
+    pub failcnt: u64,
+    /// v2 `memory.swap.current`, v1 `memory.memsw.usage_in_bytes` - usage; machine: swap used.
+    pub swap_bytes: u64,
+    /// v2 `memory.swap.max`, v1 `memory.memsw.limit_in_bytes`; machine: SwapTotal.
+    pub swap_limit_bytes: u64,
+    /// v2 `memory.events` `oom_kill`, v1 `memory.oom_control` `oom_kill`.
+    pub oom_kills: u64,
+    /// `memory.stat` `anon` (v1 `total_rss`); machine: AnonPages.
+    pub anon_bytes: u64,
+    /// `memory.stat` `file` (v1 `total_cache`); machine: Cached.
+    pub file_bytes: u64,
+    /// `memory.stat` `shmem` (v1 `total_shmem`); machine: Shmem.
+    pub shmem_bytes: u64,
+    /// `memory.stat` `kernel` (v2 ≥ 5.18), else `slab` + `kernel_stack` + `pagetables`
+    /// (v1: `memory.kmem.usage_in_bytes`); machine: Slab + KernelStack + PageTables.
+    pub kernel_bytes: u64,
+    /// The highest usage since the memcg was created (or the peak was reset): v1
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak` (Linux ≥ 5.19).
+    pub peak_bytes: u64,
+}
+
 /// Offsets and switches the eBPF programs need, found by userspace at load time (BTF and
 /// tracefs format files) and written into the `CONFIG` global before load. Every offset is in
 /// bytes; [`NO_OFFSET`] means "not on this kernel" and the program leaves that field out.
@@ -612,11 +701,13 @@ const _: () = {
     assert!(core::mem::size_of::<OomKill>() == 152);
     assert!(core::mem::size_of::<MarkVictim>() == 104);
     assert!(core::mem::size_of::<KernelSigkill>() == 88);
+    assert!(core::mem::size_of::<AllocStack>() == 8 + 8 * STACK_DEPTH);
     assert!(core::mem::size_of::<Reaper>() == 8);
     assert!(core::mem::size_of::<TaskExit>() == 16);
     assert!(core::mem::size_of::<TaskFree>() == 16);
     assert!(core::mem::size_of::<GroupExited>() == 24);
     assert!(core::mem::size_of::<PreExisting>() == 48);
+    assert!(core::mem::size_of::<MemcgState>() == 104);
     assert!(core::mem::size_of::<Config>() == 49 * 4);
 };
 

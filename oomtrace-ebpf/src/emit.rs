@@ -1,14 +1,18 @@
 //! The ring buffer, the lost-event counter, the set of tracked processes, and writing events.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
+        bpf_ktime_get_ns,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use oomtrace_common::{Event, EventKind, Header, RING_BYTES, TASK_COMM_LEN, TRACKED_MAX};
+use oomtrace_common::{
+    AllocStack, Event, EventKind, Header, RING_BYTES, STACK_DEPTH, TASK_COMM_LEN, TRACKED_MAX,
+};
 
 use crate::kernel::config;
 
@@ -152,4 +156,42 @@ pub fn emit<T: 'static>(kind: EventKind, data: T) {
             }
         }
     }
+}
+
+/// Writes `current`'s kernel stack as an [`EventKind::AllocStack`] event. `bpf_get_stack`
+/// writes straight into the reserved ring-buffer record (264 bytes would not fit beside the
+/// rest on the 512-byte BPF stack). Called only where a victim is marked: a kill, never a
+/// per-event cost.
+#[inline(always)]
+pub fn emit_stack<C: EbpfContext>(ctx: &C) {
+    let Some(mut entry) = EVENTS.reserve::<Event<AllocStack>>(0) else {
+        if let Some(n) = LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+            unsafe { *n += 1 };
+        }
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to the reserved record, valid for writes of its whole size; the
+    // header is written in place, the stack by the helper into `ips` (sized exactly).
+    unsafe {
+        core::ptr::addr_of_mut!((*event).header).write(header(EventKind::AllocStack));
+        let ips = core::ptr::addr_of_mut!((*event).data.ips);
+        let n = bpf_get_stack(
+            ctx.as_ptr(),
+            ips.cast(),
+            (STACK_DEPTH * 8) as u32,
+            0, // kernel stack, no frames skipped
+        );
+        let (frames, error) = if n >= 0 {
+            ((n as u32) / 8, 0)
+        } else {
+            (0, n as i32)
+        };
+        // The helper zero-fills what it did not write only on success; on failure it
+        // zeroes the whole buffer too (kernel/bpf/stackmap.c `clear:`), so `ips` is defined.
+        core::ptr::addr_of_mut!((*event).data.frames).write(frames);
+        core::ptr::addr_of_mut!((*event).data.error).write(error);
+    }
+    entry.submit(0);
 }

@@ -11,7 +11,7 @@ use oomtrace_common::{
 };
 
 use crate::{
-    emit::{emit, track},
+    emit::{emit, emit_stack, track},
     kernel::{config, read, task_info, task_memcg_id},
 };
 
@@ -62,6 +62,7 @@ const MM_SHMEMPAGES: u32 = 3;
 /// only when the BTF prototype says so; otherwise the classic tracepoint below.
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_btf(ctx: BtfTracePointContext) -> u32 {
+    emit_stack(&ctx);
     let task: u64 = ctx.arg(0);
     let uid: u32 = ctx.arg(1);
     let c = config();
@@ -104,6 +105,7 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> u32 {
 /// The classic tracepoint: whatever fields this kernel's record has (only `pid` before 6.8).
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
+    emit_stack(&ctx);
     let c = config();
     let field = |off: u32| -> Option<u64> {
         if off == NO_OFFSET {

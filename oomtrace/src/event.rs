@@ -6,12 +6,13 @@
 
 use std::mem::size_of;
 
-pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, memcg_oom, pre_existing, sender_state, victim_fields,
-};
 use oomtrace_common::{
-    GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, OomInvoke, OomInvokeDone, OomKill,
-    PreExisting, Reaper, TaskExit, TaskFree,
+    AllocStack, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState, OomInvoke,
+    OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+};
+pub use oomtrace_common::{
+    EventKind, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing, sender_state,
+    victim_fields,
 };
 
 /// Why a record could not be decoded.
@@ -40,6 +41,8 @@ pub enum Payload {
     OomKill(OomKill),
     MarkVictim(MarkVictim),
     KernelSigkill(KernelSigkill),
+    /// The OOM-invoking task's kernel stack, just before its mark of the victim.
+    AllocStack(AllocStack),
     WakeReaper(Reaper),
     StartReaping(Reaper),
     FinishReaping(Reaper),
@@ -53,6 +56,8 @@ pub enum Payload {
     /// Observed by userspace: a memcg's OOM notification (v2 `memory.events.local`, v1
     /// eventfd) or its removal.
     MemcgOom(MemcgOom),
+    /// Observed by userspace at a kill: a memcg's (or the machine's) memory state.
+    MemcgState(MemcgState),
 }
 
 /// One decoded event.
@@ -70,6 +75,7 @@ impl Event {
             Payload::OomKill(_) => EventKind::OomKill,
             Payload::MarkVictim(_) => EventKind::MarkVictim,
             Payload::KernelSigkill(_) => EventKind::KernelSigkill,
+            Payload::AllocStack(_) => EventKind::AllocStack,
             Payload::WakeReaper(_) => EventKind::WakeReaper,
             Payload::StartReaping(_) => EventKind::StartReaping,
             Payload::FinishReaping(_) => EventKind::FinishReaping,
@@ -79,6 +85,7 @@ impl Event {
             Payload::GroupExited(_) => EventKind::GroupExited,
             Payload::PreExisting(_) => EventKind::PreExisting,
             Payload::MemcgOom(_) => EventKind::MemcgOom,
+            Payload::MemcgState(_) => EventKind::MemcgState,
         }
     }
 
@@ -108,7 +115,9 @@ impl Event {
             Payload::TaskExit(_)
             | Payload::OomInvoke(_)
             | Payload::OomInvokeDone(_)
-            | Payload::MemcgOom(_) => process(self.header.pid, self.header.tgid),
+            | Payload::MemcgOom(_)
+            | Payload::AllocStack(_)
+            | Payload::MemcgState(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -120,6 +129,7 @@ impl Event {
             Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 => Some(p.memcg_id),
             Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
             Payload::MemcgOom(p) => Some(p.memcg_id),
+            Payload::MemcgState(p) if p.memcg_id != 0 => Some(p.memcg_id),
             _ => None,
         }
     }
@@ -161,6 +171,7 @@ impl Event {
             EventKind::KernelSigkill => {
                 Payload::KernelSigkill(grown_body_of(kind, body, &KERNEL_SIGKILL_OLDER)?)
             }
+            EventKind::AllocStack => Payload::AllocStack(body_of(kind, body)?),
             EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
             EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
             EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
@@ -170,6 +181,7 @@ impl Event {
             EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
             EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
             EventKind::MemcgOom => Payload::MemcgOom(body_of(kind, body)?),
+            EventKind::MemcgState => Payload::MemcgState(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -185,6 +197,7 @@ impl Event {
             Payload::OomKill(p) => pod_bytes(p),
             Payload::MarkVictim(p) => pod_bytes(p),
             Payload::KernelSigkill(p) => pod_bytes(p),
+            Payload::AllocStack(p) => pod_bytes(p),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
             | Payload::FinishReaping(p)
@@ -194,6 +207,7 @@ impl Event {
             Payload::GroupExited(p) => pod_bytes(p),
             Payload::PreExisting(p) => pod_bytes(p),
             Payload::MemcgOom(p) => pod_bytes(p),
+            Payload::MemcgState(p) => pod_bytes(p),
         });
         out
     }
@@ -221,12 +235,14 @@ impl Pod for OomInvokeDone {}
 impl Pod for OomKill {}
 impl Pod for MarkVictim {}
 impl Pod for KernelSigkill {}
+impl Pod for AllocStack {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}
 impl Pod for GroupExited {}
 impl Pod for PreExisting {}
 impl Pod for MemcgOom {}
+impl Pod for MemcgState {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

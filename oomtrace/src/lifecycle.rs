@@ -25,7 +25,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use oomtrace_common::{group_dead_source, sender_state, si_code, target_state, victim_fields};
+use oomtrace_common::{
+    USERSPACE_CPU, group_dead_source, sender_state, si_code, target_state, victim_fields,
+};
 
 use crate::event::{Event, Payload, cstr};
 
@@ -34,11 +36,14 @@ mod finding;
 mod summary;
 mod victim;
 
-pub use config::{Filter, Observability, TrackerConfig};
+pub use config::{Filter, Observability, TrackerConfig, kernel_version};
 pub use finding::{Finding, MemcgTask};
 pub use summary::{Percentiles, Summary};
 use summary::{histogram, percentiles, record_ns};
-pub use victim::{KillDecision, Sender, SenderKind, Stage, Task, Timeline, Victim, VictimKey};
+pub use victim::{
+    AllocStackInfo, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task, Timeline, Victim,
+    VictimKey,
+};
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
 /// within milliseconds; if not, the oom_reaper wakes at +2 s (`OOM_REAPER_DELAY`, since 5.18)
@@ -78,6 +83,14 @@ const REAPER_MAX_RETRIES: u32 = 10;
 const MAX_VICTIMS: usize = 4096;
 /// Memcgs whose invocation counts (and paths) are kept at most.
 const MAX_MEMCGS: usize = 4096;
+/// How long without any later event a kill waits for its mark before it is announced without.
+const MARK_GIVE_UP_NS: u64 = 10_000_000_000;
+/// How far from a kill a memcg's state read counts as its state at that kill: userspace reads
+/// it as the kill event arrives (stamped with that event's time), so only another kill in the
+/// same memcg can be close; a second later it is another kill's.
+const STATE_PAIRING_NS: u64 = 1_000_000_000;
+/// Kernel symbol names kept at most (stacks of kills repeat: a few hundred in practice).
+const MAX_SYMBOLS: usize = 1 << 14;
 /// A process found at start with SIGKILL pending is flagged if it has still not finished
 /// exiting this long after it was first seen: an ordinary exit after SIGKILL takes
 /// milliseconds, and the promise is a finding within one second of attach.
@@ -168,6 +181,10 @@ pub struct Tracker {
     reorder: BTreeMap<(u64, u64), Box<Event>>,
     seq: u64,
     latest_ts: u64,
+    /// The latest time of a kernel event received: what the ring buffer has been read up to.
+    /// Events userspace observes itself (a death seen through a pidfd) carry their observation
+    /// time, which may run ahead of kernel events still in the ring.
+    latest_kernel_ts: u64,
     /// Boxed, like the held events: a victim is large, and B-tree nodes move their values.
     victims: BTreeMap<VictimKey, Box<Victim>>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
@@ -185,6 +202,13 @@ pub struct Tracker {
     /// Memcg paths by id, for matching an OOM domain (the memcg whose limit was hit) with the
     /// victims below it.
     memcg_paths: HashMap<u64, String>,
+    /// Kernel symbol names by address (`name+0xoff`), told by userspace (kallsyms) or a dump.
+    symbols: HashMap<u64, String>,
+    /// The last allocation stack each task recorded (by thread id): its mark of a victim comes
+    /// right after, from the same kernel program.
+    last_stack_by: HashMap<u32, (u64, AllocStackInfo)>,
+    /// The latest state read of each memcg (id 0: the machine) at a kill, with its time.
+    memcg_states: HashMap<u64, (u64, oomtrace_common::MemcgState)>,
     /// Kills counted per victim memcg (to reconcile with the kernel's own counters).
     kills_by_memcg: HashMap<u64, u64>,
     /// OOM invocations per OOM domain as the kernel's memcg notifications counted them
@@ -253,6 +277,7 @@ impl Tracker {
             reorder: BTreeMap::new(),
             seq: 0,
             latest_ts: 0,
+            latest_kernel_ts: 0,
             victims: BTreeMap::new(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
@@ -260,6 +285,9 @@ impl Tracker {
             last_mark_by: HashMap::new(),
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
+            symbols: HashMap::new(),
+            last_stack_by: HashMap::new(),
+            memcg_states: HashMap::new(),
             kills_by_memcg: HashMap::new(),
             notified_invocations: HashMap::new(),
             oom_disabled: HashMap::new(),
@@ -306,9 +334,16 @@ impl Tracker {
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.seq += 1;
         self.latest_ts = self.latest_ts.max(ev.header.ts_ns);
+        if ev.header.cpu != USERSPACE_CPU {
+            self.latest_kernel_ts = self.latest_kernel_ts.max(ev.header.ts_ns);
+        }
         self.reorder
             .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
-        self.release_until(self.latest_ts.saturating_sub(REORDER_NS), out);
+        // Released up to what the ring has been read to: an event userspace observed (stamped
+        // when seen, e.g. a death through a pidfd) may run ahead of kernel events still in the
+        // ring, which must come first (a kill's mark before its victim's death). Ticks, which
+        // follow a full read of the ring, release the rest.
+        self.release_until(self.latest_kernel_ts.saturating_sub(REORDER_NS), out);
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).
@@ -323,6 +358,13 @@ impl Tracker {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         let judged = now_ns.saturating_sub(REORDER_NS);
         self.release_until(judged, out);
+        // A kill waiting for its mark gives up on it only once a later event has arrived (its
+        // events may still be in the ring: under emulation userspace reads them tens of ms
+        // late), or after MARK_GIVE_UP_NS of silence.
+        let heard = judged
+            .min(self.latest_kernel_ts)
+            .max(judged.saturating_sub(MARK_GIVE_UP_NS));
+        self.announce_ready(heard, out);
         self.check_timeouts(judged, now_ns, out);
     }
 
@@ -333,6 +375,7 @@ impl Tracker {
         for k in std::mem::take(&mut self.pending_kills) {
             self.decide_pending(k, out);
         }
+        self.announce_ready(u64::MAX, out);
         self.check_timeouts(now_ns, now_ns, out);
     }
 
@@ -349,6 +392,12 @@ impl Tracker {
             .pending_kills
             .iter()
             .map(|k| k.ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
+            .min();
+        let unannounced = self
+            .announce
+            .iter()
+            .filter_map(|k| self.victims.get(k)?.timeline.sigkill)
+            .map(|ts| ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
             .min();
         self.victims
             .values()
@@ -378,6 +427,7 @@ impl Tracker {
             .into_iter()
             .chain(held)
             .chain(pending)
+            .chain(unannounced)
             .min()
     }
 
@@ -499,8 +549,31 @@ impl Tracker {
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.expire_pending_kills(ev.header.ts_ns, out);
+        // A kill waiting for its mark is announced before anything else about that process
+        // (its exit, its death): the killed finding comes first, even when the mark was lost.
+        if !self.announce.is_empty()
+            && !matches!(
+                ev.payload,
+                Payload::MarkVictim(_)
+                    | Payload::AllocStack(_)
+                    | Payload::MemcgState(_)
+                    | Payload::KernelSigkill(_)
+                    | Payload::OomKill(_)
+            )
+        {
+            let tgid = ev.subject().process_or_thread();
+            if self.announce.iter().any(|k| k.tgid == tgid) {
+                self.announce_ready(u64::MAX, out);
+            }
+        }
         self.apply_event(ev, out);
-        self.announce_ready(out);
+        // A time the ring has been read up to (see `latest_kernel_ts`).
+        let heard = if ev.header.cpu == USERSPACE_CPU {
+            ev.header.ts_ns.min(self.latest_kernel_ts)
+        } else {
+            ev.header.ts_ns
+        };
+        self.announce_ready(heard, out);
     }
 
     /// Announces the new victims whose fate is known. A kill is the kernel's SIGKILL (it comes
@@ -508,7 +581,13 @@ impl Tracker {
     /// killer marks such a task (`task_will_free_mem`) and kills nothing, and the kernel's
     /// `oom_kill` counter does not count it. Where the signal hook is missing, a mark is taken
     /// as a kill (as the kernel's own message would).
-    fn announce_ready(&mut self, out: &mut Vec<Finding>) {
+    ///
+    /// A victim the OOM killer chose is announced at its mark where the mark hook is attached
+    /// (the SIGKILL comes first, the mark a few µs later in the same `__oom_kill_process`): the
+    /// mark brings the allocation stack and the victim's memory, which the `killed` finding
+    /// carries. A mark that does not come within [`SIGKILL_PAIRING_NS`] (lost) does not hold
+    /// the announcement longer.
+    fn announce_ready(&mut self, now: u64, out: &mut Vec<Finding>) {
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
@@ -521,6 +600,28 @@ impl Tracker {
                 // Chosen by oom_kill_process: its SIGKILL or mark comes next.
                 waiting.push(key);
                 continue;
+            }
+            if let Some(sigkill) = t.sigkill
+                && obs.mark_victim
+                && t.marked.is_none()
+                && t.chosen.is_some()
+                && v.killed_with.is_none()
+                && now.saturating_sub(sigkill) <= SIGKILL_PAIRING_NS
+            {
+                waiting.push(key);
+                continue;
+            }
+            // The memcgs as userspace read them when this kill's events arrived.
+            let (kill, states) = (v.killed_at(), &self.memcg_states);
+            let at_kill = |id: Option<u64>| {
+                let (ts, s) = states.get(&id?)?;
+                (ts.abs_diff(kill?) <= STATE_PAIRING_NS).then(|| MemcgAt::new(s))
+            };
+            if v.memcg_at_kill.is_none() {
+                v.memcg_at_kill = at_kill(v.memcg_id);
+            }
+            if v.domain_at_kill.is_none() {
+                v.domain_at_kill = at_kill(v.domain_id);
             }
             let counted = admitted(&self.filter, &self.memcg_paths, key.tgid, v.memcg_id);
             if signalled || !obs.signal {
@@ -629,6 +730,7 @@ impl Tracker {
                 let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                     return;
                 };
+                v.domain_id = Some(p.memcg_id);
                 v.decision = Some(KillDecision {
                     chosen_points: p.chosen_points,
                     totalpages: p.totalpages,
@@ -639,6 +741,21 @@ impl Tracker {
             }
             Payload::KernelSigkill(p) => self.on_sigkill(ev, &p, out),
             Payload::MarkVictim(p) => self.on_mark(ev, &p),
+            Payload::MemcgState(p) => {
+                if self.memcg_states.len() >= MAX_MEMCGS
+                    && !self.memcg_states.contains_key(&p.memcg_id)
+                {
+                    self.memcg_states.clear();
+                }
+                self.memcg_states.insert(p.memcg_id, (ts, p));
+            }
+            Payload::AllocStack(p) => {
+                let stack = AllocStackInfo::new(&p, &self.symbols);
+                if self.last_stack_by.len() >= MAX_MEMCGS {
+                    self.last_stack_by.clear();
+                }
+                self.last_stack_by.insert(h.pid, (ts, stack));
+            }
             Payload::WakeReaper(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.timeline.reaper_woken.get_or_insert(ts);
@@ -1018,6 +1135,12 @@ impl Tracker {
             return;
         };
         v.trigger.get_or_insert(trigger);
+        // The stack the same program wrote just before this mark, in the same task.
+        if let Some((ts, stack)) = self.last_stack_by.remove(&h.pid)
+            && h.ts_ns.saturating_sub(ts) <= SIGKILL_PAIRING_NS
+        {
+            v.alloc_stack.get_or_insert(stack);
+        }
         if has(victim_fields::TASK) {
             v.memcg_id = Some(p.memcg_id);
         }
@@ -1157,6 +1280,14 @@ impl Tracker {
     }
 
     /// A memcg's path (from the cgroup fs live, from the dump in a replay).
+    /// The name of a kernel address (`name+0xoff`), for the allocation stacks that follow.
+    pub fn symbol(&mut self, addr: u64, name: &str) {
+        if self.symbols.len() >= MAX_SYMBOLS && !self.symbols.contains_key(&addr) {
+            self.symbols.clear();
+        }
+        self.symbols.insert(addr, name.to_string());
+    }
+
     pub fn memcg_path(&mut self, id: u64, path: &str) {
         if self.memcg_paths.len() >= MAX_MEMCGS && !self.memcg_paths.contains_key(&id) {
             self.memcg_paths.clear();
@@ -1495,7 +1626,7 @@ impl Tracker {
                     out.push(Finding::KillStuck {
                         stage: v.stage(),
                         since_kill_ns: since,
-                        where_stuck: v.where_stuck(),
+                        where_stuck: v.where_stuck(self.cfg.kernel),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });
@@ -1505,7 +1636,7 @@ impl Tracker {
                     out.push(Finding::Stuck {
                         stage: v.stage(),
                         since_kill_ns: since,
-                        where_stuck: v.where_stuck(),
+                        where_stuck: v.where_stuck(self.cfg.kernel),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });

@@ -83,6 +83,7 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
             .or(h.options.release_timeout_ns)
             .unwrap_or(defaults.release_timeout_ns),
         observability: observability_from(&h),
+        kernel: crate::lifecycle::kernel_version(&h.kernel),
         // Dumps recorded before death meant "finished exiting" (format 1) carry no
         // `GroupExited` records nor a `death` key: they can only be judged the old way, by the
         // last thread entering exit, which calls a victim stuck inside `do_exit` dead.
@@ -104,6 +105,7 @@ impl<W: Write> Replayer<W> {
     fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
         let h = header.clone().unwrap_or_default();
         let renderer = Renderer {
+            symbols: Default::default(),
             clock: Clock {
                 realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
             },
@@ -167,6 +169,10 @@ impl<W: Write> Replayer<W> {
                 self.session.event(&ev)?;
             }
             Record::Lost(n) => self.session.lost(n)?,
+            Record::Symbol(addr, name) => {
+                self.session.renderer.symbols.insert(addr, name.clone());
+                self.session.tracker.symbol(addr, &name);
+            }
             Record::Memcg(id, path) => {
                 self.session.renderer.memcgs.insert(id, path.clone());
                 self.session.tracker.memcg_path(id, &path);

@@ -398,6 +398,7 @@ mod tests {
             let mut memcgs = MemcgPaths::new(None);
             memcgs.forget(7, seen.then(|| ctr.to_string()));
             let renderer = Renderer {
+                symbols: Default::default(),
                 clock: crate::clock::Clock {
                     realtime_offset_ns: 1_764_180_000_000_000_000,
                 },
@@ -471,6 +472,7 @@ mod tests {
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
         let renderer = Renderer {
+            symbols: Default::default(),
             clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },
@@ -540,6 +542,7 @@ mod tests {
 
         use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
         let renderer = Renderer {
+            symbols: Default::default(),
             clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

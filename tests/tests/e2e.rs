@@ -134,6 +134,61 @@ fn hog_is_killed_and_followed_to_release() {
     // Our count of kills in the sandbox is the kernel's.
     let killed = watch.wait_finding("killed", pid);
     assert_eq!(killed["victim"]["comm"], "oomtrace-hog", "{killed}");
+    // Why: the hog's own allocation stack (oom:mark_victim runs in the allocating task),
+    // named from /proc/kallsyms: a page fault calling into the OOM killer.
+    let frames: Vec<&str> = killed["victim"]["alloc_stack"]["frames"]
+        .as_array()
+        .unwrap_or_else(|| {
+            let stacks: Vec<String> = watch
+                .lines()
+                .iter()
+                .filter(|v| v["type"] == "event" || v["type"] == "finding")
+                .map(|v| {
+                    format!(
+                        "{} {} {}",
+                        v["ts_ns"],
+                        v["event"].as_str().or(v["finding"].as_str()).unwrap_or("?"),
+                        v["cpu"]
+                    )
+                })
+                .collect();
+            panic!(
+                "the killed finding has no allocation stack: {killed}; what was seen, in order: {stacks:?}"
+            )
+        })
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let has = |f: &str| frames.iter().any(|s| s.starts_with(&format!("{f}+")));
+    assert!(
+        has("handle_mm_fault") && has("out_of_memory"),
+        "no fault frames in the allocation stack: {frames:?}"
+    );
+    assert_eq!(killed["victim"]["trigger"]["tgid"], pid, "{killed}");
+    // The memcg at the kill, read as the kill event arrived: its limit, and what only grows
+    // (the usage itself may already be freed by the reaper: host v1 read 132 KiB).
+    let at_kill = &killed["victim"]["memcg_at_kill"];
+    assert_eq!(at_kill["memcg_id"], sandbox.id(), "{killed}");
+    assert_eq!(at_kill["limit_bytes"], 64 * MIB, "{killed}");
+    assert!(at_kill["usage_bytes"].is_u64(), "{at_kill}");
+    // v2 counts every charge that hit memory.max (memory.events max); v1's memory.failcnt
+    // and memsw.failcnt stay 0 on the host's 6.18 through a real OOM kill (checked by hand:
+    // 16 MiB memcg, one kill, both 0), so there it is only read.
+    assert!(at_kill["failcnt"].is_u64(), "{at_kill}");
+    if at_kill["source"] == "cgroup_v2" {
+        assert!(
+            at_kill["failcnt"].as_u64() > Some(0),
+            "no charge hit memory.max: {at_kill}"
+        );
+    }
+    assert!(at_kill["oom_kills"].as_u64() >= Some(1), "{at_kill}");
+    // The peak (v1 max_usage_in_bytes; v2 memory.peak from Linux 5.19) reached the limit.
+    if !at_kill["peak_bytes"].is_null() {
+        assert!(
+            at_kill["peak_bytes"].as_u64() > Some(60 * MIB),
+            "peak below the limit: {at_kill}"
+        );
+    }
     let killed_here = watch
         .lines()
         .iter()
@@ -197,6 +252,13 @@ fn hog_is_killed_and_followed_to_release() {
             "decision before mark"
         );
         assert_eq!(decision["current"]["tgid"], pid, "the hog itself allocated");
+        // With the decision seen, the finding keeps the OOM domain beside the victim's memcg.
+        assert_eq!(killed["victim"]["domain_id"], sandbox.id(), "{killed}");
+        assert_eq!(
+            killed["victim"]["domain_at_kill"]["limit_bytes"],
+            64 * MIB,
+            "{killed}"
+        );
     }
     if !attach_of(&plan, "oom_invoke").is_null() {
         let inv = watch.wait_for("mem_cgroup_out_of_memory", event_wait(), |v| {

@@ -203,7 +203,7 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
     assert!(
         stuck["where_stuck"]
             .as_str()
-            .is_some_and(|w| w.starts_with("every thread has entered exit")),
+            .is_some_and(|w| w.starts_with("every thread has reached the exit tracepoint")),
         "{stuck}"
     );
     let fx = &stuck["forensics"];

@@ -130,6 +130,20 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether `pidfd_open`'s error says the process is gone (exited and reaped), not that the call
+/// failed. ESRCH on every kernel when no task has the pid; when a `struct pid` is still
+/// referenced but no longer names a thread-group leader (the process was reaped), 6.12 says
+/// EINVAL (`pidfd_prepare`: `!pid_has_task(pid, PIDTYPE_TGID)`) and 7.3 ENOENT. EINVAL also
+/// answers a live thread's id that is not a process's: `listed` (its /proc entry exists) tells
+/// the two apart.
+fn gone_error(errno: Option<i32>, listed: impl FnOnce() -> bool) -> bool {
+    match errno {
+        Some(libc::ESRCH) => true,
+        Some(libc::EINVAL | libc::ENOENT) => !listed(),
+        _ => false,
+    }
+}
+
 /// Whether the process `pidfd` names has not been reaped yet (`pidfd_send_signal(pidfd, 0)`:
 /// a zombie still takes signal 0; a reaped process is ESRCH).
 fn unreaped(pidfd: &OwnedFd) -> bool {
@@ -264,7 +278,11 @@ impl DeathWatch {
         }
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            Err(e)
+                if gone_error(e.raw_os_error(), || {
+                    proc_root.join(pid.to_string()).exists()
+                }) =>
+            {
                 out.events
                     .push(exited(pid, tid, start_ns, comm, exit_seen::GONE));
                 return Ok(out);
@@ -555,5 +573,43 @@ mod tests {
         victim.wait().unwrap();
         let got = wait_ready(&mut w, Duration::from_secs(10));
         assert_eq!(how(&got), [(pid, exit_seen::PIDFD)]);
+    }
+
+    /// pidfd_open of a process already gone: ESRCH (every kernel), EINVAL (6.12) or ENOENT
+    /// (7.3) while its pid is still referenced. Gone, never a failure (which would leave the
+    /// victim unwatched and flagged stuck); EINVAL for a listed thread id is a failure.
+    #[test]
+    fn pidfd_open_errors_of_a_gone_process_per_kernel() {
+        let gone = || false;
+        let listed = || true;
+        for (kernel, errno) in [
+            ("5.10", libc::ESRCH),
+            ("6.12", libc::EINVAL),
+            ("7.3", libc::ENOENT),
+        ] {
+            assert!(gone_error(Some(errno), gone), "{kernel}: errno {errno}");
+        }
+        assert!(gone_error(Some(libc::ESRCH), listed));
+        assert!(!gone_error(Some(libc::EINVAL), listed), "a live thread id");
+        assert!(!gone_error(Some(libc::ENOENT), listed));
+        assert!(!gone_error(Some(libc::EMFILE), gone));
+        assert!(!gone_error(None, gone));
+    }
+
+    /// The whole path: a /proc without the pid, and a pid no task has.
+    #[test]
+    fn watching_a_reaped_process_reports_it_gone() {
+        let mut w = DeathWatch::new().unwrap();
+        let mut child = sleeper();
+        let pid = child.id();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let empty = std::env::temp_dir().join(format!("oomtrace-noproc-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let got = w.watch(&empty, (pid, pid), 0, [0; TASK_COMM_LEN]);
+        std::fs::remove_dir(&empty).unwrap();
+        let got = got.expect("gone is not a failure");
+        assert!(!got.started);
+        assert_eq!(how(&got.events), [(pid, exit_seen::GONE)]);
     }
 }

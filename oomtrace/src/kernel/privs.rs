@@ -124,6 +124,22 @@ pub fn drop_to_kept(extra: &[u32]) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("setting no_new_privs: {e}")))
 }
 
+/// Drops every capability of the calling thread only (capabilities are per thread): for a
+/// helper thread started while the process still has them, which needs none.
+pub fn drop_all_of_this_thread() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: a valid header and two data words, as capset(2) wants for version 3.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// This process's capability set `which` (`CapEff`, `CapBnd`, …) from /proc/self/status.
 pub fn current(which: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

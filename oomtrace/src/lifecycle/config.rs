@@ -117,6 +117,17 @@ pub struct TrackerConfig {
     /// oomtrace before dump format 2 did. Only for replaying such dumps: it calls a victim
     /// stuck inside `do_exit` dead.
     pub death_at_last_exit: bool,
+    /// The kernel's version (major, minor), when known: where `sched_process_exit` fires in
+    /// `do_exit` depends on it (after `exit_mm` before 6.16, before it since).
+    pub kernel: Option<(u32, u32)>,
+}
+
+/// (major, minor) of a kernel release string ("6.12.118+deb12-amd64").
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 impl Default for TrackerConfig {
@@ -127,6 +138,7 @@ impl Default for TrackerConfig {
             livelock_threshold: DEFAULT_LIVELOCK_THRESHOLD,
             observability: Observability::ALL,
             death_at_last_exit: false,
+            kernel: None,
         }
     }
 }

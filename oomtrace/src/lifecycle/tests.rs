@@ -1019,11 +1019,13 @@ fn display_lines_say_what_and_where() {
         "{line}"
     );
     assert!(
-        line.contains("stage: exiting: entered exit, not finished"),
+        line.contains("stage: exiting: at or past the exit tracepoint, not finished"),
         "{line}"
     );
     assert!(
-        line.contains("thread(s) 42 entered exit (the first 4.00 ms after the kill)"),
+        line.contains(
+            "thread(s) 42 reached the exit tracepoint (the first 4.00 ms after the kill)"
+        ),
         "{line}"
     );
 }
@@ -1055,7 +1057,7 @@ fn the_last_thread_entering_exit_is_not_death() {
     assert_eq!(victim.timeline.all_entered_exit, Some(at(3)));
     assert!(
         where_stuck.starts_with(
-            "every thread has entered exit (the last 3.00 ms after the kill; thread(s) 42)"
+            "every thread has reached the exit tracepoint (the last 3.00 ms after the kill; thread(s) 42)"
         ),
         "{where_stuck}"
     );
@@ -1746,4 +1748,329 @@ fn a_sigkill_after_its_targets_release_is_not_followed_as_a_new_kill() {
         let s = t.summary();
         assert_eq!((s.other_kills, s.kill_stuck_now), (1, 0), "{s}");
     }
+}
+
+/// The allocating task's kernel stack, as `oom:mark_victim`'s program writes it just before
+/// the mark: a page fault charging a memcg (frames innermost first).
+fn alloc_stack(ms: u64, ips: &[u64]) -> Event {
+    let mut s: oomtrace_common::AllocStack = unsafe { std::mem::zeroed() };
+    s.frames = ips.len() as u32;
+    s.ips[..ips.len()].copy_from_slice(ips);
+    Event {
+        header: header(ms, TRIGGER, TRIGGER, "alloc"),
+        payload: Payload::AllocStack(s),
+    }
+}
+
+const FAULT_STACK: [(u64, &str); 4] = [
+    (0xffff_ffff_8140_0040, "out_of_memory+0x40"),
+    (0xffff_ffff_8150_0100, "mem_cgroup_out_of_memory+0xe0"),
+    (0xffff_ffff_8123_4012, "handle_mm_fault+0x12"),
+    (0xffff_ffff_8200_0026, "asm_exc_page_fault+0x26"),
+];
+
+fn named_tracker() -> Tracker {
+    let mut t = tracker();
+    for (addr, name) in FAULT_STACK {
+        t.symbol(addr, name);
+    }
+    t
+}
+
+/// The `killed` finding carries the stack written with the mark, named, on a tracepoint-only
+/// plan (the victim is first known at its mark) and on a full one (chosen and signalled
+/// before the mark: the announcement waits for the mark that brings the stack).
+#[test]
+fn the_killed_finding_carries_the_allocation_stack() {
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    for full_plan in [false, true] {
+        let mut t = named_tracker();
+        let mut evs = Vec::new();
+        if full_plan {
+            evs.push(kill_decision(0, 42, 7));
+        }
+        evs.extend([
+            sigkill(0, 42, 7),
+            alloc_stack(1, &ips),
+            mark(1, 42, 7),
+            gone(3, 42, 7),
+        ]);
+        let f = run(&mut t, &evs, 50);
+        assert_eq!(names(&f), ["killed", "dead"], "full plan: {full_plan}");
+        let stack = f[0].victim().unwrap().alloc_stack.clone().expect("a stack");
+        assert_eq!(
+            stack.frames,
+            FAULT_STACK
+                .iter()
+                .map(|(_, n)| n.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(stack.cause(), Some("a page fault"));
+        let why = f[0].victim().unwrap().why_lines();
+        let order = if full_plan { ", order 0" } else { "" };
+        assert_eq!(
+            why,
+            [
+                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit"),
+                "allocation stack: handle_mm_fault+0x12 < asm_exc_page_fault+0x26".to_string(),
+            ]
+        );
+    }
+}
+
+/// Another task's stack is not the victim's, an unnamed frame shows as its address, and a
+/// mark that never comes (lost) does not keep the kill from being announced.
+#[test]
+fn stacks_pair_with_their_own_mark_and_a_lost_mark_does_not_hold_the_kill() {
+    let mut t = tracker();
+    let mut other = alloc_stack(0, &[0xffff_ffff_8100_0001]);
+    other.header.pid = TRIGGER + 1;
+    let f = run(
+        &mut t,
+        &[
+            other,
+            alloc_stack(0, &[0xffff_ffff_8100_0002]),
+            mark(0, 42, 7),
+        ],
+        20,
+    );
+    let stack = f[0].victim().unwrap().alloc_stack.clone().unwrap();
+    assert_eq!(stack.frames, ["0xffffffff81000002"]);
+    assert_eq!(stack.cause(), None);
+
+    // Lost: announced once a later event shows the ring has moved past it (an unrelated
+    // process's exit here), or when the victim's own death comes first; never after it.
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[
+            kill_decision(0, 43, 8),
+            sigkill(0, 43, 8),
+            exit(100, 999, 999, 1, true),
+        ],
+        300,
+    );
+    assert_eq!(names(&f), ["killed"]);
+    assert!(f[0].victim().unwrap().alloc_stack.is_none());
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[kill_decision(0, 43, 8), sigkill(0, 43, 8), gone(2, 43, 8)],
+        300,
+    );
+    assert_eq!(names(&f), ["killed", "dead"]);
+    // Silence: announced after MARK_GIVE_UP_NS all the same.
+    let mut t = tracker();
+    let f = run(&mut t, &[kill_decision(0, 43, 8), sigkill(0, 43, 8)], 200);
+    assert!(f.is_empty(), "{f:?}");
+    t.tick(at(0) + MARK_GIVE_UP_NS + REORDER_NS + 1, &mut Vec::new());
+    let mut out = Vec::new();
+    t.finish(at(0) + MARK_GIVE_UP_NS + REORDER_NS + 2, &mut out);
+    assert_eq!(t.summary().kills, 1);
+}
+
+fn memcg_state(ms_before_ns: u64, id: u64, usage: u64, failcnt: u64) -> Event {
+    let mut s: oomtrace_common::MemcgState = unsafe { std::mem::zeroed() };
+    s.memcg_id = id;
+    s.fields = oomtrace_common::memcg_state::V2
+        | oomtrace_common::memcg_state::USAGE
+        | oomtrace_common::memcg_state::FAILCNT;
+    s.usage_bytes = usage;
+    s.limit_bytes = 64 << 20;
+    s.failcnt = failcnt;
+    let mut h = header(0, 0, 0, "");
+    h.ts_ns -= ms_before_ns;
+    h.cpu = USERSPACE_CPU;
+    Event {
+        header: h,
+        payload: Payload::MemcgState(s),
+    }
+}
+
+/// The killed finding carries the OOM domain (from the kill decision) and the state of both
+/// memcgs as read at the kill; a state read at an earlier kill (seconds before) is not this
+/// kill's.
+#[test]
+fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
+    const OWN: u64 = 5000;
+    let mut t = tracker();
+    let mut kd = kill_decision(0, 42, 7);
+    if let Payload::OomKill(p) = &mut kd.payload {
+        p.chosen_memcg_id = OWN;
+    }
+    let mut mk = mark(0, 42, 7);
+    if let Payload::MarkVictim(p) = &mut mk.payload {
+        p.memcg_id = OWN;
+    }
+    let f = run(
+        &mut t,
+        &[
+            memcg_state(1, MEMCG, 64 << 20, 12),
+            memcg_state(1, OWN, 60 << 20, 0),
+            kd,
+            sigkill(0, 42, 7),
+            mk,
+        ],
+        20,
+    );
+    let v = f[0].victim().unwrap();
+    assert_eq!(v.domain_id, Some(MEMCG));
+    let d = v.domain_at_kill.as_ref().expect("domain state");
+    assert_eq!(
+        (d.memcg_id, d.usage_bytes, d.failcnt),
+        (MEMCG, Some(64 << 20), Some(12))
+    );
+    let o = v.memcg_at_kill.as_ref().expect("own state");
+    assert_eq!((o.memcg_id, o.limit_bytes), (OWN, Some(64 << 20)));
+    let why = v.why_lines();
+    assert!(
+        why == [
+            "OOM domain at the kill: limit 64.0 MiB, limit hit 12 times; just after: 64.0 MiB \
+             in use",
+            "its own memcg at the kill: limit 64.0 MiB, limit hit 0 times; just after: 60.0 MiB \
+             in use",
+        ],
+        "{why:?}"
+    );
+
+    let mut t = tracker();
+    let f = run(
+        &mut t,
+        &[
+            memcg_state(2 * S, MEMCG, 1, 1),
+            sigkill(0, 42, 7),
+            mark(0, 42, 7),
+        ],
+        20,
+    );
+    assert!(f[0].victim().unwrap().memcg_at_kill.is_none());
+}
+
+/// The stage words per kernel: `sched_process_exit` comes after `exit_mm` before 6.16 and
+/// before it since; on every kernel after the coredump wait, the ptrace exit stop, the
+/// io_uring cancel and `exit_signals`. Fixtures: the kernels of the matrix and the host.
+#[test]
+fn where_stuck_says_what_the_exit_tracepoint_means_on_each_kernel() {
+    let mut v = Victim::new(
+        VictimKey {
+            tgid: 42,
+            start_ns: 7,
+        },
+        "hog".into(),
+    );
+    v.timeline.sigkill = Some(at(0));
+    for (release, exit_mm_before) in [
+        ("5.10.0-35-amd64", Some(true)),
+        ("6.1.0-40-amd64", Some(true)),
+        ("6.12.118+deb12-amd64", Some(true)),
+        ("6.16.1", Some(false)),
+        ("6.18.0-firecracker", Some(false)),
+        ("7.3.0-1-amd64", Some(false)),
+        ("garbage", None),
+    ] {
+        let kernel = kernel_version(release);
+        let none = v.where_stuck(kernel);
+        assert!(
+            none.starts_with("no thread has reached the exit tracepoint (sched_process_exit)"),
+            "{release}: {none}"
+        );
+        for step in ["coredump", "ptrace exit stop", "io_uring", "exit_signals"] {
+            assert!(none.contains(step), "{release}: {none}");
+        }
+        let mut all = v.clone();
+        all.timeline.first_exit = Some(at(1));
+        all.timeline.all_entered_exit = Some(at(1));
+        let all = all.where_stuck(kernel);
+        match exit_mm_before {
+            // Before 6.16 the mm is dropped before the tracepoint.
+            Some(true) => {
+                assert!(none.contains("or in exit_mm"), "{release}: {none}");
+                assert!(all.contains("its mm already dropped"), "{release}: {all}");
+            }
+            Some(false) => {
+                assert!(!none.contains("exit_mm"), "{release}: {none}");
+                assert!(all.contains("dropping its mm, closing"), "{release}: {all}");
+            }
+            None => {
+                assert!(none.contains("before Linux 6.16, in exit_mm"), "{none}");
+                assert!(all.contains("since Linux 6.16, dropping its mm"), "{all}");
+            }
+        }
+    }
+    assert_eq!(kernel_version("6.12.118+deb12-amd64"), Some((6, 12)));
+    assert!(!Stage::Marked.to_string().contains("not exiting"));
+}
+
+/// A 5.10 guest's kill of a hog that allocated itself (trigger = victim): the invocation,
+/// the decision, the SIGKILL, then the stack and a classic mark (a thread id; userspace fills
+/// the process in from /proc). The killed finding waits for the mark and carries the stack.
+#[test]
+fn a_self_triggered_kill_on_a_classic_mark_carries_its_stack() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let hog = |mut e: Event| {
+        e.header.pid = 42;
+        e.header.tgid = 42;
+        e
+    };
+    let mut m = old_mark(2, 42);
+    if let Payload::MarkVictim(p) = &mut m.payload {
+        p.tgid = 42;
+        p.fields = victim_fields::TGID_FROM_PROC;
+    }
+    let f = run(
+        &mut t,
+        &[
+            hog(invoke(0)),
+            hog(kill_decision(0, 42, 7)),
+            hog(sigkill(1, 42, 7)),
+            hog(alloc_stack(2, &ips)),
+            hog(m),
+            exit(3, 42, 42, 7, true),
+            gone(4, 42, 7),
+        ],
+        50,
+    );
+    assert_eq!(names(&f), ["killed", "dead"]);
+    assert!(f[0].victim().unwrap().alloc_stack.is_some(), "{f:?}");
+}
+
+/// Under emulation userspace reads the ring tens of ms late: the victim's death, seen through
+/// its pidfd (stamped when seen), can reach the tracker before the mark still in the ring. The
+/// kill waits for the mark all the same, and is announced before the death.
+#[test]
+fn a_death_seen_before_the_ring_is_read_does_not_rob_the_kill_of_its_mark() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let mut out = Vec::new();
+    t.on_event(&kill_decision(0, 42, 7), &mut out);
+    t.on_event(&sigkill(1, 42, 7), &mut out);
+    t.on_event(&gone(100, 42, 7), &mut out);
+    t.tick(at(100), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    t.on_event(&alloc_stack(2, &ips), &mut out);
+    t.on_event(&mark(2, 42, 7), &mut out);
+    t.tick(at(200), &mut out);
+    assert_eq!(names(&out), ["killed", "dead"]);
+    assert!(out[0].victim().unwrap().alloc_stack.is_some());
+}
+
+/// The 5.10 guest's order of arrival: the victim's pidfd fired twice (two observations,
+/// stamped when seen) before the ring's SIGKILL and mark were read. No observation releases
+/// another ahead of the ring: the mark is applied before the death.
+#[test]
+fn observations_ahead_of_the_ring_wait_for_it() {
+    let mut t = named_tracker();
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let mut out = Vec::new();
+    t.on_event(&kill_decision(0, 42, 7), &mut out);
+    t.on_event(&gone(100, 42, 7), &mut out);
+    t.on_event(&sigkill(1, 42, 7), &mut out);
+    t.on_event(&gone(112, 42, 7), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    t.on_event(&alloc_stack(2, &ips), &mut out);
+    t.on_event(&mark(2, 42, 7), &mut out);
+    t.tick(at(200), &mut out);
+    assert_eq!(names(&out), ["killed", "dead"]);
+    assert!(out[0].victim().unwrap().alloc_stack.is_some());
 }

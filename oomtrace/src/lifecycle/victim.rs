@@ -112,6 +112,165 @@ impl KillDecision {
     }
 }
 
+/// The kernel stack of the task whose allocation invoked the OOM killer, at the mark: what
+/// was allocating (a page fault, a `memory.max` write, a charge for another cgroup, sysrq-f).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocStackInfo {
+    /// Innermost first, `name+0xoff` (`[module]` appended for a module's); a frame no symbol
+    /// covers (or all of them, when /proc/kallsyms shows no addresses) as its raw address.
+    pub frames: Vec<String>,
+    /// Why the kernel gave no stack (`bpf_get_stack`'s errno), if it gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<i32>,
+}
+
+impl AllocStackInfo {
+    pub(super) fn new(
+        p: &oomtrace_common::AllocStack,
+        symbols: &HashMap<u64, String>,
+    ) -> AllocStackInfo {
+        let n = (p.frames as usize).min(p.ips.len());
+        AllocStackInfo {
+            frames: p.ips[..n]
+                .iter()
+                .map(|a| symbols.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))
+                .collect(),
+            error: (p.error != 0).then_some(p.error),
+        }
+    }
+
+    /// The frames below the OOM killer's own (what called into it).
+    pub fn callers(&self) -> &[String] {
+        const OOM_KILLER: [&str; 7] = [
+            "mark_oom_victim",
+            "__oom_kill_process",
+            "oom_kill_process",
+            "out_of_memory",
+            "mem_cgroup_out_of_memory",
+            "oom_kill_memcg_member",
+            "dump_header",
+        ];
+        let start = self
+            .frames
+            .iter()
+            .rposition(|f| OOM_KILLER.contains(&f.split('+').next().unwrap_or("")))
+            .map_or(0, |i| i + 1);
+        &self.frames[start..]
+    }
+
+    /// What the stack says was allocating, in words, when a frame tells it.
+    pub fn cause(&self) -> Option<&'static str> {
+        let has = |f: &str| {
+            self.frames
+                .iter()
+                .any(|s| s.split('+').next().is_some_and(|n| n == f))
+        };
+        if has("memory_max_write") || has("mem_cgroup_resize_max") {
+            Some("a write lowering the memcg's limit")
+        } else if has("sysrq_handle_moom") || has("moom_callback") {
+            Some("sysrq-f (a manual OOM kill)")
+        } else if has("handle_mm_fault") || has("do_user_addr_fault") || has("exc_page_fault") {
+            Some("a page fault")
+        } else {
+            None
+        }
+    }
+}
+
+/// A memcg (or the machine) at the kill, as its files said when the kill event arrived
+/// ([`oomtrace_common::MemcgState`]); each field absent when it was not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemcgAt {
+    /// The memcg's id; 0 for the machine (a global OOM, from /proc/meminfo).
+    pub memcg_id: u64,
+    /// Where it was read: `cgroup_v1`, `cgroup_v2` or `meminfo`.
+    pub source: &'static str,
+    /// When it was read, just after the kill: the victim's memory may be freed already.
+    pub usage_bytes: Option<u64>,
+    /// The highest usage so far (v1 `max_usage_in_bytes`, v2 `memory.peak` ≥ 5.19).
+    pub peak_bytes: Option<u64>,
+    /// None also when there is no limit ("max").
+    pub limit_bytes: Option<u64>,
+    /// Times the limit was hit (v1 `memory.failcnt`, v2 `memory.events` max).
+    pub failcnt: Option<u64>,
+    pub swap_bytes: Option<u64>,
+    pub swap_limit_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+    pub anon_bytes: Option<u64>,
+    pub file_bytes: Option<u64>,
+    pub shmem_bytes: Option<u64>,
+    pub kernel_bytes: Option<u64>,
+}
+
+impl MemcgAt {
+    pub fn new(s: &oomtrace_common::MemcgState) -> MemcgAt {
+        use oomtrace_common::memcg_state as b;
+        let has = |bit| s.fields & bit != 0;
+        let opt = |bit, v| has(bit).then_some(v);
+        let limit = |v: u64| (v != u64::MAX).then_some(v);
+        MemcgAt {
+            memcg_id: s.memcg_id,
+            source: if has(b::MACHINE) {
+                "meminfo"
+            } else if has(b::V1) {
+                "cgroup_v1"
+            } else {
+                "cgroup_v2"
+            },
+            usage_bytes: opt(b::USAGE, s.usage_bytes),
+            peak_bytes: opt(b::PEAK, s.peak_bytes),
+            limit_bytes: opt(b::USAGE, s.limit_bytes).and_then(limit),
+            failcnt: opt(b::FAILCNT, s.failcnt),
+            swap_bytes: opt(b::SWAP, s.swap_bytes),
+            swap_limit_bytes: opt(b::SWAP, s.swap_limit_bytes).and_then(limit),
+            oom_kills: opt(b::OOM_KILLS, s.oom_kills),
+            anon_bytes: opt(b::STAT, s.anon_bytes),
+            file_bytes: opt(b::STAT, s.file_bytes),
+            shmem_bytes: opt(b::STAT, s.shmem_bytes),
+            kernel_bytes: opt(b::STAT, s.kernel_bytes),
+        }
+    }
+
+    /// One line: limit, peak, failures, kills, then what was in use just after the kill.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        let mut s = match self.limit_bytes {
+            Some(l) => format!("limit {}", mib(l)),
+            None => "no limit".into(),
+        };
+        if let Some(p) = self.peak_bytes {
+            s += &format!(", peak {}", mib(p));
+        }
+        if let Some(f) = self.failcnt {
+            s += &format!(", limit hit {f} times");
+        }
+        if let Some(k) = self.oom_kills {
+            s += &format!(", {k} OOM kills");
+        }
+        if let Some(u) = self.usage_bytes {
+            s += &format!("; just after: {} in use", mib(u));
+        }
+        if let Some(sw) = self.swap_bytes {
+            s += &format!(", swap {}", mib(sw));
+        }
+        if let (Some(a), Some(f), Some(sh), Some(k)) = (
+            self.anon_bytes,
+            self.file_bytes,
+            self.shmem_bytes,
+            self.kernel_bytes,
+        ) {
+            s += &format!(
+                " (anon {}, file {}, shmem {}, kernel {})",
+                mib(a),
+                mib(f),
+                mib(sh),
+                mib(k)
+            );
+        }
+        s
+    }
+}
+
 /// When each stage was reached (CLOCK_MONOTONIC ns).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Timeline {
@@ -155,19 +314,56 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Stage::PreExisting => "killed before oomtrace started (SIGKILL pending), not exited",
             Stage::Chosen => "chosen, not yet signalled",
-            Stage::Signalled => "SIGKILL sent, not yet marked; no thread has entered exit",
-            Stage::Marked => "marked; no thread has entered exit; reaper not yet woken",
-            Stage::ReaperWoken => "oom_reaper woken, not yet reaping; no thread has entered exit",
-            Stage::Reaping => "oom_reaper reaping; no thread has entered exit",
-            Stage::Reaped => "reaped (memory unmapped) but no thread has entered exit",
+            Stage::Signalled => {
+                "SIGKILL sent, not yet marked; no thread at the exit tracepoint yet"
+            }
+            Stage::Marked => "marked; no thread at the exit tracepoint yet; reaper not yet woken",
+            Stage::ReaperWoken => {
+                "oom_reaper woken, not yet reaping; no thread at the exit tracepoint yet"
+            }
+            Stage::Reaping => "oom_reaper reaping; no thread at the exit tracepoint yet",
+            Stage::Reaped => {
+                "oom_reaper done (it unmaps what it can: private memory, not hugetlb, PFNMAP or \
+                 shared/shmem mappings, nor mlocked ones on Linux 5.10); no thread at the exit \
+                 tracepoint yet"
+            }
             Stage::ReaperGaveUp => {
                 "oom_reaper done after 10 attempts (mmap_lock held, or unmapping failed): its \
                  memory may still be charged"
             }
-            Stage::Exiting => "exiting: entered exit, not finished",
+            Stage::Exiting => "exiting: at or past the exit tracepoint, not finished",
             Stage::Dead => "dead (zombie until its parent reaps it)",
             Stage::Released => "released",
         })
+    }
+}
+
+/// Where `sched_process_exit` fires moved in Linux 6.16: before, after `exit_mm` (the mm is
+/// dropped before the tracepoint); since, before it.
+fn exit_tracepoint_before_exit_mm(kernel: Option<(u32, u32)>) -> Option<bool> {
+    kernel.map(|k| k >= (6, 16))
+}
+
+/// What a thread does in `do_exit` before the tracepoint, beyond what every kernel does there.
+fn before_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
+    match exit_tracepoint_before_exit_mm(kernel) {
+        Some(true) => "",
+        Some(false) => ", or in exit_mm (before Linux 6.16 the tracepoint comes after it)",
+        None => ", or, before Linux 6.16, in exit_mm",
+    }
+}
+
+/// What a thread past the tracepoint still does in `do_exit`.
+fn after_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
+    match exit_tracepoint_before_exit_mm(kernel) {
+        Some(true) => "dropping its mm, closing its files or notifying its parent",
+        Some(false) => {
+            "its mm already dropped (before Linux 6.16 the tracepoint comes after exit_mm): \
+             closing its files or notifying its parent"
+        }
+        None => {
+            "closing its files or notifying its parent (and, since Linux 6.16, dropping its mm)"
+        }
     }
 }
 
@@ -185,6 +381,15 @@ pub struct Victim {
     /// anon, file, shmem rss in kB at mark time.
     pub rss_kb: Option<[u64; 3]>,
     pub oom_score_adj: Option<i32>,
+    /// The allocating task's kernel stack at the mark (`oom:mark_victim` hook).
+    pub alloc_stack: Option<AllocStackInfo>,
+    /// The OOM domain: the memcg whose limit was hit (0 = the whole machine), where the kill
+    /// decision was seen (`oom_kill_process`). May be an ancestor of `memcg_id`.
+    pub domain_id: Option<u64>,
+    /// The OOM domain at the kill (read by userspace when the kill event arrived).
+    pub domain_at_kill: Option<MemcgAt>,
+    /// The victim's own memcg at the kill.
+    pub memcg_at_kill: Option<MemcgAt>,
     /// The victim whose mm this one shared (killed along with it).
     pub killed_with: Option<VictimKey>,
     pub timeline: Timeline,
@@ -236,6 +441,10 @@ impl Victim {
             decision: None,
             rss_kb: None,
             oom_score_adj: None,
+            alloc_stack: None,
+            domain_id: None,
+            domain_at_kill: None,
+            memcg_at_kill: None,
             killed_with: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
@@ -297,6 +506,60 @@ impl Victim {
         }
     }
 
+    /// The "why" under a KILLED line, in oomtrace's words: what was allocating, and from
+    /// where (the frames that called into the OOM killer). Empty when nothing is known.
+    pub fn why_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let own = self.memcg_at_kill.as_ref();
+        let domain = self.domain_at_kill.as_ref();
+        match (domain, own) {
+            (Some(d), o) if d.memcg_id == 0 => {
+                lines.push(format!("the machine at the kill: {}", d.summary()));
+                if let Some(o) = o {
+                    lines.push(format!("its memcg at the kill: {}", o.summary()));
+                }
+            }
+            (Some(d), Some(o)) if d.memcg_id != o.memcg_id => {
+                lines.push(format!("OOM domain at the kill: {}", d.summary()));
+                lines.push(format!("its own memcg at the kill: {}", o.summary()));
+            }
+            (Some(m), _) | (None, Some(m)) => {
+                lines.push(format!("memcg at the kill: {}", m.summary()));
+            }
+            (None, None) => {}
+        }
+        let Some(stack) = &self.alloc_stack else {
+            return lines;
+        };
+        let by = self.trigger.as_ref().map_or(String::new(), |t| {
+            format!(" by pid {} ({})", t.tgid, t.comm)
+        });
+        let order = self
+            .decision
+            .as_ref()
+            .filter(|d| !d.is_sysrq())
+            .map_or(String::new(), |d| format!(", order {}", d.order));
+        let cause = stack.cause().unwrap_or("an allocation");
+        lines.insert(0, format!("why: {cause}{by}{order} hit the limit"));
+        match stack.error {
+            Some(e) => lines.push(format!("allocation stack: none (bpf_get_stack error {e})")),
+            None => {
+                let callers = stack.callers();
+                let shown = &callers[..callers.len().min(8)];
+                lines.push(format!(
+                    "allocation stack: {}{}",
+                    shown.join(" < "),
+                    if callers.len() > shown.len() {
+                        " < …"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        lines
+    }
+
     /// One more oom_reaper attempt; the tenth is its last.
     pub(super) fn reaper_attempt(&mut self, ts: u64) {
         self.reaper_attempts += 1;
@@ -325,7 +588,7 @@ impl Victim {
 
     /// Where a victim that is not dead is, in words: which threads entered exit and when, or
     /// that none did.
-    pub fn where_stuck(&self) -> String {
+    pub fn where_stuck(&self, kernel: Option<(u32, u32)>) -> String {
         let t = &self.timeline;
         let since = |ts: u64| match self.watched_since() {
             Some(k) if ts >= k => format!(" {} after the kill", secs(ts - k)),
@@ -339,22 +602,27 @@ impl Victim {
             .join(", ");
         match (t.first_exit, t.all_entered_exit) {
             (_, Some(all)) => format!(
-                "every thread has entered exit (the last{}; thread(s) {tids}) and has not \
-                 finished: it is inside do_exit, closing its files, dropping its mm or \
-                 notifying its parent",
-                since(all)
+                "every thread has reached the exit tracepoint (the last{}; thread(s) {tids}) and \
+                 has not finished: it is inside do_exit, {}",
+                since(all),
+                after_exit_tracepoint(kernel)
             ),
             (Some(first), None) => format!(
-                "thread(s) {tids} entered exit (the first{}); the others have not, or their \
-                 exit was not seen",
+                "thread(s) {tids} reached the exit tracepoint (the first{}); the others have \
+                 not, or their exit was not seen",
                 since(first)
             ),
             (None, None) if self.pre_existing => "killed before oomtrace started; whether a \
-                 thread has entered exit is unknown (see its threads' states)"
+                 thread has reached the exit tracepoint is unknown (see its threads' states)"
                 .into(),
-            (None, None) => "no thread has entered exit since the SIGKILL: a thread is still \
-                 busy in the kernel (uninterruptible sleep) or stopped by a tracer"
-                .into(),
+            (None, None) => format!(
+                "no thread has reached the exit tracepoint (sched_process_exit) since the \
+                 SIGKILL: each is still in the kernel before it — busy or asleep outside exit, \
+                 stopped by a tracer, or inside do_exit ahead of the tracepoint (waiting for a \
+                 coredump, at its ptrace exit stop, cancelling io_uring requests, in \
+                 exit_signals{})",
+                before_exit_tracepoint(kernel)
+            ),
         }
     }
 }

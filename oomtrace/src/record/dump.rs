@@ -9,7 +9,10 @@
 //! the monotonic → wall-clock reference), 2 event (the kernel's record bytes, as the ring buffer
 //! carried them), 3 lost (u64 LE: events lost so far), 4 summary (JSON, periodic and closing),
 //! 5 end (u64 LE: CLOCK_MONOTONIC ns when recording stopped cleanly), 6 memcg (u64 LE id · UTF-8
-//! path: written before the first event naming that memcg, so replays elsewhere show paths).
+//! path: written before the first event naming that memcg, so replays elsewhere show paths),
+//! 7 symbol (u64 LE kernel address · UTF-8 `name+0xoff`: written before the first allocation
+//! stack naming that address, which the event keeps raw, so replays name the frames as the
+//! recording host's /proc/kallsyms did).
 //!
 //! Records are appended and flushed as they come; every record is framed and checksummed, so a
 //! `kill -9`, a full disk or a power cut leaves a file that reads up to its last complete record.
@@ -43,6 +46,7 @@ pub const T_LOST: u8 = 3;
 pub const T_SUMMARY: u8 = 4;
 pub const T_END: u8 = 5;
 pub const T_MEMCG: u8 = 6;
+pub const T_SYMBOL: u8 = 7;
 
 /// One record read back (the header is read apart: [`Reader::header`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +57,8 @@ pub enum Record {
     Summary(Value),
     End(u64),
     Memcg(u64, String),
+    /// A kernel address and its name (`name+0xoff`).
+    Symbol(u64, String),
 }
 
 enum Sink {
@@ -123,6 +129,12 @@ impl Writer {
         let mut p = id.to_le_bytes().to_vec();
         p.extend_from_slice(path.as_bytes());
         self.record(T_MEMCG, &p)
+    }
+
+    pub fn symbol(&mut self, addr: u64, name: &str) -> io::Result<()> {
+        let mut p = addr.to_le_bytes().to_vec();
+        p.extend_from_slice(name.as_bytes());
+        self.record(T_SYMBOL, &p)
     }
 
     pub fn lost(&mut self, total: u64) -> io::Result<()> {
@@ -198,6 +210,10 @@ pub enum DumpProblem {
 pub const MAX_MEMCG_PATH: usize = 4096;
 /// At most this many memcg records are kept from one dump...
 pub const MAX_MEMCG_RECORDS: u64 = 1 << 16;
+/// A kernel symbol name (with its offset and module) longer than this is a damaged record.
+pub const MAX_SYMBOL_NAME: usize = 1024;
+/// At most this many symbol records are kept from one dump.
+pub const MAX_SYMBOL_RECORDS: u64 = 1 << 16;
 /// ... and at most this many bytes of their paths.
 pub const MAX_MEMCG_BYTES: u64 = 16 << 20;
 /// A header or summary record (JSON) larger than this is a damaged record.
@@ -477,6 +493,7 @@ pub struct Reader {
     memcgs: u64,
     memcg_bytes: u64,
     memcgs_dropped: u64,
+    symbols: u64,
 }
 
 /// One frame read: where it starts, its type, its payload and whether its checksum holds.
@@ -510,6 +527,7 @@ fn type_name(kind: u8) -> String {
         T_SUMMARY => "summary".into(),
         T_END => "end".into(),
         T_MEMCG => "memcg".into(),
+        T_SYMBOL => "symbol".into(),
         other => format!("type-{other}"),
     }
 }
@@ -647,6 +665,7 @@ impl Reader {
             memcgs: 0,
             memcg_bytes: 0,
             memcgs_dropped: 0,
+            symbols: 0,
         };
         let mut head = [0u8; 12];
         let (n, err) = read_full(&mut r.src, &mut head);
@@ -863,6 +882,7 @@ impl Reader {
                 None => wrong_size(self),
             },
             T_MEMCG => self.memcg(at, &payload),
+            T_SYMBOL => self.symbol(at, &payload),
             other => {
                 self.corrupt(at, &format!("unknown record type {other} (skipped)"));
                 None
@@ -908,6 +928,37 @@ impl Reader {
         Some(Record::Memcg(
             u64::from_le_bytes(*id),
             String::from_utf8_lossy(path).into_owned(),
+        ))
+    }
+
+    /// A symbol record within its bounds ([`MAX_SYMBOL_NAME`] bytes, [`MAX_SYMBOL_RECORDS`]
+    /// kept per dump: later frames show as addresses).
+    fn symbol(&mut self, at: u64, payload: &[u8]) -> Option<Record> {
+        let Some((addr, name)) = payload.split_first_chunk::<8>() else {
+            self.corrupt(at, "symbol record has no 8-byte address (skipped)");
+            return None;
+        };
+        if name.len() > MAX_SYMBOL_NAME {
+            self.corrupt(at, "symbol record with an overlong name (skipped)");
+            return None;
+        }
+        if self.symbols >= MAX_SYMBOL_RECORDS {
+            if self.symbols == MAX_SYMBOL_RECORDS {
+                self.corrupt(
+                    at,
+                    &format!(
+                        "more than {MAX_SYMBOL_RECORDS} symbol records: later ones are \
+                         dropped (their frames show as addresses)"
+                    ),
+                );
+            }
+            self.symbols = MAX_SYMBOL_RECORDS + 1;
+            return None;
+        }
+        self.symbols += 1;
+        Some(Record::Symbol(
+            u64::from_le_bytes(*addr),
+            String::from_utf8_lossy(name).into_owned(),
         ))
     }
 

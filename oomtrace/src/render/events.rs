@@ -10,7 +10,7 @@ use crate::{
         pre_existing, sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
-    text::kb,
+    text::{kb, printable},
 };
 
 /// Version of the JSON Lines schema. Bump on any incompatible change.
@@ -24,6 +24,8 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::OomKill => "oom_kill",
         EventKind::MarkVictim => "mark_victim",
         EventKind::KernelSigkill => "kernel_sigkill",
+        EventKind::AllocStack => "alloc_stack",
+        EventKind::MemcgState => "memcg_state",
         EventKind::WakeReaper => "wake_reaper",
         EventKind::StartReaping => "start_reaping",
         EventKind::FinishReaping => "finish_reaping",
@@ -75,6 +77,8 @@ pub struct Renderer {
     pub memcgs: MemcgPaths,
     /// Page size in kB, to show `totalpages` as a size.
     pub page_kb: u64,
+    /// Kernel symbol names by address (`name+0xoff`), for allocation stacks.
+    pub symbols: std::collections::HashMap<u64, String>,
 }
 
 impl Renderer {
@@ -89,6 +93,20 @@ impl Renderer {
         self.memcgs
             .path(id)
             .map_or_else(|| format!("id {id}"), |p| format!("{p} (id {id})"))
+    }
+
+    /// An allocation stack's frames, named where kallsyms named them.
+    fn frames(&self, p: &oomtrace_common::AllocStack) -> Vec<String> {
+        let n = (p.frames as usize).min(p.ips.len());
+        p.ips[..n]
+            .iter()
+            .map(|a| {
+                self.symbols
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{a:#x}"))
+            })
+            .collect()
     }
 
     /// One JSON object (a line of `--json` output) for an event.
@@ -167,6 +185,25 @@ impl Renderer {
                     Value::Null
                 },
                 "untracked": p.target_state & oomtrace_common::target_state::UNTRACKED != 0,
+            }),
+            Payload::MemcgState(p) => {
+                let mut m =
+                    serde_json::to_value(crate::lifecycle::MemcgAt::new(p)).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut m {
+                    o.insert(
+                        "memcg_path".into(),
+                        if p.memcg_id == 0 {
+                            Value::Null
+                        } else {
+                            self.memcg(p.memcg_id)
+                        },
+                    );
+                }
+                m
+            }
+            Payload::AllocStack(p) => json!({
+                "frames": self.frames(p),
+                "error": if p.error == 0 { Value::Null } else { p.error.into() },
             }),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
@@ -312,6 +349,30 @@ impl Renderer {
                     )
                 }
             }
+            Payload::MemcgState(p) => {
+                let at = crate::lifecycle::MemcgAt::new(p);
+                let what = if p.memcg_id == 0 {
+                    "the machine".to_string()
+                } else {
+                    format!("memcg {}", self.memcg_text(p.memcg_id))
+                };
+                format!("{what} at the kill: {}", at.summary())
+            }
+            Payload::AllocStack(p) if p.frames == 0 => {
+                format!(
+                    "allocation stack of {cur}: none (bpf_get_stack error {})",
+                    p.error
+                )
+            }
+            Payload::AllocStack(p) => {
+                let frames = self.frames(p);
+                // Innermost frames are the OOM killer's own; the caller's end says what allocated.
+                format!(
+                    "allocation stack of {cur} ({} frames): {}",
+                    frames.len(),
+                    printable(&frames.join(" < "))
+                )
+            }
             Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
             Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),
             Payload::FinishReaping(p) => format!(
@@ -319,7 +380,10 @@ impl Renderer {
                 p.pid
             ),
             Payload::SkipReaping(p) => {
-                format!("oom_reaper skipped pid {} (mmap_lock busy)", p.pid)
+                format!(
+                    "oom_reaper skipped pid {} (mmap_lock busy, or its memory already torn down)",
+                    p.pid
+                )
             }
             Payload::TaskExit(p) => {
                 let last = match (p.group_dead_source, p.group_dead) {
@@ -412,6 +476,7 @@ mod tests {
 
     fn renderer() -> Renderer {
         Renderer {
+            symbols: Default::default(),
             clock: Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

@@ -148,6 +148,11 @@ impl Format {
                 };
                 let line = format!("{} {f}{memcg}", time_of_day(wall_ns));
                 let mut s = format!("{}\n", printable(&line));
+                if let Finding::Killed { victim } | Finding::Marked { victim } = f {
+                    for why in victim.why_lines() {
+                        s += &format!("    {}\n", printable(&why));
+                    }
+                }
                 if let Some(fx) = forensics {
                     s += &fx.to_string();
                 }

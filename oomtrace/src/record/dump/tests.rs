@@ -490,3 +490,27 @@ fn the_typed_header_round_trips_and_a_bad_field_costs_only_itself() {
         ("host", -7)
     );
 }
+
+/// Symbol records (the names of a stack's kernel addresses) round-trip, and damaged ones
+/// are skipped and located.
+#[test]
+fn symbol_records_round_trip_and_damage_is_skipped() {
+    let scratch = ScratchDir::new("dump-symbol");
+    let path = scratch.join("symbol.dump");
+    let mut w = Writer::create(&path, false, &header()).unwrap();
+    w.symbol(0xffff_ffff_8123_4012, "handle_mm_fault+0x12")
+        .unwrap();
+    w.record(T_SYMBOL, &[1, 2]).unwrap();
+    w.symbol(1, &"x".repeat(MAX_SYMBOL_NAME + 1)).unwrap();
+    w.finish(1).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    let recs = read_all(&mut r);
+    assert!(recs.contains(&Record::Symbol(
+        0xffff_ffff_8123_4012,
+        "handle_mm_fault+0x12".into()
+    )));
+    let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("no 8-byte address"), "{problems:?}");
+    assert!(problems[1].contains("overlong name"), "{problems:?}");
+}

@@ -8,6 +8,7 @@ pub mod forensics;
 pub mod journal;
 pub mod memcg_hang;
 pub mod memcg_watch;
+pub mod oom_domain;
 pub mod procfs;
 pub mod scan;
 pub mod unstick;

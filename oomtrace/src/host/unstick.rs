@@ -682,9 +682,10 @@ pub fn vet(
             let sw = dir.join("memory.memsw.limit_in_bytes");
             if file.ends_with("memory.limit_in_bytes")
                 && let Ok(v) = crate::host::journal::read_limit(&sw)
-                && v < *to
+                && (v < *to || crate::host::oom_domain::memsw_at_limit(dir))
             {
-                // memsw must stay ≥ the limit: raised by as much, first.
+                // memsw must stay ≥ the limit, and is the limit hit when at its own: raised by
+                // as much, first.
                 plan.memsw = Some((sw, v));
             }
             let _ = from;
@@ -1339,6 +1340,49 @@ mod tests {
             uid: Some(uid),
             ppid: Some(1),
             ..Forensics::default()
+        }
+    }
+
+    /// cgroup v1: memsw goes up with the limit when it would fall below it, and also when it
+    /// is the limit hit (at its own limit, above the memory limit): raising the memory limit
+    /// alone would free nothing.
+    #[test]
+    fn v1_memsw_is_raised_along_when_it_is_the_limit_hit() {
+        let root = crate::scratch::ScratchDir::new("unstick-memsw");
+        let f = Forensics {
+            tgid: std::process::id(),
+            uid: Some(0),
+            ..Forensics::default()
+        };
+        let allow = Policy {
+            allow_foreign_owner: true,
+            ..Policy::default()
+        };
+        let mib = 1u64 << 20;
+        for (d, sw_limit, sw_usage, raised) in [
+            ("hit", 128 * mib, 128 * mib, true),
+            ("roomy", 256 * mib, 64 * mib, false),
+            ("below", 70 * mib, 10 * mib, true),
+        ] {
+            let dir = root.join(d);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, v) in [
+                ("memory.limit_in_bytes", 64 * mib),
+                ("memory.memsw.limit_in_bytes", sw_limit),
+                ("memory.memsw.usage_in_bytes", sw_usage),
+            ] {
+                std::fs::write(dir.join(file), v.to_string()).unwrap();
+            }
+            let r = raise_remedy(&format!("/{d}"), 64 * mib, root.path(), false).unwrap();
+            let plan = vet(
+                r.action.as_ref().unwrap(),
+                &f,
+                Path::new("/proc"),
+                Path::new("/nonexistent"),
+                allow,
+            )
+            .unwrap();
+            assert_eq!(plan.memsw.is_some(), raised, "{d}: {:?}", plan.memsw);
         }
     }
 

@@ -1374,6 +1374,8 @@ mod tests {
                 std::fs::write(dir.join(file), v.to_string()).unwrap();
             }
             let r = raise_remedy(&format!("/{d}"), 64 * mib, root.path(), false).unwrap();
+            let file = dir.join("memory.limit_in_bytes");
+            assert!(r.command.ends_with(&file.display().to_string()), "{r:?}");
             let plan = vet(
                 r.action.as_ref().unwrap(),
                 &f,

@@ -148,6 +148,7 @@ pub struct Victim {
     /// OOM invocations in its memcg since its kill.
     pub invocations_since_kill: u32,
     /// Invocations of its domain that returned true without a kill since it was found stuck.
+    #[serde(skip)]
     pub(super) aborted_since_stuck: u32,
     pub(super) livelock_reported: bool,
 }

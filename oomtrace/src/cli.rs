@@ -74,7 +74,9 @@ pub(crate) enum Command {
     Report(ReportArgs),
     /// Say what a stuck OOM victim waits on and the way out that costs less than a reboot;
     /// with --apply, take it, follow the victim until it is dead, and put back what was changed.
-    /// Refuses a process that is not an OOM victim, and a diagnosis it does not know.
+    /// Refuses a process that is not an OOM victim, and a diagnosis it does not know — except
+    /// a task of an OOM domain the kernel says is in OOM killing nothing (the killer disabled,
+    /// nothing killable, a livelock): then the domain's killer or limit (journaled, put back).
     Unstick(UnstickArgs),
     /// Write the man page (`man`) or a shell's completions (`bash`, `zsh`, `fish`) to stdout
     /// (`cargo xtask dist` packs them).

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod memcg_hang;
 pub mod memcg_watch;
 pub mod memstate;
+pub mod oom_domain;
 pub mod procfs;
 pub mod scan;
 pub mod unstick;

@@ -56,6 +56,14 @@ pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 pub const DEFAULT_RELEASE_TIMEOUT_NS: u64 = 10_000_000_000;
 /// OOM invocations in a memcg while one of its victims is stuck before a livelock is reported.
 pub const DEFAULT_LIVELOCK_THRESHOLD: u32 = 10;
+/// True returns without a kill, after a victim of the domain is found stuck, before the
+/// kernel's verdict reads "aborted, waiting on it": a pending victim makes every invocation
+/// abort, while the other causes give one or two per charge — a margin freed meanwhile (memory
+/// freed, a limit raised: the charge then succeeds) or the allocating task itself dying
+/// (`task_is_dying`: SIGKILLed by anyone, then the charge fails). Seen in a guest (6.1): raising
+/// the limit of a nothing-killable domain and ending its -1000 task while watched made a
+/// livelock blame a victim the kernel had already skipped.
+pub const MIN_ABORTED_VERDICTS: u32 = 3;
 /// Events are held this long and released in timestamp order (events from different CPUs can
 /// reach the ring buffer slightly out of order).
 pub const REORDER_NS: u64 = 10_000_000;
@@ -1435,7 +1443,14 @@ impl Tracker {
             let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
                 continue;
             };
-            if v.flagged_stuck && !v.livelock_reported && v.invocations_since_kill >= threshold {
+            if v.flagged_stuck {
+                v.aborted_since_stuck = v.aborted_since_stuck.saturating_add(1);
+            }
+            if v.flagged_stuck
+                && !v.livelock_reported
+                && v.invocations_since_kill >= threshold
+                && v.aborted_since_stuck >= MIN_ABORTED_VERDICTS
+            {
                 v.livelock_reported = true;
                 let f = Finding::Livelock {
                     memcg_id: domain,

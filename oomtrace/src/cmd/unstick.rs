@@ -68,6 +68,117 @@ fn unstick_oom_killer_off(
     }))
 }
 
+/// `unstick PID` of a task (not an OOM victim) in an OOM domain that keeps invoking the OOM
+/// killer and kills nothing — nothing killable, or a livelock on a stuck victim: raise the
+/// limit of the domain (the memcg whose limit was hit, maybe an ancestor of the task's own;
+/// v1 memsw by as much), journaled and put back once the task is dead (see
+/// `host::oom_domain`). None when the kernel does not say the task's domain is in OOM now.
+fn unstick_oom_domain(
+    args: &UnstickArgs,
+    fx: &forensics::Forensics,
+    memcg_root: Option<&std::path::Path>,
+    v2: bool,
+    journal: Option<&mut oomtrace::host::journal::Journal>,
+    restored: &[String],
+    wait: Duration,
+) -> Option<anyhow::Result<ExitCode>> {
+    use oomtrace::host::{oom_domain, unstick};
+    let root = memcg_root?;
+    let domain = oom_domain::domain_of(root, &fx.memcg.as_ref()?.path, v2)?;
+    let said = oom_domain::in_oom_now(&domain, v2, Duration::from_millis(500)).ok()?;
+    let mut remedy = unstick::raise_remedy(&domain.path, domain.limit_bytes, root, v2)?;
+    let action = remedy.action.clone()?;
+    let extra = unstick::margin(domain.limit_bytes) >> 20;
+    remedy.risk = format!(
+        "memcg {} (the OOM domain{}) may use {extra} MiB more{}; whatever keeps charging there          gets it, and an insatiable one (a leak) fills it and is back in OOM. The old limit          ({} bytes) is journaled on disk and put back once pid {} is dead (by the next          `oomtrace unstick` or `watch --unstick`)",
+        domain.path,
+        if domain.memsw_hit {
+            ", its memory+swap limit hit"
+        } else {
+            ""
+        },
+        if domain.memsw_hit || !v2 {
+            " (memory.memsw.limit_in_bytes raised by as much where it would be hit)"
+        } else {
+            ""
+        },
+        domain.limit_bytes,
+        args.pid
+    );
+    let proc_root = std::path::Path::new("/proc");
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
+    let policy = unstick::Policy {
+        allow_foreign_owner: args.allow_foreign_owner,
+        allow_parent_tracer: args.allow_parent_tracer,
+    };
+    let plan = unstick::vet(&action, fx, proc_root, fusectl, policy);
+    let refused = plan.as_ref().err().cloned();
+    let mut after = None;
+    let applied = match (&plan, args.apply) {
+        (Ok(plan), true) => {
+            let a = unstick::act(plan, proc_root, fusectl, journal, &mut || {});
+            if a.ok {
+                // The kernel's word again, after the raise.
+                after = Some(
+                    match oomtrace::host::oom_domain::in_oom_now(
+                        &domain,
+                        v2,
+                        wait.min(Duration::from_secs(1)),
+                    ) {
+                        Ok(still) => Err(format!("still in OOM after the raise: {still}")),
+                        Err(out) => Ok(format!("out of OOM after the raise: {out}")),
+                    },
+                );
+            }
+            Some(a)
+        }
+        _ => None,
+    };
+    let waits_on = format!(
+        "memcg {}, at its limit ({} of {} bytes): {said}",
+        domain.path, domain.usage_bytes, domain.limit_bytes
+    );
+    let failed = applied.as_ref().is_some_and(|a| !a.ok);
+    if args.output.format() == Format::Json {
+        println!(
+            "{}",
+            json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_domain": domain,
+                   "waits_on": {"kind": "oom_domain", "text": waits_on},
+                   "remedy": remedy, "refused": refused, "applied": applied,
+                   "after": after.as_ref().map(|r| match r { Ok(t) | Err(t) => t }),
+                   "out_of_oom": after.as_ref().map(Result::is_ok),
+                   "restored": restored, "forensics": fx})
+        );
+    } else {
+        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+        println!("OOM victim:  no: its OOM domain keeps invoking the OOM killer, killing nothing");
+        println!("waits on:    {}", printable(&waits_on));
+        println!("remedy:      {}", printable(&remedy.command));
+        println!("risk:        {}", printable(&remedy.risk));
+        if let Some(why) = &refused {
+            println!("REFUSED:     {}", printable(why));
+        }
+        for d in applied.iter().flat_map(|a| &a.did) {
+            println!("applied:     {}", printable(d));
+        }
+        if let Some(Ok(t) | Err(t)) = &after {
+            println!("result:      {}", printable(t));
+        }
+        if applied.is_none() && refused.is_none() {
+            println!("(not applied: run again with --apply to take this remedy)");
+        }
+        for r in restored {
+            println!("restored:    {}", printable(r));
+        }
+    }
+    Some(Ok(match (&refused, &after) {
+        (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
+        _ if failed => ExitCode::from(EXIT_UNSTICK_FAILED),
+        (None, Some(Err(_))) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
+        _ => ExitCode::SUCCESS,
+    }))
+}
+
 /// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
 /// an OOM victim, no known remedy, or the remedy would touch what the victim does not own);
 /// 6 applied but still not dead after --wait; 7 applying failed.
@@ -104,6 +215,20 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         &unstick::read_kmsg(),
         args.assume_oom_victim,
     );
+    let v2 = controller.as_ref().is_some_and(|c| c.version == 2);
+    if evidence.is_err()
+        && let Some(code) = unstick_oom_domain(
+            args,
+            &fx,
+            memcg_root.as_deref(),
+            v2,
+            journal.as_mut(),
+            &restored,
+            wait,
+        )
+    {
+        return code;
+    }
     let unstick::Prepared {
         wait_on,
         remedy,

@@ -532,10 +532,14 @@ pub fn prepare(r: &Request) -> Prepared {
         .memcg_root
         .is_some_and(|m| m.join("cgroup.controllers").exists());
     let remedy = if r.raise_limit {
-        r.fx.memcg
-            .as_ref()
-            .zip(r.memcg_root)
-            .and_then(|(m, root)| raise_remedy(&m.path, m.limit_bytes?, root, v2))
+        // The OOM domain's limit (the memcg whose limit was hit, maybe an ancestor of the
+        // victim's own) where one is at its limit, else the victim's own memcg's.
+        r.fx.memcg.as_ref().zip(r.memcg_root).and_then(|(m, root)| {
+            match crate::host::oom_domain::domain_of(root, &m.path, v2) {
+                Some(d) => raise_remedy(&d.path, d.limit_bytes, root, v2),
+                None => raise_remedy(&m.path, m.limit_bytes?, root, v2),
+            }
+        })
     } else {
         remedy(&wait_on, r.memcg_root, v2)
     };
@@ -756,9 +760,10 @@ pub fn vet(
             let sw = dir.join("memory.memsw.limit_in_bytes");
             if file.ends_with("memory.limit_in_bytes")
                 && let Ok(v) = crate::host::journal::read_limit(&sw)
-                && v < *to
+                && (v < *to || crate::host::oom_domain::memsw_at_limit(dir))
             {
-                // memsw must stay ≥ the limit: raised by as much, first.
+                // memsw must stay ≥ the limit, and is the limit hit when at its own: raised by
+                // as much, first.
                 plan.memsw = Some((sw, v));
             }
             let _ = from;
@@ -1413,6 +1418,51 @@ mod tests {
             uid: Some(uid),
             ppid: Some(1),
             ..Forensics::default()
+        }
+    }
+
+    /// cgroup v1: memsw goes up with the limit when it would fall below it, and also when it
+    /// is the limit hit (at its own limit, above the memory limit): raising the memory limit
+    /// alone would free nothing.
+    #[test]
+    fn v1_memsw_is_raised_along_when_it_is_the_limit_hit() {
+        let root = crate::scratch::ScratchDir::new("unstick-memsw");
+        let f = Forensics {
+            tgid: std::process::id(),
+            uid: Some(0),
+            ..Forensics::default()
+        };
+        let allow = Policy {
+            allow_foreign_owner: true,
+            ..Policy::default()
+        };
+        let mib = 1u64 << 20;
+        for (d, sw_limit, sw_usage, raised) in [
+            ("hit", 128 * mib, 128 * mib, true),
+            ("roomy", 256 * mib, 64 * mib, false),
+            ("below", 70 * mib, 10 * mib, true),
+        ] {
+            let dir = root.join(d);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, v) in [
+                ("memory.limit_in_bytes", 64 * mib),
+                ("memory.memsw.limit_in_bytes", sw_limit),
+                ("memory.memsw.usage_in_bytes", sw_usage),
+            ] {
+                std::fs::write(dir.join(file), v.to_string()).unwrap();
+            }
+            let r = raise_remedy(&format!("/{d}"), 64 * mib, root.path(), false).unwrap();
+            let file = dir.join("memory.limit_in_bytes");
+            assert!(r.command.ends_with(&file.display().to_string()), "{r:?}");
+            let plan = vet(
+                r.action.as_ref().unwrap(),
+                &f,
+                Path::new("/proc"),
+                Path::new("/nonexistent"),
+                allow,
+            )
+            .unwrap();
+            assert_eq!(plan.memsw.is_some(), raised, "{d}: {:?}", plan.memsw);
         }
     }
 

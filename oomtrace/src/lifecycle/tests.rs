@@ -1450,6 +1450,34 @@ fn oom_killer_disabled_is_named_once_and_clears() {
     assert_eq!(t.oom_disabled_now(), 0);
 }
 
+/// A true return without a kill now and then (a margin freed meanwhile: a limit raised; the
+/// allocating task itself dying) in a nothing-killable domain is not the kernel waiting on the
+/// reaped victim; a run of them is.
+#[test]
+fn a_lone_true_return_in_a_nothing_killable_domain_is_not_a_livelock() {
+    let mut t = tracker();
+    let mut stream = vec![invoke(0), sigkill(0, 42, 7), mark(0, 42, 7)];
+    for i in 0..12 {
+        stream.extend(nothing_in(5100 + i * 100, MEMCG));
+    }
+    stream.extend(aborted_in(6500, MEMCG));
+    stream.extend(nothing_in(6600, MEMCG));
+    stream.extend(aborted_in(6700, MEMCG));
+    let f = run(&mut t, &stream, 7000);
+    assert_eq!(names(&f), ["killed", "stuck", "nothing_killable"]);
+    assert_eq!(t.summary().livelocks, 0);
+    let f = run(&mut t, &aborted_in(7100, MEMCG), 7200);
+    assert_eq!(names(&f), ["livelock"]);
+    assert!(matches!(
+        f[0],
+        Finding::Livelock {
+            verdict: "aborted",
+            victim: VictimKey { tgid: 42, .. },
+            ..
+        }
+    ));
+}
+
 /// The project's livelock test's shape: the victim is stuck in exit after exit_mm (its mm has
 /// MMF_OOM_SKIP), a -1000 task keeps the memcg at its limit. The kernel's verdict is "nothing
 /// killable", not "waiting on the victim": no livelock blames it; nothing-killable names it as

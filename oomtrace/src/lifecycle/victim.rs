@@ -427,6 +427,9 @@ pub struct Victim {
     pub(super) flagged_unobservable: bool,
     /// OOM invocations in its memcg since its kill.
     pub invocations_since_kill: u32,
+    /// Invocations of its domain that returned true without a kill since it was found stuck.
+    #[serde(skip)]
+    pub(super) aborted_since_stuck: u32,
     pub(super) livelock_reported: bool,
 }
 
@@ -463,6 +466,7 @@ impl Victim {
             flagged_release: false,
             flagged_unobservable: false,
             invocations_since_kill: 0,
+            aborted_since_stuck: 0,
             livelock_reported: false,
         }
     }

@@ -11,6 +11,10 @@
 //! whose daemon never answers), then allocates on "go". With `--orphan` it forks first and the
 //! parent exits, so the victim is reparented away from the test (to init or a subreaper).
 //!
+//! With `--shmem` (`alloc`, `stuck-fuse`) the N MiB are a memfd mapped shared and touched:
+//! shared memory charged to the memcg that the OOM reaper cannot free (it unmaps only private
+//! memory), so the memcg stays at its limit while the victim is stuck.
+//!
 //! `oomtrace-hog stuck-flush --cgroup DIR --mb N --file PATH [--orphan] [--leader-exits]`: the
 //! victim stuck *inside* exit. It listens on 127.0.0.1 (`port P`) and keeps PATH open (a FUSE
 //! file whose daemon holds FLUSH), then allocates on "go"; killed, its last thread blocks
@@ -133,7 +137,12 @@ fn run(args: &[String]) -> Result<(), String> {
         .lock()
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
-    let _chunks = allocate(mb);
+    let _chunks = if args.iter().any(|a| a == "--shmem") {
+        allocate_shmem(mb)?;
+        Vec::new()
+    } else {
+        allocate(mb)
+    };
     if hold {
         writeln!(out, "allocated").map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
@@ -155,6 +164,40 @@ fn allocate(mb: usize) -> Vec<Vec<u8>> {
         chunks.push(std::hint::black_box(chunk));
     }
     chunks
+}
+
+/// Allocates `mb` MiB of shared memory (a memfd, mapped shared, every page touched). The
+/// mapping and the file stay until the process dies.
+fn allocate_shmem(mb: usize) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    let len = mb << 20;
+    // SAFETY: a fresh memfd sized and mapped here; the mapping is only written below and is
+    // never unmapped (it lives as long as the process).
+    unsafe {
+        let fd = libc::memfd_create(c"oomtrace-hog".as_ptr(), 0);
+        if fd < 0 {
+            return Err(os("memfd_create"));
+        }
+        if libc::ftruncate(fd, len as libc::off_t) != 0 {
+            return Err(os("ftruncate"));
+        }
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap"));
+        }
+        let p = p.cast::<u8>();
+        for i in (0..len).step_by(4096) {
+            p.add(i).write_volatile(1);
+        }
+    }
+    Ok(())
 }
 
 /// `stuck-flush`: listen, keep the FUSE file open, allocate on "go" (in a second thread with

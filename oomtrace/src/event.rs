@@ -6,12 +6,13 @@
 
 use std::mem::size_of;
 
-pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, memcg_oom, pre_existing, sender_state, victim_fields,
-};
 use oomtrace_common::{
-    GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, OomInvoke, OomInvokeDone, OomKill,
-    PreExisting, Reaper, TaskExit, TaskFree,
+    CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, OomInvoke,
+    OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+};
+pub use oomtrace_common::{
+    EventKind, cgroup_mkdir, exit_seen, group_dead_source, memcg_oom, pre_existing, sender_state,
+    victim_fields,
 };
 
 /// Why a record could not be decoded.
@@ -53,6 +54,8 @@ pub enum Payload {
     /// Observed by userspace: a memcg's OOM notification (v2 `memory.events.local`, v1
     /// eventfd) or its removal.
     MemcgOom(MemcgOom),
+    /// `cgroup:cgroup_mkdir`: a cgroup was created (any hierarchy).
+    CgroupMkdir(CgroupMkdir),
 }
 
 /// One decoded event.
@@ -79,6 +82,7 @@ impl Event {
             Payload::GroupExited(_) => EventKind::GroupExited,
             Payload::PreExisting(_) => EventKind::PreExisting,
             Payload::MemcgOom(_) => EventKind::MemcgOom,
+            Payload::CgroupMkdir(_) => EventKind::CgroupMkdir,
         }
     }
 
@@ -108,7 +112,8 @@ impl Event {
             Payload::TaskExit(_)
             | Payload::OomInvoke(_)
             | Payload::OomInvokeDone(_)
-            | Payload::MemcgOom(_) => process(self.header.pid, self.header.tgid),
+            | Payload::MemcgOom(_)
+            | Payload::CgroupMkdir(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -170,6 +175,7 @@ impl Event {
             EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
             EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
             EventKind::MemcgOom => Payload::MemcgOom(body_of(kind, body)?),
+            EventKind::CgroupMkdir => Payload::CgroupMkdir(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -194,9 +200,19 @@ impl Event {
             Payload::GroupExited(p) => pod_bytes(p),
             Payload::PreExisting(p) => pod_bytes(p),
             Payload::MemcgOom(p) => pod_bytes(p),
+            Payload::CgroupMkdir(p) => pod_bytes(p),
         });
         out
     }
+}
+
+/// The path a [`CgroupMkdir`] carries, from its hierarchy's root (`/a/b`; bytes that are not
+/// UTF-8 replaced).
+pub fn mkdir_path(p: &CgroupMkdir) -> String {
+    let n = (p.path_len as usize).min(p.path.len());
+    let bytes = &p.path[..n];
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(n);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// The thread an event names and, when known, its process.
@@ -227,6 +243,7 @@ impl Pod for TaskFree {}
 impl Pod for GroupExited {}
 impl Pod for PreExisting {}
 impl Pod for MemcgOom {}
+impl Pod for CgroupMkdir {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

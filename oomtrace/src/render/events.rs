@@ -216,7 +216,7 @@ impl Renderer {
                 "cgroup_id": p.id,
                 "hierarchy": (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
                 "level": p.level,
-                "path": mkdir_path(&p),
+                "path": mkdir_path(p),
                 "path_truncated": p.flags & cgroup_mkdir::TRUNCATED != 0,
             }),
         };
@@ -393,7 +393,7 @@ impl Renderer {
                 };
                 format!(
                     "cgroup {}{cut} created (id {}, {hierarchy}, level {})",
-                    mkdir_path(&p),
+                    mkdir_path(p),
                     p.id,
                     p.level
                 )

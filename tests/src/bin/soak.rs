@@ -893,7 +893,8 @@ fn main() {
         kernel_kills > 0 && killed == kernel_kills && dead == killed,
     ));
     // Every container kill named: its memcg's path and the pod's workload, at once, although
-    // its memcg was made moments before and removed moments after.
+    // its memcg was made moments before and removed moments after (also when removed before
+    // oomtrace read the kill: named from its creation).
     let mut ages_ms: Vec<f64> = Vec::new();
     let mut named = 0u64;
     for l in lines
@@ -925,8 +926,11 @@ fn main() {
             ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
             ages_ms.last().copied().unwrap_or(f64::NAN)
         ),
+        // Since `cgroup_mkdir` names memcgs at their creation, one removed before its kill was
+        // read is named too (said removed, with its path): none is left unnamed.
         pod_kernel > 0
-            && named + unnamed_killed == pod_kernel
+            && named == pod_kernel
+            && unnamed_killed == 0
             && ages_ms
                 .get(ages_ms.len() / 2)
                 .is_some_and(|m| *m <= POD_YOUNG.as_secs_f64() * 1e3),

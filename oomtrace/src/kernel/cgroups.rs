@@ -111,7 +111,7 @@ pub struct MemcgPaths {
     /// named; oldest first in `created_order`.
     created: HashMap<u64, String>,
     created_order: VecDeque<u64>,
-    /// The memory controller's hierarchy id (`/proc/cgroups`; 0 on v2): the cgroups whose
+    /// The memory controller's hierarchy id (0 on v2; v1 from `/proc/cgroups`): the cgroups whose
     /// creation ([`MemcgPaths::created`]) names memcgs. None: no creation names one (live
     /// without a controller), or every one does (a replay: what was recorded was filtered).
     hierarchy: Option<u32>,
@@ -167,9 +167,14 @@ impl MemcgPaths {
         let Some(root) = m.root.clone() else {
             return m;
         };
-        m.hierarchy = std::fs::read_to_string("/proc/cgroups")
-            .ok()
-            .and_then(|t| memory_hierarchy(&t));
+        // v2 has one hierarchy, the default one, whose id is 0. (Newer kernels, 7.2 among
+        // them, no longer list v2's controllers in /proc/cgroups: it is only asked on v1.)
+        m.hierarchy = match controller.map(|c| c.version) {
+            Some(2) => Some(0),
+            _ => std::fs::read_to_string("/proc/cgroups")
+                .ok()
+                .and_then(|t| memory_hierarchy(&t)),
+        };
         // Handles work if the mount's own directory is found through its inode.
         m.mount_fd = std::fs::File::open(&root).ok().map(OwnedFd::from);
         let probe = std::fs::metadata(&root).map(|md| md.ino());
@@ -450,7 +455,7 @@ impl MemcgPaths {
 }
 
 /// The memory controller's hierarchy id from `/proc/cgroups` (`subsys hierarchy cgroups
-/// enabled`): 0 when it is bound to cgroup v2, a v1 mount's id otherwise.
+/// enabled`): a v1 mount's id (0 when bound to cgroup v2, on kernels that still list it).
 pub fn memory_hierarchy(proc_cgroups: &str) -> Option<u32> {
     proc_cgroups.lines().find_map(|l| {
         let mut f = l.split_whitespace();
@@ -496,6 +501,8 @@ mod tests {
         // A plain directory is no kernfs: its inodes are no file handles, so this walks.
         let mut m = MemcgPaths::new(Some(&c));
         assert!(!m.by_handles());
+        // v2: the one hierarchy, 0, whatever /proc/cgroups lists (7.2 lists no v2 controller).
+        assert_eq!(m.hierarchy(), Some(0));
         let ino = std::fs::metadata(dir.join("a/b")).unwrap().ino();
         assert_eq!(m.path(ino).as_deref(), Some("/a/b"));
         // Created just now and named at once: no rate limit between walks.

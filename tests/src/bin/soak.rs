@@ -860,10 +860,12 @@ fn main() {
         .find(|l| l["type"] == "summary")
         .cloned()
         .unwrap_or(Value::Null);
+    // OOM kills only: a `dead` finding also ends a kill by someone else (`victim.sender`: the
+    // soak's clean-up SIGKILLs in pod memcgs removed at once, named too since `cgroup_mkdir`).
     let count = |kind: &str| {
         lines
             .iter()
-            .filter(|l| is_finding(l, kind, &prefix))
+            .filter(|l| is_finding(l, kind, &prefix) && l["victim"]["sender"].is_null())
             .count() as u64
     };
     let (killed, dead, flagged) = (count("killed"), count("dead"), count("stuck"));

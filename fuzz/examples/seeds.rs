@@ -178,6 +178,7 @@ fn events() {
         Payload::SkipReaping(zero()),
         Payload::PreExisting(zero()),
         Payload::MemcgOom(zero()),
+        Payload::CgroupMkdir(zero()),
     ] {
         let ev = Event {
             header: base,

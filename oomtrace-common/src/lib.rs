@@ -68,11 +68,15 @@ pub enum EventKind {
     /// (or the machine's `/proc/meminfo` for a global OOM), read from its files when the kill
     /// event arrived. Dumps carry it: the files are gone or changed by the time of a replay.
     MemcgState = 52,
+    /// `cgroup:cgroup_mkdir`: a cgroup was created, in any hierarchy (userspace keeps the
+    /// memory controller's). Its id and path, so that a memcg removed before an event naming
+    /// it is read is still named.
+    CgroupMkdir = 60,
 }
 
 impl EventKind {
     /// All kinds, in number order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::OomInvoke,
         Self::OomInvokeDone,
         Self::OomKill,
@@ -89,6 +93,7 @@ impl EventKind {
         Self::PreExisting,
         Self::MemcgOom,
         Self::MemcgState,
+        Self::CgroupMkdir,
     ];
 
     /// The kind with this number, if any.
@@ -583,6 +588,15 @@ pub struct Config {
     pub tp_signal_result: u32,
     // oom:{wake_reaper,*_task_reaping} record
     pub tp_reaper_pid: u32,
+    // struct cgroup / cgroup_root (tp_btf cgroup_mkdir)
+    pub cgroup_root: u32,
+    pub cgroup_level: u32,
+    pub root_hierarchy_id: u32,
+    // cgroup:cgroup_mkdir record (`root`, `level`, `id` (u64), `path` (__data_loc))
+    pub tp_cgroup_root: u32,
+    pub tp_cgroup_level: u32,
+    pub tp_cgroup_id: u32,
+    pub tp_cgroup_path: u32,
     /// 1 if the tp_btf `sched_process_exit` has a `group_dead` argument (Linux ≥ 6.16).
     pub exit_arg_group_dead: u32,
     /// 1 to report every exit and free, not only those of tracked processes (benchmarks, debugging).
@@ -639,6 +653,13 @@ impl Config {
         tp_signal_group: NO_OFFSET,
         tp_signal_result: NO_OFFSET,
         tp_reaper_pid: NO_OFFSET,
+        cgroup_root: NO_OFFSET,
+        cgroup_level: NO_OFFSET,
+        root_hierarchy_id: NO_OFFSET,
+        tp_cgroup_root: NO_OFFSET,
+        tp_cgroup_level: NO_OFFSET,
+        tp_cgroup_id: NO_OFFSET,
+        tp_cgroup_path: NO_OFFSET,
         exit_arg_group_dead: 0,
         trace_all_exits: 0,
     };
@@ -693,7 +714,40 @@ pub struct MemcgOom {
     pub _pad: u32,
 }
 
+/// Bytes of a cgroup's path kept per [`CgroupMkdir`] (the kernel's own buffer is 1024; kubelet's
+/// longest, systemd-driver container scopes, are about 170).
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// Bits of [`CgroupMkdir::flags`].
+pub mod cgroup_mkdir {
+    /// The path was longer than [`super::CGROUP_PATH_LEN`] and is cut.
+    pub const TRUNCATED: u32 = 1 << 0;
+    /// The hierarchy (`root`) was read; without it the record says nothing of which
+    /// hierarchy the cgroup is in.
+    pub const HIERARCHY_KNOWN: u32 = 1 << 1;
+}
+
+/// A cgroup was created (see [`EventKind::CgroupMkdir`]). The header's task is the creator.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupMkdir {
+    /// The cgroup's id: its kernfs node id (`cgroup_id()`), the id events carry for memcgs.
+    pub id: u64,
+    /// The hierarchy (`cgroup_root.hierarchy_id`): 0 is cgroup v2's; v1 has one per mount,
+    /// as `/proc/cgroups` lists them. Cgroup ids are only unique within one hierarchy.
+    pub hierarchy: u32,
+    /// Depth below the hierarchy's root (1 for a child of the root).
+    pub level: u32,
+    /// [`cgroup_mkdir`] bits.
+    pub flags: u32,
+    /// Bytes of `path` in use (no NUL).
+    pub path_len: u32,
+    /// The path from the hierarchy's root (`/a/b`), NUL-padded.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<CgroupMkdir>() == 24 + CGROUP_PATH_LEN);
     assert!(core::mem::size_of::<MemcgOom>() == 24);
     assert!(core::mem::size_of::<Header>() == 40);
     assert!(core::mem::size_of::<OomInvoke>() == 16);
@@ -708,7 +762,7 @@ const _: () = {
     assert!(core::mem::size_of::<GroupExited>() == 24);
     assert!(core::mem::size_of::<PreExisting>() == 48);
     assert!(core::mem::size_of::<MemcgState>() == 104);
-    assert!(core::mem::size_of::<Config>() == 49 * 4);
+    assert!(core::mem::size_of::<Config>() == 56 * 4);
 };
 
 #[cfg(feature = "user")]

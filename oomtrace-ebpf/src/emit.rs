@@ -132,6 +132,37 @@ fn header(kind: EventKind) -> Header {
     }
 }
 
+/// Counts one event that did not fit in the ring buffer.
+#[inline(always)]
+fn lost() {
+    if let Some(n) = LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Writes one event whose payload is too large for the 512-byte BPF stack: `fill` writes the
+/// payload in place, every field of it (the ring's memory is not zeroed), and returns false to
+/// drop the event. The OOM-path events' wakeup rule applies (see [`emit`]).
+#[inline(always)]
+pub fn emit_in_place<T: 'static>(kind: EventKind, fill: impl FnOnce(*mut T) -> bool) {
+    let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
+        lost();
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to the reserved, writable record; fields are written through raw
+    // pointers, never read.
+    let (header_at, data) = unsafe { (&raw mut (*event).header, &raw mut (*event).data) };
+    // SAFETY: as above.
+    unsafe { header_at.write(header(kind)) };
+    if fill(data) {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
+}
+
 /// Writes one event. Exits use no wakeup when every exit is traced (a benchmark mode): userspace
 /// polls on a timer; the rare OOM-path events wake the reader at once.
 #[inline(always)]
@@ -149,12 +180,7 @@ pub fn emit<T: 'static>(kind: EventKind, data: T) {
             });
             entry.submit(flags);
         }
-        None => {
-            if let Some(n) = LOST.get_ptr_mut(0) {
-                // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-                unsafe { *n += 1 };
-            }
-        }
+        None => lost(),
     }
 }
 

@@ -9,6 +9,7 @@
 // `asm!` for the one atomic add (emit.rs): the BPF target has no Rust atomics.
 #![feature(asm_experimental_arch)]
 
+mod cgroup;
 mod emit;
 mod exit;
 mod kernel;

@@ -7,12 +7,12 @@
 use std::mem::size_of;
 
 use oomtrace_common::{
-    AllocStack, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState, OomInvoke,
-    OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+    AllocStack, CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState,
+    OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
 };
 pub use oomtrace_common::{
-    EventKind, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing, sender_state,
-    victim_fields,
+    EventKind, cgroup_mkdir, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing,
+    sender_state, victim_fields,
 };
 
 /// Why a record could not be decoded.
@@ -58,6 +58,8 @@ pub enum Payload {
     MemcgOom(MemcgOom),
     /// Observed by userspace at a kill: a memcg's (or the machine's) memory state.
     MemcgState(MemcgState),
+    /// `cgroup:cgroup_mkdir`: a cgroup was created (any hierarchy).
+    CgroupMkdir(CgroupMkdir),
 }
 
 /// One decoded event.
@@ -86,6 +88,7 @@ impl Event {
             Payload::PreExisting(_) => EventKind::PreExisting,
             Payload::MemcgOom(_) => EventKind::MemcgOom,
             Payload::MemcgState(_) => EventKind::MemcgState,
+            Payload::CgroupMkdir(_) => EventKind::CgroupMkdir,
         }
     }
 
@@ -117,7 +120,8 @@ impl Event {
             | Payload::OomInvokeDone(_)
             | Payload::MemcgOom(_)
             | Payload::AllocStack(_)
-            | Payload::MemcgState(_) => process(self.header.pid, self.header.tgid),
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -182,6 +186,7 @@ impl Event {
             EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
             EventKind::MemcgOom => Payload::MemcgOom(body_of(kind, body)?),
             EventKind::MemcgState => Payload::MemcgState(body_of(kind, body)?),
+            EventKind::CgroupMkdir => Payload::CgroupMkdir(body_of(kind, body)?),
         };
         Ok(Event { header, payload })
     }
@@ -208,9 +213,19 @@ impl Event {
             Payload::PreExisting(p) => pod_bytes(p),
             Payload::MemcgOom(p) => pod_bytes(p),
             Payload::MemcgState(p) => pod_bytes(p),
+            Payload::CgroupMkdir(p) => pod_bytes(p),
         });
         out
     }
+}
+
+/// The path a [`CgroupMkdir`] carries, from its hierarchy's root (`/a/b`; bytes that are not
+/// UTF-8 replaced).
+pub fn mkdir_path(p: &CgroupMkdir) -> String {
+    let n = (p.path_len as usize).min(p.path.len());
+    let bytes = &p.path[..n];
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(n);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// The thread an event names and, when known, its process.
@@ -243,6 +258,7 @@ impl Pod for GroupExited {}
 impl Pod for PreExisting {}
 impl Pod for MemcgOom {}
 impl Pod for MemcgState {}
+impl Pod for CgroupMkdir {}
 
 fn body_of<T: Pod>(kind: EventKind, body: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();

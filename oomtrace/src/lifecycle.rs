@@ -824,6 +824,8 @@ impl Tracker {
                 }
             }
             Payload::PreExisting(p) => self.on_pre_existing(ts, &p),
+            // Names only (the id → path service keeps them): nothing about a process.
+            Payload::CgroupMkdir(_) => {}
             Payload::TaskFree(p) => {
                 if self.find(p.pid, p.start_ns).is_none() {
                     return;

@@ -19,7 +19,7 @@ use tokio::{
 
 use crate::{
     clock::{Clock, monotonic_now},
-    event::{Event, Payload},
+    event::{Event, Payload, cgroup_mkdir, mkdir_path},
     hooks::Hooks,
     host::{
         deathwatch::{self, DeathWatch, userspace_event},
@@ -601,6 +601,18 @@ impl<W: std::io::Write> Runner<W> {
 
     fn event(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
         let ev = *ev;
+        // A cgroup created: its path is kept for a memcg removed before anything names it.
+        // Other hierarchies' creations (cgroup v1) are neither recorded nor tracked.
+        if let Payload::CgroupMkdir(p) = &ev.payload
+            && !self.session.renderer.memcgs.created(
+                (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
+                p.id,
+                &mkdir_path(p),
+                p.flags & cgroup_mkdir::TRUNCATED != 0,
+            )
+        {
+            return Ok(());
+        }
         // Every memcg the event names is resolved to its path for the tracker (the filter and
         // OOM domains match by path) and recorded once in the dump.
         // The first is the event's own memcg (`Event::memcg`), the one the metrics label.

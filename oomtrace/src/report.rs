@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     clock::Clock,
-    event::{Event, Payload},
+    event::{Event, Payload, cgroup_mkdir, mkdir_path},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     record::dump::{DumpProblem, Header, Reader, Record},
@@ -162,6 +162,15 @@ impl<W: Write> Replayer<W> {
                     }
                     Payload::TaskExit(_) if self.timeline() => {
                         self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
+                    }
+                    // Recorded only when in the memory controller's hierarchy.
+                    Payload::CgroupMkdir(p) => {
+                        self.session.renderer.memcgs.created(
+                            None,
+                            p.id,
+                            &mkdir_path(&p),
+                            p.flags & cgroup_mkdir::TRUNCATED != 0,
+                        );
                     }
                     _ => {}
                 }
@@ -509,6 +518,52 @@ mod tests {
             "{} kills replayed",
             r.summary.kills
         );
+    }
+
+    /// A memcg created, killed in and removed with no memcg record of it (the recorder never
+    /// named it): `report` names it from its recorded creation (`cgroup_mkdir`).
+    #[test]
+    fn report_names_a_memcg_from_its_recorded_creation() {
+        let scratch = ScratchDir::new("replay-mkdir");
+        let path = scratch.join("mkdir.dump");
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(&path, false, &header).unwrap();
+        let mut mkdir = oomtrace_common::CgroupMkdir {
+            id: 88,
+            hierarchy: 4,
+            level: 3,
+            flags: crate::event::cgroup_mkdir::HIERARCHY_KNOWN,
+            path_len: 0,
+            path: [0; oomtrace_common::CGROUP_PATH_LEN],
+        };
+        let p = b"/kubepods/pod1/ctr";
+        mkdir.path[..p.len()].copy_from_slice(p);
+        mkdir.path_len = p.len() as u32;
+        let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+        m.fields = victim_fields::TASK | victim_fields::COMM;
+        (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 88);
+        m.comm = comm_bytes("hog");
+        let kill = KernelSigkill {
+            target_pid: 42,
+            target_tgid: 42,
+            target_comm: comm_bytes("hog"),
+            target_start_ns: 5,
+            group: 1,
+            target_memcg_id: 88,
+            ..KernelSigkill::ZERO
+        };
+        for raw in [
+            ev(0, 7, 7, Payload::CgroupMkdir(mkdir)),
+            ev(1, 9, 9, Payload::KernelSigkill(kill)),
+            ev(1, 9, 9, Payload::MarkVictim(m)),
+        ] {
+            w.event(&raw).unwrap();
+        }
+        w.finish(1_000_000 * MS + 100 * MS).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(r.undecodable, 0, "{text}");
+        assert!(text.contains("[memcg /kubepods/pod1/ctr]"), "{text}");
     }
 
     /// Item 7 of #12: a few memcg records with 16 MiB paths drove `report` to a gigabyte. A

@@ -176,6 +176,9 @@ impl<W: Write> Session<W> {
             }
             Payload::TaskExit(_) | Payload::GroupExited(_) => self.quiet_pids.contains(&pid),
             Payload::TaskFree(_) => self.quiet_pids.remove(&pid),
+            // A node creates cgroups all day: in text they would drown the OOM path (JSON
+            // and dumps carry them).
+            Payload::CgroupMkdir(_) => true,
             _ => false,
         }
     }

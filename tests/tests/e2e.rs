@@ -678,6 +678,7 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
     let pod = burstable.child(&format!("pod{}", pod_uid(2)));
     let ctr = pod.child(&container_id(2));
     let id = ctr.id();
+    let gone_path = ctr.rel_path().to_string();
     let mut hog = hog(&ctr, 256, false, None);
     let pid = hog.pid();
     hog.go();
@@ -689,7 +690,32 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
     let killed = killed_finding(pid);
     assert_eq!(killed["memcg_removed"], true, "{killed}");
     assert_eq!(killed["victim"]["memcg_id"], id, "{killed}");
-    assert_eq!(killed["memcg_path"], Value::Null, "{killed}");
+    // Named all the same: by the kernel's `cgroup_mkdir`, whose id is the one kills carry.
+    assert_eq!(killed["memcg_path"], gone_path.as_str(), "{killed}");
+    assert_eq!(
+        killed["workload"],
+        serde_json::json!({"kind": "pod", "pod_uid": pod_uid(2), "qos": "burstable",
+            "container_id": &container_id(2)[..12], "runtime": null}),
+        "{killed}"
+    );
+    let plan = watch.plan();
+    let mkdir_hook = plan["plan"]
+        .as_array()
+        .and_then(|p| p.iter().find(|h| h["hook"] == "cgroup_mkdir"))
+        .unwrap_or_else(|| panic!("no cgroup_mkdir hook in {plan}"));
+    assert_eq!(mkdir_hook["attach"], "tp_btf", "{plan}");
+    let made = watch
+        .lines()
+        .into_iter()
+        .find(|v| v["event"] == "cgroup_mkdir" && v["cgroup_id"] == id)
+        .unwrap_or_else(|| panic!("no cgroup_mkdir event of id {id}"));
+    assert_eq!(made["path"], gone_path.as_str(), "{made}");
+    assert_eq!(
+        made["level"],
+        gone_path.matches('/').count(),
+        "level: the depth below the root, {made}"
+    );
+    assert_eq!(made["path_truncated"], false, "{made}");
     drop(burstable);
     let lines = watch.stop_and_collect();
     assert!(

@@ -107,6 +107,16 @@ pub struct MemcgPaths {
     removed: HashMap<u64, Option<String>>,
     /// Removed ids in the order they were found removed, with when.
     removed_order: VecDeque<(u64, Instant)>,
+    /// Paths of the latest memcgs created (`cgroup_mkdir`), for those removed before they are
+    /// named; oldest first in `created_order`.
+    created: HashMap<u64, String>,
+    created_order: VecDeque<u64>,
+    /// The memory controller's hierarchy id (0 on v2; v1 from `/proc/cgroups`): the cgroups whose
+    /// creation ([`MemcgPaths::created`]) names memcgs. None: no creation names one (live
+    /// without a controller), or every one does (a replay: what was recorded was filtered).
+    hierarchy: Option<u32>,
+    /// Whether created cgroups are taken whatever their hierarchy (replays).
+    any_hierarchy: bool,
     /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
     pub lookups: u64,
     pub walks: u64,
@@ -114,6 +124,10 @@ pub struct MemcgPaths {
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
 const MAX_REMOVED: usize = 4096;
+/// Created memcgs whose path is kept at most (the oldest are forgotten first): a creation storm
+/// of more between a memcg's creation and the reading of its kill leaves it unnamed if it is
+/// removed meanwhile (about 1 MB at most, with kubelet's path lengths).
+pub const MAX_CREATED: usize = 4096;
 /// How long a removed memcg's last path is kept. A memcg can only be removed once no task is
 /// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
 /// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
@@ -143,11 +157,23 @@ impl MemcgPaths {
             live: HashMap::new(),
             removed: HashMap::new(),
             removed_order: VecDeque::new(),
+            created: HashMap::new(),
+            created_order: VecDeque::new(),
+            hierarchy: None,
+            any_hierarchy: controller.is_none(),
             lookups: 0,
             walks: 0,
         };
         let Some(root) = m.root.clone() else {
             return m;
+        };
+        // v2 has one hierarchy, the default one, whose id is 0. (Newer kernels, 7.2 among
+        // them, no longer list v2's controllers in /proc/cgroups: it is only asked on v1.)
+        m.hierarchy = match controller.map(|c| c.version) {
+            Some(2) => Some(0),
+            _ => std::fs::read_to_string("/proc/cgroups")
+                .ok()
+                .and_then(|t| memory_hierarchy(&t)),
         };
         // Handles work if the mount's own directory is found through its inode.
         m.mount_fd = std::fs::File::open(&root).ok().map(OwnedFd::from);
@@ -249,8 +275,15 @@ impl MemcgPaths {
 
     /// Asks the kernel about `id` (not the cache).
     fn lookup(&mut self, id: u64) -> Memcg {
-        if self.root.is_none() || id == 0 {
+        if id == 0 {
             return Memcg::Unknown;
+        }
+        if self.root.is_none() {
+            // A replay: the creations recorded name what the recording named.
+            return self
+                .created
+                .get(&id)
+                .map_or(Memcg::Unknown, |p| Memcg::Live(p.clone()));
         }
         if self.mount_fd.is_some() {
             match self.by_handle(id) {
@@ -270,6 +303,37 @@ impl MemcgPaths {
             Some(p) => Memcg::Live(p),
             None => Memcg::Removed(None),
         }
+    }
+
+    /// A cgroup was created (`cgroup:cgroup_mkdir`). If it is in the memory controller's
+    /// hierarchy its path is kept, in a bounded set of the [`MAX_CREATED`] latest, for the
+    /// one case a file handle cannot answer: a memcg removed before anything names it is then
+    /// said removed *with* its path. (One still there is named by its handle, exactly, as
+    /// ever: no entry here costs a check.) False when it is another hierarchy's (v1 ids are
+    /// only unique within one), has no usable path (cut, or not from the root), or id 0.
+    pub fn created(&mut self, hierarchy: Option<u32>, id: u64, path: &str, cut: bool) -> bool {
+        let ours = self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy);
+        if !ours || cut || id == 0 || !path.starts_with('/') {
+            return false;
+        }
+        if self.created.insert(id, path.to_string()).is_none() {
+            self.created_order.push_back(id);
+        }
+        while self.created_order.len() > MAX_CREATED {
+            if let Some(old) = self.created_order.pop_front() {
+                self.created.remove(&old);
+            }
+        }
+        // Said removed already without a path (its kill was read first): now it has one.
+        if let Some(last @ None) = self.removed.get_mut(&id) {
+            *last = Some(path.to_string());
+        }
+        true
+    }
+
+    /// The memory controller's hierarchy id, which [`MemcgPaths::created`] keeps.
+    pub fn hierarchy(&self) -> Option<u32> {
+        self.hierarchy
     }
 
     /// Records `id` as removed, with the last path seen (tests, and the checks here).
@@ -296,12 +360,17 @@ impl MemcgPaths {
         if let Some(last) = self.removed.get(&id) {
             return Memcg::Removed(last.clone());
         }
-        let m = self.lookup(id);
+        let mut m = self.lookup(id);
         match &m {
             Memcg::Live(p) => {
                 self.live.insert(id, p.clone());
             }
-            Memcg::Removed(_) => self.forget(id, None),
+            Memcg::Removed(_) => {
+                // Removed before it was ever named: its path from its creation, if seen.
+                let last = self.created.remove(&id);
+                m = Memcg::Removed(last.clone());
+                self.forget(id, last);
+            }
             Memcg::Unknown => {}
         }
         m
@@ -385,6 +454,15 @@ impl MemcgPaths {
     }
 }
 
+/// The memory controller's hierarchy id from `/proc/cgroups` (`subsys hierarchy cgroups
+/// enabled`): a v1 mount's id (0 when bound to cgroup v2, on kernels that still list it).
+pub fn memory_hierarchy(proc_cgroups: &str) -> Option<u32> {
+    proc_cgroups.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some("memory")).then(|| f.next()?.parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +501,8 @@ mod tests {
         // A plain directory is no kernfs: its inodes are no file handles, so this walks.
         let mut m = MemcgPaths::new(Some(&c));
         assert!(!m.by_handles());
+        // v2: the one hierarchy, 0, whatever /proc/cgroups lists (7.2 lists no v2 controller).
+        assert_eq!(m.hierarchy(), Some(0));
         let ino = std::fs::metadata(dir.join("a/b")).unwrap().ino();
         assert_eq!(m.path(ino).as_deref(), Some("/a/b"));
         // Created just now and named at once: no rate limit between walks.
@@ -447,6 +527,70 @@ mod tests {
         assert_eq!(m.sweep(), vec![ino]);
         assert_eq!(m.memcg(ino), Memcg::Removed(Some("/a/b".into())));
         assert!(m.sweep().is_empty());
+    }
+
+    #[test]
+    fn the_memory_hierarchy_is_read_from_proc_cgroups() {
+        let v1 = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t3\t40\t1\nmemory\t4\t36\t1\n";
+        assert_eq!(memory_hierarchy(v1), Some(4));
+        assert_eq!(memory_hierarchy("memory\t0\t90\t1\n"), Some(0));
+        assert_eq!(memory_hierarchy("cpu\t3\t40\t1\n"), None);
+    }
+
+    /// A memcg created and removed before anything named it: said removed *with* the path its
+    /// creation carried; another hierarchy's creation with the same id (v1) is not taken, nor
+    /// a cut path.
+    #[test]
+    fn a_memcg_removed_before_it_is_named_keeps_the_path_of_its_creation() {
+        let scratch = ScratchDir::new("memcg-mkdir");
+        let dir = scratch.path().to_path_buf();
+        let c = MemoryController {
+            version: 1,
+            mount: dir.clone(),
+        };
+        let mut m = MemcgPaths::new(Some(&c));
+        m.hierarchy = Some(4);
+        std::fs::create_dir_all(dir.join("pod/ctr")).unwrap();
+        let id = std::fs::metadata(dir.join("pod/ctr")).unwrap().ino();
+        assert!(
+            !m.created(Some(3), id, "/cpu-only", false),
+            "another hierarchy"
+        );
+        assert!(!m.created(None, id, "/unknown-hierarchy", false));
+        assert!(!m.created(Some(4), id, "/pod/ct", true), "a cut path");
+        assert!(m.created(Some(4), id, "/pod/ctr", false));
+        // Still there: named by the kernel (here the walk), as ever.
+        assert_eq!(m.memcg(id), Memcg::Live("/pod/ctr".into()));
+        // Another one, created and removed before anything named it.
+        std::fs::create_dir_all(dir.join("pod/gone")).unwrap();
+        let gone = std::fs::metadata(dir.join("pod/gone")).unwrap().ino();
+        assert!(m.created(Some(4), gone, "/pod/gone", false));
+        std::fs::remove_dir(dir.join("pod/gone")).unwrap();
+        assert_eq!(m.memcg(gone), Memcg::Removed(Some("/pod/gone".into())));
+        assert_eq!(m.current(gone), Memcg::Removed(Some("/pod/gone".into())));
+        // Its kill read first, its creation after (reordering): the path is filled in.
+        m.forget(999_999_999, None);
+        assert!(m.created(Some(4), 999_999_999, "/late", false));
+        assert_eq!(m.memcg(999_999_999), Memcg::Removed(Some("/late".into())));
+    }
+
+    /// A creation storm keeps at most MAX_CREATED paths (the oldest go first).
+    #[test]
+    fn a_creation_storm_keeps_a_bounded_number_of_paths() {
+        let mut m = MemcgPaths::new(None);
+        for id in 1..=(MAX_CREATED as u64 * 3) {
+            assert!(m.created(Some(0), id, &format!("/kubepods/pod{id}"), false));
+        }
+        assert_eq!(m.created.len(), MAX_CREATED);
+        assert_eq!(m.created_order.len(), MAX_CREATED);
+        assert_eq!(m.held(), (0, 0));
+        // A replay names from the recorded creations (the latest ones).
+        assert_eq!(m.memcg(1), Memcg::Unknown);
+        let last = MAX_CREATED as u64 * 3;
+        assert_eq!(
+            m.memcg(last).path(),
+            Some(format!("/kubepods/pod{last}").as_str())
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl Layout {
                     sched_process_free: read("sched", "sched_process_free"),
                     signal_generate: read("signal", "signal_generate"),
                     wake_reaper: read("oom", "wake_reaper"),
+                    cgroup_mkdir: read("cgroup", "cgroup_mkdir"),
                 });
             }
             None => layout
@@ -78,6 +79,17 @@ impl Layout {
         );
         c.css_cgroup = off("cgroup_subsys_state", "cgroup", "memcg ids unknown");
         c.cgroup_kn = off("cgroup", "kn", "memcg ids unknown");
+        c.cgroup_level = off("cgroup", "level", "created cgroups' depth unknown");
+        c.cgroup_root = off(
+            "cgroup",
+            "root",
+            "created cgroups' hierarchy unknown: none named at creation",
+        );
+        c.root_hierarchy_id = off(
+            "cgroup_root",
+            "hierarchy_id",
+            "created cgroups' hierarchy unknown: none named at creation",
+        );
         c.memcg_css = off("mem_cgroup", "css", "memcg ids unknown");
         c.signal_live = off(
             "signal_struct",
@@ -182,6 +194,21 @@ impl Layout {
         c.tp_signal_group = field(&f.signal_generate, "group");
         c.tp_signal_result = field(&f.signal_generate, "result");
         c.tp_reaper_pid = field(&f.wake_reaper, "pid");
+        c.tp_cgroup_root = field(&f.cgroup_mkdir, "root");
+        c.tp_cgroup_level = field(&f.cgroup_mkdir, "level");
+        // `id` is a u64 (the kernfs node id) since 5.5; an int before, which names no memcg.
+        c.tp_cgroup_id = f
+            .cgroup_mkdir
+            .as_ref()
+            .and_then(|f| f.field("id"))
+            .filter(|f| f.size == 8)
+            .map_or(NO_OFFSET, |f| f.offset);
+        c.tp_cgroup_path = f
+            .cgroup_mkdir
+            .as_ref()
+            .and_then(|f| f.field("path"))
+            .filter(|f| f.data_loc)
+            .map_or(NO_OFFSET, |f| f.offset);
     }
 }
 
@@ -193,6 +220,7 @@ pub struct Formats {
     pub sched_process_free: Option<TracepointFormat>,
     pub signal_generate: Option<TracepointFormat>,
     pub wake_reaper: Option<TracepointFormat>,
+    pub cgroup_mkdir: Option<TracepointFormat>,
 }
 
 fn page_kb_shift() -> u32 {
@@ -235,6 +263,7 @@ mod tests {
             sched_process_free: fixture("6.18/sched/sched_process_free/format"),
             signal_generate: fixture("6.18/signal/signal_generate/format"),
             wake_reaper: fixture("6.18/oom/wake_reaper/format"),
+            cgroup_mkdir: fixture("6.18/cgroup/cgroup_mkdir/format"),
         });
         let c = l.config;
         assert_eq!(
@@ -269,6 +298,36 @@ mod tests {
         );
         assert_eq!([c.tp_signal_group, c.tp_signal_result], [40, 44]);
         assert_eq!(c.tp_reaper_pid, 8);
+        assert_eq!(
+            [
+                c.tp_cgroup_root,
+                c.tp_cgroup_level,
+                c.tp_cgroup_id,
+                c.tp_cgroup_path
+            ],
+            [8, 12, 16, 24]
+        );
+    }
+
+    /// Before 5.5 the record's `id` was an `int` (not the kernfs node id events carry): left
+    /// out, so the classic program reports nothing rather than a wrong id.
+    #[test]
+    fn a_cgroup_mkdir_record_with_an_int_id_is_not_read() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/6.18/cgroup/cgroup_mkdir/format"),
+        )
+        .unwrap()
+        .replace(
+            "field:u64 id;\toffset:16;\tsize:8;",
+            "field:int id;\toffset:16;\tsize:4;",
+        );
+        let mut l = empty();
+        l.apply_formats(&Formats {
+            cgroup_mkdir: Some(TracepointFormat::parse(&text).unwrap()),
+            ..Formats::default()
+        });
+        assert_eq!(l.config.tp_cgroup_id, NO_OFFSET);
+        assert_eq!(l.config.tp_cgroup_path, 24);
     }
 
     #[test]

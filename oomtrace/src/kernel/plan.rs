@@ -276,6 +276,15 @@ hooks! {
             tp(Tracepoint, "free_tp", "sched", "sched_process_free"),
         ],
     },
+    /// `cgroup:cgroup_mkdir`: every cgroup created, with its id and path.
+    CgroupMkdir {
+        name: "cgroup_mkdir",
+        kernel: "cgroup:cgroup_mkdir",
+        candidates: [
+            tp(TpBtf, "cgroup_mkdir_btf", "cgroup", "cgroup_mkdir"),
+            tp(Tracepoint, "cgroup_mkdir_tp", "cgroup", "cgroup_mkdir"),
+        ],
+    },
 }
 
 /// What we know about the running kernel before trying anything. Each `Err` holds the reason

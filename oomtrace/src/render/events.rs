@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::{
     clock::{Clock, rfc3339, time_of_day},
     event::{
-        Event, EventKind, Payload, cstr, exit_seen, exit_seen_name, group_dead_source, memcg_oom,
-        pre_existing, sender_state, victim_fields,
+        Event, EventKind, Payload, cgroup_mkdir, cstr, exit_seen, exit_seen_name,
+        group_dead_source, memcg_oom, mkdir_path, pre_existing, sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
     text::{kb, printable},
@@ -35,6 +35,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::GroupExited => "group_exited",
         EventKind::PreExisting => "pre_existing",
         EventKind::MemcgOom => "memcg_oom",
+        EventKind::CgroupMkdir => "cgroup_mkdir",
     }
 }
 
@@ -248,6 +249,13 @@ impl Renderer {
                     "source": if p.flags & memcg_oom::V1 != 0 { "v1_eventfd" } else { "v2_memory_events_local" },
                 })
             }
+            Payload::CgroupMkdir(p) => json!({
+                "cgroup_id": p.id,
+                "hierarchy": (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
+                "level": p.level,
+                "path": mkdir_path(p),
+                "path_truncated": p.flags & cgroup_mkdir::TRUNCATED != 0,
+            }),
         };
         if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
             m.extend(b);
@@ -435,6 +443,24 @@ impl Renderer {
                     s += &format!(", memcg {}", self.memcg_text(p.memcg_id));
                 }
                 s
+            }
+            Payload::CgroupMkdir(p) => {
+                let hierarchy = if p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0 {
+                    format!("hierarchy {}", p.hierarchy)
+                } else {
+                    "hierarchy unknown".into()
+                };
+                let cut = if p.flags & cgroup_mkdir::TRUNCATED != 0 {
+                    " (path cut)"
+                } else {
+                    ""
+                };
+                format!(
+                    "cgroup {}{cut} created (id {}, {hierarchy}, level {})",
+                    mkdir_path(p),
+                    p.id,
+                    p.level
+                )
             }
             Payload::MemcgOom(p) if p.flags & memcg_oom::REMOVED != 0 => {
                 format!("memcg {} removed", self.memcg_text(p.memcg_id))

@@ -860,10 +860,12 @@ fn main() {
         .find(|l| l["type"] == "summary")
         .cloned()
         .unwrap_or(Value::Null);
+    // OOM kills only: a `dead` finding also ends a kill by someone else (`victim.sender`: the
+    // soak's clean-up SIGKILLs in pod memcgs removed at once, named too since `cgroup_mkdir`).
     let count = |kind: &str| {
         lines
             .iter()
-            .filter(|l| is_finding(l, kind, &prefix))
+            .filter(|l| is_finding(l, kind, &prefix) && l["victim"]["sender"].is_null())
             .count() as u64
     };
     let (killed, dead, flagged) = (count("killed"), count("dead"), count("stuck"));
@@ -893,7 +895,8 @@ fn main() {
         kernel_kills > 0 && killed == kernel_kills && dead == killed,
     ));
     // Every container kill named: its memcg's path and the pod's workload, at once, although
-    // its memcg was made moments before and removed moments after.
+    // its memcg was made moments before and removed moments after (also when removed before
+    // oomtrace read the kill: named from its creation).
     let mut ages_ms: Vec<f64> = Vec::new();
     let mut named = 0u64;
     for l in lines
@@ -925,8 +928,11 @@ fn main() {
             ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
             ages_ms.last().copied().unwrap_or(f64::NAN)
         ),
+        // Since `cgroup_mkdir` names memcgs at their creation, one removed before its kill was
+        // read is named too (said removed, with its path): none is left unnamed.
         pod_kernel > 0
-            && named + unnamed_killed == pod_kernel
+            && named == pod_kernel
+            && unnamed_killed == 0
             && ages_ms
                 .get(ages_ms.len() / 2)
                 .is_some_and(|m| *m <= POD_YOUNG.as_secs_f64() * 1e3),

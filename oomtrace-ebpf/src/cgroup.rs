@@ -1,0 +1,108 @@
+//! Cgroups being created (`cgroup:cgroup_mkdir`): their id, hierarchy, depth and path, so that
+//! userspace names a memcg that is removed before an event naming it is read.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel_str_bytes,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use oomtrace_common::{CGROUP_PATH_LEN, CgroupMkdir, EventKind, NO_OFFSET, cgroup_mkdir};
+
+use crate::{
+    emit::emit_in_place,
+    kernel::{config, read},
+};
+
+/// What the record holds but its path (which is read in place: too large for the stack).
+struct Facts {
+    id: u64,
+    hierarchy: Option<i32>,
+    level: i32,
+    /// The path string's kernel address.
+    path: u64,
+}
+
+/// Writes the record: the facts, then the path read straight into the ring buffer.
+#[inline(always)]
+fn report(f: Facts) {
+    emit_in_place::<CgroupMkdir>(EventKind::CgroupMkdir, |m| {
+        // SAFETY: `m` is the reserved record's payload; every field is written before submit.
+        unsafe {
+            let path = &raw mut (*m).path;
+            core::ptr::write_bytes(path, 0, 1);
+            // The read stops at the buffer's end with a NUL in its last byte: a path of exactly
+            // CGROUP_PATH_LEN - 1 bytes is said cut too.
+            let len = bpf_probe_read_kernel_str_bytes(f.path as *const u8, &mut *path)
+                .map_or(0, <[u8]>::len);
+            let mut flags = 0;
+            if len + 1 >= CGROUP_PATH_LEN {
+                flags |= cgroup_mkdir::TRUNCATED;
+            }
+            if f.hierarchy.is_some() {
+                flags |= cgroup_mkdir::HIERARCHY_KNOWN;
+            }
+            (&raw mut (*m).id).write(f.id);
+            (&raw mut (*m).hierarchy).write(f.hierarchy.unwrap_or(0) as u32);
+            (&raw mut (*m).level).write(f.level as u32);
+            (&raw mut (*m).flags).write(flags);
+            (&raw mut (*m).path_len).write(len as u32);
+        }
+        true
+    });
+}
+
+/// `trace_cgroup_mkdir(struct cgroup *cgrp, const char *path)` (5.10 … 6.18 alike): the id is
+/// `cgrp->kn->id`, read exactly as `task_memcg_id` reads a task's memcg.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir_btf(ctx: BtfTracePointContext) -> u32 {
+    let cgrp: u64 = ctx.arg(0);
+    let c = config();
+    let kn: u64 = read(cgrp, c.cgroup_kn).unwrap_or(0);
+    let id = read(kn, c.kn_id).unwrap_or(0);
+    if id == 0 {
+        return 0;
+    }
+    let root: u64 = read(cgrp, c.cgroup_root).unwrap_or(0);
+    report(Facts {
+        id,
+        hierarchy: read(root, c.root_hierarchy_id),
+        level: read(cgrp, c.cgroup_level).unwrap_or(0),
+        path: ctx.arg(1),
+    });
+    0
+}
+
+/// The classic record: `int root`, `int level`, `u64 id` (an `int` before 5.5, left out then),
+/// `__data_loc char[] path`.
+#[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
+pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
+    let c = config();
+    if c.tp_cgroup_id == NO_OFFSET || c.tp_cgroup_path == NO_OFFSET {
+        return 0;
+    }
+    // SAFETY: offsets from this kernel's format file; reads are checked by the helper.
+    let id = unsafe { ctx.read_at::<u64>(c.tp_cgroup_id as usize) }.unwrap_or(0);
+    // SAFETY: as above.
+    let Ok(loc) = (unsafe { ctx.read_at::<u32>(c.tp_cgroup_path as usize) }) else {
+        return 0;
+    };
+    if id == 0 {
+        return 0;
+    }
+    let int = |off: u32| -> Option<i32> {
+        if off == NO_OFFSET {
+            return None;
+        }
+        // SAFETY: as above.
+        unsafe { ctx.read_at::<i32>(off as usize) }.ok()
+    };
+    report(Facts {
+        id,
+        hierarchy: int(c.tp_cgroup_root),
+        level: int(c.tp_cgroup_level).unwrap_or(0),
+        // __data_loc: low 16 bits the string's offset in the record, high 16 its length.
+        path: ctx.as_ptr() as u64 + u64::from(loc & 0xffff),
+    });
+    0
+}

@@ -5,6 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use oomtrace::{
     record::dump::Reader,
+    render::sink::Format,
     report::{self, ReplayOptions},
 };
 
@@ -12,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     // Text or JSON output, events shown: chosen by the input's length so that both renderers
     // are reached without changing what the bytes mean.
     let opts = ReplayOptions {
-        json: data.len() % 2 == 1,
+        format: if data.len() % 2 == 1 {
+            Format::Json
+        } else {
+            Format::Text
+        },
         events: true,
         timeline: true,
         ..Default::default()

@@ -3,13 +3,13 @@
 
 /// Maps kernel monotonic timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
+pub(crate) struct Clock {
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, in ns, taken once at start.
-    pub realtime_offset_ns: i128,
+    pub(crate) realtime_offset_ns: i128,
 }
 
 impl Clock {
-    pub fn now() -> Clock {
+    pub(crate) fn now() -> Clock {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
         Clock {
@@ -18,13 +18,13 @@ impl Clock {
     }
 
     /// Unix time in ns of a CLOCK_MONOTONIC timestamp.
-    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+    pub(crate) fn wall_ns(&self, mono_ns: u64) -> i128 {
         i128::from(mono_ns) + self.realtime_offset_ns
     }
 }
 
 /// CLOCK_MONOTONIC (or another clock) now, in ns.
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -35,12 +35,12 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 /// CLOCK_MONOTONIC now, the clock of kernel timestamps.
-pub fn monotonic_now() -> u64 {
+pub(crate) fn monotonic_now() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` from unix ns (UTC).
-pub fn rfc3339(unix_ns: i128) -> String {
+pub(crate) fn rfc3339(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -63,6 +63,6 @@ pub fn rfc3339(unix_ns: i128) -> String {
 }
 
 /// `HH:MM:SS.ffffff` (UTC) for text lines.
-pub fn time_of_day(unix_ns: i128) -> String {
+pub(crate) fn time_of_day(unix_ns: i128) -> String {
     rfc3339(unix_ns)[11..26].to_string()
 }

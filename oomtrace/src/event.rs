@@ -70,7 +70,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn kind(&self) -> EventKind {
+    pub(crate) fn kind(&self) -> EventKind {
         match self.payload {
             Payload::OomInvoke(_) => EventKind::OomInvoke,
             Payload::OomInvokeDone(_) => EventKind::OomInvokeDone,
@@ -95,7 +95,7 @@ impl Event {
     /// Who the event is about. The one place that knows which field names the process and
     /// which only a thread (classic tracepoints name the thread; userspace fills the process in
     /// from /proc where it can).
-    pub fn subject(&self) -> Subject {
+    pub(crate) fn subject(&self) -> Subject {
         let process = |tid, tgid: u32| Subject {
             tid,
             tgid: (tgid != 0).then_some(tgid),
@@ -126,7 +126,7 @@ impl Event {
     }
 
     /// The memcg the event names, if it names one (an OOM domain or the victim's own).
-    pub fn memcg(&self) -> Option<u64> {
+    pub(crate) fn memcg(&self) -> Option<u64> {
         match self.payload {
             Payload::OomInvoke(p) => Some(p.memcg_id),
             Payload::OomKill(p) => Some(p.memcg_id),
@@ -140,7 +140,7 @@ impl Event {
 
     /// Every memcg the event names: [`Event::memcg`] and, for a kill decision, the victim's own
     /// memcg where it differs from the OOM domain (userspace resolves and records each).
-    pub fn memcgs(&self) -> impl Iterator<Item = u64> {
+    pub(crate) fn memcgs(&self) -> impl Iterator<Item = u64> {
         let own = match self.payload {
             Payload::OomKill(p) if p.chosen_memcg_id != 0 && p.chosen_memcg_id != p.memcg_id => {
                 [Some(p.chosen_memcg_id), None]
@@ -221,7 +221,7 @@ impl Event {
 
 /// The path a [`CgroupMkdir`] carries, from its hierarchy's root (`/a/b`; bytes that are not
 /// UTF-8 replaced).
-pub fn mkdir_path(p: &CgroupMkdir) -> String {
+pub(crate) fn mkdir_path(p: &CgroupMkdir) -> String {
     let n = (p.path_len as usize).min(p.path.len());
     let bytes = &p.path[..n];
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(n);
@@ -230,14 +230,14 @@ pub fn mkdir_path(p: &CgroupMkdir) -> String {
 
 /// The thread an event names and, when known, its process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Subject {
-    pub tid: u32,
-    pub tgid: Option<u32>,
+pub(crate) struct Subject {
+    pub(crate) tid: u32,
+    pub(crate) tgid: Option<u32>,
 }
 
 impl Subject {
     /// The process when known, else the thread.
-    pub fn process_or_thread(self) -> u32 {
+    pub(crate) fn process_or_thread(self) -> u32 {
         self.tgid.unwrap_or(self.tid)
     }
 }
@@ -330,13 +330,13 @@ fn pod_bytes<T: Pod>(value: &T) -> &[u8] {
 }
 
 /// The text of a NUL-padded kernel string (comm, message), lossily as UTF-8.
-pub fn cstr(bytes: &[u8]) -> String {
+pub(crate) fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// A fixed-size comm field from a string (tests, synthetic dumps).
-pub fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
+pub(crate) fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0u8; N];
     let n = s.len().min(N - 1);
     out[..n].copy_from_slice(&s.as_bytes()[..n]);
@@ -365,7 +365,7 @@ pub(crate) fn sample_oom_kill() -> OomKill {
 }
 
 /// The name of a [`exit_seen`] value, as in JSON.
-pub fn exit_seen_name(how: u32) -> &'static str {
+pub(crate) fn exit_seen_name(how: u32) -> &'static str {
     match how {
         exit_seen::PIDFD => "pidfd",
         exit_seen::GONE => "gone",

@@ -19,7 +19,7 @@ use std::{
 };
 
 /// Hooks running at once, at most.
-pub const MAX_RUNNING: usize = 4;
+pub(crate) const MAX_RUNNING: usize = 4;
 /// The time limit when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The environment's `PATH` for a hook.
@@ -30,14 +30,14 @@ struct Running {
     deadline: Instant,
 }
 
-pub struct Hooks {
+pub(crate) struct Hooks {
     program: PathBuf,
     timeout: Duration,
     running: Vec<Running>,
     /// Flags whose hook did not run: too many running, or it could not start.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Hooks killed at their time limit.
-    pub timed_out: u64,
+    pub(crate) timed_out: u64,
 }
 
 /// Whether `path` is a file this process could execute: checked at start-up, so that a typo
@@ -63,7 +63,7 @@ pub fn check_executable(path: &Path) -> Result<(), String> {
 }
 
 impl Hooks {
-    pub fn new(program: PathBuf, timeout: Duration) -> Hooks {
+    pub(crate) fn new(program: PathBuf, timeout: Duration) -> Hooks {
         Hooks {
             program,
             timeout,
@@ -73,12 +73,8 @@ impl Hooks {
         }
     }
 
-    pub fn program(&self) -> &Path {
-        &self.program
-    }
-
     /// Starts the hook with these `OOMTRACE_*` variables (unless too many are running).
-    pub fn run(&mut self, vars: &[(&str, String)]) {
+    pub(crate) fn run(&mut self, vars: &[(&str, String)]) {
         self.reap();
         if self.running.len() >= MAX_RUNNING {
             self.skipped += 1;
@@ -120,12 +116,12 @@ impl Hooks {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.running.is_empty()
     }
 
     /// Collects finished hooks; kills (the process group of) those past their time limit.
-    pub fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         let now = Instant::now();
         let timeout = self.timeout;
         let program = &self.program;
@@ -151,7 +147,7 @@ impl Hooks {
     }
 
     /// At exit: hooks get up to `grace` to finish, then are killed. None outlives oomtrace.
-    pub fn shutdown(&mut self, grace: Duration) {
+    pub(crate) fn shutdown(&mut self, grace: Duration) {
         let until = Instant::now() + grace;
         while !self.running.is_empty() && Instant::now() < until {
             self.running

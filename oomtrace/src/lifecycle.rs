@@ -38,11 +38,10 @@ mod victim;
 
 pub use config::{Filter, Observability, TrackerConfig, kernel_version};
 pub use finding::{Finding, MemcgTask};
-pub use summary::{Percentiles, Summary};
+pub(crate) use summary::Summary;
 use summary::{histogram, percentiles, record_ns};
-pub use victim::{
-    AllocStackInfo, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task, Timeline, Victim,
-    VictimKey,
+pub(crate) use victim::{
+    AllocStackInfo, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task, Victim, VictimKey,
 };
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
@@ -55,7 +54,7 @@ pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 /// (init reaps orphans with a delay: ~1.6 s seen on a test host).
 pub const DEFAULT_RELEASE_TIMEOUT_NS: u64 = 10_000_000_000;
 /// OOM invocations in a memcg while one of its victims is stuck before a livelock is reported.
-pub const DEFAULT_LIVELOCK_THRESHOLD: u32 = 10;
+pub(crate) const DEFAULT_LIVELOCK_THRESHOLD: u32 = 10;
 /// True returns without a kill, after a victim of the domain is found stuck, before the
 /// kernel's verdict reads "aborted, waiting on it": a pending victim makes every invocation
 /// abort, while the other causes give one or two per charge — a margin freed meanwhile (memory
@@ -63,10 +62,10 @@ pub const DEFAULT_LIVELOCK_THRESHOLD: u32 = 10;
 /// (`task_is_dying`: SIGKILLed by anyone, then the charge fails). Seen in a guest (6.1): raising
 /// the limit of a nothing-killable domain and ending its -1000 task while watched made a
 /// livelock blame a victim the kernel had already skipped.
-pub const MIN_ABORTED_VERDICTS: u32 = 3;
+pub(crate) const MIN_ABORTED_VERDICTS: u32 = 3;
 /// Events are held this long and released in timestamp order (events from different CPUs can
 /// reach the ring buffer slightly out of order).
-pub const REORDER_NS: u64 = 10_000_000;
+pub(crate) const REORDER_NS: u64 = 10_000_000;
 /// How long a kernel SIGKILL waits for the mark_victim that names it an OOM kill, and how soon
 /// after a mark the same task's SIGKILLs count as kills of processes sharing the victim's mm
 /// (both happen in one `__oom_kill_process()` call).
@@ -315,22 +314,18 @@ impl Tracker {
         }
     }
 
-    pub fn config(&self) -> &TrackerConfig {
-        &self.cfg
-    }
-
     /// Counts only what `filter` admits from now on.
-    pub fn set_filter(&mut self, filter: Filter) {
+    pub(crate) fn set_filter(&mut self, filter: Filter) {
         self.filter = filter;
     }
 
-    pub fn filter(&self) -> &Filter {
+    pub(crate) fn filter(&self) -> &Filter {
         &self.filter
     }
 
     /// Whether the filter admits a finding: its process and memcg (paths as told by
     /// [`Tracker::memcg_path`]). The session shows exactly what the summary counts.
-    pub fn admits(&self, f: &Finding) -> bool {
+    pub(crate) fn admits(&self, f: &Finding) -> bool {
         admitted(&self.filter, &self.memcg_paths, f.tgid(), f.memcg_id())
     }
 
@@ -355,7 +350,7 @@ impl Tracker {
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).
-    pub fn on_lost(&mut self, total: u64) {
+    pub(crate) fn on_lost(&mut self, total: u64) {
         self.lost = self.lost.max(total);
         self.summary.lost_events = self.lost;
     }
@@ -363,7 +358,7 @@ impl Tracker {
     /// Advances time to `now_ns` (CLOCK_MONOTONIC): releases held events, flags timeouts.
     /// Everything up to `now_ns - REORDER_NS` has been applied, so that is the instant judged:
     /// an exit still in the reorder window can never be mistaken for a stuck victim.
-    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+    pub(crate) fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         let judged = now_ns.saturating_sub(REORDER_NS);
         self.release_until(judged, out);
         // A kill waiting for its mark gives up on it only once a later event has arrived (its
@@ -389,7 +384,7 @@ impl Tracker {
 
     /// The earliest `tick` time at which something could be flagged: replays tick exactly
     /// there instead of every few milliseconds.
-    pub fn next_tick_due(&self) -> Option<u64> {
+    pub(crate) fn next_tick_due(&self) -> Option<u64> {
         let cfg = &self.cfg;
         let held = self
             .reorder
@@ -1285,20 +1280,20 @@ impl Tracker {
     }
 
     /// Kills counted so far per victim memcg id.
-    pub fn kills_by_memcg(&self) -> &HashMap<u64, u64> {
+    pub(crate) fn kills_by_memcg(&self) -> &HashMap<u64, u64> {
         &self.kills_by_memcg
     }
 
     /// A memcg's path (from the cgroup fs live, from the dump in a replay).
     /// The name of a kernel address (`name+0xoff`), for the allocation stacks that follow.
-    pub fn symbol(&mut self, addr: u64, name: &str) {
+    pub(crate) fn symbol(&mut self, addr: u64, name: &str) {
         if self.symbols.len() >= MAX_SYMBOLS && !self.symbols.contains_key(&addr) {
             self.symbols.clear();
         }
         self.symbols.insert(addr, name.to_string());
     }
 
-    pub fn memcg_path(&mut self, id: u64, path: &str) {
+    pub(crate) fn memcg_path(&mut self, id: u64, path: &str) {
         if self.memcg_paths.len() >= MAX_MEMCGS && !self.memcg_paths.contains_key(&id) {
             self.memcg_paths.clear();
         }
@@ -1402,17 +1397,19 @@ impl Tracker {
 
     /// The kernel's memcg notifications are watched: OOM invocations (the livelock signature)
     /// are seen without an invocation hook.
-    pub fn memcg_notifications_watched(&mut self) {
+    pub(crate) fn memcg_notifications_watched(&mut self) {
         self.summary.livelock_observable = true;
     }
 
     /// OOM invocations per OOM domain from the kernel's memcg notifications.
-    pub fn notified_invocations(&self) -> &HashMap<u64, u64> {
+    #[cfg(test)]
+    pub(crate) fn notified_invocations(&self) -> &HashMap<u64, u64> {
         &self.notified_invocations
     }
 
     /// Memcgs hung now with the OOM killer disabled.
-    pub fn oom_disabled_now(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn oom_disabled_now(&self) -> usize {
         self.oom_disabled.len()
     }
 
@@ -1725,12 +1722,12 @@ impl Tracker {
         }
     }
 
-    pub fn victim(&self, key: &VictimKey) -> Option<&Victim> {
+    pub(crate) fn victim(&self, key: &VictimKey) -> Option<&Victim> {
         self.victims.get(key).map(Box::as_ref)
     }
 
     /// Victims not yet dead.
-    pub fn unresolved(&self) -> impl Iterator<Item = &Victim> {
+    pub(crate) fn unresolved(&self) -> impl Iterator<Item = &Victim> {
         self.victims
             .values()
             .map(Box::as_ref)
@@ -1738,7 +1735,7 @@ impl Tracker {
     }
 
     /// Victims dead and not released (their release event may have been lost).
-    pub fn dead_unreleased(&self) -> Vec<u32> {
+    pub(crate) fn dead_unreleased(&self) -> Vec<u32> {
         self.victims
             .values()
             .filter(|v| v.timeline.dead.is_some() && v.timeline.released.is_none())
@@ -1747,16 +1744,17 @@ impl Tracker {
     }
 
     /// Whether a victim with this process id is held.
-    pub fn follows(&self, tgid: u32) -> bool {
+    pub(crate) fn follows(&self, tgid: u32) -> bool {
         self.by_id.get(&tgid).is_some_and(|v| !v.is_empty())
     }
 
     /// Victims currently held (bounded).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.victims.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.victims.is_empty()
     }
 

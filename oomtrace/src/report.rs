@@ -43,18 +43,18 @@ pub struct ReplayOptions {
 /// What a replay found, for callers that go on (Perfetto, tests). `findings`, `victims`,
 /// `invocations` and `exits` are filled only with [`ReplayOptions::timeline`].
 pub struct Replay {
-    pub summary: Summary,
-    pub findings: Vec<Finding>,
+    pub(crate) summary: Summary,
+    pub(crate) findings: Vec<Finding>,
     pub problems: Vec<DumpProblem>,
     pub header: Option<Header>,
     /// Every victim's last known state.
-    pub victims: BTreeMap<VictimKey, Victim>,
+    pub(crate) victims: BTreeMap<VictimKey, Victim>,
     /// (memcg id, ts) of every OOM invocation.
-    pub invocations: Vec<(u64, u64)>,
+    pub(crate) invocations: Vec<(u64, u64)>,
     /// (tgid, tid, ts) of every thread exit seen.
-    pub exits: Vec<(u32, u32, u64)>,
-    pub undecodable: u64,
-    pub memcg_paths: BTreeMap<u64, String>,
+    pub(crate) exits: Vec<(u32, u32, u64)>,
+    pub(crate) undecodable: u64,
+    pub(crate) memcg_paths: BTreeMap<u64, String>,
 }
 
 /// What the recording's plan could deliver; everything for a dump without a plan.

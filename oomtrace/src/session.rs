@@ -18,13 +18,13 @@ use crate::{
 
 /// Where forensics come from: the live system, or nowhere (replays).
 pub struct Live {
-    pub proc_root: PathBuf,
-    pub memcg_root: Option<PathBuf>,
+    pub(crate) proc_root: PathBuf,
+    pub(crate) memcg_root: Option<PathBuf>,
     /// Socket inodes each victim (by tgid) held when it was killed: a thread stuck inside
     /// exit has no fd table left to find them through.
-    pub sockets_at_kill: HashMap<u32, Vec<u64>>,
+    pub(crate) sockets_at_kill: HashMap<u32, Vec<u64>>,
     /// Every memcg's OOM counters when watching began (to reconcile kills at the end).
-    pub oom_baseline: Vec<crate::host::scan::MemcgOom>,
+    pub(crate) oom_baseline: Vec<crate::host::scan::MemcgOom>,
 }
 
 /// Victims whose sockets are remembered at most (the oldest are dropped past this).
@@ -41,7 +41,7 @@ impl Live {
     }
 
     /// Records the sockets `tgid` holds now (at its kill).
-    pub fn record_sockets(&mut self, tgid: u32) {
+    pub(crate) fn record_sockets(&mut self, tgid: u32) {
         let inodes = forensics::socket_inodes(&self.proc_root, tgid);
         if inodes.is_empty() {
             return;
@@ -77,22 +77,22 @@ impl Live {
     }
 }
 
-pub struct Session<W: Write> {
-    pub renderer: Renderer,
-    pub tracker: Tracker,
-    pub format: Format,
+pub(crate) struct Session<W: Write> {
+    pub(crate) renderer: Renderer,
+    pub(crate) tracker: Tracker,
+    pub(crate) format: Format,
     /// Print every event, not only findings.
-    pub events: bool,
-    pub live: Option<Live>,
-    pub out: W,
+    pub(crate) events: bool,
+    pub(crate) live: Option<Live>,
+    pub(crate) out: W,
     /// Keep every finding in `kept` (replays).
-    pub keep_findings: bool,
+    pub(crate) keep_findings: bool,
     /// Victims that matched the filter: their events are shown too.
     of_interest: std::collections::HashSet<u32>,
-    pub kept: Vec<Finding>,
+    pub(crate) kept: Vec<Finding>,
     /// The forensics shown with the findings in `kept`, by victim: the live loop's hooks and
     /// `--unstick` use them rather than reading /proc a second time.
-    pub kept_forensics: HashMap<VictimKey, forensics::Forensics>,
+    pub(crate) kept_forensics: HashMap<VictimKey, forensics::Forensics>,
     lost_reported: u64,
     findings: Vec<Finding>,
     /// Processes a user process SIGKILLed: text leaves their kill and exit events out (a
@@ -105,7 +105,7 @@ pub struct Session<W: Write> {
 const MAX_QUIET_PIDS: usize = 8192;
 
 impl<W: Write> Session<W> {
-    pub fn new(
+    pub(crate) fn new(
         renderer: Renderer,
         tracker: Tracker,
         format: Format,
@@ -183,7 +183,7 @@ impl<W: Write> Session<W> {
         }
     }
 
-    pub fn event(&mut self, ev: &Event) -> io::Result<()> {
+    pub(crate) fn event(&mut self, ev: &Event) -> io::Result<()> {
         let quiet = self.quiet_in_text(ev);
         if self.events && !quiet && self.shows_event(ev) {
             self.format.event(&mut self.renderer, ev, &mut self.out)?;
@@ -196,7 +196,7 @@ impl<W: Write> Session<W> {
     }
 
     /// Time passes: flags victims past their timeout.
-    pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+    pub(crate) fn tick(&mut self, now_ns: u64) -> io::Result<()> {
         let mut found = std::mem::take(&mut self.findings);
         self.tracker.tick(now_ns, &mut found);
         self.emit(&mut found, now_ns)?;
@@ -205,12 +205,12 @@ impl<W: Write> Session<W> {
     }
 
     /// The lost-event total reported so far.
-    pub fn lost_reported(&self) -> u64 {
+    pub(crate) fn lost_reported(&self) -> u64 {
         self.lost_reported
     }
 
     /// The kernel's count of events lost to a full ring buffer.
-    pub fn lost(&mut self, total: u64) -> io::Result<()> {
+    pub(crate) fn lost(&mut self, total: u64) -> io::Result<()> {
         if total <= self.lost_reported {
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl<W: Write> Session<W> {
 
     /// Ends the session: judges what is left at `now_ns`, reconciles the kills with the
     /// kernel's counters (live), and prints the summary.
-    pub fn finish(&mut self, now_ns: u64) -> io::Result<Summary> {
+    pub(crate) fn finish(&mut self, now_ns: u64) -> io::Result<Summary> {
         let mut found = std::mem::take(&mut self.findings);
         self.tracker.finish(now_ns, &mut found);
         self.emit(&mut found, now_ns)?;

@@ -27,7 +27,7 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Human size from kB.
-pub fn kb(kb: u64) -> String {
+pub(crate) fn kb(kb: u64) -> String {
     if kb >= 10 * 1024 {
         format!("{} MiB", kb / 1024)
     } else {

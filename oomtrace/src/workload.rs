@@ -18,7 +18,7 @@ use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Workload {
+pub(crate) enum Workload {
     /// A Kubernetes pod (UID) and, when the memcg is a container's, its runtime and id.
     Pod {
         pod_uid: String,
@@ -60,7 +60,7 @@ fn container_of(component: &str) -> Option<(String, String)> {
     Some((String::new(), short_id(stem)?))
 }
 
-pub fn of_path(path: &str) -> Workload {
+pub(crate) fn of_path(path: &str) -> Workload {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     // Kubernetes.
     if parts.first().is_some_and(|p| p.starts_with("kubepods")) {
@@ -136,7 +136,7 @@ pub fn of_path(path: &str) -> Workload {
 impl Workload {
     /// Metric labels: `kind`, `workload` (pod UID, unit, container id or path) and
     /// `container` (short id, or empty). Bounded by the caller (a cap on distinct sets).
-    pub fn labels(&self) -> [(&'static str, String); 3] {
+    pub(crate) fn labels(&self) -> [(&'static str, String); 3] {
         let (kind, workload, container) = match self {
             Workload::Pod {
                 pod_uid,

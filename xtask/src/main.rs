@@ -10,6 +10,8 @@ mod guest;
 mod imports;
 mod lint;
 mod prometheus;
+#[cfg(test)]
+mod public_api;
 mod runc;
 mod setup;
 mod soak;

@@ -46,11 +46,11 @@ use crate::{
 
 /// Processes watched at most at once (one descriptor each). Past this, new victims are not
 /// watched and their findings say so.
-pub const MAX_WATCHED: usize = 16_384;
+pub(crate) const MAX_WATCHED: usize = 16_384;
 
 /// Why a process cannot be watched.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     /// `pidfd_open` failed for another reason than the process being gone.
     #[error("pidfd_open({pid}) failed: {source}")]
     PidfdOpen {
@@ -96,16 +96,16 @@ enum Identity {
 
 /// What [`DeathWatch::watch`] did.
 #[derive(Debug, Default, PartialEq)]
-pub struct Watching {
+pub(crate) struct Watching {
     /// [`GroupExited`] events due at once: the process is already gone, or an earlier watch
     /// of the same pid turned out to follow another process.
-    pub events: Vec<Event>,
+    pub(crate) events: Vec<Event>,
     /// A pidfd was opened and is watched from now on.
-    pub started: bool,
+    pub(crate) started: bool,
 }
 
 /// An epoll set of pidfds, readable when any watched process has finished exiting.
-pub struct DeathWatch {
+pub(crate) struct DeathWatch {
     epoll: OwnedFd,
     watched: HashMap<u64, Watched>,
     /// pid → token, so a process is watched once however often it is named.
@@ -183,7 +183,7 @@ pub fn available() -> Result<(), String> {
 }
 
 /// A userspace-observed event about `pid`, stamped now.
-pub fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) -> Event {
+pub(crate) fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) -> Event {
     let kind = match payload {
         Payload::PreExisting(_) => EventKind::PreExisting,
         Payload::TaskFree(_) => EventKind::TaskFree,
@@ -219,7 +219,7 @@ fn exited(pid: u32, tid: u32, start_ns: u64, comm: [u8; TASK_COMM_LEN], how: u32
 }
 
 impl DeathWatch {
-    pub fn new() -> io::Result<DeathWatch> {
+    pub(crate) fn new() -> io::Result<DeathWatch> {
         // SAFETY: plain syscall.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -234,11 +234,13 @@ impl DeathWatch {
         })
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.watched.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.watched.is_empty()
     }
 
@@ -246,7 +248,7 @@ impl DeathWatch {
     /// boot; 0 if unknown: then pid reuse cannot be ruled out), named by the kernel through
     /// thread `tid`. Its readiness comes through [`Self::ready`] (a process that is already a
     /// zombie is ready at once); a process watched already is not watched twice.
-    pub fn watch(
+    pub(crate) fn watch(
         &mut self,
         proc_root: &Path,
         (pid, tid): (u32, u32),
@@ -334,7 +336,7 @@ impl DeathWatch {
     /// `sched_process_exit` at `ts_ns` (CLOCK_MONOTONIC, like the bpf clock). After the pidfd
     /// was opened, that proves the pidfd names that process: it was not reaped yet, so the pid
     /// was still its own.
-    pub fn kernel_exit(&mut self, pid: u32, start_ns: u64, ts_ns: u64) {
+    pub(crate) fn kernel_exit(&mut self, pid: u32, start_ns: u64, ts_ns: u64) {
         let Some(token) = self.tokens.get(&pid) else {
             return;
         };
@@ -361,7 +363,7 @@ impl DeathWatch {
     /// are no longer watched. A pidfd not known to name its victim is checked now (under
     /// `proc_root`): a later process that had the pid is reported as [`exit_seen::PID_REUSED`],
     /// one reaped before it could be told apart as [`exit_seen::GONE`].
-    pub fn ready(&mut self, proc_root: &Path) -> Vec<Event> {
+    pub(crate) fn ready(&mut self, proc_root: &Path) -> Vec<Event> {
         let mut out = Vec::new();
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {

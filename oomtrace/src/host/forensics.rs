@@ -22,79 +22,79 @@ use crate::text::printable;
 
 /// One thread of the victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ThreadInfo {
-    pub tid: u32,
+pub(crate) struct ThreadInfo {
+    pub(crate) tid: u32,
     /// `R`, `S`, `D`, `Z`, `t`, …
-    pub state: String,
-    pub wchan: Option<String>,
+    pub(crate) state: String,
+    pub(crate) wchan: Option<String>,
     /// Kernel stack, innermost first (needs root).
-    pub stack: Vec<String>,
+    pub(crate) stack: Vec<String>,
     /// The thread's own `TracerPid` (a thread id of the tracer), if it is traced.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tracer: Option<u32>,
+    pub(crate) tracer: Option<u32>,
 }
 
 /// A socket the victim holds, described from /proc/net.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SocketInfo {
-    pub inode: u64,
+pub(crate) struct SocketInfo {
+    pub(crate) inode: u64,
     /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`, or `unknown`.
-    pub proto: String,
+    pub(crate) proto: String,
     /// e.g. `LISTEN 127.0.0.1:47123`.
-    pub description: String,
+    pub(crate) description: String,
     /// Threads whose fd table holds it.
-    pub held_by: Vec<u32>,
+    pub(crate) held_by: Vec<u32>,
     /// How it was attributed to the victim, in words.
-    pub attribution: String,
+    pub(crate) attribution: String,
 }
 
 /// The victim's memory cgroup as /proc and the cgroup fs show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemcgInfo {
     pub path: String,
-    pub usage_bytes: Option<u64>,
-    pub limit_bytes: Option<u64>,
+    pub(crate) usage_bytes: Option<u64>,
+    pub(crate) limit_bytes: Option<u64>,
     /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events` `oom_kill`).
-    pub oom_kills: Option<u64>,
+    pub(crate) oom_kills: Option<u64>,
     /// Times it hit OOM (v2 `memory.events` `oom`; v1 does not count them).
-    pub oom_events: Option<u64>,
+    pub(crate) oom_events: Option<u64>,
     /// v1 `memory.oom_control` `under_oom` (set only while the OOM path runs or waits).
-    pub under_oom: Option<bool>,
+    pub(crate) under_oom: Option<bool>,
 }
 
 /// Everything gathered about one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Forensics {
-    pub tgid: u32,
-    pub exists: bool,
+    pub(crate) tgid: u32,
+    pub(crate) exists: bool,
     pub state: Option<String>,
-    pub ppid: Option<u32>,
-    pub parent_comm: Option<String>,
-    pub threads_count: Option<u32>,
-    pub sigkill_pending: Option<bool>,
+    pub(crate) ppid: Option<u32>,
+    pub(crate) parent_comm: Option<String>,
+    pub(crate) threads_count: Option<u32>,
+    pub(crate) sigkill_pending: Option<bool>,
     /// The tracer (`TracerPid`, a thread id) holding its threads in a ptrace stop, when they all
     /// name the same one (see `stopped_tracers`). Not any thread's tracer: a leader traced by
     /// its parent after `PTRACE_TRACEME` holds nothing while it runs.
-    pub tracer_pid: Option<u32>,
+    pub(crate) tracer_pid: Option<u32>,
     /// Its real uid (`Uid:` first field): whose process it is, for the remedies' ownership
     /// checks.
     pub uid: Option<u32>,
     /// The tracers (`TracerPid`, thread ids) of its threads in a ptrace stop (state `t`), each
     /// once: a tracee in a ptrace stop goes on only when its tracer lets it. Read from every
     /// thread's status up to [`MAX_THREADS`], kept even for threads not detailed below.
-    pub stopped_tracers: Vec<u32>,
+    pub(crate) stopped_tracers: Vec<u32>,
     /// Threads in detail: at most [`MAX_DETAILED_THREADS`] (those in D, t, or Z first).
-    pub threads: Vec<ThreadInfo>,
-    pub sockets: Vec<SocketInfo>,
+    pub(crate) threads: Vec<ThreadInfo>,
+    pub(crate) sockets: Vec<SocketInfo>,
     /// When no socket could be tied to it (its fd table detached inside exit, nothing recorded
     /// at its kill): the listeners of its network namespace that no process's fd table holds.
     /// Never counted as its own — they may be anyone's (a socket passed on and not held) —
     /// but a listener the victim is closing inside exit is among them. At most
     /// [`MAX_SOCKETS`].
-    pub unheld_listeners: Vec<SocketInfo>,
+    pub(crate) unheld_listeners: Vec<SocketInfo>,
     pub memcg: Option<MemcgInfo>,
     /// What could not be read, and why.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -133,14 +133,14 @@ pub(crate) fn tgid_of(proc_root: &Path, tid: u32) -> Option<u32> {
 }
 
 /// Threads whose status is read at most per finding (state, tracer).
-pub const MAX_THREADS: usize = 4096;
+pub(crate) const MAX_THREADS: usize = 4096;
 /// Threads detailed (wchan, kernel stack) and shown at most per finding.
-pub const MAX_DETAILED_THREADS: usize = 64;
+pub(crate) const MAX_DETAILED_THREADS: usize = 64;
 /// fd-table entries read at most per finding, over all threads: a victim's owner decides how
 /// many files it holds, and every entry is a readlink in oomtrace's event loop.
-pub const MAX_FD_ENTRIES: usize = 8192;
+pub(crate) const MAX_FD_ENTRIES: usize = 8192;
 /// Sockets named at most per finding.
-pub const MAX_SOCKETS: usize = 64;
+pub(crate) const MAX_SOCKETS: usize = 64;
 
 /// Socket inodes in the fd table of the thread directory `tdir`, reading at most `budget`
 /// entries (decremented); the bool says whether the table was cut.
@@ -190,7 +190,7 @@ fn tids_of(dir: &Path) -> (Vec<u32>, bool) {
 /// [`MAX_FD_ENTRIES`] entries read): recorded at the kill, before a thread inside exit
 /// detaches its table. Threads of one process share one table almost always, so the leader's
 /// is read first and another thread's only while the budget lasts.
-pub fn socket_inodes(proc_root: &Path, tgid: u32) -> Vec<u64> {
+pub(crate) fn socket_inodes(proc_root: &Path, tgid: u32) -> Vec<u64> {
     let dir = proc_root.join(tgid.to_string());
     let mut budget = MAX_FD_ENTRIES;
     let mut out: Vec<u64> = Vec::new();
@@ -549,7 +549,7 @@ fn memcg_line(dir: &Path) -> Option<(String, bool)> {
 }
 
 /// The memory cgroup path of a process or thread directory.
-pub fn memcg_path(dir: &Path) -> Option<String> {
+pub(crate) fn memcg_path(dir: &Path) -> Option<String> {
     memcg_line(dir).map(|(p, _)| p)
 }
 
@@ -561,7 +561,7 @@ const MAX_MEMCG_DIRS: usize = 100_000;
 /// On cgroup v1 the kernel shows `/` in `/proc/PID/cgroup` for a task that is exiting
 /// (`PF_EXITING`), however long it is stuck there; the memcg's own `tasks` file still lists
 /// it until it leaves its css_set at the end of exit.
-pub fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
+pub(crate) fn memcg_by_tasks(memcg_root: &Path, tids: &[u32]) -> Option<String> {
     // The deepest match is the task's own memcg (v1 lists a task in one memcg only; a racing
     // move could list it twice).
     memcgs_under(memcg_root)
@@ -690,7 +690,7 @@ fn unheld_listeners(proc_root: &Path, net: &Path) -> Vec<SocketInfo> {
 }
 
 /// inode → (proto, description) for every socket in a net namespace's /proc/net tables.
-pub fn socket_table(net: &Path) -> BTreeMap<u64, (String, String)> {
+pub(crate) fn socket_table(net: &Path) -> BTreeMap<u64, (String, String)> {
     let mut out = BTreeMap::new();
     for proto in ["tcp", "tcp6", "udp", "udp6"] {
         let Some(text) = read(&net.join(proto)) else {

@@ -25,7 +25,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// The state directory's default.
-pub const STATE_DIR: &str = "/var/lib/oomtrace";
+pub(crate) const STATE_DIR: &str = "/var/lib/oomtrace";
 const FILE: &str = "memcg-limits.json";
 
 /// Where oomtrace keeps state: `OOMTRACE_STATE_DIR`, else [`STATE_DIR`].
@@ -35,25 +35,25 @@ pub fn state_dir() -> PathBuf {
 
 /// One limit file written: its value before, and the value written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LimitWrite {
-    pub file: PathBuf,
-    pub from: u64,
-    pub to: u64,
+pub(crate) struct LimitWrite {
+    pub(crate) file: PathBuf,
+    pub(crate) from: u64,
+    pub(crate) to: u64,
 }
 
 /// One raise: for which victim, and the writes made, in the order made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Raise {
-    pub id: u64,
-    pub boot_id: String,
-    pub victim: u32,
+pub(crate) struct Raise {
+    pub(crate) id: u64,
+    pub(crate) boot_id: String,
+    pub(crate) victim: u32,
     /// The victim's start time (/proc/PID/stat field 22, clock ticks): tells it from a later
     /// process with its pid.
-    pub victim_start: u64,
-    pub writes: Vec<LimitWrite>,
+    pub(crate) victim_start: u64,
+    pub(crate) writes: Vec<LimitWrite>,
     /// The victim is dead: put back as soon as no later raise of the same file is out.
     #[serde(default)]
-    pub due: bool,
+    pub(crate) due: bool,
 }
 
 /// The journal, loaded; every change is written through.
@@ -70,7 +70,7 @@ fn boot_id() -> String {
 }
 
 /// A limit file's value (`max` on cgroup v2 is `u64::MAX`).
-pub fn read_limit(file: &Path) -> Result<u64, String> {
+pub(crate) fn read_limit(file: &Path) -> Result<u64, String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let t = text.trim();
@@ -82,7 +82,7 @@ pub fn read_limit(file: &Path) -> Result<u64, String> {
 }
 
 /// Writes a limit (`u64::MAX` as `max` on v2, `-1` on v1).
-pub fn write_limit(file: &Path, value: u64) -> Result<(), String> {
+pub(crate) fn write_limit(file: &Path, value: u64) -> Result<(), String> {
     let text = match value {
         u64::MAX if file.ends_with("memory.max") => "max".to_string(),
         u64::MAX => "-1".to_string(),
@@ -92,7 +92,7 @@ pub fn write_limit(file: &Path, value: u64) -> Result<(), String> {
 }
 
 /// The start time of `pid` in clock ticks (/proc/PID/stat field 22), if it exists.
-pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
+pub(crate) fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     stat.get(stat.rfind(')')? + 1..)?
         .split_whitespace()
@@ -146,7 +146,7 @@ impl Journal {
         &self.path
     }
 
-    pub fn entries(&self) -> &[Raise] {
+    pub(crate) fn entries(&self) -> &[Raise] {
         &self.entries
     }
 
@@ -175,7 +175,7 @@ impl Journal {
 
     /// Journals, then makes, `writes` (in order) for `victim`; a failed write undoes those made
     /// and drops the entry. Returns what was done.
-    pub fn raise(
+    pub(crate) fn raise(
         &mut self,
         victim: u32,
         victim_start: u64,

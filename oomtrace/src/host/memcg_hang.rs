@@ -22,7 +22,7 @@ pub struct Hang {
     /// The hang's domain, relative to the controller's mount.
     pub domain: String,
     /// Its `memory.oom_control`.
-    pub control: PathBuf,
+    pub(crate) control: PathBuf,
     /// The uid owning the domain's directory.
     pub owner: Option<u32>,
 }
@@ -76,12 +76,12 @@ fn has_room(dir: &Path) -> bool {
 }
 
 /// Whether the domain is still under OOM (None: gone).
-pub fn still_hung(h: &Hang) -> Option<bool> {
+pub(crate) fn still_hung(h: &Hang) -> Option<bool> {
     state(h.control.parent()?).map(|(under, _)| under)
 }
 
 /// Writes `oom_kill_disable` of the hang's domain.
-pub fn set_kill_disable(h: &Hang, disable: bool) -> std::io::Result<()> {
+pub(crate) fn set_kill_disable(h: &Hang, disable: bool) -> std::io::Result<()> {
     std::fs::write(&h.control, if disable { "1" } else { "0" })
 }
 

@@ -44,23 +44,23 @@ use crate::host::forensics::keyed;
 /// Which cgroup version's interface is watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Version {
+pub(crate) enum Version {
     V1,
     V2,
 }
 
 /// The counters and state last read of one memcg.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub oom: u64,
-    pub oom_kill: u64,
-    pub under_oom: bool,
-    pub kill_disable: bool,
+pub(crate) struct Counters {
+    pub(crate) oom: u64,
+    pub(crate) oom_kill: u64,
+    pub(crate) under_oom: bool,
+    pub(crate) kill_disable: bool,
 }
 
 impl Counters {
     /// From a v2 `memory.events.local` or a v1 `memory.oom_control`.
-    pub fn parse(text: &str) -> Counters {
+    pub(crate) fn parse(text: &str) -> Counters {
         Counters {
             oom: keyed(text, "oom").unwrap_or(0),
             oom_kill: keyed(text, "oom_kill").unwrap_or(0),
@@ -82,13 +82,13 @@ struct Memcg {
 /// What one watched memcg's notification said (the payload of a `memcg_oom` event) with its
 /// path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub path: String,
-    pub payload: MemcgOom,
+pub(crate) struct Notice {
+    pub(crate) path: String,
+    pub(crate) payload: MemcgOom,
 }
 
 /// The epoll descriptor of every memcg's OOM notifications; see the module docs.
-pub struct MemcgWatch {
+pub(crate) struct MemcgWatch {
     epoll: OwnedFd,
     inotify: OwnedFd,
     root: PathBuf,
@@ -100,7 +100,7 @@ pub struct MemcgWatch {
     /// v1 memcgs read `under_oom 1`: re-read on ticks until it ends.
     under_oom: HashSet<u64>,
     /// What could not be watched, said once each (limits, permissions).
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     problem_kinds: HashSet<&'static str>,
 }
 
@@ -126,7 +126,7 @@ impl MemcgWatch {
     /// Watches every memcg under `root` (the memory controller's mount) now and as they come.
     /// Returns the watch and what the first reading says (v1 memcgs already hung with the OOM
     /// killer disabled).
-    pub fn new(root: &Path) -> std::io::Result<(MemcgWatch, Vec<Notice>)> {
+    pub(crate) fn new(root: &Path) -> std::io::Result<(MemcgWatch, Vec<Notice>)> {
         let version = if root.join("cgroup.controllers").exists() {
             Version::V2
         } else {
@@ -136,7 +136,7 @@ impl MemcgWatch {
     }
 
     /// As [`MemcgWatch::new`], the version given (fixture trees).
-    pub fn with_version(
+    pub(crate) fn with_version(
         root: &Path,
         version: Version,
     ) -> std::io::Result<(MemcgWatch, Vec<Notice>)> {
@@ -170,26 +170,23 @@ impl MemcgWatch {
         Ok((w, out))
     }
 
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         self.version
     }
 
     /// Memcgs watched now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.memcgs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.memcgs.is_empty()
-    }
-
     /// The path (relative to the mount, `/` the root) of a watched memcg.
-    pub fn path_of(&self, id: u64) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn path_of(&self, id: u64) -> Option<&str> {
         self.memcgs.get(&id).map(|m| m.path.as_str())
     }
 
     /// Whether a v1 memcg is under OOM: `under_oom` must be re-read on ticks.
-    pub fn needs_poll(&self) -> bool {
+    pub(crate) fn needs_poll(&self) -> bool {
         !self.under_oom.is_empty()
     }
 
@@ -367,7 +364,7 @@ impl MemcgWatch {
     }
 
     /// Everything notified since the last call, domains first (shallowest path first).
-    pub fn ready(&mut self) -> Vec<Notice> {
+    pub(crate) fn ready(&mut self) -> Vec<Notice> {
         let mut out = Vec::new();
         let mut fired: HashMap<u64, u64> = HashMap::new();
         let mut modified: HashSet<u64> = HashSet::new();
@@ -414,7 +411,7 @@ impl MemcgWatch {
     }
 
     /// v1 memcgs under OOM, re-read (the kernel notifies its start, not its end).
-    pub fn poll_states(&mut self) -> Vec<Notice> {
+    pub(crate) fn poll_states(&mut self) -> Vec<Notice> {
         let mut out = Vec::new();
         let ids: Vec<u64> = self.under_oom.iter().copied().collect();
         for id in ids {
@@ -587,7 +584,7 @@ fn sort_by_depth(out: &mut [Notice]) {
 
 /// v1: an OOM notifies its domain and every memcg below it, so a memcg's own invocations are
 /// its signals less its parent's (when the parent is watched and fired too).
-pub fn net_of_parent(
+pub(crate) fn net_of_parent(
     fired: &HashMap<u64, u64>,
     parent_of: impl Fn(u64) -> Option<u64>,
 ) -> HashMap<u64, u64> {

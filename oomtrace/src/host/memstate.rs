@@ -49,7 +49,11 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 }
 
 /// The files of one memcg, by name (a function so that tests give fixtures).
-pub fn from_files(memcg_id: u64, version: u8, read: impl Fn(&str) -> Option<String>) -> MemcgState {
+pub(crate) fn from_files(
+    memcg_id: u64,
+    version: u8,
+    read: impl Fn(&str) -> Option<String>,
+) -> MemcgState {
     let mut s = empty(memcg_id);
     let num = |f: &str| read(f).as_deref().and_then(number);
     let stat = read("memory.stat").unwrap_or_default();
@@ -130,14 +134,14 @@ pub fn from_files(memcg_id: u64, version: u8, read: impl Fn(&str) -> Option<Stri
 }
 
 /// A memcg's state from its directory (`version` of the controller).
-pub fn of_memcg(dir: &Path, memcg_id: u64, version: u8) -> MemcgState {
+pub(crate) fn of_memcg(dir: &Path, memcg_id: u64, version: u8) -> MemcgState {
     from_files(memcg_id, version, |f| {
         std::fs::read_to_string(dir.join(f)).ok()
     })
 }
 
 /// The machine's state from `/proc/meminfo` text (values in kB): a global OOM.
-pub fn of_machine(meminfo: &str) -> MemcgState {
+pub(crate) fn of_machine(meminfo: &str) -> MemcgState {
     let kb = |k: &str| {
         meminfo.lines().find_map(|l| {
             let (key, v) = l.split_once(':')?;

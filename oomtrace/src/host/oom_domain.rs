@@ -33,14 +33,14 @@ pub struct OomDomain {
     /// Relative to the controller's mount, as /proc shows memcgs.
     pub path: String,
     #[serde(skip)]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The limit hit (`memory.max`, v1 `memory.limit_in_bytes`), and the usage against it.
     pub limit_bytes: u64,
     pub usage_bytes: u64,
     /// cgroup v1: the memory+swap limit is the one hit (`memory.memsw.*`).
     pub memsw_hit: bool,
     /// The uid owning the domain's directory.
-    pub owner: Option<u32>,
+    pub(crate) owner: Option<u32>,
 }
 
 fn num(dir: &Path, file: &str) -> Option<u64> {
@@ -109,7 +109,7 @@ pub fn domain_of(memcg_root: &Path, memcg_path: &str, cgroup_v2: bool) -> Option
 
 /// cgroup v1: whether the memory+swap usage of `dir` is at its limit (then raising the memory
 /// limit alone frees nothing: memsw is raised by as much).
-pub fn memsw_at_limit(dir: &Path) -> bool {
+pub(crate) fn memsw_at_limit(dir: &Path) -> bool {
     at_limit(
         num(dir, "memory.memsw.usage_in_bytes"),
         num(dir, "memory.memsw.limit_in_bytes"),

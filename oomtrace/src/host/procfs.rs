@@ -11,7 +11,7 @@ pub(crate) fn clock_ticks() -> u64 {
 }
 
 /// Start time of `pid` (ns since boot, at clock-tick precision) from `/proc/PID/stat`.
-pub fn start_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
+pub(crate) fn start_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // Fields after the comm, which may itself contain spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -21,7 +21,7 @@ pub fn start_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
 }
 
 /// Whether a start time from the kernel (ns) and one from /proc (ticks) are the same moment.
-pub fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
+pub(crate) fn same_start(kernel_ns: u64, proc_ns: u64) -> bool {
     let tick = 1_000_000_000 / clock_ticks();
     kernel_ns / tick == proc_ns / tick
 }

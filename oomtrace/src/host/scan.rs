@@ -35,7 +35,7 @@ pub struct Candidate {
     /// The memcg path a live thread reports, if any.
     pub memcg_path: Option<String>,
     /// The memcg's id (inode of its directory), when the memory controller is mounted.
-    pub memcg_id: u64,
+    pub(crate) memcg_id: u64,
     pub threads: u32,
     /// [`pre_existing`] bits.
     pub flags: u32,
@@ -43,7 +43,7 @@ pub struct Candidate {
 
 impl Candidate {
     /// The event that brings it into the tracker (and into dumps).
-    pub fn payload(&self) -> PreExisting {
+    pub(crate) fn payload(&self) -> PreExisting {
         PreExisting {
             pid: self.pid,
             ppid: self.ppid,
@@ -55,7 +55,7 @@ impl Candidate {
         }
     }
 
-    pub fn comm_bytes(&self) -> [u8; TASK_COMM_LEN] {
+    pub(crate) fn comm_bytes(&self) -> [u8; TASK_COMM_LEN] {
         comm_bytes(&self.comm)
     }
 }
@@ -238,18 +238,18 @@ const MAX_MEMCGS_SCANNED: usize = 100_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemcgOom {
     /// Relative to the controller's mount (`/` is the root).
-    pub path: String,
+    pub(crate) path: String,
     /// v2 `memory.events` `oom`: times the OOM killer was invoked for it (v1 does not count).
-    pub oom: Option<u64>,
+    pub(crate) oom: Option<u64>,
     /// `oom_kill` (v2 `memory.events`, v1 `memory.oom_control`).
-    pub oom_kill: Option<u64>,
+    pub(crate) oom_kill: Option<u64>,
     /// Whether `oom_kill` counts kills in descendant memcgs too: v2 does (unless mounted with
     /// `memory_localevents`); v1 counts a kill only in the victim's own memcg.
-    pub counts_descendants: bool,
+    pub(crate) counts_descendants: bool,
     /// v1 `memory.oom_control` `under_oom` (only set while the OOM path runs or waits).
-    pub under_oom: Option<bool>,
+    pub(crate) under_oom: Option<bool>,
     /// v1 `memory.oom_control` `oom_kill_disable`.
-    pub kill_disable: Option<bool>,
+    pub(crate) kill_disable: Option<bool>,
 }
 
 /// Every memcg's OOM counters under the memory controller's mount.

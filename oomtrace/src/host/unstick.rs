@@ -58,7 +58,7 @@ pub enum Wait {
 
 /// Which [`Wait`] a kernel function in a stack means (matched as a prefix of the frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sign {
+pub(crate) enum Sign {
     Fuse,
     Nfs,
     Cifs,
@@ -75,7 +75,7 @@ pub enum Sign {
 /// (`try_charge_memcg`, `mem_cgroup_charge`, `__mem_cgroup_charge`, `charge_memcg`,
 /// `mem_cgroup_out_of_memory`), the mmap lock (`rwsem_down_read_slowpath`, `lock_mm_and_find_vma`),
 /// ptrace stops (`ptrace_stop`, `ptrace_notify`, `ptrace_event`).
-pub const SIGNATURES: &[(&str, Sign)] = &[
+pub(crate) const SIGNATURES: &[(&str, Sign)] = &[
     ("request_wait_answer", Sign::Fuse),
     ("fuse_", Sign::Fuse),
     ("__fuse_", Sign::Fuse),
@@ -117,7 +117,7 @@ pub const FUSECTL: &str = "/sys/fs/fuse/connections";
 
 /// Mounts fusectl at [`FUSECTL`] if it is not; returns whether it did (unmount with
 /// [`unmount_fusectl`] when done).
-pub fn ensure_fusectl() -> bool {
+pub(crate) fn ensure_fusectl() -> bool {
     let mounted = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
         m.lines()
             .any(|l| l.split_whitespace().nth(1) == Some(FUSECTL))
@@ -142,12 +142,12 @@ pub fn unmount_fusectl() {
 /// A fusectl connection id: the mount's `dev_t` as the kernel numbers it (`MKDEV`: major in
 /// the bits above 20, minor below). Anonymous `fuse` mounts have major 0; `fuseblk` mounts
 /// name their block device.
-pub fn connection_id(major: u32, minor: u32) -> u32 {
+pub(crate) fn connection_id(major: u32, minor: u32) -> u32 {
     (major << 20) | (minor & 0xf_ffff)
 }
 
 /// mount id → FUSE connection id, for the FUSE mounts in a `mountinfo` text.
-pub fn fuse_mounts(mountinfo: &str) -> std::collections::HashMap<u64, u32> {
+pub(crate) fn fuse_mounts(mountinfo: &str) -> std::collections::HashMap<u64, u32> {
     mountinfo
         .lines()
         .filter_map(|l| {
@@ -196,7 +196,7 @@ fn mnt_id_of_fd(tdir: &Path, fd: &str) -> Option<u64> {
 /// [`crate::host::forensics::MAX_FD_ENTRIES`] read), through its leader or first live thread:
 /// `watch --unstick` records them at the kill, before a thread inside exit detaches the table
 /// (a FLUSH held at exit names no file any more).
-pub fn fuse_connections_open(proc_root: &Path, pid: u32) -> Vec<u32> {
+pub(crate) fn fuse_connections_open(proc_root: &Path, pid: u32) -> Vec<u32> {
     let mounts = fuse_mounts(&mountinfo_of(proc_root, pid));
     if mounts.is_empty() {
         return Vec::new();
@@ -247,7 +247,7 @@ pub fn fuse_connections_open(proc_root: &Path, pid: u32) -> Vec<u32> {
 /// first argument (read, write, fsync, getdents, …); its `fdinfo` names the mount. A thread
 /// not in a system call (inside exit: a FLUSH at `exit_files`) names none: see
 /// [`fuse_connections_open`].
-pub fn fuse_connections_waited_on(proc_root: &Path, f: &Forensics) -> Vec<u32> {
+pub(crate) fn fuse_connections_waited_on(proc_root: &Path, f: &Forensics) -> Vec<u32> {
     let mounts = fuse_mounts(&mountinfo_of(proc_root, f.tgid));
     let dir = proc_root.join(f.tgid.to_string());
     let mut out = Vec::new();
@@ -283,7 +283,7 @@ pub fn fuse_connections_waited_on(proc_root: &Path, f: &Forensics) -> Vec<u32> {
 
 /// The connections the victim waits on: from its blocked threads' files, else those recorded
 /// at its kill that have requests waiting now (under `fusectl`).
-pub fn fuse_connections_for(
+pub(crate) fn fuse_connections_for(
     proc_root: &Path,
     f: &Forensics,
     recorded: &[u32],
@@ -306,7 +306,7 @@ pub fn fuse_connections_for(
 }
 
 /// Classifies from forensics; `fuse` are the FUSE connections of the files it waits on.
-pub fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
+pub(crate) fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
     let zombie_only = f
         .threads
         .iter()
@@ -445,7 +445,7 @@ pub fn raise_remedy(
 }
 
 /// The remedy for a diagnosis, or None (unknown, ambiguous, or nothing safe to do).
-pub fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Option<Remedy> {
+pub(crate) fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Option<Remedy> {
     match w {
         Wait::Fuse { connections } => match connections.as_slice() {
             [c] => Some(Remedy {
@@ -578,17 +578,17 @@ pub struct Policy {
 
 /// A process a remedy signals, held since the diagnosis.
 #[derive(Debug)]
-pub struct Target {
-    pub pid: u32,
+pub(crate) struct Target {
+    pub(crate) pid: u32,
     /// /proc/PID/stat field 22 when the pidfd was opened.
-    pub start: u64,
+    pub(crate) start: u64,
     pidfd: std::os::fd::OwnedFd,
 }
 
 /// A remedy's action, checked against the policy, with what it will touch held.
 #[derive(Debug)]
 pub struct Plan {
-    pub action: Action,
+    pub(crate) action: Action,
     /// The victim's pid and start time.
     pub victim: (u32, Option<u64>),
     target: Option<Target>,
@@ -1070,7 +1070,7 @@ pub fn oom_victim_evidence(
 
 /// The kernel log's record of the OOM kill of `pid` at or after `started_s` (seconds after
 /// boot), described; `kmsg` records are `PRI,SEQ,TS_US,FLAGS;MESSAGE`.
-pub fn oom_kill_logged(kmsg: &[String], pid: u32, started_s: Option<f64>) -> Option<String> {
+pub(crate) fn oom_kill_logged(kmsg: &[String], pid: u32, started_s: Option<f64>) -> Option<String> {
     let needle = format!("Killed process {pid} (");
     kmsg.iter().rev().find_map(|r| {
         let (head, msg) = r.split_once(';')?;

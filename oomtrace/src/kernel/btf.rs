@@ -5,7 +5,7 @@
 //! time and hands them to the programs. The blob is walked once to record where each type's
 //! record starts and to index names; records are decoded lazily, on lookup.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
@@ -129,11 +129,11 @@ pub enum TypeDesc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// Byte offset from the start of the outermost struct.
-    pub offset: u32,
+    pub(crate) offset: u32,
     /// Size of the member's type in bytes.
-    pub size: u32,
+    pub(crate) size: u32,
     /// The member's type.
-    pub ty: TypeDesc,
+    pub(crate) ty: TypeDesc,
 }
 
 /// Parsed BTF: the raw type records, where each starts, and an index of names.
@@ -228,10 +228,11 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
 
 impl Btf {
     /// Where the running kernel exposes its own BTF.
-    pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
+    pub(crate) const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
 
     /// Reads and parses a BTF file, e.g. [`Btf::VMLINUX`].
-    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+    #[cfg(test)]
+    pub(crate) fn from_file(path: &std::path::Path) -> Result<Btf, BtfError> {
         let data = std::fs::read(path).map_err(|source| BtfError::Io {
             path: path.to_path_buf(),
             source,
@@ -510,7 +511,7 @@ impl Btf {
     }
 
     /// Byte offset of [`Btf::member`].
-    pub fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
+    pub(crate) fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         Ok(self.member(struct_name, path)?.offset)
     }
 

@@ -31,7 +31,7 @@ impl fmt::Display for MemoryController {
 }
 
 /// Finds the memory controller from a mountinfo text (`/proc/self/mountinfo`).
-pub fn find_memory_controller(mountinfo: &str) -> Option<MemoryController> {
+pub(crate) fn find_memory_controller(mountinfo: &str) -> Option<MemoryController> {
     let mut v2 = None;
     for line in mountinfo.lines() {
         // id parent major:minor root mountpoint options - fstype source superoptions
@@ -67,7 +67,7 @@ pub fn memory_controller() -> Option<MemoryController> {
 
 /// What is known of a memcg id now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Memcg {
+pub(crate) enum Memcg {
     /// It exists, at this path (relative to the controller's mount, "/" for the root).
     Live(String),
     /// It was removed; the last path seen, if it was ever seen.
@@ -78,14 +78,14 @@ pub enum Memcg {
 
 impl Memcg {
     /// The path, live or last seen.
-    pub fn path(&self) -> Option<&str> {
+    pub(crate) fn path(&self) -> Option<&str> {
         match self {
             Memcg::Live(p) | Memcg::Removed(Some(p)) => Some(p),
             _ => None,
         }
     }
 
-    pub fn removed(&self) -> bool {
+    pub(crate) fn removed(&self) -> bool {
         matches!(self, Memcg::Removed(_))
     }
 }
@@ -99,7 +99,7 @@ impl Memcg {
 /// ids are not reused). Where handles cannot be opened (no `CAP_DAC_READ_SEARCH`, a kernel
 /// without export support) the hierarchy is walked instead, once per id not yet known.
 /// Entries are checked by [`MemcgPaths::sweep`] and moved to a bounded set of removed ones.
-pub struct MemcgPaths {
+pub(crate) struct MemcgPaths {
     root: Option<PathBuf>,
     /// The mount, to open handles against; None when handles do not work here.
     mount_fd: Option<OwnedFd>,
@@ -118,8 +118,8 @@ pub struct MemcgPaths {
     /// Whether created cgroups are taken whatever their hierarchy (replays).
     any_hierarchy: bool,
     /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
-    pub lookups: u64,
-    pub walks: u64,
+    pub(crate) lookups: u64,
+    pub(crate) walks: u64,
 }
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
@@ -127,7 +127,7 @@ const MAX_REMOVED: usize = 4096;
 /// Created memcgs whose path is kept at most (the oldest are forgotten first): a creation storm
 /// of more between a memcg's creation and the reading of its kill leaves it unnamed if it is
 /// removed meanwhile (about 1 MB at most, with kubelet's path lengths).
-pub const MAX_CREATED: usize = 4096;
+pub(crate) const MAX_CREATED: usize = 4096;
 /// How long a removed memcg's last path is kept. A memcg can only be removed once no task is
 /// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
 /// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
@@ -150,7 +150,7 @@ enum ByHandle {
 }
 
 impl MemcgPaths {
-    pub fn new(controller: Option<&MemoryController>) -> Self {
+    pub(crate) fn new(controller: Option<&MemoryController>) -> Self {
         let mut m = MemcgPaths {
             root: controller.map(|c| c.mount.clone()),
             mount_fd: None,
@@ -191,12 +191,13 @@ impl MemcgPaths {
     }
 
     /// Whether ids are resolved by file handle (else by walking the hierarchy).
-    pub fn by_handles(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn by_handles(&self) -> bool {
         self.mount_fd.is_some()
     }
 
     /// How ids are named, for the plan line: `file_handle`, `walk` or `none`.
-    pub fn method(&self) -> &'static str {
+    pub(crate) fn method(&self) -> &'static str {
         match (&self.mount_fd, &self.root) {
             (Some(_), _) => "file_handle",
             (None, Some(_)) => "walk",
@@ -311,7 +312,13 @@ impl MemcgPaths {
     /// said removed *with* its path. (One still there is named by its handle, exactly, as
     /// ever: no entry here costs a check.) False when it is another hierarchy's (v1 ids are
     /// only unique within one), has no usable path (cut, or not from the root), or id 0.
-    pub fn created(&mut self, hierarchy: Option<u32>, id: u64, path: &str, cut: bool) -> bool {
+    pub(crate) fn created(
+        &mut self,
+        hierarchy: Option<u32>,
+        id: u64,
+        path: &str,
+        cut: bool,
+    ) -> bool {
         let ours = self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy);
         if !ours || cut || id == 0 || !path.starts_with('/') {
             return false;
@@ -332,12 +339,13 @@ impl MemcgPaths {
     }
 
     /// The memory controller's hierarchy id, which [`MemcgPaths::created`] keeps.
-    pub fn hierarchy(&self) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn hierarchy(&self) -> Option<u32> {
         self.hierarchy
     }
 
     /// Records `id` as removed, with the last path seen (tests, and the checks here).
-    pub fn forget(&mut self, id: u64, last: Option<String>) {
+    pub(crate) fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
         if self.removed.insert(id, last).is_none() {
             self.removed_order.push_back((id, Instant::now()));
@@ -350,7 +358,7 @@ impl MemcgPaths {
     }
 
     /// What is known of `id`: from the cache, else from the kernel at once.
-    pub fn memcg(&mut self, id: u64) -> Memcg {
+    pub(crate) fn memcg(&mut self, id: u64) -> Memcg {
         if id == 0 {
             return Memcg::Unknown;
         }
@@ -378,7 +386,7 @@ impl MemcgPaths {
 
     /// What is known of `id`, checked with the kernel now if it was live: a finding says
     /// whether its memcg still exists when it is written.
-    pub fn current(&mut self, id: u64) -> Memcg {
+    pub(crate) fn current(&mut self, id: u64) -> Memcg {
         let m = self.memcg(id);
         let Memcg::Live(p) = m else {
             return m;
@@ -411,13 +419,13 @@ impl MemcgPaths {
     }
 
     /// The path of a memcg id, live or last seen (None: never seen, or no controller).
-    pub fn path(&mut self, id: u64) -> Option<String> {
+    pub(crate) fn path(&mut self, id: u64) -> Option<String> {
         self.memcg(id).path().map(str::to_string)
     }
 
     /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
     /// those removed more than [`REMOVED_KEPT`] ago; returns the ids found removed.
-    pub fn sweep(&mut self) -> Vec<u64> {
+    pub(crate) fn sweep(&mut self) -> Vec<u64> {
         if self.root.is_none() {
             return Vec::new();
         }
@@ -439,24 +447,24 @@ impl MemcgPaths {
     }
 
     /// Entries held (live, removed), to show they stay bounded.
-    pub fn held(&self) -> (usize, usize) {
+    pub(crate) fn held(&self) -> (usize, usize) {
         (self.live.len(), self.removed.len())
     }
 
     /// Remembers a path for an id (tests, replays).
-    pub fn insert(&mut self, id: u64, path: String) {
+    pub(crate) fn insert(&mut self, id: u64, path: String) {
         self.live.insert(id, path);
     }
 
     /// The mount point of the controller, if any.
-    pub fn root(&self) -> Option<&Path> {
+    pub(crate) fn root(&self) -> Option<&Path> {
         self.root.as_deref()
     }
 }
 
 /// The memory controller's hierarchy id from `/proc/cgroups` (`subsys hierarchy cgroups
 /// enabled`): a v1 mount's id (0 when bound to cgroup v2, on kernels that still list it).
-pub fn memory_hierarchy(proc_cgroups: &str) -> Option<u32> {
+pub(crate) fn memory_hierarchy(proc_cgroups: &str) -> Option<u32> {
     proc_cgroups.lines().find_map(|l| {
         let mut f = l.split_whitespace();
         (f.next() == Some("memory")).then(|| f.next()?.parse().ok())?

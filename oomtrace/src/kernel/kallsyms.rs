@@ -27,14 +27,14 @@ const MAX_OFFSET: u64 = 1 << 20;
 /// thread reads it once, once watching has started, into a table of its text symbols (about
 /// 5 MB); a kill looks its frames up there, waiting (at most [`LOAD_WAIT`]) only if it comes
 /// before the table is read.
-pub struct Kallsyms {
+pub(crate) struct Kallsyms {
     /// Opened, not yet handed to the reading thread.
     file: Option<File>,
     table: Option<std::sync::Arc<Table>>,
     loading: Option<std::sync::mpsc::Receiver<Result<Table, String>>>,
     resolved: HashMap<u64, Option<String>>,
     /// Why the file gives no names (not readable, or addresses hidden), said once.
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 /// Text symbols by address: `starts` ascending; `spans[i]` the byte range in `names` of the
@@ -51,7 +51,7 @@ const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Kallsyms {
     /// Opens `/proc/kallsyms` (call before privileges are dropped: the kernel decides at open
     /// whether it shows addresses); [`Kallsyms::start`] starts reading it.
-    pub fn open() -> Kallsyms {
+    pub(crate) fn open() -> Kallsyms {
         Self::from_file(File::open("/proc/kallsyms"))
     }
 
@@ -71,7 +71,7 @@ impl Kallsyms {
     }
 
     /// Starts the thread that reads the file into the table.
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let Some(f) = self.file.take() else {
             return;
         };
@@ -91,7 +91,7 @@ impl Kallsyms {
 
     /// The name of each address (`symbol+0xoff`, `[module]` appended for a module's), `None`
     /// for an address no symbol covers or when the file shows no addresses.
-    pub fn resolve(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+    pub(crate) fn resolve(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
         self.start();
         if let Some(rx) = self.loading.take() {
             match rx.recv_timeout(LOAD_WAIT) {

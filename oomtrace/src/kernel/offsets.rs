@@ -12,15 +12,15 @@ use crate::kernel::{
 
 /// The configuration for the eBPF programs, and what could not be found.
 #[derive(Debug, Clone)]
-pub struct Layout {
-    pub config: Config,
+pub(crate) struct Layout {
+    pub(crate) config: Config,
     /// One line per offset not found: "what: consequence".
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
 }
 
 impl Layout {
     /// Reads BTF offsets (if BTF is there) and the format files of the tracepoints in use.
-    pub fn discover(btf: Option<&Btf>, tracefs: Option<&Tracefs>) -> Layout {
+    pub(crate) fn discover(btf: Option<&Btf>, tracefs: Option<&Tracefs>) -> Layout {
         let mut layout = Layout {
             config: Config::UNSET,
             missing: Vec::new(),
@@ -169,7 +169,7 @@ impl Layout {
     }
 
     /// Fills the classic tracepoint record offsets from their format files.
-    pub fn apply_formats(&mut self, f: &Formats) {
+    pub(crate) fn apply_formats(&mut self, f: &Formats) {
         let c = &mut self.config;
         let field = |fmt: &Option<TracepointFormat>, name: &str| {
             fmt.as_ref()
@@ -214,13 +214,13 @@ impl Layout {
 
 /// The format files the classic tracepoint programs read (`None` where absent).
 #[derive(Debug, Default)]
-pub struct Formats {
-    pub mark_victim: Option<TracepointFormat>,
-    pub sched_process_exit: Option<TracepointFormat>,
-    pub sched_process_free: Option<TracepointFormat>,
-    pub signal_generate: Option<TracepointFormat>,
-    pub wake_reaper: Option<TracepointFormat>,
-    pub cgroup_mkdir: Option<TracepointFormat>,
+pub(crate) struct Formats {
+    pub(crate) mark_victim: Option<TracepointFormat>,
+    pub(crate) sched_process_exit: Option<TracepointFormat>,
+    pub(crate) sched_process_free: Option<TracepointFormat>,
+    pub(crate) signal_generate: Option<TracepointFormat>,
+    pub(crate) wake_reaper: Option<TracepointFormat>,
+    pub(crate) cgroup_mkdir: Option<TracepointFormat>,
 }
 
 fn page_kb_shift() -> u32 {

@@ -60,7 +60,7 @@ impl fmt::Display for AttachType {
 
 /// What a program attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// A kernel function (fentry/fexit/kprobe/kretprobe).
     Function(&'static str),
     /// A tracepoint by category and name (classic, tp_btf and raw_tp use the name only).
@@ -70,7 +70,7 @@ pub enum Target {
 /// What a candidate needs of the kernel beyond its attach type and target: the variants of
 /// one hook for kernels whose tracepoint passes different arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Requires {
+pub(crate) enum Requires {
     Nothing,
     /// tp_btf `mark_victim` passing the task (Linux ≥ 6.8), which the program reads.
     MarkVictimTask,
@@ -83,12 +83,12 @@ pub enum Requires {
 
 /// One way to observe a hook: a program of the eBPF object and how it attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub attach: AttachType,
+pub(crate) struct Candidate {
+    pub(crate) attach: AttachType,
     /// Program (function) name in the eBPF object.
-    pub program: &'static str,
-    pub target: Target,
-    pub requires: Requires,
+    pub(crate) program: &'static str,
+    pub(crate) target: Target,
+    pub(crate) requires: Requires,
 }
 
 impl Candidate {
@@ -141,23 +141,23 @@ macro_rules! hooks {
         /// A point on the OOM path that oomtrace observes.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum Hook {
+        pub(crate) enum Hook {
             $($(#[doc = $doc])* $variant,)+
         }
 
         impl Hook {
             /// Every hook, in the table's order (the plan's order).
-            pub const ALL: [Hook; [$($name),+].len()] = [$(Hook::$variant),+];
+            pub(crate) const ALL: [Hook; [$($name),+].len()] = [$(Hook::$variant),+];
 
             /// The hook's name in the plan line and dumps (`oom_kill`, `task_exit`, …).
-            pub fn name(self) -> &'static str {
+            pub(crate) fn name(self) -> &'static str {
                 match self {
                     $(Hook::$variant => $name,)+
                 }
             }
 
             /// What the hook is in the kernel, for people.
-            pub fn kernel_name(self) -> &'static str {
+            pub(crate) fn kernel_name(self) -> &'static str {
                 match self {
                     $(Hook::$variant => $kernel,)+
                 }
@@ -165,7 +165,7 @@ macro_rules! hooks {
         }
 
         /// Every candidate of a hook, best first, before facts are considered.
-        pub fn all_candidates(hook: Hook) -> &'static [Candidate] {
+        pub(crate) fn all_candidates(hook: Hook) -> &'static [Candidate] {
             match hook {
                 $(Hook::$variant => {
                     const CANDIDATES: &[Candidate] = &[$($candidate),+];
@@ -290,27 +290,27 @@ hooks! {
 /// What we know about the running kernel before trying anything. Each `Err` holds the reason
 /// people will read.
 #[derive(Clone, Debug)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// vmlinux BTF (needed by fentry/fexit/tp_btf).
-    pub btf: Result<(), String>,
+    pub(crate) btf: Result<(), String>,
     /// Kernel functions present in BTF (fentry/fexit need them there).
-    pub btf_functions: BTreeSet<&'static str>,
+    pub(crate) btf_functions: BTreeSet<&'static str>,
     /// Whether kprobes can attach at all (kprobe PMU or tracefs `kprobe_events`).
-    pub kprobes: Result<(), String>,
+    pub(crate) kprobes: Result<(), String>,
     /// Tracepoints present in tracefs, as (category, name).
-    pub tracepoints: BTreeSet<(&'static str, &'static str)>,
+    pub(crate) tracepoints: BTreeSet<(&'static str, &'static str)>,
     /// tracefs itself (classic tracepoints need it).
-    pub tracefs: Result<(), String>,
+    pub(crate) tracefs: Result<(), String>,
     /// tp_btf `mark_victim` passes the task (Linux ≥ 6.8); before, only a pid.
-    pub mark_victim_btf_has_task: bool,
+    pub(crate) mark_victim_btf_has_task: bool,
     /// tp_btf `sched_process_exit` passes `group_dead` (Linux ≥ 6.16).
-    pub exit_btf_has_group_dead: bool,
+    pub(crate) exit_btf_has_group_dead: bool,
     /// Attach types the user forbade (`--forbid`).
-    pub forbidden: BTreeSet<AttachType>,
+    pub(crate) forbidden: BTreeSet<AttachType>,
 }
 
 /// Why a candidate is ruled out before trying it, or `Ok` if it is worth a try.
-pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, String)> {
+pub(crate) fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, String)> {
     use Rejection as R;
     if facts.forbidden.contains(&c.attach) {
         return Err((R::Forbidden, format!("{} forbidden by --forbid", c.attach)));
@@ -375,7 +375,7 @@ pub fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, String)>
 /// Why a candidate was not used, as data (the reason says it in words).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// `--forbid`.
     Forbidden,
     /// No vmlinux BTF (fentry, fexit, tp_btf need it).
@@ -398,33 +398,33 @@ pub enum Rejection {
 
 /// One candidate that was not used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Rejected {
-    pub attach: AttachType,
-    pub program: &'static str,
-    pub kind: Rejection,
-    pub reason: String,
+pub(crate) struct Rejected {
+    pub(crate) attach: AttachType,
+    pub(crate) program: &'static str,
+    pub(crate) kind: Rejection,
+    pub(crate) reason: String,
 }
 
 /// What a hook runs as on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HookPlan {
-    pub hook: Hook,
+    pub(crate) hook: Hook,
     /// The attach type in use, or `None` if nothing could attach.
-    pub attach: Option<AttachType>,
-    pub program: Option<&'static str>,
+    pub(crate) attach: Option<AttachType>,
+    pub(crate) program: Option<&'static str>,
     /// Better candidates that failed, and why (in preference order).
-    pub rejected: Vec<Rejected>,
+    pub(crate) rejected: Vec<Rejected>,
 }
 
 impl HookPlan {
-    pub fn attached(&self) -> bool {
+    pub(crate) fn attached(&self) -> bool {
         self.attach.is_some()
     }
 }
 
 /// Resolves one hook: candidates in order, facts first, then `try_attach`; the first success wins.
 /// `try_attach` loads and attaches a program and returns why not on failure.
-pub fn resolve(
+pub(crate) fn resolve(
     hook: Hook,
     facts: &Facts,
     mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
@@ -460,14 +460,14 @@ pub fn resolve(
 
 /// The variant superseded on this kernel is not a fallback anyone lost: leave it out of what
 /// people read.
-pub fn is_noise(r: &Rejected) -> bool {
+pub(crate) fn is_noise(r: &Rejected) -> bool {
     r.kind == Rejection::OtherKernelsVariant
 }
 
 /// The plan of every hook, in [`Hook::ALL`] order. Hooks on tracepoints are tried before
 /// hooks on kernel functions: the BTF that fentry/fexit loads need is parsed meanwhile
 /// (see `probes`).
-pub fn resolve_all(
+pub(crate) fn resolve_all(
     facts: &Facts,
     mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
 ) -> Vec<HookPlan> {

@@ -26,19 +26,19 @@
 
 use std::io;
 
-pub const CAP_DAC_READ_SEARCH: u32 = 2;
-pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub(crate) const CAP_DAC_READ_SEARCH: u32 = 2;
+pub(crate) const CAP_DAC_OVERRIDE: u32 = 1;
 /// Kept with `watch --unstick` only: signalling a tracer or parent of the victim's uid.
-pub const CAP_KILL: u32 = 5;
-pub const CAP_SYS_PTRACE: u32 = 19;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_BPF: u32 = 39;
+pub(crate) const CAP_KILL: u32 = 5;
+pub(crate) const CAP_SYS_PTRACE: u32 = 19;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_BPF: u32 = 39;
 
 /// What `watch --unstick` keeps besides [`KEPT`], and why: see the module docs.
-pub const UNSTICK: [u32; 2] = [CAP_KILL, CAP_DAC_OVERRIDE];
+pub(crate) const UNSTICK: [u32; 2] = [CAP_KILL, CAP_DAC_OVERRIDE];
 
 /// What `watch` keeps, and why: see the module docs.
-pub const KEPT: [u32; 4] = [CAP_SYS_ADMIN, CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH];
+pub(crate) const KEPT: [u32; 4] = [CAP_SYS_ADMIN, CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH];
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
@@ -73,7 +73,7 @@ fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
 
 /// Drops every capability but [`KEPT`] and `extra` (effective, permitted, inheritable,
 /// bounding, ambient), locks uid 0 out of regaining them at exec, and sets `no_new_privs`.
-pub fn drop_to_kept(extra: &[u32]) -> io::Result<()> {
+pub(crate) fn drop_to_kept(extra: &[u32]) -> io::Result<()> {
     let keep = |c: u32| KEPT.contains(&c) || extra.contains(&c);
     // The securebits and the bounding set need CAP_SETPCAP, so they come first.
     let bits = libc::SECBIT_NOROOT
@@ -126,7 +126,7 @@ pub fn drop_to_kept(extra: &[u32]) -> io::Result<()> {
 
 /// Drops every capability of the calling thread only (capabilities are per thread): for a
 /// helper thread started while the process still has them, which needs none.
-pub fn drop_all_of_this_thread() -> io::Result<()> {
+pub(crate) fn drop_all_of_this_thread() -> io::Result<()> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -138,18 +138,4 @@ pub fn drop_all_of_this_thread() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// This process's capability set `which` (`CapEff`, `CapBnd`, …) from /proc/self/status.
-pub fn current(which: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(which)?.strip_prefix(':'))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-}
-
-/// The mask of [`KEPT`].
-pub fn kept_mask() -> u64 {
-    KEPT.iter().fold(0, |m, c| m | (1u64 << c))
 }

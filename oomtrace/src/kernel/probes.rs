@@ -46,7 +46,7 @@ pub struct LoadOptions {
 #[derive(Clone, Debug)]
 pub struct Environment {
     pub kernel: String,
-    pub root: bool,
+    pub(crate) root: bool,
     pub btf: Result<(), String>,
     /// Where tracefs is, and whether oomtrace mounted it.
     pub tracefs: Result<String, String>,
@@ -96,7 +96,7 @@ impl Serialize for Environment {
 pub struct Probes {
     pub env: Environment,
     pub plan: Vec<HookPlan>,
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Launch-to-attached time of this load (parse, load, attach).
     pub attach_time: Duration,
     ebpf: Ebpf,
@@ -130,16 +130,8 @@ impl Probes {
         })
     }
 
-    /// The plan entry of a hook.
-    pub fn hook(&self, hook: Hook) -> &HookPlan {
-        self.plan
-            .iter()
-            .find(|p| p.hook == hook)
-            .expect("the plan has every hook")
-    }
-
     /// Takes the event ring buffer (once).
-    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+    pub(crate) fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self
             .ebpf
             .take_map(names::EVENTS)
@@ -148,7 +140,7 @@ impl Probes {
     }
 
     /// Events the kernel side could not write because the ring buffer was full, since load.
-    pub fn lost_events(&self) -> anyhow::Result<u64> {
+    pub(crate) fn lost_events(&self) -> anyhow::Result<u64> {
         let map = self
             .ebpf
             .map(names::LOST)
@@ -158,7 +150,7 @@ impl Probes {
     }
 
     /// How many processes the in-kernel filter tracks now (`TRACKED_COUNT`).
-    pub fn tracked_count(&self) -> anyhow::Result<u64> {
+    pub(crate) fn tracked_count(&self) -> anyhow::Result<u64> {
         let read = |name: &str| -> anyhow::Result<u64> {
             let map = self
                 .ebpf
@@ -173,7 +165,7 @@ impl Probes {
     /// Removes from the in-kernel filter the processes `gone` says no longer exist: their
     /// release was seen by the kernel but its delete refused (a bucket lock held by the context
     /// the release's softirq interrupted) or its program skipped. Returns the ids removed.
-    pub fn sweep_tracked(&mut self, gone: impl Fn(u32) -> bool) -> anyhow::Result<Vec<u32>> {
+    pub(crate) fn sweep_tracked(&mut self, gone: impl Fn(u32) -> bool) -> anyhow::Result<Vec<u32>> {
         let stale: Vec<u32> = {
             let map = self
                 .ebpf
@@ -212,7 +204,7 @@ impl Probes {
 
     /// Per-program run counts and run time from the kernel's own accounting (only counted while
     /// `aya::sys::enable_stats(Stats::RunTime)` is held): (program, attach, count, total ns).
-    pub fn program_stats(&self) -> Vec<(String, String, u64, u64)> {
+    pub(crate) fn program_stats(&self) -> Vec<(String, String, u64, u64)> {
         self.plan
             .iter()
             .filter_map(|p| {

@@ -8,7 +8,7 @@ use std::{
 };
 
 /// Where tracefs is usually mounted, preferred first.
-pub const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+pub(crate) const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// `TRACEFS_PATHS[0]`, for mount(2).
 const MOUNT_POINT: &CStr = c"/sys/kernel/tracing";
@@ -72,18 +72,18 @@ fn errno_name(e: &io::Error) -> String {
 
 /// A tracefs mount: where it is, and whether we mounted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tracefs {
+pub(crate) struct Tracefs {
     /// The mount point, e.g. `/sys/kernel/tracing`.
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// True if [`Tracefs::locate`] mounted it (some hosts do not mount tracefs at boot).
-    pub mounted_by_us: bool,
+    pub(crate) mounted_by_us: bool,
 }
 
 impl Tracefs {
     /// Finds a mounted tracefs (a `tracefs` line of `/proc/self/mounts`, preferring
     /// [`TRACEFS_PATHS`]). If there is none and `mount_if_missing` is set, mounts one at
     /// `/sys/kernel/tracing` and reports `mounted_by_us`.
-    pub fn locate(mount_if_missing: bool) -> Result<Tracefs, TracefsError> {
+    pub(crate) fn locate(mount_if_missing: bool) -> Result<Tracefs, TracefsError> {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let found = find_in_mounts(&mounts).or_else(|| {
             // No /proc, or a tracefs that only appears once touched (the debugfs automount).
@@ -144,7 +144,11 @@ impl Tracefs {
     }
 
     /// Reads and parses `events/<category>/<event>/format`.
-    pub fn format(&self, category: &str, event: &str) -> Result<TracepointFormat, TracefsError> {
+    pub(crate) fn format(
+        &self,
+        category: &str,
+        event: &str,
+    ) -> Result<TracepointFormat, TracefsError> {
         let path = self
             .format_path(category, event)
             .ok_or_else(|| TracefsError::BadName {
@@ -166,7 +170,7 @@ impl Tracefs {
     }
 
     /// True if this kernel has the tracepoint `<category>:<event>`.
-    pub fn event_exists(&self, category: &str, event: &str) -> bool {
+    pub(crate) fn event_exists(&self, category: &str, event: &str) -> bool {
         self.format_path(category, event)
             .is_some_and(|p| p.is_file())
     }
@@ -218,7 +222,7 @@ pub struct TracepointFormat {
     /// The event name (`name:` line).
     pub name: String,
     /// The event id (`ID:` line), the value of `common_type` in its records.
-    pub id: u32,
+    pub(crate) id: u32,
     /// The fields in file order, `common_*` ones included.
     pub fields: Vec<Field>,
 }
@@ -227,17 +231,17 @@ pub struct TracepointFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     /// The field name, e.g. `comm` for `char comm[16]`.
-    pub name: String,
+    pub(crate) name: String,
     /// The declaration without the name: `unsigned long`, `char[16]`, `__data_loc char[]`.
-    pub type_decl: String,
+    pub(crate) type_decl: String,
     /// Byte offset in the record.
-    pub offset: u32,
+    pub(crate) offset: u32,
     /// Size in bytes (4 for a `__data_loc` field).
-    pub size: u32,
+    pub(crate) size: u32,
     /// Whether the kernel considers the type signed (`signed:1`).
-    pub signed: bool,
+    pub(crate) signed: bool,
     /// A `__data_loc` field: a u32 holding `offset | length << 16` of data later in the record.
-    pub data_loc: bool,
+    pub(crate) data_loc: bool,
 }
 
 impl TracepointFormat {

@@ -9,24 +9,24 @@ use crate::kernel::plan::{Hook, HookPlan};
 /// Which event kinds the running attach plan can deliver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Observability {
-    pub oom_invoke: bool,
+    pub(crate) oom_invoke: bool,
     /// `mem_cgroup_out_of_memory` returns are seen: the kernel's verdict of each invocation
     /// (killed, aborted because a victim is pending, or nothing killable).
-    pub oom_invoke_done: bool,
-    pub oom_kill: bool,
-    pub signal: bool,
-    pub mark_victim: bool,
-    pub reaper: bool,
-    pub exit: bool,
-    pub free: bool,
+    pub(crate) oom_invoke_done: bool,
+    pub(crate) oom_kill: bool,
+    pub(crate) signal: bool,
+    pub(crate) mark_victim: bool,
+    pub(crate) reaper: bool,
+    pub(crate) exit: bool,
+    pub(crate) free: bool,
     /// Death itself (every thread finished exiting) can be seen: a pidfd per victim.
-    pub death: bool,
+    pub(crate) death: bool,
 }
 
 impl Observability {
     /// What a plan delivers: `attached(hook)` says whether the hook attached (live: the probes;
     /// replay: the plan the dump recorded); `death` whether a pidfd per victim can be had.
-    pub fn from_plan(attached: impl Fn(Hook) -> bool, death: bool) -> Observability {
+    pub(crate) fn from_plan(attached: impl Fn(Hook) -> bool, death: bool) -> Observability {
         Observability {
             oom_invoke: attached(Hook::OomInvoke),
             oom_invoke_done: attached(Hook::OomInvokeDone),
@@ -42,7 +42,7 @@ impl Observability {
 
     /// Some hook sees a kill at all (the victim being marked, the kernel's SIGKILL, or the kill
     /// decision): without one oomtrace would watch nothing.
-    pub fn sees_kills(&self) -> bool {
+    pub(crate) fn sees_kills(&self) -> bool {
         self.mark_victim || self.signal || self.oom_kill
     }
 
@@ -53,7 +53,7 @@ impl Observability {
     }
 
     /// OOM invocations (the livelock signature) can be seen.
-    pub fn livelock(&self) -> bool {
+    pub(crate) fn livelock(&self) -> bool {
         self.oom_invoke
     }
 
@@ -62,7 +62,7 @@ impl Observability {
         Observability::from_plan(|h| plan.iter().any(|p| p.hook == h && p.attached()), death)
     }
 
-    pub const ALL: Observability = Observability {
+    pub(crate) const ALL: Observability = Observability {
         oom_invoke: true,
         oom_invoke_done: true,
         oom_kill: true,
@@ -86,11 +86,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.memcg.is_some() || self.pid.is_some()
     }
 
-    pub fn memcg_ok(&self, path: Option<&str>) -> bool {
+    pub(crate) fn memcg_ok(&self, path: Option<&str>) -> bool {
         match &self.memcg {
             None => true,
             Some(want) => {
@@ -102,24 +102,24 @@ impl Filter {
         }
     }
 
-    pub fn pid_ok(&self, pid: u32) -> bool {
+    pub(crate) fn pid_ok(&self, pid: u32) -> bool {
         self.pid.is_none_or(|p| p == pid)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TrackerConfig {
-    pub timeout_ns: u64,
-    pub release_timeout_ns: u64,
-    pub livelock_threshold: u32,
-    pub observability: Observability,
+    pub(crate) timeout_ns: u64,
+    pub(crate) release_timeout_ns: u64,
+    pub(crate) livelock_threshold: u32,
+    pub(crate) observability: Observability,
     /// Take the last thread entering exit (`sched_process_exit` with group_dead) as death, as
     /// oomtrace before dump format 2 did. Only for replaying such dumps: it calls a victim
     /// stuck inside `do_exit` dead.
-    pub death_at_last_exit: bool,
+    pub(crate) death_at_last_exit: bool,
     /// The kernel's version (major, minor), when known: where `sched_process_exit` fires in
     /// `do_exit` depends on it (after `exit_mm` before 6.16, before it since).
-    pub kernel: Option<(u32, u32)>,
+    pub(crate) kernel: Option<(u32, u32)>,
 }
 
 /// (major, minor) of a kernel release string ("6.12.118+deb12-amd64").

@@ -132,11 +132,11 @@ pub struct MemcgTask {
     /// task waiting on a disabled OOM killer).
     pub wchan: Option<String>,
     /// The top frames of /proc/PID/stack, where readable.
-    pub stack: Vec<String>,
+    pub(crate) stack: Vec<String>,
     /// Its own memcg (the hang's memcg or one below it).
-    pub memcg_path: Option<String>,
+    pub(crate) memcg_path: Option<String>,
     /// /proc/PID/oom_score_adj.
-    pub oom_score_adj: Option<i32>,
+    pub(crate) oom_score_adj: Option<i32>,
     /// Why the OOM killer may not choose it, where /proc says (oom_score_adj -1000,
     /// exiting, already an OOM victim).
     pub not_eligible: Option<String>,
@@ -144,7 +144,7 @@ pub struct MemcgTask {
 
 impl Finding {
     /// When what it reports happened (CLOCK_MONOTONIC ns), if it is tied to an event.
-    pub fn at_ns(&self) -> Option<u64> {
+    pub(crate) fn at_ns(&self) -> Option<u64> {
         match self {
             Finding::Killed { victim }
             | Finding::Marked { victim }
@@ -156,7 +156,7 @@ impl Finding {
     }
 
     /// The victim the finding is about (all but `Livelock`, which names one by key).
-    pub fn victim(&self) -> Option<&Victim> {
+    pub(crate) fn victim(&self) -> Option<&Victim> {
         match self {
             Finding::Killed { victim }
             | Finding::Marked { victim }
@@ -177,7 +177,7 @@ impl Finding {
     }
 
     /// The process the finding is about.
-    pub fn tgid(&self) -> u32 {
+    pub(crate) fn tgid(&self) -> u32 {
         match self {
             Finding::Livelock { victim, .. } => victim.tgid,
             Finding::Collateral { by, .. } => by.tgid,
@@ -190,7 +190,7 @@ impl Finding {
     }
 
     /// The memcg the finding is about.
-    pub fn memcg_id(&self) -> Option<u64> {
+    pub(crate) fn memcg_id(&self) -> Option<u64> {
         match self {
             Finding::Livelock { memcg_id, .. } => Some(*memcg_id),
             Finding::Collateral { memcg_id, .. } => *memcg_id,
@@ -203,7 +203,7 @@ impl Finding {
     }
 
     /// A flagged victim, of either kind (`stuck`, `kill_stuck`): its parts.
-    pub fn stuck(&self) -> Option<(&Victim, Stage, u64)> {
+    pub(crate) fn stuck(&self) -> Option<(&Victim, Stage, u64)> {
         match self {
             Finding::Stuck {
                 victim,
@@ -223,7 +223,7 @@ impl Finding {
 
     /// A finding about a non-OOM kill that went as it should (its target died in time): text
     /// output leaves it out.
-    pub fn quiet_in_text(&self) -> bool {
+    pub(crate) fn quiet_in_text(&self) -> bool {
         match self {
             Finding::Sigkill { .. } => true,
             Finding::Dead {
@@ -238,7 +238,7 @@ impl Finding {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Finding::Killed { .. } => "killed",
             Finding::Marked { .. } => "marked",

@@ -9,12 +9,12 @@ use super::finding::secs;
 
 /// Latency percentiles in ns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
+pub(crate) struct Percentiles {
+    pub(crate) count: u64,
+    pub(crate) p50_ns: u64,
+    pub(crate) p90_ns: u64,
+    pub(crate) p99_ns: u64,
+    pub(crate) max_ns: u64,
 }
 
 pub(super) fn percentiles(h: &Histogram<u64>) -> Percentiles {
@@ -36,40 +36,40 @@ pub(super) fn percentiles(h: &Histogram<u64>) -> Percentiles {
 /// Counts and latencies so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
-    pub kills: u64,
+    pub(crate) kills: u64,
     /// Processes found at start already killed and not finished exiting.
-    pub pre_existing: u64,
+    pub(crate) pre_existing: u64,
     /// Processes the kernel killed because a victim exited (not OOM kills).
-    pub collateral: u64,
+    pub(crate) collateral: u64,
     /// Tasks the OOM killer marked that were already exiting (not kills).
-    pub marked_exiting: u64,
-    pub dead: u64,
-    pub stuck_now: u64,
-    pub flagged_total: u64,
-    pub unobservable: u64,
-    pub released: u64,
-    pub not_released_now: u64,
-    pub lost_events: u64,
-    pub livelocks: u64,
-    pub livelock_observable: bool,
+    pub(crate) marked_exiting: u64,
+    pub(crate) dead: u64,
+    pub(crate) stuck_now: u64,
+    pub(crate) flagged_total: u64,
+    pub(crate) unobservable: u64,
+    pub(crate) released: u64,
+    pub(crate) not_released_now: u64,
+    pub(crate) lost_events: u64,
+    pub(crate) livelocks: u64,
+    pub(crate) livelock_observable: bool,
     /// SIGKILLs not sent by the OOM killer (a user process, another kernel path), each followed
     /// to its death; not in `kills`, which stays the kernel's `oom_kill` count.
-    pub other_kills: u64,
+    pub(crate) other_kills: u64,
     /// Of those, by a user process.
-    pub user_kills: u64,
+    pub(crate) user_kills: u64,
     /// Other kills not dead within the timeout (`kill_stuck`), now and in all.
-    pub kill_stuck_now: u64,
-    pub kill_flagged_total: u64,
+    pub(crate) kill_stuck_now: u64,
+    pub(crate) kill_flagged_total: u64,
     /// Killed processes the kernel's tracked set had no room for: their exit stages and
     /// release were not reported (death still was).
-    pub untracked: u64,
+    pub(crate) untracked: u64,
     /// Followed processes dropped, not dead, to keep the tracker bounded (a kill storm): their
     /// death is no longer judged.
-    pub dropped_live: u64,
-    pub kill_to_dead: Percentiles,
-    pub kill_to_released: Percentiles,
-    pub kill_to_reaper_wake: Percentiles,
-    pub reaping: Percentiles,
+    pub(crate) dropped_live: u64,
+    pub(crate) kill_to_dead: Percentiles,
+    pub(crate) kill_to_released: Percentiles,
+    pub(crate) kill_to_reaper_wake: Percentiles,
+    pub(crate) reaping: Percentiles,
 }
 
 impl fmt::Display for Summary {

@@ -10,8 +10,8 @@ use super::{finding::secs, *};
 /// A process across pid reuse: tgid and the leader's start time (ns since boot; 0 = unknown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct VictimKey {
-    pub tgid: u32,
-    pub start_ns: u64,
+    pub(crate) tgid: u32,
+    pub(crate) start_ns: u64,
 }
 
 impl VictimKey {
@@ -24,15 +24,15 @@ impl VictimKey {
 /// A task as the kernel named it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Task {
-    pub pid: u32,
-    pub tgid: u32,
-    pub comm: String,
+    pub(crate) pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) comm: String,
 }
 
 /// Who sent a SIGKILL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SenderKind {
+pub(crate) enum SenderKind {
     /// The OOM killer (its victims carry no [`Sender`]: `trigger` and `decision` say it).
     OomKiller,
     /// Another kernel path (`SEND_SIG_PRIV` / `SI_KERNEL`): a PID-namespace teardown, a
@@ -45,7 +45,7 @@ pub enum SenderKind {
 }
 
 impl SenderKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SenderKind::OomKiller => "oom_killer",
             SenderKind::Kernel => "kernel",
@@ -58,18 +58,18 @@ impl SenderKind {
 /// The sender of a SIGKILL that was not the OOM killer's: for a user kill the process that
 /// called `kill`; for a kernel one the task whose path sent it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Sender {
-    pub kind: SenderKind,
-    pub pid: u32,
-    pub tgid: u32,
-    pub comm: String,
+pub(crate) struct Sender {
+    pub(crate) kind: SenderKind,
+    pub(crate) pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) comm: String,
     /// None in records of layouts before it was recorded.
-    pub uid: Option<u32>,
-    pub memcg_id: Option<u64>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) memcg_id: Option<u64>,
     /// Its memcg's path, where it was known when the kill was seen (its workload).
-    pub memcg_path: Option<String>,
+    pub(crate) memcg_path: Option<String>,
     /// The siginfo code (`SI_USER` 0, `SI_TKILL` -6, `SI_KERNEL` 128, ...).
-    pub si_code: i32,
+    pub(crate) si_code: i32,
 }
 
 impl fmt::Display for Sender {
@@ -96,18 +96,18 @@ impl fmt::Display for Sender {
 
 /// What `oom_kill_process` said about the choice.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct KillDecision {
-    pub chosen_points: i64,
-    pub totalpages: u64,
-    pub constraint: u32,
+pub(crate) struct KillDecision {
+    pub(crate) chosen_points: i64,
+    pub(crate) totalpages: u64,
+    pub(crate) constraint: u32,
     /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
-    pub order: i32,
-    pub message: String,
+    pub(crate) order: i32,
+    pub(crate) message: String,
 }
 
 impl KillDecision {
     /// A manual kill (sysrq-f, `echo f > /proc/sysrq-trigger`), not a memory shortage.
-    pub fn is_sysrq(&self) -> bool {
+    pub(crate) fn is_sysrq(&self) -> bool {
         self.order == -1
     }
 }
@@ -115,13 +115,13 @@ impl KillDecision {
 /// The kernel stack of the task whose allocation invoked the OOM killer, at the mark: what
 /// was allocating (a page fault, a `memory.max` write, a charge for another cgroup, sysrq-f).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AllocStackInfo {
+pub(crate) struct AllocStackInfo {
     /// Innermost first, `name+0xoff` (`[module]` appended for a module's); a frame no symbol
     /// covers (or all of them, when /proc/kallsyms shows no addresses) as its raw address.
-    pub frames: Vec<String>,
+    pub(crate) frames: Vec<String>,
     /// Why the kernel gave no stack (`bpf_get_stack`'s errno), if it gave none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<i32>,
+    pub(crate) error: Option<i32>,
 }
 
 impl AllocStackInfo {
@@ -140,7 +140,7 @@ impl AllocStackInfo {
     }
 
     /// The frames below the OOM killer's own (what called into it).
-    pub fn callers(&self) -> &[String] {
+    pub(crate) fn callers(&self) -> &[String] {
         const OOM_KILLER: [&str; 7] = [
             "mark_oom_victim",
             "__oom_kill_process",
@@ -159,7 +159,7 @@ impl AllocStackInfo {
     }
 
     /// What the stack says was allocating, in words, when a frame tells it.
-    pub fn cause(&self) -> Option<&'static str> {
+    pub(crate) fn cause(&self) -> Option<&'static str> {
         let has = |f: &str| {
             self.frames
                 .iter()
@@ -180,30 +180,30 @@ impl AllocStackInfo {
 /// A memcg (or the machine) at the kill, as its files said when the kill event arrived
 /// ([`oomtrace_common::MemcgState`]); each field absent when it was not read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemcgAt {
+pub(crate) struct MemcgAt {
     /// The memcg's id; 0 for the machine (a global OOM, from /proc/meminfo).
-    pub memcg_id: u64,
+    pub(crate) memcg_id: u64,
     /// Where it was read: `cgroup_v1`, `cgroup_v2` or `meminfo`.
-    pub source: &'static str,
+    pub(crate) source: &'static str,
     /// When it was read, just after the kill: the victim's memory may be freed already.
-    pub usage_bytes: Option<u64>,
+    pub(crate) usage_bytes: Option<u64>,
     /// The highest usage so far (v1 `max_usage_in_bytes`, v2 `memory.peak` ≥ 5.19).
-    pub peak_bytes: Option<u64>,
+    pub(crate) peak_bytes: Option<u64>,
     /// None also when there is no limit ("max").
-    pub limit_bytes: Option<u64>,
+    pub(crate) limit_bytes: Option<u64>,
     /// Times the limit was hit (v1 `memory.failcnt`, v2 `memory.events` max).
-    pub failcnt: Option<u64>,
-    pub swap_bytes: Option<u64>,
-    pub swap_limit_bytes: Option<u64>,
-    pub oom_kills: Option<u64>,
-    pub anon_bytes: Option<u64>,
-    pub file_bytes: Option<u64>,
-    pub shmem_bytes: Option<u64>,
-    pub kernel_bytes: Option<u64>,
+    pub(crate) failcnt: Option<u64>,
+    pub(crate) swap_bytes: Option<u64>,
+    pub(crate) swap_limit_bytes: Option<u64>,
+    pub(crate) oom_kills: Option<u64>,
+    pub(crate) anon_bytes: Option<u64>,
+    pub(crate) file_bytes: Option<u64>,
+    pub(crate) shmem_bytes: Option<u64>,
+    pub(crate) kernel_bytes: Option<u64>,
 }
 
 impl MemcgAt {
-    pub fn new(s: &oomtrace_common::MemcgState) -> MemcgAt {
+    pub(crate) fn new(s: &oomtrace_common::MemcgState) -> MemcgAt {
         use oomtrace_common::memcg_state as b;
         let has = |bit| s.fields & bit != 0;
         let opt = |bit, v| has(bit).then_some(v);
@@ -232,7 +232,7 @@ impl MemcgAt {
     }
 
     /// One line: limit, peak, failures, kills, then what was in use just after the kill.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
         let mut s = match self.limit_bytes {
             Some(l) => format!("limit {}", mib(l)),
@@ -273,22 +273,22 @@ impl MemcgAt {
 
 /// When each stage was reached (CLOCK_MONOTONIC ns).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Timeline {
-    pub chosen: Option<u64>,
-    pub sigkill: Option<u64>,
-    pub marked: Option<u64>,
-    pub reaper_woken: Option<u64>,
-    pub reaping_started: Option<u64>,
-    pub reaping_finished: Option<u64>,
-    pub reaper_gave_up: Option<u64>,
+pub(crate) struct Timeline {
+    pub(crate) chosen: Option<u64>,
+    pub(crate) sigkill: Option<u64>,
+    pub(crate) marked: Option<u64>,
+    pub(crate) reaper_woken: Option<u64>,
+    pub(crate) reaping_started: Option<u64>,
+    pub(crate) reaping_finished: Option<u64>,
+    pub(crate) reaper_gave_up: Option<u64>,
     /// A thread of it entered exit (`sched_process_exit`): it has started dying.
-    pub first_exit: Option<u64>,
+    pub(crate) first_exit: Option<u64>,
     /// Its last live thread entered exit (group_dead): every thread is inside `do_exit`.
-    pub all_entered_exit: Option<u64>,
+    pub(crate) all_entered_exit: Option<u64>,
     /// First seen by oomtrace's start-up scan (pre-existing victims only).
-    pub seen: Option<u64>,
-    pub dead: Option<u64>,
-    pub released: Option<u64>,
+    pub(crate) seen: Option<u64>,
+    pub(crate) dead: Option<u64>,
+    pub(crate) released: Option<u64>,
 }
 
 /// How far a victim got.
@@ -370,63 +370,63 @@ fn after_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
 /// Everything known about one victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Victim {
-    pub key: VictimKey,
-    pub comm: String,
+    pub(crate) key: VictimKey,
+    pub(crate) comm: String,
     /// Thread id the kernel marked (reaper events name it).
-    pub marked_tid: Option<u32>,
-    pub memcg_id: Option<u64>,
+    pub(crate) marked_tid: Option<u32>,
+    pub(crate) memcg_id: Option<u64>,
     /// The task that was allocating when the OOM struck.
-    pub trigger: Option<Task>,
-    pub decision: Option<KillDecision>,
+    pub(crate) trigger: Option<Task>,
+    pub(crate) decision: Option<KillDecision>,
     /// anon, file, shmem rss in kB at mark time.
-    pub rss_kb: Option<[u64; 3]>,
-    pub oom_score_adj: Option<i32>,
+    pub(crate) rss_kb: Option<[u64; 3]>,
+    pub(crate) oom_score_adj: Option<i32>,
     /// The allocating task's kernel stack at the mark (`oom:mark_victim` hook).
-    pub alloc_stack: Option<AllocStackInfo>,
+    pub(crate) alloc_stack: Option<AllocStackInfo>,
     /// The OOM domain: the memcg whose limit was hit (0 = the whole machine), where the kill
     /// decision was seen (`oom_kill_process`). May be an ancestor of `memcg_id`.
-    pub domain_id: Option<u64>,
+    pub(crate) domain_id: Option<u64>,
     /// The OOM domain at the kill (read by userspace when the kill event arrived).
-    pub domain_at_kill: Option<MemcgAt>,
+    pub(crate) domain_at_kill: Option<MemcgAt>,
     /// The victim's own memcg at the kill.
-    pub memcg_at_kill: Option<MemcgAt>,
+    pub(crate) memcg_at_kill: Option<MemcgAt>,
     /// The victim whose mm this one shared (killed along with it).
-    pub killed_with: Option<VictimKey>,
-    pub timeline: Timeline,
-    pub reaper_skips: u32,
+    pub(crate) killed_with: Option<VictimKey>,
+    pub(crate) timeline: Timeline,
+    pub(crate) reaper_skips: u32,
     /// oom_reaper attempts seen (starts and skips); it makes at most 10.
-    pub reaper_attempts: u32,
+    pub(crate) reaper_attempts: u32,
     /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
-    pub threads_exited: u32,
+    pub(crate) threads_exited: u32,
     /// Which threads entered exit, in order (the first few).
-    pub exiting_tids: Vec<u32>,
+    pub(crate) exiting_tids: Vec<u32>,
     /// Killed before oomtrace started: found by the start-up scan.
-    pub pre_existing: bool,
+    pub(crate) pre_existing: bool,
     /// Marked by the OOM killer without a SIGKILL: it was already exiting (not a kill).
-    pub already_exiting: bool,
+    pub(crate) already_exiting: bool,
     /// Who SIGKILLed it, when that was not the OOM killer: a kill followed like an OOM one,
     /// flagged `kill_stuck` rather than `stuck`. None for OOM victims and pre-existing ones.
-    pub sender: Option<Sender>,
+    pub(crate) sender: Option<Sender>,
     /// The kernel's tracked set was full at its kill: its thread exits and release were not
     /// reported (its death still is, through its pidfd).
-    pub untracked: bool,
+    pub(crate) untracked: bool,
     /// A kernel SIGKILL waiting for the mark that would make it an OOM kill: not announced
     /// and not judged until the pairing window has passed.
     #[serde(skip)]
     pub(super) awaiting_mark: bool,
     /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
-    pub death_seen: Option<&'static str>,
+    pub(crate) death_seen: Option<&'static str>,
     /// Its mm identity (a kernel address: kept out of every output).
     #[serde(skip)]
     pub(super) mm: Option<u64>,
 
     /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
     pub(super) lost_at_kill: u64,
-    pub flagged_stuck: bool,
+    pub(crate) flagged_stuck: bool,
     pub(super) flagged_release: bool,
     pub(super) flagged_unobservable: bool,
     /// OOM invocations in its memcg since its kill.
-    pub invocations_since_kill: u32,
+    pub(crate) invocations_since_kill: u32,
     /// Invocations of its domain that returned true without a kill since it was found stuck.
     #[serde(skip)]
     pub(super) aborted_since_stuck: u32,
@@ -472,7 +472,7 @@ impl Victim {
     }
 
     /// The kill time: the SIGKILL, else the mark, else the choice.
-    pub fn killed_at(&self) -> Option<u64> {
+    pub(crate) fn killed_at(&self) -> Option<u64> {
         let t = &self.timeline;
         t.sigkill.or(t.marked).or(t.chosen)
     }
@@ -483,7 +483,7 @@ impl Victim {
         self.killed_at().or(self.timeline.seen)
     }
 
-    pub fn stage(&self) -> Stage {
+    pub(crate) fn stage(&self) -> Stage {
         let t = &self.timeline;
         if t.released.is_some() {
             Stage::Released
@@ -512,7 +512,7 @@ impl Victim {
 
     /// The "why" under a KILLED line, in oomtrace's words: what was allocating, and from
     /// where (the frames that called into the OOM killer). Empty when nothing is known.
-    pub fn why_lines(&self) -> Vec<String> {
+    pub(crate) fn why_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let own = self.memcg_at_kill.as_ref();
         let domain = self.domain_at_kill.as_ref();
@@ -573,7 +573,7 @@ impl Victim {
     }
 
     /// Who killed it: the OOM killer unless a [`Sender`] says otherwise.
-    pub fn sender_kind(&self) -> SenderKind {
+    pub(crate) fn sender_kind(&self) -> SenderKind {
         match &self.sender {
             Some(s) => s.kind,
             None if self.pre_existing => SenderKind::Unknown,
@@ -582,7 +582,7 @@ impl Victim {
     }
 
     /// Killed by someone other than the OOM killer (a user process or another kernel path).
-    pub fn is_other_kill(&self) -> bool {
+    pub(crate) fn is_other_kill(&self) -> bool {
         self.sender.is_some()
     }
 
@@ -592,7 +592,7 @@ impl Victim {
 
     /// Where a victim that is not dead is, in words: which threads entered exit and when, or
     /// that none did.
-    pub fn where_stuck(&self, kernel: Option<(u32, u32)>) -> String {
+    pub(crate) fn where_stuck(&self, kernel: Option<(u32, u32)>) -> String {
         let t = &self.timeline;
         let since = |ts: u64| match self.watched_since() {
             Some(k) if ts >= k => format!(" {} after the kill", secs(ts - k)),

@@ -31,22 +31,22 @@ use std::{
 use flate2::{Compression, Decompress, FlushDecompress, Status, write::GzEncoder};
 use serde_json::Value;
 
-pub const MAGIC: &[u8; 8] = b"OOMTRDMP";
+pub(crate) const MAGIC: &[u8; 8] = b"OOMTRDMP";
 /// 1: kernel events only; death was read from the last thread entering exit.
 /// 2: also the events userspace observes (`GroupExited`: the process finished exiting, which
 ///    is death; `PreExisting`), and a `death` key in the header. `report` judges a format-1
 ///    dump the old way and says so.
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// No record is larger than this; a longer length field is corruption.
-pub const MAX_RECORD: u32 = 16 << 20;
+pub(crate) const MAX_RECORD: u32 = 16 << 20;
 
-pub const T_HEADER: u8 = 1;
-pub const T_EVENT: u8 = 2;
-pub const T_LOST: u8 = 3;
-pub const T_SUMMARY: u8 = 4;
-pub const T_END: u8 = 5;
-pub const T_MEMCG: u8 = 6;
-pub const T_SYMBOL: u8 = 7;
+pub(crate) const T_HEADER: u8 = 1;
+pub(crate) const T_EVENT: u8 = 2;
+pub(crate) const T_LOST: u8 = 3;
+pub(crate) const T_SUMMARY: u8 = 4;
+pub(crate) const T_END: u8 = 5;
+pub(crate) const T_MEMCG: u8 = 6;
+pub(crate) const T_SYMBOL: u8 = 7;
 
 /// One record read back (the header is read apart: [`Reader::header`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +106,7 @@ impl Writer {
     }
 
     /// Writes one framed record.
-    pub fn record(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+    pub(crate) fn record(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
         let mut body = Vec::with_capacity(1 + payload.len());
         body.push(kind);
         body.extend_from_slice(payload);
@@ -125,28 +125,28 @@ impl Writer {
         self.record(T_EVENT, raw)
     }
 
-    pub fn memcg(&mut self, id: u64, path: &str) -> io::Result<()> {
+    pub(crate) fn memcg(&mut self, id: u64, path: &str) -> io::Result<()> {
         let mut p = id.to_le_bytes().to_vec();
         p.extend_from_slice(path.as_bytes());
         self.record(T_MEMCG, &p)
     }
 
-    pub fn symbol(&mut self, addr: u64, name: &str) -> io::Result<()> {
+    pub(crate) fn symbol(&mut self, addr: u64, name: &str) -> io::Result<()> {
         let mut p = addr.to_le_bytes().to_vec();
         p.extend_from_slice(name.as_bytes());
         self.record(T_SYMBOL, &p)
     }
 
-    pub fn lost(&mut self, total: u64) -> io::Result<()> {
+    pub(crate) fn lost(&mut self, total: u64) -> io::Result<()> {
         self.record(T_LOST, &total.to_le_bytes())
     }
 
-    pub fn summary(&mut self, summary: &Value) -> io::Result<()> {
+    pub(crate) fn summary(&mut self, summary: &Value) -> io::Result<()> {
         self.record(T_SUMMARY, summary.to_string().as_bytes())
     }
 
     /// Pushes buffered records to the file (a sync flush for gzip: readable up to here).
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         match &mut self.sink {
             Sink::Plain(w) => w.flush(),
             Sink::Gzip(w) => w.flush(),
@@ -154,13 +154,13 @@ impl Writer {
     }
 
     /// Flushes and asks the disk to keep it (power cuts).
-    pub fn sync(&mut self) -> io::Result<()> {
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         self.file.sync_data()
     }
 
     /// Bytes written before compression.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
@@ -211,13 +211,13 @@ pub const MAX_MEMCG_PATH: usize = 4096;
 /// At most this many memcg records are kept from one dump...
 pub const MAX_MEMCG_RECORDS: u64 = 1 << 16;
 /// A kernel symbol name (with its offset and module) longer than this is a damaged record.
-pub const MAX_SYMBOL_NAME: usize = 1024;
+pub(crate) const MAX_SYMBOL_NAME: usize = 1024;
 /// At most this many symbol records are kept from one dump.
-pub const MAX_SYMBOL_RECORDS: u64 = 1 << 16;
+pub(crate) const MAX_SYMBOL_RECORDS: u64 = 1 << 16;
 /// ... and at most this many bytes of their paths.
-pub const MAX_MEMCG_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_MEMCG_BYTES: u64 = 16 << 20;
 /// A header or summary record (JSON) larger than this is a damaged record.
-pub const MAX_JSON_RECORD: usize = 1 << 20;
+pub(crate) const MAX_JSON_RECORD: usize = 1 << 20;
 
 /// Why a gzip stream stopped: where (a byte of the compressed input) and what; `cut` when the
 /// input simply ends (a recorder killed mid-write), not damage.
@@ -540,51 +540,51 @@ fn type_name(kind: u8) -> String {
 #[serde(default)]
 pub struct Header {
     /// [`FORMAT_VERSION`] of the writer (absent before format 2: treated as 1).
-    pub format: Option<u32>,
+    pub(crate) format: Option<u32>,
     /// oomtrace's version.
-    pub version: String,
-    pub hostname: String,
-    pub kernel: String,
-    pub boot_id: Option<String>,
+    pub(crate) version: String,
+    pub(crate) hostname: String,
+    pub(crate) kernel: String,
+    pub(crate) boot_id: Option<String>,
     /// One entry per hook, as `watch --json`'s plan line has it.
-    pub plan: Option<Value>,
-    pub environment: Option<Value>,
+    pub(crate) plan: Option<Value>,
+    pub(crate) environment: Option<Value>,
     /// The page size in kB (memory sizes in events are in pages).
-    pub page_kb: Option<u64>,
+    pub(crate) page_kb: Option<u64>,
     pub options: HeaderOptions,
     /// How death was observed: `{"pidfd": true}` or `{"pidfd": false, "error": …}`; absent
     /// in format 1 (death taken at the last thread entering exit).
-    pub death: Option<Death>,
-    pub clock: HeaderClock,
+    pub(crate) death: Option<Death>,
+    pub(crate) clock: HeaderClock,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct HeaderOptions {
     pub timeout_ns: Option<u64>,
-    pub release_timeout_ns: Option<u64>,
+    pub(crate) release_timeout_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
-pub struct Death {
-    pub pidfd: bool,
+pub(crate) struct Death {
+    pub(crate) pidfd: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
-pub struct HeaderClock {
+pub(crate) struct HeaderClock {
     /// CLOCK_REALTIME − CLOCK_MONOTONIC when recording began (event times are monotonic).
-    pub realtime_offset_ns: i64,
-    pub monotonic_ns_at_start: Option<u64>,
+    pub(crate) realtime_offset_ns: i64,
+    pub(crate) monotonic_ns_at_start: Option<u64>,
 }
 
 impl Header {
     /// The typed view of a header record [`Reader::header`] accepted; a field of an unexpected
     /// type reads as its default rather than losing the whole header.
-    pub fn from_value(v: &Value) -> Header {
+    pub(crate) fn from_value(v: &Value) -> Header {
         fn take<T: serde::de::DeserializeOwned + Default>(v: &Value, k: &str) -> T {
             v.get(k)
                 .and_then(|f| serde_json::from_value(f.clone()).ok())
@@ -606,12 +606,12 @@ impl Header {
     }
 
     /// Whether the dump recorded its attach plan (older dumps did not).
-    pub fn has_plan(&self) -> bool {
+    pub(crate) fn has_plan(&self) -> bool {
         self.plan.as_ref().is_some_and(Value::is_array)
     }
 
     /// Whether `hook` attached when the dump was recorded; `None` without a recorded plan.
-    pub fn attached(&self, hook: &str) -> Option<bool> {
+    pub(crate) fn attached(&self, hook: &str) -> Option<bool> {
         let plan = self.plan.as_ref()?.as_array()?;
         Some(
             plan.iter()
@@ -620,7 +620,7 @@ impl Header {
         )
     }
 
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }

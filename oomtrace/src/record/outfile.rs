@@ -11,7 +11,7 @@ use std::{
 };
 
 /// Creates `path` new (0600). An existing file or link is an error that says what to do.
-pub fn create_new(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

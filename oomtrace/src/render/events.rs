@@ -14,10 +14,10 @@ use crate::{
 };
 
 /// Version of the JSON Lines schema. Bump on any incompatible change.
-pub const JSON_SCHEMA: u32 = 3;
+pub(crate) const JSON_SCHEMA: u32 = 3;
 
 /// The snake_case name of an event kind, as in JSON and text.
-pub fn kind_name(kind: EventKind) -> &'static str {
+pub(crate) fn kind_name(kind: EventKind) -> &'static str {
     match kind {
         EventKind::OomInvoke => "oom_invoke",
         EventKind::OomInvokeDone => "oom_invoke_done",
@@ -73,13 +73,13 @@ fn sigkill_sender_kind(p: &oomtrace_common::KernelSigkill) -> &'static str {
 }
 
 /// Turns events into text lines or JSON values.
-pub struct Renderer {
-    pub clock: Clock,
-    pub memcgs: MemcgPaths,
+pub(crate) struct Renderer {
+    pub(crate) clock: Clock,
+    pub(crate) memcgs: MemcgPaths,
     /// Page size in kB, to show `totalpages` as a size.
-    pub page_kb: u64,
+    pub(crate) page_kb: u64,
     /// Kernel symbol names by address (`name+0xoff`), for allocation stacks.
-    pub symbols: std::collections::HashMap<u64, String>,
+    pub(crate) symbols: std::collections::HashMap<u64, String>,
 }
 
 impl Renderer {
@@ -111,7 +111,7 @@ impl Renderer {
     }
 
     /// One JSON object (a line of `--json` output) for an event.
-    pub fn json(&mut self, ev: &Event) -> Value {
+    pub(crate) fn json(&mut self, ev: &Event) -> Value {
         let h = &ev.header;
         let mut v = json!({
             "type": "event",
@@ -264,7 +264,7 @@ impl Renderer {
     }
 
     /// One text line for an event.
-    pub fn text(&mut self, ev: &Event) -> String {
+    pub(crate) fn text(&mut self, ev: &Event) -> String {
         let h = &ev.header;
         let cur = format!("{} ({})", h.tgid, cstr(&h.comm));
         let what = match &ev.payload {

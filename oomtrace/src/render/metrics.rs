@@ -19,7 +19,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Per OOM domain (memcg whose limit was hit), by label set.
     invocations: BTreeMap<String, i64>,
     /// Per victim label set ([`victim_labels`]).
@@ -66,7 +66,7 @@ pub struct Metrics {
 
 /// The label set of a victim's metrics: its memcg and the workload it names
 /// ([`crate::workload`]): `memcg="…",kind="…",workload="…",container="…"`.
-pub fn victim_labels(memcg: &str) -> String {
+pub(crate) fn victim_labels(memcg: &str) -> String {
     let w = crate::workload::of_path(memcg);
     let mut s = format!("memcg=\"{}\"", escape(memcg));
     for (k, v) in w.labels() {
@@ -101,7 +101,7 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
-    pub fn new(plan: &[HookPlan]) -> Metrics {
+    pub(crate) fn new(plan: &[HookPlan]) -> Metrics {
         Metrics {
             hooks: plan
                 .iter()
@@ -119,7 +119,7 @@ impl Metrics {
 
     /// A `watch --unstick` remedy: `wait` is what the victim waited on (`fuse`, `ptrace`, …),
     /// `result` applied, refused or failed.
-    pub fn unstick(&mut self, wait: &str, result: &str) {
+    pub(crate) fn unstick(&mut self, wait: &str, result: &str) {
         *self
             .unstick
             .entry((wait.to_string(), result.to_string()))
@@ -127,26 +127,31 @@ impl Metrics {
     }
 
     /// Resource gauges sampled at scrape time: what a soak watches for unbounded growth.
-    pub fn set_held(&mut self, kernel_tracked: Option<u64>, victims_held: u64, memcgs_named: u64) {
+    pub(crate) fn set_held(
+        &mut self,
+        kernel_tracked: Option<u64>,
+        victims_held: u64,
+        memcgs_named: u64,
+    ) {
         self.kernel_tracked = kernel_tracked;
         self.victims_held = victims_held;
         self.memcgs_named = memcgs_named;
     }
 
     /// What the attach plan can observe (for the degraded-plan alert).
-    pub fn set_observable(&mut self, kill_path: bool, livelock: bool) {
+    pub(crate) fn set_observable(&mut self, kill_path: bool, livelock: bool) {
         self.kill_path_observable = kill_path;
         self.livelock_observable = livelock;
     }
 
     /// Which source counts invocations: an invocation hook (`true`) or the kernel's memcg
     /// notifications.
-    pub fn set_invocation_hook(&mut self, hooked: bool) {
+    pub(crate) fn set_invocation_hook(&mut self, hooked: bool) {
         self.invocation_hook = hooked;
     }
 
     /// Counts an event (`memcg` is its memcg's path, if it names one).
-    pub fn event(&mut self, ev: &Event, memcg: Option<String>) {
+    pub(crate) fn event(&mut self, ev: &Event, memcg: Option<String>) {
         match ev.payload {
             Payload::OomInvoke(_) => bump(
                 &mut self.invocations,
@@ -161,7 +166,7 @@ impl Metrics {
         }
     }
 
-    pub fn finding(&mut self, f: &Finding, memcg: Option<String>) {
+    pub(crate) fn finding(&mut self, f: &Finding, memcg: Option<String>) {
         let labels = || victim_labels(memcg.as_deref().unwrap_or("unknown"));
         // Kills by other senders: their own families, labelled by sender kind too.
         if let Some(v) = f.victim()
@@ -233,7 +238,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, summary: &Summary) -> String {
+    pub(crate) fn render(&self, summary: &Summary) -> String {
         let mut s = String::new();
         self.write_per_workload(&mut s);
         self.write_observable(&mut s);
@@ -515,7 +520,7 @@ const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Accepting pauses after an error (EMFILE: retrying at once would spin a core until clients
 /// leave) and connections beyond [`MAX_SCRAPES`] at once are closed unanswered, so that
 /// scrapers can never take the descriptors that victims' pidfds and /proc reads need.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     listener: tokio::net::TcpListener,
     /// Scrapes being answered now.
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -523,7 +528,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Endpoint> {
+    pub(crate) async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Endpoint> {
         Ok(Endpoint {
             listener: tokio::net::TcpListener::bind(addr).await?,
             open: Default::default(),
@@ -532,12 +537,14 @@ impl Endpoint {
     }
 
     /// The address bound (the port the kernel chose for `:0`).
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.listener.local_addr().ok()
     }
 
     /// The next connection; never, without an endpoint.
-    pub async fn next(endpoint: Option<&Endpoint>) -> std::io::Result<tokio::net::TcpStream> {
+    pub(crate) async fn next(
+        endpoint: Option<&Endpoint>,
+    ) -> std::io::Result<tokio::net::TcpStream> {
         let Some(e) = endpoint else {
             return std::future::pending().await;
         };
@@ -549,7 +556,7 @@ impl Endpoint {
 
     /// Answers a connection with `body()` (built only when the scrape is answered), or, after
     /// an accept error, pauses accepting.
-    pub fn answer(
+    pub(crate) fn answer(
         &mut self,
         conn: std::io::Result<tokio::net::TcpStream>,
         body: impl FnOnce() -> String,

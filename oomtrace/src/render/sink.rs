@@ -33,7 +33,12 @@ pub enum Format {
 impl Format {
     /// One kernel event, written straight to `out` (the per-event path: no line is built
     /// twice).
-    pub fn event(self, r: &mut Renderer, ev: &Event, out: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn event(
+        self,
+        r: &mut Renderer,
+        ev: &Event,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         match self {
             Format::Json => writeln!(out, "{}", r.json(ev)),
             Format::Text => writeln!(out, "{}", printable(&r.text(ev))),
@@ -41,7 +46,7 @@ impl Format {
     }
 
     /// Events lost to a full ring buffer: `new` since the last report, `total` in all.
-    pub fn lost(self, new: u64, total: u64) -> String {
+    pub(crate) fn lost(self, new: u64, total: u64) -> String {
         match self {
             Format::Json => format!(
                 "{}\n",
@@ -55,7 +60,7 @@ impl Format {
     }
 
     /// The closing counts.
-    pub fn summary(self, s: &Summary) -> String {
+    pub(crate) fn summary(self, s: &Summary) -> String {
         match self {
             Format::Json => format!("{}\n", json!({"type": "summary", "summary": s})),
             // Summary's Display ends its own line.
@@ -64,7 +69,7 @@ impl Format {
     }
 
     /// A memcg's OOM kills as the kernel counted them against oomtrace's.
-    pub fn reconcile(self, memcg_path: &str, kernel: u64, mine: u64) -> String {
+    pub(crate) fn reconcile(self, memcg_path: &str, kernel: u64, mine: u64) -> String {
         match self {
             Format::Json => format!(
                 "{}\n",
@@ -88,7 +93,7 @@ impl Format {
     }
 
     /// What `--unstick` did for a victim.
-    pub fn unstick(self, pid: u32, result: &str, detail: &str) -> String {
+    pub(crate) fn unstick(self, pid: u32, result: &str, detail: &str) -> String {
         match self {
             Format::Json => format!(
                 "{}\n",
@@ -101,7 +106,7 @@ impl Format {
     /// A finding at wall time `wall_ns`, with its memcg (and so its workload; its path
     /// live or last seen, and whether it was removed) and, for a victim flagged live, what
     /// /proc says of it.
-    pub fn finding(
+    pub(crate) fn finding(
         self,
         f: &Finding,
         wall_ns: i128,
@@ -163,7 +168,7 @@ impl Format {
 
     /// What a replay says first: the dump's header (`raw` as recorded, for JSON), and whether
     /// death is judged the old way.
-    pub fn replay_header(
+    pub(crate) fn replay_header(
         self,
         raw: Option<&Value>,
         header: Option<&Header>,
@@ -197,7 +202,7 @@ impl Format {
     }
 
     /// Damage found while reading a dump (a `DumpProblem`, or records that do not decode).
-    pub fn dump_problem(self, problem: &str) -> String {
+    pub(crate) fn dump_problem(self, problem: &str) -> String {
         match self {
             Format::Json => format!("{}\n", json!({"type": "dump_problem", "problem": problem})),
             Format::Text => format!(

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 /// Encodes BTF blobs: type records as u32 words, and a string table.

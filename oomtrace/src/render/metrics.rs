@@ -584,12 +584,27 @@ impl Endpoint {
     }
 }
 
-/// Answers one scrape: the request is read (for at most 2 s: a slow client cannot hold a
-/// connection open), then `body` is sent and the connection closed.
+/// Answers one scrape: the request is read to the end of its headers (for at most 2 s and
+/// 2 KiB: a slow client cannot hold a connection open), then `body` is sent and the
+/// connection closed. Answering after the first segment of a request that came in several
+/// closed the socket with request bytes unread: the kernel then resets the connection, and
+/// the client, still writing, got EPIPE instead of the answer.
 async fn respond(mut stream: tokio::net::TcpStream, body: String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut req = [0u8; 2048];
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut req)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut got = 0;
+        while got < req.len() {
+            match stream.read(&mut req[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+            if req[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
     let resp = format!(
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -606,6 +621,40 @@ async fn respond(mut stream: tokio::net::TcpStream, body: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request that arrives in several segments is read to the end of its headers before the
+    /// answer: answering after the first closed the socket with bytes unread, and the client,
+    /// still writing, was reset (EPIPE) instead of answered.
+    #[test]
+    fn a_request_in_segments_is_answered() {
+        use std::io::{Read as _, Write as _};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            for part in [&b"GET /met"[..], b"rics HTTP/1.0\r\n", b"Host: x\r\n\r\n"] {
+                s.write_all(part)
+                    .expect("the server took the whole request");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("the answer, not a reset");
+            out
+        });
+        rt.block_on(async {
+            let (stream, _) = listener.accept().await.unwrap();
+            respond(stream, "oomtrace_up 1\n".into()).await;
+        });
+        let got = client.join().unwrap();
+        assert!(got.starts_with("HTTP/1.0 200 OK"), "{got}");
+        assert!(got.ends_with("oomtrace_up 1\n"), "{got}");
+    }
 
     #[test]
     fn addresses_default_to_loopback() {

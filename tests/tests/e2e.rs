@@ -8,7 +8,7 @@ use std::{path::Path, time::Duration};
 use oomtrace_tests::{
     Sandbox, Watch, attach_of, check_json, event_wait, finding_about,
     fuse::{FuseHold, Hold},
-    hog, page_size, proc_state, require_root, scaled, stuck_in_exit, wait_until,
+    hog, page_size, proc_state, require_root, scaled, slowdown, stuck_in_exit, wait_until,
 };
 use serde_json::Value;
 
@@ -648,9 +648,16 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
             .unwrap_or_else(|| panic!("no kill time in {killed}"));
         let age = Duration::from_nanos(kill_ns.saturating_sub(born));
         ages.push(age);
-        // ~25-50 ms on the host: the hog's start and allocation; under TCG (5.10) 2.2 s.
+        // ~25-50 ms on the host: the hog's start and allocation. Under TCG the hog's start
+        // alone took 1.9 s on a busy machine (sid: killed at 5.2 s), so the guests' bound is
+        // 10 s: what they prove is that a memcg oomtrace never saw before is named at once.
+        let young = if slowdown() > 1 {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(200)
+        };
         assert!(
-            age <= scaled(Duration::from_millis(200)),
+            age <= young,
             "the memcg was {age:?} old at its kill, not young: {killed}"
         );
         assert_eq!(killed["memcg_path"], ctr.rel_path(), "{killed}");

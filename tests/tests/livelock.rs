@@ -221,9 +221,14 @@ fn unstick_raises_the_domain(limited: &Sandbox, own: &Sandbox, presser: oomtrace
     let (code, v) = run(pid, &["--apply"]);
     assert!(v["applied"]["ok"] == true, "{v}");
     assert_ne!(limit(), before, "raised: {v}");
-    // The presser wants 128 MiB: the 16 MiB margin is filled and the kernel is in OOM again.
-    assert_eq!(code, Some(6), "{v}");
-    assert_eq!(v["out_of_oom"], false, "{v}");
+    // The presser wants 128 MiB: the 16 MiB margin is filled and the kernel is in OOM again —
+    // unless it has not charged it yet when the kernel's counters are read again (1 s; sid
+    // read no invocation once). Either way the exit code says what the kernel said.
+    match code {
+        Some(6) => assert_eq!(v["out_of_oom"], false, "{v}"),
+        Some(0) => assert_eq!(v["out_of_oom"], true, "{v}"),
+        _ => panic!("exit {code:?}: {v}"),
+    }
     assert!(
         v["restored"].as_array().is_some_and(|r| r.is_empty()),
         "{v}"

@@ -697,7 +697,8 @@ pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCod
 
 /// Everything the host runs itself, one step after the other. Once the steps whose verdicts
 /// depend on having a core (the end-to-end tests' latencies, the soak's lost events) are done,
-/// `gate` lets the second guest lane start beside the rest (the bench's unjudged quick run).
+/// `gate` lets the second guest lane start beside the rest (fuzzing, the bench's unjudged quick
+/// run).
 fn host_steps(
     env: &Env,
     filter: Option<&str>,
@@ -732,10 +733,6 @@ fn host_steps(
             Ok(crate::lint::run(env))
         })?);
     }
-    // Ten seconds of each fuzz target (`cargo xtask fuzz`): one test, passed if none crashed.
-    tally.add(t("fuzz (10 s per target)", &mut || {
-        Ok(crate::fuzz::in_test(env, filter))
-    })?);
     // promtool check and test rules on contrib/prometheus (Debian's prometheus package,
     // unpacked into the cache); its binaries go to the fleet end-to-end test below.
     let (prom_tally, prom_env) =
@@ -767,6 +764,12 @@ fn host_steps(
         tally.add(t("soak (2 min)", &mut || soak_step(env, bin))?);
     }
     gate.open();
+    // Ten seconds of each fuzz target (`cargo xtask fuzz`): one test, passed if none crashed.
+    // Its verdict does not depend on having a core, so it runs beside the second guest lane:
+    // before the gate it kept that lane closed for its 5 minutes of building on a fresh machine.
+    tally.add(t("fuzz (10 s per target)", &mut || {
+        Ok(crate::fuzz::in_test(env, filter))
+    })?);
     if filter.is_none_or(|f| "bench".contains(f)) {
         tally.add(t("bench, quick run", &mut || bench_step(env, bin))?);
     }

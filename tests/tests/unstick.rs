@@ -408,6 +408,13 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
     let sandbox = Sandbox::new("unstick-journal", 64 * MIB);
     let state = ScratchDir::new("unstick-journal-state");
     let before = fx::limit_of(&sandbox);
+    let fusectl = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/fuse/connections"))
+    };
+    let fusectl_before = fusectl();
     let (mut h, mut hold) = held_victim(&sandbox, event_wait());
     let pid = h.pid();
     let mut raiser = Command::new(oomtrace_bin())
@@ -451,6 +458,9 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         fx::limit_of(&sandbox) > before,
         "put back by a SIGKILLed process?"
     );
+    // It mounted fusectl to look for the victim's FUSE connections: unmounted before its wait,
+    // so its SIGKILL leaves no mount behind.
+    assert_eq!(fusectl(), fusectl_before, "fusectl left mounted");
     hold.release();
     assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));
     // Page cache fills the headroom: usage above the old limit must not keep the raise (the

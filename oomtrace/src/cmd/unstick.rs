@@ -250,41 +250,43 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         },
     });
     let fusectl = std::path::Path::new(unstick::FUSECTL);
-    let mut applied = None;
     let mut dead = None;
     let refused = plan.as_ref().err().cloned();
-    if args.apply
-        && let Ok(plan) = &plan
-    {
-        let a = unstick::act(plan, proc_root, fusectl, journal.as_mut(), &mut || {});
-        if a.ok {
-            let gone = unstick::wait_gone(args.pid, wait);
-            dead = Some(gone);
-            if a.raised {
-                match (&mut journal, gone) {
-                    (Some(j), true) => restored.extend(
-                        j.victim_dead(args.pid, plan.victim.1)
-                            .into_iter()
-                            .map(|(_, r)| r),
-                    ),
-                    (Some(j), false) => restored.push(format!(
-                        "left raised: pid {} is not dead; journaled in {}, put back by the next \
-                         `oomtrace unstick` or `watch --unstick` once it is",
-                        args.pid,
-                        j.path().display()
-                    )),
-                    (None, _) => {}
-                }
-            }
-        }
-        if a.unmount_fusectl {
-            unstick::unmount_fusectl();
-        }
-        applied = Some(a);
-    }
-    if mounted_fusectl {
+    let applied = match &plan {
+        Ok(plan) if args.apply => Some((
+            plan,
+            unstick::act(plan, proc_root, fusectl, journal.as_mut(), &mut || {}),
+        )),
+        _ => None,
+    };
+    // fusectl serves only to find and abort a connection: unmounted before the wait, so that
+    // a wait cut short (Ctrl-C, a SIGKILL) leaves no mount behind.
+    if mounted_fusectl || applied.as_ref().is_some_and(|(_, a)| a.unmount_fusectl) {
         unstick::unmount_fusectl();
     }
+    if let Some((plan, a)) = &applied
+        && a.ok
+    {
+        let gone = unstick::wait_gone(args.pid, wait);
+        dead = Some(gone);
+        if a.raised {
+            match (&mut journal, gone) {
+                (Some(j), true) => restored.extend(
+                    j.victim_dead(args.pid, plan.victim.1)
+                        .into_iter()
+                        .map(|(_, r)| r),
+                ),
+                (Some(j), false) => restored.push(format!(
+                    "left raised: pid {} is not dead; journaled in {}, put back by the next \
+                     `oomtrace unstick` or `watch --unstick` once it is",
+                    args.pid,
+                    j.path().display()
+                )),
+                (None, _) => {}
+            }
+        }
+    }
+    let applied = applied.map(|(_, a)| a);
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
     if args.output.format() == Format::Json {
         println!(

@@ -450,8 +450,6 @@ struct Runner<W: std::io::Write> {
     /// `--unstick`: what it may act on, and on which victims.
     unstick_policy: crate::host::unstick::Policy,
     unstick_pre_existing: bool,
-    /// `--unstick`: fusectl mounted for a victim's remedy, unmounted once it is dead.
-    unstuck: std::collections::HashMap<u32, crate::host::unstick::Applied>,
     /// `--unstick`: the FUSE connections of the files a victim had open at its kill (a thread
     /// inside exit has detached its table by the time it is flagged).
     fuse_at_kill: std::collections::HashMap<u32, Vec<u32>>,
@@ -757,13 +755,6 @@ impl<W: std::io::Write> Runner<W> {
             {
                 let tgid = victim.key.tgid;
                 self.fuse_at_kill.remove(&tgid);
-                if self
-                    .unstuck
-                    .remove(&tgid)
-                    .is_some_and(|a| a.unmount_fusectl)
-                {
-                    crate::host::unstick::unmount_fusectl();
-                }
                 let said = self
                     .journal
                     .as_mut()
@@ -818,7 +809,7 @@ impl<W: std::io::Write> Runner<W> {
             .and_then(|v| v["kind"].as_str().map(str::to_string))
             .unwrap_or_default();
         let (result, text, unmount) = match plan {
-            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), true),
+            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), false),
             Ok(plan) => {
                 let a = unstick::act(
                     &plan,
@@ -833,14 +824,12 @@ impl<W: std::io::Write> Runner<W> {
                     a.did.join("; ")
                 );
                 let result = if a.ok { "applied" } else { "failed" };
-                let keep_fusectl = a.unmount_fusectl;
-                self.unstuck.insert(tgid, a);
-                (result, text, !keep_fusectl)
+                (result, text, a.unmount_fusectl)
             }
         };
-        // Mounted only to find and abort a connection: unmounted now, unless the remedy
-        // mounted it (then at the victim's death).
-        if mounted && unmount {
+        // Mounted only to find and abort a connection: unmounted now, so that an exit before
+        // the victim's death leaves no mount behind.
+        if mounted || unmount {
             unstick::unmount_fusectl();
         }
         if let Some(m) = &mut self.metrics {
@@ -1275,7 +1264,6 @@ async fn start(
         unstick: opts.unstick,
         unstick_policy: opts.unstick_policy,
         unstick_pre_existing: opts.unstick_pre_existing,
-        unstuck: std::collections::HashMap::new(),
         fuse_at_kill: std::collections::HashMap::new(),
         journal,
         flagged: 0,

@@ -76,6 +76,9 @@ enum Command {
         /// How long the load runs.
         #[arg(long, default_value_t = 60.0)]
         minutes: f64,
+        /// Inside this guest kernel of xtask/matrix.toml instead (cgroup v2, QEMU/TCG).
+        #[arg(long)]
+        kernel: Option<String>,
     },
     /// One static x86_64 binary (glibc linked in, the eBPF object embedded) and a tarball with
     /// its man page, shell completions, docs and the systemd unit, plus a sha256:
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
         ),
         Command::Dist => dist::run(),
         Command::Bench { quick } => bench(quick),
-        Command::Soak { minutes } => soak::run(minutes),
+        Command::Soak { minutes, kernel } => soak::run(minutes, kernel.as_deref()),
         Command::Run { debug, args } => run(debug, &args),
         Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
         Command::Vm {

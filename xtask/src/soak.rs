@@ -10,10 +10,16 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::Context as _;
 
-use crate::setup::{self, Env};
+use crate::{
+    guest,
+    setup::{self, Env},
+};
 
-pub(crate) fn run(minutes: f64) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(minutes: f64, kernel: Option<&str>) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
+    if let Some(kernel) = kernel {
+        return in_guest(&env, kernel, minutes);
+    }
     setup::status(
         env.cargo()
             .args(["build", "--release", "--package", "oomtrace"]),
@@ -60,4 +66,71 @@ pub(crate) fn soak(env: &Env, oomtrace: &Path, bins: &Path, minutes: f64) -> any
     );
     let status = cmd.status().context("starting oomtrace-soak")?;
     Ok(status.success())
+}
+
+/// `cargo xtask soak --kernel NAME`: the same soak inside a guest kernel of xtask/matrix.toml
+/// (cgroup v2 there; this host's memory controller is v1), against the static release
+/// oomtrace the guests run. Under emulation the load runs at the soak's own pace, which is
+/// slower; the table and `soak.json` land in target/vm-results/soak-NAME/.
+fn in_guest(env: &Env, name: &str, minutes: f64) -> anyhow::Result<ExitCode> {
+    let static_bin = crate::dist::build_static(env)?;
+    setup::status(
+        env.cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "oomtrace-tests",
+            "--bins",
+        ]),
+        "building the soak",
+    )?;
+    let bins = env.target_dir.join("release");
+    let tools = {
+        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
+        guest::tools()?
+    };
+    let spec = guest::load_kernels()?
+        .into_iter()
+        .find(|k| k.name == name)
+        .with_context(|| format!("no kernel named {name} in xtask/matrix.toml"))?;
+    let kernel = {
+        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
+        guest::prepare(&tools, &spec)?
+    };
+    // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
+    let results = env
+        .target_dir
+        .join("vm-results")
+        .join(format!("soak-{name}"));
+    let script = format!(
+        "#!/bin/sh\n\
+         export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n\
+         export OOMTRACE_BIN='{oomtrace}' OOMTRACE_TEST_SLOWDOWN=20 OOMTRACE_DISPOSABLE_KERNEL=1 \
+         RUST_BACKTRACE=1\n\
+         cd /\n\
+         echo \"guest kernel $(uname -r)\"\n\
+         '{soak}' --minutes {minutes} --out '{results}/soak.json'\n",
+        oomtrace = static_bin.display(),
+        soak = bins.join("oomtrace-soak").display(),
+        results = results.display(),
+    );
+    eprintln!(
+        "xtask: soaking oomtrace for {minutes} min in {name} ({}) under QEMU/TCG",
+        kernel.release
+    );
+    // The soak's own minutes, its start and its drain, and a margin for the boot.
+    let timeout = std::time::Duration::from_secs_f64(minutes * 60.0 + 900.0);
+    let run = guest::run_in_guest(&tools, &kernel, &script, &env.target_dir, &results, timeout)?;
+    print!("{}", run.output);
+    eprintln!(
+        "xtask: the soak in {name} exited {} after {:.0} s (console {})",
+        run.exit_code,
+        run.wall.as_secs_f64(),
+        run.console.display()
+    );
+    Ok(if run.exit_code == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

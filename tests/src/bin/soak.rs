@@ -396,7 +396,7 @@ impl Scrape {
 }
 
 fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
-    let timeout = Duration::from_secs(5);
+    let timeout = oomtrace_tests::scaled(Duration::from_secs(5));
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
@@ -915,14 +915,16 @@ fn main() {
         }
     }
     ages_ms.sort_by(f64::total_cmp);
-    let young = ages_ms
-        .iter()
-        .filter(|a| **a <= POD_YOUNG.as_secs_f64() * 1e3)
-        .count();
+    // Under emulation (a guest kernel) the load itself runs `slowdown` times slower: the
+    // bounds on its own pace are scaled, those on oomtrace's results are not.
+    let young_ms = oomtrace_tests::scaled(POD_YOUNG).as_secs_f64() * 1e3;
+    let young = ages_ms.iter().filter(|a| **a <= young_ms).count();
     let pod_kernel = g(&produced.pod_kernel_kills);
     rows.push(check(
-        "pod kills: kernel / named with path and pod workload / said removed before named / \
-         memcg ≤ 50 ms old (median, max ms)",
+        &format!(
+            "pod kills: kernel / named with path and pod workload / said removed before named \
+             / memcg ≤ {young_ms:.0} ms old (median, max ms)"
+        ),
         format!(
             "{pod_kernel} / {named} / {unnamed_killed} / {young} ({:.1}, {:.1})",
             ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
@@ -935,13 +937,14 @@ fn main() {
             && unnamed_killed == 0
             && ages_ms
                 .get(ages_ms.len() / 2)
-                .is_some_and(|m| *m <= POD_YOUNG.as_secs_f64() * 1e3),
+                .is_some_and(|m| *m <= young_ms),
     ));
     let pods_per_s = g(&produced.pods) as f64 / load_s;
+    let pace = 10.0 / oomtrace_tests::slowdown() as f64;
     rows.push(check(
-        "pod memcgs made and removed per second / ordinary exits in them",
+        &format!("pod memcgs made and removed per second (≥ {pace}) / ordinary exits in them"),
         format!("{pods_per_s:.1} / {}", g(&produced.pod_exits)),
-        pods_per_s >= 10.0 && g(&produced.pod_exits) > 0,
+        pods_per_s >= pace && g(&produced.pod_exits) > 0,
     ));
     rows.push(check(
         "stuck victims held / flagged while held / stuck findings",

@@ -70,7 +70,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub(crate) fn kind(&self) -> EventKind {
+    pub fn kind(&self) -> EventKind {
         match self.payload {
             Payload::OomInvoke(_) => EventKind::OomInvoke,
             Payload::OomInvokeDone(_) => EventKind::OomInvokeDone,
@@ -336,7 +336,7 @@ pub(crate) fn cstr(bytes: &[u8]) -> String {
 }
 
 /// A fixed-size comm field from a string (tests, synthetic dumps).
-pub(crate) fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
+pub fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0u8; N];
     let n = s.len().min(N - 1);
     out[..n].copy_from_slice(&s.as_bytes()[..n]);

@@ -15,6 +15,8 @@ mod public_api;
 mod runc;
 mod setup;
 mod soak;
+#[cfg(test)]
+mod sources;
 mod suite;
 mod tally;
 mod test;

@@ -1182,6 +1182,39 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     finish(runner, probes, opts.bpf_stats)
 }
 
+/// `--record PATH`: the dump, its header written.
+fn create_dump(
+    path: &Path,
+    probes: &Probes,
+    opts: &LiveOptions,
+    page_kb: u64,
+    clock: &Clock,
+    death: &Result<(), String>,
+) -> anyhow::Result<dump::Writer> {
+    let h = dump_header(probes, opts, page_kb, clock, death);
+    dump::Writer::create(path, opts.compress, &h.to_value())
+        .with_context(|| format!("creating the dump {}", path.display()))
+}
+
+/// `--unstick`: the journal of raised memcg limits, with what it put back at opening.
+fn open_journal(unstick: bool) -> (Option<crate::host::journal::Journal>, Vec<String>) {
+    if unstick {
+        let dir = crate::host::journal::state_dir();
+        match crate::host::journal::Journal::open(&dir) {
+            Ok((j, said)) => (Some(j), said),
+            Err(e) => {
+                eprintln!(
+                    "oomtrace: warning: --unstick without its journal ({e}): no memcg limit \
+                 will be raised"
+                );
+                (None, Vec::new())
+            }
+        }
+    } else {
+        (None, Vec::new())
+    }
+}
+
 /// Before the watch: the session, the dump and the metrics endpoint created, privileges
 /// dropped, the banner (or plan line) printed.
 async fn start(
@@ -1206,13 +1239,7 @@ async fn start(
     let death = deathwatch::available();
     let (session, clock, page_kb) = new_session(probes, opts, &death);
     let dump = match &opts.record {
-        Some(path) => {
-            let h = dump_header(probes, opts, page_kb, &clock, &death);
-            Some(
-                dump::Writer::create(path, opts.compress, &h.to_value())
-                    .with_context(|| format!("creating the dump {}", path.display()))?,
-            )
-        }
+        Some(path) => Some(create_dump(path, probes, opts, page_kb, &clock, &death)?),
         None => None,
     };
     let endpoint = match opts.metrics {
@@ -1225,21 +1252,7 @@ async fn start(
     };
     let metrics_addr = endpoint.as_ref().and_then(metrics::Endpoint::local_addr);
     // The journal of raised limits (created before the privileges go).
-    let (journal, journal_said) = if opts.unstick {
-        let dir = crate::host::journal::state_dir();
-        match crate::host::journal::Journal::open(&dir) {
-            Ok((j, said)) => (Some(j), said),
-            Err(e) => {
-                eprintln!(
-                    "oomtrace: warning: --unstick without its journal ({e}): no memcg limit \
-                     will be raised"
-                );
-                (None, Vec::new())
-            }
-        }
-    } else {
-        (None, Vec::new())
-    };
+    let (journal, journal_said) = open_journal(opts.unstick);
     // Read by its own thread through this descriptor: the kernel shows addresses to whoever
     // opened it with CAP_SYSLOG, which goes next.
     let kallsyms = crate::kernel::kallsyms::Kallsyms::open();

@@ -4,6 +4,8 @@
 //! own libLLVM) so that the README's two commands work on a fresh machine.
 
 mod dist;
+#[cfg(test)]
+mod fn_length;
 mod fuzz;
 mod guest;
 #[cfg(test)]

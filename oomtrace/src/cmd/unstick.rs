@@ -172,7 +172,10 @@ fn domain_risk(
     pid: u32,
 ) -> String {
     format!(
-        "memcg {} (the OOM domain{}) may use {extra} MiB more{}; whatever keeps charging there          gets it, and an insatiable one (a leak) fills it and is back in OOM. The old limit          ({} bytes) is journaled on disk and put back once pid {} is dead (by the next          `oomtrace unstick` or `watch --unstick`)",
+        "memcg {} (the OOM domain{}) may use {extra} MiB more{}; whatever keeps charging there \
+         gets it, and an insatiable one (a leak) fills it and is back in OOM. The old limit \
+         ({} bytes) is journaled on disk and put back once pid {} is dead (by the next \
+         `oomtrace unstick` or `watch --unstick`)",
         domain.path,
         if domain.memsw_hit {
             ", its memory+swap limit hit"

@@ -19,17 +19,7 @@ pub(crate) fn run(minutes: f64) -> anyhow::Result<ExitCode> {
             .args(["build", "--release", "--package", "oomtrace"]),
         "building oomtrace (release)",
     )?;
-    setup::status(
-        env.cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "oomtrace-tests",
-            "--bins",
-        ]),
-        "building the soak",
-    )?;
-    let release = env.target_dir.join("release");
+    let release = env.build_test_bins("building the soak")?;
     let passed = soak(&env, &release.join("oomtrace"), &release, minutes)?;
     Ok(if passed {
         ExitCode::SUCCESS

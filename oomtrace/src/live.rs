@@ -17,6 +17,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+mod hook;
+mod remedy;
+mod sink;
+
+use sink::{FindingCx, Held, Said, Sink};
+
 use crate::{
     clock::{Clock, monotonic_now},
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
@@ -27,7 +33,7 @@ use crate::{
         scan,
     },
     kernel::{cgroups::MemcgPaths, plan, probes::Probes},
-    lifecycle::{Finding, Observability, Tracker, TrackerConfig},
+    lifecycle::{Observability, Tracker, TrackerConfig},
     record::dump,
     render::{
         events::{self, Renderer},
@@ -199,49 +205,6 @@ fn drop_privileges(unstick: bool) -> Value {
             );
             json!({"dropped": false, "error": e.to_string()})
         }
-    }
-}
-
-/// The evidence `watch --unstick` has that `victim` is an OOM victim, or why it will not act.
-fn unstick_evidence(
-    victim: &crate::lifecycle::Victim,
-    pre_existing_ok: bool,
-) -> Result<String, String> {
-    if victim.pre_existing && victim.killed_at().is_none() {
-        return if pre_existing_ok {
-            Ok(
-                "found SIGKILLed by the start-up scan; its kill was not seen, acted on because \
-                of --unstick-pre-existing"
-                    .into(),
-            )
-        } else {
-            Err(
-                "found SIGKILLed by the start-up scan: its kill was not seen, so who sent it \
-                 (the OOM killer, or a user's kill -9) is unknown; not acted on without \
-                 --unstick-pre-existing"
-                    .into(),
-            )
-        };
-    }
-    // Killed by a user process or another kernel path: seen, and named. Such a victim can be
-    // a user's own process killed on purpose to make oomtrace act: the ownership rules of
-    // `vet` (only what the victim itself holds) apply as for any victim, and no remedy that
-    // raises a memcg limit is taken for it (see `unstick::remedy_for_sender`).
-    if let Some(s) = &victim.sender {
-        return Ok(format!("its SIGKILL by {s} was seen"));
-    }
-    let t = &victim.timeline;
-    let by = victim
-        .trigger
-        .as_ref()
-        .map(|t| format!(", while pid {} ({}) allocated", t.tgid, t.comm))
-        .unwrap_or_default();
-    match (t.sigkill, t.marked.or(t.chosen)) {
-        (Some(_), Some(_)) => Ok(format!("the kernel's OOM kill was seen{by}")),
-        (None, Some(_)) => Ok(format!(
-            "the OOM killer's choice was seen, its SIGKILL was not (lost){by}"
-        )),
-        _ => Err("no OOM kill of it was seen: not acted on".into()),
     }
 }
 
@@ -421,8 +384,6 @@ const POLL: Duration = Duration::from_millis(50);
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// How long hooks still running when oomtrace ends may take before they are killed.
-const HOOK_GRACE_AT_EXIT: Duration = Duration::from_secs(2);
 
 struct Runner<W: std::io::Write> {
     session: Session<W>,
@@ -442,21 +403,9 @@ struct Runner<W: std::io::Write> {
     memcg_version: Option<u8>,
     /// When each memcg (0: the machine) was last read at a kill (kernel event time).
     states_read: std::collections::HashMap<u64, u64>,
-    metrics: Option<Metrics>,
-    /// `--on-stuck`.
-    hooks: Option<Hooks>,
-    /// `--unstick`: take the remedy for each flagged victim.
-    unstick: bool,
-    /// `--unstick`: what it may act on, and on which victims.
-    unstick_policy: crate::host::unstick::Policy,
-    unstick_pre_existing: bool,
-    /// `--unstick`: fusectl mounted for a victim's remedy, unmounted once it is dead.
-    unstuck: std::collections::HashMap<u32, crate::host::unstick::Applied>,
-    /// `--unstick`: the FUSE connections of the files a victim had open at its kill (a thread
-    /// inside exit has detached its table by the time it is flagged).
-    fuse_at_kill: std::collections::HashMap<u32, Vec<u32>>,
-    /// `--unstick`: the memcg limits raised, on disk until put back.
-    journal: Option<crate::host::journal::Journal>,
+    /// The consumers of events and findings besides the session's own output, in order:
+    /// metrics, the on-stuck hook, --unstick (see [`sink`]).
+    sinks: Vec<Box<dyn Sink>>,
     flagged: u64,
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
@@ -466,6 +415,38 @@ struct Runner<W: std::io::Write> {
 }
 
 impl<W: std::io::Write> Runner<W> {
+    /// A runner for `session` that hands what it sees to `sinks` and records to `dump` (the
+    /// writer and its path), if given.
+    fn new(
+        session: Session<W>,
+        sinks: Vec<Box<dyn Sink>>,
+        dump: Option<(dump::Writer, PathBuf)>,
+        kallsyms: crate::kernel::kallsyms::Kallsyms,
+    ) -> Runner<W> {
+        let now = tokio::time::Instant::now();
+        let (dump, dump_path) = match dump {
+            Some((d, p)) => (Some(d), p),
+            None => (None, PathBuf::new()),
+        };
+        Runner {
+            session,
+            pointer_key: std::collections::hash_map::RandomState::new(),
+            dump,
+            dump_path,
+            dump_error: None,
+            recorded_memcgs: BTreeSet::new(),
+            kallsyms,
+            named_addrs: std::collections::HashSet::new(),
+            memcg_version: None,
+            states_read: std::collections::HashMap::new(),
+            sinks,
+            flagged: 0,
+            poll_ring: false,
+            last_sync: (now, 0),
+            last_sweep: now,
+        }
+    }
+
     fn raw_event(&mut self, raw: &[u8], deaths: &mut DeathWatch) -> anyhow::Result<()> {
         let mut ev = match Event::decode(raw) {
             Ok(ev) => ev,
@@ -509,7 +490,7 @@ impl<W: std::io::Write> Runner<W> {
                     if let Some(live) = &mut self.session.live {
                         live.record_sockets(tgid);
                     }
-                    self.record_fuse(tgid);
+                    self.followed(tgid);
                 }
                 Ok(())
             }
@@ -534,7 +515,7 @@ impl<W: std::io::Write> Runner<W> {
                 if let Some(live) = &mut self.session.live {
                     live.record_sockets(c.pid);
                 }
-                self.record_fuse(c.pid);
+                self.followed(c.pid);
                 self.userspace(&userspace_event(
                     c.pid,
                     c.comm_bytes(),
@@ -551,17 +532,10 @@ impl<W: std::io::Write> Runner<W> {
         }
     }
 
-    /// `--unstick`: the FUSE connections of the files `tgid` has open now (at its kill).
-    fn record_fuse(&mut self, tgid: u32) {
-        if !self.unstick {
-            return;
-        }
-        let conns = crate::host::unstick::fuse_connections_open(Path::new("/proc"), tgid);
-        if self.fuse_at_kill.len() >= 4096 {
-            self.fuse_at_kill.clear();
-        }
-        if !conns.is_empty() {
-            self.fuse_at_kill.insert(tgid, conns);
+    /// A killed process whose death is followed from now, told to the sinks.
+    fn followed(&mut self, tgid: u32) {
+        for sink in &mut self.sinks {
+            sink.followed(tgid);
         }
     }
 
@@ -633,10 +607,10 @@ impl<W: std::io::Write> Runner<W> {
             self.name_frames(p);
         }
         self.write_dump(|d| d.event(raw));
-        if let Some(m) = &mut self.metrics {
-            m.event(&ev, path);
-        }
         self.session.event(&ev)?;
+        for sink in &mut self.sinks {
+            sink.event(&ev, path.as_deref());
+        }
         self.after_findings()
     }
 
@@ -735,207 +709,49 @@ impl<W: std::io::Write> Runner<W> {
         Ok(self.session.lost(total)?)
     }
 
+    /// Hands each finding the session kept to every sink, then writes and counts what they
+    /// said about remedies.
     fn after_findings(&mut self) -> anyhow::Result<()> {
         let mut shown = std::mem::take(&mut self.session.kept_forensics);
         for f in std::mem::take(&mut self.session.kept) {
-            let memcg = f
-                .memcg_id()
-                .and_then(|id| self.session.renderer.memcgs.path(id));
-            if let Some(m) = &mut self.metrics {
-                m.finding(&f, memcg.clone());
-            }
+            let mut cx = FindingCx {
+                memcg: f
+                    .memcg_id()
+                    .and_then(|id| self.session.renderer.memcgs.path(id)),
+                shown: None,
+                live: self.session.live.as_ref(),
+                said: Vec::new(),
+            };
             if let Some((victim, _, _)) = f.stuck() {
                 self.flagged += 1;
-                let fx = shown.remove(&victim.key);
-                self.run_hook(&f, memcg, fx.as_ref());
-                if self.unstick {
-                    self.auto_unstick(victim, fx)?;
-                }
+                cx.shown = shown.remove(&victim.key);
             }
-            if let Finding::Dead { victim, .. } = &f
-                && self.unstick
-            {
-                let tgid = victim.key.tgid;
-                self.fuse_at_kill.remove(&tgid);
-                if self
-                    .unstuck
-                    .remove(&tgid)
-                    .is_some_and(|a| a.unmount_fusectl)
-                {
-                    crate::host::unstick::unmount_fusectl();
-                }
-                let said = self
-                    .journal
-                    .as_mut()
-                    .map(|j| j.victim_dead(tgid, None))
-                    .unwrap_or_default();
-                for (v, r) in said {
-                    self.say_unstick(v, "restored", &r)?;
-                }
+            for sink in &mut self.sinks {
+                sink.finding(&f, &mut cx);
             }
+            let said = cx.said;
+            self.say(said)?;
         }
         Ok(())
     }
 
-    /// `watch --unstick`: the remedy `oomtrace unstick --apply` would take, taken as soon as
-    /// a victim is flagged — for a victim whose OOM kill oomtrace saw (the kernel's SIGKILL and
-    /// the OOM killer's mark or choice), or one found by the start-up scan only with
-    /// `--unstick-pre-existing`. Vetted like the CLI's (the victim's own things only), said
-    /// loudly, counted in the metrics; a memcg limit is journaled and put back once it is dead.
-    fn auto_unstick(
-        &mut self,
-        victim: &crate::lifecycle::Victim,
-        shown: Option<crate::host::forensics::Forensics>,
-    ) -> anyhow::Result<()> {
-        use crate::host::unstick;
-        let tgid = victim.key.tgid;
-        let Some(live) = &self.session.live else {
-            return Ok(());
-        };
-        let fx = shown.unwrap_or_else(|| live.forensics(tgid, victim.key.start_ns));
-        let proc_root = live.proc_root.clone();
-        let evidence = unstick_evidence(victim, self.unstick_pre_existing);
-        let recorded = self.fuse_at_kill.get(&tgid).cloned().unwrap_or_default();
-        let unstick::Prepared {
-            wait_on: wait,
-            plan,
-            mounted_fusectl: mounted,
-            ..
-        } = unstick::prepare(&unstick::Request {
-            proc_root: &proc_root,
-            memcg_root: live.memcg_root.as_deref(),
-            fx: &fx,
-            evidence: &evidence,
-            recorded_fuse: &recorded,
-            named_fuse: None,
-            raise_limit: false,
-            oom_victim: !victim.is_other_kill(),
-            policy: self.unstick_policy,
-        });
-        let fusectl = Path::new(unstick::FUSECTL);
-        let kind = serde_json::to_value(&wait)
-            .ok()
-            .and_then(|v| v["kind"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let (result, text, unmount) = match plan {
-            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), true),
-            Ok(plan) => {
-                let a = unstick::act(
-                    &plan,
-                    &proc_root,
-                    fusectl,
-                    self.journal.as_mut(),
-                    &mut || {},
-                );
-                let text = format!(
-                    "waits on {wait} ({}): {}",
-                    evidence.as_deref().unwrap_or_default(),
-                    a.did.join("; ")
-                );
-                let result = if a.ok { "applied" } else { "failed" };
-                let keep_fusectl = a.unmount_fusectl;
-                self.unstuck.insert(tgid, a);
-                (result, text, !keep_fusectl)
-            }
-        };
-        // Mounted only to find and abort a connection: unmounted now, unless the remedy
-        // mounted it (then at the victim's death).
-        if mounted && unmount {
-            unstick::unmount_fusectl();
-        }
-        if let Some(m) = &mut self.metrics {
-            m.unstick(&kind, result);
-        }
-        self.say_unstick(tgid, result, &text)
+    /// Puts back the journaled limits of victims that are gone (a start after a crash, and
+    /// every sweep), and whatever else the sinks do periodically.
+    fn settle(&mut self) -> anyhow::Result<()> {
+        let said: Vec<Said> = self.sinks.iter_mut().flat_map(|s| s.sweep()).collect();
+        self.say(said)
     }
 
-    /// `--unstick`: puts back the journaled limits of victims that are gone (a start after a
-    /// crash, and every sweep).
-    fn settle_journal(&mut self) -> anyhow::Result<()> {
-        let said = match &mut self.journal {
-            Some(j) if !j.entries().is_empty() => j.check_dead(Path::new("/proc")),
-            _ => Vec::new(),
-        };
-        for (victim, r) in said {
-            self.say_unstick(victim, "restored", &r)?;
+    /// Lines about remedies: counted by the sinks, written in the session's format.
+    fn say(&mut self, said: Vec<Said>) -> anyhow::Result<()> {
+        for s in said {
+            for sink in &mut self.sinks {
+                sink.said(&s);
+            }
+            let line = self.session.format.unstick(s.tgid, s.result, &s.text);
+            self.session.out.write_all(line.as_bytes())?;
         }
         Ok(())
-    }
-
-    fn say_unstick(&mut self, tgid: u32, result: &str, text: &str) -> anyhow::Result<()> {
-        let line = self.session.format.unstick(tgid, result, text);
-        self.session.out.write_all(line.as_bytes())?;
-        Ok(())
-    }
-
-    /// Runs the on-stuck command once per flagged victim, details in the environment (never
-    /// through a shell). It runs in the background; children are reaped on ticks.
-    fn run_hook(
-        &mut self,
-        f: &Finding,
-        memcg: Option<String>,
-        shown: Option<&crate::host::forensics::Forensics>,
-    ) {
-        // Both kinds: `stuck` (an OOM victim) and `kill_stuck` (another sender's).
-        let (Some(hooks), Some((victim, stage, since_kill_ns))) = (&mut self.hooks, f.stuck())
-        else {
-            return;
-        };
-        let since_kill_ns = &since_kill_ns;
-        let Some(live) = &self.session.live else {
-            return;
-        };
-        let collected;
-        let fx = match shown {
-            Some(fx) => fx,
-            None => {
-                collected = live.forensics(victim.key.tgid, victim.key.start_ns);
-                &collected
-            }
-        };
-        let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut detail {
-            m.insert(
-                "forensics".into(),
-                serde_json::to_value(fx).unwrap_or(Value::Null),
-            );
-        }
-        let sender = victim.sender.as_ref();
-        let vars = [
-            ("OOMTRACE_FINDING", f.name().to_string()),
-            (
-                "OOMTRACE_SENDER_KIND",
-                victim.sender_kind().name().to_string(),
-            ),
-            (
-                "OOMTRACE_SENDER_PID",
-                sender.map(|s| s.tgid.to_string()).unwrap_or_default(),
-            ),
-            (
-                "OOMTRACE_SENDER_COMM",
-                sender.map(|s| s.comm.clone()).unwrap_or_default(),
-            ),
-            ("OOMTRACE_PID", victim.key.tgid.to_string()),
-            ("OOMTRACE_COMM", victim.comm.clone()),
-            ("OOMTRACE_MEMCG", memcg.unwrap_or_default()),
-            (
-                "OOMTRACE_MEMCG_ID",
-                victim.memcg_id.unwrap_or(0).to_string(),
-            ),
-            ("OOMTRACE_STAGE", format!("{stage:?}")),
-            ("OOMTRACE_STAGE_TEXT", stage.to_string()),
-            (
-                "OOMTRACE_SINCE_KILL_SECONDS",
-                format!("{:.3}", *since_kill_ns as f64 / 1e9),
-            ),
-            ("OOMTRACE_STATE", fx.state.clone().unwrap_or_default()),
-            (
-                "OOMTRACE_PPID",
-                fx.ppid.map(|p| p.to_string()).unwrap_or_default(),
-            ),
-            ("OOMTRACE_JSON", detail.to_string()),
-        ];
-        hooks.run(&vars);
     }
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
@@ -949,7 +765,7 @@ impl<W: std::io::Write> Runner<W> {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(due.saturating_sub(now_ns))
         });
-        let hooks_running = self.hooks.as_ref().is_some_and(|h| !h.is_empty());
+        let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
         let sync = self
             .dump
@@ -970,7 +786,7 @@ impl<W: std::io::Write> Runner<W> {
     /// the tracker of those it follows that they are released (a `task_free` observed by
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
-        self.settle_journal()?;
+        self.settle()?;
         // Memcgs removed since: their entries move to the bounded set of removed ones.
         for id in self.session.renderer.memcgs.sweep() {
             self.recorded_memcgs.remove(&id);
@@ -1053,29 +869,36 @@ impl<W: std::io::Write> Runner<W> {
             self.sweep(probes)?;
         }
         self.sync_dump();
-        self.session.tick(monotonic_now())?;
+        self.judge(monotonic_now())
+    }
+
+    /// Time passes: the session flags victims past their timeout, the sinks get the findings
+    /// and their wake.
+    fn judge(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        self.session.tick(now_ns)?;
         self.after_findings()?;
-        self.reap_hooks();
+        self.tick_sinks();
         Ok(())
     }
 
     /// The metrics page now, told how many processes the kernel side tracks.
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
-        let held = self.session.tracker.len() as u64;
         let summary = self.session.tracker.summary();
         let (live, removed) = self.session.renderer.memcgs.held();
-        self.metrics
-            .as_mut()
-            .map(|m| {
-                m.set_held(tracked, held, (live + removed) as u64);
-                m.render(&summary)
-            })
+        let held = Held {
+            kernel_tracked: tracked,
+            victims: self.session.tracker.len() as u64,
+            memcgs: (live + removed) as u64,
+        };
+        self.sinks
+            .iter_mut()
+            .find_map(|s| s.page(held, &summary))
             .unwrap_or_default()
     }
 
-    fn reap_hooks(&mut self) {
-        if let Some(h) = &mut self.hooks {
-            h.reap();
+    fn tick_sinks(&mut self) {
+        for sink in &mut self.sinks {
+            sink.tick();
         }
     }
 }
@@ -1182,6 +1005,33 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     finish(runner, probes, opts.bpf_stats)
 }
 
+/// The sinks of the watch, in the order each finding reaches them: the metrics count it, the
+/// hook is run with the forensics the session showed, then --unstick takes them for its
+/// remedy.
+fn register(
+    probes: &Probes,
+    opts: &LiveOptions,
+    death: bool,
+    memcgs: &WatchInfo,
+    journal: Option<crate::host::journal::Journal>,
+) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if opts.metrics.is_some() {
+        sinks.push(Box::new(metrics_for(probes, death, memcgs)));
+    }
+    if let Some(p) = &opts.on_stuck {
+        sinks.push(Box::new(Hooks::new(p.clone(), opts.hook_timeout)));
+    }
+    if opts.unstick {
+        sinks.push(Box::new(remedy::Remedies::new(
+            opts.unstick_policy,
+            opts.unstick_pre_existing,
+            journal,
+        )));
+    }
+    sinks
+}
+
 /// `--record PATH`: the dump, its header written.
 fn create_dump(
     path: &Path,
@@ -1194,25 +1044,6 @@ fn create_dump(
     let h = dump_header(probes, opts, page_kb, clock, death);
     dump::Writer::create(path, opts.compress, &h.to_value())
         .with_context(|| format!("creating the dump {}", path.display()))
-}
-
-/// `--unstick`: the journal of raised memcg limits, with what it put back at opening.
-fn open_journal(unstick: bool) -> (Option<crate::host::journal::Journal>, Vec<String>) {
-    if unstick {
-        let dir = crate::host::journal::state_dir();
-        match crate::host::journal::Journal::open(&dir) {
-            Ok((j, said)) => (Some(j), said),
-            Err(e) => {
-                eprintln!(
-                    "oomtrace: warning: --unstick without its journal ({e}): no memcg limit \
-                 will be raised"
-                );
-                (None, Vec::new())
-            }
-        }
-    } else {
-        (None, Vec::new())
-    }
 }
 
 /// Before the watch: the session, the dump and the metrics endpoint created, privileges
@@ -1252,7 +1083,7 @@ async fn start(
     };
     let metrics_addr = endpoint.as_ref().and_then(metrics::Endpoint::local_addr);
     // The journal of raised limits (created before the privileges go).
-    let (journal, journal_said) = open_journal(opts.unstick);
+    let (journal, journal_said) = remedy::open_journal(opts.unstick);
     // Read by its own thread through this descriptor: the kernel shows addresses to whoever
     // opened it with CAP_SYSLOG, which goes next.
     let kallsyms = crate::kernel::kallsyms::Kallsyms::open();
@@ -1266,36 +1097,15 @@ async fn start(
         memcgs,
     );
     header["memcg_names"] = session.renderer.memcgs.method().into();
-    let now = tokio::time::Instant::now();
-    let mut runner = Runner {
+    let dump = dump.map(|d| (d, opts.record.clone().unwrap_or_default()));
+    let mut runner = Runner::new(
         session,
-        pointer_key: std::collections::hash_map::RandomState::new(),
+        register(probes, opts, death.is_ok(), memcgs, journal),
         dump,
-        dump_path: opts.record.clone().unwrap_or_default(),
-        dump_error: None,
-        recorded_memcgs: BTreeSet::new(),
         kallsyms,
-        named_addrs: std::collections::HashSet::new(),
-        memcg_version: probes.env.memory_controller.as_ref().map(|m| m.version),
-        states_read: std::collections::HashMap::new(),
-        metrics: opts
-            .metrics
-            .map(|_| metrics_for(probes, death.is_ok(), memcgs)),
-        hooks: opts
-            .on_stuck
-            .clone()
-            .map(|p| Hooks::new(p, opts.hook_timeout)),
-        unstick: opts.unstick,
-        unstick_policy: opts.unstick_policy,
-        unstick_pre_existing: opts.unstick_pre_existing,
-        unstuck: std::collections::HashMap::new(),
-        fuse_at_kill: std::collections::HashMap::new(),
-        journal,
-        flagged: 0,
-        poll_ring: probes.layout.config.trace_all_exits != 0,
-        last_sync: (now, 0),
-        last_sweep: now,
-    };
+    );
+    runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
+    runner.poll_ring = probes.layout.config.trace_all_exits != 0;
     write_banner(
         &mut runner.session.out,
         &header,
@@ -1309,11 +1119,18 @@ async fn start(
     // the plan line (attaching is not slowed: read alongside, it took launch → attached from
     // 0.46–0.86 s to 1.3–2.0 s in a debug build on this busy host).
     runner.kallsyms.start();
-    for r in journal_said {
-        runner.say_unstick(0, "restored", &r)?;
-    }
+    let said = journal_said
+        .into_iter()
+        .map(|text| Said {
+            tgid: 0,
+            result: "restored",
+            text,
+            wait_kind: None,
+        })
+        .collect();
+    runner.say(said)?;
     // Limits a previous run raised for victims that died meanwhile go back now.
-    runner.settle_journal()?;
+    runner.settle()?;
     Ok((runner, endpoint))
 }
 
@@ -1429,8 +1246,8 @@ fn finish<W: std::io::Write>(
         out.flush()?;
     }
     runner.after_findings()?;
-    if let Some(h) = &mut runner.hooks {
-        h.shutdown(HOOK_GRACE_AT_EXIT);
+    for sink in &mut runner.sinks {
+        sink.finish();
     }
     runner.write_dump(|d| d.summary(&json!(summary)));
     if let Some(d) = runner.dump.take() {

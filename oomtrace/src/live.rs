@@ -661,7 +661,6 @@ impl<W: std::io::Write> Runner<W> {
                 crate::host::memstate::of_memcg(&dir, id, version)
             };
             let mut state_ev = userspace_event(0, [0; 16], Payload::MemcgState(state));
-            state_ev.header.kind = crate::event::EventKind::MemcgState as u32;
             state_ev.header.ts_ns = ts.saturating_sub(1);
             self.userspace(&state_ev)?;
         }

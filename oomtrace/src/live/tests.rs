@@ -76,19 +76,7 @@ impl Sink for Fake {
 
 /// A runner over a text session into a buffer (no /proc, no kernel), with two fake sinks.
 fn runner_with_fakes(log: &Log) -> Runner<Vec<u8>> {
-    let renderer = Renderer {
-        symbols: Default::default(),
-        clock: Clock::now(),
-        memcgs: MemcgPaths::new(None),
-        page_kb: 4,
-    };
-    let mut session = Session::new(
-        renderer,
-        Tracker::new(TrackerConfig::default()),
-        Format::Text,
-        None,
-        Vec::new(),
-    );
+    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
     session.keep_findings = true;
     session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
     let sinks: Vec<Box<dyn Sink>> = vec![

@@ -128,7 +128,20 @@ impl Event {
             Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
             Payload::MemcgOom(p) => Some(p.memcg_id),
             Payload::MemcgState(p) if p.memcg_id != 0 => Some(p.memcg_id),
-            _ => None,
+            // A mark without its task's fields, a process or a state of the machine (id 0).
+            Payload::MarkVictim(_) | Payload::PreExisting(_) | Payload::MemcgState(_) => None,
+            // The SIGKILL's memcgs are its target's and sender's (`memcgs`), not an OOM's.
+            Payload::KernelSigkill(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::CgroupMkdir(_) => None,
         }
     }
 

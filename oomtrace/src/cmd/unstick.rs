@@ -256,32 +256,33 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         remedy,
         plan,
         mounted_fusectl,
-    } = unstick::prepare(&unstick::Request {
-        proc_root,
-        memcg_root: memcg_root.as_deref(),
-        fx: &fx,
-        evidence: &evidence,
-        recorded_fuse: &[],
-        named_fuse: args.fuse_connection,
-        raise_limit: args.raise_memcg_limit,
-        // The kernel log's "Killed process" (or --assume-oom-victim) says it is one.
-        oom_victim: true,
-        policy: unstick::Policy {
-            allow_foreign_owner: args.allow_foreign_owner,
-            allow_parent_tracer: args.allow_parent_tracer,
-        },
-    });
+    } = prepare_for_victim(args, memcg_root.as_deref(), &fx, &evidence);
     let refused = plan.as_ref().err().cloned();
-    let (applied, dead) = match (&plan, args.apply) {
-        (Ok(plan), true) => {
-            let (a, dead) = apply_to_victim(args.pid, plan, journal.as_mut(), &mut restored, wait);
-            (Some(a), dead)
-        }
-        _ => (None, None),
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
+    let applied = match &plan {
+        Ok(plan) if args.apply => Some((
+            plan,
+            unstick::act(plan, proc_root, fusectl, journal.as_mut(), &mut || {}),
+        )),
+        _ => None,
     };
-    if mounted_fusectl {
+    // fusectl serves only to find and abort a connection: unmounted before the wait, so that
+    // a wait cut short (Ctrl-C, a SIGKILL) leaves no mount behind.
+    if mounted_fusectl || applied.as_ref().is_some_and(|(_, a)| a.unmount_fusectl) {
         unstick::unmount_fusectl();
     }
+    let dead = match &applied {
+        Some((plan, a)) if a.ok => Some(wait_for_victim(
+            args.pid,
+            plan,
+            a.raised,
+            journal.as_mut(),
+            &mut restored,
+            wait,
+        )),
+        _ => None,
+    };
+    let applied = applied.map(|(_, a)| a);
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
     if args.output.format() == Format::Json {
         println!(
@@ -315,44 +316,60 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `unstick --apply` of an OOM victim: takes the remedy, waits for the victim's death, and
-/// puts back (or leaves journaled) a raised memcg limit; whether it died, once applied.
-fn apply_to_victim(
-    pid: u32,
-    plan: &oomtrace::host::unstick::Plan,
-    mut journal: Option<&mut oomtrace::host::journal::Journal>,
-    restored: &mut Vec<String>,
-    wait: Duration,
-) -> (oomtrace::host::unstick::Applied, Option<bool>) {
+/// The remedy for an OOM victim, vetted (`unstick PID` of one the kernel log names).
+fn prepare_for_victim(
+    args: &UnstickArgs,
+    memcg_root: Option<&std::path::Path>,
+    fx: &forensics::Forensics,
+    evidence: &Result<String, String>,
+) -> oomtrace::host::unstick::Prepared {
     use oomtrace::host::unstick;
     let proc_root = std::path::Path::new("/proc");
-    let fusectl = std::path::Path::new(unstick::FUSECTL);
-    let mut dead = None;
-    let a = unstick::act(plan, proc_root, fusectl, journal.as_deref_mut(), &mut || {});
-    if a.ok {
-        let gone = unstick::wait_gone(pid, wait);
-        dead = Some(gone);
-        if a.raised {
-            match (journal, gone) {
-                (Some(j), true) => restored.extend(
-                    j.victim_dead(pid, plan.victim.1)
-                        .into_iter()
-                        .map(|(_, r)| r),
-                ),
-                (Some(j), false) => restored.push(format!(
-                    "left raised: pid {} is not dead; journaled in {}, put back by the next \
-                     `oomtrace unstick` or `watch --unstick` once it is",
-                    pid,
-                    j.path().display()
-                )),
-                (None, _) => {}
-            }
+    unstick::prepare(&unstick::Request {
+        proc_root,
+        memcg_root,
+        fx,
+        evidence,
+        recorded_fuse: &[],
+        named_fuse: args.fuse_connection,
+        raise_limit: args.raise_memcg_limit,
+        // The kernel log's "Killed process" (or --assume-oom-victim) says it is one.
+        oom_victim: true,
+        policy: unstick::Policy {
+            allow_foreign_owner: args.allow_foreign_owner,
+            allow_parent_tracer: args.allow_parent_tracer,
+        },
+    })
+}
+
+/// `unstick --apply` of an OOM victim, the remedy taken: waits for the victim's death and
+/// puts back (or leaves journaled) a memcg limit it `raised`; whether it died.
+fn wait_for_victim(
+    pid: u32,
+    plan: &oomtrace::host::unstick::Plan,
+    raised: bool,
+    journal: Option<&mut oomtrace::host::journal::Journal>,
+    restored: &mut Vec<String>,
+    wait: Duration,
+) -> bool {
+    let gone = oomtrace::host::unstick::wait_gone(pid, wait);
+    if raised {
+        match (journal, gone) {
+            (Some(j), true) => restored.extend(
+                j.victim_dead(pid, plan.victim.1)
+                    .into_iter()
+                    .map(|(_, r)| r),
+            ),
+            (Some(j), false) => restored.push(format!(
+                "left raised: pid {} is not dead; journaled in {}, put back by the next \
+                 `oomtrace unstick` or `watch --unstick` once it is",
+                pid,
+                j.path().display()
+            )),
+            (None, _) => {}
         }
     }
-    if a.unmount_fusectl {
-        unstick::unmount_fusectl();
-    }
-    (a, dead)
+    gone
 }
 
 /// What `unstick PID` of an OOM victim found and did, for its text output.

@@ -1,6 +1,6 @@
 //! `watch --unstick` as a sink of the live loop: the remedy `oomtrace unstick --apply` would
-//! take, taken as soon as a victim is flagged; FUSE connections noted at the kill; fusectl
-//! unmounted and raised memcg limits put back (journaled on disk) once the victim is dead.
+//! take, taken as soon as a victim is flagged; FUSE connections noted at the kill; raised memcg
+//! limits put back (journaled on disk) once the victim is dead.
 
 use std::{collections::HashMap, path::Path};
 
@@ -9,7 +9,7 @@ use crate::{
     host::{
         forensics::Forensics,
         journal::Journal,
-        unstick::{self, Applied, Policy},
+        unstick::{self, Policy},
     },
     lifecycle::{Finding, Victim},
     session::Live,
@@ -21,8 +21,6 @@ pub(crate) struct Remedies {
     pub(crate) policy: Policy,
     /// `--unstick-pre-existing`.
     pub(crate) pre_existing: bool,
-    /// fusectl mounted for a victim's remedy, unmounted once it is dead.
-    unstuck: HashMap<u32, Applied>,
     /// The FUSE connections of the files a victim had open at its kill (a thread inside exit
     /// has detached its table by the time it is flagged).
     fuse_at_kill: HashMap<u32, Vec<u32>>,
@@ -35,7 +33,6 @@ impl Remedies {
         Remedies {
             policy,
             pre_existing,
-            unstuck: HashMap::new(),
             fuse_at_kill: HashMap::new(),
             journal,
         }
@@ -73,7 +70,7 @@ impl Remedies {
             .and_then(|v| v["kind"].as_str().map(str::to_string))
             .unwrap_or_default();
         let (result, text, unmount) = match plan {
-            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), true),
+            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), false),
             Ok(plan) => {
                 let a = unstick::act(
                     &plan,
@@ -88,14 +85,12 @@ impl Remedies {
                     a.did.join("; ")
                 );
                 let result = if a.ok { "applied" } else { "failed" };
-                let keep_fusectl = a.unmount_fusectl;
-                self.unstuck.insert(tgid, a);
-                (result, text, !keep_fusectl)
+                (result, text, a.unmount_fusectl)
             }
         };
-        // Mounted only to find and abort a connection: unmounted now, unless the remedy
-        // mounted it (then at the victim's death).
-        if mounted && unmount {
+        // Mounted only to find and abort a connection: unmounted now, so that an exit before
+        // the victim's death leaves no mount behind.
+        if mounted || unmount {
             unstick::unmount_fusectl();
         }
         Said {
@@ -106,16 +101,9 @@ impl Remedies {
         }
     }
 
-    /// A victim is dead: fusectl mounted for it unmounted, limits raised for it put back.
+    /// A victim is dead: the limits raised for it put back.
     fn dead(&mut self, tgid: u32) -> Vec<Said> {
         self.fuse_at_kill.remove(&tgid);
-        if self
-            .unstuck
-            .remove(&tgid)
-            .is_some_and(|a| a.unmount_fusectl)
-        {
-            unstick::unmount_fusectl();
-        }
         let said = self
             .journal
             .as_mut()

@@ -19,11 +19,12 @@ use tokio::{
 
 mod banner;
 mod hook;
+mod recorder;
 mod remedy;
 mod sink;
 
 use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
-use sink::{FindingCx, Held, Said, Sink};
+use sink::{FindingCx, Held, Record, Said, Sink};
 
 use crate::{
     clock::{Clock, monotonic_now},
@@ -179,8 +180,6 @@ const MEMCG_POLL: Duration = Duration::from_millis(250);
 /// How often the loop wakes while something must be polled (hooks to reap, a ring buffer
 /// without wakeups).
 const POLL: Duration = Duration::from_millis(50);
-/// A dump written to is synced to disk at most this long after the last sync.
-const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
@@ -188,11 +187,6 @@ struct Runner<W: std::io::Write> {
     session: Session<W>,
     /// Keys the hash that stands for kernel addresses (mm identities) in everything written.
     pointer_key: std::collections::hash_map::RandomState,
-    dump: Option<dump::Writer>,
-    dump_path: PathBuf,
-    /// Why recording stopped (a full disk): the loop ends, the summary is printed, and the
-    /// run fails naming the dump.
-    dump_error: Option<String>,
     recorded_memcgs: BTreeSet<u64>,
     /// Names kernel addresses of allocation stacks (opened before privileges were dropped).
     kallsyms: crate::kernel::kallsyms::Kallsyms,
@@ -208,31 +202,20 @@ struct Runner<W: std::io::Write> {
     flagged: u64,
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
-    /// When the dump was last synced to disk, and its size then.
-    last_sync: (tokio::time::Instant, u64),
     last_sweep: tokio::time::Instant,
 }
 
 impl<W: std::io::Write> Runner<W> {
-    /// A runner for `session` that hands what it sees to `sinks` and records to `dump` (the
-    /// writer and its path), if given.
+    /// A runner for `session` that hands what it reads to `sinks`.
     fn new(
         session: Session<W>,
         sinks: Vec<Box<dyn Sink>>,
-        dump: Option<(dump::Writer, PathBuf)>,
         kallsyms: crate::kernel::kallsyms::Kallsyms,
     ) -> Runner<W> {
         let now = tokio::time::Instant::now();
-        let (dump, dump_path) = match dump {
-            Some((d, p)) => (Some(d), p),
-            None => (None, PathBuf::new()),
-        };
         Runner {
             session,
             pointer_key: std::collections::hash_map::RandomState::new(),
-            dump,
-            dump_path,
-            dump_error: None,
             recorded_memcgs: BTreeSet::new(),
             kallsyms,
             named_addrs: std::collections::HashSet::new(),
@@ -241,7 +224,6 @@ impl<W: std::io::Write> Runner<W> {
             sinks,
             flagged: 0,
             poll_ring: false,
-            last_sync: (now, 0),
             last_sweep: now,
         }
     }
@@ -338,22 +320,18 @@ impl<W: std::io::Write> Runner<W> {
         }
     }
 
-    /// Writes to the dump, if recording. A failure (ENOSPC) stops recording, not watching at
-    /// once: everything written before stays readable, and the loop ends with a summary.
-    fn write_dump(&mut self, write: impl FnOnce(&mut dump::Writer) -> std::io::Result<()>) {
-        let Some(d) = &mut self.dump else {
-            return;
-        };
-        if let Err(e) = write(d) {
-            let msg = format!(
-                "writing the dump {} failed: {e}; recording stopped (what was written before is \
-                 readable with `oomtrace report`)",
-                self.dump_path.display()
-            );
-            eprintln!("oomtrace: {msg}");
-            self.dump = None;
-            self.dump_error = Some(msg);
+    /// A record, to every sink (the dump, if recording).
+    fn record(&mut self, r: Record<'_>) {
+        for sink in &mut self.sinks {
+            sink.record(&r);
         }
+    }
+
+    /// Why a sink stopped the watch (a full disk under the dump), if one did.
+    fn stopped(&self) -> Option<String> {
+        self.sinks
+            .iter()
+            .find_map(|s| s.stopped().map(str::to_string))
     }
 
     /// The kernel's memcg OOM notifications, as events (recorded, tracked, counted).
@@ -396,7 +374,7 @@ impl<W: std::io::Write> Runner<W> {
             };
             if self.recorded_memcgs.insert(id) {
                 self.session.tracker.memcg_path(id, &p);
-                self.write_dump(|d| d.memcg(id, &p));
+                self.record(Record::Memcg(id, &p));
             }
             if i == 0 {
                 path = Some(p);
@@ -405,7 +383,7 @@ impl<W: std::io::Write> Runner<W> {
         if let Payload::AllocStack(p) = &ev.payload {
             self.name_frames(p);
         }
-        self.write_dump(|d| d.event(raw));
+        self.record(Record::Event(raw));
         self.session.event(&ev)?;
         for sink in &mut self.sinks {
             sink.event(&ev, path.as_deref());
@@ -494,7 +472,7 @@ impl<W: std::io::Write> Runner<W> {
             self.named_addrs.insert(addr);
             self.session.tracker.symbol(addr, &name);
             self.session.renderer.symbols.insert(addr, name.clone());
-            self.write_dump(|d| d.symbol(addr, &name));
+            self.record(Record::Symbol(addr, &name));
         }
     }
 
@@ -503,7 +481,7 @@ impl<W: std::io::Write> Runner<W> {
         if total <= self.session.lost_reported() {
             return Ok(());
         }
-        self.write_dump(|d| d.lost(total));
+        self.record(Record::Lost(total));
         Ok(self.session.lost(total)?)
     }
 
@@ -558,18 +536,13 @@ impl<W: std::io::Write> Runner<W> {
     /// oomtrace does not wake up at all.
     fn next_wake(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let (last_sync, synced_bytes) = self.last_sync;
         let due = self.session.tracker.next_tick_due().map(|due| {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(due.saturating_sub(now_ns))
         });
         let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
-        let sync = self
-            .dump
-            .as_ref()
-            .filter(|d| d.bytes() > synced_bytes)
-            .map(|_| (last_sync + SYNC_EVERY).max(now));
+        let sync = self.sinks.iter().filter_map(|s| s.wake_at(now)).min();
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
         let sweep = (self.last_sweep + SWEEP_EVERY).max(now);
@@ -626,29 +599,13 @@ impl<W: std::io::Write> Runner<W> {
         Ok(())
     }
 
-    /// Flushes the dump; every SYNC_EVERY, if it grew, writes the summary so far and syncs it
-    /// to disk (a crash loses at most that much).
+    /// Flushes what the sinks write (the dump, which also syncs now and then with the summary
+    /// so far).
     fn sync_dump(&mut self) {
-        let (last_sync, synced_bytes) = self.last_sync;
-        // Only when it is written: its percentiles scan the histograms (made on every tick
-        // without a dump, that was 5 % of oomtrace's CPU in an OOM storm).
-        let due = last_sync.elapsed() >= SYNC_EVERY
-            && self.dump.as_ref().is_some_and(|d| d.bytes() > synced_bytes);
-        let summary = due.then(|| json!(self.session.tracker.summary()));
-        let mut synced = None;
-        self.write_dump(|d| {
-            d.flush()?;
-            if let Some(summary) = &summary
-                && d.bytes() > synced_bytes
-            {
-                d.summary(summary)?;
-                d.sync()?;
-                synced = Some((tokio::time::Instant::now(), d.bytes()));
-            }
-            Ok(())
-        });
-        if let Some(s) = synced {
-            self.last_sync = s;
+        let tracker = &self.session.tracker;
+        let summary = || json!(tracker.summary());
+        for sink in &mut self.sinks {
+            sink.sync(&summary);
         }
     }
 
@@ -805,13 +762,14 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 
 /// The sinks of the watch, in the order each finding reaches them: the metrics count it, the
 /// hook is run with the forensics the session showed, then --unstick takes them for its
-/// remedy.
+/// remedy; the dump (`--record`) takes the records.
 fn register(
     probes: &Probes,
     opts: &LiveOptions,
     death: bool,
     memcgs: &WatchInfo,
     journal: Option<crate::host::journal::Journal>,
+    dump: Option<dump::Writer>,
 ) -> Vec<Box<dyn Sink>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if opts.metrics.is_some() {
@@ -826,6 +784,9 @@ fn register(
             opts.unstick_pre_existing,
             journal,
         )));
+    }
+    if let (Some(d), Some(path)) = (dump, &opts.record) {
+        sinks.push(Box::new(recorder::Recorder::new(d, path.clone())));
     }
     sinks
 }
@@ -895,13 +856,8 @@ async fn start(
         memcgs,
     );
     header["memcg_names"] = session.renderer.memcgs.method().into();
-    let dump = dump.map(|d| (d, opts.record.clone().unwrap_or_default()));
-    let mut runner = Runner::new(
-        session,
-        register(probes, opts, death.is_ok(), memcgs, journal),
-        dump,
-        kallsyms,
-    );
+    let sinks = register(probes, opts, death.is_ok(), memcgs, journal, dump);
+    let mut runner = Runner::new(session, sinks, kallsyms);
     runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
     runner.poll_ring = probes.layout.config.trace_all_exits != 0;
     write_banner(
@@ -953,7 +909,7 @@ async fn watch<W: std::io::Write>(
     };
     tokio::pin!(until);
     let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
-    while runner.dump_error.is_none() {
+    while runner.stopped().is_none() {
         let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
         let mut wake = runner.next_wake();
         if polling {
@@ -1045,14 +1001,9 @@ fn finish<W: std::io::Write>(
     }
     runner.after_findings()?;
     for sink in &mut runner.sinks {
-        sink.finish();
+        sink.close(&summary, end)?;
     }
-    runner.write_dump(|d| d.summary(&json!(summary)));
-    if let Some(d) = runner.dump.take() {
-        d.finish(end)
-            .with_context(|| format!("closing the dump {}", runner.dump_path.display()))?;
-    }
-    if let Some(e) = runner.dump_error {
+    if let Some(e) = runner.stopped() {
         anyhow::bail!(e);
     }
     Ok(Outcome {

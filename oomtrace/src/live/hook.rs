@@ -83,7 +83,8 @@ impl Sink for Hooks {
         !self.is_empty()
     }
 
-    fn finish(&mut self) {
+    fn close(&mut self, _summary: &crate::lifecycle::Summary, _end_ns: u64) -> anyhow::Result<()> {
         self.shutdown(HOOK_GRACE_AT_EXIT);
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The consumers of the live loop's events and findings, behind one trait. The loop decodes an
-//! event, records it, hands it to the session (which tracks it and writes the text or JSON
-//! lines), then hands the event and every finding it produced to each registered [`Sink`] in
-//! order: the metrics, the `--on-stuck` hook, `--unstick`'s remedies. They are registered in
-//! one place (`live::start`); a unit test drives the loop with a fake one (`live/tests.rs`).
+//! event, hands its records to the sinks (the dump), hands it to the session (which tracks it
+//! and writes the text or JSON lines), then hands the event and every finding it produced to
+//! each registered [`Sink`] in order: the metrics, the `--on-stuck` hook, `--unstick`'s
+//! remedies, the dump (`--record`). They are registered in one place (`live::register`); a
+//! unit test drives the loop with fake ones (`live/tests.rs`).
 //!
 //! A sink never writes to the output itself: what it has to say (a remedy taken or a limit put
 //! back) it returns as [`Said`], which the loop writes in the session's format and hands to
@@ -15,6 +16,19 @@ use crate::{
     render::metrics::Metrics,
     session::Live,
 };
+
+/// A record of what the loop read, in the order a dump holds it (`--record`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Record<'a> {
+    /// A memcg's path, before the first event that names it.
+    Memcg(u64, &'a str),
+    /// A kernel address's name, before the allocation stack that holds it.
+    Symbol(u64, &'a str),
+    /// An event's bytes as read (tgids filled in, kernel pointers hashed).
+    Event(&'a [u8]),
+    /// The kernel's count of events lost, when it has grown.
+    Lost(u64),
+}
 
 /// A line about a remedy of `--unstick`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +68,8 @@ pub(crate) struct Held {
 /// A consumer of what the live loop sees. Every method has a default that does nothing: a sink
 /// implements what it consumes.
 pub(crate) trait Sink {
+    /// A record, before the session has the event it belongs to.
+    fn record(&mut self, _r: &Record<'_>) {}
     /// An event, after the session had it; `memcg` is the path of its own memcg if known.
     fn event(&mut self, _ev: &Event, _memcg: Option<&str>) {}
     /// A killed process whose death is followed from now (its files are still open).
@@ -68,6 +84,13 @@ pub(crate) trait Sink {
     }
     /// Every wake of the loop.
     fn tick(&mut self) {}
+    /// Every wake of the loop, before the session judges: a sink that writes to disk flushes,
+    /// and writes `summary()` (the tracker's so far) when it syncs.
+    fn sync(&mut self, _summary: &dyn Fn() -> serde_json::Value) {}
+    /// When the loop must wake for this sink at the latest (with nothing else pending).
+    fn wake_at(&self, _now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        None
+    }
     /// Whether the loop must keep waking up (children to reap).
     fn busy(&self) -> bool {
         false
@@ -76,8 +99,15 @@ pub(crate) trait Sink {
     fn page(&mut self, _held: Held, _summary: &Summary) -> Option<String> {
         None
     }
-    /// The end of the watch.
-    fn finish(&mut self) {}
+    /// The end of the watch: what is left written (`summary`, at `end_ns`). An error fails
+    /// the run.
+    fn close(&mut self, _summary: &Summary, _end_ns: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Why the sink stopped (a full disk under the dump): the watch ends.
+    fn stopped(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The Prometheus metrics (`--metrics`).

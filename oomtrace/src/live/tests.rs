@@ -91,12 +91,7 @@ fn runner_with_fakes(log: &Log) -> Runner<Vec<u8>> {
             says_on_stuck: true,
         }),
     ];
-    Runner::new(
-        session,
-        sinks,
-        None,
-        crate::kernel::kallsyms::Kallsyms::open(),
-    )
+    Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open())
 }
 
 /// The live loop only decodes and dispatches: each event and each finding reaches every sink,
@@ -202,4 +197,66 @@ fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted()
         .format
         .unstick(100_000, "refused", "waits on nothing known");
     assert!(out.ends_with(&line), "{out}");
+}
+
+/// The dump is a sink like the others: it gets each memcg's path once before the first event
+/// naming it, every event as read, the lost count, and at the close the summary and the end.
+#[test]
+fn the_dump_records_what_the_loop_reads_and_closes_with_the_summary() {
+    let scratch = crate::scratch::ScratchDir::new("live-recorder");
+    let path = scratch.join("watch.dump");
+    let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                        "options": {"timeout_ns": 5_000_000_000u64},
+                        "clock": {"realtime_offset_ns": 0}});
+    let writer = dump::Writer::create(&path, false, &header).unwrap();
+    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
+    session.keep_findings = true;
+    session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder::Recorder::new(writer, path.clone()))];
+    let mut runner = Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open());
+    let events: Vec<Event> = crate::record::synth::episodes(2, 1).collect();
+    for ev in &events {
+        runner.userspace(ev).unwrap();
+    }
+    runner.lost(3).unwrap();
+    let end = events.last().unwrap().header.ts_ns + 1;
+    let summary = runner.session.finish(end).unwrap();
+    for sink in &mut runner.sinks {
+        sink.close(&summary, end).unwrap();
+    }
+    assert_eq!(runner.stopped(), None);
+    let mut reader = dump::Reader::open(&path).unwrap();
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record() {
+        records.push(r);
+    }
+    let recorded: Vec<Event> = records
+        .iter()
+        .filter_map(|r| match r {
+            dump::Record::Event(raw) => Some(Event::decode(raw).unwrap()),
+            _ => None,
+        })
+        .collect();
+    // As read: the same events (synth leaves the header's kind 0; encoding sets it).
+    let same = |evs: &[Event]| -> Vec<(u64, Payload)> {
+        evs.iter().map(|e| (e.header.ts_ns, e.payload)).collect()
+    };
+    assert_eq!(same(&recorded), same(&events));
+    assert!(recorded.iter().all(|e| e.header.kind == e.kind() as u32));
+    let memcgs: Vec<(usize, &dump::Record)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, dump::Record::Memcg(..)))
+        .collect();
+    assert_eq!(memcgs.len(), 1, "{records:?}");
+    assert!(
+        matches!(memcgs[0], (0, dump::Record::Memcg(5_000, p)) if p == "/kube/pod-a"),
+        "{records:?}"
+    );
+    assert!(records.iter().any(|r| matches!(r, dump::Record::Lost(3))));
+    assert!(
+        matches!(&records[records.len() - 2], dump::Record::Summary(s) if s["kills"] == 2),
+        "{records:?}"
+    );
+    assert!(matches!(records.last(), Some(dump::Record::End(e)) if *e == end));
 }

@@ -1,6 +1,6 @@
 //! Regenerates the seed corpora under `fuzz/corpus/<target>/` (committed; small on purpose):
 //!
-//! - `dump_replay` and `dump_read`: dumps written by `oomtrace::dump::Writer` from synthetic OOM episodes:
+//! - `dump_replay` and `dump_read`: dumps written by `oomtrace::record::dump::Writer` from synthetic OOM episodes:
 //!   normal kills, a stuck victim, a format-1 (legacy) dump, out-of-order timestamps, gzip'd
 //!   and cut ones;
 //! - `event_decode`: one encoded record of every event kind;
@@ -19,9 +19,9 @@ use std::{
 };
 
 use oomtrace::{
-    dump::Writer,
     event::{Event, Payload, comm_bytes},
-    synth,
+    kernel::btf::Btf,
+    record::{dump::Writer, synth},
 };
 use oomtrace_common::{EventKind, GroupExited, Header, exit_seen};
 use serde_json::{Value, json};
@@ -285,13 +285,13 @@ fn btf_prefix(data: &[u8], keep: u32) -> Vec<u8> {
 
 fn btf() {
     let dir = corpus("btf_parse");
-    let Ok(vmlinux) = fs::read(oomtrace::btf::Btf::VMLINUX) else {
+    let Ok(vmlinux) = fs::read(Btf::VMLINUX) else {
         eprintln!("no kernel BTF here: btf_parse keeps only its checked-in seeds");
         return;
     };
     for keep in [40, 600] {
         let blob = btf_prefix(&vmlinux, keep);
-        oomtrace::btf::Btf::from_bytes(&blob).expect("the re-packed blob parses");
+        Btf::from_bytes(&blob).expect("the re-packed blob parses");
         fs::write(dir.join(format!("vmlinux-first-{keep}-types.btf")), blob).unwrap();
     }
 }

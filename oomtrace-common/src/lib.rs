@@ -17,85 +17,99 @@ pub const MESSAGE_LEN: usize = 64;
 /// Marker for "this offset is not known on this kernel" in [`Config`].
 pub const NO_OFFSET: u32 = u32::MAX;
 
-/// What an event is. The numbers are part of the dump format: never reuse or renumber.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// `mem_cgroup_out_of_memory()` entered: a memory cgroup hit its limit and reclaim failed;
-    /// or `out_of_memory()` without a memcg (memcg id 0): the whole machine is out of memory.
-    OomInvoke = 10,
-    /// `mem_cgroup_out_of_memory()` returned (whether it killed).
-    OomInvokeDone = 11,
-    /// `oom_kill_process()`: the OOM killer chose a victim.
-    OomKill = 20,
-    /// `oom:mark_victim`: the victim was marked (gets access to memory reserves).
-    MarkVictim = 21,
-    /// `signal_generate` with SIGKILL, whoever sent it: the kernel itself (`SEND_SIG_PRIV`:
-    /// the OOM killer, a PID-namespace teardown, a tracer's exit) or a user process (`kill(2)`,
-    /// `tgkill(2)`, `pidfd_send_signal(2)`). Records of layouts before
-    /// [`sender_state::CODE`] carry only the kernel's own.
-    KernelSigkill = 22,
-    /// The kernel stack of the task that invoked the OOM killer (the allocation that failed),
-    /// read in `oom:mark_victim`, which runs in that task's context on every kernel
-    /// (`__oom_kill_process` / `oom_kill_process` / `out_of_memory` ← the allocation).
-    /// Written just before the [`EventKind::MarkVictim`] it belongs to, by the same program.
-    AllocStack = 23,
-    /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
-    WakeReaper = 30,
-    /// `oom:start_task_reaping`.
-    StartReaping = 31,
-    /// `oom:finish_task_reaping`: the victim's memory was unmapped (it is NOT dead yet).
-    FinishReaping = 32,
-    /// `oom:skip_task_reaping`: the reaper could not take the victim's mmap_lock this time.
-    SkipReaping = 33,
-    /// `sched:sched_process_exit` of a thread of a tracked process.
-    TaskExit = 40,
-    /// `sched:sched_process_free` of a tracked process leader: the zombie was released.
-    TaskFree = 41,
-    /// Observed by userspace, not by a kernel program: the process has finished exiting —
-    /// every thread has passed `exit_notify` (mm dropped, files closed), which is what its
-    /// pidfd polling readable means (`thread_group_exited`). **This is death.** Dumps carry it
-    /// so that `report` judges exactly as `watch` did.
-    GroupExited = 42,
-    /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
-    /// came and has not finished exiting.
-    PreExisting = 50,
-    /// Observed by userspace: the kernel published an OOM event of a memcg (cgroup v2
-    /// `memory.events.local` changed; cgroup v1 the `memory.oom_control` eventfd fired), or
-    /// a watched memcg went away. Counts invocations where no invocation hook attaches.
-    MemcgOom = 51,
-    /// Observed by userspace at a kill: a memcg's usage, limit, failures and `memory.stat`
-    /// (or the machine's `/proc/meminfo` for a global OOM), read from its files when the kill
-    /// event arrived. Dumps carry it: the files are gone or changed by the time of a replay.
-    MemcgState = 52,
-    /// `cgroup:cgroup_mkdir`: a cgroup was created, in any hierarchy (userspace keeps the
-    /// memory controller's). Its id and path, so that a memcg removed before an event naming
-    /// it is read is still named.
-    CgroupMkdir = 60,
+/// Every event kind, described once: its number, its snake_case name (JSON and text) and its
+/// payload struct. `$m` is called with the list; [`EventKind`] (with [`EventKind::ALL`] and
+/// [`EventKind::name`]) is derived from it here, and userspace derives its `Payload` enum, the
+/// decoding and the encoding from it (`oomtrace::event`): a new kind is one entry here, its
+/// payload struct, and the arms the compiler then asks for where kinds are told apart.
+///
+/// The numbers are part of the dump format: never reuse or renumber.
+#[macro_export]
+macro_rules! event_kinds {
+    ($m:ident) => {
+        $m! {
+            /// `mem_cgroup_out_of_memory()` entered: a memory cgroup hit its limit and reclaim failed;
+            /// or `out_of_memory()` without a memcg (memcg id 0): the whole machine is out of memory.
+            OomInvoke = 10, "oom_invoke", OomInvoke;
+            /// `mem_cgroup_out_of_memory()` returned (whether it killed).
+            OomInvokeDone = 11, "oom_invoke_done", OomInvokeDone;
+            /// `oom_kill_process()`: the OOM killer chose a victim.
+            OomKill = 20, "oom_kill", OomKill;
+            /// `oom:mark_victim`: the victim was marked (gets access to memory reserves).
+            MarkVictim = 21, "mark_victim", MarkVictim;
+            /// `signal_generate` with SIGKILL, whoever sent it: the kernel itself (`SEND_SIG_PRIV`:
+            /// the OOM killer, a PID-namespace teardown, a tracer's exit) or a user process (`kill(2)`,
+            /// `tgkill(2)`, `pidfd_send_signal(2)`). Records of layouts before
+            /// [`sender_state::CODE`] carry only the kernel's own.
+            KernelSigkill = 22, "kernel_sigkill", KernelSigkill;
+            /// The kernel stack of the task that invoked the OOM killer (the allocation that failed),
+            /// read in `oom:mark_victim`, which runs in that task's context on every kernel
+            /// (`__oom_kill_process` / `oom_kill_process` / `out_of_memory` ← the allocation).
+            /// Written just before the [`EventKind::MarkVictim`] it belongs to, by the same program.
+            AllocStack = 23, "alloc_stack", AllocStack;
+            /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
+            WakeReaper = 30, "wake_reaper", Reaper;
+            /// `oom:start_task_reaping`.
+            StartReaping = 31, "start_reaping", Reaper;
+            /// `oom:finish_task_reaping`: the victim's memory was unmapped (it is NOT dead yet).
+            FinishReaping = 32, "finish_reaping", Reaper;
+            /// `oom:skip_task_reaping`: the reaper could not take the victim's mmap_lock this time.
+            SkipReaping = 33, "skip_reaping", Reaper;
+            /// `sched:sched_process_exit` of a thread of a tracked process.
+            TaskExit = 40, "task_exit", TaskExit;
+            /// `sched:sched_process_free` of a tracked process leader: the zombie was released.
+            TaskFree = 41, "task_free", TaskFree;
+            /// Observed by userspace, not by a kernel program: the process has finished exiting —
+            /// every thread has passed `exit_notify` (mm dropped, files closed), which is what its
+            /// pidfd polling readable means (`thread_group_exited`). **This is death.** Dumps carry it
+            /// so that `report` judges exactly as `watch` did.
+            GroupExited = 42, "group_exited", GroupExited;
+            /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
+            /// came and has not finished exiting.
+            PreExisting = 50, "pre_existing", PreExisting;
+            /// Observed by userspace: the kernel published an OOM event of a memcg (cgroup v2
+            /// `memory.events.local` changed; cgroup v1 the `memory.oom_control` eventfd fired), or
+            /// a watched memcg went away. Counts invocations where no invocation hook attaches.
+            MemcgOom = 51, "memcg_oom", MemcgOom;
+            /// Observed by userspace at a kill: a memcg's usage, limit, failures and `memory.stat`
+            /// (or the machine's `/proc/meminfo` for a global OOM), read from its files when the kill
+            /// event arrived. Dumps carry it: the files are gone or changed by the time of a replay.
+            MemcgState = 52, "memcg_state", MemcgState;
+            /// `cgroup:cgroup_mkdir`: a cgroup was created, in any hierarchy (userspace keeps the
+            /// memory controller's). Its id and path, so that a memcg removed before an event naming
+            /// it is read is still named.
+            CgroupMkdir = 60, "cgroup_mkdir", CgroupMkdir;
+        }
+    };
 }
 
-impl EventKind {
-    /// All kinds, in number order.
-    pub const ALL: [EventKind; 17] = [
-        Self::OomInvoke,
-        Self::OomInvokeDone,
-        Self::OomKill,
-        Self::MarkVictim,
-        Self::KernelSigkill,
-        Self::AllocStack,
-        Self::WakeReaper,
-        Self::StartReaping,
-        Self::FinishReaping,
-        Self::SkipReaping,
-        Self::TaskExit,
-        Self::TaskFree,
-        Self::GroupExited,
-        Self::PreExisting,
-        Self::MemcgOom,
-        Self::MemcgState,
-        Self::CgroupMkdir,
-    ];
+/// Defines [`EventKind`] from [`event_kinds!`].
+macro_rules! define_event_kind {
+    ($($(#[$doc:meta])* $kind:ident = $num:literal, $name:literal, $payload:ident;)*) => {
+        /// What an event is. The numbers are part of the dump format: never reuse or renumber.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($(#[$doc])* $kind = $num,)*
+        }
 
+        impl EventKind {
+            /// All kinds, in number order.
+            pub const ALL: [EventKind; [$($name),*].len()] = [$(Self::$kind),*];
+
+            /// The snake_case name of the kind, as in JSON and text.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $name,)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds!(define_event_kind);
+
+impl EventKind {
     /// The kind with this number, if any.
     pub fn from_u32(n: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u32 == n)

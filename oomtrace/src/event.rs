@@ -33,34 +33,46 @@ pub enum DecodeError {
     },
 }
 
-/// The payload of an event, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payload {
-    OomInvoke(OomInvoke),
-    OomInvokeDone(OomInvokeDone),
-    OomKill(OomKill),
-    MarkVictim(MarkVictim),
-    KernelSigkill(KernelSigkill),
-    /// The OOM-invoking task's kernel stack, just before its mark of the victim.
-    AllocStack(AllocStack),
-    WakeReaper(Reaper),
-    StartReaping(Reaper),
-    FinishReaping(Reaper),
-    SkipReaping(Reaper),
-    TaskExit(TaskExit),
-    TaskFree(TaskFree),
-    /// Observed by userspace (pidfd): the process has finished exiting.
-    GroupExited(GroupExited),
-    /// Observed by userspace at start: killed before oomtrace came, not finished exiting.
-    PreExisting(PreExisting),
-    /// Observed by userspace: a memcg's OOM notification (v2 `memory.events.local`, v1
-    /// eventfd) or its removal.
-    MemcgOom(MemcgOom),
-    /// Observed by userspace at a kill: a memcg's (or the machine's) memory state.
-    MemcgState(MemcgState),
-    /// `cgroup:cgroup_mkdir`: a cgroup was created (any hierarchy).
-    CgroupMkdir(CgroupMkdir),
+/// Defines [`Payload`] (one variant per kind, holding its payload struct) and the per-kind
+/// matches of [`Payload::kind`], [`Event::decode`] and [`Event::encode`] from the one list of
+/// kinds, [`oomtrace_common::event_kinds!`].
+macro_rules! define_payload {
+    ($($(#[$doc:meta])* $kind:ident = $num:literal, $name:literal, $payload:ident;)*) => {
+        /// The payload of an event, by kind.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Payload {
+            $($(#[$doc])* $kind($payload),)*
+        }
+
+        impl Payload {
+            /// The kind this payload is of.
+            pub(crate) fn kind(&self) -> EventKind {
+                match self {
+                    $(Payload::$kind(_) => EventKind::$kind,)*
+                }
+            }
+
+            /// Decodes the body of a record of `kind` (an older, shorter layout of its payload
+            /// included: see [`Pod::OLDER`]).
+            fn decode(kind: EventKind, body: &[u8]) -> Result<Payload, DecodeError> {
+                Ok(match kind {
+                    $(EventKind::$kind => {
+                        Payload::$kind(grown_body_of(kind, body, <$payload as Pod>::OLDER)?)
+                    })*
+                })
+            }
+
+            /// The payload's bytes as the kernel writes them.
+            fn bytes(&self) -> &[u8] {
+                match self {
+                    $(Payload::$kind(p) => pod_bytes(p),)*
+                }
+            }
+        }
+    };
 }
+
+oomtrace_common::event_kinds!(define_payload);
 
 /// One decoded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +82,8 @@ pub struct Event {
 }
 
 impl Event {
-    pub(crate) fn kind(&self) -> EventKind {
-        match self.payload {
-            Payload::OomInvoke(_) => EventKind::OomInvoke,
-            Payload::OomInvokeDone(_) => EventKind::OomInvokeDone,
-            Payload::OomKill(_) => EventKind::OomKill,
-            Payload::MarkVictim(_) => EventKind::MarkVictim,
-            Payload::KernelSigkill(_) => EventKind::KernelSigkill,
-            Payload::AllocStack(_) => EventKind::AllocStack,
-            Payload::WakeReaper(_) => EventKind::WakeReaper,
-            Payload::StartReaping(_) => EventKind::StartReaping,
-            Payload::FinishReaping(_) => EventKind::FinishReaping,
-            Payload::SkipReaping(_) => EventKind::SkipReaping,
-            Payload::TaskExit(_) => EventKind::TaskExit,
-            Payload::TaskFree(_) => EventKind::TaskFree,
-            Payload::GroupExited(_) => EventKind::GroupExited,
-            Payload::PreExisting(_) => EventKind::PreExisting,
-            Payload::MemcgOom(_) => EventKind::MemcgOom,
-            Payload::MemcgState(_) => EventKind::MemcgState,
-            Payload::CgroupMkdir(_) => EventKind::CgroupMkdir,
-        }
+    pub fn kind(&self) -> EventKind {
+        self.payload.kind()
     }
 
     /// Who the event is about. The one place that knows which field names the process and
@@ -134,7 +128,20 @@ impl Event {
             Payload::PreExisting(p) if p.memcg_id != 0 => Some(p.memcg_id),
             Payload::MemcgOom(p) => Some(p.memcg_id),
             Payload::MemcgState(p) if p.memcg_id != 0 => Some(p.memcg_id),
-            _ => None,
+            // A mark without its task's fields, a process or a state of the machine (id 0).
+            Payload::MarkVictim(_) | Payload::PreExisting(_) | Payload::MemcgState(_) => None,
+            // The SIGKILL's memcgs are its target's and sender's (`memcgs`), not an OOM's.
+            Payload::KernelSigkill(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::CgroupMkdir(_) => None,
         }
     }
 
@@ -165,29 +172,7 @@ impl Event {
         let kind = EventKind::from_u32(header.kind)
             .ok_or(DecodeError::UnknownKind { kind: header.kind })?;
         let body = &buf[size_of::<Header>()..];
-        let payload = match kind {
-            EventKind::OomInvoke => Payload::OomInvoke(body_of(kind, body)?),
-            EventKind::OomInvokeDone => Payload::OomInvokeDone(body_of(kind, body)?),
-            EventKind::OomKill => Payload::OomKill(grown_body_of(kind, body, &OOM_KILL_OLDER)?),
-            EventKind::MarkVictim => {
-                Payload::MarkVictim(grown_body_of(kind, body, &MARK_VICTIM_OLDER)?)
-            }
-            EventKind::KernelSigkill => {
-                Payload::KernelSigkill(grown_body_of(kind, body, &KERNEL_SIGKILL_OLDER)?)
-            }
-            EventKind::AllocStack => Payload::AllocStack(body_of(kind, body)?),
-            EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
-            EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
-            EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
-            EventKind::SkipReaping => Payload::SkipReaping(body_of(kind, body)?),
-            EventKind::TaskExit => Payload::TaskExit(body_of(kind, body)?),
-            EventKind::TaskFree => Payload::TaskFree(body_of(kind, body)?),
-            EventKind::GroupExited => Payload::GroupExited(body_of(kind, body)?),
-            EventKind::PreExisting => Payload::PreExisting(body_of(kind, body)?),
-            EventKind::MemcgOom => Payload::MemcgOom(body_of(kind, body)?),
-            EventKind::MemcgState => Payload::MemcgState(body_of(kind, body)?),
-            EventKind::CgroupMkdir => Payload::CgroupMkdir(body_of(kind, body)?),
-        };
+        let payload = Payload::decode(kind, body)?;
         Ok(Event { header, payload })
     }
 
@@ -196,25 +181,7 @@ impl Event {
         let mut header = self.header;
         header.kind = self.kind() as u32;
         let mut out = pod_bytes(&header).to_vec();
-        out.extend_from_slice(match &self.payload {
-            Payload::OomInvoke(p) => pod_bytes(p),
-            Payload::OomInvokeDone(p) => pod_bytes(p),
-            Payload::OomKill(p) => pod_bytes(p),
-            Payload::MarkVictim(p) => pod_bytes(p),
-            Payload::KernelSigkill(p) => pod_bytes(p),
-            Payload::AllocStack(p) => pod_bytes(p),
-            Payload::WakeReaper(p)
-            | Payload::StartReaping(p)
-            | Payload::FinishReaping(p)
-            | Payload::SkipReaping(p) => pod_bytes(p),
-            Payload::TaskExit(p) => pod_bytes(p),
-            Payload::TaskFree(p) => pod_bytes(p),
-            Payload::GroupExited(p) => pod_bytes(p),
-            Payload::PreExisting(p) => pod_bytes(p),
-            Payload::MemcgOom(p) => pod_bytes(p),
-            Payload::MemcgState(p) => pod_bytes(p),
-            Payload::CgroupMkdir(p) => pod_bytes(p),
-        });
+        out.extend_from_slice(self.payload.bytes());
         out
     }
 }
@@ -243,13 +210,23 @@ impl Subject {
 }
 
 /// Marker for the plain-old-data types of `oomtrace-common` (repr(C), no padding, any bytes valid).
-trait Pod: Copy {}
+trait Pod: Copy {
+    /// The sizes of older, shorter layouts of this payload that dumps hold (see
+    /// [`OOM_KILL_OLDER`]).
+    const OLDER: &'static [usize] = &[];
+}
 impl Pod for Header {}
 impl Pod for OomInvoke {}
 impl Pod for OomInvokeDone {}
-impl Pod for OomKill {}
-impl Pod for MarkVictim {}
-impl Pod for KernelSigkill {}
+impl Pod for OomKill {
+    const OLDER: &'static [usize] = &OOM_KILL_OLDER;
+}
+impl Pod for MarkVictim {
+    const OLDER: &'static [usize] = &MARK_VICTIM_OLDER;
+}
+impl Pod for KernelSigkill {
+    const OLDER: &'static [usize] = &KERNEL_SIGKILL_OLDER;
+}
 impl Pod for AllocStack {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
@@ -336,7 +313,7 @@ pub(crate) fn cstr(bytes: &[u8]) -> String {
 }
 
 /// A fixed-size comm field from a string (tests, synthetic dumps).
-pub(crate) fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
+pub fn comm_bytes<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0u8; N];
     let n = s.len().min(N - 1);
     out[..n].copy_from_slice(&s.as_bytes()[..n]);

@@ -17,6 +17,15 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+mod banner;
+mod hook;
+mod recorder;
+mod remedy;
+mod sink;
+
+use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
+use sink::{FindingCx, Held, Record, Said, Sink};
+
 use crate::{
     clock::{Clock, monotonic_now},
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
@@ -27,7 +36,7 @@ use crate::{
         scan,
     },
     kernel::{cgroups::MemcgPaths, plan, probes::Probes},
-    lifecycle::{Finding, Observability, Tracker, TrackerConfig},
+    lifecycle::{Observability, Tracker, TrackerConfig},
     record::dump,
     render::{
         events::{self, Renderer},
@@ -113,138 +122,6 @@ fn new_session(
     (session, clock, page_kb)
 }
 
-/// The plan line (`watch --json`'s first): the plan, the environment, the options, and what
-/// privileges were kept.
-fn plan_line(
-    probes: &Probes,
-    opts: &LiveOptions,
-    death: &Result<(), String>,
-    privileges: Value,
-    metrics_addr: Option<SocketAddr>,
-    memcgs: &WatchInfo,
-) -> Value {
-    let mut line = json!({
-        "type": "plan", "schema": events::JSON_SCHEMA, "version": env!("CARGO_PKG_VERSION"),
-        "environment": probes.env, "plan": probes.plan,
-        "attach_ms": probes.attach_time.as_secs_f64() * 1e3,
-        "timeout_s": opts.timeout_ns as f64 / 1e9,
-        "release_timeout_s": opts.release_timeout_ns as f64 / 1e9,
-        "death": death_of(death),
-        "privileges": privileges,
-        "invocations_source": memcgs.invocations_source(probes),
-        "memcg_notifications": memcgs.json(),
-    });
-    if let Some(a) = metrics_addr {
-        line["metrics_addr"] = a.to_string().into();
-    }
-    line
-}
-
-/// The dump's header: who records, where, with what plan and options.
-fn dump_header(
-    probes: &Probes,
-    opts: &LiveOptions,
-    page_kb: u64,
-    clock: &Clock,
-    death: &Result<(), String>,
-) -> dump::Header {
-    dump::Header {
-        format: Some(dump::FORMAT_VERSION),
-        version: env!("CARGO_PKG_VERSION").into(),
-        hostname: hostname(),
-        kernel: probes.env.kernel.clone(),
-        boot_id: Some(boot_id()),
-        plan: Some(json!(probes.plan)),
-        environment: Some(json!(probes.env)),
-        page_kb: Some(page_kb),
-        options: dump::HeaderOptions {
-            timeout_ns: Some(opts.timeout_ns),
-            release_timeout_ns: Some(opts.release_timeout_ns),
-        },
-        death: Some(death_of(death)),
-        clock: dump::HeaderClock {
-            realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
-            monotonic_ns_at_start: Some(monotonic_now()),
-        },
-    }
-}
-
-/// Drops every capability `watch` no longer needs (see `kernel::privs`); says what is kept, or
-/// why nothing could be dropped. --unstick keeps what its remedies need
-/// ([`crate::kernel::privs::UNSTICK`]): CAP_KILL to signal a tracer or parent of the victim's
-/// uid, CAP_DAC_OVERRIDE to abort a FUSE connection of the victim's uid.
-fn drop_privileges(unstick: bool) -> Value {
-    let extra: &[u32] = if unstick {
-        &crate::kernel::privs::UNSTICK
-    } else {
-        &[]
-    };
-    match crate::kernel::privs::drop_to_kept(extra) {
-        Ok(()) => {
-            let mut kept = vec![
-                "CAP_SYS_ADMIN",
-                "CAP_BPF",
-                "CAP_SYS_PTRACE",
-                "CAP_DAC_READ_SEARCH",
-            ];
-            if unstick {
-                kept.extend(["CAP_KILL", "CAP_DAC_OVERRIDE"]);
-            }
-            json!({"dropped": true, "kept": kept, "no_new_privs": true})
-        }
-        Err(e) => {
-            eprintln!(
-                "oomtrace: warning: could not drop privileges after attaching ({e}); running on \
-                 with all of them"
-            );
-            json!({"dropped": false, "error": e.to_string()})
-        }
-    }
-}
-
-/// The evidence `watch --unstick` has that `victim` is an OOM victim, or why it will not act.
-fn unstick_evidence(
-    victim: &crate::lifecycle::Victim,
-    pre_existing_ok: bool,
-) -> Result<String, String> {
-    if victim.pre_existing && victim.killed_at().is_none() {
-        return if pre_existing_ok {
-            Ok(
-                "found SIGKILLed by the start-up scan; its kill was not seen, acted on because \
-                of --unstick-pre-existing"
-                    .into(),
-            )
-        } else {
-            Err(
-                "found SIGKILLed by the start-up scan: its kill was not seen, so who sent it \
-                 (the OOM killer, or a user's kill -9) is unknown; not acted on without \
-                 --unstick-pre-existing"
-                    .into(),
-            )
-        };
-    }
-    // Killed by a user process or another kernel path: seen, and named. Such a victim can be
-    // a user's own process killed on purpose to make oomtrace act: the ownership rules of
-    // `vet` (only what the victim itself holds) apply as for any victim, and no remedy that
-    // raises a memcg limit is taken for it (see `unstick::remedy_for_sender`).
-    if let Some(s) = &victim.sender {
-        return Ok(format!("its SIGKILL by {s} was seen"));
-    }
-    let t = &victim.timeline;
-    let by = victim
-        .trigger
-        .as_ref()
-        .map(|t| format!(", while pid {} ({}) allocated", t.tgid, t.comm))
-        .unwrap_or_default();
-    match (t.sigkill, t.marked.or(t.chosen)) {
-        (Some(_), Some(_)) => Ok(format!("the kernel's OOM kill was seen{by}")),
-        (None, Some(_)) => Ok(format!(
-            "the OOM killer's choice was seen, its SIGKILL was not (lost){by}"
-        )),
-        _ => Err("no OOM kill of it was seen: not acted on".into()),
-    }
-}
-
 /// The metrics, told what this plan can observe.
 fn metrics_for(probes: &Probes, death: bool, memcgs: &WatchInfo) -> Metrics {
     let mut m = Metrics::new(&probes.plan);
@@ -252,110 +129,6 @@ fn metrics_for(probes: &Probes, death: bool, memcgs: &WatchInfo) -> Metrics {
     m.set_observable(sees.kill_path(), sees.livelock() || memcgs.watching());
     m.set_invocation_hook(sees.livelock());
     m
-}
-
-/// What the memcg notification watcher ([`memcg_watch`]) covers, for the plan line and banner.
-#[derive(Default)]
-struct WatchInfo {
-    version: Option<memcg_watch::Version>,
-    memcgs: usize,
-    start_ms: f64,
-    problems: Vec<String>,
-    error: Option<String>,
-}
-
-impl WatchInfo {
-    fn watching(&self) -> bool {
-        self.version.is_some() && self.memcgs > 0
-    }
-
-    /// Which source counts OOM invocations per domain: the hook, else the notifications.
-    fn invocations_source(&self, probes: &Probes) -> &'static str {
-        match (
-            Observability::of_plan(&probes.plan, true).livelock(),
-            self.version,
-        ) {
-            (true, _) => "hook",
-            (false, Some(memcg_watch::Version::V2)) if self.watching() => "memcg_notifications_v2",
-            (false, Some(memcg_watch::Version::V1)) if self.watching() => "memcg_notifications_v1",
-            _ => "none",
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "cgroup": self.version, "memcgs": self.memcgs, "start_ms": self.start_ms,
-            "problems": self.problems, "error": self.error,
-        })
-    }
-}
-
-/// The first thing said: the plan line (JSON), or the version, kernel, plan and caveats.
-fn write_banner(
-    out: &mut impl std::io::Write,
-    header: &Value,
-    probes: &Probes,
-    opts: &LiveOptions,
-    death: &Result<(), String>,
-    metrics_addr: Option<SocketAddr>,
-    memcgs: &WatchInfo,
-) -> anyhow::Result<()> {
-    if opts.format == Format::Json {
-        writeln!(out, "{header}")?;
-    } else {
-        writeln!(
-            out,
-            "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after \
-             the kill; times are UTC",
-            env!("CARGO_PKG_VERSION"),
-            probes.env.kernel,
-            probes.attach_time.as_secs_f64() * 1e3,
-            opts.timeout_ns as f64 / 1e9
-        )?;
-        write!(out, "{}", plan::render(&probes.plan))?;
-        if let Err(e) = death {
-            writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
-        }
-        match memcgs.invocations_source(probes) {
-            "hook" if memcgs.watching() => writeln!(
-                out,
-                "OOM invocations: counted by the mem_cgroup_out_of_memory hook; the kernel's \
-                 notifications of {} memcgs cross-check them and name OOM-killer-disabled hangs",
-                memcgs.memcgs
-            )?,
-            "hook" => {}
-            "none" => writeln!(
-                out,
-                "note: mem_cgroup_out_of_memory is not hooked here and the memcg notifications \
-                 could not be set up ({}): OOM invocations and the livelock signature cannot be \
-                 observed",
-                memcgs.error.as_deref().unwrap_or("no memory controller")
-            )?,
-            src => writeln!(
-                out,
-                "OOM invocations: counted from the kernel's memcg notifications ({}) of {} \
-                 memcgs, set up in {:.0} ms (no invocation hook on this kernel)",
-                if src.ends_with("v2") {
-                    "cgroup v2 memory.events.local"
-                } else {
-                    "cgroup v1 memory.oom_control eventfds"
-                },
-                memcgs.memcgs,
-                memcgs.start_ms
-            )?,
-        }
-        for p in &memcgs.problems {
-            writeln!(out, "WARNING: memcg notifications: {p}")?;
-        }
-        if let Some(bound) = metrics_addr.or(opts.metrics) {
-            writeln!(out, "metrics: http://{bound}/metrics")?;
-        }
-        if let Some(p) = &opts.record {
-            writeln!(out, "recording to {}", p.display())?;
-        }
-    }
-    out.flush()?;
-    Ok(())
 }
 
 /// The process (tgid) a thread id belongs to, from /proc (classic tracepoints name threads).
@@ -401,38 +174,19 @@ fn raise_fd_limit() {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().into())
-}
-
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().into())
-}
-
 /// How often a v1 memcg under OOM is re-read to see its hang end (the kernel notifies the
 /// start only).
 const MEMCG_POLL: Duration = Duration::from_millis(250);
 /// How often the loop wakes while something must be polled (hooks to reap, a ring buffer
 /// without wakeups).
 const POLL: Duration = Duration::from_millis(50);
-/// A dump written to is synced to disk at most this long after the last sync.
-const SYNC_EVERY: Duration = Duration::from_secs(5);
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// How long hooks still running when oomtrace ends may take before they are killed.
-const HOOK_GRACE_AT_EXIT: Duration = Duration::from_secs(2);
 
 struct Runner<W: std::io::Write> {
     session: Session<W>,
     /// Keys the hash that stands for kernel addresses (mm identities) in everything written.
     pointer_key: std::collections::hash_map::RandomState,
-    dump: Option<dump::Writer>,
-    dump_path: PathBuf,
-    /// Why recording stopped (a full disk): the loop ends, the summary is printed, and the
-    /// run fails naming the dump.
-    dump_error: Option<String>,
     recorded_memcgs: BTreeSet<u64>,
     /// Names kernel addresses of allocation stacks (opened before privileges were dropped).
     kallsyms: crate::kernel::kallsyms::Kallsyms,
@@ -442,28 +196,38 @@ struct Runner<W: std::io::Write> {
     memcg_version: Option<u8>,
     /// When each memcg (0: the machine) was last read at a kill (kernel event time).
     states_read: std::collections::HashMap<u64, u64>,
-    metrics: Option<Metrics>,
-    /// `--on-stuck`.
-    hooks: Option<Hooks>,
-    /// `--unstick`: take the remedy for each flagged victim.
-    unstick: bool,
-    /// `--unstick`: what it may act on, and on which victims.
-    unstick_policy: crate::host::unstick::Policy,
-    unstick_pre_existing: bool,
-    /// `--unstick`: the FUSE connections of the files a victim had open at its kill (a thread
-    /// inside exit has detached its table by the time it is flagged).
-    fuse_at_kill: std::collections::HashMap<u32, Vec<u32>>,
-    /// `--unstick`: the memcg limits raised, on disk until put back.
-    journal: Option<crate::host::journal::Journal>,
+    /// The consumers of events and findings besides the session's own output, in order:
+    /// metrics, the on-stuck hook, --unstick (see [`sink`]).
+    sinks: Vec<Box<dyn Sink>>,
     flagged: u64,
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
-    /// When the dump was last synced to disk, and its size then.
-    last_sync: (tokio::time::Instant, u64),
     last_sweep: tokio::time::Instant,
 }
 
 impl<W: std::io::Write> Runner<W> {
+    /// A runner for `session` that hands what it reads to `sinks`.
+    fn new(
+        session: Session<W>,
+        sinks: Vec<Box<dyn Sink>>,
+        kallsyms: crate::kernel::kallsyms::Kallsyms,
+    ) -> Runner<W> {
+        let now = tokio::time::Instant::now();
+        Runner {
+            session,
+            pointer_key: std::collections::hash_map::RandomState::new(),
+            recorded_memcgs: BTreeSet::new(),
+            kallsyms,
+            named_addrs: std::collections::HashSet::new(),
+            memcg_version: None,
+            states_read: std::collections::HashMap::new(),
+            sinks,
+            flagged: 0,
+            poll_ring: false,
+            last_sweep: now,
+        }
+    }
+
     fn raw_event(&mut self, raw: &[u8], deaths: &mut DeathWatch) -> anyhow::Result<()> {
         let mut ev = match Event::decode(raw) {
             Ok(ev) => ev,
@@ -507,7 +271,7 @@ impl<W: std::io::Write> Runner<W> {
                     if let Some(live) = &mut self.session.live {
                         live.record_sockets(tgid);
                     }
-                    self.record_fuse(tgid);
+                    self.followed(tgid);
                 }
                 Ok(())
             }
@@ -532,7 +296,7 @@ impl<W: std::io::Write> Runner<W> {
                 if let Some(live) = &mut self.session.live {
                     live.record_sockets(c.pid);
                 }
-                self.record_fuse(c.pid);
+                self.followed(c.pid);
                 self.userspace(&userspace_event(
                     c.pid,
                     c.comm_bytes(),
@@ -549,36 +313,25 @@ impl<W: std::io::Write> Runner<W> {
         }
     }
 
-    /// `--unstick`: the FUSE connections of the files `tgid` has open now (at its kill).
-    fn record_fuse(&mut self, tgid: u32) {
-        if !self.unstick {
-            return;
-        }
-        let conns = crate::host::unstick::fuse_connections_open(Path::new("/proc"), tgid);
-        if self.fuse_at_kill.len() >= 4096 {
-            self.fuse_at_kill.clear();
-        }
-        if !conns.is_empty() {
-            self.fuse_at_kill.insert(tgid, conns);
+    /// A killed process whose death is followed from now, told to the sinks.
+    fn followed(&mut self, tgid: u32) {
+        for sink in &mut self.sinks {
+            sink.followed(tgid);
         }
     }
 
-    /// Writes to the dump, if recording. A failure (ENOSPC) stops recording, not watching at
-    /// once: everything written before stays readable, and the loop ends with a summary.
-    fn write_dump(&mut self, write: impl FnOnce(&mut dump::Writer) -> std::io::Result<()>) {
-        let Some(d) = &mut self.dump else {
-            return;
-        };
-        if let Err(e) = write(d) {
-            let msg = format!(
-                "writing the dump {} failed: {e}; recording stopped (what was written before is \
-                 readable with `oomtrace report`)",
-                self.dump_path.display()
-            );
-            eprintln!("oomtrace: {msg}");
-            self.dump = None;
-            self.dump_error = Some(msg);
+    /// A record, to every sink (the dump, if recording).
+    fn record(&mut self, r: Record<'_>) {
+        for sink in &mut self.sinks {
+            sink.record(&r);
         }
+    }
+
+    /// Why a sink stopped the watch (a full disk under the dump), if one did.
+    fn stopped(&self) -> Option<String> {
+        self.sinks
+            .iter()
+            .find_map(|s| s.stopped().map(str::to_string))
     }
 
     /// The kernel's memcg OOM notifications, as events (recorded, tracked, counted).
@@ -621,7 +374,7 @@ impl<W: std::io::Write> Runner<W> {
             };
             if self.recorded_memcgs.insert(id) {
                 self.session.tracker.memcg_path(id, &p);
-                self.write_dump(|d| d.memcg(id, &p));
+                self.record(Record::Memcg(id, &p));
             }
             if i == 0 {
                 path = Some(p);
@@ -630,11 +383,11 @@ impl<W: std::io::Write> Runner<W> {
         if let Payload::AllocStack(p) = &ev.payload {
             self.name_frames(p);
         }
-        self.write_dump(|d| d.event(raw));
-        if let Some(m) = &mut self.metrics {
-            m.event(&ev, path);
-        }
+        self.record(Record::Event(raw));
         self.session.event(&ev)?;
+        for sink in &mut self.sinks {
+            sink.event(&ev, path.as_deref());
+        }
         self.after_findings()
     }
 
@@ -685,7 +438,6 @@ impl<W: std::io::Write> Runner<W> {
                 crate::host::memstate::of_memcg(&dir, id, version)
             };
             let mut state_ev = userspace_event(0, [0; 16], Payload::MemcgState(state));
-            state_ev.header.kind = crate::event::EventKind::MemcgState as u32;
             state_ev.header.ts_ns = ts.saturating_sub(1);
             self.userspace(&state_ev)?;
         }
@@ -720,7 +472,7 @@ impl<W: std::io::Write> Runner<W> {
             self.named_addrs.insert(addr);
             self.session.tracker.symbol(addr, &name);
             self.session.renderer.symbols.insert(addr, name.clone());
-            self.write_dump(|d| d.symbol(addr, &name));
+            self.record(Record::Symbol(addr, &name));
         }
     }
 
@@ -729,202 +481,53 @@ impl<W: std::io::Write> Runner<W> {
         if total <= self.session.lost_reported() {
             return Ok(());
         }
-        self.write_dump(|d| d.lost(total));
+        self.record(Record::Lost(total));
         Ok(self.session.lost(total)?)
     }
 
+    /// Hands each finding the session kept to every sink, then writes and counts what they
+    /// said about remedies.
     fn after_findings(&mut self) -> anyhow::Result<()> {
         let mut shown = std::mem::take(&mut self.session.kept_forensics);
         for f in std::mem::take(&mut self.session.kept) {
-            let memcg = f
-                .memcg_id()
-                .and_then(|id| self.session.renderer.memcgs.path(id));
-            if let Some(m) = &mut self.metrics {
-                m.finding(&f, memcg.clone());
-            }
+            let mut cx = FindingCx {
+                memcg: f
+                    .memcg_id()
+                    .and_then(|id| self.session.renderer.memcgs.path(id)),
+                shown: None,
+                live: self.session.live.as_ref(),
+                said: Vec::new(),
+            };
             if let Some((victim, _, _)) = f.stuck() {
                 self.flagged += 1;
-                let fx = shown.remove(&victim.key);
-                self.run_hook(&f, memcg, fx.as_ref());
-                if self.unstick {
-                    self.auto_unstick(victim, fx)?;
-                }
+                cx.shown = shown.remove(&victim.key);
             }
-            if let Finding::Dead { victim, .. } = &f
-                && self.unstick
-            {
-                let tgid = victim.key.tgid;
-                self.fuse_at_kill.remove(&tgid);
-                let said = self
-                    .journal
-                    .as_mut()
-                    .map(|j| j.victim_dead(tgid, None))
-                    .unwrap_or_default();
-                for (v, r) in said {
-                    self.say_unstick(v, "restored", &r)?;
-                }
+            for sink in &mut self.sinks {
+                sink.finding(&f, &mut cx);
             }
+            let said = cx.said;
+            self.say(said)?;
         }
         Ok(())
     }
 
-    /// `watch --unstick`: the remedy `oomtrace unstick --apply` would take, taken as soon as
-    /// a victim is flagged — for a victim whose OOM kill oomtrace saw (the kernel's SIGKILL and
-    /// the OOM killer's mark or choice), or one found by the start-up scan only with
-    /// `--unstick-pre-existing`. Vetted like the CLI's (the victim's own things only), said
-    /// loudly, counted in the metrics; a memcg limit is journaled and put back once it is dead.
-    fn auto_unstick(
-        &mut self,
-        victim: &crate::lifecycle::Victim,
-        shown: Option<crate::host::forensics::Forensics>,
-    ) -> anyhow::Result<()> {
-        use crate::host::unstick;
-        let tgid = victim.key.tgid;
-        let Some(live) = &self.session.live else {
-            return Ok(());
-        };
-        let fx = shown.unwrap_or_else(|| live.forensics(tgid, victim.key.start_ns));
-        let proc_root = live.proc_root.clone();
-        let evidence = unstick_evidence(victim, self.unstick_pre_existing);
-        let recorded = self.fuse_at_kill.get(&tgid).cloned().unwrap_or_default();
-        let unstick::Prepared {
-            wait_on: wait,
-            plan,
-            mounted_fusectl: mounted,
-            ..
-        } = unstick::prepare(&unstick::Request {
-            proc_root: &proc_root,
-            memcg_root: live.memcg_root.as_deref(),
-            fx: &fx,
-            evidence: &evidence,
-            recorded_fuse: &recorded,
-            named_fuse: None,
-            raise_limit: false,
-            oom_victim: !victim.is_other_kill(),
-            policy: self.unstick_policy,
-        });
-        let fusectl = Path::new(unstick::FUSECTL);
-        let kind = serde_json::to_value(&wait)
-            .ok()
-            .and_then(|v| v["kind"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let (result, text, unmount) = match plan {
-            Err(why) => ("refused", format!("waits on {wait}: refused: {why}"), false),
-            Ok(plan) => {
-                let a = unstick::act(
-                    &plan,
-                    &proc_root,
-                    fusectl,
-                    self.journal.as_mut(),
-                    &mut || {},
-                );
-                let text = format!(
-                    "waits on {wait} ({}): {}",
-                    evidence.as_deref().unwrap_or_default(),
-                    a.did.join("; ")
-                );
-                let result = if a.ok { "applied" } else { "failed" };
-                (result, text, a.unmount_fusectl)
-            }
-        };
-        // Mounted only to find and abort a connection: unmounted now, so that an exit before
-        // the victim's death leaves no mount behind.
-        if mounted || unmount {
-            unstick::unmount_fusectl();
-        }
-        if let Some(m) = &mut self.metrics {
-            m.unstick(&kind, result);
-        }
-        self.say_unstick(tgid, result, &text)
+    /// Puts back the journaled limits of victims that are gone (a start after a crash, and
+    /// every sweep), and whatever else the sinks do periodically.
+    fn settle(&mut self) -> anyhow::Result<()> {
+        let said: Vec<Said> = self.sinks.iter_mut().flat_map(|s| s.sweep()).collect();
+        self.say(said)
     }
 
-    /// `--unstick`: puts back the journaled limits of victims that are gone (a start after a
-    /// crash, and every sweep).
-    fn settle_journal(&mut self) -> anyhow::Result<()> {
-        let said = match &mut self.journal {
-            Some(j) if !j.entries().is_empty() => j.check_dead(Path::new("/proc")),
-            _ => Vec::new(),
-        };
-        for (victim, r) in said {
-            self.say_unstick(victim, "restored", &r)?;
+    /// Lines about remedies: counted by the sinks, written in the session's format.
+    fn say(&mut self, said: Vec<Said>) -> anyhow::Result<()> {
+        for s in said {
+            for sink in &mut self.sinks {
+                sink.said(&s);
+            }
+            let line = self.session.format.unstick(s.tgid, s.result, &s.text);
+            self.session.out.write_all(line.as_bytes())?;
         }
         Ok(())
-    }
-
-    fn say_unstick(&mut self, tgid: u32, result: &str, text: &str) -> anyhow::Result<()> {
-        let line = self.session.format.unstick(tgid, result, text);
-        self.session.out.write_all(line.as_bytes())?;
-        Ok(())
-    }
-
-    /// Runs the on-stuck command once per flagged victim, details in the environment (never
-    /// through a shell). It runs in the background; children are reaped on ticks.
-    fn run_hook(
-        &mut self,
-        f: &Finding,
-        memcg: Option<String>,
-        shown: Option<&crate::host::forensics::Forensics>,
-    ) {
-        // Both kinds: `stuck` (an OOM victim) and `kill_stuck` (another sender's).
-        let (Some(hooks), Some((victim, stage, since_kill_ns))) = (&mut self.hooks, f.stuck())
-        else {
-            return;
-        };
-        let since_kill_ns = &since_kill_ns;
-        let Some(live) = &self.session.live else {
-            return;
-        };
-        let collected;
-        let fx = match shown {
-            Some(fx) => fx,
-            None => {
-                collected = live.forensics(victim.key.tgid, victim.key.start_ns);
-                &collected
-            }
-        };
-        let mut detail = serde_json::to_value(f).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut detail {
-            m.insert(
-                "forensics".into(),
-                serde_json::to_value(fx).unwrap_or(Value::Null),
-            );
-        }
-        let sender = victim.sender.as_ref();
-        let vars = [
-            ("OOMTRACE_FINDING", f.name().to_string()),
-            (
-                "OOMTRACE_SENDER_KIND",
-                victim.sender_kind().name().to_string(),
-            ),
-            (
-                "OOMTRACE_SENDER_PID",
-                sender.map(|s| s.tgid.to_string()).unwrap_or_default(),
-            ),
-            (
-                "OOMTRACE_SENDER_COMM",
-                sender.map(|s| s.comm.clone()).unwrap_or_default(),
-            ),
-            ("OOMTRACE_PID", victim.key.tgid.to_string()),
-            ("OOMTRACE_COMM", victim.comm.clone()),
-            ("OOMTRACE_MEMCG", memcg.unwrap_or_default()),
-            (
-                "OOMTRACE_MEMCG_ID",
-                victim.memcg_id.unwrap_or(0).to_string(),
-            ),
-            ("OOMTRACE_STAGE", format!("{stage:?}")),
-            ("OOMTRACE_STAGE_TEXT", stage.to_string()),
-            (
-                "OOMTRACE_SINCE_KILL_SECONDS",
-                format!("{:.3}", *since_kill_ns as f64 / 1e9),
-            ),
-            ("OOMTRACE_STATE", fx.state.clone().unwrap_or_default()),
-            (
-                "OOMTRACE_PPID",
-                fx.ppid.map(|p| p.to_string()).unwrap_or_default(),
-            ),
-            ("OOMTRACE_JSON", detail.to_string()),
-        ];
-        hooks.run(&vars);
     }
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
@@ -933,18 +536,13 @@ impl<W: std::io::Write> Runner<W> {
     /// oomtrace does not wake up at all.
     fn next_wake(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let (last_sync, synced_bytes) = self.last_sync;
         let due = self.session.tracker.next_tick_due().map(|due| {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(due.saturating_sub(now_ns))
         });
-        let hooks_running = self.hooks.as_ref().is_some_and(|h| !h.is_empty());
+        let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
-        let sync = self
-            .dump
-            .as_ref()
-            .filter(|d| d.bytes() > synced_bytes)
-            .map(|_| (last_sync + SYNC_EVERY).max(now));
+        let sync = self.sinks.iter().filter_map(|s| s.wake_at(now)).min();
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
         let sweep = (self.last_sweep + SWEEP_EVERY).max(now);
@@ -959,7 +557,7 @@ impl<W: std::io::Write> Runner<W> {
     /// the tracker of those it follows that they are released (a `task_free` observed by
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
-        self.settle_journal()?;
+        self.settle()?;
         // Memcgs removed since: their entries move to the bounded set of removed ones.
         for id in self.session.renderer.memcgs.sweep() {
             self.recorded_memcgs.remove(&id);
@@ -1001,29 +599,13 @@ impl<W: std::io::Write> Runner<W> {
         Ok(())
     }
 
-    /// Flushes the dump; every SYNC_EVERY, if it grew, writes the summary so far and syncs it
-    /// to disk (a crash loses at most that much).
+    /// Flushes what the sinks write (the dump, which also syncs now and then with the summary
+    /// so far).
     fn sync_dump(&mut self) {
-        let (last_sync, synced_bytes) = self.last_sync;
-        // Only when it is written: its percentiles scan the histograms (made on every tick
-        // without a dump, that was 5 % of oomtrace's CPU in an OOM storm).
-        let due = last_sync.elapsed() >= SYNC_EVERY
-            && self.dump.as_ref().is_some_and(|d| d.bytes() > synced_bytes);
-        let summary = due.then(|| json!(self.session.tracker.summary()));
-        let mut synced = None;
-        self.write_dump(|d| {
-            d.flush()?;
-            if let Some(summary) = &summary
-                && d.bytes() > synced_bytes
-            {
-                d.summary(summary)?;
-                d.sync()?;
-                synced = Some((tokio::time::Instant::now(), d.bytes()));
-            }
-            Ok(())
-        });
-        if let Some(s) = synced {
-            self.last_sync = s;
+        let tracker = &self.session.tracker;
+        let summary = || json!(tracker.summary());
+        for sink in &mut self.sinks {
+            sink.sync(&summary);
         }
     }
 
@@ -1042,29 +624,36 @@ impl<W: std::io::Write> Runner<W> {
             self.sweep(probes)?;
         }
         self.sync_dump();
-        self.session.tick(monotonic_now())?;
+        self.judge(monotonic_now())
+    }
+
+    /// Time passes: the session flags victims past their timeout, the sinks get the findings
+    /// and their wake.
+    fn judge(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        self.session.tick(now_ns)?;
         self.after_findings()?;
-        self.reap_hooks();
+        self.tick_sinks();
         Ok(())
     }
 
     /// The metrics page now, told how many processes the kernel side tracks.
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
-        let held = self.session.tracker.len() as u64;
         let summary = self.session.tracker.summary();
         let (live, removed) = self.session.renderer.memcgs.held();
-        self.metrics
-            .as_mut()
-            .map(|m| {
-                m.set_held(tracked, held, (live + removed) as u64);
-                m.render(&summary)
-            })
+        let held = Held {
+            kernel_tracked: tracked,
+            victims: self.session.tracker.len() as u64,
+            memcgs: (live + removed) as u64,
+        };
+        self.sinks
+            .iter_mut()
+            .find_map(|s| s.page(held, &summary))
             .unwrap_or_default()
     }
 
-    fn reap_hooks(&mut self) {
-        if let Some(h) = &mut self.hooks {
-            h.reap();
+    fn tick_sinks(&mut self) {
+        for sink in &mut self.sinks {
+            sink.tick();
         }
     }
 }
@@ -1171,6 +760,51 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     finish(runner, probes, opts.bpf_stats)
 }
 
+/// The sinks of the watch, in the order each finding reaches them: the metrics count it, the
+/// hook is run with the forensics the session showed, then --unstick takes them for its
+/// remedy; the dump (`--record`) takes the records.
+fn register(
+    probes: &Probes,
+    opts: &LiveOptions,
+    death: bool,
+    memcgs: &WatchInfo,
+    journal: Option<crate::host::journal::Journal>,
+    dump: Option<dump::Writer>,
+) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if opts.metrics.is_some() {
+        sinks.push(Box::new(metrics_for(probes, death, memcgs)));
+    }
+    if let Some(p) = &opts.on_stuck {
+        sinks.push(Box::new(Hooks::new(p.clone(), opts.hook_timeout)));
+    }
+    if opts.unstick {
+        sinks.push(Box::new(remedy::Remedies::new(
+            opts.unstick_policy,
+            opts.unstick_pre_existing,
+            journal,
+        )));
+    }
+    if let (Some(d), Some(path)) = (dump, &opts.record) {
+        sinks.push(Box::new(recorder::Recorder::new(d, path.clone())));
+    }
+    sinks
+}
+
+/// `--record PATH`: the dump, its header written.
+fn create_dump(
+    path: &Path,
+    probes: &Probes,
+    opts: &LiveOptions,
+    page_kb: u64,
+    clock: &Clock,
+    death: &Result<(), String>,
+) -> anyhow::Result<dump::Writer> {
+    let h = dump_header(probes, opts, page_kb, clock, death);
+    dump::Writer::create(path, opts.compress, &h.to_value())
+        .with_context(|| format!("creating the dump {}", path.display()))
+}
+
 /// Before the watch: the session, the dump and the metrics endpoint created, privileges
 /// dropped, the banner (or plan line) printed.
 async fn start(
@@ -1195,13 +829,7 @@ async fn start(
     let death = deathwatch::available();
     let (session, clock, page_kb) = new_session(probes, opts, &death);
     let dump = match &opts.record {
-        Some(path) => {
-            let h = dump_header(probes, opts, page_kb, &clock, &death);
-            Some(
-                dump::Writer::create(path, opts.compress, &h.to_value())
-                    .with_context(|| format!("creating the dump {}", path.display()))?,
-            )
-        }
+        Some(path) => Some(create_dump(path, probes, opts, page_kb, &clock, &death)?),
         None => None,
     };
     let endpoint = match opts.metrics {
@@ -1214,21 +842,7 @@ async fn start(
     };
     let metrics_addr = endpoint.as_ref().and_then(metrics::Endpoint::local_addr);
     // The journal of raised limits (created before the privileges go).
-    let (journal, journal_said) = if opts.unstick {
-        let dir = crate::host::journal::state_dir();
-        match crate::host::journal::Journal::open(&dir) {
-            Ok((j, said)) => (Some(j), said),
-            Err(e) => {
-                eprintln!(
-                    "oomtrace: warning: --unstick without its journal ({e}): no memcg limit \
-                     will be raised"
-                );
-                (None, Vec::new())
-            }
-        }
-    } else {
-        (None, Vec::new())
-    };
+    let (journal, journal_said) = remedy::open_journal(opts.unstick);
     // Read by its own thread through this descriptor: the kernel shows addresses to whoever
     // opened it with CAP_SYSLOG, which goes next.
     let kallsyms = crate::kernel::kallsyms::Kallsyms::open();
@@ -1242,35 +856,10 @@ async fn start(
         memcgs,
     );
     header["memcg_names"] = session.renderer.memcgs.method().into();
-    let now = tokio::time::Instant::now();
-    let mut runner = Runner {
-        session,
-        pointer_key: std::collections::hash_map::RandomState::new(),
-        dump,
-        dump_path: opts.record.clone().unwrap_or_default(),
-        dump_error: None,
-        recorded_memcgs: BTreeSet::new(),
-        kallsyms,
-        named_addrs: std::collections::HashSet::new(),
-        memcg_version: probes.env.memory_controller.as_ref().map(|m| m.version),
-        states_read: std::collections::HashMap::new(),
-        metrics: opts
-            .metrics
-            .map(|_| metrics_for(probes, death.is_ok(), memcgs)),
-        hooks: opts
-            .on_stuck
-            .clone()
-            .map(|p| Hooks::new(p, opts.hook_timeout)),
-        unstick: opts.unstick,
-        unstick_policy: opts.unstick_policy,
-        unstick_pre_existing: opts.unstick_pre_existing,
-        fuse_at_kill: std::collections::HashMap::new(),
-        journal,
-        flagged: 0,
-        poll_ring: probes.layout.config.trace_all_exits != 0,
-        last_sync: (now, 0),
-        last_sweep: now,
-    };
+    let sinks = register(probes, opts, death.is_ok(), memcgs, journal, dump);
+    let mut runner = Runner::new(session, sinks, kallsyms);
+    runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
+    runner.poll_ring = probes.layout.config.trace_all_exits != 0;
     write_banner(
         &mut runner.session.out,
         &header,
@@ -1284,11 +873,18 @@ async fn start(
     // the plan line (attaching is not slowed: read alongside, it took launch → attached from
     // 0.46–0.86 s to 1.3–2.0 s in a debug build on this busy host).
     runner.kallsyms.start();
-    for r in journal_said {
-        runner.say_unstick(0, "restored", &r)?;
-    }
+    let said = journal_said
+        .into_iter()
+        .map(|text| Said {
+            tgid: 0,
+            result: "restored",
+            text,
+            wait_kind: None,
+        })
+        .collect();
+    runner.say(said)?;
     // Limits a previous run raised for victims that died meanwhile go back now.
-    runner.settle_journal()?;
+    runner.settle()?;
     Ok((runner, endpoint))
 }
 
@@ -1313,7 +909,7 @@ async fn watch<W: std::io::Write>(
     };
     tokio::pin!(until);
     let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
-    while runner.dump_error.is_none() {
+    while runner.stopped().is_none() {
         let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
         let mut wake = runner.next_wake();
         if polling {
@@ -1404,15 +1000,10 @@ fn finish<W: std::io::Write>(
         out.flush()?;
     }
     runner.after_findings()?;
-    if let Some(h) = &mut runner.hooks {
-        h.shutdown(HOOK_GRACE_AT_EXIT);
+    for sink in &mut runner.sinks {
+        sink.close(&summary, end)?;
     }
-    runner.write_dump(|d| d.summary(&json!(summary)));
-    if let Some(d) = runner.dump.take() {
-        d.finish(end)
-            .with_context(|| format!("closing the dump {}", runner.dump_path.display()))?;
-    }
-    if let Some(e) = runner.dump_error {
+    if let Some(e) = runner.stopped() {
         anyhow::bail!(e);
     }
     Ok(Outcome {
@@ -1552,13 +1143,6 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
         _ => return false,
     }
     true
-}
-
-fn death_of(death: &Result<(), String>) -> dump::Death {
-    dump::Death {
-        pidfd: death.is_ok(),
-        error: death.as_ref().err().cloned(),
-    }
 }
 
 #[cfg(test)]

@@ -359,6 +359,29 @@ impl<W: Write> Session<W> {
     }
 }
 
+/// A session into a buffer, as the unit tests drive one: no /proc, a fixed clock, `memcgs`
+/// as the only names.
+#[cfg(test)]
+impl Session<Vec<u8>> {
+    pub(crate) fn in_memory(format: Format, memcgs: crate::kernel::cgroups::MemcgPaths) -> Self {
+        let renderer = Renderer {
+            symbols: Default::default(),
+            clock: crate::clock::Clock {
+                realtime_offset_ns: 1_764_180_000_000_000_000,
+            },
+            memcgs,
+            page_kb: 4,
+        };
+        Session::new(
+            renderer,
+            Tracker::new(crate::lifecycle::TrackerConfig::default()),
+            format,
+            None,
+            Vec::new(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -389,7 +412,7 @@ mod tests {
     fn findings_say_whether_their_memcg_was_removed() {
         use oomtrace_common::{MarkVictim, victim_fields};
 
-        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
         let ctr = "/kubepods/burstable/pod0e5a4c66-1111-4000-8000-00000000cafe/\
                    5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
         for (format, seen) in [
@@ -400,21 +423,7 @@ mod tests {
         ] {
             let mut memcgs = MemcgPaths::new(None);
             memcgs.forget(7, seen.then(|| ctr.to_string()));
-            let renderer = Renderer {
-                symbols: Default::default(),
-                clock: crate::clock::Clock {
-                    realtime_offset_ns: 1_764_180_000_000_000_000,
-                },
-                memcgs,
-                page_kb: 4,
-            };
-            let mut session = Session::new(
-                renderer,
-                Tracker::new(TrackerConfig::default()),
-                format,
-                None,
-                Vec::new(),
-            );
+            let mut session = Session::in_memory(format, memcgs);
             let mut m: MarkVictim = unsafe { std::mem::zeroed() };
             (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 7);
             m.comm = comm_bytes("tail");
@@ -470,25 +479,11 @@ mod tests {
     fn names_cannot_forge_lines_or_drive_the_terminal() {
         use oomtrace_common::{Header, KernelSigkill, MarkVictim, victim_fields};
 
-        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
         let evil_comm = "x\nDEAD\x1b[2J";
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
-        let renderer = Renderer {
-            symbols: Default::default(),
-            clock: crate::clock::Clock {
-                realtime_offset_ns: 1_764_180_000_000_000_000,
-            },
-            memcgs,
-            page_kb: 4,
-        };
-        let mut session = Session::new(
-            renderer,
-            Tracker::new(TrackerConfig::default()),
-            Format::Text,
-            None,
-            Vec::new(),
-        );
+        let mut session = Session::in_memory(Format::Text, memcgs);
         session
             .tracker
             .memcg_path(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07");
@@ -543,22 +538,8 @@ mod tests {
     fn a_kill_stuck_line_escapes_sender_and_target_names_and_a_working_kill_is_quiet() {
         use oomtrace_common::{Header, KernelSigkill, sender_state, si_code};
 
-        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
-        let renderer = Renderer {
-            symbols: Default::default(),
-            clock: crate::clock::Clock {
-                realtime_offset_ns: 1_764_180_000_000_000_000,
-            },
-            memcgs: MemcgPaths::new(None),
-            page_kb: 4,
-        };
-        let mut session = Session::new(
-            renderer,
-            Tracker::new(TrackerConfig::default()),
-            Format::Text,
-            None,
-            Vec::new(),
-        );
+        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
+        let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
         let kill = |ts_ns, target: u32, sender_comm: &str, target_comm: &str| Event {
             header: Header {
                 kind: 0,

@@ -435,6 +435,38 @@ fn installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
+/// Debian's package `pkg` unpacked into `root` once (a `.ready` marker says it was; a
+/// half-unpacked tree from an interrupted run is unpacked anew), never installed: the tools the
+/// suite borrows (prometheus, runc).
+pub(crate) fn unpack_debian_once(pkg: &str, root: &Path) -> anyhow::Result<()> {
+    let ready = root.join(".ready");
+    if !ready.exists() {
+        let _apt = APT.lock().unwrap_or_else(|e| e.into_inner());
+        let apt = AptState::System;
+        apt.ensure_lists(pkg)?;
+        let _ = std::fs::remove_dir_all(root);
+        fetch_unpack(&apt, &[pkg.into()], root)?;
+        std::fs::write(&ready, "")?;
+    }
+    Ok(())
+}
+
+/// Fails unless `bin --version` runs and succeeds (saying its stderr).
+pub(crate) fn runs_version(bin: &Path) -> anyhow::Result<()> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --version failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Downloads (once, into the shared .deb cache) and unpacks packages into `into`.
 pub(crate) fn fetch_unpack(apt: &AptState, pkgs: &[String], into: &Path) -> anyhow::Result<()> {
     let debs = vm_cache()?.join("debs");

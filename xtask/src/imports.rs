@@ -11,32 +11,15 @@ use std::{
 /// Module path (`host::deathwatch`; `` for the crate root) → the source without its test module.
 fn modules(src_root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![src_root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let rel = path.strip_prefix(src_root).unwrap().with_extension("");
-            let mut module = rel.to_string_lossy().replace('/', "::");
-            if let Some(m) = module.strip_suffix("::mod") {
-                module = m.to_string();
-            }
-            if module == "lib" || module == "main" {
-                module.clear();
-            }
-            let src = std::fs::read_to_string(&path).unwrap();
-            let src = match src.find("#[cfg(test)]\nmod tests") {
-                Some(i) => src[..i].to_string(),
-                None => src,
-            };
-            out.insert(module, src);
+    for (rel, src) in crate::sources::rust_files(src_root) {
+        let mut module = rel.with_extension("").to_string_lossy().replace('/', "::");
+        if let Some(m) = module.strip_suffix("::mod") {
+            module = m.to_string();
         }
+        if module == "lib" || module == "main" {
+            module.clear();
+        }
+        out.insert(module, crate::sources::without_tests(&src).to_string());
     }
     out
 }

@@ -4,6 +4,8 @@
 //! own libLLVM) so that the README's two commands work on a fresh machine.
 
 mod dist;
+#[cfg(test)]
+mod fn_length;
 mod fuzz;
 mod guest;
 #[cfg(test)]
@@ -15,6 +17,8 @@ mod public_api;
 mod runc;
 mod setup;
 mod soak;
+#[cfg(test)]
+mod sources;
 mod suite;
 mod tally;
 mod test;
@@ -169,17 +173,7 @@ fn bench(quick: bool) -> anyhow::Result<ExitCode> {
     let env = setup::ensure()?;
     // What users run: the static dist binary.
     let oomtrace = dist::build_static(&env)?;
-    setup::status(
-        env.cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "oomtrace-tests",
-            "--bins",
-        ]),
-        "building the benchmark",
-    )?;
-    let release = env.target_dir.join("release");
+    let release = env.build_test_bins("building the benchmark")?;
     let out_dir = env.target_dir.join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let results = out_dir.join("results.json");

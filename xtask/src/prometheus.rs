@@ -14,13 +14,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
-use crate::{
-    guest::{self, AptState},
-    setup,
-    tally::Tally,
-};
+use crate::{guest, setup, tally::Tally};
 
 /// The environment variables the fleet test finds the binaries by.
 pub(crate) const PROMTOOL_VAR: &str = "OOMTRACE_PROMTOOL";
@@ -55,28 +51,9 @@ pub(crate) fn ensure() -> anyhow::Result<Prometheus> {
     let p = Prometheus {
         root: setup::cache_dir()?.join("prometheus"),
     };
-    let ready = p.root.join(".ready");
-    if !ready.exists() {
-        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
-        let apt = AptState::System;
-        apt.ensure_lists("prometheus")?;
-        // A half-unpacked tree from an interrupted run is unpacked anew.
-        let _ = std::fs::remove_dir_all(&p.root);
-        guest::fetch_unpack(&apt, &["prometheus".into()], &p.root)?;
-        std::fs::write(&ready, "")?;
-    }
+    guest::unpack_debian_once("prometheus", &p.root)?;
     for bin in [p.promtool(), p.server()] {
-        let out = Command::new(&bin)
-            .arg("--version")
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} --version failed: {}",
-                bin.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        guest::runs_version(&bin)?;
     }
     Ok(p)
 }

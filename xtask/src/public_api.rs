@@ -9,36 +9,19 @@ use std::path::Path;
 /// `file: kind name` for every `pub` item of the library (not its fields, not test modules).
 pub(crate) fn surface(src: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
     let item = regex_lite(&[
         "fn", "struct", "enum", "const", "static", "type", "trait", "mod", "use",
     ]);
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(src)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            // The binary's own files, and the test-only scratch directory.
-            let binary = rel == "main.rs" || rel == "cli.rs" || rel.starts_with("cmd/");
-            if !rel.ends_with(".rs") || binary || rel == "scratch.rs" || rel.ends_with("tests.rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = match text.find("#[cfg(test)]\nmod tests") {
-                Some(i) => &text[..i],
-                None => &text[..],
-            };
-            for line in text.lines() {
-                if let Some(found) = item(line) {
-                    out.push(format!("{rel}: {found}"));
-                }
+    for (rel, text) in crate::sources::rust_files(src) {
+        let rel = rel.to_string_lossy().into_owned();
+        // The binary's own files, and the test-only scratch directory.
+        let binary = rel == "main.rs" || rel == "cli.rs" || rel.starts_with("cmd/");
+        if binary || rel == "scratch.rs" || rel.ends_with("tests.rs") {
+            continue;
+        }
+        for line in crate::sources::without_tests(&text).lines() {
+            if let Some(found) = item(line) {
+                out.push(format!("{rel}: {found}"));
             }
         }
     }

@@ -5,14 +5,9 @@
 //! Its path goes to the end-to-end tests in `OOMTRACE_RUNC`: tests/tests/runtime.rs lets it
 //! create a container's memcg under kubelet's cgroup parent and OOM-kills the container.
 
-use std::{ffi::OsString, path::PathBuf, process::Command};
+use std::{ffi::OsString, path::PathBuf};
 
-use anyhow::{Context as _, bail};
-
-use crate::{
-    guest::{self, AptState},
-    setup,
-};
+use crate::{guest, setup};
 
 /// The environment variable the runtime test finds runc by.
 pub(crate) const RUNC_VAR: &str = "OOMTRACE_RUNC";
@@ -22,27 +17,8 @@ pub(crate) const RUNC_VAR: &str = "OOMTRACE_RUNC";
 pub(crate) fn ensure() -> anyhow::Result<PathBuf> {
     let root = setup::cache_dir()?.join("runc");
     let bin = root.join("usr/sbin/runc");
-    let ready = root.join(".ready");
-    if !ready.exists() {
-        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
-        let apt = AptState::System;
-        apt.ensure_lists("runc")?;
-        // A half-unpacked tree from an interrupted run is unpacked anew.
-        let _ = std::fs::remove_dir_all(&root);
-        guest::fetch_unpack(&apt, &["runc".into()], &root)?;
-        std::fs::write(&ready, "")?;
-    }
-    let out = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} --version failed: {}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    guest::unpack_debian_once("runc", &root)?;
+    guest::runs_version(&bin)?;
     Ok(bin)
 }
 

@@ -45,6 +45,22 @@ impl Env {
         }
     }
 
+    /// Builds the test crate's binaries (bench, soak, hog, …) in release; returns the
+    /// directory they are in.
+    pub(crate) fn build_test_bins(&self, what: &str) -> anyhow::Result<PathBuf> {
+        status(
+            self.cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "oomtrace-tests",
+                "--bins",
+            ]),
+            what,
+        )?;
+        Ok(self.target_dir.join("release"))
+    }
+
     /// After a build of oomtrace for `profile` (a dir under the target dir): the eBPF object
     /// its build script made (the newest), for every later cargo command of this run.
     pub(crate) fn share_ebpf_object(&mut self, profile: &str) -> anyhow::Result<()> {

@@ -25,17 +25,7 @@ pub(crate) fn run(minutes: f64, kernel: Option<&str>) -> anyhow::Result<ExitCode
             .args(["build", "--release", "--package", "oomtrace"]),
         "building oomtrace (release)",
     )?;
-    setup::status(
-        env.cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "oomtrace-tests",
-            "--bins",
-        ]),
-        "building the soak",
-    )?;
-    let release = env.target_dir.join("release");
+    let release = env.build_test_bins("building the soak")?;
     let passed = soak(&env, &release.join("oomtrace"), &release, minutes)?;
     Ok(if passed {
         ExitCode::SUCCESS
@@ -74,17 +64,7 @@ pub(crate) fn soak(env: &Env, oomtrace: &Path, bins: &Path, minutes: f64) -> any
 /// slower; the table and `soak.json` land in target/vm-results/soak-NAME/.
 fn in_guest(env: &Env, name: &str, minutes: f64) -> anyhow::Result<ExitCode> {
     let static_bin = crate::dist::build_static(env)?;
-    setup::status(
-        env.cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "oomtrace-tests",
-            "--bins",
-        ]),
-        "building the soak",
-    )?;
-    let bins = env.target_dir.join("release");
+    let bins = env.build_test_bins("building the soak")?;
     let tools = {
         let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
         guest::tools()?

@@ -399,6 +399,21 @@ fn run_matrix(
     Ok((tally, report))
 }
 
+/// A guest's kernel and initramfs (from the cache, else built), one guest at a time.
+fn prepare_kernel(
+    tools: &guest::Tools,
+    spec: &KernelSpec,
+    lane: &str,
+    timings: &Timings,
+) -> anyhow::Result<guest::Prepared> {
+    let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
+    timings.time(
+        lane,
+        &format!("{}: kernel and initramfs (cache)", spec.name),
+        || guest::prepare(tools, spec),
+    )
+}
+
 /// One guest: prepare its kernel (cached), boot it, run the suite, print its output as one
 /// block, and check the README's column for it.
 fn run_guest(
@@ -416,15 +431,7 @@ fn run_guest(
         },
         line,
     };
-    let kernel = {
-        let _apt = guest::APT.lock().unwrap_or_else(|e| e.into_inner());
-        timings.time(
-            lane,
-            &format!("{}: kernel and initramfs (cache)", spec.name),
-            || guest::prepare(tools, spec),
-        )
-    };
-    let kernel = match kernel {
+    let kernel = match prepare_kernel(tools, spec, lane, timings) {
         Ok(k) => k,
         Err(e) => return failed(format!("{}: FAILED TO PREPARE: {e:#}", spec.name)),
     };
@@ -491,24 +498,54 @@ fn run_guest(
             ));
         }
     };
-    timings.record(
-        lane,
-        &format!("{}: the whole run", spec.name),
-        started,
-        run.wall,
+    record_guest_parts(timings, lane, &spec.name, started, &run);
+    let (t, troubles) = judge_guest(&spec.name, suite, &results, &run);
+    let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+    let line = format!(
+        "{} ({}): {} passed, {} failed, exit {}, {:.0} s, {troubles} kernel oopses (console {}); {}",
+        spec.name,
+        kernel.release,
+        t.passed,
+        t.failed + t.broken,
+        run.exit_code,
+        run.wall.as_secs_f64(),
+        run.console.display(),
+        plan_summary(&check)
     );
+    GuestResult { tally: t, line }
+}
+
+/// A guest's run in the timings: the whole, then each part its output times.
+fn record_guest_parts(
+    timings: &Timings,
+    lane: &str,
+    name: &str,
+    started: Instant,
+    run: &guest::GuestRun,
+) {
+    timings.record(lane, &format!("{}: the whole run", name), started, run.wall);
     let mut at = started;
     for (label, secs) in guest_parts(&run.output) {
         let took = Duration::from_secs_f64(secs);
-        timings.record(lane, &format!("{}:   {label}", spec.name), at, took);
+        timings.record(lane, &format!("{}:   {label}", name), at, took);
         at += took;
     }
+}
+
+/// A guest's tally from its output (test binaries' result lines, `check` alone for a boot),
+/// its check.json against the README's column, and its console; with the count of oopses.
+fn judge_guest(
+    name: &str,
+    suite: &GuestSuite,
+    results: &Path,
+    run: &guest::GuestRun,
+) -> (Tally, usize) {
     let mut t = Tally::default();
     let mut results_seen = 0;
     {
         let mut out = std::io::stdout().lock();
         for l in run.output.lines() {
-            let _ = writeln!(out, "[{}] {l}", spec.name);
+            let _ = writeln!(out, "[{}] {l}", name);
             if let Some((p, f)) = parse_result_line(l) {
                 t.passed += p;
                 t.failed += f;
@@ -524,36 +561,25 @@ fn run_guest(
         t.add(Tally::one(if run.exit_code == 0 {
             Ok(())
         } else {
-            Err(format!("{}: check exited {}", spec.name, run.exit_code))
+            Err(format!("{}: check exited {}", name, run.exit_code))
         }));
     } else if results_seen < suite.runs.len() {
         eprintln!(
             "xtask: {}: {results_seen} test binaries reported a result, {} ran",
-            spec.name,
+            name,
             suite.runs.len()
         );
         t.broken += 1;
     }
     let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
     let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
-    if let Err(e) = check_readme_column(&readme, &spec.name, &check) {
+    if let Err(e) = check_readme_column(&readme, name, &check) {
         eprintln!("xtask: {e}");
         t.broken += 1;
     }
-    let troubles = oopses(&run.console, &spec.name);
+    let troubles = oopses(&run.console, name);
     t.broken += u64::from(troubles > 0);
-    let line = format!(
-        "{} ({}): {} passed, {} failed, exit {}, {:.0} s, {troubles} kernel oopses (console {}); {}",
-        spec.name,
-        kernel.release,
-        t.passed,
-        t.failed + t.broken,
-        run.exit_code,
-        run.wall.as_secs_f64(),
-        run.console.display(),
-        plan_summary(&check)
-    );
-    GuestResult { tally: t, line }
+    (t, troubles)
 }
 
 /// How many lines of a guest's console say its kernel went wrong; each is printed.

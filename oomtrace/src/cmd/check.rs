@@ -105,14 +105,17 @@ impl CheckReport {
     }
 
     fn text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.text_host(out)?;
+        self.text_trouble(out)
+    }
+
+    /// What this host offers: kernel, BTF, tracefs, kprobes, pidfd, memory controller, hooks.
+    fn text_host(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let CheckReport {
             probes,
             death,
             kill_path,
-            stuck,
-            oom_now,
-            oom_now_tasks,
-            oom_killer_disabled,
+            ..
         } = self;
         let env = &probes.env;
         let ok = |r: &Result<(), String>| match r {
@@ -152,6 +155,18 @@ impl CheckReport {
                 "the kill path cannot be observed here: mark_victim or process exit did not attach"
             )?;
         }
+        Ok(())
+    }
+
+    /// The trouble the host is in now: stuck processes, memcgs under OOM or with it disabled.
+    fn text_trouble(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let CheckReport {
+            stuck,
+            oom_now,
+            oom_now_tasks,
+            oom_killer_disabled,
+            ..
+        } = self;
         if stuck.is_empty() {
             writeln!(
                 out,

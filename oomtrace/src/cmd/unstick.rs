@@ -89,22 +89,7 @@ fn unstick_oom_domain(
     let mut remedy = unstick::raise_remedy(&domain.path, domain.limit_bytes, root, v2)?;
     let action = remedy.action.clone()?;
     let extra = unstick::margin(domain.limit_bytes) >> 20;
-    remedy.risk = format!(
-        "memcg {} (the OOM domain{}) may use {extra} MiB more{}; whatever keeps charging there          gets it, and an insatiable one (a leak) fills it and is back in OOM. The old limit          ({} bytes) is journaled on disk and put back once pid {} is dead (by the next          `oomtrace unstick` or `watch --unstick`)",
-        domain.path,
-        if domain.memsw_hit {
-            ", its memory+swap limit hit"
-        } else {
-            ""
-        },
-        if domain.memsw_hit || !v2 {
-            " (memory.memsw.limit_in_bytes raised by as much where it would be hit)"
-        } else {
-            ""
-        },
-        domain.limit_bytes,
-        args.pid
-    );
+    remedy.risk = domain_risk(&domain, extra, v2, args.pid);
     let proc_root = std::path::Path::new("/proc");
     let fusectl = std::path::Path::new(unstick::FUSECTL);
     let policy = unstick::Policy {
@@ -179,6 +164,34 @@ fn unstick_oom_domain(
     }))
 }
 
+/// The risk of raising the OOM domain's limit by `extra` MiB, said to whoever runs `unstick`.
+fn domain_risk(
+    domain: &oomtrace::host::oom_domain::OomDomain,
+    extra: u64,
+    v2: bool,
+    pid: u32,
+) -> String {
+    format!(
+        "memcg {} (the OOM domain{}) may use {extra} MiB more{}; whatever keeps charging there \
+         gets it, and an insatiable one (a leak) fills it and is back in OOM. The old limit \
+         ({} bytes) is journaled on disk and put back once pid {} is dead (by the next \
+         `oomtrace unstick` or `watch --unstick`)",
+        domain.path,
+        if domain.memsw_hit {
+            ", its memory+swap limit hit"
+        } else {
+            ""
+        },
+        if domain.memsw_hit || !v2 {
+            " (memory.memsw.limit_in_bytes raised by as much where it would be hit)"
+        } else {
+            ""
+        },
+        domain.limit_bytes,
+        pid
+    )
+}
+
 /// Exit codes of `unstick`: 0 dead (or, without --apply, a remedy is known); 5 refused (not
 /// an OOM victim, no known remedy, or the remedy would touch what the victim does not own);
 /// 6 applied but still not dead after --wait; 7 applying failed.
@@ -186,15 +199,14 @@ const EXIT_UNSTICK_REFUSED: u8 = 5;
 const EXIT_UNSTICK_NOT_DEAD: u8 = 6;
 const EXIT_UNSTICK_FAILED: u8 = 7;
 
-pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
-    use oomtrace::host::{journal, unstick};
-    let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
-    let proc_root = std::path::Path::new("/proc");
-    let controller = oomtrace::kernel::cgroups::memory_controller();
-    let memcg_root = controller.as_ref().map(|c| c.mount.clone());
-    // Limits an earlier run raised for victims that died meanwhile go back first.
+/// The journal of raised memcg limits, with what it put back first: limits an earlier run
+/// raised for victims that died meanwhile.
+fn open_journal(
+    proc_root: &std::path::Path,
+) -> (Option<oomtrace::host::journal::Journal>, Vec<String>) {
+    use oomtrace::host::journal;
     let mut restored: Vec<String> = Vec::new();
-    let mut journal = match journal::Journal::open(&journal::state_dir()) {
+    let journal = match journal::Journal::open(&journal::state_dir()) {
         Ok((mut j, said)) => {
             restored.extend(said);
             restored.extend(j.check_dead(proc_root).into_iter().map(|(_, r)| r));
@@ -205,6 +217,16 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    (journal, restored)
+}
+
+pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
+    use oomtrace::host::unstick;
+    let wait = Duration::from_nanos(seconds_ns(args.wait, "--wait")?);
+    let proc_root = std::path::Path::new("/proc");
+    let controller = oomtrace::kernel::cgroups::memory_controller();
+    let memcg_root = controller.as_ref().map(|c| c.mount.clone());
+    let (mut journal, mut restored) = open_journal(proc_root);
     let fx = forensics::collect(proc_root, args.pid, memcg_root.as_deref(), &[]);
     if let Some(code) = unstick_oom_killer_off(args, &fx, memcg_root.as_deref(), wait) {
         return code;
@@ -234,24 +256,9 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         remedy,
         plan,
         mounted_fusectl,
-    } = unstick::prepare(&unstick::Request {
-        proc_root,
-        memcg_root: memcg_root.as_deref(),
-        fx: &fx,
-        evidence: &evidence,
-        recorded_fuse: &[],
-        named_fuse: args.fuse_connection,
-        raise_limit: args.raise_memcg_limit,
-        // The kernel log's "Killed process" (or --assume-oom-victim) says it is one.
-        oom_victim: true,
-        policy: unstick::Policy {
-            allow_foreign_owner: args.allow_foreign_owner,
-            allow_parent_tracer: args.allow_parent_tracer,
-        },
-    });
-    let fusectl = std::path::Path::new(unstick::FUSECTL);
-    let mut dead = None;
+    } = prepare_for_victim(args, memcg_root.as_deref(), &fx, &evidence);
     let refused = plan.as_ref().err().cloned();
+    let fusectl = std::path::Path::new(unstick::FUSECTL);
     let applied = match &plan {
         Ok(plan) if args.apply => Some((
             plan,
@@ -264,28 +271,17 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     if mounted_fusectl || applied.as_ref().is_some_and(|(_, a)| a.unmount_fusectl) {
         unstick::unmount_fusectl();
     }
-    if let Some((plan, a)) = &applied
-        && a.ok
-    {
-        let gone = unstick::wait_gone(args.pid, wait);
-        dead = Some(gone);
-        if a.raised {
-            match (&mut journal, gone) {
-                (Some(j), true) => restored.extend(
-                    j.victim_dead(args.pid, plan.victim.1)
-                        .into_iter()
-                        .map(|(_, r)| r),
-                ),
-                (Some(j), false) => restored.push(format!(
-                    "left raised: pid {} is not dead; journaled in {}, put back by the next \
-                     `oomtrace unstick` or `watch --unstick` once it is",
-                    args.pid,
-                    j.path().display()
-                )),
-                (None, _) => {}
-            }
-        }
-    }
+    let dead = match &applied {
+        Some((plan, a)) if a.ok => Some(wait_for_victim(
+            args.pid,
+            plan,
+            a.raised,
+            journal.as_mut(),
+            &mut restored,
+            wait,
+        )),
+        _ => None,
+    };
     let applied = applied.map(|(_, a)| a);
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
     if args.output.format() == Format::Json {
@@ -297,39 +293,20 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
                    "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
         );
     } else {
-        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-        match &evidence {
-            Ok(why) => println!("OOM victim:  {why}"),
-            Err(why) => println!("OOM victim:  NO: {why}"),
-        }
-        println!("waits on:    {wait_on}");
-        if let Some(r) = &remedy {
-            println!("remedy:      {}", r.command);
-            println!("risk:        {}", r.risk);
-        }
-        if let Some(why) = &refused {
-            println!("REFUSED:     {why}");
-        }
-        if let Some(a) = &applied {
-            for d in &a.did {
-                println!("applied:     {d}");
-            }
-            if !a.ok {
-                println!("result:      FAILED (see above)");
-            }
-        }
-        match dead {
-            Some(true) => println!("result:      DEAD (finished exiting)"),
-            Some(false) => println!("result:      STILL NOT DEAD after {} s", wait.as_secs_f64()),
-            None if !args.apply && refused.is_none() => {
-                println!("(not applied: run again with --apply to take this remedy)")
-            }
-            None => {}
-        }
-        for r in &restored {
-            println!("restored:    {r}");
-        }
-        print!("{fx}");
+        print_victim_text(
+            args,
+            &fx,
+            &evidence,
+            &VictimText {
+                wait_on: &wait_on,
+                remedy: remedy.as_ref(),
+                refused: refused.as_deref(),
+                applied: applied.as_ref(),
+                dead,
+                wait,
+            },
+            &restored,
+        );
     }
     Ok(match (refused, dead) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
@@ -337,4 +314,120 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
         (None, Some(false)) => ExitCode::from(EXIT_UNSTICK_NOT_DEAD),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The remedy for an OOM victim, vetted (`unstick PID` of one the kernel log names).
+fn prepare_for_victim(
+    args: &UnstickArgs,
+    memcg_root: Option<&std::path::Path>,
+    fx: &forensics::Forensics,
+    evidence: &Result<String, String>,
+) -> oomtrace::host::unstick::Prepared {
+    use oomtrace::host::unstick;
+    let proc_root = std::path::Path::new("/proc");
+    unstick::prepare(&unstick::Request {
+        proc_root,
+        memcg_root,
+        fx,
+        evidence,
+        recorded_fuse: &[],
+        named_fuse: args.fuse_connection,
+        raise_limit: args.raise_memcg_limit,
+        // The kernel log's "Killed process" (or --assume-oom-victim) says it is one.
+        oom_victim: true,
+        policy: unstick::Policy {
+            allow_foreign_owner: args.allow_foreign_owner,
+            allow_parent_tracer: args.allow_parent_tracer,
+        },
+    })
+}
+
+/// `unstick --apply` of an OOM victim, the remedy taken: waits for the victim's death and
+/// puts back (or leaves journaled) a memcg limit it `raised`; whether it died.
+fn wait_for_victim(
+    pid: u32,
+    plan: &oomtrace::host::unstick::Plan,
+    raised: bool,
+    journal: Option<&mut oomtrace::host::journal::Journal>,
+    restored: &mut Vec<String>,
+    wait: Duration,
+) -> bool {
+    let gone = oomtrace::host::unstick::wait_gone(pid, wait);
+    if raised {
+        match (journal, gone) {
+            (Some(j), true) => restored.extend(
+                j.victim_dead(pid, plan.victim.1)
+                    .into_iter()
+                    .map(|(_, r)| r),
+            ),
+            (Some(j), false) => restored.push(format!(
+                "left raised: pid {} is not dead; journaled in {}, put back by the next \
+                 `oomtrace unstick` or `watch --unstick` once it is",
+                pid,
+                j.path().display()
+            )),
+            (None, _) => {}
+        }
+    }
+    gone
+}
+
+/// What `unstick PID` of an OOM victim found and did, for its text output.
+struct VictimText<'a> {
+    wait_on: &'a oomtrace::host::unstick::Wait,
+    remedy: Option<&'a oomtrace::host::unstick::Remedy>,
+    refused: Option<&'a str>,
+    applied: Option<&'a oomtrace::host::unstick::Applied>,
+    dead: Option<bool>,
+    wait: Duration,
+}
+
+fn print_victim_text(
+    args: &UnstickArgs,
+    fx: &forensics::Forensics,
+    evidence: &Result<String, String>,
+    v: &VictimText<'_>,
+    restored: &[String],
+) {
+    let VictimText {
+        wait_on,
+        remedy,
+        refused,
+        applied,
+        dead,
+        wait,
+    } = *v;
+    println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+    match evidence {
+        Ok(why) => println!("OOM victim:  {why}"),
+        Err(why) => println!("OOM victim:  NO: {why}"),
+    }
+    println!("waits on:    {wait_on}");
+    if let Some(r) = remedy {
+        println!("remedy:      {}", r.command);
+        println!("risk:        {}", r.risk);
+    }
+    if let Some(why) = refused {
+        println!("REFUSED:     {why}");
+    }
+    if let Some(a) = applied {
+        for d in &a.did {
+            println!("applied:     {d}");
+        }
+        if !a.ok {
+            println!("result:      FAILED (see above)");
+        }
+    }
+    match dead {
+        Some(true) => println!("result:      DEAD (finished exiting)"),
+        Some(false) => println!("result:      STILL NOT DEAD after {} s", wait.as_secs_f64()),
+        None if !args.apply && refused.is_none() => {
+            println!("(not applied: run again with --apply to take this remedy)")
+        }
+        None => {}
+    }
+    for r in restored {
+        println!("restored:    {r}");
+    }
+    print!("{fx}");
 }

@@ -37,7 +37,7 @@ use std::{
     path::Path,
 };
 
-use oomtrace_common::{EventKind, GroupExited, Header, TASK_COMM_LEN, USERSPACE_CPU, exit_seen};
+use oomtrace_common::{GroupExited, Header, TASK_COMM_LEN, USERSPACE_CPU, exit_seen};
 
 use crate::{
     event::{Event, Payload},
@@ -184,12 +184,7 @@ pub fn available() -> Result<(), String> {
 
 /// A userspace-observed event about `pid`, stamped now.
 pub(crate) fn userspace_event(pid: u32, comm: [u8; TASK_COMM_LEN], payload: Payload) -> Event {
-    let kind = match payload {
-        Payload::PreExisting(_) => EventKind::PreExisting,
-        Payload::TaskFree(_) => EventKind::TaskFree,
-        Payload::MemcgOom(_) => EventKind::MemcgOom,
-        _ => EventKind::GroupExited,
-    };
+    let kind = payload.kind();
     Event {
         header: Header {
             kind: kind as u32,

@@ -228,7 +228,7 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
 
 impl Btf {
     /// Where the running kernel exposes its own BTF.
-    pub(crate) const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
+    pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
 
     /// Reads and parses a BTF file, e.g. [`Btf::VMLINUX`].
     #[cfg(test)]

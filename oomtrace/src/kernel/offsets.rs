@@ -142,29 +142,7 @@ impl Layout {
                 NO_OFFSET
             }
         };
-        // mm->rss_stat: percpu_counter[NR_MM_COUNTERS] since 6.2, struct mm_rss_stat before.
-        if let Ok(m) = btf.member("mm_struct", "rss_stat") {
-            match &m.ty {
-                TypeDesc::Array {
-                    elem, elem_size, ..
-                } if matches!(&**elem, TypeDesc::Struct { name, .. } if name == "percpu_counter") => {
-                    if let Ok(count) = btf.member_offset("percpu_counter", "count") {
-                        c.mm_rss_base = m.offset + count;
-                        c.mm_rss_stride = *elem_size;
-                    }
-                }
-                TypeDesc::Struct { .. } => {
-                    if let Ok(count) = btf.member_offset("mm_struct", "rss_stat.count") {
-                        c.mm_rss_base = count;
-                        c.mm_rss_stride = 8;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if c.mm_rss_base == NO_OFFSET {
-            missing.push("mm_struct.rss_stat: victim rss unknown (tp_btf)".into());
-        }
+        rss_stat(c, btf, &mut missing);
         self.missing.extend(missing);
     }
 
@@ -209,6 +187,33 @@ impl Layout {
             .and_then(|f| f.field("path"))
             .filter(|f| f.data_loc)
             .map_or(NO_OFFSET, |f| f.offset);
+    }
+}
+
+/// The mm's resident-set counters, whose type changed in 6.2.
+fn rss_stat(c: &mut Config, btf: &Btf, missing: &mut Vec<String>) {
+    // mm->rss_stat: percpu_counter[NR_MM_COUNTERS] since 6.2, struct mm_rss_stat before.
+    if let Ok(m) = btf.member("mm_struct", "rss_stat") {
+        match &m.ty {
+            TypeDesc::Array {
+                elem, elem_size, ..
+            } if matches!(&**elem, TypeDesc::Struct { name, .. } if name == "percpu_counter") => {
+                if let Ok(count) = btf.member_offset("percpu_counter", "count") {
+                    c.mm_rss_base = m.offset + count;
+                    c.mm_rss_stride = *elem_size;
+                }
+            }
+            TypeDesc::Struct { .. } => {
+                if let Ok(count) = btf.member_offset("mm_struct", "rss_stat.count") {
+                    c.mm_rss_base = count;
+                    c.mm_rss_stride = 8;
+                }
+            }
+            _ => {}
+        }
+    }
+    if c.mm_rss_base == NO_OFFSET {
+        missing.push("mm_struct.rss_stat: victim rss unknown (tp_btf)".into());
     }
 }
 

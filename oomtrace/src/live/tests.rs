@@ -1,4 +1,5 @@
 use super::*;
+use crate::lifecycle::Finding;
 
 #[test]
 fn filters_that_match_nothing_are_said() {
@@ -21,4 +22,241 @@ fn filters_that_match_nothing_are_said() {
     );
     let w = filter_warnings(&ok, None, &proc_root);
     assert!(w[0].contains("no memory controller"), "{w:?}");
+}
+
+/// What a fake sink was handed, in order, shared with the test (the runner owns the sinks).
+type Log = std::rc::Rc<std::cell::RefCell<Vec<String>>>;
+
+/// A sink that writes down every call; on a flagged victim it says a remedy, as `--unstick`.
+struct Fake {
+    name: &'static str,
+    log: Log,
+    says_on_stuck: bool,
+}
+
+impl Sink for Fake {
+    fn event(&mut self, ev: &Event, memcg: Option<&str>) {
+        self.log.borrow_mut().push(format!(
+            "{} event {:?} {}",
+            self.name,
+            ev.kind(),
+            memcg.unwrap_or("-")
+        ));
+    }
+
+    fn finding(&mut self, f: &Finding, cx: &mut FindingCx<'_>) {
+        self.log.borrow_mut().push(format!(
+            "{} finding {} {}",
+            self.name,
+            f.name(),
+            cx.memcg.as_deref().unwrap_or("-")
+        ));
+        if self.says_on_stuck
+            && let Some((v, _, _)) = f.stuck()
+        {
+            cx.said.push(Said {
+                tgid: v.key.tgid,
+                result: "refused",
+                text: "waits on nothing known".into(),
+                wait_kind: Some("unknown".into()),
+            });
+        }
+    }
+
+    fn said(&mut self, s: &Said) {
+        self.log
+            .borrow_mut()
+            .push(format!("{} said {} {}", self.name, s.tgid, s.result));
+    }
+
+    fn tick(&mut self) {
+        self.log.borrow_mut().push(format!("{} tick", self.name));
+    }
+}
+
+/// A runner over a text session into a buffer (no /proc, no kernel), with two fake sinks.
+fn runner_with_fakes(log: &Log) -> Runner<Vec<u8>> {
+    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
+    session.keep_findings = true;
+    session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
+    let sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(Fake {
+            name: "first",
+            log: log.clone(),
+            says_on_stuck: false,
+        }),
+        Box::new(Fake {
+            name: "second",
+            log: log.clone(),
+            says_on_stuck: true,
+        }),
+    ];
+    Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open())
+}
+
+/// The live loop only decodes and dispatches: each event and each finding reaches every sink,
+/// in the order they were registered, with the memcg's path; the session's output is written
+/// before.
+#[test]
+fn every_event_and_finding_reaches_each_sink_in_order() {
+    let log = Log::default();
+    let mut runner = runner_with_fakes(&log);
+    let events: Vec<Event> = crate::record::synth::episodes(1, 1).collect();
+    for ev in &events {
+        runner.userspace(ev).unwrap();
+    }
+    // Past the reorder window, before any timeout.
+    runner
+        .judge(events.last().unwrap().header.ts_ns + 1_000_000_000)
+        .unwrap();
+    let log = log.borrow();
+    let of = |name: &str, what: &str| -> Vec<String> {
+        log.iter()
+            .filter(|l| l.starts_with(&format!("{name} {what}")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("first", "event").len(), events.len(), "{log:#?}");
+    assert_eq!(of("second", "event").len(), events.len(), "{log:#?}");
+    assert_eq!(
+        of("first", "event")[0],
+        "first event OomInvoke /kube/pod-a",
+        "{log:#?}"
+    );
+    let findings = of("first", "finding");
+    assert!(
+        findings
+            .iter()
+            .any(|l| l.starts_with("first finding killed /kube/pod-a")),
+        "{log:#?}"
+    );
+    assert!(
+        findings.iter().any(|l| l.starts_with("first finding dead")),
+        "{log:#?}"
+    );
+    // The same findings, in the same order, to the second sink; each finding reaches the
+    // first sink before the second.
+    let second: Vec<String> = of("second", "finding")
+        .iter()
+        .map(|l| l.replacen("second", "first", 1))
+        .collect();
+    assert_eq!(findings, second);
+    for f in &findings {
+        let i = log.iter().position(|l| l == f).unwrap();
+        assert_eq!(log[i + 1], f.replacen("first", "second", 1), "{log:#?}");
+    }
+    assert_eq!(runner.flagged, 0);
+    let out = String::from_utf8(runner.session.out.clone()).unwrap();
+    assert!(out.contains("KILLED pid 100000 (victim)"), "{out}");
+}
+
+/// A victim past its timeout is flagged once; what a sink says about it (a remedy) is written
+/// in the session's format and counted by every sink, after all had the finding.
+#[test]
+fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted() {
+    let log = Log::default();
+    let mut runner = runner_with_fakes(&log);
+    // The kill and one thread's exit, without the last thread's exit or the release.
+    let events: Vec<Event> = crate::record::synth::episodes(1, 2)
+        .filter(|ev| match ev.payload {
+            Payload::TaskExit(p) => p.group_dead == 0,
+            Payload::TaskFree(_) => false,
+            _ => true,
+        })
+        .collect();
+    let last = events.last().unwrap().header.ts_ns;
+    for ev in &events {
+        runner.userspace(ev).unwrap();
+    }
+    // Announced after the reorder window, flagged once past the timeout.
+    runner.judge(last + 1_000_000_000).unwrap();
+    runner
+        .judge(last + TrackerConfig::default().timeout_ns + 2_000_000_000)
+        .unwrap();
+    let out = String::from_utf8(runner.session.out.clone()).unwrap();
+    assert_eq!(runner.flagged, 1, "{out}\n{:#?}", log.borrow());
+    let log = log.borrow();
+    let stuck = log
+        .iter()
+        .position(|l| l == "first finding stuck /kube/pod-a")
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    assert_eq!(
+        &log[stuck..stuck + 5],
+        [
+            "first finding stuck /kube/pod-a",
+            "second finding stuck /kube/pod-a",
+            "first said 100000 refused",
+            "second said 100000 refused",
+            "first tick",
+        ],
+        "{log:#?}"
+    );
+    let out = String::from_utf8(runner.session.out.clone()).unwrap();
+    let line = runner
+        .session
+        .format
+        .unstick(100_000, "refused", "waits on nothing known");
+    assert!(out.ends_with(&line), "{out}");
+}
+
+/// The dump is a sink like the others: it gets each memcg's path once before the first event
+/// naming it, every event as read, the lost count, and at the close the summary and the end.
+#[test]
+fn the_dump_records_what_the_loop_reads_and_closes_with_the_summary() {
+    let scratch = crate::scratch::ScratchDir::new("live-recorder");
+    let path = scratch.join("watch.dump");
+    let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                        "options": {"timeout_ns": 5_000_000_000u64},
+                        "clock": {"realtime_offset_ns": 0}});
+    let writer = dump::Writer::create(&path, false, &header).unwrap();
+    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
+    session.keep_findings = true;
+    session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder::Recorder::new(writer, path.clone()))];
+    let mut runner = Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open());
+    let events: Vec<Event> = crate::record::synth::episodes(2, 1).collect();
+    for ev in &events {
+        runner.userspace(ev).unwrap();
+    }
+    runner.lost(3).unwrap();
+    let end = events.last().unwrap().header.ts_ns + 1;
+    let summary = runner.session.finish(end).unwrap();
+    for sink in &mut runner.sinks {
+        sink.close(&summary, end).unwrap();
+    }
+    assert_eq!(runner.stopped(), None);
+    let mut reader = dump::Reader::open(&path).unwrap();
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record() {
+        records.push(r);
+    }
+    let recorded: Vec<Event> = records
+        .iter()
+        .filter_map(|r| match r {
+            dump::Record::Event(raw) => Some(Event::decode(raw).unwrap()),
+            _ => None,
+        })
+        .collect();
+    // As read: the same events (synth leaves the header's kind 0; encoding sets it).
+    let same = |evs: &[Event]| -> Vec<(u64, Payload)> {
+        evs.iter().map(|e| (e.header.ts_ns, e.payload)).collect()
+    };
+    assert_eq!(same(&recorded), same(&events));
+    assert!(recorded.iter().all(|e| e.header.kind == e.kind() as u32));
+    let memcgs: Vec<(usize, &dump::Record)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, dump::Record::Memcg(..)))
+        .collect();
+    assert_eq!(memcgs.len(), 1, "{records:?}");
+    assert!(
+        matches!(memcgs[0], (0, dump::Record::Memcg(5_000, p)) if p == "/kube/pod-a"),
+        "{records:?}"
+    );
+    assert!(records.iter().any(|r| matches!(r, dump::Record::Lost(3))));
+    assert!(
+        matches!(&records[records.len() - 2], dump::Record::Summary(s) if s["kills"] == 2),
+        "{records:?}"
+    );
+    assert!(matches!(records.last(), Some(dump::Record::End(e)) if *e == end));
 }

@@ -125,7 +125,7 @@ impl Writer {
         self.record(T_EVENT, raw)
     }
 
-    pub(crate) fn memcg(&mut self, id: u64, path: &str) -> io::Result<()> {
+    pub fn memcg(&mut self, id: u64, path: &str) -> io::Result<()> {
         let mut p = id.to_le_bytes().to_vec();
         p.extend_from_slice(path.as_bytes());
         self.record(T_MEMCG, &p)
@@ -137,16 +137,16 @@ impl Writer {
         self.record(T_SYMBOL, &p)
     }
 
-    pub(crate) fn lost(&mut self, total: u64) -> io::Result<()> {
+    pub fn lost(&mut self, total: u64) -> io::Result<()> {
         self.record(T_LOST, &total.to_le_bytes())
     }
 
-    pub(crate) fn summary(&mut self, summary: &Value) -> io::Result<()> {
+    pub fn summary(&mut self, summary: &Value) -> io::Result<()> {
         self.record(T_SUMMARY, summary.to_string().as_bytes())
     }
 
     /// Pushes buffered records to the file (a sync flush for gzip: readable up to here).
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
+    pub fn flush(&mut self) -> io::Result<()> {
         match &mut self.sink {
             Sink::Plain(w) => w.flush(),
             Sink::Gzip(w) => w.flush(),

@@ -32,26 +32,7 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
             comm: comm_bytes("victim"),
             ..trigger
         };
-        let mark = MarkVictim {
-            pid: tgid,
-            tgid,
-            comm: comm_bytes("victim"),
-            start_ns: start,
-            memcg_id: memcg,
-            total_vm_kb: 70_000,
-            anon_rss_kb: 65_000,
-            file_rss_kb: 1_500,
-            shmem_rss_kb: 0,
-            pgtables_kb: 160,
-            uid: 0,
-            oom_score_adj: 0,
-            fields: victim_fields::TASK
-                | victim_fields::COMM
-                | victim_fields::MEMORY
-                | victim_fields::OOM_SCORE_ADJ,
-            _pad: 0,
-            mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
-        };
+        let mark = victim_mark(tgid, start, memcg);
         let mut evs = vec![
             Event {
                 header: trigger,
@@ -113,6 +94,30 @@ pub fn episodes(victims: u64, threads: u32) -> impl Iterator<Item = Event> {
         });
         evs
     })
+}
+
+/// The OOM killer's mark of episode victim `tgid`, with its memory sizes.
+fn victim_mark(tgid: u32, start: u64, memcg: u64) -> MarkVictim {
+    MarkVictim {
+        pid: tgid,
+        tgid,
+        comm: comm_bytes("victim"),
+        start_ns: start,
+        memcg_id: memcg,
+        total_vm_kb: 70_000,
+        anon_rss_kb: 65_000,
+        file_rss_kb: 1_500,
+        shmem_rss_kb: 0,
+        pgtables_kb: 160,
+        uid: 0,
+        oom_score_adj: 0,
+        fields: victim_fields::TASK
+            | victim_fields::COMM
+            | victim_fields::MEMORY
+            | victim_fields::OOM_SCORE_ADJ,
+        _pad: 0,
+        mm: 0xffff_8880_0000_0000 + u64::from(tgid) * 4096,
+    }
 }
 
 /// Events per episode for `threads` threads (for sizing a stream), averaged.

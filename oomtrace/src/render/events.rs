@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::{
     clock::{Clock, rfc3339, time_of_day},
     event::{
-        Event, EventKind, Payload, cgroup_mkdir, cstr, exit_seen, exit_seen_name,
-        group_dead_source, memcg_oom, mkdir_path, pre_existing, sender_state, victim_fields,
+        Event, Payload, cgroup_mkdir, cstr, exit_seen, exit_seen_name, group_dead_source,
+        memcg_oom, mkdir_path, pre_existing, sender_state, victim_fields,
     },
     kernel::cgroups::MemcgPaths,
     text::{kb, printable},
@@ -15,29 +15,6 @@ use crate::{
 
 /// Version of the JSON Lines schema. Bump on any incompatible change.
 pub(crate) const JSON_SCHEMA: u32 = 3;
-
-/// The snake_case name of an event kind, as in JSON and text.
-pub(crate) fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::OomInvoke => "oom_invoke",
-        EventKind::OomInvokeDone => "oom_invoke_done",
-        EventKind::OomKill => "oom_kill",
-        EventKind::MarkVictim => "mark_victim",
-        EventKind::KernelSigkill => "kernel_sigkill",
-        EventKind::AllocStack => "alloc_stack",
-        EventKind::MemcgState => "memcg_state",
-        EventKind::WakeReaper => "wake_reaper",
-        EventKind::StartReaping => "start_reaping",
-        EventKind::FinishReaping => "finish_reaping",
-        EventKind::SkipReaping => "skip_reaping",
-        EventKind::TaskExit => "task_exit",
-        EventKind::TaskFree => "task_free",
-        EventKind::GroupExited => "group_exited",
-        EventKind::PreExisting => "pre_existing",
-        EventKind::MemcgOom => "memcg_oom",
-        EventKind::CgroupMkdir => "cgroup_mkdir",
-    }
-}
 
 fn constraint_name(c: u32) -> &'static str {
     match c {
@@ -118,7 +95,7 @@ impl Renderer {
             "time": rfc3339(self.clock.wall_ns(h.ts_ns)),
             "ts_ns": h.ts_ns,
             "cpu": h.cpu,
-            "event": kind_name(ev.kind()),
+            "event": ev.kind().name(),
             "current": { "pid": h.pid, "tgid": h.tgid, "comm": cstr(&h.comm) },
         });
         let body = match &ev.payload {
@@ -488,7 +465,7 @@ impl Renderer {
         format!(
             "{} {:<15} {what}",
             time_of_day(self.clock.wall_ns(h.ts_ns)),
-            kind_name(ev.kind())
+            ev.kind().name()
         )
     }
 }

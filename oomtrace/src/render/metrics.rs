@@ -151,23 +151,23 @@ impl Metrics {
     }
 
     /// Counts an event (`memcg` is its memcg's path, if it names one).
-    pub(crate) fn event(&mut self, ev: &Event, memcg: Option<String>) {
+    pub(crate) fn event(&mut self, ev: &Event, memcg: Option<&str>) {
         match ev.payload {
             Payload::OomInvoke(_) => bump(
                 &mut self.invocations,
-                victim_labels(memcg.as_deref().unwrap_or("unknown")),
+                victim_labels(memcg.unwrap_or("unknown")),
             ),
             Payload::MemcgOom(p) if !self.invocation_hook && p.invocations > 0 => add(
                 &mut self.invocations,
-                victim_labels(memcg.as_deref().unwrap_or("unknown")),
+                victim_labels(memcg.unwrap_or("unknown")),
                 i64::from(p.invocations),
             ),
             _ => {}
         }
     }
 
-    pub(crate) fn finding(&mut self, f: &Finding, memcg: Option<String>) {
-        let labels = || victim_labels(memcg.as_deref().unwrap_or("unknown"));
+    pub(crate) fn finding(&mut self, f: &Finding, memcg: Option<&str>) {
+        let labels = || victim_labels(memcg.unwrap_or("unknown"));
         // Kills by other senders: their own families, labelled by sender kind too.
         if let Some(v) = f.victim()
             && v.is_other_kill()

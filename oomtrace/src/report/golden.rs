@@ -64,7 +64,7 @@ fn outputs(path: &Path) -> Vec<(&'static str, String)> {
             let mut m = Metrics::new(&[]);
             for f in &r.findings {
                 let memcg = f.memcg_id().and_then(|id| r.memcg_paths.get(&id).cloned());
-                m.finding(f, memcg);
+                m.finding(f, memcg.as_deref());
             }
             out.push(("prom", m.render(&r.summary)));
         }

@@ -211,6 +211,8 @@ pub struct Tracker {
     memcg_paths: HashMap<u64, String>,
     /// Kernel symbol names by address (`name+0xoff`), told by userspace (kallsyms) or a dump.
     symbols: HashMap<u64, String>,
+    /// The kernel's gfp flag names (the recording kernel's in a replay).
+    gfp_names: crate::kernel::gfp::GfpNames,
     /// The last allocation stack each task recorded (by thread id): its mark of a victim comes
     /// right after, from the same kernel program.
     last_stack_by: HashMap<u32, (u64, AllocStackInfo)>,
@@ -293,6 +295,7 @@ impl Tracker {
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
             symbols: HashMap::new(),
+            gfp_names: Default::default(),
             last_stack_by: HashMap::new(),
             memcg_states: HashMap::new(),
             kills_by_memcg: HashMap::new(),
@@ -739,6 +742,8 @@ impl Tracker {
                     totalpages: p.totalpages,
                     constraint: p.constraint,
                     order: p.order,
+                    gfp_mask: p.gfp_mask,
+                    gfp: self.gfp_names.decode(p.gfp_mask.into()),
                     message: cstr(&p.message),
                 });
             }
@@ -1291,6 +1296,11 @@ impl Tracker {
             self.symbols.clear();
         }
         self.symbols.insert(addr, name.to_string());
+    }
+
+    /// The kernel's gfp flag names, for the kill decisions that follow.
+    pub(crate) fn set_gfp_names(&mut self, names: crate::kernel::gfp::GfpNames) {
+        self.gfp_names = names;
     }
 
     pub(crate) fn memcg_path(&mut self, id: u64, path: &str) {

@@ -93,6 +93,7 @@ fn new_session(
     let page_kb = 1u64 << probes.layout.config.page_kb_shift;
     let renderer = Renderer {
         symbols: Default::default(),
+        gfp: probes.gfp_names.clone(),
         clock,
         memcgs: MemcgPaths::new(memory.as_ref()),
         page_kb,
@@ -110,6 +111,7 @@ fn new_session(
     session.keep_findings = true;
     session.events = !opts.quiet_events;
     session.tracker.set_filter(opts.filter.clone());
+    session.tracker.set_gfp_names(probes.gfp_names.clone());
     (session, clock, page_kb)
 }
 
@@ -133,6 +135,7 @@ fn plan_line(
         "privileges": privileges,
         "invocations_source": memcgs.invocations_source(probes),
         "memcg_notifications": memcgs.json(),
+        "gfp_names": probes.gfp_names.source,
     });
     if let Some(a) = metrics_addr {
         line["metrics_addr"] = a.to_string().into();
@@ -162,6 +165,7 @@ fn dump_header(
             release_timeout_ns: Some(opts.release_timeout_ns),
         },
         death: Some(death_of(death)),
+        gfp_names: Some(probes.gfp_names.clone()),
         clock: dump::HeaderClock {
             realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
             monotonic_ns_at_start: Some(monotonic_now()),

@@ -104,8 +104,15 @@ struct Replayer<W: Write> {
 impl<W: Write> Replayer<W> {
     fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
         let h = header.clone().unwrap_or_default();
+        // The recording kernel's gfp names; a dump from before they were recorded is decoded
+        // with the built-in table (its source says so).
+        let gfp = h
+            .gfp_names
+            .clone()
+            .unwrap_or_else(crate::kernel::gfp::GfpNames::builtin);
         let renderer = Renderer {
             symbols: Default::default(),
+            gfp: gfp.clone(),
             clock: Clock {
                 realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
             },
@@ -114,6 +121,7 @@ impl<W: Write> Replayer<W> {
         };
         let format = opts.format;
         let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
+        session.tracker.set_gfp_names(gfp);
         session.events = opts.events;
         session.keep_findings = opts.timeline;
         Replayer {

@@ -402,6 +402,7 @@ mod tests {
             memcgs.forget(7, seen.then(|| ctr.to_string()));
             let renderer = Renderer {
                 symbols: Default::default(),
+                gfp: Default::default(),
                 clock: crate::clock::Clock {
                     realtime_offset_ns: 1_764_180_000_000_000_000,
                 },
@@ -476,6 +477,7 @@ mod tests {
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
         let renderer = Renderer {
             symbols: Default::default(),
+            gfp: Default::default(),
             clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },
@@ -546,6 +548,7 @@ mod tests {
         use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths, lifecycle::TrackerConfig};
         let renderer = Renderer {
             symbols: Default::default(),
+            gfp: Default::default(),
             clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

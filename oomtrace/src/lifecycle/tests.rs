@@ -1835,7 +1835,11 @@ fn the_killed_finding_carries_the_allocation_stack() {
         );
         assert_eq!(stack.cause(), Some("a page fault"));
         let why = f[0].victim().unwrap().why_lines();
-        let order = if full_plan { ", order 0" } else { "" };
+        let order = if full_plan {
+            ", order 0, gfp GFP_KERNEL"
+        } else {
+            ""
+        };
         assert_eq!(
             why,
             [

@@ -102,6 +102,11 @@ pub(crate) struct KillDecision {
     pub(crate) constraint: u32,
     /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
     pub(crate) order: i32,
+    /// The failed allocation's gfp mask, raw (`oom_control.gfp_mask`).
+    pub(crate) gfp_mask: u32,
+    /// The same in the kernel's words ("GFP_KERNEL|__GFP_ACCOUNT"), from the recording
+    /// kernel's own table ([`crate::kernel::gfp`]).
+    pub(crate) gfp: String,
     pub(crate) message: String,
 }
 
@@ -542,7 +547,9 @@ impl Victim {
             .decision
             .as_ref()
             .filter(|d| !d.is_sysrq())
-            .map_or(String::new(), |d| format!(", order {}", d.order));
+            .map_or(String::new(), |d| {
+                format!(", order {}, gfp {}", d.order, d.gfp)
+            });
         let cause = stack.cause().unwrap_or("an allocation");
         lines.insert(0, format!("why: {cause}{by}{order} hit the limit"));
         match stack.error {

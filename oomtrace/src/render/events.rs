@@ -80,6 +80,8 @@ pub(crate) struct Renderer {
     pub(crate) page_kb: u64,
     /// Kernel symbol names by address (`name+0xoff`), for allocation stacks.
     pub(crate) symbols: std::collections::HashMap<u64, String>,
+    /// The kernel's gfp flag names (the recording kernel's in a replay).
+    pub(crate) gfp: crate::kernel::gfp::GfpNames,
 }
 
 impl Renderer {
@@ -124,7 +126,8 @@ impl Renderer {
         let body = match &ev.payload {
             Payload::OomInvoke(p) => json!({
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
-                "global": p.memcg_id == 0, "gfp_mask": p.gfp_mask, "order": p.order,
+                "global": p.memcg_id == 0, "gfp_mask": p.gfp_mask,
+                "gfp": self.gfp.decode(p.gfp_mask.into()), "order": p.order,
             }),
             Payload::OomInvokeDone(p) => json!({ "killed": p.killed != 0 }),
             Payload::OomKill(p) => json!({
@@ -138,7 +141,8 @@ impl Renderer {
                 "chosen_points": p.chosen_points, "totalpages": p.totalpages,
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
                 "constraint": constraint_name(p.constraint), "order": p.order,
-                "gfp_mask": p.gfp_mask, "message": cstr(&p.message),
+                "gfp_mask": p.gfp_mask, "gfp": self.gfp.decode(p.gfp_mask.into()),
+                "message": cstr(&p.message),
             }),
             Payload::MarkVictim(p) => {
                 let has = |bit| p.fields & bit != 0;
@@ -270,15 +274,17 @@ impl Renderer {
         let what = match &ev.payload {
             Payload::OomInvoke(p) if p.memcg_id == 0 => format!(
                 "the whole machine out of memory (global OOM{}): allocation by {cur}, order {}, \
-                 gfp {:#x}",
+                 gfp {} ({:#x})",
                 if p.order == -1 { ", sysrq-f" } else { "" },
                 p.order,
+                self.gfp.decode(p.gfp_mask.into()),
                 p.gfp_mask
             ),
             Payload::OomInvoke(p) => format!(
-                "memcg {} out of memory: allocation by {cur}, order {}, gfp {:#x}",
+                "memcg {} out of memory: allocation by {cur}, order {}, gfp {} ({:#x})",
                 self.memcg_text(p.memcg_id),
                 p.order,
+                self.gfp.decode(p.gfp_mask.into()),
                 p.gfp_mask
             ),
             Payload::OomInvokeDone(p) => format!(
@@ -503,6 +509,7 @@ mod tests {
     fn renderer() -> Renderer {
         Renderer {
             symbols: Default::default(),
+            gfp: Default::default(),
             clock: Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

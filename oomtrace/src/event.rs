@@ -8,6 +8,7 @@ use std::mem::size_of;
 
 use oomtrace_common::{
     AllocStack, CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState,
+    OomCandidate,
     OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
 };
 pub use oomtrace_common::{
@@ -43,6 +44,7 @@ pub enum Payload {
     KernelSigkill(KernelSigkill),
     /// The OOM-invoking task's kernel stack, just before its mark of the victim.
     AllocStack(AllocStack),
+    OomCandidate(OomCandidate),
     WakeReaper(Reaper),
     StartReaping(Reaper),
     FinishReaping(Reaper),
@@ -78,6 +80,7 @@ impl Event {
             Payload::MarkVictim(_) => EventKind::MarkVictim,
             Payload::KernelSigkill(_) => EventKind::KernelSigkill,
             Payload::AllocStack(_) => EventKind::AllocStack,
+            Payload::OomCandidate(_) => EventKind::OomCandidate,
             Payload::WakeReaper(_) => EventKind::WakeReaper,
             Payload::StartReaping(_) => EventKind::StartReaping,
             Payload::FinishReaping(_) => EventKind::FinishReaping,
@@ -102,6 +105,7 @@ impl Event {
         };
         match self.payload {
             Payload::OomKill(p) => process(p.chosen_pid, p.chosen_tgid),
+            Payload::OomCandidate(p) => process(p.pid, p.tgid),
             Payload::MarkVictim(p) => process(p.pid, p.tgid),
             Payload::KernelSigkill(p) => process(p.target_pid, p.target_tgid),
             // The reaper names the marked thread.
@@ -176,6 +180,7 @@ impl Event {
                 Payload::KernelSigkill(grown_body_of(kind, body, &KERNEL_SIGKILL_OLDER)?)
             }
             EventKind::AllocStack => Payload::AllocStack(body_of(kind, body)?),
+            EventKind::OomCandidate => Payload::OomCandidate(body_of(kind, body)?),
             EventKind::WakeReaper => Payload::WakeReaper(body_of(kind, body)?),
             EventKind::StartReaping => Payload::StartReaping(body_of(kind, body)?),
             EventKind::FinishReaping => Payload::FinishReaping(body_of(kind, body)?),
@@ -203,6 +208,7 @@ impl Event {
             Payload::MarkVictim(p) => pod_bytes(p),
             Payload::KernelSigkill(p) => pod_bytes(p),
             Payload::AllocStack(p) => pod_bytes(p),
+            Payload::OomCandidate(p) => pod_bytes(p),
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
             | Payload::FinishReaping(p)
@@ -251,6 +257,7 @@ impl Pod for OomKill {}
 impl Pod for MarkVictim {}
 impl Pod for KernelSigkill {}
 impl Pod for AllocStack {}
+impl Pod for OomCandidate {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}

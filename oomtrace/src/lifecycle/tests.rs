@@ -1835,15 +1835,19 @@ fn the_killed_finding_carries_the_allocation_stack() {
         );
         assert_eq!(stack.cause(), Some("a page fault"));
         let why = f[0].victim().unwrap().why_lines();
-        let order = if full_plan {
-            ", order 0, gfp GFP_KERNEL"
+        let (order, candidates) = if full_plan {
+            (
+                ", order 0, gfp GFP_KERNEL",
+                "no scan came before the decision (oom_kill_allocating_task, or lost events)",
+            )
         } else {
-            ""
+            ("", "the kill decision was not seen")
         };
         assert_eq!(
             why,
             [
                 format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit"),
+                format!("candidates: unavailable ({candidates})"),
                 "allocation stack: handle_mm_fault+0x12 < asm_exc_page_fault+0x26".to_string(),
             ]
         );
@@ -1961,6 +1965,8 @@ fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
              in use",
             "its own memcg at the kill: limit 64.0 MiB, limit hit 0 times; just after: 60.0 MiB \
              in use",
+            "candidates: unavailable (no scan came before the decision (oom_kill_allocating_task, \
+             or lost events))",
         ],
         "{why:?}"
     );
@@ -2105,4 +2111,81 @@ fn observations_ahead_of_the_ring_wait_for_it() {
     t.tick(at(200), &mut out);
     assert_eq!(names(&out), ["killed", "dead"]);
     assert!(out[0].victim().unwrap().alloc_stack.is_some());
+}
+
+fn candidate(ms: u64, by: u32, tgid: u32, comm: &str, points: i64, adj: i32) -> Event {
+    let mut c: oomtrace_common::OomCandidate = unsafe { std::mem::zeroed() };
+    c.pid = tgid;
+    c.tgid = tgid;
+    c.comm = comm_bytes(comm);
+    c.points = points;
+    c.totalpages = 16384;
+    c.oom_score_adj = adj;
+    c.anon_rss_kb = u64::try_from(points.max(0)).unwrap() * 4;
+    c.swap_kb = 512;
+    c.fields = oomtrace_common::candidate_fields::MEMORY
+        | oomtrace_common::candidate_fields::OOM_SCORE_ADJ;
+    Event {
+        header: header(ms, by, by, "alloc"),
+        payload: Payload::OomCandidate(c),
+    }
+}
+
+/// The kill carries the scan its allocating thread made before deciding: the top eligible
+/// tasks, the runner-up and the gap, the victim's swap and the trigger's oom_score_adj. An
+/// ineligible task (adj -1000) counts as scored, not eligible; another thread's concurrent
+/// scan is not mixed in; a plan without the hook says so.
+#[test]
+fn the_killed_finding_carries_the_candidates_and_the_runner_up() {
+    let mut t = tracker();
+    let other = TRIGGER + 1;
+    let evs = [
+        invoke_in(0, MEMCG),
+        candidate(0, TRIGGER, TRIGGER, "alloc", 300, 0),
+        candidate(0, TRIGGER, 42, "hog", 16000, 0),
+        candidate(0, other, 77, "elsewhere", 99999, 0),
+        candidate(0, TRIGGER, 43, "small", 4000, 500),
+        candidate(0, TRIGGER, 44, "shielded", oomtrace_common::BADNESS_INELIGIBLE, -1000),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        mark(1, 42, 7),
+    ];
+    let f = run(&mut t, &evs, 20);
+    assert_eq!(names(&f), ["killed"]);
+    let v = f[0].victim().unwrap();
+    let c = v.candidates.as_ref().expect("candidates");
+    assert_eq!((c.scored, c.eligible, c.cut), (4, 3, false));
+    let top: Vec<u32> = c.top.iter().map(|c| c.tgid).collect();
+    assert_eq!(top, [42, 43, TRIGGER]);
+    let r = c.runner_up.as_ref().unwrap();
+    assert_eq!((r.tgid, r.points, r.oom_score_adj), (43, Some(4000), Some(500)));
+    assert_eq!(c.runner_up_gap, Some(12000));
+    assert_eq!(v.swap_kb, Some(512));
+    assert_eq!(v.trigger_oom_score_adj, Some(0));
+    assert_eq!(v.candidates_unavailable, None);
+    let why = v.why_lines();
+    assert!(
+        why.contains(
+            &"candidates: 4 scored, 3 eligible; chose 42 (hog) 16000 points; runner-up 43 \
+              (small) 4000 points (adj 500), 12000 behind (25% of its score)"
+                .to_string()
+        ),
+        "{why:?}"
+    );
+    assert!(why.iter().any(|l| l.contains("its swap 512 kB")), "{why:?}");
+
+    let mut t = Tracker::new(TrackerConfig {
+        observability: Observability {
+            oom_candidates: false,
+            ..Observability::ALL
+        },
+        ..TrackerConfig::default()
+    });
+    let f = run(&mut t, &evs, 20);
+    let v = f[0].victim().unwrap();
+    assert_eq!(v.candidates, None);
+    assert_eq!(
+        v.candidates_unavailable,
+        Some("oom_badness is not hooked on this plan: it needs fexit")
+    );
 }

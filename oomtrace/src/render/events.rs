@@ -1,6 +1,7 @@
 //! Rendering events for people (one line each) and for machines (JSON Lines, schema in
 //! `docs/json.md`).
 
+use oomtrace_common::{BADNESS_INELIGIBLE, candidate_fields};
 use serde_json::{Value, json};
 
 use crate::{
@@ -25,6 +26,7 @@ pub(crate) fn kind_name(kind: EventKind) -> &'static str {
         EventKind::MarkVictim => "mark_victim",
         EventKind::KernelSigkill => "kernel_sigkill",
         EventKind::AllocStack => "alloc_stack",
+        EventKind::OomCandidate => "oom_candidate",
         EventKind::MemcgState => "memcg_state",
         EventKind::WakeReaper => "wake_reaper",
         EventKind::StartReaping => "start_reaping",
@@ -210,6 +212,22 @@ impl Renderer {
                 "frames": self.frames(p),
                 "error": if p.error == 0 { Value::Null } else { p.error.into() },
             }),
+            Payload::OomCandidate(p) => {
+                let mem = p.fields & candidate_fields::MEMORY != 0;
+                let opt = |v: u64| if mem { Value::from(v) } else { Value::Null };
+                json!({
+                    "task": { "pid": p.pid, "tgid": p.tgid, "comm": cstr(&p.comm),
+                              "start_ns": p.start_ns },
+                    "points": (p.points != BADNESS_INELIGIBLE).then_some(p.points),
+                    "eligible": p.points != BADNESS_INELIGIBLE,
+                    "totalpages": p.totalpages,
+                    "oom_score_adj": (p.fields & candidate_fields::OOM_SCORE_ADJ != 0)
+                        .then_some(p.oom_score_adj),
+                    "anon_rss_kb": opt(p.anon_rss_kb), "file_rss_kb": opt(p.file_rss_kb),
+                    "shmem_rss_kb": opt(p.shmem_rss_kb), "swap_kb": opt(p.swap_kb),
+                    "pgtables_kb": opt(p.pgtables_kb), "seq": p.seq,
+                })
+            }
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
             | Payload::FinishReaping(p)
@@ -387,6 +405,22 @@ impl Renderer {
                     printable(&frames.join(" < "))
                 )
             }
+            Payload::OomCandidate(p) => format!(
+                "OOM scan by {cur}: pid {} ({}) {}, oom_score_adj {}, rss anon {} file {} shmem \
+                 {}, swap {}",
+                p.tgid,
+                cstr(&p.comm),
+                if p.points == BADNESS_INELIGIBLE {
+                    "not eligible".to_string()
+                } else {
+                    format!("points {}", p.points)
+                },
+                p.oom_score_adj,
+                kb(p.anon_rss_kb),
+                kb(p.file_rss_kb),
+                kb(p.shmem_rss_kb),
+                kb(p.swap_kb)
+            ),
             Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
             Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),
             Payload::FinishReaping(p) => format!(

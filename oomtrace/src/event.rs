@@ -8,8 +8,7 @@ use std::mem::size_of;
 
 use oomtrace_common::{
     AllocStack, CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState,
-    OomCandidate,
-    OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+    OomCandidate, OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
 };
 pub use oomtrace_common::{
     EventKind, cgroup_mkdir, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing,

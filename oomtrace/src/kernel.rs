@@ -7,7 +7,7 @@
 //! once everything is attached.
 pub mod btf;
 pub mod cgroups;
-pub mod gfp;
+pub(crate) mod gfp;
 pub mod kallsyms;
 pub mod offsets;
 pub mod plan;

@@ -41,7 +41,8 @@ pub use finding::{Finding, MemcgTask};
 pub(crate) use summary::Summary;
 use summary::{histogram, percentiles, record_ns};
 pub(crate) use victim::{
-    AllocStackInfo, Candidate, Candidates, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task, Victim, VictimKey,
+    AllocStackInfo, Candidate, Candidates, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task,
+    Victim, VictimKey,
 };
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies

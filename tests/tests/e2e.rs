@@ -304,7 +304,10 @@ fn hog_is_killed_and_followed_to_release() {
         assert_eq!(inv["current"]["tgid"], pid);
         assert_eq!(inv["order"], 0, "page faults allocate single pages");
         assert!(inv["gfp_mask"].as_u64() > Some(0));
-        assert!(inv["gfp"].as_str().is_some_and(|g| g.contains("GFP_")), "{inv}");
+        assert!(
+            inv["gfp"].as_str().is_some_and(|g| g.contains("GFP_")),
+            "{inv}"
+        );
         let done = watch.wait_for("mem_cgroup_out_of_memory's return", event_wait(), |v| {
             mine(v, "oom_invoke_done") && v["current"]["pid"] == inv["current"]["pid"]
         });

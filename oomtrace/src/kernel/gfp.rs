@@ -20,7 +20,7 @@ pub(crate) const SOURCE_BUILTIN: &str = "built-in (Linux 6.18)";
 
 /// The kernel's gfp flag names, in its print order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GfpNames {
+pub(crate) struct GfpNames {
     /// Where the table came from ([`SOURCE_TRACEFS`], [`SOURCE_BUILTIN`]).
     pub(crate) source: String,
     /// (mask, name), in the kernel's order (composite names such as GFP_KERNEL first).

@@ -1841,7 +1841,10 @@ fn the_killed_finding_carries_the_allocation_stack() {
                 "no scan came before the decision (oom_kill_allocating_task, or lost events)",
             )
         } else {
-            ("", "the kill decision was not seen")
+            (
+                ", gfp and order unknown (the kill decision was not seen)",
+                "the kill decision was not seen",
+            )
         };
         assert_eq!(
             why,
@@ -2145,7 +2148,14 @@ fn the_killed_finding_carries_the_candidates_and_the_runner_up() {
         candidate(0, TRIGGER, 42, "hog", 16000, 0),
         candidate(0, other, 77, "elsewhere", 99999, 0),
         candidate(0, TRIGGER, 43, "small", 4000, 500),
-        candidate(0, TRIGGER, 44, "shielded", oomtrace_common::BADNESS_INELIGIBLE, -1000),
+        candidate(
+            0,
+            TRIGGER,
+            44,
+            "shielded",
+            oomtrace_common::BADNESS_INELIGIBLE,
+            -1000,
+        ),
         kill_decision(0, 42, 7),
         sigkill(0, 42, 7),
         mark(1, 42, 7),
@@ -2158,7 +2168,10 @@ fn the_killed_finding_carries_the_candidates_and_the_runner_up() {
     let top: Vec<u32> = c.top.iter().map(|c| c.tgid).collect();
     assert_eq!(top, [42, 43, TRIGGER]);
     let r = c.runner_up.as_ref().unwrap();
-    assert_eq!((r.tgid, r.points, r.oom_score_adj), (43, Some(4000), Some(500)));
+    assert_eq!(
+        (r.tgid, r.points, r.oom_score_adj),
+        (43, Some(4000), Some(500))
+    );
     assert_eq!(c.runner_up_gap, Some(12000));
     assert_eq!(v.swap_kb, Some(512));
     assert_eq!(v.trigger_oom_score_adj, Some(0));
@@ -2187,5 +2200,65 @@ fn the_killed_finding_carries_the_candidates_and_the_runner_up() {
     assert_eq!(
         v.candidates_unavailable,
         Some("oom_badness is not hooked on this plan: it needs fexit")
+    );
+}
+
+/// The "why" line says what the stack shows and nothing it does not: a limit write is not an
+/// allocation hitting the limit, sysrq-f allocates nothing, and a stack no frame explains is
+/// of unknown kind; without the kill decision gfp and order are unknown, not left out.
+#[test]
+fn the_why_line_names_only_what_the_stack_and_the_decision_say() {
+    let stack = |frames: &[&str]| AllocStackInfo {
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+        error: None,
+    };
+    let mut v = Victim::new(
+        VictimKey {
+            tgid: 42,
+            start_ns: 7,
+        },
+        "hog".into(),
+    );
+    v.trigger = Some(Task {
+        pid: 9,
+        tgid: 9,
+        comm: "sh".into(),
+    });
+    v.alloc_stack = Some(stack(&[
+        "out_of_memory+0x1",
+        "mem_cgroup_out_of_memory+0x2",
+        "memory_max_write+0x3",
+        "kernfs_fop_write_iter+0x4",
+    ]));
+    assert_eq!(
+        v.why_lines()[0],
+        "why: a write lowering the memcg's limit by pid 9 (sh): its usage was above the new \
+         limit, gfp and order unknown (the kill decision was not seen)"
+    );
+    v.decision = Some(KillDecision {
+        chosen_points: 1,
+        totalpages: 1,
+        constraint: 3,
+        order: 0,
+        gfp_mask: 0xcc0,
+        gfp: "GFP_KERNEL".into(),
+        message: String::new(),
+    });
+    assert_eq!(
+        v.why_lines()[0],
+        "why: a write lowering the memcg's limit by pid 9 (sh): its usage was above the new \
+         limit, order 0, gfp GFP_KERNEL"
+    );
+    v.alloc_stack = Some(stack(&["out_of_memory+0x1", "kmalloc_node+0x9"]));
+    assert_eq!(
+        v.why_lines()[0],
+        "why: an allocation by pid 9 (sh), order 0, gfp GFP_KERNEL hit the limit (of what kind \
+         is unknown: no frame of its stack tells)"
+    );
+    v.alloc_stack = Some(stack(&["out_of_memory+0x1", "moom_callback+0x2"]));
+    v.decision.as_mut().unwrap().order = -1;
+    assert_eq!(
+        v.why_lines()[0],
+        "why: sysrq-f (a manual OOM kill) by pid 9 (sh)"
     );
 }

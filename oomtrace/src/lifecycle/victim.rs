@@ -282,16 +282,31 @@ impl Candidates {
             "candidates: {} scored, {} eligible{}",
             self.scored,
             self.eligible,
-            if self.cut { " (the first ones only)" } else { "" }
+            if self.cut {
+                " (the first ones only)"
+            } else {
+                ""
+            }
         );
-        let own = self.top.iter().chain(&self.victim).find(|c| c.tgid == victim.key.tgid);
+        let own = self
+            .top
+            .iter()
+            .chain(&self.victim)
+            .find(|c| c.tgid == victim.key.tgid);
         if let Some(v) = own {
             s += &format!("; chose {}", row(v));
         }
-        match (&self.runner_up, self.runner_up_gap, own.and_then(|v| v.points)) {
+        match (
+            &self.runner_up,
+            self.runner_up_gap,
+            own.and_then(|v| v.points),
+        ) {
             (Some(r), Some(gap), Some(vp)) if vp > 0 => {
                 let pct = r.points.unwrap_or(0).max(0) as f64 * 100.0 / vp as f64;
-                s += &format!("; runner-up {}, {gap} behind ({pct:.0}% of its score)", row(r));
+                s += &format!(
+                    "; runner-up {}, {gap} behind ({pct:.0}% of its score)",
+                    row(r)
+                );
             }
             (Some(r), _, _) => s += &format!("; runner-up {}", row(r)),
             (None, _, _) => s += "; no other eligible task",
@@ -692,15 +707,24 @@ impl Victim {
         let by = self.trigger.as_ref().map_or(String::new(), |t| {
             format!(" by pid {} ({})", t.tgid, t.comm)
         });
-        let order = self
-            .decision
-            .as_ref()
-            .filter(|d| !d.is_sysrq())
-            .map_or(String::new(), |d| {
-                format!(", order {}, gfp {}", d.order, d.gfp)
-            });
-        let cause = stack.cause().unwrap_or("an allocation");
-        lines.insert(0, format!("why: {cause}{by}{order} hit the limit"));
+        let order = match &self.decision {
+            Some(d) if d.is_sysrq() => String::new(),
+            Some(d) => format!(", order {}, gfp {}", d.order, d.gfp),
+            // The tracepoint-only plans: only oom_kill_process has them.
+            None => ", gfp and order unknown (the kill decision was not seen)".into(),
+        };
+        let why = match stack.cause() {
+            Some(c @ "a write lowering the memcg's limit") => {
+                format!("why: {c}{by}: its usage was above the new limit{order}")
+            }
+            Some(c @ "sysrq-f (a manual OOM kill)") => format!("why: {c}{by}"),
+            Some(c) => format!("why: {c}{by}{order} hit the limit"),
+            None => format!(
+                "why: an allocation{by}{order} hit the limit (of what kind is unknown: no frame \
+                 of its stack tells)"
+            ),
+        };
+        lines.insert(0, why);
         match stack.error {
             Some(e) => lines.push(format!("allocation stack: none (bpf_get_stack error {e})")),
             None => {

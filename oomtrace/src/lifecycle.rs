@@ -639,7 +639,9 @@ impl Tracker {
                 } else if v.decision.is_none() {
                     "the kill decision was not seen"
                 } else {
-                    "no scan came before the decision (oom_kill_allocating_task, or lost events)"
+                    "no oom_badness return came before the decision: the scan's call may be \
+                     inlined on this kernel (Debian's 5.10), or oom_kill_allocating_task chose, \
+                     or events were lost"
                 });
             }
             let counted = admitted(&self.filter, &self.memcg_paths, key.tgid, v.memcg_id);

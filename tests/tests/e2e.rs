@@ -21,6 +21,26 @@ fn kernel_has_kprobes() -> bool {
 
 /// The "Max open files" line of /proc/PID/limits.
 /// (soft, hard) RLIMIT_NOFILE of a process, from /proc.
+/// Debian's 5.10 attaches fexit to `oom_badness` but its OOM scan reports no return there
+/// (the call in `oom_evaluate_task` is likely inlined; `/proc/PID/oom_score` calls the
+/// out-of-line copy): seen in the guest in both kill flows that assert candidates.
+fn no_badness_in_scans(plan: &Value) -> bool {
+    plan["environment"]["kernel"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("5.10."))
+}
+
+/// The killed finding says the scan was not seen, and why, rather than making candidates up.
+fn assert_no_scan_seen(killed: &Value) {
+    assert!(killed["victim"]["candidates"].is_null(), "{killed}");
+    assert!(
+        killed["victim"]["candidates_unavailable"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("no oom_badness return")),
+        "{killed}"
+    );
+}
+
 fn open_files_limit(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("reading limits");
     let line = limits.lines().find(|l| l.starts_with("Max open files"));
@@ -254,6 +274,8 @@ fn hog_is_killed_and_followed_to_release() {
                 .is_some_and(|w| w.contains("oom_badness is not hooked")),
             "{killed}"
         );
+    } else if no_badness_in_scans(&plan) {
+        assert_no_scan_seen(&killed);
     } else {
         // The hog alone in its memcg: scored, eligible, chosen, no runner-up.
         let c = &killed["victim"]["candidates"];
@@ -365,8 +387,11 @@ fn victim_differs_from_the_allocating_task() {
     );
     // The scan the trigger made before choosing: the holder (oom_score_adj 1000) first, the
     // trigger itself the runner-up, well behind.
-    if attach_of(&watch.plan(), "oom_badness").is_null() {
+    let plan = watch.plan();
+    if attach_of(&plan, "oom_badness").is_null() {
         assert!(killed["victim"]["candidates"].is_null(), "{killed}");
+    } else if no_badness_in_scans(&plan) {
+        assert_no_scan_seen(&killed);
     } else {
         let c = &killed["victim"]["candidates"];
         assert_eq!(c["top"][0]["tgid"], holder.pid(), "{killed}");

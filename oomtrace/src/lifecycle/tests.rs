@@ -1838,7 +1838,9 @@ fn the_killed_finding_carries_the_allocation_stack() {
         let (order, candidates) = if full_plan {
             (
                 ", order 0, gfp GFP_KERNEL",
-                "no scan came before the decision (oom_kill_allocating_task, or lost events)",
+                "no oom_badness return came before the decision: the scan's call may be \
+                 inlined on this kernel (Debian's 5.10), or oom_kill_allocating_task chose, or \
+                 events were lost",
             )
         } else {
             (
@@ -1968,8 +1970,9 @@ fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
              in use",
             "its own memcg at the kill: limit 64.0 MiB, limit hit 0 times; just after: 60.0 MiB \
              in use",
-            "candidates: unavailable (no scan came before the decision (oom_kill_allocating_task, \
-             or lost events))",
+            "candidates: unavailable (no oom_badness return came before the decision: the \
+             scan's call may be inlined on this kernel (Debian's 5.10), or \
+             oom_kill_allocating_task chose, or events were lost)",
         ],
         "{why:?}"
     );

@@ -1835,23 +1835,25 @@ fn the_killed_finding_carries_the_allocation_stack() {
         );
         assert_eq!(stack.cause(), Some("a page fault"));
         let why = f[0].victim().unwrap().why_lines();
-        let (order, candidates) = if full_plan {
+        let (order, unknown, candidates) = if full_plan {
             (
                 ", order 0, gfp GFP_KERNEL",
+                "",
                 "no oom_badness return came before the decision: the scan's call may be \
                  inlined on this kernel (Debian's 5.10), or oom_kill_allocating_task chose, or \
                  events were lost",
             )
         } else {
             (
-                ", gfp and order unknown (the kill decision was not seen)",
+                "",
+                "; gfp and order unknown: the kill decision was not seen",
                 "the kill decision was not seen",
             )
         };
         assert_eq!(
             why,
             [
-                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit"),
+                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit{unknown}"),
                 format!("candidates: unavailable ({candidates})"),
                 "allocation stack: handle_mm_fault+0x12 < asm_exc_page_fault+0x26".to_string(),
             ]
@@ -2236,7 +2238,7 @@ fn the_why_line_names_only_what_the_stack_and_the_decision_say() {
     assert_eq!(
         v.why_lines()[0],
         "why: a write lowering the memcg's limit by pid 9 (sh): its usage was above the new \
-         limit, gfp and order unknown (the kill decision was not seen)"
+         limit; gfp and order unknown: the kill decision was not seen"
     );
     v.decision = Some(KillDecision {
         chosen_points: 1,
@@ -2249,14 +2251,14 @@ fn the_why_line_names_only_what_the_stack_and_the_decision_say() {
     });
     assert_eq!(
         v.why_lines()[0],
-        "why: a write lowering the memcg's limit by pid 9 (sh): its usage was above the new \
-         limit, order 0, gfp GFP_KERNEL"
+        "why: a write lowering the memcg's limit by pid 9 (sh), order 0, gfp GFP_KERNEL: its \
+         usage was above the new limit"
     );
     v.alloc_stack = Some(stack(&["out_of_memory+0x1", "kmalloc_node+0x9"]));
     assert_eq!(
         v.why_lines()[0],
-        "why: an allocation by pid 9 (sh), order 0, gfp GFP_KERNEL hit the limit (of what kind \
-         is unknown: no frame of its stack tells)"
+        "why: an allocation by pid 9 (sh), order 0, gfp GFP_KERNEL hit the limit; of what kind \
+         is unknown: no frame of its stack tells"
     );
     v.alloc_stack = Some(stack(&["out_of_memory+0x1", "moom_callback+0x2"]));
     v.decision.as_mut().unwrap().order = -1;

@@ -707,21 +707,24 @@ impl Victim {
         let by = self.trigger.as_ref().map_or(String::new(), |t| {
             format!(" by pid {} ({})", t.tgid, t.comm)
         });
-        let order = match &self.decision {
-            Some(d) if d.is_sysrq() => String::new(),
-            Some(d) => format!(", order {}, gfp {}", d.order, d.gfp),
-            // The tracepoint-only plans: only oom_kill_process has them.
-            None => ", gfp and order unknown (the kill decision was not seen)".into(),
+        // gfp and order come from oom_kill_process only: tracepoint-only plans say so.
+        let (order, unknown) = match &self.decision {
+            Some(d) if d.is_sysrq() => (String::new(), ""),
+            Some(d) => (format!(", order {}, gfp {}", d.order, d.gfp), ""),
+            None => (
+                String::new(),
+                "; gfp and order unknown: the kill decision was not seen",
+            ),
         };
         let why = match stack.cause() {
             Some(c @ "a write lowering the memcg's limit") => {
-                format!("why: {c}{by}: its usage was above the new limit{order}")
+                format!("why: {c}{by}{order}: its usage was above the new limit{unknown}")
             }
             Some(c @ "sysrq-f (a manual OOM kill)") => format!("why: {c}{by}"),
-            Some(c) => format!("why: {c}{by}{order} hit the limit"),
+            Some(c) => format!("why: {c}{by}{order} hit the limit{unknown}"),
             None => format!(
-                "why: an allocation{by}{order} hit the limit (of what kind is unknown: no frame \
-                 of its stack tells)"
+                "why: an allocation{by}{order} hit the limit{unknown}; of what kind is unknown: \
+                 no frame of its stack tells"
             ),
         };
         lines.insert(0, why);

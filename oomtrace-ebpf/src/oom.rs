@@ -9,13 +9,16 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use oomtrace_common::{
-    CANDIDATES_MAX, EventKind, MESSAGE_LEN, NO_OFFSET, OomCandidate, OomInvoke, OomInvokeDone,
-    OomKill, TASK_COMM_LEN, candidate_fields,
+    CANDIDATES_MAX, EventKind, MESSAGE_LEN, OomCandidate, OomInvoke, OomInvokeDone, OomKill,
+    TASK_COMM_LEN, candidate_fields,
 };
 
 use crate::{
     emit::{emit, track},
-    kernel::{config, memcg_id, read, read_str, task_info, task_memcg_id},
+    kernel::{
+        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, config, memcg_id, mm_counter_kb,
+        read, read_str, task_info, task_memcg_id,
+    },
 };
 
 /// Threads inside an OOM invocation, between its entry and its kill decision (or its return):
@@ -179,12 +182,6 @@ fn kill(oc: u64, message: u64) -> u32 {
     0
 }
 
-/// mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES }`).
-const MM_FILEPAGES: u32 = 0;
-const MM_ANONPAGES: u32 = 1;
-const MM_SWAPENTS: u32 = 2;
-const MM_SHMEMPAGES: u32 = 3;
-
 // long oom_badness(struct task_struct *p, unsigned long totalpages) (Linux >= 5.9: LONG_MIN
 // for a task it may not kill). fexit only: a kretprobe does not see the task.
 
@@ -230,14 +227,11 @@ pub fn oom_badness_fexit(ctx: FExitContext) -> u32 {
         cand.fields |= candidate_fields::OOM_SCORE_ADJ;
     }
     let mm: u64 = read(task, c.task_mm).unwrap_or(0);
-    if mm != 0 && c.mm_rss_base != NO_OFFSET && c.mm_rss_stride != NO_OFFSET {
-        let kb = |pages: i64| (pages.max(0) as u64) << c.page_kb_shift;
-        let counter =
-            |i: u32| -> i64 { read(mm, c.mm_rss_base + i * c.mm_rss_stride).unwrap_or(0) };
-        cand.anon_rss_kb = kb(counter(MM_ANONPAGES));
-        cand.file_rss_kb = kb(counter(MM_FILEPAGES));
-        cand.shmem_rss_kb = kb(counter(MM_SHMEMPAGES));
-        cand.swap_kb = kb(counter(MM_SWAPENTS));
+    if let Some(anon) = mm_counter_kb(mm, MM_ANONPAGES) {
+        cand.anon_rss_kb = anon;
+        cand.file_rss_kb = mm_counter_kb(mm, MM_FILEPAGES).unwrap_or(0);
+        cand.shmem_rss_kb = mm_counter_kb(mm, MM_SHMEMPAGES).unwrap_or(0);
+        cand.swap_kb = mm_counter_kb(mm, MM_SWAPENTS).unwrap_or(0);
         cand.pgtables_kb = read::<u64>(mm, c.mm_pgtables_bytes).unwrap_or(0) >> 10;
         cand.fields |= candidate_fields::MEMORY;
     }

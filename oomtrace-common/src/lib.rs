@@ -47,6 +47,10 @@ macro_rules! event_kinds {
             /// (`__oom_kill_process` / `oom_kill_process` / `out_of_memory` ← the allocation).
             /// Written just before the [`EventKind::MarkVictim`] it belongs to, by the same program.
             AllocStack = 23, "alloc_stack", AllocStack;
+            /// `oom_badness()` returned inside an OOM invocation's scan (the task that invoked it,
+            /// between the invocation's entry and its kill decision): one eligible-or-not task and
+            /// its score. `/proc/PID/oom_score` reads call it too; those are not reported.
+            OomCandidate = 24, "oom_candidate", OomCandidate;
             /// `oom:wake_reaper`: the victim was queued for the oom_reaper.
             WakeReaper = 30, "wake_reaper", Reaper;
             /// `oom:start_task_reaping`.
@@ -258,6 +262,48 @@ pub struct AllocStack {
     /// The helper's negative errno when it failed, else 0.
     pub error: i32,
     pub ips: [u64; STACK_DEPTH],
+}
+
+/// `LONG_MIN`: what `oom_badness` returns for a task it may not kill (oom_score_adj -1000,
+/// `MMF_OOM_SKIP`, in vfork).
+pub const BADNESS_INELIGIBLE: i64 = i64::MIN;
+
+/// Candidates reported per OOM scan: a scan of more tasks (a global OOM of a large machine)
+/// reports its first ones only, and userspace says the list was cut.
+pub const CANDIDATES_MAX: u32 = 256;
+
+/// One task the OOM killer scored (`oom_badness`), with what the score is made of. The mm
+/// counters are read the way the kernel's own report reads them (the counter's value without
+/// the per-CPU deltas not yet folded in): approximate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomCandidate {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub start_ns: u64,
+    /// The score, [`BADNESS_INELIGIBLE`] for a task it may not kill.
+    pub points: i64,
+    pub totalpages: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    /// `MM_SWAPENTS`: part of the score.
+    pub swap_kb: u64,
+    pub pgtables_kb: u64,
+    pub oom_score_adj: i32,
+    /// [`candidate_fields`] bits.
+    pub fields: u32,
+    /// Its number in this scan (1-based): [`CANDIDATES_MAX`] means the list may be cut.
+    pub seq: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`OomCandidate::fields`].
+pub mod candidate_fields {
+    /// The mm counters were read (a task without an mm has none).
+    pub const MEMORY: u32 = 1 << 0;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 1;
 }
 
 /// Bits of [`KernelSigkill::sender_flags`]: the state of the task that sent the SIGKILL
@@ -770,6 +816,7 @@ const _: () = {
     assert!(core::mem::size_of::<MarkVictim>() == 104);
     assert!(core::mem::size_of::<KernelSigkill>() == 88);
     assert!(core::mem::size_of::<AllocStack>() == 8 + 8 * STACK_DEPTH);
+    assert!(core::mem::size_of::<OomCandidate>() == 104);
     assert!(core::mem::size_of::<Reaper>() == 8);
     assert!(core::mem::size_of::<TaskExit>() == 16);
     assert!(core::mem::size_of::<TaskFree>() == 16);

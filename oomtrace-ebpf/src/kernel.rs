@@ -104,3 +104,22 @@ pub fn last_live_thread(task: u64) -> Option<bool> {
     let live: i32 = read(signal, c.signal_live)?;
     Some(live == 0)
 }
+
+/// mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES }`).
+pub const MM_FILEPAGES: u32 = 0;
+pub const MM_ANONPAGES: u32 = 1;
+pub const MM_SWAPENTS: u32 = 2;
+pub const MM_SHMEMPAGES: u32 = 3;
+
+/// mm counter `i` of `mm` in kB, as the kernel's own OOM report reads it (the counter without
+/// the per-CPU deltas not yet folded in: approximate); None when its offsets are unknown or
+/// the read fails.
+#[inline(always)]
+pub fn mm_counter_kb(mm: u64, i: u32) -> Option<u64> {
+    let c = config();
+    if c.mm_rss_base == NO_OFFSET || c.mm_rss_stride == NO_OFFSET {
+        return None;
+    }
+    let pages: i64 = read(mm, c.mm_rss_base + i * c.mm_rss_stride)?;
+    Some((pages.max(0) as u64) << c.page_kb_shift)
+}

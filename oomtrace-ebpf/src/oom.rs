@@ -3,15 +3,46 @@
 //! kprobe/kretprobe: same facts either way.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe},
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::HashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{EventKind, MESSAGE_LEN, OomInvoke, OomInvokeDone, OomKill, TASK_COMM_LEN};
+use oomtrace_common::{
+    CANDIDATES_MAX, EventKind, MESSAGE_LEN, OomCandidate, OomInvoke, OomInvokeDone, OomKill,
+    TASK_COMM_LEN, candidate_fields,
+};
 
 use crate::{
     emit::{emit, track},
-    kernel::{config, memcg_id, read, read_str, task_info, task_memcg_id},
+    kernel::{
+        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, config, memcg_id, mm_counter_kb,
+        read, read_str, task_info, task_memcg_id,
+    },
 };
+
+/// Threads inside an OOM invocation, between its entry and its kill decision (or its return):
+/// the `oom_badness` calls they make are the OOM killer's scan. The value counts the
+/// candidates reported. Written only at OOM invocations.
+#[map]
+static SCANNING: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// The current thread starts an OOM scan.
+#[inline(always)]
+fn scan_starts() {
+    let _ = SCANNING.insert(current_tid(), 0, 0);
+}
+
+/// The current thread's scan is over (a kill decision, or the invocation returned).
+#[inline(always)]
+fn scan_ends() {
+    let _ = SCANNING.remove(current_tid());
+}
 
 // bool mem_cgroup_out_of_memory(struct mem_cgroup *memcg, gfp_t gfp_mask, int order)
 
@@ -29,6 +60,7 @@ pub fn oom_invoke_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 fn invoke(memcg: u64, gfp_mask: u32, order: i32) -> u32 {
+    scan_starts();
     emit(
         EventKind::OomInvoke,
         OomInvoke {
@@ -63,6 +95,7 @@ fn global(oc: u64) -> u32 {
     if read::<u64>(oc, c.oc_memcg).unwrap_or(1) != 0 {
         return 0;
     }
+    scan_starts();
     emit(
         EventKind::OomInvoke,
         OomInvoke {
@@ -87,6 +120,7 @@ pub fn oom_invoke_done_kretprobe(ctx: RetProbeContext) -> u32 {
 }
 
 fn invoke_done(ret: u64) -> u32 {
+    scan_ends();
     emit(
         EventKind::OomInvokeDone,
         OomInvokeDone {
@@ -113,6 +147,7 @@ pub fn oom_kill_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 fn kill(oc: u64, message: u64) -> u32 {
+    scan_ends();
     let c = config();
     let chosen: u64 = read(oc, c.oc_chosen).unwrap_or(0);
     let task = task_info(chosen);
@@ -144,5 +179,62 @@ fn kill(oc: u64, message: u64) -> u32 {
             chosen_mm: read(chosen, c.task_mm).unwrap_or(0),
         },
     );
+    0
+}
+
+// long oom_badness(struct task_struct *p, unsigned long totalpages) (Linux >= 5.9: LONG_MIN
+// for a task it may not kill). fexit only: a kretprobe does not see the task.
+
+#[fexit(function = "oom_badness")]
+pub fn oom_badness_fexit(ctx: FExitContext) -> u32 {
+    // Only inside an OOM scan: /proc/PID/oom_score reads call it too.
+    let Some(seen) = SCANNING.get_ptr_mut(current_tid()) else {
+        return 0;
+    };
+    // SAFETY: a valid map value pointer; only this thread's scan writes its entry.
+    let seq = unsafe {
+        if *seen >= CANDIDATES_MAX {
+            return 0;
+        }
+        *seen += 1;
+        *seen
+    };
+    let task: u64 = ctx.arg(0);
+    let totalpages: u64 = ctx.arg(1);
+    let points: i64 = ctx.arg(2);
+    let c = config();
+    let info = task_info(task);
+    let mut cand = OomCandidate {
+        pid: info.pid,
+        tgid: info.tgid,
+        comm: info.comm,
+        start_ns: info.start_ns,
+        points,
+        totalpages,
+        anon_rss_kb: 0,
+        file_rss_kb: 0,
+        shmem_rss_kb: 0,
+        swap_kb: 0,
+        pgtables_kb: 0,
+        oom_score_adj: 0,
+        fields: 0,
+        seq,
+        _pad: 0,
+    };
+    let signal: u64 = read(task, c.task_signal).unwrap_or(0);
+    if let Some(adj) = read::<i16>(signal, c.signal_oom_score_adj) {
+        cand.oom_score_adj = i32::from(adj);
+        cand.fields |= candidate_fields::OOM_SCORE_ADJ;
+    }
+    let mm: u64 = read(task, c.task_mm).unwrap_or(0);
+    if let Some(anon) = mm_counter_kb(mm, MM_ANONPAGES) {
+        cand.anon_rss_kb = anon;
+        cand.file_rss_kb = mm_counter_kb(mm, MM_FILEPAGES).unwrap_or(0);
+        cand.shmem_rss_kb = mm_counter_kb(mm, MM_SHMEMPAGES).unwrap_or(0);
+        cand.swap_kb = mm_counter_kb(mm, MM_SWAPENTS).unwrap_or(0);
+        cand.pgtables_kb = read::<u64>(mm, c.mm_pgtables_bytes).unwrap_or(0) >> 10;
+        cand.fields |= candidate_fields::MEMORY;
+    }
+    emit(EventKind::OomCandidate, cand);
     0
 }

@@ -12,7 +12,10 @@ use oomtrace_common::{
 
 use crate::{
     emit::{emit, emit_stack, track},
-    kernel::{config, read, task_info, task_memcg_id},
+    kernel::{
+        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, task_info,
+        task_memcg_id,
+    },
 };
 
 const SIGKILL: i32 = 9;
@@ -53,11 +56,6 @@ const EMPTY_VICTIM: MarkVictim = MarkVictim {
     mm: 0,
 };
 
-/// mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES }`).
-const MM_FILEPAGES: u32 = 0;
-const MM_ANONPAGES: u32 = 1;
-const MM_SHMEMPAGES: u32 = 3;
-
 /// Linux ≥ 6.8: `trace_mark_victim(struct task_struct *task, uid_t uid)`. Userspace loads this
 /// only when the BTF prototype says so; otherwise the classic tracepoint below.
 #[btf_tracepoint(function = "mark_victim")]
@@ -84,17 +82,10 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> u32 {
     let mm: u64 = read(task, c.task_mm).unwrap_or(0);
     v.mm = mm;
     if let Some(total_vm) = read::<u64>(mm, c.mm_total_vm) {
-        let kb = |pages: i64| (pages.max(0) as u64) << c.page_kb_shift;
-        let counter = |i: u32| -> i64 {
-            if c.mm_rss_base == NO_OFFSET || c.mm_rss_stride == NO_OFFSET {
-                return 0;
-            }
-            read(mm, c.mm_rss_base + i * c.mm_rss_stride).unwrap_or(0)
-        };
         v.total_vm_kb = total_vm << c.page_kb_shift;
-        v.anon_rss_kb = kb(counter(MM_ANONPAGES));
-        v.file_rss_kb = kb(counter(MM_FILEPAGES));
-        v.shmem_rss_kb = kb(counter(MM_SHMEMPAGES));
+        v.anon_rss_kb = mm_counter_kb(mm, MM_ANONPAGES).unwrap_or(0);
+        v.file_rss_kb = mm_counter_kb(mm, MM_FILEPAGES).unwrap_or(0);
+        v.shmem_rss_kb = mm_counter_kb(mm, MM_SHMEMPAGES).unwrap_or(0);
         v.pgtables_kb = read::<u64>(mm, c.mm_pgtables_bytes).unwrap_or(0) >> 10;
         v.fields |= victim_fields::MEMORY;
     }

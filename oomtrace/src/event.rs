@@ -8,7 +8,7 @@ use std::mem::size_of;
 
 use oomtrace_common::{
     AllocStack, CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState,
-    OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+    OomCandidate, OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
 };
 pub use oomtrace_common::{
     EventKind, cgroup_mkdir, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing,
@@ -96,6 +96,7 @@ impl Event {
         };
         match self.payload {
             Payload::OomKill(p) => process(p.chosen_pid, p.chosen_tgid),
+            Payload::OomCandidate(p) => process(p.pid, p.tgid),
             Payload::MarkVictim(p) => process(p.pid, p.tgid),
             Payload::KernelSigkill(p) => process(p.target_pid, p.target_tgid),
             // The reaper names the marked thread.
@@ -134,6 +135,7 @@ impl Event {
             Payload::KernelSigkill(_)
             | Payload::OomInvokeDone(_)
             | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
             | Payload::WakeReaper(_)
             | Payload::StartReaping(_)
             | Payload::FinishReaping(_)
@@ -228,6 +230,7 @@ impl Pod for KernelSigkill {
     const OLDER: &'static [usize] = &KERNEL_SIGKILL_OLDER;
 }
 impl Pod for AllocStack {}
+impl Pod for OomCandidate {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}

@@ -41,7 +41,8 @@ pub use finding::{Finding, MemcgTask};
 pub(crate) use summary::Summary;
 use summary::{histogram, percentiles, record_ns};
 pub(crate) use victim::{
-    AllocStackInfo, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task, Victim, VictimKey,
+    AllocStackInfo, Candidate, Candidates, KillDecision, MemcgAt, Sender, SenderKind, Stage, Task,
+    Victim, VictimKey,
 };
 
 /// Default stuck timeout. The kernel's own timeline for a memcg OOM victim: it normally dies
@@ -211,6 +212,10 @@ pub struct Tracker {
     memcg_paths: HashMap<u64, String>,
     /// Kernel symbol names by address (`name+0xoff`), told by userspace (kallsyms) or a dump.
     symbols: HashMap<u64, String>,
+    /// The kernel's gfp flag names (the recording kernel's in a replay).
+    gfp_names: crate::kernel::gfp::GfpNames,
+    /// The OOM scan each thread is making (`oom_badness` returns), until its kill decision.
+    scans: HashMap<u32, Vec<Candidate>>,
     /// The last allocation stack each task recorded (by thread id): its mark of a victim comes
     /// right after, from the same kernel program.
     last_stack_by: HashMap<u32, (u64, AllocStackInfo)>,
@@ -293,6 +298,8 @@ impl Tracker {
             last_choice_by: HashMap::new(),
             memcg_paths: HashMap::new(),
             symbols: HashMap::new(),
+            gfp_names: Default::default(),
+            scans: HashMap::new(),
             last_stack_by: HashMap::new(),
             memcg_states: HashMap::new(),
             kills_by_memcg: HashMap::new(),
@@ -626,6 +633,17 @@ impl Tracker {
             if v.domain_at_kill.is_none() {
                 v.domain_at_kill = at_kill(v.domain_id);
             }
+            if v.candidates.is_none() && (signalled || !obs.signal) && v.sender.is_none() {
+                v.candidates_unavailable = Some(if !obs.oom_candidates {
+                    "oom_badness is not hooked on this plan: it needs fexit"
+                } else if v.decision.is_none() {
+                    "the kill decision was not seen"
+                } else {
+                    "no oom_badness return came before the decision: the scan's call may be \
+                     inlined on this kernel (Debian's 5.10), or oom_kill_allocating_task chose, \
+                     or events were lost"
+                });
+            }
             let counted = admitted(&self.filter, &self.memcg_paths, key.tgid, v.memcg_id);
             if signalled || !obs.signal {
                 if counted {
@@ -686,6 +704,8 @@ impl Tracker {
         }
         match ev.payload {
             Payload::OomInvoke(p) => {
+                // A new invocation's scan starts afresh.
+                self.scans.remove(&h.pid);
                 if self.invoking.len() >= MAX_MEMCGS {
                     self.invoking.clear();
                 }
@@ -734,11 +754,26 @@ impl Tracker {
                     return;
                 };
                 v.domain_id = Some(p.memcg_id);
+                // The scan this thread made before deciding (none where oom_badness is not
+                // hooked, or for oom_kill_allocating_task, which scans nothing).
+                let scan = self.scans.remove(&h.pid);
+                v.candidates = if self.cfg.observability.oom_candidates {
+                    scan.map(|s| Candidates::of_scan(s, key.tgid))
+                } else {
+                    None
+                };
+                if let Some(c) = &v.candidates {
+                    let own = |tgid: u32| c.top.iter().chain(&c.victim).find(|t| t.tgid == tgid);
+                    v.swap_kb = own(key.tgid).and_then(|t| t.swap_kb);
+                    v.trigger_oom_score_adj = own(h.tgid).and_then(|t| t.oom_score_adj);
+                }
                 v.decision = Some(KillDecision {
                     chosen_points: p.chosen_points,
                     totalpages: p.totalpages,
                     constraint: p.constraint,
                     order: p.order,
+                    gfp_mask: p.gfp_mask,
+                    gfp: self.gfp_names.decode(p.gfp_mask.into()),
                     message: cstr(&p.message),
                 });
             }
@@ -751,6 +786,15 @@ impl Tracker {
                     self.memcg_states.clear();
                 }
                 self.memcg_states.insert(p.memcg_id, (ts, p));
+            }
+            Payload::OomCandidate(p) => {
+                if self.scans.len() >= MAX_MEMCGS && !self.scans.contains_key(&h.pid) {
+                    self.scans.clear();
+                }
+                let scan = self.scans.entry(h.pid).or_default();
+                if scan.len() < oomtrace_common::CANDIDATES_MAX as usize {
+                    scan.push(Candidate::new(&p));
+                }
             }
             Payload::AllocStack(p) => {
                 let stack = AllocStackInfo::new(&p, &self.symbols);
@@ -1291,6 +1335,11 @@ impl Tracker {
             self.symbols.clear();
         }
         self.symbols.insert(addr, name.to_string());
+    }
+
+    /// The kernel's gfp flag names, for the kill decisions that follow.
+    pub(crate) fn set_gfp_names(&mut self, names: crate::kernel::gfp::GfpNames) {
+        self.gfp_names = names;
     }
 
     pub(crate) fn memcg_path(&mut self, id: u64, path: &str) {

@@ -102,6 +102,7 @@ fn new_session(
     let page_kb = 1u64 << probes.layout.config.page_kb_shift;
     let renderer = Renderer {
         symbols: Default::default(),
+        gfp: probes.gfp_names.clone(),
         clock,
         memcgs: MemcgPaths::new(memory.as_ref()),
         page_kb,
@@ -119,6 +120,7 @@ fn new_session(
     session.keep_findings = true;
     session.events = !opts.quiet_events;
     session.tracker.set_filter(opts.filter.clone());
+    session.tracker.set_gfp_names(probes.gfp_names.clone());
     (session, clock, page_kb)
 }
 

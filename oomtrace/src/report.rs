@@ -104,8 +104,15 @@ struct Replayer<W: Write> {
 impl<W: Write> Replayer<W> {
     fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
         let h = header.clone().unwrap_or_default();
+        // The recording kernel's gfp names; a dump from before they were recorded is decoded
+        // with the built-in table (its source says so).
+        let gfp = h
+            .gfp_names
+            .clone()
+            .unwrap_or_else(crate::kernel::gfp::GfpNames::builtin);
         let renderer = Renderer {
             symbols: Default::default(),
+            gfp: gfp.clone(),
             clock: Clock {
                 realtime_offset_ns: i128::from(h.clock.realtime_offset_ns),
             },
@@ -114,6 +121,7 @@ impl<W: Write> Replayer<W> {
         };
         let format = opts.format;
         let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
+        session.tracker.set_gfp_names(gfp);
         session.events = opts.events;
         session.keep_findings = opts.timeline;
         Replayer {
@@ -346,6 +354,46 @@ mod tests {
         };
         let r = replay(&mut reader, &opts, &mut out).unwrap();
         (r, String::from_utf8(out).unwrap())
+    }
+
+    /// A dump decodes gfp masks with the recording kernel's table (its header), not this
+    /// host's; a dump from before tables were recorded uses the built-in one and says so.
+    #[test]
+    fn gfp_masks_are_decoded_with_the_recording_kernels_table() {
+        let scratch = ScratchDir::new("gfp-table");
+        let invoke = Payload::OomInvoke(oomtrace_common::OomInvoke {
+            memcg_id: 77,
+            gfp_mask: 0xcc0 | 0x200,
+            order: 0,
+        });
+        let table = json!({"source": "tracefs kmem:mm_page_alloc",
+                           "flags": [[0xcc0u32, "GFP_KERNEL"], [0x200u32, "__GFP_ATOMIC"]]});
+        for (name, gfp_names, want) in [
+            ("recorded", Some(table), "GFP_KERNEL|__GFP_ATOMIC"),
+            ("older", None, "GFP_KERNEL|0x200"),
+        ] {
+            let path = scratch.join(name);
+            let mut header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                                    "clock": {"realtime_offset_ns": 0}});
+            if let Some(t) = gfp_names {
+                header["gfp_names"] = t;
+            }
+            let mut w = Writer::create(&path, false, &header).unwrap();
+            w.event(&ev(0, 9, 9, invoke)).unwrap();
+            w.finish(1_000_000 * MS + 10 * MS).unwrap();
+            let opts = ReplayOptions {
+                format: Format::Json,
+                events: true,
+                ..Default::default()
+            };
+            let (_, out) = run(&path, &opts);
+            let line = out
+                .lines()
+                .find(|l| l.contains("\"oom_invoke\""))
+                .unwrap_or_else(|| panic!("{out}"));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["gfp"], want, "{name}: {line}");
+        }
     }
 
     /// The timeline is kept only for `--perfetto`; without it the replay prints and sums up

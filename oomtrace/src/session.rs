@@ -366,6 +366,7 @@ impl Session<Vec<u8>> {
     pub(crate) fn in_memory(format: Format, memcgs: crate::kernel::cgroups::MemcgPaths) -> Self {
         let renderer = Renderer {
             symbols: Default::default(),
+            gfp: Default::default(),
             clock: crate::clock::Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

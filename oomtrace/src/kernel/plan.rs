@@ -125,6 +125,7 @@ use AttachType::{Fentry, Fexit, Kprobe, Kretprobe, RawTp, TpBtf, Tracepoint};
 const OOM_FN: &str = "mem_cgroup_out_of_memory";
 const KILL_FN: &str = "oom_kill_process";
 const GLOBAL_FN: &str = "out_of_memory";
+const BADNESS_FN: &str = "oom_badness";
 
 /// Declares every hook once: its variant, its name in plans and dumps, what it is in the kernel,
 /// and its candidates best first. [`Hook`], [`Hook::ALL`], [`Hook::name`],
@@ -212,6 +213,13 @@ hooks! {
             func(Fentry, "oom_kill_fentry", KILL_FN),
             func(Kprobe, "oom_kill_kprobe", KILL_FN),
         ],
+    },
+    /// `oom_badness()` return inside an OOM scan: the candidates and their scores. fexit only:
+    /// a kretprobe does not see the task scored.
+    OomBadness {
+        name: "oom_badness",
+        kernel: "oom_badness (return, in OOM scans)",
+        candidates: [func(Fexit, "oom_badness_fexit", BADNESS_FN)],
     },
     /// `oom:mark_victim`.
     MarkVictim {
@@ -530,7 +538,7 @@ mod tests {
     fn full() -> Facts {
         Facts {
             btf: Ok(()),
-            btf_functions: [OOM_FN, KILL_FN, GLOBAL_FN].into(),
+            btf_functions: [OOM_FN, KILL_FN, GLOBAL_FN, BADNESS_FN].into(),
             kprobes: Ok(()),
             tracepoints: all_tracepoints(),
             tracefs: Ok(()),
@@ -550,6 +558,7 @@ mod tests {
         assert_eq!(used(&plan, Hook::OomInvoke), Some(Fentry));
         assert_eq!(used(&plan, Hook::OomInvokeDone), Some(Fexit));
         assert_eq!(used(&plan, Hook::OomKill), Some(Fentry));
+        assert_eq!(used(&plan, Hook::OomBadness), Some(Fexit));
         assert_eq!(used(&plan, Hook::MarkVictim), Some(TpBtf));
         assert_eq!(used(&plan, Hook::KernelSigkill), Some(TpBtf));
         assert_eq!(used(&plan, Hook::WakeReaper), Some(Tracepoint));
@@ -600,6 +609,11 @@ mod tests {
         }
         assert_eq!(used(&plan, Hook::MarkVictim), Some(TpBtf));
         assert_eq!(used(&plan, Hook::TaskExit), Some(TpBtf));
+        // The candidates have no kprobe fallback: the reason is fexit's.
+        let p = plan.iter().find(|p| p.hook == Hook::OomBadness).unwrap();
+        assert_eq!(p.attach, None);
+        let reasons: Vec<_> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, ["load: EPERM"]);
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct Probes {
     pub(crate) layout: Layout,
     /// Launch-to-attached time of this load (parse, load, attach).
     pub attach_time: Duration,
+    /// The kernel's gfp flag names, from tracefs (none, and why, without it).
+    pub(crate) gfp_names: crate::kernel::gfp::GfpNames,
     ebpf: Ebpf,
 }
 
@@ -119,6 +121,10 @@ impl Probes {
         let config = program_config(&layout, opts);
         let (plan, ebpf) = attach_plan(loader, &config, opts.ring_bytes, skeletons, &facts)?;
         let env = environment(root, &facts, tracefs.as_ref(), &layout);
+        let gfp_names = match &tracefs {
+            Ok(t) => crate::kernel::gfp::GfpNames::of_tracefs(&t.root),
+            Err(e) => crate::kernel::gfp::GfpNames::none(&e.to_string()),
+        };
         // The parsed BTFs are gone: give their memory back (glibc keeps freed heap otherwise).
         trim_heap();
         Ok(Probes {
@@ -126,6 +132,7 @@ impl Probes {
             plan,
             layout,
             attach_time: started.elapsed(),
+            gfp_names,
             ebpf,
         })
     }

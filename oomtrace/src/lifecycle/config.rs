@@ -14,6 +14,8 @@ pub struct Observability {
     /// (killed, aborted because a victim is pending, or nothing killable).
     pub(crate) oom_invoke_done: bool,
     pub(crate) oom_kill: bool,
+    /// `oom_badness` returns in OOM scans: the candidates of each kill.
+    pub(crate) oom_candidates: bool,
     pub(crate) signal: bool,
     pub(crate) mark_victim: bool,
     pub(crate) reaper: bool,
@@ -31,6 +33,7 @@ impl Observability {
             oom_invoke: attached(Hook::OomInvoke),
             oom_invoke_done: attached(Hook::OomInvokeDone),
             oom_kill: attached(Hook::OomKill),
+            oom_candidates: attached(Hook::OomBadness),
             signal: attached(Hook::KernelSigkill),
             mark_victim: attached(Hook::MarkVictim),
             reaper: attached(Hook::WakeReaper),
@@ -66,6 +69,7 @@ impl Observability {
         oom_invoke: true,
         oom_invoke_done: true,
         oom_kill: true,
+        oom_candidates: true,
         signal: true,
         mark_victim: true,
         reaper: true,

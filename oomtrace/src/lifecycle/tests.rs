@@ -1835,11 +1835,26 @@ fn the_killed_finding_carries_the_allocation_stack() {
         );
         assert_eq!(stack.cause(), Some("a page fault"));
         let why = f[0].victim().unwrap().why_lines();
-        let order = if full_plan { ", order 0" } else { "" };
+        let (order, unknown, candidates) = if full_plan {
+            (
+                ", order 0, gfp GFP_KERNEL",
+                "",
+                "no oom_badness return came before the decision: the scan's call may be \
+                 inlined on this kernel (Debian's 5.10), or oom_kill_allocating_task chose, or \
+                 events were lost",
+            )
+        } else {
+            (
+                "",
+                "; gfp and order unknown: the kill decision was not seen",
+                "the kill decision was not seen",
+            )
+        };
         assert_eq!(
             why,
             [
-                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit"),
+                format!("why: a page fault by pid {TRIGGER} (alloc){order} hit the limit{unknown}"),
+                format!("candidates: unavailable ({candidates})"),
                 "allocation stack: handle_mm_fault+0x12 < asm_exc_page_fault+0x26".to_string(),
             ]
         );
@@ -1957,6 +1972,9 @@ fn the_killed_finding_carries_the_domain_and_the_memcgs_at_the_kill() {
              in use",
             "its own memcg at the kill: limit 64.0 MiB, limit hit 0 times; just after: 60.0 MiB \
              in use",
+            "candidates: unavailable (no oom_badness return came before the decision: the \
+             scan's call may be inlined on this kernel (Debian's 5.10), or \
+             oom_kill_allocating_task chose, or events were lost)",
         ],
         "{why:?}"
     );
@@ -2101,4 +2119,151 @@ fn observations_ahead_of_the_ring_wait_for_it() {
     t.tick(at(200), &mut out);
     assert_eq!(names(&out), ["killed", "dead"]);
     assert!(out[0].victim().unwrap().alloc_stack.is_some());
+}
+
+fn candidate(ms: u64, by: u32, tgid: u32, comm: &str, points: i64, adj: i32) -> Event {
+    let mut c: oomtrace_common::OomCandidate = unsafe { std::mem::zeroed() };
+    c.pid = tgid;
+    c.tgid = tgid;
+    c.comm = comm_bytes(comm);
+    c.points = points;
+    c.totalpages = 16384;
+    c.oom_score_adj = adj;
+    c.anon_rss_kb = u64::try_from(points.max(0)).unwrap() * 4;
+    c.swap_kb = 512;
+    c.fields = oomtrace_common::candidate_fields::MEMORY
+        | oomtrace_common::candidate_fields::OOM_SCORE_ADJ;
+    Event {
+        header: header(ms, by, by, "alloc"),
+        payload: Payload::OomCandidate(c),
+    }
+}
+
+/// The kill carries the scan its allocating thread made before deciding: the top eligible
+/// tasks, the runner-up and the gap, the victim's swap and the trigger's oom_score_adj. An
+/// ineligible task (adj -1000) counts as scored, not eligible; another thread's concurrent
+/// scan is not mixed in; a plan without the hook says so.
+#[test]
+fn the_killed_finding_carries_the_candidates_and_the_runner_up() {
+    let mut t = tracker();
+    let other = TRIGGER + 1;
+    let evs = [
+        invoke_in(0, MEMCG),
+        candidate(0, TRIGGER, TRIGGER, "alloc", 300, 0),
+        candidate(0, TRIGGER, 42, "hog", 16000, 0),
+        candidate(0, other, 77, "elsewhere", 99999, 0),
+        candidate(0, TRIGGER, 43, "small", 4000, 500),
+        candidate(
+            0,
+            TRIGGER,
+            44,
+            "shielded",
+            oomtrace_common::BADNESS_INELIGIBLE,
+            -1000,
+        ),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        mark(1, 42, 7),
+    ];
+    let f = run(&mut t, &evs, 20);
+    assert_eq!(names(&f), ["killed"]);
+    let v = f[0].victim().unwrap();
+    let c = v.candidates.as_ref().expect("candidates");
+    assert_eq!((c.scored, c.eligible, c.cut), (4, 3, false));
+    let top: Vec<u32> = c.top.iter().map(|c| c.tgid).collect();
+    assert_eq!(top, [42, 43, TRIGGER]);
+    let r = c.runner_up.as_ref().unwrap();
+    assert_eq!(
+        (r.tgid, r.points, r.oom_score_adj),
+        (43, Some(4000), Some(500))
+    );
+    assert_eq!(c.runner_up_gap, Some(12000));
+    assert_eq!(v.swap_kb, Some(512));
+    assert_eq!(v.trigger_oom_score_adj, Some(0));
+    assert_eq!(v.candidates_unavailable, None);
+    let why = v.why_lines();
+    assert!(
+        why.contains(
+            &"candidates: 4 scored, 3 eligible; chose 42 (hog) 16000 points; runner-up 43 \
+              (small) 4000 points (adj 500), 12000 behind (25% of its score)"
+                .to_string()
+        ),
+        "{why:?}"
+    );
+    assert!(why.iter().any(|l| l.contains("its swap 512 kB")), "{why:?}");
+
+    let mut t = Tracker::new(TrackerConfig {
+        observability: Observability {
+            oom_candidates: false,
+            ..Observability::ALL
+        },
+        ..TrackerConfig::default()
+    });
+    let f = run(&mut t, &evs, 20);
+    let v = f[0].victim().unwrap();
+    assert_eq!(v.candidates, None);
+    assert_eq!(
+        v.candidates_unavailable,
+        Some("oom_badness is not hooked on this plan: it needs fexit")
+    );
+}
+
+/// The "why" line says what the stack shows and nothing it does not: a limit write is not an
+/// allocation hitting the limit, sysrq-f allocates nothing, and a stack no frame explains is
+/// of unknown kind; without the kill decision gfp and order are unknown, not left out.
+#[test]
+fn the_why_line_names_only_what_the_stack_and_the_decision_say() {
+    let stack = |frames: &[&str]| AllocStackInfo {
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+        error: None,
+    };
+    let mut v = Victim::new(
+        VictimKey {
+            tgid: 42,
+            start_ns: 7,
+        },
+        "hog".into(),
+    );
+    v.trigger = Some(Task {
+        pid: 9,
+        tgid: 9,
+        comm: "sh".into(),
+    });
+    v.alloc_stack = Some(stack(&[
+        "out_of_memory+0x1",
+        "mem_cgroup_out_of_memory+0x2",
+        "memory_max_write+0x3",
+        "kernfs_fop_write_iter+0x4",
+    ]));
+    assert_eq!(
+        v.why_lines()[0],
+        "why: a write lowering the memcg's limit by pid 9 (sh): its usage was above the new \
+         limit; gfp and order unknown: the kill decision was not seen"
+    );
+    v.decision = Some(KillDecision {
+        chosen_points: 1,
+        totalpages: 1,
+        constraint: 3,
+        order: 0,
+        gfp_mask: 0xcc0,
+        gfp: "GFP_KERNEL".into(),
+        message: String::new(),
+    });
+    assert_eq!(
+        v.why_lines()[0],
+        "why: a write lowering the memcg's limit by pid 9 (sh), order 0, gfp GFP_KERNEL: its \
+         usage was above the new limit"
+    );
+    v.alloc_stack = Some(stack(&["out_of_memory+0x1", "kmalloc_node+0x9"]));
+    assert_eq!(
+        v.why_lines()[0],
+        "why: an allocation by pid 9 (sh), order 0, gfp GFP_KERNEL hit the limit; of what kind \
+         is unknown: no frame of its stack tells"
+    );
+    v.alloc_stack = Some(stack(&["out_of_memory+0x1", "moom_callback+0x2"]));
+    v.decision.as_mut().unwrap().order = -1;
+    assert_eq!(
+        v.why_lines()[0],
+        "why: sysrq-f (a manual OOM kill) by pid 9 (sh)"
+    );
 }

@@ -102,6 +102,11 @@ pub(crate) struct KillDecision {
     pub(crate) constraint: u32,
     /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
     pub(crate) order: i32,
+    /// The failed allocation's gfp mask, raw (`oom_control.gfp_mask`).
+    pub(crate) gfp_mask: u32,
+    /// The same in the kernel's words ("GFP_KERNEL|__GFP_ACCOUNT"), from the recording
+    /// kernel's own table ([`crate::kernel::gfp`]).
+    pub(crate) gfp: String,
     pub(crate) message: String,
 }
 
@@ -174,6 +179,139 @@ impl AllocStackInfo {
         } else {
             None
         }
+    }
+}
+
+/// One task the OOM killer scored before a kill (`oom_badness`), as the kernel's report's task
+/// list shows it. The mm counters are approximate: read as the kernel's report reads them,
+/// without the per-CPU deltas not yet folded in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Candidate {
+    pub(crate) pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) comm: String,
+    /// The score; None: not eligible (oom_score_adj -1000, `MMF_OOM_SKIP`, in vfork).
+    pub(crate) points: Option<i64>,
+    pub(crate) oom_score_adj: Option<i32>,
+    /// anon, file, shmem rss in kB.
+    pub(crate) rss_kb: Option<[u64; 3]>,
+    /// Swap entries in kB (part of the score).
+    pub(crate) swap_kb: Option<u64>,
+    pub(crate) pgtables_kb: Option<u64>,
+}
+
+impl Candidate {
+    pub(super) fn new(p: &oomtrace_common::OomCandidate) -> Candidate {
+        use oomtrace_common::candidate_fields as f;
+        let mem = p.fields & f::MEMORY != 0;
+        Candidate {
+            pid: p.pid,
+            tgid: p.tgid,
+            comm: crate::event::cstr(&p.comm),
+            points: (p.points != oomtrace_common::BADNESS_INELIGIBLE).then_some(p.points),
+            oom_score_adj: (p.fields & f::OOM_SCORE_ADJ != 0).then_some(p.oom_score_adj),
+            rss_kb: mem.then_some([p.anon_rss_kb, p.file_rss_kb, p.shmem_rss_kb]),
+            swap_kb: mem.then_some(p.swap_kb),
+            pgtables_kb: mem.then_some(p.pgtables_kb),
+        }
+    }
+}
+
+/// Candidates kept per kill, best first.
+pub(crate) const TOP_CANDIDATES: usize = 5;
+
+/// The OOM killer's scan before a kill: who it scored and how close the choice was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Candidates {
+    /// Tasks scored (eligible or not).
+    pub(crate) scored: u32,
+    pub(crate) eligible: u32,
+    /// The scan reported its first [`oomtrace_common::CANDIDATES_MAX`] tasks only.
+    pub(crate) cut: bool,
+    /// The eligible ones with the highest scores, best first (at most [`TOP_CANDIDATES`]).
+    pub(crate) top: Vec<Candidate>,
+    /// The victim's own row when it is not in `top` (a kill not of the highest score: the
+    /// kernel picks the last of equal scores, and a concurrent scan may have chosen).
+    pub(crate) victim: Option<Candidate>,
+    /// The best eligible candidate other than the victim.
+    pub(crate) runner_up: Option<Candidate>,
+    /// The victim's score less the runner-up's.
+    pub(crate) runner_up_gap: Option<i64>,
+}
+
+impl Candidates {
+    pub(super) fn of_scan(mut scan: Vec<Candidate>, victim_tgid: u32) -> Candidates {
+        let scored = scan.len() as u32;
+        let cut = scan.len() >= oomtrace_common::CANDIDATES_MAX as usize;
+        scan.retain(|c| c.points.is_some());
+        let eligible = scan.len() as u32;
+        scan.sort_by_key(|c| std::cmp::Reverse(c.points));
+        let victim_row = scan.iter().find(|c| c.tgid == victim_tgid).cloned();
+        let runner_up = scan.iter().find(|c| c.tgid != victim_tgid).cloned();
+        let runner_up_gap = match (&victim_row, &runner_up) {
+            (Some(v), Some(r)) => Some(v.points.unwrap_or(0) - r.points.unwrap_or(0)),
+            _ => None,
+        };
+        scan.truncate(TOP_CANDIDATES);
+        let victim = victim_row.filter(|v| !scan.iter().any(|c| c.tgid == v.tgid));
+        Candidates {
+            scored,
+            eligible,
+            cut,
+            top: scan,
+            victim,
+            runner_up,
+            runner_up_gap,
+        }
+    }
+
+    /// One line: the scan and the runner-up.
+    fn summary(&self, victim: &Victim) -> String {
+        let row = |c: &Candidate| {
+            format!(
+                "{} ({}) {} points{}",
+                c.tgid,
+                c.comm,
+                c.points.unwrap_or(0),
+                c.oom_score_adj
+                    .filter(|a| *a != 0)
+                    .map_or(String::new(), |a| format!(" (adj {a})"))
+            )
+        };
+        let mut s = format!(
+            "candidates: {} scored, {} eligible{}",
+            self.scored,
+            self.eligible,
+            if self.cut {
+                " (the first ones only)"
+            } else {
+                ""
+            }
+        );
+        let own = self
+            .top
+            .iter()
+            .chain(&self.victim)
+            .find(|c| c.tgid == victim.key.tgid);
+        if let Some(v) = own {
+            s += &format!("; chose {}", row(v));
+        }
+        match (
+            &self.runner_up,
+            self.runner_up_gap,
+            own.and_then(|v| v.points),
+        ) {
+            (Some(r), Some(gap), Some(vp)) if vp > 0 => {
+                let pct = r.points.unwrap_or(0).max(0) as f64 * 100.0 / vp as f64;
+                s += &format!(
+                    "; runner-up {}, {gap} behind ({pct:.0}% of its score)",
+                    row(r)
+                );
+            }
+            (Some(r), _, _) => s += &format!("; runner-up {}", row(r)),
+            (None, _, _) => s += "; no other eligible task",
+        }
+        s
     }
 }
 
@@ -390,6 +528,15 @@ pub struct Victim {
     pub(crate) domain_at_kill: Option<MemcgAt>,
     /// The victim's own memcg at the kill.
     pub(crate) memcg_at_kill: Option<MemcgAt>,
+    /// The OOM killer's scan before this kill (`oom_badness` hooked: fexit only); None where
+    /// it is not hooked, or no scan came before the decision.
+    pub(crate) candidates: Option<Candidates>,
+    /// Why there are no candidates, when a kill has none.
+    pub(crate) candidates_unavailable: Option<&'static str>,
+    /// The victim's swap entries in kB at the scan (part of its score), from its candidate row.
+    pub(crate) swap_kb: Option<u64>,
+    /// The allocating task's oom_score_adj, when the scan scored it.
+    pub(crate) trigger_oom_score_adj: Option<i32>,
     /// The victim whose mm this one shared (killed along with it).
     pub(crate) killed_with: Option<VictimKey>,
     pub(crate) timeline: Timeline,
@@ -448,6 +595,10 @@ impl Victim {
             domain_id: None,
             domain_at_kill: None,
             memcg_at_kill: None,
+            candidates: None,
+            candidates_unavailable: None,
+            swap_kb: None,
+            trigger_oom_score_adj: None,
             killed_with: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
@@ -532,19 +683,51 @@ impl Victim {
             }
             (None, None) => {}
         }
+        match (&self.candidates, self.candidates_unavailable) {
+            (Some(c), _) => lines.push(c.summary(self)),
+            (None, Some(why)) => lines.push(format!("candidates: unavailable ({why})")),
+            (None, None) => {}
+        }
+        let mut memory = Vec::new();
+        if let Some(swap) = self.swap_kb {
+            memory.push(format!("its swap {}", crate::text::kb(swap)));
+        }
+        if let Some(adj) = self.trigger_oom_score_adj {
+            memory.push(format!("the allocating task's oom_score_adj {adj}"));
+        }
+        if !memory.is_empty() {
+            lines.push(format!(
+                "{} (mm counters approximate: per-CPU deltas not folded in)",
+                memory.join(", ")
+            ));
+        }
         let Some(stack) = &self.alloc_stack else {
             return lines;
         };
         let by = self.trigger.as_ref().map_or(String::new(), |t| {
             format!(" by pid {} ({})", t.tgid, t.comm)
         });
-        let order = self
-            .decision
-            .as_ref()
-            .filter(|d| !d.is_sysrq())
-            .map_or(String::new(), |d| format!(", order {}", d.order));
-        let cause = stack.cause().unwrap_or("an allocation");
-        lines.insert(0, format!("why: {cause}{by}{order} hit the limit"));
+        // gfp and order come from oom_kill_process only: tracepoint-only plans say so.
+        let (order, unknown) = match &self.decision {
+            Some(d) if d.is_sysrq() => (String::new(), ""),
+            Some(d) => (format!(", order {}, gfp {}", d.order, d.gfp), ""),
+            None => (
+                String::new(),
+                "; gfp and order unknown: the kill decision was not seen",
+            ),
+        };
+        let why = match stack.cause() {
+            Some(c @ "a write lowering the memcg's limit") => {
+                format!("why: {c}{by}{order}: its usage was above the new limit{unknown}")
+            }
+            Some(c @ "sysrq-f (a manual OOM kill)") => format!("why: {c}{by}"),
+            Some(c) => format!("why: {c}{by}{order} hit the limit{unknown}"),
+            None => format!(
+                "why: an allocation{by}{order} hit the limit{unknown}; of what kind is unknown: \
+                 no frame of its stack tells"
+            ),
+        };
+        lines.insert(0, why);
         match stack.error {
             Some(e) => lines.push(format!("allocation stack: none (bpf_get_stack error {e})")),
             None => {

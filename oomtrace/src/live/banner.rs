@@ -23,6 +23,7 @@ pub(super) fn plan_line(
         "privileges": privileges,
         "invocations_source": memcgs.invocations_source(probes),
         "memcg_notifications": memcgs.json(),
+        "gfp_names": probes.gfp_names.source,
     });
     if let Some(a) = metrics_addr {
         line["metrics_addr"] = a.to_string().into();
@@ -52,6 +53,7 @@ pub(super) fn dump_header(
             release_timeout_ns: Some(opts.release_timeout_ns),
         },
         death: Some(death_of(death)),
+        gfp_names: Some(probes.gfp_names.clone()),
         clock: dump::HeaderClock {
             realtime_offset_ns: i64::try_from(clock.realtime_offset_ns).unwrap_or(0),
             monotonic_ns_at_start: Some(monotonic_now()),

@@ -555,6 +555,10 @@ pub struct Header {
     /// How death was observed: `{"pidfd": true}` or `{"pidfd": false, "error": …}`; absent
     /// in format 1 (death taken at the last thread entering exit).
     pub(crate) death: Option<Death>,
+    /// The recording kernel's gfp flag names (absent before they were recorded: replays
+    /// decode with the built-in table then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gfp_names: Option<crate::kernel::gfp::GfpNames>,
     pub(crate) clock: HeaderClock,
 }
 
@@ -601,6 +605,7 @@ impl Header {
             page_kb: take(v, "page_kb"),
             options: take(v, "options"),
             death: take(v, "death"),
+            gfp_names: take(v, "gfp_names"),
             clock: take(v, "clock"),
         })
     }

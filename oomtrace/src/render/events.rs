@@ -1,6 +1,7 @@
 //! Rendering events for people (one line each) and for machines (JSON Lines, schema in
 //! `docs/json.md`).
 
+use oomtrace_common::{BADNESS_INELIGIBLE, candidate_fields};
 use serde_json::{Value, json};
 
 use crate::{
@@ -57,6 +58,8 @@ pub(crate) struct Renderer {
     pub(crate) page_kb: u64,
     /// Kernel symbol names by address (`name+0xoff`), for allocation stacks.
     pub(crate) symbols: std::collections::HashMap<u64, String>,
+    /// The kernel's gfp flag names (the recording kernel's in a replay).
+    pub(crate) gfp: crate::kernel::gfp::GfpNames,
 }
 
 impl Renderer {
@@ -101,7 +104,8 @@ impl Renderer {
         let body = match &ev.payload {
             Payload::OomInvoke(p) => json!({
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
-                "global": p.memcg_id == 0, "gfp_mask": p.gfp_mask, "order": p.order,
+                "global": p.memcg_id == 0, "gfp_mask": p.gfp_mask,
+                "gfp": self.gfp.decode(p.gfp_mask.into()), "order": p.order,
             }),
             Payload::OomInvokeDone(p) => json!({ "killed": p.killed != 0 }),
             Payload::OomKill(p) => json!({
@@ -115,7 +119,8 @@ impl Renderer {
                 "chosen_points": p.chosen_points, "totalpages": p.totalpages,
                 "memcg_id": p.memcg_id, "memcg_path": self.memcg(p.memcg_id),
                 "constraint": constraint_name(p.constraint), "order": p.order,
-                "gfp_mask": p.gfp_mask, "message": cstr(&p.message),
+                "gfp_mask": p.gfp_mask, "gfp": self.gfp.decode(p.gfp_mask.into()),
+                "message": cstr(&p.message),
             }),
             Payload::MarkVictim(p) => {
                 let has = |bit| p.fields & bit != 0;
@@ -183,6 +188,22 @@ impl Renderer {
                 "frames": self.frames(p),
                 "error": if p.error == 0 { Value::Null } else { p.error.into() },
             }),
+            Payload::OomCandidate(p) => {
+                let mem = p.fields & candidate_fields::MEMORY != 0;
+                let opt = |v: u64| if mem { Value::from(v) } else { Value::Null };
+                json!({
+                    "task": { "pid": p.pid, "tgid": p.tgid, "comm": cstr(&p.comm),
+                              "start_ns": p.start_ns },
+                    "points": (p.points != BADNESS_INELIGIBLE).then_some(p.points),
+                    "eligible": p.points != BADNESS_INELIGIBLE,
+                    "totalpages": p.totalpages,
+                    "oom_score_adj": (p.fields & candidate_fields::OOM_SCORE_ADJ != 0)
+                        .then_some(p.oom_score_adj),
+                    "anon_rss_kb": opt(p.anon_rss_kb), "file_rss_kb": opt(p.file_rss_kb),
+                    "shmem_rss_kb": opt(p.shmem_rss_kb), "swap_kb": opt(p.swap_kb),
+                    "pgtables_kb": opt(p.pgtables_kb), "seq": p.seq,
+                })
+            }
             Payload::WakeReaper(p)
             | Payload::StartReaping(p)
             | Payload::FinishReaping(p)
@@ -247,15 +268,17 @@ impl Renderer {
         let what = match &ev.payload {
             Payload::OomInvoke(p) if p.memcg_id == 0 => format!(
                 "the whole machine out of memory (global OOM{}): allocation by {cur}, order {}, \
-                 gfp {:#x}",
+                 gfp {} ({:#x})",
                 if p.order == -1 { ", sysrq-f" } else { "" },
                 p.order,
+                self.gfp.decode(p.gfp_mask.into()),
                 p.gfp_mask
             ),
             Payload::OomInvoke(p) => format!(
-                "memcg {} out of memory: allocation by {cur}, order {}, gfp {:#x}",
+                "memcg {} out of memory: allocation by {cur}, order {}, gfp {} ({:#x})",
                 self.memcg_text(p.memcg_id),
                 p.order,
+                self.gfp.decode(p.gfp_mask.into()),
                 p.gfp_mask
             ),
             Payload::OomInvokeDone(p) => format!(
@@ -358,6 +381,22 @@ impl Renderer {
                     printable(&frames.join(" < "))
                 )
             }
+            Payload::OomCandidate(p) => format!(
+                "OOM scan by {cur}: pid {} ({}) {}, oom_score_adj {}, rss anon {} file {} shmem \
+                 {}, swap {}",
+                p.tgid,
+                cstr(&p.comm),
+                if p.points == BADNESS_INELIGIBLE {
+                    "not eligible".to_string()
+                } else {
+                    format!("points {}", p.points)
+                },
+                p.oom_score_adj,
+                kb(p.anon_rss_kb),
+                kb(p.file_rss_kb),
+                kb(p.shmem_rss_kb),
+                kb(p.swap_kb)
+            ),
             Payload::WakeReaper(p) => format!("oom_reaper woken for pid {}", p.pid),
             Payload::StartReaping(p) => format!("oom_reaper started reaping pid {}", p.pid),
             Payload::FinishReaping(p) => format!(
@@ -480,6 +519,7 @@ mod tests {
     fn renderer() -> Renderer {
         Renderer {
             symbols: Default::default(),
+            gfp: Default::default(),
             clock: Clock {
                 realtime_offset_ns: 1_764_180_000_000_000_000,
             },

@@ -465,6 +465,7 @@ fn the_typed_header_round_trips_and_a_bad_field_costs_only_itself() {
             pidfd: false,
             error: Some("no pidfd".into()),
         }),
+        gfp_names: Some(crate::kernel::gfp::GfpNames::builtin()),
         clock: HeaderClock {
             realtime_offset_ns: -7,
             monotonic_ns_at_start: Some(8),

@@ -33,11 +33,13 @@ use crate::event::{Event, Payload, cstr};
 
 mod config;
 mod finding;
+mod incident;
 mod summary;
 mod victim;
 
 pub use config::{Filter, Observability, TrackerConfig, kernel_version};
 pub use finding::{Finding, MemcgTask};
+pub use incident::Incident;
 pub(crate) use summary::Summary;
 use summary::{histogram, percentiles, record_ns};
 pub(crate) use victim::{
@@ -231,6 +233,8 @@ pub struct Tracker {
     domains: HashMap<u64, DomainVerdicts>,
     /// Victims created by the event being applied, announced after it.
     announce: Vec<VictimKey>,
+    /// The victims of each OOM invocation (`memory.oom.group` kills).
+    incidents: incident::Incidents,
     lost: u64,
     /// What the summary counts (every victim is followed regardless).
     filter: Filter,
@@ -301,6 +305,7 @@ impl Tracker {
             invoking: HashMap::new(),
             domains: HashMap::new(),
             announce: Vec::new(),
+            incidents: incident::Incidents::default(),
             lost: 0,
             filter: Filter::default(),
             summary: Summary {
@@ -698,9 +703,14 @@ impl Tracker {
                 );
                 self.count_invocation(p.memcg_id, ts, out);
             }
-            Payload::OomInvokeDone(p) => self.on_invoke_done(h.pid, p.killed != 0, ts, out),
+            Payload::OomInvokeDone(p) => {
+                self.incidents.close(h.pid);
+                self.on_invoke_done(h.pid, p.killed != 0, ts, out);
+            }
             Payload::MemcgOom(p) => self.on_memcg_oom(ts, &p, out),
             Payload::OomKill(p) => {
+                self.incidents
+                    .decision(h.pid, Self::task(&h), p.memcg_id, ts);
                 let key = VictimKey {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
@@ -1159,6 +1169,35 @@ impl Tracker {
             v.mm = Some(p.mm);
         }
         let (key, mm) = (v.key, v.mm);
+        // A kill (signalled, or no signal hook to say otherwise) joins its invocation's
+        // incident; a task marked while already exiting was not killed.
+        if v.timeline.sigkill.is_some() || !self.cfg.observability.signal {
+            let v_memcg = v.memcg_id;
+            let member = (key, v.comm.clone(), v_memcg);
+            let victims = &self.victims;
+            let alive = |k: &VictimKey| victims.get(k).is_some_and(|v| !v.is_dead());
+            if let Some(id) = self.incidents.mark(
+                h.pid,
+                Self::task(&h),
+                member,
+                h.ts_ns,
+                self.cfg.observability.oom_kill,
+                alive,
+                &self.memcg_paths,
+            ) {
+                let members = self.incidents.members(id);
+                if members.len() == 2
+                    && admitted(&self.filter, &self.memcg_paths, key.tgid, v_memcg)
+                {
+                    self.summary.group_kills += 1;
+                }
+                for k in members {
+                    if let Some(v) = self.victims.get_mut(&k) {
+                        v.incident = Some(id);
+                    }
+                }
+            }
+        }
         self.last_mark_by.insert(
             h.pid,
             LastMark {
@@ -1229,6 +1268,7 @@ impl Tracker {
         }
         v.timeline.dead = Some(ts);
         v.death_seen = Some(how);
+        self.incidents.dead(&key, ts);
         // A kill not yet decided (OOM or not) is announced first, its death right after.
         if v.awaiting_mark {
             return;
@@ -1272,6 +1312,7 @@ impl Tracker {
                 was_flagged: v.flagged_stuck,
             });
         }
+        self.report_incidents(ts, u64::MAX, out);
         // Its release cannot be seen (no free hook; a pre-existing victim is not in the
         // kernel's tracked set): nothing more will happen to it here.
         if !self.cfg.observability.free || v.pre_existing {
@@ -1585,8 +1626,18 @@ impl Tracker {
     }
 
     /// Flags what is overdue as of `judged`; durations are reported as of `now`.
+    /// Reports the `memory.oom.group` incidents settled at `judged` (see [`incident`]).
+    fn report_incidents(&mut self, judged: u64, timeout: u64, out: &mut Vec<Finding>) {
+        for i in self.incidents.settled(judged, timeout) {
+            out.push(Finding::GroupKill {
+                incident: Box::new(i),
+            });
+        }
+    }
+
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
         self.expire_pending_kills(judged, out);
+        self.report_incidents(judged, self.cfg.timeout_ns, out);
         self.quiet_domains(judged, out);
         let obs = self.cfg.observability;
         let mut stuck_new = 0;

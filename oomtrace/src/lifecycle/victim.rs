@@ -392,6 +392,10 @@ pub struct Victim {
     pub(crate) memcg_at_kill: Option<MemcgAt>,
     /// The victim whose mm this one shared (killed along with it).
     pub(crate) killed_with: Option<VictimKey>,
+    /// The `memory.oom.group` incident it is in: one OOM invocation that killed several
+    /// victims (see [`super::Incident`]); set from the incident's second victim on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) incident: Option<u64>,
     pub(crate) timeline: Timeline,
     pub(crate) reaper_skips: u32,
     /// oom_reaper attempts seen (starts and skips); it makes at most 10.
@@ -449,6 +453,7 @@ impl Victim {
             domain_at_kill: None,
             memcg_at_kill: None,
             killed_with: None,
+            incident: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
             reaper_attempts: 0,

@@ -88,6 +88,12 @@ const CHOICE_PAIRING_NS: u64 = 2_000_000_000;
 /// `finish_task_reaping` fires whether or not the unmapping succeeded: a failed attempt is seen
 /// only as the next one, 100 ms later.
 const REAPER_MAX_RETRIES: u32 = 10;
+/// After a skip, how long without another attempt means the reaper is done with the victim
+/// (its retries come 100 ms apart; emulation stretches that).
+const REAPER_SILENT_AFTER_SKIP_NS: u64 = 1_000_000_000;
+/// After a mark, how long without `wake_reaper` means the reaper will not come (its timer is
+/// 2 s since 5.18; before, it is woken at the kill).
+const REAPER_SILENT_NS: u64 = 3_000_000_000;
 /// Live victims kept at most; past this the oldest resolved ones go first.
 const MAX_VICTIMS: usize = 4096;
 /// Memcgs whose invocation counts (and paths) are kept at most.
@@ -776,6 +782,7 @@ impl Tracker {
             }
             Payload::StartReaping(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
+                    v.last_reaper_skip = None;
                     v.timeline.reaping_started.get_or_insert(ts);
                     // A later attempt: the one before failed to unmap everything.
                     v.timeline.reaping_finished = None;
@@ -790,6 +797,7 @@ impl Tracker {
             Payload::SkipReaping(r) => {
                 if let Some(v) = self.find_by_tid(r.pid) {
                     v.reaper_skips += 1;
+                    v.last_reaper_skip = Some(ts);
                     v.reaper_attempt(ts);
                 }
             }
@@ -1009,6 +1017,11 @@ impl Tracker {
         v.sender = Some(sender);
         v.untracked = untracked;
         v.awaiting_mark = awaiting_mark;
+        // The target's mm, where the signal hook read it: a classic mark names none, and the
+        // next SIGKILL of a memory.oom.group kill is told from a co-victim's by it.
+        if p.target_mm != 0 {
+            v.mm = Some(p.target_mm);
+        }
         if target.pid != target.tgid {
             v.marked_tid = Some(target.pid);
         }
@@ -1041,7 +1054,7 @@ impl Tracker {
 
     /// A kernel SIGKILL no mark claimed: not an OOM kill. Its target is announced as another
     /// kernel path's kill; one a victim sent to another process is also `collateral` (its
-    /// exit's doing: PID namespace teardown, PT_EXITKILL).
+    /// exit's doing: PID namespace teardown, PT_EXITKILL, a CLONE_PIDFD_AUTOKILL pidfd closed).
     fn decide_pending(&mut self, k: PendingKill, out: &mut Vec<Finding>) {
         match self.victims.get_mut(&k.key).map(Box::as_mut) {
             Some(v) if v.awaiting_mark => {
@@ -1074,7 +1087,8 @@ impl Tracker {
     }
 
     /// SIGKILLs no mark claimed within the pairing window are not OOM kills. Those a victim
-    /// sent to another process are its exit's doing (PID namespace teardown, PT_EXITKILL).
+    /// sent to another process are its exit's doing (PID namespace teardown, PT_EXITKILL, the
+    /// last close of a CLONE_PIDFD_AUTOKILL pidfd it held: Linux 7.1+).
     fn expire_pending_kills(&mut self, now: u64, out: &mut Vec<Finding>) {
         let is_expired = |k: &PendingKill| now.saturating_sub(k.ts) > SIGKILL_PAIRING_NS;
         // Runs for every event: most find nothing expired, and then allocate nothing.
@@ -1691,7 +1705,12 @@ impl Tracker {
                     out.push(Finding::KillStuck {
                         stage: v.stage(),
                         since_kill_ns: since,
-                        where_stuck: v.where_stuck(self.cfg.kernel),
+                        where_stuck: v.where_stuck(self.cfg.kernel)
+                            + &(if obs.reaper && v.sender.is_none() {
+                                v.reaper_note(judged)
+                            } else {
+                                String::new()
+                            }),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });
@@ -1701,7 +1720,12 @@ impl Tracker {
                     out.push(Finding::Stuck {
                         stage: v.stage(),
                         since_kill_ns: since,
-                        where_stuck: v.where_stuck(self.cfg.kernel),
+                        where_stuck: v.where_stuck(self.cfg.kernel)
+                            + &(if obs.reaper && v.sender.is_none() {
+                                v.reaper_note(judged)
+                            } else {
+                                String::new()
+                            }),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
                         victim: Box::new(v.clone()),
                     });

@@ -59,8 +59,10 @@ pub enum Finding {
         kill_to_released_ns: u64,
     },
     /// A process the kernel SIGKILLed because a victim exited — the victim was the init of
-    /// its PID namespace (`zap_pid_ns_processes`) or its tracer (PT_EXITKILL). Not an OOM kill,
-    /// not counted as one.
+    /// its PID namespace (`zap_pid_ns_processes`), its tracer (PT_EXITKILL), or (Linux 7.1+)
+    /// held the last reference to its `CLONE_PIDFD_AUTOKILL` pidfd, whose release in the
+    /// victim's exit sends it SIGKILL (`pidfs_file_release`: `SEND_SIG_PRIV`, `SI_KERNEL`). Not
+    /// an OOM kill, not counted as one.
     Collateral {
         target: Task,
         target_start_ns: u64,
@@ -423,7 +425,8 @@ impl fmt::Display for Finding {
             } => write!(
                 f,
                 "COLLATERAL pid {} ({}) SIGKILLed by the kernel as victim pid {} ({by_comm}) \
-                 exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
+                 exited (its PID namespace torn down, a PT_EXITKILL tracee, or the child of a \
+                 CLONE_PIDFD_AUTOKILL pidfd the victim's exit closed): not an OOM kill",
                 target.tgid, target.comm, by.tgid
             ),
             Finding::OomKillerDisabled { tasks, .. } => {

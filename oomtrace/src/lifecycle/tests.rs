@@ -380,7 +380,12 @@ fn sigkills_after_a_mark_without_mm_are_co_victims_unless_the_sender_is_exiting(
         ("sender state unknown", sender_unknown(sigkill(1, 77, 9))),
     ] {
         let mut t = tracker();
-        let stream = [sigkill(0, 42, 7), old_mark(0, 42), covictim, gone(3, 77, 9)];
+        // The victim's mm unknown: neither its SIGKILL (an older layout) nor its mark names it.
+        let mut first = sigkill(0, 42, 7);
+        if let Payload::KernelSigkill(p) = &mut first.payload {
+            p.target_mm = 0;
+        }
+        let stream = [first, old_mark(0, 42), covictim, gone(3, 77, 9)];
         let f = run(&mut t, &stream, 200);
         assert_eq!(names(&f), ["killed", "killed", "dead"], "{label}: {f:?}");
         let v = f[2].victim().unwrap();
@@ -2283,4 +2288,111 @@ fn the_group_memcg_is_the_victims_deepest_common_memcg() {
     assert_eq!(common_ancestor(["/a/bc", "/a/b"]).as_deref(), Some("/a"));
     assert_eq!(common_ancestor(["/x", "/y"]).as_deref(), Some("/"));
     assert_eq!(common_ancestor(Vec::<&str>::new()), None);
+}
+
+/// Before 6.8 the mark names a thread id only, no mm: a group kill's next SIGKILL is told
+/// from a co-victim's by the mm the signal hook read for the previous member.
+#[test]
+fn a_group_kill_with_classic_marks_is_not_taken_for_co_victims() {
+    let mut t = tracker();
+    let evs = [
+        invoke(0),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        old_mark(0, 42),
+        sigkill(1, 43, 8),
+        old_mark(1, 43),
+        sigkill(2, 44, 9),
+        old_mark(2, 44),
+        invoke_done(3, true),
+        gone(4, 42, 7),
+        gone(5, 43, 8),
+        gone(6, 44, 9),
+    ];
+    let f = run(&mut t, &evs, 8000);
+    let killed: Vec<(u32, Option<u64>, Option<VictimKey>)> = f
+        .iter()
+        .filter(|f| f.name() == "killed")
+        .map(|f| {
+            let v = f.victim().unwrap();
+            (v.key.tgid, v.incident, v.killed_with)
+        })
+        .collect();
+    assert_eq!(
+        killed,
+        [(42, None, None), (43, Some(1), None), (44, Some(1), None)],
+        "{f:?}"
+    );
+    assert_eq!(group_kills(&f).len(), 1);
+    // A real co-victim (sharing the mm) after a classic mark is still one.
+    let mut t = tracker();
+    let evs = [
+        invoke(0),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        old_mark(0, 42),
+        sharing(sigkill(1, 77, 9), 42),
+        invoke_done(3, true),
+    ];
+    let f = run(&mut t, &evs, 100);
+    let co = f.iter().find(|f| f.tgid() == 77).unwrap();
+    assert_eq!(co.victim().unwrap().killed_with.map(|k| k.tgid), Some(42));
+    assert!(group_kills(&f).is_empty());
+}
+
+/// What the reaper's silence says in `where_stuck`: a last skip not retried (the memory
+/// already torn down), or no wake-up at all (torn down before its timer, or an mm shared with
+/// init that the kernel never queues); a lock kept busy through ten skips says neither.
+#[test]
+fn the_reapers_silence_is_told_in_where_stuck() {
+    let stuck_text = |evs: &[Event]| -> String {
+        let mut t = tracker();
+        let f = run(&mut t, evs, 6000);
+        let Some(Finding::Stuck { where_stuck, .. }) = f.iter().find(|f| f.name() == "stuck")
+        else {
+            panic!("{f:?}")
+        };
+        where_stuck.clone()
+    };
+    let base = [sigkill(0, 42, 7), mark(0, 42, 7)];
+    let one_skip: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([
+            reaper(2000, 42, Payload::WakeReaper),
+            reaper(2001, 42, Payload::SkipReaping),
+        ])
+        .collect();
+    let w = stuck_text(&one_skip);
+    assert!(w.contains("already torn down (MMF_OOM_SKIP"), "{w}");
+    let never = stuck_text(&base);
+    assert!(never.contains("never woken"), "{never}");
+    assert!(never.contains("has mm pinned by"), "{never}");
+    let busy: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([reaper(2000, 42, Payload::WakeReaper)])
+        .chain((0..10).map(|i| reaper(2001 + i * 100, 42, Payload::SkipReaping)))
+        .collect();
+    let w = stuck_text(&busy);
+    assert!(
+        !w.contains("torn down") && !w.contains("never woken"),
+        "{w}"
+    );
+    // Retried skips with a start after them: no note either.
+    let retried: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([
+            reaper(2000, 42, Payload::WakeReaper),
+            reaper(2001, 42, Payload::SkipReaping),
+            reaper(2101, 42, Payload::StartReaping),
+            reaper(2102, 42, Payload::FinishReaping),
+        ])
+        .collect();
+    let w = stuck_text(&retried);
+    assert!(
+        !w.contains("torn down") && !w.contains("never woken"),
+        "{w}"
+    );
 }

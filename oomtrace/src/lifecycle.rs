@@ -1190,7 +1190,7 @@ impl Tracker {
             let member = (key, v.comm.clone(), v_memcg);
             let victims = &self.victims;
             let alive = |k: &VictimKey| victims.get(k).is_some_and(|v| !v.is_dead());
-            if let Some(id) = self.incidents.mark(
+            if let Some((id, formed)) = self.incidents.mark(
                 h.pid,
                 Self::task(&h),
                 member,
@@ -1199,13 +1199,10 @@ impl Tracker {
                 alive,
                 &self.memcg_paths,
             ) {
-                let members = self.incidents.members(id);
-                if members.len() == 2
-                    && admitted(&self.filter, &self.memcg_paths, key.tgid, v_memcg)
-                {
+                if formed && admitted(&self.filter, &self.memcg_paths, key.tgid, v_memcg) {
                     self.summary.group_kills += 1;
                 }
-                for k in members {
+                for k in self.incidents.members(id) {
                     if let Some(v) = self.victims.get_mut(&k) {
                         v.incident = Some(id);
                     }

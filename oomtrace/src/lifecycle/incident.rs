@@ -103,8 +103,6 @@ pub(super) struct Incidents {
     open: HashMap<u32, u64>,
     /// The incident of each victim marked in one (while the incident is kept).
     of_victim: HashMap<VictimKey, u64>,
-    /// Incidents with two victims or more, so far (the kernel's `oom_group_kill`).
-    pub(super) group_kills: u64,
 }
 
 impl Incidents {
@@ -167,7 +165,8 @@ impl Incidents {
 
     /// A victim marked by `tid` (a kill: it was signalled, or no signal hook says otherwise).
     /// `decisions_seen`: the kill decision hook is attached. `alive(key)`: whether that victim
-    /// is not known dead. Returns the incident once it has two victims or more.
+    /// is not known dead. Returns the incident once it has two victims or more, and whether
+    /// this mark made it a group kill (its second victim: the kernel's `oom_group_kill`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mark(
         &mut self,
@@ -178,7 +177,7 @@ impl Incidents {
         decisions_seen: bool,
         alive: impl Fn(&VictimKey) -> bool,
         paths: &HashMap<u64, String>,
-    ) -> Option<u64> {
+    ) -> Option<(u64, bool)> {
         let current = self.open.get(&tid).copied().filter(|id| {
             decisions_seen
                 || self.by_id.get(id).is_some_and(|i| {
@@ -201,6 +200,7 @@ impl Incidents {
         let (key, comm, memcg_id) = victim;
         let inc = self.by_id.get_mut(&id)?;
         inc.last_mark_ns = ts;
+        let mut formed = false;
         if !inc.victims.iter().any(|m| m.key == key) {
             inc.victims.push(Member {
                 tgid: key.tgid,
@@ -210,9 +210,7 @@ impl Incidents {
                 key,
             });
             self.of_victim.insert(key, id);
-            if inc.victims.len() == 2 {
-                self.group_kills += 1;
-            }
+            formed = inc.victims.len() == 2;
         }
         if inc.victims.len() < 2 {
             return None;
@@ -223,7 +221,7 @@ impl Incidents {
             .map(|m| m.memcg_id.and_then(|c| paths.get(&c)).map(String::as_str))
             .collect();
         inc.group_memcg = paths.and_then(common_ancestor);
-        Some(id)
+        Some((id, formed))
     }
 
     /// The victims of an incident so far.

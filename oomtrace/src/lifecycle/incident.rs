@@ -250,6 +250,10 @@ impl Incidents {
     /// Incidents of two victims or more whose fate is known at `judged`: every victim dead,
     /// or `timeout` passed since the first kill. Each is reported once, then forgotten.
     pub(super) fn settled(&mut self, judged: u64, timeout: u64) -> Vec<Incident> {
+        // Called on every tick and death: nothing to do, and nothing allocated, without one.
+        if self.by_id.is_empty() {
+            return Vec::new();
+        }
         let open: std::collections::HashSet<u64> = self.open.values().copied().collect();
         let ready: Vec<u64> = self
             .by_id

@@ -2181,6 +2181,9 @@ fn a_group_kill_is_one_incident_with_its_victims_and_group_memcg() {
     // The kernel's counters: oom_kill counts each victim, oom_group_kill the invocation.
     let s = t.summary();
     assert_eq!((s.kills, s.group_kills, s.dead), (3, 1, 3));
+    // The chosen victim (42) is not the allocating task (500): its second kill by the group
+    // scan is not certain, and not counted for reconcile.
+    assert_eq!(t.kills_by_memcg().get(&MEMCG), Some(&3));
     let json = serde_json::to_value(&f[pos]).unwrap();
     assert_eq!(json["finding"], "group_kill");
     assert_eq!(json["incident"]["victims"][2]["tgid"], 44);
@@ -2395,4 +2398,26 @@ fn the_reapers_silence_is_told_in_where_stuck() {
         !w.contains("torn down") && !w.contains("never woken"),
         "{w}"
     );
+}
+
+/// When the chosen victim is the allocating task itself, the group scan kills it again (it
+/// still has its mm) and the kernel's oom_kill counts it twice: the count kept for reconcile
+/// says so, while `kills` stays one per victim.
+#[test]
+fn a_group_kill_of_the_allocating_task_counts_as_the_kernel_does() {
+    let mut t = tracker();
+    let from_trigger = |mut ev: Event| {
+        ev.header.pid = 42;
+        ev.header.tgid = 42;
+        ev
+    };
+    let mut evs: Vec<Event> = group_kill(0, &[42, 43, 44])
+        .into_iter()
+        .map(from_trigger)
+        .collect();
+    evs.extend([gone(3, 42, 7), gone(4, 43, 7), gone(5, 44, 7)]);
+    let f = run(&mut t, &evs, 8000);
+    assert_eq!(group_kills(&f).len(), 1, "{f:?}");
+    assert_eq!(t.summary().kills, 3);
+    assert_eq!(t.kills_by_memcg().get(&MEMCG), Some(&4));
 }

@@ -495,7 +495,8 @@ pub struct GroupExited {
 pub mod pre_existing {
     /// The leader is a zombie while other threads live on.
     pub const ZOMBIE_LEADER: u32 = 1 << 0;
-    /// At least one thread is in uninterruptible sleep (D).
+    /// At least one thread is in uninterruptible sleep (D, or I: `TASK_IDLE`, where the
+    /// threads of a process being core-dumped wait on recent kernels).
     pub const THREAD_IN_D: u32 = 1 << 1;
     /// Reparented to PID 1 (its parent is init, not the process that started it).
     pub const PARENT_INIT: u32 = 1 << 2;

@@ -478,6 +478,12 @@ mod tests {
         let events = trace["traceEvents"].as_array().unwrap();
         let named = |n: &str| events.iter().filter(|e| e["name"] == n).count();
         assert_eq!(named("killed → dead"), 2);
+        // The "why" fields ride on each victim's slice: its why lines (none known in this
+        // dump: no stack, no memcg read) and its incident (none).
+        for slice in events.iter().filter(|e| e["name"] == "killed → dead") {
+            assert!(slice["args"]["why"].is_array(), "{slice}");
+            assert!(slice["args"]["incident"].is_null(), "{slice}");
+        }
         assert_eq!(named("STUCK (past the timeout)"), 1);
         assert_eq!(named("oom_reaper woken"), 1);
         assert!(

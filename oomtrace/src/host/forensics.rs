@@ -83,6 +83,9 @@ pub struct Forensics {
     /// once: a tracee in a ptrace stop goes on only when its tracer lets it. Read from every
     /// thread's status up to [`MAX_THREADS`], kept even for threads not detailed below.
     pub(crate) stopped_tracers: Vec<u32>,
+    /// The names (`comm`) of its threads' tracers, by `TracerPid`, as /proc showed them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) tracer_comms: BTreeMap<u32, String>,
     /// Threads in detail: at most [`MAX_DETAILED_THREADS`] (those in D, t, or Z first).
     pub(crate) threads: Vec<ThreadInfo>,
     pub(crate) sockets: Vec<SocketInfo>,
@@ -238,6 +241,11 @@ pub fn collect(
     if let [t] = f.stopped_tracers.as_slice() {
         f.tracer_pid = Some(*t);
     }
+    for t in f.threads.iter().filter_map(|t| t.tracer) {
+        if let Some(c) = read(&proc_root.join(t.to_string()).join("comm")) {
+            f.tracer_comms.insert(t, c.trim_end().to_string());
+        }
+    }
     f.sockets = held_sockets(
         proc_root,
         threads.socket_holders,
@@ -330,7 +338,8 @@ struct Threads {
 /// Whether a thread in this state is worth detailing first: blocked (D), stopped (t/T), a
 /// zombie leader (Z).
 fn interesting(state: &str) -> bool {
-    matches!(state.chars().next(), Some('D' | 't' | 'T' | 'Z'))
+    // I (idle, uninterruptible without load): a thread in the coredump wait on recent kernels.
+    matches!(state.chars().next(), Some('D' | 'I' | 't' | 'T' | 'Z'))
 }
 
 /// The threads `tids` of the process in `dir`: every one's state and tracer; the first

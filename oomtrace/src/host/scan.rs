@@ -111,7 +111,12 @@ fn candidate(proc_root: &Path, memcg_root: Option<&Path>, pid: u32) -> Option<Ca
     if finished(leader_state) {
         flags |= pre_existing::ZOMBIE_LEADER;
     }
-    if states.iter().any(|s| s.1.starts_with('D')) {
+    // I (TASK_IDLE: uninterruptible, not counted as load) is where the threads of a process
+    // being core-dumped wait on recent kernels (`coredump_task_exit`): in D before.
+    if states
+        .iter()
+        .any(|s| s.1.starts_with('D') || s.1.starts_with('I'))
+    {
         flags |= pre_existing::THREAD_IN_D;
     }
     if states.iter().any(|s| s.1.starts_with('t')) {
@@ -223,6 +228,43 @@ mod tests {
             Some("/oomtrace-test/child")
         );
         assert_eq!(forensics::memcg_by_tasks(&memcg, &[1]), None);
+    }
+
+    #[test]
+    fn a_killed_process_whose_threads_wait_in_idle_for_a_core_dump_is_a_candidate() {
+        let root = crate::scratch::ScratchDir::new("proc-coredump");
+        let write = |rel: &str, text: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let status = |state: &str, sigpnd: &str| {
+            format!(
+                "Name:\tdumper\nState:\t{state}\nTgid:\t700\nPPid:\t1\nThreads:\t2\n\
+                 SigPnd:\t{sigpnd}\nShdPnd:\t0000000000000000\n"
+            )
+        };
+        write("700/status", &status("D (disk sleep)", "0000000000000100"));
+        write("700/comm", "dumper\n");
+        write(
+            "700/task/700/status",
+            &status("D (disk sleep)", "0000000000000100"),
+        );
+        write(
+            "700/task/701/status",
+            &status("I (idle)", "0000000000000100"),
+        );
+        let found = scan(root.path(), None, 0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_ne!(found[0].flags & pre_existing::THREAD_IN_D, 0);
+        // A thread in I alone counts too (the dumper may have finished its part).
+        write(
+            "700/task/700/status",
+            &status("S (sleeping)", "0000000000000100"),
+        );
+        write("700/status", &status("S (sleeping)", "0000000000000100"));
+        let found = scan(root.path(), None, 0);
+        assert_ne!(found[0].flags & pre_existing::THREAD_IN_D, 0, "{found:?}");
     }
 
     #[test]

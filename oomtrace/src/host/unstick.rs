@@ -24,7 +24,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::host::forensics::Forensics;
+use crate::{host::forensics::Forensics, text::printable};
 
 /// What a victim waits on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +50,31 @@ pub enum Wait {
     PtraceSeveral { tracers: Vec<u32> },
     /// Waiting for the mmap lock (held by someone else, often another stuck task).
     MmapLock,
+    /// Waiting for another read-write semaphore (not the mmap lock), taken in `caller`.
+    Rwsem { caller: String },
+    /// `cgroup_threadgroup_rwsem`, taken in `exit_signals` on every kernel: a cgroup migration
+    /// (a write to `cgroup.procs` or `cgroup.threads`, often a container runtime's) holds it.
+    CgroupThreadgroup,
+    /// A core dump in progress: the other threads wait in exit (`coredump_task_exit`; inline
+    /// in `do_exit` on 5.10) until the dumping thread (`dumper`, a thread id, where one is seen
+    /// in `do_coredump`) has written the core — to a file or a `core_pattern` pipe helper.
+    Coredump { dumper: Option<u32> },
+    /// Cancelling its io_uring requests at exit (`io_uring_cancel_generic`, before the exit
+    /// tracepoint): it waits for requests in flight to complete.
+    IoUringCancel,
+    /// `exit_aio`: waiting for its in-flight AIO requests (dropping its mm).
+    ExitAio,
+    /// Frozen by a freezer (`__refrigerator`: the cgroup v1 freezer or a system suspend). On
+    /// Linux ≤ 6.12 the OOM killer thaws only the thread it marks (`__thaw_task` in
+    /// `mark_oom_victim`): the victim's other threads stay frozen.
+    Frozen,
+    /// Block I/O that does not complete (a slow or dead disk, a blocked device queue); with
+    /// `writeback`, waiting for dirty pages to be written back.
+    BlockIo { writeback: bool },
+    /// Every thread exited, but exited threads that a tracer traces stay zombies until the
+    /// tracer waits for them (ptrace): the process cannot be released until it does. `tracer`
+    /// is their `TracerPid`, `comm` its name where /proc still showed it.
+    TracedZombies { tracer: u32, comm: Option<String> },
     /// Dead: a zombie its parent does not reap.
     ZombieNotReaped { parent: u32 },
     /// None of the above: say so.
@@ -67,6 +92,25 @@ pub(crate) enum Sign {
     MemcgCharge,
     MmapLock,
     Ptrace,
+    /// A read-write semaphore's wait: which lock is told by its caller ([`rwsem_wait`]).
+    Rwsem,
+    /// A per-CPU read-write semaphore's wait (`cgroup_threadgroup_rwsem`, a frozen
+    /// filesystem's `sb_writers`): told by its caller too.
+    PercpuRwsem,
+    Coredump,
+    IoUring,
+    Aio,
+    Frozen,
+    /// Weak signs: block I/O and writeback waits are also under FUSE and network filesystems,
+    /// so they count only for a thread whose stack shows nothing else.
+    Writeback,
+    BlockIo,
+}
+
+impl Sign {
+    fn weak(self) -> bool {
+        matches!(self, Sign::Writeback | Sign::BlockIo)
+    }
 }
 
 /// Kernel stack signatures, innermost frames first within a thread's stack. Names from the
@@ -74,7 +118,16 @@ pub(crate) enum Sign {
 /// `fuse_simple_request`, `fuse_flush`, `fuse_dev_…`), NFS/SUNRPC waits, the memcg charge path
 /// (`try_charge_memcg`, `mem_cgroup_charge`, `__mem_cgroup_charge`, `charge_memcg`,
 /// `mem_cgroup_out_of_memory`), the mmap lock (`rwsem_down_read_slowpath`, `lock_mm_and_find_vma`),
-/// ptrace stops (`ptrace_stop`, `ptrace_notify`, `ptrace_event`).
+/// ptrace stops (`ptrace_stop`, `ptrace_notify`, `ptrace_event`); the exit path's own waits —
+/// the coredump wait (`coredump_task_exit` ≥ 5.16, `coredump_exit_mm` before, the dumper in
+/// `do_coredump`), io_uring's cancellation (`io_uring_cancel_generic` and `__io_uring_cancel`
+/// on 5.10's backports, 6.1, 6.12 and 7.x; `__io_uring_files_cancel` and
+/// `io_uring_cancel_task_requests` on older 5.10), `exit_aio`, the freezer (`__refrigerator`);
+/// lock waits (`rwsem_down_{read,write}_slowpath`, `percpu_rwsem_wait`/`__percpu_down_read`);
+/// block I/O and writeback (`io_schedule`, `blk_mq_get_tag`, `folio_wait_bit_common` ≥ 5.16
+/// and `wait_on_page_bit_common` before, `folio_wait_writeback`/`wait_on_page_writeback`,
+/// `balance_dirty_pages`, `__filemap_fdatawait_range`, `jbd2_log_wait_commit`). A name ending
+/// in `$` must match the whole frame.
 pub(crate) const SIGNATURES: &[(&str, Sign)] = &[
     ("request_wait_answer", Sign::Fuse),
     ("fuse_", Sign::Fuse),
@@ -96,20 +149,159 @@ pub(crate) const SIGNATURES: &[(&str, Sign)] = &[
     ("charge_memcg", Sign::MemcgCharge),
     ("mem_cgroup_out_of_memory", Sign::MemcgCharge),
     ("mem_cgroup_oom_synchronize", Sign::MemcgCharge),
-    ("rwsem_down_read_slowpath", Sign::MmapLock),
-    ("rwsem_down_write_slowpath", Sign::MmapLock),
+    ("rwsem_down_read_slowpath", Sign::Rwsem),
+    ("rwsem_down_write_slowpath", Sign::Rwsem),
     ("lock_mm_and_find_vma", Sign::MmapLock),
     ("mmap_read_lock", Sign::MmapLock),
+    ("percpu_rwsem_wait", Sign::PercpuRwsem),
+    ("__percpu_down_read", Sign::PercpuRwsem),
     ("ptrace_stop", Sign::Ptrace),
     ("ptrace_notify", Sign::Ptrace),
     ("ptrace_event", Sign::Ptrace),
+    ("coredump_task_exit", Sign::Coredump),
+    ("coredump_exit_mm", Sign::Coredump),
+    ("do_coredump", Sign::Coredump),
+    ("io_uring_cancel_generic", Sign::IoUring),
+    ("__io_uring_cancel", Sign::IoUring),
+    ("__io_uring_files_cancel", Sign::IoUring),
+    ("io_uring_cancel_task_requests", Sign::IoUring),
+    ("io_uring_cancel_files", Sign::IoUring),
+    ("exit_aio$", Sign::Aio),
+    ("__refrigerator", Sign::Frozen),
+    ("balance_dirty_pages", Sign::Writeback),
+    ("folio_wait_writeback", Sign::Writeback),
+    ("wait_on_page_writeback", Sign::Writeback),
+    ("__filemap_fdatawait_range", Sign::Writeback),
+    ("filemap_fdatawait", Sign::Writeback),
+    ("filemap_write_and_wait", Sign::Writeback),
+    ("wb_wait_for_completion", Sign::Writeback),
+    ("jbd2_log_wait_commit", Sign::Writeback),
+    ("io_schedule", Sign::BlockIo),
+    ("blk_mq_get_tag", Sign::BlockIo),
+    ("folio_wait_bit_common", Sign::BlockIo),
+    ("wait_on_page_bit_common", Sign::BlockIo),
+    ("submit_bio_wait", Sign::BlockIo),
+    ("__wait_on_buffer", Sign::BlockIo),
+    ("bit_wait_io", Sign::BlockIo),
+    ("rq_qos_wait", Sign::BlockIo),
 ];
 
 fn sign_of(frame: &str) -> Option<Sign> {
     SIGNATURES
         .iter()
-        .find(|(prefix, _)| frame.starts_with(prefix))
+        .find(|(name, _)| match name.strip_suffix('$') {
+            Some(whole) => frame == whole,
+            None => frame.starts_with(name),
+        })
         .map(|&(_, s)| s)
+}
+
+/// The scheduler's and the wait primitives' own frames, above the function that waits.
+const SCHEDULER_FRAMES: &[&str] = &[
+    "__schedule",
+    "schedule",
+    "schedule_timeout",
+    "schedule_preempt_disabled",
+    "io_schedule",
+    "do_wait_for_common",
+    "__wait_for_common",
+    "wait_for_common",
+    "wait_for_completion",
+    "freezable_schedule",
+];
+
+/// Lock helpers between a lock's wait and the function that takes it.
+const LOCK_HELPERS: &[&str] = &[
+    "rwsem_down_",
+    "down_read",
+    "down_write",
+    "__down_read",
+    "__down_write",
+    "percpu_rwsem_wait",
+    "__percpu_down_read",
+    "percpu_down_read",
+    "mmap_read_lock",
+    "mmap_write_lock",
+    "__mmap_read_lock",
+    "cgroup_threadgroup_change_begin",
+];
+
+/// Callers whose rwsem is the mmap lock, on the kernels of the matrix: the fault path
+/// (`lock_mm_and_find_vma` ≥ 6.4, `do_user_addr_fault` before), mm system calls, remote
+/// access, and the exit path (`exit_mm`, inline in `do_exit` on 5.10; `exit_mmap` ≥ 6.1).
+const MMAP_LOCK_CALLERS: &[&str] = &[
+    "lock_mm_and_find_vma",
+    "do_user_addr_fault",
+    "exc_page_fault",
+    "vm_mmap_pgoff",
+    "__vm_munmap",
+    "__do_sys_munmap",
+    "__x64_sys_munmap",
+    "do_madvise",
+    "do_mprotect_pkey",
+    "__do_sys_brk",
+    "__do_sys_mremap",
+    "__mm_populate",
+    "get_user_pages",
+    "__get_user_pages",
+    "get_user_pages_remote",
+    "__access_remote_vm",
+    "access_remote_vm",
+    "get_cmdline",
+    "acct_collect",
+    "exit_mm",
+    "exit_mmap",
+    "do_exit",
+];
+
+/// The function that waits on a lock: the first frame below the lock's helpers.
+fn lock_caller<'a>(frames: &[&'a str]) -> Option<&'a str> {
+    let wait = frames
+        .iter()
+        .position(|f| LOCK_HELPERS.iter().any(|h| f.starts_with(h)))?;
+    frames[wait..]
+        .iter()
+        .copied()
+        .find(|f| !LOCK_HELPERS.iter().any(|h| f.starts_with(h)))
+}
+
+/// What one thread waits on: its innermost strong sign (a weak one only when there is no
+/// other), the lock's caller for a semaphore wait, and the coredump wait inline in
+/// `do_exit` (5.10: a thread asleep right in `do_exit`, which sleeps there for nothing else).
+fn thread_wait(t: &crate::host::forensics::ThreadInfo) -> Option<(Sign, Option<String>)> {
+    let frames: Vec<&str> = if t.stack.is_empty() {
+        t.wchan.iter().map(String::as_str).collect()
+    } else {
+        t.stack.iter().map(String::as_str).collect()
+    };
+    let strong = frames.iter().find_map(|f| sign_of(f).filter(|s| !s.weak()));
+    if let Some(s) = strong {
+        return Some(match s {
+            Sign::Rwsem | Sign::PercpuRwsem => {
+                let caller = lock_caller(&frames);
+                // The lock is the mmap lock when the function taking it is one that takes
+                // that lock: `exit_mmap` taking `i_mmap_rwsem` deeper down is not.
+                if s == Sign::Rwsem && caller.is_some_and(|c| MMAP_LOCK_CALLERS.contains(&c)) {
+                    (Sign::MmapLock, None)
+                } else {
+                    (s, caller.map(str::to_string))
+                }
+            }
+            s => (s, None),
+        });
+    }
+    let asleep = t.state.starts_with('D') || t.state.starts_with('I');
+    let first = frames.iter().find(|f| !SCHEDULER_FRAMES.contains(f));
+    if asleep && first.is_some_and(|f| *f == "do_exit") {
+        return Some((Sign::Coredump, None));
+    }
+    // Weak signs: writeback where any frame says so (its wait ends in the block layer's).
+    let weak: Vec<Sign> = frames.iter().filter_map(|f| sign_of(f)).collect();
+    if weak.contains(&Sign::Writeback) {
+        Some((Sign::Writeback, None))
+    } else {
+        weak.first().map(|s| (*s, None))
+    }
 }
 
 /// Where the host's FUSE connections are (fusectl).
@@ -307,31 +499,9 @@ pub(crate) fn fuse_connections_for(
 
 /// Classifies from forensics; `fuse` are the FUSE connections of the files it waits on.
 pub(crate) fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
-    let zombie_only = f
-        .threads
-        .iter()
-        .all(|t| t.state.starts_with('Z') || t.state.starts_with('X'));
-    if f.exists
-        && !f.threads.is_empty()
-        && zombie_only
-        && let Some(parent) = f.ppid
-    {
-        return Wait::ZombieNotReaped { parent };
+    if let Some(w) = zombie_wait(f) {
+        return w;
     }
-    // The innermost recognised frame of each thread; ptrace first (a stopped tracee's stack
-    // may pass through anything), then in table order of importance.
-    let mut signs: Vec<Sign> = Vec::new();
-    for t in &f.threads {
-        if t.state.starts_with('t') {
-            signs.push(Sign::Ptrace);
-        }
-        if let Some(s) = t.stack.iter().find_map(|fr| sign_of(fr)) {
-            signs.push(s);
-        } else if let Some(s) = t.wchan.as_deref().and_then(sign_of) {
-            signs.push(s);
-        }
-    }
-    let has = |s: Sign| signs.contains(&s);
     // The tracers of the threads that are in the stop, each read from that thread: another
     // thread's tracer (a parent that did PTRACE_TRACEME on the leader) holds nothing.
     match f.stopped_tracers.as_slice() {
@@ -343,6 +513,82 @@ pub(crate) fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
             };
         }
     }
+    wait_of_signs(f, &ThreadSigns::of(f), fuse)
+}
+
+/// A process left only as zombie threads: held by the tracer of one (it, not the parent,
+/// must wait for them) or by a parent that does not reap it.
+fn zombie_wait(f: &Forensics) -> Option<Wait> {
+    let zombie_only = f
+        .threads
+        .iter()
+        .all(|t| t.state.starts_with('Z') || t.state.starts_with('X'));
+    if !(f.exists && !f.threads.is_empty() && zombie_only) {
+        return None;
+    }
+    if let Some(tracer) = f
+        .threads
+        .iter()
+        .filter(|t| t.state.starts_with('Z'))
+        .find_map(|t| t.tracer)
+    {
+        return Some(Wait::TracedZombies {
+            tracer,
+            comm: f.tracer_comms.get(&tracer).cloned(),
+        });
+    }
+    f.ppid.map(|parent| Wait::ZombieNotReaped { parent })
+}
+
+/// The innermost recognised frame of each thread, as signs; ptrace first (a stopped tracee's
+/// stack may pass through anything).
+struct ThreadSigns {
+    signs: Vec<Sign>,
+    rwsem_caller: Option<String>,
+    dumper: Option<u32>,
+}
+
+impl ThreadSigns {
+    fn of(f: &Forensics) -> ThreadSigns {
+        let mut out = ThreadSigns {
+            signs: Vec::new(),
+            rwsem_caller: None,
+            dumper: None,
+        };
+        for t in &f.threads {
+            if t.state.starts_with('t') {
+                out.signs.push(Sign::Ptrace);
+            }
+            let Some((s, caller)) = thread_wait(t) else {
+                continue;
+            };
+            if s == Sign::Coredump && t.stack.iter().any(|fr| fr.starts_with("do_coredump")) {
+                out.dumper.get_or_insert(t.tid);
+            }
+            let cgroup = s == Sign::PercpuRwsem && t.stack.iter().any(|fr| fr == "exit_signals");
+            if cgroup {
+                out.signs.push(Sign::PercpuRwsem);
+            } else if matches!(s, Sign::Rwsem | Sign::PercpuRwsem) {
+                out.signs.push(Sign::Rwsem);
+                if out.rwsem_caller.is_none() {
+                    out.rwsem_caller = caller;
+                }
+            } else {
+                out.signs.push(s);
+            }
+        }
+        out
+    }
+
+    fn has(&self, s: Sign) -> bool {
+        self.signs.contains(&s)
+    }
+}
+
+/// The wait the signs name, in order of importance: FUSE and network filesystems, a memcg
+/// charge, the exit path's own waits, then locks, then I/O.
+fn wait_of_signs(f: &Forensics, t: &ThreadSigns, fuse: &[u32]) -> Wait {
+    let has = |s: Sign| t.has(s);
     if has(Sign::Fuse) {
         return Wait::Fuse {
             connections: fuse.to_vec(),
@@ -368,8 +614,37 @@ pub(crate) fn diagnose(f: &Forensics, fuse: &[u32]) -> Wait {
             limit_bytes: limit,
         };
     }
+    // The exit path's own waits, then locks, then I/O.
+    if has(Sign::Coredump) {
+        return Wait::Coredump { dumper: t.dumper };
+    }
+    if has(Sign::Frozen) {
+        return Wait::Frozen;
+    }
+    if has(Sign::IoUring) {
+        return Wait::IoUringCancel;
+    }
+    if has(Sign::PercpuRwsem) {
+        return Wait::CgroupThreadgroup;
+    }
+    if has(Sign::Aio) {
+        return Wait::ExitAio;
+    }
     if has(Sign::MmapLock) {
         return Wait::MmapLock;
+    }
+    if has(Sign::Rwsem) {
+        return Wait::Rwsem {
+            caller: t
+                .rwsem_caller
+                .clone()
+                .unwrap_or_else(|| "an unknown function".into()),
+        };
+    }
+    if has(Sign::Writeback) || has(Sign::BlockIo) {
+        return Wait::BlockIo {
+            writeback: has(Sign::Writeback),
+        };
     }
     Wait::Unknown
 }
@@ -480,9 +755,35 @@ pub(crate) fn remedy(w: &Wait, memcg_root: Option<&Path>, cgroup_v2: bool) -> Op
             ),
             action: Some(Action::SignalParent { parent: *parent }),
         }),
-        Wait::PtraceSeveral { .. } | Wait::NetworkFs { .. } | Wait::MmapLock | Wait::Unknown => {
-            None
-        }
+        // Said, not acted on: which process to end, or which freezer cgroup to thaw, is
+        // a person's decision (a tracer of zombies is not in a stop oomtrace can vet).
+        Wait::TracedZombies { tracer, .. } => Some(Remedy {
+            command: format!("kill -TERM {tracer}"),
+            risk: format!(
+                "ends the tracer (thread {tracer}'s process), whose exit releases the zombie \
+                 threads it traces; not applied by oomtrace"
+            ),
+            action: None,
+        }),
+        Wait::Frozen => Some(Remedy {
+            command: "echo THAWED > /sys/fs/cgroup/freezer/<its cgroup>/freezer.state (cgroup v1 \
+                      freezer; see /proc/PID/cgroup)"
+                .into(),
+            risk: "thaws every task of that freezer cgroup, not only the victim; not applied by \
+                   oomtrace"
+                .into(),
+            action: None,
+        }),
+        Wait::PtraceSeveral { .. }
+        | Wait::NetworkFs { .. }
+        | Wait::MmapLock
+        | Wait::Rwsem { .. }
+        | Wait::CgroupThreadgroup
+        | Wait::Coredump { .. }
+        | Wait::IoUringCancel
+        | Wait::ExitAio
+        | Wait::BlockIo { .. }
+        | Wait::Unknown => None,
     }
 }
 
@@ -1153,6 +1454,58 @@ impl fmt::Display for Wait {
                  person's decision)"
             ),
             Wait::MmapLock => write!(f, "the mmap lock (held by another task)"),
+            Wait::Rwsem { caller } => write!(
+                f,
+                "a read-write semaphore (not the mmap lock) taken in {}, held by another task",
+                printable(caller)
+            ),
+            Wait::CgroupThreadgroup => write!(
+                f,
+                "cgroup_threadgroup_rwsem in exit_signals: a cgroup migration (a write to \
+                 cgroup.procs or cgroup.threads, often a container runtime's) holds it"
+            ),
+            Wait::Coredump { dumper } => {
+                write!(
+                    f,
+                    "a core dump: its threads wait in exit until the core is written"
+                )?;
+                match dumper {
+                    Some(t) => write!(
+                        f,
+                        " (thread {t} is writing it: to a file, or a core_pattern pipe helper \
+                         that does not read)"
+                    ),
+                    None => write!(f, " (the dumping thread is not among those read)"),
+                }
+            }
+            Wait::IoUringCancel => write!(
+                f,
+                "io_uring requests being cancelled at exit (before the exit tracepoint): \
+                 requests in flight that do not complete"
+            ),
+            Wait::ExitAio => write!(
+                f,
+                "exit_aio: its in-flight AIO requests that do not complete"
+            ),
+            Wait::Frozen => write!(
+                f,
+                "a freezer (cgroup v1 freezer or suspend): on Linux ≤ 6.12 the OOM killer thaws \
+                 only the thread it marks, the others stay frozen"
+            ),
+            Wait::BlockIo { writeback: true } => write!(
+                f,
+                "writeback: dirty pages that the device does not write (slow, dead or blocked)"
+            ),
+            Wait::BlockIo { writeback: false } => write!(
+                f,
+                "block I/O that does not complete (a slow, dead or blocked device)"
+            ),
+            Wait::TracedZombies { tracer, comm } => write!(
+                f,
+                "its tracer pid {tracer} ({}): exited threads it traces stay zombies until it \
+                 waits for them",
+                comm.as_deref().map_or("?".into(), printable)
+            ),
             Wait::ZombieNotReaped { parent } => {
                 write!(
                     f,
@@ -1308,6 +1661,245 @@ mod tests {
         let w = diagnose(&victim(&[("D (disk sleep)", odd)]), &[]);
         assert_eq!(w, Wait::Unknown);
         assert_eq!(remedy(&w, None, true), None);
+    }
+
+    /// A stack of a thread inside exit: `head` innermost, then the signal delivery path.
+    fn with(head: &[&'static str]) -> Vec<&'static str> {
+        const TAIL: &[&str] = &[
+            "do_group_exit",
+            "get_signal",
+            "arch_do_signal_or_restart",
+            "syscall_exit_to_user_mode",
+            "do_syscall_64",
+            "entry_SYSCALL_64_after_hwframe",
+        ];
+        head.iter().chain(TAIL).copied().collect()
+    }
+
+    /// The exit path's own waits and the locks and I/O that are not the mmap lock, as
+    /// /proc/PID/task/*/stack shows them on the kernels of the matrix (function names from
+    /// each version's sources: 5.10, 6.1, 6.12, 7.x), innermost first.
+    #[test]
+    fn exit_path_waits_of_each_kernel_are_named() {
+        let dumper: &[&str] = &[
+            "pipe_write",
+            "__kernel_write_iter",
+            "dump_emit",
+            "elf_core_dump",
+            "do_coredump",
+            "get_signal",
+        ];
+        // 7.x: the waiting threads sleep in TASK_IDLE (state I); the dumper writes to a
+        // core_pattern pipe helper that does not read.
+        let waiting = with(&["__schedule", "schedule", "coredump_task_exit", "do_exit"]);
+        let f = victim(&[("I (idle)", &waiting), ("D (disk sleep)", dumper)]);
+        assert_eq!(diagnose(&f, &[]), Wait::Coredump { dumper: Some(43) });
+        // 6.1 / 6.12: the same wait in D (TASK_UNINTERRUPTIBLE|TASK_FREEZABLE).
+        let waiting = with(&["coredump_task_exit", "do_exit"]);
+        let f = victim(&[("D (disk sleep)", &waiting)]);
+        assert_eq!(diagnose(&f, &[]), Wait::Coredump { dumper: None });
+        // 5.10: the wait is inline in exit_mm, itself inline in do_exit: a thread asleep
+        // right in do_exit.
+        let waiting = with(&["__schedule", "schedule", "do_exit"]);
+        let f = victim(&[("D (disk sleep)", &waiting)]);
+        assert_eq!(diagnose(&f, &[]), Wait::Coredump { dumper: None });
+        // A running thread in do_exit is not waiting for anything.
+        let f = victim(&[("R (running)", &waiting)]);
+        assert_eq!(diagnose(&f, &[]), Wait::Unknown);
+
+        // io_uring's cancellation at exit: 6.1, 6.12, 7.x (and 5.10's backports) ...
+        let uring = with(&["io_uring_cancel_generic", "__io_uring_cancel", "do_exit"]);
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", &uring)]), &[]),
+            Wait::IoUringCancel
+        );
+        // ... and 5.10 before them.
+        let uring = with(&[
+            "io_uring_cancel_task_requests",
+            "__io_uring_files_cancel",
+            "do_exit",
+        ]);
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", &uring)]), &[]),
+            Wait::IoUringCancel
+        );
+
+        // cgroup_threadgroup_rwsem in exit_signals (every kernel; a migration holds it).
+        let tg = with(&[
+            "percpu_rwsem_wait",
+            "__percpu_down_read",
+            "exit_signals",
+            "do_exit",
+        ]);
+        let w = diagnose(&victim(&[("D (disk sleep)", &tg)]), &[]);
+        assert_eq!(w, Wait::CgroupThreadgroup);
+        assert!(w.to_string().contains("cgroup.procs"), "{w}");
+    }
+
+    /// Locks that are not the mmap lock, and exit_aio, named by the function that waits.
+    #[test]
+    fn rwsems_other_than_the_mmap_lock_and_exit_aio_are_named() {
+        // Another per-CPU rwsem: a frozen filesystem's sb_writers, named by its caller.
+        let frozen_fs: &[&str] = &[
+            "percpu_rwsem_wait",
+            "__percpu_down_read",
+            "mnt_want_write",
+            "do_unlinkat",
+            "__x64_sys_unlink",
+        ];
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", frozen_fs)]), &[]),
+            Wait::Rwsem {
+                caller: "mnt_want_write".into()
+            }
+        );
+
+        // rwsems: the mmap lock only where the function taking it takes that lock.
+        // 6.12's fault path and 6.1's exit_mmap:
+        let fault: &[&str] = &[
+            "rwsem_down_read_slowpath",
+            "down_read_killable",
+            "lock_mm_and_find_vma",
+            "do_user_addr_fault",
+            "exc_page_fault",
+        ];
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", fault)]), &[]),
+            Wait::MmapLock
+        );
+        let exit_mmap = with(&[
+            "rwsem_down_write_slowpath",
+            "down_write",
+            "exit_mmap",
+            "__mmput",
+            "mmput",
+            "do_exit",
+        ]);
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", &exit_mmap)]), &[]),
+            Wait::MmapLock
+        );
+        // i_mmap_rwsem, taken below exit_mmap: not the mmap lock.
+        let i_mmap = with(&[
+            "rwsem_down_write_slowpath",
+            "down_write",
+            "unlink_file_vma",
+            "free_pgtables",
+            "exit_mmap",
+            "__mmput",
+            "mmput",
+            "do_exit",
+        ]);
+        let w = diagnose(&victim(&[("D (disk sleep)", &i_mmap)]), &[]);
+        assert_eq!(
+            w,
+            Wait::Rwsem {
+                caller: "unlink_file_vma".into()
+            }
+        );
+        assert!(w.to_string().contains("not the mmap lock"), "{w}");
+
+        // exit_aio, waiting for in-flight AIO as the mm is dropped.
+        let aio = with(&[
+            "schedule_timeout",
+            "wait_for_completion",
+            "exit_aio",
+            "__mmput",
+            "mmput",
+            "do_exit",
+        ]);
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", &aio)]), &[]),
+            Wait::ExitAio
+        );
+    }
+
+    /// A frozen victim, writeback and block I/O (weak signs: a page wait under NFS stays NFS).
+    #[test]
+    fn frozen_victims_and_io_waits_are_named() {
+        // A frozen multi-threaded victim (6.1): the marked thread thawed and exiting, the
+        // other still in the refrigerator.
+        let refrigerator: &[&str] = &[
+            "__refrigerator",
+            "get_signal",
+            "arch_do_signal_or_restart",
+            "exit_to_user_mode_prepare",
+        ];
+        let f = victim(&[("R (running)", &[]), ("D (disk sleep)", refrigerator)]);
+        let w = diagnose(&f, &[]);
+        assert_eq!(w, Wait::Frozen);
+        assert!(w.to_string().contains("6.12"), "{w}");
+        let r = remedy(&w, None, false).unwrap();
+        assert_eq!(r.action, None, "thawing a cgroup is a person's decision");
+
+        // Writeback (5.10 names) and plain block I/O (6.12 names) ...
+        let writeback = with(&[
+            "io_schedule",
+            "wait_on_page_bit_common",
+            "wait_on_page_writeback",
+            "__filemap_fdatawait_range",
+            "filemap_write_and_wait_range",
+            "ext4_sync_file",
+            "filp_close",
+            "put_files_struct",
+            "do_exit",
+        ]);
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", &writeback)]), &[]),
+            Wait::BlockIo { writeback: true }
+        );
+        let bio: &[&str] = &[
+            "io_schedule",
+            "blk_mq_get_tag",
+            "__blk_mq_alloc_requests",
+            "blk_mq_submit_bio",
+            "submit_bio_noacct_nocheck",
+        ];
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", bio)]), &[]),
+            Wait::BlockIo { writeback: false }
+        );
+        // ... but a page wait under NFS is NFS's (the block layer's frames are weak signs).
+        let nfs_page: &[&str] = &[
+            "io_schedule",
+            "folio_wait_bit_common",
+            "nfs_read_folio",
+            "filemap_read",
+        ];
+        assert_eq!(
+            diagnose(&victim(&[("D (disk sleep)", nfs_page)]), &[]),
+            Wait::NetworkFs { fs: "nfs".into() }
+        );
+    }
+
+    /// Every thread exited, a traced thread's zombie waiting for its tracer: the tracer is
+    /// named (its comm escaped), not the parent.
+    #[test]
+    fn traced_zombie_threads_blame_their_tracer() {
+        let mut f = victim(&[("Z (zombie)", &[]), ("Z (zombie)", &[])]);
+        f.ppid = Some(1);
+        f.threads[1].tracer = Some(900);
+        f.tracer_comms.insert(900, "gdb\u{1b}[2J".into());
+        let w = diagnose(&f, &[]);
+        assert_eq!(
+            w,
+            Wait::TracedZombies {
+                tracer: 900,
+                comm: Some("gdb\u{1b}[2J".into())
+            }
+        );
+        let text = w.to_string();
+        assert!(text.contains("tracer pid 900 (gdb"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "the tracer's name is escaped: {text:?}"
+        );
+        let r = remedy(&w, None, true).unwrap();
+        assert_eq!(r.command, "kill -TERM 900");
+        assert_eq!(r.action, None);
+        // Without a tracer it is the parent's to reap.
+        f.threads[1].tracer = None;
+        assert_eq!(diagnose(&f, &[]), Wait::ZombieNotReaped { parent: 1 });
     }
 
     #[test]

@@ -59,8 +59,10 @@ pub enum Finding {
         kill_to_released_ns: u64,
     },
     /// A process the kernel SIGKILLed because a victim exited — the victim was the init of
-    /// its PID namespace (`zap_pid_ns_processes`) or its tracer (PT_EXITKILL). Not an OOM kill,
-    /// not counted as one.
+    /// its PID namespace (`zap_pid_ns_processes`), its tracer (PT_EXITKILL), or (Linux 7.1+)
+    /// held the last reference to its `CLONE_PIDFD_AUTOKILL` pidfd, whose release in the
+    /// victim's exit sends it SIGKILL (`pidfs_file_release`: `SEND_SIG_PRIV`, `SI_KERNEL`). Not
+    /// an OOM kill, not counted as one.
     Collateral {
         target: Task,
         target_start_ns: u64,
@@ -119,6 +121,9 @@ pub enum Finding {
         lasted_ns: u64,
         how: &'static str,
     },
+    /// One OOM invocation killed several victims (`memory.oom.group`): reported once every
+    /// victim is dead, or when the timeout has passed since the first kill.
+    GroupKill { incident: Box<Incident> },
 }
 
 /// A task of a memcg as /proc showed it when a memcg finding was made.
@@ -172,7 +177,8 @@ impl Finding {
             | Finding::OomKillerDisabled { .. }
             | Finding::OomKillerDisabledEnded { .. }
             | Finding::NothingKillable { .. }
-            | Finding::NothingKillableEnded { .. } => None,
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => None,
         }
     }
 
@@ -185,6 +191,7 @@ impl Finding {
             Finding::NothingKillable { already_reaped, .. } => {
                 already_reaped.first().map_or(0, |t| t.tgid)
             }
+            Finding::GroupKill { incident } => incident.victims.first().map_or(0, |m| m.tgid),
             f => f.victim().map_or(0, |v| v.key.tgid),
         }
     }
@@ -198,6 +205,7 @@ impl Finding {
             | Finding::OomKillerDisabledEnded { memcg_id, .. }
             | Finding::NothingKillable { memcg_id, .. }
             | Finding::NothingKillableEnded { memcg_id, .. } => Some(*memcg_id),
+            Finding::GroupKill { incident } => incident.victims.first().and_then(|m| m.memcg_id),
             f => f.victim().and_then(|v| v.memcg_id),
         }
     }
@@ -255,6 +263,7 @@ impl Finding {
             Finding::OomKillerDisabledEnded { .. } => "oom_killer_disabled_ended",
             Finding::NothingKillable { .. } => "nothing_killable",
             Finding::NothingKillableEnded { .. } => "nothing_killable_ended",
+            Finding::GroupKill { .. } => "group_kill",
         }
     }
 }
@@ -282,6 +291,9 @@ impl fmt::Display for Finding {
             ),
             Finding::Killed { victim } => {
                 write!(f, "KILLED {}", who(victim))?;
+                if let Some(id) = victim.incident {
+                    write!(f, " (group kill #{id}: memory.oom.group)")?;
+                }
                 if victim.decision.as_ref().is_some_and(KillDecision::is_sysrq) {
                     write!(f, " by sysrq-f (a manual OOM kill: no allocation failed)")?;
                 }
@@ -413,7 +425,8 @@ impl fmt::Display for Finding {
             } => write!(
                 f,
                 "COLLATERAL pid {} ({}) SIGKILLed by the kernel as victim pid {} ({by_comm}) \
-                 exited (its PID namespace torn down, or a PT_EXITKILL tracee): not an OOM kill",
+                 exited (its PID namespace torn down, a PT_EXITKILL tracee, or the child of a \
+                 CLONE_PIDFD_AUTOKILL pidfd the victim's exit closed): not an OOM kill",
                 target.tgid, target.comm, by.tgid
             ),
             Finding::OomKillerDisabled { tasks, .. } => {
@@ -505,6 +518,42 @@ impl fmt::Display for Finding {
                 "NOTHING KILLABLE ended after {}: {how}",
                 secs(*lasted_ns)
             ),
+            Finding::GroupKill { incident: i } => {
+                write!(
+                    f,
+                    "GROUP KILL #{}: one OOM invocation (allocation by pid {} ({})) killed {} \
+                     processes",
+                    i.id,
+                    i.trigger.tgid,
+                    i.trigger.comm,
+                    i.victims.len()
+                )?;
+                match &i.group_memcg {
+                    Some(g) => write!(f, " in {g} (memory.oom.group)")?,
+                    None => write!(f, " (memory.oom.group)")?,
+                }
+                if i.grouped_by == "timing" {
+                    write!(
+                        f,
+                        " [grouped by timing: the kill decision is not hooked on this kernel]"
+                    )?;
+                }
+                let dead = i.victims.len() - i.not_dead().count();
+                if i.all_dead() {
+                    let last = i.victims.iter().filter_map(|m| m.dead_after_ns).max();
+                    write!(
+                        f,
+                        "; all dead, the last {} after the first kill",
+                        secs(last.unwrap_or(0))
+                    )?;
+                } else {
+                    write!(f, "; {dead} dead, not dead:")?;
+                    for m in i.not_dead() {
+                        write!(f, " pid {} ({})", m.tgid, m.comm)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }

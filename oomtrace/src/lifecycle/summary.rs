@@ -33,10 +33,19 @@ pub(super) fn percentiles(h: &Histogram<u64>) -> Percentiles {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Counts and latencies so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// OOM kills: each victim, as the kernel's `oom_kill` counts them.
     pub(crate) kills: u64,
+    /// `memory.oom.group` kills: OOM invocations that killed several victims (each victim is
+    /// in `kills`), as the kernel's `oom_group_kill` counts them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) group_kills: u64,
     /// Processes found at start already killed and not finished exiting.
     pub(crate) pre_existing: u64,
     /// Processes the kernel killed because a victim exited (not OOM kills).
@@ -92,6 +101,13 @@ impl fmt::Display for Summary {
             self.lost_events,
             self.livelocks
         )?;
+        if self.group_kills > 0 {
+            writeln!(
+                f,
+                "memory.oom.group kills {} (their victims are among the kills)",
+                self.group_kills
+            )?;
+        }
         if self.other_kills > 0 || self.kill_flagged_total > 0 {
             writeln!(
                 f,

@@ -380,7 +380,12 @@ fn sigkills_after_a_mark_without_mm_are_co_victims_unless_the_sender_is_exiting(
         ("sender state unknown", sender_unknown(sigkill(1, 77, 9))),
     ] {
         let mut t = tracker();
-        let stream = [sigkill(0, 42, 7), old_mark(0, 42), covictim, gone(3, 77, 9)];
+        // The victim's mm unknown: neither its SIGKILL (an older layout) nor its mark names it.
+        let mut first = sigkill(0, 42, 7);
+        if let Payload::KernelSigkill(p) = &mut first.payload {
+            p.target_mm = 0;
+        }
+        let stream = [first, old_mark(0, 42), covictim, gone(3, 77, 9)];
         let f = run(&mut t, &stream, 200);
         assert_eq!(names(&f), ["killed", "killed", "dead"], "{label}: {f:?}");
         let v = f[2].victim().unwrap();
@@ -741,7 +746,12 @@ fn oom_group_kills_are_separate_victims_of_one_invocation() {
         gone(3, 43, 8),
     ];
     let f = run(&mut t, &stream, 100);
-    assert_eq!(names(&f), ["killed", "killed", "dead", "dead"]);
+    // One incident of two victims, reported once both are dead (and, the invocation's return
+    // unseen, no later kill of it can still come).
+    assert_eq!(
+        names(&f),
+        ["killed", "killed", "dead", "dead", "group_kill"]
+    );
     let Finding::Dead { victim, .. } = &f[3] else {
         panic!()
     };
@@ -2266,4 +2276,313 @@ fn the_why_line_names_only_what_the_stack_and_the_decision_say() {
         v.why_lines()[0],
         "why: sysrq-f (a manual OOM kill) by pid 9 (sh)"
     );
+}
+
+/// The kills of one `memory.oom.group` invocation: the chosen victim, then every other task
+/// of the group memcg, each SIGKILLed and marked by the allocating task.
+fn group_kill(ms: u64, victims: &[u32]) -> Vec<Event> {
+    let mut evs = vec![invoke(ms), kill_decision(ms, victims[0], 7)];
+    for &v in victims {
+        evs.push(sigkill(ms, v, 7));
+        evs.push(mark(ms, v, 7));
+    }
+    evs.push(invoke_done(ms + 1, true));
+    evs
+}
+
+fn group_kills(f: &[Finding]) -> Vec<&Incident> {
+    f.iter()
+        .filter_map(|f| match f {
+            Finding::GroupKill { incident } => Some(incident.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_kill_is_one_incident_with_its_victims_and_group_memcg() {
+    let mut t = tracker();
+    t.memcg_path(MEMCG, "/pod/ctr");
+    let mut evs = group_kill(0, &[42, 43, 44]);
+    evs.extend([gone(3, 42, 7), gone(4, 44, 7), gone(9, 43, 7)]);
+    evs.extend([free(20, 42, 7), free(20, 43, 7), free(20, 44, 7)]);
+    let f = run(&mut t, &evs, 8000);
+    let n = |k| names(&f).iter().filter(|n| **n == k).count();
+    assert_eq!(
+        (n("killed"), n("dead"), n("group_kill")),
+        (3, 3, 1),
+        "{f:?}"
+    );
+    // The incident is reported once the last victim is dead, not at the timeout.
+    let pos = names(&f).iter().position(|n| *n == "group_kill").unwrap();
+    assert_eq!(names(&f)[pos - 1], "dead");
+    let g = group_kills(&f)[0];
+    assert_eq!(g.id, 1);
+    assert_eq!(g.grouped_by, "invocation");
+    assert_eq!(g.group_memcg.as_deref(), Some("/pod/ctr"));
+    assert_eq!(g.domain_id, Some(MEMCG));
+    assert_eq!(g.trigger.tgid, TRIGGER);
+    let tgids: Vec<u32> = g.victims.iter().map(|m| m.tgid).collect();
+    assert_eq!(tgids, [42, 43, 44]);
+    assert!(g.all_dead());
+    assert_eq!(g.victims[1].dead_after_ns, Some(9 * MS));
+    // The victims' findings name the incident from its second victim on.
+    let killed: Vec<Option<u64>> = f
+        .iter()
+        .filter(|f| f.name() == "killed")
+        .map(|f| f.victim().unwrap().incident)
+        .collect();
+    assert_eq!(killed, [None, Some(1), Some(1)]);
+    let dead_42 = f
+        .iter()
+        .find(|f| f.name() == "dead" && f.tgid() == 42)
+        .unwrap();
+    assert_eq!(dead_42.victim().unwrap().incident, Some(1));
+    let text = f[pos].to_string();
+    assert!(
+        text.starts_with("GROUP KILL #1: one OOM invocation (allocation by pid 500 (alloc)) killed 3 processes in /pod/ctr (memory.oom.group); all dead, the last 9.00 ms"),
+        "{text}"
+    );
+    // The kernel's counters: oom_kill counts each victim, oom_group_kill the invocation.
+    let s = t.summary();
+    assert_eq!((s.kills, s.group_kills, s.dead), (3, 1, 3));
+    // The chosen victim (42) is not the allocating task (500): its second kill by the group
+    // scan is not certain, and not counted for reconcile.
+    assert_eq!(t.kills_by_memcg().get(&MEMCG), Some(&3));
+    let json = serde_json::to_value(&f[pos]).unwrap();
+    assert_eq!(json["finding"], "group_kill");
+    assert_eq!(json["incident"]["victims"][2]["tgid"], 44);
+    assert_eq!(json["incident"]["group_memcg"], "/pod/ctr");
+}
+
+#[test]
+fn a_group_kill_with_a_stuck_victim_says_which_at_the_timeout() {
+    let mut t = tracker();
+    let mut evs = group_kill(0, &[42, 43]);
+    evs.push(gone(3, 42, 7));
+    let f = run(&mut t, &evs, 7000);
+    let g = group_kills(&f);
+    assert_eq!(g.len(), 1, "{f:?}");
+    let not_dead: Vec<u32> = g[0].not_dead().map(|m| m.tgid).collect();
+    assert_eq!(not_dead, [43]);
+    // Its memcg's path was never told: no group memcg is guessed.
+    assert_eq!(g[0].group_memcg, None);
+    let text = f
+        .iter()
+        .find(|f| f.name() == "group_kill")
+        .unwrap()
+        .to_string();
+    assert!(text.ends_with("; 1 dead, not dead: pid 43 (hog)"), "{text}");
+    assert!(names(&f).contains(&"stuck"));
+    assert_eq!(t.summary().group_kills, 1);
+}
+
+#[test]
+fn consecutive_invocations_are_not_a_group_kill() {
+    let mut t = tracker();
+    let mut evs = group_kill(0, &[42]);
+    evs.push(gone(2, 42, 7));
+    // The allocating task retries at once and the next invocation kills another process.
+    evs.extend(group_kill(3, &[43]));
+    evs.push(gone(5, 43, 7));
+    // A task marked while already exiting (no decision, no SIGKILL) joins nothing.
+    evs.extend([invoke(6), mark(6, 44, 7)]);
+    let f = run(&mut t, &evs, 8000);
+    assert!(group_kills(&f).is_empty(), "{f:?}");
+    assert_eq!((t.summary().kills, t.summary().group_kills), (2, 0));
+}
+
+#[test]
+fn without_the_decision_hook_a_group_kill_is_grouped_by_timing() {
+    let no_decision = || {
+        Tracker::new(TrackerConfig {
+            observability: Observability {
+                oom_kill: false,
+                oom_invoke: false,
+                oom_invoke_done: false,
+                ..Observability::ALL
+            },
+            ..TrackerConfig::default()
+        })
+    };
+    let mut t = no_decision();
+    t.memcg_path(MEMCG, "/job");
+    let evs = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        sigkill(1, 43, 7),
+        mark(1, 43, 7),
+        gone(3, 42, 7),
+        gone(4, 43, 7),
+    ];
+    let f = run(&mut t, &evs, 8000);
+    let g = group_kills(&f);
+    assert_eq!(g.len(), 1, "{f:?}");
+    assert_eq!(g[0].grouped_by, "timing");
+    assert!(
+        f.iter()
+            .any(|f| f.to_string().contains("grouped by timing"))
+    );
+    // Two kills by the same task, the first victim dead before the second: two invocations.
+    let mut t = no_decision();
+    let evs = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        gone(2, 42, 7),
+        sigkill(3, 43, 7),
+        mark(3, 43, 7),
+        gone(4, 43, 7),
+    ];
+    let f = run(&mut t, &evs, 8000);
+    assert!(group_kills(&f).is_empty(), "{f:?}");
+    // Or 100 ms apart.
+    let mut t = no_decision();
+    let evs = [
+        sigkill(0, 42, 7),
+        mark(0, 42, 7),
+        sigkill(100, 43, 7),
+        mark(100, 43, 7),
+    ];
+    assert!(group_kills(&run(&mut t, &evs, 8000)).is_empty());
+}
+
+#[test]
+fn the_group_memcg_is_the_victims_deepest_common_memcg() {
+    use super::incident::common_ancestor;
+    assert_eq!(
+        common_ancestor(["/a/b/c", "/a/b/d", "/a/b"]).as_deref(),
+        Some("/a/b")
+    );
+    assert_eq!(common_ancestor(["/a/bc", "/a/b"]).as_deref(), Some("/a"));
+    assert_eq!(common_ancestor(["/x", "/y"]).as_deref(), Some("/"));
+    assert_eq!(common_ancestor(Vec::<&str>::new()), None);
+}
+
+/// Before 6.8 the mark names a thread id only, no mm: a group kill's next SIGKILL is told
+/// from a co-victim's by the mm the signal hook read for the previous member.
+#[test]
+fn a_group_kill_with_classic_marks_is_not_taken_for_co_victims() {
+    let mut t = tracker();
+    let evs = [
+        invoke(0),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        old_mark(0, 42),
+        sigkill(1, 43, 8),
+        old_mark(1, 43),
+        sigkill(2, 44, 9),
+        old_mark(2, 44),
+        invoke_done(3, true),
+        gone(4, 42, 7),
+        gone(5, 43, 8),
+        gone(6, 44, 9),
+    ];
+    let f = run(&mut t, &evs, 8000);
+    let killed: Vec<(u32, Option<u64>, Option<VictimKey>)> = f
+        .iter()
+        .filter(|f| f.name() == "killed")
+        .map(|f| {
+            let v = f.victim().unwrap();
+            (v.key.tgid, v.incident, v.killed_with)
+        })
+        .collect();
+    assert_eq!(
+        killed,
+        [(42, None, None), (43, Some(1), None), (44, Some(1), None)],
+        "{f:?}"
+    );
+    assert_eq!(group_kills(&f).len(), 1);
+    // A real co-victim (sharing the mm) after a classic mark is still one.
+    let mut t = tracker();
+    let evs = [
+        invoke(0),
+        kill_decision(0, 42, 7),
+        sigkill(0, 42, 7),
+        old_mark(0, 42),
+        sharing(sigkill(1, 77, 9), 42),
+        invoke_done(3, true),
+    ];
+    let f = run(&mut t, &evs, 100);
+    let co = f.iter().find(|f| f.tgid() == 77).unwrap();
+    assert_eq!(co.victim().unwrap().killed_with.map(|k| k.tgid), Some(42));
+    assert!(group_kills(&f).is_empty());
+}
+
+/// What the reaper's silence says in `where_stuck`: a last skip not retried (the memory
+/// already torn down), or no wake-up at all (torn down before its timer, or an mm shared with
+/// init that the kernel never queues); a lock kept busy through ten skips says neither.
+#[test]
+fn the_reapers_silence_is_told_in_where_stuck() {
+    let stuck_text = |evs: &[Event]| -> String {
+        let mut t = tracker();
+        let f = run(&mut t, evs, 6000);
+        let Some(Finding::Stuck { where_stuck, .. }) = f.iter().find(|f| f.name() == "stuck")
+        else {
+            panic!("{f:?}")
+        };
+        where_stuck.clone()
+    };
+    let base = [sigkill(0, 42, 7), mark(0, 42, 7)];
+    let one_skip: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([
+            reaper(2000, 42, Payload::WakeReaper),
+            reaper(2001, 42, Payload::SkipReaping),
+        ])
+        .collect();
+    let w = stuck_text(&one_skip);
+    assert!(w.contains("already torn down (MMF_OOM_SKIP"), "{w}");
+    let never = stuck_text(&base);
+    assert!(never.contains("never woken"), "{never}");
+    assert!(never.contains("has mm pinned by"), "{never}");
+    let busy: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([reaper(2000, 42, Payload::WakeReaper)])
+        .chain((0..10).map(|i| reaper(2001 + i * 100, 42, Payload::SkipReaping)))
+        .collect();
+    let w = stuck_text(&busy);
+    assert!(
+        !w.contains("torn down") && !w.contains("never woken"),
+        "{w}"
+    );
+    // Retried skips with a start after them: no note either.
+    let retried: Vec<Event> = base
+        .iter()
+        .copied()
+        .chain([
+            reaper(2000, 42, Payload::WakeReaper),
+            reaper(2001, 42, Payload::SkipReaping),
+            reaper(2101, 42, Payload::StartReaping),
+            reaper(2102, 42, Payload::FinishReaping),
+        ])
+        .collect();
+    let w = stuck_text(&retried);
+    assert!(
+        !w.contains("torn down") && !w.contains("never woken"),
+        "{w}"
+    );
+}
+
+/// When the chosen victim is the allocating task itself, the group scan kills it again (it
+/// still has its mm) and the kernel's oom_kill counts it twice: the count kept for reconcile
+/// says so, while `kills` stays one per victim.
+#[test]
+fn a_group_kill_of_the_allocating_task_counts_as_the_kernel_does() {
+    let mut t = tracker();
+    let from_trigger = |mut ev: Event| {
+        ev.header.pid = 42;
+        ev.header.tgid = 42;
+        ev
+    };
+    let mut evs: Vec<Event> = group_kill(0, &[42, 43, 44])
+        .into_iter()
+        .map(from_trigger)
+        .collect();
+    evs.extend([gone(3, 42, 7), gone(4, 43, 7), gone(5, 44, 7)]);
+    let f = run(&mut t, &evs, 8000);
+    assert_eq!(group_kills(&f).len(), 1, "{f:?}");
+    assert_eq!(t.summary().kills, 3);
+    assert_eq!(t.kills_by_memcg().get(&MEMCG), Some(&4));
 }

@@ -36,7 +36,9 @@ pub(crate) enum SenderKind {
     /// The OOM killer (its victims carry no [`Sender`]: `trigger` and `decision` say it).
     OomKiller,
     /// Another kernel path (`SEND_SIG_PRIV` / `SI_KERNEL`): a PID-namespace teardown, a
-    /// tracer's exit (`PTRACE_O_EXITKILL`), a forced fatal signal.
+    /// tracer's exit (`PTRACE_O_EXITKILL`), a forced fatal signal, or (Linux 7.1+) the last
+    /// close of the child's `CLONE_PIDFD_AUTOKILL` pidfd — sent by whichever task dropped that
+    /// file's last reference (its holder's exit, a plain close, a kworker for a deferred one).
     Kernel,
     /// A user process: `kill(2)`, `tgkill(2)`, `pidfd_send_signal(2)` (`si_code` ≤ 0).
     User,
@@ -539,8 +541,15 @@ pub struct Victim {
     pub(crate) trigger_oom_score_adj: Option<i32>,
     /// The victim whose mm this one shared (killed along with it).
     pub(crate) killed_with: Option<VictimKey>,
+    /// The `memory.oom.group` incident it is in: one OOM invocation that killed several
+    /// victims (see [`super::Incident`]); set from the incident's second victim on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) incident: Option<u64>,
     pub(crate) timeline: Timeline,
     pub(crate) reaper_skips: u32,
+    /// The last oom_reaper attempt, when it was a skip (cleared by a later start).
+    #[serde(skip)]
+    pub(super) last_reaper_skip: Option<u64>,
     /// oom_reaper attempts seen (starts and skips); it makes at most 10.
     pub(crate) reaper_attempts: u32,
     /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
@@ -600,8 +609,10 @@ impl Victim {
             swap_kb: None,
             trigger_oom_score_adj: None,
             killed_with: None,
+            incident: None,
             timeline: Timeline::default(),
             reaper_skips: 0,
+            last_reaper_skip: None,
             reaper_attempts: 0,
             threads_exited: 0,
             exiting_tids: Vec::new(),
@@ -745,6 +756,38 @@ impl Victim {
             }
         }
         lines
+    }
+
+    /// What the oom_reaper's silence says about a victim judged stuck at `judged` (with the
+    /// reaper's tracepoints attached), in words; empty when there is nothing to add.
+    ///
+    /// `oom_reap_task` retries an attempt that returned false (`skip_task_reaping` for a busy
+    /// mmap_lock) 100 ms later, up to 10 times; a skip that returned true — the mm already has
+    /// `MMF_OOM_SKIP`, set by `exit_mmap` once the memory is torn down — ends it. And the
+    /// reaper is woken (`wake_reaper`) only if the kernel queued the victim: not when its mm
+    /// is shared with init or a kernel thread (`can_oom_reap` false: "has mm pinned by" in the
+    /// kernel log), nor, since 5.18 (woken by a 2 s timer), when `MMF_OOM_SKIP` is set by then.
+    pub(crate) fn reaper_note(&self, judged: u64) -> String {
+        let t = &self.timeline;
+        if let Some(skip) = self.last_reaper_skip
+            && self.reaper_attempts < REAPER_MAX_RETRIES
+            && judged.saturating_sub(skip) >= REAPER_SILENT_AFTER_SKIP_NS
+        {
+            return "; the oom_reaper's last attempt was a skip and it made no more: it found the \
+                    memory already torn down (MMF_OOM_SKIP, set by exit_mmap), not a busy \
+                    mmap_lock (that skip is retried 100 ms later)"
+                .into();
+        }
+        match (t.marked, t.reaper_woken) {
+            (Some(marked), None) if judged.saturating_sub(marked) >= REAPER_SILENT_NS => {
+                "; the oom_reaper was never woken for it: its memory was already torn down when \
+                 the reaper's 2 s timer fired (MMF_OOM_SKIP, set by exit_mmap), or the kernel \
+                 never queued it — an mm shared with init or a kernel thread, which the reaper \
+                 must not touch (the kernel log says 'has mm pinned by')"
+                    .into()
+            }
+            _ => String::new(),
+        }
     }
 
     /// One more oom_reaper attempt; the tenth is its last.

@@ -233,7 +233,8 @@ impl Metrics {
             | Finding::KillStuck { .. }
             | Finding::Marked { .. }
             | Finding::NotReleased { .. }
-            | Finding::Collateral { .. } => {}
+            | Finding::Collateral { .. }
+            | Finding::GroupKill { .. } => {}
         }
     }
 
@@ -385,6 +386,13 @@ impl Metrics {
             "counter",
             "Memcgs that kept hitting OOM while a victim was stuck.",
             self.livelocks,
+        );
+        scalar(
+            s,
+            "oomtrace_oom_group_kills_total",
+            "counter",
+            "OOM invocations that killed several victims (memory.oom.group; the kernel's oom_group_kill). Each victim is also in oomtrace_kills_total, as the kernel's oom_kill counts it.",
+            summary.group_kills,
         );
     }
 
@@ -790,6 +798,9 @@ oomtrace_victims_not_released 1
 # HELP oomtrace_livelocks_total Memcgs that kept hitting OOM while a victim was stuck.
 # TYPE oomtrace_livelocks_total counter
 oomtrace_livelocks_total 1
+# HELP oomtrace_oom_group_kills_total OOM invocations that killed several victims (memory.oom.group; the kernel's oom_group_kill). Each victim is also in oomtrace_kills_total, as the kernel's oom_kill counts it.
+# TYPE oomtrace_oom_group_kills_total counter
+oomtrace_oom_group_kills_total 0
 # HELP oomtrace_unstick_total Remedies watch --unstick took (or refused) for flagged victims.
 # TYPE oomtrace_unstick_total counter
 oomtrace_unstick_total{wait="fuse",result="applied"} 2

@@ -48,7 +48,8 @@ pub fn perfetto(r: &Replay, timeout_ns: u64) -> Value {
         ev.push(
             json!({"ph": "X", "name": "killed → dead", "cat": "victim", "pid": pid, "tid": tid,
                        "ts": us(kill), "dur": us(dead.saturating_sub(kill)),
-                       "args": {"stage": v.stage(), "dead": t.dead.is_some()}}),
+                       "args": {"stage": v.stage(), "dead": t.dead.is_some(),
+                                "why": v.why_lines(), "incident": v.incident}}),
         );
         if dead.saturating_sub(kill) >= timeout_ns {
             let from = kill.saturating_add(timeout_ns);

@@ -201,6 +201,11 @@ pub struct Tracker {
     /// Events userspace observes itself (a death seen through a pidfd) carry their observation
     /// time, which may run ahead of kernel events still in the ring.
     latest_kernel_ts: u64,
+    /// A replay: time advances with the records as they were read, and a record userspace
+    /// made (a death found at a kill's read, stamped when found) can be followed in the dump
+    /// by kernel events from before it that were still in the ring. Live, every tick follows a
+    /// full read of the ring, so nothing older than the tick is still to come.
+    replaying: bool,
     /// Boxed, like the held events: a victim is large, and B-tree nodes move their values.
     victims: BTreeMap<VictimKey, Box<Victim>>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
@@ -300,6 +305,7 @@ impl Tracker {
             seq: 0,
             latest_ts: 0,
             latest_kernel_ts: 0,
+            replaying: false,
             victims: BTreeMap::new(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
@@ -386,7 +392,17 @@ impl Tracker {
             .min(self.latest_kernel_ts)
             .max(judged.saturating_sub(MARK_GIVE_UP_NS));
         self.announce_ready(heard, out);
+        // A kernel SIGKILL no mark claimed is another kernel path's once its pairing window
+        // has passed in the ring. In a replay a record userspace made can carry time past it
+        // while the kill's mark, read after that record, is still to come (a reader behind a
+        // storm): there the window is judged against the kernel events read so far.
+        self.expire_pending_kills(if self.replaying { heard } else { judged }, out);
         self.check_timeouts(judged, now_ns, out);
+    }
+
+    /// Judges as a replay of recorded reads (see `replaying`).
+    pub(crate) fn replaying(&mut self) {
+        self.replaying = true;
     }
 
     /// Processes every held event and judges at `now_ns` (end of a session or a replay).
@@ -412,7 +428,16 @@ impl Tracker {
         let pending = self
             .pending_kills
             .iter()
-            .map(|k| k.ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
+            .map(|k| {
+                let due = k.ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS);
+                // A replay waits for the ring's reading to pass the window too (see `tick`):
+                // until a later kernel record comes, only the give-up can decide it.
+                if self.replaying && self.latest_kernel_ts <= k.ts + SIGKILL_PAIRING_NS {
+                    due.saturating_add(MARK_GIVE_UP_NS)
+                } else {
+                    due
+                }
+            })
             .min();
         let unannounced = self
             .announce
@@ -1718,7 +1743,6 @@ impl Tracker {
     }
 
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
-        self.expire_pending_kills(judged, out);
         self.report_incidents(judged, self.cfg.timeout_ns, out);
         self.quiet_domains(judged, out);
         let obs = self.cfg.observability;

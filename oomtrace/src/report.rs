@@ -122,6 +122,7 @@ impl<W: Write> Replayer<W> {
         let format = opts.format;
         let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
         session.tracker.set_gfp_names(gfp);
+        session.tracker.replaying();
         session.events = opts.events;
         session.keep_findings = opts.timeline;
         Replayer {

@@ -12,6 +12,7 @@ use oomtrace_common::{
 
 use crate::{
     emit::{emit, emit_stack, track},
+    files::record_kill_sockets,
     kernel::{config, read, task_info, task_memcg_id},
 };
 
@@ -201,6 +202,8 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
         _ => read::<i32>(info, SIGINFO_CODE).unwrap_or(si_code::SI_KERNEL),
     };
     let t = task_info(task);
+    // Before the event: userspace takes the record when the event arrives.
+    record_kill_sockets(task, t.tgid, t.start_ns);
     if !track(t.tgid) {
         target |= target_state::UNTRACKED;
     }

@@ -292,6 +292,20 @@ pub fn concerns(v: &Value, pid: u32) -> bool {
     }
 }
 
+/// Whether the kernel side reads a killed process's sockets from its fd table when the SIGKILL
+/// is generated (the tp_btf `signal_generate` runs, every offset of the walk was found): its
+/// ports are then recorded whatever the victim does next, under emulation too.
+pub fn kernel_reads_kill_sockets(plan: &Value) -> bool {
+    let missing = plan["environment"]["missing_offsets"]
+        .as_array()
+        .expect("missing_offsets");
+    attach_of(plan, "kernel_sigkill") == "tp_btf"
+        && !missing.iter().any(|m| {
+            m.as_str()
+                .is_some_and(|m| m.contains("sockets of a killed process"))
+        })
+}
+
 /// The attach type a hook runs as, from a plan (`null` when not attached).
 pub fn attach_of(plan: &Value, hook: &str) -> Value {
     plan["plan"]

@@ -31,6 +31,9 @@ use crate::kernel::{
 /// The eBPF object, embedded at build time: the binary is the only file a host needs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
 
+/// The kernel side's socket records of killed processes, by tgid.
+pub(crate) type KillSocketsMap = aya::maps::HashMap<MapData, u32, oomtrace_common::KillSockets>;
+
 /// What the user asked for when loading.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -137,6 +140,22 @@ impl Probes {
             .take_map(names::EVENTS)
             .context("the eBPF object has no EVENTS map")?;
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// The sockets the kernel side reads from a process's fd table when a SIGKILL is generated
+    /// for it (`KILL_SOCKETS`), taken once; `None` when it does not read them here (the
+    /// classic `signal_generate` record names no task, or an offset of the walk is unknown):
+    /// oomtrace then reads the victim's fd table through /proc at its kill.
+    pub(crate) fn take_kill_sockets(&mut self) -> Option<KillSocketsMap> {
+        let walks =
+            self.plan.iter().any(|p| {
+                p.hook == plan::Hook::KernelSigkill && p.attach == Some(AttachType::TpBtf)
+            }) && self.layout.config.walks_fd_tables();
+        if !walks {
+            return None;
+        }
+        let map = self.ebpf.take_map(names::KILL_SOCKETS)?;
+        aya::maps::HashMap::try_from(map).ok()
     }
 
     /// Events the kernel side could not write because the ring buffer was full, since load.

@@ -178,6 +178,18 @@ fn worth_reporting(result: i32, target: u32) -> bool {
 /// same code the classic record stores (`TP_STORE_SIGINFO`).
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
+    signal_generate(&ctx, false)
+}
+
+/// [`signal_generate_btf`] that also records the sockets in the target's fd table
+/// ([`record_kill_sockets`]), for kernels whose verifier passes the walk cheaply.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf_fds(ctx: BtfTracePointContext) -> u32 {
+    signal_generate(&ctx, true)
+}
+
+#[inline(always)]
+fn signal_generate(ctx: &BtfTracePointContext, fds: bool) -> u32 {
     let sig: i32 = ctx.arg(0);
     if sig != SIGKILL {
         return 0;
@@ -203,7 +215,9 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
     };
     let t = task_info(task);
     // Before the event: userspace takes the record when the event arrives.
-    record_kill_sockets(task, t.tgid, t.start_ns);
+    if fds {
+        record_kill_sockets(task, t.tgid, t.start_ns);
+    }
     if !track(t.tgid) {
         target |= target_state::UNTRACKED;
     }

@@ -293,17 +293,14 @@ pub fn concerns(v: &Value, pid: u32) -> bool {
 }
 
 /// Whether the kernel side reads a killed process's sockets from its fd table when the SIGKILL
-/// is generated (the tp_btf `signal_generate` runs, every offset of the walk was found): its
-/// ports are then recorded whatever the victim does next, under emulation too.
+/// is generated (the plan loaded the `signal_generate` variant with the walk): its ports are
+/// then recorded whatever the victim does next, under emulation too.
 pub fn kernel_reads_kill_sockets(plan: &Value) -> bool {
-    let missing = plan["environment"]["missing_offsets"]
+    plan["plan"]
         .as_array()
-        .expect("missing_offsets");
-    attach_of(plan, "kernel_sigkill") == "tp_btf"
-        && !missing.iter().any(|m| {
-            m.as_str()
-                .is_some_and(|m| m.contains("sockets of a killed process"))
-        })
+        .expect("plan array")
+        .iter()
+        .any(|h| h["hook"] == "kernel_sigkill" && h["program"] == "signal_generate_btf_fds")
 }
 
 /// The attach type a hook runs as, from a plan (`null` when not attached).

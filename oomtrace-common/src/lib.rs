@@ -662,6 +662,18 @@ pub struct Config {
     pub exit_arg_group_dead: u32,
     /// 1 to report every exit and free, not only those of tracked processes (benchmarks, debugging).
     pub trace_all_exits: u32,
+    // The fd table walked at a SIGKILL (`KILL_SOCKETS`): task_struct.files, files_struct.fdt,
+    // fdtable.{max_fds,fd,open_fds}, file.f_inode, inode.{i_mode,i_ino,i_sb}, super_block.s_magic.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub fdt_open_fds: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_magic: u32,
 }
 
 impl Config {
@@ -723,7 +735,31 @@ impl Config {
         tp_cgroup_path: NO_OFFSET,
         exit_arg_group_dead: 0,
         trace_all_exits: 0,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdt_max_fds: NO_OFFSET,
+        fdt_fd: NO_OFFSET,
+        fdt_open_fds: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_mode: NO_OFFSET,
+        inode_ino: NO_OFFSET,
+        inode_sb: NO_OFFSET,
+        sb_magic: NO_OFFSET,
     };
+
+    /// Whether every offset of the fd-table walk at a SIGKILL is known.
+    pub const fn walks_fd_tables(&self) -> bool {
+        self.task_files != NO_OFFSET
+            && self.files_fdt != NO_OFFSET
+            && self.fdt_max_fds != NO_OFFSET
+            && self.fdt_fd != NO_OFFSET
+            && self.fdt_open_fds != NO_OFFSET
+            && self.file_inode != NO_OFFSET
+            && self.inode_mode != NO_OFFSET
+            && self.inode_ino != NO_OFFSET
+            && self.inode_sb != NO_OFFSET
+            && self.sb_magic != NO_OFFSET
+    }
 }
 
 /// Names shared by both sides: maps, the config global, and one program per (hook, attach type).
@@ -733,6 +769,7 @@ pub mod names {
     pub const TRACKED: &str = "TRACKED";
     pub const TRACKED_COUNT: &str = "TRACKED_COUNT";
     pub const USER_UNTRACKED: &str = "USER_UNTRACKED";
+    pub const KILL_SOCKETS: &str = "KILL_SOCKETS";
     pub const CONFIG: &str = "CONFIG";
 }
 
@@ -740,6 +777,61 @@ pub mod names {
 pub const TRACKED_MAX: u32 = 16384;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 20;
+
+/// Capacity of the `KILL_SOCKETS` map (an LRU: entries userspace never takes are evicted).
+pub const KILL_SOCKETS_MAX: u32 = 1024;
+/// Socket inodes one [`KillSockets`] holds at most.
+pub const KILL_SOCKET_INODES: usize = 32;
+/// Slots of a fd table read at a SIGKILL (fds 0..63; slots past the table's `max_fds` count
+/// as empty), in chunks of [`KILL_FD_CHUNK`] pointers.
+pub const KILL_FDS_READ_MAX: u32 = 64;
+pub const KILL_FD_CHUNK: u32 = 8;
+/// Bits of a fd table's `open_fds` read to tell that no fd past [`KILL_FDS_READ_MAX`] is open.
+pub const KILL_OPEN_FDS_BITS: u32 = 512;
+
+/// Bits of [`KillSockets::flags`].
+pub mod kill_sockets {
+    /// `task->files` was NULL: the task had passed `exit_files` (nothing to read).
+    pub const NO_TABLE: u32 = 1 << 0;
+    /// A read of the table failed part-way: what is listed may be incomplete.
+    pub const READ_FAILED: u32 = 1 << 1;
+}
+
+/// The sockets in a process's fd table when a SIGKILL was generated for it, read by the
+/// `signal_generate` program (the `KILL_SOCKETS` map, by tgid; userspace takes the entry when
+/// the kill's event arrives). A fact of the fd table at that instant, nothing more: userspace
+/// names the sockets through /proc/net later, while the victim's fd table may be gone.
+///
+/// Read then because that is the last moment the table is surely there (a victim inside
+/// `exit_files` has none), and because at an OOM kill the killer holds the victim's
+/// `task_lock`, which /proc would wait for while the kernel prints to its console.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillSockets {
+    /// Start time of the process's leader (with the tgid key it names the process).
+    pub start_ns: u64,
+    /// `fdtable.max_fds`: the table's size.
+    pub max_fds: u32,
+    /// Slots known (from fd 0): `max_fds` when every open fd was below
+    /// [`KILL_FDS_READ_MAX`] (the table's `open_fds` bitmap, read up to
+    /// [`KILL_OPEN_FDS_BITS`], says so), else the slots read.
+    pub fds_read: u32,
+    /// Sockets found in the slots read; those past [`KILL_SOCKET_INODES`] are not listed.
+    pub count: u32,
+    /// [`kill_sockets`] bits.
+    pub flags: u32,
+    /// Inode numbers (sockfs) of the first `min(count, KILL_SOCKET_INODES)` sockets.
+    pub inodes: [u64; KILL_SOCKET_INODES],
+}
+
+impl KillSockets {
+    /// Whether every socket of the table is listed: all of it read and none left out.
+    pub const fn complete(&self) -> bool {
+        self.flags & kill_sockets::READ_FAILED == 0
+            && (self.flags & kill_sockets::NO_TABLE != 0 || self.fds_read >= self.max_fds)
+            && self.count as usize <= KILL_SOCKET_INODES
+    }
+}
 
 // No implicit padding: the sizes are the sums of the fields.
 /// Bits of [`MemcgOom::flags`].
@@ -824,7 +916,8 @@ const _: () = {
     assert!(core::mem::size_of::<GroupExited>() == 24);
     assert!(core::mem::size_of::<PreExisting>() == 48);
     assert!(core::mem::size_of::<MemcgState>() == 104);
-    assert!(core::mem::size_of::<Config>() == 56 * 4);
+    assert!(core::mem::size_of::<Config>() == 66 * 4);
+    assert!(core::mem::size_of::<KillSockets>() == 24 + 8 * KILL_SOCKET_INODES);
 };
 
 #[cfg(feature = "user")]
@@ -833,4 +926,5 @@ mod user {
     // SAFETY: all of these are repr(C), Copy, without implicit padding, valid for any bytes.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Header {}
+    unsafe impl aya::Pod for KillSockets {}
 }

@@ -12,6 +12,7 @@
 mod cgroup;
 mod emit;
 mod exit;
+mod files;
 mod kernel;
 mod oom;
 mod reaper;

@@ -12,6 +12,7 @@ use oomtrace_common::{
 
 use crate::{
     emit::{emit, emit_stack, track},
+    files::record_kill_sockets,
     kernel::{
         MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, task_info,
         task_memcg_id,
@@ -168,6 +169,18 @@ fn worth_reporting(result: i32, target: u32) -> bool {
 /// same code the classic record stores (`TP_STORE_SIGINFO`).
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
+    signal_generate(&ctx, false)
+}
+
+/// [`signal_generate_btf`] that also records the sockets in the target's fd table
+/// ([`record_kill_sockets`]), for kernels whose verifier passes the walk cheaply.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf_fds(ctx: BtfTracePointContext) -> u32 {
+    signal_generate(&ctx, true)
+}
+
+#[inline(always)]
+fn signal_generate(ctx: &BtfTracePointContext, fds: bool) -> u32 {
     let sig: i32 = ctx.arg(0);
     if sig != SIGKILL {
         return 0;
@@ -192,6 +205,10 @@ pub fn signal_generate_btf(ctx: BtfTracePointContext) -> u32 {
         _ => read::<i32>(info, SIGINFO_CODE).unwrap_or(si_code::SI_KERNEL),
     };
     let t = task_info(task);
+    // Before the event: userspace takes the record when the event arrives.
+    if fds {
+        record_kill_sockets(task, t.tgid, t.start_ns);
+    }
     if !track(t.tgid) {
         target |= target_state::UNTRACKED;
     }

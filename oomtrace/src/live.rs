@@ -205,6 +205,8 @@ struct Runner<W: std::io::Write> {
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
     last_sweep: tokio::time::Instant,
+    /// The sockets the kernel read from killed processes' fd tables, if it reads them here.
+    kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
 }
 
 impl<W: std::io::Write> Runner<W> {
@@ -227,6 +229,7 @@ impl<W: std::io::Write> Runner<W> {
             flagged: 0,
             poll_ring: false,
             last_sweep: now,
+            kill_sockets: None,
         }
     }
 
@@ -251,8 +254,28 @@ impl<W: std::io::Write> Runner<W> {
         }
         if let Some((ids, start, comm)) = killed_process(&ev) {
             self.watch_death(deaths, ids, start, comm)?;
+            if matches!(ev.payload, Payload::KernelSigkill(_)) {
+                self.sockets_from_kernel(ids.0, start);
+            }
         }
         Ok(())
+    }
+
+    /// The sockets the kernel read from `tgid`'s fd table when its SIGKILL was generated
+    /// (the record is taken out of the map). /proc is read instead only when the kernel has
+    /// no record of this process or did not list every socket (a table past the slots it
+    /// reads, a failed read).
+    fn sockets_from_kernel(&mut self, tgid: u32, start_ns: u64) {
+        let Some(map) = &mut self.kill_sockets else {
+            return;
+        };
+        let record = map.get(&tgid, 0).ok();
+        if record.is_some() {
+            let _ = map.remove(&tgid);
+        }
+        if let Some(live) = &mut self.session.live {
+            live.kill_record(tgid, start_ns, record.as_ref());
+        }
     }
 
     /// Starts following a killed process's death (once per process) and records the sockets
@@ -270,7 +293,11 @@ impl<W: std::io::Write> Runner<W> {
                     self.userspace(ev)?;
                 }
                 if w.started {
-                    if let Some(live) = &mut self.session.live {
+                    // Where the kernel reads the fd table at the SIGKILL, its record comes
+                    // with the kill's `KernelSigkill` event (`sockets_from_kernel`).
+                    if self.kill_sockets.is_none()
+                        && let Some(live) = &mut self.session.live
+                    {
                         live.record_sockets(tgid);
                     }
                     self.followed(tgid);
@@ -697,6 +724,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     // v1 eventfd writes cgroup.event_control).
     let (watcher, info, first) = start_memcg_watch(probes);
     let (mut runner, endpoint) = start(probes, opts, &info).await?;
+    runner.kill_sockets = probes.take_kill_sockets();
     // Held for the run: the kernel counts program run time only while it is open.
     let _stats = if opts.bpf_stats {
         Some(

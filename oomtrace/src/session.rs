@@ -40,16 +40,47 @@ impl Live {
         }
     }
 
-    /// Records the sockets `tgid` holds now (at its kill).
+    /// Records the sockets `tgid` holds now (at its kill), read through /proc.
     pub(crate) fn record_sockets(&mut self, tgid: u32) {
         let inodes = forensics::socket_inodes(&self.proc_root, tgid);
+        self.add_sockets(tgid, &inodes);
+    }
+
+    /// Records the sockets of `tgid` (its leader started at `start_ns`) from the kernel's
+    /// record of its fd table at the SIGKILL; /proc is read instead, or too, when there is no
+    /// record of this process or it does not list every socket.
+    pub(crate) fn kill_record(
+        &mut self,
+        tgid: u32,
+        start_ns: u64,
+        record: Option<&oomtrace_common::KillSockets>,
+    ) {
+        match record {
+            Some(r) if r.start_ns == start_ns => {
+                let listed = (r.count as usize).min(oomtrace_common::KILL_SOCKET_INODES);
+                self.add_sockets(tgid, &r.inodes[..listed]);
+                if !r.complete() {
+                    self.record_sockets(tgid);
+                }
+            }
+            _ => self.record_sockets(tgid),
+        }
+    }
+
+    /// Records socket inodes `tgid` held at its kill (with those recorded before).
+    pub(crate) fn add_sockets(&mut self, tgid: u32, inodes: &[u64]) {
         if inodes.is_empty() {
             return;
         }
-        if self.sockets_at_kill.len() >= MAX_SOCKET_RECORDS {
+        if self.sockets_at_kill.len() >= MAX_SOCKET_RECORDS
+            && !self.sockets_at_kill.contains_key(&tgid)
+        {
             self.sockets_at_kill.clear();
         }
-        self.sockets_at_kill.insert(tgid, inodes);
+        let held = self.sockets_at_kill.entry(tgid).or_default();
+        held.extend_from_slice(inodes);
+        held.sort_unstable();
+        held.dedup();
     }
 
     /// What /proc shows of process `tgid` started at `start_ns` (0: unknown) now, with the
@@ -405,6 +436,53 @@ mod tests {
         assert!(f.to_string().contains("reused"), "{f}");
         // Unknown start time: cannot tell, so /proc is shown.
         assert!(live.forensics(me, 0).exists);
+    }
+
+    /// The kernel's record of the fd table at the SIGKILL is used as it is when it lists every
+    /// socket; /proc is read only without a record of this very process, or too when the
+    /// record was cut (a table larger than the kernel reads).
+    #[test]
+    fn sockets_at_a_kill_come_from_the_kernels_record_when_it_is_whole() {
+        use oomtrace_common::{KILL_SOCKET_INODES, KillSockets, kill_sockets};
+        let dir = crate::scratch::ScratchDir::new("kill-sockets");
+        let fd = dir.path().join("42/task/42/fd");
+        std::fs::create_dir_all(&fd).unwrap();
+        std::os::unix::fs::symlink("socket:[900]", fd.join("3")).unwrap();
+        let record = |fds_read, count: u32, flags| {
+            let mut r = KillSockets {
+                start_ns: 7,
+                max_fds: 64,
+                fds_read,
+                count,
+                flags,
+                inodes: [0; KILL_SOCKET_INODES],
+            };
+            for i in 0..(count as usize).min(KILL_SOCKET_INODES) {
+                r.inodes[i] = 100 + i as u64;
+            }
+            r
+        };
+        let held = |rec: Option<&KillSockets>, start| {
+            let mut live = Live::new(dir.path().into(), None);
+            live.kill_record(42, start, rec);
+            live.sockets_at_kill.get(&42).cloned().unwrap_or_default()
+        };
+        // Whole: the kernel's two sockets, /proc not read (its 900 is not there).
+        assert_eq!(held(Some(&record(64, 2, 0)), 7), [100, 101]);
+        // No table (already inside exit_files): nothing, and /proc not read either.
+        assert!(held(Some(&record(0, 0, kill_sockets::NO_TABLE)), 7).is_empty());
+        // Another process with that pid, or no record: /proc.
+        assert_eq!(held(Some(&record(64, 2, 0)), 8), [900]);
+        assert_eq!(held(None, 7), [900]);
+        // Cut: slots left unread, sockets beyond those listed, a failed read: both.
+        assert_eq!(held(Some(&record(32, 1, 0)), 7), [100, 900]);
+        let many = held(Some(&record(64, KILL_SOCKET_INODES as u32 + 1, 0)), 7);
+        assert_eq!(many.len(), KILL_SOCKET_INODES + 1);
+        assert!(many.contains(&900));
+        assert_eq!(
+            held(Some(&record(64, 1, kill_sockets::READ_FAILED)), 7),
+            [100, 900]
+        );
     }
 
     /// A kill whose memcg was removed says so: with the last path seen (and the workload it

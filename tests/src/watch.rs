@@ -292,6 +292,17 @@ pub fn concerns(v: &Value, pid: u32) -> bool {
     }
 }
 
+/// Whether the kernel side reads a killed process's sockets from its fd table when the SIGKILL
+/// is generated (the plan loaded the `signal_generate` variant with the walk): its ports are
+/// then recorded whatever the victim does next, under emulation too.
+pub fn kernel_reads_kill_sockets(plan: &Value) -> bool {
+    plan["plan"]
+        .as_array()
+        .expect("plan array")
+        .iter()
+        .any(|h| h["hook"] == "kernel_sigkill" && h["program"] == "signal_generate_btf_fds")
+}
+
 /// The attach type a hook runs as, from a plan (`null` when not attached).
 pub fn attach_of(plan: &Value, hook: &str) -> Value {
     plan["plan"]

@@ -103,6 +103,7 @@ impl Layout {
             "pgtables_bytes.counter",
             "page-table size unknown",
         );
+        fd_walk_offsets(c, &mut off);
         c.oc_memcg = off("oom_control", "memcg", "kill memcg unknown");
         c.oc_gfp_mask = off("oom_control", "gfp_mask", "kill gfp mask unknown");
         c.oc_order = off("oom_control", "order", "kill order unknown");
@@ -235,6 +236,23 @@ fn page_kb_shift() -> u32 {
         .ok()
         .filter(|p| p.is_power_of_two() && *p >= 1024)
         .map_or(2, |p| p.trailing_zeros() - 10)
+}
+
+/// What the kernel side needs to read a killed process's sockets from its fd table at the
+/// SIGKILL (without them they are read from /proc at the kill).
+fn fd_walk_offsets(c: &mut Config, off: &mut impl FnMut(&str, &str, &str) -> u32) {
+    let fds = "sockets of a killed process read from /proc at its kill (waiting for the \
+               killer's console output)";
+    c.task_files = off("task_struct", "files", fds);
+    c.files_fdt = off("files_struct", "fdt", fds);
+    c.fdt_max_fds = off("fdtable", "max_fds", fds);
+    c.fdt_fd = off("fdtable", "fd", fds);
+    c.fdt_open_fds = off("fdtable", "open_fds", fds);
+    c.file_inode = off("file", "f_inode", fds);
+    c.inode_mode = off("inode", "i_mode", fds);
+    c.inode_ino = off("inode", "i_ino", fds);
+    c.inode_sb = off("inode", "i_sb", fds);
+    c.sb_magic = off("super_block", "s_magic", fds);
 }
 
 #[cfg(test)]
@@ -383,5 +401,6 @@ mod tests {
             c.mm_rss_stride
         );
         assert!(c.page_kb_shift >= 2);
+        assert!(c.walks_fd_tables(), "{c:?}");
     }
 }

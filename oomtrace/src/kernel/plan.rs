@@ -79,6 +79,9 @@ pub(crate) enum Requires {
     /// tp_btf `sched_process_exit` without it (before 6.16; the group_dead variant supersedes
     /// it after).
     NoExitGroupDead,
+    /// The `signal_generate` variant that reads the target's fd table for sockets: loaded
+    /// where its walk is known to pass the verifier (see [`Facts::fd_walk`]).
+    FdWalk,
 }
 
 /// One way to observe a hook: a program of the eBPF object and how it attaches.
@@ -235,6 +238,8 @@ hooks! {
         name: "kernel_sigkill",
         kernel: "signal:signal_generate",
         candidates: [
+            tp(TpBtf, "signal_generate_btf_fds", "signal", "signal_generate")
+                .requires(Requires::FdWalk),
             tp(TpBtf, "signal_generate_btf", "signal", "signal_generate"),
             tp(Tracepoint, "signal_generate_tp", "signal", "signal_generate"),
         ],
@@ -313,6 +318,10 @@ pub(crate) struct Facts {
     pub(crate) mark_victim_btf_has_task: bool,
     /// tp_btf `sched_process_exit` passes `group_dead` (Linux ≥ 6.16).
     pub(crate) exit_btf_has_group_dead: bool,
+    /// Whether the `signal_generate` program that reads the target's fd table is worth
+    /// loading: every offset of its walk found, and a kernel whose verifier was measured to
+    /// pass it cheaply; else why not.
+    pub(crate) fd_walk: Result<(), String>,
     /// Attach types the user forbade (`--forbid`).
     pub(crate) forbidden: BTreeSet<AttachType>,
 }
@@ -342,6 +351,9 @@ pub(crate) fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, S
                 R::OtherKernelsVariant,
                 "sched_process_exit has no group_dead argument before Linux 6.16".into(),
             ));
+        }
+        Requires::FdWalk if let Err(why) = &facts.fd_walk => {
+            return Err((R::KernelTooOld, why.clone()));
         }
         Requires::NoExitGroupDead if facts.exit_btf_has_group_dead => {
             return Err((
@@ -544,6 +556,7 @@ mod tests {
             tracefs: Ok(()),
             mark_victim_btf_has_task: true,
             exit_btf_has_group_dead: true,
+            fd_walk: Ok(()),
             forbidden: BTreeSet::new(),
         }
     }

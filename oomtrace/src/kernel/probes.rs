@@ -31,6 +31,9 @@ use crate::kernel::{
 /// The eBPF object, embedded at build time: the binary is the only file a host needs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
 
+/// The kernel side's socket records of killed processes, by tgid.
+pub(crate) type KillSocketsMap = aya::maps::HashMap<MapData, u32, oomtrace_common::KillSockets>;
+
 /// What the user asked for when loading.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -116,7 +119,8 @@ impl Probes {
         let btf = read_vmlinux_btf().and_then(|b| Btf::from_vec(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
-        let facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
+        let mut facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
+        facts.fd_walk = fd_walk_fact(&layout, &kernel_release());
         let skeletons = attach_skeletons(btf);
         let config = program_config(&layout, opts);
         let (plan, ebpf) = attach_plan(loader, &config, opts.ring_bytes, skeletons, &facts)?;
@@ -144,6 +148,22 @@ impl Probes {
             .take_map(names::EVENTS)
             .context("the eBPF object has no EVENTS map")?;
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// The sockets the kernel side reads from a process's fd table when a SIGKILL is generated
+    /// for it (`KILL_SOCKETS`), taken once; `None` when it does not read them here (the
+    /// classic `signal_generate` record names no task, or an offset of the walk is unknown):
+    /// oomtrace then reads the victim's fd table through /proc at its kill.
+    pub(crate) fn take_kill_sockets(&mut self) -> Option<KillSocketsMap> {
+        let walks = self
+            .plan
+            .iter()
+            .any(|p| p.program == Some("signal_generate_btf_fds"));
+        if !walks {
+            return None;
+        }
+        let map = self.ebpf.take_map(names::KILL_SOCKETS)?;
+        aya::maps::HashMap::try_from(map).ok()
     }
 
     /// Events the kernel side could not write because the ring buffer was full, since load.
@@ -275,7 +295,32 @@ fn kernel_facts(
         tracefs: tracefs.map(|_| ()).map_err(|e| e.to_string()),
         mark_victim_btf_has_task: btf.is_ok_and(mark_victim_passes_task),
         exit_btf_has_group_dead: btf.is_ok_and(exit_passes_group_dead),
+        fd_walk: Err("not decided".into()),
         forbidden: forbid.clone(),
+    }
+}
+
+/// The kernel release from which the fd-table walk is loaded: 6.18 is where it was measured
+/// to pass the verifier cheaply. 5.10's verifier gave up on it (a million instructions, after
+/// minutes under emulation); 6.1 and 6.12 were not measured.
+const FD_WALK_FROM: (u32, u32) = (6, 18);
+
+/// Whether the `signal_generate` variant that reads the target's fd table is worth loading
+/// here (see [`plan::Facts::fd_walk`]).
+fn fd_walk_fact(layout: &Layout, release: &str) -> Result<(), String> {
+    if !layout.config.walks_fd_tables() {
+        return Err("an offset of the fd-table walk is missing (see missing offsets)".into());
+    }
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let mut num = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (num(), num()) {
+        (Some(major), Some(minor)) if (major, minor) >= FD_WALK_FROM => Ok(()),
+        _ => Err(format!(
+            "the fd-table walk is loaded from Linux {}.{} on, where its verification was \
+             measured (5.10's verifier gives up on it); the sockets of a killed process are \
+             read through /proc at its kill",
+            FD_WALK_FROM.0, FD_WALK_FROM.1
+        )),
     }
 }
 
@@ -639,6 +684,50 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fd-table walk is loaded only with every offset of it and from the release where it
+    /// was measured; anything else says why (the plan shows it as the rejected candidate).
+    #[test]
+    fn the_fd_walk_is_loaded_only_where_it_was_measured() {
+        let mut layout = Layout {
+            config: Config::UNSET,
+            missing: Vec::new(),
+        };
+        let c = &mut layout.config;
+        for (i, off) in [
+            &mut c.task_files,
+            &mut c.files_fdt,
+            &mut c.fdt_max_fds,
+            &mut c.fdt_fd,
+            &mut c.fdt_open_fds,
+            &mut c.file_inode,
+            &mut c.inode_mode,
+            &mut c.inode_ino,
+            &mut c.inode_sb,
+            &mut c.sb_magic,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            *off = 8 * i as u32;
+        }
+        for ok in ["6.18.44-fc-v1272", "6.19.0", "7.0.1-amd64"] {
+            assert_eq!(fd_walk_fact(&layout, ok), Ok(()), "{ok}");
+        }
+        for old in [
+            "5.10.0-32-amd64",
+            "6.1.0-40-amd64",
+            "6.12.57+deb13-amd64",
+            "",
+            "x",
+        ] {
+            let why = fd_walk_fact(&layout, old).unwrap_err();
+            assert!(why.contains("6.18"), "{old}: {why}");
+        }
+        layout.config.sb_magic = oomtrace_common::NO_OFFSET;
+        let why = fd_walk_fact(&layout, "6.18.0").unwrap_err();
+        assert!(why.contains("offset"), "{why}");
+    }
 
     /// Schema 3: facts are plain values with their reason beside them, never serde's
     /// `{"Ok": …}` / `{"Err": …}`.

@@ -237,6 +237,7 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
                     | "free_raw_tp"
                     | "free_tp"
                     | "signal_generate_btf"
+                    | "signal_generate_btf_fds"
                     | "signal_generate_tp"
             )
         ) {

@@ -284,7 +284,7 @@ const ROOTS: &[&str] = &[
     "tests/src",
     "tests/tests",
     "fuzz/fuzz_targets",
-    "fuzz/examples",
+    "oomtrace/examples",
 ];
 
 /// `path:line fn name (N lines)` for every function over the limit in the workspace.

@@ -215,33 +215,14 @@ pub(crate) fn run(budget: Budget, target: Option<&str>) -> anyhow::Result<ExitCo
     })
 }
 
-/// `cargo check --examples` in `fuzz/`: the seed generator (`fuzz/examples/seeds.rs`) is no
-/// fuzz target, so `cargo fuzz build` never compiles it; this keeps it building as the library's
-/// paths move. Checked (no codegen) with stable, in its own target dir.
-fn check_examples(env: &Env) -> Result<(), String> {
-    let what = "cargo check --examples in fuzz/ (the seed generator)";
-    eprintln!("xtask: {what}");
-    let mut c = env.cargo();
-    c.current_dir(env.workspace.join("fuzz"))
-        .env_remove("CARGO_TARGET_DIR")
-        .args(["check", "--examples", "--target-dir"])
-        .arg(env.target_dir.join("fuzz-examples"));
-    match c.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("{what} failed ({s})")),
-        Err(e) => Err(format!("{what}: cannot start: {e}")),
-    }
-}
-
-/// The short run of `cargo xtask test`: the seed generator checked (one test), then every
-/// target for [`TEST_SECONDS`], counted as one test (both skipped when a filter that does not
-/// match "fuzz" is given).
+/// The short run of `cargo xtask test`: every target for [`TEST_SECONDS`], counted as one test
+/// (skipped when a filter that does not match "fuzz" is given). The seed generator
+/// (`oomtrace/examples/fuzz_seeds.rs`) is built by the unit tests.
 pub(crate) fn in_test(env: &Env, filter: Option<&str>) -> Tally {
     let mut tally = Tally::default();
     if filter.is_some_and(|f| !"fuzz".contains(f)) {
         return tally;
     }
-    tally.add(Tally::one(check_examples(env)));
     let budget = Budget {
         seconds: TEST_SECONDS,
         runs: None,

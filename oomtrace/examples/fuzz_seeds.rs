@@ -10,7 +10,9 @@
 //!   small valid blob with its own string table; the unit tests' sample blob is added by hand
 //!   (`fuzz/corpus/btf_parse/unit-test-sample.btf`).
 //!
-//! Run from `fuzz/`: `cargo +nightly run --release --example seeds`.
+//! Run from the repository: `cargo run --release -p oomtrace --example fuzz_seeds`. It lives
+//! in the main workspace (not in `fuzz/`) so that the unit tests and clippy build it with the
+//! library it uses, at no extra cost.
 
 use std::{
     collections::HashMap,
@@ -30,7 +32,7 @@ const S: u64 = 1_000_000_000;
 
 fn corpus(target: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpus")
+        .join("../fuzz/corpus")
         .join(target);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -196,7 +198,7 @@ fn events() {
 fn formats() {
     let dir = corpus("tracefs_format");
     let live = Path::new("/sys/kernel/tracing/events");
-    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oomtrace/testdata/6.18");
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/6.18");
     let root = if live.join("oom").is_dir() {
         live.to_path_buf()
     } else {

@@ -114,10 +114,43 @@ pub(crate) fn build_oomtrace(env: &Env) -> anyhow::Result<PathBuf> {
 
 /// What every guest runs: the oomtrace it tests, the static one its `check` runs as, and the
 /// end-to-end executables with the kernel-facing tests of each (`tests/guests.toml`).
+#[derive(Clone)]
 pub(crate) struct GuestSuite {
     pub(crate) bin: PathBuf,
     pub(crate) static_bin: PathBuf,
     pub(crate) runs: Vec<(PathBuf, Vec<String>)>,
+    /// Whether this boot runs `oomtrace check` (and the README column is judged against it):
+    /// one part of a split suite does.
+    pub(crate) check: bool,
+}
+
+/// Seconds each test binary took in the four guest kernels together (the full run of
+/// 2026-12-06, fc96f27), and `oomtrace check`'s: only to split a guest's suite into parts of
+/// about equal length, so that the two lanes end together. A binary not listed weighs
+/// [`UNLISTED_WEIGHT`]; a wrong weight costs time, never a verdict.
+const GUEST_WEIGHTS: &[(&str, u32)] = &[
+    ("livelock", 670),
+    ("pressure", 435),
+    ("e2e", 300),
+    ("stuck", 238),
+    ("global", 143),
+    ("kills", 91),
+    ("unstick", 69),
+    ("group", 56),
+    ("hardening", 52),
+];
+const CHECK_WEIGHT: u32 = 83;
+const UNLISTED_WEIGHT: u32 = 100;
+
+/// Into how many boots each kernel's suite is split: `OOMTRACE_GUEST_PARTS`, else 2. Whole
+/// kernels were too coarse for two lanes: the last run's second lane sat idle for the last
+/// 254 s while the first ran sid.
+fn guest_parts_wanted() -> usize {
+    std::env::var("OOMTRACE_GUEST_PARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(2)
 }
 
 impl GuestSuite {
@@ -157,7 +190,43 @@ impl GuestSuite {
             bin,
             static_bin,
             runs,
+            check: true,
         })
+    }
+
+    /// The suite split into at most `parts` boots of about equal weight ([`GUEST_WEIGHTS`];
+    /// the heaviest binary first into the lightest part), each binary whole and in its order;
+    /// the first part runs `check`. Never an empty part.
+    fn split(&self, parts: usize) -> Vec<GuestSuite> {
+        let parts = parts.clamp(1, self.runs.len().max(1));
+        let weight = |exe: &Path| {
+            let name = crate::suite::binary_of(exe);
+            GUEST_WEIGHTS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(UNLISTED_WEIGHT, |(_, w)| *w)
+        };
+        let mut by_weight: Vec<usize> = (0..self.runs.len()).collect();
+        by_weight.sort_by_key(|&i| std::cmp::Reverse(weight(&self.runs[i].0)));
+        let mut load = vec![0u32; parts];
+        load[0] = CHECK_WEIGHT;
+        let mut part_of = vec![0; self.runs.len()];
+        for i in by_weight {
+            let lightest = (0..parts).min_by_key(|&p| load[p]).unwrap_or(0);
+            load[lightest] += weight(&self.runs[i].0);
+            part_of[i] = lightest;
+        }
+        (0..parts)
+            .map(|p| GuestSuite {
+                runs: (self.runs.iter().zip(&part_of))
+                    .filter(|(_, q)| **q == p)
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+                check: p == 0,
+                ..self.clone()
+            })
+            .filter(|part| part.check || !part.runs.is_empty())
+            .collect()
     }
 
     fn test_count(&self) -> usize {
@@ -183,16 +252,10 @@ impl GuestSuite {
         );
         s += "t() { read up _ < /proc/uptime; echo \"xtask-time $up $1\"; }\n";
         s += "t boot\ncd /\necho \"guest kernel $(uname -r)\"\n";
-        s += &format!(
-            "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
-             && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
-             && chroot $r /oomtrace check --json > '{r}/check.json'\n\
-             echo \"static oomtrace check in a root without glibc: exit $?\"\n\
-             chroot $r /oomtrace check > '{r}/check.txt' 2>&1\n",
-            self.static_bin.display(),
-            r = results.display()
-        );
-        s += "t check\nrc=0\n";
+        if self.check {
+            s += &self.check_script(results);
+        }
+        s += "rc=0\n";
         for (exe, tests) in &self.runs {
             let names: Vec<String> = tests.iter().map(|t| format!("'{t}'")).collect();
             s += &format!(
@@ -203,6 +266,21 @@ impl GuestSuite {
             );
         }
         s += "exit $rc\n";
+        s
+    }
+
+    /// `oomtrace check`, the static dist binary from a root that holds nothing but it.
+    fn check_script(&self, results: &Path) -> String {
+        let mut s = format!(
+            "r=/tmp/noglibc && mkdir -p $r/proc $r/sys $r/dev && cp '{}' $r/oomtrace \
+             && mount -t proc proc $r/proc && mount --rbind /sys $r/sys && mount --rbind /dev $r/dev \
+             && chroot $r /oomtrace check --json > '{r}/check.json'\n\
+             echo \"static oomtrace check in a root without glibc: exit $?\"\n\
+             chroot $r /oomtrace check > '{r}/check.txt' 2>&1\n",
+            self.static_bin.display(),
+            r = results.display()
+        );
+        s += "t check\n";
         s
     }
 }
@@ -357,14 +435,19 @@ fn run_matrix(
         !kernels.is_empty(),
         "no kernel named {only:?} in xtask/matrix.toml"
     );
-    // Each kernel `boots` times, the same kernel's boots apart so that lanes run different ones.
-    let order: Vec<&KernelSpec> = (0..boots.max(1)).flat_map(|_| &kernels).collect();
+    // Each kernel `boots` times, the same kernel's boots apart so that lanes run different ones;
+    // each boot of the suite in parts (a boot of `check` alone is one part).
+    let parts = suite.split(guest_parts_wanted());
+    let order: Vec<(&KernelSpec, usize)> = (0..boots.max(1))
+        .flat_map(|_| &kernels)
+        .flat_map(|k| (0..parts.len()).map(move |p| (k, p)))
+        .collect();
     let queue = Mutex::new(order.iter().copied().enumerate().collect::<VecDeque<_>>());
     let results: Mutex<Vec<Option<GuestResult>>> = Mutex::new(order.iter().map(|_| None).collect());
     let lanes = guest_lanes().min(order.len());
     std::thread::scope(|s| {
         for lane in 1..=lanes {
-            let (queue, results, tools) = (&queue, &results, &tools);
+            let (queue, results, tools, parts) = (&queue, &results, &tools, &parts);
             s.spawn(move || {
                 if lane > 1 {
                     gate.wait();
@@ -372,14 +455,19 @@ fn run_matrix(
                 let lane_name = format!("guests {lane}");
                 loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-                    let Some((i, spec)) = next else { break };
-                    // Repeated boots of one kernel get their own results dir.
-                    let dir = if boots > 1 {
+                    let Some((i, (spec, p))) = next else { break };
+                    let name = match parts.len() {
+                        1 => spec.name.clone(),
+                        n => format!("{} {}/{n}", spec.name, p + 1),
+                    };
+                    // Repeated boots and parts of one kernel get their own results dir.
+                    let dir = if boots > 1 || parts.len() > 1 {
                         format!("{}-{i}", spec.name)
                     } else {
                         spec.name.clone()
                     };
-                    let r = run_guest(tools, spec, &dir, suite, &lane_name, timings);
+                    let part = &parts[p];
+                    let r = run_guest(tools, spec, &name, &dir, part, &lane_name, timings);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
             });
@@ -416,9 +504,11 @@ fn prepare_kernel(
 
 /// One guest: prepare its kernel (cached), boot it, run the suite, print its output as one
 /// block, and check the README's column for it.
+#[allow(clippy::too_many_arguments)]
 fn run_guest(
     tools: &guest::Tools,
     spec: &KernelSpec,
+    name: &str,
     dir: &str,
     suite: &GuestSuite,
     lane: &str,
@@ -433,20 +523,17 @@ fn run_guest(
     };
     let kernel = match prepare_kernel(tools, spec, lane, timings) {
         Ok(k) => k,
-        Err(e) => return failed(format!("{}: FAILED TO PREPARE: {e:#}", spec.name)),
+        Err(e) => return failed(format!("{name}: FAILED TO PREPARE: {e:#}")),
     };
     // Each guest's target is its own; the share (the cargo target dir) holds every result.
     let Some(target) = suite.bin.parent().and_then(Path::parent) else {
-        return failed(format!(
-            "{}: the oomtrace binary has no target dir",
-            spec.name
-        ));
+        return failed(format!("{name}: the oomtrace binary has no target dir"));
     };
     // Not under /root, /tmp, /run or /var/tmp: the guest mounts tmpfs there.
     let results = target.join("vm-results").join(dir);
     eprintln!(
-        "xtask: booting {} ({}) under QEMU/TCG in lane {lane}",
-        spec.name, kernel.release
+        "xtask: booting {name} ({}) under QEMU/TCG in lane {lane}",
+        kernel.release
     );
     let script = suite.script(&results);
     let boot = || {
@@ -465,19 +552,16 @@ fn run_guest(
     // once in a few dozen boots) is booted once more; the tests themselves never are.
     let (started, run) = match boot() {
         (started, Err(e)) if !results.join("output.log").exists() => {
-            eprintln!(
-                "xtask: {} never ran the suite ({e:#}); booting it once more",
-                spec.name
-            );
+            eprintln!("xtask: {name} never ran the suite ({e:#}); booting it once more");
             timings.record(
                 lane,
-                &format!("{}: failed boot", spec.name),
+                &format!("{name}: failed boot"),
                 started,
                 started.elapsed(),
             );
             let _ = std::fs::copy(
                 results.join("console.log"),
-                target.join(format!("vm-{}-failed-boot.log", spec.name)),
+                target.join(format!("vm-{dir}-failed-boot.log")),
             );
             boot()
         }
@@ -488,29 +572,35 @@ fn run_guest(
         Err(e) => {
             timings.record(
                 lane,
-                &format!("{}: did not finish", spec.name),
+                &format!("{name}: did not finish"),
                 started,
                 started.elapsed(),
             );
-            return failed(format!(
-                "{} ({}): FAILED TO RUN: {e:#}",
-                spec.name, kernel.release
-            ));
+            return failed(format!("{name} ({}): FAILED TO RUN: {e:#}", kernel.release));
         }
     };
-    record_guest_parts(timings, lane, &spec.name, started, &run);
-    let (t, troubles) = judge_guest(&spec.name, suite, &results, &run);
-    let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+    record_guest_parts(timings, lane, name, started, &run);
+    let (t, troubles) = judge_guest(name, &spec.name, suite, &results, &run);
+    let plan = match suite.check {
+        true => {
+            plan_summary(&std::fs::read_to_string(results.join("check.json")).unwrap_or_default())
+        }
+        false => suite
+            .runs
+            .iter()
+            .map(|(e, _)| crate::suite::binary_of(e))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     let line = format!(
-        "{} ({}): {} passed, {} failed, exit {}, {:.0} s, {troubles} kernel oopses (console {}); {}",
-        spec.name,
+        "{name} ({}): {} passed, {} failed, exit {}, {:.0} s, {troubles} kernel oopses (console {}); {}",
         kernel.release,
         t.passed,
         t.failed + t.broken,
         run.exit_code,
         run.wall.as_secs_f64(),
         run.console.display(),
-        plan_summary(&check)
+        plan
     );
     GuestResult { tally: t, line }
 }
@@ -536,6 +626,7 @@ fn record_guest_parts(
 /// its check.json against the README's column, and its console; with the count of oopses.
 fn judge_guest(
     name: &str,
+    kernel: &str,
     suite: &GuestSuite,
     results: &Path,
     run: &guest::GuestRun,
@@ -571,11 +662,13 @@ fn judge_guest(
         );
         t.broken += 1;
     }
-    let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
-    let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
-    if let Err(e) = check_readme_column(&readme, name, &check) {
-        eprintln!("xtask: {e}");
-        t.broken += 1;
+    if suite.check {
+        let check = std::fs::read_to_string(results.join("check.json")).unwrap_or_default();
+        let readme = std::fs::read_to_string(readme_path()).unwrap_or_default();
+        if let Err(e) = check_readme_column(&readme, kernel, &check) {
+            eprintln!("xtask: {e}");
+            t.broken += 1;
+        }
     }
     let troubles = oopses(&run.console, name);
     t.broken += u64::from(troubles > 0);
@@ -894,6 +987,97 @@ fn readme_step(bin: &Path) -> anyhow::Result<Tally> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn suite_of(binaries: &[&str]) -> GuestSuite {
+        GuestSuite {
+            bin: "/t/oomtrace".into(),
+            static_bin: "/t/static".into(),
+            runs: binaries
+                .iter()
+                .map(|b| {
+                    (
+                        PathBuf::from(format!("/t/deps/{b}-0123abcd")),
+                        vec![format!("{b}_test")],
+                    )
+                })
+                .collect(),
+            check: true,
+        }
+    }
+
+    fn names(part: &GuestSuite) -> Vec<&str> {
+        part.runs
+            .iter()
+            .map(|(e, _)| crate::suite::binary_of(e))
+            .collect()
+    }
+
+    #[test]
+    fn a_guest_suite_splits_into_balanced_parts_each_binary_once_in_order() {
+        let all = [
+            "e2e",
+            "global",
+            "group",
+            "kills",
+            "hardening",
+            "livelock",
+            "unstick",
+            "stuck",
+            "pressure",
+            "newcomer",
+        ];
+        let parts = suite_of(&all).split(2);
+        assert_eq!(parts.len(), 2);
+        assert!(
+            parts[0].check && !parts[1].check,
+            "only the first runs check"
+        );
+        let (a, b) = (names(&parts[0]), names(&parts[1]));
+        // Every binary in exactly one part, each part in the suite's order.
+        let mut both: Vec<&str> = a.iter().chain(&b).copied().collect();
+        both.sort();
+        let mut want = all.to_vec();
+        want.sort();
+        assert_eq!(both, want);
+        for part in [&a, &b] {
+            let pos: Vec<usize> = part
+                .iter()
+                .map(|n| all.iter().position(|x| x == n).unwrap())
+                .collect();
+            assert!(pos.windows(2).all(|w| w[0] < w[1]), "{part:?}");
+        }
+        // The two heaviest apart, and the weights within a tenth of each other.
+        assert_ne!(a.contains(&"livelock"), b.contains(&"livelock"));
+        assert_ne!(a.contains(&"livelock"), a.contains(&"pressure"));
+        let w = |p: &[&str]| -> u32 {
+            p.iter()
+                .map(|n| {
+                    GUEST_WEIGHTS
+                        .iter()
+                        .find(|(x, _)| x == n)
+                        .map_or(UNLISTED_WEIGHT, |(_, w)| *w)
+                })
+                .sum()
+        };
+        let (wa, wb) = (w(&a) + CHECK_WEIGHT, w(&b));
+        assert!(
+            wa.abs_diff(wb) * 10 <= wa.max(wb),
+            "{wa} against {wb}: {a:?} / {b:?}"
+        );
+    }
+
+    #[test]
+    fn a_suite_too_small_to_split_stays_whole() {
+        let one = suite_of(&["kills"]).split(2);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].check);
+        assert_eq!(names(&one[0]), ["kills"]);
+        // A boot of `check` alone (`cargo xtask vm --boots`): one part, with check.
+        let none = suite_of(&[]).split(2);
+        assert_eq!(none.len(), 1);
+        assert!(none[0].check && none[0].runs.is_empty());
+        assert_eq!(suite_of(&["e2e", "kills"]).split(1).len(), 1);
+    }
 
     #[test]
     fn result_lines_are_parsed() {

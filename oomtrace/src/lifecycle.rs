@@ -439,17 +439,31 @@ impl Tracker {
                 }
             })
             .min();
+        // Announced once what has been heard passes the pairing window (`tick`'s `heard`):
+        // until a later kernel record comes, only the give-up moves it. Without this a replay
+        // whose records stop inside the window ticked at the same time for ever (found by the
+        // dump_replay fuzz target), and a live loop woke at once again and again.
         let unannounced = self
             .announce
             .iter()
             .filter_map(|k| self.victims.get(k)?.timeline.sigkill)
-            .map(|ts| ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS))
+            .map(|ts| {
+                let due = ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS);
+                match self.latest_kernel_ts <= ts.saturating_add(SIGKILL_PAIRING_NS) {
+                    true => due.saturating_add(MARK_GIVE_UP_NS),
+                    false => due,
+                }
+            })
             .min();
+        // The same rules as `check_timeouts`: a victim awaiting its mark is judged once the
+        // pending kill is decided (its own due time above), one released is dead.
         self.victims
             .values()
+            .filter(|v| !v.awaiting_mark)
             .filter_map(|v| {
                 let since = v.watched_since()?;
                 match v.timeline.dead {
+                    None if v.is_dead() => None,
                     None if !v.flagged_stuck && !v.flagged_unobservable => {
                         let allowed = if v.killed_at().is_some() {
                             cfg.timeout_ns

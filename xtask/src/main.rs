@@ -123,6 +123,7 @@ fn main() -> ExitCode {
                 seconds,
                 runs,
                 asan: !no_asan,
+                dev: false,
             },
             target.as_deref(),
         ),

@@ -16,7 +16,7 @@ use crate::{
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
-    record::dump::{DumpProblem, Header, Reader, Record},
+    record::dump::{DumpProblem, Header, Next, Reader, Record},
     render::{events::Renderer, sink::Format},
     session::Session,
 };
@@ -92,10 +92,39 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
     }
 }
 
+/// A replay's output: the session flushes at every tick (live, a finding must reach its reader
+/// at once), which in a replay is a write per kill; here lines go out in large writes, and
+/// [`Batched::done`] flushes at the end.
+struct Batched<W: Write>(io::BufWriter<W>);
+
+impl<W: Write> Write for Batched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Batched<W> {
+    fn new(out: W) -> Self {
+        Batched(io::BufWriter::with_capacity(1 << 16, out))
+    }
+
+    fn done(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Applies a dump's records to a session, one at a time, keeping what Perfetto and the tests
 /// need beside the findings.
 struct Replayer<W: Write> {
-    session: Session<W>,
+    session: Session<Batched<W>>,
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
@@ -120,7 +149,8 @@ impl<W: Write> Replayer<W> {
             page_kb: h.page_kb.unwrap_or(4),
         };
         let format = opts.format;
-        let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
+        let mut session =
+            Session::new(renderer, Tracker::new(cfg), format, None, Batched::new(out));
         session.tracker.set_gfp_names(gfp);
         session.tracker.replaying();
         session.events = opts.events;
@@ -156,36 +186,39 @@ impl<W: Write> Replayer<W> {
         Ok(())
     }
 
+    /// An event record's bytes: decoded, time advanced to it, tracked.
+    fn event(&mut self, raw: &[u8]) -> io::Result<()> {
+        let Ok(ev) = Event::decode(raw) else {
+            self.replay.undecodable += 1;
+            return Ok(());
+        };
+        let ts = ev.header.ts_ns;
+        self.advance_to(ts)?;
+        match ev.payload {
+            Payload::OomInvoke(p) if self.timeline() => {
+                self.replay.invocations.push((p.memcg_id, ts));
+            }
+            Payload::TaskExit(_) if self.timeline() => {
+                self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
+            }
+            // Recorded only when in the memory controller's hierarchy.
+            Payload::CgroupMkdir(p) => {
+                self.session.renderer.memcgs.created(
+                    None,
+                    p.id,
+                    &mkdir_path(&p),
+                    p.flags & cgroup_mkdir::TRUNCATED != 0,
+                );
+            }
+            _ => {}
+        }
+        self.last_ts = self.last_ts.max(ts);
+        self.session.event(&ev)
+    }
+
     fn apply(&mut self, rec: Record) -> io::Result<()> {
         match rec {
-            Record::Event(raw) => {
-                let Ok(ev) = Event::decode(&raw) else {
-                    self.replay.undecodable += 1;
-                    return Ok(());
-                };
-                let ts = ev.header.ts_ns;
-                self.advance_to(ts)?;
-                match ev.payload {
-                    Payload::OomInvoke(p) if self.timeline() => {
-                        self.replay.invocations.push((p.memcg_id, ts));
-                    }
-                    Payload::TaskExit(_) if self.timeline() => {
-                        self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
-                    }
-                    // Recorded only when in the memory controller's hierarchy.
-                    Payload::CgroupMkdir(p) => {
-                        self.session.renderer.memcgs.created(
-                            None,
-                            p.id,
-                            &mkdir_path(&p),
-                            p.flags & cgroup_mkdir::TRUNCATED != 0,
-                        );
-                    }
-                    _ => {}
-                }
-                self.last_ts = self.last_ts.max(ts);
-                self.session.event(&ev)?;
-            }
+            Record::Event(raw) => self.event(&raw)?,
             Record::Lost(n) => self.session.lost(n)?,
             Record::Symbol(addr, name) => {
                 self.session.renderer.symbols.insert(addr, name.clone());
@@ -221,6 +254,7 @@ impl<W: Write> Replayer<W> {
         let mut r = self.replay;
         r.problems = problems;
         r.summary = self.session.finish(end)?;
+        self.session.out.done()?;
         r.findings = std::mem::take(&mut self.session.kept);
         for f in &r.findings {
             if let Some(v) = f.victim() {
@@ -254,8 +288,11 @@ pub fn replay<W: Write>(
         cfg.death_at_last_exit,
     );
     replayer.session.out.write_all(intro.as_bytes())?;
-    while let Some(rec) = reader.next_record() {
-        replayer.apply(rec)?;
+    while let Some(next) = reader.next() {
+        match next {
+            Next::Event(raw) => replayer.event(raw)?,
+            Next::Record(rec) => replayer.apply(rec)?,
+        }
     }
     Ok(replayer.finish(reader.problems.clone())?)
 }

@@ -12,7 +12,10 @@
 //! path: written before the first event naming that memcg, so replays elsewhere show paths),
 //! 7 symbol (u64 LE kernel address · UTF-8 `name+0xoff`: written before the first allocation
 //! stack naming that address, which the event keeps raw, so replays name the frames as the
-//! recording host's /proc/kallsyms did).
+//! recording host's /proc/kallsyms did), 8 drained (u64 LE: CLOCK_MONOTONIC ns of a live
+//! tick, written after a full read of the ring buffer: every kernel record stamped before
+//! then that was not lost is before this record, so a replay judges time there as live did;
+//! format 3).
 //!
 //! Records are appended and flushed as they come; every record is framed and checksummed, so a
 //! `kill -9`, a full disk or a power cut leaves a file that reads up to its last complete record.
@@ -36,7 +39,10 @@ pub(crate) const MAGIC: &[u8; 8] = b"OOMTRDMP";
 /// 2: also the events userspace observes (`GroupExited`: the process finished exiting, which
 ///    is death; `PreExisting`), and a `death` key in the header. `report` judges a format-1
 ///    dump the old way and says so.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// 3: also a drained record at each of the recorder's ticks (a full read of the ring): a
+///    replay judges time only there, as `watch` did. Dumps without them (format 2, or ones
+///    not written by a live recorder) are judged at each record's time, as before.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// No record is larger than this; a longer length field is corruption.
 pub(crate) const MAX_RECORD: u32 = 16 << 20;
 
@@ -47,6 +53,7 @@ pub(crate) const T_SUMMARY: u8 = 4;
 pub(crate) const T_END: u8 = 5;
 pub(crate) const T_MEMCG: u8 = 6;
 pub(crate) const T_SYMBOL: u8 = 7;
+pub(crate) const T_DRAINED: u8 = 8;
 
 /// One record read back (the header is read apart: [`Reader::header`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +66,8 @@ pub enum Record {
     Memcg(u64, String),
     /// A kernel address and its name (`name+0xoff`).
     Symbol(u64, String),
+    /// A live tick after a full read of the ring buffer, at this CLOCK_MONOTONIC ns.
+    Drained(u64),
 }
 
 enum Sink {
@@ -139,6 +148,11 @@ impl Writer {
 
     pub fn lost(&mut self, total: u64) -> io::Result<()> {
         self.record(T_LOST, &total.to_le_bytes())
+    }
+
+    /// A live tick at `now_ns`, after a full read of the ring buffer (see [`Record::Drained`]).
+    pub(crate) fn drained(&mut self, now_ns: u64) -> io::Result<()> {
+        self.record(T_DRAINED, &now_ns.to_le_bytes())
     }
 
     pub fn summary(&mut self, summary: &Value) -> io::Result<()> {
@@ -508,8 +522,8 @@ struct Frame {
     crc_ok: bool,
 }
 
-/// What [`Reader::next`] hands out: an event's bytes, borrowed from the reader until the next
-/// call (the replay decodes them at once: no copy, no allocation), or any other record.
+/// What [`Reader::next_borrowed`] hands out: an event's bytes, borrowed from the reader until
+/// the next call (the replay decodes them at once: no copy, no allocation), or any other record.
 #[derive(Debug, PartialEq)]
 pub enum Next<'a> {
     Event(&'a [u8]),
@@ -540,6 +554,7 @@ fn type_name(kind: u8) -> String {
         T_END => "end".into(),
         T_MEMCG => "memcg".into(),
         T_SYMBOL => "symbol".into(),
+        T_DRAINED => "drained".into(),
         other => format!("type-{other}"),
     }
 }
@@ -850,7 +865,7 @@ impl Reader {
 
     /// The next record, or `None` at the end (check `problems` for why it ended).
     pub fn next_record(&mut self) -> Option<Record> {
-        Some(match self.next()? {
+        Some(match self.next_borrowed()? {
             Next::Event(raw) => Record::Event(raw.to_vec()),
             Next::Record(r) => r,
         })
@@ -858,7 +873,7 @@ impl Reader {
 
     /// The next record, an event's bytes borrowed (see [`Next`]), or `None` at the end (check
     /// `problems` for why it ended).
-    pub fn next(&mut self) -> Option<Next<'_>> {
+    pub fn next_borrowed(&mut self) -> Option<Next<'_>> {
         if let Some(r) = self.pending.take() {
             return Some(Next::Record(r));
         }
@@ -937,6 +952,10 @@ impl Reader {
                     self.clean_end = true;
                     Some(Record::End(t))
                 }
+                None => wrong_size(self),
+            },
+            T_DRAINED => match u64_of(payload) {
+                Some(t) => Some(Record::Drained(t)),
                 None => wrong_size(self),
             },
             T_MEMCG => self.memcg(at, payload),

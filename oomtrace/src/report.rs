@@ -455,27 +455,9 @@ mod tests {
         }
     }
 
-    /// A storm of kernel SIGKILLs (PID namespaces torn down) and OOM kills, read by a reader
-    /// that falls behind: the ring is read in chunks, and a kill whose victim finished dying
-    /// before its read gets its death record (`gone`, stamped at the read) written into the
-    /// dump right after the kill and before its mark. The dump is written as `watch` writes it,
-    /// with a drained mark at each tick after a read; the ring's records come in timestamp
-    /// order, OOM kills' marks 5 µs after their SIGKILL.
-    pub(super) fn storm_dump(
-        path: &Path,
-        seed: u64,
-        kills: u32,
-        drained: bool,
-    ) -> (Vec<u32>, Vec<Record>, usize) {
-        use oomtrace_common::{GroupExited, USERSPACE_CPU, exit_seen, sender_state, si_code};
-        let mut x = seed | 1;
-        let mut rnd = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        let at = |ns: u64, cpu: u32, tgid: u32, payload: Payload| Event {
+    /// An event of the storm dumps at `ns` past the clock's base.
+    fn storm_at(ns: u64, cpu: u32, tgid: u32, payload: Payload) -> Event {
+        Event {
             header: Header {
                 kind: 0,
                 cpu,
@@ -485,7 +467,14 @@ mod tests {
                 comm: comm_bytes("hog"),
             },
             payload,
-        };
+        }
+    }
+
+    /// The kernel's records of a storm of `kills` SIGKILLs, a third of them the OOM killer's
+    /// (marked 5 µs later), the rest PID-namespace teardowns, each victim exiting and reaped
+    /// within 150 ms, in timestamp order; with the OOM victims and when each victim died.
+    fn storm_ring(rnd: &mut impl FnMut(u64) -> u64, kills: u32) -> StormRing {
+        use oomtrace_common::{TaskFree, sender_state, si_code};
         let sigkill = |tgid: u32, ns_churn: bool| {
             Payload::KernelSigkill(KernelSigkill {
                 target_pid: tgid,
@@ -500,20 +489,19 @@ mod tests {
                 ..KernelSigkill::ZERO
             })
         };
-        // The kernel's records in the ring, and when each OOM victim finished dying.
         let (mut ring, mut dies, mut oom) = (Vec::new(), Vec::new(), Vec::new());
         let mut t = 0;
         for i in 0..kills {
             t += 1_000 + rnd(30 * MS);
             let tgid = 1_000 + i;
             let churn = rnd(3) != 0;
-            ring.push(at(t, 0, 9, sigkill(tgid, churn)));
+            ring.push(storm_at(t, 0, 9, sigkill(tgid, churn)));
             if !churn {
                 let mut m: MarkVictim = unsafe { std::mem::zeroed() };
                 m.fields = victim_fields::TASK | victim_fields::COMM;
                 (m.pid, m.tgid, m.start_ns, m.memcg_id) = (tgid, tgid, 5, 77);
                 m.comm = comm_bytes("hog");
-                ring.push(at(t + 5_000, 0, 9, Payload::MarkVictim(m)));
+                ring.push(storm_at(t + 5_000, 0, 9, Payload::MarkVictim(m)));
                 oom.push(tgid);
             }
             let dead = t + 1 + rnd(150 * MS);
@@ -522,16 +510,44 @@ mod tests {
                 group_dead_source: 1,
                 start_ns: 5,
             };
-            ring.push(at(dead, 1, tgid, Payload::TaskExit(exit)));
-            let free = oomtrace_common::TaskFree {
+            ring.push(storm_at(dead, 1, tgid, Payload::TaskExit(exit)));
+            let free = TaskFree {
                 pid: tgid,
                 _pad: 0,
                 start_ns: 5,
             };
-            ring.push(at(dead + MS, 1, 1, Payload::TaskFree(free)));
+            ring.push(storm_at(dead + MS, 1, 1, Payload::TaskFree(free)));
             dies.push((tgid, 1_000_000 * MS + dead));
         }
         ring.sort_by_key(|e| e.header.ts_ns);
+        (ring, dies, oom)
+    }
+
+    /// The ring's records, (pid, time of death) of every victim, the OOM victims.
+    type StormRing = (Vec<Event>, Vec<(u32, u64)>, Vec<u32>);
+
+    /// A storm of kernel SIGKILLs and OOM kills ([`storm_ring`]), read by a reader that falls
+    /// behind: the ring is read in chunks, and a kill whose victim finished dying before its
+    /// read gets its death record (`gone`, stamped at the read) written into the dump right
+    /// after the kill and before its mark. The dump is written as `watch` writes it, with a
+    /// drained mark at each tick after a read (when `drained`). Returns the OOM victims, the
+    /// records as `watch` read them (a `Drained` per tick), and how many deaths were recorded
+    /// before their kill's mark.
+    pub(super) fn storm_dump(
+        path: &Path,
+        seed: u64,
+        kills: u32,
+        drained: bool,
+    ) -> (Vec<u32>, Vec<Record>, usize) {
+        use oomtrace_common::{GroupExited, USERSPACE_CPU, exit_seen};
+        let mut x = seed | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (ring, dies, oom) = storm_ring(&mut rnd, kills);
         // The reader: a chunk of the ring at each wake, 0-400 ms behind.
         let header = json!({"version": "t", "hostname": "h", "kernel": "k",
                             "options": {"timeout_ns": 5_000_000_000u64}, "death": {"pidfd": true},
@@ -556,7 +572,7 @@ mod tests {
                         tid: 0,
                         _pad: 0,
                     };
-                    let u = at(
+                    let u = storm_at(
                         now - 1_000_000 * MS,
                         USERSPACE_CPU,
                         k.target_tgid,
@@ -570,11 +586,10 @@ mod tests {
                 i += 1;
             }
             // `now` is a time of the ring's records (the clock's base included).
-            let tick = now;
             if drained {
-                w.drained(tick).unwrap();
+                w.drained(now).unwrap();
             }
-            live.push(Record::Drained(tick));
+            live.push(Record::Drained(now));
         }
         w.finish(now + 10_000 * MS).unwrap();
         (oom, live, ahead)

@@ -525,7 +525,7 @@ struct Frame {
 /// What [`Reader::next_borrowed`] hands out: an event's bytes, borrowed from the reader until
 /// the next call (the replay decodes them at once: no copy, no allocation), or any other record.
 #[derive(Debug, PartialEq)]
-pub enum Next<'a> {
+pub(crate) enum Next<'a> {
     Event(&'a [u8]),
     Record(Record),
 }
@@ -873,7 +873,7 @@ impl Reader {
 
     /// The next record, an event's bytes borrowed (see [`Next`]), or `None` at the end (check
     /// `problems` for why it ended).
-    pub fn next_borrowed(&mut self) -> Option<Next<'_>> {
+    pub(crate) fn next_borrowed(&mut self) -> Option<Next<'_>> {
         if let Some(r) = self.pending.take() {
             return Some(Next::Record(r));
         }

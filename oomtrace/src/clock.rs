@@ -62,7 +62,63 @@ pub(crate) fn rfc3339(unix_ns: i128) -> String {
     )
 }
 
-/// `HH:MM:SS.ffffff` (UTC) for text lines.
+/// `HH:MM:SS.ffffff` (UTC) for text lines: the time of [`rfc3339`]'s text (its bytes 11..26).
 pub(crate) fn time_of_day(unix_ns: i128) -> String {
-    rfc3339(unix_ns)[11..26].to_string()
+    // Years 1970..=9999 (four-digit years: the slice is the time), written digit by digit: a
+    // replay writes one per finding, and the whole date through `format!` was a tenth of it.
+    const YEAR_10000_NS: i128 = 253_402_300_800 * 1_000_000_000;
+    if !(0..YEAR_10000_NS).contains(&unix_ns) {
+        return rfc3339(unix_ns)[11..26].to_string();
+    }
+    let secs = (unix_ns / 1_000_000_000) as u64;
+    let micros = ((unix_ns % 1_000_000_000) / 1000) as u64;
+    let sod = secs % 86_400;
+    let mut b = *b"00:00:00.000000";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 2, sod / 3600);
+    put(3, 2, sod / 60 % 60);
+    put(6, 2, sod % 60);
+    put(9, 6, micros);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The time of day written digit by digit is the time in the RFC 3339 text, wherever the
+    /// instant falls (day and year boundaries, the fast path's edges, outside it).
+    #[test]
+    fn time_of_day_is_the_time_in_rfc3339() {
+        let day = 86_400 * 1_000_000_000i128;
+        let mut at: Vec<i128> = vec![
+            0,
+            1,
+            999,
+            1_000,
+            day - 1,
+            day,
+            1_764_180_000_000_000_000,
+            253_402_300_800 * 1_000_000_000 - 1,
+            253_402_300_800 * 1_000_000_000,
+            -1,
+            -day - 1_234_567,
+            i128::from(i64::MAX),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            at.push(i128::from(x % (300 * 365 * 86_400 * 1_000_000_000)));
+        }
+        for t in at {
+            assert_eq!(time_of_day(t), rfc3339(t)[11..26], "{t}");
+        }
+    }
 }

@@ -405,6 +405,12 @@ impl Tracker {
         self.replaying = true;
     }
 
+    /// Judges as live did from now on: a replay of a dump that marks each full read of the
+    /// ring (format 3) ticks only at those marks, where nothing older is still to come.
+    pub(crate) fn replaying_at_drains(&mut self) {
+        self.replaying = false;
+    }
+
     /// Processes every held event and judges at `now_ns` (end of a session or a replay).
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.release_until(u64::MAX, out);

@@ -16,7 +16,7 @@ use crate::{
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
-    record::dump::{DumpProblem, Header, Reader, Record},
+    record::dump::{DumpProblem, Header, Next, Reader, Record},
     render::{events::Renderer, sink::Format},
     session::Session,
 };
@@ -92,13 +92,45 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
     }
 }
 
+/// A replay's output: the session flushes at every tick (live, a finding must reach its reader
+/// at once), which in a replay is a write per kill; here lines go out in large writes, and
+/// [`Batched::done`] flushes at the end.
+struct Batched<W: Write>(io::BufWriter<W>);
+
+impl<W: Write> Write for Batched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Batched<W> {
+    fn new(out: W) -> Self {
+        Batched(io::BufWriter::with_capacity(1 << 16, out))
+    }
+
+    fn done(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Applies a dump's records to a session, one at a time, keeping what Perfetto and the tests
 /// need beside the findings.
 struct Replayer<W: Write> {
-    session: Session<W>,
+    session: Session<Batched<W>>,
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
+    /// The dump marks each full read of the ring (format 3, [`Record::Drained`]): time is
+    /// judged at those marks only, as `watch` judged it.
+    at_drains: bool,
 }
 
 impl<W: Write> Replayer<W> {
@@ -120,7 +152,8 @@ impl<W: Write> Replayer<W> {
             page_kb: h.page_kb.unwrap_or(4),
         };
         let format = opts.format;
-        let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
+        let mut session =
+            Session::new(renderer, Tracker::new(cfg), format, None, Batched::new(out));
         session.tracker.set_gfp_names(gfp);
         session.tracker.replaying();
         session.events = opts.events;
@@ -140,6 +173,7 @@ impl<W: Write> Replayer<W> {
             },
             last_ts: 0,
             end: None,
+            at_drains: false,
         }
     }
 
@@ -165,36 +199,45 @@ impl<W: Write> Replayer<W> {
         Ok(())
     }
 
+    /// An event record's bytes: decoded, time advanced to it, tracked.
+    fn event(&mut self, raw: &[u8]) -> io::Result<()> {
+        let Ok(ev) = Event::decode(raw) else {
+            self.replay.undecodable += 1;
+            return Ok(());
+        };
+        let ts = ev.header.ts_ns;
+        // Without drain marks, time passes with each record. A record userspace made while
+        // reading a kill (a death found through pidfd_open, stamped when found) precedes
+        // kernel records from before it that were still in the ring, so the old way can
+        // judge too early (see `Tracker::replaying`).
+        if !self.at_drains {
+            self.advance_to(ts)?;
+        }
+        match ev.payload {
+            Payload::OomInvoke(p) if self.timeline() => {
+                self.replay.invocations.push((p.memcg_id, ts));
+            }
+            Payload::TaskExit(_) if self.timeline() => {
+                self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
+            }
+            // Recorded only when in the memory controller's hierarchy.
+            Payload::CgroupMkdir(p) => {
+                self.session.renderer.memcgs.created(
+                    None,
+                    p.id,
+                    &mkdir_path(&p),
+                    p.flags & cgroup_mkdir::TRUNCATED != 0,
+                );
+            }
+            _ => {}
+        }
+        self.last_ts = self.last_ts.max(ts);
+        self.session.event(&ev)
+    }
+
     fn apply(&mut self, rec: Record) -> io::Result<()> {
         match rec {
-            Record::Event(raw) => {
-                let Ok(ev) = Event::decode(&raw) else {
-                    self.replay.undecodable += 1;
-                    return Ok(());
-                };
-                let ts = ev.header.ts_ns;
-                self.advance_to(ts)?;
-                match ev.payload {
-                    Payload::OomInvoke(p) if self.timeline() => {
-                        self.replay.invocations.push((p.memcg_id, ts));
-                    }
-                    Payload::TaskExit(_) if self.timeline() => {
-                        self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
-                    }
-                    // Recorded only when in the memory controller's hierarchy.
-                    Payload::CgroupMkdir(p) => {
-                        self.session.renderer.memcgs.created(
-                            None,
-                            p.id,
-                            &mkdir_path(&p),
-                            p.flags & cgroup_mkdir::TRUNCATED != 0,
-                        );
-                    }
-                    _ => {}
-                }
-                self.last_ts = self.last_ts.max(ts);
-                self.session.event(&ev)?;
-            }
+            Record::Event(raw) => self.event(&raw)?,
             Record::Lost(n) => self.session.lost(n)?,
             Record::Symbol(addr, name) => {
                 self.session.renderer.symbols.insert(addr, name.clone());
@@ -207,6 +250,15 @@ impl<W: Write> Replayer<W> {
             }
             Record::End(t) => self.end = Some(t),
             Record::Summary(_) => {}
+            // Everything the ring held before this tick was read before it: time passes to
+            // it, as at the live tick that wrote it.
+            Record::Drained(t) => {
+                if !self.at_drains {
+                    self.at_drains = true;
+                    self.session.tracker.replaying_at_drains();
+                }
+                self.advance_to(t)?;
+            }
         }
         Ok(())
     }
@@ -230,6 +282,7 @@ impl<W: Write> Replayer<W> {
         let mut r = self.replay;
         r.problems = problems;
         r.summary = self.session.finish(end)?;
+        self.session.out.done()?;
         r.findings = std::mem::take(&mut self.session.kept);
         for f in &r.findings {
             if let Some(v) = f.victim() {
@@ -263,8 +316,11 @@ pub fn replay<W: Write>(
         cfg.death_at_last_exit,
     );
     replayer.session.out.write_all(intro.as_bytes())?;
-    while let Some(rec) = reader.next_record() {
-        replayer.apply(rec)?;
+    while let Some(next) = reader.next_borrowed() {
+        match next {
+            Next::Event(raw) => replayer.event(raw)?,
+            Next::Record(rec) => replayer.apply(rec)?,
+        }
     }
     Ok(replayer.finish(reader.problems.clone())?)
 }
@@ -277,7 +333,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{event::comm_bytes, record::dump::Writer, scratch::ScratchDir};
+    use crate::{
+        event::comm_bytes, kernel::cgroups::MemcgPaths, record::dump::Writer, scratch::ScratchDir,
+    };
 
     const MS: u64 = 1_000_000;
 
@@ -404,6 +462,196 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["gfp"], want, "{name}: {line}");
         }
+    }
+
+    /// An event of the storm dumps at `ns` past the clock's base.
+    fn storm_at(ns: u64, cpu: u32, tgid: u32, payload: Payload) -> Event {
+        Event {
+            header: Header {
+                kind: 0,
+                cpu,
+                ts_ns: 1_000_000 * MS + ns,
+                pid: tgid,
+                tgid,
+                comm: comm_bytes("hog"),
+            },
+            payload,
+        }
+    }
+
+    /// The kernel's records of a storm of `kills` SIGKILLs, a third of them the OOM killer's
+    /// (marked 5 µs later), the rest PID-namespace teardowns, each victim exiting and reaped
+    /// within 150 ms, in timestamp order; with the OOM victims and when each victim died.
+    fn storm_ring(rnd: &mut impl FnMut(u64) -> u64, kills: u32) -> StormRing {
+        use oomtrace_common::{TaskFree, sender_state, si_code};
+        let sigkill = |tgid: u32, ns_churn: bool| {
+            Payload::KernelSigkill(KernelSigkill {
+                target_pid: tgid,
+                target_tgid: tgid,
+                target_comm: comm_bytes("hog"),
+                target_start_ns: 5,
+                group: 1,
+                sender_flags: sender_state::KNOWN
+                    | sender_state::CODE
+                    | if ns_churn { sender_state::EXITING } else { 0 },
+                si_code: si_code::SI_KERNEL,
+                ..KernelSigkill::ZERO
+            })
+        };
+        let (mut ring, mut dies, mut oom) = (Vec::new(), Vec::new(), Vec::new());
+        let mut t = 0;
+        for i in 0..kills {
+            t += 1_000 + rnd(30 * MS);
+            let tgid = 1_000 + i;
+            let churn = rnd(3) != 0;
+            ring.push(storm_at(t, 0, 9, sigkill(tgid, churn)));
+            if !churn {
+                let mut m: MarkVictim = unsafe { std::mem::zeroed() };
+                m.fields = victim_fields::TASK | victim_fields::COMM;
+                (m.pid, m.tgid, m.start_ns, m.memcg_id) = (tgid, tgid, 5, 77);
+                m.comm = comm_bytes("hog");
+                ring.push(storm_at(t + 5_000, 0, 9, Payload::MarkVictim(m)));
+                oom.push(tgid);
+            }
+            let dead = t + 1 + rnd(150 * MS);
+            let exit = TaskExit {
+                group_dead: 1,
+                group_dead_source: 1,
+                start_ns: 5,
+            };
+            ring.push(storm_at(dead, 1, tgid, Payload::TaskExit(exit)));
+            let free = TaskFree {
+                pid: tgid,
+                _pad: 0,
+                start_ns: 5,
+            };
+            ring.push(storm_at(dead + MS, 1, 1, Payload::TaskFree(free)));
+            dies.push((tgid, 1_000_000 * MS + dead));
+        }
+        ring.sort_by_key(|e| e.header.ts_ns);
+        (ring, dies, oom)
+    }
+
+    /// The ring's records, (pid, time of death) of every victim, the OOM victims.
+    type StormRing = (Vec<Event>, Vec<(u32, u64)>, Vec<u32>);
+
+    /// A storm of kernel SIGKILLs and OOM kills ([`storm_ring`]), read by a reader that falls
+    /// behind: the ring is read in chunks, and a kill whose victim finished dying before its
+    /// read gets its death record (`gone`, stamped at the read) written into the dump right
+    /// after the kill and before its mark. The dump is written as `watch` writes it, with a
+    /// drained mark at each tick after a read (when `drained`). Returns the OOM victims, the
+    /// records as `watch` read them (a `Drained` per tick), and how many deaths were recorded
+    /// before their kill's mark.
+    pub(super) fn storm_dump(
+        path: &Path,
+        seed: u64,
+        kills: u32,
+        drained: bool,
+    ) -> (Vec<u32>, Vec<Record>, usize) {
+        use oomtrace_common::{GroupExited, USERSPACE_CPU, exit_seen};
+        let mut x = seed | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (ring, dies, oom) = storm_ring(&mut rnd, kills);
+        // The reader: a chunk of the ring at each wake, 0-400 ms behind.
+        let header = json!({"version": "t", "hostname": "h", "kernel": "k",
+                            "options": {"timeout_ns": 5_000_000_000u64}, "death": {"pidfd": true},
+                            "clock": {"realtime_offset_ns": 0}});
+        let mut w = Writer::create(path, false, &header).unwrap();
+        let mut live = Vec::new();
+        let (mut i, mut now, mut ahead) = (0, 0, 0);
+        while i < ring.len() {
+            now = (now + rnd(100 * MS)).max(ring[i].header.ts_ns + rnd(400 * MS));
+            while i < ring.len() && ring[i].header.ts_ns <= now {
+                let ev = ring[i];
+                w.event(&ev.encode()).unwrap();
+                live.push(Record::Event(ev.encode()));
+                if let Payload::KernelSigkill(k) = ev.payload
+                    && let Some(&(_, dead)) = dies.iter().find(|(p, _)| *p == k.target_tgid)
+                    && dead < now
+                {
+                    let gone = GroupExited {
+                        pid: k.target_tgid,
+                        how: exit_seen::GONE,
+                        start_ns: 5,
+                        tid: 0,
+                        _pad: 0,
+                    };
+                    let u = storm_at(
+                        now - 1_000_000 * MS,
+                        USERSPACE_CPU,
+                        k.target_tgid,
+                        Payload::GroupExited(gone),
+                    );
+                    w.event(&u.encode()).unwrap();
+                    live.push(Record::Event(u.encode()));
+                    // An OOM kill's mark is the ring's next record: this death precedes it.
+                    ahead += usize::from(oom.contains(&k.target_tgid));
+                }
+                i += 1;
+            }
+            // `now` is a time of the ring's records (the clock's base included).
+            if drained {
+                w.drained(now).unwrap();
+            }
+            live.push(Record::Drained(now));
+        }
+        w.finish(now + 10_000 * MS).unwrap();
+        (oom, live, ahead)
+    }
+
+    /// What each OOM victim was called: replayed, or as `watch` judged it (the same records
+    /// to a session, ticked after each read of the ring).
+    fn verdicts(findings: &[Finding], oom: &[u32]) -> Vec<(u32, &'static str)> {
+        oom.iter()
+            .map(|&p| {
+                let first = findings
+                    .iter()
+                    .find(|f| f.tgid() == p && matches!(f.name(), "killed" | "sigkill"));
+                (p, first.map_or("none", Finding::name))
+            })
+            .collect()
+    }
+
+    /// The fix for a replay that called an OOM kill "another kernel path's sigkill" beside a
+    /// SIGKILL storm: a dump of format 3 marks each full read of the ring, and the replay judges
+    /// time only there, as `watch` did. Every OOM kill is then `killed`, as live.
+    #[test]
+    fn a_death_recorded_before_its_kills_mark_is_judged_at_the_drains_as_live() {
+        let scratch = ScratchDir::new("replay-drained");
+        let mut ahead = 0;
+        for seed in 1..=12u64 {
+            let path = scratch.join(&format!("storm-{seed}.dump"));
+            let (oom, live, n) = storm_dump(&path, seed * 0x9e37_79b9, 60, true);
+            ahead += n;
+            // As live: the records as read, a tick after each read.
+            let mut s = Session::in_memory(Format::Text, MemcgPaths::new(None));
+            s.keep_findings = true;
+            let mut end = 0;
+            for r in &live {
+                match r {
+                    Record::Event(raw) => s.event(&Event::decode(raw).unwrap()).unwrap(),
+                    Record::Drained(t) => {
+                        s.tick(*t).unwrap();
+                        end = *t;
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            s.finish(end + 10_000 * MS).unwrap();
+            let want = verdicts(&s.kept, &oom);
+            assert!(want.iter().all(|(_, v)| *v == "killed"), "live: {want:?}");
+            let (r, out) = run(&path, &ReplayOptions::default());
+            assert_eq!(verdicts(&r.findings, &oom), want, "seed {seed}: {out}");
+        }
+        assert!(
+            ahead >= 12,
+            "{ahead} deaths recorded before their kill's mark"
+        );
     }
 
     /// The timeline is kept only for `--perfetto`; without it the replay prints and sums up

@@ -1,5 +1,6 @@
 //! `--record PATH` as a sink of the live loop: every record (memcg paths and symbol names
-//! before the events that name them, the events as read, lost-event counts) goes to the dump;
+//! before the events that name them, the events as read, lost-event counts, each tick after a
+//! full read of the ring) goes to the dump;
 //! it is flushed on every wake and, every [`SYNC_EVERY`] when it grew, given the summary so far
 //! and synced to disk (a crash loses at most that much). A failure (ENOSPC) stops recording,
 //! not watching at once: everything written before stays readable, and the loop ends with a
@@ -60,6 +61,7 @@ impl Sink for Recorder {
             Record::Symbol(addr, name) => self.write(|d| d.symbol(addr, name)),
             Record::Event(raw) => self.write(|d| d.event(raw)),
             Record::Lost(total) => self.write(|d| d.lost(total)),
+            Record::Drained(now) => self.write(|d| d.drained(now)),
         }
     }
 

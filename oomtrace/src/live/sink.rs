@@ -28,6 +28,9 @@ pub(crate) enum Record<'a> {
     Event(&'a [u8]),
     /// The kernel's count of events lost, when it has grown.
     Lost(u64),
+    /// A tick at this CLOCK_MONOTONIC ns, after a full read of the ring buffer: a replay
+    /// judges time there, as the loop does (dump format 3).
+    Drained(u64),
 }
 
 /// A line about a remedy of `--unstick`.

@@ -12,7 +12,10 @@
 //! path: written before the first event naming that memcg, so replays elsewhere show paths),
 //! 7 symbol (u64 LE kernel address · UTF-8 `name+0xoff`: written before the first allocation
 //! stack naming that address, which the event keeps raw, so replays name the frames as the
-//! recording host's /proc/kallsyms did).
+//! recording host's /proc/kallsyms did), 8 drained (u64 LE: CLOCK_MONOTONIC ns of a live
+//! tick, written after a full read of the ring buffer: every kernel record stamped before
+//! then that was not lost is before this record, so a replay judges time there as live did;
+//! format 3).
 //!
 //! Records are appended and flushed as they come; every record is framed and checksummed, so a
 //! `kill -9`, a full disk or a power cut leaves a file that reads up to its last complete record.
@@ -36,7 +39,10 @@ pub(crate) const MAGIC: &[u8; 8] = b"OOMTRDMP";
 /// 2: also the events userspace observes (`GroupExited`: the process finished exiting, which
 ///    is death; `PreExisting`), and a `death` key in the header. `report` judges a format-1
 ///    dump the old way and says so.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// 3: also a drained record at each of the recorder's ticks (a full read of the ring): a
+///    replay judges time only there, as `watch` did. Dumps without them (format 2, or ones
+///    not written by a live recorder) are judged at each record's time, as before.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// No record is larger than this; a longer length field is corruption.
 pub(crate) const MAX_RECORD: u32 = 16 << 20;
 
@@ -47,6 +53,7 @@ pub(crate) const T_SUMMARY: u8 = 4;
 pub(crate) const T_END: u8 = 5;
 pub(crate) const T_MEMCG: u8 = 6;
 pub(crate) const T_SYMBOL: u8 = 7;
+pub(crate) const T_DRAINED: u8 = 8;
 
 /// One record read back (the header is read apart: [`Reader::header`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +66,8 @@ pub enum Record {
     Memcg(u64, String),
     /// A kernel address and its name (`name+0xoff`).
     Symbol(u64, String),
+    /// A live tick after a full read of the ring buffer, at this CLOCK_MONOTONIC ns.
+    Drained(u64),
 }
 
 enum Sink {
@@ -139,6 +148,11 @@ impl Writer {
 
     pub fn lost(&mut self, total: u64) -> io::Result<()> {
         self.record(T_LOST, &total.to_le_bytes())
+    }
+
+    /// A live tick at `now_ns`, after a full read of the ring buffer (see [`Record::Drained`]).
+    pub(crate) fn drained(&mut self, now_ns: u64) -> io::Result<()> {
+        self.record(T_DRAINED, &now_ns.to_le_bytes())
     }
 
     pub fn summary(&mut self, summary: &Value) -> io::Result<()> {
@@ -468,8 +482,9 @@ impl<R: BufRead> Read for Gunzip<R> {
     }
 }
 
-/// A byte source: plain, or gzip (recognized by its magic) decoded by [`Gunzip`].
-fn source<R: BufRead + Send + 'static>(mut r: R) -> Box<dyn Read + Send> {
+/// A byte source: plain, or gzip (recognized by its magic) decoded by [`Gunzip`]. Buffered
+/// either way: [`Reader::next_frame`] parses a record in place when its buffer holds it whole.
+fn source<R: BufRead + Send + 'static>(mut r: R) -> Box<dyn BufRead + Send> {
     let gzip = r.fill_buf().is_ok_and(|b| b.starts_with(&[0x1f, 0x8b]));
     if gzip {
         Box::new(BufReader::with_capacity(1 << 16, Gunzip::new(r)))
@@ -480,8 +495,10 @@ fn source<R: BufRead + Send + 'static>(mut r: R) -> Box<dyn Read + Send> {
 
 /// Reads records one by one; problems are collected, never panics.
 pub struct Reader {
-    src: Box<dyn Read + Send>,
+    src: Box<dyn BufRead + Send>,
     offset: u64,
+    /// The payload of the last frame read (reused: no allocation per record).
+    payload: Vec<u8>,
     pub problems: Vec<DumpProblem>,
     done: bool,
     /// Whether an end record was seen (a clean stop).
@@ -496,12 +513,21 @@ pub struct Reader {
     symbols: u64,
 }
 
-/// One frame read: where it starts, its type, its payload and whether its checksum holds.
+/// One frame read: where it starts, its type and whether its checksum holds; its payload is
+/// in [`Reader::payload`] until the next frame is read.
+#[derive(Clone, Copy)]
 struct Frame {
     at: u64,
     kind: u8,
-    payload: Vec<u8>,
     crc_ok: bool,
+}
+
+/// What [`Reader::next_borrowed`] hands out: an event's bytes, borrowed from the reader until
+/// the next call (the replay decodes them at once: no copy, no allocation), or any other record.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Next<'a> {
+    Event(&'a [u8]),
+    Record(Record),
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read and the error
@@ -528,6 +554,7 @@ fn type_name(kind: u8) -> String {
         T_END => "end".into(),
         T_MEMCG => "memcg".into(),
         T_SYMBOL => "symbol".into(),
+        T_DRAINED => "drained".into(),
         other => format!("type-{other}"),
     }
 }
@@ -658,10 +685,11 @@ impl Reader {
         Reader::start(source(io::Cursor::new(bytes)))
     }
 
-    fn start(src: Box<dyn Read + Send>) -> Reader {
+    fn start(src: Box<dyn BufRead + Send>) -> Reader {
         let mut r = Reader {
             src,
             offset: 0,
+            payload: Vec::new(),
             problems: Vec::new(),
             done: false,
             clean_end: false,
@@ -716,7 +744,7 @@ impl Reader {
         let what = if !f.crc_ok {
             format!(
                 "the first record ({} bytes) fails its checksum: the header is damaged (skipped)",
-                f.payload.len() + 1
+                self.payload.len() + 1
             )
         } else if f.kind != T_HEADER {
             let what = format!(
@@ -728,15 +756,15 @@ impl Reader {
                 },
                 type_name(f.kind)
             );
-            self.pending = self.record_of(f);
+            self.pending = self.owned_record_of(f);
             what
-        } else if f.payload.len() > MAX_JSON_RECORD {
+        } else if self.payload.len() > MAX_JSON_RECORD {
             format!(
                 "header JSON of {} bytes (at most {MAX_JSON_RECORD})",
-                f.payload.len()
+                self.payload.len()
             )
         } else {
-            match serde_json::from_slice::<Value>(&f.payload) {
+            match serde_json::from_slice::<Value>(&self.payload) {
                 Err(e) => format!("unreadable header JSON: {e}"),
                 Ok(v) => match check_header(&v) {
                     Ok(()) => {
@@ -750,13 +778,33 @@ impl Reader {
         self.problems.push(DumpProblem::Header { offset: at, what });
     }
 
-    /// The next framed record with its checksum checked, or `None` when reading stops (the
-    /// reason is in `problems`).
+    /// The next framed record with its checksum checked (its payload in `self.payload`), or
+    /// `None` when reading stops (the reason is in `problems`).
     fn next_frame(&mut self) -> Option<Frame> {
         if self.done {
             return None;
         }
         let at = self.offset;
+        // The common case: the buffer holds the whole record, which is checked and copied from
+        // there (no read loop, no allocation).
+        if let Ok(buf) = self.src.fill_buf()
+            && let Some((frame, rest)) = buf.split_first_chunk::<8>()
+        {
+            let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            if len != 0
+                && len <= MAX_RECORD
+                && let Some(body) = rest.get(..len as usize)
+            {
+                let crc_ok = crc32fast::hash(body) == crc;
+                let kind = body[0];
+                self.payload.clear();
+                self.payload.extend_from_slice(&body[1..]);
+                self.src.consume(8 + len as usize);
+                self.offset += 8 + u64::from(len);
+                return Some(Frame { at, kind, crc_ok });
+            }
+        }
         let mut frame = [0u8; 8];
         let (n, err) = read_full(&mut self.src, &mut frame);
         self.offset += n as u64;
@@ -786,7 +834,9 @@ impl Reader {
         let mut kind = [0u8; 1];
         let (n0, err) = read_full(&mut self.src, &mut kind);
         // The payload grows with what is actually there: a length field alone allocates nothing.
-        let mut payload = Vec::with_capacity((len as usize - 1).min(1 << 16));
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        payload.reserve((len as usize - 1).min(1 << 16));
         let (n1, err) = match (n0, err) {
             (1, None) => match (&mut self.src)
                 .take(u64::from(len) - 1)
@@ -799,30 +849,39 @@ impl Reader {
         };
         let n = n0 + n1;
         self.offset += n as u64;
-        if n < len as usize {
-            return self.stop_on(at, &format!("record of {len} bytes has {n}"), err);
-        }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&kind);
         hasher.update(&payload);
+        self.payload = payload;
+        if n < len as usize {
+            return self.stop_on(at, &format!("record of {len} bytes has {n}"), err);
+        }
         Some(Frame {
             at,
             kind: kind[0],
-            payload,
             crc_ok: hasher.finalize() == crc,
         })
     }
 
     /// The next record, or `None` at the end (check `problems` for why it ended).
     pub fn next_record(&mut self) -> Option<Record> {
+        Some(match self.next_borrowed()? {
+            Next::Event(raw) => Record::Event(raw.to_vec()),
+            Next::Record(r) => r,
+        })
+    }
+
+    /// The next record, an event's bytes borrowed (see [`Next`]), or `None` at the end (check
+    /// `problems` for why it ended).
+    pub(crate) fn next_borrowed(&mut self) -> Option<Next<'_>> {
         if let Some(r) = self.pending.take() {
-            return Some(r);
+            return Some(Next::Record(r));
         }
         loop {
             let f = self.next_frame()?;
             if !f.crc_ok {
                 // The frame length is plausible: skip this record and go on.
-                let len = f.payload.len() + 1;
+                let len = self.payload.len() + 1;
                 self.corrupt(
                     f.at,
                     &format!("checksum mismatch in a {len}-byte record (skipped)"),
@@ -833,17 +892,26 @@ impl Reader {
                 self.corrupt(f.at, "a second header record (ignored)");
                 continue;
             }
-            if let Some(r) = self.record_of(f) {
-                return Some(r);
+            if f.kind == T_EVENT {
+                return Some(Next::Event(&self.payload));
+            }
+            if let Some(r) = self.owned_record_of(f) {
+                return Some(Next::Record(r));
             }
         }
     }
 
+    /// The record an intact frame holds (its payload in `self.payload`), owned.
+    fn owned_record_of(&mut self, f: Frame) -> Option<Record> {
+        let payload = std::mem::take(&mut self.payload);
+        let r = self.record_of(f, &payload);
+        self.payload = payload;
+        r
+    }
+
     /// The record an intact frame holds, or `None` (and a problem) if its payload is wrong.
-    fn record_of(&mut self, f: Frame) -> Option<Record> {
-        let Frame {
-            at, kind, payload, ..
-        } = f;
+    fn record_of(&mut self, f: Frame, payload: &[u8]) -> Option<Record> {
+        let Frame { at, kind, .. } = f;
         let u64_of = |p: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(p.try_into().ok()?)) };
         let wrong_size = |this: &mut Reader| {
             let what = format!(
@@ -867,27 +935,31 @@ impl Reader {
             // A header here is one `read_header` found out of place; `next_record` never
             // asks for one.
             T_HEADER => None,
-            T_SUMMARY => match serde_json::from_slice::<Value>(&payload) {
+            T_SUMMARY => match serde_json::from_slice::<Value>(payload) {
                 Ok(v) => Some(Record::Summary(v)),
                 Err(e) => {
                     self.corrupt(at, &format!("unreadable JSON: {e}"));
                     None
                 }
             },
-            T_EVENT => Some(Record::Event(payload)),
-            T_LOST => match u64_of(&payload) {
+            T_EVENT => Some(Record::Event(payload.to_vec())),
+            T_LOST => match u64_of(payload) {
                 Some(n) => Some(Record::Lost(n)),
                 None => wrong_size(self),
             },
-            T_END => match u64_of(&payload) {
+            T_END => match u64_of(payload) {
                 Some(t) => {
                     self.clean_end = true;
                     Some(Record::End(t))
                 }
                 None => wrong_size(self),
             },
-            T_MEMCG => self.memcg(at, &payload),
-            T_SYMBOL => self.symbol(at, &payload),
+            T_DRAINED => match u64_of(payload) {
+                Some(t) => Some(Record::Drained(t)),
+                None => wrong_size(self),
+            },
+            T_MEMCG => self.memcg(at, payload),
+            T_SYMBOL => self.symbol(at, payload),
             other => {
                 self.corrupt(at, &format!("unknown record type {other} (skipped)"));
                 None

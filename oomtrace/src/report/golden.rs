@@ -42,6 +42,14 @@ fn synthetic_stuck(scratch: &ScratchDir) -> PathBuf {
     path
 }
 
+/// A dump of format 3 as `watch` writes it beside a SIGKILL storm: drained marks after each
+/// read of the ring, deaths found at a kill's read recorded before the kill's mark.
+fn synthetic_drained(scratch: &ScratchDir) -> PathBuf {
+    let path = scratch.join("synthetic-drained.dump");
+    super::tests::storm_dump(&path, 0x9e37_79b9, 12, true);
+    path
+}
+
 /// The outputs of one dump, by the suffix of their golden file.
 fn outputs(path: &Path) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
@@ -78,7 +86,8 @@ fn golden_outputs_of_the_recorded_dumps_are_unchanged() {
     let bless = std::env::var_os("OOMTRACE_BLESS").is_some();
     let mut differ = Vec::new();
     let scratch = ScratchDir::new("golden");
-    for input in inputs().into_iter().chain([synthetic_stuck(&scratch)]) {
+    let written = [synthetic_stuck(&scratch), synthetic_drained(&scratch)];
+    for input in inputs().into_iter().chain(written) {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();
         for (suffix, got) in outputs(&input) {
             let file = golden.join(format!("{name}.{suffix}"));

@@ -1,15 +1,17 @@
-//! `cargo xtask fuzz`: the cargo-fuzz (libFuzzer) targets of `fuzz/`, each for a while; fails
-//! if one finds a crash, and says where the reproducer is.
+//! `cargo xtask fuzz`: the libFuzzer targets of `fuzz/`, each for a while; fails if one finds
+//! a crash, and says where the reproducer is.
 //!
-//! cargo-fuzz is built from crates.io (`cargo install --locked`) into the same persistent cache
-//! as bpf-linker, keyed by its version, so a fresh machine gets it once. The targets build with
-//! nightly (libFuzzer's instrumentation), AddressSanitizer and overflow checks, into
-//! `target/fuzz`. What the fuzzer learns goes to `target/fuzz-corpus/<target>` (never checked
+//! The targets are cargo-fuzz's layout (`fuzz/Cargo.toml`, `libfuzzer-sys`), but xtask builds
+//! and runs them itself with the flags cargo-fuzz 0.13.2 passes (its `src/project.rs`): no
+//! cargo-fuzz to build from crates.io on a fresh machine (71 s of CPU measured). They build
+//! with nightly (libFuzzer's instrumentation), AddressSanitizer and debug assertions, into
+//! `target/fuzz*`. What the fuzzer learns goes to `target/fuzz-corpus/<target>` (never checked
 //! in); the seeds it starts from are `fuzz/corpus/<target>`; reproducers are written to
-//! `fuzz/artifacts/<target>` (ignored by git).
+//! `fuzz/artifacts/<target>` (ignored by git). `cargo +nightly fuzz run TARGET` by hand builds
+//! the same binaries.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, ExitCode},
     time::{Instant, SystemTime},
 };
@@ -20,9 +22,6 @@ use crate::{
     setup::{self, Env},
     tally::Tally,
 };
-
-/// Newest cargo-fuzz on crates.io when this was written; it builds with stable 1.95.
-const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The targets of `fuzz/Cargo.toml`.
 pub(crate) const TARGETS: [&str; 5] = [
@@ -36,77 +35,77 @@ pub(crate) const TARGETS: [&str; 5] = [
 /// Seconds per target of the short run inside `cargo xtask test`.
 pub(crate) const TEST_SECONDS: u64 = 10;
 
-/// The directory holding a working cargo-fuzz, installing it if needed.
-fn ensure_cargo_fuzz() -> anyhow::Result<PathBuf> {
-    let prefix = setup::cache_dir()?
-        .join("tools")
-        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
-    let bin = prefix.join("bin");
-    if cargo_fuzz_runs(&bin.join("cargo-fuzz")) {
-        return Ok(bin);
+/// The instrumentation cargo-fuzz 0.13.2 gives a build on Linux (`BuildOptions` at their
+/// defaults: trace-compares, `cfg(fuzzing)`, no branch folding, stack depth, and debug
+/// assertions, which it turns on unless `-O` is given).
+fn rustflags(asan: bool, dev: bool) -> String {
+    let mut f = vec![
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg",
+        "fuzzing",
+        "-Cllvm-args=-simplifycfg-branch-fold-threshold=0",
+    ];
+    if asan {
+        f.push("-Zsanitizer=address");
     }
-    eprintln!(
-        "xtask: building cargo-fuzz {CARGO_FUZZ_VERSION} (a few minutes, once) into {}",
-        prefix.display()
-    );
-    setup::status(
-        Command::new("cargo")
-            .args(["+stable", "install", "--locked", "--force"])
-            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"))
-            .arg("--root")
-            .arg(&prefix)
-            .env_remove("CARGO_TARGET_DIR"),
-        "building cargo-fuzz",
-    )?;
-    if !cargo_fuzz_runs(&bin.join("cargo-fuzz")) {
-        bail!("cargo-fuzz was built but does not run: {}", bin.display());
+    f.extend([
+        "-Cllvm-args=-sanitizer-coverage-stack-depth",
+        "-Cdebug-assertions",
+    ]);
+    // cargo-fuzz's release builds: one codegen unit, or the coverage pass keeps ThinLTO from
+    // inlining anything.
+    if !dev {
+        f.push("-Ccodegen-units=1");
     }
-    Ok(bin)
+    f.join(" ")
 }
 
-fn cargo_fuzz_runs(bin: &Path) -> bool {
-    Command::new(bin)
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
-        })
-}
+/// The host's target triple (given explicitly so that RUSTFLAGS skip build scripts and
+/// proc-macros, as cargo-fuzz does).
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
-/// `cargo +nightly fuzz <args>` in `fuzz/`, finding cargo-fuzz and bpf-linker (the oomtrace
-/// crate's build script builds the eBPF programs).
-fn cargo_fuzz(
-    env: &Env,
-    fuzz_bin: &Path,
-    sub: &str,
-    asan: bool,
-    dev: bool,
-) -> anyhow::Result<Command> {
-    let mut paths = vec![fuzz_bin.to_path_buf()];
-    paths.extend(std::env::split_paths(&env.path));
-    let mut c = Command::new("cargo");
-    c.current_dir(env.workspace.join("fuzz"))
-        .env("PATH", std::env::join_paths(paths)?)
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO_TARGET_DIR")
-        .args(["+nightly", "fuzz", sub]);
-    env.with_ebpf_object(&mut c);
-    // Without AddressSanitizer (safe Rust: overflow checks and debug assertions still on) a
-    // replay runs about six times as fast: the build for long runs of millions of inputs.
-    let dir = match (asan, dev) {
+/// Where a build of `budget`'s kind goes.
+fn target_dir(env: &Env, asan: bool, dev: bool) -> PathBuf {
+    env.target_dir.join(match (asan, dev) {
         (true, false) => "fuzz",
         (true, true) => "fuzz-dev",
         (false, false) => "fuzz-noasan",
         (false, true) => "fuzz-noasan-dev",
-    };
-    if !asan {
-        c.args(["--sanitizer", "none", "--debug-assertions"]);
+    })
+}
+
+/// `cargo +nightly build` of every target in `fuzz/` with libFuzzer's instrumentation; the
+/// oomtrace crate's build script takes this run's eBPF object.
+fn build(env: &Env, asan: bool, dev: bool) -> anyhow::Result<()> {
+    let mut c = Command::new("cargo");
+    c.current_dir(env.workspace.join("fuzz"))
+        .env("PATH", &env.path)
+        .env("RUSTFLAGS", rustflags(asan, dev))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_TARGET_DIR")
+        .args(["+nightly", "build", "--bins", "--target", TRIPLE]);
+    if !dev {
+        c.args([
+            "--release",
+            "--config",
+            "profile.release.debug=\"line-tables-only\"",
+        ]);
     }
-    if dev {
-        c.arg("--dev");
-    }
-    c.arg("--target-dir").arg(env.target_dir.join(dir));
-    Ok(c)
+    c.arg("--target-dir").arg(target_dir(env, asan, dev));
+    env.with_ebpf_object(&mut c);
+    setup::status(&mut c, "building the fuzz targets")
+}
+
+/// A built target's executable.
+fn executable(env: &Env, asan: bool, dev: bool, target: &str) -> PathBuf {
+    target_dir(env, asan, dev)
+        .join(TRIPLE)
+        .join(if dev { "debug" } else { "release" })
+        .join(target)
 }
 
 /// Reproducers libFuzzer wrote for `target` since `since`.
@@ -148,16 +147,12 @@ fn fuzz(env: &Env, targets: &[&str], budget: Budget) -> anyhow::Result<Vec<Strin
         asan,
         dev,
     } = budget;
-    let fuzz_bin = ensure_cargo_fuzz()?;
     eprintln!(
         "xtask: building the fuzz targets (nightly, {}{}overflow checks)",
         if asan { "AddressSanitizer, " } else { "" },
         if dev { "unoptimized, " } else { "" }
     );
-    setup::status(
-        &mut cargo_fuzz(env, &fuzz_bin, "build", asan, dev)?,
-        "building the fuzz targets",
-    )?;
+    build(env, asan, dev)?;
     let mut failed = Vec::new();
     for target in targets {
         let grown = env.target_dir.join("fuzz-corpus").join(target);
@@ -174,11 +169,17 @@ fn fuzz(env: &Env, targets: &[&str], budget: Budget) -> anyhow::Result<Vec<Strin
             }
         };
         let (since, started) = (SystemTime::now(), Instant::now());
-        let status = cargo_fuzz(env, &fuzz_bin, "run", asan, dev)?
-            .arg(target)
+        let artifacts_dir = env.workspace.join("fuzz/artifacts").join(target);
+        std::fs::create_dir_all(&artifacts_dir)
+            .with_context(|| format!("creating {}", artifacts_dir.display()))?;
+        let mut prefix = std::ffi::OsString::from("-artifact_prefix=");
+        prefix.push(&artifacts_dir);
+        prefix.push("/");
+        let status = Command::new(executable(env, asan, dev, target))
+            .env("ASAN_OPTIONS", "detect_odr_violation=0")
+            .arg(prefix)
             .arg(&grown)
             .arg(&seeds)
-            .arg("--")
             .args(&limit)
             .args(["-print_final_stats=1", "-rss_limit_mb=2048", "-timeout=10"])
             .status()
@@ -192,15 +193,15 @@ fn fuzz(env: &Env, targets: &[&str], budget: Budget) -> anyhow::Result<Vec<Strin
             continue;
         }
         let what = match artifacts.is_empty() {
-            true => format!("{target}: cargo fuzz exited with {status} and left no reproducer"),
+            true => format!("{target}: the fuzzer exited with {status} and left no reproducer"),
             false => format!(
-                "{target}: crash; reproducer {} (rerun: cd fuzz && cargo +nightly fuzz run \
-                 {target} {})",
+                "{target}: crash; reproducer {} (rerun: {} {})",
                 artifacts
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
+                executable(env, asan, dev, target).display(),
                 artifacts[0].display()
             ),
         };
@@ -281,7 +282,7 @@ mod tests {
     /// The list here is the list in fuzz/Cargo.toml, and every target has seeds.
     #[test]
     fn targets_match_the_fuzz_crate_and_have_seeds() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let path = root.join("Cargo.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let manifest: Manifest =

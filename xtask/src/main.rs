@@ -88,8 +88,8 @@ enum Command {
     /// its man page, shell completions, docs and the systemd unit, plus a sha256:
     /// target/dist/oomtrace-<version>-<rev>-x86_64-linux.tar.gz.
     Dist,
-    /// Run each cargo-fuzz target of fuzz/ (installing cargo-fuzz if missing) for a while;
-    /// fails if one finds a crash, and prints where the reproducer is.
+    /// Run each libFuzzer target of fuzz/ for a while; fails if one finds a crash, and prints
+    /// where the reproducer is.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]

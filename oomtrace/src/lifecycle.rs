@@ -445,17 +445,20 @@ impl Tracker {
                 }
             })
             .min();
-        // Announced once what has been heard passes the pairing window (`tick`'s `heard`):
-        // until a later kernel record comes, only the give-up moves it. Without this a replay
-        // whose records stop inside the window ticked at the same time for ever (found by the
-        // dump_replay fuzz target), and a live loop woke at once again and again.
+        // Announced once what has been heard passes the pairing window (`tick`'s `heard`). In
+        // a replay of records alone, until a later kernel record comes only the give-up moves
+        // it: without this a replay whose records stop inside the window ticked at the same
+        // time for ever (found by the dump_replay fuzz target). Live (and at a dump's drain
+        // marks) the tick's own time moves on.
         let unannounced = self
             .announce
             .iter()
             .filter_map(|k| self.victims.get(k)?.timeline.sigkill)
             .map(|ts| {
                 let due = ts.saturating_add(SIGKILL_PAIRING_NS + 1 + REORDER_NS);
-                match self.latest_kernel_ts <= ts.saturating_add(SIGKILL_PAIRING_NS) {
+                match self.replaying
+                    && self.latest_kernel_ts <= ts.saturating_add(SIGKILL_PAIRING_NS)
+                {
                     true => due.saturating_add(MARK_GIVE_UP_NS),
                     false => due,
                 }

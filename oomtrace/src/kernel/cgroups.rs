@@ -108,9 +108,10 @@ pub(crate) struct MemcgPaths {
     /// Removed ids in the order they were found removed, with when.
     removed_order: VecDeque<(u64, Instant)>,
     /// Paths of the latest memcgs created (`cgroup_mkdir`), for those removed before they are
-    /// named; oldest first in `created_order`.
+    /// named; oldest first in `created_order`, with when each was created. Each is checked
+    /// once, a minute after its creation (see [`MemcgPaths::sweep`]).
     created: HashMap<u64, String>,
-    created_order: VecDeque<u64>,
+    created_order: VecDeque<(u64, Instant)>,
     /// The memory controller's hierarchy id (0 on v2; v1 from `/proc/cgroups`): the cgroups whose
     /// creation ([`MemcgPaths::created`]) names memcgs. None: no creation names one (live
     /// without a controller), or every one does (a replay: what was recorded was filtered).
@@ -310,8 +311,9 @@ impl MemcgPaths {
     /// hierarchy its path is kept, in a bounded set of the [`MAX_CREATED`] latest, for the
     /// one case a file handle cannot answer: a memcg removed before anything names it is then
     /// said removed *with* its path. (One still there is named by its handle, exactly, as
-    /// ever: no entry here costs a check.) False when it is another hierarchy's (v1 ids are
-    /// only unique within one), has no usable path (cut, or not from the root), or id 0.
+    /// ever.) A minute on, the sweep checks it once and moves it to the live or the removed
+    /// memcgs. False when it is another hierarchy's (v1 ids are only unique within one), has
+    /// no usable path (cut, or not from the root), or id 0.
     pub(crate) fn created(
         &mut self,
         hierarchy: Option<u32>,
@@ -324,10 +326,10 @@ impl MemcgPaths {
             return false;
         }
         if self.created.insert(id, path.to_string()).is_none() {
-            self.created_order.push_back(id);
+            self.created_order.push_back((id, Instant::now()));
         }
         while self.created_order.len() > MAX_CREATED {
-            if let Some(old) = self.created_order.pop_front() {
+            if let Some((old, _)) = self.created_order.pop_front() {
                 self.created.remove(&old);
             }
         }
@@ -424,8 +426,9 @@ impl MemcgPaths {
     }
 
     /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
-    /// those removed more than [`REMOVED_KEPT`] ago; returns the ids found removed.
-    pub(crate) fn sweep(&mut self) -> Vec<u64> {
+    /// those removed more than [`REMOVED_KEPT`] ago; returns the memcgs found removed (those
+    /// named, and those created a minute ago and gone since), with their last path.
+    pub(crate) fn sweep(&mut self) -> Vec<(u64, String)> {
         if self.root.is_none() {
             return Vec::new();
         }
@@ -435,20 +438,46 @@ impl MemcgPaths {
             self.removed_order.pop_front();
             self.removed.remove(&old);
         }
-        let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut gone = Vec::new();
+        // Creations a minute old: a memcg still there is named now, like one an event named
+        // (then checked with those); one gone is said removed with its path for a minute more.
+        // Either way the creation is no longer kept: on a node the set stays a minute's worth.
+        while let Some(&(id, at)) = self.created_order.front()
+            && at.elapsed() > REMOVED_KEPT
+        {
+            self.created_order.pop_front();
+            let Some(p) = self.created.remove(&id) else {
+                continue;
+            };
+            if self.live.contains_key(&id) || self.removed.contains_key(&id) {
+                continue;
+            }
+            if self.check(id, &p).removed() {
+                self.forget(id, Some(p.clone()));
+                gone.push((id, p));
+            } else {
+                self.live.insert(id, p);
+            }
+        }
+        let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (id, p) in entries {
             if self.check(id, &p).removed() {
-                self.forget(id, Some(p));
-                gone.push(id);
+                self.forget(id, Some(p.clone()));
+                gone.push((id, p));
             }
         }
         gone
     }
 
     /// Entries held (live, removed), to show they stay bounded.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         (self.live.len(), self.removed.len())
+    }
+
+    /// Every entry held: live, removed and the paths of creations.
+    pub(crate) fn entries(&self) -> usize {
+        self.live.len() + self.removed.len() + self.created.len()
     }
 
     /// Remembers a path for an id (tests, replays).
@@ -532,7 +561,7 @@ mod tests {
         assert_eq!(m.walks, walks + 1);
         // The sweep evicts the live entries of removed memcgs.
         std::fs::remove_dir(dir.join("a/b")).unwrap();
-        assert_eq!(m.sweep(), vec![ino]);
+        assert_eq!(m.sweep(), vec![(ino, "/a/b".to_string())]);
         assert_eq!(m.memcg(ino), Memcg::Removed(Some("/a/b".into())));
         assert!(m.sweep().is_empty());
     }
@@ -599,6 +628,39 @@ mod tests {
             m.memcg(last).path(),
             Some(format!("/kubepods/pod{last}").as_str())
         );
+    }
+
+    /// Creations are kept a minute: then the sweep checks each once, naming one still there
+    /// like one an event named and saying one gone removed, with its path, for a minute more.
+    #[test]
+    fn creations_are_checked_once_a_minute_on_and_kept_no_longer() {
+        let scratch = ScratchDir::new("memcg-created");
+        let dir = scratch.path().to_path_buf();
+        let c = MemoryController {
+            version: 2,
+            mount: dir.clone(),
+        };
+        let mut m = MemcgPaths::new(Some(&c));
+        std::fs::create_dir_all(dir.join("pod/stays")).unwrap();
+        std::fs::create_dir_all(dir.join("pod/goes")).unwrap();
+        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
+        let (stays, goes) = (ino("pod/stays"), ino("pod/goes"));
+        assert!(m.created(Some(0), stays, "/pod/stays", false));
+        assert!(m.created(Some(0), goes, "/pod/goes", false));
+        std::fs::remove_dir(dir.join("pod/goes")).unwrap();
+        // Younger than a minute: kept as they are.
+        let before = m.entries();
+        assert!(m.sweep().is_empty());
+        assert_eq!(m.created.len(), 2);
+        let old = Instant::now() - REMOVED_KEPT - Duration::from_secs(1);
+        for e in m.created_order.iter_mut() {
+            e.1 = old;
+        }
+        assert_eq!(m.sweep(), vec![(goes, "/pod/goes".to_string())]);
+        assert!(m.created.is_empty() && m.created_order.is_empty());
+        assert_eq!(m.entries(), before);
+        assert_eq!(m.memcg(stays), Memcg::Live("/pod/stays".into()));
+        assert_eq!(m.memcg(goes), Memcg::Removed(Some("/pod/goes".into())));
     }
 
     #[test]

@@ -906,9 +906,8 @@ async fn start(
         metrics_addr,
         memcgs,
     )?;
-    // Kernel symbols for allocation stacks, read by a thread of its own from now on: after
-    // the plan line (attaching is not slowed: read alongside, it took launch → attached from
-    // 0.46–0.86 s to 1.3–2.0 s in a debug build on this busy host).
+    // Kernel symbols for allocation stacks, read by a thread of its own when a stack brings
+    // new addresses (the thread starts after the plan line; it reads nothing before).
     runner.kallsyms.start();
     let said = journal_said
         .into_iter()

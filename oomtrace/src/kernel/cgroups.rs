@@ -109,7 +109,7 @@ pub(crate) struct MemcgPaths {
     removed_order: VecDeque<(u64, Instant)>,
     /// Paths of the latest memcgs created (`cgroup_mkdir`), for those removed before they are
     /// named; oldest first in `created_order`, with when each was created. Each is checked
-    /// once, a minute after its creation (see [`MemcgPaths::sweep`]).
+    /// once, [`CREATED_KEPT`] after its creation (see [`MemcgPaths::sweep`]).
     created: HashMap<u64, String>,
     created_order: VecDeque<(u64, Instant)>,
     /// The memory controller's hierarchy id (0 on v2; v1 from `/proc/cgroups`): the cgroups whose
@@ -133,6 +133,10 @@ pub(crate) const MAX_CREATED: usize = 4096;
 /// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
 /// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
 const REMOVED_KEPT: Duration = Duration::from_secs(60);
+/// How long a creation's path is kept before the sweep checks its memcg: the events that name a
+/// memcg are read within milliseconds of it, so one removed before 5 s are over is said removed
+/// with this path (for [`REMOVED_KEPT`] more), and one still there joins the named ones.
+const CREATED_KEPT: Duration = Duration::from_secs(5);
 
 /// `FILEID_KERNFS` (include/linux/exportfs.h): a kernfs node id as a file handle.
 const FILEID_KERNFS: i32 = 0xfe;
@@ -311,7 +315,7 @@ impl MemcgPaths {
     /// hierarchy its path is kept, in a bounded set of the [`MAX_CREATED`] latest, for the
     /// one case a file handle cannot answer: a memcg removed before anything names it is then
     /// said removed *with* its path. (One still there is named by its handle, exactly, as
-    /// ever.) A minute on, the sweep checks it once and moves it to the live or the removed
+    /// ever.) 5 s on, the sweep checks it once and moves it to the live or the removed
     /// memcgs. False when it is another hierarchy's (v1 ids are only unique within one), has
     /// no usable path (cut, or not from the root), or id 0.
     pub(crate) fn created(
@@ -427,7 +431,7 @@ impl MemcgPaths {
 
     /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
     /// those removed more than [`REMOVED_KEPT`] ago; returns the memcgs found removed (those
-    /// named, and those created a minute ago and gone since), with their last path.
+    /// named, and those created [`CREATED_KEPT`] ago and gone since), with their last path.
     pub(crate) fn sweep(&mut self) -> Vec<(u64, String)> {
         if self.root.is_none() {
             return Vec::new();
@@ -439,11 +443,11 @@ impl MemcgPaths {
             self.removed.remove(&old);
         }
         let mut gone = Vec::new();
-        // Creations a minute old: a memcg still there is named now, like one an event named
-        // (then checked with those); one gone is said removed with its path for a minute more.
-        // Either way the creation is no longer kept: on a node the set stays a minute's worth.
+        // Creations 5 s old: a memcg still there is named now, like one an event named (then
+        // checked with those); one gone is said removed with its path for a minute more.
+        // Either way the creation is no longer kept: on a node the set stays a few seconds'.
         while let Some(&(id, at)) = self.created_order.front()
-            && at.elapsed() > REMOVED_KEPT
+            && at.elapsed() > CREATED_KEPT
         {
             self.created_order.pop_front();
             let Some(p) = self.created.remove(&id) else {
@@ -630,8 +634,8 @@ mod tests {
         );
     }
 
-    /// Creations are kept a minute: then the sweep checks each once, naming one still there
-    /// like one an event named and saying one gone removed, with its path, for a minute more.
+    /// Creations are kept 5 s: then the sweep checks each once, naming one still there like
+    /// one an event named and saying one gone removed, with its path, for a minute more.
     #[test]
     fn creations_are_checked_once_a_minute_on_and_kept_no_longer() {
         let scratch = ScratchDir::new("memcg-created");
@@ -648,11 +652,11 @@ mod tests {
         assert!(m.created(Some(0), stays, "/pod/stays", false));
         assert!(m.created(Some(0), goes, "/pod/goes", false));
         std::fs::remove_dir(dir.join("pod/goes")).unwrap();
-        // Younger than a minute: kept as they are.
+        // Younger than 5 s: kept as they are.
         let before = m.entries();
         assert!(m.sweep().is_empty());
         assert_eq!(m.created.len(), 2);
-        let old = Instant::now() - REMOVED_KEPT - Duration::from_secs(1);
+        let old = Instant::now() - CREATED_KEPT - Duration::from_secs(1);
         for e in m.created_order.iter_mut() {
             e.1 = old;
         }

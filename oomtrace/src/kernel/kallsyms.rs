@@ -29,8 +29,8 @@ const MAX_OFFSET: u64 = 1 << 20;
 /// reads it. Kept as a table of its text symbols it would cost 4.9 MB for as long as oomtrace
 /// runs, a third of its memory, for the few dozen addresses OOM kills' stacks bring (they
 /// repeat): the thread reads the file through once per batch of new addresses instead and keeps
-/// only their names. A kill waits for its batch at most [`LOAD_WAIT`]; an answer that comes later
-/// names the frames of the next stack.
+/// only their names. The first kill waits for its batch at most [`LOAD_WAIT`], later ones
+/// [`LATER_WAIT`]; an answer that comes later names the frames of the next stack.
 pub(crate) struct Kallsyms {
     /// Opened, not yet handed to the reading thread.
     file: Option<File>,
@@ -48,8 +48,13 @@ pub(crate) struct Kallsyms {
 /// The names of the addresses of one request, or why there are none.
 type Answer = Result<Vec<(u64, Option<String>)>, String>;
 
-/// How long a kill waits for the names of its stack's new addresses.
+/// How long the first kill waits for the names of its stack's addresses (a read takes ~50 ms
+/// here, seconds under emulation).
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a later kill waits for the names of addresses not seen before: every other
+/// victim's events wait meanwhile, so not for a read under emulation (its frames are named
+/// from the next stack on).
+const LATER_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Kallsyms {
     /// Opens `/proc/kallsyms` (call before privileges are dropped: the kernel decides at open
@@ -147,7 +152,12 @@ impl Kallsyms {
         {
             self.reads += 1;
             self.asked = new.len();
-            let deadline = std::time::Instant::now() + LOAD_WAIT;
+            let wait = if self.reads == 1 {
+                LOAD_WAIT
+            } else {
+                LATER_WAIT
+            };
+            let deadline = std::time::Instant::now() + wait;
             while self.asked > 0
                 && let Some(rx) = &self.answers
             {

@@ -592,7 +592,9 @@ impl<W: std::io::Write> Runner<W> {
         let now_ns = monotonic_now();
         for (id, path) in self.session.renderer.memcgs.sweep() {
             self.recorded_memcgs.remove(&id);
-            self.session.tracker.memcg_removed(id, &path, now_ns);
+            self.session
+                .tracker
+                .memcg_removed(id, path.as_deref(), now_ns);
         }
         // A read at a kill stands for the kills of the next 50 ms only.
         self.states_read

@@ -121,6 +121,9 @@ pub(crate) struct MemcgPaths {
     /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
     pub(crate) lookups: u64,
     pub(crate) walks: u64,
+    /// Memcgs found removed since the last sweep, however they were found (the sweep, a
+    /// finding's check, a lookup of one removed before it was named), for the sweep to report.
+    found_removed: Vec<(u64, Option<String>)>,
 }
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
@@ -168,6 +171,7 @@ impl MemcgPaths {
             any_hierarchy: controller.is_none(),
             lookups: 0,
             walks: 0,
+            found_removed: Vec::new(),
         };
         let Some(root) = m.root.clone() else {
             return m;
@@ -353,8 +357,12 @@ impl MemcgPaths {
     /// Records `id` as removed, with the last path seen (tests, and the checks here).
     pub(crate) fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
-        if self.removed.insert(id, last).is_none() {
+        if self.removed.insert(id, last.clone()).is_none() {
             self.removed_order.push_back((id, Instant::now()));
+            // Reported by the next sweep (a replay sweeps nothing and finds nothing removed).
+            if self.root.is_some() && self.found_removed.len() < MAX_REMOVED {
+                self.found_removed.push((id, last));
+            }
         }
         while self.removed_order.len() > MAX_REMOVED {
             if let Some((old, _)) = self.removed_order.pop_front() {
@@ -430,9 +438,10 @@ impl MemcgPaths {
     }
 
     /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
-    /// those removed more than [`REMOVED_KEPT`] ago; returns the memcgs found removed (those
-    /// named, and those created [`CREATED_KEPT`] ago and gone since), with their last path.
-    pub(crate) fn sweep(&mut self) -> Vec<(u64, String)> {
+    /// those removed more than [`REMOVED_KEPT`] ago; returns the memcgs found removed since the
+    /// last sweep (named ones, those created [`CREATED_KEPT`] ago and gone since, and those a
+    /// finding or a lookup found removed meanwhile), with their last path where known.
+    pub(crate) fn sweep(&mut self) -> Vec<(u64, Option<String>)> {
         if self.root.is_none() {
             return Vec::new();
         }
@@ -442,7 +451,6 @@ impl MemcgPaths {
             self.removed_order.pop_front();
             self.removed.remove(&old);
         }
-        let mut gone = Vec::new();
         // Creations 5 s old: a memcg still there is named now, like one an event named (then
         // checked with those); one gone is said removed with its path for a minute more.
         // Either way the creation is no longer kept: on a node the set stays a few seconds'.
@@ -457,8 +465,7 @@ impl MemcgPaths {
                 continue;
             }
             if self.check(id, &p).removed() {
-                self.forget(id, Some(p.clone()));
-                gone.push((id, p));
+                self.forget(id, Some(p));
             } else {
                 self.live.insert(id, p);
             }
@@ -466,11 +473,10 @@ impl MemcgPaths {
         let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (id, p) in entries {
             if self.check(id, &p).removed() {
-                self.forget(id, Some(p.clone()));
-                gone.push((id, p));
+                self.forget(id, Some(p));
             }
         }
-        gone
+        std::mem::take(&mut self.found_removed)
     }
 
     /// Entries held (live, removed), to show they stay bounded.
@@ -565,7 +571,15 @@ mod tests {
         assert_eq!(m.walks, walks + 1);
         // The sweep evicts the live entries of removed memcgs.
         std::fs::remove_dir(dir.join("a/b")).unwrap();
-        assert_eq!(m.sweep(), vec![(ino, "/a/b".to_string())]);
+        // (c and d were found removed by a finding's check and a lookup: reported too.)
+        assert_eq!(
+            m.sweep(),
+            vec![
+                (ino_c, Some("/c".to_string())),
+                (ino_d, None),
+                (ino, Some("/a/b".to_string()))
+            ]
+        );
         assert_eq!(m.memcg(ino), Memcg::Removed(Some("/a/b".into())));
         assert!(m.sweep().is_empty());
     }
@@ -660,7 +674,7 @@ mod tests {
         for e in m.created_order.iter_mut() {
             e.1 = old;
         }
-        assert_eq!(m.sweep(), vec![(goes, "/pod/goes".to_string())]);
+        assert_eq!(m.sweep(), vec![(goes, Some("/pod/goes".to_string()))]);
         assert!(m.created.is_empty() && m.created_order.is_empty());
         assert_eq!(m.entries(), before);
         assert_eq!(m.memcg(stays), Memcg::Live("/pod/stays".into()));

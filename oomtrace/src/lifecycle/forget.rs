@@ -41,15 +41,16 @@ fn parent(path: &str) -> &str {
 }
 
 impl Tracker {
-    /// Memcg `id`, last seen at `path`, was found removed at `at_ns`: what is kept of it is
+    /// Memcg `id`, last seen at `path` (if ever), was found removed at `at_ns`: what is kept of it is
     /// forgotten [`REMOVED_MEMCG_KEPT_NS`] later (see the module docs). The path places the
     /// kills of memcgs below it forgotten before it, even where no event named it.
-    pub(crate) fn memcg_removed(&mut self, id: u64, path: &str, at_ns: u64) {
+    pub(crate) fn memcg_removed(&mut self, id: u64, path: Option<&str>, at_ns: u64) {
         if id == 0 {
             return;
         }
-        let untold =
-            (self.memcg_paths.get(&id).map(String::as_str) != Some(path)).then(|| path.to_string());
+        let untold = path
+            .filter(|p| self.memcg_paths.get(&id).map(String::as_str) != Some(p))
+            .map(str::to_string);
         self.removed.queue.push_back((at_ns, id, untold));
         // A removal storm faster than the minute: the oldest go early.
         while self.removed.queue.len() > MAX_MEMCGS {
@@ -73,7 +74,18 @@ impl Tracker {
                 .victims
                 .values()
                 .any(|v| v.memcg_id == Some(id) || v.domain_id == Some(id));
-            if held {
+            // A memcg below it still to be forgotten goes first, so that its kills are folded
+            // into this one's path before this one's are folded further up.
+            let known = path.as_ref().or_else(|| self.memcg_paths.get(&id));
+            let below = known.is_some_and(|p| {
+                let prefix = format!("{}/", p.trim_end_matches('/'));
+                self.removed.queue.iter().chain(&kept).any(|(_, c, cp)| {
+                    cp.as_ref()
+                        .or_else(|| self.memcg_paths.get(c))
+                        .is_some_and(|cp| cp.starts_with(&prefix))
+                })
+            });
+            if held || below {
                 kept.push((now_ns, id, path));
             } else {
                 self.forget_memcg(id, path);

@@ -33,6 +33,7 @@ use crate::event::{Event, Payload, cstr};
 
 mod config;
 mod finding;
+mod forget;
 mod incident;
 mod summary;
 mod victim;
@@ -242,6 +243,8 @@ pub struct Tracker {
     notified_invocations: HashMap<u64, u64>,
     /// Memcgs hung with the OOM killer disabled, since when.
     oom_disabled: HashMap<u64, u64>,
+    /// Memcgs found removed, forgotten a minute later (see [`forget`]).
+    removed: forget::Removed,
     /// OOM invocations under way, by allocating thread: their domain, start, and whether a
     /// kill was seen before their return.
     invoking: HashMap<u32, Invocation>,
@@ -321,6 +324,7 @@ impl Tracker {
             kills_by_memcg: HashMap::new(),
             notified_invocations: HashMap::new(),
             oom_disabled: HashMap::new(),
+            removed: forget::Removed::default(),
             invoking: HashMap::new(),
             domains: HashMap::new(),
             announce: Vec::new(),
@@ -398,6 +402,7 @@ impl Tracker {
         // storm): there the window is judged against the kernel events read so far.
         self.expire_pending_kills(if self.replaying { heard } else { judged }, out);
         self.check_timeouts(judged, now_ns, out);
+        self.forget_removed_memcgs(judged);
     }
 
     /// Judges as a replay of recorded reads (see `replaying`).

@@ -587,10 +587,18 @@ impl<W: std::io::Write> Runner<W> {
     /// userspace): otherwise a victim whose release event was lost stays "not released".
     fn sweep(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
         self.settle()?;
-        // Memcgs removed since: their entries move to the bounded set of removed ones.
-        for id in self.session.renderer.memcgs.sweep() {
+        // Memcgs removed since: their entries move to the bounded set of removed ones, and the
+        // tracker forgets what it keeps of them a minute later.
+        let now_ns = monotonic_now();
+        for (id, path) in self.session.renderer.memcgs.sweep() {
             self.recorded_memcgs.remove(&id);
+            self.session
+                .tracker
+                .memcg_removed(id, path.as_deref(), now_ns);
         }
+        // A read at a kill stands for the kills of the next 50 ms only.
+        self.states_read
+            .retain(|_, at| now_ns.saturating_sub(*at) < 1_000_000_000);
         let proc_root = Path::new("/proc");
         let swept = match probes.tracked_count() {
             Ok(0) => Ok(Vec::new()),
@@ -672,11 +680,12 @@ impl<W: std::io::Write> Runner<W> {
     /// The metrics page now, told how many processes the kernel side tracks.
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
         let summary = self.session.tracker.summary();
-        let (live, removed) = self.session.renderer.memcgs.held();
+        // Everything kept per memcg id: names (live, removed, of creations) and the tracker's.
+        let memcgs = self.session.renderer.memcgs.entries() + self.session.tracker.memcg_entries();
         let held = Held {
             kernel_tracked: tracked,
             victims: self.session.tracker.len() as u64,
-            memcgs: (live + removed) as u64,
+            memcgs: memcgs as u64,
         };
         self.sinks
             .iter_mut()
@@ -903,9 +912,8 @@ async fn start(
         metrics_addr,
         memcgs,
     )?;
-    // Kernel symbols for allocation stacks, read by a thread of its own from now on: after
-    // the plan line (attaching is not slowed: read alongside, it took launch → attached from
-    // 0.46–0.86 s to 1.3–2.0 s in a debug build on this busy host).
+    // Kernel symbols for allocation stacks, read by a thread of its own when a stack brings
+    // new addresses (the thread starts after the plan line; it reads nothing before).
     runner.kallsyms.start();
     let said = journal_said
         .into_iter()

@@ -306,7 +306,19 @@ impl<W: Write> Session<W> {
                     }
                 })
                 .map(|(_, n)| n)
-                .sum();
+                .sum::<u64>()
+                // Kills in memcgs removed and forgotten since, placed at the nearest ancestor
+                // not forgotten: v2's counter of that ancestor and of those above it has them.
+                + if a.counts_descendants {
+                    self.tracker
+                        .kills_below()
+                        .iter()
+                        .filter(|(p, _)| under(p, &a.path))
+                        .map(|(_, n)| n)
+                        .sum()
+                } else {
+                    0
+                };
             if kernel == 0 && mine == 0 {
                 continue;
             }

@@ -139,7 +139,7 @@ pub struct Member {
 /// Parsed BTF: the raw type records, where each starts, and an index of names.
 pub struct Btf {
     /// The blob itself; `types` and `strings` are its two sections.
-    data: Vec<u8>,
+    data: Blob,
     types: std::ops::Range<usize>,
     strings: std::ops::Range<usize>,
     /// Byte offset in `types` of each type's record, indexed by type id (entry 0, void, unused).
@@ -226,6 +226,77 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
     })
 }
 
+/// A BTF blob: mapped where the kernel allows it, else read into memory.
+///
+/// `/sys/kernel/btf/vmlinux` can be mapped since Linux 6.16: the mapping is of the kernel's own
+/// pages (`VM_PFNMAP`), neither copied nor counted in oomtrace's RSS, where a read costs 5.5 MB
+/// of heap at start-up (more than a third of oomtrace's peak). Older kernels refuse the mapping.
+pub(crate) enum Blob {
+    Owned(Vec<u8>),
+    Mapped {
+        ptr: std::ptr::NonNull<u8>,
+        len: usize,
+    },
+}
+
+// SAFETY: a private read-only mapping, never written, unmapped only on drop.
+unsafe impl Send for Blob {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for Blob {}
+
+impl Blob {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Blob::Owned(v) => v,
+            // SAFETY: `len` bytes mapped readable at `ptr` for as long as `self` lives.
+            Blob::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+        }
+    }
+
+    /// Whether the blob is the kernel's pages mapped (not a copy).
+    #[cfg(test)]
+    pub(crate) fn mapped(&self) -> bool {
+        matches!(self, Blob::Mapped { .. })
+    }
+
+    /// Maps the file at `path` read-only, or reads it where it cannot be mapped.
+    pub(crate) fn map_or_read(path: &std::path::Path) -> std::io::Result<Blob> {
+        use std::{io::Read as _, os::fd::AsRawFd as _};
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        if len > 0 {
+            // SAFETY: a new private read-only mapping of an open file; checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED
+                && let Some(ptr) = std::ptr::NonNull::new(p.cast::<u8>())
+            {
+                return Ok(Blob::Mapped { ptr, len });
+            }
+        }
+        let mut bytes = Vec::with_capacity(len.max(1 << 20));
+        f.read_to_end(&mut bytes)?;
+        Ok(Blob::Owned(bytes))
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        if let Blob::Mapped { ptr, len } = self {
+            // SAFETY: the mapping made in `map_or_read`, unmapped once.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), *len) };
+        }
+    }
+}
+
 impl Btf {
     /// Where the running kernel exposes its own BTF.
     pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
@@ -241,11 +312,11 @@ impl Btf {
     }
 
     fn types(&self) -> &[u8] {
-        &self.data[self.types.clone()]
+        &self.data.as_slice()[self.types.clone()]
     }
 
     fn strings(&self) -> &[u8] {
-        &self.data[self.strings.clone()]
+        &self.data.as_slice()[self.strings.clone()]
     }
 
     /// Parses a raw (little-endian, base) BTF blob.
@@ -255,6 +326,11 @@ impl Btf {
 
     /// Parses a blob it takes ownership of (no copy: the kernel's is 5.5 MB).
     pub fn from_vec(owned: Vec<u8>) -> Result<Btf, BtfError> {
+        Btf::from_blob(Blob::Owned(owned))
+    }
+
+    /// Parses a blob read or mapped by [`Blob::map_or_read`].
+    pub(crate) fn from_blob(owned: Blob) -> Result<Btf, BtfError> {
         let data = owned.as_slice();
         let truncated = |what: String| BtfError::Truncated {
             at: data.len(),

@@ -108,9 +108,10 @@ pub(crate) struct MemcgPaths {
     /// Removed ids in the order they were found removed, with when.
     removed_order: VecDeque<(u64, Instant)>,
     /// Paths of the latest memcgs created (`cgroup_mkdir`), for those removed before they are
-    /// named; oldest first in `created_order`.
+    /// named; oldest first in `created_order`, with when each was created. Each is checked
+    /// once, [`CREATED_KEPT`] after its creation (see [`MemcgPaths::sweep`]).
     created: HashMap<u64, String>,
-    created_order: VecDeque<u64>,
+    created_order: VecDeque<(u64, Instant)>,
     /// The memory controller's hierarchy id (0 on v2; v1 from `/proc/cgroups`): the cgroups whose
     /// creation ([`MemcgPaths::created`]) names memcgs. None: no creation names one (live
     /// without a controller), or every one does (a replay: what was recorded was filtered).
@@ -120,6 +121,9 @@ pub(crate) struct MemcgPaths {
     /// Lookups by handle and walks of the hierarchy made (for tests and the soak).
     pub(crate) lookups: u64,
     pub(crate) walks: u64,
+    /// Memcgs found removed since the last sweep, however they were found (the sweep, a
+    /// finding's check, a lookup of one removed before it was named), for the sweep to report.
+    found_removed: Vec<(u64, Option<String>)>,
 }
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
@@ -132,6 +136,10 @@ pub(crate) const MAX_CREATED: usize = 4096;
 /// left in it (each past `cgroup_exit`), so what remains to be said of its victims (death,
 /// release) comes within moments: a minute is plenty, and keeps the set flat on a node.
 const REMOVED_KEPT: Duration = Duration::from_secs(60);
+/// How long a creation's path is kept before the sweep checks its memcg: the events that name a
+/// memcg are read within milliseconds of it, so one removed before 5 s are over is said removed
+/// with this path (for [`REMOVED_KEPT`] more), and one still there joins the named ones.
+const CREATED_KEPT: Duration = Duration::from_secs(5);
 
 /// `FILEID_KERNFS` (include/linux/exportfs.h): a kernfs node id as a file handle.
 const FILEID_KERNFS: i32 = 0xfe;
@@ -163,6 +171,7 @@ impl MemcgPaths {
             any_hierarchy: controller.is_none(),
             lookups: 0,
             walks: 0,
+            found_removed: Vec::new(),
         };
         let Some(root) = m.root.clone() else {
             return m;
@@ -310,8 +319,9 @@ impl MemcgPaths {
     /// hierarchy its path is kept, in a bounded set of the [`MAX_CREATED`] latest, for the
     /// one case a file handle cannot answer: a memcg removed before anything names it is then
     /// said removed *with* its path. (One still there is named by its handle, exactly, as
-    /// ever: no entry here costs a check.) False when it is another hierarchy's (v1 ids are
-    /// only unique within one), has no usable path (cut, or not from the root), or id 0.
+    /// ever.) 5 s on, the sweep checks it once and moves it to the live or the removed
+    /// memcgs. False when it is another hierarchy's (v1 ids are only unique within one), has
+    /// no usable path (cut, or not from the root), or id 0.
     pub(crate) fn created(
         &mut self,
         hierarchy: Option<u32>,
@@ -324,10 +334,10 @@ impl MemcgPaths {
             return false;
         }
         if self.created.insert(id, path.to_string()).is_none() {
-            self.created_order.push_back(id);
+            self.created_order.push_back((id, Instant::now()));
         }
         while self.created_order.len() > MAX_CREATED {
-            if let Some(old) = self.created_order.pop_front() {
+            if let Some((old, _)) = self.created_order.pop_front() {
                 self.created.remove(&old);
             }
         }
@@ -347,8 +357,12 @@ impl MemcgPaths {
     /// Records `id` as removed, with the last path seen (tests, and the checks here).
     pub(crate) fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
-        if self.removed.insert(id, last).is_none() {
+        if self.removed.insert(id, last.clone()).is_none() {
             self.removed_order.push_back((id, Instant::now()));
+            // Reported by the next sweep (a replay sweeps nothing and finds nothing removed).
+            if self.root.is_some() && self.found_removed.len() < MAX_REMOVED {
+                self.found_removed.push((id, last));
+            }
         }
         while self.removed_order.len() > MAX_REMOVED {
             if let Some((old, _)) = self.removed_order.pop_front() {
@@ -424,8 +438,10 @@ impl MemcgPaths {
     }
 
     /// Checks every live entry with the kernel and moves the removed ones aside, forgetting
-    /// those removed more than [`REMOVED_KEPT`] ago; returns the ids found removed.
-    pub(crate) fn sweep(&mut self) -> Vec<u64> {
+    /// those removed more than [`REMOVED_KEPT`] ago; returns the memcgs found removed since the
+    /// last sweep (named ones, those created [`CREATED_KEPT`] ago and gone since, and those a
+    /// finding or a lookup found removed meanwhile), with their last path where known.
+    pub(crate) fn sweep(&mut self) -> Vec<(u64, Option<String>)> {
         if self.root.is_none() {
             return Vec::new();
         }
@@ -435,20 +451,43 @@ impl MemcgPaths {
             self.removed_order.pop_front();
             self.removed.remove(&old);
         }
+        // Creations 5 s old: a memcg still there is named now, like one an event named (then
+        // checked with those); one gone is said removed with its path for a minute more.
+        // Either way the creation is no longer kept: on a node the set stays a few seconds'.
+        while let Some(&(id, at)) = self.created_order.front()
+            && at.elapsed() > CREATED_KEPT
+        {
+            self.created_order.pop_front();
+            let Some(p) = self.created.remove(&id) else {
+                continue;
+            };
+            if self.live.contains_key(&id) || self.removed.contains_key(&id) {
+                continue;
+            }
+            if self.check(id, &p).removed() {
+                self.forget(id, Some(p));
+            } else {
+                self.live.insert(id, p);
+            }
+        }
         let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
-        let mut gone = Vec::new();
         for (id, p) in entries {
             if self.check(id, &p).removed() {
                 self.forget(id, Some(p));
-                gone.push(id);
             }
         }
-        gone
+        std::mem::take(&mut self.found_removed)
     }
 
     /// Entries held (live, removed), to show they stay bounded.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         (self.live.len(), self.removed.len())
+    }
+
+    /// Every entry held: live, removed and the paths of creations.
+    pub(crate) fn entries(&self) -> usize {
+        self.live.len() + self.removed.len() + self.created.len()
     }
 
     /// Remembers a path for an id (tests, replays).
@@ -532,7 +571,15 @@ mod tests {
         assert_eq!(m.walks, walks + 1);
         // The sweep evicts the live entries of removed memcgs.
         std::fs::remove_dir(dir.join("a/b")).unwrap();
-        assert_eq!(m.sweep(), vec![ino]);
+        // (c and d were found removed by a finding's check and a lookup: reported too.)
+        assert_eq!(
+            m.sweep(),
+            vec![
+                (ino_c, Some("/c".to_string())),
+                (ino_d, None),
+                (ino, Some("/a/b".to_string()))
+            ]
+        );
         assert_eq!(m.memcg(ino), Memcg::Removed(Some("/a/b".into())));
         assert!(m.sweep().is_empty());
     }
@@ -599,6 +646,39 @@ mod tests {
             m.memcg(last).path(),
             Some(format!("/kubepods/pod{last}").as_str())
         );
+    }
+
+    /// Creations are kept 5 s: then the sweep checks each once, naming one still there like
+    /// one an event named and saying one gone removed, with its path, for a minute more.
+    #[test]
+    fn creations_are_checked_once_a_minute_on_and_kept_no_longer() {
+        let scratch = ScratchDir::new("memcg-created");
+        let dir = scratch.path().to_path_buf();
+        let c = MemoryController {
+            version: 2,
+            mount: dir.clone(),
+        };
+        let mut m = MemcgPaths::new(Some(&c));
+        std::fs::create_dir_all(dir.join("pod/stays")).unwrap();
+        std::fs::create_dir_all(dir.join("pod/goes")).unwrap();
+        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
+        let (stays, goes) = (ino("pod/stays"), ino("pod/goes"));
+        assert!(m.created(Some(0), stays, "/pod/stays", false));
+        assert!(m.created(Some(0), goes, "/pod/goes", false));
+        std::fs::remove_dir(dir.join("pod/goes")).unwrap();
+        // Younger than 5 s: kept as they are.
+        let before = m.entries();
+        assert!(m.sweep().is_empty());
+        assert_eq!(m.created.len(), 2);
+        let old = Instant::now() - CREATED_KEPT - Duration::from_secs(1);
+        for e in m.created_order.iter_mut() {
+            e.1 = old;
+        }
+        assert_eq!(m.sweep(), vec![(goes, Some("/pod/goes".to_string()))]);
+        assert!(m.created.is_empty() && m.created_order.is_empty());
+        assert_eq!(m.entries(), before);
+        assert_eq!(m.memcg(stays), Memcg::Live("/pod/stays".into()));
+        assert_eq!(m.memcg(goes), Memcg::Removed(Some("/pod/goes".into())));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use oomtrace_common::{Config, names};
 use serde::Serialize;
 
 use crate::kernel::{
-    btf::{Btf, TypeDesc},
+    btf::{Blob, Btf, TypeDesc},
     cgroups::{self, MemoryController},
     offsets::Layout,
     plan::{self, AttachType, Candidate, Facts, Hook, HookPlan, Target},
@@ -116,7 +116,7 @@ impl Probes {
         raise_memlock_limit();
         keep_large_blocks_mapped();
         let loader = loader_without_btf();
-        let btf = read_vmlinux_btf().and_then(|b| Btf::from_vec(b).map_err(|e| e.to_string()));
+        let btf = read_vmlinux_btf().and_then(|b| Btf::from_blob(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
         let mut facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
@@ -617,21 +617,18 @@ fn parse_btf(bytes: &[u8]) -> Result<aya::Btf, String> {
         .map_err(|e| format!("aya cannot parse the BTF skeleton: {e}"))
 }
 
-/// `/sys/kernel/btf/vmlinux` into a buffer sized once (sysfs hands it out 4 KiB per read).
-fn read_vmlinux_btf() -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
+/// `/sys/kernel/btf/vmlinux`, mapped (Linux >= 6.16: the kernel's own pages, no copy in
+/// oomtrace's memory) or read into a buffer sized once (sysfs hands it out 4 KiB per read).
+fn read_vmlinux_btf() -> Result<Blob, String> {
     let path = Path::new(Btf::VMLINUX);
-    let mut f = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "{}: {e} (kernel built without CONFIG_DEBUG_INFO_BTF?)",
-            path.display()
-        )
-    })?;
-    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(len.max(1 << 20));
-    f.read_to_end(&mut bytes)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(bytes)
+    Blob::map_or_read(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (kernel built without CONFIG_DEBUG_INFO_BTF?)"
+        } else {
+            ""
+        };
+        format!("reading {}: {e}{hint}", path.display())
+    })
 }
 
 fn kprobes_available(tracefs: Option<&Tracefs>) -> Result<(), String> {

@@ -2586,3 +2586,87 @@ fn a_group_kill_of_the_allocating_task_counts_as_the_kernel_does() {
     assert_eq!(t.summary().kills, 3);
     assert_eq!(t.kills_by_memcg().get(&MEMCG), Some(&4));
 }
+
+/// A node's churn for ten minutes: a pod memcg and its container's made, OOM-killed and removed
+/// ten times a second. What the tracker keeps per memcg (paths, states read at kills, kill
+/// counts) stays a minute's worth: a memcg is forgotten a minute after its removal, not before
+/// (a late finding still names its path), and not while a victim it holds is followed. Kills in
+/// forgotten memcgs stay counted at the nearest ancestor not forgotten (v2 counts them there).
+#[test]
+fn removed_memcgs_are_forgotten_a_minute_after_their_removal() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    let pods = 6000u64;
+    let ids = |i: u64| (1_000_000 + 2 * i, 1_000_001 + 2 * i);
+    let mut peak = 0;
+    // A victim that never dies, in a container removed (its task gone from it, say, while the
+    // victim is a zombie): its memcg stays known while it is followed.
+    t.memcg_path(77, "/kubepods/stuck/ctr");
+    let mut stuck_mark = mark(0, 9, 1);
+    if let Payload::MarkVictim(p) = &mut stuck_mark.payload {
+        p.memcg_id = 77;
+    }
+    t.on_event(&sigkill(0, 9, 1), &mut out);
+    t.on_event(&stuck_mark, &mut out);
+    t.memcg_removed(77, Some("/kubepods/stuck/ctr"), at(1));
+    for i in 0..pods {
+        let ms = 100 + i * 100;
+        let (pod, ctr) = ids(i);
+        let tgid = 100_000 + i as u32;
+        t.memcg_path(ctr, &format!("/kubepods/pod{i}/ctr"));
+        let mut state = memcg_state(0, ctr, 1 << 20, 1);
+        state.header.ts_ns = at(ms) - 1;
+        let mut mk = mark(ms, tgid, 1);
+        if let Payload::MarkVictim(p) = &mut mk.payload {
+            p.memcg_id = ctr;
+        }
+        for ev in [state, sigkill(ms, tgid, 1), mk, gone(ms + 1, tgid, 1)] {
+            t.on_event(&ev, &mut out);
+        }
+        t.tick(at(ms + 20), &mut out);
+        t.on_event(&free(ms + 30, tgid, 1), &mut out);
+        t.tick(at(ms + 50), &mut out);
+        // The sweep finds the container removed and the pod (never named by an event), in
+        // either order.
+        let (ctr_path, pod_path) = (format!("/kubepods/pod{i}/ctr"), format!("/kubepods/pod{i}"));
+        if i % 2 == 0 {
+            t.memcg_removed(ctr, Some(&ctr_path), at(ms + 60));
+            t.memcg_removed(pod, Some(&pod_path), at(ms + 60));
+        } else {
+            t.memcg_removed(pod, Some(&pod_path), at(ms + 60));
+            t.memcg_removed(ctr, Some(&ctr_path), at(ms + 60));
+        }
+        peak = peak.max(t.memcg_entries());
+        // Removed 59 s ago: still named.
+        if i >= 590 {
+            let (_, recent) = ids(i - 590);
+            assert!(t.memcg_paths.contains_key(&recent), "pod {i}");
+        }
+        // Removed 61 s ago: forgotten.
+        if i >= 610 {
+            let (_, old) = ids(i - 610);
+            assert!(!t.memcg_paths.contains_key(&old), "pod {i}");
+            assert!(!t.memcg_states.contains_key(&old));
+            assert!(!t.kills_by_memcg.contains_key(&old));
+        }
+    }
+    out.retain(|f| f.name() == "killed");
+    assert_eq!(out.len() as u64, pods + 1);
+    // A minute of removals: per pod a path, a state and a kill count and two removals
+    // queued, and the kills of containers of pods that wait for them (a pod found removed
+    // before its container is forgotten after it, a minute later).
+    assert!(peak <= 6 * 620, "{peak} entries held per memcg");
+    assert!(
+        t.memcg_paths.contains_key(&77),
+        "its victim is still followed"
+    );
+    // Two minutes on, every pod's are gone; each kill is counted once, at the nearest
+    // ancestor not forgotten.
+    t.tick(at(100 + pods * 100 + 130_000), &mut out);
+    t.tick(at(100 + pods * 100 + 260_000), &mut out);
+    let below = t.kills_below();
+    let counted: u64 = t.kills_by_memcg.values().sum();
+    assert_eq!(below.len(), 1, "{below:?}");
+    assert_eq!(below["/kubepods"] + counted, pods + 1);
+    assert!(t.memcg_entries() <= 8, "{}", t.memcg_entries());
+}

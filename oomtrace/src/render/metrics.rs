@@ -430,7 +430,7 @@ impl Metrics {
             s,
             "oomtrace_memcgs_named",
             "gauge",
-            "Memcgs whose id oomtrace holds a path for now, live or removed (bounded).",
+            "Entries oomtrace holds per memcg id now: paths (live, removed, of creations) and per-memcg state (bounded: a removed memcg's go a minute after its removal).",
             self.memcgs_named,
         );
         if let Some(n) = self.kernel_tracked {
@@ -808,7 +808,7 @@ oomtrace_unstick_total{wait="ptrace",result="re\"fused"} 1
 # HELP oomtrace_victims_held Victims the tracker holds in memory now (bounded).
 # TYPE oomtrace_victims_held gauge
 oomtrace_victims_held 2
-# HELP oomtrace_memcgs_named Memcgs whose id oomtrace holds a path for now, live or removed (bounded).
+# HELP oomtrace_memcgs_named Entries oomtrace holds per memcg id now: paths (live, removed, of creations) and per-memcg state (bounded: a removed memcg's go a minute after its removal).
 # TYPE oomtrace_memcgs_named gauge
 oomtrace_memcgs_named 5
 # HELP oomtrace_kernel_tracked_processes Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.

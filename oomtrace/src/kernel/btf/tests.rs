@@ -403,6 +403,17 @@ fn the_running_kernel() {
     }
     let btf = Btf::from_file(path).unwrap();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // Mapped where the kernel allows it (6.16 on), else read; parsed alike either way.
+    let blob = Blob::map_or_read(path).unwrap();
+    let mut version = release.split('.').map_while(|n| n.parse::<u32>().ok());
+    let mappable = (version.next(), version.next()) >= (Some(6), Some(16));
+    assert_eq!(blob.mapped(), mappable, "kernel {}", release.trim());
+    let mapped = Btf::from_blob(blob).unwrap();
+    assert_eq!(mapped.starts, btf.starts);
+    assert_eq!(
+        mapped.member_offset("task_struct", "comm").unwrap(),
+        btf.member_offset("task_struct", "comm").unwrap()
+    );
     // Structs move between kernel versions and configs; those checks are for 6.18 only.
     if release.starts_with("6.18.") {
         let off = |s: &str, p: &str| btf.member_offset(s, p).unwrap();

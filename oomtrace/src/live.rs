@@ -184,6 +184,11 @@ const MEMCG_POLL: Duration = Duration::from_millis(250);
 const POLL: Duration = Duration::from_millis(50);
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// The grid the tracker's own deadlines (the end of the reorder window, a pairing window, a
+/// victim's timeout) are rounded up to, so that the deadlines of events close in time share a
+/// wake-up: in an OOM storm one tick judges several kills instead of one tick each. A flag
+/// comes at most this much later (the issue allows 100 ms beyond the timeout).
+const TICK_GRID_NS: u64 = 10_000_000;
 
 struct Runner<W: std::io::Write> {
     session: Session<W>,
@@ -207,6 +212,10 @@ struct Runner<W: std::io::Write> {
     last_sweep: tokio::time::Instant,
     /// The sockets the kernel read from killed processes' fd tables, if it reads them here.
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
+    /// Events were read since the kernel's lost-event counter was last read. Events are lost
+    /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
+    /// new losses: the counter (a per-CPU map read) is read after reads that found events.
+    lost_unchecked: bool,
 }
 
 impl<W: std::io::Write> Runner<W> {
@@ -230,6 +239,7 @@ impl<W: std::io::Write> Runner<W> {
             poll_ring: false,
             last_sweep: now,
             kill_sockets: None,
+            lost_unchecked: false,
         }
     }
 
@@ -567,7 +577,7 @@ impl<W: std::io::Write> Runner<W> {
         let now = tokio::time::Instant::now();
         let due = self.session.tracker.next_tick_due().map(|due| {
             let now_ns = monotonic_now();
-            now + Duration::from_nanos(due.saturating_sub(now_ns))
+            now + Duration::from_nanos(on_grid(due).saturating_sub(now_ns))
         });
         let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
@@ -655,7 +665,9 @@ impl<W: std::io::Write> Runner<W> {
         deaths: &mut DeathWatch,
     ) -> anyhow::Result<()> {
         drain(ring, self, deaths)?;
-        self.lost(probes.lost_events()?)?;
+        if std::mem::take(&mut self.lost_unchecked) {
+            self.lost(probes.lost_events()?)?;
+        }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = tokio::time::Instant::now();
             self.sweep(probes)?;
@@ -1133,15 +1145,23 @@ impl std::io::Write for Stdout {
     }
 }
 
+/// Reads every event in the ring buffer (all of it per wake-up: the kernel wakes the reader
+/// only once it has caught up).
 fn drain<W: std::io::Write>(
     ring: &mut RingBuf<MapData>,
     runner: &mut Runner<W>,
     deaths: &mut DeathWatch,
 ) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
+        runner.lost_unchecked = true;
         runner.raw_event(&item, deaths)?;
     }
     Ok(())
+}
+
+/// `due_ns` rounded up to the next multiple of [`TICK_GRID_NS`].
+fn on_grid(due_ns: u64) -> u64 {
+    due_ns.div_ceil(TICK_GRID_NS).saturating_mul(TICK_GRID_NS)
 }
 
 /// The classic tracepoints name the thread the kernel marked or signalled, not its process:

@@ -134,10 +134,45 @@ pub(crate) fn from_files(
 }
 
 /// A memcg's state from its directory (`version` of the controller).
+///
+/// Read at every kill: the directory is opened once and each file relative to it (no walk
+/// of the whole path per file), each read without asking its size first (cgroup files say 0).
 pub(crate) fn of_memcg(dir: &Path, memcg_id: u64, version: u8) -> MemcgState {
-    from_files(memcg_id, version, |f| {
-        std::fs::read_to_string(dir.join(f)).ok()
-    })
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(dir) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+    else {
+        return from_files(memcg_id, version, |_| None);
+    };
+    from_files(memcg_id, version, |f| read_at(&dir, f))
+}
+
+/// The text of file `name` in directory `dir`.
+fn read_at(dir: &std::fs::File, name: &str) -> Option<String> {
+    use std::{
+        io::Read,
+        os::fd::{AsRawFd, FromRawFd},
+    };
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::with_capacity(1024);
+    // Through `take`: `File`'s own `read_to_string` asks for the file's size first.
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The machine's state from `/proc/meminfo` text (values in kB): a global OOM.
@@ -231,6 +266,28 @@ mod tests {
             (s.anon_bytes, s.file_bytes, s.kernel_bytes),
             (66_322_432, 12_288, 720_896)
         );
+    }
+
+    /// The files read from a directory give what the same files give from memory; a memcg
+    /// removed meanwhile (no directory) gives nothing read.
+    #[test]
+    fn reads_a_memcg_directory() {
+        let fixture = [
+            ("memory.current", "4096\n"),
+            ("memory.max", "8192\n"),
+            ("memory.events", "max 3\noom 1\noom_kill 1\n"),
+            ("memory.stat", "anon 4096\nfile 0\nkernel 0\n"),
+        ];
+        let dir = std::env::temp_dir().join(format!("oomtrace-memstate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in fixture {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let read = of_memcg(&dir, 9, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read, from_files(9, 2, files(&fixture)));
+        assert_eq!((read.usage_bytes, read.limit_bytes), (4096, 8192));
+        assert_eq!(of_memcg(&dir, 9, 2), from_files(9, 2, |_| None));
     }
 
     /// 5.10 has no `kernel` key: its parts are summed.

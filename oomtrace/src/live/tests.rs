@@ -260,3 +260,18 @@ fn the_dump_records_what_the_loop_reads_and_closes_with_the_summary() {
     );
     assert!(matches!(records.last(), Some(dump::Record::End(e)) if *e == end));
 }
+
+#[test]
+fn tick_deadlines_share_a_grid_and_never_come_early() {
+    // Deadlines within one grid step share a wake-up, none is moved earlier, and none later
+    // than a step.
+    let step = TICK_GRID_NS;
+    for due in [1, step - 1, step, step + 1, 7 * step + 3] {
+        let at = on_grid(due);
+        assert!(at >= due && at - due < step, "{due} → {at}");
+        assert_eq!(at % step, 0, "{due} → {at}");
+    }
+    assert_eq!(on_grid(step + 1), on_grid(2 * step - 1));
+    // A deadline at the end of time stays there (no wrap to an early wake).
+    assert_eq!(on_grid(u64::MAX), u64::MAX);
+}

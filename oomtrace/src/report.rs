@@ -16,9 +16,11 @@ use crate::{
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
+    printer::{Format, printer},
     record::dump::{DumpProblem, Header, Reader, Record},
-    render::{events::Renderer, sink::Format},
+    render::events::Renderer,
     session::Session,
+    sink::{EventCx, FindingCx, Note, Sink},
 };
 
 #[cfg(test)]
@@ -92,17 +94,27 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
     }
 }
 
-/// Applies a dump's records to a session, one at a time, keeping what Perfetto and the tests
-/// need beside the findings.
-struct Replayer<W: Write> {
-    session: Session<W>,
+/// Applies a dump's records to a session, one at a time, handing what it admits to the printer
+/// and keeping what Perfetto and the tests need beside the findings.
+struct Replayer<'a> {
+    session: Session,
+    printer: Box<dyn Sink + 'a>,
+    /// The findings of the record at hand (kept for its allocation).
+    found: Vec<Finding>,
+    /// Keep what `--perfetto` draws ([`ReplayOptions::timeline`]).
+    timeline: bool,
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
 }
 
-impl<W: Write> Replayer<W> {
-    fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
+impl<'a> Replayer<'a> {
+    fn new<W: Write + 'a>(
+        header: Option<Header>,
+        cfg: TrackerConfig,
+        opts: &ReplayOptions,
+        out: W,
+    ) -> Self {
         let h = header.clone().unwrap_or_default();
         // The recording kernel's gfp names; a dump from before they were recorded is decoded
         // with the built-in table (its source says so).
@@ -119,14 +131,15 @@ impl<W: Write> Replayer<W> {
             memcgs: MemcgPaths::new(None),
             page_kb: h.page_kb.unwrap_or(4),
         };
-        let format = opts.format;
-        let mut session = Session::new(renderer, Tracker::new(cfg), format, None, out);
-        session.tracker.set_gfp_names(gfp);
-        session.tracker.replaying();
-        session.events = opts.events;
-        session.keep_findings = opts.timeline;
+        let mut session = Session::new(renderer, Tracker::new(cfg), None);
+        session.tracker_mut().set_gfp_names(gfp);
+        session.tracker_mut().replaying();
+        session.show_events(opts.events);
         Replayer {
             session,
+            printer: printer(opts.format, out),
+            found: Vec::new(),
+            timeline: opts.timeline,
             replay: Replay {
                 summary: Summary::default(),
                 findings: Vec::new(),
@@ -143,17 +156,39 @@ impl<W: Write> Replayer<W> {
         }
     }
 
-    /// [`ReplayOptions::timeline`]: the session keeps findings exactly then.
+    /// [`ReplayOptions::timeline`]: findings are kept exactly then.
     fn timeline(&self) -> bool {
-        self.session.keep_findings
+        self.timeline
     }
 
     /// Time up to `ts` passes for the tracker: every tick due before it.
     fn advance_to(&mut self, ts: u64) -> io::Result<()> {
-        while let Some(t) = self.session.tracker.next_tick_due().filter(|&t| t <= ts) {
-            self.session.tick(t)?;
+        while let Some(t) = self.session.tracker().next_tick_due().filter(|&t| t <= ts) {
+            let mut found = std::mem::take(&mut self.found);
+            self.session.tick(t, &mut found);
+            self.hand_findings(&mut found, t);
+            self.found = found;
+            self.printer.tick();
+            self.written()?;
         }
         Ok(())
+    }
+
+    /// Hands the findings the session admitted (found at `at_ns`) to the printer, keeping them
+    /// for the timeline.
+    fn hand_findings(&mut self, found: &mut Vec<Finding>, at_ns: u64) {
+        for f in found.drain(..) {
+            let mut cx = FindingCx::new(&f, at_ns, &mut self.session);
+            self.printer.finding(&f, &mut cx);
+            if self.timeline {
+                self.replay.findings.push(f);
+            }
+        }
+    }
+
+    /// The first write that failed since the last check.
+    fn written(&mut self) -> io::Result<()> {
+        self.printer.failed().map_or(Ok(()), Err)
     }
 
     fn apply(&mut self, rec: Record) -> io::Result<()> {
@@ -174,7 +209,7 @@ impl<W: Write> Replayer<W> {
                     }
                     // Recorded only when in the memory controller's hierarchy.
                     Payload::CgroupMkdir(p) => {
-                        self.session.renderer.memcgs.created(
+                        self.session.memcgs().created(
                             None,
                             p.id,
                             &mkdir_path(&p),
@@ -184,22 +219,31 @@ impl<W: Write> Replayer<W> {
                     _ => {}
                 }
                 self.last_ts = self.last_ts.max(ts);
-                self.session.event(&ev)?;
+                let mut found = std::mem::take(&mut self.found);
+                let shown = self.session.event(&ev, &mut found);
+                let mut cx = EventCx {
+                    memcg: None,
+                    shown,
+                    renderer: self.session.renderer(),
+                };
+                self.printer.event(&ev, &mut cx);
+                self.hand_findings(&mut found, ts);
+                self.found = found;
             }
-            Record::Lost(n) => self.session.lost(n)?,
-            Record::Symbol(addr, name) => {
-                self.session.renderer.symbols.insert(addr, name.clone());
-                self.session.tracker.symbol(addr, &name);
+            Record::Lost(total) => {
+                if let Some(new) = self.session.lost(total) {
+                    self.printer.note(&Note::Lost { new, total });
+                }
             }
+            Record::Symbol(addr, name) => self.session.name_symbol(addr, &name),
             Record::Memcg(id, path) => {
-                self.session.renderer.memcgs.insert(id, path.clone());
-                self.session.tracker.memcg_path(id, &path);
+                self.session.name_memcg(id, &path);
                 self.replay.memcg_paths.insert(id, path);
             }
             Record::End(t) => self.end = Some(t),
             Record::Summary(_) => {}
         }
-        Ok(())
+        self.written()
     }
 
     /// The end of the dump (its end record, or the last event): what is left is judged, the
@@ -215,20 +259,25 @@ impl<W: Write> Replayer<W> {
             ));
         }
         for p in &said {
-            let line = self.session.format.dump_problem(p);
-            self.session.out.write_all(line.as_bytes())?;
+            self.printer.note(&Note::DumpProblem(p));
         }
+        let mut found = std::mem::take(&mut self.found);
+        let summary = self.session.finish(end, &mut found);
+        self.hand_findings(&mut found, end);
+        self.printer.note(&Note::Summary(&summary));
+        // Flushed.
+        self.printer.tick();
+        self.written()?;
         let mut r = self.replay;
         r.problems = problems;
-        r.summary = self.session.finish(end)?;
-        r.findings = std::mem::take(&mut self.session.kept);
+        r.summary = summary;
         for f in &r.findings {
             if let Some(v) = f.victim() {
                 r.victims.insert(v.key, v.clone());
             }
         }
-        if self.session.keep_findings {
-            for v in self.session.tracker.unresolved() {
+        if self.timeline {
+            for v in self.session.tracker().unresolved() {
                 r.victims.insert(v.key, v.clone());
             }
         }
@@ -247,13 +296,13 @@ pub fn replay<W: Write>(
     let header = raw_header.as_ref().map(Header::from_value);
     let cfg = tracker_config(header.as_ref(), opts);
     let mut replayer = Replayer::new(header.clone(), cfg, opts, out);
-    let intro = replayer.session.format.replay_header(
-        raw_header.as_ref(),
-        header.as_ref(),
-        cfg.timeout_ns,
-        cfg.death_at_last_exit,
-    );
-    replayer.session.out.write_all(intro.as_bytes())?;
+    replayer.printer.note(&Note::Replay {
+        raw: raw_header.as_ref(),
+        header: header.as_ref(),
+        timeout_ns: cfg.timeout_ns,
+        death_at_last_exit: cfg.death_at_last_exit,
+    });
+    replayer.written()?;
     while let Some(rec) = reader.next_record() {
         replayer.apply(rec)?;
     }

@@ -36,12 +36,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "apply_event",
         "one arm per event kind",
     ),
-    // DEBT: the tracker's kill path, changed by #26/#27 this session.
-    (
-        "oomtrace/src/lifecycle.rs",
-        "on_sigkill",
-        "DEBT: #26/#27 change it this session",
-    ),
     // DEBT: end-to-end scenarios, one OOM story each, changed by #26/#27 this session.
     (
         "tests/tests/e2e.rs",

@@ -206,6 +206,31 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
             .is_some_and(|w| w.starts_with("every thread has reached the exit tracepoint")),
         "{stuck}"
     );
+    assert_forensics_of_a_victim_in_exit_files(&watch, &stuck, v.port);
+    assert!(
+        !watch
+            .lines()
+            .iter()
+            .any(|l| finding_about(l, "dead", victim)),
+        "reported dead while held in exit_files"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    fuse.release();
+    let dead = watch.wait_finding("dead", victim);
+    assert_eq!(dead["was_flagged"], true);
+    assert_eq!(dead["victim"]["death_seen"], "pidfd");
+    let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
+    assert!(
+        k2d > since + 300_000_000,
+        "dead {k2d} ns after the kill, before the hold ended"
+    );
+    assert!(!proc_state(victim).is_some_and(|s| s.starts_with('D')));
+}
+
+/// What /proc showed of a victim held in exit_files, in its STUCK finding: a thread in D, and
+/// its listening `port` named once, as its own or apart.
+fn assert_forensics_of_a_victim_in_exit_files(watch: &Watch, stuck: &Value, port: u16) {
     let fx = &stuck["forensics"];
     assert!(
         fx["threads"]
@@ -215,7 +240,7 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
             .any(|t| t["state"].as_str().unwrap_or("").starts_with('D')),
         "no thread in D: {fx}"
     );
-    let listen = format!("LISTEN 127.0.0.1:{}", v.port);
+    let listen = format!("LISTEN 127.0.0.1:{port}");
     let named = |key: &str| {
         fx[key]
             .as_array()
@@ -244,25 +269,6 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         ),
         _ => panic!("the listening port is named once, as its own or apart: {fx}"),
     }
-    assert!(
-        !watch
-            .lines()
-            .iter()
-            .any(|l| finding_about(l, "dead", victim)),
-        "reported dead while held in exit_files"
-    );
-
-    std::thread::sleep(Duration::from_millis(300));
-    fuse.release();
-    let dead = watch.wait_finding("dead", victim);
-    assert_eq!(dead["was_flagged"], true);
-    assert_eq!(dead["victim"]["death_seen"], "pidfd");
-    let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
-    assert!(
-        k2d > since + 300_000_000,
-        "dead {k2d} ns after the kill, before the hold ended"
-    );
-    assert!(!proc_state(victim).is_some_and(|s| s.starts_with('D')));
 }
 
 #[test]

@@ -37,22 +37,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "one arm per event kind",
     ),
     // DEBT: end-to-end scenarios, one OOM story each, changed by #26/#27 this session.
-    (
-        "tests/tests/fleet.rs",
-        "prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_dies",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/hangs.rs",
-        "an_oom_killer_disabled_hang_is_named_checked_and_ended",
-        "DEBT: e2e scenario",
-    ),
-    ("tests/tests/livelock.rs", "livelock", "DEBT: e2e scenario"),
-    (
-        "tests/tests/livelock.rs",
-        "a_victim_held_before_exit_mm_with_shared_memory_is_a_livelock_until_the_reaper_skips_it",
-        "DEBT: e2e scenario",
-    ),
     // DEBT: the benchmark and soak drivers, one measured scenario each.
     (
         "tests/src/bin/bench.rs",

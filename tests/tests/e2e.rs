@@ -310,7 +310,7 @@ fn assert_decision_and_invocation(
             "{killed}"
         );
     } else if no_badness_in_scans(&plan) {
-        assert_no_scan_seen(&killed);
+        assert_no_scan_seen(killed);
     } else {
         // The hog alone in its memcg: scored, eligible, chosen, no runner-up.
         let c = &killed["victim"]["candidates"];

@@ -207,7 +207,7 @@ fn a_storm_while_both_are_held_stays_bounded(
     reader: u32,
     flusher: u32,
 ) {
-    let before = scrape(&addr);
+    let before = scrape(addr);
     let tracked_before = sample(&before, "oomtrace_kernel_tracked_processes", &[]).unwrap();
     let held_before = sample(&before, "oomtrace_victims_held", &[]).unwrap();
     let rss_before = rss_kb(watch.pid());
@@ -217,9 +217,8 @@ fn a_storm_while_both_are_held_stays_bounded(
     let storm = started.elapsed();
     let mut after = String::new();
     let settled = wait_until(event_wait(), || {
-        after = scrape(&addr);
-        let counted =
-            sample(&after, "oomtrace_other_kills_total", &[&path]).unwrap_or(0.0) as usize;
+        after = scrape(addr);
+        let counted = sample(&after, "oomtrace_other_kills_total", &[path]).unwrap_or(0.0) as usize;
         let lost = sample(&after, "oomtrace_lost_events_total", &[]).unwrap_or(0.0);
         (counted >= n + 2 || lost > 0.0)
             && sample(&after, "oomtrace_kernel_tracked_processes", &[]).unwrap()
@@ -248,7 +247,7 @@ fn a_storm_while_both_are_held_stays_bounded(
         sample(
             &after,
             "oomtrace_kill_stuck_victims",
-            &[&path, "sender_kind=\"user\""]
+            &[path, "sender_kind=\"user\""]
         ),
         Some(2.0),
         "{after}"

@@ -146,7 +146,20 @@ fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
         Payload::MarkVictim(p) => (0, p.comm),
         // A tracked thread exiting names its process for sure (no /proc race).
         Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
-        _ => return None,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return None,
     };
     let who = ev.subject();
     let tgid = match who.tgid {
@@ -461,7 +474,23 @@ impl Runner {
             Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
                 [Some(p.memcg_id), None]
             }
-            _ => return Ok(()),
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => return Ok(()),
         };
         let ts = ev.header.ts_ns;
         for id in ids.into_iter().flatten() {
@@ -1176,7 +1205,24 @@ fn fill_tgids(ev: &mut Event) -> bool {
             };
             p.target_tgid = tgid;
         }
-        _ => return false,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::OomKill(_)
+        | Payload::MarkVictim(_)
+        | Payload::KernelSigkill(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskExit(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return false,
     }
     true
 }
@@ -1195,7 +1241,24 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
         Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
         Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
         Payload::OomKill(p) if p.chosen_mm != 0 => hide(&mut p.chosen_mm),
-        _ => return false,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::OomKill(_)
+        | Payload::MarkVictim(_)
+        | Payload::KernelSigkill(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskExit(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return false,
     }
     true
 }

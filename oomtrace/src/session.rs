@@ -322,7 +322,20 @@ impl Session {
                 already_reaped,
                 ..
             } => (memcg_id, tasks, &*already_reaped),
-            _ => return,
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::KillStuck { .. }
+            | Finding::Stuck { .. }
+            | Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => return,
         };
         let Some(live) = &self.live else {
             return;

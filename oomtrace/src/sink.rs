@@ -95,7 +95,19 @@ impl<'a> FindingCx<'a> {
             Finding::Stuck { victim, .. }
             | Finding::KillStuck { victim, .. }
             | Finding::NotReleased { victim, .. } => victim,
-            _ => return,
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::Unobservable { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => return,
         };
         if let (None, Some(live)) = (&self.shown, self.live) {
             self.shown = Some(live.forensics(victim.key.tgid, victim.key.start_ns));

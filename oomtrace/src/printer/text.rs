@@ -53,7 +53,20 @@ impl<W: Write> Text<W> {
             // A node creates cgroups all day: in text they would drown the OOM path (JSON
             // and dumps carry them).
             Payload::CgroupMkdir(_) => true,
-            _ => false,
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_) => false,
         }
     }
 

@@ -162,7 +162,23 @@ impl Metrics {
                 victim_labels(memcg.unwrap_or("unknown")),
                 i64::from(p.invocations),
             ),
-            _ => {}
+            Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => {}
         }
     }
 
@@ -182,7 +198,20 @@ impl Metrics {
                 Finding::Dead {
                     was_flagged: true, ..
                 } => add(&mut self.kill_stuck_now, labels(), -1),
-                _ => {}
+                Finding::Dead { .. }
+                | Finding::Killed { .. }
+                | Finding::Marked { .. }
+                | Finding::Stuck { .. }
+                | Finding::Unobservable { .. }
+                | Finding::NotReleased { .. }
+                | Finding::Released { .. }
+                | Finding::Collateral { .. }
+                | Finding::OomKillerDisabled { .. }
+                | Finding::OomKillerDisabledEnded { .. }
+                | Finding::Livelock { .. }
+                | Finding::NothingKillable { .. }
+                | Finding::NothingKillableEnded { .. }
+                | Finding::GroupKill { .. } => {}
             }
             return;
         }

@@ -8,7 +8,8 @@ use std::{path::Path, time::Duration};
 use oomtrace_tests::{
     Sandbox, Watch, attach_of, check_json, event_wait, finding_about,
     fuse::{FuseHold, Hold},
-    hog, page_size, proc_state, require_root, scaled, slowdown, stuck_in_exit, wait_until,
+    hog, monotonic_ns, page_size, proc_state, require_root, scaled, slowdown, stuck_in_exit,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -681,17 +682,6 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
             .any(|l| l["type"] == "finding" && l["finding"] == "stuck" && ours(l)),
         "a victim that died was flagged stuck"
     );
-}
-
-/// CLOCK_MONOTONIC now (the clock of the kernel's timestamps), in ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sends SIGCONT to a process we stopped, also when the test fails.

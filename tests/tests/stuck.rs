@@ -27,6 +27,25 @@ fn settled(v: &Value, tgid: u32) -> bool {
     finding_about(v, "dead", tgid) || finding_about(v, "unobservable", tgid)
 }
 
+/// The STUCK finding of `victim`, on time (within the slack past the timeout) and saying it
+/// entered exit; with how long after the kill it came.
+fn stuck_on_time_in_exit(watch: &Watch, victim: u32) -> (Value, u64) {
+    let stuck = watch.wait_for_unless(
+        "the STUCK finding",
+        event_wait(),
+        |v| finding_about(v, "stuck", victim),
+        |v| settled(v, victim),
+    );
+    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
+    assert!(
+        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
+        "flagged {since} ns after the kill, want within {} ns past the timeout",
+        slack()
+    );
+    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    (stuck, since)
+}
+
 fn watch() -> Watch {
     Watch::start(&["--timeout", &TIMEOUT_S.to_string()])
 }
@@ -52,19 +71,7 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     );
     hog.go();
 
-    let stuck = watch.wait_for_unless(
-        "the STUCK finding",
-        event_wait(),
-        |v| finding_about(v, "stuck", victim),
-        |v| settled(v, victim),
-    );
-    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
-    assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
-        "flagged {since} ns after the kill, want within {} ns past the timeout",
-        slack()
-    );
-    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    let (stuck, _) = stuck_on_time_in_exit(&watch, victim);
     assert_eq!(stuck["unconfirmed_lost"], 0);
     let fx = &stuck["forensics"];
     assert!(
@@ -187,19 +194,7 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         "the killed victim never reached the FUSE flush in exit_files"
     );
 
-    let stuck = watch.wait_for_unless(
-        "the STUCK finding",
-        event_wait(),
-        |l| finding_about(l, "stuck", victim),
-        |l| settled(l, victim),
-    );
-    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
-    assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
-        "flagged {since} ns after the kill, want within {} ns past the timeout",
-        slack()
-    );
-    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    let (stuck, since) = stuck_on_time_in_exit(&watch, victim);
     assert!(
         stuck["where_stuck"]
             .as_str()

@@ -69,11 +69,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "exposition_is_pinned",
         "DEBT: unit test, pinned page",
     ),
-    (
-        "oomtrace/src/workload.rs",
-        "path_shapes_of_each_runtime",
-        "DEBT: unit test, case table",
-    ),
 ];
 
 /// A function found in a source file.

@@ -55,11 +55,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     // DEBT: unit tests that walk a table of cases inline.
     (
-        "oomtrace/src/host/unstick.rs",
-        "stacks_of_several_kernels_are_classified",
-        "DEBT: unit test, inline case table",
-    ),
-    (
         "oomtrace/src/kernel/btf/tests.rs",
         "the_running_kernel",
         "DEBT: unit test",

@@ -55,11 +55,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     // DEBT: unit tests that walk a table of cases inline.
     (
-        "oomtrace/src/kernel/btf/tests.rs",
-        "the_running_kernel",
-        "DEBT: unit test",
-    ),
-    (
         "oomtrace/src/render/metrics.rs",
         "exposition_is_pinned",
         "DEBT: unit test, pinned page",

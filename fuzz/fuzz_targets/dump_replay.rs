@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use oomtrace::{
     record::dump::Reader,
-    render::sink::Format,
+    printer::Format,
     report::{self, ReplayOptions},
 };
 

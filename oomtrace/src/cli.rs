@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use oomtrace::{
     kernel::plan::AttachType,
     lifecycle::{DEFAULT_RELEASE_TIMEOUT_NS, DEFAULT_TIMEOUT_NS},
-    render::{metrics, sink::Format},
+    printer::Format,
+    render::metrics,
 };
 
 pub(crate) const EXAMPLES: &str = "\

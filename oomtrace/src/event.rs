@@ -160,7 +160,23 @@ impl Event {
                 (p.sender_memcg_id != 0 && p.sender_memcg_id != p.target_memcg_id)
                     .then_some(p.sender_memcg_id),
             ],
-            _ => [None, None],
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => [None, None],
         };
         self.memcg().into_iter().chain(own.into_iter().flatten())
     }

@@ -15,13 +15,15 @@
 //!   them.
 //! - [`record`]: dumps (write, read, replay input), synthetic streams, and output files created
 //!   safely.
-//! - [`render`]: how events, findings and counts are shown — text and JSON lines, Prometheus
-//!   metrics, the Perfetto trace.
+//! - [`render`]: how events, findings and counts are shown — events as text and JSON,
+//!   Prometheus metrics, the Perfetto trace.
 //! - Leaves every room may use and that use none: [`clock`] (the kernel's clock, wall time,
 //!   RFC 3339), [`text`] (names made safe for a terminal, sizes) and [`workload`] (the pod,
 //!   container or unit a memcg path names).
 //! - The drivers over one [`session::Session`]: [`live`] runs it against the kernel (`watch`,
-//!   `record`), [`report`] against a dump. [`hooks`] runs `--on-stuck` commands, contained.
+//!   `record`), [`report`] against a dump. Both hand what it admits to the consumers behind one
+//!   `sink::Sink` trait: the [`printer`] of the chosen format (text or JSON lines), the metrics,
+//!   the dump, [`hooks`] (`--on-stuck` commands, contained) and `--unstick`.
 pub mod clock;
 pub mod event;
 pub mod hooks;
@@ -29,11 +31,13 @@ pub mod host;
 pub mod kernel;
 pub mod lifecycle;
 pub mod live;
+pub mod printer;
 pub mod record;
 pub mod render;
 pub mod report;
 #[cfg(test)]
 mod scratch;
 pub mod session;
+mod sink;
 pub mod text;
 pub mod workload;

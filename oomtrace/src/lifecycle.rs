@@ -764,7 +764,21 @@ impl Tracker {
                     i.killed = true;
                 }
             }
-            _ => {}
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => {}
         }
         match ev.payload {
             Payload::OomInvoke(p) => {
@@ -1014,9 +1028,20 @@ impl Tracker {
             }
             return;
         }
-        // Named by a thread id only (classic tracepoint), right after its sender chose a victim
-        // that has not had its SIGKILL: that victim's thread holding the mm. Its mark will name
-        // the same thread.
+        if self.sigkill_to_a_chosen_thread(&h, p) || self.sigkill_to_a_co_victim(&h, p, &target) {
+            return;
+        }
+        self.sigkill_awaiting_its_mark(ev, p, target, sender, untracked, out);
+    }
+
+    /// A kernel SIGKILL named by a thread id only (classic tracepoint), right after its sender
+    /// chose a victim that has not had its SIGKILL: that victim's thread holding the mm (its
+    /// mark will name the same thread). Whether it was.
+    fn sigkill_to_a_chosen_thread(
+        &mut self,
+        h: &oomtrace_common::Header,
+        p: &oomtrace_common::KernelSigkill,
+    ) -> bool {
         if p.target_tgid == 0
             && let Some(choice) = self.last_choice_by.get(&h.pid).copied()
             && h.ts_ns.saturating_sub(choice.ts) <= CHOICE_PAIRING_NS
@@ -1031,11 +1056,21 @@ impl Tracker {
                 v.marked_tid.replace(p.target_pid)
             });
             self.reindex_tid(key, earlier, Some(p.target_pid));
-            return;
+            return true;
         }
-        // Sent right after its sender marked a victim, to a process sharing that victim's mm:
-        // killed with it (`__oom_kill_process` sends those from the OOM-invoking task's
-        // allocation path). A dying PID-namespace init or tracer sends SIGKILLs too, from inside
+        false
+    }
+
+    /// A kernel SIGKILL sent right after its sender marked a victim, to a process sharing that
+    /// victim's mm: killed with it. Whether it was.
+    fn sigkill_to_a_co_victim(
+        &mut self,
+        h: &oomtrace_common::Header,
+        p: &oomtrace_common::KernelSigkill,
+        target: &Task,
+    ) -> bool {
+        let tgid = target.tgid;
+        // `__oom_kill_process` sends those from the OOM-invoking task's allocation path. A dying PID-namespace init or tracer sends SIGKILLs too, from inside
         // its own `do_exit`, to processes with their own mm: where both mms are known they tell
         // the two apart; where either is not (a classic mark and no kill decision), the
         // sender's state does — a sender inside its own exit is not killing co-victims. Only
@@ -1063,8 +1098,22 @@ impl Tracker {
                 v.memcg_id = v.memcg_id.or(memcg_id);
                 v.trigger = v.trigger.clone().or(trigger);
             }
-            return;
+            return true;
         }
+        false
+    }
+
+    /// A kernel SIGKILL the OOM killer's or not, told by a mark_victim within the window.
+    fn sigkill_awaiting_its_mark(
+        &mut self,
+        ev: &Event,
+        p: &oomtrace_common::KernelSigkill,
+        target: Task,
+        sender: Sender,
+        untracked: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        let h = ev.header;
         // Otherwise wait for the mark_victim that says this was the OOM killer's, following
         // the target meanwhile (its death may come first): not announced, not judged, until
         // the window has passed without a mark.

@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -21,10 +20,8 @@ mod banner;
 mod hook;
 mod recorder;
 mod remedy;
-mod sink;
 
 use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
-use sink::{FindingCx, Held, Record, Said, Sink};
 
 use crate::{
     clock::{Clock, monotonic_now},
@@ -36,14 +33,15 @@ use crate::{
         scan,
     },
     kernel::{cgroups::MemcgPaths, plan, probes::Probes},
-    lifecycle::{Observability, Tracker, TrackerConfig},
+    lifecycle::{Finding, Observability, Tracker, TrackerConfig},
+    printer::{self, Format},
     record::dump,
     render::{
         events::{self, Renderer},
         metrics::{self, Metrics},
-        sink::Format,
     },
     session::{Filter, Live, Session},
+    sink::{EventCx, FindingCx, Held, Note, Record, Said, Sink},
 };
 
 /// Exit code of `watch --fail-on-stuck` when a victim was flagged.
@@ -87,7 +85,7 @@ fn new_session(
     probes: &Probes,
     opts: &LiveOptions,
     death: &Result<(), String>,
-) -> (Session<Stdout>, Clock, u64) {
+) -> (Session, Clock, u64) {
     let tracker = Tracker::new(TrackerConfig {
         timeout_ns: opts.timeout_ns,
         release_timeout_ns: opts.release_timeout_ns,
@@ -114,13 +112,12 @@ fn new_session(
         .map(scan::memcg_oom_states)
         .unwrap_or_default();
     raise_fd_limit();
-    let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
-    let out = Stdout::new(keep_going);
-    let mut session = Session::new(renderer, tracker, opts.format, Some(live), out);
-    session.keep_findings = true;
-    session.events = !opts.quiet_events;
-    session.tracker.set_filter(opts.filter.clone());
-    session.tracker.set_gfp_names(probes.gfp_names.clone());
+    let mut session = Session::new(renderer, tracker, Some(live));
+    session.show_events(!opts.quiet_events);
+    session.tracker_mut().set_filter(opts.filter.clone());
+    session
+        .tracker_mut()
+        .set_gfp_names(probes.gfp_names.clone());
     (session, clock, page_kb)
 }
 
@@ -149,7 +146,20 @@ fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
         Payload::MarkVictim(p) => (0, p.comm),
         // A tracked thread exiting names its process for sure (no /proc race).
         Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
-        _ => return None,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return None,
     };
     let who = ev.subject();
     let tgid = match who.tgid {
@@ -190,8 +200,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// comes at most this much later (the issue allows 100 ms beyond the timeout).
 const TICK_GRID_NS: u64 = 10_000_000;
 
-struct Runner<W: std::io::Write> {
-    session: Session<W>,
+struct Runner {
+    session: Session,
+    /// The findings of the event (or tick) at hand, handed to the sinks (kept for its
+    /// allocation).
+    found: Vec<Finding>,
     /// Keys the hash that stands for kernel addresses (mm identities) in everything written.
     pointer_key: std::collections::hash_map::RandomState,
     recorded_memcgs: BTreeSet<u64>,
@@ -203,8 +216,8 @@ struct Runner<W: std::io::Write> {
     memcg_version: Option<u8>,
     /// When each memcg (0: the machine) was last read at a kill (kernel event time).
     states_read: std::collections::HashMap<u64, u64>,
-    /// The consumers of events and findings besides the session's own output, in order:
-    /// metrics, the on-stuck hook, --unstick (see [`sink`]).
+    /// The consumers of events and findings, in order: the printer, the metrics, the on-stuck
+    /// hook, --unstick, the dump (see sink.rs).
     sinks: Vec<Box<dyn Sink>>,
     flagged: u64,
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
@@ -218,16 +231,17 @@ struct Runner<W: std::io::Write> {
     lost_unchecked: bool,
 }
 
-impl<W: std::io::Write> Runner<W> {
+impl Runner {
     /// A runner for `session` that hands what it reads to `sinks`.
     fn new(
-        session: Session<W>,
+        session: Session,
         sinks: Vec<Box<dyn Sink>>,
         kallsyms: crate::kernel::kallsyms::Kallsyms,
-    ) -> Runner<W> {
+    ) -> Runner {
         let now = tokio::time::Instant::now();
         Runner {
             session,
+            found: Vec::new(),
             pointer_key: std::collections::hash_map::RandomState::new(),
             recorded_memcgs: BTreeSet::new(),
             kallsyms,
@@ -283,7 +297,7 @@ impl<W: std::io::Write> Runner<W> {
         if record.is_some() {
             let _ = map.remove(&tgid);
         }
-        if let Some(live) = &mut self.session.live {
+        if let Some(live) = self.session.live_mut() {
             live.kill_record(tgid, start_ns, record.as_ref());
         }
     }
@@ -306,7 +320,7 @@ impl<W: std::io::Write> Runner<W> {
                     // Where the kernel reads the fd table at the SIGKILL, its record comes
                     // with the kill's `KernelSigkill` event (`sockets_from_kernel`).
                     if self.kill_sockets.is_none()
-                        && let Some(live) = &mut self.session.live
+                        && let Some(live) = self.session.live_mut()
                     {
                         live.record_sockets(tgid);
                     }
@@ -332,7 +346,7 @@ impl<W: std::io::Write> Runner<W> {
             // Gone meanwhile: it was only dying, not stuck.
             Ok(w) if !w.started => Ok(()),
             Ok(_) => {
-                if let Some(live) = &mut self.session.live {
+                if let Some(live) = self.session.live_mut() {
                     live.record_sockets(c.pid);
                 }
                 self.followed(c.pid);
@@ -366,6 +380,24 @@ impl<W: std::io::Write> Runner<W> {
         }
     }
 
+    /// A note, to every sink (the printer writes it).
+    fn note(&mut self, n: &Note<'_>) {
+        for sink in &mut self.sinks {
+            sink.note(n);
+        }
+    }
+
+    /// The first write to the output that failed since the last check (its reader went away):
+    /// the run ends with it.
+    fn written(&mut self) -> anyhow::Result<()> {
+        for sink in &mut self.sinks {
+            if let Some(e) = sink.failed() {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Why a sink stopped the watch (a full disk under the dump), if one did.
     fn stopped(&self) -> Option<String> {
         self.sinks
@@ -377,8 +409,7 @@ impl<W: std::io::Write> Runner<W> {
     fn memcg_notices(&mut self, notices: Vec<memcg_watch::Notice>) -> anyhow::Result<()> {
         for n in notices {
             let id = n.payload.memcg_id;
-            self.session.renderer.memcgs.insert(id, n.path.clone());
-            self.session.tracker.memcg_path(id, &n.path);
+            self.session.name_memcg(id, &n.path);
             self.userspace(&userspace_event(0, [0; 16], Payload::MemcgOom(n.payload)))?;
         }
         Ok(())
@@ -394,7 +425,7 @@ impl<W: std::io::Write> Runner<W> {
         // A cgroup created: its path is kept for a memcg removed before anything names it.
         // Other hierarchies' creations (cgroup v1) are neither recorded nor tracked.
         if let Payload::CgroupMkdir(p) = &ev.payload
-            && !self.session.renderer.memcgs.created(
+            && !self.session.memcgs().created(
                 (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
                 p.id,
                 &mkdir_path(p),
@@ -408,11 +439,11 @@ impl<W: std::io::Write> Runner<W> {
         // The first is the event's own memcg (`Event::memcg`), the one the metrics label.
         let mut path = None;
         for (i, id) in ev.memcgs().enumerate() {
-            let Some(p) = self.session.renderer.memcgs.path(id) else {
+            let Some(p) = self.session.memcgs().path(id) else {
                 continue;
             };
             if self.recorded_memcgs.insert(id) {
-                self.session.tracker.memcg_path(id, &p);
+                self.session.tracker_mut().memcg_path(id, &p);
                 self.record(Record::Memcg(id, &p));
             }
             if i == 0 {
@@ -423,11 +454,19 @@ impl<W: std::io::Write> Runner<W> {
             self.name_frames(p);
         }
         self.record(Record::Event(raw));
-        self.session.event(&ev)?;
+        let mut found = std::mem::take(&mut self.found);
+        let shown = self.session.event(&ev, &mut found);
+        let mut cx = EventCx {
+            memcg: path.as_deref(),
+            shown,
+            renderer: self.session.renderer(),
+        };
         for sink in &mut self.sinks {
-            sink.event(&ev, path.as_deref());
+            sink.event(&ev, &mut cx);
         }
-        self.after_findings()
+        let said = self.hand_findings(&mut found, ev.header.ts_ns);
+        self.found = found;
+        self.say(said)
     }
 
     /// At a kill (the kill decision, or the mark where the decision is not seen), reads the OOM
@@ -445,7 +484,23 @@ impl<W: std::io::Write> Runner<W> {
             Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
                 [Some(p.memcg_id), None]
             }
-            _ => return Ok(()),
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => return Ok(()),
         };
         let ts = ev.header.ts_ns;
         for id in ids.into_iter().flatten() {
@@ -468,8 +523,8 @@ impl<W: std::io::Write> Runner<W> {
             } else {
                 let (Some(version), Some(path), Some(root)) = (
                     self.memcg_version,
-                    self.session.renderer.memcgs.path(id),
-                    self.session.renderer.memcgs.root().map(Path::to_path_buf),
+                    self.session.memcgs().path(id),
+                    self.session.memcgs().root().map(Path::to_path_buf),
                 ) else {
                     continue;
                 };
@@ -501,7 +556,7 @@ impl<W: std::io::Write> Runner<W> {
         }
         if self.named_addrs.len() + new.len() > 1 << 14 {
             self.named_addrs.clear();
-            self.session.renderer.symbols.clear();
+            self.session.renderer().symbols.clear();
         }
         for (addr, name) in new.into_iter().zip(names) {
             // Unnamed ones are looked up again at the next stack (the table may still be read).
@@ -509,45 +564,38 @@ impl<W: std::io::Write> Runner<W> {
                 continue;
             };
             self.named_addrs.insert(addr);
-            self.session.tracker.symbol(addr, &name);
-            self.session.renderer.symbols.insert(addr, name.clone());
+            self.session.name_symbol(addr, &name);
             self.record(Record::Symbol(addr, &name));
         }
     }
 
-    /// The kernel's count of lost events, to the dump and the session when it has grown.
+    /// The kernel's count of lost events, to the session, the dump and the output when it has
+    /// grown.
     fn lost(&mut self, total: u64) -> anyhow::Result<()> {
-        if total <= self.session.lost_reported() {
+        let Some(new) = self.session.lost(total) else {
             return Ok(());
-        }
+        };
         self.record(Record::Lost(total));
-        Ok(self.session.lost(total)?)
+        self.note(&Note::Lost { new, total });
+        self.written()
     }
 
-    /// Hands each finding the session kept to every sink, then writes and counts what they
-    /// said about remedies.
-    fn after_findings(&mut self) -> anyhow::Result<()> {
-        let mut shown = std::mem::take(&mut self.session.kept_forensics);
-        for f in std::mem::take(&mut self.session.kept) {
-            let mut cx = FindingCx {
-                memcg: f
-                    .memcg_id()
-                    .and_then(|id| self.session.renderer.memcgs.path(id)),
-                shown: None,
-                live: self.session.live.as_ref(),
-                said: Vec::new(),
-            };
-            if let Some((victim, _, _)) = f.stuck() {
+    /// Hands each finding the session admitted (found at `at_ns`) to every sink, the printer
+    /// first (which reads the forensics the others are given); what they said about remedies,
+    /// to be written after every finding.
+    fn hand_findings(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> Vec<Said> {
+        let mut said = Vec::new();
+        for f in found.drain(..) {
+            if f.stuck().is_some() {
                 self.flagged += 1;
-                cx.shown = shown.remove(&victim.key);
             }
+            let mut cx = FindingCx::new(&f, at_ns, &mut self.session);
             for sink in &mut self.sinks {
                 sink.finding(&f, &mut cx);
             }
-            let said = cx.said;
-            self.say(said)?;
+            said.append(&mut cx.said);
         }
-        Ok(())
+        said
     }
 
     /// Puts back the journaled limits of victims that are gone (a start after a crash, and
@@ -557,16 +605,14 @@ impl<W: std::io::Write> Runner<W> {
         self.say(said)
     }
 
-    /// Lines about remedies: counted by the sinks, written in the session's format.
+    /// Lines about remedies, to every sink: the printer writes them, the metrics count them.
     fn say(&mut self, said: Vec<Said>) -> anyhow::Result<()> {
         for s in said {
             for sink in &mut self.sinks {
                 sink.said(&s);
             }
-            let line = self.session.format.unstick(s.tgid, s.result, &s.text);
-            self.session.out.write_all(line.as_bytes())?;
         }
-        Ok(())
+        self.written()
     }
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
@@ -575,7 +621,7 @@ impl<W: std::io::Write> Runner<W> {
     /// oomtrace does not wake up at all.
     fn next_wake(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let due = self.session.tracker.next_tick_due().map(|due| {
+        let due = self.session.tracker().next_tick_due().map(|due| {
             let now_ns = monotonic_now();
             now + Duration::from_nanos(on_grid(due).saturating_sub(now_ns))
         });
@@ -600,10 +646,10 @@ impl<W: std::io::Write> Runner<W> {
         // Memcgs removed since: their entries move to the bounded set of removed ones, and the
         // tracker forgets what it keeps of them a minute later.
         let now_ns = monotonic_now();
-        for (id, path) in self.session.renderer.memcgs.sweep() {
+        for (id, path) in self.session.memcgs().sweep() {
             self.recorded_memcgs.remove(&id);
             self.session
-                .tracker
+                .tracker_mut()
                 .memcg_removed(id, path.as_deref(), now_ns);
         }
         // A read at a kill stands for the kills of the next 50 ms only.
@@ -626,7 +672,7 @@ impl<W: std::io::Write> Runner<W> {
         let mut released = removed;
         released.extend(
             self.session
-                .tracker
+                .tracker()
                 .dead_unreleased()
                 .into_iter()
                 .filter(|pid| !proc_root.join(pid.to_string()).exists()),
@@ -634,7 +680,7 @@ impl<W: std::io::Write> Runner<W> {
         released.sort_unstable();
         released.dedup();
         for pid in released {
-            if self.session.tracker.follows(pid) {
+            if self.session.tracker().follows(pid) {
                 let free = oomtrace_common::TaskFree {
                     pid,
                     _pad: 0,
@@ -649,7 +695,7 @@ impl<W: std::io::Write> Runner<W> {
     /// Flushes what the sinks write (the dump, which also syncs now and then with the summary
     /// so far).
     fn sync_dump(&mut self) {
-        let tracker = &self.session.tracker;
+        let tracker = self.session.tracker();
         let summary = || json!(tracker.summary());
         for sink in &mut self.sinks {
             sink.sync(&summary);
@@ -683,20 +729,23 @@ impl<W: std::io::Write> Runner<W> {
     /// Time passes: the session flags victims past their timeout, the sinks get the findings
     /// and their wake.
     fn judge(&mut self, now_ns: u64) -> anyhow::Result<()> {
-        self.session.tick(now_ns)?;
-        self.after_findings()?;
+        let mut found = std::mem::take(&mut self.found);
+        self.session.tick(now_ns, &mut found);
+        let said = self.hand_findings(&mut found, now_ns);
+        self.found = found;
+        self.say(said)?;
         self.tick_sinks();
-        Ok(())
+        self.written()
     }
 
     /// The metrics page now, told how many processes the kernel side tracks.
     fn metrics_body(&mut self, tracked: Option<u64>) -> String {
-        let summary = self.session.tracker.summary();
+        let summary = self.session.tracker().summary();
         // Everything kept per memcg id: names (live, removed, of creations) and the tracker's.
-        let memcgs = self.session.renderer.memcgs.entries() + self.session.tracker.memcg_entries();
+        let memcgs = self.session.memcgs().entries() + self.session.tracker().memcg_entries();
         let held = Held {
             kernel_tracked: tracked,
-            victims: self.session.tracker.len() as u64,
+            victims: self.session.tracker().len() as u64,
             memcgs: memcgs as u64,
         };
         self.sinks
@@ -765,11 +814,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         .map_err(|e| e.into_parts().1)
         .context("registering the pidfd epoll set with the runtime")?;
     // What happened before we came: killed processes that never finished exiting.
-    let memcg_root = runner
-        .session
-        .live
-        .as_ref()
-        .and_then(|l| l.memcg_root.clone());
+    let memcg_root = runner.session.live().and_then(|l| l.memcg_root.clone());
     for c in scan::scan(
         Path::new("/proc"),
         memcg_root.as_deref(),
@@ -779,10 +824,12 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     }
     // Hangs already there (v1 OOM killer disabled and under OOM).
     if info.watching() {
-        runner.session.tracker.memcg_notifications_watched();
+        runner.session.tracker_mut().memcg_notifications_watched();
     }
     runner.memcg_notices(first)?;
-    runner.session.out.flush()?;
+    // Flushed: the printer's output so far.
+    runner.tick_sinks();
+    runner.written()?;
     let mut memcgs = match watcher {
         // SAFETY: the watch owns its epoll fd for as long as the AsyncFd lives.
         Some(w) => Some(
@@ -815,18 +862,20 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     finish(runner, probes, opts.bpf_stats)
 }
 
-/// The sinks of the watch, in the order each finding reaches them: the metrics count it, the
-/// hook is run with the forensics the session showed, then --unstick takes them for its
-/// remedy; the dump (`--record`) takes the records.
+/// The sinks of the watch, in the order each finding reaches them: the printer of `--format`
+/// writes it to `out` (with the forensics it reads), the metrics count it, the hook is run with
+/// the forensics the printer showed, then --unstick takes them for its remedy; the dump
+/// (`--record`) takes the records.
 fn register(
     probes: &Probes,
     opts: &LiveOptions,
+    out: Stdout,
     death: bool,
     memcgs: &WatchInfo,
     journal: Option<crate::host::journal::Journal>,
     dump: Option<dump::Writer>,
 ) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![printer::printer(opts.format, out)];
     if opts.metrics.is_some() {
         sinks.push(Box::new(metrics_for(probes, death, memcgs)));
     }
@@ -866,7 +915,7 @@ async fn start(
     probes: &Probes,
     opts: &LiveOptions,
     memcgs: &WatchInfo,
-) -> anyhow::Result<(Runner<Stdout>, Option<metrics::Endpoint>)> {
+) -> anyhow::Result<(Runner, Option<metrics::Endpoint>)> {
     anyhow::ensure!(
         Observability::of_plan(&probes.plan, true).sees_kills(),
         "none of the hooks that see a kill (oom:mark_victim, signal_generate, oom_kill_process) \
@@ -882,7 +931,7 @@ async fn start(
         eprintln!("oomtrace: warning: {w}");
     }
     let death = deathwatch::available();
-    let (session, clock, page_kb) = new_session(probes, opts, &death);
+    let (mut session, clock, page_kb) = new_session(probes, opts, &death);
     let dump = match &opts.record {
         Some(path) => Some(create_dump(path, probes, opts, page_kb, &clock, &death)?),
         None => None,
@@ -910,13 +959,11 @@ async fn start(
         metrics_addr,
         memcgs,
     );
-    header["memcg_names"] = session.renderer.memcgs.method().into();
-    let sinks = register(probes, opts, death.is_ok(), memcgs, journal, dump);
-    let mut runner = Runner::new(session, sinks, kallsyms);
-    runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
-    runner.poll_ring = probes.layout.config.trace_all_exits != 0;
+    header["memcg_names"] = session.memcgs().method().into();
+    let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
+    let mut out = Stdout::new(keep_going);
     write_banner(
-        &mut runner.session.out,
+        &mut out,
         &header,
         probes,
         opts,
@@ -924,6 +971,10 @@ async fn start(
         metrics_addr,
         memcgs,
     )?;
+    let sinks = register(probes, opts, out, death.is_ok(), memcgs, journal, dump);
+    let mut runner = Runner::new(session, sinks, kallsyms);
+    runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
+    runner.poll_ring = probes.layout.config.trace_all_exits != 0;
     // Kernel symbols for allocation stacks, read by a thread of its own when a stack brings
     // new addresses (the thread starts after the plan line; it reads nothing before).
     runner.kallsyms.start();
@@ -944,8 +995,8 @@ async fn start(
 
 /// The watch: kernel events, victims' deaths, ticks and scrapes, until a signal, the end of
 /// `--duration`, or a dump that can no longer be written.
-async fn watch<W: std::io::Write>(
-    runner: &mut Runner<W>,
+async fn watch(
+    runner: &mut Runner,
     probes: &mut Probes,
     ring: &mut AsyncFd<RingBuf<MapData>>,
     deaths: &mut AsyncFd<DeathWatch>,
@@ -1028,14 +1079,21 @@ async fn watch<W: std::io::Write>(
 
 /// After the watch: the final judgement and summary, the programs' run times if asked, hooks
 /// given their grace, the dump closed with its summary.
-fn finish<W: std::io::Write>(
-    mut runner: Runner<W>,
-    probes: &Probes,
-    bpf_stats: bool,
-) -> anyhow::Result<Outcome> {
+fn finish(mut runner: Runner, probes: &Probes, bpf_stats: bool) -> anyhow::Result<Outcome> {
     runner.lost(probes.lost_events()?)?;
     let end = monotonic_now();
-    let summary = runner.session.finish(end)?;
+    let mut found = std::mem::take(&mut runner.found);
+    let summary = runner.session.finish(end, &mut found);
+    // Remedies taken for the last findings are said after the summary.
+    let said = runner.hand_findings(&mut found, end);
+    for (memcg_path, kernel, mine) in runner.session.reconcile() {
+        runner.note(&Note::Reconcile {
+            memcg_path: &memcg_path,
+            kernel,
+            mine,
+        });
+    }
+    runner.note(&Note::Summary(&summary));
     if bpf_stats {
         let programs: Vec<Value> = probes
             .program_stats()
@@ -1045,15 +1103,11 @@ fn finish<W: std::io::Write>(
                        "avg_ns": ns.checked_div(count).unwrap_or(0)})
             })
             .collect();
-        let out = &mut runner.session.out;
-        writeln!(
-            out,
-            "{}",
-            json!({"type": "bpf_stats", "programs": programs})
-        )?;
-        out.flush()?;
+        runner.note(&Note::Stats(
+            &json!({"type": "bpf_stats", "programs": programs}),
+        ));
     }
-    runner.after_findings()?;
+    runner.say(said)?;
     for sink in &mut runner.sinks {
         sink.close(&summary, end)?;
     }
@@ -1147,9 +1201,9 @@ impl std::io::Write for Stdout {
 
 /// Reads every event in the ring buffer (all of it per wake-up: the kernel wakes the reader
 /// only once it has caught up).
-fn drain<W: std::io::Write>(
+fn drain(
     ring: &mut RingBuf<MapData>,
-    runner: &mut Runner<W>,
+    runner: &mut Runner,
     deaths: &mut DeathWatch,
 ) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
@@ -1183,7 +1237,24 @@ fn fill_tgids(ev: &mut Event) -> bool {
             };
             p.target_tgid = tgid;
         }
-        _ => return false,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::OomKill(_)
+        | Payload::MarkVictim(_)
+        | Payload::KernelSigkill(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskExit(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return false,
     }
     true
 }
@@ -1202,7 +1273,24 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
         Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
         Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
         Payload::OomKill(p) if p.chosen_mm != 0 => hide(&mut p.chosen_mm),
-        _ => return false,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::OomKill(_)
+        | Payload::MarkVictim(_)
+        | Payload::KernelSigkill(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskExit(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return false,
     }
     true
 }

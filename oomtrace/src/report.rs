@@ -16,9 +16,11 @@ use crate::{
     event::{Event, Payload, cgroup_mkdir, mkdir_path},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
+    printer::{Format, replay_printer},
     record::dump::{DumpProblem, Header, Next, Reader, Record},
-    render::{events::Renderer, sink::Format},
+    render::events::Renderer,
     session::Session,
+    sink::{EventCx, FindingCx, Note, Sink},
 };
 
 #[cfg(test)]
@@ -92,39 +94,15 @@ fn tracker_config(header: Option<&Header>, opts: &ReplayOptions) -> TrackerConfi
     }
 }
 
-/// A replay's output: the session flushes at every tick (live, a finding must reach its reader
-/// at once), which in a replay is a write per kill; here lines go out in large writes, and
-/// [`Batched::done`] flushes at the end.
-struct Batched<W: Write>(io::BufWriter<W>);
-
-impl<W: Write> Write for Batched<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<W: Write> Batched<W> {
-    fn new(out: W) -> Self {
-        Batched(io::BufWriter::with_capacity(1 << 16, out))
-    }
-
-    fn done(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// Applies a dump's records to a session, one at a time, keeping what Perfetto and the tests
-/// need beside the findings.
-struct Replayer<W: Write> {
-    session: Session<Batched<W>>,
+/// Applies a dump's records to a session, one at a time, handing what it admits to the printer
+/// and keeping what Perfetto and the tests need beside the findings.
+struct Replayer<'a> {
+    session: Session,
+    printer: Box<dyn Sink + 'a>,
+    /// The findings of the record at hand (kept for its allocation).
+    found: Vec<Finding>,
+    /// Keep what `--perfetto` draws ([`ReplayOptions::timeline`]).
+    timeline: bool,
     replay: Replay,
     last_ts: u64,
     end: Option<u64>,
@@ -133,8 +111,13 @@ struct Replayer<W: Write> {
     at_drains: bool,
 }
 
-impl<W: Write> Replayer<W> {
-    fn new(header: Option<Header>, cfg: TrackerConfig, opts: &ReplayOptions, out: W) -> Self {
+impl<'a> Replayer<'a> {
+    fn new<W: Write + 'a>(
+        header: Option<Header>,
+        cfg: TrackerConfig,
+        opts: &ReplayOptions,
+        out: W,
+    ) -> Self {
         let h = header.clone().unwrap_or_default();
         // The recording kernel's gfp names; a dump from before they were recorded is decoded
         // with the built-in table (its source says so).
@@ -151,15 +134,15 @@ impl<W: Write> Replayer<W> {
             memcgs: MemcgPaths::new(None),
             page_kb: h.page_kb.unwrap_or(4),
         };
-        let format = opts.format;
-        let mut session =
-            Session::new(renderer, Tracker::new(cfg), format, None, Batched::new(out));
-        session.tracker.set_gfp_names(gfp);
-        session.tracker.replaying();
-        session.events = opts.events;
-        session.keep_findings = opts.timeline;
+        let mut session = Session::new(renderer, Tracker::new(cfg), None);
+        session.tracker_mut().set_gfp_names(gfp);
+        session.tracker_mut().replaying();
+        session.show_events(opts.events);
         Replayer {
             session,
+            printer: replay_printer(opts.format, out),
+            found: Vec::new(),
+            timeline: opts.timeline,
             replay: Replay {
                 summary: Summary::default(),
                 findings: Vec::new(),
@@ -177,9 +160,9 @@ impl<W: Write> Replayer<W> {
         }
     }
 
-    /// [`ReplayOptions::timeline`]: the session keeps findings exactly then.
+    /// [`ReplayOptions::timeline`]: findings are kept exactly then.
     fn timeline(&self) -> bool {
-        self.session.keep_findings
+        self.timeline
     }
 
     /// Time up to `ts` passes for the tracker: every tick due before it.
@@ -188,18 +171,28 @@ impl<W: Write> Replayer<W> {
     /// Debug builds (the unit tests, the fuzz targets) stop there instead, to show the rule.
     fn advance_to(&mut self, ts: u64) -> io::Result<()> {
         let mut last = None;
-        while let Some(t) = self.session.tracker.next_tick_due().filter(|&t| t <= ts) {
+        while let Some(t) = self.session.tracker().next_tick_due().filter(|&t| t <= ts) {
             if last.is_some_and(|l| t <= l) {
                 debug_assert!(false, "the tracker is due again at {t} after a tick there");
-                return self.session.tick(ts);
+                return self.tick_at(ts);
             }
-            self.session.tick(t)?;
+            self.tick_at(t)?;
             last = Some(t);
         }
         Ok(())
     }
 
-    /// An event record's bytes: decoded, time advanced to it, tracked.
+    /// One tick at `t`: its findings to the printer.
+    fn tick_at(&mut self, t: u64) -> io::Result<()> {
+        let mut found = std::mem::take(&mut self.found);
+        self.session.tick(t, &mut found);
+        self.hand_findings(&mut found, t);
+        self.found = found;
+        self.printer.tick();
+        self.written()
+    }
+
+    /// An event record's bytes: decoded, time advanced to it, tracked, handed to the printer.
     fn event(&mut self, raw: &[u8]) -> io::Result<()> {
         let Ok(ev) = Event::decode(raw) else {
             self.replay.undecodable += 1;
@@ -222,30 +215,73 @@ impl<W: Write> Replayer<W> {
             }
             // Recorded only when in the memory controller's hierarchy.
             Payload::CgroupMkdir(p) => {
-                self.session.renderer.memcgs.created(
+                self.session.memcgs().created(
                     None,
                     p.id,
                     &mkdir_path(&p),
                     p.flags & cgroup_mkdir::TRUNCATED != 0,
                 );
             }
-            _ => {}
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_) => {}
         }
         self.last_ts = self.last_ts.max(ts);
-        self.session.event(&ev)
+        let mut found = std::mem::take(&mut self.found);
+        let shown = self.session.event(&ev, &mut found);
+        let mut cx = EventCx {
+            memcg: None,
+            shown,
+            renderer: self.session.renderer(),
+        };
+        self.printer.event(&ev, &mut cx);
+        self.hand_findings(&mut found, ts);
+        self.found = found;
+        self.written()
+    }
+
+    /// Hands the findings the session admitted (found at `at_ns`) to the printer, keeping them
+    /// for the timeline.
+    fn hand_findings(&mut self, found: &mut Vec<Finding>, at_ns: u64) {
+        for f in found.drain(..) {
+            let mut cx = FindingCx::new(&f, at_ns, &mut self.session);
+            self.printer.finding(&f, &mut cx);
+            if self.timeline {
+                self.replay.findings.push(f);
+            }
+        }
+    }
+
+    /// The first write that failed since the last check.
+    fn written(&mut self) -> io::Result<()> {
+        self.printer.failed().map_or(Ok(()), Err)
     }
 
     fn apply(&mut self, rec: Record) -> io::Result<()> {
         match rec {
             Record::Event(raw) => self.event(&raw)?,
-            Record::Lost(n) => self.session.lost(n)?,
-            Record::Symbol(addr, name) => {
-                self.session.renderer.symbols.insert(addr, name.clone());
-                self.session.tracker.symbol(addr, &name);
+            Record::Lost(total) => {
+                if let Some(new) = self.session.lost(total) {
+                    self.printer.note(&Note::Lost { new, total });
+                }
             }
+            Record::Symbol(addr, name) => self.session.name_symbol(addr, &name),
             Record::Memcg(id, path) => {
-                self.session.renderer.memcgs.insert(id, path.clone());
-                self.session.tracker.memcg_path(id, &path);
+                self.session.name_memcg(id, &path);
                 self.replay.memcg_paths.insert(id, path);
             }
             Record::End(t) => self.end = Some(t),
@@ -255,12 +291,12 @@ impl<W: Write> Replayer<W> {
             Record::Drained(t) => {
                 if !self.at_drains {
                     self.at_drains = true;
-                    self.session.tracker.replaying_at_drains();
+                    self.session.tracker_mut().replaying_at_drains();
                 }
                 self.advance_to(t)?;
             }
         }
-        Ok(())
+        self.written()
     }
 
     /// The end of the dump (its end record, or the last event): what is left is judged, the
@@ -276,21 +312,27 @@ impl<W: Write> Replayer<W> {
             ));
         }
         for p in &said {
-            let line = self.session.format.dump_problem(p);
-            self.session.out.write_all(line.as_bytes())?;
+            self.printer.note(&Note::DumpProblem(p));
         }
+        let mut found = std::mem::take(&mut self.found);
+        let summary = self.session.finish(end, &mut found);
+        self.hand_findings(&mut found, end);
+        self.printer.note(&Note::Summary(&summary));
+        // Flushed (a replay's printer flushes only here).
+        self.printer
+            .close(&summary, end)
+            .map_err(io::Error::other)?;
+        self.written()?;
         let mut r = self.replay;
         r.problems = problems;
-        r.summary = self.session.finish(end)?;
-        self.session.out.done()?;
-        r.findings = std::mem::take(&mut self.session.kept);
+        r.summary = summary;
         for f in &r.findings {
             if let Some(v) = f.victim() {
                 r.victims.insert(v.key, v.clone());
             }
         }
-        if self.session.keep_findings {
-            for v in self.session.tracker.unresolved() {
+        if self.timeline {
+            for v in self.session.tracker().unresolved() {
                 r.victims.insert(v.key, v.clone());
             }
         }
@@ -309,13 +351,13 @@ pub fn replay<W: Write>(
     let header = raw_header.as_ref().map(Header::from_value);
     let cfg = tracker_config(header.as_ref(), opts);
     let mut replayer = Replayer::new(header.clone(), cfg, opts, out);
-    let intro = replayer.session.format.replay_header(
-        raw_header.as_ref(),
-        header.as_ref(),
-        cfg.timeout_ns,
-        cfg.death_at_last_exit,
-    );
-    replayer.session.out.write_all(intro.as_bytes())?;
+    replayer.printer.note(&Note::Replay {
+        raw: raw_header.as_ref(),
+        header: header.as_ref(),
+        timeout_ns: cfg.timeout_ns,
+        death_at_last_exit: cfg.death_at_last_exit,
+    });
+    replayer.written()?;
     while let Some(next) = reader.next_borrowed() {
         match next {
             Next::Event(raw) => replayer.event(raw)?,
@@ -629,21 +671,23 @@ mod tests {
             let (oom, live, n) = storm_dump(&path, seed * 0x9e37_79b9, 60, true);
             ahead += n;
             // As live: the records as read, a tick after each read.
-            let mut s = Session::in_memory(Format::Text, MemcgPaths::new(None));
-            s.keep_findings = true;
+            let mut s = Session::in_memory(MemcgPaths::new(None));
+            let mut kept = Vec::new();
             let mut end = 0;
             for r in &live {
                 match r {
-                    Record::Event(raw) => s.event(&Event::decode(raw).unwrap()).unwrap(),
+                    Record::Event(raw) => {
+                        s.event(&Event::decode(raw).unwrap(), &mut kept);
+                    }
                     Record::Drained(t) => {
-                        s.tick(*t).unwrap();
+                        s.tick(*t, &mut kept);
                         end = *t;
                     }
                     _ => unreachable!(),
                 }
             }
-            s.finish(end + 10_000 * MS).unwrap();
-            let want = verdicts(&s.kept, &oom);
+            s.finish(end + 10_000 * MS, &mut kept);
+            let want = verdicts(&kept, &oom);
             assert!(want.iter().all(|(_, v)| *v == "killed"), "live: {want:?}");
             let (r, out) = run(&path, &ReplayOptions::default());
             assert_eq!(verdicts(&r.findings, &oom), want, "seed {seed}: {out}");

@@ -1,19 +1,16 @@
-//! One watching (or replaying) session: every event is printed and fed to the tracker; the
-//! tracker's findings are printed, with /proc forensics for victims flagged while live.
+//! One watching (or replaying) session: every event is fed to the tracker, and the findings
+//! the filter admits are handed back to the driver, which gives them to its sinks (the printer
+//! shows them, with /proc forensics for victims flagged while live).
 
-use std::{
-    collections::HashMap,
-    io::{self, Write},
-    path::PathBuf,
-};
+use std::{collections::HashMap, path::PathBuf};
 
 pub use crate::lifecycle::Filter;
 use crate::{
-    event::{Event, Payload},
+    event::Event,
     host::forensics,
-    kernel::cgroups::Memcg,
-    lifecycle::{Finding, Summary, Tracker, VictimKey},
-    render::{events::Renderer, sink::Format},
+    kernel::cgroups::{Memcg, MemcgPaths},
+    lifecycle::{Finding, Summary, Tracker},
+    render::events::Renderer,
 };
 
 /// Where forensics come from: the live system, or nowhere (replays).
@@ -108,56 +105,88 @@ impl Live {
     }
 }
 
-pub(crate) struct Session<W: Write> {
-    pub(crate) renderer: Renderer,
-    pub(crate) tracker: Tracker,
-    pub(crate) format: Format,
-    /// Print every event, not only findings.
-    pub(crate) events: bool,
-    pub(crate) live: Option<Live>,
-    pub(crate) out: W,
-    /// Keep every finding in `kept` (replays).
-    pub(crate) keep_findings: bool,
+/// What a driver (`live`, `report`) keeps of a watch: the tracker, the names it renders with,
+/// /proc while live, and which victims the filter admits. It writes nothing: a driver hands
+/// each event and the findings the session admits to its sinks (sink.rs), the printer of
+/// the chosen format among them.
+pub(crate) struct Session {
+    renderer: Renderer,
+    tracker: Tracker,
+    /// Show every event, not only findings.
+    events: bool,
+    live: Option<Live>,
     /// Victims that matched the filter: their events are shown too.
     of_interest: std::collections::HashSet<u32>,
-    pub(crate) kept: Vec<Finding>,
-    /// The forensics shown with the findings in `kept`, by victim: the live loop's hooks and
-    /// `--unstick` use them rather than reading /proc a second time.
-    pub(crate) kept_forensics: HashMap<VictimKey, forensics::Forensics>,
     lost_reported: u64,
-    findings: Vec<Finding>,
-    /// Processes a user process SIGKILLed: text leaves their kill and exit events out (a
-    /// kill that works is not news; one that does not stick is a `kill_stuck` finding).
-    /// Bounded: cleared when full (at worst a few lines of a storm are shown).
-    quiet_pids: std::collections::HashSet<u32>,
 }
 
-/// Processes whose events text output keeps quiet, at most.
-const MAX_QUIET_PIDS: usize = 8192;
+/// A memcg's OOM kills while watched: (path, the kernel's count, oomtrace's).
+pub(crate) type Reconciled = (String, u64, u64);
 
-impl<W: Write> Session<W> {
-    pub(crate) fn new(
-        renderer: Renderer,
-        tracker: Tracker,
-        format: Format,
-        live: Option<Live>,
-        out: W,
-    ) -> Self {
+impl Session {
+    pub(crate) fn new(renderer: Renderer, tracker: Tracker, live: Option<Live>) -> Self {
         Session {
             renderer,
             tracker,
-            format,
             events: true,
             live,
-            out,
-            keep_findings: false,
             of_interest: std::collections::HashSet::new(),
-            kept: Vec::new(),
-            kept_forensics: HashMap::new(),
             lost_reported: 0,
-            findings: Vec::new(),
-            quiet_pids: std::collections::HashSet::new(),
         }
+    }
+
+    /// Whether every event is shown, not only findings.
+    pub(crate) fn show_events(&mut self, on: bool) {
+        self.events = on;
+    }
+
+    pub(crate) fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    pub(crate) fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    /// The names (memcgs, symbols) and the clock events are rendered with.
+    pub(crate) fn renderer(&mut self) -> &mut Renderer {
+        &mut self.renderer
+    }
+
+    /// The memcgs' names.
+    pub(crate) fn memcgs(&mut self) -> &mut MemcgPaths {
+        &mut self.renderer.memcgs
+    }
+
+    /// /proc and the memcg root (`None` in a replay).
+    pub(crate) fn live(&self) -> Option<&Live> {
+        self.live.as_ref()
+    }
+
+    pub(crate) fn live_mut(&mut self) -> Option<&mut Live> {
+        self.live.as_mut()
+    }
+
+    /// A memcg's path, for the renderer and the tracker.
+    pub(crate) fn name_memcg(&mut self, id: u64, path: &str) {
+        self.renderer.memcgs.insert(id, path.to_string());
+        self.tracker.memcg_path(id, path);
+    }
+
+    /// A kernel address's name, for the renderer and the tracker.
+    pub(crate) fn name_symbol(&mut self, addr: u64, name: &str) {
+        self.renderer.symbols.insert(addr, name.to_string());
+        self.tracker.symbol(addr, name);
+    }
+
+    /// The wall time a finding found at `at_ns` is stamped with, and its memcg as it is now (a
+    /// finding says whether its memcg still exists as it is handed out).
+    pub(crate) fn stamp(&mut self, f: &Finding, at_ns: u64) -> (Memcg, i128) {
+        let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
+        let memcg = f
+            .memcg_id()
+            .map_or(Memcg::Unknown, |id| self.renderer.memcgs.current(id));
+        (memcg, wall)
     }
 
     fn shows_event(&mut self, ev: &Event) -> bool {
@@ -187,93 +216,49 @@ impl<W: Write> Session<W> {
         ok
     }
 
-    /// Whether text output leaves this event out: a user's SIGKILL and the exit events of its
-    /// target (JSON carries every event).
-    fn quiet_in_text(&mut self, ev: &Event) -> bool {
-        if self.format != Format::Text {
-            return false;
-        }
-        let pid = ev.subject().process_or_thread();
-        match ev.payload {
-            Payload::KernelSigkill(p)
-                if p.sender_flags & oomtrace_common::sender_state::CODE != 0
-                    && oomtrace_common::si_code::from_user(p.si_code) =>
-            {
-                if self.quiet_pids.len() >= MAX_QUIET_PIDS {
-                    self.quiet_pids.clear();
-                }
-                self.quiet_pids.insert(pid);
-                true
-            }
-            Payload::TaskExit(_) | Payload::GroupExited(_) => self.quiet_pids.contains(&pid),
-            Payload::TaskFree(_) => self.quiet_pids.remove(&pid),
-            // A node creates cgroups all day: in text they would drown the OOM path (JSON
-            // and dumps carry them).
-            Payload::CgroupMkdir(_) => true,
-            _ => false,
-        }
+    /// Tracks an event; `found` (empty) gets the findings it produced that the filter admits.
+    /// Returns whether the output shows the event.
+    pub(crate) fn event(&mut self, ev: &Event, found: &mut Vec<Finding>) -> bool {
+        let shown = self.events && self.shows_event(ev);
+        self.tracker.on_event(ev, found);
+        self.admit(found);
+        shown
     }
 
-    pub(crate) fn event(&mut self, ev: &Event) -> io::Result<()> {
-        let quiet = self.quiet_in_text(ev);
-        if self.events && !quiet && self.shows_event(ev) {
-            self.format.event(&mut self.renderer, ev, &mut self.out)?;
-        }
-        let mut found = std::mem::take(&mut self.findings);
-        self.tracker.on_event(ev, &mut found);
-        self.emit(&mut found, ev.header.ts_ns)?;
-        self.findings = found;
-        Ok(())
+    /// Time passes: flags victims past their timeout into `found` (empty).
+    pub(crate) fn tick(&mut self, now_ns: u64, found: &mut Vec<Finding>) {
+        self.tracker.tick(now_ns, found);
+        self.admit(found);
     }
 
-    /// Time passes: flags victims past their timeout.
-    pub(crate) fn tick(&mut self, now_ns: u64) -> io::Result<()> {
-        let mut found = std::mem::take(&mut self.findings);
-        self.tracker.tick(now_ns, &mut found);
-        self.emit(&mut found, now_ns)?;
-        self.findings = found;
-        self.out.flush()
-    }
-
-    /// The lost-event total reported so far.
-    pub(crate) fn lost_reported(&self) -> u64 {
-        self.lost_reported
-    }
-
-    /// The kernel's count of events lost to a full ring buffer.
-    pub(crate) fn lost(&mut self, total: u64) -> io::Result<()> {
+    /// The kernel's count of events lost to a full ring buffer: how many are new, if any.
+    pub(crate) fn lost(&mut self, total: u64) -> Option<u64> {
         if total <= self.lost_reported {
-            return Ok(());
+            return None;
         }
         let new = total - self.lost_reported;
         self.lost_reported = total;
         self.tracker.on_lost(total);
-        self.out.write_all(self.format.lost(new, total).as_bytes())
+        Some(new)
     }
 
-    /// Ends the session: judges what is left at `now_ns`, reconciles the kills with the
-    /// kernel's counters (live), and prints the summary.
-    pub(crate) fn finish(&mut self, now_ns: u64) -> io::Result<Summary> {
-        let mut found = std::mem::take(&mut self.findings);
-        self.tracker.finish(now_ns, &mut found);
-        self.emit(&mut found, now_ns)?;
-        self.reconcile()?;
-        let summary = self.tracker.summary();
-        self.out
-            .write_all(self.format.summary(&summary).as_bytes())?;
-        self.out.flush()?;
-        Ok(summary)
+    /// Ends the session: judges what is left at `now_ns` into `found` (empty); the summary.
+    pub(crate) fn finish(&mut self, now_ns: u64, found: &mut Vec<Finding>) -> Summary {
+        self.tracker.finish(now_ns, found);
+        self.admit(found);
+        self.tracker.summary()
     }
 
     /// Per memcg, the OOM kills the kernel counted while we watched (`oom_kill`: on v2 kills in
     /// the memcg and below it, on v1 in the memcg itself) against ours; a line each, saying when
-    /// they differ.
-    fn reconcile(&mut self) -> io::Result<()> {
+    /// they differ. Nothing in a replay.
+    pub(crate) fn reconcile(&mut self) -> Vec<Reconciled> {
+        let mut out = Vec::new();
         let Some(live) = &self.live else {
-            return Ok(());
+            return out;
         };
         let Some(root) = &live.memcg_root else {
-            return Ok(());
+            return out;
         };
         let after = crate::host::scan::memcg_oom_states(root);
         let ours: Vec<(String, u64)> = self
@@ -322,26 +307,18 @@ impl<W: Write> Session<W> {
             if kernel == 0 && mine == 0 {
                 continue;
             }
-            let line = self.format.reconcile(&a.path, kernel, mine);
-            self.out.write_all(line.as_bytes())?;
+            out.push((a.path.clone(), kernel, mine));
         }
-        Ok(())
+        out
     }
 
-    fn emit(&mut self, found: &mut Vec<Finding>, at_ns: u64) -> io::Result<()> {
-        for mut f in found.drain(..) {
-            self.add_tasks(&mut f);
-            if !self.shows_finding(&f) {
-                continue;
-            }
-            if !(self.format == Format::Text && f.quiet_in_text()) {
-                self.finding(&f, at_ns)?;
-            }
-            if self.keep_findings {
-                self.kept.push(f);
-            }
-        }
-        Ok(())
+    /// Keeps in `found` the findings the filter admits, with what /proc shows of a hung
+    /// memcg's tasks (live).
+    fn admit(&mut self, found: &mut Vec<Finding>) {
+        found.retain_mut(|f| {
+            self.add_tasks(f);
+            self.shows_finding(f)
+        });
     }
 
     /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
@@ -357,7 +334,20 @@ impl<W: Write> Session<W> {
                 already_reaped,
                 ..
             } => (memcg_id, tasks, &*already_reaped),
-            _ => return,
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::KillStuck { .. }
+            | Finding::Stuck { .. }
+            | Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => return,
         };
         let Some(live) = &self.live else {
             return;
@@ -374,39 +364,12 @@ impl<W: Write> Session<W> {
             }
         }
     }
-
-    fn finding(&mut self, f: &Finding, at_ns: u64) -> io::Result<()> {
-        let victim = match f {
-            Finding::Stuck { victim, .. }
-            | Finding::KillStuck { victim, .. }
-            | Finding::NotReleased { victim, .. } => Some(victim),
-            _ => None,
-        };
-        let forensics = match (victim, &self.live) {
-            (Some(v), Some(live)) => Some(live.forensics(v.key.tgid, v.key.start_ns)),
-            _ => None,
-        };
-        let wall = self.renderer.clock.wall_ns(f.at_ns().unwrap_or(at_ns));
-        // Checked now: a finding says whether its memcg still exists as it is written.
-        let memcg = f
-            .memcg_id()
-            .map_or(Memcg::Unknown, |id| self.renderer.memcgs.current(id));
-        let text = self.format.finding(f, wall, &memcg, forensics.as_ref());
-        self.out.write_all(text.as_bytes())?;
-        if let (Some(v), Some(fx)) = (victim, forensics)
-            && self.keep_findings
-        {
-            self.kept_forensics.insert(v.key, fx);
-        }
-        Ok(())
-    }
 }
 
-/// A session into a buffer, as the unit tests drive one: no /proc, a fixed clock, `memcgs`
-/// as the only names.
+/// A session as the unit tests drive one: no /proc, a fixed clock, `memcgs` as the only names.
 #[cfg(test)]
-impl Session<Vec<u8>> {
-    pub(crate) fn in_memory(format: Format, memcgs: crate::kernel::cgroups::MemcgPaths) -> Self {
+impl Session {
+    pub(crate) fn in_memory(memcgs: MemcgPaths) -> Self {
         let renderer = Renderer {
             symbols: Default::default(),
             gfp: Default::default(),
@@ -419,9 +382,7 @@ impl Session<Vec<u8>> {
         Session::new(
             renderer,
             Tracker::new(crate::lifecycle::TrackerConfig::default()),
-            format,
             None,
-            Vec::new(),
         )
     }
 }
@@ -431,7 +392,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::event::Payload;
+    use crate::{
+        event::Payload,
+        printer::{Format, print_all},
+    };
 
     /// After a missed exit and pid reuse, /proc/PID is another process: its state and sockets
     /// must not be shown as the victim's.
@@ -514,7 +478,7 @@ mod tests {
         ] {
             let mut memcgs = MemcgPaths::new(None);
             memcgs.forget(7, seen.then(|| ctr.to_string()));
-            let mut session = Session::in_memory(format, memcgs);
+            let mut session = Session::in_memory(memcgs);
             let mut m: MarkVictim = unsafe { std::mem::zeroed() };
             (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 7);
             m.comm = comm_bytes("tail");
@@ -530,9 +494,7 @@ mod tests {
                 },
                 payload: Payload::MarkVictim(m),
             };
-            session.event(&mark).unwrap();
-            session.finish(20_000_000_000).unwrap();
-            let out = String::from_utf8(session.out.clone()).unwrap();
+            let out = print_all(&mut session, format, &[mark], 20_000_000_000);
             match format {
                 Format::Json => {
                     let f: serde_json::Value = out
@@ -574,9 +536,9 @@ mod tests {
         let evil_comm = "x\nDEAD\x1b[2J";
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
-        let mut session = Session::in_memory(Format::Text, memcgs);
+        let mut session = Session::in_memory(memcgs);
         session
-            .tracker
+            .tracker_mut()
             .memcg_path(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07");
         let header = |ts_ns| Header {
             kind: 0,
@@ -609,10 +571,7 @@ mod tests {
             header: header(1_000_100),
             payload: Payload::MarkVictim(m),
         };
-        session.event(&kill).unwrap();
-        session.event(&mark).unwrap();
-        session.finish(20_000_000_000).unwrap();
-        let out = String::from_utf8(session.out.clone()).unwrap();
+        let out = print_all(&mut session, Format::Text, &[kill, mark], 20_000_000_000);
         assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
         assert!(out.contains("x\\nDEAD\\u{1b}[2J"), "{out}");
         for line in out.lines() {
@@ -630,7 +589,7 @@ mod tests {
         use oomtrace_common::{Header, KernelSigkill, sender_state, si_code};
 
         use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
-        let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
+        let mut session = Session::in_memory(MemcgPaths::new(None));
         let kill = |ts_ns, target: u32, sender_comm: &str, target_comm: &str| Event {
             header: Header {
                 kind: 0,
@@ -651,12 +610,8 @@ mod tests {
                 ..KernelSigkill::ZERO
             }),
         };
-        session
-            .event(&kill(1_000_000, 42, "shim\nDEAD\x1b[2J", "t\x1b]0;x\x07"))
-            .unwrap();
-        session
-            .event(&kill(2_000_000, 43, "kill", "quiet"))
-            .unwrap();
+        let first = kill(1_000_000, 42, "shim\nDEAD\x1b[2J", "t\x1b]0;x\x07");
+        let second = kill(2_000_000, 43, "kill", "quiet");
         let gone = Event {
             header: Header {
                 kind: 0,
@@ -674,9 +629,12 @@ mod tests {
                 _pad: 0,
             }),
         };
-        session.event(&gone).unwrap();
-        session.finish(20_000_000_000).unwrap();
-        let out = String::from_utf8(session.out.clone()).unwrap();
+        let out = print_all(
+            &mut session,
+            Format::Text,
+            &[first, second, gone],
+            20_000_000_000,
+        );
         assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
         let stuck = out
             .lines()

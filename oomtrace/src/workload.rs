@@ -216,6 +216,10 @@ mod tests {
     #[test]
     fn path_shapes_of_each_runtime() {
         let u = UID.replace('-', "_");
+        let container = |runtime: &str| Workload::Container {
+            runtime: runtime.into(),
+            container_id: ID[..12].into(),
+        };
         let cases: Vec<(String, Workload)> = vec![
             // containerd, systemd driver, Burstable.
             (
@@ -251,42 +255,21 @@ mod tests {
             // docker alone: systemd and cgroupfs drivers.
             (
                 format!("/system.slice/docker-{ID}.scope"),
-                Workload::Container {
-                    runtime: "docker".into(),
-                    container_id: ID[..12].into(),
-                },
+                container("docker"),
             ),
-            (
-                format!("/docker/{ID}"),
-                Workload::Container {
-                    runtime: "docker".into(),
-                    container_id: ID[..12].into(),
-                },
-            ),
+            (format!("/docker/{ID}"), container("docker")),
             // podman: root (machine.slice), rootless (user slice), cgroupfs.
             (
                 format!("/machine.slice/libpod-{ID}.scope"),
-                Workload::Container {
-                    runtime: "podman".into(),
-                    container_id: ID[..12].into(),
-                },
+                container("podman"),
             ),
             (
                 format!(
                     "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
                 ),
-                Workload::Container {
-                    runtime: "podman".into(),
-                    container_id: ID[..12].into(),
-                },
+                container("podman"),
             ),
-            (
-                format!("/libpod_parent/libpod-{ID}"),
-                Workload::Container {
-                    runtime: "podman".into(),
-                    container_id: ID[..12].into(),
-                },
-            ),
+            (format!("/libpod_parent/libpod-{ID}"), container("podman")),
             // systemd units.
             (
                 "/system.slice/nginx.service".into(),

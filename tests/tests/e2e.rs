@@ -8,7 +8,8 @@ use std::{path::Path, time::Duration};
 use oomtrace_tests::{
     Sandbox, Watch, attach_of, check_json, event_wait, finding_about,
     fuse::{FuseHold, Hold},
-    hog, page_size, proc_state, require_root, scaled, slowdown, stuck_in_exit, wait_until,
+    hog, monotonic_ns, page_size, proc_state, require_root, scaled, slowdown, stuck_in_exit,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -154,8 +155,41 @@ fn hog_is_killed_and_followed_to_release() {
     // Our count of kills in the sandbox is the kernel's.
     let killed = watch.wait_finding("killed", pid);
     assert_eq!(killed["victim"]["comm"], "oomtrace-hog", "{killed}");
-    // Why: the hog's own allocation stack (oom:mark_victim runs in the allocating task),
-    // named from /proc/kallsyms: a page fault calling into the OOM killer.
+    assert_alloc_stack(&watch, &killed);
+    assert_eq!(killed["victim"]["trigger"]["tgid"], pid, "{killed}");
+    assert_memcg_at_kill(&killed, &sandbox);
+    let killed_here = watch
+        .lines()
+        .iter()
+        .filter(|v| {
+            v["type"] == "finding"
+                && v["finding"] == "killed"
+                && v["memcg_path"] == sandbox.rel_path()
+        })
+        .count() as u64;
+    assert_eq!(
+        killed_here,
+        sandbox.oom_kills(),
+        "kills differ from the memcg's oom_kill"
+    );
+
+    let mark = assert_kill_to_release(&watch, &sandbox, pid);
+
+    assert_decision_and_invocation(&watch, &killed, &mark, &sandbox, pid);
+    let (code, lines) = watch.stop_with_lines();
+    assert_eq!(code, Some(0), "watch must end cleanly on SIGTERM");
+    // At the end oomtrace reconciles its kills with the memcg's own counter.
+    sandbox.assert_reconciled(&lines, 1);
+}
+
+/// An event of this kind in watch's JSON output.
+fn mine(v: &Value, kind: &str) -> bool {
+    v["type"] == "event" && v["event"] == kind
+}
+
+/// Why the hog was killed: its own allocation stack (oom:mark_victim runs in the allocating
+/// task), named from /proc/kallsyms: a page fault calling into the OOM killer.
+fn assert_alloc_stack(watch: &Watch, killed: &Value) {
     let frames: Vec<&str> = killed["victim"]["alloc_stack"]["frames"]
         .as_array()
         .unwrap_or_else(|| {
@@ -184,9 +218,11 @@ fn hog_is_killed_and_followed_to_release() {
         has("handle_mm_fault") && has("out_of_memory"),
         "no fault frames in the allocation stack: {frames:?}"
     );
-    assert_eq!(killed["victim"]["trigger"]["tgid"], pid, "{killed}");
-    // The memcg at the kill, read as the kill event arrived: its limit, and what only grows
-    // (the usage itself may already be freed by the reaper: host v1 read 132 KiB).
+}
+
+/// The memcg at the kill, read as the kill event arrived: its limit, and what only grows.
+fn assert_memcg_at_kill(killed: &Value, sandbox: &Sandbox) {
+    // The usage itself may already be freed by the reaper: host v1 read 132 KiB.
     let at_kill = &killed["victim"]["memcg_at_kill"];
     assert_eq!(at_kill["memcg_id"], sandbox.id(), "{killed}");
     assert_eq!(at_kill["limit_bytes"], 64 * MIB, "{killed}");
@@ -212,22 +248,11 @@ fn hog_is_killed_and_followed_to_release() {
             "peak below the limit: {at_kill}"
         );
     }
-    let killed_here = watch
-        .lines()
-        .iter()
-        .filter(|v| {
-            v["type"] == "finding"
-                && v["finding"] == "killed"
-                && v["memcg_path"] == sandbox.rel_path()
-        })
-        .count() as u64;
-    assert_eq!(
-        killed_here,
-        sandbox.oom_kills(),
-        "kills differ from the memcg's oom_kill"
-    );
+}
 
-    let mine = |v: &Value, kind: &str| v["type"] == "event" && v["event"] == kind;
+/// The hog's mark, the kernel's SIGKILL before it, its exit and its release, as events; the
+/// mark.
+fn assert_kill_to_release(watch: &Watch, sandbox: &Sandbox, pid: u32) -> Value {
     let mark = watch.wait_for("mark_victim of the hog", event_wait(), |v| {
         mine(v, "mark_victim") && v["victim"]["pid"] == pid
     });
@@ -260,7 +285,18 @@ fn hog_is_killed_and_followed_to_release() {
         mine(v, "task_free") && v["pid"] == pid
     });
 
-    // Where the kernel lets us see the kill decision and the invocation, they must agree.
+    mark
+}
+
+/// Where the kernel lets us see the kill decision and the invocation, they agree with the
+/// finding and the mark.
+fn assert_decision_and_invocation(
+    watch: &Watch,
+    killed: &Value,
+    mark: &Value,
+    sandbox: &Sandbox,
+    pid: u32,
+) {
     let plan = watch.plan();
     // The gfp names are the running kernel's own (tracefs), on every plan.
     assert_eq!(plan["gfp_names"], "tracefs kmem:mm_page_alloc", "{plan}");
@@ -275,7 +311,7 @@ fn hog_is_killed_and_followed_to_release() {
             "{killed}"
         );
     } else if no_badness_in_scans(&plan) {
-        assert_no_scan_seen(&killed);
+        assert_no_scan_seen(killed);
     } else {
         // The hog alone in its memcg: scored, eligible, chosen, no runner-up.
         let c = &killed["victim"]["candidates"];
@@ -335,10 +371,6 @@ fn hog_is_killed_and_followed_to_release() {
         });
         assert_eq!(done["killed"], true);
     }
-    let (code, lines) = watch.stop_with_lines();
-    assert_eq!(code, Some(0), "watch must end cleanly on SIGTERM");
-    // At the end oomtrace reconciles its kills with the memcg's own counter.
-    sandbox.assert_reconciled(&lines, 1);
 }
 
 /// A big process holds memory, a separate task allocates and triggers the OOM: the victim is
@@ -652,17 +684,6 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
     );
 }
 
-/// CLOCK_MONOTONIC now (the clock of the kernel's timestamps), in ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Sends SIGCONT to a process we stopped, also when the test fails.
 struct Resume(u32);
 
@@ -693,72 +714,104 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
         "{}",
         watch.plan()
     );
-    let killed_finding = |pid: u32| {
-        watch.wait_for("the killed finding", event_wait(), move |v| {
-            finding_about(v, "killed", pid)
-        })
-    };
-    let pod_uid = |n: u32| format!("{:08x}-0000-4000-8000-00000000000{n}", std::process::id());
-    let container_id = |n: u32| format!("{n:x}{}", "c0ffee".repeat(11))[..64].to_string();
     let mut ages = Vec::new();
     for n in 0..2 {
-        let born = monotonic_ns();
-        let pod = burstable.child(&format!("pod{}", pod_uid(n)));
-        let ctr = pod.child(&container_id(n));
-        let mut hog = hog(&ctr, 256, false, None);
-        let pid = hog.pid();
-        let ready = monotonic_ns();
-        hog.go();
-        eprintln!(
-            "hog ready {:?} after the memcg was made",
-            Duration::from_nanos(ready - born)
-        );
-        assert_eq!(
-            hog.wait_signal(event_wait()),
-            Some(libc::SIGKILL),
-            "hog was not SIGKILLed"
-        );
-        let killed = killed_finding(pid);
-        let kill_ns = killed["victim"]["timeline"]["sigkill"]
-            .as_u64()
-            .or_else(|| killed["victim"]["timeline"]["marked"].as_u64())
-            .unwrap_or_else(|| panic!("no kill time in {killed}"));
-        let age = Duration::from_nanos(kill_ns.saturating_sub(born));
-        ages.push(age);
-        // ~25-50 ms on the host: the hog's start and allocation. Under TCG the hog's start
-        // alone took 1.9 s on a busy machine (sid: killed at 5.2 s), so the guests' bound is
-        // 10 s: what they prove is that a memcg oomtrace never saw before is named at once.
-        let young = if slowdown() > 1 {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_millis(200)
-        };
-        assert!(
-            age <= young,
-            "the memcg was {age:?} old at its kill, not young: {killed}"
-        );
-        assert_eq!(killed["memcg_path"], ctr.rel_path(), "{killed}");
-        assert_eq!(killed["memcg_removed"], false, "{killed}");
-        assert_eq!(
-            killed["workload"],
-            serde_json::json!({"kind": "pod", "pod_uid": pod_uid(n), "qos": "burstable",
-                "container_id": &container_id(n)[..12], "runtime": null}),
-            "{killed}"
-        );
-        assert_eq!(
-            ctr.oom_kills(),
-            1,
-            "the kernel counted no kill in {}",
-            ctr.rel_path()
-        );
-        // kubelet removes the container's memcg and then the pod's.
-        drop(hog);
-        drop(ctr);
-        drop(pod);
+        ages.push(a_pod_made_after_start_is_named_at_its_kill(
+            &watch, &burstable, n,
+        ));
     }
     eprintln!("memcg age at its kill: {ages:?}");
+    a_pod_made_and_removed_while_stopped_is_named(&watch, &burstable);
+    drop(burstable);
+    let lines = watch.stop_and_collect();
+    assert!(
+        lines.iter().any(|v| v["type"] == "summary"),
+        "oomtrace did not end with a summary"
+    );
+}
 
-    // Created, OOM-killed and removed while oomtrace is stopped: it reads the kill after.
+/// The killed finding about `pid`.
+fn killed_finding(watch: &Watch, pid: u32) -> Value {
+    watch.wait_for("the killed finding", event_wait(), move |v| {
+        finding_about(v, "killed", pid)
+    })
+}
+
+/// The uid of the test's `n`th pod.
+fn pod_uid(n: u32) -> String {
+    format!("{:08x}-0000-4000-8000-00000000000{n}", std::process::id())
+}
+
+/// The id of the test's `n`th container.
+fn container_id(n: u32) -> String {
+    format!("{n:x}{}", "c0ffee".repeat(11))[..64].to_string()
+}
+
+/// A pod and its container made under `burstable` while oomtrace watches, OOM-killed at once:
+/// named at the kill, then removed as kubelet does; how old the memcg was at its kill.
+fn a_pod_made_after_start_is_named_at_its_kill(
+    watch: &Watch,
+    burstable: &Sandbox,
+    n: u32,
+) -> Duration {
+    let born = monotonic_ns();
+    let pod = burstable.child(&format!("pod{}", pod_uid(n)));
+    let ctr = pod.child(&container_id(n));
+    let mut hog = hog(&ctr, 256, false, None);
+    let pid = hog.pid();
+    let ready = monotonic_ns();
+    hog.go();
+    eprintln!(
+        "hog ready {:?} after the memcg was made",
+        Duration::from_nanos(ready - born)
+    );
+    assert_eq!(
+        hog.wait_signal(event_wait()),
+        Some(libc::SIGKILL),
+        "hog was not SIGKILLed"
+    );
+    let killed = killed_finding(watch, pid);
+    let kill_ns = killed["victim"]["timeline"]["sigkill"]
+        .as_u64()
+        .or_else(|| killed["victim"]["timeline"]["marked"].as_u64())
+        .unwrap_or_else(|| panic!("no kill time in {killed}"));
+    let age = Duration::from_nanos(kill_ns.saturating_sub(born));
+    // ~25-50 ms on the host: the hog's start and allocation. Under TCG the hog's start
+    // alone took 1.9 s on a busy machine (sid: killed at 5.2 s), so the guests' bound is
+    // 10 s: what they prove is that a memcg oomtrace never saw before is named at once.
+    let young = if slowdown() > 1 {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_millis(200)
+    };
+    assert!(
+        age <= young,
+        "the memcg was {age:?} old at its kill, not young: {killed}"
+    );
+    assert_eq!(killed["memcg_path"], ctr.rel_path(), "{killed}");
+    assert_eq!(killed["memcg_removed"], false, "{killed}");
+    assert_eq!(
+        killed["workload"],
+        serde_json::json!({"kind": "pod", "pod_uid": pod_uid(n), "qos": "burstable",
+            "container_id": &container_id(n)[..12], "runtime": null}),
+        "{killed}"
+    );
+    assert_eq!(
+        ctr.oom_kills(),
+        1,
+        "the kernel counted no kill in {}",
+        ctr.rel_path()
+    );
+    // kubelet removes the container's memcg and then the pod's.
+    drop(hog);
+    drop(ctr);
+    drop(pod);
+    age
+}
+
+/// Created, OOM-killed and removed while oomtrace is stopped: it reads the kill after, named
+/// by the kernel's `cgroup_mkdir`.
+fn a_pod_made_and_removed_while_stopped_is_named(watch: &Watch, burstable: &Sandbox) {
     let stopped = Resume(watch.pid());
     // SAFETY: a plain signal to the oomtrace child this test started.
     unsafe { libc::kill(watch.pid() as i32, libc::SIGSTOP) };
@@ -774,7 +827,7 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
     drop(ctr);
     drop(pod);
     drop(stopped);
-    let killed = killed_finding(pid);
+    let killed = killed_finding(watch, pid);
     assert_eq!(killed["memcg_removed"], true, "{killed}");
     assert_eq!(killed["victim"]["memcg_id"], id, "{killed}");
     // Named all the same: by the kernel's `cgroup_mkdir`, whose id is the one kills carry.
@@ -803,10 +856,4 @@ fn memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_s
         "level: the depth below the root, {made}"
     );
     assert_eq!(made["path_truncated"], false, "{made}");
-    drop(burstable);
-    let lines = watch.stop_and_collect();
-    assert!(
-        lines.iter().any(|v| v["type"] == "summary"),
-        "oomtrace did not end with a summary"
-    );
 }

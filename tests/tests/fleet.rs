@@ -189,57 +189,7 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
 
     // Prometheus with the shipped rule files, unchanged, scraping oomtrace every second.
     let tmp = ScratchDir::new("fleet-prometheus");
-    let rules = contrib();
-    let config = tmp.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {0}/oomtrace.alerts.yml\n  - {0}/oomtrace.rules.yml\n\
-             scrape_configs:\n  - job_name: oomtrace\n    static_configs:\n      \
-             - targets: ['{metrics_addr}']\n",
-            rules.display()
-        ),
-    )
-    .expect("writing prometheus.yml");
-    let check = Command::new(&promtool)
-        .args(["check", "config"])
-        .arg(&config)
-        .output()
-        .expect("promtool check config");
-    assert!(
-        check.status.success(),
-        "promtool check config: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let prom = Prometheus::start(&prometheus, &config, tmp.path());
-    say(&format!(
-        "prometheus at {} scrapes oomtrace at {metrics_addr}",
-        prom.addr
-    ));
-
-    // The shipped rules loaded and evaluate without error; the target is up.
-    let healthy = wait_until(scaled(Duration::from_secs(30)), || {
-        let groups = api(&prom.addr, "/api/v1/rules")["groups"].clone();
-        let rules: Vec<&Value> = groups
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .collect();
-        let up = api(&prom.addr, "/api/v1/targets")["activeTargets"]
-            .as_array()
-            .is_some_and(|t| t.len() == 1 && t[0]["health"] == "up");
-        up && rules.len() >= 12 && rules.iter().all(|r| r["health"] == "ok")
-    });
-    assert!(
-        healthy,
-        "rules not all healthy or the target not up:\n{}\n{}\nprometheus log:\n{}",
-        api(&prom.addr, "/api/v1/rules"),
-        api(&prom.addr, "/api/v1/targets"),
-        prom.log_text()
-    );
+    let prom = prometheus_with_the_shipped_rules(&promtool, &prometheus, tmp.path(), &metrics_addr);
 
     // The victim, held stuck in exit by an unanswered FUSE FLUSH.
     let mut v = stuck_in_exit(&sandbox, &fuse, &[]);
@@ -252,70 +202,9 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
     });
     let flagged = Instant::now();
 
-    // A live scrape with the victim's series in it passes promtool's checks and lints.
-    let body = scrape(&metrics_addr);
-    assert!(
-        body.contains(&format!("oomtrace_stuck_victims{{memcg=\"{memcg}\"")),
-        "{body}"
-    );
-    let (code, said) = check_metrics(&promtool, &body);
-    say(&format!(
-        "promtool check metrics on a live scrape ({} lines): exit {code:?}, output: {:?}",
-        body.lines().count(),
-        said.trim()
-    ));
-    assert_eq!(
-        code,
-        Some(0),
-        "promtool check metrics failed:\n{said}\nthe scrape:\n{body}"
-    );
+    a_live_scrape_passes_promtool(&promtool, &metrics_addr, &memcg);
 
-    // Pending first (the rule's `for: 30s`), then firing with the victim's labels.
-    let mut pending_seen = None;
-    let mut firing = None;
-    let fired = wait_until(scaled(Duration::from_secs(90)), || {
-        match stuck_alert(&prom.addr, &memcg) {
-            Some(a) if a["state"] == "firing" => firing = Some(a),
-            Some(a) if a["state"] == "pending" && pending_seen.is_none() => {
-                pending_seen = Some(flagged.elapsed())
-            }
-            _ => {}
-        }
-        if firing.is_none() {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        firing.is_some()
-    });
-    assert!(
-        fired,
-        "{ALERT} never fired for {memcg}; alerts: {}\nprometheus log:\n{}",
-        api(&prom.addr, "/api/v1/alerts"),
-        prom.log_text()
-    );
-    let alert = firing.expect("firing");
-    say(&format!(
-        "{ALERT} pending {:.1} s and firing {:.1} s after the STUCK finding; the alert from \
-         Prometheus's /api/v1/alerts:\n{}",
-        pending_seen.unwrap_or_default().as_secs_f64(),
-        flagged.elapsed().as_secs_f64(),
-        serde_json::to_string_pretty(&alert).expect("json")
-    ));
-    assert!(pending_seen.is_some(), "never seen pending: {alert}");
-    let labels = &alert["labels"];
-    assert_eq!(labels["severity"], "critical", "{alert}");
-    assert_eq!(labels["job"], "oomtrace", "{alert}");
-    assert_eq!(labels["instance"], metrics_addr.as_str(), "{alert}");
-    assert_eq!(labels["kind"], "cgroup", "{alert}");
-    assert_eq!(labels["workload"], memcg.as_str(), "{alert}");
-    assert!(
-        labels["container"].is_null(),
-        "an empty label is no label: {alert}"
-    );
-    assert_eq!(
-        alert["annotations"]["summary"],
-        format!("OOM victim stuck on {metrics_addr} in cgroup {memcg}"),
-        "{alert}"
-    );
+    the_stuck_alert_fires(&prom, &metrics_addr, &memcg, flagged);
 
     // The victim dies: the gauge drops to 0 and the alert goes (resolved: no longer active).
     fuse.release();
@@ -349,5 +238,139 @@ fn prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_di
             .as_array()
             .is_some_and(|r| r.iter().all(|s| s["value"][1] == "0")),
         "{gauge}"
+    );
+}
+
+/// Prometheus with the shipped rule files, unchanged, scraping oomtrace at `metrics_addr`
+/// every second (its files in `dir`), once its rules are healthy and the target up.
+fn prometheus_with_the_shipped_rules(
+    promtool: &Path,
+    prometheus: &Path,
+    dir: &Path,
+    metrics_addr: &str,
+) -> Prometheus {
+    let rules = contrib();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {0}/oomtrace.alerts.yml\n  - {0}/oomtrace.rules.yml\n\
+             scrape_configs:\n  - job_name: oomtrace\n    static_configs:\n      \
+             - targets: ['{metrics_addr}']\n",
+            rules.display()
+        ),
+    )
+    .expect("writing prometheus.yml");
+    let check = Command::new(promtool)
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool check config");
+    assert!(
+        check.status.success(),
+        "promtool check config: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let prom = Prometheus::start(prometheus, &config, dir);
+    say(&format!(
+        "prometheus at {} scrapes oomtrace at {metrics_addr}",
+        prom.addr
+    ));
+
+    // The shipped rules loaded and evaluate without error; the target is up.
+    let healthy = wait_until(scaled(Duration::from_secs(30)), || {
+        let groups = api(&prom.addr, "/api/v1/rules")["groups"].clone();
+        let rules: Vec<&Value> = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        let up = api(&prom.addr, "/api/v1/targets")["activeTargets"]
+            .as_array()
+            .is_some_and(|t| t.len() == 1 && t[0]["health"] == "up");
+        up && rules.len() >= 12 && rules.iter().all(|r| r["health"] == "ok")
+    });
+    assert!(
+        healthy,
+        "rules not all healthy or the target not up:\n{}\n{}\nprometheus log:\n{}",
+        api(&prom.addr, "/api/v1/rules"),
+        api(&prom.addr, "/api/v1/targets"),
+        prom.log_text()
+    );
+
+    prom
+}
+
+/// A live scrape with the victim's series in it passes promtool's checks and lints.
+fn a_live_scrape_passes_promtool(promtool: &Path, metrics_addr: &str, memcg: &str) {
+    let body = scrape(metrics_addr);
+    assert!(
+        body.contains(&format!("oomtrace_stuck_victims{{memcg=\"{memcg}\"")),
+        "{body}"
+    );
+    let (code, said) = check_metrics(promtool, &body);
+    say(&format!(
+        "promtool check metrics on a live scrape ({} lines): exit {code:?}, output: {:?}",
+        body.lines().count(),
+        said.trim()
+    ));
+    assert_eq!(
+        code,
+        Some(0),
+        "promtool check metrics failed:\n{said}\nthe scrape:\n{body}"
+    );
+}
+
+/// The stuck alert, pending first (the rule's `for: 30s`), then firing with the victim's labels
+/// (`flagged`: when the STUCK finding came).
+fn the_stuck_alert_fires(prom: &Prometheus, metrics_addr: &str, memcg: &str, flagged: Instant) {
+    // Pending first (the rule's `for: 30s`), then firing with the victim's labels.
+    let mut pending_seen = None;
+    let mut firing = None;
+    let fired = wait_until(scaled(Duration::from_secs(90)), || {
+        match stuck_alert(&prom.addr, memcg) {
+            Some(a) if a["state"] == "firing" => firing = Some(a),
+            Some(a) if a["state"] == "pending" && pending_seen.is_none() => {
+                pending_seen = Some(flagged.elapsed())
+            }
+            _ => {}
+        }
+        if firing.is_none() {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        firing.is_some()
+    });
+    assert!(
+        fired,
+        "{ALERT} never fired for {memcg}; alerts: {}\nprometheus log:\n{}",
+        api(&prom.addr, "/api/v1/alerts"),
+        prom.log_text()
+    );
+    let alert = firing.expect("firing");
+    say(&format!(
+        "{ALERT} pending {:.1} s and firing {:.1} s after the STUCK finding; the alert from \
+         Prometheus's /api/v1/alerts:\n{}",
+        pending_seen.unwrap_or_default().as_secs_f64(),
+        flagged.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&alert).expect("json")
+    ));
+    assert!(pending_seen.is_some(), "never seen pending: {alert}");
+    let labels = &alert["labels"];
+    assert_eq!(labels["severity"], "critical", "{alert}");
+    assert_eq!(labels["job"], "oomtrace", "{alert}");
+    assert_eq!(labels["instance"], metrics_addr, "{alert}");
+    assert_eq!(labels["kind"], "cgroup", "{alert}");
+    assert_eq!(labels["workload"], memcg, "{alert}");
+    assert!(
+        labels["container"].is_null(),
+        "an empty label is no label: {alert}"
+    );
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("OOM victim stuck on {metrics_addr} in cgroup {memcg}"),
+        "{alert}"
     );
 }

@@ -73,43 +73,9 @@ fn an_oom_killer_disabled_hang_is_named_checked_and_ended() {
             > 0
     );
 
-    let (code, c) = check_json(&[]);
-    assert_eq!(code, Some(4), "check must say the host is in trouble: {c}");
-    let hung = c["oom_killer_disabled"]
-        .as_array()
-        .expect("oom_killer_disabled")
-        .iter()
-        .find(|m| m["memcg_path"] == sandbox.rel_path())
-        .unwrap_or_else(|| panic!("check does not name {}: {c}", sandbox.rel_path()))
-        .clone();
-    assert!(
-        hung["tasks"]
-            .as_array()
-            .expect("tasks")
-            .iter()
-            .any(|t| t["pid"] == pid),
-        "{hung}"
-    );
+    check_names_the_hang(&sandbox, pid);
 
-    let out = Command::new(oomtrace_tests::oomtrace_bin())
-        .args(["unstick", "--json", "--apply", "--wait", "10"])
-        .arg(pid.to_string())
-        .output()
-        .expect("running oomtrace unstick");
-    let u: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "unstick --json is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.code(), Some(0), "{u}");
-    assert_eq!(u["waits_on"]["kind"], "oom_killer_disabled", "{u}");
-    assert_eq!(
-        u["oom_killer_disabled"]["domain"],
-        sandbox.rel_path(),
-        "{u}"
-    );
-    assert_eq!(u["applied"]["ok"], true, "{u}");
+    unstick_ends_the_hang(&sandbox, pid);
     // Put back once the hang ended.
     let now = std::fs::read_to_string(&control).expect("oom_control");
     assert!(now.contains("oom_kill_disable 1"), "{now}");
@@ -129,4 +95,49 @@ fn an_oom_killer_disabled_hang_is_named_checked_and_ended() {
         .find(|l| l["type"] == "summary")
         .expect("summary");
     assert_eq!(summary["summary"]["livelock_observable"], true, "{summary}");
+}
+
+/// `check` says the host is in trouble and names the hung memcg with its sleeper `pid`.
+fn check_names_the_hang(sandbox: &Sandbox, pid: u32) {
+    let (code, c) = check_json(&[]);
+    assert_eq!(code, Some(4), "check must say the host is in trouble: {c}");
+    let hung = c["oom_killer_disabled"]
+        .as_array()
+        .expect("oom_killer_disabled")
+        .iter()
+        .find(|m| m["memcg_path"] == sandbox.rel_path())
+        .unwrap_or_else(|| panic!("check does not name {}: {c}", sandbox.rel_path()))
+        .clone();
+    assert!(
+        hung["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .any(|t| t["pid"] == pid),
+        "{hung}"
+    );
+}
+
+/// `oomtrace unstick --apply` on the sleeper: it waits on the disabled OOM killer of its
+/// domain, and the remedy is applied.
+fn unstick_ends_the_hang(sandbox: &Sandbox, pid: u32) {
+    let out = Command::new(oomtrace_tests::oomtrace_bin())
+        .args(["unstick", "--json", "--apply", "--wait", "10"])
+        .arg(pid.to_string())
+        .output()
+        .expect("running oomtrace unstick");
+    let u: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "unstick --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{u}");
+    assert_eq!(u["waits_on"]["kind"], "oom_killer_disabled", "{u}");
+    assert_eq!(
+        u["oom_killer_disabled"]["domain"],
+        sandbox.rel_path(),
+        "{u}"
+    );
+    assert_eq!(u["applied"]["ok"], true, "{u}");
 }

@@ -65,24 +65,7 @@ fn every_sigkill_is_followed_to_its_death() {
     // SAFETY: no preconditions.
     let me = unsafe { libc::getpid() } as u32;
 
-    // A plain kill -9 of a sleeping process: announced in JSON, dead, never flagged.
-    let mut sleeper = Command::new("sleep")
-        .arg("600")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sleep");
-    let sleeping = sleeper.id();
-    assert!(wait_until(event_wait(), || proc_state(sleeping)
-        .is_some_and(|s| s.starts_with('S'))));
-    // SAFETY: our own child.
-    assert_eq!(unsafe { libc::kill(sleeping as i32, libc::SIGKILL) }, 0);
-    let _ = sleeper.wait();
-    let plain = watch.wait_finding("sigkill", sleeping);
-    let sender = &plain["victim"]["sender"];
-    assert_eq!(sender["kind"], "user", "{plain}");
-    assert_eq!(sender["tgid"], me, "{plain}");
-    let dead = watch.wait_finding("dead", sleeping);
-    assert_eq!(dead["was_flagged"], false, "{dead}");
+    a_plain_kill_is_followed_to_its_death_and_never_flagged(&watch, me);
 
     // The listener on a held FUSE READ, killed by "containerd-shim"; the FLUSH-held victim,
     // killed by this test (it dies into exit_files and stays there).
@@ -110,51 +93,11 @@ fn every_sigkill_is_followed_to_its_death() {
         "the killed victim never reached the flush"
     );
 
-    let slack = FLAG_SLACK_NS * u64::from(slowdown());
     for (pid, port, comm) in [
         (reader, port, "containerd-shim"),
         (flusher, flush_port, "oomtrace-tests"),
     ] {
-        let stuck = watch.wait_for_unless(
-            "the KILL STUCK finding",
-            event_wait(),
-            |v| finding_about(v, "kill_stuck", pid),
-            |v| finding_about(v, "dead", pid) || finding_about(v, "stuck", pid),
-        );
-        let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
-        assert!(
-            (TIMEOUT_NS..=TIMEOUT_NS + slack).contains(&since),
-            "flagged {since} ns after the kill, want within {slack} ns past the timeout"
-        );
-        let sender = &stuck["victim"]["sender"];
-        assert_eq!(sender["kind"], "user", "{stuck}");
-        assert_eq!(sender["uid"], 0, "{stuck}");
-        if comm == "containerd-shim" {
-            assert_eq!(sender["comm"], comm, "{stuck}");
-        } else {
-            assert_eq!(sender["tgid"], me, "{stuck}");
-        }
-        assert_eq!(stuck["memcg_path"], sandbox.rel_path(), "{stuck}");
-        let listen = format!("LISTEN 127.0.0.1:{port}");
-        let named = |key: &str| {
-            stuck["forensics"][key]
-                .as_array()
-                .unwrap_or_else(|| panic!("no {key}: {stuck}"))
-                .iter()
-                .any(|s| s["description"] == listen)
-        };
-        // The FLUSH-held victim reaches exit_files within microseconds of the kill (0.02 ms
-        // on the host): often before oomtrace reads its fd table (under emulation always, on
-        // a busy host too), and its port is then listed apart, as a listener no process holds
-        // (never pinned on it) — as for an OOM victim (stuck.rs).
-        // Where the kernel reads the fd table at the SIGKILL, the port is always its own.
-        let in_exit_first = pid == flusher
-            && named("unheld_listeners")
-            && !oomtrace_tests::kernel_reads_kill_sockets(&watch.plan());
-        assert!(
-            named("sockets") || in_exit_first,
-            "{listen} not named: {stuck}"
-        );
+        assert_kill_stuck(&watch, &sandbox, (pid, port, comm), me, flusher);
     }
     let flushed = watch
         .lines()
@@ -163,21 +106,119 @@ fn every_sigkill_is_followed_to_its_death() {
         .expect("flusher flagged");
     assert_eq!(flushed["stage"], "exiting", "{flushed}");
 
-    // The storm, while both are held.
     let path = format!("memcg=\"{}\"", sandbox.rel_path());
-    let before = scrape(&addr);
+    a_storm_while_both_are_held_stays_bounded(&watch, &sandbox, &addr, &path, reader, flusher);
+
+    // Released: dead (pidfd), the gauge back to 0.
+    read.release();
+    flush.release();
+    for pid in [reader, flusher] {
+        let dead = watch.wait_finding("dead", pid);
+        assert_eq!(dead["was_flagged"], true, "{dead}");
+        assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
+    }
+    assert!(wait_until(event_wait(), || sample(
+        &scrape(&addr),
+        "oomtrace_kill_stuck_victims",
+        &[&path, "sender_kind=\"user\""]
+    ) == Some(0.0)));
+}
+
+/// A plain kill -9 of a sleeping process: announced in JSON, dead, never flagged.
+fn a_plain_kill_is_followed_to_its_death_and_never_flagged(watch: &Watch, me: u32) {
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sleep");
+    let sleeping = sleeper.id();
+    assert!(wait_until(event_wait(), || proc_state(sleeping)
+        .is_some_and(|s| s.starts_with('S'))));
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::kill(sleeping as i32, libc::SIGKILL) }, 0);
+    let _ = sleeper.wait();
+    let plain = watch.wait_finding("sigkill", sleeping);
+    let sender = &plain["victim"]["sender"];
+    assert_eq!(sender["kind"], "user", "{plain}");
+    assert_eq!(sender["tgid"], me, "{plain}");
+    let dead = watch.wait_finding("dead", sleeping);
+    assert_eq!(dead["was_flagged"], false, "{dead}");
+}
+
+/// The KILL STUCK finding of a user's kill of `pid` (listening on `port`, killed by `comm`):
+/// on time, naming its sender, its memcg and its listener.
+fn assert_kill_stuck(
+    watch: &Watch,
+    sandbox: &Sandbox,
+    (pid, port, comm): (u32, u16, &str),
+    me: u32,
+    flusher: u32,
+) {
+    let slack = FLAG_SLACK_NS * u64::from(slowdown());
+    let stuck = watch.wait_for_unless(
+        "the KILL STUCK finding",
+        event_wait(),
+        |v| finding_about(v, "kill_stuck", pid),
+        |v| finding_about(v, "dead", pid) || finding_about(v, "stuck", pid),
+    );
+    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
+    assert!(
+        (TIMEOUT_NS..=TIMEOUT_NS + slack).contains(&since),
+        "flagged {since} ns after the kill, want within {slack} ns past the timeout"
+    );
+    let sender = &stuck["victim"]["sender"];
+    assert_eq!(sender["kind"], "user", "{stuck}");
+    assert_eq!(sender["uid"], 0, "{stuck}");
+    if comm == "containerd-shim" {
+        assert_eq!(sender["comm"], comm, "{stuck}");
+    } else {
+        assert_eq!(sender["tgid"], me, "{stuck}");
+    }
+    assert_eq!(stuck["memcg_path"], sandbox.rel_path(), "{stuck}");
+    let listen = format!("LISTEN 127.0.0.1:{port}");
+    let named = |key: &str| {
+        stuck["forensics"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key}: {stuck}"))
+            .iter()
+            .any(|s| s["description"] == listen)
+    };
+    // The FLUSH-held victim reaches exit_files within microseconds of the kill (0.02 ms
+    // on the host): often before oomtrace reads its fd table (under emulation always, on
+    // a busy host too), and its port is then listed apart, as a listener no process holds
+    // (never pinned on it) — as for an OOM victim (stuck.rs).
+    // Where the kernel reads the fd table at the SIGKILL, the port is always its own.
+    let in_exit_first = pid == flusher
+        && named("unheld_listeners")
+        && !oomtrace_tests::kernel_reads_kill_sockets(&watch.plan());
+    assert!(
+        named("sockets") || in_exit_first,
+        "{listen} not named: {stuck}"
+    );
+}
+
+/// The storm of user kills in `sandbox` (memcg label `path`), while both are held: the
+/// kernel's tracked set, the victims held and RSS come back to bounded; both still flagged.
+fn a_storm_while_both_are_held_stays_bounded(
+    watch: &Watch,
+    sandbox: &Sandbox,
+    addr: &str,
+    path: &str,
+    reader: u32,
+    flusher: u32,
+) {
+    let before = scrape(addr);
     let tracked_before = sample(&before, "oomtrace_kernel_tracked_processes", &[]).unwrap();
     let held_before = sample(&before, "oomtrace_victims_held", &[]).unwrap();
     let rss_before = rss_kb(watch.pid());
     let n = storm_size();
     let started = std::time::Instant::now();
-    kill_storm(&sandbox, n);
+    kill_storm(sandbox, n);
     let storm = started.elapsed();
     let mut after = String::new();
     let settled = wait_until(event_wait(), || {
-        after = scrape(&addr);
-        let counted =
-            sample(&after, "oomtrace_other_kills_total", &[&path]).unwrap_or(0.0) as usize;
+        after = scrape(addr);
+        let counted = sample(&after, "oomtrace_other_kills_total", &[path]).unwrap_or(0.0) as usize;
         let lost = sample(&after, "oomtrace_lost_events_total", &[]).unwrap_or(0.0);
         (counted >= n + 2 || lost > 0.0)
             && sample(&after, "oomtrace_kernel_tracked_processes", &[]).unwrap()
@@ -206,26 +247,12 @@ fn every_sigkill_is_followed_to_its_death() {
         sample(
             &after,
             "oomtrace_kill_stuck_victims",
-            &[&path, "sender_kind=\"user\""]
+            &[path, "sender_kind=\"user\""]
         ),
         Some(2.0),
         "{after}"
     );
     assert!(proc_state(reader).is_some() && proc_state(flusher).is_some());
-
-    // Released: dead (pidfd), the gauge back to 0.
-    read.release();
-    flush.release();
-    for pid in [reader, flusher] {
-        let dead = watch.wait_finding("dead", pid);
-        assert_eq!(dead["was_flagged"], true, "{dead}");
-        assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
-    }
-    assert!(wait_until(event_wait(), || sample(
-        &scrape(&addr),
-        "oomtrace_kill_stuck_victims",
-        &[&path, "sender_kind=\"user\""]
-    ) == Some(0.0)));
 }
 
 /// Text output shows nothing of a kill -9 whose target dies (host only: what is printed is

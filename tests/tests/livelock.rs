@@ -58,97 +58,16 @@ fn livelock(label: &str, parent_limit: bool) {
     let stuck = watch.wait_finding("stuck", victim);
     assert_eq!(stuck["stage"], "exiting", "{stuck}");
     if observable {
-        // Without any hook: `check` reads the memcg's own counters twice (v2 counts
-        // invocations) and sees the OOM killer invoked again and again, killing nothing.
-        let (code, check) = oomtrace_tests::check_json(&[]);
-        assert_eq!(
-            code,
-            Some(4),
-            "check must say the host is in trouble: {check}"
+        let presser_pid = presser.as_ref().map(|p| p.pid());
+        nothing_killable_names_the_reaped_victim(
+            &watch,
+            &limited,
+            child.as_ref(),
+            (victim, &stuck),
+            presser_pid,
         );
-        if let Some(cgroup) = oomtrace_tests::cgroup_version_2(&limited) {
-            let now = check["oom_now"]
-                .as_array()
-                .expect("oom_now")
-                .iter()
-                .find(|m| m["memcg_path"] == cgroup)
-                .unwrap_or_else(|| panic!("check does not see {cgroup} in OOM: {check}"))
-                .clone();
-            assert!(now["invocations"].as_u64() > Some(0), "{now}");
-            assert_eq!(now["kills"], 0, "{now}");
-        }
-        // The victim passed exit_mm (its mm has MMF_OOM_SKIP) before the FUSE flush held it:
-        // the kernel no longer waits on it, and with only the -1000 presser left it finds
-        // nothing it may kill (mem_cgroup_out_of_memory returns false). That is the finding,
-        // naming the victim as already reaped — not a livelock blaming it.
-        let nk = watch.wait_for("the NOTHING KILLABLE finding", event_wait(), |l| {
-            l["type"] == "finding" && l["finding"] == "nothing_killable"
-        });
-        assert_eq!(
-            nk["memcg_id"],
-            limited.id(),
-            "the OOM domain is the memcg whose limit was hit: {nk}"
-        );
-        assert_eq!(nk["memcg_path"], limited.rel_path(), "{nk}");
-        assert!(nk["invocations"].as_u64() >= Some(10), "{nk}");
-        assert!(
-            nk["already_reaped"]
-                .as_array()
-                .expect("already_reaped")
-                .iter()
-                .any(|t| t["tgid"] == victim),
-            "the stuck victim is named as already reaped: {nk}"
-        );
-        // v2: the kernel's own notifications (memory.events.local) cross-check the hook.
-        if let Some(cgroup) = oomtrace_tests::cgroup_version_2(&limited) {
-            assert_eq!(
-                watch.plan()["memcg_notifications"]["cgroup"],
-                "v2",
-                "{}",
-                watch.plan()
-            );
-            let n = watch.wait_for("a memory.events.local notification", event_wait(), |l| {
-                l["event"] == "memcg_oom" && l["memcg_path"] == cgroup
-            });
-            assert!(n["invocations"].as_u64() >= Some(1), "{n}");
-        }
-        let presser_pid = presser.as_ref().map(|p| p.pid()).expect("presser");
-        let p = nk["tasks"]
-            .as_array()
-            .expect("tasks")
-            .iter()
-            .find(|t| t["pid"] == presser_pid)
-            .unwrap_or_else(|| panic!("the -1000 task is not listed: {nk}"))
-            .clone();
-        assert_eq!(p["oom_score_adj"], -1000, "{p}");
-        assert!(
-            p["not_eligible"]
-                .as_str()
-                .is_some_and(|w| w.contains("-1000")),
-            "{p}"
-        );
-        // The victim's own memcg, not the OOM domain (its parent here), comes from the task:
-        // mark_victim's (tp_btf) or the kill decision's chosen task (oom_kill_process). Only
-        // with neither (the classic mark_victim alone: a pid) is the memcg unknown.
-        let plan = watch.plan();
-        let from_task =
-            attach_of(&plan, "mark_victim") == "tp_btf" || !attach_of(&plan, "oom_kill").is_null();
-        if let Some(child) = child.as_ref().filter(|_| from_task) {
-            assert_eq!(stuck["victim"]["memcg_id"], child.id(), "{stuck}");
-        }
     } else {
-        // No invocation hook (this host): the kernel's own notifications count the
-        // invocations — the OOM that killed the victim among them, at its domain.
-        assert_eq!(
-            watch.plan()["invocations_source"],
-            "memcg_notifications_v1",
-            "{}",
-            watch.plan()
-        );
-        let n = watch.wait_for("the kill's invocation, notified", event_wait(), |l| {
-            l["event"] == "memcg_oom" && l["memcg_path"] == limited.rel_path()
-        });
-        assert!(n["invocations"].as_u64() >= Some(1), "{n}");
+        invocations_are_notified_without_the_hook(&watch, &limited);
     }
     let lines = watch.stop_and_collect();
     let summary = lines
@@ -170,6 +89,111 @@ fn livelock(label: &str, parent_limit: bool) {
     if let (Some(child), Some(p)) = (&child, presser.take()) {
         unstick_raises_the_domain(&limited, child, p);
     }
+}
+
+/// Where invocations are seen: `check` sees the OOM killer invoked again and again, killing
+/// nothing, and the NOTHING KILLABLE finding names the stuck victim as already reaped and the
+/// -1000 presser as not eligible.
+fn nothing_killable_names_the_reaped_victim(
+    watch: &Watch,
+    limited: &Sandbox,
+    child: Option<&Sandbox>,
+    (victim, stuck): (u32, &Value),
+    presser_pid: Option<u32>,
+) {
+    // Without any hook: `check` reads the memcg's own counters twice (v2 counts
+    // invocations) and sees the OOM killer invoked again and again, killing nothing.
+    let (code, check) = oomtrace_tests::check_json(&[]);
+    assert_eq!(
+        code,
+        Some(4),
+        "check must say the host is in trouble: {check}"
+    );
+    if let Some(cgroup) = oomtrace_tests::cgroup_version_2(limited) {
+        let now = check["oom_now"]
+            .as_array()
+            .expect("oom_now")
+            .iter()
+            .find(|m| m["memcg_path"] == cgroup)
+            .unwrap_or_else(|| panic!("check does not see {cgroup} in OOM: {check}"))
+            .clone();
+        assert!(now["invocations"].as_u64() > Some(0), "{now}");
+        assert_eq!(now["kills"], 0, "{now}");
+    }
+    // The victim passed exit_mm (its mm has MMF_OOM_SKIP) before the FUSE flush held it:
+    // the kernel no longer waits on it, and with only the -1000 presser left it finds
+    // nothing it may kill (mem_cgroup_out_of_memory returns false). That is the finding,
+    // naming the victim as already reaped — not a livelock blaming it.
+    let nk = watch.wait_for("the NOTHING KILLABLE finding", event_wait(), |l| {
+        l["type"] == "finding" && l["finding"] == "nothing_killable"
+    });
+    assert_eq!(
+        nk["memcg_id"],
+        limited.id(),
+        "the OOM domain is the memcg whose limit was hit: {nk}"
+    );
+    assert_eq!(nk["memcg_path"], limited.rel_path(), "{nk}");
+    assert!(nk["invocations"].as_u64() >= Some(10), "{nk}");
+    assert!(
+        nk["already_reaped"]
+            .as_array()
+            .expect("already_reaped")
+            .iter()
+            .any(|t| t["tgid"] == victim),
+        "the stuck victim is named as already reaped: {nk}"
+    );
+    // v2: the kernel's own notifications (memory.events.local) cross-check the hook.
+    if let Some(cgroup) = oomtrace_tests::cgroup_version_2(limited) {
+        assert_eq!(
+            watch.plan()["memcg_notifications"]["cgroup"],
+            "v2",
+            "{}",
+            watch.plan()
+        );
+        let n = watch.wait_for("a memory.events.local notification", event_wait(), |l| {
+            l["event"] == "memcg_oom" && l["memcg_path"] == cgroup
+        });
+        assert!(n["invocations"].as_u64() >= Some(1), "{n}");
+    }
+    let presser_pid = presser_pid.expect("presser");
+    let p = nk["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["pid"] == presser_pid)
+        .unwrap_or_else(|| panic!("the -1000 task is not listed: {nk}"))
+        .clone();
+    assert_eq!(p["oom_score_adj"], -1000, "{p}");
+    assert!(
+        p["not_eligible"]
+            .as_str()
+            .is_some_and(|w| w.contains("-1000")),
+        "{p}"
+    );
+    // The victim's own memcg, not the OOM domain (its parent here), comes from the task:
+    // mark_victim's (tp_btf) or the kill decision's chosen task (oom_kill_process). Only
+    // with neither (the classic mark_victim alone: a pid) is the memcg unknown.
+    let plan = watch.plan();
+    let from_task =
+        attach_of(&plan, "mark_victim") == "tp_btf" || !attach_of(&plan, "oom_kill").is_null();
+    if let Some(child) = child.filter(|_| from_task) {
+        assert_eq!(stuck["victim"]["memcg_id"], child.id(), "{stuck}");
+    }
+}
+
+/// No invocation hook (this host): the kernel's own notifications count the invocations — the
+/// OOM that killed the victim among them, at its domain.
+fn invocations_are_notified_without_the_hook(watch: &Watch, limited: &Sandbox) {
+    assert_eq!(
+        watch.plan()["invocations_source"],
+        "memcg_notifications_v1",
+        "{}",
+        watch.plan()
+    );
+    let n = watch.wait_for("the kill's invocation, notified", event_wait(), |l| {
+        l["event"] == "memcg_oom" && l["memcg_path"] == limited.rel_path()
+    });
+    assert!(n["invocations"].as_u64() >= Some(1), "{n}");
 }
 
 /// `oomtrace unstick` of the -1000 task in a nothing-killable domain: the domain is the parent
@@ -287,25 +311,7 @@ fn a_victim_held_before_exit_mm_with_shared_memory_is_a_livelock_until_the_reape
     });
     presser.go();
 
-    let livelock = watch.wait_for_unless(
-        "the LIVELOCK finding",
-        event_wait(),
-        |l| l["type"] == "finding" && l["finding"] == "livelock",
-        |l| {
-            l["finding"] == "nothing_killable"
-                || (l["finding"] == "killed" && l["victim"]["key"]["tgid"] != victim)
-        },
-    );
-    assert_eq!(livelock["victim"]["tgid"], victim, "{livelock}");
-    assert_eq!(livelock["memcg_id"], limited.id(), "{livelock}");
-    assert!(livelock["invocations"].as_u64() >= Some(10), "{livelock}");
-    let stuck = watch
-        .lines()
-        .into_iter()
-        .find(|l| l["finding"] == "stuck" && l["victim"]["key"]["tgid"] == victim)
-        .expect("the livelock comes after the victim is found stuck");
-    // Its reader thread holds the mm: some threads entered exit, not all finished.
-    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    let livelock = the_livelock_comes_after_the_victim_is_stuck(&watch, &limited, victim);
     if !verdicts {
         // No return hook (this host): the invocations are counted, whether the kernel still
         // waits on the victim is not told.
@@ -329,6 +335,59 @@ fn a_victim_held_before_exit_mm_with_shared_memory_is_a_livelock_until_the_reape
         "a livelock found after the reaper had finished with the victim: {livelock}"
     );
 
+    after_the_reaper_nothing_killable_names_the_victim(&watch, &limited, victim);
+    let lines = watch.stop_and_collect();
+    assert_eq!(
+        lines.iter().filter(|l| l["finding"] == "livelock").count(),
+        1,
+        "one livelock, about the held victim"
+    );
+    // The reaper ran between the two findings (the kernel's own record of it).
+    assert!(
+        lines.iter().any(|l| l["type"] == "event"
+            && l["event"].as_str().is_some_and(|e| e.contains("reap"))
+            && oomtrace_tests::concerns(l, victim)),
+        "no reaper event for the victim"
+    );
+    limited.assert_summary_kills(&lines);
+    drop(presser);
+}
+
+/// The LIVELOCK finding about the held victim, which was found stuck before it.
+fn the_livelock_comes_after_the_victim_is_stuck(
+    watch: &Watch,
+    limited: &Sandbox,
+    victim: u32,
+) -> Value {
+    let livelock = watch.wait_for_unless(
+        "the LIVELOCK finding",
+        event_wait(),
+        |l| l["type"] == "finding" && l["finding"] == "livelock",
+        |l| {
+            l["finding"] == "nothing_killable"
+                || (l["finding"] == "killed" && l["victim"]["key"]["tgid"] != victim)
+        },
+    );
+    assert_eq!(livelock["victim"]["tgid"], victim, "{livelock}");
+    assert_eq!(livelock["memcg_id"], limited.id(), "{livelock}");
+    assert!(livelock["invocations"].as_u64() >= Some(10), "{livelock}");
+    let stuck = watch
+        .lines()
+        .into_iter()
+        .find(|l| l["finding"] == "stuck" && l["victim"]["key"]["tgid"] == victim)
+        .expect("the livelock comes after the victim is found stuck");
+    // Its reader thread holds the mm: some threads entered exit, not all finished.
+    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    livelock
+}
+
+/// After the reaper finished with the victim (MMF_OOM_SKIP), a NOTHING KILLABLE finding, if
+/// one comes, names it as already reaped.
+fn after_the_reaper_nothing_killable_names_the_victim(
+    watch: &Watch,
+    limited: &Sandbox,
+    victim: u32,
+) {
     // The reaper sets MMF_OOM_SKIP without freeing the shared memory: from then on the kernel
     // waits on the victim no more. Whether its next invocations return "nothing killable"
     // soon depends on their returning at all: on a busy 6.12 guest they stayed inside
@@ -356,19 +415,4 @@ fn a_victim_held_before_exit_mm_with_shared_memory_is_a_livelock_until_the_reape
             "the victim is named as already reaped: {nk}"
         );
     }
-    let lines = watch.stop_and_collect();
-    assert_eq!(
-        lines.iter().filter(|l| l["finding"] == "livelock").count(),
-        1,
-        "one livelock, about the held victim"
-    );
-    // The reaper ran between the two findings (the kernel's own record of it).
-    assert!(
-        lines.iter().any(|l| l["type"] == "event"
-            && l["event"].as_str().is_some_and(|e| e.contains("reap"))
-            && oomtrace_tests::concerns(l, victim)),
-        "no reaper event for the victim"
-    );
-    limited.assert_summary_kills(&lines);
-    drop(presser);
 }

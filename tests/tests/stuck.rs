@@ -27,6 +27,25 @@ fn settled(v: &Value, tgid: u32) -> bool {
     finding_about(v, "dead", tgid) || finding_about(v, "unobservable", tgid)
 }
 
+/// The STUCK finding of `victim`, on time (within the slack past the timeout) and saying it
+/// entered exit; with how long after the kill it came.
+fn stuck_on_time_in_exit(watch: &Watch, victim: u32) -> (Value, u64) {
+    let stuck = watch.wait_for_unless(
+        "the STUCK finding",
+        event_wait(),
+        |v| finding_about(v, "stuck", victim),
+        |v| settled(v, victim),
+    );
+    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
+    assert!(
+        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
+        "flagged {since} ns after the kill, want within {} ns past the timeout",
+        slack()
+    );
+    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    (stuck, since)
+}
+
 fn watch() -> Watch {
     Watch::start(&["--timeout", &TIMEOUT_S.to_string()])
 }
@@ -52,19 +71,7 @@ fn fuse_stuck_orphan_is_flagged_with_the_incident_shape() {
     );
     hog.go();
 
-    let stuck = watch.wait_for_unless(
-        "the STUCK finding",
-        event_wait(),
-        |v| finding_about(v, "stuck", victim),
-        |v| settled(v, victim),
-    );
-    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
-    assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
-        "flagged {since} ns after the kill, want within {} ns past the timeout",
-        slack()
-    );
-    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    let (stuck, _) = stuck_on_time_in_exit(&watch, victim);
     assert_eq!(stuck["unconfirmed_lost"], 0);
     let fx = &stuck["forensics"];
     assert!(
@@ -187,25 +194,38 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         "the killed victim never reached the FUSE flush in exit_files"
     );
 
-    let stuck = watch.wait_for_unless(
-        "the STUCK finding",
-        event_wait(),
-        |l| finding_about(l, "stuck", victim),
-        |l| settled(l, victim),
-    );
-    let since = stuck["since_kill_ns"].as_u64().expect("since_kill_ns");
-    assert!(
-        (TIMEOUT_NS..=TIMEOUT_NS + slack()).contains(&since),
-        "flagged {since} ns after the kill, want within {} ns past the timeout",
-        slack()
-    );
-    assert_eq!(stuck["stage"], "exiting", "{stuck}");
+    let (stuck, since) = stuck_on_time_in_exit(&watch, victim);
     assert!(
         stuck["where_stuck"]
             .as_str()
             .is_some_and(|w| w.starts_with("every thread has reached the exit tracepoint")),
         "{stuck}"
     );
+    assert_forensics_of_a_victim_in_exit_files(&watch, &stuck, v.port);
+    assert!(
+        !watch
+            .lines()
+            .iter()
+            .any(|l| finding_about(l, "dead", victim)),
+        "reported dead while held in exit_files"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    fuse.release();
+    let dead = watch.wait_finding("dead", victim);
+    assert_eq!(dead["was_flagged"], true);
+    assert_eq!(dead["victim"]["death_seen"], "pidfd");
+    let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
+    assert!(
+        k2d > since + 300_000_000,
+        "dead {k2d} ns after the kill, before the hold ended"
+    );
+    assert!(!proc_state(victim).is_some_and(|s| s.starts_with('D')));
+}
+
+/// What /proc showed of a victim held in exit_files, in its STUCK finding: a thread in D, and
+/// its listening `port` named once, as its own or apart.
+fn assert_forensics_of_a_victim_in_exit_files(watch: &Watch, stuck: &Value, port: u16) {
     let fx = &stuck["forensics"];
     assert!(
         fx["threads"]
@@ -215,7 +235,7 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
             .any(|t| t["state"].as_str().unwrap_or("").starts_with('D')),
         "no thread in D: {fx}"
     );
-    let listen = format!("LISTEN 127.0.0.1:{}", v.port);
+    let listen = format!("LISTEN 127.0.0.1:{port}");
     let named = |key: &str| {
         fx[key]
             .as_array()
@@ -244,25 +264,6 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
         ),
         _ => panic!("the listening port is named once, as its own or apart: {fx}"),
     }
-    assert!(
-        !watch
-            .lines()
-            .iter()
-            .any(|l| finding_about(l, "dead", victim)),
-        "reported dead while held in exit_files"
-    );
-
-    std::thread::sleep(Duration::from_millis(300));
-    fuse.release();
-    let dead = watch.wait_finding("dead", victim);
-    assert_eq!(dead["was_flagged"], true);
-    assert_eq!(dead["victim"]["death_seen"], "pidfd");
-    let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
-    assert!(
-        k2d > since + 300_000_000,
-        "dead {k2d} ns after the kill, before the hold ended"
-    );
-    assert!(!proc_state(victim).is_some_and(|s| s.starts_with('D')));
 }
 
 #[test]

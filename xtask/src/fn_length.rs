@@ -36,49 +36,7 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "apply_event",
         "one arm per event kind",
     ),
-    // DEBT: the tracker's kill path, changed by #26/#27 this session.
-    (
-        "oomtrace/src/lifecycle.rs",
-        "on_sigkill",
-        "DEBT: #26/#27 change it this session",
-    ),
     // DEBT: end-to-end scenarios, one OOM story each, changed by #26/#27 this session.
-    (
-        "tests/tests/e2e.rs",
-        "hog_is_killed_and_followed_to_release",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/e2e.rs",
-        "memcgs_made_after_start_are_named_at_their_first_kill_and_removed_ones_said_so",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/fleet.rs",
-        "prometheus_fires_the_stuck_alert_for_a_held_victim_and_resolves_it_when_it_dies",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/hangs.rs",
-        "an_oom_killer_disabled_hang_is_named_checked_and_ended",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/kills.rs",
-        "every_sigkill_is_followed_to_its_death",
-        "DEBT: e2e scenario",
-    ),
-    ("tests/tests/livelock.rs", "livelock", "DEBT: e2e scenario"),
-    (
-        "tests/tests/livelock.rs",
-        "a_victim_held_before_exit_mm_with_shared_memory_is_a_livelock_until_the_reaper_skips_it",
-        "DEBT: e2e scenario",
-    ),
-    (
-        "tests/tests/stuck.rs",
-        "flush_held_victim_is_stuck_until_released",
-        "DEBT: e2e scenario",
-    ),
     // DEBT: the benchmark and soak drivers, one measured scenario each.
     (
         "tests/src/bin/bench.rs",
@@ -96,26 +54,6 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "DEBT: the soak driver, 370 lines",
     ),
     // DEBT: unit tests that walk a table of cases inline.
-    (
-        "oomtrace/src/host/unstick.rs",
-        "stacks_of_several_kernels_are_classified",
-        "DEBT: unit test, inline case table",
-    ),
-    (
-        "oomtrace/src/kernel/btf/tests.rs",
-        "the_running_kernel",
-        "DEBT: unit test",
-    ),
-    (
-        "oomtrace/src/render/metrics.rs",
-        "exposition_is_pinned",
-        "DEBT: unit test, pinned page",
-    ),
-    (
-        "oomtrace/src/workload.rs",
-        "path_shapes_of_each_runtime",
-        "DEBT: unit test, case table",
-    ),
 ];
 
 /// A function found in a source file.

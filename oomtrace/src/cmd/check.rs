@@ -7,7 +7,7 @@ use oomtrace::{
     host::{forensics, scan},
     kernel::{plan, probes::Probes},
     lifecycle::{Observability, PRE_EXISTING_GRACE_NS},
-    render::sink::Format,
+    printer::Format,
     session::Live,
     text::printable,
 };

@@ -3,7 +3,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use oomtrace::{host::forensics, render::sink::Format, text::printable};
+use oomtrace::{host::forensics, printer::Format, text::printable};
 use serde_json::json;
 
 use crate::{cli::UnstickArgs, seconds_ns};

@@ -1542,23 +1542,26 @@ mod tests {
         }
     }
 
+    /// 6.1's stack of a thread in an unanswered FUSE read.
+    const FUSE_READ: &[&str] = &[
+        "request_wait_answer",
+        "fuse_simple_request",
+        "fuse_do_readpage",
+        "fuse_read_folio",
+        "filemap_read_folio",
+        "filemap_get_pages",
+        "filemap_read",
+        "vfs_read",
+        "ksys_read",
+        "do_syscall_64",
+    ];
+
     /// Stacks as /proc/PID/stack shows them (function names, innermost first), from the
     /// kernels of the matrix.
     #[test]
     fn stacks_of_several_kernels_are_classified() {
         // 6.1, a thread in an unanswered FUSE read; the leader a zombie.
-        let fuse_read: &[&str] = &[
-            "request_wait_answer",
-            "fuse_simple_request",
-            "fuse_do_readpage",
-            "fuse_read_folio",
-            "filemap_read_folio",
-            "filemap_get_pages",
-            "filemap_read",
-            "vfs_read",
-            "ksys_read",
-            "do_syscall_64",
-        ];
+        let fuse_read = FUSE_READ;
         let f = victim(&[("Z (zombie)", &[]), ("D (disk sleep)", fuse_read)]);
         assert_eq!(
             diagnose(&f, &[47]),
@@ -1622,6 +1625,11 @@ mod tests {
                 (64 << 20) + (16 << 20)
             )
         );
+    }
+
+    /// Waits on locks, tracers and parents, as the stacks of several kernels show them.
+    #[test]
+    fn stacks_of_locks_tracers_and_zombies_are_classified() {
         // 5.10 mmap lock.
         let mmap: &[&str] = &[
             "rwsem_down_read_slowpath",
@@ -1649,7 +1657,7 @@ mod tests {
         assert_eq!(remedy(&w, None, true), None);
         // A leader traced by its parent (PTRACE_TRACEME) but not stopped, its other thread in
         // a FUSE read: the parent is no one's answer.
-        let mut f = victim(&[("S (sleeping)", &[]), ("D (disk sleep)", fuse_read)]);
+        let mut f = victim(&[("S (sleeping)", &[]), ("D (disk sleep)", FUSE_READ)]);
         f.threads[0].tracer = Some(1);
         assert!(matches!(diagnose(&f, &[40]), Wait::Fuse { .. }));
         // A zombie whose parent does not reap.

@@ -156,7 +156,17 @@ impl Finding {
             | Finding::Sigkill { victim } => victim.killed_at(),
             Finding::Dead { victim, .. } => victim.timeline.dead,
             Finding::Released { victim, .. } => victim.timeline.released,
-            _ => None,
+            Finding::KillStuck { .. }
+            | Finding::Stuck { .. }
+            | Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => None,
         }
     }
 
@@ -225,7 +235,20 @@ impl Finding {
                 since_kill_ns,
                 ..
             } => Some((victim, *stage, *since_kill_ns)),
-            _ => None,
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => None,
         }
     }
 
@@ -242,7 +265,18 @@ impl Finding {
             Finding::Released { victim, .. } | Finding::NotReleased { victim, .. } => {
                 victim.is_other_kill() && !victim.flagged_stuck
             }
-            _ => false,
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::KillStuck { .. }
+            | Finding::Stuck { .. }
+            | Finding::Unobservable { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => false,
         }
     }
 

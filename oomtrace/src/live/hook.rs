@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::sink::{FindingCx, Sink};
-use crate::{hooks::Hooks, lifecycle::Finding};
+use crate::{
+    hooks::Hooks,
+    lifecycle::Finding,
+    sink::{FindingCx, Sink},
+};
 
 /// How long hooks still running when oomtrace ends may take before they are killed.
 const HOOK_GRACE_AT_EXIT: Duration = Duration::from_secs(2);
@@ -54,7 +57,10 @@ impl Sink for Hooks {
             ),
             ("OOMTRACE_PID", victim.key.tgid.to_string()),
             ("OOMTRACE_COMM", victim.comm.clone()),
-            ("OOMTRACE_MEMCG", cx.memcg.clone().unwrap_or_default()),
+            (
+                "OOMTRACE_MEMCG",
+                cx.memcg.path().unwrap_or_default().to_string(),
+            ),
             (
                 "OOMTRACE_MEMCG_ID",
                 victim.memcg_id.unwrap_or(0).to_string(),

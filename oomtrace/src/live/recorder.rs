@@ -11,8 +11,11 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::sink::{Record, Sink};
-use crate::{lifecycle::Summary, record::dump};
+use crate::{
+    lifecycle::Summary,
+    record::dump,
+    sink::{Record, Sink},
+};
 
 /// A dump written to is synced to disk at most this long after the last sync.
 const SYNC_EVERY: Duration = Duration::from_secs(5);

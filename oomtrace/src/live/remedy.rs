@@ -4,7 +4,6 @@
 
 use std::{collections::HashMap, path::Path};
 
-use super::sink::{FindingCx, Said, Sink};
 use crate::{
     host::{
         forensics::Forensics,
@@ -13,6 +12,7 @@ use crate::{
     },
     lifecycle::{Finding, Victim},
     session::Live,
+    sink::{FindingCx, Said, Sink},
 };
 
 /// `--unstick`'s state.

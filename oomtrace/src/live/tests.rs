@@ -35,12 +35,12 @@ struct Fake {
 }
 
 impl Sink for Fake {
-    fn event(&mut self, ev: &Event, memcg: Option<&str>) {
+    fn event(&mut self, ev: &Event, cx: &mut EventCx<'_>) {
         self.log.borrow_mut().push(format!(
             "{} event {:?} {}",
             self.name,
             ev.kind(),
-            memcg.unwrap_or("-")
+            cx.memcg.unwrap_or("-")
         ));
     }
 
@@ -49,7 +49,7 @@ impl Sink for Fake {
             "{} finding {} {}",
             self.name,
             f.name(),
-            cx.memcg.as_deref().unwrap_or("-")
+            cx.memcg.path().unwrap_or("-")
         ));
         if self.says_on_stuck
             && let Some((v, _, _)) = f.stuck()
@@ -74,12 +74,39 @@ impl Sink for Fake {
     }
 }
 
-/// A runner over a text session into a buffer (no /proc, no kernel), with two fake sinks.
-fn runner_with_fakes(log: &Log) -> Runner<Vec<u8>> {
-    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
-    session.keep_findings = true;
-    session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
+/// The printer's output, shared with the test (the runner owns the printer).
+#[derive(Clone, Default)]
+struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.borrow().clone()).unwrap()
+    }
+}
+
+/// A session as the tests drive one, with a memcg named.
+fn session() -> Session {
+    let mut session = Session::in_memory(MemcgPaths::new(None));
+    session.memcgs().insert(5_000, "/kube/pod-a".into());
+    session
+}
+
+/// A runner (no /proc, no kernel) with the text printer into a buffer, then two fake sinks.
+fn runner_with_fakes(log: &Log) -> (Runner, Shared) {
+    let out = Shared::default();
     let sinks: Vec<Box<dyn Sink>> = vec![
+        printer::printer(Format::Text, out.clone()),
         Box::new(Fake {
             name: "first",
             log: log.clone(),
@@ -91,16 +118,17 @@ fn runner_with_fakes(log: &Log) -> Runner<Vec<u8>> {
             says_on_stuck: true,
         }),
     ];
-    Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open())
+    let runner = Runner::new(session(), sinks, crate::kernel::kallsyms::Kallsyms::open());
+    (runner, out)
 }
 
 /// The live loop only decodes and dispatches: each event and each finding reaches every sink,
-/// in the order they were registered, with the memcg's path; the session's output is written
-/// before.
+/// in the order they were registered, with the memcg's path; the printer, registered first,
+/// writes it.
 #[test]
 fn every_event_and_finding_reaches_each_sink_in_order() {
     let log = Log::default();
-    let mut runner = runner_with_fakes(&log);
+    let (mut runner, out) = runner_with_fakes(&log);
     let events: Vec<Event> = crate::record::synth::episodes(1, 1).collect();
     for ev in &events {
         runner.userspace(ev).unwrap();
@@ -146,7 +174,7 @@ fn every_event_and_finding_reaches_each_sink_in_order() {
         assert_eq!(log[i + 1], f.replacen("first", "second", 1), "{log:#?}");
     }
     assert_eq!(runner.flagged, 0);
-    let out = String::from_utf8(runner.session.out.clone()).unwrap();
+    let out = out.text();
     assert!(out.contains("KILLED pid 100000 (victim)"), "{out}");
 }
 
@@ -155,7 +183,7 @@ fn every_event_and_finding_reaches_each_sink_in_order() {
 #[test]
 fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted() {
     let log = Log::default();
-    let mut runner = runner_with_fakes(&log);
+    let (mut runner, out) = runner_with_fakes(&log);
     // The kill and one thread's exit, without the last thread's exit or the release.
     let events: Vec<Event> = crate::record::synth::episodes(1, 2)
         .filter(|ev| match ev.payload {
@@ -173,8 +201,7 @@ fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted()
     runner
         .judge(last + TrackerConfig::default().timeout_ns + 2_000_000_000)
         .unwrap();
-    let out = String::from_utf8(runner.session.out.clone()).unwrap();
-    assert_eq!(runner.flagged, 1, "{out}\n{:#?}", log.borrow());
+    assert_eq!(runner.flagged, 1, "{}\n{:#?}", out.text(), log.borrow());
     let log = log.borrow();
     let stuck = log
         .iter()
@@ -191,12 +218,9 @@ fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted()
         ],
         "{log:#?}"
     );
-    let out = String::from_utf8(runner.session.out.clone()).unwrap();
-    let line = runner
-        .session
-        .format
-        .unstick(100_000, "refused", "waits on nothing known");
-    assert!(out.ends_with(&line), "{out}");
+    let out = out.text();
+    let line = "UNSTICK pid 100000 (refused): waits on nothing known\n";
+    assert!(out.ends_with(line), "{out}");
 }
 
 /// The dump is a sink like the others: it gets each memcg's path once before the first event
@@ -209,18 +233,15 @@ fn the_dump_records_what_the_loop_reads_and_closes_with_the_summary() {
                         "options": {"timeout_ns": 5_000_000_000u64},
                         "clock": {"realtime_offset_ns": 0}});
     let writer = dump::Writer::create(&path, false, &header).unwrap();
-    let mut session = Session::in_memory(Format::Text, MemcgPaths::new(None));
-    session.keep_findings = true;
-    session.renderer.memcgs.insert(5_000, "/kube/pod-a".into());
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(recorder::Recorder::new(writer, path.clone()))];
-    let mut runner = Runner::new(session, sinks, crate::kernel::kallsyms::Kallsyms::open());
+    let mut runner = Runner::new(session(), sinks, crate::kernel::kallsyms::Kallsyms::open());
     let events: Vec<Event> = crate::record::synth::episodes(2, 1).collect();
     for ev in &events {
         runner.userspace(ev).unwrap();
     }
     runner.lost(3).unwrap();
     let end = events.last().unwrap().header.ts_ns + 1;
-    let summary = runner.session.finish(end).unwrap();
+    let summary = runner.session.finish(end, &mut Vec::new());
     for sink in &mut runner.sinks {
         sink.close(&summary, end).unwrap();
     }

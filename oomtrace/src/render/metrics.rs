@@ -162,7 +162,23 @@ impl Metrics {
                 victim_labels(memcg.unwrap_or("unknown")),
                 i64::from(p.invocations),
             ),
-            _ => {}
+            Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => {}
         }
     }
 
@@ -182,7 +198,20 @@ impl Metrics {
                 Finding::Dead {
                     was_flagged: true, ..
                 } => add(&mut self.kill_stuck_now, labels(), -1),
-                _ => {}
+                Finding::Dead { .. }
+                | Finding::Killed { .. }
+                | Finding::Marked { .. }
+                | Finding::Stuck { .. }
+                | Finding::Unobservable { .. }
+                | Finding::NotReleased { .. }
+                | Finding::Released { .. }
+                | Finding::Collateral { .. }
+                | Finding::OomKillerDisabled { .. }
+                | Finding::OomKillerDisabledEnded { .. }
+                | Finding::Livelock { .. }
+                | Finding::NothingKillable { .. }
+                | Finding::NothingKillableEnded { .. }
+                | Finding::GroupKill { .. } => {}
             }
             return;
         }
@@ -745,100 +774,8 @@ mod tests {
             lost_events: 7,
             ..Summary::default()
         };
-        let expected = r#"# HELP oomtrace_oom_invocations_total Memory cgroup OOM invocations per OOM domain (the mem_cgroup_out_of_memory hook, else the kernel's memcg notifications: v2 memory.events.local oom, v1 oom_control eventfd).
-# TYPE oomtrace_oom_invocations_total counter
-oomtrace_oom_invocations_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
-# HELP oomtrace_kills_total OOM kills (victims), per memcg and the workload it names (pod, container, unit).
-# TYPE oomtrace_kills_total counter
-oomtrace_kills_total{memcg="/a",kind="cgroup",workload="/a",container=""} 2
-oomtrace_kills_total{memcg="/b\"q",kind="cgroup",workload="/b\"q",container=""} 1
-# HELP oomtrace_oom_killer_disabled Memcgs hung at their limit with the OOM killer disabled (v1 oom_kill_disable 1, under_oom 1), per memcg and workload; back to 0 when the hang ends.
-# TYPE oomtrace_oom_killer_disabled gauge
-# HELP oomtrace_nothing_killable OOM domains invoking the OOM killer again and again with nothing it may kill (the kernel's verdict: mem_cgroup_out_of_memory returned false), per memcg and workload; back to 0 when it ends.
-# TYPE oomtrace_nothing_killable gauge
-# HELP oomtrace_stuck_victims Victims flagged stuck and not dead now, per memcg and workload.
-# TYPE oomtrace_stuck_victims gauge
-oomtrace_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container=""} 0
-# HELP oomtrace_stuck_victims_total Victims ever flagged stuck, per memcg and workload.
-# TYPE oomtrace_stuck_victims_total counter
-oomtrace_stuck_victims_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
-# HELP oomtrace_other_kills_total SIGKILLs not sent by the OOM killer (sender_kind user: a process's kill(2); kernel: a PID-namespace teardown, a tracer's exit), per target memcg, workload and sender kind.
-# TYPE oomtrace_other_kills_total counter
-oomtrace_other_kills_total{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 1
-# HELP oomtrace_kill_stuck_victims Processes SIGKILLed by someone other than the OOM killer, flagged kill_stuck and not dead now, per memcg, workload and sender kind.
-# TYPE oomtrace_kill_stuck_victims gauge
-oomtrace_kill_stuck_victims{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 0
-# HELP oomtrace_kill_stuck_victims_total Processes SIGKILLed by someone other than the OOM killer ever flagged kill_stuck, per memcg, workload and sender kind.
-# TYPE oomtrace_kill_stuck_victims_total counter
-oomtrace_kill_stuck_victims_total{memcg="/a",kind="cgroup",workload="/a",container="",sender_kind="user"} 1
-# HELP oomtrace_livelocks_by_domain_total Livelocks (a memcg invoking the OOM killer again and again while a victim is stuck), per OOM domain.
-# TYPE oomtrace_livelocks_by_domain_total counter
-oomtrace_livelocks_by_domain_total{memcg="/a",kind="cgroup",workload="/a",container=""} 1
-# HELP oomtrace_kill_path_observable 1 if kills and deaths can be seen on this kernel (mark_victim or the kernel's SIGKILL, exits, pidfd).
-# TYPE oomtrace_kill_path_observable gauge
-oomtrace_kill_path_observable 1
-# HELP oomtrace_livelock_observable 1 if OOM invocations (the livelock signature) can be seen.
-# TYPE oomtrace_livelock_observable gauge
-oomtrace_livelock_observable 0
-# HELP oomtrace_victims_stuck Victims flagged as not dead within the timeout and still not dead.
-# TYPE oomtrace_victims_stuck gauge
-oomtrace_victims_stuck 0
-# HELP oomtrace_victims_flagged_total Victims ever flagged as stuck.
-# TYPE oomtrace_victims_flagged_total counter
-oomtrace_victims_flagged_total 1
-# HELP oomtrace_victims_dead_total Victims that finished exiting (every thread past exit_notify, files closed).
-# TYPE oomtrace_victims_dead_total counter
-oomtrace_victims_dead_total 3
-# HELP oomtrace_victims_released_total Victims whose zombie was reaped.
-# TYPE oomtrace_victims_released_total counter
-oomtrace_victims_released_total 4
-# HELP oomtrace_victims_not_released Dead victims whose parent has not reaped the zombie past the release timeout.
-# TYPE oomtrace_victims_not_released gauge
-oomtrace_victims_not_released 1
-# HELP oomtrace_livelocks_total Memcgs that kept hitting OOM while a victim was stuck.
-# TYPE oomtrace_livelocks_total counter
-oomtrace_livelocks_total 1
-# HELP oomtrace_oom_group_kills_total OOM invocations that killed several victims (memory.oom.group; the kernel's oom_group_kill). Each victim is also in oomtrace_kills_total, as the kernel's oom_kill counts it.
-# TYPE oomtrace_oom_group_kills_total counter
-oomtrace_oom_group_kills_total 0
-# HELP oomtrace_unstick_total Remedies watch --unstick took (or refused) for flagged victims.
-# TYPE oomtrace_unstick_total counter
-oomtrace_unstick_total{wait="fuse",result="applied"} 2
-oomtrace_unstick_total{wait="ptrace",result="re\"fused"} 1
-# HELP oomtrace_victims_held Victims the tracker holds in memory now (bounded).
-# TYPE oomtrace_victims_held gauge
-oomtrace_victims_held 2
-# HELP oomtrace_memcgs_named Entries oomtrace holds per memcg id now: paths (live, removed, of creations) and per-memcg state (bounded: a removed memcg's go a minute after its removal).
-# TYPE oomtrace_memcgs_named gauge
-oomtrace_memcgs_named 5
-# HELP oomtrace_kernel_tracked_processes Processes the in-kernel filter (the TRACKED map) follows now: killed and not yet released.
-# TYPE oomtrace_kernel_tracked_processes gauge
-oomtrace_kernel_tracked_processes 3
-# HELP oomtrace_lost_events_total Events lost because the ring buffer was full.
-# TYPE oomtrace_lost_events_total counter
-oomtrace_lost_events_total 7
-# HELP oomtrace_kill_to_dead_seconds Time from the kill until the victim finished exiting.
-# TYPE oomtrace_kill_to_dead_seconds histogram
-oomtrace_kill_to_dead_seconds_bucket{le="0.001"} 0
-oomtrace_kill_to_dead_seconds_bucket{le="0.005"} 0
-oomtrace_kill_to_dead_seconds_bucket{le="0.01"} 0
-oomtrace_kill_to_dead_seconds_bucket{le="0.05"} 0
-oomtrace_kill_to_dead_seconds_bucket{le="0.1"} 0
-oomtrace_kill_to_dead_seconds_bucket{le="0.5"} 1
-oomtrace_kill_to_dead_seconds_bucket{le="1"} 1
-oomtrace_kill_to_dead_seconds_bucket{le="2"} 2
-oomtrace_kill_to_dead_seconds_bucket{le="5"} 2
-oomtrace_kill_to_dead_seconds_bucket{le="10"} 2
-oomtrace_kill_to_dead_seconds_bucket{le="30"} 2
-oomtrace_kill_to_dead_seconds_bucket{le="60"} 2
-oomtrace_kill_to_dead_seconds_bucket{le="+Inf"} 2
-oomtrace_kill_to_dead_seconds_sum 1.25
-oomtrace_kill_to_dead_seconds_count 2
-# HELP oomtrace_hook_attached 1 if the hook attached, with the attach type used (none: not observable here).
-# TYPE oomtrace_hook_attached gauge
-oomtrace_hook_attached{hook="mark_victim",attach="fentry"} 1
-oomtrace_hook_attached{hook="oom_invoke",attach="none"} 0
-"#;
+        // The page, byte for byte (a change of what scrapers read shows as a diff of it).
+        let expected = include_str!("../../testdata/metrics-exposition.prom");
         assert_eq!(m.render(&summary), expected);
     }
 }

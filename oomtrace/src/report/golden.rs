@@ -9,11 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ReplayOptions, replay};
-use crate::{
-    record::dump::Reader,
-    render::{metrics::Metrics, sink::Format},
-    scratch::ScratchDir,
-};
+use crate::{printer::Format, record::dump::Reader, render::metrics::Metrics, scratch::ScratchDir};
 
 fn inputs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -41,7 +41,7 @@ use std::{
 use oomtrace_tests::{
     ReleaseOnDrop, Sandbox, Watch,
     fuse::{FuseHold, Hold},
-    hog, require_root, spawn_hog, stuck_in_exit,
+    hog, monotonic_ns, require_root, spawn_hog, stuck_in_exit,
 };
 use serde_json::{Value, json};
 
@@ -203,17 +203,6 @@ struct PodKill {
 /// A finding whose memcg was removed before oomtrace could name it: only its id is known.
 fn said_removed(l: &Value) -> bool {
     l["type"] == "finding" && l["memcg_removed"] == true && l["memcg_path"].is_null()
-}
-
-/// CLOCK_MONOTONIC now (the clock of the kernel's timestamps), in ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A node's pods in kubelet's shapes (`kubepods…/burstable/pod<uid>/<container id>`, the

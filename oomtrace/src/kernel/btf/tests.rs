@@ -489,8 +489,20 @@ fn the_running_kernel() {
     assert!(btf.member_offset("task_struct", "start_boottime").is_ok());
     assert!(btf.member_offset("percpu_counter", "count").is_ok());
     assert!(btf.enum_value("", "MM_ANONPAGES").is_ok());
+}
 
-    // The skeleton's ids are the kernel's: the same as aya finds in its full parse.
+/// The attach skeleton's ids are the running kernel's: the same as aya finds in its full parse.
+#[test]
+fn the_running_kernels_skeleton_keeps_its_ids() {
+    let path = Path::new(Btf::VMLINUX);
+    if !path.exists() {
+        eprintln!(
+            "skipped: {} does not exist (kernel without BTF)",
+            path.display()
+        );
+        return;
+    }
+    let btf = Btf::from_file(path).unwrap();
     use aya_obj::btf::BtfKind;
     let (functions, tracepoints) = (["oom_kill_process"], ["mark_victim", "sched_process_exit"]);
     let skeleton = btf.attach_skeleton(&functions, &tracepoints);

@@ -1,0 +1,99 @@
+//! JSON Lines for machines: one object per line, its `type` first (docs/json.md).
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use super::Out;
+use crate::{
+    clock::rfc3339,
+    event::Event,
+    lifecycle::Finding,
+    sink::{EventCx, FindingCx, Note, Said, Sink},
+    workload,
+};
+
+/// The JSON printer.
+pub(crate) struct Json<W> {
+    out: Out<W>,
+}
+
+impl<W: Write> Json<W> {
+    pub(super) fn new(out: Out<W>) -> Self {
+        Json { out }
+    }
+}
+
+impl<W: Write> Sink for Json<W> {
+    /// Written straight to the output (the per-event path: no line is built twice).
+    fn event(&mut self, ev: &Event, cx: &mut EventCx<'_>) {
+        if cx.shown {
+            self.out.kept(|w| writeln!(w, "{}", cx.renderer.json(ev)));
+        }
+    }
+
+    /// A finding at its wall time, with its memcg (and so its workload; its path live or last
+    /// seen, and whether it was removed) and, for a victim flagged live, what /proc says of it.
+    fn finding(&mut self, f: &Finding, cx: &mut FindingCx<'_>) {
+        cx.show_forensics(f);
+        let memcg_path = cx.memcg.path().map(str::to_string);
+        let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("type".into(), "finding".into());
+            m.insert("time".into(), rfc3339(cx.wall_ns).into());
+            m.insert(
+                "workload".into(),
+                memcg_path
+                    .as_deref()
+                    .map(|p| serde_json::to_value(workload::of_path(p)))
+                    .and_then(Result::ok)
+                    .unwrap_or(Value::Null),
+            );
+            m.insert("memcg_path".into(), memcg_path.into());
+            m.insert("memcg_removed".into(), cx.memcg.removed().into());
+            if let Some(fx) = &cx.shown {
+                m.insert(
+                    "forensics".into(),
+                    serde_json::to_value(fx).unwrap_or(Value::Null),
+                );
+            }
+        }
+        self.out.write(&format!("{v}\n"));
+    }
+
+    fn said(&mut self, s: &Said) {
+        let v = json!({"type": "unstick", "pid": s.tgid, "result": s.result, "detail": s.text});
+        self.out.write(&format!("{v}\n"));
+    }
+
+    fn note(&mut self, n: &Note<'_>) {
+        let v = match *n {
+            Note::Lost { new, total } => json!({"type": "lost", "events": new, "total": total}),
+            Note::Reconcile {
+                memcg_path,
+                kernel,
+                mine,
+            } => json!({"type": "reconcile", "memcg_path": memcg_path, "kernel_oom_kills": kernel,
+                        "oomtrace_kills": mine, "agree": kernel == mine}),
+            Note::Summary(s) => json!({"type": "summary", "summary": s}),
+            Note::Stats(v) => v.clone(),
+            Note::Replay {
+                raw, timeout_ns, ..
+            } => json!({"type": "replay", "header": raw, "timeout_ns": timeout_ns}),
+            Note::DumpProblem(problem) => json!({"type": "dump_problem", "problem": problem}),
+        };
+        self.out.write(&format!("{v}\n"));
+    }
+
+    fn tick(&mut self) {
+        self.out.tick();
+    }
+
+    fn close(&mut self, _summary: &crate::lifecycle::Summary, _end_ns: u64) -> anyhow::Result<()> {
+        Ok(self.out.close()?)
+    }
+
+    fn failed(&mut self) -> Option<std::io::Error> {
+        self.out.error.take()
+    }
+}

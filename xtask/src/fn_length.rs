@@ -37,17 +37,7 @@ pub(crate) const ALLOWED: &[(&str, &str, &str)] = &[
         "one arm per event kind",
     ),
     // DEBT: end-to-end scenarios, one OOM story each, changed by #26/#27 this session.
-    // DEBT: the benchmark and soak drivers, one measured scenario each.
-    (
-        "tests/src/bin/bench.rs",
-        "exit_overhead",
-        "DEBT: one benchmark scenario",
-    ),
-    (
-        "tests/src/bin/bench.rs",
-        "memcgs",
-        "DEBT: one benchmark scenario",
-    ),
+    // DEBT: the soak driver.
     (
         "tests/src/bin/soak.rs",
         "main",

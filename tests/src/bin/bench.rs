@@ -153,6 +153,17 @@ fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
 /// that interval. Longer windows did not narrow one pair's spread (an ad-hoc check with 0.1,
 /// 0.3 and 1 s), so the windows are short and the pairs many.
 fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
+    let bare_medians = throughput_pairs(pairs, out, details);
+    bpf_run_time(&bare_medians, out, details);
+}
+
+/// Fork/exit and fork/exec/exit storms, attached and not, in adjacent pairs: the throughput
+/// ratio per storm kind; returns each kind's median rate with nothing attached.
+fn throughput_pairs(
+    pairs: usize,
+    out: &mut Vec<Value>,
+    details: &mut Value,
+) -> Vec<(&'static str, f64)> {
     let window = Duration::from_millis(100);
     let side = |exec: bool, attached: bool| {
         let w = attached.then(|| Watch::start(&["--findings-only"]));
@@ -202,6 +213,12 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
         details[name] =
             json!({"ratios": ratios, "bare_per_s": bare_rates, "attached_per_s": att_rates});
     }
+    bare_medians
+}
+
+/// The kernel's own accounting of the exit-path programs during a fork/exit storm, and the
+/// ratio it implies for each storm kind against `bare_medians` (its not-attached rates).
+fn bpf_run_time(bare_medians: &[(&str, f64)], out: &mut Vec<Value>, details: &mut Value) {
     // The kernel's own accounting of the exit-path programs during a fork/exit storm (the
     // shortest cycle, so the largest share), and what it implies for each storm: the
     // programs' time per process against the not-attached cycle time. It includes every
@@ -259,7 +276,7 @@ fn exit_overhead(pairs: usize, out: &mut Vec<Value>, details: &mut Value) {
         "no BPF run time counted during the storm: {stats}"
     );
     let per_process_ns = total_ns / processes;
-    for (name, bare) in bare_medians {
+    for &(name, bare) in bare_medians {
         let cycle_ns = 1e9 / bare;
         let implied = cycle_ns / (cycle_ns + per_process_ns);
         out.push(row(
@@ -580,42 +597,47 @@ impl Drop for ManyMemcgs {
     }
 }
 
+/// `oomtrace watch` started and read to its plan line, which must say it watches at least
+/// `expect_at_least` memcgs: (launch → plan ms, the plan's set-up ms, memcgs watched, child).
+fn memcg_launch(expect_at_least: usize) -> (f64, f64, u64, std::process::Child) {
+    let started = Instant::now();
+    let mut child = Command::new(oomtrace_bin())
+        .args(["watch", "--json", "--findings-only"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting oomtrace");
+    let mut rd = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut rd, &mut line).expect("reading the plan line");
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let plan: Value = serde_json::from_str(&line).expect("plan line");
+    let watched = plan["memcg_notifications"]["memcgs"].as_u64().unwrap_or(0);
+    assert!(
+        watched as usize >= expect_at_least,
+        "oomtrace watches {watched} memcgs, expected ≥ {expect_at_least}: {}",
+        plan["memcg_notifications"]
+    );
+    let setup = plan["memcg_notifications"]["start_ms"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    // Keep reading so that oomtrace never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut rd, &mut std::io::sink()));
+    (ms, setup, watched, child)
+}
+
+/// Ends a watch started by [`memcg_launch`].
+fn memcg_stop(mut c: std::process::Child) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+}
+
 /// The memcg notifications at scale: `n` memcgs watched (one eventfd each on v1, two inotify
 /// watches each on v2). Start-up: what setting them up costs (the plan line's own
 /// `memcg_notifications.start_ms`) and launch → plan with the `n` memcgs against without them
 /// (the ratio; see below why not interleaved). Steady: oomtrace's CPU over 5 s idle with them all watched, and
 /// per memcg created and removed while watching (churn of 1000).
 fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
-    let launch = |expect_at_least: usize| -> (f64, f64, u64, std::process::Child) {
-        let started = Instant::now();
-        let mut child = Command::new(oomtrace_bin())
-            .args(["watch", "--json", "--findings-only"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting oomtrace");
-        let mut rd = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut rd, &mut line).expect("reading the plan line");
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        let plan: Value = serde_json::from_str(&line).expect("plan line");
-        let watched = plan["memcg_notifications"]["memcgs"].as_u64().unwrap_or(0);
-        assert!(
-            watched as usize >= expect_at_least,
-            "oomtrace watches {watched} memcgs, expected ≥ {expect_at_least}: {}",
-            plan["memcg_notifications"]
-        );
-        let setup = plan["memcg_notifications"]["start_ms"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        // Keep reading so that oomtrace never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut rd, &mut std::io::sink()));
-        (ms, setup, watched, child)
-    };
-    let stop = |mut c: std::process::Child| {
-        // SAFETY: our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let _ = c.wait();
-    };
     let made = Instant::now();
     let mut many = ManyMemcgs::new(n);
     let create_s = made.elapsed().as_secs_f64();
@@ -624,8 +646,8 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
         // Not interleaved: re-creating the memcgs for each pair would take seconds each time,
         // so the launches with them come first, those without after; the set-up time the
         // plan line reports is measured inside each launch, free of that drift.
-        let (ms, setup, _, c) = launch(n);
-        stop(c);
+        let (ms, setup, _, c) = memcg_launch(n);
+        memcg_stop(c);
         with.push(ms);
         setups.push(setup);
     }
@@ -633,18 +655,18 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
     let kept = many.dirs.len();
     many.remove_last(kept);
     for _ in 0..runs {
-        let (ms, _, _, c) = launch(0);
-        stop(c);
+        let (ms, _, _, c) = memcg_launch(0);
+        memcg_stop(c);
         without.push(ms);
     }
     // Idle CPU without them, to compare with (this host may be shared: OOM kills of others
     // naming memcgs cost oomtrace a look-up whatever it watches).
-    let (_, _, _, c) = launch(0);
+    let (_, _, _, c) = memcg_launch(0);
     std::thread::sleep(Duration::from_millis(500));
     let c0 = cpu_seconds(c.id());
     std::thread::sleep(Duration::from_secs(5));
     let idle_without = cpu_seconds(c.id()) - c0;
-    stop(c);
+    memcg_stop(c);
     many.add(n, "m");
     let (ms_with, _, _) = ms_spread(&with, "launches");
     let (ms_without, _, _) = ms_spread(&without, "launches");
@@ -667,8 +689,18 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
         "report",
         None,
     ));
-    // Steady: idle CPU with every memcg watched, then churn.
-    let (_, _, watched, child) = launch(n);
+    let steady = memcg_steady(n, &mut many, idle_without, out);
+    details["memcgs"] = json!({"n": n, "create_s": create_s, "launch_with_ms": with,
+        "launch_without_ms": without, "setup_ms": setups,
+        "idle_cpu_s": steady["idle_cpu_s"], "idle_cpu_without_s": idle_without,
+        "churn_cpu_s": steady["churn_cpu_s"], "rss_kb": steady["rss_kb"], "fds": steady["fds"]});
+}
+
+/// Steady: oomtrace's idle CPU with the `n` memcgs of `many` watched (against `idle_without`,
+/// its CPU seconds over 5 s without them), then per memcg created and removed while
+/// watching; its figures for the details.
+fn memcg_steady(n: usize, many: &mut ManyMemcgs, idle_without: f64, out: &mut Vec<Value>) -> Value {
+    let (_, _, watched, child) = memcg_launch(n);
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(500));
     let rss_kb = proc_status_number(pid, "VmRSS:");
@@ -685,7 +717,7 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
     std::thread::sleep(Duration::from_secs(1));
     let churn_cpu = cpu_seconds(pid) - c1;
     let churn_wall = t1.elapsed().as_secs_f64();
-    stop(child);
+    memcg_stop(child);
     out.push(row(
         &format!("steady CPU with {watched} memcgs watched (5 s idle)"),
         format!(
@@ -707,9 +739,7 @@ fn memcgs(n: usize, runs: usize, out: &mut Vec<Value>, details: &mut Value) {
         "report",
         None,
     ));
-    details["memcgs"] = json!({"n": n, "create_s": create_s, "launch_with_ms": with,
-        "launch_without_ms": without, "setup_ms": setups,
-        "idle_cpu_s": idle, "idle_cpu_without_s": idle_without, "churn_cpu_s": churn_cpu, "rss_kb": rss_kb, "fds": fds});
+    json!({"idle_cpu_s": idle, "churn_cpu_s": churn_cpu, "rss_kb": rss_kb, "fds": fds})
 }
 
 /// A storm of user SIGKILLs (issue 24: every SIGKILL is followed): `n` short-lived processes

@@ -451,6 +451,13 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         let mode = std::fs::metadata(&journal).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // It mounted fusectl to look for the victim's FUSE connections: unmounted once the raise
+    // is applied, before its wait (under emulation the raise is seen before the unmount, so
+    // the test waits for it), so its SIGKILL in the wait leaves no mount behind.
+    assert!(
+        oomtrace_tests::wait_until(event_wait(), || fusectl() == fusectl_before),
+        "fusectl still mounted during unstick's wait"
+    );
     // SAFETY: our own child.
     unsafe { libc::kill(raiser.id() as i32, libc::SIGKILL) };
     let _ = raiser.wait();
@@ -458,8 +465,6 @@ fn a_limit_raise_is_put_back_after_oomtrace_is_killed_and_restarted() {
         fx::limit_of(&sandbox) > before,
         "put back by a SIGKILLed process?"
     );
-    // It mounted fusectl to look for the victim's FUSE connections: unmounted before its wait,
-    // so its SIGKILL leaves no mount behind.
     assert_eq!(fusectl(), fusectl_before, "fusectl left mounted");
     hold.release();
     assert_eq!(h.wait_signal(event_wait()), Some(libc::SIGKILL));

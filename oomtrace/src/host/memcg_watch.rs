@@ -296,7 +296,9 @@ impl MemcgWatch {
             Version::V1 => {
                 match self.register_v1(dir, id) {
                     Ok(fd) => m.eventfd = Some(fd),
-                    Err(e) if !dir.exists() => drop(e),
+                    // ENODEV: the memcg went offline (its rmdir began) between the listing
+                    // and the registration; the directory may still be there for a moment.
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) || !dir.exists() => drop(e),
                     Err(e) => self.problem(
                         "eventfd",
                         format!(

@@ -12,7 +12,7 @@ mod json;
 mod text;
 
 /// How a run writes (`--format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 pub enum Format {
     /// Lines for people.
     #[default]

@@ -25,7 +25,8 @@ fn unstick_oom_killer_off(
         (Some(o), Some(u)) if o == u => None,
         _ if args.allow_foreign_owner => None,
         (o, u) => Some(format!(
-            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused              (--allow-foreign-owner to act on it anyway)",
+            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused \
+             (--allow-foreign-owner to act on it anyway)",
             hang.domain,
             o.map_or("?".into(), |o| o.to_string()),
             args.pid,
@@ -34,7 +35,8 @@ fn unstick_oom_killer_off(
     };
     let applied = (args.apply && refused.is_none()).then(|| memcg_hang::apply(&hang, wait));
     let waits_on = format!(
-        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is          at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
+        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is \
+         at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
         hang.domain,
         args.pid,
         fx.state.as_deref().unwrap_or("?")

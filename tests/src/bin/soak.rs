@@ -169,25 +169,31 @@ fn kill_loop(p: &Produced) {
             sandbox = Some(Sandbox::new(&format!("soak-oom{n}"), 32 * MIB));
             in_memcg = 0;
         }
-        let s = sandbox.as_ref().expect("sandbox");
-        let mut h = hog(s, 64, false, None);
-        h.go();
-        match h.wait_signal(Duration::from_secs(60)) {
-            Some(libc::SIGKILL) => Produced::add(&p.kills, 1),
-            other => {
-                eprintln!(
-                    "soak: hog {} ended with signal {other:?}, not SIGKILL",
-                    h.pid()
-                );
-                Produced::add(&p.kills_unexpected, 1);
-            }
-        }
+        oom_kill(p, sandbox.as_ref().expect("sandbox"), &p.kills, "hog");
         in_memcg += 1;
         pause(KILL_EVERY.saturating_sub(started.elapsed()));
     }
     if let Some(old) = sandbox {
         retire(old);
     }
+}
+
+/// Runs a hog of 64 MiB in `s` (over its limit) and counts its end: in `kills` when the
+/// kernel SIGKILLed it, as unexpected otherwise. Returns its pid.
+fn oom_kill(p: &Produced, s: &Sandbox, kills: &AtomicU64, what: &str) -> u32 {
+    let mut h = hog(s, 64, false, None);
+    h.go();
+    match h.wait_signal(Duration::from_secs(60)) {
+        Some(libc::SIGKILL) => Produced::add(kills, 1),
+        other => {
+            eprintln!(
+                "soak: {what} {} ended with signal {other:?}, not SIGKILL",
+                h.pid()
+            );
+            Produced::add(&p.kills_unexpected, 1);
+        }
+    }
+    h.pid()
 }
 
 /// A container the pod thread OOM-killed.
@@ -229,18 +235,7 @@ fn pod_loop(p: &Produced) {
         Produced::add(&p.memcgs, 2);
         if n.is_multiple_of(POD_KILL_EVERY) {
             let memcg_id = ctr.id();
-            let mut h = hog(&ctr, 64, false, None);
-            h.go();
-            match h.wait_signal(Duration::from_secs(60)) {
-                Some(libc::SIGKILL) => Produced::add(&p.pod_kills, 1),
-                other => {
-                    eprintln!(
-                        "soak: pod hog {} ended with signal {other:?}, not SIGKILL",
-                        h.pid()
-                    );
-                    Produced::add(&p.kills_unexpected, 1);
-                }
-            }
+            let pid = oom_kill(p, &ctr, &p.pod_kills, "pod hog");
             let counted = ctr.oom_kills();
             Produced::add(&p.pod_kernel_kills, counted);
             Produced::add(&p.kernel_kills, counted);
@@ -248,7 +243,7 @@ fn pod_loop(p: &Produced) {
                 path: ctr.rel_path().to_string(),
                 container_id: cid[..12].to_string(),
                 born_ns: born,
-                pid: h.pid(),
+                pid,
                 memcg_id,
             });
         } else if n % POD_KILL_EVERY == POD_EXIT_OFFSET {

@@ -353,6 +353,20 @@ pub(crate) fn sample_oom_kill() -> OomKill {
     }
 }
 
+/// A SIGKILL for tests: the kernel's, of the whole of process `tgid` (`comm`, started at
+/// `start_ns`); every other field zero.
+#[cfg(test)]
+pub(crate) fn sample_sigkill(tgid: u32, comm: &str, start_ns: u64) -> KernelSigkill {
+    KernelSigkill {
+        target_pid: tgid,
+        target_tgid: tgid,
+        target_comm: comm_bytes(comm),
+        target_start_ns: start_ns,
+        group: 1,
+        ..KernelSigkill::ZERO
+    }
+}
+
 /// The name of a [`exit_seen`] value, as in JSON.
 pub(crate) fn exit_seen_name(how: u32) -> &'static str {
     match how {
@@ -653,16 +667,8 @@ mod tests {
     #[test]
     fn the_subject_is_the_process_when_known_else_the_thread() {
         let mut sig = KernelSigkill {
-            target_pid: 43,
             target_tgid: 0,
-            target_comm: comm_bytes("hog"),
-            target_start_ns: 0,
-            group: 1,
-            result: 0,
-            target_mm: 0,
-            sender_flags: 0,
-            _pad: 0,
-            ..KernelSigkill::ZERO
+            ..sample_sigkill(43, "hog", 0)
         };
         let ev = |sig| Event {
             header: header(EventKind::KernelSigkill),

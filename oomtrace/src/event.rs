@@ -392,6 +392,13 @@ mod tests {
         }
     }
 
+    fn event(payload: Payload) -> Event {
+        Event {
+            header: header(payload.kind()),
+            payload,
+        }
+    }
+
     fn exit_event() -> Event {
         Event {
             header: header(EventKind::TaskExit),
@@ -505,10 +512,7 @@ mod tests {
     #[test]
     fn an_oom_kill_of_the_older_layout_decodes_without_its_new_field() {
         let kill = sample_oom_kill();
-        let ev = Event {
-            header: header(EventKind::OomKill),
-            payload: Payload::OomKill(kill),
-        };
+        let ev = event(Payload::OomKill(kill));
         let bytes = ev.encode();
         assert_eq!(bytes.len(), size_of::<Header>() + OOM_KILL_V2_LEN + 16);
         let Payload::OomKill(new) = Event::decode(&bytes).unwrap().payload else {
@@ -536,10 +540,7 @@ mod tests {
             sender_flags: sender_state::KNOWN | sender_state::EXITING,
             ..zeroed()
         };
-        let ev = Event {
-            header: header(EventKind::KernelSigkill),
-            payload: Payload::KernelSigkill(sig),
-        };
+        let ev = event(Payload::KernelSigkill(sig));
         let bytes = ev.encode();
         assert_eq!(
             bytes.len(),
@@ -558,10 +559,7 @@ mod tests {
             assert!(Event::decode(&bytes[..bytes.len() - cut]).is_err(), "{cut}");
         }
 
-        let ev = Event {
-            header: header(EventKind::OomKill),
-            payload: Payload::OomKill(sample_oom_kill()),
-        };
+        let ev = event(Payload::OomKill(sample_oom_kill()));
         let bytes = ev.encode();
         let old = &bytes[..size_of::<Header>() + OOM_KILL_V3_LEN];
         let Payload::OomKill(old) = Event::decode(old).unwrap().payload else {
@@ -587,10 +585,7 @@ mod tests {
             target_memcg_id: 8,
             ..zeroed()
         };
-        let ev = Event {
-            header: header(EventKind::KernelSigkill),
-            payload: Payload::KernelSigkill(sig),
-        };
+        let ev = event(Payload::KernelSigkill(sig));
         let bytes = ev.encode();
         assert_eq!(
             Event::decode(&bytes).unwrap().payload,
@@ -670,19 +665,13 @@ mod tests {
             target_tgid: 0,
             ..sample_sigkill(43, "hog", 0)
         };
-        let ev = |sig| Event {
-            header: header(EventKind::KernelSigkill),
-            payload: Payload::KernelSigkill(sig),
-        };
+        let ev = |sig| event(Payload::KernelSigkill(sig));
         let thread_only = ev(sig).subject();
         assert_eq!((thread_only.tid, thread_only.tgid), (43, None));
         assert_eq!(thread_only.process_or_thread(), 43);
         sig.target_tgid = 42;
         assert_eq!(ev(sig).subject().process_or_thread(), 42);
-        let kill = Event {
-            header: header(EventKind::OomKill),
-            payload: Payload::OomKill(sample_oom_kill()),
-        };
+        let kill = event(Payload::OomKill(sample_oom_kill()));
         assert_eq!(kill.subject().tgid, Some(50));
         assert_eq!(kill.memcg(), Some(77), "the OOM domain");
         assert_eq!(

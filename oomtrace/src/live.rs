@@ -146,20 +146,8 @@ fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
         Payload::MarkVictim(p) => (0, p.comm),
         // A tracked thread exiting names its process for sure (no /proc race).
         Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
-        Payload::OomInvoke(_)
-        | Payload::OomInvokeDone(_)
-        | Payload::AllocStack(_)
-        | Payload::OomCandidate(_)
-        | Payload::WakeReaper(_)
-        | Payload::StartReaping(_)
-        | Payload::FinishReaping(_)
-        | Payload::SkipReaping(_)
-        | Payload::TaskFree(_)
-        | Payload::GroupExited(_)
-        | Payload::PreExisting(_)
-        | Payload::MemcgOom(_)
-        | Payload::MemcgState(_)
-        | Payload::CgroupMkdir(_) => return None,
+        // Not on the kill path (see `Payload`: a consumer of a few kinds passes over the rest).
+        _ => return None,
     };
     let who = ev.subject();
     let tgid = match who.tgid {
@@ -265,9 +253,9 @@ impl Runner {
                 return Ok(());
             }
         };
-        let filled = fill_tgids(&mut ev);
+        let completed = complete_in_userspace(&mut ev, &self.pointer_key);
         self.read_memcgs_at_kill(&ev)?;
-        if scrub_pointers(&mut ev, &self.pointer_key) || filled {
+        if completed {
             self.event(&ev, &ev.encode())?;
         } else {
             self.event(&ev, raw)?;
@@ -484,23 +472,8 @@ impl Runner {
             Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
                 [Some(p.memcg_id), None]
             }
-            Payload::OomInvoke(_)
-            | Payload::OomInvokeDone(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::TaskExit(_)
-            | Payload::TaskFree(_)
-            | Payload::GroupExited(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => return Ok(()),
+            // Not a kill.
+            _ => return Ok(()),
         };
         let ts = ev.header.ts_ns;
         for id in ids.into_iter().flatten() {
@@ -1219,66 +1192,47 @@ fn on_grid(due_ns: u64) -> u64 {
     due_ns.div_ceil(TICK_GRID_NS).saturating_mul(TICK_GRID_NS)
 }
 
-/// The classic tracepoints name the thread the kernel marked or signalled, not its process:
-/// the process (tgid) is filled in from /proc while the thread still exists, so that the
-/// tracker (and a replay of the dump) follow the process. Returns whether it changed anything.
-fn fill_tgids(ev: &mut Event) -> bool {
-    use crate::event::victim_fields::{TASK, TGID_FROM_PROC};
-    match &mut ev.payload {
-        Payload::MarkVictim(p) if p.fields & TASK == 0 && p.tgid == 0 => {
-            let Some(tgid) = tgid_of(p.pid) else {
-                return false;
-            };
-            p.tgid = tgid;
-            p.fields |= TGID_FROM_PROC;
-        }
-        Payload::KernelSigkill(p) if p.target_tgid == 0 => {
-            let Some(tgid) = tgid_of(p.target_pid) else {
-                return false;
-            };
-            p.target_tgid = tgid;
-        }
-        Payload::OomInvoke(_)
-        | Payload::OomInvokeDone(_)
-        | Payload::OomKill(_)
-        | Payload::MarkVictim(_)
-        | Payload::KernelSigkill(_)
-        | Payload::AllocStack(_)
-        | Payload::OomCandidate(_)
-        | Payload::WakeReaper(_)
-        | Payload::StartReaping(_)
-        | Payload::FinishReaping(_)
-        | Payload::SkipReaping(_)
-        | Payload::TaskExit(_)
-        | Payload::TaskFree(_)
-        | Payload::GroupExited(_)
-        | Payload::PreExisting(_)
-        | Payload::MemcgOom(_)
-        | Payload::MemcgState(_)
-        | Payload::CgroupMkdir(_) => return false,
-    }
-    true
-}
-
-/// Replaces the kernel addresses an event carries (mm identities) by a keyed hash: equal
-/// addresses stay equal within the run, and no address reaches a dump (which may be attached
-/// to a public bug report) or the output. Returns whether it changed anything.
-fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState) -> bool {
+/// Completes, per kind, what the kernel leaves to userspace before anything reads the event
+/// (returns whether it changed anything):
+/// - the classic tracepoints name the thread the kernel marked or signalled, not its process:
+///   the process (tgid) is filled in from /proc while the thread still exists, so that the
+///   tracker (and a replay of the dump) follow the process;
+/// - the kernel addresses an event carries (mm identities) are replaced by a keyed hash: equal
+///   addresses stay equal within the run, and no address reaches a dump (which may be attached
+///   to a public bug report) or the output.
+fn complete_in_userspace(ev: &mut Event, key: &std::collections::hash_map::RandomState) -> bool {
     use std::hash::BuildHasher as _;
+
+    use crate::event::victim_fields::{TASK, TGID_FROM_PROC};
     let hide = |addr: &mut u64| {
-        if *addr != 0 {
-            *addr = key.hash_one(*addr) | 1;
+        if *addr == 0 {
+            return false;
         }
+        *addr = key.hash_one(*addr) | 1;
+        true
     };
     match &mut ev.payload {
-        Payload::MarkVictim(p) if p.mm != 0 => hide(&mut p.mm),
-        Payload::KernelSigkill(p) if p.target_mm != 0 => hide(&mut p.target_mm),
-        Payload::OomKill(p) if p.chosen_mm != 0 => hide(&mut p.chosen_mm),
+        Payload::MarkVictim(p) => {
+            let filled = p.fields & TASK == 0
+                && p.tgid == 0
+                && tgid_of(p.pid).is_some_and(|tgid| {
+                    p.tgid = tgid;
+                    p.fields |= TGID_FROM_PROC;
+                    true
+                });
+            hide(&mut p.mm) || filled
+        }
+        Payload::KernelSigkill(p) => {
+            let filled = p.target_tgid == 0
+                && tgid_of(p.target_pid).is_some_and(|tgid| {
+                    p.target_tgid = tgid;
+                    true
+                });
+            hide(&mut p.target_mm) || filled
+        }
+        Payload::OomKill(p) => hide(&mut p.chosen_mm),
         Payload::OomInvoke(_)
         | Payload::OomInvokeDone(_)
-        | Payload::OomKill(_)
-        | Payload::MarkVictim(_)
-        | Payload::KernelSigkill(_)
         | Payload::AllocStack(_)
         | Payload::OomCandidate(_)
         | Payload::WakeReaper(_)
@@ -1291,9 +1245,8 @@ fn scrub_pointers(ev: &mut Event, key: &std::collections::hash_map::RandomState)
         | Payload::PreExisting(_)
         | Payload::MemcgOom(_)
         | Payload::MemcgState(_)
-        | Payload::CgroupMkdir(_) => return false,
+        | Payload::CgroupMkdir(_) => false,
     }
-    true
 }
 
 #[cfg(test)]

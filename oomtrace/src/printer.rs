@@ -8,11 +8,34 @@ use std::io::{self, Write};
 
 use crate::sink::Sink;
 
+/// The [`Sink`] methods every printer has alike, through its [`Out`] (`self.out`): a tick
+/// flushes (unless the printer batches), the close flushes and says the first write error,
+/// and a failed write is handed to the driver once.
+macro_rules! output_methods {
+    () => {
+        fn tick(&mut self) {
+            self.out.tick();
+        }
+
+        fn close(
+            &mut self,
+            _summary: &crate::lifecycle::Summary,
+            _end_ns: u64,
+        ) -> anyhow::Result<()> {
+            Ok(self.out.close()?)
+        }
+
+        fn failed(&mut self) -> Option<std::io::Error> {
+            self.out.error.take()
+        }
+    };
+}
+
 mod json;
 mod text;
 
 /// How a run writes (`--format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 pub enum Format {
     /// Lines for people.
     #[default]

@@ -222,23 +222,8 @@ impl<'a> Replayer<'a> {
                     p.flags & cgroup_mkdir::TRUNCATED != 0,
                 );
             }
-            Payload::OomInvoke(_)
-            | Payload::OomInvokeDone(_)
-            | Payload::OomKill(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::TaskExit(_)
-            | Payload::TaskFree(_)
-            | Payload::GroupExited(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_) => {}
+            // The replay's own record keeps only these.
+            _ => {}
         }
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);
@@ -376,7 +361,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::comm_bytes, kernel::cgroups::MemcgPaths, record::dump::Writer, scratch::ScratchDir,
+        event::{comm_bytes, sample_sigkill},
+        kernel::cgroups::MemcgPaths,
+        record::dump::Writer,
+        scratch::ScratchDir,
     };
 
     const MS: u64 = 1_000_000;
@@ -414,20 +402,7 @@ mod tests {
             m.comm = comm_bytes("hog");
             Payload::MarkVictim(m)
         };
-        let kill = |tgid: u32| {
-            Payload::KernelSigkill(KernelSigkill {
-                target_pid: tgid,
-                target_tgid: tgid,
-                target_comm: comm_bytes("hog"),
-                target_start_ns: 5,
-                group: 1,
-                result: 0,
-                target_mm: 0,
-                sender_flags: 0,
-                _pad: 0,
-                ..KernelSigkill::ZERO
-            })
-        };
+        let kill = |tgid: u32| Payload::KernelSigkill(sample_sigkill(tgid, "hog", 5));
         let exit = |dead: bool| {
             Payload::TaskExit(TaskExit {
                 group_dead: u32::from(dead),
@@ -528,16 +503,11 @@ mod tests {
         use oomtrace_common::{TaskFree, sender_state, si_code};
         let sigkill = |tgid: u32, ns_churn: bool| {
             Payload::KernelSigkill(KernelSigkill {
-                target_pid: tgid,
-                target_tgid: tgid,
-                target_comm: comm_bytes("hog"),
-                target_start_ns: 5,
-                group: 1,
                 sender_flags: sender_state::KNOWN
                     | sender_state::CODE
                     | if ns_churn { sender_state::EXITING } else { 0 },
                 si_code: si_code::SI_KERNEL,
-                ..KernelSigkill::ZERO
+                ..sample_sigkill(tgid, "hog", 5)
             })
         };
         let (mut ring, mut dies, mut oom) = (Vec::new(), Vec::new(), Vec::new());
@@ -919,13 +889,8 @@ mod tests {
         (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 88);
         m.comm = comm_bytes("hog");
         let kill = KernelSigkill {
-            target_pid: 42,
-            target_tgid: 42,
-            target_comm: comm_bytes("hog"),
-            target_start_ns: 5,
-            group: 1,
             target_memcg_id: 88,
-            ..KernelSigkill::ZERO
+            ..sample_sigkill(42, "hog", 5)
         };
         for raw in [
             ev(0, 7, 7, Payload::CgroupMkdir(mkdir)),
@@ -1006,16 +971,11 @@ mod tests {
         let mut w = Writer::create(&path, false, &header).unwrap();
         let kill = |tgid: u32| {
             Payload::KernelSigkill(KernelSigkill {
-                target_pid: tgid,
-                target_tgid: tgid,
-                target_comm: comm_bytes("listener"),
-                target_start_ns: 5,
-                group: 1,
                 sender_flags: oomtrace_common::sender_state::KNOWN
                     | oomtrace_common::sender_state::CODE,
                 si_code: oomtrace_common::si_code::SI_USER,
                 sender_uid: 1000,
-                ..KernelSigkill::ZERO
+                ..sample_sigkill(tgid, "listener", 5)
             })
         };
         let gone = Payload::GroupExited(oomtrace_common::GroupExited {
@@ -1068,20 +1028,7 @@ mod tests {
         let header = json!({"version": "t", "hostname": "h", "kernel": "k",
                             "clock": {"realtime_offset_ns": 0}});
         let mut w = Writer::create(&path, false, &header).unwrap();
-        let kill = |tgid: u32| {
-            Payload::KernelSigkill(KernelSigkill {
-                target_pid: tgid,
-                target_tgid: tgid,
-                target_comm: comm_bytes("hog"),
-                target_start_ns: 5,
-                group: 1,
-                result: 0,
-                target_mm: 0,
-                sender_flags: 0,
-                _pad: 0,
-                ..KernelSigkill::ZERO
-            })
-        };
+        let kill = |tgid: u32| Payload::KernelSigkill(sample_sigkill(tgid, "hog", 5));
         let mark = |tgid: u32| {
             let mut m: MarkVictim = unsafe { std::mem::zeroed() };
             m.fields = victim_fields::TASK | victim_fields::COMM;

@@ -530,9 +530,12 @@ mod tests {
     /// the text output shows them escaped; no forged line, no escape reaches the terminal.
     #[test]
     fn names_cannot_forge_lines_or_drive_the_terminal() {
-        use oomtrace_common::{Header, KernelSigkill, MarkVictim, victim_fields};
+        use oomtrace_common::{Header, MarkVictim, victim_fields};
 
-        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
+        use crate::{
+            event::{comm_bytes, sample_sigkill},
+            kernel::cgroups::MemcgPaths,
+        };
         let evil_comm = "x\nDEAD\x1b[2J";
         let mut memcgs = MemcgPaths::new(None);
         memcgs.insert(7, "/evil\n12:00:00 KILLED\x1b]0;pwned\x07".into());
@@ -550,18 +553,7 @@ mod tests {
         };
         let kill = Event {
             header: header(1_000_000),
-            payload: Payload::KernelSigkill(KernelSigkill {
-                target_pid: 42,
-                target_tgid: 42,
-                target_comm: comm_bytes(evil_comm),
-                target_start_ns: 5,
-                group: 1,
-                result: 0,
-                target_mm: 0,
-                sender_flags: 0,
-                _pad: 0,
-                ..KernelSigkill::ZERO
-            }),
+            payload: Payload::KernelSigkill(sample_sigkill(42, evil_comm, 5)),
         };
         let mut m: MarkVictim = unsafe { std::mem::zeroed() };
         (m.pid, m.tgid, m.start_ns, m.memcg_id) = (42, 42, 5, 7);
@@ -588,7 +580,10 @@ mod tests {
     fn a_kill_stuck_line_escapes_sender_and_target_names_and_a_working_kill_is_quiet() {
         use oomtrace_common::{Header, KernelSigkill, sender_state, si_code};
 
-        use crate::{event::comm_bytes, kernel::cgroups::MemcgPaths};
+        use crate::{
+            event::{comm_bytes, sample_sigkill},
+            kernel::cgroups::MemcgPaths,
+        };
         let mut session = Session::in_memory(MemcgPaths::new(None));
         let kill = |ts_ns, target: u32, sender_comm: &str, target_comm: &str| Event {
             header: Header {
@@ -600,14 +595,9 @@ mod tests {
                 comm: comm_bytes(sender_comm),
             },
             payload: Payload::KernelSigkill(KernelSigkill {
-                target_pid: target,
-                target_tgid: target,
-                target_comm: comm_bytes(target_comm),
-                target_start_ns: 5,
-                group: 1,
                 sender_flags: sender_state::KNOWN | sender_state::CODE,
                 si_code: si_code::SI_USER,
-                ..KernelSigkill::ZERO
+                ..sample_sigkill(target, target_comm, 5)
             }),
         };
         let first = kill(1_000_000, 42, "shim\nDEAD\x1b[2J", "t\x1b]0;x\x07");

@@ -304,9 +304,9 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = match args.output.format() == Format::Json {
-        true => report.json(&mut out),
-        false => report.text(&mut out),
+    let written = match args.output.format() {
+        Format::Json => report.json(&mut out),
+        Format::Text => report.text(&mut out),
     };
     written
         .and_then(|()| out.flush())

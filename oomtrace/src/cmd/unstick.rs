@@ -25,7 +25,8 @@ fn unstick_oom_killer_off(
         (Some(o), Some(u)) if o == u => None,
         _ if args.allow_foreign_owner => None,
         (o, u) => Some(format!(
-            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused              (--allow-foreign-owner to act on it anyway)",
+            "memcg {} is owned by uid {} and pid {} runs as uid {}: refused \
+             (--allow-foreign-owner to act on it anyway)",
             hang.domain,
             o.map_or("?".into(), |o| o.to_string()),
             args.pid,
@@ -34,31 +35,35 @@ fn unstick_oom_killer_off(
     };
     let applied = (args.apply && refused.is_none()).then(|| memcg_hang::apply(&hang, wait));
     let waits_on = format!(
-        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is          at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
+        "the OOM killer of memcg {}, which is disabled (oom_kill_disable 1) while the memcg is \
+         at its limit (under_oom 1): pid {} ({}) sleeps until memory is freed",
         hang.domain,
         args.pid,
         fx.state.as_deref().unwrap_or("?")
     );
-    if args.output.format() == Format::Json {
-        println!(
-            "{}",
-            json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
-                   "waits_on": {"kind": "oom_killer_disabled", "text": waits_on},
-                   "remedy": {"command": command, "risk": risk}, "refused": refused,
-                   "applied": applied.as_ref().map(|(did, ended)| json!({"did": did, "ok": *ended})),
-                   "forensics": fx})
-        );
-    } else {
-        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-        println!("OOM victim:  no: nothing was killed; the OOM killer is disabled");
-        println!("waits on:    {}", printable(&waits_on));
-        println!("remedy:      {}", printable(&command));
-        println!("risk:        {risk}");
-        if let Some(why) = &refused {
-            println!("REFUSED:     {}", printable(why));
+    match args.output.format() {
+        Format::Json => {
+            println!(
+                "{}",
+                json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
+                       "waits_on": {"kind": "oom_killer_disabled", "text": waits_on},
+                       "remedy": {"command": command, "risk": risk}, "refused": refused,
+                       "applied": applied.as_ref().map(|(did, ended)| json!({"did": did, "ok": *ended})),
+                       "forensics": fx})
+            );
         }
-        for d in applied.iter().flat_map(|(did, _)| did) {
-            println!("applied:     {}", printable(d));
+        Format::Text => {
+            println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+            println!("OOM victim:  no: nothing was killed; the OOM killer is disabled");
+            println!("waits on:    {}", printable(&waits_on));
+            println!("remedy:      {}", printable(&command));
+            println!("risk:        {risk}");
+            if let Some(why) = &refused {
+                println!("REFUSED:     {}", printable(why));
+            }
+            for d in applied.iter().flat_map(|(did, _)| did) {
+                println!("applied:     {}", printable(d));
+            }
         }
     }
     Some(Ok(match (&refused, &applied) {
@@ -124,36 +129,41 @@ fn unstick_oom_domain(
         domain.path, domain.usage_bytes, domain.limit_bytes
     );
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
-    if args.output.format() == Format::Json {
-        println!(
-            "{}",
-            json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_domain": domain,
-                   "waits_on": {"kind": "oom_domain", "text": waits_on},
-                   "remedy": remedy, "refused": refused, "applied": applied,
-                   "after": after.as_ref().map(|r| match r { Ok(t) | Err(t) => t }),
-                   "out_of_oom": after.as_ref().map(Result::is_ok),
-                   "restored": restored, "forensics": fx})
-        );
-    } else {
-        println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-        println!("OOM victim:  no: its OOM domain keeps invoking the OOM killer, killing nothing");
-        println!("waits on:    {}", printable(&waits_on));
-        println!("remedy:      {}", printable(&remedy.command));
-        println!("risk:        {}", printable(&remedy.risk));
-        if let Some(why) = &refused {
-            println!("REFUSED:     {}", printable(why));
+    match args.output.format() {
+        Format::Json => {
+            println!(
+                "{}",
+                json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_domain": domain,
+                       "waits_on": {"kind": "oom_domain", "text": waits_on},
+                       "remedy": remedy, "refused": refused, "applied": applied,
+                       "after": after.as_ref().map(|r| match r { Ok(t) | Err(t) => t }),
+                       "out_of_oom": after.as_ref().map(Result::is_ok),
+                       "restored": restored, "forensics": fx})
+            );
         }
-        for d in applied.iter().flat_map(|a| &a.did) {
-            println!("applied:     {}", printable(d));
-        }
-        if let Some(Ok(t) | Err(t)) = &after {
-            println!("result:      {}", printable(t));
-        }
-        if applied.is_none() && refused.is_none() {
-            println!("(not applied: run again with --apply to take this remedy)");
-        }
-        for r in restored {
-            println!("restored:    {}", printable(r));
+        Format::Text => {
+            println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
+            println!(
+                "OOM victim:  no: its OOM domain keeps invoking the OOM killer, killing nothing"
+            );
+            println!("waits on:    {}", printable(&waits_on));
+            println!("remedy:      {}", printable(&remedy.command));
+            println!("risk:        {}", printable(&remedy.risk));
+            if let Some(why) = &refused {
+                println!("REFUSED:     {}", printable(why));
+            }
+            for d in applied.iter().flat_map(|a| &a.did) {
+                println!("applied:     {}", printable(d));
+            }
+            if let Some(Ok(t) | Err(t)) = &after {
+                println!("result:      {}", printable(t));
+            }
+            if applied.is_none() && refused.is_none() {
+                println!("(not applied: run again with --apply to take this remedy)");
+            }
+            for r in restored {
+                println!("restored:    {}", printable(r));
+            }
         }
     }
     Some(Ok(match (&refused, &after) {
@@ -284,29 +294,32 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     };
     let applied = applied.map(|(_, a)| a);
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
-    if args.output.format() == Format::Json {
-        println!(
-            "{}",
-            json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
-                   "evidence": match &evidence { Ok(e) | Err(e) => e },
-                   "refused": refused, "waits_on": wait_on, "remedy": remedy,
-                   "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
-        );
-    } else {
-        print_victim_text(
-            args,
-            &fx,
-            &evidence,
-            &VictimText {
-                wait_on: &wait_on,
-                remedy: remedy.as_ref(),
-                refused: refused.as_deref(),
-                applied: applied.as_ref(),
-                dead,
-                wait,
-            },
-            &restored,
-        );
+    match args.output.format() {
+        Format::Json => {
+            println!(
+                "{}",
+                json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
+                       "evidence": match &evidence { Ok(e) | Err(e) => e },
+                       "refused": refused, "waits_on": wait_on, "remedy": remedy,
+                       "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
+            );
+        }
+        Format::Text => {
+            print_victim_text(
+                args,
+                &fx,
+                &evidence,
+                &VictimText {
+                    wait_on: &wait_on,
+                    remedy: remedy.as_ref(),
+                    refused: refused.as_deref(),
+                    applied: applied.as_ref(),
+                    dead,
+                    wait,
+                },
+                &restored,
+            );
+        }
     }
     Ok(match (refused, dead) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),

@@ -7,7 +7,7 @@ use oomtrace_common::{
 };
 
 use super::*;
-use crate::event::comm_bytes;
+use crate::event::{comm_bytes, sample_sigkill};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
@@ -40,17 +40,10 @@ fn sigkill(ms: u64, tgid: u32, start: u64) -> Event {
     Event {
         header: header(ms, TRIGGER, TRIGGER, "alloc"),
         payload: Payload::KernelSigkill(KernelSigkill {
-            target_pid: tgid,
-            target_tgid: tgid,
-            target_comm: comm_bytes("hog"),
-            target_start_ns: start,
-            group: 1,
-            result: 0,
             target_mm: mm_of(tgid),
             // Sent from the allocating task's OOM path: not exiting.
             sender_flags: sender_state::KNOWN,
-            _pad: 0,
-            ..KernelSigkill::ZERO
+            ..sample_sigkill(tgid, "hog", start)
         }),
     }
 }
@@ -1583,18 +1576,13 @@ fn user_kill(ms: u64, sender: u32, sender_comm: &str, tgid: u32, start: u64) -> 
     Event {
         header: header(ms, sender, sender, sender_comm),
         payload: Payload::KernelSigkill(KernelSigkill {
-            target_pid: tgid,
-            target_tgid: tgid,
-            target_comm: comm_bytes("listener"),
-            target_start_ns: start,
-            group: 1,
             target_mm: mm_of(tgid),
             sender_flags: sender_state::KNOWN | sender_state::CODE,
             si_code: oomtrace_common::si_code::SI_USER,
             sender_uid: 1000,
             sender_memcg_id: 900,
             target_memcg_id: MEMCG,
-            ..KernelSigkill::ZERO
+            ..sample_sigkill(tgid, "listener", start)
         }),
     }
 }

@@ -296,3 +296,49 @@ fn tick_deadlines_share_a_grid_and_never_come_early() {
     // A deadline at the end of time stays there (no wrap to an early wake).
     assert_eq!(on_grid(u64::MAX), u64::MAX);
 }
+
+/// A classic mark (a thread id only) gets its process from /proc; a kill decision's and a
+/// SIGKILL's kernel addresses are hashed, equal ones alike, zero left alone; a kind that
+/// carries neither is unchanged.
+#[test]
+fn tgids_are_filled_and_kernel_addresses_hidden_before_anything_reads_an_event() {
+    use oomtrace_common::{KernelSigkill, MarkVictim, OomInvoke, OomKill};
+    let key = std::collections::hash_map::RandomState::new();
+    let me = std::process::id();
+    let ev = |payload| Event {
+        // SAFETY: a plain-data header; all zeroes is a valid value.
+        header: unsafe { std::mem::zeroed() },
+        payload,
+    };
+    // SAFETY (each `zeroed`): plain-data payloads, valid as all zeroes.
+    let mut mark: MarkVictim = unsafe { std::mem::zeroed() };
+    mark.pid = me;
+    mark.mm = 0xffff_8880_1234_5000;
+    let mut e = ev(Payload::MarkVictim(mark));
+    assert!(complete_in_userspace(&mut e, &key));
+    let Payload::MarkVictim(m) = e.payload else {
+        unreachable!()
+    };
+    assert_eq!(m.tgid, me);
+    assert_ne!(m.fields & crate::event::victim_fields::TGID_FROM_PROC, 0);
+    assert_ne!(m.mm, mark.mm);
+    let mut kill: OomKill = unsafe { std::mem::zeroed() };
+    kill.chosen_mm = mark.mm;
+    let mut e = ev(Payload::OomKill(kill));
+    assert!(complete_in_userspace(&mut e, &key));
+    assert!(matches!(e.payload, Payload::OomKill(k) if k.chosen_mm == m.mm));
+    // Its tgid known and no address: nothing to do.
+    let mut sig: KernelSigkill = unsafe { std::mem::zeroed() };
+    (sig.target_pid, sig.target_tgid) = (me, me);
+    let mut e = ev(Payload::KernelSigkill(sig));
+    assert!(!complete_in_userspace(&mut e, &key));
+    assert_eq!(e.payload, Payload::KernelSigkill(sig));
+    sig.target_tgid = 0;
+    let mut e = ev(Payload::KernelSigkill(sig));
+    assert!(complete_in_userspace(&mut e, &key));
+    assert!(matches!(e.payload, Payload::KernelSigkill(k) if k.target_tgid == me));
+    let invoke: OomInvoke = unsafe { std::mem::zeroed() };
+    let mut e = ev(Payload::OomInvoke(invoke));
+    assert!(!complete_in_userspace(&mut e, &key));
+    assert_eq!(e.payload, Payload::OomInvoke(invoke));
+}

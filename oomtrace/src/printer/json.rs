@@ -85,15 +85,5 @@ impl<W: Write> Sink for Json<W> {
         self.out.write(&format!("{v}\n"));
     }
 
-    fn tick(&mut self) {
-        self.out.tick();
-    }
-
-    fn close(&mut self, _summary: &crate::lifecycle::Summary, _end_ns: u64) -> anyhow::Result<()> {
-        Ok(self.out.close()?)
-    }
-
-    fn failed(&mut self) -> Option<std::io::Error> {
-        self.out.error.take()
-    }
+    output_methods!();
 }

@@ -184,15 +184,5 @@ impl<W: Write> Sink for Text<W> {
         self.out.write(&s);
     }
 
-    fn tick(&mut self) {
-        self.out.tick();
-    }
-
-    fn close(&mut self, _summary: &crate::lifecycle::Summary, _end_ns: u64) -> anyhow::Result<()> {
-        Ok(self.out.close()?)
-    }
-
-    fn failed(&mut self) -> Option<std::io::Error> {
-        self.out.error.take()
-    }
+    output_methods!();
 }

@@ -297,21 +297,8 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
     let mut times = Vec::new();
     let (mut steady, mut peak) = (0, 0);
     for _ in 0..runs {
-        // Launch → the plan line, read directly (no polling in between).
-        let started = Instant::now();
-        let mut child = Command::new(oomtrace_bin())
-            .args(["watch", "--json", "--findings-only"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting oomtrace");
-        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).expect("reading the plan line");
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-        assert!(
-            line.contains("\"type\":\"plan\""),
-            "first line is not the plan: {line}"
-        );
+        let (ms, _plan, mut child, _out) = launch_to_plan();
+        times.push(ms);
         std::thread::sleep(Duration::from_millis(500));
         let pid = child.id();
         steady = steady.max(proc_status_number(pid, "VmRSS:"));
@@ -597,9 +584,15 @@ impl Drop for ManyMemcgs {
     }
 }
 
-/// `oomtrace watch` started and read to its plan line, which must say it watches at least
-/// `expect_at_least` memcgs: (launch → plan ms, the plan's set-up ms, memcgs watched, child).
-fn memcg_launch(expect_at_least: usize) -> (f64, f64, u64, std::process::Child) {
+/// `oomtrace watch --json --findings-only` started and read to its first line, the plan,
+/// directly (no polling in between): (launch → plan ms, the plan, the child, its stdout past
+/// the plan).
+fn launch_to_plan() -> (
+    f64,
+    Value,
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
     let started = Instant::now();
     let mut child = Command::new(oomtrace_bin())
         .args(["watch", "--json", "--findings-only"])
@@ -610,7 +603,19 @@ fn memcg_launch(expect_at_least: usize) -> (f64, f64, u64, std::process::Child) 
     let mut line = String::new();
     std::io::BufRead::read_line(&mut rd, &mut line).expect("reading the plan line");
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    let plan: Value = serde_json::from_str(&line).expect("plan line");
+    let plan: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the first line is not the plan ({e}): {line}"));
+    assert_eq!(
+        plan["type"], "plan",
+        "the first line is not the plan: {line}"
+    );
+    (ms, plan, child, rd)
+}
+
+/// `oomtrace watch` started and read to its plan line, which must say it watches at least
+/// `expect_at_least` memcgs: (launch → plan ms, the plan's set-up ms, memcgs watched, child).
+fn memcg_launch(expect_at_least: usize) -> (f64, f64, u64, std::process::Child) {
+    let (ms, plan, child, mut rd) = launch_to_plan();
     let watched = plan["memcg_notifications"]["memcgs"].as_u64().unwrap_or(0);
     assert!(
         watched as usize >= expect_at_least,

@@ -169,25 +169,31 @@ fn kill_loop(p: &Produced) {
             sandbox = Some(Sandbox::new(&format!("soak-oom{n}"), 32 * MIB));
             in_memcg = 0;
         }
-        let s = sandbox.as_ref().expect("sandbox");
-        let mut h = hog(s, 64, false, None);
-        h.go();
-        match h.wait_signal(Duration::from_secs(60)) {
-            Some(libc::SIGKILL) => Produced::add(&p.kills, 1),
-            other => {
-                eprintln!(
-                    "soak: hog {} ended with signal {other:?}, not SIGKILL",
-                    h.pid()
-                );
-                Produced::add(&p.kills_unexpected, 1);
-            }
-        }
+        oom_kill(p, sandbox.as_ref().expect("sandbox"), &p.kills, "hog");
         in_memcg += 1;
         pause(KILL_EVERY.saturating_sub(started.elapsed()));
     }
     if let Some(old) = sandbox {
         retire(old);
     }
+}
+
+/// Runs a hog of 64 MiB in `s` (over its limit) and counts its end: in `kills` when the
+/// kernel SIGKILLed it, as unexpected otherwise. Returns its pid.
+fn oom_kill(p: &Produced, s: &Sandbox, kills: &AtomicU64, what: &str) -> u32 {
+    let mut h = hog(s, 64, false, None);
+    h.go();
+    match h.wait_signal(Duration::from_secs(60)) {
+        Some(libc::SIGKILL) => Produced::add(kills, 1),
+        other => {
+            eprintln!(
+                "soak: {what} {} ended with signal {other:?}, not SIGKILL",
+                h.pid()
+            );
+            Produced::add(&p.kills_unexpected, 1);
+        }
+    }
+    h.pid()
 }
 
 /// A container the pod thread OOM-killed.
@@ -229,18 +235,7 @@ fn pod_loop(p: &Produced) {
         Produced::add(&p.memcgs, 2);
         if n.is_multiple_of(POD_KILL_EVERY) {
             let memcg_id = ctr.id();
-            let mut h = hog(&ctr, 64, false, None);
-            h.go();
-            match h.wait_signal(Duration::from_secs(60)) {
-                Some(libc::SIGKILL) => Produced::add(&p.pod_kills, 1),
-                other => {
-                    eprintln!(
-                        "soak: pod hog {} ended with signal {other:?}, not SIGKILL",
-                        h.pid()
-                    );
-                    Produced::add(&p.kills_unexpected, 1);
-                }
-            }
+            let pid = oom_kill(p, &ctr, &p.pod_kills, "pod hog");
             let counted = ctr.oom_kills();
             Produced::add(&p.pod_kernel_kills, counted);
             Produced::add(&p.kernel_kills, counted);
@@ -248,7 +243,7 @@ fn pod_loop(p: &Produced) {
                 path: ctr.rel_path().to_string(),
                 container_id: cid[..12].to_string(),
                 born_ns: born,
-                pid: h.pid(),
+                pid,
                 memcg_id,
             });
         } else if n % POD_KILL_EVERY == POD_EXIT_OFFSET {
@@ -704,21 +699,10 @@ fn args() -> (f64, String) {
     (minutes, out)
 }
 
-fn main() {
-    require_root();
-    let (minutes, out_path) = args();
-    // SAFETY: the handler only stores to atomics.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    let run = Duration::from_secs_f64(minutes * 60.0);
-    let warmup_s = (run.as_secs_f64() * 0.1).clamp(30.0, 300.0);
-    // The soak's memcgs, as oomtrace names them (`Sandbox` makes `oomtrace-test-<pid>-…`).
-    let prefix = format!("/oomtrace-test-{}-", std::process::id());
-    let keep_prefix = prefix.clone();
-    // Only what the soak reads is kept: its own victims' kills, deaths and flags, and the
-    // closing lines. Everything else oomtrace prints is parsed and dropped.
+/// Starts oomtrace, keeping only what the soak reads: its own victims' kills, deaths and
+/// flags, and the closing lines. Everything else oomtrace prints is parsed and dropped.
+fn start_watch(prefix: &str) -> (Watch, SocketAddr) {
+    let keep_prefix = prefix.to_string();
     let watch = Watch::start_keeping(
         &[
             "watch",
@@ -743,12 +727,11 @@ fn main() {
         .as_str()
         .and_then(|a| a.parse().ok())
         .expect("the plan line names no metrics_addr");
-    let pid = watch.pid();
-    eprintln!(
-        "soak: oomtrace {pid} watching, metrics at http://{addr}/metrics; {minutes} min of load"
-    );
+    (watch, addr)
+}
 
-    // Before the load: the lowest of a few idle readings.
+/// Before the load: the lowest of a few idle readings, and what oomtrace's fds point at.
+fn idle_baseline(pid: u32, addr: SocketAddr) -> (Sample, Vec<String>) {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let mut idle = Vec::new();
@@ -775,19 +758,30 @@ fn main() {
              oomtrace_victims_held: those rows will fail as not measured"
         );
     }
+    (baseline, fds_before)
+}
 
-    let produced = Produced::default();
+/// The load's samples, the errors that stopped it, and when it began.
+struct Load {
+    samples: Vec<Sample>,
+    errors: Vec<String>,
+    t_load: Instant,
+    load_s: f64,
+}
+
+/// Runs the load threads for `run` (or until one fails or a signal comes), sampling
+/// oomtrace every [`SAMPLE_EVERY`]; then stops and joins them.
+fn run_load(p: &Produced, watch: &Watch, prefix: &str, addr: SocketAddr, run: Duration) -> Load {
+    let pid = watch.pid();
     let mut samples = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let t_load = Instant::now();
     let deadline = t_load + run;
     std::thread::scope(|s| {
-        let p = &produced;
-        let (w, pre) = (&watch, prefix.as_str());
         let threads = [
             guarded(s, "OOM kill", move || kill_loop(p)),
             guarded(s, "exit storm", move || storm_loop(p)),
-            guarded(s, "stuck victim", move || stuck_loop(p, w, pre)),
+            guarded(s, "stuck victim", move || stuck_loop(p, watch, prefix)),
             guarded(s, "scrape", move || scrape_loop(p, addr)),
             guarded(s, "pod", move || pod_loop(p)),
         ];
@@ -799,23 +793,7 @@ fn main() {
             }
             match take_sample(pid, addr, t_load) {
                 Ok(x) => {
-                    let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
-                    eprintln!(
-                        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, memcgs named {:?}, lost {:?} | kills {}+{} in pods, pods {}, stuck {}, storms {}, scrapes {}",
-                        x.t_s,
-                        x.rss_kb,
-                        x.fds,
-                        x.tracked,
-                        x.held,
-                        x.memcgs_named,
-                        x.lost,
-                        g(&p.kills),
-                        g(&p.pod_kills),
-                        g(&p.pods),
-                        g(&p.stuck),
-                        g(&p.storms),
-                        g(&p.scrapes)
-                    );
+                    report_sample(&x, p);
                     samples.push(x);
                 }
                 Err(e) => {
@@ -837,15 +815,52 @@ fn main() {
             }
         }
     });
-    let load_s = t_load.elapsed().as_secs_f64();
+    Load {
+        samples,
+        errors,
+        t_load,
+        load_s: t_load.elapsed().as_secs_f64(),
+    }
+}
 
-    // The load is gone: the fds, held victims and filter entries must return to the baseline.
+/// One progress line per sample, on stderr.
+fn report_sample(x: &Sample, p: &Produced) {
+    let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    eprintln!(
+        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, memcgs named {:?}, lost {:?} | kills {}+{} in pods, pods {}, stuck {}, storms {}, scrapes {}",
+        x.t_s,
+        x.rss_kb,
+        x.fds,
+        x.tracked,
+        x.held,
+        x.memcgs_named,
+        x.lost,
+        g(&p.kills),
+        g(&p.pod_kills),
+        g(&p.pods),
+        g(&p.stuck),
+        g(&p.storms),
+        g(&p.scrapes)
+    );
+}
+
+/// After the load: the readings taken while waiting for the baseline, whether it came back,
+/// and how long that took.
+struct Settled {
+    quiesced: Vec<Sample>,
+    back: bool,
+    settle_s: f64,
+}
+
+/// The load is gone: the fds, held victims and filter entries must return to the baseline
+/// within [`QUIESCE_WITHIN`].
+fn settle(pid: u32, addr: SocketAddr, load: &mut Load, baseline: &Sample) -> Settled {
     let mut quiesced = Vec::new();
     let mut back = false;
     let settle_start = Instant::now();
-    while errors.is_empty() && settle_start.elapsed() < QUIESCE_WITHIN {
+    while load.errors.is_empty() && settle_start.elapsed() < QUIESCE_WITHIN {
         std::thread::sleep(Duration::from_secs(1));
-        match take_sample(pid, addr, t_load) {
+        match take_sample(pid, addr, load.t_load) {
             Ok(x) => {
                 back = x.fds <= baseline.fds
                     && x.tracked.zip(baseline.tracked).is_none_or(|(a, b)| a <= b)
@@ -855,101 +870,32 @@ fn main() {
                     break;
                 }
             }
-            Err(e) => errors.push(format!("sampling oomtrace after the load failed: {e}")),
+            Err(e) => load
+                .errors
+                .push(format!("sampling oomtrace after the load failed: {e}")),
         }
     }
-    let settle_s = settle_start.elapsed().as_secs_f64();
-    let fds_after = fd_targets(pid);
-    let fds_new: Vec<&String> = fds_after
-        .iter()
-        .filter(|f| !fds_before.contains(f))
-        .collect();
+    Settled {
+        quiesced,
+        back,
+        settle_s: settle_start.elapsed().as_secs_f64(),
+    }
+}
 
-    let (code, lines) = watch.stop_with_lines();
-    let summary = lines
-        .iter()
-        .find(|l| l["type"] == "summary")
-        .cloned()
-        .unwrap_or(Value::Null);
-    // OOM kills only: a `dead` finding also ends a kill by someone else (`victim.sender`: the
-    // soak's clean-up SIGKILLs in pod memcgs removed at once, named too since `cgroup_mkdir`).
-    let count = |kind: &str| {
-        lines
-            .iter()
-            .filter(|l| is_finding(l, kind, &prefix) && l["victim"]["sender"].is_null())
-            .count() as u64
-    };
-    let (killed, dead, flagged) = (count("killed"), count("dead"), count("stuck"));
-    // Container kills whose memcg was gone before oomtrace read the kill: said removed, with the
-    // memcg's id (checked), the path unknown.
+/// The checks that are not about growth, from what the load produced, what oomtrace printed
+/// (`lines`) and its exit code.
+fn checks(
+    produced: &Produced,
+    lines: &[Value],
+    prefix: &str,
+    code: Option<i32>,
+    load_s: f64,
+) -> Vec<Value> {
     let births = produced.pod_births.lock().expect("births").clone();
-    let removed_unnamed = |kind: &str| {
-        lines
-            .iter()
-            .filter(|l| said_removed(l) && l["finding"] == kind)
-            .filter(|l| {
-                births.iter().any(|b| {
-                    l["victim"]["key"]["tgid"] == b.pid && l["victim"]["memcg_id"] == b.memcg_id
-                })
-            })
-            .count() as u64
-    };
-    let (unnamed_killed, unnamed_dead) = (removed_unnamed("killed"), removed_unnamed("dead"));
-    let (killed, dead) = (killed + unnamed_killed, dead + unnamed_dead);
-
-    let mut rows = judge(&samples, warmup_s, &baseline, &quiesced);
+    let (oom_kills, unnamed_killed) = oom_kill_check(produced, lines, prefix, &births);
+    let mut rows = vec![oom_kills];
+    rows.push(pod_kill_check(produced, lines, &births, unnamed_killed));
     let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
-    let kernel_kills = g(&produced.kernel_kills);
-    rows.push(check(
-        "OOM kills in the soak's memcgs: kernel / reported killed / seen dead",
-        format!("{kernel_kills} / {killed} / {dead}"),
-        kernel_kills > 0 && killed == kernel_kills && dead == killed,
-    ));
-    // Every container kill named: its memcg's path and the pod's workload, at once, although
-    // its memcg was made moments before and removed moments after (also when removed before
-    // oomtrace read the kill: named from its creation).
-    let mut ages_ms: Vec<f64> = Vec::new();
-    let mut named = 0u64;
-    for l in lines
-        .iter()
-        .filter(|l| is_finding(l, "killed", &pods_prefix()))
-    {
-        let Some(b) = births.iter().find(|b| l["memcg_path"] == b.path) else {
-            continue;
-        };
-        let w = &l["workload"];
-        if w["kind"] == "pod" && w["container_id"] == b.container_id && w["qos"] == "burstable" {
-            named += 1;
-        }
-        if let Some(kill) = l["victim"]["timeline"]["sigkill"].as_u64() {
-            ages_ms.push(kill.saturating_sub(b.born_ns) as f64 / 1e6);
-        }
-    }
-    ages_ms.sort_by(f64::total_cmp);
-    // Under emulation (a guest kernel) the load itself runs `slowdown` times slower: the
-    // bounds on its own pace are scaled, those on oomtrace's results are not.
-    let young_ms = oomtrace_tests::scaled(POD_YOUNG).as_secs_f64() * 1e3;
-    let young = ages_ms.iter().filter(|a| **a <= young_ms).count();
-    let pod_kernel = g(&produced.pod_kernel_kills);
-    rows.push(check(
-        &format!(
-            "pod kills: kernel / named with path and pod workload / said removed before named \
-             / memcg ≤ {young_ms:.0} ms old (median, max ms)"
-        ),
-        format!(
-            "{pod_kernel} / {named} / {unnamed_killed} / {young} ({:.1}, {:.1})",
-            ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
-            ages_ms.last().copied().unwrap_or(f64::NAN)
-        ),
-        // Since `cgroup_mkdir` names memcgs at their creation, one removed before its kill was
-        // read is named too (said removed, with its path): none is left unnamed.
-        pod_kernel > 0
-            && named == pod_kernel
-            && unnamed_killed == 0
-            && ages_ms
-                .get(ages_ms.len() / 2)
-                .is_some_and(|m| *m <= young_ms),
-    ));
     let pods_per_s = g(&produced.pods) as f64 / load_s;
     let pace = 10.0 / oomtrace_tests::slowdown() as f64;
     rows.push(check(
@@ -957,6 +903,7 @@ fn main() {
         format!("{pods_per_s:.1} / {}", g(&produced.pod_exits)),
         pods_per_s >= pace && g(&produced.pod_exits) > 0,
     ));
+    let flagged = count_findings(lines, "stuck", prefix);
     rows.push(check(
         "stuck victims held / flagged while held / stuck findings",
         format!(
@@ -981,11 +928,114 @@ fn main() {
         format!("{code:?}"),
         code == Some(0),
     ));
+    rows
+}
 
+/// Findings of `kind` about OOM kills in the soak's memcgs. OOM kills only: a `dead` finding
+/// also ends a kill by someone else (`victim.sender`: the soak's clean-up SIGKILLs in pod
+/// memcgs removed at once, named too since `cgroup_mkdir`).
+fn count_findings(lines: &[Value], kind: &str, prefix: &str) -> u64 {
+    lines
+        .iter()
+        .filter(|l| is_finding(l, kind, prefix) && l["victim"]["sender"].is_null())
+        .count() as u64
+}
+
+/// Every OOM kill the kernel counted in the soak's memcgs reported killed and seen dead. Also
+/// returns how many container kills were said removed before they were named.
+fn oom_kill_check(
+    produced: &Produced,
+    lines: &[Value],
+    prefix: &str,
+    births: &[PodKill],
+) -> (Value, u64) {
+    let (killed, dead) = (
+        count_findings(lines, "killed", prefix),
+        count_findings(lines, "dead", prefix),
+    );
+    // Container kills whose memcg was gone before oomtrace read the kill: said removed, with the
+    // memcg's id (checked), the path unknown.
+    let removed_unnamed = |kind: &str| {
+        lines
+            .iter()
+            .filter(|l| said_removed(l) && l["finding"] == kind)
+            .filter(|l| {
+                births.iter().any(|b| {
+                    l["victim"]["key"]["tgid"] == b.pid && l["victim"]["memcg_id"] == b.memcg_id
+                })
+            })
+            .count() as u64
+    };
+    let (unnamed_killed, unnamed_dead) = (removed_unnamed("killed"), removed_unnamed("dead"));
+    let (killed, dead) = (killed + unnamed_killed, dead + unnamed_dead);
+    let kernel_kills = produced.kernel_kills.load(Ordering::Relaxed);
+    let row = check(
+        "OOM kills in the soak's memcgs: kernel / reported killed / seen dead",
+        format!("{kernel_kills} / {killed} / {dead}"),
+        kernel_kills > 0 && killed == kernel_kills && dead == killed,
+    );
+    (row, unnamed_killed)
+}
+
+/// Every container kill named: its memcg's path and the pod's workload, at once, although
+/// its memcg was made moments before and removed moments after (also when removed before
+/// oomtrace read the kill: named from its creation).
+fn pod_kill_check(
+    produced: &Produced,
+    lines: &[Value],
+    births: &[PodKill],
+    unnamed_killed: u64,
+) -> Value {
+    let mut ages_ms: Vec<f64> = Vec::new();
+    let mut named = 0u64;
+    for l in lines
+        .iter()
+        .filter(|l| is_finding(l, "killed", &pods_prefix()))
+    {
+        let Some(b) = births.iter().find(|b| l["memcg_path"] == b.path) else {
+            continue;
+        };
+        let w = &l["workload"];
+        if w["kind"] == "pod" && w["container_id"] == b.container_id && w["qos"] == "burstable" {
+            named += 1;
+        }
+        if let Some(kill) = l["victim"]["timeline"]["sigkill"].as_u64() {
+            ages_ms.push(kill.saturating_sub(b.born_ns) as f64 / 1e6);
+        }
+    }
+    ages_ms.sort_by(f64::total_cmp);
+    // Under emulation (a guest kernel) the load itself runs `slowdown` times slower: the
+    // bounds on its own pace are scaled, those on oomtrace's results are not.
+    let young_ms = oomtrace_tests::scaled(POD_YOUNG).as_secs_f64() * 1e3;
+    let young = ages_ms.iter().filter(|a| **a <= young_ms).count();
+    let pod_kernel = produced.pod_kernel_kills.load(Ordering::Relaxed);
+    check(
+        &format!(
+            "pod kills: kernel / named with path and pod workload / said removed before named \
+             / memcg ≤ {young_ms:.0} ms old (median, max ms)"
+        ),
+        format!(
+            "{pod_kernel} / {named} / {unnamed_killed} / {young} ({:.1}, {:.1})",
+            ages_ms.get(ages_ms.len() / 2).copied().unwrap_or(f64::NAN),
+            ages_ms.last().copied().unwrap_or(f64::NAN)
+        ),
+        // Since `cgroup_mkdir` names memcgs at their creation, one removed before its kill was
+        // read is named too (said removed, with its path): none is left unnamed.
+        pod_kernel > 0
+            && named == pod_kernel
+            && unnamed_killed == 0
+            && ages_ms
+                .get(ages_ms.len() / 2)
+                .is_some_and(|m| *m <= young_ms),
+    )
+}
+
+/// The verdicts as a Markdown table on stdout.
+fn print_table(rows: &[Value]) {
     println!(
         "\n| metric | before load | first third | second third | last third | max | after load | rule | verdict |\n|---|---|---|---|---|---|---|---|---|"
     );
-    for r in &rows {
+    for r in rows {
         let c = &r["cells"];
         let verdict = match r["why"].as_str() {
             Some(w) if !w.is_empty() => format!("{} ({w})", cell(&r["verdict"])),
@@ -1011,11 +1061,15 @@ fn main() {
             );
         }
     }
-    let p = produced.json();
+}
+
+/// The line under the table: what the load did and whether oomtrace came back to its baseline.
+fn print_load(p: &Value, load: &Load, warmup_s: f64, settled: &Settled) {
     println!(
-        "\nload: {load_s:.0} s; {} OOM kills in {} memcgs, {} stuck victims, {} exit storms \
+        "\nload: {:.0} s; {} OOM kills in {} memcgs, {} stuck victims, {} exit storms \
          ({} kernel SIGKILLs, {} exits), {} scrapes, {} pods ({} OOM-killed, {} exits); {} \
-         samples, warm-up {warmup_s:.0} s; {} {settle_s:.0} s after the load",
+         samples, warm-up {warmup_s:.0} s; {} {:.0} s after the load",
+        load.load_s,
         p["oom_kills"],
         p["memcgs"],
         p["stuck_victims"],
@@ -1026,18 +1080,83 @@ fn main() {
         p["pods"],
         p["pod_oom_kills"],
         p["pod_exits"],
-        samples.len(),
-        if back {
+        load.samples.len(),
+        if settled.back {
             "back to the baseline"
         } else {
             "NOT back to the baseline"
-        }
+        },
+        settled.settle_s
     );
+}
+
+/// The load's settings, as written with the results.
+fn load_json() -> Value {
+    json!({"kill_every_s": KILL_EVERY.as_secs_f64(), "kills_per_memcg": KILLS_PER_MEMCG,
+           "storm_every_s": STORM_EVERY.as_secs_f64(), "storm_rounds": STORM_ROUNDS,
+           "storm_children": STORM_CHILDREN, "storm_execs": STORM_EXECS,
+           "stuck_every_s": STUCK_EVERY.as_secs_f64(), "stuck_hold_s": STUCK_HOLD.as_secs_f64(),
+           "scrape_every_s": SCRAPE_EVERY.as_secs_f64(), "sample_every_s": SAMPLE_EVERY.as_secs_f64(),
+           "pod_every_s": POD_EVERY.as_secs_f64(), "pod_kill_every": POD_KILL_EVERY,
+           "pod_limit_bytes": POD_LIMIT})
+}
+
+/// Writes `doc` to `out_path`, making its directory.
+fn write_results(out_path: &str, doc: &Value) {
+    if let Some(dir) = std::path::Path::new(out_path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        out_path,
+        serde_json::to_string_pretty(doc).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("writing {out_path}: {e}"));
+    println!("(written to {out_path})");
+}
+
+fn main() {
+    require_root();
+    let (minutes, out_path) = args();
+    // SAFETY: the handler only stores to atomics.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let run = Duration::from_secs_f64(minutes * 60.0);
+    let warmup_s = (run.as_secs_f64() * 0.1).clamp(30.0, 300.0);
+    // The soak's memcgs, as oomtrace names them (`Sandbox` makes `oomtrace-test-<pid>-…`).
+    let prefix = format!("/oomtrace-test-{}-", std::process::id());
+    let (watch, addr) = start_watch(&prefix);
+    let pid = watch.pid();
+    eprintln!(
+        "soak: oomtrace {pid} watching, metrics at http://{addr}/metrics; {minutes} min of load"
+    );
+    let (baseline, fds_before) = idle_baseline(pid, addr);
+    let produced = Produced::default();
+    let mut load = run_load(&produced, &watch, &prefix, addr, run);
+    let settled = settle(pid, addr, &mut load, &baseline);
+    let fds_after = fd_targets(pid);
+    let fds_new: Vec<&String> = fds_after
+        .iter()
+        .filter(|f| !fds_before.contains(f))
+        .collect();
+
+    let (code, lines) = watch.stop_with_lines();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut rows = judge(&load.samples, warmup_s, &baseline, &settled.quiesced);
+    rows.extend(checks(&produced, &lines, &prefix, code, load.load_s));
+    print_table(&rows);
+    let p = produced.json();
+    print_load(&p, &load, warmup_s, &settled);
     if !fds_new.is_empty() {
         println!("fds open after the load that were not before it: {fds_new:?}");
     }
-    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-    if interrupted {
+    let mut errors = load.errors;
+    if INTERRUPTED.load(Ordering::SeqCst) {
         errors.push("interrupted by a signal before the end".into());
     }
     for e in &errors {
@@ -1046,30 +1165,16 @@ fn main() {
     let grew = rows.iter().any(|r| r["verdict"] != "ok");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let doc = json!({
-        "kernel": kernel.trim(), "minutes": minutes, "load_s": load_s, "warmup_s": warmup_s,
-        "settle_s": settle_s, "passed": !grew && errors.is_empty(), "errors": errors,
-        "load": {"kill_every_s": KILL_EVERY.as_secs_f64(), "kills_per_memcg": KILLS_PER_MEMCG,
-                 "storm_every_s": STORM_EVERY.as_secs_f64(), "storm_rounds": STORM_ROUNDS,
-                 "storm_children": STORM_CHILDREN, "storm_execs": STORM_EXECS,
-                 "stuck_every_s": STUCK_EVERY.as_secs_f64(), "stuck_hold_s": STUCK_HOLD.as_secs_f64(),
-                 "scrape_every_s": SCRAPE_EVERY.as_secs_f64(), "sample_every_s": SAMPLE_EVERY.as_secs_f64(),
-                 "pod_every_s": POD_EVERY.as_secs_f64(), "pod_kill_every": POD_KILL_EVERY,
-                 "pod_limit_bytes": POD_LIMIT},
+        "kernel": kernel.trim(), "minutes": minutes, "load_s": load.load_s, "warmup_s": warmup_s,
+        "settle_s": settled.settle_s, "passed": !grew && errors.is_empty(), "errors": errors,
+        "load": load_json(),
         "produced": p, "rows": rows, "summary": summary,
         "baseline": baseline.json(),
-        "samples": samples.iter().map(Sample::json).collect::<Vec<_>>(),
-        "after_load": quiesced.iter().map(Sample::json).collect::<Vec<_>>(),
+        "samples": load.samples.iter().map(Sample::json).collect::<Vec<_>>(),
+        "after_load": settled.quiesced.iter().map(Sample::json).collect::<Vec<_>>(),
         "fds_before_load": fds_before, "fds_after_load": fds_after,
     });
-    if let Some(dir) = std::path::Path::new(&out_path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(
-        &out_path,
-        serde_json::to_string_pretty(&doc).unwrap_or_default(),
-    )
-    .unwrap_or_else(|e| panic!("writing {out_path}: {e}"));
-    println!("(written to {out_path})");
+    write_results(&out_path, &doc);
     std::process::exit(if !errors.is_empty() {
         2
     } else if grew {

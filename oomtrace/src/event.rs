@@ -39,14 +39,6 @@ pub enum DecodeError {
 macro_rules! define_payload {
     ($($(#[$doc:meta])* $kind:ident = $num:literal, $name:literal, $payload:ident;)*) => {
         /// The payload of an event, by kind.
-        ///
-        /// What a kind is to every reader is said once, by an exhaustive match (no `_`): here
-        /// (its subject, its memcg, its bytes), in the tracker (`Tracker::apply_event`), in the
-        /// renderers and the printers; a new kind fails to compile in each until described. A
-        /// consumer that acts on a few kinds only (the kill path's watch, the memcg reads at
-        /// a kill, a replay's record) matches those and passes over the rest with `_`, unless
-        /// passing over one could leak or lose something (live.rs `complete_in_userspace`
-        /// hides kernel addresses: exhaustive).
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Payload {
             $($(#[$doc])* $kind($payload),)*
@@ -168,8 +160,23 @@ impl Event {
                 (p.sender_memcg_id != 0 && p.sender_memcg_id != p.target_memcg_id)
                     .then_some(p.sender_memcg_id),
             ],
-            // Every other kind names at most the one memcg of `memcg`, matched exhaustively.
-            _ => [None, None],
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => [None, None],
         };
         self.memcg().into_iter().chain(own.into_iter().flatten())
     }

@@ -764,8 +764,21 @@ impl Tracker {
                     i.killed = true;
                 }
             }
-            // Not a kill; every kind is handled in the match below.
-            _ => {}
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => {}
         }
         match ev.payload {
             Payload::OomInvoke(p) => {

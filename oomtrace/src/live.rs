@@ -146,8 +146,20 @@ fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
         Payload::MarkVictim(p) => (0, p.comm),
         // A tracked thread exiting names its process for sure (no /proc race).
         Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
-        // Not on the kill path (see `Payload`: a consumer of a few kinds passes over the rest).
-        _ => return None,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::TaskFree(_)
+        | Payload::GroupExited(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_)
+        | Payload::CgroupMkdir(_) => return None,
     };
     let who = ev.subject();
     let tgid = match who.tgid {
@@ -472,8 +484,23 @@ impl Runner {
             Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
                 [Some(p.memcg_id), None]
             }
-            // Not a kill.
-            _ => return Ok(()),
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => return Ok(()),
         };
         let ts = ev.header.ts_ns;
         for id in ids.into_iter().flatten() {

@@ -222,8 +222,23 @@ impl<'a> Replayer<'a> {
                     p.flags & cgroup_mkdir::TRUNCATED != 0,
                 );
             }
-            // The replay's own record keeps only these.
-            _ => {}
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_) => {}
         }
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);

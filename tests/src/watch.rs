@@ -16,6 +16,7 @@ use crate::*;
 pub struct Watch {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    warnings: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -43,9 +44,24 @@ impl Watch {
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting oomtrace");
         let stdout = child.stdout.take().expect("stdout");
+        // stderr is passed on as it comes; its warnings are also kept, for tests that require
+        // none (a warning on a busy node is a user's false alarm).
+        let stderr = child.stderr.take().expect("stderr");
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let warned = Arc::clone(&warnings);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                if line.contains("warning:") {
+                    warned.lock().expect("warnings").push(line);
+                }
+            }
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
         let reader = std::thread::spawn(move || {
@@ -62,6 +78,7 @@ impl Watch {
         let w = Watch {
             child,
             lines,
+            warnings,
             reader: Some(reader),
         };
         w.wait_for("the plan line", scaled(Duration::from_secs(30)), |v| {
@@ -73,6 +90,11 @@ impl Watch {
     /// Everything printed so far.
     pub fn lines(&self) -> Vec<Value> {
         self.lines.lock().expect("lines").clone()
+    }
+
+    /// The warnings oomtrace printed on stderr so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().expect("warnings").clone()
     }
 
     /// The plan line.

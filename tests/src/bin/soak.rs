@@ -1141,6 +1141,7 @@ fn main() {
         .filter(|f| !fds_before.contains(f))
         .collect();
 
+    let warnings = watch.warnings();
     let (code, lines) = watch.stop_with_lines();
     let summary = lines
         .iter()
@@ -1149,6 +1150,16 @@ fn main() {
         .unwrap_or(Value::Null);
     let mut rows = judge(&load.samples, warmup_s, &baseline, &settled.quiesced);
     rows.extend(checks(&produced, &lines, &prefix, code, load.load_s));
+    // Memcgs vanishing mid-read are a node's normal day, not something to warn a user about.
+    rows.push(check(
+        "warnings oomtrace printed (first one)",
+        format!(
+            "{} ({})",
+            warnings.len(),
+            warnings.first().map_or("-", |w| w.as_str())
+        ),
+        warnings.is_empty(),
+    ));
     print_table(&rows);
     let p = produced.json();
     print_load(&p, &load, warmup_s, &settled);

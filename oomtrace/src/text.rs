@@ -11,7 +11,8 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
             || ('\u{202a}'..='\u{202e}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
-    if !s.chars().any(bad) {
+    // Printable ASCII needs no look at its characters (names, paths and lines mostly are).
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) || !s.chars().any(bad) {
         return s.into();
     }
     s.chars()

@@ -302,16 +302,21 @@ impl Finding {
     }
 }
 
-pub(super) fn secs(ns: u64) -> String {
-    if ns < 10_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2} s", ns as f64 / 1e9)
-    }
+/// A duration for people (`0.33 ms`, `1.20 s`), written where it is formatted (a replay
+/// writes one per finding: no `String` of its own).
+pub(super) fn secs(ns: u64) -> impl fmt::Display {
+    fmt::from_fn(move |f| {
+        if ns < 10_000_000 {
+            write!(f, "{:.2} ms", ns as f64 / 1e6)
+        } else {
+            write!(f, "{:.2} s", ns as f64 / 1e9)
+        }
+    })
 }
 
-pub(super) fn who(v: &Victim) -> String {
-    format!("pid {} ({})", v.key.tgid, v.comm)
+/// `pid N (comm)`, written where it is formatted.
+pub(super) fn who(v: &Victim) -> impl fmt::Display + '_ {
+    fmt::from_fn(move |f| write!(f, "pid {} ({})", v.key.tgid, v.comm))
 }
 
 impl fmt::Display for Finding {

@@ -27,7 +27,6 @@ use std::{collections::BTreeMap, sync::Arc};
 // The tracker's maps are keyed by pids and memcg ids and looked up for every event: foldhash
 // (randomly seeded per process) instead of SipHash, which was ~4 % of a replay.
 use foldhash::{HashMap, HashMapExt, HashSet};
-
 use hdrhistogram::Histogram;
 use oomtrace_common::{
     USERSPACE_CPU, group_dead_source, sender_state, si_code, target_state, victim_fields,

@@ -64,11 +64,19 @@ pub(crate) fn rfc3339(unix_ns: i128) -> String {
 
 /// `HH:MM:SS.ffffff` (UTC) for text lines: the time of [`rfc3339`]'s text (its bytes 11..26).
 pub(crate) fn time_of_day(unix_ns: i128) -> String {
+    let mut s = String::with_capacity(15);
+    push_time_of_day(&mut s, unix_ns);
+    s
+}
+
+/// [`time_of_day`] appended to `out` (a replay writes one per finding).
+pub(crate) fn push_time_of_day(out: &mut String, unix_ns: i128) {
     // Years 1970..=9999 (four-digit years: the slice is the time), written digit by digit: a
     // replay writes one per finding, and the whole date through `format!` was a tenth of it.
     const YEAR_10000_NS: i128 = 253_402_300_800 * 1_000_000_000;
     if !(0..YEAR_10000_NS).contains(&unix_ns) {
-        return rfc3339(unix_ns)[11..26].to_string();
+        out.push_str(&rfc3339(unix_ns)[11..26]);
+        return;
     }
     let secs = (unix_ns / 1_000_000_000) as u64;
     let micros = ((unix_ns % 1_000_000_000) / 1000) as u64;
@@ -84,7 +92,7 @@ pub(crate) fn time_of_day(unix_ns: i128) -> String {
     put(3, 2, sod / 60 % 60);
     put(6, 2, sod % 60);
     put(9, 6, micros);
-    String::from_utf8_lossy(&b).into_owned()
+    out.push_str(std::str::from_utf8(&b).expect("ASCII digits"));
 }
 
 #[cfg(test)]

@@ -22,8 +22,11 @@
 //! "unconfirmed". Processes already killed and stuck when oomtrace starts
 //! ([`Payload::PreExisting`]) are flagged after a short grace, marked pre-existing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::BTreeMap, sync::Arc};
 
+// The tracker's maps are keyed by pids and memcg ids and looked up for every event: foldhash
+// (randomly seeded per process) instead of SipHash, which was ~4 % of a replay.
+use foldhash::{HashMap, HashMapExt, HashSet};
 use hdrhistogram::Histogram;
 use oomtrace_common::{
     USERSPACE_CPU, group_dead_source, sender_state, si_code, target_state, victim_fields,
@@ -166,7 +169,7 @@ const NOTHING_KILLABLE_QUIET_NS: u64 = 10_000_000_000;
 #[derive(Debug, Default)]
 struct GoneSet {
     order: std::collections::VecDeque<VictimKey>,
-    keys: std::collections::HashSet<VictimKey>,
+    keys: HashSet<VictimKey>,
 }
 
 impl GoneSet {
@@ -207,8 +210,10 @@ pub struct Tracker {
     /// by kernel events from before it that were still in the ring. Live, every tick follows a
     /// full read of the ring, so nothing older than the tick is still to come.
     replaying: bool,
-    /// Boxed, like the held events: a victim is large, and B-tree nodes move their values.
-    victims: BTreeMap<VictimKey, Box<Victim>>,
+    /// Shared with the findings made of them (a victim is large, and B-tree nodes move their
+    /// values): a finding holds the victim as it was when made, the tracker writes through
+    /// `Arc::make_mut`, which copies only a victim a finding still holds.
+    victims: BTreeMap<VictimKey, Arc<Victim>>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
@@ -550,11 +555,11 @@ impl Tracker {
         let key = v.key;
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
-        self.victims.insert(key, Box::new(v));
+        self.victims.insert(key, Arc::new(v));
     }
 
-    fn remove_victim(&mut self, key: &VictimKey) -> Option<Victim> {
-        let v = *self.victims.remove(key)?;
+    fn remove_victim(&mut self, key: &VictimKey) -> Option<Arc<Victim>> {
+        let v = self.victims.remove(key)?;
         if v.timeline.dead.is_some() && key.start_ns != 0 {
             self.gone.insert(*key);
         }
@@ -576,13 +581,13 @@ impl Tracker {
 
     fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
         let key = self.lookup(tgid, |v| v.key.matches(tgid, start_ns))?;
-        self.victims.get_mut(&key).map(Box::as_mut)
+        self.victims.get_mut(&key).map(Arc::make_mut)
     }
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
         let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
-        self.victims.get_mut(&key).map(Box::as_mut)
+        self.victims.get_mut(&key).map(Arc::make_mut)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -599,7 +604,7 @@ impl Tracker {
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
                 // Learnt the start time: re-key.
-                let mut v = self.remove_victim(&k).expect("present");
+                let mut v = Arc::unwrap_or_clone(self.remove_victim(&k).expect("present"));
                 v.key = key;
                 self.insert_victim(v);
                 key
@@ -617,7 +622,7 @@ impl Tracker {
         };
         self.victims
             .get_mut(&key)
-            .map(Box::as_mut)
+            .map(Arc::make_mut)
             .expect("present")
     }
 
@@ -665,9 +670,10 @@ impl Tracker {
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
-            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+            let Some(shared) = self.victims.get_mut(&key) else {
                 continue;
             };
+            let v = Arc::make_mut(shared);
             let t = &v.timeline;
             let signalled = t.sigkill.is_some();
             if !signalled && t.marked.is_none() && (obs.signal || obs.mark_victim) {
@@ -722,7 +728,7 @@ impl Tracker {
                     *self.kills_by_memcg.entry(m).or_default() += 1;
                 }
                 out.push(Finding::Killed {
-                    victim: Box::new(v.clone()),
+                    victim: Arc::clone(shared),
                 });
             } else {
                 v.already_exiting = true;
@@ -730,7 +736,7 @@ impl Tracker {
                     self.summary.marked_exiting += 1;
                 }
                 out.push(Finding::Marked {
-                    victim: Box::new(v.clone()),
+                    victim: Arc::clone(shared),
                 });
             }
         }
@@ -833,7 +839,7 @@ impl Tracker {
                 if self.last_choice_by.len() > MAX_MEMCGS {
                     self.last_choice_by.clear();
                 }
-                let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+                let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
                     return;
                 };
                 v.domain_id = Some(p.memcg_id);
@@ -962,7 +968,8 @@ impl Tracker {
                     return;
                 };
                 v.timeline.released.get_or_insert(ts);
-                let v = v.clone();
+                let key = v.key;
+                let v = Arc::clone(&self.victims[&key]);
                 // Other kills are counted apart: `released` and its latencies are OOM kills'.
                 let counted = self.counts(&v) && !v.is_other_kill();
                 if counted {
@@ -974,7 +981,7 @@ impl Tracker {
                         record_ns(&mut self.h_released, d);
                     }
                     out.push(Finding::Released {
-                        victim: Box::new(v.clone()),
+                        victim: Arc::clone(&v),
                         kill_to_released_ns: d,
                     });
                 }
@@ -1051,7 +1058,7 @@ impl Tracker {
                 .is_some_and(|v| v.timeline.sigkill.is_none())
         {
             let key = choice.victim;
-            let earlier = self.victims.get_mut(&key).map(Box::as_mut).and_then(|v| {
+            let earlier = self.victims.get_mut(&key).map(Arc::make_mut).and_then(|v| {
                 v.timeline.sigkill = Some(h.ts_ns);
                 v.marked_tid.replace(p.target_pid)
             });
@@ -1181,7 +1188,7 @@ impl Tracker {
 
     /// Counts and announces a non-OOM kill (JSON; text stays quiet unless it gets stuck).
     fn announce_kill(&mut self, key: VictimKey, out: &mut Vec<Finding>) {
-        let Some(v) = self.victims.get(&key).map(Box::as_ref) else {
+        let Some(v) = self.victims.get(&key).map(Arc::as_ref) else {
             return;
         };
         if self.counts(v) {
@@ -1194,7 +1201,7 @@ impl Tracker {
             }
         }
         out.push(Finding::Sigkill {
-            victim: Box::new(v.clone()),
+            victim: Arc::clone(&self.victims[&key]),
         });
     }
 
@@ -1202,7 +1209,7 @@ impl Tracker {
     /// kernel path's kill; one a victim sent to another process is also `collateral` (its
     /// exit's doing: PID namespace teardown, PT_EXITKILL, a CLONE_PIDFD_AUTOKILL pidfd closed).
     fn decide_pending(&mut self, k: PendingKill, out: &mut Vec<Finding>) {
-        match self.victims.get_mut(&k.key).map(Box::as_mut) {
+        match self.victims.get_mut(&k.key).map(Arc::make_mut) {
             Some(v) if v.awaiting_mark => {
                 v.awaiting_mark = false;
                 let dead = v.timeline.dead;
@@ -1286,7 +1293,7 @@ impl Tracker {
         // The kernel SIGKILL this mark claims was followed meanwhile as another kernel path's:
         // it is the OOM killer's, announced (and counted) as an OOM kill.
         if let Some(k) = &pending
-            && let Some(v) = self.victims.get_mut(&k.key).map(Box::as_mut)
+            && let Some(v) = self.victims.get_mut(&k.key).map(Arc::make_mut)
             && v.awaiting_mark
         {
             v.awaiting_mark = false;
@@ -1306,7 +1313,7 @@ impl Tracker {
         let key = v.key;
         let earlier = v.marked_tid.replace(p.pid);
         self.reindex_tid(key, earlier, Some(p.pid));
-        let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+        let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
         v.trigger.get_or_insert(trigger);
@@ -1383,7 +1390,7 @@ impl Tracker {
                 *self.kills_by_memcg.entry(m).or_default() += 1;
             }
             for k in members {
-                if let Some(v) = self.victims.get_mut(&k) {
+                if let Some(v) = self.victims.get_mut(&k).map(Arc::make_mut) {
                     v.incident = Some(id);
                 }
             }
@@ -1406,7 +1413,7 @@ impl Tracker {
         {
             return;
         }
-        let Some(mut v) = self.remove_victim(&key) else {
+        let Some(mut v) = self.remove_victim(&key).map(Arc::unwrap_or_clone) else {
             return;
         };
         v.key = VictimKey { tgid, start_ns };
@@ -1439,7 +1446,7 @@ impl Tracker {
     }
 
     fn mark_dead(&mut self, key: VictimKey, ts: u64, how: &'static str, out: &mut Vec<Finding>) {
-        let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+        let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
         if v.timeline.dead.is_some() {
@@ -1457,7 +1464,7 @@ impl Tracker {
 
     /// Counts and reports a victim's death (`timeline.dead` set).
     fn announce_death(&mut self, key: VictimKey, out: &mut Vec<Finding>) {
-        let Some(v) = self.victims.get(&key).map(|v| v.as_ref().clone()) else {
+        let Some(v) = self.victims.get(&key).cloned() else {
             return;
         };
         let Some(ts) = v.timeline.dead else {
@@ -1486,7 +1493,7 @@ impl Tracker {
         }
         if kill_to_dead_ns.is_some() || v.pre_existing {
             out.push(Finding::Dead {
-                victim: Box::new(v.clone()),
+                victim: Arc::clone(&v),
                 kill_to_dead_ns,
                 was_flagged: v.flagged_stuck,
             });
@@ -1664,7 +1671,7 @@ impl Tracker {
             .map(|v| v.key)
             .collect();
         for key in keys {
-            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+            let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
                 continue;
             };
             if v.flagged_stuck {
@@ -1781,7 +1788,7 @@ impl Tracker {
             .map(|v| v.key)
             .collect();
         for key in in_domain {
-            let Some(v) = self.victims.get_mut(&key).map(Box::as_mut) else {
+            let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
                 continue;
             };
             v.invocations_since_kill += 1;
@@ -1832,7 +1839,7 @@ impl Tracker {
             obs.death
         };
         let timeout = self.cfg.timeout_ns;
-        for v in self.victims.values_mut().map(Box::as_mut) {
+        for v in self.victims.values_mut().map(Arc::make_mut) {
             let Some(since_ts) = v.watched_since() else {
                 continue;
             };
@@ -1862,7 +1869,7 @@ impl Tracker {
                             "no pidfd could be opened for it (pidfd_open needs Linux 5.3)"
                         };
                         out.push(Finding::Unobservable {
-                            victim: Box::new(v.clone()),
+                            victim: Arc::new(v.clone()),
                             why: why.into(),
                         });
                     }
@@ -1881,7 +1888,7 @@ impl Tracker {
                                 String::new()
                             }),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
-                        victim: Box::new(v.clone()),
+                        victim: Arc::new(v.clone()),
                     });
                 } else if !v.flagged_stuck {
                     v.flagged_stuck = true;
@@ -1896,7 +1903,7 @@ impl Tracker {
                                 String::new()
                             }),
                         unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
-                        victim: Box::new(v.clone()),
+                        victim: Arc::new(v.clone()),
                     });
                 }
             } else if let Some(dead) = v.timeline.dead
@@ -1908,7 +1915,7 @@ impl Tracker {
                 v.flagged_release = true;
                 out.push(Finding::NotReleased {
                     since_dead_ns: now.saturating_sub(dead),
-                    victim: Box::new(v.clone()),
+                    victim: Arc::new(v.clone()),
                 });
             }
         }
@@ -1927,20 +1934,20 @@ impl Tracker {
             let oldest = self
                 .victims
                 .values()
-                .map(Box::as_ref)
+                .map(Arc::as_ref)
                 .filter(|v| v.is_dead())
                 .min_by_key(|v| v.killed_at())
                 .or_else(|| {
                     self.victims
                         .values()
-                        .map(Box::as_ref)
+                        .map(Arc::as_ref)
                         .filter(|v| v.is_other_kill() && !v.flagged_stuck)
                         .max_by_key(|v| v.killed_at())
                 })
                 .or_else(|| {
                     self.victims
                         .values()
-                        .map(Box::as_ref)
+                        .map(Arc::as_ref)
                         .min_by_key(|v| v.killed_at())
                 })
                 .map(|v| v.key);
@@ -1967,14 +1974,14 @@ impl Tracker {
     }
 
     pub(crate) fn victim(&self, key: &VictimKey) -> Option<&Victim> {
-        self.victims.get(key).map(Box::as_ref)
+        self.victims.get(key).map(Arc::as_ref)
     }
 
     /// Victims not yet dead.
     pub(crate) fn unresolved(&self) -> impl Iterator<Item = &Victim> {
         self.victims
             .values()
-            .map(Box::as_ref)
+            .map(Arc::as_ref)
             .filter(|v| !v.is_dead())
     }
 

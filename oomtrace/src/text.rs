@@ -11,7 +11,12 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
             || ('\u{202a}'..='\u{202e}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
-    if !s.chars().any(bad) {
+    // Printable ASCII needs no look at its characters (names, paths and lines mostly are);
+    // checked without an early exit, which lets the compiler check many bytes at once.
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b' '..=b'~').contains(&b));
+    if plain || !s.chars().any(bad) {
         return s.into();
     }
     s.chars()

@@ -1,6 +1,6 @@
 //! What the tracker concludes about victims and OOM domains, and how each reads in words.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use serde::Serialize;
 
@@ -11,13 +11,13 @@ use super::*;
 #[serde(tag = "finding", rename_all = "snake_case")]
 pub enum Finding {
     /// A new victim: the kernel's SIGKILL was seen (or, without the signal hook, its mark).
-    Killed { victim: Box<Victim> },
+    Killed { victim: Arc<Victim> },
     /// The OOM killer marked a task that was already exiting and killed nothing
     /// (`task_will_free_mem`): not a kill, followed to its death all the same.
-    Marked { victim: Box<Victim> },
+    Marked { victim: Arc<Victim> },
     /// The victim finished exiting: every thread passed `exit_notify`.
     Dead {
-        victim: Box<Victim>,
+        victim: Arc<Victim>,
         /// None for a victim killed before oomtrace started (its kill time is unknown).
         kill_to_dead_ns: Option<u64>,
         /// It had been flagged stuck before dying.
@@ -25,11 +25,11 @@ pub enum Finding {
     },
     /// A SIGKILL not sent by the OOM killer (the victim's `sender` says who): followed to its
     /// death. JSON only: text shows it only if it becomes `kill_stuck`.
-    Sigkill { victim: Box<Victim> },
+    Sigkill { victim: Arc<Victim> },
     /// Like `stuck`, for a process SIGKILLed by a user process or another kernel path: not
     /// dead `since_kill_ns` after the kill.
     KillStuck {
-        victim: Box<Victim>,
+        victim: Arc<Victim>,
         stage: Stage,
         since_kill_ns: u64,
         where_stuck: String,
@@ -37,7 +37,7 @@ pub enum Finding {
     },
     /// Not dead `since_kill_ns` after the kill.
     Stuck {
-        victim: Box<Victim>,
+        victim: Arc<Victim>,
         stage: Stage,
         /// Since the kill; for a pre-existing victim, since the start-up scan first saw it.
         since_kill_ns: u64,
@@ -47,15 +47,15 @@ pub enum Finding {
         unconfirmed_lost: u64,
     },
     /// The attach plan cannot see this victim die: no judgement is possible.
-    Unobservable { victim: Box<Victim>, why: String },
+    Unobservable { victim: Arc<Victim>, why: String },
     /// Dead, but its zombie has not been reaped by its parent.
     NotReleased {
-        victim: Box<Victim>,
+        victim: Arc<Victim>,
         since_dead_ns: u64,
     },
     /// The zombie was reaped.
     Released {
-        victim: Box<Victim>,
+        victim: Arc<Victim>,
         kill_to_released_ns: u64,
     },
     /// A process the kernel SIGKILLed because a victim exited — the victim was the init of
@@ -302,16 +302,21 @@ impl Finding {
     }
 }
 
-pub(super) fn secs(ns: u64) -> String {
-    if ns < 10_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2} s", ns as f64 / 1e9)
-    }
+/// A duration for people (`0.33 ms`, `1.20 s`), written where it is formatted (a replay
+/// writes one per finding: no `String` of its own).
+pub(super) fn secs(ns: u64) -> impl fmt::Display {
+    fmt::from_fn(move |f| {
+        if ns < 10_000_000 {
+            write!(f, "{:.2} ms", ns as f64 / 1e6)
+        } else {
+            write!(f, "{:.2} s", ns as f64 / 1e9)
+        }
+    })
 }
 
-pub(super) fn who(v: &Victim) -> String {
-    format!("pid {} ({})", v.key.tgid, v.comm)
+/// `pid N (comm)`, written where it is formatted.
+pub(super) fn who(v: &Victim) -> impl fmt::Display + '_ {
+    fmt::from_fn(move |f| write!(f, "pid {} ({})", v.key.tgid, v.comm))
 }
 
 impl fmt::Display for Finding {

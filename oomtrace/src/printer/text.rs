@@ -1,11 +1,11 @@
 //! Lines for people: an event or a finding per line (a finding's reasons and forensics
 //! indented below it), names escaped.
 
-use std::{collections::HashSet, io::Write};
+use std::{collections::HashSet, fmt::Write as _, io::Write};
 
 use super::Out;
 use crate::{
-    clock::time_of_day,
+    clock::push_time_of_day,
     event::{Event, Payload},
     lifecycle::Finding,
     sink::{EventCx, FindingCx, Note, Said, Sink},
@@ -23,6 +23,8 @@ pub(crate) struct Text<W> {
     /// kill that works is not news; one that does not stick is a `kill_stuck` finding).
     /// Bounded: cleared when full (at worst a few lines of a storm are shown).
     quiet_pids: HashSet<u32>,
+    /// A finding's line as it is built (kept for its allocation).
+    line: String,
 }
 
 impl<W: Write> Text<W> {
@@ -30,6 +32,7 @@ impl<W: Write> Text<W> {
         Text {
             out,
             quiet_pids: HashSet::new(),
+            line: String::new(),
         }
     }
 
@@ -72,30 +75,37 @@ impl<W: Write> Text<W> {
 
     /// A finding at its wall time, with its memcg (and so its workload; its path live or last
     /// seen, and whether it was removed) and, for a victim flagged live, what /proc says of it.
-    fn finding_lines(f: &Finding, cx: &FindingCx<'_>) -> String {
-        let memcg_path = cx.memcg.path().map(str::to_string);
+    /// Written into the reused `line` and from there to the output: no string of its own per
+    /// line or per field (a replay writes three findings per kill).
+    fn finding_lines(&mut self, f: &Finding, cx: &FindingCx<'_>) {
+        let line = &mut self.line;
+        line.clear();
+        push_time_of_day(line, cx.wall_ns);
+        // Writing into a String cannot fail.
+        let _ = write!(line, " {f}");
         let gone = if cx.memcg.removed() { ", removed" } else { "" };
-        let memcg = match (memcg_path, f.memcg_id()) {
-            (Some(p), _) => match workload::of_path(&p) {
-                workload::Workload::Cgroup { .. } => format!(" [memcg {p}{gone}]"),
-                w => format!(" [memcg {p}{gone}; {w}]"),
+        let _ = match (cx.memcg.path(), f.memcg_id()) {
+            (Some(p), _) => match workload::of_path(p) {
+                workload::Workload::Cgroup { .. } => write!(line, " [memcg {p}{gone}]"),
+                w => write!(line, " [memcg {p}{gone}; {w}]"),
             },
             (None, Some(id)) if cx.memcg.removed() => {
-                format!(" [memcg id {id}, removed before it was named]")
+                write!(line, " [memcg id {id}, removed before it was named]")
             }
-            _ => String::new(),
+            _ => Ok(()),
         };
-        let line = format!("{} {f}{memcg}", time_of_day(cx.wall_ns));
-        let mut s = format!("{}\n", printable(&line));
+        self.out.write(&printable(line));
+        self.out.write("\n");
         if let Finding::Killed { victim } | Finding::Marked { victim } = f {
             for why in victim.why_lines() {
-                s += &format!("    {}\n", printable(&why));
+                self.out.write("    ");
+                self.out.write(&printable(&why));
+                self.out.write("\n");
             }
         }
         if let Some(fx) = &cx.shown {
-            s += &fx.to_string();
+            self.out.write(&fx.to_string());
         }
-        s
     }
 }
 
@@ -115,7 +125,7 @@ impl<W: Write> Sink for Text<W> {
             return;
         }
         cx.show_forensics(f);
-        self.out.write(&Self::finding_lines(f, cx));
+        self.finding_lines(f, cx);
     }
 
     fn said(&mut self, s: &Said) {

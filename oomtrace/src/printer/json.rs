@@ -48,8 +48,9 @@ fn finding_line(line: &mut Vec<u8>, f: &Finding, cx: &FindingCx<'_>) -> json_sor
     Ok(())
 }
 
-/// [`finding_line`] through `serde_json::Value`, as it was written before: the test that the
-/// bytes are the same, and the line of a finding that [`finding_line`] cannot write.
+/// [`finding_line`] through `serde_json::Value`, as it was written before (the same bytes:
+/// the golden files, `json_sorted`'s tests): the line of a finding that [`finding_line`]
+/// cannot write.
 fn finding_value(f: &Finding, cx: &FindingCx<'_>) -> String {
     let memcg_path = cx.memcg.path().map(str::to_string);
     let mut v = serde_json::to_value(f).unwrap_or(Value::Null);

@@ -87,6 +87,8 @@ impl<'a> Object<'a> {
     }
 
     /// Writes the object: `{`, its keys in order with their values, `}`; gives the buffer back.
+    /// The values are copied behind themselves in order and then moved down over their first
+    /// place: no allocation.
     pub(crate) fn finish(self) -> &'a mut Vec<u8> {
         let Object {
             out,
@@ -95,7 +97,7 @@ impl<'a> Object<'a> {
         } = self;
         // Stable: of a key given twice the last stays last, and is the one kept.
         entries.sort_by(|a, b| a.key.cmp(&b.key));
-        let values = out.split_off(start);
+        let mid = out.len();
         out.push(b'{');
         let mut first = true;
         for (i, e) in entries.iter().enumerate() {
@@ -106,12 +108,27 @@ impl<'a> Object<'a> {
                 out.push(b',');
             }
             first = false;
-            write_str(out, &e.key);
-            out.push(b':');
-            out.extend_from_slice(&values[e.value.start - start..e.value.end - start]);
+            write_key(out, &e.key);
+            out.extend_from_within(e.value.clone());
         }
         out.push(b'}');
+        out.drain(start..mid);
         out
+    }
+}
+
+/// `"key":`; a key of printable ASCII without `"` or `\` (every field name) as it is.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    if key
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+    } else {
+        write_str(out, key);
+        out.push(b':');
     }
 }
 
@@ -815,7 +832,13 @@ mod tests {
                 Outer::Unit,
             ],
             b: [(9, "nine".into()), (10, "ten".into()), (100, "x".into())].into(),
-            h: [("b".into(), true), ("a".into(), false), ("é".into(), true)].into(),
+            h: [
+                ("b".into(), true),
+                ("a".into(), false),
+                ("é".into(), true),
+                ("q\"\\\n".into(), false),
+            ]
+            .into(),
             skipped: None,
             a: ('c', (), [7, 8]),
             s: "tab\t",
@@ -827,6 +850,15 @@ mod tests {
         same(&n);
         same(&vec![n]);
         same(&Tagged::Alpha);
+        // The forensics of a live victim: a map keyed by numbers (tracer pids).
+        same(&crate::host::forensics::Forensics {
+            tgid: 7,
+            state: Some("t (tracing stop)".into()),
+            tracer_comms: [(10, "gdb".into()), (9, "strace".into())].into(),
+            stopped_tracers: vec![10, 9],
+            notes: vec!["a \"note\"".into()],
+            ..Default::default()
+        });
         same(&BTreeMap::<String, u8>::new());
         same(&Vec::<u8>::new());
         same(&u64::MAX);

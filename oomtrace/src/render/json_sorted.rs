@@ -95,8 +95,9 @@ impl<'a> Object<'a> {
             start,
             mut entries,
         } = self;
-        // Stable: of a key given twice the last stays last, and is the one kept.
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        // Of a key given twice the last (the later value) stays last, and is the one kept; an
+        // unstable sort with that order allocates nothing.
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.value.start.cmp(&b.value.start)));
         let mid = out.len();
         out.push(b'{');
         let mut first = true;

@@ -168,11 +168,28 @@ fn read_at(dir: &std::fs::File, name: &str) -> Option<String> {
         return None;
     }
     // SAFETY: `fd` was just opened and is owned by nothing else.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let mut text = String::with_capacity(1024);
-    // Through `take`: `File`'s own `read_to_string` asks for the file's size first.
-    file.take(1 << 20).read_to_string(&mut text).ok()?;
-    Some(text)
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // Not `read_to_string`: it asks for the file's size first, and reads again until a read
+    // returns nothing. A cgroup file (kernfs, a seq_file) is made whole at its first read and
+    // handed out as far as the buffer has room: a read that leaves room is its end (one read
+    // per file, not two: ten files at every kill).
+    const CHUNK: usize = 4096;
+    let mut text = Vec::new();
+    loop {
+        let at = text.len();
+        text.resize(at + CHUNK, 0);
+        let n = loop {
+            match file.read(&mut text[at..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.ok()?,
+            }
+        };
+        text.truncate(at + n);
+        if n < CHUNK || text.len() >= 1 << 20 {
+            break;
+        }
+    }
+    String::from_utf8(text).ok()
 }
 
 /// The machine's state from `/proc/meminfo` text (values in kB): a global OOM.
@@ -288,6 +305,24 @@ mod tests {
         assert_eq!(read, from_files(9, 2, files(&fixture)));
         assert_eq!((read.usage_bytes, read.limit_bytes), (4096, 8192));
         assert_eq!(of_memcg(&dir, 9, 2), from_files(9, 2, |_| None));
+    }
+
+    /// A file longer than one read's room is read whole, one of exactly that room too.
+    #[test]
+    fn a_file_longer_than_one_read_is_read_whole() {
+        let dir =
+            std::env::temp_dir().join(format!("oomtrace-memstate-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let handle = std::fs::File::open(&dir).unwrap();
+        let cases = [9000, 4096, 8192, 1, 0].map(|n| {
+            let text: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            std::fs::write(dir.join("f"), &text).unwrap();
+            (read_at(&handle, "f"), text)
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (read, text) in cases {
+            assert_eq!(read.as_deref(), Some(text.as_str()));
+        }
     }
 
     /// 5.10 has no `kernel` key: its parts are summed.

@@ -214,9 +214,11 @@ impl MemcgPaths {
         }
     }
 
-    /// The path of the cgroup whose kernfs id is `id`, opened as a file handle.
-    fn by_handle(&mut self, id: u64) -> Result<String, ByHandle> {
-        let (Some(fd), Some(root)) = (&self.mount_fd, &self.root) else {
+    /// The cgroup whose kernfs id is `id`, opened as a file handle (`O_PATH`): that it opens
+    /// is all a check of a known memcg needs (no path read back: a finding checks its memcg,
+    /// the sweep every live one).
+    fn open_handle(&mut self, id: u64) -> Result<OwnedFd, ByHandle> {
+        let Some(fd) = &self.mount_fd else {
             return Err(ByHandle::Unsupported(io::ErrorKind::Unsupported.into()));
         };
         self.lookups += 1;
@@ -242,7 +244,15 @@ impl MemcgPaths {
             });
         }
         // SAFETY: the syscall returned a new fd, owned here.
-        let file = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    }
+
+    /// The path of the cgroup whose kernfs id is `id`, opened as a file handle.
+    fn by_handle(&mut self, id: u64) -> Result<String, ByHandle> {
+        let file = self.open_handle(id)?;
+        let Some(root) = &self.root else {
+            return Err(ByHandle::Unsupported(io::ErrorKind::Unsupported.into()));
+        };
         let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map_err(ByHandle::Unsupported)?;
         match link.strip_prefix(root) {
@@ -418,7 +428,7 @@ impl MemcgPaths {
     /// Whether the memcg `id` known at `path` still exists.
     fn check(&mut self, id: u64, path: &str) -> Memcg {
         if self.mount_fd.is_some() {
-            return match self.by_handle(id) {
+            return match self.open_handle(id) {
                 Err(ByHandle::Gone) => Memcg::Removed(Some(path.to_string())),
                 _ => Memcg::Live(path.to_string()),
             };

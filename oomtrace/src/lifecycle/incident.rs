@@ -254,27 +254,26 @@ impl Incidents {
         if self.by_id.is_empty() {
             return Vec::new();
         }
-        let open: std::collections::HashSet<u64> = self.open.values().copied().collect();
-        let ready: Vec<u64> = self
-            .by_id
-            .values()
-            .filter(|i| {
-                !i.reported
-                    && i.victims.len() >= 2
-                    && (i.all_dead() || judged.saturating_sub(i.started_ns) >= timeout)
-                    // An invocation still open may kill more (the decision hook delimits it).
-                    && (!open.contains(&i.id) || i.grouped_by == "timing" || !i.all_dead()
-                        || judged.saturating_sub(i.last_mark_ns) >= GROUP_PAIRING_NS)
-            })
-            .map(|i| i.id)
-            .collect();
-        // Single kills are no incident: forgotten once no second victim can join.
-        let stale: Vec<u64> = self
-            .by_id
-            .values()
-            .filter(|i| i.victims.len() < 2 && judged.saturating_sub(i.last_mark_ns) >= timeout)
-            .map(|i| i.id)
-            .collect();
+        // One pass over every incident (a storm keeps each single kill for `timeout`: hundreds,
+        // on every tick and death); the open invocations are a handful, looked through as is.
+        let (mut ready, mut stale) = (Vec::new(), Vec::new());
+        for i in self.by_id.values() {
+            if i.victims.len() < 2 {
+                // Single kills are no incident: forgotten once no second victim can join.
+                if judged.saturating_sub(i.last_mark_ns) >= timeout {
+                    stale.push(i.id);
+                }
+            } else if !i.reported
+                && (i.all_dead() || judged.saturating_sub(i.started_ns) >= timeout)
+                // An invocation still open may kill more (the decision hook delimits it).
+                && (!self.open.values().any(|&o| o == i.id)
+                    || i.grouped_by == "timing"
+                    || !i.all_dead()
+                    || judged.saturating_sub(i.last_mark_ns) >= GROUP_PAIRING_NS)
+            {
+                ready.push(i.id);
+            }
+        }
         for id in stale {
             self.open.retain(|_, o| *o != id);
             self.forget_if_single(id);

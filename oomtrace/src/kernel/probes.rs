@@ -342,8 +342,9 @@ fn refused_tracing(
             refused.insert(
                 attach,
                 format!(
-                    "load: a minimal {attach} program on {function} was refused ({e}); this \
-                     kernel refuses {attach} programs (lockdown or a BPF LSM policy)"
+                    "load: the BPF_PROG_LOAD syscall of a minimal {attach} program on \
+                     {function} returned {e}; this kernel refuses {attach} programs (lockdown \
+                     or a BPF LSM policy)"
                 ),
             );
         }

@@ -636,7 +636,7 @@ impl Btf {
     }
 
     /// The type id of the BTF_KIND_FUNC `name` (what fentry/fexit loads attach by).
-    pub fn function_id(&self, name: &str) -> Option<u32> {
+    pub(crate) fn function_id(&self, name: &str) -> Option<u32> {
         self.named(name, |t| t.kind == KIND_FUNC)
             .next()
             .map(|t| t.id)

@@ -312,6 +312,9 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
             line.contains("\"type\":\"plan\""),
             "first line is not the plan: {line}"
         );
+        // The rest is drained: on a shared host other OOM kills' findings (~50 KB in 4 s
+        // measured) would otherwise fill the pipe and block the child's writes, and its exit.
+        let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         std::thread::sleep(Duration::from_millis(500));
         let pid = child.id();
         steady = steady.max(proc_status_number(pid, "VmRSS:"));
@@ -319,6 +322,7 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
         // SAFETY: our own child.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let _ = child.wait();
+        let _ = drain.join();
     }
     let (text, m, _) = ms_spread(&times, "launches");
     out.push(row(

@@ -632,7 +632,14 @@ impl Btf {
 
     /// True if a BTF_KIND_FUNC of that name exists (a candidate for fentry/kprobe).
     pub fn has_function(&self, name: &str) -> bool {
-        self.named(name, |t| t.kind == KIND_FUNC).next().is_some()
+        self.function_id(name).is_some()
+    }
+
+    /// The type id of the BTF_KIND_FUNC `name` (what fentry/fexit loads attach by).
+    pub(crate) fn function_id(&self, name: &str) -> Option<u32> {
+        self.named(name, |t| t.kind == KIND_FUNC)
+            .next()
+            .map(|t| t.id)
     }
 
     /// A BTF blob that keeps this one's type ids but only the types BTF-attached programs

@@ -7,7 +7,10 @@
 //! the first that loads and attaches wins. The resulting [`HookPlan`]s say what each hook runs as
 //! here, or exactly why nothing could attach. Everything here is pure; `probes.rs` does the I/O.
 
-use std::{collections::BTreeSet, fmt};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
 
 use serde::Serialize;
 
@@ -324,6 +327,9 @@ pub(crate) struct Facts {
     pub(crate) fd_walk: Result<(), String>,
     /// Attach types the user forbade (`--forbid`).
     pub(crate) forbidden: BTreeSet<AttachType>,
+    /// Attach types this kernel refuses to load at all, and what said so (a minimal program's
+    /// load refused with EPERM: lockdown or a BPF LSM policy).
+    pub(crate) refused: BTreeMap<AttachType, String>,
 }
 
 /// Why a candidate is ruled out before trying it, or `Ok` if it is worth a try.
@@ -335,6 +341,9 @@ pub(crate) fn precheck(c: &Candidate, facts: &Facts) -> Result<(), (Rejection, S
     let needs_btf = matches!(c.attach, Fentry | Fexit | TpBtf);
     if needs_btf && let Err(why) = &facts.btf {
         return Err((R::NoBtf, why.clone()));
+    }
+    if let Some(why) = facts.refused.get(&c.attach) {
+        return Err((R::AttachFailed, why.clone()));
     }
     match c.requires {
         Requires::MarkVictimTask if !facts.mark_victim_btf_has_task => {
@@ -558,6 +567,7 @@ mod tests {
             exit_btf_has_group_dead: true,
             fd_walk: Ok(()),
             forbidden: BTreeSet::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -627,6 +637,28 @@ mod tests {
         assert_eq!(p.attach, None);
         let reasons: Vec<_> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["load: EPERM"]);
+    }
+
+    /// An attach type the kernel refused in a probe load is rejected with the probe's reason,
+    /// as a failed attach, without a load of its own; the others are tried as ever.
+    #[test]
+    fn a_refused_attach_type_is_never_tried_and_says_why() {
+        let mut facts = full();
+        facts.refused = [(Fentry, "probe: EPERM".to_string())].into();
+        let mut tried = Vec::new();
+        let plan = resolve_all(&facts, |c| {
+            tried.push(c.attach);
+            Ok(())
+        });
+        assert!(!tried.contains(&Fentry), "{tried:?}");
+        assert!(tried.contains(&Fexit), "{tried:?}");
+        assert_eq!(used(&plan, Hook::OomInvoke), Some(Kprobe));
+        assert_eq!(used(&plan, Hook::OomInvokeDone), Some(Fexit));
+        let p = plan.iter().find(|p| p.hook == Hook::OomKill).unwrap();
+        assert_eq!(p.attach, Some(Kprobe));
+        assert_eq!(p.rejected.len(), 1);
+        assert_eq!(p.rejected[0].kind, Rejection::AttachFailed);
+        assert_eq!(p.rejected[0].reason, "probe: EPERM");
     }
 
     #[test]

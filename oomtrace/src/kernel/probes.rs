@@ -5,7 +5,7 @@
 //! candidates of every hook with [`attach_one`] as the attach function.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     thread::ScopedJoinHandle,
     time::{Duration, Instant},
@@ -121,7 +121,11 @@ impl Probes {
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
         let mut facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
         facts.fd_walk = fd_walk_fact(&layout, &kernel_release());
-        let skeletons = attach_skeletons(btf);
+        facts.refused = refused_tracing(btf.as_ref().ok(), &opts.forbid);
+        let functions = [AttachType::Fentry, AttachType::Fexit]
+            .iter()
+            .any(|a| !facts.refused.contains_key(a) && !opts.forbid.contains(a));
+        let skeletons = attach_skeletons(btf, functions);
         let config = program_config(&layout, opts);
         let (plan, ebpf) = attach_plan(loader, &config, opts.ring_bytes, skeletons, &facts)?;
         let env = environment(root, &facts, tracefs.as_ref(), &layout);
@@ -297,7 +301,121 @@ fn kernel_facts(
         exit_btf_has_group_dead: btf.is_ok_and(exit_passes_group_dead),
         fd_walk: Err("not decided".into()),
         forbidden: forbid.clone(),
+        refused: BTreeMap::new(),
     }
+}
+
+/// fentry and fexit, if this kernel refuses to load them at all, each with what said so: a
+/// minimal program ([`load_minimal_tracing`]) loaded against a function the plan may hook.
+/// Refused means EPERM (lockdown or a BPF LSM policy: the load is refused by attach type,
+/// before the verifier, as this project's host does); any other outcome leaves the type to
+/// the plan's own loads, which report their own errors. Where both are refused, no function
+/// skeleton is made or parsed (aya's parse of it is start-up's largest allocation, ~9.4 MB).
+fn refused_tracing(
+    btf: Option<&Btf>,
+    forbid: &BTreeSet<AttachType>,
+) -> BTreeMap<AttachType, String> {
+    let mut refused = BTreeMap::new();
+    let Some(btf) = btf else {
+        return refused;
+    };
+    for (attach, expected) in [
+        (AttachType::Fentry, BPF_TRACE_FENTRY),
+        (AttachType::Fexit, BPF_TRACE_FEXIT),
+    ] {
+        if forbid.contains(&attach) {
+            continue;
+        }
+        let target = Hook::ALL
+            .iter()
+            .flat_map(|h| plan::all_candidates(*h))
+            .find_map(|c| match c.target {
+                Target::Function(f) if c.attach == attach => btf.function_id(f).map(|id| (f, id)),
+                _ => None,
+            });
+        let Some((function, id)) = target else {
+            continue;
+        };
+        if let Err(e) = load_minimal_tracing(expected, id)
+            && e.raw_os_error() == Some(libc::EPERM)
+        {
+            refused.insert(
+                attach,
+                format!(
+                    "load: the BPF_PROG_LOAD syscall of a minimal {attach} program on \
+                     {function} returned {e}; this kernel refuses {attach} programs (lockdown \
+                     or a BPF LSM policy)"
+                ),
+            );
+        }
+    }
+    refused
+}
+
+/// `BPF_TRACE_FENTRY` and `BPF_TRACE_FEXIT` (enum bpf_attach_type, include/uapi/linux/bpf.h).
+const BPF_TRACE_FENTRY: u32 = 24;
+const BPF_TRACE_FEXIT: u32 = 25;
+
+/// Loads `r0 = 0; exit` as a tracing program of `expected_attach_type` on the kernel function
+/// of BTF id `attach_btf_id`, and closes it: whether this kernel loads that attach type at all.
+fn load_minimal_tracing(expected_attach_type: u32, attach_btf_id: u32) -> std::io::Result<()> {
+    /// The head of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_btf_id` (the kernel
+    /// zeroes what a caller does not pass).
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+        prog_btf_fd: u32,
+        func_info_rec_size: u32,
+        func_info: u64,
+        func_info_cnt: u32,
+        line_info_rec_size: u32,
+        line_info: u64,
+        line_info_cnt: u32,
+        attach_btf_id: u32,
+    }
+    const _: () = assert!(std::mem::size_of::<ProgLoad>() == 112);
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    // struct bpf_insn, little-endian (code, regs, off, imm): `r0 = 0` (BPF_ALU64 | BPF_MOV |
+    // BPF_K), then `exit` (BPF_JMP | BPF_EXIT).
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type,
+        attach_btf_id,
+        ..ProgLoad::default()
+    };
+    // SAFETY: a valid attr of the size passed; the pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &raw const attr,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the program's fd, ours alone.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
 }
 
 /// The kernel release from which the fd-table walk is loaded: 6.18 is where it was measured
@@ -338,18 +456,25 @@ fn exit_passes_group_dead(btf: &Btf) -> bool {
         .is_ok_and(|args| args.len() >= 2)
 }
 
-/// The (tracepoints, functions) BTF skeletons the BTF-attached loads use, or why there are none.
-fn attach_skeletons(btf: Result<Btf, String>) -> Result<(Vec<u8>, Vec<u8>), String> {
+/// The (tracepoints, functions) BTF skeletons the BTF-attached loads use, or why there are none;
+/// the functions' is empty unless fentry or fexit may load (`functions`).
+fn attach_skeletons(
+    btf: Result<Btf, String>,
+    functions: bool,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
     // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
     // kernel's ids of those names and nothing else. Functions come late in the kernel's
     // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
     // the other core while the maps are created and the tracepoints attach; the plan tries
     // function hooks last. The index and its 5.5 MB blob are freed before.
     btf.map(|b| {
-        let (functions, tracepoints) = btf_attach_targets();
+        let (mut names, tracepoints) = btf_attach_targets();
+        if !functions {
+            names.clear();
+        }
         (
             b.attach_skeleton(&[], &tracepoints),
-            b.attach_skeleton(&functions, &[]),
+            b.attach_skeleton(&names, &[]),
         )
     })
 }

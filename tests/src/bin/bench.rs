@@ -297,8 +297,11 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
     let mut times = Vec::new();
     let (mut steady, mut peak) = (0, 0);
     for _ in 0..runs {
-        let (ms, _plan, mut child, _out) = launch_to_plan();
+        let (ms, _plan, mut child, mut out) = launch_to_plan();
         times.push(ms);
+        // The rest is drained: on a shared host other OOM kills' findings (~50 KB in 4 s
+        // measured) would otherwise fill the pipe and block the child's writes, and its exit.
+        let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         std::thread::sleep(Duration::from_millis(500));
         let pid = child.id();
         steady = steady.max(proc_status_number(pid, "VmRSS:"));
@@ -306,6 +309,7 @@ fn startup(runs: usize, out: &mut Vec<Value>, details: &mut Value) -> (u64, u64)
         // SAFETY: our own child.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let _ = child.wait();
+        let _ = drain.join();
     }
     let (text, m, _) = ms_spread(&times, "launches");
     out.push(row(

@@ -435,15 +435,17 @@ impl Sample {
 }
 
 fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String> {
-    let m = scrape(addr)?;
     let rss_kb =
         oomtrace_tests::proc_status_number(pid, "VmRSS:").ok_or("oomtrace is gone (no VmRSS)")?;
+    // Counted before the scrape: oomtrace may still hold this scrape's connection for a
+    // moment after answering it, an fd that is not growth.
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("oomtrace is gone (/proc/{pid}/fd: {e})"))?
         .count() as u64;
     // On cgroup v1 oomtrace holds one OOM eventfd per memcg there is, by design: memcgs that
     // others on the host make or keep (other tests, the node's own) are not its growth.
     let fds = fds.saturating_sub(v1_memcgs());
+    let m = scrape(addr)?;
     Ok(Sample {
         t_s: t0.elapsed().as_secs_f64(),
         rss_kb,
@@ -876,7 +878,13 @@ struct Settled {
 
 /// The load is gone: the fds, held victims and filter entries must return to the baseline
 /// within [`QUIESCE_WITHIN`].
-fn settle(pid: u32, addr: SocketAddr, load: &mut Load, baseline: &Sample) -> Settled {
+fn settle(
+    pid: u32,
+    addr: SocketAddr,
+    load: &mut Load,
+    baseline: &Sample,
+    fds_before: &[String],
+) -> Settled {
     let mut quiesced = Vec::new();
     let mut back = false;
     let settle_start = Instant::now();
@@ -887,6 +895,17 @@ fn settle(pid: u32, addr: SocketAddr, load: &mut Load, baseline: &Sample) -> Set
                 back = x.fds <= baseline.fds
                     && x.tracked.zip(baseline.tracked).is_none_or(|(a, b)| a <= b)
                     && x.held.zip(baseline.held).is_none_or(|(a, b)| a <= b);
+                if x.fds > baseline.fds {
+                    // Which descriptors are still open, as they close: the row's evidence.
+                    let extra: Vec<String> = fd_targets(pid)
+                        .into_iter()
+                        .filter(|f| !fds_before.contains(f))
+                        .collect();
+                    eprintln!(
+                        "soak: {:.0} s after the load, fds not open before it: {extra:?}",
+                        settle_start.elapsed().as_secs_f64()
+                    );
+                }
                 quiesced.push(x);
                 if back {
                     break;
@@ -1156,7 +1175,7 @@ fn main() {
     let (baseline, fds_before) = idle_baseline(pid, addr);
     let produced = Produced::default();
     let mut load = run_load(&produced, &watch, &prefix, addr, run);
-    let settled = settle(pid, addr, &mut load, &baseline);
+    let settled = settle(pid, addr, &mut load, &baseline, &fds_before);
     let fds_after = fd_targets(pid);
     let fds_new: Vec<&String> = fds_after
         .iter()

@@ -21,7 +21,7 @@ mod hook;
 mod recorder;
 mod remedy;
 
-use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
+use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
 
 use crate::{
     clock::{Clock, monotonic_now},
@@ -32,7 +32,7 @@ use crate::{
         memcg_watch::{self, MemcgWatch},
         scan,
     },
-    kernel::{cgroups::MemcgPaths, plan, probes::Probes},
+    kernel::{cgroups::MemcgPaths, probes::Probes},
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     printer::{self, Format},
     record::dump,
@@ -869,13 +869,13 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 fn register(
     probes: &Probes,
     opts: &LiveOptions,
-    out: Stdout,
+    printer: Box<dyn printer::Printer>,
     death: bool,
     memcgs: &WatchInfo,
     journal: Option<crate::host::journal::Journal>,
     dump: Option<dump::Writer>,
 ) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = vec![printer::printer(opts.format, out)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![printer];
     if opts.metrics.is_some() {
         sinks.push(Box::new(metrics_for(probes, death, memcgs)));
     }
@@ -961,17 +961,13 @@ async fn start(
     );
     header["memcg_names"] = session.memcgs().method().into();
     let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
-    let mut out = Stdout::new(keep_going);
-    write_banner(
-        &mut out,
-        &header,
-        probes,
-        opts,
-        &death,
-        metrics_addr,
-        memcgs,
-    )?;
-    let sinks = register(probes, opts, out, death.is_ok(), memcgs, journal, dump);
+    let mut printer = printer::printer(opts.format, Stdout::new(keep_going));
+    printer.banner(&banner(&header, probes, opts, &death, metrics_addr, memcgs));
+    printer.tick();
+    if let Some(e) = printer.failed() {
+        return Err(e.into());
+    }
+    let sinks = register(probes, opts, printer, death.is_ok(), memcgs, journal, dump);
     let mut runner = Runner::new(session, sinks, kallsyms);
     runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
     runner.poll_ring = probes.layout.config.trace_all_exits != 0;

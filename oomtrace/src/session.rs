@@ -495,33 +495,31 @@ mod tests {
                 payload: Payload::MarkVictim(m),
             };
             let out = print_all(&mut session, format, &[mark], 20_000_000_000);
-            match format {
-                Format::Json => {
-                    let f: serde_json::Value = out
-                        .lines()
-                        .filter_map(|l| serde_json::from_str(l).ok())
-                        .find(|v: &serde_json::Value| v["type"] == "finding")
-                        .unwrap_or_else(|| panic!("no finding in {out}"));
-                    assert_eq!(f["memcg_removed"], true, "{f}");
-                    assert_eq!(f["victim"]["memcg_id"], 7, "{f}");
-                    if seen {
-                        assert_eq!(f["memcg_path"], ctr, "{f}");
-                        assert_eq!(f["workload"]["kind"], "pod", "{f}");
-                        assert_eq!(f["workload"]["container_id"], "5eed5eed5eed", "{f}");
-                    } else {
-                        assert_eq!(f["memcg_path"], serde_json::Value::Null, "{f}");
-                        assert_eq!(f["workload"], serde_json::Value::Null, "{f}");
-                    }
+            // Not a match: a new format is one printer and one variant (printer.rs), and fails
+            // here as text until it has assertions of its own.
+            if matches!(format, Format::Json) {
+                let f: serde_json::Value = out
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .find(|v: &serde_json::Value| v["type"] == "finding")
+                    .unwrap_or_else(|| panic!("no finding in {out}"));
+                assert_eq!(f["memcg_removed"], true, "{f}");
+                assert_eq!(f["victim"]["memcg_id"], 7, "{f}");
+                if seen {
+                    assert_eq!(f["memcg_path"], ctr, "{f}");
+                    assert_eq!(f["workload"]["kind"], "pod", "{f}");
+                    assert_eq!(f["workload"]["container_id"], "5eed5eed5eed", "{f}");
+                } else {
+                    assert_eq!(f["memcg_path"], serde_json::Value::Null, "{f}");
+                    assert_eq!(f["workload"], serde_json::Value::Null, "{f}");
                 }
-                Format::Text if seen => {
-                    assert!(out.contains(&format!("[memcg {ctr}, removed; ")), "{out}")
-                }
-                Format::Text => {
-                    assert!(
-                        out.contains("[memcg id 7, removed before it was named]"),
-                        "{out}"
-                    )
-                }
+            } else if seen {
+                assert!(out.contains(&format!("[memcg {ctr}, removed; ")), "{out}")
+            } else {
+                assert!(
+                    out.contains("[memcg id 7, removed before it was named]"),
+                    "{out}"
+                )
             }
         }
     }

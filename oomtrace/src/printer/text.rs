@@ -1,6 +1,8 @@
 //! Lines for people: an event or a finding per line (a finding's reasons and forensics
 //! indented below it), names escaped.
 
+mod commands;
+
 use std::{collections::HashSet, fmt::Write as _, io::Write};
 
 use super::Out;

@@ -323,36 +323,13 @@ impl Session {
 
     /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
     fn add_tasks(&mut self, f: &mut Finding) {
-        let empty = Vec::new();
-        let (memcg_id, tasks, victims) = match f {
-            Finding::OomKillerDisabled {
-                memcg_id, tasks, ..
-            } => (memcg_id, tasks, &empty),
-            Finding::NothingKillable {
-                memcg_id,
-                tasks,
-                already_reaped,
-                ..
-            } => (memcg_id, tasks, &*already_reaped),
-            Finding::Killed { .. }
-            | Finding::Marked { .. }
-            | Finding::Dead { .. }
-            | Finding::Sigkill { .. }
-            | Finding::KillStuck { .. }
-            | Finding::Stuck { .. }
-            | Finding::Unobservable { .. }
-            | Finding::NotReleased { .. }
-            | Finding::Released { .. }
-            | Finding::Collateral { .. }
-            | Finding::OomKillerDisabledEnded { .. }
-            | Finding::Livelock { .. }
-            | Finding::NothingKillableEnded { .. }
-            | Finding::GroupKill { .. } => return,
+        let Some((memcg_id, tasks, victims)) = f.memcg_tasks() else {
+            return;
         };
         let Some(live) = &self.live else {
             return;
         };
-        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(*memcg_id))
+        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(memcg_id))
         else {
             return;
         };

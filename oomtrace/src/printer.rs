@@ -38,9 +38,7 @@ mod outputs;
 mod text;
 
 pub(crate) use outputs::Banner;
-pub use outputs::{
-    CheckReport, HungNow, StuckNow, Unstick, UnstickOomDomain, UnstickOomKillerOff, UnstickVictim,
-};
+pub use outputs::{CheckReport, Unstick, UnstickOomDomain, UnstickOomKillerOff, UnstickVictim};
 
 /// A printer: a [`Sink`] of the session's events, findings and notes, and the writer of every
 /// other kind of output a command has, one method each. Writes go through its `Out`: the first

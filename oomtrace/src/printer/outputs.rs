@@ -43,10 +43,10 @@ pub(crate) struct Banner<'a> {
 }
 
 /// A memcg hung with the OOM killer disabled, with its tasks as /proc shows them.
-pub type HungNow = (String, Vec<MemcgTask>);
+pub(crate) type HungNow = (String, Vec<MemcgTask>);
 
 /// A process killed before `check` ran and still not dead, with what /proc says of it.
-pub type StuckNow = (scan::Candidate, Forensics);
+pub(crate) type StuckNow = (scan::Candidate, Forensics);
 
 /// What `check` found: the environment and plan, and the trouble on the host right now.
 pub struct CheckReport {

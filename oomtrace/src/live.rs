@@ -814,7 +814,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 }
 
 /// The sinks of the watch, in the order each finding reaches them: the printer of `--format`
-/// writes it to `out` (with the forensics it reads), the metrics count it, the hook is run with
+/// (which wrote the banner) writes it (with the forensics it reads), the metrics count it, the hook is run with
 /// the forensics the printer showed, then --unstick takes them for its remedy; the dump
 /// (`--record`) takes the records.
 fn register(

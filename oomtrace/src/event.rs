@@ -81,6 +81,33 @@ pub struct Event {
     pub payload: Payload,
 }
 
+/// OOM invocations an event counts ([`Event::invocations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Invocations {
+    /// The OOM domain.
+    pub(crate) memcg_id: u64,
+    pub(crate) count: u32,
+    /// Counted by an invocation hook (else by the kernel's memcg notifications).
+    pub(crate) hooked: bool,
+}
+
+/// A thread whose process a record lacks ([`Completion`]).
+pub(crate) struct MissingTgid<'a> {
+    pub(crate) tid: u32,
+    /// Where its tgid goes.
+    pub(crate) tgid: &'a mut u32,
+    /// The flags, and the bit that then says the tgid came from /proc.
+    pub(crate) from_proc: Option<(&'a mut u32, u32)>,
+}
+
+/// What userspace fills in of a kernel record ([`Event::completion`]).
+pub(crate) struct Completion<'a> {
+    /// A thread whose process the record lacks.
+    pub(crate) tgid: Option<MissingTgid<'a>>,
+    /// A kernel address (an `mm`) not to show as it is.
+    pub(crate) address: Option<&'a mut u64>,
+}
+
 impl Event {
     pub fn kind(&self) -> EventKind {
         self.payload.kind()
@@ -179,6 +206,145 @@ impl Event {
             | Payload::CgroupMkdir(_) => [None, None],
         };
         self.memcg().into_iter().chain(own.into_iter().flatten())
+    }
+
+    /// The process a kill-path event names, to watch for its death: its leader's start time
+    /// (0 when not known) and its comm. Its tgid is [`Event::subject`]'s.
+    pub(crate) fn killed(&self) -> Option<(u64, [u8; 16])> {
+        match self.payload {
+            Payload::OomKill(p) => Some((p.chosen_start_ns, p.chosen_comm)),
+            Payload::KernelSigkill(p) => Some((p.target_start_ns, p.target_comm)),
+            Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 => {
+                Some((p.start_ns, p.comm))
+            }
+            Payload::MarkVictim(p) => Some((0, p.comm)),
+            // A tracked thread exiting names its process for sure (no /proc race).
+            Payload::TaskExit(p) => Some((p.start_ns, self.header.comm)),
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => None,
+        }
+    }
+
+    /// The memcgs whose state is read at a kill (the kill decision, or the mark where the
+    /// decision is not seen): the OOM domain and the victim's own (id 0: the machine's).
+    pub(crate) fn memcgs_at_kill(&self) -> [Option<u64>; 2] {
+        match self.payload {
+            Payload::OomKill(p) => [
+                Some(p.memcg_id),
+                (p.chosen_memcg_id != 0).then_some(p.chosen_memcg_id),
+            ],
+            Payload::MarkVictim(p) if p.fields & victim_fields::TASK != 0 && p.memcg_id != 0 => {
+                [Some(p.memcg_id), None]
+            }
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => [None, None],
+        }
+    }
+
+    /// The OOM invocations the event counts, if it counts any.
+    pub(crate) fn invocations(&self) -> Option<Invocations> {
+        match self.payload {
+            Payload::OomInvoke(p) => Some(Invocations {
+                memcg_id: p.memcg_id,
+                count: 1,
+                hooked: true,
+            }),
+            Payload::MemcgOom(p) => Some(Invocations {
+                memcg_id: p.memcg_id,
+                count: p.invocations,
+                hooked: false,
+            }),
+            Payload::OomInvokeDone(_)
+            | Payload::OomKill(_)
+            | Payload::MarkVictim(_)
+            | Payload::KernelSigkill(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => None,
+        }
+    }
+
+    /// What userspace completes of the record before anything reads it: the process of a
+    /// thread the kernel named only by its tid, and the kernel addresses it carries.
+    pub(crate) fn completion(&mut self) -> Completion<'_> {
+        use victim_fields::{TASK, TGID_FROM_PROC};
+        let none = Completion {
+            tgid: None,
+            address: None,
+        };
+        match &mut self.payload {
+            Payload::MarkVictim(p) => Completion {
+                tgid: (p.fields & TASK == 0 && p.tgid == 0).then_some(MissingTgid {
+                    tid: p.pid,
+                    tgid: &mut p.tgid,
+                    from_proc: Some((&mut p.fields, TGID_FROM_PROC)),
+                }),
+                address: Some(&mut p.mm),
+            },
+            Payload::KernelSigkill(p) => Completion {
+                tgid: (p.target_tgid == 0).then_some(MissingTgid {
+                    tid: p.target_pid,
+                    tgid: &mut p.target_tgid,
+                    from_proc: None,
+                }),
+                address: Some(&mut p.target_mm),
+            },
+            Payload::OomKill(p) => Completion {
+                tgid: None,
+                address: Some(&mut p.chosen_mm),
+            },
+            Payload::OomInvoke(_)
+            | Payload::OomInvokeDone(_)
+            | Payload::AllocStack(_)
+            | Payload::OomCandidate(_)
+            | Payload::WakeReaper(_)
+            | Payload::StartReaping(_)
+            | Payload::FinishReaping(_)
+            | Payload::SkipReaping(_)
+            | Payload::TaskExit(_)
+            | Payload::TaskFree(_)
+            | Payload::GroupExited(_)
+            | Payload::PreExisting(_)
+            | Payload::MemcgOom(_)
+            | Payload::MemcgState(_)
+            | Payload::CgroupMkdir(_) => none,
+        }
     }
 
     /// Decodes one record.

@@ -21,7 +21,7 @@ mod hook;
 mod recorder;
 mod remedy;
 
-use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
+use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
 
 use crate::{
     clock::{Clock, monotonic_now},
@@ -32,7 +32,7 @@ use crate::{
         memcg_watch::{self, MemcgWatch},
         scan,
     },
-    kernel::{cgroups::MemcgPaths, plan, probes::Probes},
+    kernel::{cgroups::MemcgPaths, probes::Probes},
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     printer::{self, Format},
     record::dump,
@@ -137,30 +137,7 @@ fn tgid_of(tid: u32) -> Option<u32> {
 
 /// The process a kill-path event names, to watch for its death: (tgid, leader start, comm).
 fn killed_process(ev: &Event) -> Option<((u32, u32), u64, [u8; 16])> {
-    let (start, comm) = match ev.payload {
-        Payload::OomKill(p) => (p.chosen_start_ns, p.chosen_comm),
-        Payload::KernelSigkill(p) => (p.target_start_ns, p.target_comm),
-        Payload::MarkVictim(p) if p.fields & crate::event::victim_fields::TASK != 0 => {
-            (p.start_ns, p.comm)
-        }
-        Payload::MarkVictim(p) => (0, p.comm),
-        // A tracked thread exiting names its process for sure (no /proc race).
-        Payload::TaskExit(p) => (p.start_ns, ev.header.comm),
-        Payload::OomInvoke(_)
-        | Payload::OomInvokeDone(_)
-        | Payload::AllocStack(_)
-        | Payload::OomCandidate(_)
-        | Payload::WakeReaper(_)
-        | Payload::StartReaping(_)
-        | Payload::FinishReaping(_)
-        | Payload::SkipReaping(_)
-        | Payload::TaskFree(_)
-        | Payload::GroupExited(_)
-        | Payload::PreExisting(_)
-        | Payload::MemcgOom(_)
-        | Payload::MemcgState(_)
-        | Payload::CgroupMkdir(_) => return None,
-    };
+    let (start, comm) = ev.killed()?;
     let who = ev.subject();
     let tgid = match who.tgid {
         Some(tgid) => tgid,
@@ -475,33 +452,7 @@ impl Runner {
     /// event, so that the tracker has it when it announces the kill. Each memcg is read once
     /// per kill (the decision and the mark of one kill both name it).
     fn read_memcgs_at_kill(&mut self, ev: &Event) -> anyhow::Result<()> {
-        use crate::event::victim_fields::TASK;
-        let ids = match ev.payload {
-            Payload::OomKill(p) => [
-                Some(p.memcg_id),
-                (p.chosen_memcg_id != 0).then_some(p.chosen_memcg_id),
-            ],
-            Payload::MarkVictim(p) if p.fields & TASK != 0 && p.memcg_id != 0 => {
-                [Some(p.memcg_id), None]
-            }
-            Payload::OomInvoke(_)
-            | Payload::OomInvokeDone(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::TaskExit(_)
-            | Payload::TaskFree(_)
-            | Payload::GroupExited(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => return Ok(()),
-        };
+        let ids = ev.memcgs_at_kill();
         let ts = ev.header.ts_ns;
         for id in ids.into_iter().flatten() {
             if self
@@ -863,19 +814,19 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
 }
 
 /// The sinks of the watch, in the order each finding reaches them: the printer of `--format`
-/// writes it to `out` (with the forensics it reads), the metrics count it, the hook is run with
+/// (which wrote the banner) writes it (with the forensics it reads), the metrics count it, the hook is run with
 /// the forensics the printer showed, then --unstick takes them for its remedy; the dump
 /// (`--record`) takes the records.
 fn register(
     probes: &Probes,
     opts: &LiveOptions,
-    out: Stdout,
+    printer: Box<dyn printer::Printer>,
     death: bool,
     memcgs: &WatchInfo,
     journal: Option<crate::host::journal::Journal>,
     dump: Option<dump::Writer>,
 ) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = vec![printer::printer(opts.format, out)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![printer];
     if opts.metrics.is_some() {
         sinks.push(Box::new(metrics_for(probes, death, memcgs)));
     }
@@ -961,17 +912,13 @@ async fn start(
     );
     header["memcg_names"] = session.memcgs().method().into();
     let keep_going = opts.record.is_some() || opts.metrics.is_some() || opts.on_stuck.is_some();
-    let mut out = Stdout::new(keep_going);
-    write_banner(
-        &mut out,
-        &header,
-        probes,
-        opts,
-        &death,
-        metrics_addr,
-        memcgs,
-    )?;
-    let sinks = register(probes, opts, out, death.is_ok(), memcgs, journal, dump);
+    let mut printer = printer::printer(opts.format, Stdout::new(keep_going));
+    printer.banner(&banner(&header, probes, opts, &death, metrics_addr, memcgs));
+    printer.tick();
+    if let Some(e) = printer.failed() {
+        return Err(e.into());
+    }
+    let sinks = register(probes, opts, printer, death.is_ok(), memcgs, journal, dump);
     let mut runner = Runner::new(session, sinks, kallsyms);
     runner.memcg_version = probes.env.memory_controller.as_ref().map(|m| m.version);
     runner.poll_ring = probes.layout.config.trace_all_exits != 0;
@@ -1230,7 +1177,6 @@ fn on_grid(due_ns: u64) -> u64 {
 fn complete_in_userspace(ev: &mut Event, key: &std::collections::hash_map::RandomState) -> bool {
     use std::hash::BuildHasher as _;
 
-    use crate::event::victim_fields::{TASK, TGID_FROM_PROC};
     let hide = |addr: &mut u64| {
         if *addr == 0 {
             return false;
@@ -1238,42 +1184,17 @@ fn complete_in_userspace(ev: &mut Event, key: &std::collections::hash_map::Rando
         *addr = key.hash_one(*addr) | 1;
         true
     };
-    match &mut ev.payload {
-        Payload::MarkVictim(p) => {
-            let filled = p.fields & TASK == 0
-                && p.tgid == 0
-                && tgid_of(p.pid).is_some_and(|tgid| {
-                    p.tgid = tgid;
-                    p.fields |= TGID_FROM_PROC;
-                    true
-                });
-            hide(&mut p.mm) || filled
-        }
-        Payload::KernelSigkill(p) => {
-            let filled = p.target_tgid == 0
-                && tgid_of(p.target_pid).is_some_and(|tgid| {
-                    p.target_tgid = tgid;
-                    true
-                });
-            hide(&mut p.target_mm) || filled
-        }
-        Payload::OomKill(p) => hide(&mut p.chosen_mm),
-        Payload::OomInvoke(_)
-        | Payload::OomInvokeDone(_)
-        | Payload::AllocStack(_)
-        | Payload::OomCandidate(_)
-        | Payload::WakeReaper(_)
-        | Payload::StartReaping(_)
-        | Payload::FinishReaping(_)
-        | Payload::SkipReaping(_)
-        | Payload::TaskExit(_)
-        | Payload::TaskFree(_)
-        | Payload::GroupExited(_)
-        | Payload::PreExisting(_)
-        | Payload::MemcgOom(_)
-        | Payload::MemcgState(_)
-        | Payload::CgroupMkdir(_) => false,
-    }
+    let c = ev.completion();
+    let filled = c.tgid.is_some_and(|m| {
+        tgid_of(m.tid).is_some_and(|t| {
+            *m.tgid = t;
+            if let Some((flags, bit)) = m.from_proc {
+                *flags |= bit;
+            }
+            true
+        })
+    });
+    c.address.is_some_and(hide) || filled
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! The output of `watch` and `report`: one printer per format, each a [`Sink`] that writes
-//! whole lines — [`text::Text`] for people, [`json::Json`] for machines (JSON Lines,
-//! docs/json.md). `--format` picks one ([`Format`], [`printer`]); the drivers hand it every
-//! event, finding and note like any other sink. Text is escaped where it carries names the
-//! kernel or a process chose (`text::printable`).
+//! Every command's output: one printer per format, each a [`Printer`] — a [`Sink`] that writes
+//! whole lines, and the writer of what a command says besides events and findings (the banner,
+//! `check`'s report, `unstick`'s result; outputs.rs) — [`text::Text`] for people,
+//! [`json::Json`] for machines (JSON Lines, docs/json.md). `--format` picks one ([`Format`],
+//! matched once: [`printer`]); the drivers hand it every event, finding and note like any
+//! other sink. A new format is a type implementing [`Printer`] and a [`Format`] variant. Text
+//! is escaped where it carries names the kernel or a process chose (`text::printable`).
 
 use std::io::{self, Write};
 
@@ -32,7 +34,40 @@ macro_rules! output_methods {
 }
 
 mod json;
+mod outputs;
 mod text;
+
+pub(crate) use outputs::Banner;
+pub use outputs::{CheckReport, Unstick, UnstickOomDomain, UnstickOomKillerOff, UnstickVictim};
+
+/// A printer: a [`Sink`] of the session's events, findings and notes, and the writer of every
+/// other kind of output a command has, one method each. Writes go through its `Out`: the first
+/// that fails is kept for [`Sink::failed`].
+pub(crate) trait Printer: Sink {
+    /// `watch`'s first words.
+    fn banner(&mut self, b: &Banner<'_>);
+    /// `check`'s report.
+    fn check(&mut self, r: &CheckReport);
+    /// `unstick`'s result.
+    fn unstick(&mut self, u: &Unstick<'_>);
+}
+
+/// What a one-shot command (`check`, `unstick`) answers.
+pub enum Answer<'a> {
+    Check(&'a CheckReport),
+    Unstick(&'a Unstick<'a>),
+}
+
+/// Writes `answer` to `out` in `format`, flushed; the first write error.
+pub fn answer(format: Format, out: impl Write, answer: &Answer<'_>) -> io::Result<()> {
+    let mut p = printer(format, out);
+    match answer {
+        Answer::Check(r) => p.check(r),
+        Answer::Unstick(u) => p.unstick(u),
+    }
+    p.tick();
+    p.failed().map_or(Ok(()), Err)
+}
 
 /// How a run writes (`--format`).
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -46,19 +81,20 @@ pub enum Format {
 
 /// The printer of `format`, writing to `out`; each tick flushes (live, a finding must reach
 /// its reader at once).
-pub(crate) fn printer<'a, W: Write + 'a>(format: Format, out: W) -> Box<dyn Sink + 'a> {
+pub(crate) fn printer<'a, W: Write + 'a>(format: Format, out: W) -> Box<dyn Printer + 'a> {
     boxed(format, Out::new(out))
 }
 
 /// The printer of `format` for a replay: lines go out in 64 KiB writes and only its close
 /// flushes (a flush per tick was a `write` per kill: 248 057 of them for 250 000 kills).
-pub(crate) fn replay_printer<'a, W: Write + 'a>(format: Format, out: W) -> Box<dyn Sink + 'a> {
+pub(crate) fn replay_printer<'a, W: Write + 'a>(format: Format, out: W) -> Box<dyn Printer + 'a> {
     let mut out = Out::new(io::BufWriter::with_capacity(1 << 16, out));
     out.flush_at_tick = false;
     boxed(format, out)
 }
 
-fn boxed<'a, W: Write + 'a>(format: Format, out: Out<W>) -> Box<dyn Sink + 'a> {
+/// The one place formats are told apart.
+fn boxed<'a, W: Write + 'a>(format: Format, out: Out<W>) -> Box<dyn Printer + 'a> {
     match format {
         Format::Text => Box::new(text::Text::new(out)),
         Format::Json => Box::new(json::Json::new(out)),
@@ -152,4 +188,60 @@ pub(crate) fn print_all(
         p.close(&summary, end_ns).unwrap();
     }
     String::from_utf8(buf).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{forensics::Forensics, unstick::Wait};
+
+    /// `unstick`'s answer through each printer: the lines and keys it had when it was printed
+    /// by hand in the binary.
+    #[test]
+    fn unstick_answers_in_each_format() {
+        let fx = Forensics {
+            tgid: 42,
+            state: Some("S (sleeping)".into()),
+            ..Forensics::default()
+        };
+        let evidence = Err("pid 42 was not SIGKILLed".to_string());
+        let u = Unstick::Victim(UnstickVictim {
+            pid: 42,
+            apply: false,
+            fx: &fx,
+            evidence: &evidence,
+            wait_on: &Wait::Unknown,
+            remedy: None,
+            refused: Some("not an OOM victim"),
+            applied: None,
+            dead: None,
+            wait: std::time::Duration::from_secs(5),
+            restored: &["limit put back".into()],
+        });
+        let said = |format| {
+            let mut buf = Vec::new();
+            answer(format, &mut buf, &Answer::Unstick(&u)).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        let text = said(Format::Text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "pid 42 (S (sleeping))", "{text}");
+        assert_eq!(
+            lines[1], "OOM victim:  NO: pid 42 was not SIGKILLed",
+            "{text}"
+        );
+        assert!(lines[2].starts_with("waits on:    unknown"), "{text}");
+        assert_eq!(lines[3], "REFUSED:     not an OOM victim", "{text}");
+        assert_eq!(lines[4], "restored:    limit put back", "{text}");
+        assert!(text.ends_with(&format!("{fx}")), "{text}");
+        let json = said(Format::Json);
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["pid"], 42, "{v}");
+        assert_eq!(v["oom_victim"], serde_json::Value::Null, "{v}");
+        assert_eq!(v["evidence"], "pid 42 was not SIGKILLed", "{v}");
+        assert_eq!(v["refused"], "not an OOM victim", "{v}");
+        assert_eq!(v["waits_on"]["kind"], "unknown", "{v}");
+        assert_eq!(v["forensics"]["tgid"], 42, "{v}");
+    }
 }

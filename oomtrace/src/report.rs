@@ -206,39 +206,23 @@ impl<'a> Replayer<'a> {
         if !self.at_drains {
             self.advance_to(ts)?;
         }
-        match ev.payload {
-            Payload::OomInvoke(p) if self.timeline() => {
-                self.replay.invocations.push((p.memcg_id, ts));
+        if self.timeline() {
+            match ev.invocations() {
+                Some(i) if i.hooked => self.replay.invocations.push((i.memcg_id, ts)),
+                Some(_) | None => {}
             }
-            Payload::TaskExit(_) if self.timeline() => {
+            if let Payload::TaskExit(_) = ev.payload {
                 self.replay.exits.push((ev.header.tgid, ev.header.pid, ts));
             }
-            // Recorded only when in the memory controller's hierarchy.
-            Payload::CgroupMkdir(p) => {
-                self.session.memcgs().created(
-                    None,
-                    p.id,
-                    &mkdir_path(&p),
-                    p.flags & cgroup_mkdir::TRUNCATED != 0,
-                );
-            }
-            Payload::OomInvoke(_)
-            | Payload::OomInvokeDone(_)
-            | Payload::OomKill(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::TaskExit(_)
-            | Payload::TaskFree(_)
-            | Payload::GroupExited(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_) => {}
+        }
+        // Recorded only when in the memory controller's hierarchy.
+        if let Payload::CgroupMkdir(p) = ev.payload {
+            self.session.memcgs().created(
+                None,
+                p.id,
+                &mkdir_path(&p),
+                p.flags & cgroup_mkdir::TRUNCATED != 0,
+            );
         }
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);

@@ -323,36 +323,13 @@ impl Session {
 
     /// Live: the tasks of a memcg hung with the OOM killer disabled, as /proc shows them now.
     fn add_tasks(&mut self, f: &mut Finding) {
-        let empty = Vec::new();
-        let (memcg_id, tasks, victims) = match f {
-            Finding::OomKillerDisabled {
-                memcg_id, tasks, ..
-            } => (memcg_id, tasks, &empty),
-            Finding::NothingKillable {
-                memcg_id,
-                tasks,
-                already_reaped,
-                ..
-            } => (memcg_id, tasks, &*already_reaped),
-            Finding::Killed { .. }
-            | Finding::Marked { .. }
-            | Finding::Dead { .. }
-            | Finding::Sigkill { .. }
-            | Finding::KillStuck { .. }
-            | Finding::Stuck { .. }
-            | Finding::Unobservable { .. }
-            | Finding::NotReleased { .. }
-            | Finding::Released { .. }
-            | Finding::Collateral { .. }
-            | Finding::OomKillerDisabledEnded { .. }
-            | Finding::Livelock { .. }
-            | Finding::NothingKillableEnded { .. }
-            | Finding::GroupKill { .. } => return,
+        let Some((memcg_id, tasks, victims)) = f.memcg_tasks() else {
+            return;
         };
         let Some(live) = &self.live else {
             return;
         };
-        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(*memcg_id))
+        let (Some(root), Some(path)) = (&live.memcg_root, self.renderer.memcgs.path(memcg_id))
         else {
             return;
         };
@@ -495,33 +472,31 @@ mod tests {
                 payload: Payload::MarkVictim(m),
             };
             let out = print_all(&mut session, format, &[mark], 20_000_000_000);
-            match format {
-                Format::Json => {
-                    let f: serde_json::Value = out
-                        .lines()
-                        .filter_map(|l| serde_json::from_str(l).ok())
-                        .find(|v: &serde_json::Value| v["type"] == "finding")
-                        .unwrap_or_else(|| panic!("no finding in {out}"));
-                    assert_eq!(f["memcg_removed"], true, "{f}");
-                    assert_eq!(f["victim"]["memcg_id"], 7, "{f}");
-                    if seen {
-                        assert_eq!(f["memcg_path"], ctr, "{f}");
-                        assert_eq!(f["workload"]["kind"], "pod", "{f}");
-                        assert_eq!(f["workload"]["container_id"], "5eed5eed5eed", "{f}");
-                    } else {
-                        assert_eq!(f["memcg_path"], serde_json::Value::Null, "{f}");
-                        assert_eq!(f["workload"], serde_json::Value::Null, "{f}");
-                    }
+            // Not a match: a new format is one printer and one variant (printer.rs), and fails
+            // here as text until it has assertions of its own.
+            if matches!(format, Format::Json) {
+                let f: serde_json::Value = out
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .find(|v: &serde_json::Value| v["type"] == "finding")
+                    .unwrap_or_else(|| panic!("no finding in {out}"));
+                assert_eq!(f["memcg_removed"], true, "{f}");
+                assert_eq!(f["victim"]["memcg_id"], 7, "{f}");
+                if seen {
+                    assert_eq!(f["memcg_path"], ctr, "{f}");
+                    assert_eq!(f["workload"]["kind"], "pod", "{f}");
+                    assert_eq!(f["workload"]["container_id"], "5eed5eed5eed", "{f}");
+                } else {
+                    assert_eq!(f["memcg_path"], serde_json::Value::Null, "{f}");
+                    assert_eq!(f["workload"], serde_json::Value::Null, "{f}");
                 }
-                Format::Text if seen => {
-                    assert!(out.contains(&format!("[memcg {ctr}, removed; ")), "{out}")
-                }
-                Format::Text => {
-                    assert!(
-                        out.contains("[memcg id 7, removed before it was named]"),
-                        "{out}"
-                    )
-                }
+            } else if seen {
+                assert!(out.contains(&format!("[memcg {ctr}, removed; ")), "{out}")
+            } else {
+                assert!(
+                    out.contains("[memcg id 7, removed before it was named]"),
+                    "{out}"
+                )
             }
         }
     }

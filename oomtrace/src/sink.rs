@@ -94,23 +94,8 @@ impl<'a> FindingCx<'a> {
     /// Reads what /proc says now of the victim of a `stuck`, `kill_stuck` or `not_released`
     /// finding while live into `shown` (once: the sinks after use it).
     pub(crate) fn show_forensics(&mut self, f: &Finding) {
-        let victim = match f {
-            Finding::Stuck { victim, .. }
-            | Finding::KillStuck { victim, .. }
-            | Finding::NotReleased { victim, .. } => victim,
-            Finding::Killed { .. }
-            | Finding::Marked { .. }
-            | Finding::Dead { .. }
-            | Finding::Sigkill { .. }
-            | Finding::Unobservable { .. }
-            | Finding::Released { .. }
-            | Finding::Collateral { .. }
-            | Finding::OomKillerDisabled { .. }
-            | Finding::OomKillerDisabledEnded { .. }
-            | Finding::Livelock { .. }
-            | Finding::NothingKillable { .. }
-            | Finding::NothingKillableEnded { .. }
-            | Finding::GroupKill { .. } => return,
+        let Some(victim) = f.forensics_of() else {
+            return;
         };
         if let (None, Some(live)) = (&self.shown, self.live) {
             self.shown = Some(live.forensics(victim.key.tgid, victim.key.start_ns));

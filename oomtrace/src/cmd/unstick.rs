@@ -3,8 +3,11 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use oomtrace::{host::forensics, printer::Format, text::printable};
-use serde_json::json;
+use anyhow::Context as _;
+use oomtrace::{
+    host::forensics,
+    printer::{self, Answer, Unstick, UnstickOomDomain, UnstickOomKillerOff, UnstickVictim},
+};
 
 use crate::{cli::UnstickArgs, seconds_ns};
 
@@ -41,30 +44,20 @@ fn unstick_oom_killer_off(
         args.pid,
         fx.state.as_deref().unwrap_or("?")
     );
-    match args.output.format() {
-        Format::Json => {
-            println!(
-                "{}",
-                json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_killer_disabled": hang,
-                       "waits_on": {"kind": "oom_killer_disabled", "text": waits_on},
-                       "remedy": {"command": command, "risk": risk}, "refused": refused,
-                       "applied": applied.as_ref().map(|(did, ended)| json!({"did": did, "ok": *ended})),
-                       "forensics": fx})
-            );
-        }
-        Format::Text => {
-            println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-            println!("OOM victim:  no: nothing was killed; the OOM killer is disabled");
-            println!("waits on:    {}", printable(&waits_on));
-            println!("remedy:      {}", printable(&command));
-            println!("risk:        {risk}");
-            if let Some(why) = &refused {
-                println!("REFUSED:     {}", printable(why));
-            }
-            for d in applied.iter().flat_map(|(did, _)| did) {
-                println!("applied:     {}", printable(d));
-            }
-        }
+    if let Err(e) = print(
+        args,
+        &Unstick::OomKillerOff(UnstickOomKillerOff {
+            pid: args.pid,
+            fx,
+            hang: &hang,
+            waits_on: &waits_on,
+            command: &command,
+            risk: &risk,
+            refused: refused.as_deref(),
+            applied: applied.as_ref(),
+        }),
+    ) {
+        return Some(Err(e));
     }
     Some(Ok(match (&refused, &applied) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
@@ -129,42 +122,21 @@ fn unstick_oom_domain(
         domain.path, domain.usage_bytes, domain.limit_bytes
     );
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
-    match args.output.format() {
-        Format::Json => {
-            println!(
-                "{}",
-                json!({"pid": args.pid, "oom_victim": serde_json::Value::Null, "oom_domain": domain,
-                       "waits_on": {"kind": "oom_domain", "text": waits_on},
-                       "remedy": remedy, "refused": refused, "applied": applied,
-                       "after": after.as_ref().map(|r| match r { Ok(t) | Err(t) => t }),
-                       "out_of_oom": after.as_ref().map(Result::is_ok),
-                       "restored": restored, "forensics": fx})
-            );
-        }
-        Format::Text => {
-            println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-            println!(
-                "OOM victim:  no: its OOM domain keeps invoking the OOM killer, killing nothing"
-            );
-            println!("waits on:    {}", printable(&waits_on));
-            println!("remedy:      {}", printable(&remedy.command));
-            println!("risk:        {}", printable(&remedy.risk));
-            if let Some(why) = &refused {
-                println!("REFUSED:     {}", printable(why));
-            }
-            for d in applied.iter().flat_map(|a| &a.did) {
-                println!("applied:     {}", printable(d));
-            }
-            if let Some(Ok(t) | Err(t)) = &after {
-                println!("result:      {}", printable(t));
-            }
-            if applied.is_none() && refused.is_none() {
-                println!("(not applied: run again with --apply to take this remedy)");
-            }
-            for r in restored {
-                println!("restored:    {}", printable(r));
-            }
-        }
+    if let Err(e) = print(
+        args,
+        &Unstick::OomDomain(UnstickOomDomain {
+            pid: args.pid,
+            fx,
+            domain: &domain,
+            waits_on: &waits_on,
+            remedy: &remedy,
+            refused: refused.as_deref(),
+            applied: applied.as_ref(),
+            after: after.as_ref(),
+            restored,
+        }),
+    ) {
+        return Some(Err(e));
     }
     Some(Ok(match (&refused, &after) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
@@ -294,33 +266,22 @@ pub(crate) fn unstick(args: &UnstickArgs) -> anyhow::Result<ExitCode> {
     };
     let applied = applied.map(|(_, a)| a);
     let failed = applied.as_ref().is_some_and(|a| !a.ok);
-    match args.output.format() {
-        Format::Json => {
-            println!(
-                "{}",
-                json!({"pid": args.pid, "oom_victim": evidence.as_ref().ok(),
-                       "evidence": match &evidence { Ok(e) | Err(e) => e },
-                       "refused": refused, "waits_on": wait_on, "remedy": remedy,
-                       "applied": applied, "dead": dead, "restored": restored, "forensics": fx})
-            );
-        }
-        Format::Text => {
-            print_victim_text(
-                args,
-                &fx,
-                &evidence,
-                &VictimText {
-                    wait_on: &wait_on,
-                    remedy: remedy.as_ref(),
-                    refused: refused.as_deref(),
-                    applied: applied.as_ref(),
-                    dead,
-                    wait,
-                },
-                &restored,
-            );
-        }
-    }
+    print(
+        args,
+        &Unstick::Victim(UnstickVictim {
+            pid: args.pid,
+            apply: args.apply,
+            fx: &fx,
+            evidence: &evidence,
+            wait_on: &wait_on,
+            remedy: remedy.as_ref(),
+            refused: refused.as_deref(),
+            applied: applied.as_ref(),
+            dead,
+            wait,
+            restored: &restored,
+        }),
+    )?;
     Ok(match (refused, dead) {
         (Some(_), _) => ExitCode::from(EXIT_UNSTICK_REFUSED),
         _ if failed => ExitCode::from(EXIT_UNSTICK_FAILED),
@@ -385,62 +346,9 @@ fn wait_for_victim(
     gone
 }
 
-/// What `unstick PID` of an OOM victim found and did, for its text output.
-struct VictimText<'a> {
-    wait_on: &'a oomtrace::host::unstick::Wait,
-    remedy: Option<&'a oomtrace::host::unstick::Remedy>,
-    refused: Option<&'a str>,
-    applied: Option<&'a oomtrace::host::unstick::Applied>,
-    dead: Option<bool>,
-    wait: Duration,
-}
-
-fn print_victim_text(
-    args: &UnstickArgs,
-    fx: &forensics::Forensics,
-    evidence: &Result<String, String>,
-    v: &VictimText<'_>,
-    restored: &[String],
-) {
-    let VictimText {
-        wait_on,
-        remedy,
-        refused,
-        applied,
-        dead,
-        wait,
-    } = *v;
-    println!("pid {} ({})", args.pid, fx.state.as_deref().unwrap_or("?"));
-    match evidence {
-        Ok(why) => println!("OOM victim:  {why}"),
-        Err(why) => println!("OOM victim:  NO: {why}"),
-    }
-    println!("waits on:    {wait_on}");
-    if let Some(r) = remedy {
-        println!("remedy:      {}", r.command);
-        println!("risk:        {}", r.risk);
-    }
-    if let Some(why) = refused {
-        println!("REFUSED:     {why}");
-    }
-    if let Some(a) = applied {
-        for d in &a.did {
-            println!("applied:     {d}");
-        }
-        if !a.ok {
-            println!("result:      FAILED (see above)");
-        }
-    }
-    match dead {
-        Some(true) => println!("result:      DEAD (finished exiting)"),
-        Some(false) => println!("result:      STILL NOT DEAD after {} s", wait.as_secs_f64()),
-        None if !args.apply && refused.is_none() => {
-            println!("(not applied: run again with --apply to take this remedy)")
-        }
-        None => {}
-    }
-    for r in restored {
-        println!("restored:    {r}");
-    }
-    print!("{fx}");
+/// Writes what `unstick` found and did to stdout, in the format asked for.
+fn print(args: &UnstickArgs, u: &Unstick<'_>) -> anyhow::Result<()> {
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    printer::answer(args.output.format(), out, &Answer::Unstick(u))
+        .context("writing the result to stdout")
 }

@@ -192,6 +192,59 @@ impl Finding {
         }
     }
 
+    /// The victim whose forensics a printer shows with the finding (read from /proc while
+    /// live): one flagged stuck or not released.
+    pub(crate) fn forensics_of(&self) -> Option<&Victim> {
+        match self {
+            Finding::Stuck { victim, .. }
+            | Finding::KillStuck { victim, .. }
+            | Finding::NotReleased { victim, .. } => Some(victim),
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::Unobservable { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabled { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillable { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => None,
+        }
+    }
+
+    /// The tasks of a hung memcg the finding lists (read from /proc while live): the memcg,
+    /// where its tasks go, and the victims among them the kernel already skips.
+    pub(crate) fn memcg_tasks(&mut self) -> Option<(u64, &mut Vec<MemcgTask>, &[Task])> {
+        match self {
+            Finding::OomKillerDisabled {
+                memcg_id, tasks, ..
+            } => Some((*memcg_id, tasks, &[])),
+            Finding::NothingKillable {
+                memcg_id,
+                tasks,
+                already_reaped,
+                ..
+            } => Some((*memcg_id, tasks, already_reaped)),
+            Finding::Killed { .. }
+            | Finding::Marked { .. }
+            | Finding::Dead { .. }
+            | Finding::Sigkill { .. }
+            | Finding::KillStuck { .. }
+            | Finding::Stuck { .. }
+            | Finding::Unobservable { .. }
+            | Finding::NotReleased { .. }
+            | Finding::Released { .. }
+            | Finding::Collateral { .. }
+            | Finding::OomKillerDisabledEnded { .. }
+            | Finding::Livelock { .. }
+            | Finding::NothingKillableEnded { .. }
+            | Finding::GroupKill { .. } => None,
+        }
+    }
+
     /// The process the finding is about.
     pub(crate) fn tgid(&self) -> u32 {
         match self {

@@ -131,74 +131,28 @@ impl WatchInfo {
 }
 
 /// The first thing said: the plan line (JSON), or the version, kernel, plan and caveats.
-pub(super) fn write_banner(
-    out: &mut impl std::io::Write,
-    header: &Value,
-    probes: &Probes,
-    opts: &LiveOptions,
-    death: &Result<(), String>,
+pub(super) fn banner<'a>(
+    plan_line: &'a Value,
+    probes: &'a Probes,
+    opts: &'a LiveOptions,
+    death: &'a Result<(), String>,
     metrics_addr: Option<SocketAddr>,
-    memcgs: &WatchInfo,
-) -> anyhow::Result<()> {
-    match opts.format {
-        Format::Json => {
-            writeln!(out, "{header}")?;
-        }
-        Format::Text => {
-            writeln!(
-                out,
-                "oomtrace {} on Linux {}; attached in {:.0} ms; flags victims not dead {} s after \
-                 the kill; times are UTC",
-                env!("CARGO_PKG_VERSION"),
-                probes.env.kernel,
-                probes.attach_time.as_secs_f64() * 1e3,
-                opts.timeout_ns as f64 / 1e9
-            )?;
-            write!(out, "{}", plan::render(&probes.plan))?;
-            if let Err(e) = death {
-                writeln!(out, "WARNING: {e}: victims will be reported unobservable")?;
-            }
-            match memcgs.invocations_source(probes) {
-                "hook" if memcgs.watching() => writeln!(
-                    out,
-                    "OOM invocations: counted by the mem_cgroup_out_of_memory hook; the kernel's \
-                     notifications of {} memcgs cross-check them and name OOM-killer-disabled hangs",
-                    memcgs.memcgs
-                )?,
-                "hook" => {}
-                "none" => writeln!(
-                    out,
-                    "note: mem_cgroup_out_of_memory is not hooked here and the memcg notifications \
-                     could not be set up ({}): OOM invocations and the livelock signature cannot be \
-                     observed",
-                    memcgs.error.as_deref().unwrap_or("no memory controller")
-                )?,
-                src => writeln!(
-                    out,
-                    "OOM invocations: counted from the kernel's memcg notifications ({}) of {} \
-                     memcgs, set up in {:.0} ms (no invocation hook on this kernel)",
-                    if src.ends_with("v2") {
-                        "cgroup v2 memory.events.local"
-                    } else {
-                        "cgroup v1 memory.oom_control eventfds"
-                    },
-                    memcgs.memcgs,
-                    memcgs.start_ms
-                )?,
-            }
-            for p in &memcgs.problems {
-                writeln!(out, "WARNING: memcg notifications: {p}")?;
-            }
-            if let Some(bound) = metrics_addr.or(opts.metrics) {
-                writeln!(out, "metrics: http://{bound}/metrics")?;
-            }
-            if let Some(p) = &opts.record {
-                writeln!(out, "recording to {}", p.display())?;
-            }
-        }
+    memcgs: &'a WatchInfo,
+) -> printer::Banner<'a> {
+    printer::Banner {
+        plan_line,
+        probes,
+        timeout_ns: opts.timeout_ns,
+        death,
+        invocations_source: memcgs.invocations_source(probes),
+        watching: memcgs.watching(),
+        memcgs: memcgs.memcgs,
+        memcgs_start_ms: memcgs.start_ms,
+        memcg_problems: &memcgs.problems,
+        memcg_error: memcgs.error.as_deref(),
+        metrics: metrics_addr.or(opts.metrics),
+        record: opts.record.as_deref(),
     }
-    out.flush()?;
-    Ok(())
 }
 
 fn hostname() -> String {

@@ -1,5 +1,7 @@
 //! JSON Lines for machines: one object per line, its `type` first (docs/json.md).
 
+mod commands;
+
 use std::io::Write;
 
 use serde_json::{Value, json};

@@ -1,13 +1,16 @@
 //! Lines for people: an event or a finding per line (a finding's reasons and forensics
 //! indented below it), names escaped.
 
+mod commands;
+
 use std::{collections::HashSet, fmt::Write as _, io::Write};
 
 use super::Out;
 use crate::{
     clock::push_time_of_day,
-    event::{Event, Payload},
+    event::Event,
     lifecycle::Finding,
+    render::events::{self, Quiet},
     sink::{EventCx, FindingCx, Note, Said, Sink},
     text::printable,
     workload,
@@ -40,36 +43,18 @@ impl<W: Write> Text<W> {
     /// target (JSON carries every event).
     fn quiet(&mut self, ev: &Event) -> bool {
         let pid = ev.subject().process_or_thread();
-        match ev.payload {
-            Payload::KernelSigkill(p)
-                if p.sender_flags & oomtrace_common::sender_state::CODE != 0
-                    && oomtrace_common::si_code::from_user(p.si_code) =>
-            {
+        match events::text_quiet(ev) {
+            Quiet::UserKill => {
                 if self.quiet_pids.len() >= MAX_QUIET_PIDS {
                     self.quiet_pids.clear();
                 }
                 self.quiet_pids.insert(pid);
                 true
             }
-            Payload::TaskExit(_) | Payload::GroupExited(_) => self.quiet_pids.contains(&pid),
-            Payload::TaskFree(_) => self.quiet_pids.remove(&pid),
-            // A node creates cgroups all day: in text they would drown the OOM path (JSON
-            // and dumps carry them).
-            Payload::CgroupMkdir(_) => true,
-            Payload::OomInvoke(_)
-            | Payload::OomInvokeDone(_)
-            | Payload::OomKill(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_) => false,
+            Quiet::IfUserKilled => self.quiet_pids.contains(&pid),
+            Quiet::LastIfUserKilled => self.quiet_pids.remove(&pid),
+            Quiet::Always => true,
+            Quiet::Never => false,
         }
     }
 

@@ -50,6 +50,51 @@ fn sigkill_sender_kind(p: &oomtrace_common::KernelSigkill) -> &'static str {
     }
 }
 
+/// Whether text output shows an event ([`text_quiet`]); JSON and dumps carry every event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quiet {
+    /// Shown.
+    Never,
+    /// Left out: a node creates cgroups all day, they would drown the OOM path.
+    Always,
+    /// A user process's SIGKILL: left out (a kill that works is not news; one that does not
+    /// stick is a `kill_stuck` finding), and so are its target's exit events.
+    UserKill,
+    /// An exit event: left out when its process is a user's SIGKILL target.
+    IfUserKilled,
+    /// A release: left out when its process is a user's SIGKILL target, which is then forgotten.
+    LastIfUserKilled,
+}
+
+/// Whether text output shows `ev`.
+pub(crate) fn text_quiet(ev: &Event) -> Quiet {
+    match ev.payload {
+        Payload::KernelSigkill(p)
+            if p.sender_flags & oomtrace_common::sender_state::CODE != 0
+                && oomtrace_common::si_code::from_user(p.si_code) =>
+        {
+            Quiet::UserKill
+        }
+        Payload::TaskExit(_) | Payload::GroupExited(_) => Quiet::IfUserKilled,
+        Payload::TaskFree(_) => Quiet::LastIfUserKilled,
+        Payload::CgroupMkdir(_) => Quiet::Always,
+        Payload::OomInvoke(_)
+        | Payload::OomInvokeDone(_)
+        | Payload::OomKill(_)
+        | Payload::MarkVictim(_)
+        | Payload::KernelSigkill(_)
+        | Payload::AllocStack(_)
+        | Payload::OomCandidate(_)
+        | Payload::WakeReaper(_)
+        | Payload::StartReaping(_)
+        | Payload::FinishReaping(_)
+        | Payload::SkipReaping(_)
+        | Payload::PreExisting(_)
+        | Payload::MemcgOom(_)
+        | Payload::MemcgState(_) => Quiet::Never,
+    }
+}
+
 /// Turns events into text lines or JSON values.
 pub(crate) struct Renderer {
     pub(crate) clock: Clock,

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    event::{Event, Payload},
+    event::Event,
     kernel::plan::HookPlan,
     lifecycle::{Finding, Summary},
 };
@@ -152,33 +152,17 @@ impl Metrics {
 
     /// Counts an event (`memcg` is its memcg's path, if it names one).
     pub(crate) fn event(&mut self, ev: &Event, memcg: Option<&str>) {
-        match ev.payload {
-            Payload::OomInvoke(_) => bump(
+        match ev.invocations() {
+            Some(i) if i.hooked => bump(
                 &mut self.invocations,
                 victim_labels(memcg.unwrap_or("unknown")),
             ),
-            Payload::MemcgOom(p) if !self.invocation_hook && p.invocations > 0 => add(
+            Some(i) if !self.invocation_hook && i.count > 0 => add(
                 &mut self.invocations,
                 victim_labels(memcg.unwrap_or("unknown")),
-                i64::from(p.invocations),
+                i64::from(i.count),
             ),
-            Payload::OomInvokeDone(_)
-            | Payload::OomKill(_)
-            | Payload::MarkVictim(_)
-            | Payload::KernelSigkill(_)
-            | Payload::AllocStack(_)
-            | Payload::OomCandidate(_)
-            | Payload::WakeReaper(_)
-            | Payload::StartReaping(_)
-            | Payload::FinishReaping(_)
-            | Payload::SkipReaping(_)
-            | Payload::TaskExit(_)
-            | Payload::TaskFree(_)
-            | Payload::GroupExited(_)
-            | Payload::PreExisting(_)
-            | Payload::MemcgOom(_)
-            | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => {}
+            Some(_) | None => {}
         }
     }
 

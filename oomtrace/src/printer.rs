@@ -244,4 +244,50 @@ mod tests {
         assert_eq!(v["waits_on"]["kind"], "unknown", "{v}");
         assert_eq!(v["forensics"]["tgid"], 42, "{v}");
     }
+
+    /// A memcg's name is its creator's: a path with a terminal escape in it (one an
+    /// unprivileged user may make in a delegated subtree) reaches the terminal escaped, in
+    /// every line of an unstick answer.
+    #[test]
+    fn unstick_text_escapes_what_users_name() {
+        let fx = Forensics {
+            tgid: 42,
+            ..Forensics::default()
+        };
+        let evil = "/user.slice/\u{1b}]0;owned\u{7}/x";
+        let evidence = Ok(format!("SIGKILLed by the OOM killer in {evil}"));
+        let applied = crate::host::unstick::Applied {
+            did: vec![format!("wrote max to {evil}/memory.max")],
+            ok: true,
+            raised: true,
+            unmount_fusectl: false,
+        };
+        let remedy = crate::host::unstick::Remedy {
+            command: format!("echo max > {evil}/memory.max"),
+            risk: format!("{evil} may grow"),
+            action: None,
+        };
+        let restored = [format!("put back {evil}/memory.max")];
+        let u = Unstick::Victim(UnstickVictim {
+            pid: 42,
+            apply: true,
+            fx: &fx,
+            evidence: &evidence,
+            wait_on: &Wait::Unknown,
+            remedy: Some(&remedy),
+            refused: Some(evil),
+            applied: Some(&applied),
+            dead: None,
+            wait: std::time::Duration::from_secs(5),
+            restored: &restored,
+        });
+        let mut buf = Vec::new();
+        answer(Format::Text, &mut buf, &Answer::Unstick(&u)).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert_eq!(text.matches("owned").count(), 6, "{text}");
+    }
 }

@@ -230,7 +230,7 @@ fn unstick_oom_killer_off(out: &mut String, k: &UnstickOomKillerOff<'_>) -> std:
     )?;
     writeln!(out, "waits on:    {}", printable(k.waits_on))?;
     writeln!(out, "remedy:      {}", printable(k.command))?;
-    writeln!(out, "risk:        {}", k.risk)?;
+    writeln!(out, "risk:        {}", printable(k.risk))?;
     if let Some(why) = k.refused {
         writeln!(out, "REFUSED:     {}", printable(why))?;
     }
@@ -291,20 +291,20 @@ fn unstick_victim(out: &mut String, v: &UnstickVictim<'_>) -> std::fmt::Result {
     } = *v;
     writeln!(out, "pid {} ({})", pid, fx.state.as_deref().unwrap_or("?"))?;
     match evidence {
-        Ok(why) => writeln!(out, "OOM victim:  {why}")?,
-        Err(why) => writeln!(out, "OOM victim:  NO: {why}")?,
+        Ok(why) => writeln!(out, "OOM victim:  {}", printable(why))?,
+        Err(why) => writeln!(out, "OOM victim:  NO: {}", printable(why))?,
     }
-    writeln!(out, "waits on:    {wait_on}")?;
+    writeln!(out, "waits on:    {}", printable(&wait_on.to_string()))?;
     if let Some(r) = remedy {
-        writeln!(out, "remedy:      {}", r.command)?;
-        writeln!(out, "risk:        {}", r.risk)?;
+        writeln!(out, "remedy:      {}", printable(&r.command))?;
+        writeln!(out, "risk:        {}", printable(&r.risk))?;
     }
     if let Some(why) = refused {
-        writeln!(out, "REFUSED:     {why}")?;
+        writeln!(out, "REFUSED:     {}", printable(why))?;
     }
     if let Some(a) = applied {
         for d in &a.did {
-            writeln!(out, "applied:     {d}")?;
+            writeln!(out, "applied:     {}", printable(d))?;
         }
         if !a.ok {
             writeln!(out, "result:      FAILED (see above)")?;
@@ -324,7 +324,7 @@ fn unstick_victim(out: &mut String, v: &UnstickVictim<'_>) -> std::fmt::Result {
         None => {}
     }
     for r in restored {
-        writeln!(out, "restored:    {r}")?;
+        writeln!(out, "restored:    {}", printable(r))?;
     }
     write!(out, "{fx}")
 }

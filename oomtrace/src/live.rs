@@ -2,7 +2,7 @@
 //! metrics and the on-stuck hook; ticks for timeouts; clean shutdown on SIGINT/SIGTERM.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, hash_map::Entry},
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -199,6 +199,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// wake-up: in an OOM storm one tick judges several kills instead of one tick each. A flag
 /// comes at most this much later (the issue allows 100 ms beyond the timeout).
 const TICK_GRID_NS: u64 = 10_000_000;
+/// Memcgs whose files (about ten each on cgroup v1) are kept open between kills: those of a
+/// storm's latest kills. Past this many, the least recently read memcg's are closed.
+const MEMCG_FILES_KEPT: usize = 16;
 
 struct Runner {
     session: Session,
@@ -216,6 +219,10 @@ struct Runner {
     memcg_version: Option<u8>,
     /// When each memcg (0: the machine) was last read at a kill (kernel event time).
     states_read: std::collections::HashMap<u64, u64>,
+    /// The files of the memcgs read at the latest kills, kept open (at most
+    /// [`MEMCG_FILES_KEPT`] memcgs, the least recently read dropped first; a memcg removed
+    /// is dropped at its first failed read or at the sweep that sees it gone).
+    memcg_files: std::collections::HashMap<u64, (u64, crate::host::memstate::MemcgFiles)>,
     /// The consumers of events and findings, in order: the printer, the metrics, the on-stuck
     /// hook, --unstick, the dump (see sink.rs).
     sinks: Vec<Box<dyn Sink>>,
@@ -248,6 +255,7 @@ impl Runner {
             named_addrs: std::collections::HashSet::new(),
             memcg_version: None,
             states_read: std::collections::HashMap::new(),
+            memcg_files: std::collections::HashMap::new(),
             sinks,
             flagged: 0,
             poll_ring: false,
@@ -521,15 +529,36 @@ impl Runner {
                 };
                 crate::host::memstate::of_machine(&meminfo)
             } else {
-                let (Some(version), Some(path), Some(root)) = (
-                    self.memcg_version,
-                    self.session.memcgs().path(id),
-                    self.session.memcgs().root().map(Path::to_path_buf),
-                ) else {
+                let Some(version) = self.memcg_version else {
                     continue;
                 };
-                let dir = root.join(path.trim_start_matches('/'));
-                crate::host::memstate::of_memcg(&dir, id, version)
+                let files = match self.memcg_files.entry(id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let (Some(path), Some(root)) =
+                            (self.session.memcgs().path(id), self.session.memcgs().root())
+                        else {
+                            continue;
+                        };
+                        let dir = root.join(path.trim_start_matches('/'));
+                        let files = crate::host::memstate::MemcgFiles::open(&dir);
+                        e.insert((ts, files))
+                    }
+                };
+                files.0 = ts;
+                let state = files.1.read(id, version);
+                if files.1.failed {
+                    self.memcg_files.remove(&id);
+                } else if self.memcg_files.len() > MEMCG_FILES_KEPT
+                    && let Some(oldest) = self
+                        .memcg_files
+                        .iter()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(k, _)| *k)
+                {
+                    self.memcg_files.remove(&oldest);
+                }
+                state
             };
             let mut state_ev = userspace_event(0, [0; 16], Payload::MemcgState(state));
             state_ev.header.ts_ns = ts.saturating_sub(1);
@@ -648,6 +677,7 @@ impl Runner {
         let now_ns = monotonic_now();
         for (id, path) in self.session.memcgs().sweep() {
             self.recorded_memcgs.remove(&id);
+            self.memcg_files.remove(&id);
             self.session
                 .tracker_mut()
                 .memcg_removed(id, path.as_deref(), now_ns);

@@ -20,6 +20,7 @@ mod banner;
 mod hook;
 mod recorder;
 mod remedy;
+mod ticker;
 
 use banner::{WatchInfo, drop_privileges, dump_header, plan_line, write_banner};
 
@@ -646,20 +647,27 @@ impl Runner {
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
     /// the end of the reorder window), when the dump is due a sync, and every `POLL` while
-    /// hooks run or the ring buffer must be polled. `None` when nothing is pending: an idle
-    /// oomtrace does not wake up at all.
-    fn next_wake(&self) -> tokio::time::Instant {
+    /// hooks run or the ring buffer must be polled, and at the sweep (every `SWEEP_EVERY`).
+    /// In CLOCK_MONOTONIC ns, the clock of the loop's timer (see ticker.rs).
+    fn next_wake(&self) -> u64 {
         let now = tokio::time::Instant::now();
-        let due = self.session.tracker().next_tick_due().map(|due| {
-            let now_ns = monotonic_now();
-            now + Duration::from_nanos(on_grid(due).saturating_sub(now_ns))
-        });
+        let now_ns = monotonic_now();
+        // An instant of the runtime's clock (CLOCK_MONOTONIC too) as that clock's ns.
+        let ns = |at: tokio::time::Instant| {
+            now_ns.saturating_add(at.saturating_duration_since(now).as_nanos() as u64)
+        };
+        let due = self.session.tracker().next_tick_due().map(on_grid);
         let hooks_running = self.sinks.iter().any(|s| s.busy());
-        let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
-        let sync = self.sinks.iter().filter_map(|s| s.wake_at(now)).min();
+        let poll = (self.poll_ring || hooks_running).then(|| ns(now + POLL));
+        let sync = self
+            .sinks
+            .iter()
+            .filter_map(|s| s.wake_at(now))
+            .min()
+            .map(ns);
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
-        let sweep = (self.last_sweep + SWEEP_EVERY).max(now);
+        let sweep = ns((self.last_sweep + SWEEP_EVERY).max(now));
         [due, poll, sync]
             .into_iter()
             .flatten()
@@ -1045,13 +1053,21 @@ async fn watch(
     };
     tokio::pin!(until);
     let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
+    let ticker = ticker::Ticker::new().context("creating the loop's timer (timerfd)")?;
+    // SAFETY: the Ticker owns its timerfd for as long as the AsyncFd lives.
+    let mut ticker = unsafe { AsyncFd::register_with_interest(ticker, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the loop's timer with the runtime")?;
     while runner.stopped().is_none() {
         let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
         let mut wake = runner.next_wake();
         if polling {
-            wake = wake.min(tokio::time::Instant::now() + MEMCG_POLL);
+            wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
         }
-        let tick = tokio::time::sleep_until(wake);
+        ticker
+            .get_mut()
+            .arm(wake)
+            .context("arming the loop's timer (timerfd_settime)")?;
         let memcg_ready = async {
             match memcgs.as_deref_mut() {
                 Some(m) => m.readable_mut().await.map(Some),
@@ -1088,12 +1104,17 @@ async fn watch(
                 }
                 guard.clear_ready();
             }
-            () = tick => {
-                if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
-                    let notices = m.get_mut().poll_states();
-                    runner.memcg_notices(notices)?;
+            guard = ticker.readable_mut() => {
+                let mut guard = guard.context("waiting for the loop's timer")?;
+                let fired = guard.get_inner_mut().expired();
+                guard.clear_ready();
+                if fired {
+                    if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
+                        let notices = m.get_mut().poll_states();
+                        runner.memcg_notices(notices)?;
+                    }
+                    runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
                 }
-                runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
             }
             conn = metrics::Endpoint::next(endpoint.as_ref()) => {
                 if let Some(e) = &mut endpoint {

@@ -213,7 +213,7 @@ fn open_at(dir: &std::fs::File, name: &str) -> Option<std::fs::File> {
 }
 
 /// The whole text of `file`, read from offset 0.
-fn read_whole(file: &std::fs::File) -> Option<String> {
+pub(crate) fn read_whole(file: &std::fs::File) -> Option<String> {
     use std::os::unix::fs::FileExt;
     // Not `read_to_string`: it asks for the file's size first, and reads again until a read
     // returns nothing. A cgroup file (kernfs, a seq_file) is made whole at a read from offset

@@ -2,7 +2,7 @@
 //! metrics and the on-stuck hook; ticks for timeouts; clean shutdown on SIGINT/SIGTERM.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, hash_map::Entry},
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -20,6 +20,7 @@ mod banner;
 mod hook;
 mod recorder;
 mod remedy;
+mod ticker;
 
 use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
 
@@ -176,6 +177,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// wake-up: in an OOM storm one tick judges several kills instead of one tick each. A flag
 /// comes at most this much later (the issue allows 100 ms beyond the timeout).
 const TICK_GRID_NS: u64 = 10_000_000;
+/// Memcgs whose files (about ten each on cgroup v1) are kept open between kills: those of a
+/// storm's latest kills. Past this many, the least recently read memcg's are closed.
+const MEMCG_FILES_KEPT: usize = 16;
 
 struct Runner {
     session: Session,
@@ -193,6 +197,10 @@ struct Runner {
     memcg_version: Option<u8>,
     /// When each memcg (0: the machine) was last read at a kill (kernel event time).
     states_read: std::collections::HashMap<u64, u64>,
+    /// The files of the memcgs read at the latest kills, kept open (at most
+    /// [`MEMCG_FILES_KEPT`] memcgs, the least recently read dropped first; a memcg removed
+    /// is dropped at its first failed read or at the sweep that sees it gone).
+    memcg_files: std::collections::HashMap<u64, (u64, crate::host::memstate::MemcgFiles)>,
     /// The consumers of events and findings, in order: the printer, the metrics, the on-stuck
     /// hook, --unstick, the dump (see sink.rs).
     sinks: Vec<Box<dyn Sink>>,
@@ -225,6 +233,7 @@ impl Runner {
             named_addrs: std::collections::HashSet::new(),
             memcg_version: None,
             states_read: std::collections::HashMap::new(),
+            memcg_files: std::collections::HashMap::new(),
             sinks,
             flagged: 0,
             poll_ring: false,
@@ -472,15 +481,36 @@ impl Runner {
                 };
                 crate::host::memstate::of_machine(&meminfo)
             } else {
-                let (Some(version), Some(path), Some(root)) = (
-                    self.memcg_version,
-                    self.session.memcgs().path(id),
-                    self.session.memcgs().root().map(Path::to_path_buf),
-                ) else {
+                let Some(version) = self.memcg_version else {
                     continue;
                 };
-                let dir = root.join(path.trim_start_matches('/'));
-                crate::host::memstate::of_memcg(&dir, id, version)
+                let files = match self.memcg_files.entry(id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let (Some(path), Some(root)) =
+                            (self.session.memcgs().path(id), self.session.memcgs().root())
+                        else {
+                            continue;
+                        };
+                        let dir = root.join(path.trim_start_matches('/'));
+                        let files = crate::host::memstate::MemcgFiles::open(&dir);
+                        e.insert((ts, files))
+                    }
+                };
+                files.0 = ts;
+                let state = files.1.read(id, version);
+                if files.1.failed {
+                    self.memcg_files.remove(&id);
+                } else if self.memcg_files.len() > MEMCG_FILES_KEPT
+                    && let Some(oldest) = self
+                        .memcg_files
+                        .iter()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(k, _)| *k)
+                {
+                    self.memcg_files.remove(&oldest);
+                }
+                state
             };
             let mut state_ev = userspace_event(0, [0; 16], Payload::MemcgState(state));
             state_ev.header.ts_ns = ts.saturating_sub(1);
@@ -568,20 +598,27 @@ impl Runner {
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
     /// the end of the reorder window), when the dump is due a sync, and every `POLL` while
-    /// hooks run or the ring buffer must be polled. `None` when nothing is pending: an idle
-    /// oomtrace does not wake up at all.
-    fn next_wake(&self) -> tokio::time::Instant {
+    /// hooks run or the ring buffer must be polled, and at the sweep (every `SWEEP_EVERY`).
+    /// In CLOCK_MONOTONIC ns, the clock of the loop's timer (see ticker.rs).
+    fn next_wake(&self) -> u64 {
         let now = tokio::time::Instant::now();
-        let due = self.session.tracker().next_tick_due().map(|due| {
-            let now_ns = monotonic_now();
-            now + Duration::from_nanos(on_grid(due).saturating_sub(now_ns))
-        });
+        let now_ns = monotonic_now();
+        // An instant of the runtime's clock (CLOCK_MONOTONIC too) as that clock's ns.
+        let ns = |at: tokio::time::Instant| {
+            now_ns.saturating_add(at.saturating_duration_since(now).as_nanos() as u64)
+        };
+        let due = self.session.tracker().next_tick_due().map(on_grid);
         let hooks_running = self.sinks.iter().any(|s| s.busy());
-        let poll = (self.poll_ring || hooks_running).then_some(now + POLL);
-        let sync = self.sinks.iter().filter_map(|s| s.wake_at(now)).min();
+        let poll = (self.poll_ring || hooks_running).then(|| ns(now + POLL));
+        let sync = self
+            .sinks
+            .iter()
+            .filter_map(|s| s.wake_at(now))
+            .min()
+            .map(ns);
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
-        let sweep = (self.last_sweep + SWEEP_EVERY).max(now);
+        let sweep = ns((self.last_sweep + SWEEP_EVERY).max(now));
         [due, poll, sync]
             .into_iter()
             .flatten()
@@ -599,6 +636,7 @@ impl Runner {
         let now_ns = monotonic_now();
         for (id, path) in self.session.memcgs().sweep() {
             self.recorded_memcgs.remove(&id);
+            self.memcg_files.remove(&id);
             self.session
                 .tracker_mut()
                 .memcg_removed(id, path.as_deref(), now_ns);
@@ -962,13 +1000,21 @@ async fn watch(
     };
     tokio::pin!(until);
     let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
+    let ticker = ticker::Ticker::new().context("creating the loop's timer (timerfd)")?;
+    // SAFETY: the Ticker owns its timerfd for as long as the AsyncFd lives.
+    let mut ticker = unsafe { AsyncFd::register_with_interest(ticker, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the loop's timer with the runtime")?;
     while runner.stopped().is_none() {
         let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
         let mut wake = runner.next_wake();
         if polling {
-            wake = wake.min(tokio::time::Instant::now() + MEMCG_POLL);
+            wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
         }
-        let tick = tokio::time::sleep_until(wake);
+        ticker
+            .get_mut()
+            .arm(wake)
+            .context("arming the loop's timer (timerfd_settime)")?;
         let memcg_ready = async {
             match memcgs.as_deref_mut() {
                 Some(m) => m.readable_mut().await.map(Some),
@@ -1005,12 +1051,17 @@ async fn watch(
                 }
                 guard.clear_ready();
             }
-            () = tick => {
-                if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
-                    let notices = m.get_mut().poll_states();
-                    runner.memcg_notices(notices)?;
+            guard = ticker.readable_mut() => {
+                let mut guard = guard.context("waiting for the loop's timer")?;
+                let fired = guard.get_inner_mut().expired();
+                guard.clear_ready();
+                if fired {
+                    if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
+                        let notices = m.get_mut().poll_states();
+                        runner.memcg_notices(notices)?;
+                    }
+                    runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
                 }
-                runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
             }
             conn = metrics::Endpoint::next(endpoint.as_ref()) => {
                 if let Some(e) = &mut endpoint {

@@ -76,6 +76,10 @@ struct Memcg {
     dir_wd: Option<i32>,
     file_wd: Option<i32>,
     eventfd: Option<OwnedFd>,
+    /// v1 `memory.oom_control`, kept open once its eventfd has fired (re-read with a pread
+    /// at each later notification: no path walk, open and close each time), for at most
+    /// [`CONTROLS_KEPT`] memcgs; closed with the memcg.
+    control: Option<std::fs::File>,
     last: Counters,
 }
 
@@ -99,6 +103,8 @@ pub(crate) struct MemcgWatch {
     by_path: HashMap<String, u64>,
     /// v1 memcgs read `under_oom 1`: re-read on ticks until it ends.
     under_oom: HashSet<u64>,
+    /// Memcgs whose `memory.oom_control` is kept open.
+    controls_kept: usize,
     /// What could not be watched, said once each (limits, permissions).
     pub(crate) problems: Vec<String>,
     problem_kinds: HashSet<&'static str>,
@@ -112,6 +118,9 @@ impl AsRawFd for MemcgWatch {
 
 /// The epoll token of the inotify descriptor (memcg ids, inode numbers, are never 0).
 const INOTIFY_TOKEN: u64 = 0;
+/// v1 memcgs whose `memory.oom_control` is kept open after a notification (one descriptor
+/// each, beside its eventfd); past this many, the others are read through their path.
+const CONTROLS_KEPT: usize = 64;
 const DIR_MASK: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_DELETE | libc::IN_ONLYDIR;
 
 fn errno() -> std::io::Error {
@@ -160,6 +169,7 @@ impl MemcgWatch {
             memcgs: HashMap::new(),
             by_path: HashMap::new(),
             under_oom: HashSet::new(),
+            controls_kept: 0,
             problems: Vec::new(),
             problem_kinds: HashSet::new(),
         };
@@ -279,6 +289,7 @@ impl MemcgWatch {
             dir_wd,
             file_wd: None,
             eventfd: None,
+            control: None,
             last: Counters::default(),
         };
         match self.version {
@@ -349,6 +360,7 @@ impl MemcgWatch {
         let Some(m) = self.memcgs.remove(&id) else {
             return;
         };
+        self.controls_kept -= usize::from(m.control.is_some());
         self.by_path.remove(&m.path);
         for wd in [m.dir_wd, m.file_wd].into_iter().flatten() {
             self.wds.remove(&wd);
@@ -532,7 +544,15 @@ impl MemcgWatch {
             self.under_oom.remove(&id);
             return;
         };
-        let Ok(t) = std::fs::read_to_string(m.dir.join("memory.oom_control")) else {
+        if m.control.is_none() && self.controls_kept < CONTROLS_KEPT {
+            m.control = std::fs::File::open(m.dir.join("memory.oom_control")).ok();
+            self.controls_kept += usize::from(m.control.is_some());
+        }
+        let text = match &m.control {
+            Some(f) => crate::host::memstate::read_whole(f),
+            None => std::fs::read_to_string(m.dir.join("memory.oom_control")).ok(),
+        };
+        let Some(t) = text else {
             // Removed: its eventfd is signalled as the kernel unregisters it.
             self.remove(id, out);
             return;
@@ -808,6 +828,9 @@ mod tests {
         }
         let ended = w.poll_states();
         assert_eq!(ended.len(), 2);
+        // Re-read through the descriptors kept since the first poll (files rewritten in
+        // place, as a cgroup file is the same file).
+        assert_eq!(w.controls_kept, 2);
         assert_eq!(ended[0].payload.flags & memcg_oom::UNDER_OOM, 0);
         assert!(!w.needs_poll());
     }

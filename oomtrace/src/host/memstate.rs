@@ -133,28 +133,72 @@ pub(crate) fn from_files(
     s
 }
 
-/// A memcg's state from its directory (`version` of the controller).
-///
-/// Read at every kill: the directory is opened once and each file relative to it (no walk
-/// of the whole path per file), each read without asking its size first (cgroup files say 0).
-pub(crate) fn of_memcg(dir: &Path, memcg_id: u64, version: u8) -> MemcgState {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(dir) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(dir)
-    else {
-        return from_files(memcg_id, version, |_| None);
-    };
-    from_files(memcg_id, version, |f| read_at(&dir, f))
+/// A memcg's files read at its kills, kept open: each later read is one `pread` at offset 0
+/// (a cgroup file is a kernfs seq_file, made anew by a read from offset 0), not an
+/// `openat`, a `read` and a `close` per file (ten files per kill on cgroup v1). The
+/// descriptors name the memcg itself, not its path: a memcg renamed is still read, one
+/// removed fails its reads (`ENODEV`) and is dropped by its owner ([`MemcgFiles::read`]).
+pub(crate) struct MemcgFiles {
+    dir: Option<std::fs::File>,
+    /// Each file asked for: its descriptor, or None where it does not exist (a file the
+    /// controller lacks, e.g. `memory.memsw.*` without swap accounting, stays missing: a
+    /// cgroup's files are made with it).
+    files: Vec<(String, Option<std::fs::File>)>,
+    /// A read failed: the memcg is gone (or going), its files are no longer to be kept.
+    pub(crate) failed: bool,
 }
 
-/// The text of file `name` in directory `dir`.
-fn read_at(dir: &std::fs::File, name: &str) -> Option<String> {
-    use std::{
-        io::Read,
-        os::fd::{AsRawFd, FromRawFd},
-    };
+impl MemcgFiles {
+    /// The files of the memcg at `dir`, opened as they are first read.
+    pub(crate) fn open(dir: &Path) -> MemcgFiles {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .ok();
+        MemcgFiles {
+            failed: dir.is_none(),
+            dir,
+            files: Vec::new(),
+        }
+    }
+
+    /// The memcg's state now (`version` of the controller): read from the files (nothing
+    /// cached but their descriptors).
+    pub(crate) fn read(&mut self, memcg_id: u64, version: u8) -> MemcgState {
+        let me = std::cell::RefCell::new(self);
+        from_files(memcg_id, version, |f| me.borrow_mut().text(f))
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = match self.files.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                let file = self.dir.as_ref().and_then(|d| open_at(d, name));
+                self.files.push((name.to_string(), file));
+                self.files.len() - 1
+            }
+        };
+        let file = self.files[at].1.as_ref()?;
+        let text = read_whole(file);
+        if text.is_none() {
+            self.failed = true;
+        }
+        text
+    }
+}
+
+/// A memcg's state from its directory (`version` of the controller), its files opened for
+/// this read only.
+#[cfg(test)]
+pub(crate) fn of_memcg(dir: &Path, memcg_id: u64, version: u8) -> MemcgState {
+    MemcgFiles::open(dir).read(memcg_id, version)
+}
+
+/// File `name` in directory `dir`, opened to read.
+fn open_at(dir: &std::fs::File, name: &str) -> Option<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
     let name = std::ffi::CString::new(name).ok()?;
     // SAFETY: a valid directory descriptor and a NUL-terminated name.
     let fd = unsafe {
@@ -164,22 +208,24 @@ fn read_at(dir: &std::fs::File, name: &str) -> Option<String> {
             libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        return None;
-    }
     // SAFETY: `fd` was just opened and is owned by nothing else.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// The whole text of `file`, read from offset 0.
+pub(crate) fn read_whole(file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
     // Not `read_to_string`: it asks for the file's size first, and reads again until a read
-    // returns nothing. A cgroup file (kernfs, a seq_file) is made whole at its first read and
-    // handed out as far as the buffer has room: a read that leaves room is its end (one read
-    // per file, not two: ten files at every kill).
+    // returns nothing. A cgroup file (kernfs, a seq_file) is made whole at a read from offset
+    // 0 and handed out as far as the buffer has room: a read that leaves room is its end (one
+    // read per file, not two: ten files at every kill).
     const CHUNK: usize = 4096;
     let mut text = Vec::new();
     loop {
         let at = text.len();
         text.resize(at + CHUNK, 0);
         let n = loop {
-            match file.read(&mut text[at..]) {
+            match file.read_at(&mut text[at..], at as u64) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => break r.ok()?,
             }
@@ -307,6 +353,35 @@ mod tests {
         assert_eq!(of_memcg(&dir, 9, 2), from_files(9, 2, |_| None));
     }
 
+    /// The files kept open are read anew at each read (from offset 0, as a cgroup file is
+    /// made anew); a file that is missing stays missing without failing the memcg; a memcg
+    /// whose directory cannot be opened is failed (its owner drops it).
+    #[test]
+    fn kept_files_are_read_anew() {
+        let dir =
+            std::env::temp_dir().join(format!("oomtrace-memstate-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "8192\n").unwrap();
+        let mut kept = MemcgFiles::open(&dir);
+        let first = kept.read(9, 2);
+        // Rewritten in place (the same inode, as a cgroup file stays the same file).
+        std::fs::write(dir.join("memory.current"), "6144\n").unwrap();
+        let second = kept.read(9, 2);
+        let missing = MemcgFiles::open(&dir.join("gone"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((first.usage_bytes, first.limit_bytes), (4096, 8192));
+        assert_eq!((second.usage_bytes, second.limit_bytes), (6144, 8192));
+        assert_eq!(second.fields & bits::STAT, 0, "memory.stat is missing");
+        assert!(!kept.failed, "a missing file does not fail the memcg");
+        assert!(
+            kept.files
+                .iter()
+                .any(|(n, f)| n == "memory.stat" && f.is_none())
+        );
+        assert!(missing.failed);
+    }
+
     /// A file longer than one read's room is read whole, one of exactly that room too.
     #[test]
     fn a_file_longer_than_one_read_is_read_whole() {
@@ -317,7 +392,7 @@ mod tests {
         let cases = [9000, 4096, 8192, 1, 0].map(|n| {
             let text: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
             std::fs::write(dir.join("f"), &text).unwrap();
-            (read_at(&handle, "f"), text)
+            (open_at(&handle, "f").and_then(|f| read_whole(&f)), text)
         });
         std::fs::remove_dir_all(&dir).unwrap();
         for (read, text) in cases {

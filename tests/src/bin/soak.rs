@@ -1045,6 +1045,29 @@ fn pod_kill_check(
         }
     }
     ages_ms.sort_by(f64::total_cmp);
+    // A pod kill left unnamed is shown with every line about its pid or its memcg: the soak
+    // keeps no other copy of oomtrace's output, and one such kill in an hour is otherwise
+    // unexplainable after the fact.
+    let is_named = |b: &PodKill| {
+        lines.iter().any(|l| {
+            is_finding(l, "killed", &pods_prefix())
+                && l["memcg_path"] == b.path
+                && l["workload"]["container_id"] == b.container_id
+        })
+    };
+    for b in births.iter().filter(|b| !is_named(b)).take(3) {
+        eprintln!(
+            "soak: pod kill not named: pid {} in {} (memcg id {}, container {})",
+            b.pid, b.path, b.memcg_id, b.container_id
+        );
+        for l in lines.iter().filter(|l| {
+            oomtrace_tests::concerns(l, b.pid)
+                || l["memcg_id"] == b.memcg_id
+                || l["memcg_path"] == b.path
+        }) {
+            eprintln!("soak:   {l}");
+        }
+    }
     // Under emulation (a guest kernel) the load itself runs `slowdown` times slower: the
     // bounds on its own pace are scaled, those on oomtrace's results are not.
     let young_ms = oomtrace_tests::scaled(POD_YOUNG).as_secs_f64() * 1e3;

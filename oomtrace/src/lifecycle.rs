@@ -22,10 +22,7 @@
 //! "unconfirmed". Processes already killed and stuck when oomtrace starts
 //! ([`Payload::PreExisting`]) are flagged after a short grace, marked pre-existing.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{cell::RefCell, collections::BTreeMap, sync::Arc};
 
 // The tracker's maps are keyed by pids and memcg ids and looked up for every event: foldhash
 // (randomly seeded per process) instead of SipHash, which was ~4 % of a replay.
@@ -38,6 +35,7 @@ use oomtrace_common::{
 use crate::event::{Event, Payload, cstr};
 
 mod config;
+mod deadlines;
 mod finding;
 mod forget;
 mod incident;
@@ -217,14 +215,9 @@ pub struct Tracker {
     /// values): a finding holds the victim as it was when made, the tracker writes through
     /// `Arc::make_mut`, which copies only a victim a finding still holds.
     victims: BTreeMap<VictimKey, Arc<Victim>>,
-    /// The held victims' due times ([`victim_due`]), kept as they change so that
-    /// [`Tracker::next_tick_due`] (asked before every record of a replay) does not walk every
-    /// victim: by due time, and by victim.
-    deadlines: BTreeSet<(u64, VictimKey)>,
-    due_of: HashMap<VictimKey, u64>,
-    /// Victims that may have changed since `deadlines` was brought up to date: every access
-    /// that can change a victim names it here ([`Tracker::victim_mut`]).
-    touched: Vec<VictimKey>,
+    /// The held victims' due times ([`victim_due`]), indexed (see [`deadlines`]); brought up
+    /// to date when [`Tracker::next_tick_due`] asks.
+    deadlines: RefCell<deadlines::Deadlines>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
@@ -353,9 +346,7 @@ impl Tracker {
             latest_kernel_ts: 0,
             replaying: false,
             victims: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            due_of: HashMap::new(),
-            touched: Vec::new(),
+            deadlines: RefCell::default(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
             gone: GoneSet::default(),
@@ -421,7 +412,6 @@ impl Tracker {
         // ring, which must come first (a kill's mark before its victim's death). Ticks, which
         // follow a full read of the ring, release the rest.
         self.release_until(self.latest_kernel_ts.saturating_sub(REORDER_NS), out);
-        self.sync_deadlines();
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).
@@ -450,7 +440,6 @@ impl Tracker {
         self.expire_pending_kills(if self.replaying { heard } else { judged }, out);
         self.check_timeouts(judged, now_ns, out);
         self.forget_removed_memcgs(judged);
-        self.sync_deadlines();
     }
 
     /// Judges as a replay of recorded reads (see `replaying`).
@@ -473,7 +462,6 @@ impl Tracker {
         }
         self.announce_ready(u64::MAX, out);
         self.check_timeouts(now_ns, now_ns, out);
-        self.sync_deadlines();
     }
 
     /// The earliest `tick` time at which something could be flagged: replays tick exactly
@@ -517,16 +505,13 @@ impl Tracker {
                 }
             })
             .min();
-        // The victims' own due times, kept up to date by `sync_deadlines`; walked only when
-        // something changed since (a caller between an event and its sync, never in practice).
-        let victims = if self.touched.is_empty() {
-            self.deadlines.first().map(|&(due, _)| due)
-        } else {
-            self.victims_due_walk()
-        };
+        let victims = self.deadlines.borrow_mut().first(&self.victims, &self.cfg);
         debug_assert_eq!(
             victims,
-            self.victims_due_walk(),
+            self.victims
+                .values()
+                .filter_map(|v| victim_due(&self.cfg, v))
+                .min(),
             "deadline index out of step"
         );
         victims
@@ -538,51 +523,12 @@ impl Tracker {
             .min()
     }
 
-    /// The earliest due time of any victim, by a walk of them all (what `deadlines` holds).
-    fn victims_due_walk(&self) -> Option<u64> {
-        self.victims
-            .values()
-            .filter_map(|v| victim_due(&self.cfg, v))
-            .min()
-    }
-
     /// A victim that may be changed: its due time is brought up to date at the next
-    /// [`Tracker::sync_deadlines`].
+    /// [`Tracker::next_tick_due`].
     fn victim_mut(&mut self, key: &VictimKey) -> Option<&mut Victim> {
         let v = self.victims.get_mut(key)?;
-        if !self.touched.contains(key) {
-            self.touched.push(*key);
-        }
+        self.deadlines.get_mut().touch(*key);
         Some(Arc::make_mut(v))
-    }
-
-    /// Brings `deadlines` up to date with the victims touched since the last call (removed
-    /// ones leave it). Called at the end of every entry point that can change victims.
-    fn sync_deadlines(&mut self) {
-        let mut touched = std::mem::take(&mut self.touched);
-        for key in touched.drain(..) {
-            let due = self
-                .victims
-                .get(&key)
-                .and_then(|v| victim_due(&self.cfg, v));
-            let old = self.due_of.get(&key).copied();
-            if old == due {
-                continue;
-            }
-            if let Some(o) = old {
-                self.deadlines.remove(&(o, key));
-            }
-            match due {
-                Some(d) => {
-                    self.due_of.insert(key, d);
-                    self.deadlines.insert((d, key));
-                }
-                None => {
-                    self.due_of.remove(&key);
-                }
-            }
-        }
-        self.touched = touched;
     }
 
     fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
@@ -631,12 +577,12 @@ impl Tracker {
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
         self.victims.insert(key, Arc::new(v));
-        self.touched.push(key);
+        self.deadlines.get_mut().touch(key);
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Arc<Victim>> {
         let v = self.victims.remove(key)?;
-        self.touched.push(*key);
+        self.deadlines.get_mut().touch(*key);
         if v.timeline.dead.is_some() && key.start_ns != 0 {
             self.gone.insert(*key);
         }
@@ -929,7 +875,7 @@ impl Tracker {
                 if self.last_choice_by.len() > MAX_MEMCGS {
                     self.last_choice_by.clear();
                 }
-                self.touched.push(key);
+                self.deadlines.get_mut().touch(key);
                 let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
                     return;
                 };
@@ -1409,7 +1355,7 @@ impl Tracker {
         let key = v.key;
         let earlier = v.marked_tid.replace(p.pid);
         self.reindex_tid(key, earlier, Some(p.pid));
-        self.touched.push(key);
+        self.deadlines.get_mut().touch(key);
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
@@ -1543,7 +1489,7 @@ impl Tracker {
     }
 
     fn mark_dead(&mut self, key: VictimKey, ts: u64, how: &'static str, out: &mut Vec<Finding>) {
-        self.touched.push(key);
+        self.deadlines.get_mut().touch(key);
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
@@ -2021,7 +1967,7 @@ impl Tracker {
         // A victim changes here only where it is flagged, each time with a finding of it.
         for f in &out[made..] {
             if let Some(v) = f.victim() {
-                self.touched.push(v.key);
+                self.deadlines.get_mut().touch(v.key);
             }
         }
         self.summary.kill_stuck_now += kill_stuck_new;

@@ -129,7 +129,7 @@ pub fn events_per_episode(threads: u32) -> f64 {
 
 /// A record of a dump as `watch` writes it (format 3).
 pub enum WatchRecord {
-    Event(Event),
+    Event(Box<Event>),
     /// A tick after a full read of the ring (`Writer::drained`).
     Drained(u64),
 }
@@ -172,7 +172,7 @@ pub fn as_watch(victims: u64, threads: u32) -> impl Iterator<Item = WatchRecord>
                 out.push_back(WatchRecord::Drained(next_tick));
                 next_tick += TICK_NS;
             }
-            out.push_back(WatchRecord::Event(ev));
+            out.push_back(WatchRecord::Event(Box::new(ev)));
         }
     })
 }

@@ -1871,6 +1871,17 @@ impl Tracker {
     }
 
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
+        let made = out.len();
+        self.flag_overdue(judged, now, out);
+        // A victim changes there only where it is flagged, each time with a finding of it.
+        for f in &out[made..] {
+            if let Some(v) = f.victim() {
+                self.deadlines.get_mut().touch(v.key);
+            }
+        }
+    }
+
+    fn flag_overdue(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
         self.report_incidents(judged, self.cfg.timeout_ns, out);
         self.quiet_domains(judged, out);
         let obs = self.cfg.observability;
@@ -1883,7 +1894,6 @@ impl Tracker {
             obs.death
         };
         let timeout = self.cfg.timeout_ns;
-        let made = out.len();
         for v in self.victims.values_mut().map(Arc::make_mut) {
             let Some(since_ts) = v.watched_since() else {
                 continue;
@@ -1962,12 +1972,6 @@ impl Tracker {
                     since_dead_ns: now.saturating_sub(dead),
                     victim: Arc::new(v.clone()),
                 });
-            }
-        }
-        // A victim changes here only where it is flagged, each time with a finding of it.
-        for f in &out[made..] {
-            if let Some(v) = f.victim() {
-                self.deadlines.get_mut().touch(v.key);
             }
         }
         self.summary.kill_stuck_now += kill_stuck_new;

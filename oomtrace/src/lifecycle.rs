@@ -405,13 +405,25 @@ impl Tracker {
         if ev.header.cpu != USERSPACE_CPU {
             self.latest_kernel_ts = self.latest_kernel_ts.max(ev.header.ts_ns);
         }
-        self.reorder
-            .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
         // Released up to what the ring has been read to: an event userspace observed (stamped
         // when seen, e.g. a death through a pidfd) may run ahead of kernel events still in the
         // ring, which must come first (a kill's mark before its victim's death). Ticks, which
         // follow a full read of the ring, release the rest.
-        self.release_until(self.latest_kernel_ts.saturating_sub(REORDER_NS), out);
+        let until = self.latest_kernel_ts.saturating_sub(REORDER_NS);
+        let ts = ev.header.ts_ns;
+        if ts <= until
+            && self
+                .reorder
+                .first_key_value()
+                .is_none_or(|(&(held, _), _)| held > ts)
+        {
+            // Released at once and first (nothing held is as old): applied without its stay
+            // in the window, in the order `release_until` would have taken.
+            self.apply(ev, out);
+        } else {
+            self.reorder.insert((ts, self.seq), Box::new(*ev));
+        }
+        self.release_until(until, out);
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).

@@ -94,6 +94,10 @@ pub(crate) enum Command {
         /// About this many events.
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
+        /// As `watch --dump` writes it (format 3: in time order, deaths seen through pidfds,
+        /// a mark of each full read of the ring), instead of format 1's episode by episode.
+        #[arg(long)]
+        as_watch: bool,
     },
 }
 

@@ -22,7 +22,7 @@
 //! "unconfirmed". Processes already killed and stuck when oomtrace starts
 //! ([`Payload::PreExisting`]) are flagged after a short grace, marked pre-existing.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{cell::RefCell, collections::BTreeMap, sync::Arc};
 
 // The tracker's maps are keyed by pids and memcg ids and looked up for every event: foldhash
 // (randomly seeded per process) instead of SipHash, which was ~4 % of a replay.
@@ -35,6 +35,7 @@ use oomtrace_common::{
 use crate::event::{Event, Payload, cstr};
 
 mod config;
+mod deadlines;
 mod finding;
 mod forget;
 mod incident;
@@ -214,6 +215,9 @@ pub struct Tracker {
     /// values): a finding holds the victim as it was when made, the tracker writes through
     /// `Arc::make_mut`, which copies only a victim a finding still holds.
     victims: BTreeMap<VictimKey, Arc<Victim>>,
+    /// The held victims' due times ([`victim_due`]), indexed (see [`deadlines`]); brought up
+    /// to date when [`Tracker::next_tick_due`] asks.
+    deadlines: RefCell<deadlines::Deadlines>,
     /// tgid and marked thread id → victims (keeps lookups O(1) with many victims held).
     by_id: HashMap<u32, Vec<VictimKey>>,
     pending_kills: Vec<PendingKill>,
@@ -305,6 +309,33 @@ fn admitted(filter: &Filter, paths: &HashMap<u64, String>, tgid: u32, memcg: Opt
             && filter.memcg_ok(memcg.and_then(|m| paths.get(&m)).map(String::as_str)))
 }
 
+/// When a victim's next finding could come due (before the reorder window), by the same rules
+/// as `check_timeouts`: a victim awaiting its mark is judged once the pending kill is decided
+/// (the pending kill's own due time), one released is dead.
+fn victim_due(cfg: &TrackerConfig, v: &Victim) -> Option<u64> {
+    if v.awaiting_mark {
+        return None;
+    }
+    let since = v.watched_since()?;
+    match v.timeline.dead {
+        None if v.is_dead() => None,
+        None if !v.flagged_stuck && !v.flagged_unobservable => {
+            let allowed = if v.killed_at().is_some() {
+                cfg.timeout_ns
+            } else {
+                PRE_EXISTING_GRACE_NS
+            };
+            Some(since.saturating_add(allowed))
+        }
+        Some(dead)
+            if cfg.observability.free && v.timeline.released.is_none() && !v.flagged_release =>
+        {
+            Some(dead.saturating_add(cfg.release_timeout_ns))
+        }
+        _ => None,
+    }
+}
+
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Tracker {
         Tracker {
@@ -315,6 +346,7 @@ impl Tracker {
             latest_kernel_ts: 0,
             replaying: false,
             victims: BTreeMap::new(),
+            deadlines: RefCell::default(),
             by_id: HashMap::new(),
             pending_kills: Vec::new(),
             gone: GoneSet::default(),
@@ -373,13 +405,25 @@ impl Tracker {
         if ev.header.cpu != USERSPACE_CPU {
             self.latest_kernel_ts = self.latest_kernel_ts.max(ev.header.ts_ns);
         }
-        self.reorder
-            .insert((ev.header.ts_ns, self.seq), Box::new(*ev));
         // Released up to what the ring has been read to: an event userspace observed (stamped
         // when seen, e.g. a death through a pidfd) may run ahead of kernel events still in the
         // ring, which must come first (a kill's mark before its victim's death). Ticks, which
         // follow a full read of the ring, release the rest.
-        self.release_until(self.latest_kernel_ts.saturating_sub(REORDER_NS), out);
+        let until = self.latest_kernel_ts.saturating_sub(REORDER_NS);
+        let ts = ev.header.ts_ns;
+        if ts <= until
+            && self
+                .reorder
+                .first_key_value()
+                .is_none_or(|(&(held, _), _)| held > ts)
+        {
+            // Released at once and first (nothing held is as old): applied without its stay
+            // in the window, in the order `release_until` would have taken.
+            self.apply(ev, out);
+        } else {
+            self.reorder.insert((ts, self.seq), Box::new(*ev));
+        }
+        self.release_until(until, out);
     }
 
     /// Events dropped by a full ring buffer (the running total is `total`).
@@ -435,7 +479,6 @@ impl Tracker {
     /// The earliest `tick` time at which something could be flagged: replays tick exactly
     /// there instead of every few milliseconds.
     pub(crate) fn next_tick_due(&self) -> Option<u64> {
-        let cfg = &self.cfg;
         let held = self
             .reorder
             .keys()
@@ -474,40 +517,30 @@ impl Tracker {
                 }
             })
             .min();
-        // The same rules as `check_timeouts`: a victim awaiting its mark is judged once the
-        // pending kill is decided (its own due time above), one released is dead.
-        self.victims
-            .values()
-            .filter(|v| !v.awaiting_mark)
-            .filter_map(|v| {
-                let since = v.watched_since()?;
-                match v.timeline.dead {
-                    None if v.is_dead() => None,
-                    None if !v.flagged_stuck && !v.flagged_unobservable => {
-                        let allowed = if v.killed_at().is_some() {
-                            cfg.timeout_ns
-                        } else {
-                            PRE_EXISTING_GRACE_NS
-                        };
-                        Some(since.saturating_add(allowed))
-                    }
-                    Some(dead)
-                        if cfg.observability.free
-                            && v.timeline.released.is_none()
-                            && !v.flagged_release =>
-                    {
-                        Some(dead.saturating_add(cfg.release_timeout_ns))
-                    }
-                    _ => None,
-                }
-            })
-            .min()
+        let victims = self.deadlines.borrow_mut().first(&self.victims, &self.cfg);
+        debug_assert_eq!(
+            victims,
+            self.victims
+                .values()
+                .filter_map(|v| victim_due(&self.cfg, v))
+                .min(),
+            "deadline index out of step"
+        );
+        victims
             .map(|d| d.saturating_add(REORDER_NS))
             .into_iter()
             .chain(held)
             .chain(pending)
             .chain(unannounced)
             .min()
+    }
+
+    /// A victim that may be changed: its due time is brought up to date at the next
+    /// [`Tracker::next_tick_due`].
+    fn victim_mut(&mut self, key: &VictimKey) -> Option<&mut Victim> {
+        let v = self.victims.get_mut(key)?;
+        self.deadlines.get_mut().touch(*key);
+        Some(Arc::make_mut(v))
     }
 
     fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
@@ -556,10 +589,12 @@ impl Tracker {
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
         self.victims.insert(key, Arc::new(v));
+        self.deadlines.get_mut().touch(key);
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Arc<Victim>> {
         let v = self.victims.remove(key)?;
+        self.deadlines.get_mut().touch(*key);
         if v.timeline.dead.is_some() && key.start_ns != 0 {
             self.gone.insert(*key);
         }
@@ -579,15 +614,30 @@ impl Tracker {
             .max()
     }
 
+    /// The newest victim key among those an id names that satisfies `pred`: [`Tracker::lookup`]
+    /// for a test of the key alone, without a look at the victims (the index holds exactly
+    /// the held victims' keys).
+    fn lookup_key(&self, id: u32, pred: impl Fn(&VictimKey) -> bool) -> Option<VictimKey> {
+        let key = self
+            .by_id
+            .get(&id)?
+            .iter()
+            .filter(|k| pred(k))
+            .max()
+            .copied();
+        debug_assert!(key.is_none_or(|k| self.victims.contains_key(&k)));
+        key
+    }
+
     fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
-        let key = self.lookup(tgid, |v| v.key.matches(tgid, start_ns))?;
-        self.victims.get_mut(&key).map(Arc::make_mut)
+        let key = self.lookup_key(tgid, |k| k.matches(tgid, start_ns))?;
+        self.victim_mut(&key)
     }
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
         let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
-        self.victims.get_mut(&key).map(Arc::make_mut)
+        self.victim_mut(&key)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -600,7 +650,7 @@ impl Tracker {
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
     fn victim_entry(&mut self, key: VictimKey, comm: String) -> &mut Victim {
-        let existing = self.lookup(key.tgid, |v| v.key.matches(key.tgid, key.start_ns));
+        let existing = self.lookup_key(key.tgid, |k| k.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
                 // Learnt the start time: re-key.
@@ -620,10 +670,7 @@ impl Tracker {
                 key
             }
         };
-        self.victims
-            .get_mut(&key)
-            .map(Arc::make_mut)
-            .expect("present")
+        self.victim_mut(&key).expect("present")
     }
 
     fn apply(&mut self, ev: &Event, out: &mut Vec<Finding>) {
@@ -670,6 +717,7 @@ impl Tracker {
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
+            // Nothing here moves a due time (`victim_due`): no touch.
             let Some(shared) = self.victims.get_mut(&key) else {
                 continue;
             };
@@ -839,6 +887,7 @@ impl Tracker {
                 if self.last_choice_by.len() > MAX_MEMCGS {
                     self.last_choice_by.clear();
                 }
+                self.deadlines.get_mut().touch(key);
                 let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
                     return;
                 };
@@ -943,7 +992,7 @@ impl Tracker {
                 // By its pid; else by the thread the kernel named it by (classic tracepoints
                 // name the marked thread, which is not the leader when the leader had exited).
                 let key = self
-                    .lookup(p.pid, |v| v.key.matches(p.pid, p.start_ns))
+                    .lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns))
                     .or_else(|| {
                         (p.tid != 0)
                             .then(|| self.lookup(p.tid, |v| v.marked_tid == Some(p.tid)))
@@ -957,18 +1006,23 @@ impl Tracker {
             // Names only (the id → path service keeps them): nothing about a process.
             Payload::CgroupMkdir(_) => {}
             Payload::TaskFree(p) => {
-                if self.find(p.pid, p.start_ns).is_none() {
+                let Some(key) = self.lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns)) else {
                     return;
-                }
+                };
                 // Released implies dead, even if its death was not seen.
-                if let Some(key) = self.find(p.pid, p.start_ns).map(|v| v.key) {
-                    self.mark_dead(key, ts, "released", out);
-                }
-                let Some(v) = self.find(p.pid, p.start_ns) else {
+                self.mark_dead(key, ts, "released", out);
+                // Its death may have forgotten it (nothing more can be seen of it).
+                let key = match self.victims.contains_key(&key) {
+                    true => key,
+                    false => match self.lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns)) {
+                        Some(k) => k,
+                        None => return,
+                    },
+                };
+                let Some(v) = self.victim_mut(&key) else {
                     return;
                 };
                 v.timeline.released.get_or_insert(ts);
-                let key = v.key;
                 let v = Arc::clone(&self.victims[&key]);
                 // Other kills are counted apart: `released` and its latencies are OOM kills'.
                 let counted = self.counts(&v) && !v.is_other_kill();
@@ -1058,7 +1112,7 @@ impl Tracker {
                 .is_some_and(|v| v.timeline.sigkill.is_none())
         {
             let key = choice.victim;
-            let earlier = self.victims.get_mut(&key).map(Arc::make_mut).and_then(|v| {
+            let earlier = self.victim_mut(&key).and_then(|v| {
                 v.timeline.sigkill = Some(h.ts_ns);
                 v.marked_tid.replace(p.target_pid)
             });
@@ -1125,7 +1179,7 @@ impl Tracker {
         // the target meanwhile (its death may come first): not announced, not judged, until
         // the window has passed without a mark.
         let by = (h.tgid != target.tgid)
-            .then(|| self.lookup(h.tgid, |v| v.key.tgid == h.tgid))
+            .then(|| self.lookup_key(h.tgid, |k| k.tgid == h.tgid))
             .flatten()
             .and_then(|k| self.victims.get(&k))
             .map(|v| (v.key, v.comm.clone(), v.memcg_id));
@@ -1209,7 +1263,7 @@ impl Tracker {
     /// kernel path's kill; one a victim sent to another process is also `collateral` (its
     /// exit's doing: PID namespace teardown, PT_EXITKILL, a CLONE_PIDFD_AUTOKILL pidfd closed).
     fn decide_pending(&mut self, k: PendingKill, out: &mut Vec<Finding>) {
-        match self.victims.get_mut(&k.key).map(Arc::make_mut) {
+        match self.victim_mut(&k.key) {
             Some(v) if v.awaiting_mark => {
                 v.awaiting_mark = false;
                 let dead = v.timeline.dead;
@@ -1293,7 +1347,7 @@ impl Tracker {
         // The kernel SIGKILL this mark claims was followed meanwhile as another kernel path's:
         // it is the OOM killer's, announced (and counted) as an OOM kill.
         if let Some(k) = &pending
-            && let Some(v) = self.victims.get_mut(&k.key).map(Arc::make_mut)
+            && let Some(v) = self.victim_mut(&k.key)
             && v.awaiting_mark
         {
             v.awaiting_mark = false;
@@ -1313,6 +1367,7 @@ impl Tracker {
         let key = v.key;
         let earlier = v.marked_tid.replace(p.pid);
         self.reindex_tid(key, earlier, Some(p.pid));
+        self.deadlines.get_mut().touch(key);
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
@@ -1390,7 +1445,7 @@ impl Tracker {
                 *self.kills_by_memcg.entry(m).or_default() += 1;
             }
             for k in members {
-                if let Some(v) = self.victims.get_mut(&k).map(Arc::make_mut) {
+                if let Some(v) = self.victim_mut(&k) {
                     v.incident = Some(id);
                 }
             }
@@ -1404,11 +1459,11 @@ impl Tracker {
         if tid == tgid || tgid == 0 {
             return;
         }
-        let Some(key) = self.lookup(tid, |v| v.key.tgid == tid && v.key.start_ns == 0) else {
+        let Some(key) = self.lookup_key(tid, |k| k.tgid == tid && k.start_ns == 0) else {
             return;
         };
         if self
-            .lookup(tgid, |v| v.key.matches(tgid, start_ns))
+            .lookup_key(tgid, |k| k.matches(tgid, start_ns))
             .is_some()
         {
             return;
@@ -1446,6 +1501,7 @@ impl Tracker {
     }
 
     fn mark_dead(&mut self, key: VictimKey, ts: u64, how: &'static str, out: &mut Vec<Finding>) {
+        self.deadlines.get_mut().touch(key);
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
@@ -1671,7 +1727,7 @@ impl Tracker {
             .map(|v| v.key)
             .collect();
         for key in keys {
-            let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
+            let Some(v) = self.victim_mut(&key) else {
                 continue;
             };
             if v.flagged_stuck {
@@ -1788,7 +1844,7 @@ impl Tracker {
             .map(|v| v.key)
             .collect();
         for key in in_domain {
-            let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
+            let Some(v) = self.victim_mut(&key) else {
                 continue;
             };
             v.invocations_since_kill += 1;
@@ -1827,6 +1883,17 @@ impl Tracker {
     }
 
     fn check_timeouts(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
+        let made = out.len();
+        self.flag_overdue(judged, now, out);
+        // A victim changes there only where it is flagged, each time with a finding of it.
+        for f in &out[made..] {
+            if let Some(v) = f.victim() {
+                self.deadlines.get_mut().touch(v.key);
+            }
+        }
+    }
+
+    fn flag_overdue(&mut self, judged: u64, now: u64, out: &mut Vec<Finding>) {
         self.report_incidents(judged, self.cfg.timeout_ns, out);
         self.quiet_domains(judged, out);
         let obs = self.cfg.observability;

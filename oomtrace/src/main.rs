@@ -34,7 +34,11 @@ fn main() -> ExitCode {
             .and_then(|output| watch(&args, Some((output, compress)))),
         Some(Command::Report(args)) => report(&args),
         Some(Command::Unstick(args)) => cmd::unstick::unstick(&args),
-        Some(Command::SynthDump { output, events }) => synth_dump(&output, events),
+        Some(Command::SynthDump {
+            output,
+            events,
+            as_watch,
+        }) => synth_dump(&output, events, as_watch),
         Some(Command::Generate { what }) => generate(&what),
         None => watch(&WatchArgs::default(), None),
     };
@@ -190,21 +194,39 @@ fn generate(what: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn synth_dump(path: &std::path::Path, events: u64) -> anyhow::Result<ExitCode> {
+fn synth_dump(path: &std::path::Path, events: u64, as_watch: bool) -> anyhow::Result<ExitCode> {
+    use oomtrace::record::synth::{WatchRecord, as_watch as watch_records, episodes};
     const THREADS: u32 = 4;
-    let episodes =
+    let episodes_n =
         (events as f64 / oomtrace::record::synth::events_per_episode(THREADS)).ceil() as u64;
-    let header = json!({"version": env!("CARGO_PKG_VERSION"), "hostname": "synthetic",
+    let mut header = json!({"version": env!("CARGO_PKG_VERSION"), "hostname": "synthetic",
                         "kernel": "synthetic", "options": {"timeout_ns": DEFAULT_TIMEOUT_NS},
                         "clock": {"realtime_offset_ns": 0}});
+    if as_watch {
+        // Format 2 on: death is when the thread group finished exiting, seen on a pidfd.
+        header["death"] = json!({"pidfd": true});
+    }
     let mut w = dump::Writer::create(path, false, &header)
         .with_context(|| format!("creating {}", path.display()))?;
     let mut n = 0u64;
     let mut last = 0;
-    for ev in oomtrace::record::synth::episodes(episodes, THREADS) {
-        w.event(&ev.encode())?;
-        last = ev.header.ts_ns;
-        n += 1;
+    if as_watch {
+        for r in watch_records(episodes_n, THREADS) {
+            match r {
+                WatchRecord::Event(ev) => {
+                    w.event(&ev.encode())?;
+                    last = ev.header.ts_ns;
+                    n += 1;
+                }
+                WatchRecord::Drained(t) => w.drained(t)?,
+            }
+        }
+    } else {
+        for ev in episodes(episodes_n, THREADS) {
+            w.event(&ev.encode())?;
+            last = ev.header.ts_ns;
+            n += 1;
+        }
     }
     w.finish(last)?;
     eprintln!("{n} events written to {}", path.display());

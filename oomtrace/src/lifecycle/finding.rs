@@ -359,12 +359,31 @@ impl Finding {
 /// writes one per finding: no `String` of its own).
 pub(super) fn secs(ns: u64) -> impl fmt::Display {
     fmt::from_fn(move |f| {
-        if ns < 10_000_000 {
-            write!(f, "{:.2} ms", ns as f64 / 1e6)
+        let (unit, name) = if ns < 10_000_000 {
+            (1e6, "ms")
         } else {
-            write!(f, "{:.2} s", ns as f64 / 1e9)
+            (1e9, "s")
+        };
+        match hundredths(ns, unit as u64) {
+            Some(h) => write!(f, "{}.{:02} {name}", h / 100, h % 100),
+            None => write!(f, "{:.2} {name}", ns as f64 / unit),
         }
     })
+}
+
+/// `ns / unit` in hundredths, rounded as `{:.2}` rounds the float `ns as f64 / unit`, in
+/// integers (the float formatting was ~4 % of a replay's text). None where they could differ:
+/// a tie in decimal (the float's rounding and its nearness to the tie decide), or a value so
+/// large that the float's error could carry it across the next hundredth's midpoint (the
+/// exact quotient is at least 1/unit from a midpoint; the float's error is below
+/// 1e15 × 2⁻⁵³ / unit, a ninth of that).
+fn hundredths(ns: u64, unit: u64) -> Option<u64> {
+    let step = unit / 100;
+    let (q, r) = (ns / step, ns % step);
+    if ns >= 1_000_000_000_000_000 || r == step / 2 {
+        return None;
+    }
+    Some(q + u64::from(r > step / 2))
 }
 
 /// `pid N (comm)`, written where it is formatted.
@@ -646,6 +665,49 @@ impl fmt::Display for Finding {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod secs_tests {
+    use super::secs;
+
+    /// The integer rounding writes what `{:.2}` of the float wrote, for the edges, ties,
+    /// near-ties and random durations from nanoseconds to days.
+    #[test]
+    fn durations_are_written_as_the_float_formatting_wrote_them() {
+        let old = |ns: u64| {
+            if ns < 10_000_000 {
+                format!("{:.2} ms", ns as f64 / 1e6)
+            } else {
+                format!("{:.2} s", ns as f64 / 1e9)
+            }
+        };
+        let mut cases: Vec<u64> = vec![0, 1, 4_999, 5_000, 5_001, 9_999_999, 10_000_000, u64::MAX];
+        for base in [
+            0u64,
+            10_000,
+            1_230_000,
+            9_990_000,
+            10_000_000,
+            1_000_000_000,
+        ] {
+            for d in [
+                0u64, 1, 4_999, 5_000, 5_001, 4_999_999, 5_000_000, 5_000_001,
+            ] {
+                cases.push(base + d);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x >> (i % 64));
+        }
+        for ns in cases {
+            assert_eq!(secs(ns).to_string(), old(ns), "{ns} ns");
         }
     }
 }

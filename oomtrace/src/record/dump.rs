@@ -151,7 +151,7 @@ impl Writer {
     }
 
     /// A live tick at `now_ns`, after a full read of the ring buffer (see [`Record::Drained`]).
-    pub(crate) fn drained(&mut self, now_ns: u64) -> io::Result<()> {
+    pub fn drained(&mut self, now_ns: u64) -> io::Result<()> {
         self.record(T_DRAINED, &now_ns.to_le_bytes())
     }
 

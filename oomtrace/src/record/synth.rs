@@ -1,8 +1,10 @@
 //! Synthetic OOM episodes for benchmarks: realistic event streams without a kernel.
 
+use std::collections::BTreeMap;
+
 use oomtrace_common::{
-    Header, KernelSigkill, MarkVictim, OomInvoke, Reaper, TaskExit, TaskFree, group_dead_source,
-    sender_state, victim_fields,
+    GroupExited, Header, KernelSigkill, MarkVictim, OomInvoke, Reaper, TaskExit, TaskFree,
+    USERSPACE_CPU, exit_seen, group_dead_source, sender_state, victim_fields,
 };
 
 use crate::event::{Event, Payload, comm_bytes};
@@ -123,4 +125,79 @@ fn victim_mark(tgid: u32, start: u64, memcg: u64) -> MarkVictim {
 /// Events per episode for `threads` threads (for sizing a stream), averaged.
 pub fn events_per_episode(threads: u32) -> f64 {
     4.0 + f64::from(threads) + 1.0 / 16.0
+}
+
+/// A record of a dump as `watch` writes it (format 3).
+pub enum WatchRecord {
+    Event(Box<Event>),
+    /// A tick after a full read of the ring (`Writer::drained`).
+    Drained(u64),
+}
+
+/// The episodes of [`episodes`] as `watch --dump` records them: in timestamp order, each
+/// victim's death seen through its pidfd (a userspace record 10 µs after its last thread's
+/// exit), and a mark of a full read of the ring every 10 ms of event time.
+pub fn as_watch(victims: u64, threads: u32) -> impl Iterator<Item = WatchRecord> {
+    const TICK_NS: u64 = 10 * MS;
+    let mut held: BTreeMap<(u64, u64), Event> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut next_tick = 0u64;
+    let mut out = std::collections::VecDeque::new();
+    let mut stream = episodes(victims, threads).peekable();
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(r) = out.pop_front() {
+                return Some(r);
+            }
+            // Every episode starts no earlier than the one before: what is held from before
+            // the next event's time is complete.
+            let horizon = stream.peek().map_or(u64::MAX, |e| e.header.ts_ns);
+            let Some(first) = held.first_entry() else {
+                let ev = stream.next()?;
+                hold(&mut held, &mut seq, ev);
+                continue;
+            };
+            if first.key().0 >= horizon {
+                if let Some(ev) = stream.next() {
+                    hold(&mut held, &mut seq, ev);
+                }
+                continue;
+            }
+            let ev = first.remove();
+            let ts = ev.header.ts_ns;
+            if next_tick == 0 {
+                next_tick = ts - ts % TICK_NS + TICK_NS;
+            }
+            while ts > next_tick {
+                out.push_back(WatchRecord::Drained(next_tick));
+                next_tick += TICK_NS;
+            }
+            out.push_back(WatchRecord::Event(Box::new(ev)));
+        }
+    })
+}
+
+fn hold(held: &mut BTreeMap<(u64, u64), Event>, seq: &mut u64, ev: Event) {
+    *seq += 1;
+    if let Payload::TaskExit(p) = ev.payload
+        && p.group_dead != 0
+    {
+        let seen = Event {
+            header: Header {
+                cpu: USERSPACE_CPU,
+                ts_ns: ev.header.ts_ns + 10_000,
+                ..ev.header
+            },
+            payload: Payload::GroupExited(GroupExited {
+                pid: ev.header.tgid,
+                how: exit_seen::PIDFD,
+                start_ns: p.start_ns,
+                tid: 0,
+                _pad: 0,
+            }),
+        };
+        held.insert((seen.header.ts_ns, *seq), seen);
+        *seq += 1;
+    }
+    held.insert((ev.header.ts_ns, *seq), ev);
 }

@@ -203,7 +203,7 @@ fn peek<T: Copy>(addr: u64, zero: T) -> T {
 /// 1 if `x` is not 0, else 0, without a branch (`(x | -x) >> 63`; in assembly, or the
 /// compiler turns it back into a comparison, which the BPF target compiles as a branch).
 #[inline(always)]
-fn nonzero(x: u64) -> u64 {
+pub fn nonzero(x: u64) -> u64 {
     let out: u64;
     // SAFETY: arithmetic on registers only.
     unsafe {

@@ -25,6 +25,29 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
 }
 
+/// The `T` at `base + off` in kernel memory and 1, or `zero` and 0 where the read faults (a
+/// NULL `base` included); `None` only where the offset is unknown on this kernel (a constant of
+/// the frozen `CONFIG`: the verifier follows one side of that test). No branch on the read's
+/// outcome: where a program's reads each branch, the verifier walks the rest of the program
+/// once per combination of outcomes.
+#[inline(always)]
+pub fn read_flat<T: Copy>(base: u64, off: u32, zero: T) -> Option<(T, u64)> {
+    if off == NO_OFFSET {
+        return None;
+    }
+    let mut v = zero;
+    // SAFETY: the helper copes with any address (a fault is an error, the buffer zeroed);
+    // `v` is a valid buffer of its size.
+    let err = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(u64::from(off)) as *const _,
+        )
+    };
+    Some((v, 1 - crate::files::nonzero(err as u64)))
+}
+
 /// Reads a NUL-terminated kernel string at `base + off` into `out` (zero-filled when unknown).
 #[inline(always)]
 pub fn read_str(base: u64, off: u32, out: &mut [u8]) {

@@ -14,8 +14,8 @@ use crate::{
     emit::{emit, emit_stack, track},
     files::record_kill_sockets,
     kernel::{
-        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, task_info,
-        task_memcg_id,
+        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, read_flat,
+        read_or_zero, task_info, task_memcg_id,
     },
 };
 
@@ -32,11 +32,18 @@ const PF_EXITING: u32 = 0x0000_0004;
 fn sender_flags() -> u32 {
     // SAFETY: the helper has no preconditions; it returns `current`'s address.
     let current = unsafe { bpf_get_current_task() };
-    match read::<u32>(current, config().task_flags) {
-        Some(flags) if flags & PF_EXITING != 0 => sender_state::KNOWN | sender_state::EXITING,
-        Some(_) => sender_state::KNOWN,
-        None => 0,
-    }
+    task_state(current, sender_state::KNOWN, sender_state::EXITING)
+}
+
+/// `known`, with `exiting` where `PF_EXITING` is set, if `task.flags` can be read; else 0.
+/// Arithmetic, not a branch on the read (see `read_flat`).
+#[inline(always)]
+fn task_state(task: u64, known: u32, exiting: u32) -> u32 {
+    let Some((flags, was_read)) = read_flat(task, config().task_flags, 0u32) else {
+        return 0;
+    };
+    let is_exiting = (flags & PF_EXITING) >> PF_EXITING.trailing_zeros();
+    was_read as u32 * (known | (is_exiting * exiting))
 }
 
 const EMPTY_VICTIM: MarkVictim = MarkVictim {
@@ -203,13 +210,7 @@ fn sigkill_target(ctx: &BtfTracePointContext) -> Option<u32> {
     }
     let task: u64 = ctx.arg(2);
     let result: i32 = ctx.arg(4);
-    let mut target = 0;
-    if let Some(flags) = read::<u32>(task, config().task_flags) {
-        target = target_state::KNOWN;
-        if flags & PF_EXITING != 0 {
-            target |= target_state::EXITING;
-        }
-    }
+    let target = task_state(task, target_state::KNOWN, target_state::EXITING);
     worth_reporting(result, target).then_some(target)
 }
 
@@ -236,7 +237,7 @@ fn signal_generate(ctx: &BtfTracePointContext) -> u32 {
     k.target_tgid = t.tgid;
     k.target_comm = t.comm;
     k.target_start_ns = t.start_ns;
-    k.target_mm = read(task, config().task_mm).unwrap_or(0);
+    k.target_mm = read_or_zero(task, config().task_mm, 0);
     k.target_memcg_id = task_memcg_id(task);
     emit(EventKind::KernelSigkill, k);
     0

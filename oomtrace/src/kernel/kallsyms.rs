@@ -24,8 +24,8 @@ const MAX_OFFSET: u64 = 1 << 20;
 /// Reading the file costs the kernel ~50 ms on this project's host (it formats ~120 000
 /// lines) and seconds under emulation: done at a kill, on the event loop, it held every other
 /// victim's events that long (a stuck victim was flagged 2.9 s late in the 6.12 guest). The
-/// thread reads it once, once watching has started, into a table of its text symbols (2.4 MB
-/// on this project's host; 4.5 MB before padding symbols shared their function's name and
+/// thread reads it once, once watching has started, into a table of its text symbols (2.0 MB
+/// on this project's host; 4.5 MB before padding symbols were folded into their function and
 /// addresses took 4 bytes); a kill looks its frames up there, waiting (at most [`LOAD_WAIT`]) only if it comes
 /// before the table is read.
 pub(crate) struct Kallsyms {
@@ -46,9 +46,13 @@ pub(crate) struct Kallsyms {
 ///
 /// A function's padding symbol (`__pfx_NAME`, right before `NAME` where the kernel pads
 /// functions: 57k of the host's 121k symbols, 1.6 MB of their 3.1 MB of names) keeps no name
-/// of its own: its `names_at` is `NAME`'s with [`PFX_OF`] set.
+/// of its own: its `names_at` is `NAME`'s with [`PFX_OF`] set. Where it lies `pad` bytes below
+/// `NAME` with no other symbol at or between, it has no entry either: `NAME`'s is marked
+/// [`FOLDED`] (see [`fold_padding`]).
 struct Table {
     base: u64,
+    /// How far below a [`FOLDED`] symbol its padding symbol lies.
+    pad: u32,
     starts: Vec<u32>,
     names_at: Vec<u32>,
     names: String,
@@ -60,6 +64,8 @@ struct Table {
 const PFX: &str = "__pfx_";
 /// Set in `names_at`: the symbol is named [`PFX`] and the name stored there.
 const PFX_OF: u32 = 1 << 31;
+/// Set in `names_at`: the symbol's padding symbol lies `pad` bytes below it, without an entry.
+const FOLDED: u32 = 1 << 30;
 
 /// How long a kill waits for the table still being read.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -176,8 +182,8 @@ impl Table {
                 continue;
             }
             let module = f.next();
-            if names.len() >= PFX_OF as usize {
-                return Err(format!("more than {PFX_OF} bytes of symbol names"));
+            if names.len() >= FOLDED as usize {
+                return Err(format!("more than {FOLDED} bytes of symbol names"));
             }
             let at = names.len();
             let padding = name.strip_prefix(PFX);
@@ -225,12 +231,14 @@ impl Table {
             order.sort_unstable_by_key(|&i| starts[i as usize]);
             permute(&mut starts, &mut names_at, &mut order);
         }
+        let pad = fold_padding(&mut starts, &mut names_at);
         starts.shrink_to_fit();
         names_at.shrink_to_fit();
         names.shrink_to_fit();
         far.shrink_to_fit();
         Ok(Table {
             base: base.unwrap_or(0),
+            pad,
             starts,
             names_at,
             names,
@@ -245,8 +253,21 @@ impl Table {
         // below an address past their 4 GiB), and among the far ones: the higher.
         let near = addr.checked_sub(self.base).and_then(|rel| {
             let rel = u32::try_from(rel).unwrap_or(u32::MAX);
-            let i = self.starts.partition_point(|s| *s <= rel).checked_sub(1)?;
-            Some((self.base + u64::from(self.starts[i]), self.names_at[i]))
+            let j = self.starts.partition_point(|s| *s <= rel);
+            // Inside the padding folded into the next symbol: its padding symbol (nothing
+            // else lies between them, nor at its address).
+            if let (Some(&next), Some(&at)) = (self.starts.get(j), self.names_at.get(j))
+                && at & FOLDED != 0
+                && next - self.pad <= rel
+            {
+                let start = self.base + u64::from(next - self.pad);
+                return Some((start, PFX_OF | (at & !FOLDED)));
+            }
+            let i = j.checked_sub(1)?;
+            Some((
+                self.base + u64::from(self.starts[i]),
+                self.names_at[i] & !FOLDED,
+            ))
         });
         let i = self.far.partition_point(|(s, _)| *s <= addr).checked_sub(1);
         let far = i.map(|i| self.far[i]);
@@ -258,7 +279,7 @@ impl Table {
         if off >= MAX_OFFSET {
             return None;
         }
-        let name = self.names.get((at & !PFX_OF) as usize..)?;
+        let name = self.names.get((at & !(PFX_OF | FOLDED)) as usize..)?;
         let name = &name[..name.find('\n')?];
         let pfx = if at & PFX_OF != 0 { PFX } else { "" };
         Some(match name.split_once('\t') {
@@ -302,6 +323,37 @@ fn pfx_name(names: &mut String, rest: &str) -> u32 {
     names.push_str(rest);
     names.push('\n');
     at
+}
+
+/// Removes the entries of padding symbols sharing their function's name (`PFX_OF`) that lie
+/// right below it, all at the same distance (`pad`, the first such pair's), with no other
+/// symbol at their address; marks their function [`FOLDED`]. Returns `pad`. In place, on the
+/// sorted table: a lookup then names every address as before.
+fn fold_padding(starts: &mut Vec<u32>, names_at: &mut Vec<u32>) -> u32 {
+    let (mut pad, mut kept, mut i) = (0, 0, 0);
+    let n = starts.len();
+    while i < n {
+        let folds = i + 1 < n
+            && names_at[i] == PFX_OF | names_at[i + 1]
+            && names_at[i + 1] & (PFX_OF | FOLDED) == 0
+            && starts[i] < starts[i + 1]
+            && (pad == 0 || starts[i + 1] - starts[i] == pad)
+            && (kept == 0 || starts[kept - 1] < starts[i]);
+        if folds {
+            pad = starts[i + 1] - starts[i];
+            starts[kept] = starts[i + 1];
+            names_at[kept] = names_at[i + 1] | FOLDED;
+            i += 2;
+        } else {
+            starts[kept] = starts[i];
+            names_at[kept] = names_at[i];
+            i += 1;
+        }
+        kept += 1;
+    }
+    starts.truncate(kept);
+    names_at.truncate(kept);
+    pad
 }
 
 /// Puts the element at `order[i]` of both slices at `i`, in place, following each cycle of the
@@ -415,7 +467,9 @@ ffffffffc0002ff0 t __pfx_last
 ";
         let t = table(text);
         let name = |a| t.name(a);
+        assert_eq!(name(0xffff_ffff_8100_0fef), None, "below the first padding");
         let cases = [
+            (0xffff_ffff_8100_0ff0, "__pfx_out_of_memory+0x0"),
             (0xffff_ffff_8100_0ff4, "__pfx_out_of_memory+0x4"),
             (0xffff_ffff_8100_1004, "out_of_memory+0x4"),
             (0xffff_ffff_8100_1ff4, "__pfx_lonely+0x4"),
@@ -432,6 +486,9 @@ ffffffffc0002ff0 t __pfx_last
         for (addr, want) in cases {
             assert_eq!(name(addr).as_deref(), Some(want), "{addr:#x}");
         }
+        // Folded: out_of_memory's, b's and xfs_vm_fault's padding keep no entry.
+        assert_eq!(t.starts.len() + t.far.len(), 12 - 3, "{:?}", t.starts);
+        assert_eq!(t.pad, 0x10);
         // Shared: out_of_memory's, b's and xfs_vm_fault's padding add no name.
         assert!(!t.names.contains("__pfx_out_of_memory"), "{}", t.names);
         assert!(!t.names.contains("__pfx_b"), "{}", t.names);
@@ -555,10 +612,22 @@ ffffffffc0001000 t in_module\t[m]
             e.0 += 1;
         }
         let whole = Table::read(text.as_bytes()).unwrap();
+        let mut addrs: Vec<u64> = at.keys().copied().collect();
+        addrs.sort_unstable();
         let alone: Vec<_> = at.into_iter().filter(|(_, (n, _))| *n == 1).collect();
         assert!(alone.len() > 1000, "{} symbols alone", alone.len());
         for (a, (_, want)) in alone {
             assert_eq!(whole.name(a).as_deref(), Some(want.as_str()), "{a:#x}");
+            // One byte in, where the next symbol starts further on.
+            let next = addrs.partition_point(|x| *x <= a);
+            if addrs.get(next).is_some_and(|n| *n > a + 1) {
+                let inside = want.replacen("+0x0", "+0x1", 1);
+                assert_eq!(
+                    whole.name(a + 1).as_deref(),
+                    Some(inside.as_str()),
+                    "{a:#x}+1"
+                );
+            }
         }
     }
 }

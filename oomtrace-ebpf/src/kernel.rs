@@ -25,6 +25,49 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
 }
 
+/// The `T` at `base + off` in kernel memory and 1, or `zero` and 0 where the read faults (a
+/// NULL `base` included); `None` only where the offset is unknown on this kernel (a constant of
+/// the frozen `CONFIG`: the verifier follows one side of that test). No branch on the read's
+/// outcome: where a program's reads each branch, the verifier walks the rest of the program
+/// once per combination of outcomes.
+#[inline(always)]
+pub fn read_flat<T: Copy>(base: u64, off: u32, zero: T) -> Option<(T, u64)> {
+    if off == NO_OFFSET {
+        return None;
+    }
+    let mut v = zero;
+    // SAFETY: the helper copes with any address (a fault is an error, the buffer zeroed);
+    // `v` is a valid buffer of its size.
+    let err = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(u64::from(off)) as *const _,
+        )
+    };
+    Some((v, 1 - crate::files::nonzero(err as u64)))
+}
+
+/// The `T` at `base + off` in kernel memory, or `zero` where the offset is unknown or the read
+/// faults (a NULL `base` included): as `read(…).unwrap_or(zero)`, without a branch on the
+/// read's outcome (see [`read_flat`]).
+#[inline(always)]
+pub fn read_or_zero<T: Copy>(base: u64, off: u32, zero: T) -> T {
+    if off == NO_OFFSET {
+        return zero;
+    }
+    let mut v = zero;
+    // SAFETY: as in `read_flat`.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(u64::from(off)) as *const _,
+        )
+    };
+    v
+}
+
 /// Reads a NUL-terminated kernel string at `base + off` into `out` (zero-filled when unknown).
 #[inline(always)]
 pub fn read_str(base: u64, off: u32, out: &mut [u8]) {
@@ -48,14 +91,10 @@ pub struct TaskInfo {
 #[inline(always)]
 pub fn task_info(task: u64) -> TaskInfo {
     let c = config();
-    let mut comm = [0u8; TASK_COMM_LEN];
-    if c.task_comm != NO_OFFSET && task != 0 {
-        comm = read(task, c.task_comm).unwrap_or(comm);
-    }
     TaskInfo {
-        pid: read(task, c.task_pid).unwrap_or(0),
-        tgid: read(task, c.task_tgid).unwrap_or(0),
-        comm,
+        pid: read_or_zero(task, c.task_pid, 0),
+        tgid: read_or_zero(task, c.task_tgid, 0),
+        comm: read_or_zero(task, c.task_comm, [0u8; TASK_COMM_LEN]),
         start_ns: leader_start_ns(task),
     }
 }
@@ -63,17 +102,17 @@ pub fn task_info(task: u64) -> TaskInfo {
 #[inline(always)]
 pub fn leader_start_ns(task: u64) -> u64 {
     let c = config();
-    let leader: u64 = read(task, c.task_group_leader).unwrap_or(0);
-    read(leader, c.task_start_boottime).unwrap_or(0)
+    let leader = read_or_zero(task, c.task_group_leader, 0u64);
+    read_or_zero(leader, c.task_start_boottime, 0)
 }
 
 /// The cgroup id (inode of its directory) of a `struct cgroup_subsys_state *`.
 #[inline(always)]
 pub fn css_cgroup_id(css: u64) -> u64 {
     let c = config();
-    let cgroup: u64 = read(css, c.css_cgroup).unwrap_or(0);
-    let kn: u64 = read(cgroup, c.cgroup_kn).unwrap_or(0);
-    read(kn, c.kn_id).unwrap_or(0)
+    let cgroup = read_or_zero(css, c.css_cgroup, 0u64);
+    let kn = read_or_zero(cgroup, c.cgroup_kn, 0u64);
+    read_or_zero(kn, c.kn_id, 0)
 }
 
 /// The memory cgroup id of a task: task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id.
@@ -81,8 +120,8 @@ pub fn css_cgroup_id(css: u64) -> u64 {
 #[inline(always)]
 pub fn task_memcg_id(task: u64) -> u64 {
     let c = config();
-    let cgroups: u64 = read(task, c.task_cgroups).unwrap_or(0);
-    let css: u64 = read(cgroups, c.css_set_subsys).unwrap_or(0);
+    let cgroups = read_or_zero(task, c.task_cgroups, 0u64);
+    let css = read_or_zero(cgroups, c.css_set_subsys, 0u64);
     css_cgroup_id(css)
 }
 

@@ -517,3 +517,50 @@ fn the_running_kernels_skeleton_keeps_its_ids() {
         assert_eq!(id(&skeleton), id(&full), "{name}");
     }
 }
+
+/// A name hashes alike whether it ends at a NUL (in the string section) or at the end of the
+/// slice (a name looked up), at every length around the eight bytes hashed at a time.
+#[test]
+fn a_name_hashes_alike_ended_by_nul_or_by_its_end() {
+    let long = "abcdefghijklmnopqrstuvwxyz_0123456789";
+    for n in 0..long.len() {
+        let name = &long.as_bytes()[..n];
+        let mut terminated = name.to_vec();
+        terminated.extend_from_slice(b"\0trailing bytes after the NUL");
+        assert_eq!(hash_name(name), hash_name(&terminated), "length {n}");
+        // A name one byte longer (a prefix of it) hashes otherwise.
+        assert_ne!(
+            hash_name(name),
+            hash_name(&long.as_bytes()[..n + 1]),
+            "length {n}"
+        );
+    }
+}
+
+/// Every named type of the running kernel is found under its name by the index.
+#[test]
+fn the_running_kernels_every_named_type_is_found_by_its_name() {
+    let path = Path::new(Btf::VMLINUX);
+    if !path.exists() {
+        eprintln!(
+            "skipped: {} does not exist (kernel without BTF)",
+            path.display()
+        );
+        return;
+    }
+    let btf = Btf::from_blob(Blob::map_or_read(path).unwrap()).unwrap();
+    let mut named = 0;
+    for id in 1..btf.starts.len() as u32 {
+        let t = btf.ty(id).unwrap();
+        let name = btf.name_of(&t);
+        if t.name == 0 || name.is_empty() {
+            continue;
+        }
+        named += 1;
+        assert!(
+            btf.named(name, |u| u.id == id).next().is_some(),
+            "type {id} {name:?} not found by its name"
+        );
+    }
+    assert!(named > 1000, "{named} named types");
+}

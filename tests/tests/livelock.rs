@@ -397,14 +397,12 @@ fn after_the_reaper_nothing_killable_names_the_victim(
     watch.wait_for("the reaper finishing with the victim", event_wait(), |l| {
         (l["event"] == "finish_reaping" || l["event"] == "skip_reaping") && l["pid"] == victim
     });
-    // A short look (10 s under emulation, where 40 s was a fixed cost of every guest): the
-    // finding is checked where it comes, not waited for.
-    std::thread::sleep(scaled(Duration::from_millis(500)));
-    if let Some(nk) = watch
-        .lines()
-        .into_iter()
-        .find(|l| l["type"] == "finding" && l["finding"] == "nothing_killable")
-    {
+    // A short look (10 s under emulation, where 40 s was a fixed cost of every guest), over
+    // as soon as the finding is there: it is checked where it comes, not waited for.
+    let nothing_killable = watch.look_for(scaled(Duration::from_millis(500)), |l| {
+        l["type"] == "finding" && l["finding"] == "nothing_killable"
+    });
+    if let Some(nk) = nothing_killable {
         assert_eq!(nk["memcg_id"], limited.id(), "{nk}");
         assert!(
             nk["already_reaped"]

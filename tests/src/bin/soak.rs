@@ -10,7 +10,8 @@
 //! made and removed 12.5 times a second, every 10th container OOM-killed moments (tens of ms)
 //! after its memcg appeared and every 10th (offset) running a process that exits on its own;
 //! every container kill must be named with its path and the pod's workload. Every 10 s it
-//! samples oomtrace's RSS and open fds (/proc) and, from `/metrics`, the entries of the in-kernel filter (`oomtrace_kernel_tracked_processes`),
+//! samples oomtrace's RSS and open fds (/proc; the memcg files it keeps open between kills
+//! are judged apart, against their bound) and, from `/metrics`, the entries of the in-kernel filter (`oomtrace_kernel_tracked_processes`),
 //! the victims the tracker holds (`oomtrace_victims_held`), the entries it holds per memcg
 //! (`oomtrace_memcgs_named`) and the lost events.
 //!
@@ -414,7 +415,11 @@ fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
 struct Sample {
     t_s: f64,
     rss_kb: u64,
+    /// Open fds, less one OOM eventfd per v1 memcg and less the memcg files kept open.
     fds: u64,
+    /// Fds on files and directories of cgroup mounts: the memcg files oomtrace keeps open
+    /// between kills, a bounded cache judged against its bound ([`MEMCG_FILES_BOUND`]).
+    memcg_files: u64,
     tracked: Option<u64>,
     held: Option<u64>,
     lost: Option<u64>,
@@ -427,6 +432,7 @@ struct Sample {
 impl Sample {
     fn json(&self) -> Value {
         json!({"t_s": self.t_s, "rss_kb": self.rss_kb, "fds": self.fds,
+               "memcg_files": self.memcg_files,
                "kernel_tracked": self.tracked, "victims_held": self.held,
                "lost_events": self.lost, "victims_stuck": self.stuck_now,
                "memcgs_named": self.memcgs_named,
@@ -439,9 +445,16 @@ fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String
         oomtrace_tests::proc_status_number(pid, "VmRSS:").ok_or("oomtrace is gone (no VmRSS)")?;
     // Counted before the scrape: oomtrace may still hold this scrape's connection for a
     // moment after answering it, an fd that is not growth.
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let (mut fds, mut memcg_files) = (0u64, 0u64);
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| format!("oomtrace is gone (/proc/{pid}/fd: {e})"))?
-        .count() as u64;
+        .flatten()
+    {
+        match std::fs::read_link(e.path()) {
+            Ok(t) if t.starts_with("/sys/fs/cgroup") => memcg_files += 1,
+            _ => fds += 1,
+        }
+    }
     // On cgroup v1 oomtrace holds one OOM eventfd per memcg there is, by design: memcgs that
     // others on the host make or keep (other tests, the node's own) are not its growth.
     let fds = fds.saturating_sub(v1_memcgs());
@@ -450,6 +463,7 @@ fn take_sample(pid: u32, addr: SocketAddr, t0: Instant) -> Result<Sample, String
         t_s: t0.elapsed().as_secs_f64(),
         rss_kb,
         fds,
+        memcg_files,
         tracked: m.get("oomtrace_kernel_tracked_processes"),
         held: m.get("oomtrace_victims_held"),
         lost: m.get("oomtrace_lost_events_total"),
@@ -521,9 +535,18 @@ struct Rule {
     /// working size) is start-up, not growth; steady growth shows between the second and the
     /// last.
     steady: bool,
+    /// What no sample may exceed (a cache bounded by design).
+    bound: Option<u64>,
 }
 
-const RULES: [Rule; 5] = [
+/// The memcg files oomtrace keeps open at most: the files read at a kill of the 16 memcgs
+/// read last (oomtrace/src/live.rs `MEMCG_FILES_KEPT`; each its directory and up to ten
+/// files on cgroup v1, seven on v2: host/memstate.rs) and 64 v1 `memory.oom_control`s
+/// (host/memcg_watch.rs `CONTROLS_KEPT`). Bounded by design, so judged against the bound,
+/// not as growth (they fill with the first kills of as many memcgs).
+const MEMCG_FILES_BOUND: u64 = 16 * (1 + 10) + 64;
+
+const RULES: [Rule; 6] = [
     Rule {
         name: "RSS (kB)",
         get: |s| Some(s.rss_kb),
@@ -532,15 +555,28 @@ const RULES: [Rule; 5] = [
         back_to_baseline: false,
         flat_after_s: 0.0,
         steady: true,
+        bound: None,
     },
     Rule {
-        name: "open fds (less one OOM eventfd per memcg on the host, cgroup v1)",
+        name: "open fds (less one OOM eventfd per memcg on the host, cgroup v1, and the memcg files kept)",
         get: |s| Some(s.fds),
         allowed: |_| 4.0,
         allowed_text: "last third ≤ first third + 4; after the load = baseline",
         back_to_baseline: true,
         flat_after_s: 0.0,
         steady: false,
+        bound: None,
+    },
+    Rule {
+        name: "memcg files kept open (a bounded cache)",
+        get: |s| Some(s.memcg_files),
+        // Judged by its bound; growth between thirds within it is the cache filling.
+        allowed: |_| MEMCG_FILES_BOUND as f64,
+        allowed_text: "every sample ≤ 16 memcgs × 11 + 64 v1 oom_control = 240; after the load = baseline",
+        back_to_baseline: true,
+        flat_after_s: 0.0,
+        steady: false,
+        bound: Some(MEMCG_FILES_BOUND),
     },
     Rule {
         name: "in-kernel filter entries",
@@ -550,6 +586,7 @@ const RULES: [Rule; 5] = [
         back_to_baseline: true,
         flat_after_s: 0.0,
         steady: false,
+        bound: None,
     },
     Rule {
         name: "victims held",
@@ -559,6 +596,7 @@ const RULES: [Rule; 5] = [
         back_to_baseline: true,
         flat_after_s: 0.0,
         steady: false,
+        bound: None,
     },
     Rule {
         name: "memcg entries (names, creations, per-memcg state)",
@@ -573,6 +611,7 @@ const RULES: [Rule; 5] = [
         // REMOVED_KEPT, lifecycle/forget.rs), found at most 5 s after its creation.
         flat_after_s: 80.0,
         steady: false,
+        bound: None,
     },
 ];
 
@@ -617,7 +656,10 @@ fn judge(samples: &[Sample], warmup_s: f64, baseline: &Sample, quiesced: &[Sampl
                 let from = if r.steady { &middle } else { &first };
                 let (a, b) = (median(from), median(&last));
                 let allowed = (r.allowed)(a);
-                if b - a > allowed {
+                let max = all.iter().max().copied().unwrap_or(0);
+                if let Some(bound) = r.bound.filter(|&bound| max > bound) {
+                    (false, format!("reached {max} (bound {bound})"))
+                } else if b - a > allowed {
                     (
                         false,
                         format!("grew by {:.0} (allowed {allowed:.0})", b - a),
@@ -769,6 +811,7 @@ fn idle_baseline(pid: u32, addr: SocketAddr) -> (Sample, Vec<String>) {
         t_s: 0.0,
         rss_kb: low(|s| Some(s.rss_kb)).unwrap_or(0),
         fds: low(|s| Some(s.fds)).unwrap_or(0),
+        memcg_files: low(|s| Some(s.memcg_files)).unwrap_or(0),
         tracked: low(|s| s.tracked),
         held: low(|s| s.held),
         lost: low(|s| s.lost),
@@ -851,10 +894,11 @@ fn run_load(p: &Produced, watch: &Watch, prefix: &str, addr: SocketAddr, run: Du
 fn report_sample(x: &Sample, p: &Produced) {
     let g = |n: &AtomicU64| n.load(Ordering::Relaxed);
     eprintln!(
-        "soak: [{:>5.0} s] rss {} kB, fds {}, filter {:?}, held {:?}, memcgs named {:?}, lost {:?} | kills {}+{} in pods, pods {}, stuck {}, storms {}, scrapes {}",
+        "soak: [{:>5.0} s] rss {} kB, fds {} (+{} memcg files), filter {:?}, held {:?}, memcgs named {:?}, lost {:?} | kills {}+{} in pods, pods {}, stuck {}, storms {}, scrapes {}",
         x.t_s,
         x.rss_kb,
         x.fds,
+        x.memcg_files,
         x.tracked,
         x.held,
         x.memcgs_named,
@@ -893,9 +937,10 @@ fn settle(
         match take_sample(pid, addr, load.t_load) {
             Ok(x) => {
                 back = x.fds <= baseline.fds
+                    && x.memcg_files <= baseline.memcg_files
                     && x.tracked.zip(baseline.tracked).is_none_or(|(a, b)| a <= b)
                     && x.held.zip(baseline.held).is_none_or(|(a, b)| a <= b);
-                if x.fds > baseline.fds {
+                if x.fds > baseline.fds || x.memcg_files > baseline.memcg_files {
                     // Which descriptors are still open, as they close: the row's evidence.
                     let extra: Vec<String> = fd_targets(pid)
                         .into_iter()

@@ -125,21 +125,21 @@ pub(crate) struct GuestSuite {
 }
 
 /// Seconds each test binary took in the four guest kernels together (the full run of
-/// 2026-12-06, fc96f27), and `oomtrace check`'s: only to split a guest's suite into parts of
+/// 2026-12-07, 6446c72), and `oomtrace check`'s: only to split a guest's suite into parts of
 /// about equal length, so that the two lanes end together. A binary not listed weighs
 /// [`UNLISTED_WEIGHT`]; a wrong weight costs time, never a verdict.
 const GUEST_WEIGHTS: &[(&str, u32)] = &[
-    ("livelock", 670),
-    ("pressure", 435),
-    ("e2e", 300),
-    ("stuck", 238),
-    ("global", 143),
-    ("kills", 91),
-    ("unstick", 69),
-    ("group", 56),
-    ("hardening", 52),
+    ("pressure", 516),
+    ("livelock", 249),
+    ("e2e", 229),
+    ("stuck", 171),
+    ("global", 144),
+    ("unstick", 121),
+    ("kills", 84),
+    ("group", 50),
+    ("hardening", 20),
 ];
-const CHECK_WEIGHT: u32 = 83;
+const CHECK_WEIGHT: u32 = 40;
 const UNLISTED_WEIGHT: u32 = 100;
 
 /// Into how many boots each kernel's suite is split: `OOMTRACE_GUEST_PARTS`, else 2. Whole

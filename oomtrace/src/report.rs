@@ -194,7 +194,10 @@ impl<'a> Replayer<'a> {
 
     /// An event record's bytes: decoded, time advanced to it, tracked, handed to the printer.
     fn event(&mut self, raw: &[u8]) -> io::Result<()> {
-        let Ok(ev) = Event::decode(raw) else {
+        // Borrowed where it was decoded (moving the event out of the `Result` copied its
+        // ~330 bytes: 2 % of a replay's instructions).
+        let decoded = Event::decode(raw);
+        let Ok(ev) = &decoded else {
             self.replay.undecodable += 1;
             return Ok(());
         };
@@ -226,13 +229,13 @@ impl<'a> Replayer<'a> {
         }
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);
-        let shown = self.session.event(&ev, &mut found);
+        let shown = self.session.event(ev, &mut found);
         let mut cx = EventCx {
             memcg: None,
             shown,
             renderer: self.session.renderer(),
         };
-        self.printer.event(&ev, &mut cx);
+        self.printer.event(ev, &mut cx);
         self.hand_findings(&mut found, ts);
         self.found = found;
         self.written()

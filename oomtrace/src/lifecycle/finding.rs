@@ -391,28 +391,10 @@ pub(super) fn who(v: &Victim) -> impl fmt::Display + '_ {
     fmt::from_fn(move |f| write!(f, "pid {} ({})", v.key.tgid, v.comm))
 }
 
-/// `n` in decimal, appended digit by digit.
-fn push_u64(line: &mut String, mut n: u64) {
-    let mut b = [0u8; 20];
-    let mut at = b.len();
-    loop {
-        at -= 1;
-        b[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Pushed one by one: cheaper than checking the digits are UTF-8 to push them as a str.
-    for &d in &b[at..] {
-        line.push(char::from(d));
-    }
-}
-
 /// [`who`], appended without `core::fmt`.
 fn push_who(line: &mut String, v: &Victim) {
     line.push_str("pid ");
-    push_u64(line, u64::from(v.key.tgid));
+    line.push_str(itoa::Buffer::new().format(v.key.tgid));
     line.push_str(" (");
     line.push_str(&v.comm);
     line.push(')');
@@ -429,7 +411,7 @@ fn push_secs(line: &mut String, ns: u64) -> bool {
     let Some(h) = hundredths(ns, unit) else {
         return false;
     };
-    push_u64(line, h / 100);
+    line.push_str(itoa::Buffer::new().format(h / 100));
     line.push('.');
     line.push(char::from(b'0' + (h % 100 / 10) as u8));
     line.push(char::from(b'0' + (h % 10) as u8));

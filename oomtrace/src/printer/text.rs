@@ -66,9 +66,10 @@ impl<W: Write> Text<W> {
         let line = &mut self.line;
         line.clear();
         push_time_of_day(line, cx.wall_ns);
-        // Writing into a String cannot fail.
-        let _ = write!(line, " {f}");
+        line.push(' ');
+        f.push_text(line);
         let gone = if cx.memcg.removed() { ", removed" } else { "" };
+        // Writing into a String cannot fail.
         let _ = match (cx.memcg.path(), f.memcg_id()) {
             (Some(p), _) => match workload::of_path(p) {
                 workload::Workload::Cgroup { .. } => write!(line, " [memcg {p}{gone}]"),

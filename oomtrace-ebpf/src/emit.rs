@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns,
@@ -141,9 +141,26 @@ fn lost() {
     }
 }
 
+/// The wake-up flag an event of `kind` is submitted with.
+///
+/// A victim's thread exits and its release do not wake the reader: the exits come just before
+/// the victim's pidfd is notified (`exit_notify`), which wakes the loop and drains the ring,
+/// and the loop wakes for a victim dead and not yet released on its tick grid (live.rs
+/// `next_wake`). Every other event (the kill path, the reaper, a memcg's creation) wakes it at
+/// once, *forced*: the kernel's default wakes the reader only when it has read everything
+/// before the record (`consumer_pos == record`), which an exit or a release left unread would
+/// otherwise defeat, and a kill's pidfd must be opened before the victim is reaped.
+#[inline(always)]
+fn wakeup(kind: EventKind) -> u64 {
+    match kind {
+        EventKind::TaskExit | EventKind::TaskFree => u64::from(BPF_RB_NO_WAKEUP),
+        _ => u64::from(BPF_RB_FORCE_WAKEUP),
+    }
+}
+
 /// Writes one event whose payload is too large for the 512-byte BPF stack: `fill` writes the
 /// payload in place, every field of it (the ring's memory is not zeroed), and returns false to
-/// drop the event. The OOM-path events' wakeup rule applies (see [`emit`]).
+/// drop the event. Woken for as [`wakeup`] says.
 #[inline(always)]
 pub fn emit_in_place<T: 'static>(kind: EventKind, fill: impl FnOnce(*mut T) -> bool) {
     let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
@@ -157,21 +174,17 @@ pub fn emit_in_place<T: 'static>(kind: EventKind, fill: impl FnOnce(*mut T) -> b
     // SAFETY: as above.
     unsafe { header_at.write(header(kind)) };
     if fill(data) {
-        entry.submit(0);
+        entry.submit(wakeup(kind));
     } else {
         entry.discard(0);
     }
 }
 
-/// Writes one event. Exits use no wakeup when every exit is traced (a benchmark mode): userspace
-/// polls on a timer; the rare OOM-path events wake the reader at once.
+/// Writes one event, woken for as [`wakeup`] says (with every exit traced, a benchmark mode,
+/// userspace also polls on a timer).
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, data: T) {
-    let flags = if config().trace_all_exits != 0 {
-        u64::from(BPF_RB_NO_WAKEUP)
-    } else {
-        0
-    };
+    let flags = wakeup(kind);
     match EVENTS.reserve::<Event<T>>(0) {
         Some(mut entry) => {
             entry.write(Event {
@@ -219,5 +232,5 @@ pub fn emit_stack<C: EbpfContext>(ctx: &C) {
         core::ptr::addr_of_mut!((*event).data.frames).write(frames);
         core::ptr::addr_of_mut!((*event).data.error).write(error);
     }
-    entry.submit(0);
+    entry.submit(wakeup(EventKind::AllocStack));
 }

@@ -2052,6 +2052,20 @@ impl Tracker {
             .filter(|v| !v.is_dead())
     }
 
+    /// The earliest death of a victim whose release is still awaited (not seen, not yet
+    /// flagged as missing): the kernel submits releases without waking the reader, so the live
+    /// loop wakes for them (see live.rs `next_wake`).
+    pub(crate) fn release_awaited_since(&self) -> Option<u64> {
+        if !self.cfg.observability.free {
+            return None;
+        }
+        self.victims
+            .values()
+            .filter(|v| v.timeline.released.is_none() && !v.flagged_release)
+            .filter_map(|v| v.timeline.dead)
+            .min()
+    }
+
     /// Victims dead and not released (their release event may have been lost).
     pub(crate) fn dead_unreleased(&self) -> Vec<u32> {
         self.victims

@@ -170,6 +170,12 @@ const MEMCG_POLL: Duration = Duration::from_millis(250);
 /// How often the loop wakes while something must be polled (hooks to reap, a ring buffer
 /// without wakeups).
 const POLL: Duration = Duration::from_millis(50);
+/// How long after a victim's death the loop first wakes to read its release, which the kernel
+/// submits without a wake-up (then every `POLL` while it is awaited, until it is flagged as not
+/// released): a release usually comes with the death or within a few ms of it (the parent's
+/// wait, an RCU grace period), and any wake meanwhile reads it. The reorder window's length,
+/// so that this wake is the one the death's own end of window already asks for.
+const RELEASE_WAIT_NS: u64 = crate::lifecycle::REORDER_NS;
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// The grid the tracker's own deadlines (the end of the reorder window, a pairing window, a
@@ -597,8 +603,10 @@ impl Runner {
     }
 
     /// When the loop must next wake up with no event arriving: at a victim's deadline (or
-    /// the end of the reorder window), when the dump is due a sync, and every `POLL` while
-    /// hooks run or the ring buffer must be polled, and at the sweep (every `SWEEP_EVERY`).
+    /// the end of the reorder window), when the dump is due a sync, every `POLL` while
+    /// hooks run or the ring buffer must be polled, for a dead victim's release (which wakes
+    /// nothing: `RELEASE_WAIT_NS` after the death, then every `POLL`), and at the sweep
+    /// (every `SWEEP_EVERY`).
     /// In CLOCK_MONOTONIC ns, the clock of the loop's timer (see ticker.rs).
     fn next_wake(&self) -> u64 {
         let now = tokio::time::Instant::now();
@@ -610,6 +618,13 @@ impl Runner {
         let due = self.session.tracker().next_tick_due().map(on_grid);
         let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then(|| ns(now + POLL));
+        // A release is in the ring without having woken the loop (see the eBPF `wakeup`).
+        let release = self.session.tracker().release_awaited_since().map(|dead| {
+            match dead.saturating_add(RELEASE_WAIT_NS) {
+                first if first > now_ns => on_grid(first),
+                _ => on_grid(ns(now + POLL)),
+            }
+        });
         let sync = self
             .sinks
             .iter()
@@ -619,7 +634,7 @@ impl Runner {
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
         let sweep = ns((self.last_sweep + SWEEP_EVERY).max(now));
-        [due, poll, sync]
+        [due, poll, sync, release]
             .into_iter()
             .flatten()
             .fold(sweep, std::cmp::min)

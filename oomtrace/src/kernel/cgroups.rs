@@ -124,7 +124,18 @@ pub(crate) struct MemcgPaths {
     /// Memcgs found removed since the last sweep, however they were found (the sweep, a
     /// finding's check, a lookup of one removed before it was named), for the sweep to report.
     found_removed: Vec<(u64, Option<String>)>,
+    /// The directories of the memcgs the latest findings checked, kept open (`O_PATH`, by
+    /// handle): a finding's check is then a lookup of `cgroup.procs` in it, which fails once
+    /// the memcg is removed (`rmdir` unlinks and deactivates its kernfs nodes before it
+    /// returns), instead of opening a handle and closing it again. At most [`CHECKED_KEPT`],
+    /// the least recently checked dropped first; a removed one is dropped at its check.
+    checked: HashMap<u64, (OwnedFd, u64)>,
+    /// Checks made, the clock of `checked`'s recency.
+    checks: u64,
 }
+
+/// Memcg directories kept open for the check of a finding's memcg (see `MemcgPaths::checked`).
+const CHECKED_KEPT: usize = 32;
 
 /// Removed memcgs remembered at most (the oldest are forgotten first).
 const MAX_REMOVED: usize = 4096;
@@ -151,6 +162,21 @@ struct KernfsHandle {
     id: u64,
 }
 
+/// Whether the cgroup directory `dir` (an `O_PATH` descriptor) is still there: its
+/// `cgroup.procs` (in every cgroup, v1 and v2) is found while it is, and not once it was
+/// removed. None: the lookup failed otherwise.
+fn still_there(dir: &OwnedFd) -> Option<bool> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name; nothing is written.
+    let r = unsafe { libc::faccessat(dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::F_OK, 0) };
+    if r == 0 {
+        return Some(true);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT | libc::ENODEV | libc::ESTALE) => Some(false),
+        _ => None,
+    }
+}
+
 /// Why a lookup by handle failed.
 enum ByHandle {
     Gone,
@@ -172,6 +198,8 @@ impl MemcgPaths {
             lookups: 0,
             walks: 0,
             found_removed: Vec::new(),
+            checked: HashMap::new(),
+            checks: 0,
         };
         let Some(root) = m.root.clone() else {
             return m;
@@ -367,6 +395,7 @@ impl MemcgPaths {
     /// Records `id` as removed, with the last path seen (tests, and the checks here).
     pub(crate) fn forget(&mut self, id: u64, last: Option<String>) {
         self.live.remove(&id);
+        self.checked.remove(&id);
         if self.removed.insert(id, last.clone()).is_none() {
             self.removed_order.push_back((id, Instant::now()));
             // Reported by the next sweep (a replay sweeps nothing and finds nothing removed).
@@ -418,19 +447,50 @@ impl MemcgPaths {
         if self.root.is_none() {
             return Memcg::Live(p);
         }
-        if let Memcg::Removed(_) = self.check(id, &p) {
+        if let Memcg::Removed(_) = self.check(id, &p, true) {
             self.forget(id, Some(p.clone()));
             return Memcg::Removed(Some(p));
         }
         Memcg::Live(p)
     }
 
-    /// Whether the memcg `id` known at `path` still exists.
-    fn check(&mut self, id: u64, path: &str) -> Memcg {
+    /// Whether the memcg `id` known at `path` still exists; `keep`: its directory is kept
+    /// open for the next check (a finding's memcg; the sweep's checks of every memcg do not
+    /// displace them).
+    fn check(&mut self, id: u64, path: &str, keep: bool) -> Memcg {
         if self.mount_fd.is_some() {
+            self.checks += 1;
+            if let Some((dir, at)) = self.checked.get_mut(&id) {
+                *at = self.checks;
+                match still_there(dir) {
+                    Some(true) => return Memcg::Live(path.to_string()),
+                    Some(false) => {
+                        self.checked.remove(&id);
+                        return Memcg::Removed(Some(path.to_string()));
+                    }
+                    // Not answered (e.g. EACCES): asked by handle as before.
+                    None => {
+                        self.checked.remove(&id);
+                    }
+                }
+            }
             return match self.open_handle(id) {
                 Err(ByHandle::Gone) => Memcg::Removed(Some(path.to_string())),
-                _ => Memcg::Live(path.to_string()),
+                Err(ByHandle::Unsupported(_)) => Memcg::Live(path.to_string()),
+                Ok(_) if !keep => Memcg::Live(path.to_string()),
+                Ok(dir) => {
+                    if self.checked.len() >= CHECKED_KEPT
+                        && let Some(oldest) = self
+                            .checked
+                            .iter()
+                            .min_by_key(|(_, (_, at))| *at)
+                            .map(|(k, _)| *k)
+                    {
+                        self.checked.remove(&oldest);
+                    }
+                    self.checked.insert(id, (dir, self.checks));
+                    Memcg::Live(path.to_string())
+                }
             };
         }
         let Some(root) = &self.root else {
@@ -474,7 +534,7 @@ impl MemcgPaths {
             if self.live.contains_key(&id) || self.removed.contains_key(&id) {
                 continue;
             }
-            if self.check(id, &p).removed() {
+            if self.check(id, &p, false).removed() {
                 self.forget(id, Some(p));
             } else {
                 self.live.insert(id, p);
@@ -482,7 +542,7 @@ impl MemcgPaths {
         }
         let entries: Vec<(u64, String)> = self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (id, p) in entries {
-            if self.check(id, &p).removed() {
+            if self.check(id, &p, false).removed() {
                 self.forget(id, Some(p));
             }
         }
@@ -535,6 +595,26 @@ mod tests {
         let c = find_memory_controller(mi).unwrap();
         assert_eq!(c.version, 1);
         assert_eq!(c.mount, Path::new("/sys/fs/cgroup/memory"));
+    }
+
+    /// A directory kept open tells its removal (the check of a finding's memcg; the same
+    /// VFS rule on cgroupfs, where the e2e tests check it: a lookup in a removed directory
+    /// finds nothing).
+    #[test]
+    fn a_kept_directory_tells_its_removal() {
+        let dir = std::env::temp_dir().join(format!("oomtrace-still-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; the descriptor is owned at once.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: just opened, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        assert_eq!(still_there(&fd), Some(true));
+        std::fs::remove_file(dir.join("cgroup.procs")).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(still_there(&fd), Some(false));
     }
 
     #[test]

@@ -620,6 +620,29 @@ fn zombie_not_released_is_a_separate_finding() {
     assert_eq!(t.summary().flagged_total, 0, "not a stuck victim");
 }
 
+/// The live loop wakes for a release the kernel submitted without a wake-up: from the death
+/// until the release is seen, or flagged as missing.
+#[test]
+fn a_release_is_awaited_from_the_death_until_seen_or_flagged() {
+    let mut t = tracker();
+    let kill = [sigkill(0, 42, 7), mark(0, 42, 7), exit(2, 42, 42, 7, true)];
+    run(&mut t, &kill, 100);
+    assert_eq!(t.release_awaited_since(), None, "alive: nothing to await");
+    run(&mut t, &[gone(130, 42, 7)], 200);
+    assert_eq!(t.release_awaited_since(), Some(at(130)));
+    run(&mut t, &[free(230, 42, 7)], 300);
+    assert_eq!(t.release_awaited_since(), None, "released");
+
+    let mut t = tracker();
+    let f = run(&mut t, &[kill[0], kill[1], kill[2], gone(3, 42, 7)], 12_000);
+    assert_eq!(names(&f), ["killed", "dead", "not_released"]);
+    assert_eq!(
+        t.release_awaited_since(),
+        None,
+        "flagged: no longer polled for"
+    );
+}
+
 #[test]
 fn pid_reuse_does_not_kill_the_victim() {
     let mut t = tracker();

@@ -1105,12 +1105,28 @@ fn pod_kill_check(
             "soak: pod kill not named: pid {} in {} (memcg id {}, container {})",
             b.pid, b.path, b.memcg_id, b.container_id
         );
+        // The soak reads findings only: a finding names its victim as `victim.key.tgid` and
+        // the victim's own memcg as `victim.memcg_id` (the top-level ids are the OOM domain's).
         for l in lines.iter().filter(|l| {
             oomtrace_tests::concerns(l, b.pid)
+                || l["victim"]["key"]["tgid"] == b.pid
+                || l["victim"]["memcg_id"] == b.memcg_id
                 || l["memcg_id"] == b.memcg_id
                 || l["memcg_path"] == b.path
         }) {
             eprintln!("soak:   {l}");
+        }
+    }
+    // And the pod kills reported under a path that is no container's the soak made: a kill
+    // named, but with another memcg's path.
+    if births.iter().any(|b| !is_named(b)) {
+        for l in lines
+            .iter()
+            .filter(|l| is_finding(l, "killed", &pods_prefix()))
+            .filter(|l| !births.iter().any(|b| l["memcg_path"] == b.path))
+            .take(3)
+        {
+            eprintln!("soak: a pod kill under no container's path: {l}");
         }
     }
     // Under emulation (a guest kernel) the load itself runs `slowdown` times slower: the

@@ -1,12 +1,13 @@
 //! Loading the embedded eBPF object and attaching it as the plan decides.
 //!
 //! The sequence: find tracefs (mounting it if needed), parse the kernel's BTF once, read the
-//! offsets the programs need, gather [`Facts`], then let [`plan::resolve_all`] try the
+//! offsets the programs need, gather [`Facts`], then let [`plan::resolve_all_in_parallel`] try the
 //! candidates of every hook with [`attach_one`] as the attach function.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
+    sync::{Mutex, OnceLock, PoisonError},
     thread::ScopedJoinHandle,
     time::{Duration, Instant},
 };
@@ -524,29 +525,48 @@ fn create_maps<'a>(
         .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")
 }
 
-/// Every hook's plan, its candidates tried with [`attach_one`]; the first fentry/fexit one
-/// joins the thread parsing the function skeleton.
+/// Every hook's plan, its candidates tried with [`attach_one`] on [`load_threads`] threads;
+/// the first fentry/fexit candidate tried joins the thread parsing the function skeleton.
 fn resolve_plan(
     ebpf: &mut Ebpf,
     facts: &Facts,
     tracepoints: Result<&aya::Btf, &str>,
     functions: ScopedJoinHandle<'_, Result<aya::Btf, String>>,
 ) -> Vec<HookPlan> {
-    let (mut functions, mut parsed) = (Some(functions), None);
-    plan::resolve_all(facts, |c| {
-        let btf = match c.attach {
-            AttachType::TpBtf => tracepoints,
-            AttachType::Fentry | AttachType::Fexit => parsed
-                .get_or_insert_with(|| match functions.take().map(|f| f.join()) {
+    let functions = Mutex::new(Some(functions));
+    let parsed = OnceLock::new();
+    let function_btf = || {
+        parsed
+            .get_or_init(|| {
+                let handle = functions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match handle.map(|f| f.join()) {
                     Some(Ok(parsed)) => parsed,
                     _ => Err("aya panicked parsing the function BTF".into()),
-                })
-                .as_ref()
-                .map_err(String::as_str),
+                }
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    };
+    plan::resolve_all_in_parallel(facts, load_threads(), ebpf.programs_mut(), |c, prog| {
+        let btf = match c.attach {
+            AttachType::TpBtf => tracepoints,
+            AttachType::Fentry | AttachType::Fexit => function_btf(),
             _ => Err("not used by this attach type"),
         };
-        attach_one(ebpf, btf, c)
+        let prog =
+            prog.ok_or_else(|| format!("program {} missing from the eBPF object", c.program))?;
+        attach_one(prog, btf, c)
     })
+}
+
+/// Threads loading programs: two where there are two cores. The verifier's work is most of a
+/// load; the heaviest (`signal_generate_btf_fds`, `mark_victim_btf`, `cgroup_mkdir_btf`) are
+/// spread over both as each thread takes the next hook when done with one.
+fn load_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
 }
 
 /// The environment as `check` shows it, from the facts found and what else load looked at.
@@ -581,10 +601,11 @@ fn trim_heap() {
 
 /// Loads and attaches one candidate; on failure unloads it and says why, in one line. `btf` is
 /// what fentry/fexit/tp_btf loads look names up in, or why there is none.
-fn attach_one(ebpf: &mut Ebpf, btf: Result<&aya::Btf, &str>, c: &Candidate) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(c.program)
-        .ok_or_else(|| format!("program {} missing from the eBPF object", c.program))?;
+fn attach_one(
+    prog: &mut Program,
+    btf: Result<&aya::Btf, &str>,
+    c: &Candidate,
+) -> Result<(), String> {
     let result = load_and_attach(prog, btf, c);
     if result.is_err() {
         let _ = unload(prog);

@@ -466,8 +466,10 @@ fn attach_skeletons(
     // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
     // kernel's ids of those names and nothing else. Functions come late in the kernel's
     // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
-    // the other core while the maps are created and the tracepoints attach; the plan tries
-    // function hooks last. The index and its 5.5 MB blob are freed before.
+    // another thread while the maps are created and the tracepoints attach; the plan tries
+    // function hooks last. The tracepoints' (~1.8 ms of aya's parse here) is parsed on a
+    // thread of its own while aya parses the object and creates the maps. The index and its
+    // 5.5 MB blob are freed before.
     btf.map(|b| {
         let (mut names, tracepoints) = btf_attach_targets();
         if !functions {
@@ -487,8 +489,9 @@ fn program_config(layout: &Layout, opts: &LoadOptions) -> Config {
     config
 }
 
-/// The plan as resolved and the object it attached; the function skeleton is parsed on
-/// another thread meanwhile (see [`attach_skeletons`]).
+/// The plan as resolved and the object it attached; the skeletons are parsed on other threads
+/// meanwhile (see [`attach_skeletons`]), the tracepoints' while aya parses the object and
+/// creates the maps, each joined when a load first needs it.
 fn attach_plan<'a>(
     loader: EbpfLoader<'a>,
     config: &'a Config,
@@ -501,13 +504,45 @@ fn attach_plan<'a>(
             Ok((t, f)) => (Ok(t), Ok(f)),
             Err(e) => (Err(e.clone()), Err(e)),
         };
-        let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
-        let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
+        let tracepoints = Parsing::new(s.spawn(move || tracepoints.and_then(|t| parse_btf(&t))));
+        let functions = Parsing::new(s.spawn(move || functions.and_then(|f| parse_btf(&f))));
         let mut ebpf = create_maps(loader, config, ring_bytes)?;
-        let tracepoints = tracepoints.as_ref().map_err(String::as_str);
-        let plan = resolve_plan(&mut ebpf, facts, tracepoints, functions);
+        let plan = resolve_plan(&mut ebpf, facts, &tracepoints, &functions);
         anyhow::Ok((plan, ebpf))
     })
+}
+
+/// A BTF skeleton being parsed by another thread, joined by the first load that needs it.
+struct Parsing<'s> {
+    thread: Mutex<Option<ScopedJoinHandle<'s, Result<aya::Btf, String>>>>,
+    parsed: OnceLock<Result<aya::Btf, String>>,
+}
+
+impl<'s> Parsing<'s> {
+    fn new(thread: ScopedJoinHandle<'s, Result<aya::Btf, String>>) -> Self {
+        Parsing {
+            thread: Mutex::new(Some(thread)),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The parsed BTF, or why there is none.
+    fn get(&self) -> Result<&aya::Btf, &str> {
+        self.parsed
+            .get_or_init(|| {
+                let thread = self
+                    .thread
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match thread.map(|t| t.join()) {
+                    Some(Ok(parsed)) => parsed,
+                    _ => Err("aya panicked parsing a BTF skeleton".into()),
+                }
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 /// The eBPF object loaded with its maps created and `config` in its CONFIG global.
@@ -525,35 +560,17 @@ fn create_maps<'a>(
         .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")
 }
 
-/// Every hook's plan, its candidates tried with [`attach_one`] on [`load_threads`] threads;
-/// the first fentry/fexit candidate tried joins the thread parsing the function skeleton.
+/// Every hook's plan, its candidates tried with [`attach_one`] on [`load_threads`] threads.
 fn resolve_plan(
     ebpf: &mut Ebpf,
     facts: &Facts,
-    tracepoints: Result<&aya::Btf, &str>,
-    functions: ScopedJoinHandle<'_, Result<aya::Btf, String>>,
+    tracepoints: &Parsing<'_>,
+    functions: &Parsing<'_>,
 ) -> Vec<HookPlan> {
-    let functions = Mutex::new(Some(functions));
-    let parsed = OnceLock::new();
-    let function_btf = || {
-        parsed
-            .get_or_init(|| {
-                let handle = functions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                match handle.map(|f| f.join()) {
-                    Some(Ok(parsed)) => parsed,
-                    _ => Err("aya panicked parsing the function BTF".into()),
-                }
-            })
-            .as_ref()
-            .map_err(String::as_str)
-    };
     plan::resolve_all_in_parallel(facts, load_threads(), ebpf.programs_mut(), |c, prog| {
         let btf = match c.attach {
-            AttachType::TpBtf => tracepoints,
-            AttachType::Fentry | AttachType::Fexit => function_btf(),
+            AttachType::TpBtf => tracepoints.get(),
+            AttachType::Fentry | AttachType::Fexit => functions.get(),
             _ => Err("not used by this attach type"),
         };
         let prog =

@@ -8,9 +8,8 @@
 //! here, or exactly why nothing could attach. Everything here is pure; `probes.rs` does the I/O.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet},
     fmt,
-    sync::{Mutex, PoisonError},
 };
 
 use serde::Serialize;
@@ -494,101 +493,25 @@ pub(crate) fn is_noise(r: &Rejected) -> bool {
     r.kind == Rejection::OtherKernelsVariant
 }
 
-/// The plan of every hook, in [`Hook::ALL`] order, resolved on one thread: what
-/// [`resolve_all_in_parallel`] does, for tests that drive it with a closure that records.
-#[cfg(test)]
+/// The plan of every hook, in [`Hook::ALL`] order. Hooks on tracepoints are tried before
+/// hooks on kernel functions: the BTF that fentry/fexit loads need is parsed meanwhile
+/// (see `probes`).
 pub(crate) fn resolve_all(
     facts: &Facts,
-    try_attach: impl FnMut(&Candidate) -> Result<(), String> + Send,
+    mut try_attach: impl FnMut(&Candidate) -> Result<(), String>,
 ) -> Vec<HookPlan> {
-    let try_attach = Mutex::new(try_attach);
-    resolve_all_in_parallel(facts, 1, std::iter::empty::<(&str, ())>(), |c, _| {
-        (try_attach.lock().unwrap())(c)
-    })
-}
-
-/// The order hooks are tried in: hooks on tracepoints, then hooks on kernel functions, each in
-/// [`Hook::ALL`] order.
-fn resolve_order() -> [Hook; Hook::ALL.len()] {
     let on_function = |h: &Hook| {
         all_candidates(*h)
             .iter()
             .any(|c| matches!(c.target, Target::Function(_)))
     };
     let mut order = Hook::ALL;
-    order.sort_by_key(on_function); // stable
-    order
-}
-
-fn in_hook_order(plan: &mut [HookPlan]) {
-    plan.sort_by_key(|p| Hook::ALL.iter().position(|h| *h == p.hook));
-}
-
-/// The plan of every hook, in [`Hook::ALL`] order, resolved by `workers` threads (the
-/// caller's among them). Hooks on tracepoints are taken first, hooks on kernel functions last
-/// (the BTF that fentry/fexit loads need is parsed meanwhile, see `probes`): each thread takes
-/// the next hook when it is done with one and tries that hook's candidates in order, as
-/// [`resolve`] does, so a hook's plan does not depend on the number of threads.
-/// A program load is the kernel verifying it, one core's work: on a machine with a second
-/// core the loads overlap. `programs` are what the candidates load, by program name; each goes
-/// to the thread resolving the hook whose candidate names it, and `try_attach` gets it with
-/// the candidate (`None` when `programs` lacks it). If no thread can be started, the caller's
-/// does all the hooks.
-pub(crate) fn resolve_all_in_parallel<'p, P: Send>(
-    facts: &Facts,
-    workers: usize,
-    programs: impl IntoIterator<Item = (&'p str, P)>,
-    try_attach: impl Fn(&Candidate, Option<&mut P>) -> Result<(), String> + Sync,
-) -> Vec<HookPlan> {
-    let mut programs: HashMap<&str, P> = programs.into_iter().collect();
-    let jobs: VecDeque<(Hook, Vec<(&str, P)>)> = resolve_order()
+    order.sort_by_key(on_function); // stable: tracepoint hooks, then function hooks
+    let mut plan: Vec<HookPlan> = order
         .into_iter()
-        .map(|hook| {
-            let own = all_candidates(hook)
-                .iter()
-                .filter_map(|c| programs.remove_entry(c.program))
-                .collect();
-            (hook, own)
-        })
+        .map(|h| resolve(h, facts, &mut try_attach))
         .collect();
-    let jobs = Mutex::new(jobs);
-    let plans = Mutex::new(Vec::with_capacity(Hook::ALL.len()));
-    let work = || {
-        loop {
-            let next = jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some((hook, mut own)) = next else {
-                break;
-            };
-            let plan = resolve(hook, facts, |c| {
-                let program = own
-                    .iter_mut()
-                    .find(|(name, _)| *name == c.program)
-                    .map(|(_, p)| p);
-                try_attach(c, program)
-            });
-            plans
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(plan);
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..workers {
-            if std::thread::Builder::new()
-                .name("oomtrace-load".into())
-                .spawn_scoped(s, &work)
-                .is_err()
-            {
-                break;
-            }
-        }
-        work();
-    });
-    let mut plan = plans.into_inner().unwrap_or_else(PoisonError::into_inner);
-    in_hook_order(&mut plan);
+    plan.sort_by_key(|p| Hook::ALL.iter().position(|h| *h == p.hook));
     plan
 }
 
@@ -834,87 +757,6 @@ mod tests {
         assert_eq!(p.attach, Some(Tracepoint));
         assert_eq!(p.rejected[0].reason, "attach: ENOENT");
         assert_eq!(p.rejected[0].kind, Rejection::AttachFailed);
-    }
-
-    /// Two threads make the plan one thread makes, whatever fails; each candidate is handed
-    /// its own program, and a program the object lacks is `None` (the attach function says so).
-    #[test]
-    fn two_threads_make_the_plan_one_thread_makes() {
-        let outcome = |c: &Candidate| match (c.attach, c.program) {
-            (Fentry | Fexit, _) => Err(format!("{}: EPERM", c.program)),
-            (RawTp, _) | (_, "mark_victim_btf") => Err(format!("{}: ENOENT", c.program)),
-            (_, "free_tp") => Err("missing".into()),
-            _ => Ok(()),
-        };
-        let mut no_kprobes = full();
-        no_kprobes.kprobes = Err("no kprobe PMU".into());
-        let mut old = full();
-        old.mark_victim_btf_has_task = false;
-        old.exit_btf_has_group_dead = false;
-        old.fd_walk = Err("before 6.18".into());
-        for facts in [full(), no_kprobes, old] {
-            let one = resolve_all(&facts, outcome);
-            let programs = Hook::ALL
-                .iter()
-                .flat_map(|h| all_candidates(*h))
-                .map(|c| c.program)
-                .filter(|p| *p != "free_tp")
-                .chain(["not_a_candidate"])
-                .map(|p| (p, p.to_string()));
-            let two = resolve_all_in_parallel(&facts, 2, programs, |c, program| {
-                match program {
-                    None if c.program == "free_tp" => return Err("missing".into()),
-                    None => panic!("{} was not handed its program", c.program),
-                    Some(p) => assert_eq!(p, c.program),
-                }
-                outcome(c)
-            });
-            assert_eq!(one, two);
-        }
-    }
-
-    /// The hooks are shared out between the threads, which run at once; each hook's candidates
-    /// are tried in order, on one thread.
-    #[test]
-    fn threads_share_out_hooks_and_keep_each_hooks_order() {
-        use std::{
-            collections::HashSet,
-            sync::Condvar,
-            thread::{self, ThreadId},
-            time::Duration,
-        };
-        let entered = (Mutex::new(HashSet::<ThreadId>::new()), Condvar::new());
-        let tried = Mutex::new(Vec::new());
-        resolve_all_in_parallel(&full(), 2, std::iter::empty::<(&str, ())>(), |c, _| {
-            let me = thread::current().id();
-            let (set, cv) = &entered;
-            let mut set = set.lock().unwrap();
-            if set.insert(me) {
-                cv.notify_all();
-                let (set, _) = cv
-                    .wait_timeout_while(set, Duration::from_secs(10), |s| s.len() < 2)
-                    .unwrap();
-                assert_eq!(set.len(), 2, "the second thread never tried a candidate");
-            }
-            tried.lock().unwrap().push((me, *c));
-            Err("fall through".into())
-        });
-        let tried = tried.into_inner().unwrap();
-        for hook in Hook::ALL {
-            let own: Vec<_> = tried
-                .iter()
-                .filter(|(_, c)| all_candidates(hook).contains(c))
-                .collect();
-            assert!(!own.is_empty(), "{hook:?}");
-            assert!(own.iter().all(|(t, _)| *t == own[0].0), "{hook:?}");
-            let order: Vec<Candidate> = own.iter().map(|(_, c)| *c).collect();
-            let expected: Vec<Candidate> = all_candidates(hook)
-                .iter()
-                .filter(|c| precheck(c, &full()).is_ok())
-                .copied()
-                .collect();
-            assert_eq!(order, expected, "{hook:?}");
-        }
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! Loading the embedded eBPF object and attaching it as the plan decides.
 //!
 //! The sequence: find tracefs (mounting it if needed), parse the kernel's BTF once, read the
-//! offsets the programs need, gather [`Facts`], then let [`plan::resolve_all_in_parallel`] try the
+//! offsets the programs need, gather [`Facts`], then let [`plan::resolve_all`] try the
 //! candidates of every hook with [`attach_one`] as the attach function.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    sync::{Mutex, OnceLock, PoisonError},
     thread::ScopedJoinHandle,
     time::{Duration, Instant},
 };
@@ -466,10 +465,8 @@ fn attach_skeletons(
     // What aya's tp_btf and fentry/fexit loaders look names up in: skeletons with the
     // kernel's ids of those names and nothing else. Functions come late in the kernel's
     // BTF (ids ~95k of 126k, against ~15k for tracepoints), so their skeleton is parsed on
-    // another thread while the maps are created and the tracepoints attach; the plan tries
-    // function hooks last. The tracepoints' (~1.8 ms of aya's parse here) is parsed on a
-    // thread of its own while aya parses the object and creates the maps. The index and its
-    // 5.5 MB blob are freed before.
+    // the other core while the maps are created and the tracepoints attach; the plan tries
+    // function hooks last. The index and its 5.5 MB blob are freed before.
     btf.map(|b| {
         let (mut names, tracepoints) = btf_attach_targets();
         if !functions {
@@ -489,9 +486,8 @@ fn program_config(layout: &Layout, opts: &LoadOptions) -> Config {
     config
 }
 
-/// The plan as resolved and the object it attached; the skeletons are parsed on other threads
-/// meanwhile (see [`attach_skeletons`]), the tracepoints' while aya parses the object and
-/// creates the maps, each joined when a load first needs it.
+/// The plan as resolved and the object it attached; the function skeleton is parsed on
+/// another thread meanwhile (see [`attach_skeletons`]).
 fn attach_plan<'a>(
     loader: EbpfLoader<'a>,
     config: &'a Config,
@@ -504,45 +500,13 @@ fn attach_plan<'a>(
             Ok((t, f)) => (Ok(t), Ok(f)),
             Err(e) => (Err(e.clone()), Err(e)),
         };
-        let tracepoints = Parsing::new(s.spawn(move || tracepoints.and_then(|t| parse_btf(&t))));
-        let functions = Parsing::new(s.spawn(move || functions.and_then(|f| parse_btf(&f))));
+        let functions = s.spawn(move || functions.and_then(|f| parse_btf(&f)));
+        let tracepoints = tracepoints.and_then(|t| parse_btf(&t));
         let mut ebpf = create_maps(loader, config, ring_bytes)?;
-        let plan = resolve_plan(&mut ebpf, facts, &tracepoints, &functions);
+        let tracepoints = tracepoints.as_ref().map_err(String::as_str);
+        let plan = resolve_plan(&mut ebpf, facts, tracepoints, functions);
         anyhow::Ok((plan, ebpf))
     })
-}
-
-/// A BTF skeleton being parsed by another thread, joined by the first load that needs it.
-struct Parsing<'s> {
-    thread: Mutex<Option<ScopedJoinHandle<'s, Result<aya::Btf, String>>>>,
-    parsed: OnceLock<Result<aya::Btf, String>>,
-}
-
-impl<'s> Parsing<'s> {
-    fn new(thread: ScopedJoinHandle<'s, Result<aya::Btf, String>>) -> Self {
-        Parsing {
-            thread: Mutex::new(Some(thread)),
-            parsed: OnceLock::new(),
-        }
-    }
-
-    /// The parsed BTF, or why there is none.
-    fn get(&self) -> Result<&aya::Btf, &str> {
-        self.parsed
-            .get_or_init(|| {
-                let thread = self
-                    .thread
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                match thread.map(|t| t.join()) {
-                    Some(Ok(parsed)) => parsed,
-                    _ => Err("aya panicked parsing a BTF skeleton".into()),
-                }
-            })
-            .as_ref()
-            .map_err(String::as_str)
-    }
 }
 
 /// The eBPF object loaded with its maps created and `config` in its CONFIG global.
@@ -560,30 +524,29 @@ fn create_maps<'a>(
         .context("creating the eBPF maps failed (is BPF enabled in this kernel?)")
 }
 
-/// Every hook's plan, its candidates tried with [`attach_one`] on [`load_threads`] threads.
+/// Every hook's plan, its candidates tried with [`attach_one`]; the first fentry/fexit one
+/// joins the thread parsing the function skeleton.
 fn resolve_plan(
     ebpf: &mut Ebpf,
     facts: &Facts,
-    tracepoints: &Parsing<'_>,
-    functions: &Parsing<'_>,
+    tracepoints: Result<&aya::Btf, &str>,
+    functions: ScopedJoinHandle<'_, Result<aya::Btf, String>>,
 ) -> Vec<HookPlan> {
-    plan::resolve_all_in_parallel(facts, load_threads(), ebpf.programs_mut(), |c, prog| {
+    let (mut functions, mut parsed) = (Some(functions), None);
+    plan::resolve_all(facts, |c| {
         let btf = match c.attach {
-            AttachType::TpBtf => tracepoints.get(),
-            AttachType::Fentry | AttachType::Fexit => functions.get(),
+            AttachType::TpBtf => tracepoints,
+            AttachType::Fentry | AttachType::Fexit => parsed
+                .get_or_insert_with(|| match functions.take().map(|f| f.join()) {
+                    Some(Ok(parsed)) => parsed,
+                    _ => Err("aya panicked parsing the function BTF".into()),
+                })
+                .as_ref()
+                .map_err(String::as_str),
             _ => Err("not used by this attach type"),
         };
-        let prog =
-            prog.ok_or_else(|| format!("program {} missing from the eBPF object", c.program))?;
-        attach_one(prog, btf, c)
+        attach_one(ebpf, btf, c)
     })
-}
-
-/// Threads loading programs: two where there are two cores. The verifier's work is most of a
-/// load; the heaviest (`signal_generate_btf_fds`, `mark_victim_btf`, `cgroup_mkdir_btf`) are
-/// spread over both as each thread takes the next hook when done with one.
-fn load_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
 }
 
 /// The environment as `check` shows it, from the facts found and what else load looked at.
@@ -618,11 +581,10 @@ fn trim_heap() {
 
 /// Loads and attaches one candidate; on failure unloads it and says why, in one line. `btf` is
 /// what fentry/fexit/tp_btf loads look names up in, or why there is none.
-fn attach_one(
-    prog: &mut Program,
-    btf: Result<&aya::Btf, &str>,
-    c: &Candidate,
-) -> Result<(), String> {
+fn attach_one(ebpf: &mut Ebpf, btf: Result<&aya::Btf, &str>, c: &Candidate) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(c.program)
+        .ok_or_else(|| format!("program {} missing from the eBPF object", c.program))?;
     let result = load_and_attach(prog, btf, c);
     if result.is_err() {
         let _ = unload(prog);

@@ -52,6 +52,24 @@ pub fn read_or_zero<T: Copy>(base: u64, off: u32, zero: T) -> T {
     read_zeroed::<T>(base.wrapping_add(u64::from(off))).0
 }
 
+/// A `T` of zero bytes, stored a word at a time: zeroed as one value, 16 bytes or more compile
+/// to a call of `memset` (see [`read_zeroed`]). `T` is 8-byte aligned and a whole number of
+/// words (the BPF stack takes aligned stores only).
+#[inline(always)]
+pub fn zeroed<T: Copy>() -> T {
+    const {
+        assert!(core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>() % 8 == 0);
+    }
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let words = v.as_mut_ptr().cast::<u64>();
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: word `i` of `v`, aligned (asserted above).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: every byte written.
+    unsafe { v.assume_init() }
+}
+
 /// The `T` at `addr` in kernel memory and the helper's result: where the read faults, all zero
 /// bytes (`bpf_probe_read_kernel` zeroes its buffer then, kernel/trace/bpf_trace.c since 5.5),
 /// so the buffer is not zeroed before. Zeroed first, a buffer of 16 bytes or more (a task's
@@ -97,7 +115,7 @@ pub struct TaskInfo {
 /// or a slot LLVM zeroes before the read) compiles to a call of `memset`, a byte-at-a-time
 /// loop the verifier walks once per byte (see [`read_zeroed`]).
 #[inline(always)]
-fn read_comm(task: u64, off: u32) -> [u8; TASK_COMM_LEN] {
+pub fn read_comm(task: u64, off: u32) -> [u8; TASK_COMM_LEN] {
     let second = if off == NO_OFFSET { NO_OFFSET } else { off + 8 };
     let words: [u64; 2] = [read_or_zero(task, off, 0), read_or_zero(task, second, 0)];
     // SAFETY: two u64 are 16 bytes, and any bytes are a valid byte array.

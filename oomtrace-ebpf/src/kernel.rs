@@ -58,7 +58,7 @@ pub fn read_or_zero<T: Copy>(base: u64, off: u32, zero: T) -> T {
 #[inline(always)]
 pub fn zeroed<T: Copy>() -> T {
     const {
-        assert!(core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>() % 8 == 0);
+        assert!(core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>().is_multiple_of(8));
     }
     let mut v = core::mem::MaybeUninit::<T>::uninit();
     let words = v.as_mut_ptr().cast::<u64>();

@@ -29,43 +29,65 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
 /// NULL `base` included); `None` only where the offset is unknown on this kernel (a constant of
 /// the frozen `CONFIG`: the verifier follows one side of that test). No branch on the read's
 /// outcome: where a program's reads each branch, the verifier walks the rest of the program
-/// once per combination of outcomes.
+/// once per combination of outcomes. `zero` must be all zero bytes (what a fault leaves, see
+/// [`read_zeroed`]).
 #[inline(always)]
 pub fn read_flat<T: Copy>(base: u64, off: u32, zero: T) -> Option<(T, u64)> {
     if off == NO_OFFSET {
         return None;
     }
-    let mut v = zero;
-    // SAFETY: the helper copes with any address (a fault is an error, the buffer zeroed);
-    // `v` is a valid buffer of its size.
-    let err = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            (&raw mut v).cast(),
-            core::mem::size_of::<T>() as u32,
-            base.wrapping_add(u64::from(off)) as *const _,
-        )
-    };
+    let _ = zero;
+    let (v, err) = read_zeroed::<T>(base.wrapping_add(u64::from(off)));
     Some((v, 1 - crate::files::nonzero(err as u64)))
 }
 
 /// The `T` at `base + off` in kernel memory, or `zero` where the offset is unknown or the read
 /// faults (a NULL `base` included): as `read(…).unwrap_or(zero)`, without a branch on the
-/// read's outcome (see [`read_flat`]).
+/// read's outcome (see [`read_flat`]). `zero` must be all zero bytes.
 #[inline(always)]
 pub fn read_or_zero<T: Copy>(base: u64, off: u32, zero: T) -> T {
     if off == NO_OFFSET {
         return zero;
     }
-    let mut v = zero;
-    // SAFETY: as in `read_flat`.
+    read_zeroed::<T>(base.wrapping_add(u64::from(off))).0
+}
+
+/// A `T` of zero bytes, stored a word at a time: zeroed as one value, 16 bytes or more compile
+/// to a call of `memset` (see [`read_zeroed`]). `T` is 8-byte aligned and a whole number of
+/// words (the BPF stack takes aligned stores only).
+#[inline(always)]
+pub fn zeroed<T: Copy>() -> T {
+    const {
+        assert!(core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>().is_multiple_of(8));
+    }
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let words = v.as_mut_ptr().cast::<u64>();
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: word `i` of `v`, aligned (asserted above).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: every byte written.
+    unsafe { v.assume_init() }
+}
+
+/// The `T` at `addr` in kernel memory and the helper's result: where the read faults, all zero
+/// bytes (`bpf_probe_read_kernel` zeroes its buffer then, kernel/trace/bpf_trace.c since 5.5),
+/// so the buffer is not zeroed before. Zeroed first, a buffer of 16 bytes or more (a task's
+/// name) compiled to a call of `memset`: a byte-at-a-time loop the verifier walks once per
+/// byte and per call.
+#[inline(always)]
+pub fn read_zeroed<T: Copy>(addr: u64) -> (T, i64) {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper copes with any address (a fault is an error, the buffer zeroed);
+    // `v` is a buffer of `T`'s size, which the helper writes whole either way.
     unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            (&raw mut v).cast(),
+        let err = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
             core::mem::size_of::<T>() as u32,
-            base.wrapping_add(u64::from(off)) as *const _,
-        )
-    };
-    v
+            addr as *const _,
+        );
+        (v.assume_init(), err)
+    }
 }
 
 /// Reads a NUL-terminated kernel string at `base + off` into `out` (zero-filled when unknown).
@@ -88,13 +110,25 @@ pub struct TaskInfo {
     pub start_ns: u64,
 }
 
+/// The 16 bytes of a task's name at `task + off`, zeros where unknown or unreadable: read as
+/// two words, each zero on its own, because a zero 16-byte value (as `read_or_zero`'s `zero`,
+/// or a slot LLVM zeroes before the read) compiles to a call of `memset`, a byte-at-a-time
+/// loop the verifier walks once per byte (see [`read_zeroed`]).
+#[inline(always)]
+pub fn read_comm(task: u64, off: u32) -> [u8; TASK_COMM_LEN] {
+    let second = if off == NO_OFFSET { NO_OFFSET } else { off + 8 };
+    let words: [u64; 2] = [read_or_zero(task, off, 0), read_or_zero(task, second, 0)];
+    // SAFETY: two u64 are 16 bytes, and any bytes are a valid byte array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; TASK_COMM_LEN]>(words) }
+}
+
 #[inline(always)]
 pub fn task_info(task: u64) -> TaskInfo {
     let c = config();
     TaskInfo {
         pid: read_or_zero(task, c.task_pid, 0),
         tgid: read_or_zero(task, c.task_tgid, 0),
-        comm: read_or_zero(task, c.task_comm, [0u8; TASK_COMM_LEN]),
+        comm: read_comm(task, c.task_comm),
         start_ns: leader_start_ns(task),
     }
 }

@@ -10,14 +10,14 @@ use aya_ebpf::{
 };
 use oomtrace_common::{
     CANDIDATES_MAX, EventKind, MESSAGE_LEN, OomCandidate, OomInvoke, OomInvokeDone, OomKill,
-    TASK_COMM_LEN, candidate_fields,
+    candidate_fields,
 };
 
 use crate::{
     emit::{emit, track},
     kernel::{
         MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, config, memcg_id, mm_counter_kb,
-        read, read_str, task_info, task_memcg_id,
+        read, read_str, task_info, task_memcg_id, zeroed,
     },
 };
 
@@ -152,16 +152,21 @@ fn kill(oc: u64, message: u64) -> u32 {
     let chosen: u64 = read(oc, c.oc_chosen).unwrap_or(0);
     let task = task_info(chosen);
     track(task.tgid);
-    let mut msg = [0u8; MESSAGE_LEN];
-    read_str(message, 0, &mut msg);
-    let mut comm = [0u8; TASK_COMM_LEN];
-    comm.copy_from_slice(&task.comm);
+    // Zeroed a word at a time (a `[0u8; 64]` compiled to a `memset` loop the verifier walked
+    // 64 times), then the string read into it.
+    let mut msg: [u64; MESSAGE_LEN / 8] = zeroed();
+    // SAFETY: the words' bytes, a valid `[u8]` of MESSAGE_LEN for as long as `msg` lives.
+    read_str(message, 0, unsafe {
+        core::slice::from_raw_parts_mut(msg.as_mut_ptr().cast::<u8>(), MESSAGE_LEN)
+    });
+    // SAFETY: 8 u64 are 64 bytes, and any bytes are a valid byte array.
+    let msg = unsafe { core::mem::transmute::<[u64; MESSAGE_LEN / 8], [u8; MESSAGE_LEN]>(msg) };
     emit(
         EventKind::OomKill,
         OomKill {
             chosen_pid: task.pid,
             chosen_tgid: task.tgid,
-            chosen_comm: comm,
+            chosen_comm: task.comm,
             chosen_start_ns: task.start_ns,
             chosen_points: read(oc, c.oc_chosen_points).unwrap_or(0),
             totalpages: read(oc, c.oc_totalpages).unwrap_or(0),

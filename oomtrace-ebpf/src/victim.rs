@@ -1,6 +1,7 @@
 //! The victim being marked (`oom:mark_victim`) and the kernel's SIGKILLs (`signal_generate`).
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_task, bpf_get_current_uid_gid},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -14,8 +15,8 @@ use crate::{
     emit::{emit, emit_stack, track},
     files::record_kill_sockets,
     kernel::{
-        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, read_flat,
-        read_or_zero, task_info, task_memcg_id,
+        MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, config, mm_counter_kb, read, read_comm,
+        read_flat, read_or_zero, task_info, task_memcg_id,
     },
 };
 
@@ -300,11 +301,9 @@ pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
     if !track(pid) {
         target |= target_state::UNTRACKED;
     }
-    let mut comm = [0u8; TASK_COMM_LEN];
-    if c.tp_signal_comm != NO_OFFSET {
-        // SAFETY: as above.
-        comm = unsafe { ctx.read_at(c.tp_signal_comm as usize) }.unwrap_or(comm);
-    }
+    // Two words from the record (a zero `[u8; 16]` compiled to a `memset` loop: see
+    // `read_comm`).
+    let comm = read_comm(ctx.as_ptr() as u64, c.tp_signal_comm);
     let mut k = sigkill(int(c.tp_signal_group).unwrap_or(0), result, code, target);
     k.target_pid = pid;
     k.target_comm = comm;

@@ -649,7 +649,8 @@ impl Tracker {
     }
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
-    fn victim_entry(&mut self, key: VictimKey, comm: String) -> &mut Victim {
+    /// `comm` is called only when the victim is created.
+    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> String) -> &mut Victim {
         let existing = self.lookup_key(key.tgid, |k| k.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
@@ -661,7 +662,7 @@ impl Tracker {
             }
             Some(k) => k,
             None => {
-                let mut v = Victim::new(key, comm);
+                let mut v = Victim::new(key, comm());
                 v.lost_at_kill = self.lost;
                 self.insert_victim(v);
                 self.evict_if_full();
@@ -862,7 +863,7 @@ impl Tracker {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
                 };
-                let v = self.victim_entry(key, cstr(&p.chosen_comm));
+                let v = self.victim_entry(key, || cstr(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
                 // The victim's own memcg where this kernel side read it (the OOM domain may be
                 // an ancestor); older dumps only have the domain.
@@ -1152,7 +1153,7 @@ impl Tracker {
             let primary = self
                 .victim(&last.victim)
                 .map(|p| (p.memcg_id, p.trigger.clone()));
-            let v = self.victim_entry(key, target.comm.clone());
+            let v = self.victim_entry(key, || target.comm.clone());
             v.timeline.sigkill.get_or_insert(h.ts_ns);
             v.killed_with = Some(last.victim);
             if let Some((memcg_id, trigger)) = primary {
@@ -1335,15 +1336,18 @@ impl Tracker {
         } else {
             (p.pid, 0)
         };
-        let comm = if has(victim_fields::COMM) {
-            cstr(&p.comm)
-        } else {
-            pending
-                .as_ref()
-                .map(|k| k.target.comm.clone())
-                .unwrap_or_default()
+        // Built only where kept: a victim the SIGKILL already follows has its name (a
+        // `String` per mark was 3 % of a replay's instructions).
+        let comm = || {
+            if has(victim_fields::COMM) {
+                cstr(&p.comm)
+            } else {
+                pending
+                    .as_ref()
+                    .map(|k| k.target.comm.clone())
+                    .unwrap_or_default()
+            }
         };
-        let trigger = Self::task(&h);
         // The kernel SIGKILL this mark claims was followed meanwhile as another kernel path's:
         // it is the OOM killer's, announced (and counted) as an OOM kill.
         if let Some(k) = &pending
@@ -1354,9 +1358,9 @@ impl Tracker {
             v.sender = None;
             self.announce.push(k.key);
         }
-        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone());
+        let v = self.victim_entry(VictimKey { tgid, start_ns }, &comm);
         if v.comm.is_empty() {
-            v.comm = comm;
+            v.comm = comm();
         }
         v.timeline.marked.get_or_insert(h.ts_ns);
         // Only the chosen victim is marked; processes sharing its mm only get the SIGKILL.
@@ -1371,7 +1375,7 @@ impl Tracker {
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
-        v.trigger.get_or_insert(trigger);
+        v.trigger.get_or_insert_with(|| Self::task(&h));
         // The stack the same program wrote just before this mark, in the same task.
         if let Some((ts, stack)) = self.last_stack_by.remove(&h.pid)
             && h.ts_ns.saturating_sub(ts) <= SIGKILL_PAIRING_NS

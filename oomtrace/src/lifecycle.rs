@@ -543,6 +543,15 @@ impl Tracker {
         Some(Arc::make_mut(v))
     }
 
+    /// A victim changed only where [`victim_due`] does not read (the exits its threads
+    /// entered, the reaper's progress): not named to the deadline index, so the next
+    /// [`Tracker::next_tick_due`] does not look it up again (in a format-1 replay, asked
+    /// before every record, those look-ups were most of its cost). The debug assertion in
+    /// `next_tick_due` checks the index against every victim.
+    fn victim_mut_untimed(&mut self, key: &VictimKey) -> Option<&mut Victim> {
+        self.victims.get_mut(key).map(Arc::make_mut)
+    }
+
     fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
         while let Some(entry) = self.reorder.first_entry() {
             if entry.key().0 > until {
@@ -636,8 +645,25 @@ impl Tracker {
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
-        let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
+        let key = self.tid_key(tid)?;
         self.victim_mut(&key)
+    }
+
+    fn tid_key(&self, tid: u32) -> Option<VictimKey> {
+        self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)
+    }
+
+    /// [`Tracker::find`] for a change [`victim_due`] does not read (see
+    /// [`Tracker::victim_mut_untimed`]).
+    fn find_untimed(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
+        let key = self.lookup_key(tgid, |k| k.matches(tgid, start_ns))?;
+        self.victim_mut_untimed(&key)
+    }
+
+    /// [`Tracker::find_by_tid`] for a change [`victim_due`] does not read.
+    fn find_by_tid_untimed(&mut self, tid: u32) -> Option<&mut Victim> {
+        let key = self.tid_key(tid)?;
+        self.victim_mut_untimed(&key)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -943,12 +969,12 @@ impl Tracker {
                 self.last_stack_by.insert(h.pid, (ts, stack));
             }
             Payload::WakeReaper(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.timeline.reaper_woken.get_or_insert(ts);
                 }
             }
             Payload::StartReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.last_reaper_skip = None;
                     v.timeline.reaping_started.get_or_insert(ts);
                     // A later attempt: the one before failed to unmap everything.
@@ -957,12 +983,12 @@ impl Tracker {
                 }
             }
             Payload::FinishReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.timeline.reaping_finished = Some(ts);
                 }
             }
             Payload::SkipReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.reaper_skips += 1;
                     v.last_reaper_skip = Some(ts);
                     v.reaper_attempt(ts);
@@ -972,7 +998,8 @@ impl Tracker {
                 let known = p.group_dead_source != group_dead_source::UNKNOWN;
                 let legacy = self.cfg.death_at_last_exit;
                 self.learn_process_of_thread(h.pid, h.tgid, p.start_ns);
-                let Some(v) = self.find(h.tgid, p.start_ns) else {
+                // Its death, which the due time reads, is `mark_dead`'s (timed) change.
+                let Some(v) = self.find_untimed(h.tgid, p.start_ns) else {
                     return;
                 };
                 v.threads_exited += 1;
@@ -1074,7 +1101,10 @@ impl Tracker {
         // A user process's SIGKILL is never the OOM killer's: followed at once. A process
         // already followed (killed before, by anyone) keeps its first kill.
         if sender.kind == SenderKind::User {
-            if self.find(tgid, p.target_start_ns).is_none() {
+            if self
+                .lookup_key(tgid, |k| k.matches(tgid, p.target_start_ns))
+                .is_none()
+            {
                 self.follow_kill(ev, p, target, sender, untracked, false, out);
             }
             return;
@@ -1485,7 +1515,10 @@ impl Tracker {
 
     /// A process found at start with SIGKILL pending and not finished exiting.
     fn on_pre_existing(&mut self, ts: u64, p: &oomtrace_common::PreExisting) {
-        if self.find(p.pid, p.start_ns).is_some() {
+        if self
+            .lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns))
+            .is_some()
+        {
             return;
         }
         let key = VictimKey {

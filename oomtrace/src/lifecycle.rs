@@ -741,6 +741,10 @@ impl Tracker {
     /// carries. A mark that does not come within [`SIGKILL_PAIRING_NS`] (lost) does not hold
     /// the announcement longer.
     fn announce_ready(&mut self, now: u64, out: &mut Vec<Finding>) {
+        // Called after every event applied; most have no victim to announce.
+        if self.announce.is_empty() {
+            return;
+        }
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {

@@ -1392,7 +1392,7 @@ impl Tracker {
             v.sender = None;
             self.announce.push(k.key);
         }
-        let v = self.victim_entry(VictimKey { tgid, start_ns }, &comm);
+        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm);
         if v.comm.is_empty() {
             v.comm = comm();
         }

@@ -597,8 +597,14 @@ impl Tracker {
         let key = v.key;
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
-        self.victims.insert(key, Arc::new(v));
-        self.deadlines.get_mut().touch(key);
+        // A new one with no due time (a SIGKILL awaiting its mark) is not named: the index
+        // holds nothing for a key not held, or names it already if it was removed since its
+        // last question.
+        let due = victim_due(&self.cfg, &v).is_some();
+        let replaced = self.victims.insert(key, Arc::new(v)).is_some();
+        if due || replaced {
+            self.deadlines.get_mut().touch(key);
+        }
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Arc<Victim>> {

@@ -494,7 +494,13 @@ fn pod_bytes<T: Pod>(value: &T) -> &[u8] {
 /// The text of a NUL-padded kernel string (comm, message), lossily as UTF-8.
 pub(crate) fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    let text = &bytes[..end];
+    // Valid UTF-8 (every comm in practice) copied as it is: `from_utf8_lossy` walks it in
+    // chunks, three times the instructions.
+    match std::str::from_utf8(text) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(text).into_owned(),
+    }
 }
 
 /// A fixed-size comm field from a string (tests, synthetic dumps).
@@ -678,6 +684,9 @@ mod tests {
             cstr(&comm_bytes::<16>("a-very-long-command-name")),
             "a-very-long-com"
         );
+        // Not UTF-8: replaced as `from_utf8_lossy` does, up to the NUL.
+        assert_eq!(cstr(b"a\xffb\xe2\x82\0x"), "a\u{fffd}b\u{fffd}");
+        assert_eq!(cstr(b"\0abc"), "");
     }
 
     /// Dumps written before `chosen_memcg_id` was appended hold 136-byte `OomKill` bodies:

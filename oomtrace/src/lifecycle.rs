@@ -543,6 +543,15 @@ impl Tracker {
         Some(Arc::make_mut(v))
     }
 
+    /// A victim changed only where [`victim_due`] does not read (the exits its threads
+    /// entered, the reaper's progress): not named to the deadline index, so the next
+    /// [`Tracker::next_tick_due`] does not look it up again (in a format-1 replay, asked
+    /// before every record, those look-ups were most of its cost). The debug assertion in
+    /// `next_tick_due` checks the index against every victim.
+    fn victim_mut_untimed(&mut self, key: &VictimKey) -> Option<&mut Victim> {
+        self.victims.get_mut(key).map(Arc::make_mut)
+    }
+
     fn release_until(&mut self, until: u64, out: &mut Vec<Finding>) {
         while let Some(entry) = self.reorder.first_entry() {
             if entry.key().0 > until {
@@ -588,8 +597,14 @@ impl Tracker {
         let key = v.key;
         self.index_add(key.tgid, key);
         self.reindex_tid(key, None, v.marked_tid);
-        self.victims.insert(key, Arc::new(v));
-        self.deadlines.get_mut().touch(key);
+        // A new one with no due time (a SIGKILL awaiting its mark) is not named: the index
+        // holds nothing for a key not held, or names it already if it was removed since its
+        // last question.
+        let due = victim_due(&self.cfg, &v).is_some();
+        let replaced = self.victims.insert(key, Arc::new(v)).is_some();
+        if due || replaced {
+            self.deadlines.get_mut().touch(key);
+        }
     }
 
     fn remove_victim(&mut self, key: &VictimKey) -> Option<Arc<Victim>> {
@@ -636,8 +651,25 @@ impl Tracker {
 
     /// A victim by a thread id the kernel named (mark_victim's pid, reaper pid).
     fn find_by_tid(&mut self, tid: u32) -> Option<&mut Victim> {
-        let key = self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)?;
+        let key = self.tid_key(tid)?;
         self.victim_mut(&key)
+    }
+
+    fn tid_key(&self, tid: u32) -> Option<VictimKey> {
+        self.lookup(tid, |v| v.marked_tid == Some(tid) || v.key.tgid == tid)
+    }
+
+    /// [`Tracker::find`] for a change [`victim_due`] does not read (see
+    /// [`Tracker::victim_mut_untimed`]).
+    fn find_untimed(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Victim> {
+        let key = self.lookup_key(tgid, |k| k.matches(tgid, start_ns))?;
+        self.victim_mut_untimed(&key)
+    }
+
+    /// [`Tracker::find_by_tid`] for a change [`victim_due`] does not read.
+    fn find_by_tid_untimed(&mut self, tid: u32) -> Option<&mut Victim> {
+        let key = self.tid_key(tid)?;
+        self.victim_mut_untimed(&key)
     }
 
     fn task(h: &oomtrace_common::Header) -> Task {
@@ -649,7 +681,8 @@ impl Tracker {
     }
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
-    fn victim_entry(&mut self, key: VictimKey, comm: String) -> &mut Victim {
+    /// `comm` is called only when the victim is created.
+    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> String) -> &mut Victim {
         let existing = self.lookup_key(key.tgid, |k| k.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
@@ -661,7 +694,7 @@ impl Tracker {
             }
             Some(k) => k,
             None => {
-                let mut v = Victim::new(key, comm);
+                let mut v = Victim::new(key, comm());
                 v.lost_at_kill = self.lost;
                 self.insert_victim(v);
                 self.evict_if_full();
@@ -714,6 +747,10 @@ impl Tracker {
     /// carries. A mark that does not come within [`SIGKILL_PAIRING_NS`] (lost) does not hold
     /// the announcement longer.
     fn announce_ready(&mut self, now: u64, out: &mut Vec<Finding>) {
+        // Called after every event applied; most have no victim to announce.
+        if self.announce.is_empty() {
+            return;
+        }
         let obs = self.cfg.observability;
         let mut waiting = Vec::new();
         for key in std::mem::take(&mut self.announce) {
@@ -862,7 +899,7 @@ impl Tracker {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
                 };
-                let v = self.victim_entry(key, cstr(&p.chosen_comm));
+                let v = self.victim_entry(key, || cstr(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
                 // The victim's own memcg where this kernel side read it (the OOM domain may be
                 // an ancestor); older dumps only have the domain.
@@ -942,12 +979,12 @@ impl Tracker {
                 self.last_stack_by.insert(h.pid, (ts, stack));
             }
             Payload::WakeReaper(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.timeline.reaper_woken.get_or_insert(ts);
                 }
             }
             Payload::StartReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.last_reaper_skip = None;
                     v.timeline.reaping_started.get_or_insert(ts);
                     // A later attempt: the one before failed to unmap everything.
@@ -956,12 +993,12 @@ impl Tracker {
                 }
             }
             Payload::FinishReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.timeline.reaping_finished = Some(ts);
                 }
             }
             Payload::SkipReaping(r) => {
-                if let Some(v) = self.find_by_tid(r.pid) {
+                if let Some(v) = self.find_by_tid_untimed(r.pid) {
                     v.reaper_skips += 1;
                     v.last_reaper_skip = Some(ts);
                     v.reaper_attempt(ts);
@@ -971,7 +1008,8 @@ impl Tracker {
                 let known = p.group_dead_source != group_dead_source::UNKNOWN;
                 let legacy = self.cfg.death_at_last_exit;
                 self.learn_process_of_thread(h.pid, h.tgid, p.start_ns);
-                let Some(v) = self.find(h.tgid, p.start_ns) else {
+                // Its death, which the due time reads, is `mark_dead`'s (timed) change.
+                let Some(v) = self.find_untimed(h.tgid, p.start_ns) else {
                     return;
                 };
                 v.threads_exited += 1;
@@ -1073,7 +1111,10 @@ impl Tracker {
         // A user process's SIGKILL is never the OOM killer's: followed at once. A process
         // already followed (killed before, by anyone) keeps its first kill.
         if sender.kind == SenderKind::User {
-            if self.find(tgid, p.target_start_ns).is_none() {
+            if self
+                .lookup_key(tgid, |k| k.matches(tgid, p.target_start_ns))
+                .is_none()
+            {
                 self.follow_kill(ev, p, target, sender, untracked, false, out);
             }
             return;
@@ -1152,7 +1193,7 @@ impl Tracker {
             let primary = self
                 .victim(&last.victim)
                 .map(|p| (p.memcg_id, p.trigger.clone()));
-            let v = self.victim_entry(key, target.comm.clone());
+            let v = self.victim_entry(key, || target.comm.clone());
             v.timeline.sigkill.get_or_insert(h.ts_ns);
             v.killed_with = Some(last.victim);
             if let Some((memcg_id, trigger)) = primary {
@@ -1335,15 +1376,18 @@ impl Tracker {
         } else {
             (p.pid, 0)
         };
-        let comm = if has(victim_fields::COMM) {
-            cstr(&p.comm)
-        } else {
-            pending
-                .as_ref()
-                .map(|k| k.target.comm.clone())
-                .unwrap_or_default()
+        // Built only where kept: a victim the SIGKILL already follows has its name (a
+        // `String` per mark was 3 % of a replay's instructions).
+        let comm = || {
+            if has(victim_fields::COMM) {
+                cstr(&p.comm)
+            } else {
+                pending
+                    .as_ref()
+                    .map(|k| k.target.comm.clone())
+                    .unwrap_or_default()
+            }
         };
-        let trigger = Self::task(&h);
         // The kernel SIGKILL this mark claims was followed meanwhile as another kernel path's:
         // it is the OOM killer's, announced (and counted) as an OOM kill.
         if let Some(k) = &pending
@@ -1354,9 +1398,9 @@ impl Tracker {
             v.sender = None;
             self.announce.push(k.key);
         }
-        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm.clone());
+        let v = self.victim_entry(VictimKey { tgid, start_ns }, comm);
         if v.comm.is_empty() {
-            v.comm = comm;
+            v.comm = comm();
         }
         v.timeline.marked.get_or_insert(h.ts_ns);
         // Only the chosen victim is marked; processes sharing its mm only get the SIGKILL.
@@ -1371,7 +1415,7 @@ impl Tracker {
         let Some(v) = self.victims.get_mut(&key).map(Arc::make_mut) else {
             return;
         };
-        v.trigger.get_or_insert(trigger);
+        v.trigger.get_or_insert_with(|| Self::task(&h));
         // The stack the same program wrote just before this mark, in the same task.
         if let Some((ts, stack)) = self.last_stack_by.remove(&h.pid)
             && h.ts_ns.saturating_sub(ts) <= SIGKILL_PAIRING_NS
@@ -1481,7 +1525,10 @@ impl Tracker {
 
     /// A process found at start with SIGKILL pending and not finished exiting.
     fn on_pre_existing(&mut self, ts: u64, p: &oomtrace_common::PreExisting) {
-        if self.find(p.pid, p.start_ns).is_some() {
+        if self
+            .lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns))
+            .is_some()
+        {
             return;
         }
         let key = VictimKey {

@@ -24,6 +24,8 @@ pub(super) struct Deadlines {
     touched: Vec<VictimKey>,
     /// Too many touched: every victim's due time is recomputed at the next question.
     all: bool,
+    /// `by_due`'s first due time, the answer while nothing is touched.
+    first: Option<u64>,
 }
 
 impl Deadlines {
@@ -46,6 +48,9 @@ impl Deadlines {
         victims: &BTreeMap<VictimKey, Arc<Victim>>,
         cfg: &TrackerConfig,
     ) -> Option<u64> {
+        if !self.all && self.touched.is_empty() {
+            return self.first;
+        }
         if self.all {
             self.all = false;
             self.by_due.clear();
@@ -76,6 +81,7 @@ impl Deadlines {
                 }
             }
         }
-        self.by_due.first().map(|&(due, _)| due)
+        self.first = self.by_due.first().map(|&(due, _)| due);
+        self.first
     }
 }

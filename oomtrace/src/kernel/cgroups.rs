@@ -272,7 +272,16 @@ impl MemcgPaths {
             });
         }
         // SAFETY: the syscall returned a new fd, owned here.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+        let dir = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+        // A handle can still open a cgroup already removed: older kernels (seen on 5.10) find
+        // a kernfs node by id while anything holds it, removed or not
+        // (`kernfs_find_and_get_node_by_id` asks KERNFS_ACTIVATED, which removal does not
+        // clear), and a memcg's node lives on while its css is dying; its path then reads
+        // `PATH (deleted)`. Its entries are gone at once, so a lookup in it tells.
+        if still_there(&dir) == Some(false) {
+            return Err(ByHandle::Gone);
+        }
+        Ok(dir)
     }
 
     /// The path of the cgroup whose kernfs id is `id`, opened as a file handle.
@@ -283,6 +292,10 @@ impl MemcgPaths {
         };
         let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map_err(ByHandle::Unsupported)?;
+        // Removed after it was opened: the link reads `PATH (deleted)`, no name to give.
+        if still_there(&file) == Some(false) {
+            return Err(ByHandle::Gone);
+        }
         match link.strip_prefix(root) {
             Ok(rel) => Ok(format!("/{}", rel.display())),
             // Outside the mount's root (a bind mount of a subtree): not nameable from here.

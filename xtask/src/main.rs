@@ -10,6 +10,7 @@ mod fuzz;
 mod guest;
 #[cfg(test)]
 mod imports;
+mod leftovers;
 mod lint;
 mod prometheus;
 #[cfg(test)]

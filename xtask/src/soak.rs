@@ -20,6 +20,7 @@ pub(crate) fn run(minutes: f64, kernel: Option<&str>) -> anyhow::Result<ExitCode
     if let Some(kernel) = kernel {
         return in_guest(&env, kernel, minutes);
     }
+    crate::leftovers::sweep();
     setup::status(
         env.cargo()
             .args(["build", "--release", "--package", "oomtrace"]),

@@ -710,6 +710,7 @@ pub(crate) fn run_vm_only(
     boots: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let timings = Timings::new();
+    crate::leftovers::sweep();
     let mut env = timings.time("host", "set-up (toolchain, bpf-linker)", setup::ensure)?;
     let (bin, exes, static_bin) = build_all(&mut env, &timings)?;
     let mut suite = GuestSuite::new(bin, static_bin?, &exes, filter)?;
@@ -753,6 +754,7 @@ fn build_all(
 
 pub(crate) fn run(filter: Option<&str>, with_vm: bool) -> anyhow::Result<ExitCode> {
     let timings = Timings::new();
+    crate::leftovers::sweep();
     let mut env = timings.time("host", "set-up (toolchain, bpf-linker)", setup::ensure)?;
     // The builds come first: the guests need their products, and builds use both cores.
     let (bin, exes, static_bin) = build_all(&mut env, &timings)?;

@@ -991,11 +991,13 @@ fn checks(
     ));
     let flagged = count_findings(lines, "stuck", prefix);
     rows.push(check(
-        "stuck victims held / flagged while held / stuck findings",
+        "stuck victims held / flagged while held / stuck findings (flagged past the timeout: \
+         median, max)",
         format!(
-            "{} / {} / {flagged}",
+            "{} / {} / {flagged} ({})",
             g(&produced.stuck),
-            g(&produced.stuck_flagged)
+            g(&produced.stuck_flagged),
+            flag_lateness(lines, prefix)
         ),
         g(&produced.stuck) > 0 && g(&produced.stuck_flagged) == g(&produced.stuck),
     ));
@@ -1020,6 +1022,28 @@ fn checks(
 /// Findings of `kind` about OOM kills in the soak's memcgs. OOM kills only: a `dead` finding
 /// also ends a kill by someone else (`victim.sender`: the soak's clean-up SIGKILLs in pod
 /// memcgs removed at once, named too since `cgroup_mkdir`).
+/// How late past `--timeout` the soak's stuck victims were flagged (the bench measures it on a
+/// quiet machine; here the node's load runs beside it): median and max, or `none`.
+fn flag_lateness(lines: &[Value], prefix: &str) -> String {
+    let timeout_ns = FLAG_TIMEOUT_S
+        .parse::<u64>()
+        .expect("a whole number of seconds")
+        * 1_000_000_000;
+    let mut late: Vec<u64> = lines
+        .iter()
+        .filter(|l| is_finding(l, "stuck", prefix) && l["victim"]["sender"].is_null())
+        .filter_map(|l| l["since_kill_ns"].as_u64())
+        .map(|since| since.saturating_sub(timeout_ns))
+        .collect();
+    late.sort_unstable();
+    match (late.get(late.len() / 2), late.last()) {
+        (Some(mid), Some(max)) => {
+            format!("{:.1} ms, {:.1} ms", *mid as f64 / 1e6, *max as f64 / 1e6)
+        }
+        _ => "none".into(),
+    }
+}
+
 fn count_findings(lines: &[Value], kind: &str, prefix: &str) -> u64 {
     lines
         .iter()

@@ -32,7 +32,10 @@ use oomtrace_common::{
     USERSPACE_CPU, group_dead_source, sender_state, si_code, target_state, victim_fields,
 };
 
-use crate::event::{Event, Payload, cstr};
+use crate::{
+    comm::Comm,
+    event::{Event, Payload, cstr},
+};
 
 mod config;
 mod deadlines;
@@ -130,7 +133,7 @@ struct PendingKill {
     sender_tid: u32,
     /// The victim that sent it, if the sender is one (its exit's doing), as it was then: it
     /// may be released and forgotten before the pairing window ends.
-    by: Option<(VictimKey, String, Option<u64>)>,
+    by: Option<(VictimKey, Comm, Option<u64>)>,
     /// The target, followed meanwhile as a kill by the kernel (`awaiting_mark`).
     key: VictimKey,
 }
@@ -291,7 +294,7 @@ fn sender_of(h: &oomtrace_common::Header, p: &oomtrace_common::KernelSigkill) ->
         kind,
         pid: h.pid,
         tgid: h.tgid,
-        comm: cstr(&h.comm),
+        comm: Comm::from_kernel(&h.comm),
         uid: recorded.then_some(p.sender_uid),
         memcg_id: (p.sender_memcg_id != 0).then_some(p.sender_memcg_id),
         memcg_path: None,
@@ -676,13 +679,13 @@ impl Tracker {
         Task {
             pid: h.pid,
             tgid: h.tgid,
-            comm: cstr(&h.comm),
+            comm: Comm::from_kernel(&h.comm),
         }
     }
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
     /// `comm` is called only when the victim is created.
-    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> String) -> &mut Victim {
+    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> Comm) -> &mut Victim {
         let existing = self.lookup_key(key.tgid, |k| k.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
@@ -899,7 +902,7 @@ impl Tracker {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
                 };
-                let v = self.victim_entry(key, || cstr(&p.chosen_comm));
+                let v = self.victim_entry(key, || Comm::from_kernel(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
                 // The victim's own memcg where this kernel side read it (the OOM domain may be
                 // an ancestor); older dumps only have the domain.
@@ -1093,7 +1096,7 @@ impl Tracker {
         let target = Task {
             pid: p.target_pid,
             tgid,
-            comm: cstr(&p.target_comm),
+            comm: Comm::from_kernel(&p.target_comm),
         };
         let mut sender = sender_of(&h, p);
         sender.memcg_path = sender
@@ -1380,7 +1383,7 @@ impl Tracker {
         // `String` per mark was 3 % of a replay's instructions).
         let comm = || {
             if has(victim_fields::COMM) {
-                cstr(&p.comm)
+                Comm::from_kernel(&p.comm)
             } else {
                 pending
                     .as_ref()
@@ -1459,7 +1462,7 @@ impl Tracker {
     fn join_incident(
         &mut self,
         h: &oomtrace_common::Header,
-        member: (VictimKey, String, Option<u64>),
+        member: (VictimKey, Comm, Option<u64>),
     ) {
         let (key, v_memcg) = (member.0, member.2);
         let victims = &self.victims;
@@ -1535,7 +1538,7 @@ impl Tracker {
             tgid: p.pid,
             start_ns: p.start_ns,
         };
-        let mut v = Victim::new(key, cstr(&p.comm));
+        let mut v = Victim::new(key, Comm::from_kernel(&p.comm));
         v.pre_existing = true;
         v.timeline.seen = Some(ts);
         v.memcg_id = (p.memcg_id != 0).then_some(p.memcg_id);

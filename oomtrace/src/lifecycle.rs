@@ -1641,20 +1641,33 @@ impl Tracker {
     /// Whether an OOM in `domain` (the memcg whose limit was hit; 0 = the whole machine) can
     /// be waiting on a victim in `memcg`: the same memcg, or one below it.
     fn in_domain(&self, domain: u64, memcg: Option<u64>) -> bool {
-        if domain == 0 {
-            return true;
-        }
-        let Some(memcg) = memcg else {
-            return false;
-        };
-        if memcg == domain {
-            return true;
-        }
-        match (self.memcg_paths.get(&domain), self.memcg_paths.get(&memcg)) {
-            (Some(d), Some(m)) => {
-                d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/')))
+        self.domain_members(domain)(memcg)
+    }
+
+    /// [`Tracker::in_domain`] of `domain`, its path looked up once (an invocation asks it of
+    /// every victim held) and compared without building a prefix.
+    fn domain_members(&self, domain: u64) -> impl Fn(Option<u64>) -> bool + '_ {
+        let path = (domain != 0)
+            .then(|| self.memcg_paths.get(&domain))
+            .flatten();
+        move |memcg| {
+            if domain == 0 {
+                return true;
             }
-            _ => false,
+            let Some(memcg) = memcg else {
+                return false;
+            };
+            if memcg == domain {
+                return true;
+            }
+            let Some(d) = path else {
+                return false;
+            };
+            self.memcg_paths.get(&memcg).is_some_and(|m| {
+                d == "/"
+                    || m.strip_prefix(d.trim_end_matches('/'))
+                        .is_some_and(|below| below.starts_with('/'))
+            })
         }
     }
 
@@ -1887,14 +1900,17 @@ impl Tracker {
     fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {
         let threshold = self.cfg.livelock_threshold;
         let verdicts = self.cfg.observability.oom_invoke_done && self.cfg.observability.oom_invoke;
-        let in_domain: Vec<VictimKey> = self
-            .victims
-            .values()
-            .filter(|v| !v.is_dead() && self.in_domain(memcg_id, v.memcg_id))
-            .map(|v| v.key)
-            .collect();
+        let in_domain: Vec<VictimKey> = {
+            let member = self.domain_members(memcg_id);
+            self.victims
+                .values()
+                .filter(|v| !v.is_dead() && member(v.memcg_id))
+                .map(|v| v.key)
+                .collect()
+        };
         for key in in_domain {
-            let Some(v) = self.victim_mut(&key) else {
+            // Its count and whether a livelock was reported: not its due time.
+            let Some(v) = self.victim_mut_untimed(&key) else {
                 continue;
             };
             v.invocations_since_kill += 1;

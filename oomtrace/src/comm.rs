@@ -33,13 +33,26 @@ impl Comm {
     });
 
     /// The text of a NUL-padded kernel string, lossily as UTF-8 (as [`crate::event::cstr`]).
+    #[inline]
     pub fn from_kernel(bytes: &[u8]) -> Comm {
+        if bytes.len() <= INLINE {
+            // A kernel comm (16 bytes): copied whole, cut at its NUL, kept as it is when ASCII
+            // (every comm in practice) without a look at each byte through a `str`.
+            let mut inline = [0; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            let end = inline[..bytes.len()]
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(bytes.len());
+            if inline[..end].is_ascii() {
+                return Comm(Repr::Inline {
+                    len: end as u8,
+                    bytes: inline,
+                });
+            }
+        }
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         let text = &bytes[..end];
-        if text.is_ascii() {
-            // SAFETY: ASCII is UTF-8 (every comm in practice; the whole check is 3× this).
-            return Comm::from(unsafe { std::str::from_utf8_unchecked(text) });
-        }
         match std::str::from_utf8(text) {
             Ok(s) => Comm::from(s),
             Err(_) => Comm::from(String::from_utf8_lossy(text).as_ref()),
@@ -49,7 +62,8 @@ impl Comm {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
-                // SAFETY: filled only by `From<&str>`, with a whole `str` of `len` bytes.
+                // SAFETY: filled only by `From<&str>` with a whole `str` of `len` bytes, or by
+                // `from_kernel` with `len` ASCII bytes.
                 unsafe { std::str::from_utf8_unchecked(&bytes[..usize::from(*len)]) }
             }
             Repr::Heap(s) => s,
@@ -177,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_comm_reads_as_the_kernel_strings_lossy_text() {
-        let cases: [&[u8]; 8] = [
+        let cases: [&[u8]; 10] = [
             b"",
             b"bash\0\0\0\0",
             b"exactly15chars!\0",
@@ -186,6 +200,8 @@ mod tests {
             b"ok\xffthen\0",
             "caf\u{e9}\u{1b}[2J".as_bytes(),
             b"\0after",
+            b"ab\0\xff\xfe",
+            b"a name longer than any comm, no NUL",
         ];
         for bytes in cases {
             let c = Comm::from_kernel(bytes);

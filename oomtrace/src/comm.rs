@@ -224,6 +224,7 @@ mod tests {
         ));
         assert_eq!(size_of::<Comm>(), size_of::<String>());
         assert_eq!(Comm::default(), "");
-        assert!(Comm::from("a") < Comm::from("b"));
+        let (a, b) = (Comm::from("a"), Comm::from("b"));
+        assert!(a < b, "ordered as their text");
     }
 }

@@ -27,14 +27,14 @@ enum Repr {
 
 impl Comm {
     /// The empty name.
-    pub const EMPTY: Comm = Comm(Repr::Inline {
+    pub(crate) const EMPTY: Comm = Comm(Repr::Inline {
         len: 0,
         bytes: [0; INLINE],
     });
 
     /// The text of a NUL-padded kernel string, lossily as UTF-8 (as [`crate::event::cstr`]).
     #[inline]
-    pub fn from_kernel(bytes: &[u8]) -> Comm {
+    pub(crate) fn from_kernel(bytes: &[u8]) -> Comm {
         if bytes.len() <= INLINE {
             // A kernel comm (16 bytes): copied whole, cut at its NUL, kept as it is when ASCII
             // (every comm in practice) without a look at each byte through a `str`.
@@ -59,7 +59,7 @@ impl Comm {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
                 // SAFETY: filled only by `From<&str>` with a whole `str` of `len` bytes, or by

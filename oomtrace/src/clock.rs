@@ -92,7 +92,9 @@ pub(crate) fn push_time_of_day(out: &mut String, unix_ns: i128) {
     put(3, 2, sod / 60 % 60);
     put(6, 2, sod % 60);
     put(9, 6, micros);
-    out.push_str(std::str::from_utf8(&b).expect("ASCII digits"));
+    debug_assert!(b.is_ascii());
+    // SAFETY: ASCII digits, ':' and '.' only (a UTF-8 check of them was 40 % of this).
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&b) });
 }
 
 #[cfg(test)]

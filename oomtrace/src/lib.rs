@@ -18,13 +18,14 @@
 //! - [`render`]: how events, findings and counts are shown — events as text and JSON,
 //!   Prometheus metrics, the Perfetto trace.
 //! - Leaves every room may use and that use none: [`clock`] (the kernel's clock, wall time,
-//!   RFC 3339), [`text`] (names made safe for a terminal, sizes) and [`workload`] (the pod,
-//!   container or unit a memcg path names).
+//!   RFC 3339), [`comm`] (a task's name held inline), [`text`] (names made safe for a
+//!   terminal, sizes) and [`workload`] (the pod, container or unit a memcg path names).
 //! - The drivers over one [`session::Session`]: [`live`] runs it against the kernel (`watch`,
 //!   `record`), [`report`] against a dump. Both hand what it admits to the consumers behind one
 //!   `sink::Sink` trait: the [`printer`] of the chosen format (text or JSON lines), the metrics,
 //!   the dump, [`hooks`] (`--on-stuck` commands, contained) and `--unstick`.
 pub mod clock;
+pub mod comm;
 pub mod event;
 pub mod hooks;
 pub mod host;

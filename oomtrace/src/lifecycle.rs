@@ -32,7 +32,10 @@ use oomtrace_common::{
     USERSPACE_CPU, group_dead_source, sender_state, si_code, target_state, victim_fields,
 };
 
-use crate::event::{Event, Payload, cstr};
+use crate::{
+    comm::Comm,
+    event::{Event, Payload, cstr},
+};
 
 mod config;
 mod deadlines;
@@ -130,7 +133,7 @@ struct PendingKill {
     sender_tid: u32,
     /// The victim that sent it, if the sender is one (its exit's doing), as it was then: it
     /// may be released and forgotten before the pairing window ends.
-    by: Option<(VictimKey, String, Option<u64>)>,
+    by: Option<(VictimKey, Comm, Option<u64>)>,
     /// The target, followed meanwhile as a kill by the kernel (`awaiting_mark`).
     key: VictimKey,
 }
@@ -291,7 +294,7 @@ fn sender_of(h: &oomtrace_common::Header, p: &oomtrace_common::KernelSigkill) ->
         kind,
         pid: h.pid,
         tgid: h.tgid,
-        comm: cstr(&h.comm),
+        comm: Comm::from_kernel(&h.comm),
         uid: recorded.then_some(p.sender_uid),
         memcg_id: (p.sender_memcg_id != 0).then_some(p.sender_memcg_id),
         memcg_path: None,
@@ -676,13 +679,13 @@ impl Tracker {
         Task {
             pid: h.pid,
             tgid: h.tgid,
-            comm: cstr(&h.comm),
+            comm: Comm::from_kernel(&h.comm),
         }
     }
 
     /// Finds or creates the victim (tgid, start); emits `Killed` when created.
     /// `comm` is called only when the victim is created.
-    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> String) -> &mut Victim {
+    fn victim_entry(&mut self, key: VictimKey, comm: impl FnOnce() -> Comm) -> &mut Victim {
         let existing = self.lookup_key(key.tgid, |k| k.matches(key.tgid, key.start_ns));
         let key = match existing {
             Some(k) if k.start_ns == 0 && key.start_ns != 0 => {
@@ -899,7 +902,7 @@ impl Tracker {
                     tgid: p.chosen_tgid,
                     start_ns: p.chosen_start_ns,
                 };
-                let v = self.victim_entry(key, || cstr(&p.chosen_comm));
+                let v = self.victim_entry(key, || Comm::from_kernel(&p.chosen_comm));
                 v.timeline.chosen.get_or_insert(ts);
                 // The victim's own memcg where this kernel side read it (the OOM domain may be
                 // an ancestor); older dumps only have the domain.
@@ -1093,7 +1096,7 @@ impl Tracker {
         let target = Task {
             pid: p.target_pid,
             tgid,
-            comm: cstr(&p.target_comm),
+            comm: Comm::from_kernel(&p.target_comm),
         };
         let mut sender = sender_of(&h, p);
         sender.memcg_path = sender
@@ -1380,7 +1383,7 @@ impl Tracker {
         // `String` per mark was 3 % of a replay's instructions).
         let comm = || {
             if has(victim_fields::COMM) {
-                cstr(&p.comm)
+                Comm::from_kernel(&p.comm)
             } else {
                 pending
                     .as_ref()
@@ -1459,7 +1462,7 @@ impl Tracker {
     fn join_incident(
         &mut self,
         h: &oomtrace_common::Header,
-        member: (VictimKey, String, Option<u64>),
+        member: (VictimKey, Comm, Option<u64>),
     ) {
         let (key, v_memcg) = (member.0, member.2);
         let victims = &self.victims;
@@ -1535,7 +1538,7 @@ impl Tracker {
             tgid: p.pid,
             start_ns: p.start_ns,
         };
-        let mut v = Victim::new(key, cstr(&p.comm));
+        let mut v = Victim::new(key, Comm::from_kernel(&p.comm));
         v.pre_existing = true;
         v.timeline.seen = Some(ts);
         v.memcg_id = (p.memcg_id != 0).then_some(p.memcg_id);
@@ -1638,20 +1641,33 @@ impl Tracker {
     /// Whether an OOM in `domain` (the memcg whose limit was hit; 0 = the whole machine) can
     /// be waiting on a victim in `memcg`: the same memcg, or one below it.
     fn in_domain(&self, domain: u64, memcg: Option<u64>) -> bool {
-        if domain == 0 {
-            return true;
-        }
-        let Some(memcg) = memcg else {
-            return false;
-        };
-        if memcg == domain {
-            return true;
-        }
-        match (self.memcg_paths.get(&domain), self.memcg_paths.get(&memcg)) {
-            (Some(d), Some(m)) => {
-                d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/')))
+        self.domain_members(domain)(memcg)
+    }
+
+    /// [`Tracker::in_domain`] of `domain`, its path looked up once (an invocation asks it of
+    /// every victim held) and compared without building a prefix.
+    fn domain_members(&self, domain: u64) -> impl Fn(Option<u64>) -> bool + '_ {
+        let path = (domain != 0)
+            .then(|| self.memcg_paths.get(&domain))
+            .flatten();
+        move |memcg| {
+            if domain == 0 {
+                return true;
             }
-            _ => false,
+            let Some(memcg) = memcg else {
+                return false;
+            };
+            if memcg == domain {
+                return true;
+            }
+            let Some(d) = path else {
+                return false;
+            };
+            self.memcg_paths.get(&memcg).is_some_and(|m| {
+                d == "/"
+                    || m.strip_prefix(d.trim_end_matches('/'))
+                        .is_some_and(|below| below.starts_with('/'))
+            })
         }
     }
 
@@ -1884,14 +1900,17 @@ impl Tracker {
     fn count_invocation(&mut self, memcg_id: u64, ts: u64, out: &mut Vec<Finding>) {
         let threshold = self.cfg.livelock_threshold;
         let verdicts = self.cfg.observability.oom_invoke_done && self.cfg.observability.oom_invoke;
-        let in_domain: Vec<VictimKey> = self
-            .victims
-            .values()
-            .filter(|v| !v.is_dead() && self.in_domain(memcg_id, v.memcg_id))
-            .map(|v| v.key)
-            .collect();
+        let in_domain: Vec<VictimKey> = {
+            let member = self.domain_members(memcg_id);
+            self.victims
+                .values()
+                .filter(|v| !v.is_dead() && member(v.memcg_id))
+                .map(|v| v.key)
+                .collect()
+        };
         for key in in_domain {
-            let Some(v) = self.victim_mut(&key) else {
+            // Its count and whether a livelock was reported: not its due time.
+            let Some(v) = self.victim_mut_untimed(&key) else {
                 continue;
             };
             v.invocations_since_kill += 1;

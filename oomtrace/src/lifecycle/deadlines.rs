@@ -6,7 +6,8 @@
 //! once per victim changed in between.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
     sync::Arc,
 };
 
@@ -19,7 +20,10 @@ const TOUCHED_MAX: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    by_due: BTreeSet<(u64, VictimKey)>,
+    /// Due times as they were set, earliest first. An entry that is no longer its victim's
+    /// (`due_of`) is stale and dropped when it comes to the top: a change is one push, not a
+    /// B-tree removal and insertion (those were a third of a format-1 replay's questions).
+    by_due: BinaryHeap<Reverse<(u64, VictimKey)>>,
     due_of: HashMap<VictimKey, u64>,
     touched: Vec<VictimKey>,
     /// Too many touched: every victim's due time is recomputed at the next question.
@@ -58,7 +62,7 @@ impl Deadlines {
             for v in victims.values() {
                 if let Some(d) = victim_due(cfg, v) {
                     self.due_of.insert(v.key, d);
-                    self.by_due.insert((d, v.key));
+                    self.by_due.push(Reverse((d, v.key)));
                 }
             }
         }
@@ -68,20 +72,31 @@ impl Deadlines {
             if old == due {
                 continue;
             }
-            if let Some(o) = old {
-                self.by_due.remove(&(o, key));
-            }
             match due {
                 Some(d) => {
                     self.due_of.insert(key, d);
-                    self.by_due.insert((d, key));
+                    self.by_due.push(Reverse((d, key)));
                 }
                 None => {
                     self.due_of.remove(&key);
                 }
             }
         }
-        self.first = self.by_due.first().map(|&(due, _)| due);
+        // Stale entries below the top wait there; past twice the live ones, they are dropped.
+        if self.by_due.len() > 2 * self.due_of.len() + 64 {
+            self.by_due = self
+                .due_of
+                .iter()
+                .map(|(&key, &due)| Reverse((due, key)))
+                .collect();
+        }
+        while let Some(&Reverse((due, key))) = self.by_due.peek() {
+            if self.due_of.get(&key) == Some(&due) {
+                break;
+            }
+            self.by_due.pop();
+        }
+        self.first = self.by_due.peek().map(|&Reverse((due, _))| due);
         self.first
     }
 }

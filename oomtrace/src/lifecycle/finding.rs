@@ -68,7 +68,7 @@ pub enum Finding {
         target_start_ns: u64,
         /// The victim whose exit killed it.
         by: VictimKey,
-        by_comm: String,
+        by_comm: crate::comm::Comm,
         /// That victim's memcg.
         memcg_id: Option<u64>,
     },
@@ -95,7 +95,7 @@ pub enum Finding {
         invocations: u32,
         window_ns: u64,
         victim: VictimKey,
-        comm: String,
+        comm: crate::comm::Comm,
         /// The kernel's verdict behind it: `aborted` (its invocations returned without a kill:
         /// victim selection aborted because this victim is pending, MMF_OOM_SKIP not set on
         /// its mm), or `unknown` (no `mem_cgroup_out_of_memory` return seen on this plan).

@@ -33,7 +33,7 @@ const MAX_INCIDENTS: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Member {
     pub(crate) tgid: u32,
-    pub(crate) comm: String,
+    pub(crate) comm: crate::comm::Comm,
     pub(crate) memcg_id: Option<u64>,
     /// From the incident's first kill to this victim's death; None while it is not dead.
     pub(crate) dead_after_ns: Option<u64>,
@@ -172,7 +172,7 @@ impl Incidents {
         &mut self,
         tid: u32,
         trigger: Task,
-        victim: (VictimKey, String, Option<u64>),
+        victim: (VictimKey, crate::comm::Comm, Option<u64>),
         ts: u64,
         decisions_seen: bool,
         alive: impl Fn(&VictimKey) -> bool,

@@ -2681,3 +2681,46 @@ fn removed_memcgs_are_forgotten_a_minute_after_their_removal() {
     assert_eq!(below["/kubepods"] + counted, pods + 1);
     assert!(t.memcg_entries() <= 8, "{}", t.memcg_entries());
 }
+
+/// A memcg is in an OOM domain when it is the domain or below it by path: the same answers as
+/// the prefix `format!("{domain}/")` gave, for the root, trailing slashes, unknown paths and
+/// names that only share a prefix.
+#[test]
+fn in_domain_is_the_memcg_or_one_below_it_by_path() {
+    let paths = [
+        (1, "/"),
+        (2, "/kubepods"),
+        (3, "/kubepods/pod1"),
+        (4, "/kubepods/pod10"),
+        (5, "/kubepods/pod1/ctr"),
+        (6, "/kubepods/"),
+        (7, "/kubepods-x"),
+    ];
+    let mut t = tracker();
+    for (id, p) in paths {
+        t.memcg_path(id, p);
+    }
+    let old = |domain: u64, memcg: Option<u64>| {
+        let path = |id| paths.iter().find(|(i, _)| *i == id).map(|(_, p)| *p);
+        domain == 0
+            || memcg.is_some_and(|m| {
+                m == domain
+                    || match (path(domain), path(m)) {
+                        (Some(d), Some(m)) => {
+                            d == "/" || m.starts_with(&format!("{}/", d.trim_end_matches('/')))
+                        }
+                        _ => false,
+                    }
+            })
+    };
+    for domain in 0..=8 {
+        for memcg in (0..=8).map(Some).chain([None]) {
+            assert_eq!(
+                t.in_domain(domain, memcg),
+                old(domain, memcg),
+                "domain {domain}, memcg {memcg:?}"
+            );
+        }
+    }
+    assert!(t.in_domain(3, Some(5)) && !t.in_domain(3, Some(4)) && t.in_domain(6, Some(5)));
+}

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::{finding::secs, *};
+use crate::comm::Comm;
 
 /// A process across pid reuse: tgid and the leader's start time (ns since boot; 0 = unknown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -26,7 +27,7 @@ impl VictimKey {
 pub struct Task {
     pub(crate) pid: u32,
     pub(crate) tgid: u32,
-    pub(crate) comm: String,
+    pub(crate) comm: Comm,
 }
 
 /// Who sent a SIGKILL.
@@ -64,7 +65,7 @@ pub(crate) struct Sender {
     pub(crate) kind: SenderKind,
     pub(crate) pid: u32,
     pub(crate) tgid: u32,
-    pub(crate) comm: String,
+    pub(crate) comm: Comm,
     /// None in records of layouts before it was recorded.
     pub(crate) uid: Option<u32>,
     pub(crate) memcg_id: Option<u64>,
@@ -191,7 +192,7 @@ impl AllocStackInfo {
 pub(crate) struct Candidate {
     pub(crate) pid: u32,
     pub(crate) tgid: u32,
-    pub(crate) comm: String,
+    pub(crate) comm: Comm,
     /// The score; None: not eligible (oom_score_adj -1000, `MMF_OOM_SKIP`, in vfork).
     pub(crate) points: Option<i64>,
     pub(crate) oom_score_adj: Option<i32>,
@@ -209,7 +210,7 @@ impl Candidate {
         Candidate {
             pid: p.pid,
             tgid: p.tgid,
-            comm: crate::event::cstr(&p.comm),
+            comm: Comm::from_kernel(&p.comm),
             points: (p.points != oomtrace_common::BADNESS_INELIGIBLE).then_some(p.points),
             oom_score_adj: (p.fields & f::OOM_SCORE_ADJ != 0).then_some(p.oom_score_adj),
             rss_kb: mem.then_some([p.anon_rss_kb, p.file_rss_kb, p.shmem_rss_kb]),
@@ -511,7 +512,7 @@ fn after_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Victim {
     pub(crate) key: VictimKey,
-    pub(crate) comm: String,
+    pub(crate) comm: Comm,
     /// Thread id the kernel marked (reaper events name it).
     pub(crate) marked_tid: Option<u32>,
     pub(crate) memcg_id: Option<u64>,
@@ -590,7 +591,7 @@ pub struct Victim {
 }
 
 impl Victim {
-    pub(super) fn new(key: VictimKey, comm: String) -> Victim {
+    pub(super) fn new(key: VictimKey, comm: Comm) -> Victim {
         Victim {
             key,
             comm,

@@ -53,10 +53,10 @@ impl Sink for Hooks {
             ),
             (
                 "OOMTRACE_SENDER_COMM",
-                sender.map(|s| s.comm.clone()).unwrap_or_default(),
+                sender.map(|s| s.comm.to_string()).unwrap_or_default(),
             ),
             ("OOMTRACE_PID", victim.key.tgid.to_string()),
-            ("OOMTRACE_COMM", victim.comm.clone()),
+            ("OOMTRACE_COMM", victim.comm.to_string()),
             (
                 "OOMTRACE_MEMCG",
                 cx.memcg.path().unwrap_or_default().to_string(),

@@ -758,6 +758,13 @@ impl Runner {
             .unwrap_or_default()
     }
 
+    /// The end of a wake: what the sinks wrote goes out now (the printer's lines, one
+    /// `write` for the wake's findings), and a failed write ends the run.
+    fn wake_done(&mut self) -> anyhow::Result<()> {
+        self.tick_sinks();
+        self.written()
+    }
+
     fn tick_sinks(&mut self) {
         for sink in &mut self.sinks {
             sink.tick();
@@ -1087,6 +1094,7 @@ async fn watch(
             _ = sigint.recv() => break,
             () = &mut until => break,
         }
+        runner.wake_done()?;
     }
     Ok(())
 }
@@ -1160,6 +1168,9 @@ fn filter_warnings(filter: &Filter, memcg_mount: Option<&Path>, proc_root: &Path
     out
 }
 
+/// The live loop's stdout buffer: a wake's lines go out in one `write` (see [`Stdout`]).
+const STDOUT_BUFFER: usize = 1 << 16;
+
 /// oomtrace's stdout in the live loop. When its reader goes away (`oomtrace record -o F |
 /// head`), the run goes on if it serves something else — the dump, the metrics, the hook — and
 /// the rest of the output is discarded, said once on stderr; otherwise the broken pipe ends it.
@@ -1172,7 +1183,9 @@ struct Stdout {
 impl Stdout {
     fn new(keep_going: bool) -> Stdout {
         Stdout {
-            inner: std::io::BufWriter::new(std::io::stdout()),
+            // Large enough for a wake's findings (a kill's `killed` line alone is ~6 KB in
+            // JSON): the loop flushes once per wake ([`Runner::wake_done`]), one `write`.
+            inner: std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout()),
             keep_going,
             closed: false,
         }

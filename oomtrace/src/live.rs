@@ -759,9 +759,11 @@ impl Runner {
     }
 
     /// The end of a wake: what the sinks wrote goes out now (the printer's lines, one
-    /// `write` for the wake's findings), and a failed write ends the run.
+    /// `write` for the wake's findings), a failed write ends the run, and the next wake's
+    /// findings check their memcgs anew.
     fn wake_done(&mut self) -> anyhow::Result<()> {
         self.tick_sinks();
+        self.session.memcgs().next_wake();
         self.written()
     }
 

@@ -758,13 +758,21 @@ impl Runner {
             .unwrap_or_default()
     }
 
-    /// The end of a wake: what the sinks wrote goes out now (the printer's lines, one
-    /// `write` for the wake's findings), a failed write ends the run, and the next wake's
-    /// findings check their memcgs anew.
-    fn wake_done(&mut self) -> anyhow::Result<()> {
-        self.tick_sinks();
+    /// The end of a wake: the next wake's findings check their memcgs anew.
+    fn wake_done(&mut self) {
         self.session.memcgs().next_wake();
-        self.written()
+    }
+
+    /// Before the loop parks until `wake`: what the sinks wrote since the last tick goes out
+    /// now unless a tick (which flushes) comes within [`FLUSH_WITHIN_NS`]. In an OOM storm a
+    /// tick is due every few ms, and the lines of several wakes (a kill's findings, 6 KB and
+    /// more each in JSON) go out in one `write` of the 64 KiB stdout buffer.
+    fn flush_unless_tick_soon(&mut self, wake: u64) -> anyhow::Result<()> {
+        if wake > monotonic_now().saturating_add(FLUSH_WITHIN_NS) {
+            self.tick_sinks();
+            self.written()?;
+        }
+        Ok(())
     }
 
     fn tick_sinks(&mut self) {
@@ -1035,6 +1043,7 @@ async fn watch(
         if polling {
             wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
         }
+        runner.flush_unless_tick_soon(wake)?;
         ticker
             .get_mut()
             .arm(wake)
@@ -1096,7 +1105,7 @@ async fn watch(
             _ = sigint.recv() => break,
             () = &mut until => break,
         }
-        runner.wake_done()?;
+        runner.wake_done();
     }
     Ok(())
 }
@@ -1170,8 +1179,12 @@ fn filter_warnings(filter: &Filter, memcg_mount: Option<&Path>, proc_root: &Path
     out
 }
 
-/// The live loop's stdout buffer: a wake's lines go out in one `write` (see [`Stdout`]).
+/// The live loop's stdout buffer: the lines of a tick and the wakes before it go out in one
+/// `write` (see [`Stdout`]).
 const STDOUT_BUFFER: usize = 1 << 16;
+/// A line written waits at most this long for the tick that flushes it (see
+/// [`Runner::flush_unless_tick_soon`]).
+const FLUSH_WITHIN_NS: u64 = 20_000_000;
 
 /// oomtrace's stdout in the live loop. When its reader goes away (`oomtrace record -o F |
 /// head`), the run goes on if it serves something else — the dump, the metrics, the hook — and
@@ -1185,8 +1198,9 @@ struct Stdout {
 impl Stdout {
     fn new(keep_going: bool) -> Stdout {
         Stdout {
-            // Large enough for a wake's findings (a kill's `killed` line alone is ~6 KB in
-            // JSON): the loop flushes once per wake ([`Runner::wake_done`]), one `write`.
+            // Large enough for the findings of several wakes (a kill's `killed` line alone
+            // is ~6 KB in JSON): the loop flushes at its ticks, or before it parks with no
+            // tick soon ([`Runner::flush_unless_tick_soon`]).
             inner: std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout()),
             keep_going,
             closed: false,

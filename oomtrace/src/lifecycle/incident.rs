@@ -103,21 +103,37 @@ pub(super) struct Incidents {
     open: HashMap<u32, u64>,
     /// The incident of each victim marked in one (while the incident is kept).
     of_victim: HashMap<VictimKey, u64>,
-    /// When [`Incidents::settled`] has something to do at the earliest, for `due_timeout`
-    /// (the timeout it was last called with): a single kill goes stale, a group kill's
-    /// timeout passes, or its pairing window ends. Lowered when an incident opens; a change
-    /// that can settle an incident of two victims or more sooner (a mark, a death, an
-    /// invocation closed) sets `changed` instead. Until then `settled` returns at once: it
-    /// runs on every tick and death, and an OOM storm keeps hundreds of single kills.
-    due_ns: u64,
-    due_timeout: Option<u64>,
-    changed: bool,
+    /// When [`Incidents::settled`] has something to do at the earliest, per timeout it is
+    /// called with (the session's at ticks, none at deaths): a single kill goes stale, a group
+    /// kill's timeout passes, or its pairing window ends. Lowered when an incident opens; a
+    /// change that can settle an incident of two victims or more sooner (a mark, a death, an
+    /// invocation closed) marks every entry changed instead. Until then `settled` returns at
+    /// once: it runs on every tick and death, and an OOM storm keeps hundreds of single kills.
+    due: Vec<Due>,
     /// Passes `settled` made over the incidents (tests).
     #[cfg(test)]
     passes: u64,
 }
 
+/// See `Incidents::due`.
+#[derive(Debug)]
+struct Due {
+    timeout: u64,
+    at_ns: u64,
+    changed: bool,
+}
+
+/// Timeouts whose [`Due`] is kept (two are used: the session's and none).
+const DUE_KEPT: usize = 4;
+
 impl Incidents {
+    /// Something changed that may settle a group kill sooner (see `due`).
+    fn changed(&mut self) {
+        for d in &mut self.due {
+            d.changed = true;
+        }
+    }
+
     /// A kill decision by `tid` (`oom_kill_process`): a new invocation's incident opens.
     pub(super) fn decision(&mut self, tid: u32, trigger: Task, domain: u64, ts: u64) {
         self.close(tid);
@@ -128,7 +144,9 @@ impl Incidents {
     /// `tid`'s invocation returned: no more victims join its incident.
     pub(super) fn close(&mut self, tid: u32) {
         if let Some(id) = self.open.remove(&tid) {
-            self.changed |= self.by_id.get(&id).is_some_and(|i| i.victims.len() >= 2);
+            if self.by_id.get(&id).is_some_and(|i| i.victims.len() >= 2) {
+                self.changed();
+            }
             self.forget_if_single(id);
         }
     }
@@ -159,9 +177,8 @@ impl Incidents {
         }
         self.next_id += 1;
         let id = self.next_id;
-        match self.due_timeout {
-            Some(t) => self.due_ns = self.due_ns.min(ts.saturating_add(t)),
-            None => self.changed = true,
+        for d in &mut self.due {
+            d.at_ns = d.at_ns.min(ts.saturating_add(d.timeout));
         }
         self.by_id.insert(
             id,
@@ -232,13 +249,13 @@ impl Incidents {
         if inc.victims.len() < 2 {
             return None;
         }
-        self.changed = true;
         let paths: Option<Vec<&str>> = inc
             .victims
             .iter()
             .map(|m| m.memcg_id.and_then(|c| paths.get(&c)).map(String::as_str))
             .collect();
         inc.group_memcg = paths.and_then(common_ancestor);
+        self.changed();
         Some((id, formed))
     }
 
@@ -260,9 +277,12 @@ impl Incidents {
             return;
         };
         let started = inc.started_ns;
-        self.changed |= inc.victims.len() >= 2;
+        let group = inc.victims.len() >= 2;
         if let Some(m) = inc.victims.iter_mut().find(|m| m.key == *key) {
             m.dead_after_ns.get_or_insert(ts.saturating_sub(started));
+        }
+        if group {
+            self.changed();
         }
     }
 
@@ -273,8 +293,12 @@ impl Incidents {
         if self.by_id.is_empty() {
             return Vec::new();
         }
-        // Nothing changed and nothing is due yet (see `due_ns`).
-        if !self.changed && self.due_timeout == Some(timeout) && judged < self.due_ns {
+        // Nothing changed and nothing is due yet (see `due`).
+        if self
+            .due
+            .iter()
+            .any(|d| d.timeout == timeout && !d.changed && judged < d.at_ns)
+        {
             return Vec::new();
         }
         // One pass over every incident (a storm keeps each single kill for `timeout`: hundreds);
@@ -310,7 +334,16 @@ impl Incidents {
                     .min(i.last_mark_ns.saturating_add(GROUP_PAIRING_NS));
             }
         }
-        (self.due_ns, self.due_timeout, self.changed) = (due, Some(timeout), false);
+        let entry = Due {
+            timeout,
+            at_ns: due,
+            changed: false,
+        };
+        match self.due.iter().position(|d| d.timeout == timeout) {
+            Some(i) => self.due[i] = entry,
+            None if self.due.len() < DUE_KEPT => self.due.push(entry),
+            None => self.due[0] = entry,
+        }
         for id in stale {
             self.open.retain(|_, o| *o != id);
             self.forget_if_single(id);
@@ -359,18 +392,24 @@ mod tests {
         for n in 0..50u32 {
             let ts = u64::from(n) * 10 * MS;
             let v = (key(n + 1), "v".to_string(), Some(7));
-            assert_eq!(inc.mark(n + 1000, task(n + 1000), v, ts, false, |_| true, &paths), None);
+            assert_eq!(
+                inc.mark(n + 1000, task(n + 1000), v, ts, false, |_| true, &paths),
+                None
+            );
             inc.dead(&key(n + 1), ts + MS);
+            // As the tracker calls it: at a death without a timeout, at a tick with its own.
+            assert!(inc.settled(ts + MS, u64::MAX).is_empty());
             assert!(inc.settled(ts + 2 * MS, timeout).is_empty());
         }
-        // The first call passed; later ones had nothing due (no group kill, nothing stale).
-        assert_eq!(inc.passes, 1);
+        // The first call of each passed; later ones had nothing due (no group kill, nothing
+        // stale).
+        assert_eq!(inc.passes, 2);
         assert_eq!(inc.by_id.len(), 50);
         // The first single kill goes stale at its timeout: a pass, which forgets it.
         assert!(inc.settled(timeout - 1, timeout).is_empty());
-        assert_eq!(inc.passes, 1);
-        assert!(inc.settled(timeout, timeout).is_empty());
         assert_eq!(inc.passes, 2);
+        assert!(inc.settled(timeout, timeout).is_empty());
+        assert_eq!(inc.passes, 3);
         assert_eq!(inc.by_id.len(), 49);
         // A group kill (two victims marked back to back by one task): reported once both are
         // dead, at once, though no single kill is due.

@@ -220,6 +220,9 @@ struct Runner {
     /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
     /// new losses: the counter (a per-CPU map read) is read after reads that found events.
     lost_unchecked: bool,
+    /// A kill's record is taken out of `kill_sockets` in one `bpf` call (see
+    /// [`take_kill_record`]); false once the kernel said it cannot.
+    kill_record_one_call: bool,
 }
 
 impl Runner {
@@ -246,6 +249,7 @@ impl Runner {
             last_sweep: now,
             kill_sockets: None,
             lost_unchecked: false,
+            kill_record_one_call: true,
         }
     }
 
@@ -285,10 +289,18 @@ impl Runner {
         let Some(map) = &mut self.kill_sockets else {
             return;
         };
-        let record = map.get(&tgid, 0).ok();
-        if record.is_some() {
-            let _ = map.remove(&tgid);
-        }
+        let record = match take_kill_record(map, tgid, self.kill_record_one_call) {
+            Ok(record) => record,
+            Err(NotInOneCall) => {
+                // The kernel takes nothing out of a hash map in one call (before 5.14).
+                self.kill_record_one_call = false;
+                let record = map.get(&tgid, 0).ok();
+                if record.is_some() {
+                    let _ = map.remove(&tgid);
+                }
+                record
+            }
+        };
         if let Some(live) = self.session.live_mut() {
             live.kill_record(tgid, start_ns, record.as_ref());
         }
@@ -1254,6 +1266,63 @@ fn drain(
         runner.raw_event(&item, deaths)?;
     }
     Ok(())
+}
+
+/// A kill's record was not asked for in one call: the caller looks it up and removes it.
+struct NotInOneCall;
+
+/// `tgid`'s record taken out of the kill sockets map in one `BPF_MAP_LOOKUP_AND_DELETE_ELEM`
+/// (hash maps since 5.14; before, `ENOTSUPP`/`EINVAL`) instead of a lookup and a delete:
+/// one `bpf` call per kill fewer; `Ok(None)`: no record. `one_call` false, or any other
+/// failure than "no such record": [`NotInOneCall`].
+fn take_kill_record(
+    map: &crate::kernel::probes::KillSocketsMap,
+    tgid: u32,
+    one_call: bool,
+) -> Result<Option<oomtrace_common::KillSockets>, NotInOneCall> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use aya::maps::IterableMap as _;
+
+    /// The `bpf_attr` of the map element commands.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    if !one_call {
+        return Err(NotInOneCall);
+    }
+    let mut value = std::mem::MaybeUninit::<oomtrace_common::KillSockets>::zeroed();
+    let attr = ElemAttr {
+        map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &tgid as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the attr names a hash map of u32 keys and `KillSockets` values, whose key and
+    // value buffers live across the call; the kernel writes at most the value's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &attr as *const ElemAttr,
+            std::mem::size_of::<ElemAttr>() as u32,
+        )
+    };
+    if r == 0 {
+        // SAFETY: the kernel filled the value (a plain-old-data record).
+        return Ok(Some(unsafe { value.assume_init() }));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT) => Ok(None),
+        _ => Err(NotInOneCall),
+    }
 }
 
 /// `due_ns` rounded up to the next multiple of [`TICK_GRID_NS`].

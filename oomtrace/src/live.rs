@@ -220,6 +220,9 @@ struct Runner {
     /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
     /// new losses: the counter (a per-CPU map read) is read after reads that found events.
     lost_unchecked: bool,
+    /// A kill's record is taken out of `kill_sockets` in one `bpf` call (see
+    /// [`take_kill_record`]); false once the kernel said it cannot.
+    kill_record_one_call: bool,
 }
 
 impl Runner {
@@ -246,6 +249,7 @@ impl Runner {
             last_sweep: now,
             kill_sockets: None,
             lost_unchecked: false,
+            kill_record_one_call: true,
         }
     }
 
@@ -285,10 +289,18 @@ impl Runner {
         let Some(map) = &mut self.kill_sockets else {
             return;
         };
-        let record = map.get(&tgid, 0).ok();
-        if record.is_some() {
-            let _ = map.remove(&tgid);
-        }
+        let record = match take_kill_record(map, tgid, self.kill_record_one_call) {
+            Ok(record) => record,
+            Err(NotInOneCall) => {
+                // The kernel takes nothing out of a hash map in one call (before 5.14).
+                self.kill_record_one_call = false;
+                let record = map.get(&tgid, 0).ok();
+                if record.is_some() {
+                    let _ = map.remove(&tgid);
+                }
+                record
+            }
+        };
         if let Some(live) = self.session.live_mut() {
             live.kill_record(tgid, start_ns, record.as_ref());
         }
@@ -758,6 +770,23 @@ impl Runner {
             .unwrap_or_default()
     }
 
+    /// The end of a wake: the next wake's findings check their memcgs anew.
+    fn wake_done(&mut self) {
+        self.session.memcgs().next_wake();
+    }
+
+    /// Before the loop parks until `wake`: what the sinks wrote since the last tick goes out
+    /// now unless a tick (which flushes) comes within [`FLUSH_WITHIN_NS`]. In an OOM storm a
+    /// tick is due every few ms, and the lines of several wakes (a kill's findings, 6 KB and
+    /// more each in JSON) go out in one `write` of the 64 KiB stdout buffer.
+    fn flush_unless_tick_soon(&mut self, wake: u64) -> anyhow::Result<()> {
+        if wake > monotonic_now().saturating_add(FLUSH_WITHIN_NS) {
+            self.tick_sinks();
+            self.written()?;
+        }
+        Ok(())
+    }
+
     fn tick_sinks(&mut self) {
         for sink in &mut self.sinks {
             sink.tick();
@@ -1026,6 +1055,7 @@ async fn watch(
         if polling {
             wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
         }
+        runner.flush_unless_tick_soon(wake)?;
         ticker
             .get_mut()
             .arm(wake)
@@ -1087,6 +1117,7 @@ async fn watch(
             _ = sigint.recv() => break,
             () = &mut until => break,
         }
+        runner.wake_done();
     }
     Ok(())
 }
@@ -1160,6 +1191,13 @@ fn filter_warnings(filter: &Filter, memcg_mount: Option<&Path>, proc_root: &Path
     out
 }
 
+/// The live loop's stdout buffer: the lines of a tick and the wakes before it go out in one
+/// `write` (see [`Stdout`]).
+const STDOUT_BUFFER: usize = 1 << 16;
+/// A line written waits at most this long for the tick that flushes it (see
+/// [`Runner::flush_unless_tick_soon`]).
+const FLUSH_WITHIN_NS: u64 = 20_000_000;
+
 /// oomtrace's stdout in the live loop. When its reader goes away (`oomtrace record -o F |
 /// head`), the run goes on if it serves something else — the dump, the metrics, the hook — and
 /// the rest of the output is discarded, said once on stderr; otherwise the broken pipe ends it.
@@ -1172,7 +1210,10 @@ struct Stdout {
 impl Stdout {
     fn new(keep_going: bool) -> Stdout {
         Stdout {
-            inner: std::io::BufWriter::new(std::io::stdout()),
+            // Large enough for the findings of several wakes (a kill's `killed` line alone
+            // is ~6 KB in JSON): the loop flushes at its ticks, or before it parks with no
+            // tick soon ([`Runner::flush_unless_tick_soon`]).
+            inner: std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout()),
             keep_going,
             closed: false,
         }
@@ -1225,6 +1266,63 @@ fn drain(
         runner.raw_event(&item, deaths)?;
     }
     Ok(())
+}
+
+/// A kill's record was not asked for in one call: the caller looks it up and removes it.
+struct NotInOneCall;
+
+/// `tgid`'s record taken out of the kill sockets map in one `BPF_MAP_LOOKUP_AND_DELETE_ELEM`
+/// (hash maps since 5.14; before, `ENOTSUPP`/`EINVAL`) instead of a lookup and a delete:
+/// one `bpf` call per kill fewer; `Ok(None)`: no record. `one_call` false, or any other
+/// failure than "no such record": [`NotInOneCall`].
+fn take_kill_record(
+    map: &crate::kernel::probes::KillSocketsMap,
+    tgid: u32,
+    one_call: bool,
+) -> Result<Option<oomtrace_common::KillSockets>, NotInOneCall> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use aya::maps::IterableMap as _;
+
+    /// The `bpf_attr` of the map element commands.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    if !one_call {
+        return Err(NotInOneCall);
+    }
+    let mut value = std::mem::MaybeUninit::<oomtrace_common::KillSockets>::zeroed();
+    let attr = ElemAttr {
+        map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &tgid as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the attr names a hash map of u32 keys and `KillSockets` values, whose key and
+    // value buffers live across the call; the kernel writes at most the value's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &attr as *const ElemAttr,
+            std::mem::size_of::<ElemAttr>() as u32,
+        )
+    };
+    if r == 0 {
+        // SAFETY: the kernel filled the value (a plain-old-data record).
+        return Ok(Some(unsafe { value.assume_init() }));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT) => Ok(None),
+        _ => Err(NotInOneCall),
+    }
 }
 
 /// `due_ns` rounded up to the next multiple of [`TICK_GRID_NS`].

@@ -103,9 +103,37 @@ pub(super) struct Incidents {
     open: HashMap<u32, u64>,
     /// The incident of each victim marked in one (while the incident is kept).
     of_victim: HashMap<VictimKey, u64>,
+    /// When [`Incidents::settled`] has something to do at the earliest, per timeout it is
+    /// called with (the session's at ticks, none at deaths): a single kill goes stale, a group
+    /// kill's timeout passes, or its pairing window ends. Lowered when an incident opens; a
+    /// change that can settle an incident of two victims or more sooner (a mark, a death, an
+    /// invocation closed) marks every entry changed instead. Until then `settled` returns at
+    /// once: it runs on every tick and death, and an OOM storm keeps hundreds of single kills.
+    due: Vec<Due>,
+    /// Passes `settled` made over the incidents (tests).
+    #[cfg(test)]
+    passes: u64,
 }
 
+/// See `Incidents::due`.
+#[derive(Debug)]
+struct Due {
+    timeout: u64,
+    at_ns: u64,
+    changed: bool,
+}
+
+/// Timeouts whose [`Due`] is kept (two are used: the session's and none).
+const DUE_KEPT: usize = 4;
+
 impl Incidents {
+    /// Something changed that may settle a group kill sooner (see `due`).
+    fn changed(&mut self) {
+        for d in &mut self.due {
+            d.changed = true;
+        }
+    }
+
     /// A kill decision by `tid` (`oom_kill_process`): a new invocation's incident opens.
     pub(super) fn decision(&mut self, tid: u32, trigger: Task, domain: u64, ts: u64) {
         self.close(tid);
@@ -116,6 +144,9 @@ impl Incidents {
     /// `tid`'s invocation returned: no more victims join its incident.
     pub(super) fn close(&mut self, tid: u32) {
         if let Some(id) = self.open.remove(&tid) {
+            if self.by_id.get(&id).is_some_and(|i| i.victims.len() >= 2) {
+                self.changed();
+            }
             self.forget_if_single(id);
         }
     }
@@ -146,6 +177,9 @@ impl Incidents {
         }
         self.next_id += 1;
         let id = self.next_id;
+        for d in &mut self.due {
+            d.at_ns = d.at_ns.min(ts.saturating_add(d.timeout));
+        }
         self.by_id.insert(
             id,
             Incident {
@@ -221,6 +255,7 @@ impl Incidents {
             .map(|m| m.memcg_id.and_then(|c| paths.get(&c)).map(String::as_str))
             .collect();
         inc.group_memcg = paths.and_then(common_ancestor);
+        self.changed();
         Some((id, formed))
     }
 
@@ -242,8 +277,12 @@ impl Incidents {
             return;
         };
         let started = inc.started_ns;
+        let group = inc.victims.len() >= 2;
         if let Some(m) = inc.victims.iter_mut().find(|m| m.key == *key) {
             m.dead_after_ns.get_or_insert(ts.saturating_sub(started));
+        }
+        if group {
+            self.changed();
         }
     }
 
@@ -254,14 +293,30 @@ impl Incidents {
         if self.by_id.is_empty() {
             return Vec::new();
         }
-        // One pass over every incident (a storm keeps each single kill for `timeout`: hundreds,
-        // on every tick and death); the open invocations are a handful, looked through as is.
+        // Nothing changed and nothing is due yet (see `due`).
+        if self
+            .due
+            .iter()
+            .any(|d| d.timeout == timeout && !d.changed && judged < d.at_ns)
+        {
+            return Vec::new();
+        }
+        // One pass over every incident (a storm keeps each single kill for `timeout`: hundreds);
+        // the open invocations are a handful, looked through as is.
         let (mut ready, mut stale) = (Vec::new(), Vec::new());
+        let mut due = u64::MAX;
+        #[cfg(test)]
+        {
+            self.passes += 1;
+        }
         for i in self.by_id.values() {
             if i.victims.len() < 2 {
                 // Single kills are no incident: forgotten once no second victim can join.
-                if judged.saturating_sub(i.last_mark_ns) >= timeout {
+                let stale_at = i.last_mark_ns.saturating_add(timeout);
+                if judged >= stale_at {
                     stale.push(i.id);
+                } else {
+                    due = due.min(stale_at);
                 }
             } else if !i.reported
                 && (i.all_dead() || judged.saturating_sub(i.started_ns) >= timeout)
@@ -272,7 +327,22 @@ impl Incidents {
                     || judged.saturating_sub(i.last_mark_ns) >= GROUP_PAIRING_NS)
             {
                 ready.push(i.id);
+            } else if !i.reported {
+                // Its timeout, or (every victim dead, its invocation open) its pairing window.
+                due = due
+                    .min(i.started_ns.saturating_add(timeout))
+                    .min(i.last_mark_ns.saturating_add(GROUP_PAIRING_NS));
             }
+        }
+        let entry = Due {
+            timeout,
+            at_ns: due,
+            changed: false,
+        };
+        match self.due.iter().position(|d| d.timeout == timeout) {
+            Some(i) => self.due[i] = entry,
+            None if self.due.len() < DUE_KEPT => self.due.push(entry),
+            None => self.due[0] = entry,
         }
         for id in stale {
             self.open.retain(|_, o| *o != id);
@@ -290,5 +360,74 @@ impl Incidents {
             }
         }
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: u32) -> Task {
+        Task {
+            pid,
+            tgid: pid,
+            comm: "t".into(),
+        }
+    }
+
+    fn key(tgid: u32) -> VictimKey {
+        VictimKey { tgid, start_ns: 1 }
+    }
+
+    /// A storm of single kills: `settled` looks at the incidents only when one is due or a
+    /// group kill changed, and says the same as a pass on every call would.
+    #[test]
+    fn settled_passes_only_when_something_is_due() {
+        const MS: u64 = 1_000_000;
+        let timeout = 1000 * MS;
+        let paths = HashMap::new();
+        let mut inc = Incidents::default();
+        // Single kills without the decision hook (grouped by timing), one every 10 ms, each
+        // dead at once: each is kept until no second victim can join it.
+        for n in 0..50u32 {
+            let ts = u64::from(n) * 10 * MS;
+            let v = (key(n + 1), "v".into(), Some(7));
+            assert_eq!(
+                inc.mark(n + 1000, task(n + 1000), v, ts, false, |_| true, &paths),
+                None
+            );
+            inc.dead(&key(n + 1), ts + MS);
+            // As the tracker calls it: at a death without a timeout, at a tick with its own.
+            assert!(inc.settled(ts + MS, u64::MAX).is_empty());
+            assert!(inc.settled(ts + 2 * MS, timeout).is_empty());
+        }
+        // The first call of each passed; later ones had nothing due (no group kill, nothing
+        // stale).
+        assert_eq!(inc.passes, 2);
+        assert_eq!(inc.by_id.len(), 50);
+        // The first single kill goes stale at its timeout: a pass, which forgets it.
+        assert!(inc.settled(timeout - 1, timeout).is_empty());
+        assert_eq!(inc.passes, 2);
+        assert!(inc.settled(timeout, timeout).is_empty());
+        assert_eq!(inc.passes, 3);
+        assert_eq!(inc.by_id.len(), 49);
+        // A group kill (two victims marked back to back by one task): reported once both are
+        // dead, at once, though no single kill is due.
+        let ts = timeout + 5 * MS;
+        for v in [100, 101] {
+            let m = (key(v), "g".into(), Some(7));
+            inc.mark(9, task(9), m, ts, false, |_| true, &paths);
+        }
+        assert!(inc.settled(ts + MS, timeout).is_empty());
+        inc.dead(&key(100), ts + 2 * MS);
+        assert!(inc.settled(ts + 2 * MS, timeout).is_empty());
+        inc.dead(&key(101), ts + 3 * MS);
+        let done = inc.settled(ts + 3 * MS, timeout);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].victims.len(), 2);
+        // Nothing more until the next single kill is due.
+        let passes = inc.passes;
+        assert!(inc.settled(ts + 4 * MS, timeout).is_empty());
+        assert_eq!(inc.passes, passes);
     }
 }

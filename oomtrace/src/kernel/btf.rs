@@ -188,6 +188,61 @@ fn first_word(bytes: &[u8]) -> u64 {
     }
 }
 
+/// The ids of the types named each of `names` or `btf_trace_<tp>` for each of `tracepoints`
+/// (and `long int`, for the pointer size), in one walk of the types after `starts`. A name's
+/// first eight bytes pick the few types whose whole name is compared.
+fn index_wanted(
+    types: &[u8],
+    strings: &[u8],
+    starts: &[u32],
+    names: &[&str],
+    tracepoints: &[&str],
+) -> Vec<Wanted> {
+    let typedefs = tracepoints.iter().map(|t| tracepoint_typedef(t));
+    let mut wanted: Vec<Wanted> = (names.iter().map(|n| n.to_string()).chain(typedefs))
+        .chain(["long int".to_string()])
+        .filter(|n| !n.is_empty())
+        .map(|name| Wanted {
+            first: first_word(name.as_bytes()),
+            name,
+            ids: Vec::new(),
+        })
+        .collect();
+    wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    wanted.dedup_by(|a, b| a.name == b.name);
+    let slots = (wanted.len() * 4).next_power_of_two();
+    let mut words = vec![0u64; slots];
+    for w in &wanted {
+        let mut at = word_slot(w.first, slots);
+        while words[at] != 0 && words[at] != w.first {
+            at = (at + 1) & (slots - 1);
+        }
+        words[at] = w.first;
+    }
+    for (id, &pos) in starts.iter().enumerate().skip(1) {
+        let name = le32(types, pos as usize).unwrap_or(0) as usize;
+        if name == 0 {
+            continue;
+        }
+        let bytes = strings.get(name..).unwrap_or(&[]);
+        let word = first_word(bytes);
+        let mut at = word_slot(word, slots);
+        while words[at] != 0 && words[at] != word {
+            at = (at + 1) & (slots - 1);
+        }
+        if words[at] == 0 {
+            continue;
+        }
+        for w in wanted.iter_mut().filter(|w| w.first == word) {
+            let n = w.name.as_bytes();
+            if bytes.starts_with(n) && bytes.get(n.len()).is_none_or(|&b| b == 0) {
+                w.ids.push(id as u32);
+            }
+        }
+    }
+    wanted
+}
+
 /// A slot of a small open-addressed set of first words (`slots` a power of two).
 fn word_slot(word: u64, slots: usize) -> usize {
     (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (slots - 1)
@@ -472,51 +527,9 @@ impl Btf {
             starts.push(pos as u32);
             pos += len;
         }
-        let (names, tracepoints) = only.unwrap_or_default();
-        let typedefs = tracepoints.iter().map(|t| tracepoint_typedef(t));
-        let long = only.map(|_| "long int".to_string());
-        let mut wanted: Vec<Wanted> = (names.iter().map(|n| n.to_string()).chain(typedefs))
-            .chain(long)
-            .filter(|n| !n.is_empty())
-            .map(|name| Wanted {
-                first: first_word(name.as_bytes()),
-                name,
-                ids: Vec::new(),
-            })
-            .collect();
-        wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        wanted.dedup_by(|a, b| a.name == b.name);
-        // A name's first word picks the few types whose whole name is compared.
-        let slots = (wanted.len() * 4).next_power_of_two();
-        let mut words = vec![0u64; slots];
-        for w in &wanted {
-            let mut at = word_slot(w.first, slots);
-            while words[at] != 0 && words[at] != w.first {
-                at = (at + 1) & (slots - 1);
-            }
-            words[at] = w.first;
-        }
-        for (id, &pos) in starts.iter().enumerate().skip(1) {
-            let name = le32(types, pos as usize).unwrap_or(0) as usize;
-            if name == 0 {
-                continue;
-            }
-            let bytes = strings.get(name..).unwrap_or(&[]);
-            let word = first_word(bytes);
-            let mut at = word_slot(word, slots);
-            while words[at] != 0 && words[at] != word {
-                at = (at + 1) & (slots - 1);
-            }
-            if words[at] == 0 {
-                continue;
-            }
-            for w in wanted.iter_mut().filter(|w| w.first == word) {
-                let n = w.name.as_bytes();
-                if bytes.starts_with(n) && bytes.get(n.len()).is_none_or(|&b| b == 0) {
-                    w.ids.push(id as u32);
-                }
-            }
-        }
+        let wanted = only.map_or_else(Vec::new, |(names, tracepoints)| {
+            index_wanted(types, strings, &starts, names, tracepoints)
+        });
         let base = data.as_ptr() as usize;
         let range = |s: &[u8]| {
             let at = s.as_ptr() as usize - base;

@@ -188,64 +188,61 @@ fn first_word(bytes: &[u8]) -> u64 {
     }
 }
 
-/// The ids of the types named each of `names` or `btf_trace_<tp>` for each of `tracepoints`
-/// (and `long int`, for the pointer size), in one walk of the types after `starts`. A name's
-/// first eight bytes pick the few types whose whole name is compared.
-fn index_wanted(
-    types: &[u8],
-    strings: &[u8],
-    starts: &[u32],
-    names: &[&str],
-    tracepoints: &[&str],
-) -> Vec<Wanted> {
-    let typedefs = tracepoints.iter().map(|t| tracepoint_typedef(t));
-    let mut wanted: Vec<Wanted> = (names.iter().map(|n| n.to_string()).chain(typedefs))
-        .chain(["long int".to_string()])
-        .filter(|n| !n.is_empty())
-        .map(|name| Wanted {
-            first: first_word(name.as_bytes()),
-            name,
-            ids: Vec::new(),
-        })
-        .collect();
-    wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    wanted.dedup_by(|a, b| a.name == b.name);
-    let slots = (wanted.len() * 4).next_power_of_two();
-    let mut words = vec![0u64; slots];
-    for w in &wanted {
-        let mut at = word_slot(w.first, slots);
-        while words[at] != 0 && words[at] != w.first {
-            at = (at + 1) & (slots - 1);
+/// Finds the ids of the types named each of `names` or `btf_trace_<tp>` for each of
+/// `tracepoints` (and `long int`, for the pointer size), shown every type's name once, in the
+/// walk that finds where the types start. A name's first eight bytes pick the few types whose
+/// whole name is compared.
+struct Finder {
+    wanted: Vec<Wanted>,
+    /// The wanted names' first words, an open-addressed set (0: empty).
+    words: Vec<u64>,
+}
+
+impl Finder {
+    fn new(names: &[&str], tracepoints: &[&str]) -> Finder {
+        let typedefs = tracepoints.iter().map(|t| tracepoint_typedef(t));
+        let mut wanted: Vec<Wanted> = (names.iter().map(|n| n.to_string()).chain(typedefs))
+            .chain(["long int".to_string()])
+            .filter(|n| !n.is_empty())
+            .map(|name| Wanted {
+                first: first_word(name.as_bytes()),
+                name,
+                ids: Vec::new(),
+            })
+            .collect();
+        wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        wanted.dedup_by(|a, b| a.name == b.name);
+        let mut words = vec![0u64; (wanted.len() * 4).next_power_of_two()];
+        for w in &wanted {
+            let at = Finder::slot(&words, w.first);
+            words[at] = w.first;
         }
-        words[at] = w.first;
+        Finder { wanted, words }
     }
-    for (id, &pos) in starts.iter().enumerate().skip(1) {
-        let name = le32(types, pos as usize).unwrap_or(0) as usize;
-        if name == 0 {
-            continue;
-        }
-        let bytes = strings.get(name..).unwrap_or(&[]);
-        let word = first_word(bytes);
-        let mut at = word_slot(word, slots);
+
+    /// Where `word` is in the set, or the empty slot where it would go.
+    fn slot(words: &[u64], word: u64) -> usize {
+        let mask = words.len() - 1;
+        let mut at = (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & mask;
         while words[at] != 0 && words[at] != word {
-            at = (at + 1) & (slots - 1);
+            at = (at + 1) & mask;
         }
-        if words[at] == 0 {
-            continue;
+        at
+    }
+
+    /// Type `id` is named `bytes` (up to its NUL).
+    fn visit(&mut self, id: u32, bytes: &[u8]) {
+        let word = first_word(bytes);
+        if self.words[Finder::slot(&self.words, word)] == 0 {
+            return;
         }
-        for w in wanted.iter_mut().filter(|w| w.first == word) {
+        for w in self.wanted.iter_mut().filter(|w| w.first == word) {
             let n = w.name.as_bytes();
             if bytes.starts_with(n) && bytes.get(n.len()).is_none_or(|&b| b == 0) {
-                w.ids.push(id as u32);
+                w.ids.push(id);
             }
         }
     }
-    wanted
-}
-
-/// A slot of a small open-addressed set of first words (`slots` a power of two).
-fn word_slot(word: u64, slots: usize) -> usize {
-    (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (slots - 1)
 }
 
 /// A hash of a name, up to its NUL or the end of `bytes`, eight bytes at a time (a byte at a
@@ -507,6 +504,7 @@ impl Btf {
         let (types, types_at) = section(type_off, type_len, "type")?;
         let (strings, _) = section(str_off, str_len, "string")?;
 
+        let mut finder = only.map(|(names, tracepoints)| Finder::new(names, tracepoints));
         let mut starts = Vec::with_capacity(types.len() / 24);
         starts.push(0);
         let mut pos = 0usize;
@@ -519,17 +517,21 @@ impl Btf {
             };
             let info = le32(types, pos + 4).ok_or_else(|| cut(12))?;
             let kind = (info >> 24) & 0x1f;
-            let unknown = BtfError::UnknownKind { kind, id, at };
-            let len = 12 + extra_len(kind, (info & 0xffff) as usize).ok_or(unknown)?;
+            let unknown = || BtfError::UnknownKind { kind, id, at };
+            let len = 12 + extra_len(kind, (info & 0xffff) as usize).ok_or_else(unknown)?;
             if pos + len > types.len() {
                 return Err(cut(len));
+            }
+            let name = le32(types, pos).unwrap_or(0) as usize;
+            if let Some(f) = finder.as_mut()
+                && name != 0
+            {
+                f.visit(id, strings.get(name..).unwrap_or(&[]));
             }
             starts.push(pos as u32);
             pos += len;
         }
-        let wanted = only.map_or_else(Vec::new, |(names, tracepoints)| {
-            index_wanted(types, strings, &starts, names, tracepoints)
-        });
+        let wanted = finder.map_or_else(Vec::new, |f| f.wanted);
         let base = data.as_ptr() as usize;
         let range = |s: &[u8]| {
             let at = s.as_ptr() as usize - base;

@@ -55,11 +55,11 @@ fn main() -> anyhow::Result<()> {
                 out.display()
             )
         })?;
-        return Ok(());
+        return strip_debug(&out);
     }
     let root = manifest.join("../oomtrace-ebpf");
     let root = root.to_str().context("eBPF crate path is not UTF-8")?;
-    aya_build::build_ebpf(
+    let built = aya_build::build_ebpf(
         [aya_build::Package {
             name: "oomtrace-ebpf",
             root_dir: root,
@@ -70,5 +70,46 @@ fn main() -> anyhow::Result<()> {
     .context(
         "building the eBPF programs failed; `cargo xtask run` / `cargo xtask test` install what \
          they need (nightly rust-src, bpf-linker on PATH)",
-    )
+    );
+    built?;
+    strip_debug(&PathBuf::from(std::env::var("OUT_DIR")?).join("oomtrace"))
+}
+
+/// Removes the DWARF sections (`.debug_*` and their relocations) from the eBPF object the
+/// binary embeds. bpf-linker needs the programs' debug info to emit their BTF (`.BTF`,
+/// `.BTF.ext`: kept, and all the kernel and aya use); the DWARF itself is 600 of the object's
+/// 695 KB, which aya's parse walked at every launch (every relocation of every section, 17k
+/// of them in `.rel.debug_*`) and which stayed in the binary's read-only data.
+fn strip_debug(path: &std::path::Path) -> anyhow::Result<()> {
+    let context = || format!("removing the DWARF of the eBPF object {}", path.display());
+    let data = std::fs::read(path).with_context(context)?;
+    let mut elf = object::build::elf::Builder::read(&*data).with_context(context)?;
+    let mut removed = false;
+    for section in elf.sections.iter_mut() {
+        let name = section.name.as_slice();
+        if name.starts_with(b".debug_") || name.starts_with(b".rel.debug_") {
+            section.delete = true;
+            removed = true;
+        }
+    }
+    if !removed {
+        return Ok(());
+    }
+    // bpf-linker names sections from the symbols' string table (`.strtab`); the writer wants
+    // a section-name table of its own.
+    use object::build::elf::SectionData;
+    if !elf
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, SectionData::SectionString))
+    {
+        let names = elf.sections.add();
+        names.name = (&b".shstrtab"[..]).into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = SectionData::SectionString;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    elf.write(&mut out).with_context(context)?;
+    std::fs::write(path, out).with_context(context)
 }

@@ -144,11 +144,105 @@ pub struct Btf {
     strings: std::ops::Range<usize>,
     /// Byte offset in `types` of each type's record, indexed by type id (entry 0, void, unused).
     starts: Vec<u32>,
-    /// Name index, a hash table of chains: `heads[hash(name) & mask]` is the first type id of
-    /// a chain of ids linked by `next` (0 ends it), in ascending id order.
+    /// The names given to [`Btf::from_blob_for`], each with the ids of its types (ascending);
+    /// empty where every name is indexed (`all` made at once).
+    wanted: Vec<Wanted>,
+    /// The index of every name, made on the first lookup of a name not in `wanted`.
+    all: std::sync::OnceLock<NameIndex>,
+    /// Lookups of names not in `wanted` (each walked by `all`).
+    unlisted: std::sync::atomic::AtomicUsize,
+    ptr_size: u32,
+}
+
+/// A name indexed alone, and the ids of the types so named.
+struct Wanted {
+    name: String,
+    /// Its first eight bytes as [`first_word`] reads them.
+    first: u64,
+    ids: Vec<u32>,
+}
+
+/// The index of every name, a hash table of chains: `heads[hash(name) & mask]` is the first
+/// type id of a chain of ids linked by `next` (0 ends it), in ascending id order.
+struct NameIndex {
     heads: Vec<u32>,
     next: Vec<u32>,
-    ptr_size: u32,
+}
+
+/// The first eight bytes of a name, up to its NUL or the end of `bytes`, zero-padded.
+fn first_word(bytes: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let word = match bytes.first_chunk::<8>() {
+        Some(w) => u64::from_le_bytes(*w),
+        None => {
+            let mut w = [0u8; 8];
+            w[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(w)
+        }
+    };
+    // The lowest byte flagged is the first NUL (a false flag only follows a NUL).
+    match word.wrapping_sub(ONES) & !word & HIGHS {
+        0 => word,
+        nuls => word & ((1u64 << (nuls.trailing_zeros() & !7)) - 1),
+    }
+}
+
+/// Finds the ids of the types named each of `names` or `btf_trace_<tp>` for each of
+/// `tracepoints` (and `long int`, for the pointer size), shown every type's name once, in the
+/// walk that finds where the types start. A name's first eight bytes pick the few types whose
+/// whole name is compared.
+struct Finder {
+    wanted: Vec<Wanted>,
+    /// The wanted names' first words, an open-addressed set (0: empty).
+    words: Vec<u64>,
+}
+
+impl Finder {
+    fn new(names: &[&str], tracepoints: &[&str]) -> Finder {
+        let typedefs = tracepoints.iter().map(|t| tracepoint_typedef(t));
+        let mut wanted: Vec<Wanted> = (names.iter().map(|n| n.to_string()).chain(typedefs))
+            .chain(["long int".to_string()])
+            .filter(|n| !n.is_empty())
+            .map(|name| Wanted {
+                first: first_word(name.as_bytes()),
+                name,
+                ids: Vec::new(),
+            })
+            .collect();
+        wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        wanted.dedup_by(|a, b| a.name == b.name);
+        let mut words = vec![0u64; (wanted.len() * 4).next_power_of_two()];
+        for w in &wanted {
+            let at = Finder::slot(&words, w.first);
+            words[at] = w.first;
+        }
+        Finder { wanted, words }
+    }
+
+    /// Where `word` is in the set, or the empty slot where it would go.
+    fn slot(words: &[u64], word: u64) -> usize {
+        let mask = words.len() - 1;
+        let mut at = (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & mask;
+        while words[at] != 0 && words[at] != word {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    /// Type `id` is named `bytes` (up to its NUL).
+    fn visit(&mut self, id: u32, bytes: &[u8]) {
+        let word = first_word(bytes);
+        if self.words[Finder::slot(&self.words, word)] == 0 {
+            return;
+        }
+        for w in self.wanted.iter_mut().filter(|w| w.first == word) {
+            let n = w.name.as_bytes();
+            if bytes.starts_with(n) && bytes.get(n.len()).is_none_or(|&b| b == 0) {
+                w.ids.push(id);
+            }
+        }
+    }
 }
 
 /// A hash of a name, up to its NUL or the end of `bytes`, eight bytes at a time (a byte at a
@@ -357,8 +451,26 @@ impl Btf {
         Btf::from_blob(Blob::Owned(owned))
     }
 
-    /// Parses a blob read or mapped by [`Blob::map_or_read`].
+    /// Parses a blob read or mapped by [`Blob::map_or_read`], every name indexed.
     pub(crate) fn from_blob(owned: Blob) -> Result<Btf, BtfError> {
+        Btf::parse(owned, None)
+    }
+
+    /// Parses a blob read or mapped by [`Blob::map_or_read`], indexing only `names` (and
+    /// `btf_trace_<tp>` for each of `tracepoints`): what oomtrace looks up, a few dozen of the
+    /// kernel's ~126k names. Hashing and chaining every name was ~2/3 of the parse (~2-3 ms
+    /// of launch). Any other name is still found: its first lookup indexes every name
+    /// ([`Btf::unlisted_lookups`] counts such lookups).
+    pub(crate) fn from_blob_for(
+        owned: Blob,
+        names: &[&str],
+        tracepoints: &[&str],
+    ) -> Result<Btf, BtfError> {
+        Btf::parse(owned, Some((names, tracepoints)))
+    }
+
+    /// Parses a blob, indexing the names (and tracepoints) given, or every name.
+    fn parse(owned: Blob, only: Option<(&[&str], &[&str])>) -> Result<Btf, BtfError> {
         let data = owned.as_slice();
         let truncated = |what: String| BtfError::Truncated {
             at: data.len(),
@@ -392,6 +504,7 @@ impl Btf {
         let (types, types_at) = section(type_off, type_len, "type")?;
         let (strings, _) = section(str_off, str_len, "string")?;
 
+        let mut finder = only.map(|(names, tracepoints)| Finder::new(names, tracepoints));
         let mut starts = Vec::with_capacity(types.len() / 24);
         starts.push(0);
         let mut pos = 0usize;
@@ -404,27 +517,21 @@ impl Btf {
             };
             let info = le32(types, pos + 4).ok_or_else(|| cut(12))?;
             let kind = (info >> 24) & 0x1f;
-            let unknown = BtfError::UnknownKind { kind, id, at };
-            let len = 12 + extra_len(kind, (info & 0xffff) as usize).ok_or(unknown)?;
+            let unknown = || BtfError::UnknownKind { kind, id, at };
+            let len = 12 + extra_len(kind, (info & 0xffff) as usize).ok_or_else(unknown)?;
             if pos + len > types.len() {
                 return Err(cut(len));
+            }
+            let name = le32(types, pos).unwrap_or(0) as usize;
+            if let Some(f) = finder.as_mut()
+                && name != 0
+            {
+                f.visit(id, strings.get(name..).unwrap_or(&[]));
             }
             starts.push(pos as u32);
             pos += len;
         }
-        // Chains are built backwards so that each lists its ids in ascending order. A bucket
-        // for every 8 types (the kernel's: 16k buckets, 64 KB, ~4 named types a chain): a
-        // bucket a type made the table 512 KB, and its random writes missed the cache.
-        let mask = (starts.len() / 8).next_power_of_two() - 1;
-        let (mut heads, mut next) = (vec![0u32; mask + 1], vec![0u32; starts.len()]);
-        for (id, &pos) in starts.iter().enumerate().skip(1).rev() {
-            let name = le32(types, pos as usize).unwrap_or(0) as usize;
-            if name != 0 {
-                let bucket = hash_name(strings.get(name..).unwrap_or(&[])) as usize & mask;
-                next[id] = heads[bucket];
-                heads[bucket] = id as u32;
-            }
-        }
+        let wanted = finder.map_or_else(Vec::new, |f| f.wanted);
         let base = data.as_ptr() as usize;
         let range = |s: &[u8]| {
             let at = s.as_ptr() as usize - base;
@@ -436,14 +543,43 @@ impl Btf {
             types,
             strings,
             starts,
-            heads,
-            next,
+            wanted,
+            all: std::sync::OnceLock::new(),
+            unlisted: std::sync::atomic::AtomicUsize::new(0),
             ptr_size: 8,
         };
+        if only.is_none() {
+            btf.all.get_or_init(|| btf.index_all());
+        }
         // BTF has no pointer size; a pointer is as wide as `long`.
         let long = btf.named("long int", |t| t.kind == KIND_INT).next();
         btf.ptr_size = long.map_or(8, |t| t.size_or_type);
         Ok(btf)
+    }
+
+    /// Every name indexed: chains built backwards so that each lists its ids in ascending
+    /// order. A bucket for every 8 types (the kernel's: 16k buckets, 64 KB, ~4 named types a
+    /// chain): a bucket a type made the table 512 KB, and its random writes missed the cache.
+    fn index_all(&self) -> NameIndex {
+        let (types, strings) = (self.types(), self.strings());
+        let mask = (self.starts.len() / 8).next_power_of_two() - 1;
+        let (mut heads, mut next) = (vec![0u32; mask + 1], vec![0u32; self.starts.len()]);
+        for (id, &pos) in self.starts.iter().enumerate().skip(1).rev() {
+            let name = le32(types, pos as usize).unwrap_or(0) as usize;
+            if name != 0 {
+                let bucket = hash_name(strings.get(name..).unwrap_or(&[])) as usize & mask;
+                next[id] = heads[bucket];
+                heads[bucket] = id as u32;
+            }
+        }
+        NameIndex { heads, next }
+    }
+
+    /// How many lookups were of a name [`Btf::from_blob_for`] was not given (each made or used
+    /// the index of every name).
+    #[cfg(test)]
+    pub(crate) fn unlisted_lookups(&self) -> usize {
+        self.unlisted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn ty(&self, id: u32) -> Option<Ty<'_>> {
@@ -481,10 +617,22 @@ impl Btf {
         name: &str,
         keep: impl Fn(&Ty<'_>) -> bool,
     ) -> impl Iterator<Item = Ty<'a>> {
-        let bucket = hash_name(name.as_bytes()) as usize & (self.heads.len() - 1);
-        let next = |&id: &u32| self.next.get(id as usize).copied();
-        std::iter::successors(self.heads.get(bucket).copied(), next)
-            .take_while(|&id| id != 0)
+        let listed = self.wanted.binary_search_by(|w| w.name.as_str().cmp(name));
+        let (listed, first) = match listed {
+            Ok(i) => (self.wanted[i].ids.as_slice(), None),
+            Err(_) => {
+                if !self.wanted.is_empty() {
+                    self.unlisted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let all = self.all.get_or_init(|| self.index_all());
+                let bucket = hash_name(name.as_bytes()) as usize & (all.heads.len() - 1);
+                (&[][..], all.heads.get(bucket).copied())
+            }
+        };
+        let next = |&id: &u32| self.all.get()?.next.get(id as usize).copied();
+        let chain = std::iter::successors(first, next).take_while(|&id| id != 0);
+        (listed.iter().copied().chain(chain))
             .filter_map(|id| self.ty(id))
             .filter(move |t| self.name_is(t.name, name) && keep(t))
     }

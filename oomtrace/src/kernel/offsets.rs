@@ -18,6 +18,29 @@ pub(crate) struct Layout {
     pub(crate) missing: Vec<String>,
 }
 
+/// The structs and enums [`Layout::discover`] looks up in BTF by name: [`Btf::from_blob_for`]
+/// indexes only these (and the plan's functions and tracepoints). A name left out is still
+/// found, slower; the running kernel's test `btf_names_cover_every_lookup` fails on it.
+pub(crate) const BTF_NAMES: &[&str] = &[
+    "cgroup",
+    "cgroup_root",
+    "cgroup_subsys_id",
+    "cgroup_subsys_state",
+    "css_set",
+    "fdtable",
+    "file",
+    "files_struct",
+    "inode",
+    "kernfs_node",
+    "mem_cgroup",
+    "mm_struct",
+    "oom_control",
+    "percpu_counter",
+    "signal_struct",
+    "super_block",
+    "task_struct",
+];
+
 impl Layout {
     /// Reads BTF offsets (if BTF is there) and the format files of the tracepoints in use.
     pub(crate) fn discover(btf: Option<&Btf>, tracefs: Option<&Tracefs>) -> Layout {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::kernel::{
     btf::{Blob, Btf, TypeDesc},
     cgroups::{self, MemoryController},
-    offsets::Layout,
+    offsets::{self, Layout},
     plan::{self, AttachType, Candidate, Facts, Hook, HookPlan, Target},
     tracefs::{Tracefs, TracefsError},
 };
@@ -116,7 +116,7 @@ impl Probes {
         raise_memlock_limit();
         keep_large_blocks_mapped();
         let loader = loader_without_btf();
-        let btf = read_vmlinux_btf().and_then(|b| Btf::from_blob(b).map_err(|e| e.to_string()));
+        let btf = read_vmlinux_btf().and_then(|b| parse_vmlinux_btf(b).map_err(|e| e.to_string()));
         let tracefs = Tracefs::locate(true);
         let layout = Layout::discover(btf.as_ref().ok(), tracefs.as_ref().ok());
         let mut facts = kernel_facts(btf.as_ref(), tracefs.as_ref(), &opts.forbid);
@@ -736,6 +736,18 @@ fn btf_attach_targets() -> (Vec<&'static str>, Vec<&'static str>) {
     (functions, tracepoints)
 }
 
+/// The kernel's BTF with the names start-up looks up indexed: the layout's structs and enums
+/// ([`offsets::BTF_NAMES`]), the plan's functions and tracepoints.
+fn parse_vmlinux_btf(blob: Blob) -> Result<Btf, crate::kernel::btf::BtfError> {
+    let (functions, tracepoints) = btf_attach_targets();
+    let names: Vec<&str> = offsets::BTF_NAMES
+        .iter()
+        .copied()
+        .chain(functions)
+        .collect();
+    Btf::from_blob_for(blob, &names, &tracepoints)
+}
+
 /// aya's parse of a BTF skeleton (its error is what the BTF-attached loads then report).
 fn parse_btf(bytes: &[u8]) -> Result<aya::Btf, String> {
     aya::Btf::parse(bytes, aya::Endianness::default())
@@ -849,6 +861,52 @@ mod tests {
         layout.config.sb_magic = oomtrace_common::NO_OFFSET;
         let why = fd_walk_fact(&layout, "6.18.0").unwrap_err();
         assert!(why.contains("offset"), "{why}");
+    }
+
+    /// The names start-up indexes ([`parse_vmlinux_btf`]) cover every BTF lookup it makes on
+    /// the running kernel (the layout, the facts, the refused-type probes' targets, the
+    /// skeletons), with the answers of the index of every name.
+    #[test]
+    fn btf_names_cover_every_lookup() {
+        let path = Path::new(Btf::VMLINUX);
+        let blob = || {
+            Blob::map_or_read(path).expect("the kernel's BTF (every kernel of the matrix has it)")
+        };
+        let listed = parse_vmlinux_btf(blob()).unwrap();
+        let all = Btf::from_blob(blob()).unwrap();
+        let lookups = |btf: &Btf| {
+            let (functions, tracepoints) = btf_attach_targets();
+            let ids: Vec<_> = functions.iter().map(|f| btf.function_id(f)).collect();
+            let layout = Layout::discover(Some(btf), None);
+            (
+                layout.config,
+                layout.missing,
+                ids,
+                mark_victim_passes_task(btf),
+                exit_passes_group_dead(btf),
+                btf.attach_skeleton(&functions, &tracepoints),
+            )
+        };
+        let (a, b) = (lookups(&listed), lookups(&all));
+        assert_eq!(
+            listed.unlisted_lookups(),
+            0,
+            "a name start-up looks up is not listed"
+        );
+        assert_eq!(a.0, b.0);
+        assert_eq!((&a.1, &a.2, a.3, a.4), (&b.1, &b.2, b.3, b.4));
+        assert!(
+            a.2.iter().any(Option::is_some),
+            "no function of the plan in BTF: {:?}",
+            a.2
+        );
+        assert_eq!(a.5, b.5, "the skeletons differ");
+        // A name not listed is still found, through the index of every name.
+        assert_eq!(
+            listed.struct_size("sk_buff").unwrap(),
+            all.struct_size("sk_buff").unwrap()
+        );
+        assert_eq!(listed.unlisted_lookups(), 1);
     }
 
     /// Schema 3: facts are plain values with their reason beside them, never serde's

@@ -564,3 +564,72 @@ fn the_running_kernels_every_named_type_is_found_by_its_name() {
     }
     assert!(named > 1000, "{named} named types");
 }
+
+/// An index of a few names finds each of them at the same ids as the index of every name
+/// (names sharing their first eight bytes, at and around eight bytes long, absent ones), and
+/// finds a name it was not given through the index of every name, counted.
+#[test]
+fn an_index_of_a_few_names_finds_what_the_whole_index_finds() {
+    let path = Path::new(Btf::VMLINUX);
+    let blob =
+        || Blob::map_or_read(path).expect("the kernel's BTF (every kernel of the matrix has it)");
+    let all = Btf::from_blob(blob()).unwrap();
+    let names = [
+        "task_struct",
+        "task_stru",
+        "file",
+        "inode",
+        "cgroup",
+        "cgroup_root",
+        "oom_kill_process",
+        "no_such_type_in_any_kernel",
+        "__x64_sys_kill",
+        "int",
+        "unsigned int",
+        "long int",
+        "",
+    ];
+    let tracepoints = ["mark_victim", "sched_process_exit", "no_such_tracepoint"];
+    let listed = Btf::from_blob_for(blob(), &names, &tracepoints).unwrap();
+    let ids = |b: &Btf, n: &str| b.named(n, |_| true).map(|t| t.id).collect::<Vec<_>>();
+    let typedefs = tracepoints.map(tracepoint_typedef);
+    for n in names
+        .iter()
+        .copied()
+        .chain(typedefs.iter().map(String::as_str))
+    {
+        if n.is_empty() {
+            continue;
+        }
+        assert_eq!(ids(&listed, n), ids(&all, n), "{n}");
+    }
+    assert!(!ids(&listed, "task_struct").is_empty());
+    assert_eq!(ids(&listed, "btf_trace_mark_victim").len(), 1);
+    assert_eq!(listed.unlisted_lookups(), 0);
+    assert_eq!(listed.ptr_size, all.ptr_size);
+    assert_eq!(ids(&listed, "mm_struct"), ids(&all, "mm_struct"));
+    assert_eq!(ids(&listed, "task_structx"), ids(&all, "task_structx"));
+    assert_eq!(listed.unlisted_lookups(), 2);
+}
+
+/// A name's first word is the same whether it ends at a NUL or at the end of the slice.
+#[test]
+fn a_names_first_word_ends_at_its_nul() {
+    let long = b"abcdefghijkl";
+    for n in 0..long.len() {
+        let mut terminated = long[..n].to_vec();
+        terminated.extend_from_slice(b"\0xyzxyzxyz");
+        assert_eq!(
+            first_word(&long[..n]),
+            first_word(&terminated),
+            "length {n}"
+        );
+        if n < 8 {
+            assert_ne!(
+                first_word(&long[..n]),
+                first_word(&long[..n + 1]),
+                "length {n}"
+            );
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! What a killed earlier run left behind. A test process killed by a signal (a timeout, ^C, a
 //! runner's teardown) runs none of its Drop guards, so its memory cgroups and FUSE mounts stay
 //! (found on this machine: a `fleet` test's memcg and its mount, from a run killed mid-test).
-//! Both are named after the test process's pid (`tests/src/sandbox.rs`: `oomtrace-test-PID-…`
-//! and `PREFIX-oomtrace-PID-N`; `tests/src/fuse.rs`: `oomtrace-fuse-PID-…`). Before a run, those
+//! All are named after the test process's pid (`tests/src/sandbox.rs`: `oomtrace-test-PID-…`
+//! and `PREFIX-oomtrace-PID-N`; `tests/src/fuse.rs`: `oomtrace-fuse-PID-…`; scratch
+//! directories, `oomtrace/src/scratch.rs`: `oomtrace-LABEL-PID-N`). Before a run, those
 //! whose process is gone are removed and the run says so. Processes still inside such a memcg
 //! are not ended (this run did not start them): the memcg is left and named.
 
@@ -128,6 +129,53 @@ fn sweep_fuse(said: &mut Vec<String>) {
     }
 }
 
+/// The pid in a test scratch directory's name (`oomtrace/src/scratch.rs`:
+/// `oomtrace-LABEL-PID-N`, in the temporary directory).
+fn scratch_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("oomtrace-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let (n, pid, label) = (parts.next()?, parts.next()?, parts.next()?);
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if label.is_empty() || !number(n) || !number(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Scratch directories (a test's Prometheus data, its files) of test pids that are gone. Only
+/// directories on the temporary directory's own file system: never into a mount.
+fn sweep_scratch(tmp: &Path, said: &mut Vec<String>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(tmp_dev) = std::fs::metadata(tmp).map(|m| m.dev()) else {
+        return;
+    };
+    // `/proc/self` belongs to this process's effective user.
+    let me = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = scratch_pid(&name) else {
+            continue;
+        };
+        let path = e.path();
+        // Ours (the sweep runs as root, as the tests did), a directory, not a mount.
+        let own_dir = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_dir() && m.dev() == tmp_dev && Some(m.uid()) == me);
+        if alive(pid) || !own_dir {
+            continue;
+        }
+        said.push(match std::fs::remove_dir_all(&path) {
+            Ok(()) => format!(
+                "removed scratch directory {} (test pid {pid} gone)",
+                path.display()
+            ),
+            Err(e) => format!("could NOT remove scratch directory {}: {e}", path.display()),
+        });
+    }
+}
+
 /// Removes what killed earlier runs left, as root; prints one line per thing touched.
 pub(crate) fn sweep() {
     if !crate::setup::is_root() {
@@ -135,6 +183,7 @@ pub(crate) fn sweep() {
     }
     let mut said = Vec::new();
     sweep_fuse(&mut said);
+    sweep_scratch(&std::env::temp_dir(), &mut said);
     for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
         sweep_memcgs(Path::new(root), &mut said);
     }
@@ -164,6 +213,38 @@ mod tests {
         ] {
             assert_eq!(owner_pid(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn scratch_directories_give_their_pid() {
+        assert_eq!(scratch_pid("oomtrace-fleet-prometheus-5380-0"), Some(5380));
+        assert_eq!(scratch_pid("oomtrace-x-12-3"), Some(12));
+        for other in [
+            "oomtrace-fuse-5380-fleet",
+            "oomtrace-12-3",
+            "oomtrace--12-3",
+            "oomtrace-x-12-",
+            "other-x-12-3",
+        ] {
+            assert_eq!(scratch_pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_gone_runs_scratch_directory_is_removed_and_a_live_ones_kept() {
+        let tmp = std::env::temp_dir().join(format!("xtask-scratch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let gone = tmp.join("oomtrace-fleet-prometheus-4999999-0");
+        std::fs::create_dir_all(gone.join("data")).unwrap();
+        std::fs::write(gone.join("data/x"), "x").unwrap();
+        let live = tmp.join(format!("oomtrace-y-{}-0", std::process::id()));
+        std::fs::create_dir_all(&live).unwrap();
+        let mut said = Vec::new();
+        sweep_scratch(&tmp, &mut said);
+        assert!(!gone.exists(), "{said:?}");
+        assert!(live.exists());
+        assert_eq!(said.len(), 1, "{said:?}");
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -500,6 +500,12 @@ mod tests {
         assert!(w.is_empty());
     }
 
+    /// A start time before `real` (an earlier process's): half of it, as the machine may have
+    /// been up for less than any fixed span (a fresh CI machine, a VM restored from a snapshot).
+    fn earlier(real: u64) -> u64 {
+        real / 2
+    }
+
     /// The victim started at `victim_start` had the pid before the process the test spawns
     /// (which plays the later process that got the pid): it must never be reported as the
     /// victim's death, nor followed as the victim once it is named by a kill of its own.
@@ -519,7 +525,7 @@ mod tests {
         let mut later = sleeper();
         let pid = later.id();
         let real = start_ns_of(proc_root, pid).unwrap();
-        let victim_start = real - 3_600_000_000_000;
+        let victim_start = earlier(real);
         let before_open = crate::clock::monotonic_now();
         assert!(
             w.watch(proc_root, (pid, pid), victim_start, [0; 16])
@@ -538,7 +544,7 @@ mod tests {
         // as seen dying.
         let mut later = sleeper();
         let pid = later.id();
-        let victim_start = start_ns_of(proc_root, pid).unwrap() - 3_600_000_000_000;
+        let victim_start = earlier(start_ns_of(proc_root, pid).unwrap());
         assert!(
             w.watch(proc_root, (pid, pid), victim_start, [0; 16])
                 .unwrap()
@@ -555,7 +561,7 @@ mod tests {
         let pid = later.id();
         let real = start_ns_of(proc_root, pid).unwrap();
         assert!(
-            w.watch(proc_root, (pid, pid), real - 3_600_000_000_000, [0; 16])
+            w.watch(proc_root, (pid, pid), earlier(real), [0; 16])
                 .unwrap()
                 .started
         );

@@ -174,6 +174,9 @@ pub(crate) struct WatchArgs {
     /// Print the kernel's per-program run counts and times at exit (benchmarks).
     #[arg(long, hide = true)]
     pub(crate) bpf_stats: bool,
+    /// Print where the event loop's own CPU went at exit, per part of a wake-up (benchmarks).
+    #[arg(long, hide = true)]
+    pub(crate) loop_stats: bool,
     /// The ring buffer's size in bytes (a power of 2, at least a page): tests that overflow it.
     #[arg(long, hide = true, value_name = "BYTES")]
     pub(crate) ring_bytes: Option<u32>,

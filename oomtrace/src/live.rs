@@ -18,11 +18,13 @@ use tokio::{
 
 mod banner;
 mod hook;
+mod loop_stats;
 mod recorder;
 mod remedy;
 mod ticker;
 
 use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
+use loop_stats::Part;
 
 use crate::{
     clock::{Clock, monotonic_now},
@@ -73,6 +75,8 @@ pub struct LiveOptions {
     pub quiet_events: bool,
     /// Count per-program run time in the kernel and print it at exit (benchmarks).
     pub bpf_stats: bool,
+    /// Count the loop's own CPU per part of a wake-up and print it at exit (benchmarks).
+    pub loop_stats: bool,
 }
 
 /// How the run ended.
@@ -223,6 +227,8 @@ struct Runner {
     /// A kill's record is taken out of `kill_sockets` in one `bpf` call (see
     /// [`take_kill_record`]); false once the kernel said it cannot.
     kill_record_one_call: bool,
+    /// `--loop-stats`: the loop's CPU per part of a wake-up (off unless asked).
+    loop_stats: loop_stats::LoopStats,
 }
 
 impl Runner {
@@ -250,6 +256,7 @@ impl Runner {
             kill_sockets: None,
             lost_unchecked: false,
             kill_record_one_call: true,
+            loop_stats: loop_stats::LoopStats::new(false),
         }
     }
 
@@ -878,6 +885,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with the runtime")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    runner.loop_stats = loop_stats::LoopStats::new(opts.loop_stats);
     watch(
         &mut runner,
         probes,
@@ -891,6 +899,9 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
     for ev in deaths.get_mut().ready(Path::new("/proc")) {
         runner.userspace(&ev)?;
+    }
+    if let Some(v) = runner.loop_stats.json() {
+        runner.note(&Note::Stats(&v));
     }
     finish(runner, probes, opts.bpf_stats)
 }
@@ -1049,6 +1060,7 @@ async fn watch(
     let mut ticker = unsafe { AsyncFd::register_with_interest(ticker, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("registering the loop's timer with the runtime")?;
+    let mut mark = runner.loop_stats.mark();
     while runner.stopped().is_none() {
         let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
         let mut wake = runner.next_wake();
@@ -1060,14 +1072,17 @@ async fn watch(
             .get_mut()
             .arm(wake)
             .context("arming the loop's timer (timerfd_settime)")?;
+        mark = runner.loop_stats.add(Part::Prepare, mark);
         let memcg_ready = async {
             match memcgs.as_deref_mut() {
                 Some(m) => m.readable_mut().await.map(Some),
                 None => std::future::pending().await,
             }
         };
+        let mut part = Part::Other;
         tokio::select! {
             guard = memcg_ready => {
+                (part, mark) = (Part::MemcgNotices, runner.loop_stats.add(Part::WaitReady, mark));
                 let mut guard = guard.context("waiting for memcg notifications")?;
                 if let Some(g) = &mut guard {
                     // Kernel events up to now first.
@@ -1083,11 +1098,13 @@ async fn watch(
                 }
             }
             guard = ring.readable_mut() => {
+                (part, mark) = (Part::KernelEvents, runner.loop_stats.add(Part::WaitReady, mark));
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 drain(guard.get_inner_mut(), runner, deaths.get_mut())?;
                 guard.clear_ready();
             }
             guard = deaths.readable_mut() => {
+                (part, mark) = (Part::Deaths, runner.loop_stats.add(Part::WaitReady, mark));
                 let mut guard = guard.context("waiting for victims' pidfds")?;
                 // Kernel events up to now first: the death comes after them.
                 drain(ring.get_mut(), runner, guard.get_inner_mut())?;
@@ -1097,6 +1114,7 @@ async fn watch(
                 guard.clear_ready();
             }
             guard = ticker.readable_mut() => {
+                (part, mark) = (Part::Tick, runner.loop_stats.add(Part::WaitReady, mark));
                 let mut guard = guard.context("waiting for the loop's timer")?;
                 let fired = guard.get_inner_mut().expired();
                 guard.clear_ready();
@@ -1109,6 +1127,7 @@ async fn watch(
                 }
             }
             conn = metrics::Endpoint::next(endpoint.as_ref()) => {
+                mark = runner.loop_stats.add(Part::WaitReady, mark);
                 if let Some(e) = &mut endpoint {
                     e.answer(conn, || runner.metrics_body(probes.tracked_count().ok()));
                 }
@@ -1118,6 +1137,7 @@ async fn watch(
             () = &mut until => break,
         }
         runner.wake_done();
+        mark = runner.loop_stats.add(part, mark);
     }
     Ok(())
 }

@@ -125,6 +125,7 @@ fn watch(args: &WatchArgs, record: Option<(PathBuf, bool)>) -> anyhow::Result<Ex
         },
         quiet_events: args.findings_only,
         bpf_stats: args.bpf_stats,
+        loop_stats: args.loop_stats,
     };
     let mut probes = load(&args.forbid, args.trace_all_exits, args.ring_bytes)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -398,6 +398,203 @@ fn background(pid: u32, idle: Duration) -> (Usage, Usage, Usage) {
     (settled, before, per_s)
 }
 
+/// The floor of a wake-up in the storm: a process of its own (this binary again, as small as
+/// oomtrace is apart from the bench's forking threads) that does nothing but sleep in
+/// `epoll_wait` on the pidfds of the storm's victims, closing each as it fires: woken at each
+/// death as oomtrace's loop is. Its CPU per wake (`CLOCK_THREAD_CPUTIME_ID`, the scheduler's
+/// account) is what a wake-up costs on this machine in the same storm. The victims' pids come
+/// on its stdin, one per line, in the same `epoll_wait`.
+struct DeathWaiter {
+    child: std::process::Child,
+}
+
+/// Set (to anything) in the environment: this process is the [`DeathWaiter`].
+const WAITER_ENV: &str = "OOMTRACE_BENCH_DEATH_WAITER";
+
+impl DeathWaiter {
+    fn start() -> DeathWaiter {
+        let child = Command::new(std::env::current_exe().expect("this binary"))
+            .env(WAITER_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the death waiter");
+        DeathWaiter { child }
+    }
+
+    /// Wake at `pid`'s death: told before the victim is let go (a pid is not reaped before
+    /// its owner's wait, so the waiter's pidfd is the victim's).
+    fn watch(&self, pid: u32) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut stdin = self.child.stdin.as_ref().expect("piped");
+        writeln!(stdin, "{pid}")
+    }
+
+    /// Stops it: (wake-ups, its CPU ns, pidfds that fired, pids it could not open).
+    fn stop(mut self) -> (u64, u64, u64, u64) {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().expect("the death waiter");
+        assert!(out.status.success(), "the death waiter failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n: Vec<u64> = text
+            .split_whitespace()
+            .map(|w| w.parse().expect("four numbers"))
+            .collect();
+        assert_eq!(n.len(), 4, "the death waiter said {text:?}");
+        (n[0], n[1], n[2], n[3])
+    }
+}
+
+/// The [`DeathWaiter`] process: prints "WAKES CPU_NS DEATHS UNOPENED" at the end of its stdin.
+fn death_waiter() {
+    use std::io::Read as _;
+    const STDIN: u64 = u64::MAX;
+    // SAFETY: plain syscalls on descriptors this process owns.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(
+        ep >= 0,
+        "epoll_create1: {}",
+        std::io::Error::last_os_error()
+    );
+    let add = |fd: i32, data: u64, oneshot: bool| {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32
+                | if oneshot {
+                    libc::EPOLLONESHOT as u32
+                } else {
+                    0
+                },
+            u64: data,
+        };
+        // SAFETY: valid descriptors and event.
+        let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        assert_eq!(r, 0, "epoll_ctl: {}", std::io::Error::last_os_error());
+    };
+    add(0, STDIN, false);
+    let cpu0 = thread_cpu_ns();
+    let (mut wakes, mut deaths, mut unopened, mut told) = (0u64, 0u64, 0u64, 0u64);
+    let mut pending = Vec::new();
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    let mut open = true;
+    // Until stdin is closed and every pid told has died (or was gone).
+    while open || deaths + unopened < told {
+        // SAFETY: a valid epoll descriptor and buffer.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, -1) };
+        let Ok(n) = usize::try_from(n) else {
+            continue;
+        };
+        wakes += 1;
+        for e in &evs[..n] {
+            if e.u64 == STDIN {
+                let mut buf = [0u8; 4096];
+                let got = std::io::stdin().read(&mut buf).expect("reading pids");
+                if got == 0 {
+                    open = false;
+                    // SAFETY: stdin is done with.
+                    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, 0, std::ptr::null_mut()) };
+                    continue;
+                }
+                pending.extend_from_slice(&buf[..got]);
+                while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=at).collect();
+                    let pid: i64 = String::from_utf8_lossy(&line)
+                        .trim()
+                        .parse()
+                        .expect("a pid");
+                    // SAFETY: plain syscall.
+                    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+                    if fd < 0 {
+                        unopened += 1;
+                    } else {
+                        add(fd, fd as u64, true);
+                    }
+                    told += 1;
+                }
+            } else {
+                let fd = e.u64 as i32;
+                // SAFETY: the pidfd registered with this event (one shot), closed once here.
+                unsafe {
+                    libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+                    libc::close(fd);
+                }
+                deaths += 1;
+            }
+        }
+    }
+    println!("{wakes} {} {deaths} {unopened}", thread_cpu_ns() - cpu0);
+}
+
+/// This thread's CPU time so far, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// `--loop-stats`' parts as a row: oomtrace's loop CPU per kill by part of a wake-up, and
+/// the bare waiter's CPU per wake beside what oomtrace's sleeps cost.
+fn loop_rows(stats: &Value, floor: (u64, u64, u64, u64), kills: usize, out: &mut Vec<Value>) {
+    let kills = kills.max(1) as f64;
+    let part = |name: &str| {
+        let p = &stats["parts"][name];
+        (
+            p["turns"].as_u64().unwrap_or(0) as f64,
+            p["cpu_ns"].as_u64().unwrap_or(0) as f64,
+        )
+    };
+    let names = [
+        ("wait_slept", "waits that slept"),
+        ("wait_ready", "waits with something ready"),
+        ("prepare", "before each wait"),
+        ("kernel_events", "kernel events"),
+        ("memcg_notices", "memcg notifications"),
+        ("deaths", "deaths"),
+        ("tick", "ticks"),
+        ("other", "other"),
+    ];
+    let text: Vec<String> = names
+        .iter()
+        .map(|(name, said)| {
+            let (turns, ns) = part(name);
+            format!(
+                "{said} {:.3} ms ({:.1} per kill, {:.1} µs each)",
+                ns / 1e6 / kills,
+                turns / kills,
+                if turns > 0.0 { ns / 1e3 / turns } else { 0.0 }
+            )
+        })
+        .collect();
+    out.push(row(
+        "OOM storm: oomtrace's loop CPU per kill, by part of a wake-up (`--loop-stats`)",
+        text.join("; "),
+        "(informational)",
+        None,
+    ));
+    let (wakes, cpu_ns, deaths, unopened) = floor;
+    let (slept, slept_ns) = part("wait_slept");
+    let floor_us = cpu_ns as f64 / 1e3 / wakes.max(1) as f64;
+    let mine_us = if slept > 0.0 {
+        slept_ns / 1e3 / slept
+    } else {
+        f64::NAN
+    };
+    out.push(row(
+        "OOM storm: one wake-up's CPU, oomtrace's wait that slept ÷ a bare waiter on the \
+         victims' pidfds (a process of its own)",
+        format!(
+            "{mine_us:.1} µs against {floor_us:.1} µs per wake ({wakes} wakes for {deaths} \
+             deaths and the pids told; {unopened} gone before their pidfd): {:.1}×",
+            mine_us / floor_us
+        ),
+        "(informational)",
+        None,
+    ));
+}
+
 fn oom_storm(
     kills_per_worker: usize,
     workers: usize,
@@ -405,17 +602,24 @@ fn oom_storm(
     out: &mut Vec<Value>,
     details: &mut Value,
 ) -> u64 {
-    let w = Watch::start(&["--findings-only"]);
+    let w = Watch::start(&["--findings-only", "--loop-stats"]);
     let (settled, before, background) = background(w.pid(), idle);
+    let waiter = std::sync::Arc::new(std::sync::Mutex::new(DeathWaiter::start()));
     let started = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|i| {
+            let waiter = std::sync::Arc::clone(&waiter);
             std::thread::spawn(move || {
                 let sandbox = Sandbox::new(&format!("storm{i}"), 16 * MIB);
                 let mut pids = Vec::new();
                 for _ in 0..kills_per_worker {
                     let mut h = hog(&sandbox, 64, false, None);
                     pids.push(h.pid());
+                    waiter
+                        .lock()
+                        .expect("the waiter")
+                        .watch(h.pid())
+                        .expect("telling the death waiter");
                     h.go();
                     assert_eq!(h.wait_signal(Duration::from_secs(30)), Some(libc::SIGKILL));
                 }
@@ -431,6 +635,11 @@ fn oom_storm(
         kernel_kills += k;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let floor = std::sync::Arc::into_inner(waiter)
+        .expect("the workers are joined")
+        .into_inner()
+        .expect("the waiter")
+        .stop();
     let dead_seen = |w: &Watch| {
         let lines = w.lines();
         pids.iter()
@@ -486,6 +695,14 @@ fn oom_storm(
         pids.len(),
         idle,
     ));
+    let stats = lines
+        .iter()
+        .find(|v| v["type"] == "loop_stats")
+        .cloned()
+        .expect("oomtrace --loop-stats printed no loop_stats line");
+    loop_rows(&stats, floor, pids.len(), out);
+    details["oom_storm_loop"] = json!({"oomtrace": stats, "bare_waiter": {"wakes": floor.0,
+        "cpu_ns": floor.1, "deaths": floor.2, "unopened": floor.3}});
     details["oom_storm"] = json!({"summary": summary, "elapsed_s": elapsed, "cpu_s": cpu,
         "startup_cpu_s": settled.cpu, "background_cpu_per_s": background.cpu});
     peak
@@ -834,6 +1051,10 @@ fn sigkill_storm(n: usize, out: &mut Vec<Value>, details: &mut Value) {
 }
 
 fn main() {
+    if std::env::var_os(WAITER_ENV).is_some() {
+        death_waiter();
+        return;
+    }
     if let Ok(spec) = std::env::var(STORM_ENV) {
         let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
         let secs: f64 = secs.parse().expect("seconds");

@@ -478,11 +478,21 @@ fn death_waiter() {
     let mut open = true;
     // Until stdin is closed and every pid told has died (or was gone).
     while open || deaths + unopened < told {
+        // Once stdin is closed every victim is dead: a pidfd that has not fired in 10 s
+        // never will (a pid reused before its pidfd was opened), and the bench must end.
+        let timeout = if open { -1 } else { 10_000 };
         // SAFETY: a valid epoll descriptor and buffer.
-        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, -1) };
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, timeout) };
         let Ok(n) = usize::try_from(n) else {
             continue;
         };
+        if n == 0 {
+            eprintln!(
+                "oomtrace-bench: the death waiter gave up on {} pidfds",
+                told - deaths - unopened
+            );
+            break;
+        }
         wakes += 1;
         for e in &evs[..n] {
             if e.u64 == STDIN {

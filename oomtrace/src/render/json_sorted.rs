@@ -2,9 +2,11 @@
 //! `serde_json::to_value(x)?.to_string()` gives (serde_json's `Value` keeps objects in a
 //! `BTreeMap`, so the lines oomtrace has always written have sorted keys), without building
 //! the `Value` tree (a `String` per key, a node per field, a copy of every string) for each
-//! finding. Each object's values are written where they fall, their ranges noted with their
-//! keys; at the object's end the values are put in key order behind their keys. A key given
-//! twice keeps its last value, as `Value`'s map does.
+//! finding. Each object's `"key":value` pairs are written where they fall, their ranges noted
+//! with their keys. While the keys come in order (a struct whose fields are declared in key
+//! order) nothing moves; at the end of an object whose keys did not, its pairs are put in key
+//! order behind it and moved down over it. A key given twice keeps its last value, as `Value`'s
+//! map does.
 
 use std::borrow::Cow;
 
@@ -40,26 +42,31 @@ pub(crate) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(
     v.serialize(Ser { out }).inspect_err(|_| out.truncate(len))
 }
 
-/// One object being written to `out`: its values are in `out` from `start` on.
+/// One object being written to `out`: its `{` is at `start`, its pairs follow.
 pub(crate) struct Object<'a> {
     out: &'a mut Vec<u8>,
     start: usize,
     entries: Vec<Entry>,
+    /// Every key so far came after the one before it: the pairs are where they belong.
+    in_order: bool,
 }
 
 struct Entry {
     key: Cow<'static, str>,
-    value: std::ops::Range<usize>,
+    /// `"key":value` in `out`.
+    pair: std::ops::Range<usize>,
 }
 
 impl<'a> Object<'a> {
     /// An object to be written at the end of `out`.
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
         let start = out.len();
+        out.push(b'{');
         Object {
             out,
             start,
             entries: Vec::with_capacity(16),
+            in_order: true,
         }
     }
 
@@ -75,29 +82,41 @@ impl<'a> Object<'a> {
     }
 
     fn put<T: Serialize + ?Sized>(&mut self, key: Cow<'static, str>, v: &T) -> Result<()> {
+        if !self.entries.is_empty() {
+            self.out.push(b',');
+        }
         let at = self.out.len();
+        write_key(self.out, &key);
         v.serialize(Ser {
             out: &mut *self.out,
         })?;
+        if self.entries.last().is_some_and(|last| last.key >= key) {
+            self.in_order = false;
+        }
         self.entries.push(Entry {
             key,
-            value: at..self.out.len(),
+            pair: at..self.out.len(),
         });
         Ok(())
     }
 
-    /// Writes the object: `{`, its keys in order with their values, `}`; gives the buffer back.
-    /// The values are copied behind themselves in order and then moved down over their first
-    /// place: no allocation.
+    /// Writes the object's end, its pairs in key order; gives the buffer back. Pairs that came
+    /// out of order are copied behind the object in order and then moved down over it: no
+    /// allocation.
     pub(crate) fn finish(self) -> &'a mut Vec<u8> {
         let Object {
             out,
             start,
             mut entries,
+            in_order,
         } = self;
+        if in_order {
+            out.push(b'}');
+            return out;
+        }
         // Of a key given twice the last (the later value) stays last, and is the one kept; an
         // unstable sort with that order allocates nothing.
-        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.value.start.cmp(&b.value.start)));
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.pair.start.cmp(&b.pair.start)));
         let mid = out.len();
         out.push(b'{');
         let mut first = true;
@@ -109,8 +128,7 @@ impl<'a> Object<'a> {
                 out.push(b',');
             }
             first = false;
-            write_key(out, &e.key);
-            out.extend_from_within(e.value.clone());
+            out.extend_from_within(e.pair.clone());
         }
         out.push(b'}');
         out.drain(start..mid);
@@ -867,6 +885,44 @@ mod tests {
         );
         let mut out = Vec::new();
         assert!(Object::new(&mut out).merge(&3u8).is_err());
+    }
+
+    /// Declared in key order: written in place, nothing moved (and the same bytes).
+    #[derive(Serialize)]
+    struct InOrder {
+        a: u8,
+        b: Vec<InOrder>,
+        c: Option<Box<InOrder>>,
+        d: BTreeMap<String, u8>,
+    }
+
+    #[test]
+    fn keys_in_order_are_written_in_place() {
+        let leaf = || InOrder {
+            a: 1,
+            b: vec![],
+            c: None,
+            d: [("x".into(), 1), ("y".into(), 2)].into(),
+        };
+        let v = InOrder {
+            a: 0,
+            b: vec![leaf(), leaf()],
+            c: Some(Box::new(leaf())),
+            d: BTreeMap::new(),
+        };
+        same(&v);
+        // In order but a key given twice: the last value is kept, as `Value` keeps it.
+        let mut out = Vec::new();
+        let mut o = Object::new(&mut out);
+        o.field("a", &1).unwrap();
+        o.field("b", &2).unwrap();
+        o.field("b", &3).unwrap();
+        o.field("c", &4).unwrap();
+        o.finish();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), r#"{"a":1,"b":3,"c":4}"#);
+        let mut out = b"[".to_vec();
+        Object::new(&mut out).finish();
+        assert_eq!(out, b"[{}");
     }
 
     #[test]

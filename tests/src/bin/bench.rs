@@ -138,6 +138,22 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// CPU seconds of `pid`'s live threads to the nanosecond (`/proc/PID/task/*/schedstat`, the
+/// scheduler's own account), for differences over a span in which no thread ends:
+/// `/proc/PID/stat` counts in clock ticks (10 ms here), which over a 520-kill storm is
+/// ±0.02 ms per kill, a tenth of what the row judges.
+fn cpu_seconds_exact(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return cpu_seconds(pid);
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
 fn row(figure: &str, value: String, target: &str, ok: Option<bool>) -> Value {
     json!({"figure": figure, "value": value, "target": target,
            "verdict": match ok { Some(true) => "met", Some(false) => "MISSED", None => "" }})
@@ -345,7 +361,7 @@ struct Usage {
 impl Usage {
     fn of(pid: u32) -> Usage {
         Usage {
-            cpu: cpu_seconds(pid),
+            cpu: cpu_seconds_exact(pid),
             wakes: proc_status_number(pid, "voluntary_ctxt_switches:") as f64,
         }
     }
@@ -745,7 +761,10 @@ fn oom_storm(
     let correlated = dead_seen(&w);
     let pid = w.pid();
     let after = Usage::of(pid);
-    let cpu = after.cpu;
+    // All of its CPU, ended threads included (clock ticks), and what of it came before the
+    // storm's usage settled.
+    let cpu = cpu_seconds(pid);
+    let startup_cpu = (cpu - after.since(settled).cpu).max(0.0);
     let peak = proc_status_number(pid, "VmHWM:");
     let lines = w.stop_and_collect();
     let summary = lines
@@ -774,7 +793,7 @@ fn oom_storm(
             ms(&s["kill_to_dead"]["p50_ns"]),
             ms(&s["kill_to_dead"]["p99_ns"]),
             100.0 * cpu / elapsed,
-            settled.cpu
+            startup_cpu
         ),
         "(informational)",
         None,
@@ -800,7 +819,7 @@ fn oom_storm(
     details[key("oom_storm_loop")] = json!({"oomtrace": stats, "bare_waiter": {"wakes": floor.0,
         "cpu_ns": floor.1, "deaths": floor.2, "unopened": floor.3}});
     details[key("oom_storm")] = json!({"summary": summary, "elapsed_s": elapsed, "cpu_s": cpu,
-        "startup_cpu_s": settled.cpu, "background_cpu_per_s": background.cpu});
+        "startup_cpu_s": startup_cpu, "background_cpu_per_s": background.cpu});
     peak
 }
 

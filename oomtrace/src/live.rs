@@ -21,6 +21,7 @@ mod hook;
 mod loop_stats;
 mod recorder;
 mod remedy;
+mod ring_fill;
 mod ticker;
 
 use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
@@ -222,8 +223,12 @@ struct Runner {
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
     /// Events were read since the kernel's lost-event counter was last read. Events are lost
     /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
-    /// new losses: the counter (a per-CPU map read) is read after reads that found events.
+    /// new losses: the counter (a per-CPU map read) is read at a tick after reads that found
+    /// events, if the ring may have been full meanwhile (`ring_fill`), else at the sweep.
     lost_unchecked: bool,
+    /// Whether the ring can have been full since the lost-event counter was last read: when
+    /// it cannot, the counter is read at the sweep only (`None`: at every tick after events).
+    ring_fill: Option<ring_fill::RingFill>,
     /// A kill's record is taken out of `kill_sockets` in one `bpf` call (see
     /// [`take_kill_record`]); false once the kernel said it cannot.
     kill_record_one_call: bool,
@@ -255,6 +260,7 @@ impl Runner {
             last_sweep: now,
             kill_sockets: None,
             lost_unchecked: false,
+            ring_fill: None,
             kill_record_one_call: true,
             loop_stats: loop_stats::LoopStats::new(false),
         }
@@ -734,10 +740,20 @@ impl Runner {
         deaths: &mut DeathWatch,
     ) -> anyhow::Result<()> {
         drain(ring, self, deaths)?;
-        if std::mem::take(&mut self.lost_unchecked) {
+        let sweep_due = self.last_sweep.elapsed() >= SWEEP_EVERY;
+        // Events are lost only when the ring was full (see ring_fill.rs); the counter is read
+        // when it may have been, and at the sweep (a reservation the kernel refused for
+        // another reason, rare, is said within `SWEEP_EVERY`).
+        if self.lost_unchecked
+            && (sweep_due || self.ring_fill.as_ref().is_none_or(|r| r.may_have_lost()))
+        {
+            self.lost_unchecked = false;
+            if let Some(r) = &mut self.ring_fill {
+                r.counted();
+            }
             self.lost(probes.lost_events()?)?;
         }
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+        if sweep_due {
             self.last_sweep = tokio::time::Instant::now();
             self.sweep(probes)?;
         }
@@ -879,7 +895,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         ),
         None => None,
     };
-    let ring = probes.take_ring()?;
+    let (ring, ring_size) = probes.take_ring()?;
+    runner.ring_fill = ring_size.and_then(|size| {
+        ring_fill::RingFill::new(std::os::fd::AsFd::as_fd(&ring), u64::from(size)).ok()
+    });
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)

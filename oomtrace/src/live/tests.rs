@@ -135,7 +135,7 @@ fn every_event_and_finding_reaches_each_sink_in_order() {
     }
     // Past the reorder window, before any timeout.
     runner
-        .judge(events.last().unwrap().header.ts_ns + 1_000_000_000)
+        .judge(events.last().unwrap().header.ts_ns + 1_000_000_000, true)
         .unwrap();
     let log = log.borrow();
     let of = |name: &str, what: &str| -> Vec<String> {
@@ -197,9 +197,12 @@ fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted()
         runner.userspace(ev).unwrap();
     }
     // Announced after the reorder window, flagged once past the timeout.
-    runner.judge(last + 1_000_000_000).unwrap();
+    runner.judge(last + 1_000_000_000, true).unwrap();
     runner
-        .judge(last + TrackerConfig::default().timeout_ns + 2_000_000_000)
+        .judge(
+            last + TrackerConfig::default().timeout_ns + 2_000_000_000,
+            true,
+        )
         .unwrap();
     assert_eq!(runner.flagged, 1, "{}\n{:#?}", out.text(), log.borrow());
     let log = log.borrow();

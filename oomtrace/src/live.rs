@@ -787,27 +787,32 @@ impl Runner {
             self.last_sweep = tokio::time::Instant::now();
             self.sweep(probes)?;
         }
-        self.sync_dump();
+        // The dump is flushed where stdout is (see `judge`): not at every wake that meets a
+        // deadline (a `write` each, a compressed frame's end with --compress).
+        let flush = timer || monotonic_now().saturating_sub(self.last_flush) >= TICK_GRID_NS;
+        if flush {
+            self.sync_dump();
+        }
         let now = monotonic_now();
         // Every kernel record stamped before this tick was read (or lost) before it: a
         // replay judges time here, as the tick below does.
         self.record(Record::Drained(now));
-        self.judge(now, timer)
+        self.judge(now, flush)
     }
 
     /// Time passes: the session flags victims past their timeout, the sinks get the findings
-    /// and their wake. `timer`: at a tick of the loop's timer, which flushes stdout; a wake
-    /// that met a deadline of its own accord flushes only a grid step after the last flush
-    /// (in an OOM storm those wakes come every few ms, and a `write` is 10-15 us), and what it
-    /// leaves goes out at the next tick, the next such wake, or before the loop parks with no
-    /// tick soon ([`Runner::flush_unless_tick_soon`]): a few tens of ms at most.
-    fn judge(&mut self, now_ns: u64, timer: bool) -> anyhow::Result<()> {
+    /// and, if `flush`, their wake (stdout flushed). A tick of the loop's timer flushes; a
+    /// wake that met a deadline of its own accord only a grid step after the last flush (in
+    /// an OOM storm those wakes come every few ms, and a `write` is 10-15 us): what it leaves
+    /// goes out at the next tick, the next such wake, or before the loop parks with no tick
+    /// soon ([`Runner::flush_unless_tick_soon`]): a few tens of ms at most.
+    fn judge(&mut self, now_ns: u64, flush: bool) -> anyhow::Result<()> {
         let mut found = std::mem::take(&mut self.found);
         self.session.tick(now_ns, &mut found);
         let said = self.hand_findings(&mut found, now_ns);
         self.found = found;
         self.say(said)?;
-        if timer || now_ns.saturating_sub(self.last_flush) >= TICK_GRID_NS {
+        if flush {
             self.tick_sinks();
         }
         self.written()

@@ -300,6 +300,31 @@ fn tick_deadlines_share_a_grid_and_never_come_early() {
     assert_eq!(on_grid(u64::MAX), u64::MAX);
 }
 
+/// A deadline of the tracker (here a held event's end of reorder window) is met by any wake
+/// past it, and else by a tick armed after it, at most one grid step late once the timer has
+/// rounded it to its own grid; never before it.
+#[test]
+fn a_deadline_is_met_by_a_wake_past_it_or_a_tick_at_most_a_step_after() {
+    let log = Log::default();
+    let (mut runner, _out) = runner_with_fakes(&log);
+    let mut ev = crate::record::synth::episodes(1, 1)
+        .next()
+        .expect("an event");
+    ev.header.ts_ns = monotonic_now();
+    runner.userspace(&ev).unwrap();
+    let due = runner
+        .session
+        .tracker()
+        .next_tick_due()
+        .expect("the event is held for its reorder window");
+    assert!(!runner.tick_due_by(due - 1));
+    assert!(runner.tick_due_by(due));
+    let wake = runner.next_wake();
+    assert!(wake > due, "{wake} {due}");
+    let fires = ticker::on_wake_grid(wake);
+    assert!(fires <= due + TICK_GRID_NS, "{fires} {due}");
+}
+
 /// A classic mark (a thread id only) gets its process from /proc; a kill decision's and a
 /// SIGKILL's kernel addresses are hashed, equal ones alike, zero left alone; a kind that
 /// carries neither is unchanged.

@@ -1972,6 +1972,16 @@ impl Tracker {
             obs.death
         };
         let timeout = self.cfg.timeout_ns;
+        // Nothing below is due before the deadline index's first (`victim_due` follows these
+        // rules): a tick in an OOM storm, with hundreds of victims held, skips the walk.
+        if self
+            .deadlines
+            .get_mut()
+            .first(&self.victims, &self.cfg)
+            .is_none_or(|due| due > judged)
+        {
+            return;
+        }
         for v in self.victims.values_mut().map(Arc::make_mut) {
             let Some(since_ts) = v.watched_since() else {
                 continue;

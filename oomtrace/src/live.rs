@@ -21,6 +21,7 @@ mod hook;
 mod loop_stats;
 mod recorder;
 mod remedy;
+mod ring_fill;
 mod ticker;
 
 use banner::{WatchInfo, banner, drop_privileges, dump_header, plan_line};
@@ -182,11 +183,19 @@ const POLL: Duration = Duration::from_millis(50);
 const RELEASE_WAIT_NS: u64 = crate::lifecycle::REORDER_NS;
 /// How often processes gone from /proc are swept out of the kernel's tracked set.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// The grid the tracker's own deadlines (the end of the reorder window, a pairing window, a
-/// victim's timeout) are rounded up to, so that the deadlines of events close in time share a
+/// How late the tracker's own deadlines (the end of the reorder window, a pairing window, a
+/// victim's timeout) may be met, so that the deadlines of events close in time share a
 /// wake-up: in an OOM storm one tick judges several kills instead of one tick each. A flag
-/// comes at most this much later (the issue allows 100 ms beyond the timeout).
+/// comes at most this much later (the issue allows 100 ms beyond the timeout). A deadline is
+/// met by the first wake past it (an event, a death, a memcg notification: see `watch`), or
+/// else by a tick [`TICK_SLACK_NS`] after it: all the deadlines of that span share it. (A 10 ms
+/// grid the deadlines were rounded up to gave a tick at nearly every grid point of an OOM
+/// storm, 0.6 per kill, each a wake-up of its own; meeting a deadline up to a whole step after
+/// it lets a wake for something else meet it first: 0.2–0.3 ticks per kill.)
 const TICK_GRID_NS: u64 = 10_000_000;
+/// A tick for a deadline is armed this long after it: with the timer's own 1 ms grid
+/// (ticker.rs), at most [`TICK_GRID_NS`] after it.
+const TICK_SLACK_NS: u64 = TICK_GRID_NS - 1_000_000;
 /// Memcgs whose files (about ten each on cgroup v1) are kept open between kills: those of a
 /// storm's latest kills. Past this many, the least recently read memcg's are closed.
 const MEMCG_FILES_KEPT: usize = 16;
@@ -222,8 +231,15 @@ struct Runner {
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
     /// Events were read since the kernel's lost-event counter was last read. Events are lost
     /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
-    /// new losses: the counter (a per-CPU map read) is read after reads that found events.
+    /// new losses: the counter (a per-CPU map read) is read at a tick after reads that found
+    /// events, if the ring may have been full meanwhile (`ring_fill`), else at the sweep.
     lost_unchecked: bool,
+    /// Whether the ring can have been full since the lost-event counter was last read: when
+    /// it cannot, the counter is read at the sweep only (`None`: at every tick after events).
+    ring_fill: Option<ring_fill::RingFill>,
+    /// When stdout was last flushed (CLOCK_MONOTONIC ns): a wake that meets a deadline flushes
+    /// only once a grid step has passed since (see [`Runner::judge`]).
+    last_flush: u64,
     /// A kill's record is taken out of `kill_sockets` in one `bpf` call (see
     /// [`take_kill_record`]); false once the kernel said it cannot.
     kill_record_one_call: bool,
@@ -255,6 +271,8 @@ impl Runner {
             last_sweep: now,
             kill_sockets: None,
             lost_unchecked: false,
+            ring_fill: None,
+            last_flush: 0,
             kill_record_one_call: true,
             loop_stats: loop_stats::LoopStats::new(false),
         }
@@ -634,7 +652,13 @@ impl Runner {
         let ns = |at: tokio::time::Instant| {
             now_ns.saturating_add(at.saturating_duration_since(now).as_nanos() as u64)
         };
-        let due = self.session.tracker().next_tick_due().map(on_grid);
+        // The tracker's deadlines are met by the first wake past them (see `watch`), else by
+        // a tick up to `TICK_GRID_NS` later.
+        let due = self
+            .session
+            .tracker()
+            .next_tick_due()
+            .map(|d| d.saturating_add(TICK_SLACK_NS));
         let hooks_running = self.sinks.iter().any(|s| s.busy());
         let poll = (self.poll_ring || hooks_running).then(|| ns(now + POLL));
         // A release is in the ring without having woken the loop (see the eBPF `wakeup`).
@@ -657,6 +681,16 @@ impl Runner {
             .into_iter()
             .flatten()
             .fold(sweep, std::cmp::min)
+    }
+
+    /// Whether the tracker has a deadline (held events' end of window, a pairing window, a
+    /// victim's timeout) at or before `now_ns`: what a tick would judge now. A wake that
+    /// finds one passed does the tick's work itself (see `watch`).
+    fn tick_due_by(&self, now_ns: u64) -> bool {
+        self.session
+            .tracker()
+            .next_tick_due()
+            .is_some_and(|due| due <= now_ns)
     }
 
     /// Removes processes that no longer exist from the in-kernel filter (their release was seen
@@ -726,38 +760,61 @@ impl Runner {
     }
 
     /// Whatever is due: events not yet woken for, lost-event counts, the sweep, the dump's
-    /// sync, timeouts, hooks.
+    /// sync, timeouts, hooks. `timer`: the loop's timer fired for it (else a wake for
+    /// something else found a deadline passed).
     fn on_tick(
         &mut self,
         probes: &mut Probes,
         ring: &mut RingBuf<MapData>,
         deaths: &mut DeathWatch,
+        timer: bool,
     ) -> anyhow::Result<()> {
         drain(ring, self, deaths)?;
-        if std::mem::take(&mut self.lost_unchecked) {
+        let sweep_due = self.last_sweep.elapsed() >= SWEEP_EVERY;
+        // Events are lost only when the ring was full (see ring_fill.rs); the counter is read
+        // when it may have been, and at the sweep (a reservation the kernel refused for
+        // another reason, rare, is said within `SWEEP_EVERY`).
+        if self.lost_unchecked
+            && (sweep_due || self.ring_fill.as_ref().is_none_or(|r| r.may_have_lost()))
+        {
+            self.lost_unchecked = false;
+            if let Some(r) = &mut self.ring_fill {
+                r.counted();
+            }
             self.lost(probes.lost_events()?)?;
         }
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+        if sweep_due {
             self.last_sweep = tokio::time::Instant::now();
             self.sweep(probes)?;
         }
-        self.sync_dump();
+        // The dump is flushed where stdout is (see `judge`): not at every wake that meets a
+        // deadline (a `write` each, a compressed frame's end with --compress).
+        let flush = timer || monotonic_now().saturating_sub(self.last_flush) >= TICK_GRID_NS;
+        if flush {
+            self.sync_dump();
+        }
         let now = monotonic_now();
         // Every kernel record stamped before this tick was read (or lost) before it: a
         // replay judges time here, as the tick below does.
         self.record(Record::Drained(now));
-        self.judge(now)
+        self.judge(now, flush)
     }
 
     /// Time passes: the session flags victims past their timeout, the sinks get the findings
-    /// and their wake.
-    fn judge(&mut self, now_ns: u64) -> anyhow::Result<()> {
+    /// and, if `flush`, their wake (stdout flushed). A tick of the loop's timer flushes; a
+    /// wake that met a deadline of its own accord only a grid step after the last flush (in
+    /// an OOM storm those wakes come every few ms, and a `write` is 10-15 us): what it leaves
+    /// goes out at the next tick, the next such wake, or before the loop parks with no tick
+    /// soon ([`Runner::flush_unless_tick_soon`]): a few tens of ms at most.
+    fn judge(&mut self, now_ns: u64, flush: bool) -> anyhow::Result<()> {
         let mut found = std::mem::take(&mut self.found);
         self.session.tick(now_ns, &mut found);
         let said = self.hand_findings(&mut found, now_ns);
         self.found = found;
         self.say(said)?;
-        self.tick_sinks();
+        if flush {
+            self.tick_sinks();
+        }
         self.written()
     }
 
@@ -795,6 +852,7 @@ impl Runner {
     }
 
     fn tick_sinks(&mut self) {
+        self.last_flush = monotonic_now();
         for sink in &mut self.sinks {
             sink.tick();
         }
@@ -879,7 +937,10 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         ),
         None => None,
     };
-    let ring = probes.take_ring()?;
+    let (ring, ring_size) = probes.take_ring()?;
+    runner.ring_fill = ring_size.and_then(|size| {
+        ring_fill::RingFill::new(std::os::fd::AsFd::as_fd(&ring), u64::from(size)).ok()
+    });
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
@@ -1123,7 +1184,7 @@ async fn watch(
                         let notices = m.get_mut().poll_states();
                         runner.memcg_notices(notices)?;
                     }
-                    runner.on_tick(probes, ring.get_mut(), deaths.get_mut())?;
+                    runner.on_tick(probes, ring.get_mut(), deaths.get_mut(), true)?;
                 }
             }
             conn = metrics::Endpoint::next(endpoint.as_ref()) => {
@@ -1135,6 +1196,14 @@ async fn watch(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut until => break,
+        }
+        // A deadline this wake has passed is met now, not by a tick of its own up to a grid
+        // step later: in an OOM storm a wake-up (70-100 us here) costs more than the tick's
+        // work, and the wakes for kills, deaths and memcg notifications come every few ms.
+        if matches!(part, Part::MemcgNotices | Part::KernelEvents | Part::Deaths)
+            && runner.tick_due_by(monotonic_now())
+        {
+            runner.on_tick(probes, ring.get_mut(), deaths.get_mut(), false)?;
         }
         runner.wake_done();
         mark = runner.loop_stats.add(part, mark);

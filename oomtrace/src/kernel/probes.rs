@@ -145,13 +145,20 @@ impl Probes {
         })
     }
 
-    /// Takes the event ring buffer (once).
-    pub(crate) fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+    /// Takes the event ring buffer (once), with its size in bytes (when the kernel says).
+    pub(crate) fn take_ring(&mut self) -> anyhow::Result<(RingBuf<MapData>, Option<u32>)> {
         let map = self
             .ebpf
             .take_map(names::EVENTS)
             .context("the eBPF object has no EVENTS map")?;
-        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+        let size = match &map {
+            aya::maps::Map::RingBuf(m) => m.info().ok().map(|i| i.max_entries()),
+            _ => None,
+        };
+        Ok((
+            RingBuf::try_from(map).context("EVENTS is not a ring buffer")?,
+            size,
+        ))
     }
 
     /// The sockets the kernel side reads from a process's fd table when a SIGKILL is generated

@@ -135,7 +135,7 @@ fn every_event_and_finding_reaches_each_sink_in_order() {
     }
     // Past the reorder window, before any timeout.
     runner
-        .judge(events.last().unwrap().header.ts_ns + 1_000_000_000)
+        .judge(events.last().unwrap().header.ts_ns + 1_000_000_000, true)
         .unwrap();
     let log = log.borrow();
     let of = |name: &str, what: &str| -> Vec<String> {
@@ -197,9 +197,12 @@ fn a_flagged_victim_reaches_the_sinks_and_what_they_say_is_written_and_counted()
         runner.userspace(ev).unwrap();
     }
     // Announced after the reorder window, flagged once past the timeout.
-    runner.judge(last + 1_000_000_000).unwrap();
+    runner.judge(last + 1_000_000_000, true).unwrap();
     runner
-        .judge(last + TrackerConfig::default().timeout_ns + 2_000_000_000)
+        .judge(
+            last + TrackerConfig::default().timeout_ns + 2_000_000_000,
+            true,
+        )
         .unwrap();
     assert_eq!(runner.flagged, 1, "{}\n{:#?}", out.text(), log.borrow());
     let log = log.borrow();
@@ -295,6 +298,31 @@ fn tick_deadlines_share_a_grid_and_never_come_early() {
     assert_eq!(on_grid(step + 1), on_grid(2 * step - 1));
     // A deadline at the end of time stays there (no wrap to an early wake).
     assert_eq!(on_grid(u64::MAX), u64::MAX);
+}
+
+/// A deadline of the tracker (here a held event's end of reorder window) is met by any wake
+/// past it, and else by a tick armed after it, at most one grid step late once the timer has
+/// rounded it to its own grid; never before it.
+#[test]
+fn a_deadline_is_met_by_a_wake_past_it_or_a_tick_at_most_a_step_after() {
+    let log = Log::default();
+    let (mut runner, _out) = runner_with_fakes(&log);
+    let mut ev = crate::record::synth::episodes(1, 1)
+        .next()
+        .expect("an event");
+    ev.header.ts_ns = monotonic_now();
+    runner.userspace(&ev).unwrap();
+    let due = runner
+        .session
+        .tracker()
+        .next_tick_due()
+        .expect("the event is held for its reorder window");
+    assert!(!runner.tick_due_by(due - 1));
+    assert!(runner.tick_due_by(due));
+    let wake = runner.next_wake();
+    assert!(wake > due, "{wake} {due}");
+    let fires = ticker::on_wake_grid(wake);
+    assert!(fires <= due + TICK_GRID_NS, "{fires} {due}");
 }
 
 /// A classic mark (a thread id only) gets its process from /proc; a kill decision's and a

@@ -93,7 +93,7 @@ impl AsRawFd for Ticker {
 }
 
 /// `at_ns` rounded up to the next multiple of [`WAKE_GRID_NS`].
-fn on_wake_grid(at_ns: u64) -> u64 {
+pub(super) fn on_wake_grid(at_ns: u64) -> u64 {
     at_ns
         .div_ceil(WAKE_GRID_NS)
         .saturating_mul(WAKE_GRID_NS)

@@ -19,6 +19,7 @@ use tokio::{
 mod banner;
 mod hook;
 mod loop_stats;
+mod notices;
 mod recorder;
 mod remedy;
 mod ring_fill;
@@ -928,15 +929,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     // Flushed: the printer's output so far.
     runner.tick_sinks();
     runner.written()?;
-    let mut memcgs = match watcher {
-        // SAFETY: the watch owns its epoll fd for as long as the AsyncFd lives.
-        Some(w) => Some(
-            unsafe { AsyncFd::register_with_interest(w, Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)
-                .context("registering the memcg notifications with the runtime")?,
-        ),
-        None => None,
-    };
+    let memcgs = watcher.map(notices::Notices::new).transpose()?;
     let (ring, ring_size) = probes.take_ring()?;
     runner.ring_fill = ring_size.and_then(|size| {
         ring_fill::RingFill::new(std::os::fd::AsFd::as_fd(&ring), u64::from(size)).ok()
@@ -952,7 +945,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
         probes,
         &mut ring,
         &mut deaths,
-        memcgs.as_mut(),
+        memcgs,
         endpoint,
         deadline,
     )
@@ -1102,7 +1095,7 @@ async fn watch(
     probes: &mut Probes,
     ring: &mut AsyncFd<RingBuf<MapData>>,
     deaths: &mut AsyncFd<DeathWatch>,
-    mut memcgs: Option<&mut AsyncFd<MemcgWatch>>,
+    mut memcgs: Option<notices::Notices>,
     mut endpoint: Option<metrics::Endpoint>,
     deadline: Option<tokio::time::Instant>,
 ) -> anyhow::Result<()> {
@@ -1115,7 +1108,6 @@ async fn watch(
         }
     };
     tokio::pin!(until);
-    let mut problems_said = memcgs.as_ref().map_or(0, |m| m.get_ref().problems.len());
     let ticker = ticker::Ticker::new().context("creating the loop's timer (timerfd)")?;
     // SAFETY: the Ticker owns its timerfd for as long as the AsyncFd lives.
     let mut ticker = unsafe { AsyncFd::register_with_interest(ticker, Interest::READABLE) }
@@ -1123,10 +1115,13 @@ async fn watch(
         .context("registering the loop's timer with the runtime")?;
     let mut mark = runner.loop_stats.mark();
     while runner.stopped().is_none() {
-        let polling = memcgs.as_ref().is_some_and(|m| m.get_ref().needs_poll());
+        let polling = memcgs.as_ref().is_some_and(|m| m.watch().needs_poll());
         let mut wake = runner.next_wake();
         if polling {
             wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
+        }
+        if let Some(by) = memcgs.as_ref().and_then(|m| m.wake_by(monotonic_now())) {
+            wake = wake.min(on_grid(by));
         }
         runner.flush_unless_tick_soon(wake)?;
         ticker
@@ -1135,28 +1130,19 @@ async fn watch(
             .context("arming the loop's timer (timerfd_settime)")?;
         mark = runner.loop_stats.add(Part::Prepare, mark);
         let memcg_ready = async {
-            match memcgs.as_deref_mut() {
-                Some(m) => m.readable_mut().await.map(Some),
+            match memcgs.as_mut().and_then(notices::Notices::awaited) {
+                Some(m) => m.readable_mut().await.map(|mut g| {
+                    g.clear_ready();
+                }),
                 None => std::future::pending().await,
             }
         };
         let mut part = Part::Other;
         tokio::select! {
-            guard = memcg_ready => {
+            ready = memcg_ready => {
                 (part, mark) = (Part::MemcgNotices, runner.loop_stats.add(Part::WaitReady, mark));
-                let mut guard = guard.context("waiting for memcg notifications")?;
-                if let Some(g) = &mut guard {
-                    // Kernel events up to now first.
-                    drain(ring.get_mut(), runner, deaths.get_mut())?;
-                    let w = g.get_inner_mut();
-                    let notices = w.ready();
-                    for p in w.problems.iter().skip(problems_said) {
-                        eprintln!("oomtrace: warning: memcg notifications: {p}");
-                    }
-                    problems_said = w.problems.len();
-                    runner.memcg_notices(notices)?;
-                    g.clear_ready();
-                }
+                ready.context("waiting for memcg notifications")?;
+                // Read below, after the kernel events up to now.
             }
             guard = ring.readable_mut() => {
                 (part, mark) = (Part::KernelEvents, runner.loop_stats.add(Part::WaitReady, mark));
@@ -1180,8 +1166,8 @@ async fn watch(
                 let fired = guard.get_inner_mut().expired();
                 guard.clear_ready();
                 if fired {
-                    if let Some(m) = memcgs.as_deref_mut().filter(|m| m.get_ref().needs_poll()) {
-                        let notices = m.get_mut().poll_states();
+                    if let Some(m) = memcgs.as_mut().filter(|m| m.watch().needs_poll()) {
+                        let notices = m.watch_mut().poll_states();
                         runner.memcg_notices(notices)?;
                     }
                     runner.on_tick(probes, ring.get_mut(), deaths.get_mut(), true)?;
@@ -1196,6 +1182,15 @@ async fn watch(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut until => break,
+        }
+        // Memcg notifications: when awaited and ready, or at the end of every turn while they
+        // come in a stream (see notices.rs); the kernel events up to now first.
+        if let Some(m) = memcgs.as_mut()
+            && (part == Part::MemcgNotices || m.lazy())
+        {
+            drain(ring.get_mut(), runner, deaths.get_mut())?;
+            let notices = m.read(monotonic_now())?;
+            runner.memcg_notices(notices)?;
         }
         // A deadline this wake has passed is met now, not by a tick of its own up to a grid
         // step later: in an OOM storm a wake-up (70-100 us here) costs more than the tick's

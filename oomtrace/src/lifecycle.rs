@@ -2003,51 +2003,42 @@ impl Tracker {
                 }
                 let since = now.saturating_sub(since_ts);
                 if !death_seen {
-                    if !v.flagged_unobservable {
-                        v.flagged_unobservable = true;
+                    if let Some(f) = unobservable(v, self.cfg.death_at_last_exit) {
                         unobservable_new += u64::from(counted);
-                        let why = if self.cfg.death_at_last_exit {
-                            "process exits are not hooked on this kernel"
-                        } else {
-                            "no pidfd could be opened for it (pidfd_open needs Linux 5.3)"
-                        };
-                        out.push(Finding::Unobservable {
-                            victim: Arc::new(v.clone()),
-                            why: why.into(),
-                        });
+                        out.push(f);
                     }
                     continue;
                 }
-                if !v.flagged_stuck && v.is_other_kill() {
+                if !v.flagged_stuck {
                     v.flagged_stuck = true;
-                    kill_stuck_new += u64::from(counted);
-                    out.push(Finding::KillStuck {
-                        stage: v.stage(),
-                        since_kill_ns: since,
-                        where_stuck: v.where_stuck(self.cfg.kernel)
-                            + &(if obs.reaper && v.sender.is_none() {
-                                v.reaper_note(judged)
-                            } else {
-                                String::new()
-                            }),
-                        unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
-                        victim: Arc::new(v.clone()),
-                    });
-                } else if !v.flagged_stuck {
-                    v.flagged_stuck = true;
-                    stuck_new += u64::from(counted);
-                    out.push(Finding::Stuck {
-                        stage: v.stage(),
-                        since_kill_ns: since,
-                        where_stuck: v.where_stuck(self.cfg.kernel)
-                            + &(if obs.reaper && v.sender.is_none() {
-                                v.reaper_note(judged)
-                            } else {
-                                String::new()
-                            }),
-                        unconfirmed_lost: self.lost.saturating_sub(v.lost_at_kill),
-                        victim: Arc::new(v.clone()),
-                    });
+                    let where_stuck = v.where_stuck(self.cfg.kernel)
+                        + &(if obs.reaper && v.sender.is_none() {
+                            v.reaper_note(judged)
+                        } else {
+                            String::new()
+                        });
+                    let (stage, unconfirmed_lost) =
+                        (v.stage(), self.lost.saturating_sub(v.lost_at_kill));
+                    let victim = Arc::new(v.clone());
+                    if v.is_other_kill() {
+                        kill_stuck_new += u64::from(counted);
+                        out.push(Finding::KillStuck {
+                            stage,
+                            since_kill_ns: since,
+                            where_stuck,
+                            unconfirmed_lost,
+                            victim,
+                        });
+                    } else {
+                        stuck_new += u64::from(counted);
+                        out.push(Finding::Stuck {
+                            stage,
+                            since_kill_ns: since,
+                            where_stuck,
+                            unconfirmed_lost,
+                            victim,
+                        });
+                    }
                 }
             } else if let Some(dead) = v.timeline.dead
                 && obs.free
@@ -2062,11 +2053,17 @@ impl Tracker {
                 });
             }
         }
-        self.summary.kill_stuck_now += kill_stuck_new;
-        self.summary.kill_flagged_total += kill_stuck_new;
-        self.summary.stuck_now += stuck_new;
-        self.summary.flagged_total += stuck_new;
-        self.summary.unobservable += unobservable_new;
+        self.count_flags(stuck_new, kill_stuck_new, unobservable_new);
+    }
+
+    /// Victims newly flagged stuck (SIGKILLed by the OOM killer, by another sender) and
+    /// unobservable, counted in the summary.
+    fn count_flags(&mut self, stuck: u64, kill_stuck: u64, unobservable: u64) {
+        self.summary.kill_stuck_now += kill_stuck;
+        self.summary.kill_flagged_total += kill_stuck;
+        self.summary.stuck_now += stuck;
+        self.summary.flagged_total += stuck;
+        self.summary.unobservable += unobservable;
     }
 
     /// Keeps memory bounded: drops the oldest dead victims first; then, in a kill storm, the
@@ -2183,3 +2180,21 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests;
+
+/// The finding for a victim whose death cannot be seen here, once: its process exits are not
+/// hooked (`death_at_last_exit`, where death is the last exit), or no pidfd could be opened.
+fn unobservable(v: &mut Victim, death_at_last_exit: bool) -> Option<Finding> {
+    if v.flagged_unobservable {
+        return None;
+    }
+    v.flagged_unobservable = true;
+    let why = if death_at_last_exit {
+        "process exits are not hooked on this kernel"
+    } else {
+        "no pidfd could be opened for it (pidfd_open needs Linux 5.3)"
+    };
+    Some(Finding::Unobservable {
+        victim: Arc::new(v.clone()),
+        why: why.into(),
+    })
+}

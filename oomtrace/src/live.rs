@@ -1115,19 +1115,7 @@ async fn watch(
         .context("registering the loop's timer with the runtime")?;
     let mut mark = runner.loop_stats.mark();
     while runner.stopped().is_none() {
-        let polling = memcgs.as_ref().is_some_and(|m| m.watch().needs_poll());
-        let mut wake = runner.next_wake();
-        if polling {
-            wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
-        }
-        if let Some(by) = memcgs.as_ref().and_then(|m| m.wake_by(monotonic_now())) {
-            wake = wake.min(on_grid(by));
-        }
-        runner.flush_unless_tick_soon(wake)?;
-        ticker
-            .get_mut()
-            .arm(wake)
-            .context("arming the loop's timer (timerfd_settime)")?;
+        arm_next_wake(runner, memcgs.as_ref(), ticker.get_mut())?;
         mark = runner.loop_stats.add(Part::Prepare, mark);
         let memcg_ready = async {
             match memcgs.as_mut().and_then(notices::Notices::awaited) {
@@ -1183,26 +1171,67 @@ async fn watch(
             _ = sigint.recv() => break,
             () = &mut until => break,
         }
-        // Memcg notifications: when awaited and ready, or at the end of every turn while they
-        // come in a stream (see notices.rs); the kernel events up to now first.
-        if let Some(m) = memcgs.as_mut()
-            && (part == Part::MemcgNotices || m.lazy())
-        {
-            drain(ring.get_mut(), runner, deaths.get_mut())?;
-            let notices = m.read(monotonic_now())?;
-            runner.memcg_notices(notices)?;
-        }
-        // A deadline this wake has passed is met now, not by a tick of its own up to a grid
-        // step later: in an OOM storm a wake-up (70-100 us here) costs more than the tick's
-        // work, and the wakes for kills, deaths and memcg notifications come every few ms.
-        if matches!(part, Part::MemcgNotices | Part::KernelEvents | Part::Deaths)
-            && runner.tick_due_by(monotonic_now())
-        {
-            runner.on_tick(probes, ring.get_mut(), deaths.get_mut(), false)?;
-        }
-        runner.wake_done();
+        end_of_turn(
+            part,
+            runner,
+            probes,
+            ring.get_mut(),
+            deaths.get_mut(),
+            memcgs.as_mut(),
+        )?;
         mark = runner.loop_stats.add(part, mark);
     }
+    Ok(())
+}
+
+/// Before the loop waits: when it must wake with nothing arriving ([`Runner::next_wake`]; also
+/// to poll a v1 memcg under OOM, and to read memcg notifications that come in a stream), stdout
+/// flushed unless a tick is near, the loop's timer armed for it.
+fn arm_next_wake(
+    runner: &mut Runner,
+    memcgs: Option<&notices::Notices>,
+    ticker: &mut ticker::Ticker,
+) -> anyhow::Result<()> {
+    let mut wake = runner.next_wake();
+    if memcgs.is_some_and(|m| m.watch().needs_poll()) {
+        wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
+    }
+    if let Some(by) = memcgs.and_then(|m| m.wake_by(monotonic_now())) {
+        wake = wake.min(on_grid(by));
+    }
+    runner.flush_unless_tick_soon(wake)?;
+    ticker
+        .arm(wake)
+        .context("arming the loop's timer (timerfd_settime)")
+}
+
+/// The end of a turn of the loop that woke for `part`. Memcg notifications are read when
+/// awaited and ready, or at the end of every turn while they come in a stream (see
+/// notices.rs), the kernel events up to now first. Then a deadline this wake has passed is met
+/// now, not by a tick of its own up to a grid step later: in an OOM storm a wake-up costs more
+/// than the tick's work, and the wakes for kills, deaths and memcg notifications come every few
+/// ms.
+fn end_of_turn(
+    part: Part,
+    runner: &mut Runner,
+    probes: &mut Probes,
+    ring: &mut RingBuf<MapData>,
+    deaths: &mut DeathWatch,
+    memcgs: Option<&mut notices::Notices>,
+) -> anyhow::Result<()> {
+    if let Some(m) = memcgs
+        && (part == Part::MemcgNotices || m.lazy())
+    {
+        drain(ring, runner, deaths)?;
+        let notices = m.read(monotonic_now())?;
+        runner.memcg_notices(notices)?;
+    }
+    if matches!(part, Part::MemcgNotices | Part::KernelEvents | Part::Deaths)
+        && runner.tick_due_by(monotonic_now())
+    {
+        runner.on_tick(probes, ring, deaths, false)?;
+    }
+    runner.wake_done();
     Ok(())
 }
 

@@ -699,19 +699,11 @@ fn loop_rows(
     ));
 }
 
-fn oom_storm(
-    kills_per_worker: usize,
-    workers: usize,
-    idle: Duration,
-    console: Console,
-    out: &mut Vec<Value>,
-    details: &mut Value,
-) -> u64 {
-    let w = Watch::start(&["--findings-only", "--loop-stats"]);
-    let (settled, before, background) = background(w.pid(), idle);
-    let quiet = (console == Console::Quiet).then(QuietConsole::new);
+/// The storm itself: `workers` memcgs of 16 MiB, each OOM-killing `kills_per_worker` hogs one
+/// after another, a bare [`DeathWaiter`] woken at each death. Returns the hogs' pids, the
+/// kernel's count of OOM kills in those memcgs, and the waiter's figures.
+fn storm_kills(kills_per_worker: usize, workers: usize) -> (Vec<u32>, u64, (u64, u64, u64, u64)) {
     let waiter = std::sync::Arc::new(std::sync::Mutex::new(DeathWaiter::start()));
-    let started = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|i| {
             let waiter = std::sync::Arc::clone(&waiter);
@@ -740,12 +732,28 @@ fn oom_storm(
         pids.extend(p);
         kernel_kills += k;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let floor = std::sync::Arc::into_inner(waiter)
         .expect("the workers are joined")
         .into_inner()
         .expect("the waiter")
         .stop();
+    (pids, kernel_kills, floor)
+}
+
+fn oom_storm(
+    kills_per_worker: usize,
+    workers: usize,
+    idle: Duration,
+    console: Console,
+    out: &mut Vec<Value>,
+    details: &mut Value,
+) -> u64 {
+    let w = Watch::start(&["--findings-only", "--loop-stats"]);
+    let (settled, before, background) = background(w.pid(), idle);
+    let quiet = (console == Console::Quiet).then(QuietConsole::new);
+    let started = Instant::now();
+    let (pids, kernel_kills, floor) = storm_kills(kills_per_worker, workers);
+    let elapsed = started.elapsed().as_secs_f64();
     drop(quiet);
     let dead_seen = |w: &Watch| {
         let lines = w.lines();
@@ -1165,15 +1173,24 @@ fn sigkill_storm(n: usize, out: &mut Vec<Value>, details: &mut Value) {
         "followed": seen, "summary": s});
 }
 
-fn main() {
+/// This binary run again as one of the bench's own processes (a storm apart, the death
+/// waiter): does that part and says whether it did.
+fn child_part() -> bool {
     if std::env::var_os(WAITER_ENV).is_some() {
         death_waiter();
-        return;
+        return true;
     }
-    if let Ok(spec) = std::env::var(STORM_ENV) {
-        let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
-        let secs: f64 = secs.parse().expect("seconds");
-        println!("{}", storm(exec == "1", Duration::from_secs_f64(secs)));
+    let Ok(spec) = std::env::var(STORM_ENV) else {
+        return false;
+    };
+    let (exec, secs) = spec.split_once(':').expect("EXEC:SECONDS");
+    let secs: f64 = secs.parse().expect("seconds");
+    println!("{}", storm(exec == "1", Duration::from_secs_f64(secs)));
+    true
+}
+
+fn main() {
+    if child_part() {
         return;
     }
     require_root();

@@ -382,15 +382,15 @@ fn per_kill_row(
     secs: f64,
     kills: usize,
     idle: Duration,
-    console: Console,
+    run: StormRun,
 ) -> Value {
     let kills = kills.max(1) as f64;
     let per_kill_ms = (storm.cpu - background.cpu * secs).max(0.0) * 1e3 / kills;
-    let judged = console == Console::Quiet;
+    let judged = run.judged();
     row(
         &format!(
             "OOM storm: oomtrace CPU per kill (start-up and the machine's background excluded){}",
-            console.said()
+            run.said()
         ),
         format!(
             "{per_kill_ms:.3} ms ({:.3} ms with the background of {:.1} ms CPU a second, \
@@ -430,6 +430,57 @@ impl Console {
         match self {
             Console::AsConfigured => ", the kernel's console as configured",
             Console::Quiet => ", the kernel's console quiet",
+        }
+    }
+}
+
+/// One storm of the bench: the console it runs with, and whether oomtrace counts its loop's
+/// CPU by part (`--loop-stats`). Counting costs two syscalls per part of every turn (a few
+/// µs per kill), so the judged row comes from a storm without it, and the breakdown from
+/// another.
+#[derive(Clone, Copy)]
+struct StormRun {
+    console: Console,
+    loop_stats: bool,
+}
+
+impl StormRun {
+    /// The three storms: the judged one, its breakdown, and the console as configured.
+    const ALL: [StormRun; 3] = [
+        StormRun {
+            console: Console::Quiet,
+            loop_stats: false,
+        },
+        StormRun {
+            console: Console::Quiet,
+            loop_stats: true,
+        },
+        StormRun {
+            console: Console::AsConfigured,
+            loop_stats: true,
+        },
+    ];
+
+    /// Judged against the target: oomtrace as users run it, the console quiet.
+    fn judged(self) -> bool {
+        self.console == Console::Quiet && !self.loop_stats
+    }
+
+    fn said(self) -> String {
+        let stats = if self.loop_stats {
+            ", with `--loop-stats`"
+        } else {
+            ""
+        };
+        format!("{}{stats}", self.console.said())
+    }
+
+    /// The key of this storm's details in the bench's JSON.
+    fn key(self) -> &'static str {
+        match (self.console, self.loop_stats) {
+            (Console::Quiet, false) => "oom_storm",
+            (Console::Quiet, true) => "oom_storm_with_loop_stats",
+            (Console::AsConfigured, _) => "oom_storm_console_as_configured",
         }
     }
 }
@@ -633,7 +684,7 @@ fn loop_rows(
     stats: &Value,
     floor: (u64, u64, u64, u64),
     kills: usize,
-    console: Console,
+    run: StormRun,
     out: &mut Vec<Value>,
 ) {
     let kills = kills.max(1) as f64;
@@ -668,8 +719,8 @@ fn loop_rows(
         .collect();
     out.push(row(
         &format!(
-            "OOM storm: oomtrace's loop CPU per kill, by part of a wake-up (`--loop-stats`){}",
-            console.said()
+            "OOM storm: oomtrace's loop CPU per kill, by part of a wake-up{}",
+            run.said()
         ),
         text.join("; "),
         "(informational)",
@@ -687,7 +738,7 @@ fn loop_rows(
         &format!(
             "OOM storm: one wake-up's CPU, oomtrace's wait that slept ÷ a bare waiter on the \
              victims' pidfds (a process of its own){}",
-            console.said()
+            run.said()
         ),
         format!(
             "{mine_us:.1} µs against {floor_us:.1} µs per wake ({wakes} wakes for {deaths} \
@@ -744,13 +795,17 @@ fn oom_storm(
     kills_per_worker: usize,
     workers: usize,
     idle: Duration,
-    console: Console,
+    run: StormRun,
     out: &mut Vec<Value>,
     details: &mut Value,
 ) -> u64 {
-    let w = Watch::start(&["--findings-only", "--loop-stats"]);
+    let mut args = vec!["--findings-only"];
+    if run.loop_stats {
+        args.push("--loop-stats");
+    }
+    let w = Watch::start(&args);
     let (settled, before, background) = background(w.pid(), idle);
-    let quiet = (console == Console::Quiet).then(QuietConsole::new);
+    let quiet = (run.console == Console::Quiet).then(QuietConsole::new);
     let started = Instant::now();
     let (pids, kernel_kills, floor) = storm_kills(kills_per_worker, workers);
     let elapsed = started.elapsed().as_secs_f64();
@@ -784,7 +839,7 @@ fn oom_storm(
     let lost = s["lost_events"].as_u64().unwrap_or(u64::MAX);
     let ms = |v: &Value| v.as_u64().map_or(f64::NAN, |n| n as f64 / 1e6);
     out.push(row(
-        &format!("OOM storm: kills, lost events, correlated{}", console.said()),
+        &format!("OOM storm: kills, lost events, correlated{}", run.said()),
         format!(
             "{} kills ({kernel_kills} counted by the kernel) in {elapsed:.1} s across {workers} memcgs; {lost} lost; {correlated}/{} followed to death",
             pids.len(),
@@ -794,7 +849,7 @@ fn oom_storm(
         Some(lost == 0 && correlated == pids.len()),
     ));
     out.push(row(
-        &format!("OOM storm: kill→dead p50 / p99, tool CPU{}", console.said()),
+        &format!("OOM storm: kill→dead p50 / p99, tool CPU{}", run.said()),
         format!(
             "{:.2} ms / {:.2} ms; oomtrace used {cpu:.2} s CPU ({:.1} % of one core), \
              {:.2} s of it at start-up",
@@ -812,21 +867,19 @@ fn oom_storm(
         elapsed,
         pids.len(),
         idle,
-        console,
+        run,
     ));
-    let stats = lines
-        .iter()
-        .find(|v| v["type"] == "loop_stats")
-        .cloned()
-        .expect("oomtrace --loop-stats printed no loop_stats line");
-    loop_rows(&stats, floor, pids.len(), console, out);
-    let key = |k: &str| match console {
-        Console::Quiet => k.to_string(),
-        Console::AsConfigured => format!("{k}_console_as_configured"),
-    };
-    details[key("oom_storm_loop")] = json!({"oomtrace": stats, "bare_waiter": {"wakes": floor.0,
-        "cpu_ns": floor.1, "deaths": floor.2, "unopened": floor.3}});
-    details[key("oom_storm")] = json!({"summary": summary, "elapsed_s": elapsed, "cpu_s": cpu,
+    if run.loop_stats {
+        let stats = lines
+            .iter()
+            .find(|v| v["type"] == "loop_stats")
+            .cloned()
+            .expect("oomtrace --loop-stats printed no loop_stats line");
+        loop_rows(&stats, floor, pids.len(), run, out);
+        details[format!("{}_loop", run.key())] = json!({"oomtrace": stats, "bare_waiter":
+            {"wakes": floor.0, "cpu_ns": floor.1, "deaths": floor.2, "unopened": floor.3}});
+    }
+    details[run.key()] = json!({"summary": summary, "elapsed_s": elapsed, "cpu_s": cpu,
         "startup_cpu_s": startup_cpu, "background_cpu_per_s": background.cpu});
     peak
 }
@@ -1224,12 +1277,12 @@ fn main() {
         peak = p;
     }
     if run("storm") {
-        for console in [Console::Quiet, Console::AsConfigured] {
+        for run in StormRun::ALL {
             peak = peak.max(oom_storm(
                 if quick { 10 } else { 130 },
                 4,
                 Duration::from_secs(if quick { 1 } else { 5 }),
-                console,
+                run,
                 &mut rows,
                 &mut details,
             ));

@@ -23,55 +23,68 @@ use crate::text::printable;
 /// One thread of the victim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct ThreadInfo {
-    pub(crate) tid: u32,
-    /// `R`, `S`, `D`, `Z`, `t`, …
-    pub(crate) state: String,
-    pub(crate) wchan: Option<String>,
     /// Kernel stack, innermost first (needs root).
     pub(crate) stack: Vec<String>,
+    /// `R`, `S`, `D`, `Z`, `t`, …
+    pub(crate) state: String,
+    pub(crate) tid: u32,
     /// The thread's own `TracerPid` (a thread id of the tracer), if it is traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tracer: Option<u32>,
+    pub(crate) wchan: Option<String>,
 }
 
 /// A socket the victim holds, described from /proc/net.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct SocketInfo {
-    pub(crate) inode: u64,
-    /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`, or `unknown`.
-    pub(crate) proto: String,
+    /// How it was attributed to the victim, in words.
+    pub(crate) attribution: String,
     /// e.g. `LISTEN 127.0.0.1:47123`.
     pub(crate) description: String,
     /// Threads whose fd table holds it.
     pub(crate) held_by: Vec<u32>,
-    /// How it was attributed to the victim, in words.
-    pub(crate) attribution: String,
+    pub(crate) inode: u64,
+    /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`, or `unknown`.
+    pub(crate) proto: String,
 }
 
 /// The victim's memory cgroup as /proc and the cgroup fs show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemcgInfo {
-    pub path: String,
-    pub(crate) usage_bytes: Option<u64>,
     pub(crate) limit_bytes: Option<u64>,
-    /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events` `oom_kill`).
-    pub(crate) oom_kills: Option<u64>,
     /// Times it hit OOM (v2 `memory.events` `oom`; v1 does not count them).
     pub(crate) oom_events: Option<u64>,
+    /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events` `oom_kill`).
+    pub(crate) oom_kills: Option<u64>,
+    pub path: String,
     /// v1 `memory.oom_control` `under_oom` (set only while the OOM path runs or waits).
     pub(crate) under_oom: Option<bool>,
+    pub(crate) usage_bytes: Option<u64>,
 }
 
 /// Everything gathered about one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Forensics {
-    pub(crate) tgid: u32,
     pub(crate) exists: bool,
-    pub state: Option<String>,
-    pub(crate) ppid: Option<u32>,
+    pub memcg: Option<MemcgInfo>,
+    /// What could not be read, and why.
+    pub(crate) notes: Vec<String>,
     pub(crate) parent_comm: Option<String>,
-    pub(crate) threads_count: Option<u32>,
+    pub(crate) ppid: Option<u32>,
     pub(crate) sigkill_pending: Option<bool>,
+    pub(crate) sockets: Vec<SocketInfo>,
+    pub state: Option<String>,
+    /// The tracers (`TracerPid`, thread ids) of its threads in a ptrace stop (state `t`), each
+    /// once: a tracee in a ptrace stop goes on only when its tracer lets it. Read from every
+    /// thread's status up to [`MAX_THREADS`], kept even for threads not detailed below.
+    pub(crate) stopped_tracers: Vec<u32>,
+    pub(crate) tgid: u32,
+    /// Threads in detail: at most [`MAX_DETAILED_THREADS`] (those in D, t, or Z first).
+    pub(crate) threads: Vec<ThreadInfo>,
+    pub(crate) threads_count: Option<u32>,
+    /// The names (`comm`) of its threads' tracers, by `TracerPid`, as /proc showed them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) tracer_comms: BTreeMap<u32, String>,
     /// The tracer (`TracerPid`, a thread id) holding its threads in a ptrace stop, when they all
     /// name the same one (see `stopped_tracers`). Not any thread's tracer: a leader traced by
     /// its parent after `PTRACE_TRACEME` holds nothing while it runs.
@@ -79,25 +92,12 @@ pub struct Forensics {
     /// Its real uid (`Uid:` first field): whose process it is, for the remedies' ownership
     /// checks.
     pub uid: Option<u32>,
-    /// The tracers (`TracerPid`, thread ids) of its threads in a ptrace stop (state `t`), each
-    /// once: a tracee in a ptrace stop goes on only when its tracer lets it. Read from every
-    /// thread's status up to [`MAX_THREADS`], kept even for threads not detailed below.
-    pub(crate) stopped_tracers: Vec<u32>,
-    /// The names (`comm`) of its threads' tracers, by `TracerPid`, as /proc showed them.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) tracer_comms: BTreeMap<u32, String>,
-    /// Threads in detail: at most [`MAX_DETAILED_THREADS`] (those in D, t, or Z first).
-    pub(crate) threads: Vec<ThreadInfo>,
-    pub(crate) sockets: Vec<SocketInfo>,
     /// When no socket could be tied to it (its fd table detached inside exit, nothing recorded
     /// at its kill): the listeners of its network namespace that no process's fd table holds.
     /// Never counted as its own — they may be anyone's (a socket passed on and not held) —
     /// but a listener the victim is closing inside exit is among them. At most
     /// [`MAX_SOCKETS`].
     pub(crate) unheld_listeners: Vec<SocketInfo>,
-    pub memcg: Option<MemcgInfo>,
-    /// What could not be read, and why.
-    pub(crate) notes: Vec<String>,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -1064,27 +1064,48 @@ mod tests {
         assert_eq!(
             json,
             r#"{
-  "tgid": 4242,
   "exists": true,
-  "state": "Z (zombie)",
-  "ppid": 1,
+  "memcg": {
+    "limit_bytes": 67108864,
+    "oom_events": null,
+    "oom_kills": 3,
+    "path": "/oomtrace-test",
+    "under_oom": false,
+    "usage_bytes": 262144
+  },
+  "notes": [],
   "parent_comm": "systemd",
-  "threads_count": 2,
+  "ppid": 1,
   "sigkill_pending": true,
-  "tracer_pid": null,
-  "uid": null,
-  "stopped_tracers": [],
-  "threads": [
+  "sockets": [
     {
-      "tid": 4242,
-      "state": "Z (zombie)",
-      "wchan": null,
-      "stack": []
+      "attribution": "in the fd table of thread 4243 now",
+      "description": "LISTEN 127.0.0.1:47123",
+      "held_by": [
+        4243
+      ],
+      "inode": 12345,
+      "proto": "tcp"
     },
     {
-      "tid": 4243,
-      "state": "D (disk sleep)",
-      "wchan": "request_wait_answer",
+      "attribution": "in its fd table when it was killed; no fd table lists it now (a thread inside exit has detached the table) and the socket is still open",
+      "description": "LISTEN 127.0.0.1:8080",
+      "held_by": [],
+      "inode": 12346,
+      "proto": "tcp"
+    }
+  ],
+  "state": "Z (zombie)",
+  "stopped_tracers": [],
+  "tgid": 4242,
+  "threads": [
+    {
+      "stack": [],
+      "state": "Z (zombie)",
+      "tid": 4242,
+      "wchan": null
+    },
+    {
       "stack": [
         "request_wait_answer",
         "__fuse_simple_request",
@@ -1092,37 +1113,16 @@ mod tests {
         "fuse_file_read_iter",
         "vfs_read",
         "ksys_read"
-      ]
-    }
-  ],
-  "sockets": [
-    {
-      "inode": 12345,
-      "proto": "tcp",
-      "description": "LISTEN 127.0.0.1:47123",
-      "held_by": [
-        4243
       ],
-      "attribution": "in the fd table of thread 4243 now"
-    },
-    {
-      "inode": 12346,
-      "proto": "tcp",
-      "description": "LISTEN 127.0.0.1:8080",
-      "held_by": [],
-      "attribution": "in its fd table when it was killed; no fd table lists it now (a thread inside exit has detached the table) and the socket is still open"
+      "state": "D (disk sleep)",
+      "tid": 4243,
+      "wchan": "request_wait_answer"
     }
   ],
-  "unheld_listeners": [],
-  "memcg": {
-    "path": "/oomtrace-test",
-    "usage_bytes": 262144,
-    "limit_bytes": 67108864,
-    "oom_kills": 3,
-    "oom_events": null,
-    "under_oom": false
-  },
-  "notes": []
+  "threads_count": 2,
+  "tracer_pid": null,
+  "uid": null,
+  "unheld_listeners": []
 }"#
         );
         assert_eq!(

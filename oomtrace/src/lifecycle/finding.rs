@@ -129,22 +129,22 @@ pub enum Finding {
 /// A task of a memcg as /proc showed it when a memcg finding was made.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MemcgTask {
-    pub pid: u32,
     pub comm: String,
+    /// Its own memcg (the hang's memcg or one below it).
+    pub(crate) memcg_path: Option<String>,
+    /// Why the OOM killer may not choose it, where /proc says (oom_score_adj -1000,
+    /// exiting, already an OOM victim).
+    pub not_eligible: Option<String>,
+    /// /proc/PID/oom_score_adj.
+    pub(crate) oom_score_adj: Option<i32>,
+    pub pid: u32,
+    /// The top frames of /proc/PID/stack, where readable.
+    pub(crate) stack: Vec<String>,
     /// The state letter of /proc/PID/stat (D, S, R...).
     pub state: String,
     /// /proc/PID/wchan: the kernel function it sleeps in (`mem_cgroup_oom_synchronize` for a
     /// task waiting on a disabled OOM killer).
     pub wchan: Option<String>,
-    /// The top frames of /proc/PID/stack, where readable.
-    pub(crate) stack: Vec<String>,
-    /// Its own memcg (the hang's memcg or one below it).
-    pub(crate) memcg_path: Option<String>,
-    /// /proc/PID/oom_score_adj.
-    pub(crate) oom_score_adj: Option<i32>,
-    /// Why the OOM killer may not choose it, where /proc says (oom_score_adj -1000,
-    /// exiting, already an OOM victim).
-    pub not_eligible: Option<String>,
 }
 
 impl Finding {

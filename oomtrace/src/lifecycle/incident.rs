@@ -32,22 +32,18 @@ const MAX_INCIDENTS: usize = 1024;
 /// One victim of an incident.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Member {
-    pub(crate) tgid: u32,
     pub(crate) comm: crate::comm::Comm,
-    pub(crate) memcg_id: Option<u64>,
     /// From the incident's first kill to this victim's death; None while it is not dead.
     pub(crate) dead_after_ns: Option<u64>,
     #[serde(skip)]
     pub(super) key: VictimKey,
+    pub(crate) memcg_id: Option<u64>,
+    pub(crate) tgid: u32,
 }
 
 /// The victims of one OOM invocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Incident {
-    /// Numbered from 1 in the order seen (per session or replay).
-    pub(crate) id: u64,
-    /// The task whose allocation invoked the OOM killer (it sends every SIGKILL).
-    pub(crate) trigger: Task,
     /// The OOM domain, where the kill decision was seen.
     pub(crate) domain_id: Option<u64>,
     /// The deepest memcg holding every victim, by path: the group memcg whose
@@ -56,13 +52,17 @@ pub struct Incident {
     pub(crate) group_memcg: Option<String>,
     /// `invocation` (the kill decision hook delimits it) or `timing` (see the module docs).
     pub(crate) grouped_by: &'static str,
-    /// The first kill (CLOCK_MONOTONIC ns).
-    pub(crate) started_ns: u64,
-    pub(crate) victims: Vec<Member>,
+    /// Numbered from 1 in the order seen (per session or replay).
+    pub(crate) id: u64,
     #[serde(skip)]
     pub(super) last_mark_ns: u64,
     #[serde(skip)]
     pub(super) reported: bool,
+    /// The first kill (CLOCK_MONOTONIC ns).
+    pub(crate) started_ns: u64,
+    /// The task whose allocation invoked the OOM killer (it sends every SIGKILL).
+    pub(crate) trigger: Task,
+    pub(crate) victims: Vec<Member>,
 }
 
 impl Incident {

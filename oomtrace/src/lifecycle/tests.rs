@@ -2724,3 +2724,91 @@ fn in_domain_is_the_memcg_or_one_below_it_by_path() {
     }
     assert!(t.in_domain(3, Some(5)) && !t.in_domain(3, Some(4)) && t.in_domain(6, Some(5)));
 }
+
+/// Whether every object below the top level of `json` has its keys in sorted order: what
+/// lets `render/json_sorted.rs` write a finding in place (the top level is a finding's
+/// fields and those the printer adds, always sorted there).
+fn nested_keys_sorted(json: &str) -> Result<(), String> {
+    // Per open container: is it an object, its last key, whether a key comes next.
+    let mut stack: Vec<(bool, String, bool)> = Vec::new();
+    let b = json.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' => stack.push((true, String::new(), true)),
+            b'[' => stack.push((false, String::new(), false)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => {
+                if let Some(top) = stack.last_mut() {
+                    top.2 = top.0;
+                }
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                let depth = stack.len();
+                if let Some(top) = stack.last_mut()
+                    && top.2
+                {
+                    let key = &json[start..i];
+                    if depth > 1 && top.1.as_str() >= key {
+                        return Err(format!("{key:?} after {:?} at depth {depth}", top.1));
+                    }
+                    top.1 = key.to_string();
+                    top.2 = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The structs a finding serializes declare their fields in key order (see `Victim`): a
+/// killed finding with everything a kill can carry, its death and its release.
+#[test]
+fn finding_keys_in_order() {
+    const OWN: u64 = 5000;
+    let mut t = named_tracker();
+    let mut kd = kill_decision(0, 42, 7);
+    if let Payload::OomKill(p) = &mut kd.payload {
+        p.chosen_memcg_id = OWN;
+    }
+    let mut mk = mark(1, 42, 7);
+    if let Payload::MarkVictim(p) = &mut mk.payload {
+        p.memcg_id = OWN;
+    }
+    let ips: Vec<u64> = FAULT_STACK.iter().map(|(a, _)| *a).collect();
+    let evs = [
+        invoke_in(0, MEMCG),
+        candidate(0, TRIGGER, 42, "hog", 16000, 0),
+        candidate(0, TRIGGER, 43, "small", 4000, 500),
+        memcg_state(1, MEMCG, 64 << 20, 12),
+        memcg_state(1, OWN, 60 << 20, 0),
+        kd,
+        sigkill(0, 42, 7),
+        alloc_stack(1, &ips),
+        mk,
+        exit(2, 42, 42, 7, true),
+        gone(3, 42, 7),
+        free(25, 42, 7),
+    ];
+    let f = run(&mut t, &evs, 200);
+    assert_eq!(names(&f), ["killed", "dead", "released"], "{f:?}");
+    let v = f[0].victim().unwrap();
+    assert!(v.candidates.is_some() && v.alloc_stack.is_some() && v.memcg_at_kill.is_some());
+    assert!(v.decision.is_some() && v.domain_at_kill.is_some());
+    for finding in &f {
+        let json = serde_json::to_string(finding).unwrap();
+        nested_keys_sorted(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    }
+    // The checker itself finds a struct out of order.
+    assert!(nested_keys_sorted(r#"{"b":{"a":1,"c":[{"y":1,"x":2}]}}"#).is_err());
+    assert!(nested_keys_sorted(r#"{"b":{"a":1,"c":[{"x":1,"y":"}"}]},"a":0}"#).is_ok());
+}

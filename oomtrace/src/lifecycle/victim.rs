@@ -9,10 +9,21 @@ use super::{finding::secs, *};
 use crate::comm::Comm;
 
 /// A process across pid reuse: tgid and the leader's start time (ns since boot; 0 = unknown).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Ordered by tgid first; serialized with its keys in sorted order (see [`Victim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VictimKey {
     pub(crate) tgid: u32,
     pub(crate) start_ns: u64,
+}
+
+impl Serialize for VictimKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("VictimKey", 2)?;
+        st.serialize_field("start_ns", &self.start_ns)?;
+        st.serialize_field("tgid", &self.tgid)?;
+        st.end()
+    }
 }
 
 impl VictimKey {
@@ -25,9 +36,9 @@ impl VictimKey {
 /// A task as the kernel named it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Task {
+    pub(crate) comm: Comm,
     pub(crate) pid: u32,
     pub(crate) tgid: u32,
-    pub(crate) comm: Comm,
 }
 
 /// Who sent a SIGKILL.
@@ -62,17 +73,17 @@ impl SenderKind {
 /// called `kill`; for a kernel one the task whose path sent it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Sender {
-    pub(crate) kind: SenderKind,
-    pub(crate) pid: u32,
-    pub(crate) tgid: u32,
     pub(crate) comm: Comm,
-    /// None in records of layouts before it was recorded.
-    pub(crate) uid: Option<u32>,
+    pub(crate) kind: SenderKind,
     pub(crate) memcg_id: Option<u64>,
     /// Its memcg's path, where it was known when the kill was seen (its workload).
     pub(crate) memcg_path: Option<String>,
+    pub(crate) pid: u32,
     /// The siginfo code (`SI_USER` 0, `SI_TKILL` -6, `SI_KERNEL` 128, ...).
     pub(crate) si_code: i32,
+    pub(crate) tgid: u32,
+    /// None in records of layouts before it was recorded.
+    pub(crate) uid: Option<u32>,
 }
 
 impl fmt::Display for Sender {
@@ -101,16 +112,16 @@ impl fmt::Display for Sender {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct KillDecision {
     pub(crate) chosen_points: i64,
-    pub(crate) totalpages: u64,
     pub(crate) constraint: u32,
-    /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
-    pub(crate) order: i32,
-    /// The failed allocation's gfp mask, raw (`oom_control.gfp_mask`).
-    pub(crate) gfp_mask: u32,
     /// The same in the kernel's words ("GFP_KERNEL|__GFP_ACCOUNT"), from the recording
     /// kernel's own table ([`crate::kernel::gfp`]).
     pub(crate) gfp: String,
+    /// The failed allocation's gfp mask, raw (`oom_control.gfp_mask`).
+    pub(crate) gfp_mask: u32,
     pub(crate) message: String,
+    /// The allocation order; -1 for a kill asked for with sysrq-f (no allocation failed).
+    pub(crate) order: i32,
+    pub(crate) totalpages: u64,
 }
 
 impl KillDecision {
@@ -124,12 +135,12 @@ impl KillDecision {
 /// was allocating (a page fault, a `memory.max` write, a charge for another cgroup, sysrq-f).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct AllocStackInfo {
-    /// Innermost first, `name+0xoff` (`[module]` appended for a module's); a frame no symbol
-    /// covers (or all of them, when /proc/kallsyms shows no addresses) as its raw address.
-    pub(crate) frames: Vec<String>,
     /// Why the kernel gave no stack (`bpf_get_stack`'s errno), if it gave none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<i32>,
+    /// Innermost first, `name+0xoff` (`[module]` appended for a module's); a frame no symbol
+    /// covers (or all of them, when /proc/kallsyms shows no addresses) as its raw address.
+    pub(crate) frames: Vec<String>,
 }
 
 impl AllocStackInfo {
@@ -190,17 +201,17 @@ impl AllocStackInfo {
 /// without the per-CPU deltas not yet folded in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Candidate {
-    pub(crate) pid: u32,
-    pub(crate) tgid: u32,
     pub(crate) comm: Comm,
+    pub(crate) oom_score_adj: Option<i32>,
+    pub(crate) pgtables_kb: Option<u64>,
+    pub(crate) pid: u32,
     /// The score; None: not eligible (oom_score_adj -1000, `MMF_OOM_SKIP`, in vfork).
     pub(crate) points: Option<i64>,
-    pub(crate) oom_score_adj: Option<i32>,
     /// anon, file, shmem rss in kB.
     pub(crate) rss_kb: Option<[u64; 3]>,
     /// Swap entries in kB (part of the score).
     pub(crate) swap_kb: Option<u64>,
-    pub(crate) pgtables_kb: Option<u64>,
+    pub(crate) tgid: u32,
 }
 
 impl Candidate {
@@ -226,20 +237,20 @@ pub(crate) const TOP_CANDIDATES: usize = 5;
 /// The OOM killer's scan before a kill: who it scored and how close the choice was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Candidates {
-    /// Tasks scored (eligible or not).
-    pub(crate) scored: u32,
-    pub(crate) eligible: u32,
     /// The scan reported its first [`oomtrace_common::CANDIDATES_MAX`] tasks only.
     pub(crate) cut: bool,
+    pub(crate) eligible: u32,
+    /// The best eligible candidate other than the victim.
+    pub(crate) runner_up: Option<Candidate>,
+    /// The victim's score less the runner-up's.
+    pub(crate) runner_up_gap: Option<i64>,
+    /// Tasks scored (eligible or not).
+    pub(crate) scored: u32,
     /// The eligible ones with the highest scores, best first (at most [`TOP_CANDIDATES`]).
     pub(crate) top: Vec<Candidate>,
     /// The victim's own row when it is not in `top` (a kill not of the highest score: the
     /// kernel picks the last of equal scores, and a concurrent scan may have chosen).
     pub(crate) victim: Option<Candidate>,
-    /// The best eligible candidate other than the victim.
-    pub(crate) runner_up: Option<Candidate>,
-    /// The victim's score less the runner-up's.
-    pub(crate) runner_up_gap: Option<i64>,
 }
 
 impl Candidates {
@@ -322,25 +333,25 @@ impl Candidates {
 /// ([`oomtrace_common::MemcgState`]); each field absent when it was not read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct MemcgAt {
-    /// The memcg's id; 0 for the machine (a global OOM, from /proc/meminfo).
-    pub(crate) memcg_id: u64,
-    /// Where it was read: `cgroup_v1`, `cgroup_v2` or `meminfo`.
-    pub(crate) source: &'static str,
-    /// When it was read, just after the kill: the victim's memory may be freed already.
-    pub(crate) usage_bytes: Option<u64>,
-    /// The highest usage so far (v1 `max_usage_in_bytes`, v2 `memory.peak` ≥ 5.19).
-    pub(crate) peak_bytes: Option<u64>,
-    /// None also when there is no limit ("max").
-    pub(crate) limit_bytes: Option<u64>,
+    pub(crate) anon_bytes: Option<u64>,
     /// Times the limit was hit (v1 `memory.failcnt`, v2 `memory.events` max).
     pub(crate) failcnt: Option<u64>,
+    pub(crate) file_bytes: Option<u64>,
+    pub(crate) kernel_bytes: Option<u64>,
+    /// None also when there is no limit ("max").
+    pub(crate) limit_bytes: Option<u64>,
+    /// The memcg's id; 0 for the machine (a global OOM, from /proc/meminfo).
+    pub(crate) memcg_id: u64,
+    pub(crate) oom_kills: Option<u64>,
+    /// The highest usage so far (v1 `max_usage_in_bytes`, v2 `memory.peak` ≥ 5.19).
+    pub(crate) peak_bytes: Option<u64>,
+    pub(crate) shmem_bytes: Option<u64>,
+    /// Where it was read: `cgroup_v1`, `cgroup_v2` or `meminfo`.
+    pub(crate) source: &'static str,
     pub(crate) swap_bytes: Option<u64>,
     pub(crate) swap_limit_bytes: Option<u64>,
-    pub(crate) oom_kills: Option<u64>,
-    pub(crate) anon_bytes: Option<u64>,
-    pub(crate) file_bytes: Option<u64>,
-    pub(crate) shmem_bytes: Option<u64>,
-    pub(crate) kernel_bytes: Option<u64>,
+    /// When it was read, just after the kill: the victim's memory may be freed already.
+    pub(crate) usage_bytes: Option<u64>,
 }
 
 impl MemcgAt {
@@ -412,24 +423,27 @@ impl MemcgAt {
     }
 }
 
-/// When each stage was reached (CLOCK_MONOTONIC ns).
+/// When each stage was reached (CLOCK_MONOTONIC ns). In time order the stages are `chosen`,
+/// `sigkill`, `marked`, `reaper_woken`, `reaping_started`, `reaping_finished` or
+/// `reaper_gave_up`, `first_exit`, `all_entered_exit`, `dead`, `released` (`seen` for a
+/// pre-existing victim); declared in key order (see [`Victim`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Timeline {
-    pub(crate) chosen: Option<u64>,
-    pub(crate) sigkill: Option<u64>,
-    pub(crate) marked: Option<u64>,
-    pub(crate) reaper_woken: Option<u64>,
-    pub(crate) reaping_started: Option<u64>,
-    pub(crate) reaping_finished: Option<u64>,
-    pub(crate) reaper_gave_up: Option<u64>,
-    /// A thread of it entered exit (`sched_process_exit`): it has started dying.
-    pub(crate) first_exit: Option<u64>,
     /// Its last live thread entered exit (group_dead): every thread is inside `do_exit`.
     pub(crate) all_entered_exit: Option<u64>,
+    pub(crate) chosen: Option<u64>,
+    pub(crate) dead: Option<u64>,
+    /// A thread of it entered exit (`sched_process_exit`): it has started dying.
+    pub(crate) first_exit: Option<u64>,
+    pub(crate) marked: Option<u64>,
+    pub(crate) reaper_gave_up: Option<u64>,
+    pub(crate) reaper_woken: Option<u64>,
+    pub(crate) reaping_finished: Option<u64>,
+    pub(crate) reaping_started: Option<u64>,
+    pub(crate) released: Option<u64>,
     /// First seen by oomtrace's start-up scan (pre-existing victims only).
     pub(crate) seen: Option<u64>,
-    pub(crate) dead: Option<u64>,
-    pub(crate) released: Option<u64>,
+    pub(crate) sigkill: Option<u64>,
 }
 
 /// How far a victim got.
@@ -509,85 +523,89 @@ fn after_exit_tracepoint(kernel: Option<(u32, u32)>) -> &'static str {
 }
 
 /// Everything known about one victim.
+///
+/// Its fields, and those of every struct a finding serializes, are declared in the order of
+/// their JSON keys: a finding's JSON is then written in place, not sorted object by object
+/// (`render/json_sorted.rs`; sorting was most of a `report --json`). `finding_keys_in_order`
+/// checks it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Victim {
-    pub(crate) key: VictimKey,
-    pub(crate) comm: Comm,
-    /// Thread id the kernel marked (reaper events name it).
-    pub(crate) marked_tid: Option<u32>,
-    pub(crate) memcg_id: Option<u64>,
-    /// The task that was allocating when the OOM struck.
-    pub(crate) trigger: Option<Task>,
-    pub(crate) decision: Option<KillDecision>,
-    /// anon, file, shmem rss in kB at mark time.
-    pub(crate) rss_kb: Option<[u64; 3]>,
-    pub(crate) oom_score_adj: Option<i32>,
+    /// Invocations of its domain that returned true without a kill since it was found stuck.
+    #[serde(skip)]
+    pub(super) aborted_since_stuck: u32,
     /// The allocating task's kernel stack at the mark (`oom:mark_victim` hook).
     pub(crate) alloc_stack: Option<AllocStackInfo>,
-    /// The OOM domain: the memcg whose limit was hit (0 = the whole machine), where the kill
-    /// decision was seen (`oom_kill_process`). May be an ancestor of `memcg_id`.
-    pub(crate) domain_id: Option<u64>,
-    /// The OOM domain at the kill (read by userspace when the kill event arrived).
-    pub(crate) domain_at_kill: Option<MemcgAt>,
-    /// The victim's own memcg at the kill.
-    pub(crate) memcg_at_kill: Option<MemcgAt>,
+    /// Marked by the OOM killer without a SIGKILL: it was already exiting (not a kill).
+    pub(crate) already_exiting: bool,
+    /// A kernel SIGKILL waiting for the mark that would make it an OOM kill: not announced
+    /// and not judged until the pairing window has passed.
+    #[serde(skip)]
+    pub(super) awaiting_mark: bool,
     /// The OOM killer's scan before this kill (`oom_badness` hooked: fexit only); None where
     /// it is not hooked, or no scan came before the decision.
     pub(crate) candidates: Option<Candidates>,
     /// Why there are no candidates, when a kill has none.
     pub(crate) candidates_unavailable: Option<&'static str>,
-    /// The victim's swap entries in kB at the scan (part of its score), from its candidate row.
-    pub(crate) swap_kb: Option<u64>,
-    /// The allocating task's oom_score_adj, when the scan scored it.
-    pub(crate) trigger_oom_score_adj: Option<i32>,
-    /// The victim whose mm this one shared (killed along with it).
-    pub(crate) killed_with: Option<VictimKey>,
+    pub(crate) comm: Comm,
+    /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
+    pub(crate) death_seen: Option<&'static str>,
+    pub(crate) decision: Option<KillDecision>,
+    /// The OOM domain at the kill (read by userspace when the kill event arrived).
+    pub(crate) domain_at_kill: Option<MemcgAt>,
+    /// The OOM domain: the memcg whose limit was hit (0 = the whole machine), where the kill
+    /// decision was seen (`oom_kill_process`). May be an ancestor of `memcg_id`.
+    pub(crate) domain_id: Option<u64>,
+    /// Which threads entered exit, in order (the first few).
+    pub(crate) exiting_tids: Vec<u32>,
+    pub(super) flagged_release: bool,
+    pub(crate) flagged_stuck: bool,
+    pub(super) flagged_unobservable: bool,
     /// The `memory.oom.group` incident it is in: one OOM invocation that killed several
     /// victims (see [`super::Incident`]); set from the incident's second victim on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) incident: Option<u64>,
-    pub(crate) timeline: Timeline,
-    pub(crate) reaper_skips: u32,
+    /// OOM invocations in its memcg since its kill.
+    pub(crate) invocations_since_kill: u32,
+    pub(crate) key: VictimKey,
+    /// The victim whose mm this one shared (killed along with it).
+    pub(crate) killed_with: Option<VictimKey>,
     /// The last oom_reaper attempt, when it was a skip (cleared by a later start).
     #[serde(skip)]
     pub(super) last_reaper_skip: Option<u64>,
-    /// oom_reaper attempts seen (starts and skips); it makes at most 10.
-    pub(crate) reaper_attempts: u32,
-    /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
-    pub(crate) threads_exited: u32,
-    /// Which threads entered exit, in order (the first few).
-    pub(crate) exiting_tids: Vec<u32>,
-    /// Killed before oomtrace started: found by the start-up scan.
-    pub(crate) pre_existing: bool,
-    /// Marked by the OOM killer without a SIGKILL: it was already exiting (not a kill).
-    pub(crate) already_exiting: bool,
-    /// Who SIGKILLed it, when that was not the OOM killer: a kill followed like an OOM one,
-    /// flagged `kill_stuck` rather than `stuck`. None for OOM victims and pre-existing ones.
-    pub(crate) sender: Option<Sender>,
-    /// The kernel's tracked set was full at its kill: its thread exits and release were not
-    /// reported (its death still is, through its pidfd).
-    pub(crate) untracked: bool,
-    /// A kernel SIGKILL waiting for the mark that would make it an OOM kill: not announced
-    /// and not judged until the pairing window has passed.
-    #[serde(skip)]
-    pub(super) awaiting_mark: bool,
-    /// How death was seen (`pidfd`, `gone`, `pid_reused`, `released`, `last_thread_exit`).
-    pub(crate) death_seen: Option<&'static str>,
+    pub(super) livelock_reported: bool,
+    /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
+    pub(super) lost_at_kill: u64,
+    /// Thread id the kernel marked (reaper events name it).
+    pub(crate) marked_tid: Option<u32>,
+    /// The victim's own memcg at the kill.
+    pub(crate) memcg_at_kill: Option<MemcgAt>,
+    pub(crate) memcg_id: Option<u64>,
     /// Its mm identity (a kernel address: kept out of every output).
     #[serde(skip)]
     pub(super) mm: Option<u64>,
-
-    /// Lost-event count when it was killed: any increase makes its silence unconfirmed.
-    pub(super) lost_at_kill: u64,
-    pub(crate) flagged_stuck: bool,
-    pub(super) flagged_release: bool,
-    pub(super) flagged_unobservable: bool,
-    /// OOM invocations in its memcg since its kill.
-    pub(crate) invocations_since_kill: u32,
-    /// Invocations of its domain that returned true without a kill since it was found stuck.
-    #[serde(skip)]
-    pub(super) aborted_since_stuck: u32,
-    pub(super) livelock_reported: bool,
+    pub(crate) oom_score_adj: Option<i32>,
+    /// Killed before oomtrace started: found by the start-up scan.
+    pub(crate) pre_existing: bool,
+    /// oom_reaper attempts seen (starts and skips); it makes at most 10.
+    pub(crate) reaper_attempts: u32,
+    pub(crate) reaper_skips: u32,
+    /// anon, file, shmem rss in kB at mark time.
+    pub(crate) rss_kb: Option<[u64; 3]>,
+    /// Who SIGKILLed it, when that was not the OOM killer: a kill followed like an OOM one,
+    /// flagged `kill_stuck` rather than `stuck`. None for OOM victims and pre-existing ones.
+    pub(crate) sender: Option<Sender>,
+    /// The victim's swap entries in kB at the scan (part of its score), from its candidate row.
+    pub(crate) swap_kb: Option<u64>,
+    /// Threads seen entering exit (`sched_process_exit`); not threads that finished.
+    pub(crate) threads_exited: u32,
+    pub(crate) timeline: Timeline,
+    /// The task that was allocating when the OOM struck.
+    pub(crate) trigger: Option<Task>,
+    /// The allocating task's oom_score_adj, when the scan scored it.
+    pub(crate) trigger_oom_score_adj: Option<i32>,
+    /// The kernel's tracked set was full at its kill: its thread exits and release were not
+    /// reported (its death still is, through its pidfd).
+    pub(crate) untracked: bool,
 }
 
 impl Victim {

@@ -370,3 +370,30 @@ fn tgids_are_filled_and_kernel_addresses_hidden_before_anything_reads_an_event()
     assert!(!complete_in_userspace(&mut e, &key));
     assert_eq!(e.payload, Payload::OomInvoke(invoke));
 }
+
+/// A release is looked for once the reorder window after the death has passed, then at least
+/// `POLL` apart and ever less often: a release that never comes costs a few wakes before the
+/// sweep (2 s), not one every `POLL`.
+#[test]
+fn a_release_awaited_is_polled_less_and_less_often() {
+    let dead = 1_000 * TICK_GRID_NS;
+    // Before the window's end: at it, on the grid.
+    assert_eq!(
+        release_poll(dead, dead + 1),
+        on_grid(dead + RELEASE_WAIT_NS)
+    );
+    let mut now = dead + RELEASE_WAIT_NS;
+    let mut wakes = 0;
+    let mut gaps = Vec::new();
+    while now < dead + SWEEP_EVERY.as_nanos() as u64 {
+        let next = release_poll(dead, now);
+        assert!(next >= now + POLL.as_nanos() as u64, "{now} -> {next}");
+        assert_eq!(next % TICK_GRID_NS, 0);
+        gaps.push(next - now);
+        now = next;
+        wakes += 1;
+    }
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+    // Every POLL it was 2 s / 50 ms = 40 wakes.
+    assert!(wakes <= 10, "{wakes} wakes: {gaps:?}");
+}

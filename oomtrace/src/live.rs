@@ -228,6 +228,9 @@ struct Runner {
     /// Exits traced without ring-buffer wakeups (`--trace-all-exits`) must be polled for.
     poll_ring: bool,
     last_sweep: tokio::time::Instant,
+    /// Processes of the kernel's tracked set found gone from /proc at the last sweep (see
+    /// [`stale_tracked`]).
+    tracked_gone: std::collections::HashSet<u32>,
     /// The sockets the kernel read from killed processes' fd tables, if it reads them here.
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
     /// Events were read since the kernel's lost-event counter was last read. Events are lost
@@ -270,6 +273,7 @@ impl Runner {
             flagged: 0,
             poll_ring: false,
             last_sweep: now,
+            tracked_gone: std::collections::HashSet::new(),
             kill_sockets: None,
             lost_unchecked: false,
             ring_fill: None,
@@ -713,9 +717,14 @@ impl Runner {
         self.states_read
             .retain(|_, at| now_ns.saturating_sub(*at) < 1_000_000_000);
         let proc_root = Path::new("/proc");
+        let gone_before = std::mem::take(&mut self.tracked_gone);
+        let gone_now = &mut self.tracked_gone;
         let swept = match probes.tracked_count() {
             Ok(0) => Ok(Vec::new()),
-            _ => probes.sweep_tracked(|pid| !proc_root.join(pid.to_string()).exists()),
+            _ => probes.sweep_tracked(|pid| {
+                let gone = !proc_root.join(pid.to_string()).exists();
+                stale_tracked(pid, gone, &gone_before, gone_now)
+            }),
         };
         let removed = match swept {
             Ok(r) => r,
@@ -1451,6 +1460,26 @@ fn release_poll(dead_ns: u64, now_ns: u64) -> u64 {
             on_grid(now_ns.saturating_add((POLL.as_nanos() as u64).max(since / 2)))
         }
     }
+}
+
+/// Whether process `pid` of the kernel's tracked set, `gone` from /proc now, is taken out of
+/// the set by the sweep: only when it was gone at the sweep before too (`gone_before`; those
+/// gone now are noted in `gone_now`). A process is gone from /proc once reaped, and the kernel
+/// reports its release from an RCU callback milliseconds later, if it is still tracked then:
+/// taken out at once, a victim reaped just before a sweep lost its release event, and was
+/// said released by userspace up to a sweep (2 s) late. What the sweep is for, an entry whose
+/// release the kernel could not apply, waits one sweep more.
+fn stale_tracked(
+    pid: u32,
+    gone: bool,
+    gone_before: &std::collections::HashSet<u32>,
+    gone_now: &mut std::collections::HashSet<u32>,
+) -> bool {
+    if !gone {
+        return false;
+    }
+    gone_now.insert(pid);
+    gone_before.contains(&pid)
 }
 
 /// `due_ns` rounded up to the next multiple of [`TICK_GRID_NS`].

@@ -203,7 +203,10 @@ impl Probes {
     /// Removes from the in-kernel filter the processes `gone` says no longer exist: their
     /// release was seen by the kernel but its delete refused (a bucket lock held by the context
     /// the release's softirq interrupted) or its program skipped. Returns the ids removed.
-    pub(crate) fn sweep_tracked(&mut self, gone: impl Fn(u32) -> bool) -> anyhow::Result<Vec<u32>> {
+    pub(crate) fn sweep_tracked(
+        &mut self,
+        mut gone: impl FnMut(u32) -> bool,
+    ) -> anyhow::Result<Vec<u32>> {
         let stale: Vec<u32> = {
             let map = self
                 .ebpf

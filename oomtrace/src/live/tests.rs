@@ -397,3 +397,26 @@ fn a_release_awaited_is_polled_less_and_less_often() {
     // Every POLL it was 2 s / 50 ms = 40 wakes.
     assert!(wakes <= 10, "{wakes} wakes: {gaps:?}");
 }
+
+/// The sweep takes a process out of the kernel's tracked set only once it was gone from /proc
+/// at two sweeps in a row: one reaped just before a sweep keeps its release event (which the
+/// kernel reports milliseconds after the process leaves /proc).
+#[test]
+fn the_sweep_leaves_a_just_reaped_process_tracked_for_its_release() {
+    let mut gone_before = std::collections::HashSet::new();
+    // Sweep 1: 7 was just reaped, 8 lives.
+    let mut gone_now = std::collections::HashSet::new();
+    assert!(!stale_tracked(7, true, &gone_before, &mut gone_now));
+    assert!(!stale_tracked(8, false, &gone_before, &mut gone_now));
+    gone_before = gone_now;
+    // Sweep 2: 7 is still in the set (its release was never applied): out now; 8 is gone
+    // now for the first time.
+    let mut gone_now = std::collections::HashSet::new();
+    assert!(stale_tracked(7, true, &gone_before, &mut gone_now));
+    assert!(!stale_tracked(8, true, &gone_before, &mut gone_now));
+    gone_before = gone_now;
+    // Sweep 3: 8's pid names a live process again (reused): it stays.
+    let mut gone_now = std::collections::HashSet::new();
+    assert!(!stale_tracked(8, false, &gone_before, &mut gone_now));
+    assert!(gone_now.is_empty());
+}

@@ -45,8 +45,9 @@ static TRACKED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 /// Entries userspace removed from `TRACKED` itself (only userspace writes it): a release whose
 /// delete the kernel refused (`-EBUSY`: the hash's per-CPU bucket lock is held by the context
 /// this softirq interrupted) or whose program was skipped (recursion) would otherwise leave a
-/// dead process tracked forever. Userspace sweeps such entries (a process /proc no longer has)
-/// and counts them here; `TRACKED_COUNT - USER_UNTRACKED` is what is tracked.
+/// dead process tracked forever. Userspace sweeps such entries (a process /proc no longer has
+/// at two sweeps in a row: one just reaped is still released here, milliseconds later) and
+/// counts them here; `TRACKED_COUNT - USER_UNTRACKED` is what is tracked.
 #[map]
 static USER_UNTRACKED: Array<u64> = Array::with_max_entries(1, 0);
 

@@ -83,6 +83,12 @@ macro_rules! event_kinds {
             /// memory controller's). Its id and path, so that a memcg removed before an event naming
             /// it is read is still named.
             CgroupMkdir = 60, "cgroup_mkdir", CgroupMkdir;
+            /// `cgroup:cgroup_rmdir`: a cgroup was removed (its directory unlinked: it takes no
+            /// new task and its files are gone, though the kernel may free it later), in any
+            /// hierarchy, with the same record as its creation. Userspace then knows a memcg is
+            /// gone from the stream, in order with the events naming it, without asking the
+            /// cgroup filesystem at each finding; a dump carries it, so a replay says so too.
+            CgroupRmdir = 61, "cgroup_rmdir", CgroupMkdir;
         }
     };
 }
@@ -880,7 +886,8 @@ pub mod cgroup_mkdir {
     pub const HIERARCHY_KNOWN: u32 = 1 << 1;
 }
 
-/// A cgroup was created (see [`EventKind::CgroupMkdir`]). The header's task is the creator.
+/// A cgroup was created (see [`EventKind::CgroupMkdir`]) or removed ([`EventKind::CgroupRmdir`]).
+/// The header's task is the one that made or removed it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupMkdir {

@@ -1,5 +1,6 @@
-//! Cgroups being created (`cgroup:cgroup_mkdir`): their id, hierarchy, depth and path, so that
-//! userspace names a memcg that is removed before an event naming it is read.
+//! Cgroups being created (`cgroup:cgroup_mkdir`) and removed (`cgroup:cgroup_rmdir`): their id,
+//! hierarchy, depth and path, so that userspace names a memcg that is removed before an event
+//! naming it is read, and knows it removed in order with the events that name it.
 
 use aya_ebpf::{
     EbpfContext,
@@ -25,10 +26,11 @@ struct Facts {
     path: u64,
 }
 
-/// Writes the record: the facts, then the path read straight into the ring buffer.
+/// Writes the record (`kind`: made or removed): the facts, then the path read straight into the
+/// ring buffer.
 #[inline(always)]
-fn report(f: Facts) {
-    emit_in_place::<CgroupMkdir>(EventKind::CgroupMkdir, |m| {
+fn report(kind: EventKind, f: Facts) {
+    emit_in_place::<CgroupMkdir>(kind, |m| {
         // SAFETY: `m` is the reserved record's payload; every field is written before submit.
         unsafe {
             let path = &raw mut (*m).path;
@@ -66,6 +68,18 @@ fn report(f: Facts) {
 /// of `BPF_PROG_LOAD` on this host).
 #[btf_tracepoint(function = "cgroup_mkdir")]
 pub fn cgroup_mkdir_btf(ctx: BtfTracePointContext) -> u32 {
+    from_btf(EventKind::CgroupMkdir, &ctx)
+}
+
+/// `trace_cgroup_rmdir`: the same event class (`cgroup`) and arguments as `cgroup_mkdir`, on
+/// every kernel since 4.13.
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn cgroup_rmdir_btf(ctx: BtfTracePointContext) -> u32 {
+    from_btf(EventKind::CgroupRmdir, &ctx)
+}
+
+#[inline(always)]
+fn from_btf(kind: EventKind, ctx: &BtfTracePointContext) -> u32 {
     let cgrp: u64 = ctx.arg(0);
     let c = config();
     let (kn, _) = read_flat(cgrp, c.cgroup_kn, 0u64).unwrap_or((0, 0));
@@ -76,13 +90,16 @@ pub fn cgroup_mkdir_btf(ctx: BtfTracePointContext) -> u32 {
     let (root, _) = read_flat(cgrp, c.cgroup_root, 0u64).unwrap_or((0, 0));
     let (hierarchy, hierarchy_known) = read_flat(root, c.root_hierarchy_id, 0i32).unwrap_or((0, 0));
     let (level, _) = read_flat(cgrp, c.cgroup_level, 0i32).unwrap_or((0, 0));
-    report(Facts {
-        id,
-        hierarchy,
-        hierarchy_known: hierarchy_known as u32,
-        level,
-        path: ctx.arg(1),
-    });
+    report(
+        kind,
+        Facts {
+            id,
+            hierarchy,
+            hierarchy_known: hierarchy_known as u32,
+            level,
+            path: ctx.arg(1),
+        },
+    );
     0
 }
 
@@ -90,6 +107,18 @@ pub fn cgroup_mkdir_btf(ctx: BtfTracePointContext) -> u32 {
 /// `__data_loc char[] path`.
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
 pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
+    from_tp(EventKind::CgroupMkdir, &ctx)
+}
+
+/// `cgroup:cgroup_rmdir`: a record of the same event class (`cgroup`) as `cgroup_mkdir`'s, so
+/// its fields are where `cgroup_mkdir`'s format file says (the offsets are read from that one).
+#[tracepoint(category = "cgroup", name = "cgroup_rmdir")]
+pub fn cgroup_rmdir_tp(ctx: TracePointContext) -> u32 {
+    from_tp(EventKind::CgroupRmdir, &ctx)
+}
+
+#[inline(always)]
+fn from_tp(kind: EventKind, ctx: &TracePointContext) -> u32 {
     let c = config();
     if c.tp_cgroup_id == NO_OFFSET || c.tp_cgroup_path == NO_OFFSET {
         return 0;
@@ -111,13 +140,16 @@ pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
         unsafe { ctx.read_at::<i32>(off as usize) }.ok()
     };
     let hierarchy = int(c.tp_cgroup_root);
-    report(Facts {
-        id,
-        hierarchy: hierarchy.unwrap_or(0),
-        hierarchy_known: u32::from(hierarchy.is_some()),
-        level: int(c.tp_cgroup_level).unwrap_or(0),
-        // __data_loc: low 16 bits the string's offset in the record, high 16 its length.
-        path: ctx.as_ptr() as u64 + u64::from(loc & 0xffff),
-    });
+    report(
+        kind,
+        Facts {
+            id,
+            hierarchy: hierarchy.unwrap_or(0),
+            hierarchy_known: u32::from(hierarchy.is_some()),
+            level: int(c.tp_cgroup_level).unwrap_or(0),
+            // __data_loc: low 16 bits the string's offset in the record, high 16 its length.
+            path: ctx.as_ptr() as u64 + u64::from(loc & 0xffff),
+        },
+    );
     0
 }

@@ -157,14 +157,18 @@ fn lost() {
 /// A victim's thread exits and its release do not wake the reader: the exits come just before
 /// the victim's pidfd is notified (`exit_notify`), which wakes the loop and drains the ring,
 /// and the loop wakes for a victim dead and not yet released on its tick grid (live.rs
-/// `next_wake`). Every other event (the kill path, the reaper, a memcg's creation) wakes it at
+/// `next_wake`). A cgroup's removal does not either: it matters only to what a later wake
+/// writes, and every wake reads the ring before it writes anything (a node removes cgroups
+/// all day). Every other event (the kill path, the reaper, a memcg's creation) wakes it at
 /// once, *forced*: the kernel's default wakes the reader only when it has read everything
 /// before the record (`consumer_pos == record`), which an exit or a release left unread would
 /// otherwise defeat, and a kill's pidfd must be opened before the victim is reaped.
 #[inline(always)]
 fn wakeup(kind: EventKind) -> u64 {
     match kind {
-        EventKind::TaskExit | EventKind::TaskFree => u64::from(BPF_RB_NO_WAKEUP),
+        EventKind::TaskExit | EventKind::TaskFree | EventKind::CgroupRmdir => {
+            u64::from(BPF_RB_NO_WAKEUP)
+        }
         _ => u64::from(BPF_RB_FORCE_WAKEUP),
     }
 }

@@ -143,7 +143,8 @@ impl Event {
             | Payload::MemcgOom(_)
             | Payload::AllocStack(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => process(self.header.pid, self.header.tgid),
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => process(self.header.pid, self.header.tgid),
         }
     }
 
@@ -170,7 +171,8 @@ impl Event {
             | Payload::TaskExit(_)
             | Payload::TaskFree(_)
             | Payload::GroupExited(_)
-            | Payload::CgroupMkdir(_) => None,
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => None,
         }
     }
 
@@ -203,7 +205,8 @@ impl Event {
             | Payload::PreExisting(_)
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => [None, None],
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => [None, None],
         };
         self.memcg().into_iter().chain(own.into_iter().flatten())
     }
@@ -233,7 +236,8 @@ impl Event {
             | Payload::PreExisting(_)
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => None,
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => None,
         }
     }
 
@@ -264,7 +268,8 @@ impl Event {
             | Payload::PreExisting(_)
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => [None, None],
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => [None, None],
         }
     }
 
@@ -296,7 +301,8 @@ impl Event {
             | Payload::GroupExited(_)
             | Payload::PreExisting(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => None,
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => None,
         }
     }
 
@@ -343,7 +349,8 @@ impl Event {
             | Payload::PreExisting(_)
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => none,
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => none,
         }
     }
 

@@ -872,7 +872,8 @@ impl Tracker {
             | Payload::PreExisting(_)
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
-            | Payload::CgroupMkdir(_) => {}
+            | Payload::CgroupMkdir(_)
+            | Payload::CgroupRmdir(_) => {}
         }
         match ev.payload {
             Payload::OomInvoke(p) => {
@@ -1045,7 +1046,7 @@ impl Tracker {
             }
             Payload::PreExisting(p) => self.on_pre_existing(ts, &p),
             // Names only (the id → path service keeps them): nothing about a process.
-            Payload::CgroupMkdir(_) => {}
+            Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) => {}
             Payload::TaskFree(p) => {
                 let Some(key) = self.lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns)) else {
                     return;

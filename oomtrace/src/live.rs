@@ -37,7 +37,7 @@ use crate::{
         memcg_watch::{self, MemcgWatch},
         scan,
     },
-    kernel::{cgroups::MemcgPaths, probes::Probes},
+    kernel::{cgroups::MemcgPaths, plan::Hook, probes::Probes},
     lifecycle::{Finding, Observability, Tracker, TrackerConfig},
     printer::{self, Format},
     record::dump,
@@ -105,13 +105,19 @@ fn new_session(
     let memory = probes.env.memory_controller.clone();
     let clock = Clock::now();
     let page_kb = 1u64 << probes.layout.config.page_kb_shift;
-    let renderer = Renderer {
+    let mut renderer = Renderer {
         symbols: Default::default(),
         gfp: probes.gfp_names.clone(),
         clock,
         memcgs: MemcgPaths::new(memory.as_ref()),
         page_kb,
     };
+    renderer.memcgs.rmdir_hooked(
+        probes
+            .plan
+            .iter()
+            .any(|p| p.hook == Hook::CgroupRmdir && p.attached()),
+    );
     let memcg_root = memory.map(|m| m.mount);
     let mut live = Live::new("/proc".into(), memcg_root.clone());
     live.oom_baseline = memcg_root
@@ -468,6 +474,18 @@ impl Runner {
         {
             return Ok(());
         }
+        // A cgroup removed: a memcg is said removed from now on. Other hierarchies' removals
+        // are neither recorded nor tracked.
+        if let Payload::CgroupRmdir(p) = &ev.payload
+            && !self.session.memcgs().removed(
+                (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
+                p.id,
+                &mkdir_path(p),
+                p.flags & cgroup_mkdir::TRUNCATED != 0,
+            )
+        {
+            return Ok(());
+        }
         // Every memcg the event names is resolved to its path for the tracker (the filter and
         // OOM domains match by path) and recorded once in the dump.
         // The first is the event's own memcg (`Event::memcg`), the one the metrics label.
@@ -604,6 +622,7 @@ impl Runner {
         let Some(new) = self.session.lost(total) else {
             return Ok(());
         };
+        self.session.memcgs().events_lost();
         self.record(Record::Lost(total));
         self.note(&Note::Lost { new, total });
         self.written()

@@ -223,13 +223,24 @@ impl<'a> Replayer<'a> {
             }
         }
         // Recorded only when in the memory controller's hierarchy.
-        if let Payload::CgroupMkdir(p) = ev.payload {
-            self.session.memcgs().created(
-                None,
-                p.id,
-                &mkdir_path(&p),
-                p.flags & cgroup_mkdir::TRUNCATED != 0,
-            );
+        match ev.payload {
+            Payload::CgroupMkdir(p) => {
+                self.session.memcgs().created(
+                    None,
+                    p.id,
+                    &mkdir_path(&p),
+                    p.flags & cgroup_mkdir::TRUNCATED != 0,
+                );
+            }
+            Payload::CgroupRmdir(p) => {
+                self.session.memcgs().removed(
+                    None,
+                    p.id,
+                    &mkdir_path(&p),
+                    p.flags & cgroup_mkdir::TRUNCATED != 0,
+                );
+            }
+            _ => {}
         }
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);
@@ -900,17 +911,34 @@ mod tests {
             target_memcg_id: 88,
             ..sample_sigkill(42, "hog", 5)
         };
-        for raw in [
+        let events = [
             ev(0, 7, 7, Payload::CgroupMkdir(mkdir)),
             ev(1, 9, 9, Payload::KernelSigkill(kill)),
             ev(1, 9, 9, Payload::MarkVictim(m)),
-        ] {
-            w.event(&raw).unwrap();
+        ];
+        for raw in &events {
+            w.event(raw).unwrap();
         }
         w.finish(1_000_000 * MS + 100 * MS).unwrap();
         let (r, text) = run(&path, &ReplayOptions::default());
         assert_eq!(r.undecodable, 0, "{text}");
         assert!(text.contains("[memcg /kubepods/pod1/ctr]"), "{text}");
+
+        // Its removal recorded (`cgroup_rmdir`) just after the kill: the replay says the memcg
+        // was removed when the kill was written, as `watch` did.
+        let path = scratch.join("rmdir.dump");
+        let mut w = Writer::create(&path, false, &header).unwrap();
+        for raw in &events {
+            w.event(raw).unwrap();
+        }
+        w.event(&ev(2, 3, 3, Payload::CgroupRmdir(mkdir))).unwrap();
+        w.finish(1_000_000 * MS + 100 * MS).unwrap();
+        let (r, text) = run(&path, &ReplayOptions::default());
+        assert_eq!(r.undecodable, 0, "{text}");
+        assert!(
+            text.contains("[memcg /kubepods/pod1/ctr, removed]"),
+            "{text}"
+        );
     }
 
     /// Item 7 of #12: a few memcg records with 16 MiB paths drove `report` to a gigabyte. A

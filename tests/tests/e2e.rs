@@ -802,10 +802,16 @@ fn a_pod_made_after_start_is_named_at_its_kill(
         "the kernel counted no kill in {}",
         ctr.rel_path()
     );
-    // kubelet removes the container's memcg and then the pod's.
+    // kubelet removes the container's memcg and then the pod's: the kernel reports each
+    // removal (`cgroup_rmdir`, read at the loop's next wake), with its path.
     drop(hog);
+    let (id, path) = (ctr.id(), ctr.rel_path().to_string());
     drop(ctr);
     drop(pod);
+    let removed = watch.wait_for("the container memcg's removal", event_wait(), move |v| {
+        v["event"] == "cgroup_rmdir" && v["cgroup_id"] == id
+    });
+    assert_eq!(removed["path"], path.as_str(), "{removed}");
     age
 }
 
@@ -839,11 +845,20 @@ fn a_pod_made_and_removed_while_stopped_is_named(watch: &Watch, burstable: &Sand
         "{killed}"
     );
     let plan = watch.plan();
-    let mkdir_hook = plan["plan"]
-        .as_array()
-        .and_then(|p| p.iter().find(|h| h["hook"] == "cgroup_mkdir"))
-        .unwrap_or_else(|| panic!("no cgroup_mkdir hook in {plan}"));
-    assert_eq!(mkdir_hook["attach"], "tp_btf", "{plan}");
+    for name in ["cgroup_mkdir", "cgroup_rmdir"] {
+        let hook = plan["plan"]
+            .as_array()
+            .and_then(|p| p.iter().find(|h| h["hook"] == name))
+            .unwrap_or_else(|| panic!("no {name} hook in {plan}"));
+        assert_eq!(hook["attach"], "tp_btf", "{plan}");
+    }
+    // Said removed by the kernel's own report of it, read before the kill was written.
+    let gone = watch
+        .lines()
+        .into_iter()
+        .find(|v| v["event"] == "cgroup_rmdir" && v["cgroup_id"] == id)
+        .unwrap_or_else(|| panic!("no cgroup_rmdir event of id {id}"));
+    assert_eq!(gone["path"], gone_path.as_str(), "{gone}");
     let made = watch
         .lines()
         .into_iter()

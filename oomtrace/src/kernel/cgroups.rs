@@ -138,6 +138,11 @@ pub(crate) struct MemcgPaths {
     /// finding: ~3.6 per kill in an OOM storm). Emptied at every wake
     /// ([`MemcgPaths::next_wake`]); a replay never fills it (no controller).
     live_this_wake: Vec<u64>,
+    /// The kernel reports every removal of a cgroup (`cgroup:cgroup_rmdir` attached).
+    rmdir_hooked: bool,
+    /// Removals are reported and none can have been lost since the last sweep: a memcg not
+    /// said removed is there, with no need to ask the filesystem at each finding.
+    rmdirs_complete: bool,
 }
 
 /// Memcg directories kept open for the check of a finding's memcg (see `MemcgPaths::checked`).
@@ -207,6 +212,8 @@ impl MemcgPaths {
             checked: HashMap::new(),
             checks: 0,
             live_this_wake: Vec::new(),
+            rmdir_hooked: false,
+            rmdirs_complete: false,
         };
         let Some(root) = m.root.clone() else {
             return m;
@@ -406,6 +413,49 @@ impl MemcgPaths {
         true
     }
 
+    /// A cgroup was removed (`cgroup:cgroup_rmdir`, its record read in order with the events
+    /// before it): a memcg of the memory controller's hierarchy is removed from now on, with
+    /// the last path known of it (else the removal's own). False when it is another
+    /// hierarchy's or id 0.
+    pub(crate) fn removed(
+        &mut self,
+        hierarchy: Option<u32>,
+        id: u64,
+        path: &str,
+        cut: bool,
+    ) -> bool {
+        let ours = self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy);
+        if !ours || id == 0 {
+            return false;
+        }
+        let own = (!cut && path.starts_with('/')).then(|| path.to_string());
+        let created = self.created.remove(&id);
+        match self.removed.get_mut(&id) {
+            // Said removed already (a check was first): it keeps what it knew, else this path.
+            Some(last @ None) => *last = own.or(created),
+            Some(Some(_)) => {}
+            None => {
+                let last = self.live.get(&id).cloned().or(created).or(own);
+                self.forget(id, last);
+            }
+        }
+        true
+    }
+
+    /// Every cgroup removal is reported to [`MemcgPaths::removed`] (the removal hook is
+    /// attached): a finding's memcg is then not checked with the filesystem
+    /// ([`MemcgPaths::current`]), except from when events were lost
+    /// ([`MemcgPaths::events_lost`]) until the next sweep has checked every memcg again.
+    pub(crate) fn rmdir_hooked(&mut self, hooked: bool) {
+        self.rmdir_hooked = hooked;
+        self.rmdirs_complete = hooked;
+    }
+
+    /// The kernel lost events: a removal may be among them (see [`MemcgPaths::rmdir_hooked`]).
+    pub(crate) fn events_lost(&mut self) {
+        self.rmdirs_complete = false;
+    }
+
     /// The memory controller's hierarchy id, which [`MemcgPaths::created`] keeps.
     #[cfg(test)]
     pub(crate) fn hierarchy(&self) -> Option<u32> {
@@ -465,7 +515,7 @@ impl MemcgPaths {
         let Memcg::Live(p) = m else {
             return m;
         };
-        if self.root.is_none() {
+        if self.root.is_none() || self.rmdirs_complete {
             return Memcg::Live(p);
         }
         if let Memcg::Removed(_) = self.check(id, &p, true) {
@@ -584,6 +634,8 @@ impl MemcgPaths {
                 self.forget(id, Some(p));
             }
         }
+        // Every memcg named so far was checked: those said live are.
+        self.rmdirs_complete = self.rmdir_hooked;
         std::mem::take(&mut self.found_removed)
     }
 
@@ -734,6 +786,59 @@ mod tests {
         assert_eq!(m.current(id), Memcg::Removed(Some("/pod".into())));
         m.next_wake();
         assert_eq!(m.current(id), Memcg::Removed(Some("/pod".into())));
+    }
+
+    /// With the removal hook attached, a finding's memcg is not checked with the filesystem:
+    /// it is live until the kernel's removal is read, then removed with its last path; another
+    /// hierarchy's removal (v1 ids are per hierarchy) changes nothing. From lost events until
+    /// the next sweep it is checked again, as without the hook.
+    #[test]
+    fn a_removal_the_kernel_reports_is_taken_without_asking_the_filesystem() {
+        let scratch = ScratchDir::new("memcg-rmdir");
+        let dir = scratch.path().to_path_buf();
+        // (All made first: a plain file system, unlike kernfs, reuses inodes.)
+        for d in ["pod/ctr", "pod/other", "pod/third"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let c = MemoryController {
+            version: 1,
+            mount: dir.clone(),
+        };
+        let mut m = MemcgPaths::new(Some(&c));
+        m.hierarchy = Some(4);
+        m.rmdir_hooked(true);
+        let id = std::fs::metadata(dir.join("pod/ctr")).unwrap().ino();
+        let other = std::fs::metadata(dir.join("pod/other")).unwrap().ino();
+        assert_eq!(m.current(id), Memcg::Live("/pod/ctr".into()));
+        assert_eq!(m.current(other), Memcg::Live("/pod/other".into()));
+        // Gone from the filesystem, its removal not read yet: nothing asked, still live.
+        std::fs::remove_dir(dir.join("pod/ctr")).unwrap();
+        m.next_wake();
+        assert_eq!(m.current(id), Memcg::Live("/pod/ctr".into()));
+        assert!(
+            !m.removed(Some(3), id, "/cpu/ctr", false),
+            "another hierarchy"
+        );
+        assert_eq!(m.current(id), Memcg::Live("/pod/ctr".into()));
+        assert!(m.removed(Some(4), id, "/pod/ctr", false));
+        assert_eq!(m.current(id), Memcg::Removed(Some("/pod/ctr".into())));
+        // Reported by the next sweep like any removal found, once.
+        assert_eq!(m.sweep(), vec![(id, Some("/pod/ctr".to_string()))]);
+        // Events lost: a removal may be among them, so the filesystem is asked again...
+        std::fs::remove_dir(dir.join("pod/other")).unwrap();
+        m.events_lost();
+        m.next_wake();
+        assert_eq!(m.current(other), Memcg::Removed(Some("/pod/other".into())));
+        // ...until a sweep has checked every memcg; then the hook's word is taken again.
+        let third = std::fs::metadata(dir.join("pod/third")).unwrap().ino();
+        assert_eq!(m.current(third), Memcg::Live("/pod/third".into()));
+        m.sweep();
+        std::fs::remove_dir(dir.join("pod/third")).unwrap();
+        m.next_wake();
+        assert_eq!(m.current(third), Memcg::Live("/pod/third".into()));
+        // A removal read before anything named the memcg keeps its path for a later kill.
+        assert!(m.removed(Some(4), 77, "/pod/brief", false));
+        assert_eq!(m.memcg(77), Memcg::Removed(Some("/pod/brief".into())));
     }
 
     #[test]

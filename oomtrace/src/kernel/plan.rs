@@ -301,6 +301,15 @@ hooks! {
             tp(Tracepoint, "cgroup_mkdir_tp", "cgroup", "cgroup_mkdir"),
         ],
     },
+    /// `cgroup:cgroup_rmdir`: every cgroup removed, with its id and path.
+    CgroupRmdir {
+        name: "cgroup_rmdir",
+        kernel: "cgroup:cgroup_rmdir",
+        candidates: [
+            tp(TpBtf, "cgroup_rmdir_btf", "cgroup", "cgroup_rmdir"),
+            tp(Tracepoint, "cgroup_rmdir_tp", "cgroup", "cgroup_rmdir"),
+        ],
+    },
 }
 
 /// What we know about the running kernel before trying anything. Each `Err` holds the reason

@@ -77,7 +77,7 @@ pub(crate) fn text_quiet(ev: &Event) -> Quiet {
         }
         Payload::TaskExit(_) | Payload::GroupExited(_) => Quiet::IfUserKilled,
         Payload::TaskFree(_) => Quiet::LastIfUserKilled,
-        Payload::CgroupMkdir(_) => Quiet::Always,
+        Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) => Quiet::Always,
         Payload::OomInvoke(_)
         | Payload::OomInvokeDone(_)
         | Payload::OomKill(_)
@@ -292,7 +292,7 @@ impl Renderer {
                     "source": if p.flags & memcg_oom::V1 != 0 { "v1_eventfd" } else { "v2_memory_events_local" },
                 })
             }
-            Payload::CgroupMkdir(p) => json!({
+            Payload::CgroupMkdir(p) | Payload::CgroupRmdir(p) => json!({
                 "cgroup_id": p.id,
                 "hierarchy": (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
                 "level": p.level,
@@ -505,7 +505,12 @@ impl Renderer {
                 }
                 s
             }
-            Payload::CgroupMkdir(p) => {
+            Payload::CgroupMkdir(p) | Payload::CgroupRmdir(p) => {
+                let made = if matches!(ev.payload, Payload::CgroupMkdir(_)) {
+                    "created"
+                } else {
+                    "removed"
+                };
                 let hierarchy = if p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0 {
                     format!("hierarchy {}", p.hierarchy)
                 } else {
@@ -517,7 +522,7 @@ impl Renderer {
                     ""
                 };
                 format!(
-                    "cgroup {}{cut} created (id {}, {hierarchy}, level {})",
+                    "cgroup {}{cut} {made} (id {}, {hierarchy}, level {})",
                     mkdir_path(p),
                     p.id,
                     p.level

@@ -68,6 +68,13 @@ macro_rules! event_kinds {
             /// pidfd polling readable means (`thread_group_exited`). **This is death.** Dumps carry it
             /// so that `report` judges exactly as `watch` did.
             GroupExited = 42, "group_exited", GroupExited;
+            /// `signal:signal_generate` of a tracked process's exit signal (`si_code` `CLD_EXITED`,
+            /// `CLD_KILLED` or `CLD_DUMPED`, SIGCHLD as a rule) to another process, sent by a
+            /// thread of it: on every kernel since 5.3 the kernel sends it from
+            /// `do_notify_parent`, just after waking its pidfd's waiters (`do_notify_pidfd`), once
+            /// the process has finished exiting. Not sent when the parent ignores SIGCHLD
+            /// (`SIG_IGN`) or the exit signal is 0. Userspace dates a death by it.
+            ParentNotified = 43, "parent_notified", ParentNotified;
             /// Observed by userspace when it starts: a process that was sent SIGKILL before oomtrace
             /// came and has not finished exiting.
             PreExisting = 50, "pre_existing", PreExisting;
@@ -466,6 +473,24 @@ pub struct TaskFree {
     pub start_ns: u64,
 }
 
+/// A tracked process notified another of its exit (see [`EventKind::ParentNotified`]). The
+/// header's task is the thread that sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentNotified {
+    /// The process (tgid) the sending thread belongs to.
+    pub pid: u32,
+    /// The process notified (the tgid of the signal's target; its thread id on the classic
+    /// tracepoint, which names the target by pid only).
+    pub parent: u32,
+    /// Leader start time (ns since boot) of `pid`; 0 when unknown.
+    pub start_ns: u64,
+    /// The signal (the exit signal: SIGCHLD as a rule).
+    pub sig: i32,
+    /// `CLD_EXITED` (1), `CLD_KILLED` (2) or `CLD_DUMPED` (3).
+    pub si_code: i32,
+}
+
 /// [`Header::cpu`] of the events userspace observes itself ([`EventKind::GroupExited`],
 /// [`EventKind::PreExisting`]): they ran on no CPU's ring.
 pub const USERSPACE_CPU: u32 = u32::MAX;
@@ -480,6 +505,10 @@ pub mod exit_seen {
     pub const GONE: u32 = 2;
     /// The pid names a process with another start time: the victim is gone, the pid reused.
     pub const PID_REUSED: u32 = 3;
+    /// The kernel notified the process's parent of its exit ([`super::EventKind::ParentNotified`],
+    /// naming it by pid and start time) after its threads' exits, and its pidfd polled readable
+    /// or it was found reaped: dead at the time of that notification.
+    pub const PARENT_NOTIFIED: u32 = 4;
 }
 
 /// Every thread of the process has finished exiting (see [`EventKind::GroupExited`]).
@@ -908,6 +937,7 @@ pub struct CgroupMkdir {
 
 const _: () = {
     assert!(core::mem::size_of::<CgroupMkdir>() == 24 + CGROUP_PATH_LEN);
+    assert!(core::mem::size_of::<ParentNotified>() == 24);
     assert!(core::mem::size_of::<MemcgOom>() == 24);
     assert!(core::mem::size_of::<Header>() == 40);
     assert!(core::mem::size_of::<OomInvoke>() == 16);

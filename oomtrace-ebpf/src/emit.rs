@@ -154,10 +154,12 @@ fn lost() {
 
 /// The wake-up flag an event of `kind` is submitted with.
 ///
-/// A victim's thread exits and its release do not wake the reader: the exits come just before
-/// the victim's pidfd is notified (`exit_notify`), which wakes the loop and drains the ring,
-/// and the loop wakes for a victim dead and not yet released on its tick grid (live.rs
-/// `next_wake`). A cgroup's removal does not either: it matters only to what a later wake
+/// A victim's thread exits, the notification of its parent and its release do not wake the
+/// reader: the exits come just before the victim's pidfd is notified (`exit_notify`) and the
+/// notification just after, and the pidfd wakes the loop (which drains the ring first), or,
+/// while deaths come in a stream, the loop reads them at its other wakes and at least every
+/// 20 ms (host/deathwatch.rs `set_lazy`); the loop wakes for a victim dead and not yet
+/// released on its tick grid (live.rs `next_wake`). A cgroup's removal does not either: it matters only to what a later wake
 /// writes, and every wake reads the ring before it writes anything (a node removes cgroups
 /// all day). Every other event (the kill path, the reaper, a memcg's creation) wakes it at
 /// once, *forced*: the kernel's default wakes the reader only when it has read everything
@@ -166,9 +168,10 @@ fn lost() {
 #[inline(always)]
 fn wakeup(kind: EventKind) -> u64 {
     match kind {
-        EventKind::TaskExit | EventKind::TaskFree | EventKind::CgroupRmdir => {
-            u64::from(BPF_RB_NO_WAKEUP)
-        }
+        EventKind::TaskExit
+        | EventKind::TaskFree
+        | EventKind::CgroupRmdir
+        | EventKind::ParentNotified => u64::from(BPF_RB_NO_WAKEUP),
         _ => u64::from(BPF_RB_FORCE_WAKEUP),
     }
 }

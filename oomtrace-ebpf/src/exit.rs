@@ -6,11 +6,14 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
-use oomtrace_common::{EventKind, NO_OFFSET, TaskExit, TaskFree, group_dead_source};
+use oomtrace_common::{
+    EventKind, NO_OFFSET, ParentNotified, TaskExit, TaskFree, group_dead_source,
+};
 
 use crate::{
     emit::{any_tracked, emit, is_tracked, track, untrack},
     kernel::{config, last_live_thread, leader_start_ns, read},
+    victim::SIGINFO_CODE,
 };
 
 /// Linux ≥ 6.16: `trace_sched_process_exit(struct task_struct *p, bool group_dead)`.
@@ -76,6 +79,73 @@ fn current_is_tracked() -> bool {
         return true;
     }
     false
+}
+
+/// `si_code` of an exit signal: `CLD_EXITED` (1), `CLD_KILLED` (2), `CLD_DUMPED` (3).
+const CLD_EXITED: i32 = 1;
+const CLD_DUMPED: i32 = 3;
+
+/// `trace_signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+/// int group, int result)`: a tracked process's exit signal to another process (see
+/// [`EventKind::ParentNotified`]). `info` is a siginfo of its own there (`do_notify_parent`
+/// fills one), never `SEND_SIG_NOINFO` (0) or `SEND_SIG_PRIV` (1).
+#[btf_tracepoint(function = "signal_generate")]
+pub fn parent_notified_btf(ctx: BtfTracePointContext) -> u32 {
+    if !any_tracked() {
+        return 0;
+    }
+    let info: u64 = ctx.arg(1);
+    if info <= 1 {
+        return 0;
+    }
+    let si_code = read::<i32>(info, SIGINFO_CODE).unwrap_or(0);
+    let target: u64 = ctx.arg(2);
+    let parent = read::<u32>(target, config().task_tgid).unwrap_or(0);
+    notified(ctx.arg(0), si_code, parent)
+}
+
+/// The classic record: `sig`, `code` (the siginfo's `si_code`, `SI_USER`/`SI_KERNEL` for the
+/// two special pointers) and the target's `pid` (a thread id).
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn parent_notified_tp(ctx: TracePointContext) -> u32 {
+    let c = config();
+    if !any_tracked() || c.tp_signal_sig == NO_OFFSET || c.tp_signal_code == NO_OFFSET {
+        return 0;
+    }
+    // SAFETY: offsets from this kernel's format file; reads are checked by the helper.
+    let int = |off: u32| unsafe { ctx.read_at::<i32>(off as usize) }.unwrap_or(0);
+    let parent = if c.tp_signal_pid == NO_OFFSET {
+        0
+    } else {
+        int(c.tp_signal_pid) as u32
+    };
+    notified(int(c.tp_signal_sig), int(c.tp_signal_code), parent)
+}
+
+/// Reports an exit signal (`si_code` a `CLD_*` of an exit) sent to another process by a
+/// thread of a tracked one.
+#[inline(always)]
+fn notified(sig: i32, si_code: i32, parent: u32) -> u32 {
+    if !(CLD_EXITED..=CLD_DUMPED).contains(&si_code) {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if parent == tgid || !current_is_tracked() {
+        return 0;
+    }
+    // SAFETY: plain helper.
+    let task = unsafe { bpf_get_current_task() };
+    emit(
+        EventKind::ParentNotified,
+        ParentNotified {
+            pid: tgid,
+            parent,
+            start_ns: leader_start_ns(task),
+            sig,
+            si_code,
+        },
+    );
+    0
 }
 
 fn exit(task: u64, group_dead: Option<bool>, source: u32) -> u32 {

@@ -245,7 +245,7 @@ fn signal_generate(ctx: &BtfTracePointContext) -> u32 {
 }
 
 /// Offset of `si_code` in `struct kernel_siginfo`.
-const SIGINFO_CODE: u32 = 8;
+pub(crate) const SIGINFO_CODE: u32 = 8;
 /// `SEND_SIG_NOINFO`: the siginfo pointer of a user's signal sent without one.
 const SEND_SIG_NOINFO: u64 = 0;
 

@@ -181,6 +181,8 @@ fn events() {
         Payload::PreExisting(zero()),
         Payload::MemcgOom(zero()),
         Payload::CgroupMkdir(zero()),
+        Payload::CgroupRmdir(zero()),
+        Payload::ParentNotified(zero()),
     ] {
         let ev = Event {
             header: base,

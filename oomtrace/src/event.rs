@@ -8,7 +8,8 @@ use std::mem::size_of;
 
 use oomtrace_common::{
     AllocStack, CgroupMkdir, GroupExited, Header, KernelSigkill, MarkVictim, MemcgOom, MemcgState,
-    OomCandidate, OomInvoke, OomInvokeDone, OomKill, PreExisting, Reaper, TaskExit, TaskFree,
+    OomCandidate, OomInvoke, OomInvokeDone, OomKill, ParentNotified, PreExisting, Reaper, TaskExit,
+    TaskFree,
 };
 pub use oomtrace_common::{
     EventKind, cgroup_mkdir, exit_seen, group_dead_source, memcg_oom, memcg_state, pre_existing,
@@ -136,6 +137,7 @@ impl Event {
             Payload::TaskFree(p) => process(p.pid, 0),
             Payload::GroupExited(p) => process(p.pid, p.pid),
             Payload::PreExisting(p) => process(p.pid, p.pid),
+            Payload::ParentNotified(p) => process(self.header.pid, p.pid),
             // The current task is the subject.
             Payload::TaskExit(_)
             | Payload::OomInvoke(_)
@@ -172,7 +174,8 @@ impl Event {
             | Payload::TaskFree(_)
             | Payload::GroupExited(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => None,
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => None,
         }
     }
 
@@ -206,7 +209,8 @@ impl Event {
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => [None, None],
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => [None, None],
         };
         self.memcg().into_iter().chain(own.into_iter().flatten())
     }
@@ -237,7 +241,8 @@ impl Event {
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => None,
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => None,
         }
     }
 
@@ -269,7 +274,8 @@ impl Event {
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => [None, None],
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => [None, None],
         }
     }
 
@@ -302,7 +308,8 @@ impl Event {
             | Payload::PreExisting(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => None,
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => None,
         }
     }
 
@@ -350,7 +357,8 @@ impl Event {
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => none,
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => none,
         }
     }
 
@@ -423,6 +431,7 @@ impl Pod for OomCandidate {}
 impl Pod for Reaper {}
 impl Pod for TaskExit {}
 impl Pod for TaskFree {}
+impl Pod for ParentNotified {}
 impl Pod for GroupExited {}
 impl Pod for PreExisting {}
 impl Pod for MemcgOom {}
@@ -559,6 +568,7 @@ pub(crate) fn exit_seen_name(how: u32) -> &'static str {
         exit_seen::PIDFD => "pidfd",
         exit_seen::GONE => "gone",
         exit_seen::PID_REUSED => "pid_reused",
+        exit_seen::PARENT_NOTIFIED => "parent_notified",
         _ => "unknown",
     }
 }

@@ -873,7 +873,8 @@ impl Tracker {
             | Payload::MemcgOom(_)
             | Payload::MemcgState(_)
             | Payload::CgroupMkdir(_)
-            | Payload::CgroupRmdir(_) => {}
+            | Payload::CgroupRmdir(_)
+            | Payload::ParentNotified(_) => {}
         }
         match ev.payload {
             Payload::OomInvoke(p) => {
@@ -1046,7 +1047,7 @@ impl Tracker {
             }
             Payload::PreExisting(p) => self.on_pre_existing(ts, &p),
             // Names only (the id → path service keeps them): nothing about a process.
-            Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) => {}
+            Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) | Payload::ParentNotified(_) => {}
             Payload::TaskFree(p) => {
                 let Some(key) = self.lookup_key(p.pid, |k| k.matches(p.pid, p.start_ns)) else {
                     return;

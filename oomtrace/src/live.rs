@@ -30,11 +30,12 @@ use loop_stats::Part;
 
 use crate::{
     clock::{Clock, monotonic_now},
-    event::{Event, Payload, cgroup_mkdir, mkdir_path},
+    event::{Event, Payload, cgroup_mkdir, exit_seen, mkdir_path},
     hooks::Hooks,
     host::{
         deathwatch::{self, DeathWatch, userspace_event},
         memcg_watch::{self, MemcgWatch},
+        procfs::same_start,
         scan,
     },
     kernel::{cgroups::MemcgPaths, plan::Hook, probes::Probes},
@@ -239,6 +240,13 @@ struct Runner {
     tracked_gone: std::collections::HashSet<u32>,
     /// The sockets the kernel read from killed processes' fd tables, if it reads them here.
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
+    /// Deaths not dated by the kernel yet (`GroupExited` of a victim found reaped at its kill,
+    /// or whose pidfd fired first), held to the end of a read of the ring: their parent's
+    /// notification, later in the ring, dates them (see [`Runner::read_deaths`]).
+    undated: Vec<Event>,
+    /// Whether deaths come in a stream, which the loop then reads at its other wake-ups
+    /// ([`DeathWatch::set_lazy`]), as memcg notifications.
+    death_pacing: notices::Pacing,
     /// Events were read since the kernel's lost-event counter was last read. Events are lost
     /// only when the ring buffer is full, so a read that finds it empty cannot be followed by
     /// new losses: the counter (a per-CPU map read) is read at a tick after reads that found
@@ -281,6 +289,8 @@ impl Runner {
             last_sweep: now,
             tracked_gone: std::collections::HashSet::new(),
             kill_sockets: None,
+            undated: Vec::new(),
+            death_pacing: notices::Pacing::default(),
             lost_unchecked: false,
             ring_fill: None,
             last_flush: 0,
@@ -307,6 +317,30 @@ impl Runner {
         if let Payload::TaskExit(p) = ev.payload {
             // The kernel's word on which process a pidfd opened earlier names.
             deaths.kernel_exit(ev.header.tgid, p.start_ns, ev.header.ts_ns);
+        }
+        // A death dated by the kernel, in order with the events around it.
+        if let Payload::ParentNotified(p) = ev.payload {
+            let ts = ev.header.ts_ns;
+            let undated = self.undated.iter().position(|g| {
+                matches!(g.payload, Payload::GroupExited(e)
+                    if e.pid == p.pid && p.start_ns != 0 && same_start(p.start_ns, e.start_ns))
+            });
+            let dead = match undated {
+                // Seen dead first (found reaped at its kill, or its pidfd fired before this
+                // record was written): the kernel's record names it by pid and start.
+                Some(at) => {
+                    let mut dead = self.undated.swap_remove(at);
+                    if let Payload::GroupExited(e) = &mut dead.payload {
+                        e.how = exit_seen::PARENT_NOTIFIED;
+                    }
+                    dead.header.ts_ns = ts;
+                    Some(dead)
+                }
+                None => deaths.notified(p.pid, p.start_ns, ts),
+            };
+            if let Some(dead) = dead {
+                self.userspace(&dead)?;
+            }
         }
         if let Some((ids, start, comm)) = killed_process(&ev) {
             self.watch_death(deaths, ids, start, comm)?;
@@ -353,8 +387,17 @@ impl Runner {
     ) -> anyhow::Result<()> {
         match deaths.watch(std::path::Path::new("/proc"), (tgid, tid), start_ns, comm) {
             Ok(w) => {
-                for ev in &w.events {
-                    self.userspace(ev)?;
+                for ev in w.events {
+                    // Reaped before it could be opened: dated by its parent's notification if
+                    // that comes later in the ring, else said gone at the end of the read.
+                    if let Payload::GroupExited(g) = ev.payload
+                        && g.how == exit_seen::GONE
+                        && g.start_ns != 0
+                    {
+                        self.undated.push(ev);
+                    } else {
+                        self.userspace(&ev)?;
+                    }
                 }
                 if w.started {
                     // Where the kernel reads the fd table at the SIGKILL, its record comes
@@ -798,6 +841,9 @@ impl Runner {
         timer: bool,
     ) -> anyhow::Result<()> {
         drain(ring, self, deaths)?;
+        if deaths.lazy() {
+            self.read_deaths(ring, deaths)?;
+        }
         let sweep_due = self.last_sweep.elapsed() >= SWEEP_EVERY;
         // Events are lost only when the ring was full (see ring_fill.rs); the counter is read
         // when it may have been, and at the sweep (a reservation the kernel refused for
@@ -865,6 +911,31 @@ impl Runner {
     /// The end of a wake: the next wake's findings check their memcgs anew.
     fn wake_done(&mut self) {
         self.session.memcgs().next_wake();
+    }
+
+    /// The victims' deaths their pidfds show now, tracked (the kernel events up to now read
+    /// first). The kernel wakes a pidfd's waiters just before it notifies the parent, so a
+    /// death seen this way is held for one more read of the ring, where that notification
+    /// dates it (see `raw_event`); else it keeps the time it was seen.
+    fn read_deaths(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        deaths: &mut DeathWatch,
+    ) -> anyhow::Result<()> {
+        for ev in deaths.ready(Path::new("/proc")) {
+            match ev.payload {
+                Payload::GroupExited(g)
+                    if g.start_ns != 0 && matches!(g.how, exit_seen::PIDFD | exit_seen::GONE) =>
+                {
+                    self.undated.push(ev);
+                }
+                _ => self.userspace(&ev)?,
+            }
+        }
+        if self.undated.is_empty() {
+            return Ok(());
+        }
+        drain(ring, self, deaths)
     }
 
     /// Before the loop parks until `wake`: what the sinks wrote since the last tick goes out
@@ -978,9 +1049,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     )
     .await?;
     drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
-    for ev in deaths.get_mut().ready(Path::new("/proc")) {
-        runner.userspace(&ev)?;
-    }
+    runner.read_deaths(ring.get_mut(), deaths.get_mut())?;
     if let Some(v) = runner.loop_stats.json() {
         runner.note(&Note::Stats(&v));
     }
@@ -1142,7 +1211,12 @@ async fn watch(
         .context("registering the loop's timer with the runtime")?;
     let mut mark = runner.loop_stats.mark();
     while runner.stopped().is_none() {
-        arm_next_wake(runner, memcgs.as_ref(), ticker.get_mut())?;
+        arm_next_wake(
+            runner,
+            memcgs.as_ref(),
+            deaths.get_ref().lazy(),
+            ticker.get_mut(),
+        )?;
         mark = runner.loop_stats.add(Part::Prepare, mark);
         let memcg_ready = async {
             match memcgs.as_mut().and_then(notices::Notices::awaited) {
@@ -1170,9 +1244,7 @@ async fn watch(
                 let mut guard = guard.context("waiting for victims' pidfds")?;
                 // Kernel events up to now first: the death comes after them.
                 drain(ring.get_mut(), runner, guard.get_inner_mut())?;
-                for ev in guard.get_inner_mut().ready(Path::new("/proc")) {
-                    runner.userspace(&ev)?;
-                }
+                runner.read_deaths(ring.get_mut(), guard.get_inner_mut())?;
                 guard.clear_ready();
             }
             guard = ticker.readable_mut() => {
@@ -1217,14 +1289,20 @@ async fn watch(
 fn arm_next_wake(
     runner: &mut Runner,
     memcgs: Option<&notices::Notices>,
+    deaths_lazy: bool,
     ticker: &mut ticker::Ticker,
 ) -> anyhow::Result<()> {
     let mut wake = runner.next_wake();
+    let now = monotonic_now();
     if memcgs.is_some_and(|m| m.watch().needs_poll()) {
-        wake = wake.min(monotonic_now() + MEMCG_POLL.as_nanos() as u64);
+        wake = wake.min(now + MEMCG_POLL.as_nanos() as u64);
     }
-    if let Some(by) = memcgs.and_then(|m| m.wake_by(monotonic_now())) {
+    if let Some(by) = memcgs.and_then(|m| m.wake_by(now)) {
         wake = wake.min(on_grid(by));
+    }
+    // Deaths read lazily, at least this often: one its parent was not told of is dated then.
+    if deaths_lazy {
+        wake = wake.min(on_grid(now.saturating_add(notices::LAZY_POLL_NS)));
     }
     runner.flush_unless_tick_soon(wake)?;
     ticker
@@ -1253,6 +1331,14 @@ fn end_of_turn(
         let notices = m.read(monotonic_now())?;
         runner.memcg_notices(notices)?;
     }
+    if deaths.lazy() && part != Part::Deaths {
+        drain(ring, runner, deaths)?;
+        runner.read_deaths(ring, deaths)?;
+    }
+    // Deaths in a stream are read at the loop's other wake-ups from now on, not awaited; a
+    // quiet spell makes them awaited again (see `notices::Pacing`).
+    let died = deaths.take_died() > 0;
+    deaths.set_lazy(runner.death_pacing.read(monotonic_now(), died));
     if matches!(part, Part::MemcgNotices | Part::KernelEvents | Part::Deaths)
         && runner.tick_due_by(monotonic_now())
     {
@@ -1404,6 +1490,10 @@ fn drain(
     while let Some(item) = ring.next() {
         runner.lost_unchecked = true;
         runner.raw_event(&item, deaths)?;
+    }
+    // Not dated by a notification in the ring: as first seen.
+    for gone in std::mem::take(&mut runner.undated) {
+        runner.userspace(&gone)?;
     }
     Ok(())
 }

@@ -98,6 +98,18 @@ impl Watch {
     }
 
     /// The plan line.
+    /// How a victim whose parent does not ignore SIGCHLD is seen dead (its `death_seen`):
+    /// dated by the kernel's notification of the parent where the `parent_notified` hook is
+    /// attached, else by its pidfd.
+    pub fn death_seen_of_a_notified_victim(&self) -> &'static str {
+        let plan = self.plan();
+        let hooked = plan["plan"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|h| h["hook"] == "parent_notified" && !h["attach"].is_null())
+        });
+        if hooked { "parent_notified" } else { "pidfd" }
+    }
+
     pub fn plan(&self) -> Value {
         self.lines()
             .into_iter()

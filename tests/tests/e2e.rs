@@ -281,6 +281,21 @@ fn assert_kill_to_release(watch: &Watch, sandbox: &Sandbox, pid: u32) -> Value {
         mine(v, "task_exit") && v["current"]["tgid"] == pid && v["group_dead"] == true
     });
     assert!(exit["ts_ns"].as_u64() >= mark["ts_ns"].as_u64());
+    // Its death, dated by the kernel's notification of its parent (this test: SIGCHLD,
+    // CLD_KILLED), which comes after its last thread's exit, on every kernel of the matrix.
+    let told = watch.wait_for("the hog's parent notified", event_wait(), |v| {
+        mine(v, "parent_notified") && v["pid"] == pid
+    });
+    assert_eq!(told["parent"], std::process::id(), "{told}");
+    assert_eq!(
+        (told["sig"].as_i64(), told["si_code"].as_i64()),
+        (Some(i64::from(libc::SIGCHLD)), Some(2)),
+        "{told}"
+    );
+    assert!(told["ts_ns"].as_u64() >= exit["ts_ns"].as_u64(), "{told}");
+    let dead = watch.wait_finding("dead", pid);
+    assert_eq!(dead["victim"]["death_seen"], "parent_notified", "{dead}");
+    assert_eq!(dead["victim"]["timeline"]["dead"], told["ts_ns"], "{dead}");
     watch.wait_for("the hog's release", event_wait(), |v| {
         mine(v, "task_free") && v["pid"] == pid
     });
@@ -666,7 +681,8 @@ fn classic_path_follows_a_victim_whose_main_thread_exited() {
         .map(|l| format!("{} {}", l["event"], l))
         .collect();
     assert_eq!(
-        dead["victim"]["death_seen"], "pidfd",
+        dead["victim"]["death_seen"],
+        watch.death_seen_of_a_notified_victim(),
         "{dead}\nevents: {seen:#?}"
     );
     // A wrong STUCK flag would come at the kill + the 2 s timeout: wait until then (and the

@@ -82,9 +82,10 @@ fn a_global_oom_is_seen_as_global() {
         finding_about(l, "dead", pid)
     });
     // Under a global OOM oomtrace itself may only get to look once the victim is reaped: its
-    // pidfd then, or the kernel's own release (sched_process_free) handled first, or gone.
+    // parent's notification or its pidfd then, or the kernel's own release (sched_process_free)
+    // handled first, or gone.
     assert!(
-        ["pidfd", "released", "gone"]
+        ["parent_notified", "pidfd", "released", "gone"]
             .contains(&dead["victim"]["death_seen"].as_str().unwrap_or("")),
         "{dead}"
     );

@@ -109,13 +109,17 @@ fn every_sigkill_is_followed_to_its_death() {
     let path = format!("memcg=\"{}\"", sandbox.rel_path());
     a_storm_while_both_are_held_stays_bounded(&watch, &sandbox, &addr, &path, reader, flusher);
 
-    // Released: dead (pidfd), the gauge back to 0.
+    // Released: dead (seen dying, not gone), the gauge back to 0.
     read.release();
     flush.release();
     for pid in [reader, flusher] {
         let dead = watch.wait_finding("dead", pid);
         assert_eq!(dead["was_flagged"], true, "{dead}");
-        assert_eq!(dead["victim"]["death_seen"], "pidfd", "{dead}");
+        assert_eq!(
+            dead["victim"]["death_seen"],
+            watch.death_seen_of_a_notified_victim(),
+            "{dead}"
+        );
     }
     assert!(wait_until(event_wait(), || sample(
         &scrape(&addr),
@@ -285,5 +289,51 @@ fn a_kill_that_works_prints_nothing_in_text() {
     assert!(
         text.contains("other SIGKILLs (not the OOM killer's)"),
         "the summary does not count it:\n{text}"
+    );
+}
+
+/// Deaths in a stream are read at the loop's other wake-ups (here each kill's), not each
+/// awaited on its own wake-up (an OOM storm's wake-ups were most of what a kill cost), and are
+/// still dated by the kernel: the notification of the parent, read in order from the ring.
+#[test]
+fn deaths_in_a_stream_are_read_at_other_wakes_and_dated_by_the_kernel() {
+    require_root();
+    const N: usize = 30;
+    let watch = Watch::start(&["--loop-stats"]);
+    let mut children: Vec<_> = (0..N)
+        .map(|_| Command::new("sleep").arg("600").spawn().expect("sleep"))
+        .collect();
+    for c in &mut children {
+        // SAFETY: a process this test started.
+        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGKILL) }, 0);
+        c.wait().expect("reaping the sleeper");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let how = watch.death_seen_of_a_notified_victim();
+    assert_eq!(
+        how, "parent_notified",
+        "the hook attaches on every kernel of the matrix"
+    );
+    for c in &children {
+        let dead = watch.wait_finding("dead", c.id());
+        assert_eq!(dead["victim"]["death_seen"], how, "{dead}");
+        let told = watch
+            .lines()
+            .into_iter()
+            .find(|v| v["event"] == "parent_notified" && v["pid"] == c.id())
+            .unwrap_or_else(|| panic!("no parent_notified of {}", c.id()));
+        assert_eq!(dead["victim"]["timeline"]["dead"], told["ts_ns"], "{dead}");
+    }
+    let lines = watch.stop_and_collect();
+    let stats = lines
+        .iter()
+        .find(|v| v["type"] == "loop_stats")
+        .expect("the loop_stats line");
+    let woken_by_deaths = stats["parts"]["deaths"]["turns"].as_u64().expect("turns");
+    // Awaited, the first deaths wake the loop; within 50 ms of each other they are read at
+    // the wakes the kills bring. (Other tests' victims may add a few.)
+    assert!(
+        woken_by_deaths < (N / 3) as u64,
+        "{woken_by_deaths} wake-ups for {N} deaths in a stream: {stats}"
     );
 }

@@ -1,8 +1,8 @@
-//! Death, seen from userspace: one pidfd per victim.
+//! Death, seen from userspace: one pidfd per victim, dated by the kernel where it tells.
 //!
 //! A victim is dead when every thread of it has finished exiting (passed `exit_notify`: its mm
-//! dropped, its files and sockets closed). No tracepoint fires there on any kernel, but a pidfd
-//! polls readable exactly then (`pidfd_poll` → `thread_group_exited`: the leader has exited
+//! dropped, its files and sockets closed). No tracepoint of its own fires there on any kernel,
+//! but a pidfd polls readable exactly then (`pidfd_poll` → `thread_group_exited`: the leader has exited
 //! and the thread group is empty), on every kernel since 5.3 — and the BPF ring buffer oomtrace
 //! needs came in 5.8. So userspace opens a pidfd for each process the kernel SIGKILLs (a few
 //! per OOM kill, nothing per ordinary exit: unrelated processes pay nothing), waits for all of
@@ -27,8 +27,15 @@
 //! A reused pid is thus never reported as the victim's death (it is [`exit_seen::PID_REUSED`])
 //! and never followed as the victim past the moment it is named by a kill of its own.
 //!
-//! The time of a [`GroupExited`] is when userspace saw it (CLOCK_MONOTONIC, like kernel
-//! events), a fraction of a millisecond after the fact when oomtrace is not starved.
+//! The time of a [`GroupExited`] is the kernel's where it notified the parent: on every kernel
+//! since 5.3 `do_notify_parent` wakes the pidfd's waiters and then sends the exit signal, whose
+//! `signal_generate` the `parent_notified` hook reports ([`DeathWatch::notified`]; that also
+//! proves which process the pidfd names, with no /proc read, and dates the victims found
+//! reaped at their kill). Else (the parent ignores SIGCHLD, the exit signal is 0, the hook is
+//! not attached) it is when userspace saw the pidfd readable (CLOCK_MONOTONIC, like kernel
+//! events): a fraction of a millisecond after the fact when deaths are awaited, up to the
+//! lazy poll's 20 ms while they come in a stream and are read at the loop's other wake-ups
+//! ([`DeathWatch::set_lazy`]).
 
 use std::{
     collections::HashMap,
@@ -78,9 +85,14 @@ struct Watched {
     comm: [u8; TASK_COMM_LEN],
     /// CLOCK_MONOTONIC just after `pidfd_open` returned.
     opened_ns: u64,
+    /// When the kernel last saw a thread of it pass `sched_process_exit` (0: not yet).
+    last_exit_ns: u64,
     /// The pidfd is known to name the process started at `start_ns` (or `start_ns` is 0 and
     /// nothing can be checked).
     verified: bool,
+    /// In the epoll set (awaited); else polled at [`DeathWatch::ready`] (see
+    /// [`DeathWatch::set_lazy`]).
+    in_epoll: bool,
 }
 
 /// Which process a pidfd names, as far as can be told.
@@ -117,6 +129,11 @@ pub(crate) struct DeathWatch {
     /// not asked of the kernel (`pidfd_open`, ESRCH) nor reported again. At most
     /// [`GONE_KEPT`]; a start time of 0 (unknown) is never kept.
     gone: std::collections::VecDeque<(u32, u64)>,
+    /// New pidfds stay out of the epoll set: deaths are read at the loop's other wake-ups
+    /// ([`DeathWatch::set_lazy`]).
+    lazy: bool,
+    /// Deaths reported since [`DeathWatch::take_died`].
+    died: u32,
 }
 
 /// Processes found gone remembered at most (see `DeathWatch::gone`).
@@ -167,6 +184,32 @@ fn unreaped(pidfd: &OwnedFd) -> bool {
         )
     };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// `EPOLL_CTL_ADD` or `EPOLL_CTL_DEL` of `pidfd` (as `token`) in the set `epoll`.
+fn epoll_ctl(epoll: &OwnedFd, op: i32, pidfd: &OwnedFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: both descriptors are valid and owned; ev outlives the call.
+    let rc = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, pidfd.as_raw_fd(), &raw mut ev) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `pidfd` polls readable now (its process has finished exiting).
+fn readable(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a timeout of 0 never blocks.
+    let n = unsafe { libc::poll(&raw mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
 }
 
 /// Which process the pidfd of `pid` names, from its start time in `/proc` (read while the
@@ -236,6 +279,8 @@ impl DeathWatch {
             tokens: HashMap::new(),
             next_token: 0,
             gone: std::collections::VecDeque::new(),
+            lazy: false,
+            died: 0,
         })
     }
 
@@ -296,6 +341,7 @@ impl DeathWatch {
             {
                 out.events
                     .push(exited(pid, tid, start_ns, comm, exit_seen::GONE));
+                self.died += 1;
                 if start_ns != 0 {
                     if self.gone.len() >= GONE_KEPT {
                         self.gone.pop_front();
@@ -311,24 +357,9 @@ impl DeathWatch {
         let opened_ns = crate::clock::monotonic_now();
         let token = self.next_token;
         self.next_token += 1;
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: both descriptors are valid and owned; ev outlives the call.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                pidfd.as_raw_fd(),
-                &raw mut ev,
-            )
-        };
-        if rc != 0 {
-            return Err(WatchError::Epoll {
-                pid,
-                source: io::Error::last_os_error(),
-            });
+        if !self.lazy {
+            epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, &pidfd, token)
+                .map_err(|source| WatchError::Epoll { pid, source })?;
         }
         self.tokens.insert(pid, token);
         self.watched.insert(
@@ -340,7 +371,9 @@ impl DeathWatch {
                 start_ns,
                 comm,
                 opened_ns,
+                last_exit_ns: 0,
                 verified: start_ns == 0,
+                in_epoll: !self.lazy,
             },
         );
         out.started = true;
@@ -356,12 +389,80 @@ impl DeathWatch {
             return;
         };
         if let Some(w) = self.watched.get_mut(token)
-            && start_ns != 0
-            && same_start(w.start_ns, start_ns)
-            && ts_ns > w.opened_ns
+            && (w.start_ns == 0 || (start_ns != 0 && same_start(w.start_ns, start_ns)))
         {
-            w.verified = true;
+            w.last_exit_ns = w.last_exit_ns.max(ts_ns);
+            if ts_ns > w.opened_ns {
+                w.verified = true;
+            }
         }
+    }
+
+    /// The kernel saw a thread of process `pid` started at `start_ns` send its exit signal to
+    /// another process at `ts_ns` (`do_notify_parent`: [`EventKind::ParentNotified`]): the
+    /// kernel's own word that this process (pid and start time) died then, whatever process
+    /// the pidfd names (no /proc read). Taken when:
+    /// - it came after every thread's `sched_process_exit` seen (a tracer detaching from a
+    ///   zombie also notifies, from a live process);
+    /// - the pidfd polls readable now: the process has finished exiting. (An exiting process
+    ///   also notifies for the zombie children it hands to a new parent, from the start of
+    ///   its own `exit_notify`, microseconds before it is dead: read once its pidfd is
+    ///   readable, such a notification dates its death that much early.)
+    ///
+    /// Else `None`: the pidfd tells as before ([`DeathWatch::ready`]).
+    ///
+    /// [`EventKind::ParentNotified`]: oomtrace_common::EventKind::ParentNotified
+    pub(crate) fn notified(&mut self, pid: u32, start_ns: u64, ts_ns: u64) -> Option<Event> {
+        let &token = self.tokens.get(&pid)?;
+        let w = self.watched.get(&token)?;
+        // A watch without a start time (the classic tracepoints') is of whatever the pid named
+        // at its open: nothing can be checked, as at its pidfd.
+        let same = w.start_ns == 0 || (start_ns != 0 && same_start(w.start_ns, start_ns));
+        let proves = same && ts_ns >= w.last_exit_ns;
+        if !proves || !readable(&w.pidfd) {
+            return None;
+        }
+        let w = self.forget(token);
+        self.died += 1;
+        let mut ev = w.exited(exit_seen::PARENT_NOTIFIED);
+        ev.header.ts_ns = ts_ns;
+        Some(ev)
+    }
+
+    /// Deaths are awaited (`lazy` false: every pidfd is in the epoll set, which wakes the loop
+    /// at each death) or read at the loop's other wake-ups (true: no pidfd is in it, and
+    /// [`DeathWatch::ready`] polls them). In an OOM storm a death's wake-up is most of what
+    /// it costs, while the kernel dates deaths itself ([`DeathWatch::notified`], from the
+    /// ring the loop reads at every wake) where the parent is notified.
+    pub(crate) fn set_lazy(&mut self, lazy: bool) {
+        if lazy == self.lazy {
+            return;
+        }
+        self.lazy = lazy;
+        for (&token, w) in &mut self.watched {
+            if w.in_epoll != lazy {
+                continue;
+            }
+            let op = if lazy {
+                libc::EPOLL_CTL_DEL
+            } else {
+                libc::EPOLL_CTL_ADD
+            };
+            // One the set refuses stays polled at `ready`.
+            if epoll_ctl(&self.epoll, op, &w.pidfd, token).is_ok() {
+                w.in_epoll = !lazy;
+            }
+        }
+    }
+
+    /// Whether deaths are read at the loop's other wake-ups ([`DeathWatch::set_lazy`]).
+    pub(crate) fn lazy(&self) -> bool {
+        self.lazy
+    }
+
+    /// Deaths reported since the last call.
+    pub(crate) fn take_died(&mut self) -> u32 {
+        std::mem::take(&mut self.died)
     }
 
     fn forget(&mut self, token: u64) -> Watched {
@@ -396,26 +497,57 @@ impl DeathWatch {
             };
             for e in &evs[..n] {
                 let token = e.u64;
-                if !self.watched.contains_key(&token) {
-                    continue;
+                if self.watched.contains_key(&token) {
+                    out.push(self.finish(token, proc_root));
                 }
-                let w = self.forget(token);
-                let how = if w.verified {
-                    exit_seen::PIDFD
-                } else {
-                    match identity(proc_root, &w.pidfd, w.pid, w.start_ns) {
-                        Identity::Victim => exit_seen::PIDFD,
-                        Identity::Other => exit_seen::PID_REUSED,
-                        Identity::Unknown => exit_seen::GONE,
-                    }
-                };
-                out.push(w.exited(how));
             }
             if n < evs.len() {
                 break;
             }
         }
+        // Those out of the epoll set (lazy), polled.
+        let mut polled: Vec<(u64, libc::pollfd)> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| !w.in_epoll)
+            .map(|(&token, w)| {
+                let p = libc::pollfd {
+                    fd: w.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                (token, p)
+            })
+            .collect();
+        if !polled.is_empty() {
+            let mut fds: Vec<libc::pollfd> = polled.iter().map(|(_, p)| *p).collect();
+            // SAFETY: `fds` is a valid array of its length; a timeout of 0 never blocks.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+            if n > 0 {
+                for ((token, _), p) in polled.drain(..).zip(fds) {
+                    if p.revents & libc::POLLIN != 0 {
+                        out.push(self.finish(token, proc_root));
+                    }
+                }
+            }
+        }
+        self.died += out.len() as u32;
         out
+    }
+
+    /// The death of watched `token`, whose pidfd polled readable: no longer watched.
+    fn finish(&mut self, token: u64, proc_root: &Path) -> Event {
+        let w = self.forget(token);
+        let how = if w.verified {
+            exit_seen::PIDFD
+        } else {
+            match identity(proc_root, &w.pidfd, w.pid, w.start_ns) {
+                Identity::Victim => exit_seen::PIDFD,
+                Identity::Other => exit_seen::PID_REUSED,
+                Identity::Unknown => exit_seen::GONE,
+            }
+        };
+        w.exited(how)
     }
 }
 
@@ -498,6 +630,98 @@ mod tests {
         assert_eq!(how(&got), [(live_pid, exit_seen::PIDFD)]);
         live.wait().unwrap();
         assert!(w.is_empty());
+    }
+
+    /// The kernel's notification of the parent dates a death, with no /proc read: only the
+    /// victim's (its start time), only after its threads' exits, and only once the pidfd is
+    /// readable (an exiting process notifies for the zombie children it hands on before it is
+    /// dead itself).
+    #[test]
+    fn the_parents_notification_dates_a_death_it_proves() {
+        let proc_root = Path::new("/proc");
+        let mut w = DeathWatch::new().unwrap();
+        let mut child = sleeper();
+        let pid = child.id();
+        let start = start_ns_of(proc_root, pid).unwrap();
+        assert!(
+            w.watch(proc_root, (pid, pid), start, [0; 16])
+                .unwrap()
+                .started
+        );
+        let after_open = crate::clock::monotonic_now();
+        // Alive: its pidfd is not readable, whatever the record says.
+        assert_eq!(w.notified(pid, start, after_open + 1), None);
+        child.kill().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !readable(&w.watched.values().next().unwrap().pidfd) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let exit_ns = crate::clock::monotonic_now();
+        w.kernel_exit(pid, start, exit_ns);
+        // Another process's start, or a time before its last exit: not its death.
+        assert_eq!(w.notified(pid, earlier(start), exit_ns + 1), None);
+        assert_eq!(w.notified(pid, start, exit_ns - 1), None);
+        assert_eq!(w.len(), 1);
+        let dead = w
+            .notified(pid, start, exit_ns + 7)
+            .expect("dated by the notification");
+        assert_eq!(dead.header.ts_ns, exit_ns + 7);
+        assert_eq!(how(&[dead]), [(pid, exit_seen::PARENT_NOTIFIED)]);
+        assert!(w.is_empty());
+        assert!(w.ready(proc_root).is_empty(), "reported once");
+        assert_eq!(w.take_died(), 1);
+        child.wait().unwrap();
+    }
+
+    /// Lazy, no pidfd is in the epoll set (whose readiness wakes the loop): deaths are found
+    /// by polling them at `ready`. Awaited again, every pidfd is back in the set, and one that
+    /// fired meanwhile makes it readable at once.
+    #[test]
+    fn lazy_deaths_leave_the_epoll_set_and_are_polled() {
+        let proc_root = Path::new("/proc");
+        let mut w = DeathWatch::new().unwrap();
+        let set_readable = |w: &DeathWatch| readable(&w.epoll);
+        let mut before = sleeper();
+        let (b_pid, b_start) = (before.id(), start_ns_of(proc_root, before.id()).unwrap());
+        assert!(
+            w.watch(proc_root, (b_pid, b_pid), b_start, [0; 16])
+                .unwrap()
+                .started
+        );
+        w.set_lazy(true);
+        assert!(w.lazy());
+        let mut during = sleeper();
+        let (d_pid, d_start) = (during.id(), start_ns_of(proc_root, during.id()).unwrap());
+        assert!(
+            w.watch(proc_root, (d_pid, d_pid), d_start, [0; 16])
+                .unwrap()
+                .started
+        );
+        before.kill().unwrap();
+        before.wait().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < until {
+            assert!(!set_readable(&w), "a lazy death must not wake the loop");
+            got = w.ready(proc_root);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(how(&got), [(b_pid, exit_seen::GONE)]);
+        during.kill().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !readable(&w.watched.values().next().unwrap().pidfd) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!set_readable(&w), "a lazy death must not wake the loop");
+        w.set_lazy(false);
+        assert!(
+            set_readable(&w),
+            "awaited again: the death that came meanwhile wakes"
+        );
+        let got = wait_ready(&mut w, Duration::from_secs(10));
+        assert_eq!(how(&got), [(d_pid, exit_seen::PIDFD)]);
+        assert_eq!(w.take_died(), 2);
+        during.wait().unwrap();
     }
 
     /// A start time before `real` (an earlier process's): half of it, as the machine may have

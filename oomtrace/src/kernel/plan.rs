@@ -283,6 +283,15 @@ hooks! {
             tp(Tracepoint, "exit_tp", "sched", "sched_process_exit"),
         ],
     },
+    /// `signal_generate` of a tracked process's exit signal to its parent: when it died.
+    ParentNotified {
+        name: "parent_notified",
+        kernel: "signal:signal_generate (a tracked process's exit signal)",
+        candidates: [
+            tp(TpBtf, "parent_notified_btf", "signal", "signal_generate"),
+            tp(Tracepoint, "parent_notified_tp", "signal", "signal_generate"),
+        ],
+    },
     /// `sched_process_free` (tracked leaders only).
     TaskFree {
         name: "task_free",

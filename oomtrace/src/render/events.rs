@@ -77,7 +77,10 @@ pub(crate) fn text_quiet(ev: &Event) -> Quiet {
         }
         Payload::TaskExit(_) | Payload::GroupExited(_) => Quiet::IfUserKilled,
         Payload::TaskFree(_) => Quiet::LastIfUserKilled,
-        Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) => Quiet::Always,
+        // The death it dates is shown (`group_exited`, "its parent notified").
+        Payload::CgroupMkdir(_) | Payload::CgroupRmdir(_) | Payload::ParentNotified(_) => {
+            Quiet::Always
+        }
         Payload::OomInvoke(_)
         | Payload::OomInvokeDone(_)
         | Payload::OomKill(_)
@@ -270,6 +273,13 @@ impl Renderer {
                 "pid": p.pid,
                 "how": exit_seen_name(p.how),
                 "start_ns": if p.start_ns == 0 { Value::Null } else { p.start_ns.into() },
+            }),
+            Payload::ParentNotified(p) => json!({
+                "pid": p.pid,
+                "parent": p.parent,
+                "start_ns": if p.start_ns == 0 { Value::Null } else { p.start_ns.into() },
+                "sig": p.sig,
+                "si_code": p.si_code,
             }),
             Payload::PreExisting(p) => json!({
                 "pid": p.pid, "ppid": p.ppid, "comm": cstr(&p.comm), "start_ns": p.start_ns,
@@ -479,8 +489,18 @@ impl Renderer {
                     "pid {} is gone (the pid now names a process started later)",
                     p.pid
                 ),
+                exit_seen::PARENT_NOTIFIED => format!(
+                    "pid {} ({}) finished exiting: every thread is past exit_notify (its parent \
+                     notified, the pidfd readable)",
+                    p.pid,
+                    cstr(&h.comm)
+                ),
                 other => format!("pid {} finished exiting (observed as {other})", p.pid),
             },
+            Payload::ParentNotified(p) => format!(
+                "pid {} notified its parent {} of its exit (signal {}, si_code {})",
+                p.pid, p.parent, p.sig, p.si_code
+            ),
             Payload::PreExisting(p) => {
                 let mut s = format!(
                     "pid {} ({}) was sent SIGKILL before oomtrace started and has not finished \

@@ -241,9 +241,9 @@ struct Runner {
     /// The sockets the kernel read from killed processes' fd tables, if it reads them here.
     kill_sockets: Option<crate::kernel::probes::KillSocketsMap>,
     /// Deaths not dated by the kernel yet (`GroupExited` of a victim found reaped at its kill,
-    /// or whose pidfd fired first), held to the end of a read of the ring: their parent's
+    /// or whose pidfd fired first), each held until the time beside it: their parent's
     /// notification, later in the ring, dates them (see [`Runner::read_deaths`]).
-    undated: Vec<Event>,
+    undated: Vec<(Event, u64)>,
     /// Whether deaths come in a stream, which the loop then reads at its other wake-ups
     /// ([`DeathWatch::set_lazy`]), as memcg notifications.
     death_pacing: notices::Pacing,
@@ -321,7 +321,7 @@ impl Runner {
         // A death dated by the kernel, in order with the events around it.
         if let Payload::ParentNotified(p) = ev.payload {
             let ts = ev.header.ts_ns;
-            let undated = self.undated.iter().position(|g| {
+            let undated = self.undated.iter().position(|(g, _)| {
                 matches!(g.payload, Payload::GroupExited(e)
                     if e.pid == p.pid && p.start_ns != 0 && same_start(p.start_ns, e.start_ns))
             });
@@ -329,7 +329,7 @@ impl Runner {
                 // Seen dead first (found reaped at its kill, or its pidfd fired before this
                 // record was written): the kernel's record names it by pid and start.
                 Some(at) => {
-                    let mut dead = self.undated.swap_remove(at);
+                    let (mut dead, _) = self.undated.swap_remove(at);
                     if let Payload::GroupExited(e) = &mut dead.payload {
                         e.how = exit_seen::PARENT_NOTIFIED;
                     }
@@ -394,7 +394,7 @@ impl Runner {
                         && g.how == exit_seen::GONE
                         && g.start_ns != 0
                     {
-                        self.undated.push(ev);
+                        self.hold_undated(ev);
                     } else {
                         self.userspace(&ev)?;
                     }
@@ -740,10 +740,12 @@ impl Runner {
             .filter_map(|s| s.wake_at(now))
             .min()
             .map(ns);
+        // A death held for its parent's notification (see `undated`).
+        let undated = self.undated.iter().map(|(_, until)| *until).min();
         // A sweep is due every SWEEP_EVERY (see sweep); it costs nothing per event, and when
         // nothing is tracked it is two map lookups.
         let sweep = ns((self.last_sweep + SWEEP_EVERY).max(now));
-        [due, poll, sync, release]
+        [due, poll, sync, release, undated]
             .into_iter()
             .flatten()
             .fold(sweep, std::cmp::min)
@@ -927,7 +929,7 @@ impl Runner {
                 Payload::GroupExited(g)
                     if g.start_ns != 0 && matches!(g.how, exit_seen::PIDFD | exit_seen::GONE) =>
                 {
-                    self.undated.push(ev);
+                    self.hold_undated(ev);
                 }
                 _ => self.userspace(&ev)?,
             }
@@ -936,6 +938,31 @@ impl Runner {
             return Ok(());
         }
         drain(ring, self, deaths)
+    }
+
+    /// Holds a death for its parent's notification (see `undated`): at most [`UNDATED_HOLD_NS`],
+    /// the loop waking for it then if nothing else comes.
+    fn hold_undated(&mut self, ev: Event) {
+        self.undated
+            .push((ev, monotonic_now().saturating_add(UNDATED_HOLD_NS)));
+    }
+
+    /// Deaths held past their time (all of them if `all`), tracked with the time they were
+    /// first seen: no notification of their parent came (it ignores SIGCHLD, the exit signal
+    /// is 0, or the hook is not attached).
+    fn flush_undated(&mut self, all: bool) -> anyhow::Result<()> {
+        if self.undated.is_empty() {
+            return Ok(());
+        }
+        let now = monotonic_now();
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.undated)
+            .into_iter()
+            .partition(|(_, until)| all || *until <= now);
+        self.undated = held;
+        for (ev, _) in due {
+            self.userspace(&ev)?;
+        }
+        Ok(())
     }
 
     /// Before the loop parks until `wake`: what the sinks wrote since the last tick goes out
@@ -1050,6 +1077,7 @@ pub async fn run(probes: &mut Probes, opts: &LiveOptions) -> anyhow::Result<Outc
     .await?;
     drain(ring.get_mut(), &mut runner, deaths.get_mut())?;
     runner.read_deaths(ring.get_mut(), deaths.get_mut())?;
+    runner.flush_undated(true)?;
     if let Some(v) = runner.loop_stats.json() {
         runner.note(&Note::Stats(&v));
     }
@@ -1420,6 +1448,13 @@ fn filter_warnings(filter: &Filter, memcg_mount: Option<&Path>, proc_root: &Path
 /// The live loop's stdout buffer: the lines of a tick and the wakes before it go out in one
 /// `write` (see [`Stdout`]).
 const STDOUT_BUFFER: usize = 1 << 16;
+/// How long a death seen without its parent's notification waits for it (see
+/// `Runner::undated`). The kernel wakes a pidfd's waiters a few microseconds before it sends
+/// the parent the exit signal, and a reader woken at once can get there first (often under
+/// emulation, where a guest's CPUs take turns on one host thread). Under the tracker's reorder
+/// window (10 ms), so that a held death is applied before the instant it judges passes it.
+const UNDATED_HOLD_NS: u64 = 5_000_000;
+
 /// A line written waits at most this long for the tick that flushes it (see
 /// [`Runner::flush_unless_tick_soon`]).
 const FLUSH_WITHIN_NS: u64 = 20_000_000;
@@ -1491,11 +1526,8 @@ fn drain(
         runner.lost_unchecked = true;
         runner.raw_event(&item, deaths)?;
     }
-    // Not dated by a notification in the ring: as first seen.
-    for gone in std::mem::take(&mut runner.undated) {
-        runner.userspace(&gone)?;
-    }
-    Ok(())
+    // Not dated by a notification in the ring within their time: as first seen.
+    runner.flush_undated(false)
 }
 
 /// A kill's record was not asked for in one call: the caller looks it up and removes it.

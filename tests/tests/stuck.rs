@@ -214,11 +214,7 @@ fn flush_held_victim_is_stuck_until_released(leader_exits: bool) {
     fuse.release();
     let dead = watch.wait_finding("dead", victim);
     assert_eq!(dead["was_flagged"], true);
-    assert_eq!(
-        dead["victim"]["death_seen"],
-        watch.death_seen_of_a_notified_victim(),
-        "{dead}"
-    );
+    watch.assert_seen_dead_as_notified(&dead);
     let k2d = dead["kill_to_dead_ns"].as_u64().expect("kill_to_dead_ns");
     assert!(
         k2d > since + 300_000_000,

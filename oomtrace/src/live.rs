@@ -30,7 +30,7 @@ use loop_stats::Part;
 
 use crate::{
     clock::{Clock, monotonic_now},
-    event::{Event, Payload, cgroup_mkdir, exit_seen, mkdir_path},
+    event::{Event, Payload, exit_seen},
     hooks::Hooks,
     host::{
         deathwatch::{self, DeathWatch, userspace_event},
@@ -505,28 +505,10 @@ impl Runner {
 
     fn event(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
         let ev = *ev;
-        // A cgroup created: its path is kept for a memcg removed before anything names it.
-        // Other hierarchies' creations (cgroup v1) are neither recorded nor tracked.
-        if let Payload::CgroupMkdir(p) = &ev.payload
-            && !self.session.memcgs().created(
-                (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
-                p.id,
-                &mkdir_path(p),
-                p.flags & cgroup_mkdir::TRUNCATED != 0,
-            )
-        {
-            return Ok(());
-        }
-        // A cgroup removed: a memcg is said removed from now on. Other hierarchies' removals
-        // are neither recorded nor tracked.
-        if let Payload::CgroupRmdir(p) = &ev.payload
-            && !self.session.memcgs().removed(
-                (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy),
-                p.id,
-                &mkdir_path(p),
-                p.flags & cgroup_mkdir::TRUNCATED != 0,
-            )
-        {
+        // A cgroup created (its path kept for a memcg removed before anything names it) or
+        // removed (said so from now on). Other hierarchies' (cgroup v1) are neither recorded
+        // nor tracked.
+        if self.session.memcgs().cgroup_record(&ev.payload) == Some(false) {
             return Ok(());
         }
         // Every memcg the event names is resolved to its path for the tracker (the filter and

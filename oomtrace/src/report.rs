@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     clock::Clock,
-    event::{Event, Payload, cgroup_mkdir, mkdir_path},
+    event::{Event, Payload},
     kernel::cgroups::MemcgPaths,
     lifecycle::{Finding, Observability, Summary, Tracker, TrackerConfig, Victim, VictimKey},
     printer::{Format, replay_printer},
@@ -223,25 +223,7 @@ impl<'a> Replayer<'a> {
             }
         }
         // Recorded only when in the memory controller's hierarchy.
-        match ev.payload {
-            Payload::CgroupMkdir(p) => {
-                self.session.memcgs().created(
-                    None,
-                    p.id,
-                    &mkdir_path(&p),
-                    p.flags & cgroup_mkdir::TRUNCATED != 0,
-                );
-            }
-            Payload::CgroupRmdir(p) => {
-                self.session.memcgs().removed(
-                    None,
-                    p.id,
-                    &mkdir_path(&p),
-                    p.flags & cgroup_mkdir::TRUNCATED != 0,
-                );
-            }
-            _ => {}
-        }
+        self.session.memcgs().cgroup_record(&ev.payload);
         self.last_ts = self.last_ts.max(ts);
         let mut found = std::mem::take(&mut self.found);
         let shown = self.session.event(ev, &mut found);

@@ -17,6 +17,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::event::{Payload, cgroup_mkdir, mkdir_path};
+
 /// Which cgroup version carries the memory controller, and where it is mounted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemoryController {
@@ -394,8 +396,7 @@ impl MemcgPaths {
         path: &str,
         cut: bool,
     ) -> bool {
-        let ours = self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy);
-        if !ours || cut || id == 0 || !path.starts_with('/') {
+        if !self.ours(hierarchy, id) || cut || !path.starts_with('/') {
             return false;
         }
         if self.created.insert(id, path.to_string()).is_none() {
@@ -413,6 +414,30 @@ impl MemcgPaths {
         true
     }
 
+    /// Whether cgroup `id` of `hierarchy` (None: unknown) is a memcg this names: of the memory
+    /// controller's hierarchy (any in a replay, whose records were chosen so), id not 0.
+    fn ours(&self, hierarchy: Option<u32>, id: u64) -> bool {
+        id != 0 && (self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy))
+    }
+
+    /// A cgroup's creation or removal record (`cgroup_mkdir`, `cgroup_rmdir`) taken as
+    /// [`MemcgPaths::created`] or [`MemcgPaths::removed`] take it: None for another event,
+    /// else whether it was of a memcg (other hierarchies' are neither recorded nor tracked).
+    pub(crate) fn cgroup_record(&mut self, payload: &Payload) -> Option<bool> {
+        let (made, p) = match payload {
+            Payload::CgroupMkdir(p) => (true, p),
+            Payload::CgroupRmdir(p) => (false, p),
+            _ => return None,
+        };
+        let hierarchy = (p.flags & cgroup_mkdir::HIERARCHY_KNOWN != 0).then_some(p.hierarchy);
+        let (path, cut) = (mkdir_path(p), p.flags & cgroup_mkdir::TRUNCATED != 0);
+        Some(if made {
+            self.created(hierarchy, p.id, &path, cut)
+        } else {
+            self.removed(hierarchy, p.id, &path, cut)
+        })
+    }
+
     /// A cgroup was removed (`cgroup:cgroup_rmdir`, its record read in order with the events
     /// before it): a memcg of the memory controller's hierarchy is removed from now on, with
     /// the last path known of it (else the removal's own). False when it is another
@@ -424,8 +449,7 @@ impl MemcgPaths {
         path: &str,
         cut: bool,
     ) -> bool {
-        let ours = self.any_hierarchy || (hierarchy.is_some() && hierarchy == self.hierarchy);
-        if !ours || id == 0 {
+        if !self.ours(hierarchy, id) {
             return false;
         }
         let own = (!cut && path.starts_with('/')).then(|| path.to_string());
